@@ -1,0 +1,88 @@
+"""customer-session: the Talon.One customer session as a typed, transactional state machine.
+
+The public API is what ``__all__`` lists; modules whose names start with an
+underscore are private.
+"""
+
+from customer_session._cart import (
+    AdditionalCost,
+    CartItem,
+    JSONValue,
+    PriceDetail,
+    Product,
+    ReturnedItem,
+)
+from customer_session._phase import Phase
+from customer_session._records import TransitionEvent, TransitionRecord
+from customer_session._spec import (
+    CUSTOMER_SESSION,
+    REOPENABLE_SESSION,
+    Edge,
+    Specification,
+    State,
+    Trigger,
+)
+from customer_session.exceptions import (
+    AfterCommitHookFailed,
+    ConcurrentUpdate,
+    CustomerSessionError,
+    GuardRejected,
+    HookFailed,
+    IllegalTransition,
+    Problem,
+    ProtectedFieldError,
+    RenderingUnavailable,
+    SessionNotEditable,
+    SpecificationError,
+    StoreError,
+    TransitionError,
+    TransitionInProgress,
+    UnknownTrigger,
+    ValidationError,
+    WorkflowError,
+)
+from customer_session.hooks import Guard, Hook, Refusal, Registration, Workflow, utc_now
+from customer_session.model import CustomerSession, ReopenableCustomerSession
+
+__all__ = [
+    "CUSTOMER_SESSION",
+    "REOPENABLE_SESSION",
+    "AdditionalCost",
+    "AfterCommitHookFailed",
+    "CartItem",
+    "ConcurrentUpdate",
+    "CustomerSession",
+    "CustomerSessionError",
+    "Edge",
+    "GuardRejected",
+    "Guard",
+    "Hook",
+    "HookFailed",
+    "IllegalTransition",
+    "JSONValue",
+    "Phase",
+    "PriceDetail",
+    "Problem",
+    "Product",
+    "ProtectedFieldError",
+    "Refusal",
+    "Registration",
+    "RenderingUnavailable",
+    "ReopenableCustomerSession",
+    "ReturnedItem",
+    "SessionNotEditable",
+    "Specification",
+    "SpecificationError",
+    "State",
+    "StoreError",
+    "TransitionError",
+    "TransitionEvent",
+    "TransitionInProgress",
+    "TransitionRecord",
+    "Trigger",
+    "UnknownTrigger",
+    "ValidationError",
+    "Workflow",
+    "WorkflowError",
+    "utc_now",
+]

@@ -1,0 +1,366 @@
+"""Cart items, returned items and the checks and limits of the real API."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+from attrs import evolve, field, frozen
+from immutabledict import immutabledict
+
+from customer_session.exceptions import Problem, ValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+JSONValue: TypeAlias = "str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]"
+"""A JSON value as Python holds it (the type of custom attributes)."""
+
+MAX_CART_ITEMS: Final = 1000
+MAX_UNITS: Final = 10_000
+MAX_IDENTIFIERS: Final = 5
+MAX_CODE_LENGTH: Final = 100
+MAX_INTEGRATION_ID_LENGTH: Final = 1000
+
+EMPTY_MAPPING: Final[Mapping[str, Any]] = immutabledict()
+
+
+def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """An immutable copy of ``value`` (the caller's dict can change without effect)."""
+    if not value:
+        return EMPTY_MAPPING
+    if isinstance(value, immutabledict):
+        return value
+    if not isinstance(value, Mapping):
+        return value  # type: ignore[unreachable] # reported by the validation that follows
+    return immutabledict(value)
+
+
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an ``int`` and not a ``bool``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    """Whether ``value`` is a finite ``int`` or ``float`` (not a ``bool``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
+
+
+def json_problems(value: object, path: str) -> list[Problem]:
+    """Problems that keep ``value`` from being a JSON value (finite numbers, str keys)."""
+    if value is None or isinstance(value, str | bool) or is_number(value):
+        return []
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in json_problems(v, f"{path}[{i}]")]
+    if isinstance(value, Mapping):
+        problems: list[Problem] = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                problems.append(Problem(path, f"key {key!r} is not a string"))
+            else:
+                problems.extend(json_problems(item, f"{path}.{key}"))
+        return problems
+    return [Problem(path, f"{type(value).__name__} {value!r} is not a JSON value")]
+
+
+def _optional_number(problems: list[Problem], path: str, value: object) -> None:
+    if value is not None and not is_number(value):
+        problems.append(Problem(path, f"must be a finite number, got {value!r}"))
+
+
+def _optional_str(problems: list[Problem], path: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        problems.append(Problem(path, f"must be a string, got {value!r}"))
+
+
+def _optional_aware(problems: list[Problem], path: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        problems.append(Problem(path, f"must be an aware datetime, got {value!r}"))
+
+
+def raise_problems(subject: str, problems: Sequence[Problem]) -> None:
+    """Raise one :class:`ValidationError` listing ``problems``, if there are any."""
+    if problems:
+        raise ValidationError(subject, problems)
+
+
+@frozen
+class Product:
+    """The product a cart item belongs to."""
+
+    name: str
+
+    def __attrs_post_init__(self) -> None:
+        """Refuse a non-string name."""
+        if not isinstance(self.name, str):
+            raise ValidationError.single("product", "name", f"must be a string, got {self.name!r}")
+
+
+@frozen
+class AdditionalCost:
+    """An additional cost (shipping, gift wrap) by its Campaign Manager name."""
+
+    price: float
+
+    def __attrs_post_init__(self) -> None:
+        """Refuse a price that is not a finite number."""
+        if not is_number(self.price):
+            raise ValidationError.single(
+                "additional cost", "price", f"must be a finite number, got {self.price!r}"
+            )
+
+
+def _costs_problems(costs: Mapping[str, Any], path: str) -> list[Problem]:
+    if not isinstance(costs, Mapping):
+        return [Problem(path, f"must be a mapping of names to AdditionalCost, got {costs!r}")]
+    return [
+        Problem(f"{path}.{name}", f"must be an AdditionalCost, got {cost!r}")
+        for name, cost in costs.items()
+        if not isinstance(name, str) or not isinstance(cost, AdditionalCost)
+    ]
+
+
+def costs_total(costs: Mapping[str, AdditionalCost]) -> float:
+    """The sum of the prices of ``costs``."""
+    return math.fsum(cost.price for cost in costs.values())
+
+
+@frozen(kw_only=True)
+class PriceDetail:
+    """One price type of a cart item and the price adjustment behind it (read-only)."""
+
+    price: float | None = None
+    adjustment_context_id: str | None = None
+    adjustment_reference_id: str | None = None
+    adjustment_effective_from: datetime | None = None
+    adjustment_effective_until: datetime | None = None
+
+    def __attrs_post_init__(self) -> None:
+        """Check every field's type."""
+        problems: list[Problem] = []
+        _optional_number(problems, "price", self.price)
+        _optional_str(problems, "adjustment_context_id", self.adjustment_context_id)
+        _optional_str(problems, "adjustment_reference_id", self.adjustment_reference_id)
+        _optional_aware(problems, "adjustment_effective_from", self.adjustment_effective_from)
+        _optional_aware(problems, "adjustment_effective_until", self.adjustment_effective_until)
+        raise_problems("price detail", problems)
+
+
+@frozen(kw_only=True)
+class CartItem:
+    """One line of a cart, with the fields of Talon.One's ``CartItem``.
+
+    ``sku`` and ``quantity`` are required; everything else is optional (``None``
+    means "not sent"). ``returned_quantity`` is maintained by returns; the cart
+    ``position`` is the item's index in ``session.cart_items`` and not stored.
+
+    Raises:
+        ValidationError: Every field that breaks a rule, with its name.
+    """
+
+    sku: str
+    quantity: int
+    name: str | None = None
+    price: float | None = None
+    category: str | None = None
+    product: Product | None = None
+    weight: float | None = None
+    height: float | None = None
+    width: float | None = None
+    length: float | None = None
+    attributes: Mapping[str, JSONValue] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    additional_costs: Mapping[str, AdditionalCost] = field(
+        default=EMPTY_MAPPING, converter=freeze_mapping
+    )
+    returned_quantity: int = 0
+    catalog_item_id: int | None = None
+    selected_price_type: str | None = None
+    adjustment_reference_id: str | None = None
+    adjustment_effective_from: datetime | None = None
+    adjustment_effective_until: datetime | None = None
+    prices: Mapping[str, PriceDetail] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
+
+    def __attrs_post_init__(self) -> None:
+        """Check every field and report all problems at once."""
+        raise_problems(f"cart item {self.sku!r}", self.problems())
+
+    def problems(self) -> list[Problem]:
+        """Every rule this item breaks (empty for a valid item)."""
+        problems: list[Problem] = []
+        if not isinstance(self.sku, str) or not self.sku:
+            problems.append(Problem("sku", f"must be a non-empty string, got {self.sku!r}"))
+        if not is_int(self.quantity) or self.quantity < 1:
+            problems.append(Problem("quantity", f"must be an integer >= 1, got {self.quantity!r}"))
+        elif not is_int(self.returned_quantity) or not (
+            0 <= self.returned_quantity <= self.quantity
+        ):
+            problems.append(
+                Problem(
+                    "returned_quantity",
+                    f"must be an integer from 0 to quantity ({self.quantity}), "
+                    f"got {self.returned_quantity!r}",
+                )
+            )
+        for name in ("price", "weight", "height", "width", "length"):
+            _optional_number(problems, name, getattr(self, name))
+        for name in ("name", "category", "selected_price_type", "adjustment_reference_id"):
+            _optional_str(problems, name, getattr(self, name))
+        if self.product is not None and not isinstance(self.product, Product):
+            problems.append(Problem("product", f"must be a Product, got {self.product!r}"))
+        if self.catalog_item_id is not None and not is_int(self.catalog_item_id):
+            problems.append(
+                Problem("catalog_item_id", f"must be an integer, got {self.catalog_item_id!r}")
+            )
+        _optional_aware(problems, "adjustment_effective_from", self.adjustment_effective_from)
+        _optional_aware(problems, "adjustment_effective_until", self.adjustment_effective_until)
+        if self.attributes:
+            problems.extend(json_problems(self.attributes, "attributes"))
+        if self.additional_costs:
+            problems.extend(_costs_problems(self.additional_costs, "additional_costs"))
+        if self.prices and (
+            not isinstance(self.prices, Mapping)
+            or not all(isinstance(v, PriceDetail) for v in self.prices.values())
+        ):
+            problems.append(Problem("prices", "must map price types to PriceDetail"))
+        return problems
+
+    @property
+    def remaining_quantity(self) -> int:
+        """Units not returned yet: ``quantity - returned_quantity``."""
+        return self.quantity - self.returned_quantity
+
+    @property
+    def line_total(self) -> float:
+        """``price x quantity`` plus the item's additional costs (0 without a price).
+
+        Item-level additional costs count once per line; this is the conservative
+        reading, since the public docs do not say whether they apply per unit.
+        """
+        base = 0.0 if self.price is None else self.price * self.quantity
+        return base + costs_total(self.additional_costs) if self.additional_costs else base
+
+    @property
+    def returned_total(self) -> float:
+        """The value of the returned units: ``price x returned_quantity``."""
+        return 0.0 if self.price is None else self.price * self.returned_quantity
+
+
+@frozen
+class ReturnedItem:
+    """A return of ``quantity`` units of the cart item at ``position``.
+
+    Args:
+        position: The index of the item in ``session.cart_items``.
+        quantity: How many units are returned (at least 1).
+        sku: Optionally, the item's SKU; when given it must match the item.
+    """
+
+    position: int
+    quantity: int
+    sku: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        """Check the types and ranges that do not depend on the cart."""
+        problems: list[Problem] = []
+        if not is_int(self.position) or self.position < 0:
+            problems.append(Problem("position", f"must be an integer >= 0, got {self.position!r}"))
+        if not is_int(self.quantity) or self.quantity < 1:
+            problems.append(Problem("quantity", f"must be an integer >= 1, got {self.quantity!r}"))
+        if self.sku is not None and (not isinstance(self.sku, str) or not self.sku):
+            problems.append(Problem("sku", f"must be a non-empty string, got {self.sku!r}"))
+        raise_problems("returned item", problems)
+
+
+def return_problems(
+    cart: Sequence[CartItem], items: Iterable[ReturnedItem], path: str = "items"
+) -> tuple[tuple[ReturnedItem, ...], list[Problem]]:
+    """Check a return against the cart; return the items as a tuple and the problems.
+
+    Refused: an empty return, an entry that is not a :class:`ReturnedItem`, a
+    position that does not exist, the same position twice, more units than remain,
+    a SKU that does not match the item at that position.
+    """
+    if isinstance(items, ReturnedItem | str | bytes) or not isinstance(items, Iterable):
+        return (), [Problem(path, f"must be a sequence of ReturnedItem, got {items!r}")]
+    returned = tuple(items)
+    problems: list[Problem] = []
+    if not returned:
+        problems.append(Problem(path, "a return needs at least one item"))
+    seen: set[int] = set()
+    for index, item in enumerate(returned):
+        where = f"{path}[{index}]"
+        if not isinstance(item, ReturnedItem):
+            problems.append(Problem(where, f"must be a ReturnedItem, got {item!r}"))
+            continue
+        if item.position >= len(cart):
+            problems.append(
+                Problem(
+                    f"{where}.position",
+                    f"no cart item at position {item.position} (the cart has {len(cart)})",
+                )
+            )
+            continue
+        if item.position in seen:
+            problems.append(
+                Problem(f"{where}.position", f"position {item.position} appears more than once")
+            )
+            continue
+        seen.add(item.position)
+        line = cart[item.position]
+        if item.sku is not None and item.sku != line.sku:
+            problems.append(
+                Problem(
+                    f"{where}.sku",
+                    f"{item.sku!r} does not match {line.sku!r} at position {item.position}",
+                )
+            )
+        if item.quantity > line.remaining_quantity:
+            problems.append(
+                Problem(
+                    f"{where}.quantity",
+                    f"{item.quantity} is more than the {line.remaining_quantity} "
+                    f"unit(s) of {line.sku!r} that remain",
+                )
+            )
+    return returned, problems
+
+
+def apply_returns(cart: Sequence[CartItem], items: Iterable[ReturnedItem]) -> tuple[CartItem, ...]:
+    """The cart after a (validated) return: returned quantities raised."""
+    returned = dict.fromkeys(range(len(cart)), 0)
+    for item in items:
+        returned[item.position] += item.quantity
+    return tuple(
+        line
+        if not returned[i]
+        else _with_returned(line, line.returned_quantity + returned[i])
+        for i, line in enumerate(cart)
+    )
+
+
+def _with_returned(line: CartItem, returned_quantity: int) -> CartItem:
+    return evolve(line, returned_quantity=returned_quantity)
+
+
+def cart_problems(cart: Sequence[CartItem], path: str = "cart_items") -> list[Problem]:
+    """The limits of the real API on a whole cart: item count, units, item types."""
+    problems: list[Problem] = []
+    units = 0
+    for index, line in enumerate(cart):
+        if not isinstance(line, CartItem):
+            problems.append(Problem(f"{path}[{index}]", f"must be a CartItem, got {line!r}"))
+        else:
+            units += line.quantity
+    if len(cart) > MAX_CART_ITEMS:
+        problems.append(
+            Problem(path, f"{len(cart)} items; a session holds at most {MAX_CART_ITEMS}")
+        )
+    if units > MAX_UNITS:
+        problems.append(Problem(path, f"{units} units; a session holds at most {MAX_UNITS}"))
+    return problems

@@ -1,0 +1,193 @@
+"""The specification: states, triggers and the transition table, as immutable data.
+
+This module is the only place the paths of a customer session are written down.
+Everything else (the ``transitions`` machine, diagrams, the replay fast path, the
+docs tables, the test oracles) is derived from a :class:`Specification`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import StrEnum
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
+
+from attrs import field, frozen
+
+from customer_session.exceptions import SpecificationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+
+class State(StrEnum):
+    """The state of a customer session; each member equals its wire value."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+    PARTIALLY_RETURNED = "partially_returned"
+
+
+class Trigger(StrEnum):
+    """A trigger: the name of a session method that may change its state."""
+
+    CLOSE = "close"
+    CANCEL = "cancel"
+    RETURN_ITEMS = "return_items"
+    REOPEN = "reopen"
+
+
+@frozen
+class Edge:
+    """One row of the transition table: ``trigger`` moves ``source`` to ``destination``.
+
+    An edge whose destination equals its source is an *internal* transition: it is
+    recorded in the history but neither exits nor enters a state.
+    """
+
+    trigger: Trigger
+    source: State
+    destination: State
+
+    @property
+    def internal(self) -> bool:
+        """Whether this edge stays in its state (no exit, no enter)."""
+        return self.source is self.destination
+
+    def __str__(self) -> str:
+        """Render as ``source --trigger--> destination``."""
+        return f"{self.source} --{self.trigger}--> {self.destination}"
+
+
+def _edge_tuple(edges: Iterable[Edge]) -> tuple[Edge, ...]:
+    return tuple(edges)
+
+
+@frozen
+class Specification:
+    """A complete, validated state machine definition.
+
+    Definition errors (a duplicate ``(source, trigger)`` pair, an unknown state, an
+    unreachable state) raise :class:`~customer_session.exceptions.SpecificationError`
+    when the specification is created, never later.
+
+    Args:
+        name: A short identifier, used in diagrams and error messages.
+        states: Every state, in display order.
+        initial_states: The states a new session may be created in.
+        edges: The transition table.
+    """
+
+    name: str
+    states: tuple[State, ...]
+    initial_states: frozenset[State]
+    edges: tuple[Edge, ...] = field(converter=_edge_tuple)
+    _targets: Mapping[tuple[State, Trigger], State] = field(
+        init=False, repr=False, eq=False, hash=False
+    )
+    _allowed: Mapping[State, frozenset[Trigger]] = field(
+        init=False, repr=False, eq=False, hash=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        """Check the table and derive the look-ups once."""
+        targets: dict[tuple[State, Trigger], State] = {}
+        known = set(self.states)
+        if len(known) != len(self.states):
+            raise SpecificationError(self.name, "a state is listed twice")
+        if not self.initial_states:
+            raise SpecificationError(self.name, "there must be at least one initial state")
+        for state in self.initial_states - known:
+            raise SpecificationError(self.name, f"initial state {state!r} is not a state")
+        for edge in self.edges:
+            for end in (edge.source, edge.destination):
+                if end not in known:
+                    raise SpecificationError(self.name, f"{edge}: {end!r} is not a state")
+            key = (edge.source, edge.trigger)
+            if key in targets:
+                raise SpecificationError(
+                    self.name, f"{edge}: {edge.trigger!r} from {edge.source!r} is already defined"
+                )
+            targets[key] = edge.destination
+        allowed = {
+            state: frozenset(t for (s, t) in targets if s is state) for state in self.states
+        }
+        object.__setattr__(self, "_targets", MappingProxyType(targets))
+        object.__setattr__(self, "_allowed", MappingProxyType(allowed))
+        unreachable = known - set(self.shortest_paths())
+        if unreachable:
+            names = ", ".join(sorted(unreachable))
+            raise SpecificationError(self.name, f"unreachable from the initial states: {names}")
+
+    @property
+    def triggers(self) -> tuple[Trigger, ...]:
+        """The triggers used by the table, in declaration order of :class:`Trigger`."""
+        used = {edge.trigger for edge in self.edges}
+        return tuple(t for t in Trigger if t in used)
+
+    @property
+    def terminal_states(self) -> frozenset[State]:
+        """States with no way out (``cancelled`` in the Talon.One table)."""
+        return frozenset(s for s in self.states if not self._allowed[s])
+
+    def allowed(self, state: State) -> frozenset[Trigger]:
+        """The triggers the table allows from ``state``."""
+        return self._allowed[state]
+
+    def target(self, state: State, trigger: Trigger) -> State | None:
+        """Where ``trigger`` leads from ``state``, or ``None`` when the table forbids it."""
+        return self._targets.get((state, trigger))
+
+    def edges_from(self, state: State) -> tuple[Edge, ...]:
+        """The edges leaving ``state`` (internal ones included)."""
+        return tuple(edge for edge in self.edges if edge.source is state)
+
+    def shortest_paths(self) -> dict[State, tuple[Edge, ...]]:
+        """A shortest path of edges from some initial state to every reachable state.
+
+        Initial states map to the empty path. Ties are broken by table order, so the
+        result is deterministic.
+        """
+        paths: dict[State, tuple[Edge, ...]] = {
+            s: () for s in self.states if s in self.initial_states
+        }
+        queue = deque(paths)
+        while queue:
+            state = queue.popleft()
+            for edge in self.edges_from(state):
+                if edge.destination not in paths:
+                    paths[edge.destination] = (*paths[state], edge)
+                    queue.append(edge.destination)
+        return paths
+
+    def extend(self, name: str, *edges: Edge) -> Specification:
+        """A new specification: this table plus ``edges``."""
+        return Specification(
+            name=name,
+            states=self.states,
+            initial_states=self.initial_states,
+            edges=(*self.edges, *edges),
+        )
+
+
+CUSTOMER_SESSION: Final = Specification(
+    name="customer_session",
+    states=(State.OPEN, State.CLOSED, State.PARTIALLY_RETURNED, State.CANCELLED),
+    initial_states=frozenset({State.OPEN, State.CLOSED}),
+    edges=(
+        Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+        Edge(Trigger.CANCEL, State.OPEN, State.CANCELLED),
+        Edge(Trigger.CANCEL, State.CLOSED, State.CANCELLED),
+        Edge(Trigger.RETURN_ITEMS, State.CLOSED, State.PARTIALLY_RETURNED),
+        Edge(Trigger.CANCEL, State.PARTIALLY_RETURNED, State.CANCELLED),
+        # Further returns: an internal transition, recorded but not a new path.
+        Edge(Trigger.RETURN_ITEMS, State.PARTIALLY_RETURNED, State.PARTIALLY_RETURNED),
+    ),
+)
+"""The Talon.One table of the seed: the four documented paths (and further returns)."""
+
+REOPENABLE_SESSION: Final = CUSTOMER_SESSION.extend(
+    "reopenable_session", Edge(Trigger.REOPEN, State.CLOSED, State.OPEN)
+)
+"""The opt-in table with Talon.One's reopen endpoint: ``closed -> open``."""

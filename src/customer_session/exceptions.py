@@ -1,0 +1,344 @@
+"""The error tree of customer-session.
+
+Every error the library raises derives from :class:`CustomerSessionError`. Each one
+carries the data that explains it as attributes, and also subclasses the builtin
+exception it really is (a write to a protected field is an :class:`AttributeError`,
+bad input is a :class:`ValueError`), so code that catches builtins keeps working.
+
+.. code-block:: text
+
+    CustomerSessionError
+    ├── SpecificationError (ValueError)    a transition table that cannot work
+    ├── TransitionError                    a trigger that did not commit
+    │   ├── IllegalTransition              the table forbids it from this state
+    │   ├── GuardRejected                  a guard refused, with a reason
+    │   ├── HookFailed                     a hook before the commit point raised
+    │   └── TransitionInProgress           a trigger fired from inside a hook
+    ├── AfterCommitHookFailed (ExceptionGroup)  committed, but after-commit hooks raised
+    ├── ProtectedFieldError (AttributeError)    a direct write or delete
+    ├── SessionNotEditable                 a cart edit outside the open state
+    ├── ValidationError (ValueError)       bad input, each problem with its path
+    ├── UnknownTrigger (ValueError)        a trigger name the table does not know
+    ├── WorkflowError (ValueError)         a workflow used with the wrong session class
+    ├── ConcurrentUpdate                   a store could not commit after its retries
+    ├── StoreError                         a store's data cannot be read or written
+    └── RenderingUnavailable (RuntimeError)     graphviz or ``dot`` is missing
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Self
+
+from attrs import frozen
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from customer_session._records import TransitionRecord
+    from customer_session._spec import State, Trigger
+    from customer_session.hooks import Phase
+
+
+class CustomerSessionError(Exception):
+    """The root of every error raised by customer-session."""
+
+
+class SpecificationError(CustomerSessionError, ValueError):
+    """A specification (transition table) is inconsistent; raised when it is defined."""
+
+    def __init__(self, specification: str, reason: str) -> None:
+        """Name the specification and what is wrong with it."""
+        super().__init__(f"specification {specification!r}: {reason}")
+        self.specification = specification
+        self.reason = reason
+
+
+def _names(triggers: Iterable[str]) -> str:
+    ordered = sorted(str(t) for t in triggers)
+    return ", ".join(f"{t}()" for t in ordered) if ordered else "none (terminal state)"
+
+
+class TransitionError(CustomerSessionError):
+    """A trigger did not commit; the session is exactly as it was before the call.
+
+    Attributes:
+        trigger: The trigger that was fired.
+        state: The state of the session when it was fired (and still is).
+        integration_id: The session's integration id.
+    """
+
+    def __init__(self, message: str, *, trigger: Trigger, state: State, integration_id: str) -> None:
+        """Store the data shared by all failed transitions."""
+        super().__init__(message)
+        self.trigger = trigger
+        self.state = state
+        self.integration_id = integration_id
+
+
+class IllegalTransition(TransitionError):
+    """The transition table has no edge for this trigger from the current state.
+
+    Attributes:
+        allowed: The triggers the table allows from ``state``.
+    """
+
+    def __init__(
+        self, *, trigger: Trigger, state: State, integration_id: str, allowed: frozenset[Trigger]
+    ) -> None:
+        """Build the message from the trigger, the state and what is allowed."""
+        super().__init__(
+            f"session {integration_id!r}: cannot {trigger}() from state '{state}'; "
+            f"allowed: {_names(allowed)}",
+            trigger=trigger,
+            state=state,
+            integration_id=integration_id,
+        )
+        self.allowed = allowed
+
+
+class GuardRejected(TransitionError):
+    """A guard refused the transition.
+
+    Attributes:
+        guard: The guard's name.
+        reason: The reason the guard gave.
+    """
+
+    def __init__(
+        self, *, trigger: Trigger, state: State, integration_id: str, guard: str, reason: str
+    ) -> None:
+        """Name the guard and its reason in the message."""
+        super().__init__(
+            f"session {integration_id!r}: {trigger}() from '{state}' refused by guard "
+            f"{guard!r}: {reason}",
+            trigger=trigger,
+            state=state,
+            integration_id=integration_id,
+        )
+        self.guard = guard
+        self.reason = reason
+
+
+class HookFailed(TransitionError):
+    """A guard or hook raised before the commit point; nothing was changed.
+
+    The original exception is chained as ``__cause__``.
+
+    Attributes:
+        phase: The phase whose callable raised.
+        hook: The callable's name.
+    """
+
+    def __init__(
+        self, *, trigger: Trigger, state: State, integration_id: str, phase: Phase, hook: str
+    ) -> None:
+        """Name the phase and the hook in the message."""
+        super().__init__(
+            f"session {integration_id!r}: {trigger}() from '{state}' rolled back: "
+            f"{phase.value} hook {hook!r} raised",
+            trigger=trigger,
+            state=state,
+            integration_id=integration_id,
+        )
+        self.phase = phase
+        self.hook = hook
+
+
+class TransitionInProgress(TransitionError):
+    """A trigger was fired on a session whose own transition has not committed yet.
+
+    Hooks before the commit point must not fire triggers on the session they run
+    for; after-commit hooks may.
+
+    Attributes:
+        running: The trigger whose transition is in progress.
+    """
+
+    def __init__(
+        self, *, trigger: Trigger, state: State, integration_id: str, running: Trigger
+    ) -> None:
+        """Name both triggers."""
+        super().__init__(
+            f"session {integration_id!r}: cannot {trigger}() while {running}() is in "
+            "progress; fire it from an after-commit hook instead",
+            trigger=trigger,
+            state=state,
+            integration_id=integration_id,
+        )
+        self.running = running
+
+
+def _after_commit_message(record: TransitionRecord, errors: Sequence[Exception]) -> str:
+    return (
+        f"{record.trigger}() committed ({record.source} -> {record.destination}) "
+        f"but {len(errors)} after-commit hook(s) raised"
+    )
+
+
+class AfterCommitHookFailed(CustomerSessionError, ExceptionGroup[Exception]):
+    """The transition committed, but one or more after-commit hooks raised.
+
+    It is an :class:`ExceptionGroup` of the hooks' exceptions (``except*`` works),
+    raised once every after-commit hook has run. The session is in its new state.
+
+    Attributes:
+        record: The committed transition.
+    """
+
+    record: TransitionRecord
+
+    def __new__(cls, record: TransitionRecord, errors: Sequence[Exception]) -> Self:
+        """Build the group and attach the committed record."""
+        self = super().__new__(cls, _after_commit_message(record, errors), list(errors))
+        self.record = record
+        return self
+
+    def __init__(self, record: TransitionRecord, errors: Sequence[Exception]) -> None:
+        """Forward to :class:`ExceptionGroup` (the work is done in ``__new__``)."""
+        super().__init__(_after_commit_message(record, errors), list(errors))
+
+    def derive(self, excs: Sequence[Exception]) -> AfterCommitHookFailed:
+        """Keep the record when ``except*`` splits the group."""
+        return AfterCommitHookFailed(self.record, excs)
+
+
+class ProtectedFieldError(CustomerSessionError, AttributeError):
+    """A session field was assigned or deleted directly.
+
+    Attributes:
+        field: The field's name.
+        hint: What to use instead.
+    """
+
+    def __init__(self, field: str, hint: str) -> None:
+        """Name the field and what to use instead."""
+        super().__init__(f"{field!r} cannot be assigned or deleted directly; {hint}")
+        self.field = field
+        self.hint = hint
+
+
+class SessionNotEditable(CustomerSessionError):
+    """A cart or session edit was attempted outside the ``open`` state.
+
+    Attributes:
+        operation: The refused operation.
+        state: The session's state.
+        integration_id: The session's integration id.
+    """
+
+    def __init__(self, *, operation: str, state: State, integration_id: str) -> None:
+        """Name the operation and the state."""
+        super().__init__(
+            f"session {integration_id!r}: cannot {operation}() in state '{state}'; "
+            "only open sessions can be edited"
+        )
+        self.operation = operation
+        self.state = state
+        self.integration_id = integration_id
+
+
+@frozen
+class Problem:
+    """One problem found in some input: where it is and what is wrong.
+
+    Attributes:
+        path: Where, e.g. ``cart_items[2].quantity`` or ``$.cartItems[2].quantity``.
+        message: What is wrong there.
+    """
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        """Render as ``path: message``."""
+        return f"{self.path}: {self.message}"
+
+
+class ValidationError(CustomerSessionError, ValueError):
+    """Input was refused; every problem is listed with its path.
+
+    Attributes:
+        subject: What was being validated (e.g. ``session 'order-42'``).
+        problems: Every problem found, in input order.
+    """
+
+    def __init__(self, subject: str, problems: Sequence[Problem]) -> None:
+        """List every problem in the message, one per line when there are several."""
+        self.subject = subject
+        self.problems = tuple(problems)
+        if len(self.problems) == 1:
+            text = f"{subject}: {self.problems[0]}"
+        else:
+            lines = "".join(f"\n  {p}" for p in self.problems)
+            text = f"{subject}: {len(self.problems)} problems:{lines}"
+        super().__init__(text)
+
+    @classmethod
+    def single(cls, subject: str, path: str, message: str) -> ValidationError:
+        """A validation error with one problem."""
+        return cls(subject, [Problem(path, message)])
+
+
+class UnknownTrigger(CustomerSessionError, ValueError):
+    """A trigger name that the specification does not define.
+
+    Attributes:
+        trigger: The name that was given.
+        known: The triggers that exist.
+    """
+
+    def __init__(self, trigger: object, known: Iterable[str]) -> None:
+        """Name the unknown trigger and the known ones."""
+        self.trigger = trigger
+        self.known = tuple(sorted(str(k) for k in known))
+        super().__init__(f"unknown trigger {trigger!r}; known: {', '.join(self.known)}")
+
+
+class WorkflowError(CustomerSessionError, ValueError):
+    """A workflow was misused: wrong specification, unknown name, bad registration."""
+
+
+class ConcurrentUpdate(CustomerSessionError):
+    """A store could not commit a change because other writers kept winning.
+
+    Attributes:
+        integration_id: The session.
+        attempts: How many times the change was tried.
+    """
+
+    def __init__(self, integration_id: str, attempts: int) -> None:
+        """Name the session and the number of attempts."""
+        super().__init__(
+            f"session {integration_id!r}: gave up after {attempts} attempt(s); "
+            "other writers changed it each time"
+        )
+        self.integration_id = integration_id
+        self.attempts = attempts
+
+
+class StoreError(CustomerSessionError):
+    """A store's data could not be read or written (corrupt row, unknown schema).
+
+    Attributes:
+        integration_id: The session concerned, when there is one.
+    """
+
+    def __init__(self, message: str, integration_id: str | None = None) -> None:
+        """Keep the session the problem concerns."""
+        super().__init__(message)
+        self.integration_id = integration_id
+
+
+class RenderingUnavailable(CustomerSessionError, RuntimeError):
+    """An image was requested but Graphviz (package or ``dot`` binary) is missing.
+
+    Attributes:
+        missing: What is missing.
+        install: How to install it.
+    """
+
+    def __init__(self, missing: str, install: str) -> None:
+        """Say what is missing and how to install it."""
+        super().__init__(f"cannot render images: {missing} is missing; {install}")
+        self.missing = missing
+        self.install = install

@@ -1,0 +1,425 @@
+"""Guards, hooks and the workflow that holds them.
+
+A :class:`Workflow` is a registry of guards and hooks for one specification. Every
+session is bound to one workflow: by default the ``default_workflow`` of its class
+(hooks registered there apply to every session of the class); a session created
+with ``workflow=`` uses that one instead, so two workflows with different hooks
+coexist in one process.
+
+The phases of a transition run in the order of :class:`Phase`:
+
+1. ``GUARD`` - guards decide; a refusal raises ``GuardRejected``.
+2. ``BEFORE`` - hooks for the trigger, the session still in the source state.
+3. ``EXIT`` - hooks for the source state (skipped by internal transitions).
+4. ``ENTER`` - hooks for the destination state (skipped by internal transitions).
+5. ``AFTER`` - hooks for the trigger.
+6. *commit point* - the state, history, ``updated`` and ``update_count`` change
+   together.
+7. ``AFTER_COMMIT`` - hooks for the trigger; their failures never undo the commit.
+
+An exception from phases 1-5 rolls the session back to exactly what it was and is
+re-raised as ``HookFailed`` with the original chained.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import weakref
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, overload
+
+from attrs import frozen
+
+from customer_session._machine import Engine, engine_for
+from customer_session._phase import PRE_COMMIT_PHASES, Phase
+from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
+from customer_session.exceptions import UnknownTrigger, WorkflowError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from customer_session._records import TransitionEvent
+
+
+
+
+class Guard(Protocol):
+    """A guard: return ``None`` to allow, or a non-empty reason to refuse.
+
+    Guards should not change the session; a guard may be a plain function or an
+    ``async def`` function (the latter only for the async face).
+    """
+
+    def __call__(self, event: TransitionEvent, /) -> str | None:
+        """Decide on the transition described by ``event``."""
+
+
+class Hook(Protocol):
+    """A hook: called with the event; its return value is ignored."""
+
+    def __call__(self, event: TransitionEvent, /) -> object:
+        """React to the transition described by ``event``."""
+
+
+class Clock(Protocol):
+    """A source of aware timestamps; the library normalizes them to UTC."""
+
+    def __call__(self) -> datetime:
+        """Return the current time."""
+
+
+def utc_now() -> datetime:
+    """The default clock: the current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+@frozen
+class Refusal:
+    """Why a trigger cannot be fired now.
+
+    Attributes:
+        guard: The refusing guard's name; ``None`` when the table itself forbids it.
+        reason: The reason.
+    """
+
+    guard: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        """Render as ``guard: reason`` (or the reason alone for the table)."""
+        return self.reason if self.guard is None else f"{self.guard}: {self.reason}"
+
+
+def _callable_name(func: Callable[..., object]) -> str:
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    return name if isinstance(name, str) else repr(func)
+
+
+def _is_async(func: Callable[..., object]) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+@frozen(eq=False)
+class Registration:
+    """A registered guard or hook; :meth:`remove` undoes the registration.
+
+    Also a context manager that removes the registration on exit.
+
+    Attributes:
+        workflow: Where it is registered.
+        phase: Its phase.
+        key: The trigger or state it is registered for; ``None`` for all.
+        func: The callable.
+        name: Its name in errors and refusals.
+        is_async: Whether it must be awaited (async face only).
+    """
+
+    workflow: Workflow
+    phase: Phase
+    key: Trigger | State | None
+    func: Callable[[TransitionEvent], Any]
+    name: str
+    is_async: bool
+
+    def remove(self) -> None:
+        """Unregister; removing twice is harmless."""
+        self.workflow._remove(self)  # noqa: SLF001 - the workflow owns its table
+
+    def __enter__(self) -> Registration:
+        """Return the registration itself."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Remove the registration."""
+        self.remove()
+
+
+_F = TypeVar("_F", bound="Callable[..., Any]")
+
+_NAMED: weakref.WeakValueDictionary[str, Workflow] = weakref.WeakValueDictionary()
+_NAMED_LOCK = threading.Lock()
+
+
+def _lookup(name: str) -> Workflow:
+    """Find a named workflow (used when a pickled session is loaded)."""
+    workflow = _NAMED.get(name)
+    if workflow is None:
+        raise WorkflowError(
+            f"no workflow named {name!r} exists in this process; create it before "
+            "unpickling sessions bound to it"
+        )
+    return workflow
+
+
+class Workflow:
+    """A registry of guards and hooks for one specification, and the clock.
+
+    Args:
+        specification: The transition table; it must be the one of the session
+            classes bound to this workflow.
+        name: A process-wide unique name. Sessions bound to a named workflow can be
+            pickled (they are re-bound by name when loaded).
+        clock: Where ``created``, ``updated`` and transition timestamps come from.
+    """
+
+    __slots__ = ("__weakref__", "_clock", "_engine", "_entries", "_name", "_pre_commit", "_specification", "_table")
+
+    def __init__(
+        self,
+        specification: Specification = CUSTOMER_SESSION,
+        *,
+        name: str | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        """Create an empty workflow; register it by name when it has one."""
+        self._specification = specification
+        self._engine = engine_for(specification)
+        self._name = name
+        self._clock = clock
+        self._entries: tuple[Registration, ...] = ()
+        self._table: dict[tuple[Phase, Trigger | State], tuple[Registration, ...]] = {}
+        self._rebuild(())
+        if name is not None:
+            with _NAMED_LOCK:
+                if name in _NAMED:
+                    raise WorkflowError(f"a workflow named {name!r} already exists")
+                _NAMED[name] = self
+
+    @property
+    def specification(self) -> Specification:
+        """The transition table this workflow drives."""
+        return self._specification
+
+    @property
+    def engine(self) -> Engine:
+        """The compiled machine of the specification (shared by every workflow of it)."""
+        return self._engine
+
+    @property
+    def name(self) -> str | None:
+        """The workflow's name, or ``None``."""
+        return self._name
+
+    @property
+    def clock(self) -> Clock:
+        """The clock used for timestamps."""
+        return self._clock
+
+    @property
+    def registrations(self) -> tuple[Registration, ...]:
+        """Every registered guard and hook, in registration order."""
+        return self._entries
+
+    def now(self) -> datetime:
+        """The clock's current time, as an aware UTC datetime."""
+        now = self._clock()
+        if now.tzinfo is UTC:
+            return now
+        if now.utcoffset() is None:
+            raise WorkflowError(f"the clock of {self!r} returned a naive datetime: {now!r}")
+        return now.astimezone(UTC)
+
+    def __repr__(self) -> str:
+        """Show the name and the specification."""
+        return f"<Workflow {self._name or hex(id(self))} for {self._specification.name!r}>"
+
+    def __reduce__(self) -> tuple[Callable[[str], Workflow], tuple[str]]:
+        """Pickle by name, so a loaded session is re-bound to the same workflow."""
+        if self._name is None:
+            raise WorkflowError(
+                "sessions bound to an unnamed workflow cannot be pickled; "
+                "create the workflow with name=..."
+            )
+        return (_lookup, (self._name,))
+
+    def __copy__(self) -> Workflow:
+        """A workflow is shared, never copied."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Workflow:
+        """A workflow is shared, never copied."""
+        return self
+
+    # -- registration -------------------------------------------------------
+
+    def register(
+        self,
+        phase: Phase,
+        func: Callable[[TransitionEvent], Any],
+        *,
+        key: Trigger | State | str | None = None,
+        name: str | None = None,
+    ) -> Registration:
+        """Register ``func`` for ``phase``; the general form of the named methods.
+
+        Args:
+            phase: When it runs.
+            func: The guard or hook.
+            key: A trigger (a state for ``EXIT``/``ENTER``); ``None`` for all.
+            name: The name used in errors and refusals (default: its qualified name).
+
+        Returns:
+            The registration, whose ``remove()`` undoes it.
+
+        Raises:
+            WorkflowError: ``func`` is not callable or ``key`` is not in the table.
+            UnknownTrigger: ``key`` names no trigger.
+        """
+        if not callable(func):
+            raise WorkflowError(f"{phase.value} hooks must be callable, got {func!r}")
+        checked = self._check_key(phase, key)
+        entry = Registration(
+            self, phase, checked, func, name or _callable_name(func), _is_async(func)
+        )
+        self._rebuild((*self._entries, entry))
+        return entry
+
+    def remove(self, func: Callable[..., Any]) -> int:
+        """Remove every registration of ``func``; return how many there were."""
+        kept = tuple(e for e in self._entries if e.func is not func)
+        removed = len(self._entries) - len(kept)
+        self._rebuild(kept)
+        return removed
+
+    def clear(self) -> None:
+        """Remove every guard and hook."""
+        self._rebuild(())
+
+    @overload
+    def guard(self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Registration: ...
+    @overload
+    def guard(self, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
+    def guard(
+        self, func: _F | None = None, /, *, trigger: Trigger | str | None = None, name: str | None = None
+    ) -> Registration | Callable[[_F], _F]:
+        """Register a guard for ``trigger`` (all triggers when ``None``).
+
+        Called with a function it returns the :class:`Registration`; called without
+        one it is a decorator that registers and returns the function unchanged.
+        """
+        return self._register_or_decorate(Phase.GUARD, func, trigger, name)
+
+    @overload
+    def before(self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Registration: ...
+    @overload
+    def before(self, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
+    def before(
+        self, func: _F | None = None, /, *, trigger: Trigger | str | None = None, name: str | None = None
+    ) -> Registration | Callable[[_F], _F]:
+        """Register a hook run before ``trigger``'s transition (all triggers when ``None``)."""
+        return self._register_or_decorate(Phase.BEFORE, func, trigger, name)
+
+    @overload
+    def on_exit(self, func: _F, /, *, state: State | str | None = ..., name: str | None = ...) -> Registration: ...
+    @overload
+    def on_exit(self, *, state: State | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
+    def on_exit(
+        self, func: _F | None = None, /, *, state: State | str | None = None, name: str | None = None
+    ) -> Registration | Callable[[_F], _F]:
+        """Register a hook run when a session leaves ``state`` (any state when ``None``)."""
+        return self._register_or_decorate(Phase.EXIT, func, state, name)
+
+    @overload
+    def on_enter(self, func: _F, /, *, state: State | str | None = ..., name: str | None = ...) -> Registration: ...
+    @overload
+    def on_enter(self, *, state: State | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
+    def on_enter(
+        self, func: _F | None = None, /, *, state: State | str | None = None, name: str | None = None
+    ) -> Registration | Callable[[_F], _F]:
+        """Register a hook run when a session enters ``state`` (any state when ``None``)."""
+        return self._register_or_decorate(Phase.ENTER, func, state, name)
+
+    @overload
+    def after(self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Registration: ...
+    @overload
+    def after(self, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
+    def after(
+        self, func: _F | None = None, /, *, trigger: Trigger | str | None = None, name: str | None = None
+    ) -> Registration | Callable[[_F], _F]:
+        """Register a hook run after ``trigger``'s transition, still before the commit."""
+        return self._register_or_decorate(Phase.AFTER, func, trigger, name)
+
+    @overload
+    def after_commit(self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Registration: ...
+    @overload
+    def after_commit(self, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
+    def after_commit(
+        self, func: _F | None = None, /, *, trigger: Trigger | str | None = None, name: str | None = None
+    ) -> Registration | Callable[[_F], _F]:
+        """Register a hook run once ``trigger``'s transition has committed."""
+        return self._register_or_decorate(Phase.AFTER_COMMIT, func, trigger, name)
+
+    # -- internals used by the transaction ----------------------------------
+
+    def entries(self, phase: Phase, key: Trigger | State) -> tuple[Registration, ...]:
+        """The registrations that run for ``phase`` and ``key``, in registration order."""
+        return self._table[phase, key]
+
+    @property
+    def has_pre_commit_work(self) -> bool:
+        """Whether any guard or pre-commit hook is registered at all."""
+        return self._pre_commit
+
+    def _register_or_decorate(
+        self,
+        phase: Phase,
+        func: _F | None,
+        key: Trigger | State | str | None,
+        name: str | None,
+    ) -> Registration | Callable[[_F], _F]:
+        if func is not None:
+            return self.register(phase, func, key=key, name=name)
+
+        def decorate(f: _F) -> _F:
+            self.register(phase, f, key=key, name=name)
+            return f
+
+        return decorate
+
+    def _check_key(self, phase: Phase, key: Trigger | State | str | None) -> Trigger | State | None:
+        spec = self._specification
+        if key is None:
+            return None
+        if phase.keyed_by_state:
+            try:
+                state = State(key)
+            except ValueError:
+                raise WorkflowError(
+                    f"{key!r} is not a state; states: {', '.join(spec.states)}"
+                ) from None
+            if state not in spec.states:
+                raise WorkflowError(f"'{state}' is not a state of {spec.name!r}")
+            return state
+        try:
+            trigger = Trigger(key)
+        except ValueError:
+            raise UnknownTrigger(key, spec.triggers) from None
+        if trigger not in spec.triggers:
+            raise UnknownTrigger(key, spec.triggers)
+        return trigger
+
+    def _remove(self, entry: Registration) -> None:
+        self._rebuild(tuple(e for e in self._entries if e is not entry))
+
+    def _rebuild(self, entries: Iterable[Registration]) -> None:
+        entries = tuple(entries)
+        spec = self._specification
+        table: dict[tuple[Phase, Trigger | State], tuple[Registration, ...]] = {}
+        for phase in Phase:
+            keys: tuple[Trigger | State, ...] = (
+                spec.states if phase.keyed_by_state else spec.triggers
+            )
+            for key in keys:
+                table[phase, key] = tuple(
+                    e for e in entries if e.phase is phase and e.key in (None, key)
+                )
+        # Swap together so a concurrent trigger sees either the old or the new table.
+        self._entries, self._table, self._pre_commit = (
+            entries,
+            table,
+            any(e.phase.before_commit for e in entries),
+        )
+

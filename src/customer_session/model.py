@@ -1,0 +1,638 @@
+"""The customer session: an attrs class whose state only its triggers can change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
+
+import attrs
+from attrs import Factory, define, field
+
+from customer_session import _transaction
+from customer_session._cart import (
+    EMPTY_MAPPING as _EMPTY,
+    MAX_CODE_LENGTH,
+    MAX_IDENTIFIERS,
+    MAX_INTEGRATION_ID_LENGTH,
+    AdditionalCost,
+    CartItem,
+    JSONValue,
+    cart_problems,
+    costs_total,
+    freeze_mapping,
+    is_int,
+    is_number,
+    json_problems,
+    raise_problems,
+)
+from customer_session._records import TransitionRecord
+from customer_session._spec import (
+    CUSTOMER_SESSION,
+    REOPENABLE_SESSION,
+    Specification,
+    State,
+    Trigger,
+)
+from customer_session.exceptions import (
+    Problem,
+    ProtectedFieldError,
+    SessionNotEditable,
+    UnknownTrigger,
+    ValidationError,
+    WorkflowError,
+)
+from customer_session.hooks import Workflow
+
+if TYPE_CHECKING:
+    from customer_session._cart import ReturnedItem
+    from customer_session.hooks import Refusal
+
+
+def _refuse_write(instance: CustomerSession, attribute: attrs.Attribute[Any], value: Any) -> Any:
+    raise ProtectedFieldError(attribute.name, _hint(attribute.name))
+
+
+def _hint(name: str) -> str:
+    if name == "state":
+        return "fire a trigger instead: close(), cancel(), return_items(...)"
+    if name in _EDITS:
+        return f"use {_EDITS[name]} (only while the session is open)"
+    return "it is maintained by the library"
+
+
+_EDITS: Final = {
+    "cart_items": "add_item(), update_item() or remove_item()",
+    "coupon": "set_coupon()",
+    "referral": "set_referral()",
+    "profile_id": "set_profile_id()",
+    "identifiers": "set_identifiers()",
+    "attributes": "set_attribute() or remove_attribute()",
+    "additional_costs": "set_additional_cost()",
+}
+
+
+def _to_state(value: object) -> object:
+    if isinstance(value, State):
+        return value
+    try:
+        return State(value)
+    except ValueError:
+        return value  # reported with its path by the validation
+
+
+def _to_tuple(value: object) -> object:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
+        return tuple(value)
+    return value  # reported by the validation
+
+
+def _default_workflow(self: CustomerSession) -> Workflow:
+    return type(self).default_workflow
+
+
+def _now(self: CustomerSession) -> datetime:
+    return self._workflow.now()
+
+
+def _same_as_created(self: CustomerSession) -> datetime:
+    return self.created
+
+
+_set = object.__setattr__
+
+
+@define(kw_only=True, on_setattr=_refuse_write)
+class CustomerSession:
+    """A Talon.One customer session whose state follows the transition table.
+
+    A new session starts ``open`` (the default) or ``closed``; use :meth:`restore`
+    to load one in any state. Fields cannot be assigned directly: the state changes
+    only through triggers (:meth:`close`, :meth:`cancel`, :meth:`return_items`), and
+    the cart and codes through the edit methods, only while the session is open.
+
+    Args:
+        integration_id: The session id chosen by your integration (1-1000 chars).
+        profile_id: The customer profile, if known.
+        coupon: A coupon code (at most 100 characters).
+        referral: A referral code (at most 100 characters).
+        state: ``State.OPEN`` (default) or ``State.CLOSED``.
+        cart_items: The cart.
+        identifiers: Custom identifiers (at most 5).
+        attributes: Custom session attributes (JSON values).
+        first_session: Whether this is the profile's first session.
+        discounts: Discount values by label, as Talon.One reports them.
+        application_id: The Talon.One application (0 until it is known).
+        additional_costs: Session-level additional costs (shipping) by name.
+        created: When the session was created (default: the workflow's clock).
+        updated: When it last changed (default: ``created``).
+        workflow: The workflow whose guards and hooks apply (default: the class's).
+
+    Raises:
+        ValidationError: Every invalid field, each with its path.
+        WorkflowError: ``workflow`` drives another specification.
+    """
+
+    specification: ClassVar[Specification] = CUSTOMER_SESSION
+    """The transition table of this class."""
+    default_workflow: ClassVar[Workflow]
+    """The workflow of sessions created without ``workflow=``."""
+
+    _workflow: Workflow = field(
+        default=Factory(_default_workflow, takes_self=True),
+        alias="workflow",
+        eq=False,
+        repr=False,
+    )
+    integration_id: str
+    state: State = field(default=State.OPEN, converter=_to_state)
+    profile_id: str | None = None
+    coupon: str | None = None
+    referral: str | None = None
+    cart_items: tuple[CartItem, ...] = field(default=(), converter=_to_tuple)
+    identifiers: tuple[str, ...] = field(default=(), converter=_to_tuple)
+    attributes: Mapping[str, JSONValue] = field(default=_EMPTY, converter=freeze_mapping)
+    first_session: bool = True
+    discounts: Mapping[str, float] = field(default=_EMPTY, converter=freeze_mapping)
+    application_id: int = 0
+    additional_costs: Mapping[str, AdditionalCost] = field(
+        default=_EMPTY, converter=freeze_mapping
+    )
+    created: datetime = field(default=Factory(_now, takes_self=True))
+    updated: datetime = field(default=Factory(_same_as_created, takes_self=True))
+    update_count: int = field(default=1, init=False)
+    history: tuple[TransitionRecord, ...] = field(default=(), init=False)
+    _running: Trigger | None = field(default=None, init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        """Validate every field; a new session must start in an initial state."""
+        problems = self._field_problems()
+        spec = self.specification
+        if isinstance(self.state, State) and self.state not in spec.initial_states:
+            allowed = " or ".join(sorted(spec.initial_states))
+            problems.append(
+                Problem(
+                    "state",
+                    f"a new session starts {allowed}, not '{self.state}'; "
+                    "use restore() to load a session in any state",
+                )
+            )
+        raise_problems(self._subject(), problems)
+
+    # -- validation ---------------------------------------------------------
+
+    def _subject(self) -> str:
+        return f"session {self.integration_id!r}"
+
+    def _field_problems(self) -> list[Problem]:
+        problems: list[Problem] = []
+        spec = self.specification
+        workflow = self._workflow
+        if not isinstance(workflow, Workflow) or workflow.specification != spec:
+            raise WorkflowError(
+                f"{type(self).__name__} follows {spec.name!r}; "
+                f"{workflow!r} drives another specification"
+            )
+        iid = self.integration_id
+        if not isinstance(iid, str) or not 1 <= len(iid) <= MAX_INTEGRATION_ID_LENGTH:
+            problems.append(
+                Problem(
+                    "integration_id",
+                    f"must be a string of 1 to {MAX_INTEGRATION_ID_LENGTH} characters, "
+                    f"got {iid!r:.80}",
+                )
+            )
+        if not isinstance(self.state, State) or self.state not in spec.states:
+            problems.append(
+                Problem("state", f"must be one of {', '.join(spec.states)}, got {self.state!r}")
+            )
+        problems.extend(_code_problems("profile_id", self.profile_id, None))
+        problems.extend(_code_problems("coupon", self.coupon, MAX_CODE_LENGTH))
+        problems.extend(_code_problems("referral", self.referral, MAX_CODE_LENGTH))
+        if self.cart_items:
+            problems.extend(_cart_problems(self.cart_items))
+        elif not isinstance(self.cart_items, tuple):
+            problems.append(Problem("cart_items", "must be a sequence of CartItem"))
+        problems.extend(_identifier_problems(self.identifiers))
+        if self.attributes:
+            problems.extend(_mapping_problems("attributes", self.attributes))
+        if self.discounts:
+            problems.extend(_discount_problems(self.discounts))
+        if self.additional_costs:
+            problems.extend(_cost_problems(self.additional_costs))
+        if not isinstance(self.first_session, bool):
+            problems.append(
+                Problem("first_session", f"must be a bool, got {self.first_session!r}")
+            )
+        if not is_int(self.application_id) or self.application_id < 0:
+            problems.append(
+                Problem("application_id", f"must be an integer >= 0, got {self.application_id!r}")
+            )
+        for name in ("created", "updated"):
+            value = getattr(self, name)
+            if not isinstance(value, datetime) or value.utcoffset() is None:
+                problems.append(Problem(name, f"must be an aware datetime, got {value!r}"))
+            elif value.tzinfo is not UTC:
+                _set(self, name, value.astimezone(UTC))
+        if not problems and self.updated < self.created:
+            problems.append(Problem("updated", "must not be earlier than created"))
+        return problems
+
+    # -- restoring, copying, pickling ---------------------------------------
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        state: State | str,
+        update_count: int = 1,
+        history: Iterable[TransitionRecord] = (),
+        **fields: Any,
+    ) -> Self:
+        """Load a session in any state of the table (from a store or the wire).
+
+        Unlike the constructor, any state of the specification is accepted. The
+        history, when given, must be a chain of edges of the table ending in
+        ``state``.
+
+        Args:
+            state: The stored state.
+            update_count: The stored update count (at least 1).
+            history: The stored transition records.
+            **fields: Every other constructor argument.
+
+        Raises:
+            ValidationError: Every invalid field, each with its path.
+        """
+        session = cls(**fields)
+        records = tuple(history) if isinstance(history, Iterable) else history
+        problems: list[Problem] = []
+        restored = _to_state(state)
+        if not isinstance(restored, State) or restored not in cls.specification.states:
+            choices = ", ".join(cls.specification.states)
+            problems.append(Problem("state", f"must be one of {choices}, got {state!r}"))
+        if not is_int(update_count) or update_count < 1:
+            problems.append(Problem("update_count", f"must be an integer >= 1, got {update_count!r}"))
+        if not problems:
+            assert isinstance(restored, State)  # noqa: S101 - narrowed by the check above
+            problems.extend(_history_problems(cls.specification, records, restored))
+        raise_problems(session._subject(), problems)
+        _set(session, "state", restored)
+        _set(session, "update_count", update_count)
+        _set(session, "history", records)
+        return session
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every field as a plain dict of constructor/restore arguments.
+
+        ``type(session).restore(**session.snapshot())`` gives an equal session.
+        """
+        values = {
+            a.alias: getattr(self, a.name) for a in attrs.fields(type(self)) if a.eq and a.init
+        }
+        values.update(state=self.state, update_count=self.update_count, history=self.history)
+        values["workflow"] = self._workflow
+        return values
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and copy through :meth:`restore`, so every load is validated."""
+        return (_restore, (type(self), self.snapshot()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The same values :meth:`snapshot` returns."""
+        return self.snapshot()
+
+    def __setstate__(self, values: dict[str, Any]) -> None:
+        """Overwrite this session with validated ``values`` (as from :meth:`snapshot`)."""
+        if not isinstance(values, Mapping):
+            raise ValidationError.single("session", "$", f"cannot load from {values!r}")
+        loaded = _restore(type(self), dict(values))
+        for a in attrs.fields(type(self)):
+            _set(self, a.name, getattr(loaded, a.name))
+
+    def __delattr__(self, name: str) -> None:
+        """Fields cannot be deleted."""
+        raise ProtectedFieldError(name, _hint(name))
+
+    # -- the machine ----------------------------------------------------------
+
+    @property
+    def workflow(self) -> Workflow:
+        """The workflow whose guards and hooks apply to this session."""
+        return self._workflow
+
+    @property
+    def allowed_triggers(self) -> frozenset[Trigger]:
+        """The triggers the table allows from the current state (guards not run)."""
+        return _transaction.allowed(self)
+
+    def can(self, trigger: Trigger | str, *, items: Iterable[ReturnedItem] = ()) -> bool:
+        """Whether ``trigger`` would be accepted now (table, arguments and guards).
+
+        Nothing changes; guards run with the event the trigger would have.
+        """
+        return not self.why_not(trigger, items=items)
+
+    def why_not(
+        self, trigger: Trigger | str, *, items: Iterable[ReturnedItem] = ()
+    ) -> tuple[Refusal, ...]:
+        """Why ``trigger`` would be refused now; empty when it would be accepted.
+
+        Reports the table's refusal, every invalid returned item, or every guard
+        that refuses (all guards run, so the answer is complete). Nothing changes.
+
+        Raises:
+            UnknownTrigger: ``trigger`` is not a trigger of this session's table.
+            HookFailed: A guard raised.
+        """
+        return _transaction.why_not(self, self._trigger(trigger), items)
+
+    def fire(self, trigger: Trigger | str, *, items: Iterable[ReturnedItem] = ()) -> TransitionRecord:
+        """Fire ``trigger`` by name (as a log replay does); same as calling its method.
+
+        Raises:
+            UnknownTrigger: ``trigger`` is not a trigger of this session's table.
+        """
+        return _transaction.fire(self, self._trigger(trigger), items)
+
+    def close(self) -> TransitionRecord:
+        """``open -> closed``: the order is placed; the cart becomes read-only.
+
+        Returns:
+            The committed history record.
+
+        Raises:
+            IllegalTransition: The session is not open.
+            GuardRejected: A guard refused; nothing changed.
+            HookFailed: A hook before the commit point raised; nothing changed.
+            AfterCommitHookFailed: Committed, but an after-commit hook raised.
+        """
+        return _transaction.fire(self, Trigger.CLOSE, ())
+
+    def cancel(self) -> TransitionRecord:
+        """``open|closed|partially_returned -> cancelled``: the terminal state.
+
+        Raises the same errors as :meth:`close`.
+        """
+        return _transaction.fire(self, Trigger.CANCEL, ())
+
+    def return_items(self, items: Iterable[ReturnedItem]) -> TransitionRecord:
+        """Return cart items: ``closed -> partially_returned``, then further returns.
+
+        Each item names a cart position and a quantity; a position may appear once
+        per call, and no more units than remain can be returned. Returning every
+        unit still leaves the session ``partially_returned``.
+
+        Raises:
+            ValidationError: The items are invalid for this cart; nothing changed.
+            IllegalTransition: The session is neither closed nor partially returned.
+        """
+        return _transaction.fire(self, Trigger.RETURN_ITEMS, items)
+
+    def _trigger(self, trigger: Trigger | str) -> Trigger:
+        try:
+            known = Trigger(trigger)
+        except ValueError:
+            known = None
+        if known is None or known not in self.specification.triggers:
+            raise UnknownTrigger(trigger, self.specification.triggers)
+        return known
+
+    # -- derived values -------------------------------------------------------
+
+    @property
+    def cart_item_total(self) -> float:
+        """The value of the cart: every line's ``price x quantity`` and item costs."""
+        return sum((line.line_total for line in self.cart_items), 0.0)
+
+    @property
+    def additional_cost_total(self) -> float:
+        """The session-level additional costs (shipping and the like)."""
+        return costs_total(self.additional_costs)
+
+    @property
+    def total(self) -> float:
+        """The cart plus additional costs, before discounts.
+
+        Returns do not lower it (as in Talon.One, whose ``total`` keeps the ordered
+        value); :attr:`returned_total` is the value of what came back.
+        """
+        return self.cart_item_total + self.additional_cost_total
+
+    @property
+    def returned_total(self) -> float:
+        """The value of the returned units."""
+        return sum((line.returned_total for line in self.cart_items), 0.0)
+
+    @property
+    def units(self) -> int:
+        """The number of units in the cart."""
+        return sum(line.quantity for line in self.cart_items)
+
+    # -- edits (open sessions only) ------------------------------------------
+
+    def _edit(self, operation: str, **changes: Any) -> None:
+        if self.state is not State.OPEN:
+            raise SessionNotEditable(
+                operation=operation, state=self.state, integration_id=self.integration_id
+            )
+        before = {name: getattr(self, name) for name in changes}
+        for name, value in changes.items():
+            _set(self, name, value)
+        # Every field was valid before, so any problem now comes from these changes.
+        problems = self._field_problems()
+        if problems:
+            for name, value in before.items():
+                _set(self, name, value)
+            raise ValidationError(f"{self._subject()}: {operation}()", problems)
+        _transaction.touch(self)
+
+    def add_item(self, item: CartItem) -> int:
+        """Append ``item`` to the cart; return its position.
+
+        Raises:
+            SessionNotEditable: The session is not open.
+            ValidationError: A limit would be exceeded; nothing changed.
+        """
+        self._edit("add_item", cart_items=(*self.cart_items, item))
+        return len(self.cart_items) - 1
+
+    def update_item(self, position: int, item: CartItem) -> None:
+        """Replace the cart item at ``position``.
+
+        Raises:
+            SessionNotEditable: The session is not open.
+            ValidationError: No item at ``position``, or a limit would be exceeded.
+        """
+        self._check_position("update_item", position)
+        cart = list(self.cart_items)
+        cart[position] = item
+        self._edit("update_item", cart_items=tuple(cart))
+
+    def remove_item(self, position: int) -> CartItem:
+        """Remove and return the cart item at ``position``; later items move up.
+
+        Raises:
+            SessionNotEditable: The session is not open.
+            ValidationError: No item at ``position``.
+        """
+        self._check_position("remove_item", position)
+        removed = self.cart_items[position]
+        self._edit(
+            "remove_item", cart_items=self.cart_items[:position] + self.cart_items[position + 1 :]
+        )
+        return removed
+
+    def set_coupon(self, code: str | None) -> None:
+        """Set the coupon code (``None`` removes it)."""
+        self._edit("set_coupon", coupon=code)
+
+    def set_referral(self, code: str | None) -> None:
+        """Set the referral code (``None`` removes it)."""
+        self._edit("set_referral", referral=code)
+
+    def set_profile_id(self, profile_id: str | None) -> None:
+        """Set the customer profile (``None`` for an anonymous session)."""
+        self._edit("set_profile_id", profile_id=profile_id)
+
+    def set_identifiers(self, identifiers: Iterable[str]) -> None:
+        """Replace the custom identifiers (at most 5)."""
+        self._edit("set_identifiers", identifiers=_to_tuple(identifiers))
+
+    def set_attribute(self, name: str, value: JSONValue) -> None:
+        """Set one custom session attribute to a JSON value."""
+        self._edit("set_attribute", attributes=freeze_mapping({**self.attributes, name: value}))
+
+    def remove_attribute(self, name: str) -> None:
+        """Remove one custom session attribute (absent names are ignored)."""
+        kept = {k: v for k, v in self.attributes.items() if k != name}
+        self._edit("remove_attribute", attributes=freeze_mapping(kept))
+
+    def set_additional_cost(self, name: str, price: float | None) -> None:
+        """Set a session-level additional cost (``None`` removes it)."""
+        costs = {k: v for k, v in self.additional_costs.items() if k != name}
+        if price is not None:
+            costs[name] = AdditionalCost(price)
+        self._edit("set_additional_cost", additional_costs=freeze_mapping(costs))
+
+    def _check_position(self, operation: str, position: int) -> None:
+        if not is_int(position) or not 0 <= position < len(self.cart_items):
+            raise ValidationError.single(
+                f"{self._subject()}: {operation}()",
+                "position",
+                f"no cart item at position {position!r} (the cart has {len(self.cart_items)})",
+            )
+
+
+@define(kw_only=True, on_setattr=_refuse_write)
+class ReopenableCustomerSession(CustomerSession):
+    """A session that also allows Talon.One's reopen endpoint: ``closed -> open``.
+
+    Opt-in: its table is the four paths of the seed plus ``reopen``. A reopened
+    session is open again, so its cart can be edited and it can be closed again.
+    """
+
+    specification: ClassVar[Specification] = REOPENABLE_SESSION
+    default_workflow: ClassVar[Workflow]
+
+    def reopen(self) -> TransitionRecord:
+        """``closed -> open``: Talon.One rolls back the effects of the close.
+
+        Raises the same errors as :meth:`CustomerSession.close`.
+        """
+        return _transaction.fire(self, Trigger.REOPEN, ())
+
+
+CustomerSession.default_workflow = Workflow(CUSTOMER_SESSION, name="customer_session.default")
+ReopenableCustomerSession.default_workflow = Workflow(
+    REOPENABLE_SESSION, name="customer_session.reopenable.default"
+)
+
+
+def _restore(cls: type[CustomerSession], values: dict[str, Any]) -> CustomerSession:
+    return cls.restore(**values)
+
+
+def _code_problems(name: str, value: object, limit: int | None) -> list[Problem]:
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        return [Problem(name, f"must be a string or None, got {value!r}")]
+    if limit is not None and len(value) > limit:
+        return [Problem(name, f"{len(value)} characters; at most {limit} are allowed")]
+    return []
+
+
+def _cart_problems(cart: object) -> list[Problem]:
+    if not isinstance(cart, tuple):
+        return [Problem("cart_items", f"must be a sequence of CartItem, got {cart!r}")]
+    return cart_problems(cart)
+
+
+def _identifier_problems(identifiers: object) -> list[Problem]:
+    if not isinstance(identifiers, tuple):
+        return [Problem("identifiers", f"must be a sequence of strings, got {identifiers!r}")]
+    problems = [
+        Problem(f"identifiers[{i}]", f"must be a string, got {v!r}")
+        for i, v in enumerate(identifiers)
+        if not isinstance(v, str)
+    ]
+    if len(identifiers) > MAX_IDENTIFIERS:
+        problems.append(
+            Problem("identifiers", f"{len(identifiers)} given; at most {MAX_IDENTIFIERS}")
+        )
+    return problems
+
+
+def _mapping_problems(name: str, value: object) -> list[Problem]:
+    if not isinstance(value, Mapping):
+        return [Problem(name, f"must be a mapping, got {value!r}")]
+    return json_problems(value, name)
+
+
+def _discount_problems(discounts: object) -> list[Problem]:
+    if not isinstance(discounts, Mapping):
+        return [Problem("discounts", f"must be a mapping, got {discounts!r}")]
+    return [
+        Problem(f"discounts.{k}", f"must map a label to a finite number, got {v!r}")
+        for k, v in discounts.items()
+        if not isinstance(k, str) or not is_number(v)
+    ]
+
+
+def _cost_problems(costs: object) -> list[Problem]:
+    if not isinstance(costs, Mapping):
+        return [Problem("additional_costs", f"must be a mapping, got {costs!r}")]
+    return [
+        Problem(f"additional_costs.{k}", f"must be an AdditionalCost, got {v!r}")
+        for k, v in costs.items()
+        if not isinstance(k, str) or not isinstance(v, AdditionalCost)
+    ]
+
+
+def _history_problems(
+    spec: Specification, records: object, state: State
+) -> list[Problem]:
+    if not isinstance(records, tuple):
+        return [Problem("history", f"must be a sequence of TransitionRecord, got {records!r}")]
+    problems: list[Problem] = []
+    previous: TransitionRecord | None = None
+    for index, record in enumerate(records):
+        where = f"history[{index}]"
+        if not isinstance(record, TransitionRecord):
+            problems.append(Problem(where, f"must be a TransitionRecord, got {record!r}"))
+            return problems
+        if spec.target(record.source, record.trigger) is not record.destination:
+            problems.append(Problem(where, f"{record.source} --{record.trigger}--> "
+                                    f"{record.destination} is not an edge of {spec.name!r}"))
+        if previous is not None and previous.destination is not record.source:
+            problems.append(Problem(where, f"starts in '{record.source}' but the previous "
+                                    f"record ended in '{previous.destination}'"))
+        previous = record
+    if previous is not None and previous.destination is not state:
+        problems.append(
+            Problem("history", f"ends in '{previous.destination}' but the state is '{state}'")
+        )
+    return problems
