@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from attrs import evolve, field, frozen
+from attrs import field, fields, frozen
 from immutabledict import immutabledict
 
 from customer_session.exceptions import Problem, ValidationError
@@ -15,7 +15,7 @@ from customer_session.exceptions import Problem, ValidationError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-JSONValue: TypeAlias = "str | int | float | bool | None | list[JSONValue] | dict[str, JSONValue]"
+JSONValue: TypeAlias = "str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None"
 """A JSON value as Python holds it (the type of custom attributes)."""
 
 MAX_CART_ITEMS: Final = 1000
@@ -29,10 +29,10 @@ EMPTY_MAPPING: Final[Mapping[str, Any]] = immutabledict()
 
 def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """An immutable copy of ``value`` (the caller's dict can change without effect)."""
+    if type(value) is immutabledict:
+        return value
     if not value:
         return EMPTY_MAPPING
-    if isinstance(value, immutabledict):
-        return value
     if not isinstance(value, Mapping):
         return value  # type: ignore[unreachable] # reported by the validation that follows
     return immutabledict(value)
@@ -116,7 +116,7 @@ class AdditionalCost:
             )
 
 
-def _costs_problems(costs: Mapping[str, Any], path: str) -> list[Problem]:
+def _costs_problems(costs: object, path: str) -> list[Problem]:
     if not isinstance(costs, Mapping):
         return [Problem(path, f"must be a mapping of names to AdditionalCost, got {costs!r}")]
     return [
@@ -150,6 +150,76 @@ class PriceDetail:
         _optional_aware(problems, "adjustment_effective_from", self.adjustment_effective_from)
         _optional_aware(problems, "adjustment_effective_until", self.adjustment_effective_until)
         raise_problems("price detail", problems)
+
+
+def _number_check(name: str, value: object) -> list[Problem]:
+    problems: list[Problem] = []
+    _optional_number(problems, name, value)
+    return problems
+
+
+def _str_check(name: str, value: object) -> list[Problem]:
+    problems: list[Problem] = []
+    _optional_str(problems, name, value)
+    return problems
+
+
+def _aware_check(name: str, value: object) -> list[Problem]:
+    problems: list[Problem] = []
+    _optional_aware(problems, name, value)
+    return problems
+
+
+def _instance_check(kind: type) -> Callable[[str, object], list[Problem]]:
+    def check(name: str, value: object) -> list[Problem]:
+        if value is None or isinstance(value, kind):
+            return []
+        return [Problem(name, f"must be a {kind.__name__}, got {value!r}")]
+
+    return check
+
+
+def _int_check(name: str, value: object) -> list[Problem]:
+    if value is None or is_int(value):
+        return []
+    return [Problem(name, f"must be an integer, got {value!r}")]
+
+
+def _attributes_check(name: str, value: object) -> list[Problem]:
+    if not isinstance(value, Mapping):
+        return [Problem(name, f"must be a mapping, got {value!r}")]
+    return json_problems(value, name)
+
+
+def _prices_check(name: str, value: object) -> list[Problem]:
+    if not isinstance(value, Mapping):
+        return [Problem(name, f"must be a mapping, got {value!r}")]
+    return [
+        Problem(f"{name}.{key}", f"must be a PriceDetail, got {detail!r}")
+        for key, detail in value.items()
+        if not isinstance(key, str) or not isinstance(detail, PriceDetail)
+    ]
+
+
+_PLAIN_NUMBERS: Final = (int, float)
+_ITEM_CHECKS: Final[Mapping[str, Callable[[str, object], list[Problem]]]] = {
+    "name": _str_check,
+    "price": _number_check,
+    "category": _str_check,
+    "product": _instance_check(Product),
+    "weight": _number_check,
+    "height": _number_check,
+    "width": _number_check,
+    "length": _number_check,
+    "attributes": _attributes_check,
+    "additional_costs": lambda name, value: _costs_problems(value, name),
+    "catalog_item_id": _int_check,
+    "selected_price_type": _str_check,
+    "adjustment_reference_id": _str_check,
+    "adjustment_effective_from": _aware_check,
+    "adjustment_effective_until": _aware_check,
+    "prices": _prices_check,
+}
 
 
 @frozen(kw_only=True)
@@ -188,46 +258,55 @@ class CartItem:
 
     def __attrs_post_init__(self) -> None:
         """Check every field and report all problems at once."""
-        raise_problems(f"cart item {self.sku!r}", self.problems())
+        if not self._plainly_valid():
+            raise_problems(f"cart item {self.sku!r}", self.problems())
+
+    def _plainly_valid(self) -> bool:
+        """A quick yes for the common item; anything else gets the full check."""
+        sku, quantity, price = self.sku, self.quantity, self.price
+        return (
+            type(sku) is str
+            and sku != ""
+            and type(quantity) is int
+            and quantity >= 1
+            and type(self.returned_quantity) is int
+            and 0 <= self.returned_quantity <= quantity
+            and (price is None or (type(price) in _PLAIN_NUMBERS and math.isfinite(price)))
+            and (self.name is None or type(self.name) is str)
+            and (self.category is None or type(self.category) is str)
+            and self.product is None
+            and self.weight is None
+            and self.height is None
+            and self.width is None
+            and self.length is None
+            and self.attributes is EMPTY_MAPPING
+            and self.additional_costs is EMPTY_MAPPING
+            and self.catalog_item_id is None
+            and self.selected_price_type is None
+            and self.adjustment_reference_id is None
+            and self.adjustment_effective_from is None
+            and self.adjustment_effective_until is None
+            and self.prices is EMPTY_MAPPING
+        )
 
     def problems(self) -> list[Problem]:
         """Every rule this item breaks (empty for a valid item)."""
+        values: dict[str, object] = {a.name: getattr(self, a.name) for a in fields(CartItem)}
         problems: list[Problem] = []
-        if not isinstance(self.sku, str) or not self.sku:
-            problems.append(Problem("sku", f"must be a non-empty string, got {self.sku!r}"))
-        if not is_int(self.quantity) or self.quantity < 1:
-            problems.append(Problem("quantity", f"must be an integer >= 1, got {self.quantity!r}"))
-        elif not is_int(self.returned_quantity) or not (
-            0 <= self.returned_quantity <= self.quantity
-        ):
+        sku, quantity, returned = values["sku"], values["quantity"], values["returned_quantity"]
+        if not isinstance(sku, str) or not sku:
+            problems.append(Problem("sku", f"must be a non-empty string, got {sku!r}"))
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
+            problems.append(Problem("quantity", f"must be an integer >= 1, got {quantity!r}"))
+        elif not is_int(returned) or not 0 <= returned <= quantity:  # type: ignore[operator] # is_int narrows at run time
             problems.append(
                 Problem(
                     "returned_quantity",
-                    f"must be an integer from 0 to quantity ({self.quantity}), "
-                    f"got {self.returned_quantity!r}",
+                    f"must be an integer from 0 to quantity ({quantity}), got {returned!r}",
                 )
             )
-        for name in ("price", "weight", "height", "width", "length"):
-            _optional_number(problems, name, getattr(self, name))
-        for name in ("name", "category", "selected_price_type", "adjustment_reference_id"):
-            _optional_str(problems, name, getattr(self, name))
-        if self.product is not None and not isinstance(self.product, Product):
-            problems.append(Problem("product", f"must be a Product, got {self.product!r}"))
-        if self.catalog_item_id is not None and not is_int(self.catalog_item_id):
-            problems.append(
-                Problem("catalog_item_id", f"must be an integer, got {self.catalog_item_id!r}")
-            )
-        _optional_aware(problems, "adjustment_effective_from", self.adjustment_effective_from)
-        _optional_aware(problems, "adjustment_effective_until", self.adjustment_effective_until)
-        if self.attributes:
-            problems.extend(json_problems(self.attributes, "attributes"))
-        if self.additional_costs:
-            problems.extend(_costs_problems(self.additional_costs, "additional_costs"))
-        if self.prices and (
-            not isinstance(self.prices, Mapping)
-            or not all(isinstance(v, PriceDetail) for v in self.prices.values())
-        ):
-            problems.append(Problem("prices", "must map price types to PriceDetail"))
+        for name, check in _ITEM_CHECKS.items():
+            problems.extend(check(name, values[name]))
         return problems
 
     @property
@@ -249,6 +328,9 @@ class CartItem:
     def returned_total(self) -> float:
         """The value of the returned units: ``price x returned_quantity``."""
         return 0.0 if self.price is None else self.price * self.returned_quantity
+
+
+_CART_ITEM_SLOTS: Final = tuple(a.name for a in fields(CartItem))
 
 
 @frozen
@@ -277,6 +359,9 @@ class ReturnedItem:
         raise_problems("returned item", problems)
 
 
+_NOT_SEQUENCES: Final = (ReturnedItem, str, bytes, Mapping)
+
+
 def return_problems(
     cart: Sequence[CartItem], items: Iterable[ReturnedItem], path: str = "items"
 ) -> tuple[tuple[ReturnedItem, ...], list[Problem]]:
@@ -286,9 +371,9 @@ def return_problems(
     position that does not exist, the same position twice, more units than remain,
     a SKU that does not match the item at that position.
     """
-    if isinstance(items, ReturnedItem | str | bytes) or not isinstance(items, Iterable):
+    if isinstance(items, _NOT_SEQUENCES) or not isinstance(items, Iterable):
         return (), [Problem(path, f"must be a sequence of ReturnedItem, got {items!r}")]
-    returned = tuple(items)
+    returned = items if type(items) is tuple else tuple(items)
     problems: list[Problem] = []
     if not returned:
         problems.append(Problem(path, "a return needs at least one item"))
@@ -332,23 +417,27 @@ def return_problems(
 
 
 def apply_returns(cart: Sequence[CartItem], items: Iterable[ReturnedItem]) -> tuple[CartItem, ...]:
-    """The cart after a (validated) return: returned quantities raised."""
-    returned = dict.fromkeys(range(len(cart)), 0)
+    """The cart after a return checked by :func:`return_problems`."""
+    lines = list(cart)
     for item in items:
-        returned[item.position] += item.quantity
-    return tuple(
-        line
-        if not returned[i]
-        else _with_returned(line, line.returned_quantity + returned[i])
-        for i, line in enumerate(cart)
-    )
+        line = lines[item.position]
+        lines[item.position] = _replace_checked(
+            line, "returned_quantity", line.returned_quantity + item.quantity
+        )
+    return tuple(lines)
 
 
-def _with_returned(line: CartItem, returned_quantity: int) -> CartItem:
-    return evolve(line, returned_quantity=returned_quantity)
+def _replace_checked(line: CartItem, name: str, value: object) -> CartItem:
+    # ``attrs.evolve`` would validate the whole item again; the caller has checked
+    # the one value that changes, so copy the slots and set it.
+    copy = object.__new__(CartItem)
+    for slot in _CART_ITEM_SLOTS:
+        object.__setattr__(copy, slot, getattr(line, slot))
+    object.__setattr__(copy, name, value)
+    return copy
 
 
-def cart_problems(cart: Sequence[CartItem], path: str = "cart_items") -> list[Problem]:
+def cart_problems(cart: Sequence[object], path: str = "cart_items") -> list[Problem]:
     """The limits of the real API on a whole cart: item count, units, item types."""
     problems: list[Problem] = []
     units = 0

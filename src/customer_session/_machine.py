@@ -17,15 +17,15 @@ queue handling, ``prepare``/``finalize`` lists and per-step debug logging.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from transitions import Event, EventData, Machine, Transition
 from transitions import State as MachineState
 
 from customer_session._spec import Edge, Specification, State, Trigger
 from customer_session.exceptions import SpecificationError
-from customer_session._phase import Phase
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -35,83 +35,104 @@ class EngineModel(Protocol):
     """What the machine drives: a run of one trigger, never a session."""
 
     state: str
-    """The machine writes the destination here (the model attribute)."""
+    """The machine reads the source and writes the destination here."""
 
-    def run_guards(self) -> bool:
+    @property
+    def plan(self) -> object:
+        """``None`` when no guard or hook is registered for this run."""
+
+    def guards(self) -> bool:
         """Run the guards; ``False`` when one refused."""
 
-    def run_hooks(self, phase: Phase) -> None:
-        """Run the hooks of ``phase``."""
+    def before(self) -> None:
+        """Run the hooks before the transition."""
+
+    def exit(self) -> None:
+        """Run the hooks of the state being left."""
+
+    def enter(self) -> None:
+        """Run the hooks of the state being entered."""
+
+    def after(self) -> None:
+        """Run the hooks after the transition."""
 
 
 # Callbacks registered on the machine: plain callables, never strings. They forward
-# to the run, which looks up the hooks of its own workflow.
+# to the run, which holds the guards and hooks of its own workflow.
 def _guards(event_data: EventData) -> bool:
-    model: EngineModel = event_data.model
-    return model.run_guards()
+    model = cast("EngineModel", event_data.model)
+    return model.guards()
 
 
 def _before(event_data: EventData) -> None:
-    model: EngineModel = event_data.model
-    model.run_hooks(Phase.BEFORE)
+    model = cast("EngineModel", event_data.model)
+    model.before()
 
 
 def _exit(event_data: EventData) -> None:
-    model: EngineModel = event_data.model
-    model.run_hooks(Phase.EXIT)
+    model = cast("EngineModel", event_data.model)
+    model.exit()
 
 
 def _enter(event_data: EventData) -> None:
-    model: EngineModel = event_data.model
-    model.run_hooks(Phase.ENTER)
+    model = cast("EngineModel", event_data.model)
+    model.enter()
 
 
 def _after(event_data: EventData) -> None:
-    model: EngineModel = event_data.model
-    model.run_hooks(Phase.AFTER)
+    model = cast("EngineModel", event_data.model)
+    model.after()
 
 
-class _LeanState(MachineState):  # type: ignore[misc] - transitions ships no type information
+_Callback = Callable[[EventData], Any]
+
+
+def _callables(callbacks: object) -> list[_Callback]:
+    # Every callback this module registers is a callable, never a name to resolve.
+    return cast("list[_Callback]", callbacks)
+
+
+class _LeanState(MachineState):
     """A state whose enter/exit run the callbacks without logging."""
 
     def enter(self, event_data: EventData) -> None:
         """Run the enter callbacks."""
-        for callback in self.on_enter:
+        for callback in _callables(self.on_enter):
             callback(event_data)
 
     def exit(self, event_data: EventData) -> None:
         """Run the exit callbacks."""
-        for callback in self.on_exit:
+        for callback in _callables(self.on_exit):
             callback(event_data)
 
 
-class _LeanTransition(Transition):  # type: ignore[misc] - transitions ships no type information
+class _LeanTransition(Transition):
     """``Transition.execute`` in the stock order, minus string resolution and logging."""
 
     def execute(self, event_data: EventData) -> bool:
         """Check conditions, then before -> exit -> set state -> enter -> after."""
         machine = event_data.machine
         for condition in self.conditions:
-            if not condition.func(event_data):
+            if not cast("_Callback", condition.func)(event_data):
                 return False
-        for callback in machine.before_state_change:
+        for callback in _callables(machine.before_state_change):
             callback(event_data)
-        for callback in self.before:
+        for callback in _callables(self.before):
             callback(event_data)
         if self.dest is not None:  # None marks an internal transition: no exit, no enter
             states = machine.states
             states[self.source].exit(event_data)
-            event_data.model.state = self.dest
+            cast("EngineModel", event_data.model).state = self.dest
             event_data.state = destination = states[self.dest]
             destination.enter(event_data)
-        for callback in self.after:
+        for callback in _callables(self.after):
             callback(event_data)
-        for callback in machine.after_state_change:
+        for callback in _callables(machine.after_state_change):
             callback(event_data)
         return True
 
 
-class _LeanEvent(Event):  # type: ignore[misc] - transitions ships no type information
+class _LeanEvent(Event):
     """``Event.trigger`` without the queue, prepare/finalize lists and logging.
 
     The machine is never queued and registers no ``prepare_event``,
@@ -121,6 +142,13 @@ class _LeanEvent(Event):  # type: ignore[misc] - transitions ships no type infor
 
     def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
         """Run the first transition from the model's state whose conditions pass."""
+        if model.plan is None:
+            # Nothing is registered for this run, so every condition passes and every
+            # callback would return at once: move along the first transition.
+            transition = self.transitions[model.state][0]
+            if transition.dest is not None:
+                model.state = transition.dest
+            return True
         machine = self.machine
         event_data = EventData(machine.states[model.state], self, machine, model, args, kwargs)
         for transition in self.transitions[model.state]:
@@ -131,7 +159,7 @@ class _LeanEvent(Event):  # type: ignore[misc] - transitions ships no type infor
         return bool(event_data.result)
 
 
-class _LeanMachine(Machine):  # type: ignore[misc] - transitions ships no type information
+class _LeanMachine(Machine):
     state_cls = _LeanState
     transition_cls = _LeanTransition
     event_cls = _LeanEvent
@@ -174,7 +202,7 @@ class Engine:
             after_state_change=[_after],
             name=specification.name,
         )
-        self._events: Mapping[str, _LeanEvent] = dict(self._machine.events)
+        self._events = cast("Mapping[str, _LeanEvent]", dict(self._machine.events))
         targets: dict[tuple[State, Trigger], State] = {}
         for name, event in self._events.items():
             for source, candidates in event.transitions.items():

@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import datetime  # noqa: TC003 - attrs resolves field types at run time
 from typing import TYPE_CHECKING
 
-from attrs import frozen
+from attrs import define, setters
 
-from customer_session._spec import State, Trigger
+from customer_session._cart import ReturnedItem  # noqa: TC001 - cattrs resolves annotations at run time
+from customer_session._spec import State, Trigger  # noqa: TC001 - same as above
 
 if TYPE_CHECKING:
-    from customer_session.model import CustomerSession, ReturnedItem
+    from customer_session.model import CustomerSession
 
 
-@frozen
+# Immutable through on_setattr rather than frozen=True: records are made on the hot
+# path, and attrs' frozen __init__ costs about twice as much.
+@define(on_setattr=setters.frozen, unsafe_hash=True)
 class TransitionRecord:
     """One committed transition, as kept in ``session.history``.
 
@@ -32,7 +35,7 @@ class TransitionRecord:
     returned_items: tuple[ReturnedItem, ...] = ()
 
 
-@frozen
+@define(on_setattr=setters.frozen, unsafe_hash=True)
 class TransitionEvent:
     """What guards and hooks receive: the session and the transition under way.
 

@@ -110,9 +110,7 @@ class Specification:
                     self.name, f"{edge}: {edge.trigger!r} from {edge.source!r} is already defined"
                 )
             targets[key] = edge.destination
-        allowed = {
-            state: frozenset(t for (s, t) in targets if s is state) for state in self.states
-        }
+        allowed = {state: frozenset(t for (s, t) in targets if s is state) for state in self.states}
         object.__setattr__(self, "_targets", MappingProxyType(targets))
         object.__setattr__(self, "_allowed", MappingProxyType(allowed))
         unreachable = known - set(self.shortest_paths())

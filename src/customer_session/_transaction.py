@@ -8,12 +8,11 @@ workflow has guards or pre-commit hooks, since nothing else can change it).
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from customer_session._cart import apply_returns, raise_problems, return_problems
+from customer_session._cart import apply_returns, return_problems
 from customer_session._phase import Phase
 from customer_session._records import TransitionEvent, TransitionRecord
 from customer_session._spec import State, Trigger
@@ -24,6 +23,7 @@ from customer_session.exceptions import (
     IllegalTransition,
     Problem,
     TransitionInProgress,
+    ValidationError,
     WorkflowError,
 )
 from customer_session.hooks import Refusal
@@ -33,10 +33,21 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from customer_session._cart import ReturnedItem
-    from customer_session.hooks import Registration, Workflow
+    from customer_session._machine import Engine
+    from customer_session.hooks import Plan, Registration, Workflow
     from customer_session.model import CustomerSession
 
 _set = object.__setattr__
+# Enum members bound once: looking a member up on its class costs a Python call.
+_GUARD, _BEFORE, _EXIT, _ENTER, _AFTER, _AFTER_COMMIT = (
+    Phase.GUARD,
+    Phase.BEFORE,
+    Phase.EXIT,
+    Phase.ENTER,
+    Phase.AFTER,
+    Phase.AFTER_COMMIT,
+)
+_RETURN_ITEMS = Trigger.RETURN_ITEMS
 
 
 class _Run:
@@ -48,73 +59,90 @@ class _Run:
         "destination",
         "items",
         "phase",
+        "plan",
         "refusal",
         "session",
         "source",
         "state",
         "timestamp",
         "trigger",
-        "workflow",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built on the hot path; keywords would cost
         self,
         session: CustomerSession,
-        workflow: Workflow,
+        plan: Plan | None,
         trigger: Trigger,
         destination: State,
         timestamp: datetime,
         items: tuple[ReturnedItem, ...],
     ) -> None:
         self.session = session
-        self.workflow = workflow
+        self.plan = plan
         self.trigger = trigger
-        self.source = self.state = session.state
+        self.source = source = session.state
+        self.state: str = source.value  # the machine's states are the plain values
         self.destination = destination
         self.timestamp = timestamp
         self.items = items
         self._event: TransitionEvent | None = None
         self.refusal: Refusal | None = None
-        self.phase = Phase.GUARD
+        self.phase = _GUARD
         self.current: Registration | None = None
 
     def event(self) -> TransitionEvent:
         """The event hooks receive, built on first use."""
         if self._event is None:
             self._event = TransitionEvent(
-                self.session, self.trigger, self.source, self.destination, self.timestamp, self.items
+                self.session,
+                self.trigger,
+                self.source,
+                self.destination,
+                self.timestamp,
+                self.items,
             )
         return self._event
 
-    def run_guards(self) -> bool:
+    def guards(self) -> bool:
         """Run the guards in order; stop at the first refusal."""
-        entries = self.workflow.entries(Phase.GUARD, self.trigger)
-        if entries:
-            event = self.event()
-            for entry in entries:
-                self.current = entry
-                reason = call_guard(entry, event)
-                if reason is not None:
-                    self.refusal = Refusal(entry.name, reason)
-                    return False
+        if self.plan is None or not self.plan.guards:
+            return True
+        event = self.event()
+        for entry in self.plan.guards:
+            self.current = entry
+            reason = call_guard(entry, event)
+            if reason is not None:
+                self.refusal = Refusal(entry.name, reason)
+                return False
         return True
 
-    def run_hooks(self, phase: Phase) -> None:
-        """Run the hooks of ``phase`` for this transition's trigger or state."""
+    def _hooks(self, phase: Phase, entries: tuple[Registration, ...]) -> None:
         self.phase = phase
-        key: Trigger | State
-        if phase is Phase.EXIT:
-            key = self.source
-        elif phase is Phase.ENTER:
-            key = self.destination
-        else:
-            key = self.trigger
-        entries = self.workflow.entries(phase, key)
         if entries:
             event = self.event()
             for entry in entries:
                 self.current = entry
                 call_hook(entry, event)
+
+    def before(self) -> None:
+        """Run the ``BEFORE`` hooks."""
+        if self.plan is not None:
+            self._hooks(_BEFORE, self.plan.before)
+
+    def exit(self) -> None:
+        """Run the ``EXIT`` hooks of the source state."""
+        if self.plan is not None:
+            self._hooks(_EXIT, self.plan.exit)
+
+    def enter(self) -> None:
+        """Run the ``ENTER`` hooks of the destination state."""
+        if self.plan is not None:
+            self._hooks(_ENTER, self.plan.enter)
+
+    def after(self) -> None:
+        """Run the ``AFTER`` hooks."""
+        if self.plan is not None:
+            self._hooks(_AFTER, self.plan.after)
 
 
 def call_guard(entry: Registration, event: TransitionEvent) -> str | None:
@@ -137,9 +165,14 @@ def call_hook(entry: Registration, event: TransitionEvent) -> None:
     entry.func(event)
 
 
-@cache
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _field_names(cls: type[CustomerSession]) -> tuple[str, ...]:
-    return tuple(a.name for a in attrs.fields(cls) if a.eq)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(a.name for a in attrs.fields(cls) if a.eq)
+    return names
 
 
 def snapshot(session: CustomerSession) -> tuple[Any, ...]:
@@ -160,15 +193,16 @@ def allowed(session: CustomerSession) -> frozenset[Trigger]:
 
 
 def _timestamp(session: CustomerSession, workflow: Workflow) -> datetime:
+    now = workflow.now()
     # Never before the last change, so ``updated`` cannot go backwards.
-    return max(workflow.now(), session.updated)
+    return max(now, session.updated)
 
 
 def _check_call(
     session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
 ) -> tuple[State, tuple[ReturnedItem, ...], list[Problem]]:
     """Table and argument checks; raises for the table, returns argument problems."""
-    workflow = session.workflow
+    workflow = session._workflow  # noqa: SLF001 - the hot path skips the property
     source = session.state
     if session._running is not None:  # noqa: SLF001 - the transaction owns this flag
         raise TransitionInProgress(
@@ -185,7 +219,7 @@ def _check_call(
             integration_id=session.integration_id,
             allowed=workflow.engine.allowed(source),
         )
-    if trigger is Trigger.RETURN_ITEMS:
+    if trigger is _RETURN_ITEMS:
         returned, problems = return_problems(session.cart_items, items)
         return destination, returned, problems
     if items:
@@ -198,17 +232,34 @@ def fire(
 ) -> TransitionRecord:
     """Run ``trigger`` on ``session`` as one transaction and return its record."""
     destination, returned, problems = _check_call(session, trigger, items)
-    raise_problems(f"session {session.integration_id!r}: {trigger}()", problems)
-    workflow = session.workflow
-    run = _Run(session, workflow, trigger, destination, _timestamp(session, workflow), returned)
-    saved = snapshot(session) if workflow.has_pre_commit_work else None
-    _set(session, "_running", trigger)
+    if problems:
+        raise ValidationError(f"session {session.integration_id!r}: {trigger}()", problems)
+    workflow = session._workflow  # noqa: SLF001 - the hot path skips the property
+    source = session.state
+    plan = workflow.plan(source, trigger)
+    run = _Run(session, plan, trigger, destination, _timestamp(session, workflow), returned)
+    if plan is None:
+        # Nothing registered: no user code runs before the commit point.
+        workflow.engine.run(run, trigger)
+    else:
+        _run_hooked(session, run, plan, workflow.engine)
+    record = TransitionRecord(trigger, source, destination, run.timestamp, returned)
+    commit(session, record)
+    if plan is not None and plan.after_commit:
+        _after_commit(run, plan.after_commit, record)
+    return record
+
+
+def _run_hooked(session: CustomerSession, run: _Run, plan: Plan, engine: Engine) -> None:
+    """Run the machine with user code in it; restore the session if anything fails."""
+    saved = snapshot(session) if plan.pre_commit else None
+    _set(session, "_running", run.trigger)
     try:
-        accepted = workflow.engine.run(run, trigger)
+        accepted = engine.run(run, run.trigger)
     except Exception as exc:
         rollback(session, saved)
         raise HookFailed(
-            trigger=trigger,
+            trigger=run.trigger,
             state=run.source,
             integration_id=session.integration_id,
             phase=run.phase,
@@ -224,24 +275,19 @@ def fire(
         refusal = run.refusal
         assert refusal is not None  # noqa: S101 - the engine only refuses through a guard
         raise GuardRejected(
-            trigger=trigger,
+            trigger=run.trigger,
             state=run.source,
             integration_id=session.integration_id,
             guard=refusal.guard or "?",
             reason=refusal.reason,
         )
-    record = TransitionRecord(trigger, run.source, destination, run.timestamp, returned)
-    commit(session, record)
-    entries = workflow.entries(Phase.AFTER_COMMIT, trigger)
-    if entries:
-        _after_commit(run, entries, record)
-    return record
 
 
 def commit(session: CustomerSession, record: TransitionRecord) -> None:
     """The commit point: state, cart returns, history, ``updated`` and count together."""
-    if record.returned_items:
-        _set(session, "cart_items", apply_returns(session.cart_items, record.returned_items))
+    returned = record.returned_items
+    if returned:
+        _set(session, "cart_items", apply_returns(session.cart_items, returned))
     _set(session, "state", record.destination)
     _set(session, "history", (*session.history, record))
     _set(session, "updated", record.timestamp)
@@ -255,7 +301,7 @@ def touch(session: CustomerSession) -> None:
 
 
 def _after_commit(run: _Run, entries: tuple[Registration, ...], record: TransitionRecord) -> None:
-    run.phase = Phase.AFTER_COMMIT
+    run.phase = _AFTER_COMMIT
     event = run.event()
     errors: list[Exception] = []
     for entry in entries:
@@ -282,7 +328,7 @@ def why_not(
     entries = workflow.entries(Phase.GUARD, trigger)
     if not entries:
         return ()
-    run = _Run(session, workflow, trigger, destination, _timestamp(session, workflow), returned)
+    run = _Run(session, None, trigger, destination, _timestamp(session, workflow), returned)
     event = run.event()
     refusals: list[Refusal] = []
     for entry in entries:

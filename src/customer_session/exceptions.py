@@ -34,9 +34,9 @@ from attrs import frozen
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+    from customer_session._phase import Phase
     from customer_session._records import TransitionRecord
     from customer_session._spec import State, Trigger
-    from customer_session.hooks import Phase
 
 
 class CustomerSessionError(Exception):
@@ -67,7 +67,9 @@ class TransitionError(CustomerSessionError):
         integration_id: The session's integration id.
     """
 
-    def __init__(self, message: str, *, trigger: Trigger, state: State, integration_id: str) -> None:
+    def __init__(
+        self, message: str, *, trigger: Trigger, state: State, integration_id: str
+    ) -> None:
         """Store the data shared by all failed transitions."""
         super().__init__(message)
         self.trigger = trigger
@@ -197,7 +199,7 @@ class AfterCommitHookFailed(CustomerSessionError, ExceptionGroup[Exception]):
         """Forward to :class:`ExceptionGroup` (the work is done in ``__new__``)."""
         super().__init__(_after_commit_message(record, errors), list(errors))
 
-    def derive(self, excs: Sequence[Exception]) -> AfterCommitHookFailed:
+    def derive(self, excs: Sequence[Exception]) -> AfterCommitHookFailed:  # type: ignore[override] # one exception type
         """Keep the record when ``except*`` splits the group."""
         return AfterCommitHookFailed(self.record, excs)
 

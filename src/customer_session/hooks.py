@@ -27,12 +27,12 @@ import inspect
 import threading
 import weakref
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from attrs import frozen
 
 from customer_session._machine import Engine, engine_for
-from customer_session._phase import PRE_COMMIT_PHASES, Phase
+from customer_session._phase import Phase
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
 from customer_session.exceptions import UnknownTrigger, WorkflowError
 
@@ -40,8 +40,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from customer_session._records import TransitionEvent
-
-
 
 
 class Guard(Protocol):
@@ -137,6 +135,31 @@ class Registration:
         self.remove()
 
 
+class Plan:
+    """The guards and hooks of one edge, per phase, resolved when registrations change."""
+
+    __slots__ = ("after", "after_commit", "before", "enter", "exit", "guards", "pre_commit")
+
+    def __init__(
+        self,
+        *,
+        guards: tuple[Registration, ...],
+        before: tuple[Registration, ...],
+        exit: tuple[Registration, ...],  # noqa: A002 - the phase's name
+        enter: tuple[Registration, ...],
+        after: tuple[Registration, ...],
+        after_commit: tuple[Registration, ...],
+    ) -> None:
+        """Keep each phase's registrations; note whether anything runs pre-commit."""
+        self.guards = guards
+        self.before = before
+        self.exit = exit
+        self.enter = enter
+        self.after = after
+        self.after_commit = after_commit
+        self.pre_commit = bool(guards or before or exit or enter or after)
+
+
 _F = TypeVar("_F", bound="Callable[..., Any]")
 
 _NAMED: weakref.WeakValueDictionary[str, Workflow] = weakref.WeakValueDictionary()
@@ -165,7 +188,16 @@ class Workflow:
         clock: Where ``created``, ``updated`` and transition timestamps come from.
     """
 
-    __slots__ = ("__weakref__", "_clock", "_engine", "_entries", "_name", "_pre_commit", "_specification", "_table")
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_engine",
+        "_entries",
+        "_name",
+        "_plans",
+        "_specification",
+        "_table",
+    )
 
     def __init__(
         self,
@@ -289,11 +321,20 @@ class Workflow:
         self._rebuild(())
 
     @overload
-    def guard(self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Registration: ...
-    @overload
-    def guard(self, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
     def guard(
-        self, func: _F | None = None, /, *, trigger: Trigger | str | None = None, name: str | None = None
+        self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+    ) -> Registration: ...
+    @overload
+    def guard(
+        self, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+    ) -> Callable[[_F], _F]: ...
+    def guard(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        trigger: Trigger | str | None = None,
+        name: str | None = None,
     ) -> Registration | Callable[[_F], _F]:
         """Register a guard for ``trigger`` (all triggers when ``None``).
 
@@ -303,51 +344,96 @@ class Workflow:
         return self._register_or_decorate(Phase.GUARD, func, trigger, name)
 
     @overload
-    def before(self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Registration: ...
-    @overload
-    def before(self, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
     def before(
-        self, func: _F | None = None, /, *, trigger: Trigger | str | None = None, name: str | None = None
+        self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+    ) -> Registration: ...
+    @overload
+    def before(
+        self, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+    ) -> Callable[[_F], _F]: ...
+    def before(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        trigger: Trigger | str | None = None,
+        name: str | None = None,
     ) -> Registration | Callable[[_F], _F]:
         """Register a hook run before ``trigger``'s transition (all triggers when ``None``)."""
         return self._register_or_decorate(Phase.BEFORE, func, trigger, name)
 
     @overload
-    def on_exit(self, func: _F, /, *, state: State | str | None = ..., name: str | None = ...) -> Registration: ...
-    @overload
-    def on_exit(self, *, state: State | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
     def on_exit(
-        self, func: _F | None = None, /, *, state: State | str | None = None, name: str | None = None
+        self, func: _F, /, *, state: State | str | None = ..., name: str | None = ...
+    ) -> Registration: ...
+    @overload
+    def on_exit(
+        self, /, *, state: State | str | None = ..., name: str | None = ...
+    ) -> Callable[[_F], _F]: ...
+    def on_exit(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        state: State | str | None = None,
+        name: str | None = None,
     ) -> Registration | Callable[[_F], _F]:
         """Register a hook run when a session leaves ``state`` (any state when ``None``)."""
         return self._register_or_decorate(Phase.EXIT, func, state, name)
 
     @overload
-    def on_enter(self, func: _F, /, *, state: State | str | None = ..., name: str | None = ...) -> Registration: ...
-    @overload
-    def on_enter(self, *, state: State | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
     def on_enter(
-        self, func: _F | None = None, /, *, state: State | str | None = None, name: str | None = None
+        self, func: _F, /, *, state: State | str | None = ..., name: str | None = ...
+    ) -> Registration: ...
+    @overload
+    def on_enter(
+        self, /, *, state: State | str | None = ..., name: str | None = ...
+    ) -> Callable[[_F], _F]: ...
+    def on_enter(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        state: State | str | None = None,
+        name: str | None = None,
     ) -> Registration | Callable[[_F], _F]:
         """Register a hook run when a session enters ``state`` (any state when ``None``)."""
         return self._register_or_decorate(Phase.ENTER, func, state, name)
 
     @overload
-    def after(self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Registration: ...
-    @overload
-    def after(self, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
     def after(
-        self, func: _F | None = None, /, *, trigger: Trigger | str | None = None, name: str | None = None
+        self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+    ) -> Registration: ...
+    @overload
+    def after(
+        self, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+    ) -> Callable[[_F], _F]: ...
+    def after(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        trigger: Trigger | str | None = None,
+        name: str | None = None,
     ) -> Registration | Callable[[_F], _F]:
         """Register a hook run after ``trigger``'s transition, still before the commit."""
         return self._register_or_decorate(Phase.AFTER, func, trigger, name)
 
     @overload
-    def after_commit(self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Registration: ...
-    @overload
-    def after_commit(self, *, trigger: Trigger | str | None = ..., name: str | None = ...) -> Callable[[_F], _F]: ...
     def after_commit(
-        self, func: _F | None = None, /, *, trigger: Trigger | str | None = None, name: str | None = None
+        self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+    ) -> Registration: ...
+    @overload
+    def after_commit(
+        self, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+    ) -> Callable[[_F], _F]: ...
+    def after_commit(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        trigger: Trigger | str | None = None,
+        name: str | None = None,
     ) -> Registration | Callable[[_F], _F]:
         """Register a hook run once ``trigger``'s transition has committed."""
         return self._register_or_decorate(Phase.AFTER_COMMIT, func, trigger, name)
@@ -358,15 +444,14 @@ class Workflow:
         """The registrations that run for ``phase`` and ``key``, in registration order."""
         return self._table[phase, key]
 
-    @property
-    def has_pre_commit_work(self) -> bool:
-        """Whether any guard or pre-commit hook is registered at all."""
-        return self._pre_commit
+    def plan(self, source: State, trigger: Trigger) -> Plan | None:
+        """What runs for ``trigger`` from ``source``; ``None`` when nothing is registered."""
+        return self._plans[source, trigger]
 
     def _register_or_decorate(
         self,
         phase: Phase,
-        func: _F | None,
+        func: Callable[..., Any] | None,
         key: Trigger | State | str | None,
         name: str | None,
     ) -> Registration | Callable[[_F], _F]:
@@ -416,10 +501,18 @@ class Workflow:
                 table[phase, key] = tuple(
                     e for e in entries if e.phase is phase and e.key in (None, key)
                 )
-        # Swap together so a concurrent trigger sees either the old or the new table.
-        self._entries, self._table, self._pre_commit = (
-            entries,
-            table,
-            any(e.phase.before_commit for e in entries),
-        )
-
+        plans: dict[tuple[State, Trigger], Plan | None] = {}
+        for edge in spec.edges:
+            plan = Plan(
+                guards=table[Phase.GUARD, edge.trigger],
+                before=table[Phase.BEFORE, edge.trigger],
+                exit=() if edge.internal else table[Phase.EXIT, edge.source],
+                enter=() if edge.internal else table[Phase.ENTER, edge.destination],
+                after=table[Phase.AFTER, edge.trigger],
+                after_commit=table[Phase.AFTER_COMMIT, edge.trigger],
+            )
+            plans[edge.source, edge.trigger] = (
+                plan if plan.pre_commit or plan.after_commit else None
+            )
+        # Swap together so a concurrent trigger sees either the old or the new tables.
+        self._entries, self._table, self._plans = entries, table, plans

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
 
 import attrs
 from attrs import Factory, define, field
 
 from customer_session import _transaction
 from customer_session._cart import (
-    EMPTY_MAPPING as _EMPTY,
+    EMPTY_MAPPING,
+    MAX_CART_ITEMS,
     MAX_CODE_LENGTH,
     MAX_IDENTIFIERS,
     MAX_INTEGRATION_ID_LENGTH,
+    MAX_UNITS,
     AdditionalCost,
     CartItem,
     JSONValue,
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from customer_session.hooks import Refusal
 
 
-def _refuse_write(instance: CustomerSession, attribute: attrs.Attribute[Any], value: Any) -> Any:
+def _refuse_write(_instance: CustomerSession, attribute: attrs.Attribute[Any], _value: Any) -> Any:
     raise ProtectedFieldError(attribute.name, _hint(attribute.name))
 
 
@@ -72,21 +74,21 @@ _EDITS: Final = {
 }
 
 
-def _to_state(value: object) -> object:
-    if isinstance(value, State):
+def _to_state(value: State | str) -> State:
+    if type(value) is State:
         return value
     try:
         return State(value)
     except ValueError:
-        return value  # reported with its path by the validation
+        return value  # type: ignore[return-value] # reported with its path by the validation
 
 
-def _to_tuple(value: object) -> object:
-    if isinstance(value, tuple):
+def _to_tuple(value: Iterable[_T]) -> tuple[_T, ...]:
+    if type(value) is tuple:
         return value
     if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
         return tuple(value)
-    return value  # reported by the validation
+    return value  # type: ignore[return-value] # reported by the validation
 
 
 def _default_workflow(self: CustomerSession) -> Workflow:
@@ -102,6 +104,7 @@ def _same_as_created(self: CustomerSession) -> datetime:
 
 
 _set = object.__setattr__
+_T = TypeVar("_T")
 
 
 @define(kw_only=True, on_setattr=_refuse_write)
@@ -153,12 +156,12 @@ class CustomerSession:
     referral: str | None = None
     cart_items: tuple[CartItem, ...] = field(default=(), converter=_to_tuple)
     identifiers: tuple[str, ...] = field(default=(), converter=_to_tuple)
-    attributes: Mapping[str, JSONValue] = field(default=_EMPTY, converter=freeze_mapping)
+    attributes: Mapping[str, JSONValue] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
     first_session: bool = True
-    discounts: Mapping[str, float] = field(default=_EMPTY, converter=freeze_mapping)
+    discounts: Mapping[str, float] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
     application_id: int = 0
     additional_costs: Mapping[str, AdditionalCost] = field(
-        default=_EMPTY, converter=freeze_mapping
+        default=EMPTY_MAPPING, converter=freeze_mapping
     )
     created: datetime = field(default=Factory(_now, takes_self=True))
     updated: datetime = field(default=Factory(_same_as_created, takes_self=True))
@@ -168,6 +171,8 @@ class CustomerSession:
 
     def __attrs_post_init__(self) -> None:
         """Validate every field; a new session must start in an initial state."""
+        if self._plainly_valid():
+            return
         problems = self._field_problems()
         spec = self.specification
         if isinstance(self.state, State) and self.state not in spec.initial_states:
@@ -186,55 +191,69 @@ class CustomerSession:
     def _subject(self) -> str:
         return f"session {self.integration_id!r}"
 
+    def _plainly_valid(self) -> bool:
+        """A quick yes for the common new session: no cart limits near, defaults kept.
+
+        Anything unusual falls through to :meth:`_field_problems`, which finds and
+        names every problem.
+        """
+        iid = self.integration_id
+        cart = self.cart_items
+        coupon, referral = self.coupon, self.referral
+        return (
+            type(iid) is str
+            and 0 < len(iid) <= MAX_INTEGRATION_ID_LENGTH
+            and self.state in self.specification.initial_states
+            and self._workflow.specification is self.specification
+            and (self.profile_id is None or type(self.profile_id) is str)
+            and (coupon is None or (type(coupon) is str and len(coupon) <= MAX_CODE_LENGTH))
+            and (referral is None or (type(referral) is str and len(referral) <= MAX_CODE_LENGTH))
+            and type(cart) is tuple
+            and (
+                not cart
+                or (
+                    len(cart) <= MAX_CART_ITEMS
+                    and all(type(line) is CartItem for line in cart)
+                    and sum(line.quantity for line in cart) <= MAX_UNITS
+                )
+            )
+            and self.identifiers == ()
+            and self.attributes is EMPTY_MAPPING
+            and self.discounts is EMPTY_MAPPING
+            and self.additional_costs is EMPTY_MAPPING
+            and type(self.first_session) is bool
+            and type(self.application_id) is int
+            and self.application_id >= 0
+            and type(self.created) is datetime
+            and type(self.updated) is datetime
+            and self.created.tzinfo is UTC
+            and self.updated.tzinfo is UTC
+            and self.updated >= self.created
+        )
+
     def _field_problems(self) -> list[Problem]:
-        problems: list[Problem] = []
+        """Every field that breaks a rule (normalizing timestamps to UTC on the way)."""
         spec = self.specification
-        workflow = self._workflow
+        workflow: object = self._workflow
         if not isinstance(workflow, Workflow) or workflow.specification != spec:
             raise WorkflowError(
                 f"{type(self).__name__} follows {spec.name!r}; "
                 f"{workflow!r} drives another specification"
             )
-        iid = self.integration_id
-        if not isinstance(iid, str) or not 1 <= len(iid) <= MAX_INTEGRATION_ID_LENGTH:
+        problems: list[Problem] = []
+        values: dict[str, object] = {
+            a.name: getattr(self, a.name) for a in attrs.fields(type(self))
+        }
+        for name, check in _FIELD_CHECKS.items():
+            problems.extend(check(name, values[name]))
+        state = values["state"]
+        if not isinstance(state, State) or state not in spec.states:
             problems.append(
-                Problem(
-                    "integration_id",
-                    f"must be a string of 1 to {MAX_INTEGRATION_ID_LENGTH} characters, "
-                    f"got {iid!r:.80}",
-                )
-            )
-        if not isinstance(self.state, State) or self.state not in spec.states:
-            problems.append(
-                Problem("state", f"must be one of {', '.join(spec.states)}, got {self.state!r}")
-            )
-        problems.extend(_code_problems("profile_id", self.profile_id, None))
-        problems.extend(_code_problems("coupon", self.coupon, MAX_CODE_LENGTH))
-        problems.extend(_code_problems("referral", self.referral, MAX_CODE_LENGTH))
-        if self.cart_items:
-            problems.extend(_cart_problems(self.cart_items))
-        elif not isinstance(self.cart_items, tuple):
-            problems.append(Problem("cart_items", "must be a sequence of CartItem"))
-        problems.extend(_identifier_problems(self.identifiers))
-        if self.attributes:
-            problems.extend(_mapping_problems("attributes", self.attributes))
-        if self.discounts:
-            problems.extend(_discount_problems(self.discounts))
-        if self.additional_costs:
-            problems.extend(_cost_problems(self.additional_costs))
-        if not isinstance(self.first_session, bool):
-            problems.append(
-                Problem("first_session", f"must be a bool, got {self.first_session!r}")
-            )
-        if not is_int(self.application_id) or self.application_id < 0:
-            problems.append(
-                Problem("application_id", f"must be an integer >= 0, got {self.application_id!r}")
+                Problem("state", f"must be one of {', '.join(spec.states)}, got {state!r}")
             )
         for name in ("created", "updated"):
-            value = getattr(self, name)
-            if not isinstance(value, datetime) or value.utcoffset() is None:
-                problems.append(Problem(name, f"must be an aware datetime, got {value!r}"))
-            elif value.tzinfo is not UTC:
+            value = values[name]
+            if isinstance(value, datetime) and value.tzinfo is not UTC:
                 _set(self, name, value.astimezone(UTC))
         if not problems and self.updated < self.created:
             problems.append(Problem("updated", "must not be earlier than created"))
@@ -274,7 +293,9 @@ class CustomerSession:
             choices = ", ".join(cls.specification.states)
             problems.append(Problem("state", f"must be one of {choices}, got {state!r}"))
         if not is_int(update_count) or update_count < 1:
-            problems.append(Problem("update_count", f"must be an integer >= 1, got {update_count!r}"))
+            problems.append(
+                Problem("update_count", f"must be an integer >= 1, got {update_count!r}")
+            )
         if not problems:
             assert isinstance(restored, State)  # noqa: S101 - narrowed by the check above
             problems.extend(_history_problems(cls.specification, records, restored))
@@ -349,7 +370,9 @@ class CustomerSession:
         """
         return _transaction.why_not(self, self._trigger(trigger), items)
 
-    def fire(self, trigger: Trigger | str, *, items: Iterable[ReturnedItem] = ()) -> TransitionRecord:
+    def fire(
+        self, trigger: Trigger | str, *, items: Iterable[ReturnedItem] = ()
+    ) -> TransitionRecord:
         """Fire ``trigger`` by name (as a log replay does); same as calling its method.
 
         Raises:
@@ -551,6 +574,33 @@ ReopenableCustomerSession.default_workflow = Workflow(
 )
 
 
+def _integration_id_problems(name: str, value: object) -> list[Problem]:
+    if isinstance(value, str) and 1 <= len(value) <= MAX_INTEGRATION_ID_LENGTH:
+        return []
+    return [
+        Problem(
+            name,
+            f"must be a string of 1 to {MAX_INTEGRATION_ID_LENGTH} characters, got {value!r:.80}",
+        )
+    ]
+
+
+def _bool_problems(name: str, value: object) -> list[Problem]:
+    return [] if isinstance(value, bool) else [Problem(name, f"must be a bool, got {value!r}")]
+
+
+def _count_problems(name: str, value: object) -> list[Problem]:
+    if is_int(value) and value >= 0:  # type: ignore[operator] # is_int narrows at run time
+        return []
+    return [Problem(name, f"must be an integer >= 0, got {value!r}")]
+
+
+def _aware_problems(name: str, value: object) -> list[Problem]:
+    if isinstance(value, datetime) and value.utcoffset() is not None:
+        return []
+    return [Problem(name, f"must be an aware datetime, got {value!r}")]
+
+
 def _restore(cls: type[CustomerSession], values: dict[str, Any]) -> CustomerSession:
     return cls.restore(**values)
 
@@ -612,9 +662,7 @@ def _cost_problems(costs: object) -> list[Problem]:
     ]
 
 
-def _history_problems(
-    spec: Specification, records: object, state: State
-) -> list[Problem]:
+def _history_problems(spec: Specification, records: object, state: State) -> list[Problem]:
     if not isinstance(records, tuple):
         return [Problem("history", f"must be a sequence of TransitionRecord, got {records!r}")]
     problems: list[Problem] = []
@@ -625,14 +673,41 @@ def _history_problems(
             problems.append(Problem(where, f"must be a TransitionRecord, got {record!r}"))
             return problems
         if spec.target(record.source, record.trigger) is not record.destination:
-            problems.append(Problem(where, f"{record.source} --{record.trigger}--> "
-                                    f"{record.destination} is not an edge of {spec.name!r}"))
+            problems.append(
+                Problem(
+                    where,
+                    f"{record.source} --{record.trigger}--> "
+                    f"{record.destination} is not an edge of {spec.name!r}",
+                )
+            )
         if previous is not None and previous.destination is not record.source:
-            problems.append(Problem(where, f"starts in '{record.source}' but the previous "
-                                    f"record ended in '{previous.destination}'"))
+            problems.append(
+                Problem(
+                    where,
+                    f"starts in '{record.source}' but the previous "
+                    f"record ended in '{previous.destination}'",
+                )
+            )
         previous = record
     if previous is not None and previous.destination is not state:
         problems.append(
             Problem("history", f"ends in '{previous.destination}' but the state is '{state}'")
         )
     return problems
+
+
+_FIELD_CHECKS: Final[Mapping[str, Callable[[str, object], list[Problem]]]] = {
+    "integration_id": _integration_id_problems,
+    "profile_id": lambda name, value: _code_problems(name, value, None),
+    "coupon": lambda name, value: _code_problems(name, value, MAX_CODE_LENGTH),
+    "referral": lambda name, value: _code_problems(name, value, MAX_CODE_LENGTH),
+    "cart_items": lambda _name, value: _cart_problems(value),
+    "identifiers": lambda _name, value: _identifier_problems(value),
+    "attributes": _mapping_problems,
+    "discounts": lambda _name, value: _discount_problems(value),
+    "additional_costs": lambda _name, value: _cost_problems(value),
+    "first_session": _bool_problems,
+    "application_id": _count_problems,
+    "created": _aware_problems,
+    "updated": _aware_problems,
+}

@@ -1,0 +1,254 @@
+"""Per-session cost of customer-session against its baselines, in one run.
+
+Prints, for each contender: the cost of creating a session (in a batch that keeps
+them alive, GC on), the memory each live session retains, and the cost of one full
+lifecycle (open -> closed -> partially_returned -> cancelled), then the ratios the
+targets are stated in.
+
+Contenders:
+- customer-session (this library), default workflow, no hooks;
+- the floor: a plain attrs class with the same fields doing the same observable work
+  by hand (dict lookup in the table, a history record with a UTC timestamp);
+- transitions the common way (one ``Machine(model=self)`` per session);
+- transitions' stock ``Event.trigger`` on one shared machine (no model registered);
+- python-statemachine 3.x (one machine per session).
+
+Rounds are interleaved and medians reported, since the machines are shared and
+noisy. Run: ``python bench/core.py [--rounds N] [--sessions N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import tracemalloc
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from statemachine import State as PSMState
+from statemachine import StateMachine
+from transitions import Machine
+
+from customer_session import CUSTOMER_SESSION, CartItem, CustomerSession, ReturnedItem
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+ITEM = CartItem(sku="SOCK-42", quantity=2, price=7.5)
+RETURN = (ReturnedItem(position=0, quantity=1),)
+LIFECYCLE = ("close", "return_items", "cancel")
+
+# Every table below is derived from the one specification (its four paths).
+TABLE = {(e.source.value, e.trigger.value): e.destination.value for e in CUSTOMER_SESSION.edges}
+TRANSITIONS = [
+    {"trigger": e.trigger.value, "source": e.source.value, "dest": e.destination.value}
+    for e in CUSTOMER_SESSION.edges
+    if not e.internal
+]
+STATES = [s.value for s in CUSTOMER_SESSION.states]
+
+
+# -- the floor ---------------------------------------------------------------
+@attrs.define(kw_only=True)
+class FloorSession:
+    """The same fields as CustomerSession, no protection, no validation."""
+
+    integration_id: str
+    state: str = "open"
+    profile_id: str | None = None
+    coupon: str | None = None
+    referral: str | None = None
+    cart_items: tuple[CartItem, ...] = ()
+    identifiers: tuple[str, ...] = ()
+    attributes: dict[str, Any] = attrs.Factory(dict)
+    first_session: bool = True
+    discounts: dict[str, float] = attrs.Factory(dict)
+    application_id: int = 0
+    additional_costs: dict[str, Any] = attrs.Factory(dict)
+    created: datetime = attrs.Factory(lambda: datetime.now(UTC))
+    updated: datetime = attrs.Factory(lambda self: self.created, takes_self=True)
+    update_count: int = 1
+    history: list[tuple[str, str, str, datetime]] = attrs.Factory(list)
+
+    def fire(self, trigger: str) -> None:
+        """Look the edge up, record it with a timestamp, move."""
+        dest = TABLE[self.state, trigger]
+        now = datetime.now(UTC)
+        self.history.append((trigger, self.state, dest, now))
+        self.state = dest
+        self.updated = now
+        self.update_count += 1
+
+
+# -- transitions the common way -------------------------------------------------
+class PerInstanceModel:
+    """One Machine(model=self) per session, as the transitions docs show."""
+
+    def __init__(self) -> None:
+        self.machine = Machine(
+            model=self,
+            states=STATES,
+            transitions=TRANSITIONS,
+            initial="open",
+            auto_transitions=False,
+        )
+
+
+SHARED = Machine(
+    model=None, states=STATES, transitions=TRANSITIONS, initial=None, auto_transitions=False
+)
+
+
+class SharedModel:
+    """A plain model driven by the stock Event.trigger of one shared machine."""
+
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = "open"
+
+    def fire(self, trigger: str) -> None:
+        SHARED.events[trigger].trigger(self)
+
+
+# -- python-statemachine -----------------------------------------------------------
+class PSMSession(StateMachine):  # type: ignore[misc] - no stubs for the metaclass magic
+    """The same table in python-statemachine."""
+
+    open = PSMState(initial=True)
+    closed = PSMState()
+    partially_returned = PSMState()
+    cancelled = PSMState(final=True)
+
+    close = open.to(closed)
+    cancel = open.to(cancelled) | closed.to(cancelled) | partially_returned.to(cancelled)
+    return_items = closed.to(partially_returned)
+
+
+def ours_create() -> CustomerSession:
+    return CustomerSession(integration_id="order-42", cart_items=(ITEM,))
+
+
+def ours_life(s: CustomerSession) -> None:
+    s.close()
+    s.return_items(RETURN)
+    s.cancel()
+
+
+def floor_create() -> FloorSession:
+    return FloorSession(integration_id="order-42", cart_items=(ITEM,))
+
+
+def floor_life(s: FloorSession) -> None:
+    s.fire("close")
+    s.fire("return_items")
+    s.fire("cancel")
+
+
+def per_instance_life(m: Any) -> None:
+    m.close()
+    m.return_items()
+    m.cancel()
+
+
+def shared_life(m: SharedModel) -> None:
+    m.fire("close")
+    m.fire("return_items")
+    m.fire("cancel")
+
+
+def psm_life(m: Any) -> None:
+    m.send("close")
+    m.send("return_items")
+    m.send("cancel")
+
+
+CONTENDERS: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {
+    "customer-session": (ours_create, ours_life),
+    "floor (plain attrs)": (floor_create, floor_life),
+    "transitions, Machine per session": (PerInstanceModel, per_instance_life),
+    "transitions, stock trigger, shared": (SharedModel, shared_life),
+    "python-statemachine 3.x": (PSMSession, psm_life),
+}
+
+
+def _per_item(seconds: float, n: int) -> float:
+    return seconds / n * 1e6
+
+
+def measure_round(n: int) -> dict[str, tuple[float, float]]:
+    """One round: (create us, lifecycle us) for each contender."""
+    out = {}
+    for name, (create, life) in CONTENDERS.items():
+        size = n if "Machine per" not in name and "python-statemachine" not in name else n // 10
+        start = time.perf_counter()
+        objects = [create() for _ in range(size)]
+        created = time.perf_counter() - start
+        start = time.perf_counter()
+        for obj in objects:
+            life(obj)
+        lived = time.perf_counter() - start
+        out[name] = (_per_item(created, size), _per_item(lived, size))
+        del objects
+    return out
+
+
+def measure_memory(n: int) -> dict[str, float]:
+    """Bytes retained per live session (tracemalloc, after a full collection)."""
+    out = {}
+    for name, (create, _life) in CONTENDERS.items():
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        objects = [create() for _ in range(n)]
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        out[name] = used / n
+        del objects
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--sessions", type=int, default=5000)
+    args = parser.parse_args()
+    for life in (ours_life, floor_life):  # sanity: every contender really runs the table
+        create = ours_create if life is ours_life else floor_create
+        s = create()
+        life(s)
+        assert str(s.state) == "cancelled"
+    rounds = [measure_round(args.sessions) for _ in range(args.rounds)]
+    memory = measure_memory(2000)
+    results = {
+        name: (
+            statistics.median(r[name][0] for r in rounds),
+            statistics.median(r[name][1] for r in rounds),
+            memory[name],
+        )
+        for name in CONTENDERS
+    }
+    print(f"medians of {args.rounds} interleaved rounds, {args.sessions} sessions each\n")
+    print(f"{'contender':38} {'create µs':>10} {'lifecycle µs':>13} {'bytes/session':>14}")
+    for name, (create_us, life_us, mem) in results.items():
+        print(f"{name:38} {create_us:10.2f} {life_us:13.2f} {mem:14.0f}")
+    ours = results["customer-session"]
+    floor = results["floor (plain attrs)"]
+    stock = results["transitions, stock trigger, shared"]
+    per_instance = results["transitions, Machine per session"]
+    psm = results["python-statemachine 3.x"]
+    print("\nratios (target in brackets)")
+    print(f"  creation vs plain attrs:              {ours[0] / floor[0]:6.2f}x  [<= 1.5x]")
+    print(f"  lifecycle vs floor:                   {ours[1] / floor[1]:6.2f}x  [<= 3x]")
+    print(f"  stock transitions trigger vs ours:    {stock[1] / ours[1]:6.2f}x  [>= 3x faster]")
+    print(f"  Machine per session vs ours (create): {per_instance[0] / ours[0]:6.1f}x")
+    print(f"  python-statemachine vs ours (life):   {psm[1] / ours[1]:6.1f}x")
+    print(f"  memory vs plain attrs:                {ours[2] / floor[2]:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything the tests need into .venv, then run pytest (arguments pass through).
+# This is the README's test command and what .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+# Rendering tests need Graphviz's `dot`; install Debian's package when it is missing.
+if ! command -v dot >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing graphviz (dot is missing)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null
+    else
+        echo "warning: dot is missing and cannot be installed here; rendering tests will fail" >&2
+    fi
+fi
+
+exec .venv/bin/python -m pytest "$@"
