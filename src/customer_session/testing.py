@@ -168,14 +168,15 @@ def sessions(
     @st.composite
     def build(draw: st.DrawFn) -> _S:
         target = draw(st.sampled_from(targets))
-        extra = {} if workflow is None else {"workflow": workflow}
+        path = paths[target]
         session = session_class(
             integration_id=draw(integration_ids()),
+            state=path[0].source if path else target,
             profile_id=draw(st.none() | st.text("abcdef0123456789", min_size=1, max_size=8)),
             cart_items=draw(carts(min_size=max(min_items, 1), max_size=4)),
-            **extra,
+            workflow=session_class.default_workflow if workflow is None else workflow,
         )
-        for edge in paths[target]:
+        for edge in path:
             if edge.trigger is Trigger.RETURN_ITEMS:
                 session.return_items(draw(returned_items(session)))
             else:
