@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 import attrs
 from attrs import Factory, define, field
@@ -83,12 +83,20 @@ def _to_state(value: State | str) -> State:
         return value  # type: ignore[return-value] # reported with its path by the validation
 
 
-def _to_tuple(value: Iterable[_T]) -> tuple[_T, ...]:
+def _to_tuple(value: object) -> object:
     if type(value) is tuple:
         return value
     if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
         return tuple(value)
-    return value  # type: ignore[return-value] # reported by the validation
+    return value  # reported by the validation
+
+
+def _cart_tuple(value: Iterable[CartItem]) -> tuple[CartItem, ...]:
+    return cast("tuple[CartItem, ...]", _to_tuple(value))
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return cast("tuple[str, ...]", _to_tuple(value))
 
 
 def _default_workflow(self: CustomerSession) -> Workflow:
@@ -104,7 +112,6 @@ def _same_as_created(self: CustomerSession) -> datetime:
 
 
 _set = object.__setattr__
-_T = TypeVar("_T")
 
 
 @define(kw_only=True, on_setattr=_refuse_write)
@@ -154,8 +161,8 @@ class CustomerSession:
     profile_id: str | None = None
     coupon: str | None = None
     referral: str | None = None
-    cart_items: tuple[CartItem, ...] = field(default=(), converter=_to_tuple)
-    identifiers: tuple[str, ...] = field(default=(), converter=_to_tuple)
+    cart_items: tuple[CartItem, ...] = field(default=(), converter=_cart_tuple)
+    identifiers: tuple[str, ...] = field(default=(), converter=_str_tuple)
     attributes: Mapping[str, JSONValue] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
     first_session: bool = True
     discounts: Mapping[str, float] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
@@ -522,7 +529,7 @@ class CustomerSession:
 
     def set_identifiers(self, identifiers: Iterable[str]) -> None:
         """Replace the custom identifiers (at most 5)."""
-        self._edit("set_identifiers", identifiers=_to_tuple(identifiers))
+        self._edit("set_identifiers", identifiers=_str_tuple(identifiers))
 
     def set_attribute(self, name: str, value: JSONValue) -> None:
         """Set one custom session attribute to a JSON value."""
