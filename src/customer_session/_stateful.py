@@ -1,0 +1,227 @@
+"""A Hypothesis ``RuleBasedStateMachine`` base for testing workflows built on sessions.
+
+Public as :class:`customer_session.testing.SessionStateMachine`.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from customer_session._cart import CartItem, ReturnedItem
+from customer_session._spec import State, Trigger
+from customer_session.exceptions import (
+    AfterCommitHookFailed,
+    ProtectedFieldError,
+    TransitionError,
+    ValidationError,
+)
+from customer_session.model import CustomerSession
+
+if TYPE_CHECKING:
+    from customer_session._records import TransitionRecord
+    from customer_session.hooks import Workflow
+
+_SKUS = st.sampled_from(["SOCK-42", "JKT-RN-M", "CAP-01"])
+_MAX_SESSIONS = 4  # a few sessions are enough to mix their histories
+
+
+class SessionStateMachine(RuleBasedStateMachine):
+    """Random legal and illegal triggers against sessions bound to *your* workflow.
+
+    Subclass it, override :meth:`make_workflow` to return a workflow with your
+    guards and hooks registered, add ``@invariant()`` or ``@rule()`` methods for
+    your own properties, and expose it to pytest with ``TestX = MyMachine.TestCase``.
+
+    Built-in invariants, checked after every step:
+
+    - every session's state is a state of its table;
+    - every session's history is a path through the table ending in its state;
+    - a refused or failed trigger changed nothing (checked inside each rule);
+    - the history holds exactly the records the triggers returned.
+
+    Attributes:
+        session_class: The session class under test.
+        sessions: The sessions created so far (at least one after initialization).
+        committed: Every record a trigger returned, per session.
+        edits: How many edits the built-in ``edit`` rule made, per session.
+        refusals: Every error a trigger raised, in order (for your invariants).
+    """
+
+    session_class: ClassVar[type[CustomerSession]] = CustomerSession
+
+    def __init__(self) -> None:
+        """Create the workflow once per run."""
+        super().__init__()
+        self.workflow = self.make_workflow()
+        self.sessions: list[CustomerSession] = []
+        self.committed: dict[int, list[TransitionRecord]] = {}
+        self.edits: dict[int, int] = {}
+        self.refusals: list[Exception] = []
+
+    def make_workflow(self) -> Workflow:
+        """The workflow sessions are bound to; override to register your hooks."""
+        return self.session_class.default_workflow
+
+    # -- creation -------------------------------------------------------------
+
+    @initialize(
+        state=st.sampled_from([State.OPEN, State.CLOSED]),
+        items=st.lists(
+            st.builds(
+                CartItem,
+                sku=_SKUS,
+                quantity=st.integers(1, 4),
+                price=st.integers(0, 5000).map(lambda c: c / 100),
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    )
+    def create_first(self, state: State, items: list[CartItem]) -> None:
+        """Start every run with one session."""
+        self._create(state, items)
+
+    @rule(
+        state=st.sampled_from([State.OPEN, State.CLOSED]),
+        items=st.lists(
+            st.builds(CartItem, sku=_SKUS, quantity=st.integers(1, 4)), min_size=1, max_size=3
+        ),
+    )
+    def create(self, state: State, items: list[CartItem]) -> None:
+        """Create another session, open or closed."""
+        if len(self.sessions) < _MAX_SESSIONS:
+            self._create(state, items)
+
+    def _create(self, state: State, items: list[CartItem]) -> None:
+        session = self.session_class(
+            integration_id=f"order-{len(self.sessions)}",
+            state=state,
+            cart_items=items,
+            workflow=self.workflow,
+        )
+        self.sessions.append(session)
+        self.committed[id(session)] = []
+        self.edits[id(session)] = 0
+
+    # -- triggers ---------------------------------------------------------------
+
+    @rule(data=st.data())
+    def fire(self, data: st.DataObject) -> None:
+        """Fire any trigger (legal or not) with valid or invalid items."""
+        session = data.draw(st.sampled_from(self.sessions), label="session")
+        trigger = data.draw(st.sampled_from(session.specification.triggers), label="trigger")
+        items: tuple[ReturnedItem, ...] = ()
+        if trigger is Trigger.RETURN_ITEMS:
+            items = tuple(
+                data.draw(
+                    st.lists(
+                        st.builds(
+                            ReturnedItem, position=st.integers(0, 3), quantity=st.integers(1, 4)
+                        ),
+                        max_size=3,
+                    ),
+                    label="items",
+                )
+            )
+        self.attempt(session, lambda: session.fire(trigger, items=items))
+
+    def attempt(self, session: CustomerSession, action: Any) -> None:
+        """Run ``action``; a refusal must leave ``session`` exactly as it was.
+
+        Use it in your own rules for anything that may fire a trigger.
+        """
+        before = session.snapshot()
+        try:
+            record = action()
+        except AfterCommitHookFailed as error:
+            self.committed[id(session)].append(error.record)
+            self.refusals.append(error)
+        except (TransitionError, ValidationError) as error:
+            self.refusals.append(error)
+            after = session.snapshot()
+            assert after == before, f"{error!r} changed the session"  # noqa: S101, PT017 - an invariant of the rule
+        else:
+            if record is not None:
+                self.committed[id(session)].append(record)
+
+    # -- attempts to go around the table --------------------------------------------
+
+    @rule(data=st.data(), value=st.sampled_from([*State, "bogus"]))
+    def write_state(self, data: st.DataObject, value: object) -> None:
+        """Assigning or deleting the state is refused and changes nothing."""
+        session = data.draw(st.sampled_from(self.sessions), label="session")
+        before = session.snapshot()
+        try:
+            session.state = value  # type: ignore[assignment]
+        except ProtectedFieldError:
+            pass
+        else:
+            raise AssertionError("state assignment was accepted")
+        try:
+            del session.state
+        except ProtectedFieldError:
+            pass
+        else:
+            raise AssertionError("state deletion was accepted")
+        assert session.snapshot() == before  # noqa: S101 - an invariant
+
+    @rule(data=st.data())
+    def copy_and_reload(self, data: st.DataObject) -> None:
+        """A session survives deepcopy, restore and (for named workflows) pickle."""
+        index = data.draw(st.integers(0, len(self.sessions) - 1), label="session")
+        session = self.sessions[index]
+        clones = [copy.deepcopy(session), type(session).restore(**session.snapshot())]
+        if self.workflow.name is not None:
+            clones.append(pickle.loads(pickle.dumps(session)))  # noqa: S301 - our own data
+        for clone in clones:
+            assert clone == session  # noqa: S101 - an invariant
+        # Continue with a copy, so later steps also exercise reloaded sessions.
+        replacement = clones[-1]
+        self.committed[id(replacement)] = self.committed.pop(id(session))
+        self.edits[id(replacement)] = self.edits.pop(id(session))
+        self.sessions[index] = replacement
+
+    @rule(data=st.data(), coupon=st.text("ABC123", min_size=1, max_size=8))
+    def edit(self, data: st.DataObject, coupon: str) -> None:
+        """Edits succeed only while open; elsewhere they change nothing."""
+        session = data.draw(st.sampled_from(self.sessions), label="session")
+        before = session.snapshot()
+        try:
+            session.set_coupon(coupon)
+        except Exception as error:  # noqa: BLE001 - checked right below
+            assert session.state is not State.OPEN, repr(error)  # noqa: S101, PT017 - an invariant of the rule
+            assert session.snapshot() == before  # noqa: S101 - an invariant
+        else:
+            self.edits[id(session)] += 1
+
+    # -- the library's invariants -----------------------------------------------------
+
+    @invariant()
+    def states_are_in_the_table(self) -> None:
+        """Every session is in a state of its table."""
+        for session in self.sessions:
+            assert session.state in session.specification.states  # noqa: S101
+
+    @invariant()
+    def histories_are_paths(self) -> None:
+        """Every history is a chain of table edges that ends in the current state."""
+        for session in self.sessions:
+            spec = session.specification
+            previous = None
+            for record in session.history:
+                assert spec.target(record.source, record.trigger) is record.destination  # noqa: S101
+                assert previous is None or previous.destination is record.source  # noqa: S101
+                previous = record
+            if previous is not None:
+                assert previous.destination is session.state  # noqa: S101
+
+    @invariant()
+    def history_is_what_was_committed(self) -> None:
+        """The history holds exactly the records the triggers returned."""
+        for session in self.sessions:
+            assert list(session.history) == self.committed[id(session)]  # noqa: S101

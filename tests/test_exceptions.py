@@ -1,0 +1,83 @@
+import pytest
+
+import customer_session
+from customer_session import (
+    CustomerSessionError,
+    GuardRejected,
+    HookFailed,
+    IllegalTransition,
+    Problem,
+    ProtectedFieldError,
+    SessionNotEditable,
+    State,
+    TransitionError,
+    Trigger,
+    ValidationError,
+)
+
+
+def _error_classes():
+    return [
+        obj
+        for name in customer_session.__all__
+        if isinstance(obj := getattr(customer_session, name), type)
+        and issubclass(obj, BaseException)
+    ]
+
+
+class TestTree:
+    def test_one_root(self):
+        """Every exported error derives from CustomerSessionError."""
+        for cls in _error_classes():
+            assert issubclass(cls, CustomerSessionError), cls
+
+    @pytest.mark.parametrize(
+        ("cls", "builtin"),
+        [
+            (ProtectedFieldError, AttributeError),
+            (ValidationError, ValueError),
+            (customer_session.SpecificationError, ValueError),
+            (customer_session.UnknownTrigger, ValueError),
+            (customer_session.RenderingUnavailable, RuntimeError),
+            (customer_session.AfterCommitHookFailed, ExceptionGroup),
+        ],
+    )
+    def test_subclasses_the_builtin_it_is(self, cls, builtin):
+        """Each error is also the builtin exception it really is."""
+        assert issubclass(cls, builtin)
+
+    def test_failed_triggers_share_a_base(self):
+        """Illegal, refused and failed triggers are all TransitionErrors."""
+        for cls in (IllegalTransition, GuardRejected, HookFailed):
+            assert issubclass(cls, TransitionError)
+
+
+class TestData:
+    def test_illegal_transition_carries_its_data(self):
+        """IllegalTransition keeps trigger, state and allowed triggers."""
+        error = IllegalTransition(
+            trigger=Trigger.CLOSE,
+            state=State.CLOSED,
+            integration_id="o",
+            allowed=frozenset({Trigger.CANCEL, Trigger.RETURN_ITEMS}),
+        )
+        assert (error.trigger, error.state, error.integration_id) == (
+            Trigger.CLOSE,
+            State.CLOSED,
+            "o",
+        )
+        assert str(error) == (
+            "session 'o': cannot close() from state 'closed'; allowed: cancel(), return_items()"
+        )
+
+    def test_validation_error_lists_problems(self):
+        """A ValidationError with several problems puts one per line."""
+        error = ValidationError("session 'o'", [Problem("a", "bad"), Problem("b[0]", "worse")])
+        assert str(error) == "session 'o': 2 problems:\n  a: bad\n  b[0]: worse"
+        assert error.problems[1].path == "b[0]"
+
+    def test_not_editable_names_operation_and_state(self):
+        """SessionNotEditable says which edit was refused in which state."""
+        error = SessionNotEditable(operation="add_item", state=State.CLOSED, integration_id="o")
+        assert "add_item()" in str(error)
+        assert "'closed'" in str(error)

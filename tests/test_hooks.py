@@ -1,0 +1,158 @@
+import pickle
+
+import pytest
+
+from customer_session import (
+    CustomerSession,
+    Phase,
+    State,
+    Trigger,
+    UnknownTrigger,
+    Workflow,
+    WorkflowError,
+)
+
+
+class TestPhases:
+    def test_order_is_the_enum_order(self):
+        """The phases run in the order the Phase enum declares."""
+        assert [p.value for p in Phase] == [
+            "guard",
+            "before",
+            "exit",
+            "enter",
+            "after",
+            "after_commit",
+        ]
+
+    def test_only_after_commit_is_past_the_commit_point(self):
+        """Every phase but AFTER_COMMIT rolls back on failure."""
+        assert [p for p in Phase if not p.before_commit] == [Phase.AFTER_COMMIT]
+
+
+class TestRegistration:
+    def test_decorator_returns_the_function(self):
+        """Used as a decorator, registration returns the function unchanged."""
+        workflow = Workflow()
+
+        @workflow.before(trigger=Trigger.CLOSE)
+        def hook(event):
+            return None
+
+        assert callable(hook)
+        assert [r.func for r in workflow.registrations] == [hook]
+
+    def test_call_returns_a_registration_that_removes_itself(self):
+        """Called with a function, registration returns a handle whose remove() undoes it."""
+        workflow = Workflow()
+        registration = workflow.after_commit(lambda event: None, trigger="close")
+        assert registration.phase is Phase.AFTER_COMMIT
+        assert registration.key is Trigger.CLOSE
+        registration.remove()
+        registration.remove()
+        assert workflow.registrations == ()
+
+    def test_registration_as_context_manager(self):
+        """A registration used as a context manager is removed on exit."""
+        workflow = Workflow()
+        with workflow.on_enter(lambda event: None, state=State.CLOSED):
+            assert len(workflow.registrations) == 1
+        assert workflow.registrations == ()
+
+    def test_remove_by_function(self):
+        """remove(func) drops every registration of that function and counts them."""
+        workflow = Workflow()
+
+        def hook(event):
+            return None
+
+        workflow.before(hook)
+        workflow.after(hook)
+        assert workflow.remove(hook) == 2
+        assert workflow.registrations == ()
+
+    def test_unknown_trigger_is_refused(self):
+        """Registering for a trigger the table does not have is refused."""
+        with pytest.raises(UnknownTrigger, match="reopen"):
+            Workflow().before(lambda event: None, trigger="reopen")
+
+    def test_unknown_state_is_refused(self):
+        """Registering for a state that does not exist is refused."""
+        with pytest.raises(WorkflowError, match="shipped"):
+            Workflow().on_enter(lambda event: None, state="shipped")
+
+    def test_non_callable_is_refused(self):
+        """Only callables can be registered."""
+        with pytest.raises(WorkflowError, match="callable"):
+            Workflow().register(Phase.BEFORE, "audit")  # type: ignore[arg-type]
+
+    def test_names_default_to_the_qualified_name(self):
+        """A registration is named after its function unless a name is given."""
+        workflow = Workflow()
+
+        def audit(event):
+            return None
+
+        assert workflow.before(audit).name.endswith("audit")
+        assert workflow.before(audit, name="audit-log").name == "audit-log"
+
+
+class TestScopes:
+    def test_two_workflows_coexist(self):
+        """Hooks of one workflow never run for sessions bound to another."""
+        calls: list[str] = []
+        first, second = Workflow(), Workflow()
+        first.after_commit(lambda event: calls.append("first"))
+        second.after_commit(lambda event: calls.append("second"))
+        CustomerSession(integration_id="a", workflow=first).close()
+        CustomerSession(integration_id="b", workflow=second).close()
+        assert calls == ["first", "second"]
+
+    def test_class_default_workflow_applies_to_every_session(self):
+        """A hook on the class's default workflow runs for every default session."""
+        calls: list[str] = []
+        registration = CustomerSession.default_workflow.after_commit(
+            lambda event: calls.append(event.session.integration_id)
+        )
+        try:
+            CustomerSession(integration_id="a").close()
+            CustomerSession(integration_id="b", workflow=Workflow()).close()
+        finally:
+            registration.remove()
+        assert calls == ["a"]
+
+    def test_wildcard_and_specific_keep_registration_order(self):
+        """Hooks for all triggers and for one trigger run in registration order."""
+        calls: list[str] = []
+        workflow = Workflow()
+        workflow.before(lambda event: calls.append("any-1"))
+        workflow.before(lambda event: calls.append("close"), trigger=Trigger.CLOSE)
+        workflow.before(lambda event: calls.append("any-2"))
+        workflow.before(lambda event: calls.append("cancel"), trigger=Trigger.CANCEL)
+        CustomerSession(integration_id="a", workflow=workflow).close()
+        assert calls == ["any-1", "close", "any-2"]
+
+
+class TestNamedWorkflows:
+    def test_duplicate_names_are_refused(self):
+        """Two live workflows cannot share a name."""
+        keep = Workflow(name="test_hooks.dup")
+        with pytest.raises(WorkflowError, match="already exists"):
+            Workflow(name="test_hooks.dup")
+        assert keep.name == "test_hooks.dup"
+
+    def test_unpickling_needs_the_workflow(self):
+        """Loading a session whose workflow no longer exists says so."""
+        workflow = Workflow(name="test_hooks.gone")
+        data = pickle.dumps(CustomerSession(integration_id="o", workflow=workflow))
+        del workflow
+        with pytest.raises(WorkflowError, match=r"test_hooks\.gone"):
+            pickle.loads(data)  # noqa: S301 - our own data
+
+    def test_naive_clock_is_refused(self):
+        """A clock returning naive datetimes is reported clearly."""
+        from datetime import datetime  # noqa: PLC0415 - only this test needs it
+
+        workflow = Workflow(clock=lambda: datetime(2026, 1, 1))  # noqa: DTZ001
+        with pytest.raises(WorkflowError, match="naive"):
+            CustomerSession(integration_id="o", workflow=workflow)

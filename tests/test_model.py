@@ -1,0 +1,354 @@
+import copy
+import pickle
+from datetime import UTC, datetime, timedelta, timezone
+
+import attrs
+import pytest
+from hypothesis import given
+
+from customer_session import (
+    CartItem,
+    CustomerSession,
+    ProtectedFieldError,
+    ReopenableCustomerSession,
+    ReturnedItem,
+    SessionNotEditable,
+    State,
+    Trigger,
+    ValidationError,
+    Workflow,
+    WorkflowError,
+)
+from customer_session.testing import sessions
+
+T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
+
+
+def fixed_clock(start: datetime = T0, step: timedelta = timedelta(seconds=1)):
+    """A clock that ticks one step per call."""
+    now = [start - step]
+
+    def clock() -> datetime:
+        now[0] += step
+        return now[0]
+
+    return clock
+
+
+class TestCreation:
+    def test_defaults(self):
+        """A new session is open, empty, first, with update count 1 and no history."""
+        s = CustomerSession(integration_id="order-42")
+        assert s.state is State.OPEN
+        assert s.cart_items == ()
+        assert s.update_count == 1
+        assert s.history == ()
+        assert s.first_session is True
+        assert s.total == 0.0
+
+    def test_may_start_closed(self):
+        """A session may be created closed."""
+        assert CustomerSession(integration_id="o", state=State.CLOSED).state is State.CLOSED
+
+    def test_state_given_as_string_becomes_the_enum(self):
+        """A state given by its wire value is stored as the State member."""
+        assert CustomerSession(integration_id="o", state="closed").state is State.CLOSED
+
+    @pytest.mark.parametrize("state", [State.CANCELLED, State.PARTIALLY_RETURNED])
+    def test_may_not_start_elsewhere(self, state):
+        """Creating a session in a non-initial state is refused with the restore hint."""
+        with pytest.raises(ValidationError, match="restore"):
+            CustomerSession(integration_id="o", state=state)
+
+    def test_unknown_state_is_refused(self):
+        """An unknown state is refused, naming the field."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(integration_id="o", state="bogus")
+        assert [p.path for p in info.value.problems] == ["state"]
+
+    def test_every_problem_is_listed(self):
+        """Construction lists every invalid field at once, each with its path."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(
+                integration_id="",
+                coupon="C" * 101,
+                identifiers=["a", "b", "c", "d", "e", "f"],
+                application_id=-1,
+            )
+        paths = {p.path for p in info.value.problems}
+        assert paths == {"integration_id", "coupon", "identifiers", "application_id"}
+
+    def test_cart_limits(self):
+        """More than 10,000 units in a cart is refused."""
+        with pytest.raises(ValidationError, match="10000"):
+            CustomerSession(integration_id="o", cart_items=[CartItem(sku="A", quantity=10_001)])
+
+    def test_lists_are_stored_as_tuples(self):
+        """A list passed in is copied to a tuple, so the caller's list cannot change it."""
+        cart = [CartItem(sku="A", quantity=1)]
+        s = CustomerSession(integration_id="o", cart_items=cart)
+        cart.append(CartItem(sku="B", quantity=1))
+        assert len(s.cart_items) == 1
+
+    def test_clock_sets_created_and_updated(self):
+        """created and updated come from the workflow's clock."""
+        s = CustomerSession(integration_id="o", workflow=Workflow(clock=fixed_clock()))
+        assert s.created == s.updated == T0
+
+    def test_timestamps_are_normalized_to_utc(self):
+        """An aware timestamp in another zone is stored in UTC."""
+        cet = timezone(timedelta(hours=1))
+        s = CustomerSession(integration_id="o", created=datetime(2026, 1, 1, 12, tzinfo=cet))
+        assert s.created.tzinfo is UTC
+        assert s.created.hour == 11
+
+    def test_naive_timestamp_is_refused(self):
+        """A naive created timestamp is refused."""
+        with pytest.raises(ValidationError, match="aware"):
+            CustomerSession(integration_id="o", created=datetime(2026, 1, 1))  # noqa: DTZ001
+
+    def test_workflow_of_another_specification_is_refused(self):
+        """A session cannot be bound to a workflow of another table."""
+        with pytest.raises(WorkflowError):
+            CustomerSession(integration_id="o", workflow=ReopenableCustomerSession.default_workflow)
+
+
+class TestRestore:
+    @pytest.mark.parametrize("state", list(State))
+    def test_any_state_can_be_restored(self, state):
+        """restore() accepts each of the four states."""
+        assert CustomerSession.restore(integration_id="o", state=state).state is state
+
+    def test_unknown_state_is_refused(self):
+        """restore() refuses anything that is not a state of the table."""
+        with pytest.raises(ValidationError, match="state"):
+            CustomerSession.restore(integration_id="o", state="reopened")
+
+    def test_history_must_follow_the_table(self):
+        """A restored history must be a chain of table edges ending in the state."""
+        s = CustomerSession(integration_id="o")
+        s.close()
+        with pytest.raises(ValidationError, match="history"):
+            CustomerSession.restore(integration_id="o", state=State.OPEN, history=s.history)
+
+    @given(sessions())
+    def test_snapshot_round_trips(self, session):
+        """restore(**snapshot()) gives an equal session."""
+        assert type(session).restore(**session.snapshot()) == session
+
+
+class TestProtectedFields:
+    def test_state_cannot_be_assigned(self):
+        """Assigning state raises a library error that is also an AttributeError."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ProtectedFieldError, match="trigger") as info:
+            s.state = State.CLOSED  # type: ignore[misc]
+        assert isinstance(info.value, AttributeError)
+        assert s.state is State.OPEN
+
+    def test_state_cannot_be_deleted(self):
+        """Deleting state is refused."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ProtectedFieldError):
+            del s.state
+        assert s.state is State.OPEN
+
+    @pytest.mark.parametrize("name", ["cart_items", "coupon", "history", "update_count"])
+    def test_other_fields_cannot_be_assigned(self, name):
+        """Every field is read-only; the error names the operation to use."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ProtectedFieldError, match=name):
+            setattr(s, name, getattr(s, name))
+
+    def test_evolve_cannot_reach_a_non_initial_state(self):
+        """attrs.evolve builds a new session, so it cannot jump to cancelled."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ValidationError):
+            attrs.evolve(s, state=State.CANCELLED)
+
+    def test_setstate_cannot_load_an_unknown_state(self):
+        """__setstate__ validates like restore and leaves the session unchanged."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ValidationError):
+            s.__setstate__({**s.snapshot(), "state": "bogus"})
+        assert s.state is State.OPEN
+
+    def test_cart_item_is_immutable(self):
+        """Cart items are frozen."""
+        item = CartItem(sku="A", quantity=1)
+        with pytest.raises(AttributeError):
+            item.quantity = 2  # type: ignore[misc]
+
+    def test_attributes_cannot_be_mutated_in_place(self):
+        """The attributes mapping is immutable."""
+        s = CustomerSession(integration_id="o", attributes={"a": 1})
+        with pytest.raises(TypeError):
+            s.attributes["b"] = 2  # type: ignore[index]
+
+
+class TestCopies:
+    @given(sessions())
+    def test_pickle_round_trips_in_any_state(self, session):
+        """A pickled session loads equal, bound to the same workflow."""
+        loaded = pickle.loads(pickle.dumps(session))  # noqa: S301 - our own data
+        assert loaded == session
+        assert loaded.workflow is session.workflow
+
+    @given(sessions())
+    def test_deepcopy_keeps_working(self, session):
+        """A deep copy is equal and independent, and its triggers still work."""
+        clone = copy.deepcopy(session)
+        assert clone == session
+        if Trigger.CANCEL in clone.allowed_triggers:
+            clone.cancel()
+            assert clone.state is State.CANCELLED
+            assert session.state is not State.CANCELLED
+
+    def test_unnamed_workflow_cannot_be_pickled(self):
+        """Pickling a session of an unnamed workflow says how to fix it."""
+        s = CustomerSession(integration_id="o", workflow=Workflow())
+        with pytest.raises(WorkflowError, match="name"):
+            pickle.dumps(s)
+
+    def test_named_workflow_survives_pickling(self):
+        """A session of a named workflow is re-bound to it when loaded."""
+        workflow = Workflow(name="test_model.pickled")
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        assert pickle.loads(pickle.dumps(s)).workflow is workflow  # noqa: S301 - our own data
+
+
+class TestEdits:
+    def test_add_update_remove_item(self):
+        """Cart edits work while open and keep the total consistent."""
+        s = CustomerSession(integration_id="o")
+        position = s.add_item(CartItem(sku="A", quantity=2, price=5.0))
+        s.add_item(CartItem(sku="B", quantity=1, price=1.0))
+        s.update_item(position, CartItem(sku="A", quantity=3, price=5.0))
+        assert s.total == 16.0
+        removed = s.remove_item(0)
+        assert removed.sku == "A"
+        assert [i.sku for i in s.cart_items] == ["B"]
+        assert s.total == 1.0
+
+    def test_edits_count_as_updates(self):
+        """Every edit raises update_count and moves updated."""
+        s = CustomerSession(integration_id="o", workflow=Workflow(clock=fixed_clock()))
+        s.set_coupon("WELCOME10")
+        s.set_attribute("ShippingCity", "Leipzig")
+        assert s.update_count == 3
+        assert s.updated > s.created
+
+    @pytest.mark.parametrize("state", [State.CLOSED, State.CANCELLED, State.PARTIALLY_RETURNED])
+    def test_edits_refused_unless_open(self, state):
+        """No edit is accepted outside the open state, and nothing changes."""
+        s = CustomerSession.restore(
+            integration_id="o", state=state, cart_items=[CartItem(sku="A", quantity=1)]
+        )
+        before = s.snapshot()
+        for edit in (
+            lambda: s.add_item(CartItem(sku="B", quantity=1)),
+            lambda: s.update_item(0, CartItem(sku="B", quantity=1)),
+            lambda: s.remove_item(0),
+            lambda: s.set_coupon("X"),
+            lambda: s.set_referral("X"),
+            lambda: s.set_profile_id("X"),
+            lambda: s.set_identifiers(["X"]),
+            lambda: s.set_attribute("a", 1),
+            lambda: s.remove_attribute("a"),
+            lambda: s.set_additional_cost("shipping", 4.9),
+        ):
+            with pytest.raises(SessionNotEditable, match=str(state)):
+                edit()
+        assert s.snapshot() == before
+
+    def test_edit_breaking_a_limit_changes_nothing(self):
+        """An edit that breaks a limit is refused and leaves the session as it was."""
+        s = CustomerSession(integration_id="o", identifiers=["1", "2", "3", "4", "5"])
+        before = s.snapshot()
+        with pytest.raises(ValidationError, match="identifiers"):
+            s.set_identifiers(["1", "2", "3", "4", "5", "6"])
+        assert s.snapshot() == before
+
+    def test_bad_position_is_refused(self):
+        """Editing a position that does not exist is refused with the cart size."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ValidationError, match="position"):
+            s.remove_item(0)
+
+
+class TestReturns:
+    def _closed(self) -> CustomerSession:
+        return CustomerSession(
+            integration_id="o",
+            state=State.CLOSED,
+            cart_items=[
+                CartItem(sku="SOCK", quantity=3, price=7.5),
+                CartItem(sku="JKT", quantity=1, price=129.0),
+            ],
+        )
+
+    def test_return_updates_quantities_not_total(self):
+        """A return raises returned_quantity; total keeps the ordered value."""
+        s = self._closed()
+        s.return_items([ReturnedItem(position=0, quantity=1)])
+        assert s.cart_items[0].returned_quantity == 1
+        assert s.cart_items[0].remaining_quantity == 2
+        assert s.total == 151.5
+        assert s.returned_total == 7.5
+
+    def test_further_returns_stay_partially_returned(self):
+        """A second return is an internal transition recorded in the history."""
+        s = self._closed()
+        s.return_items([ReturnedItem(position=0, quantity=1)])
+        record = s.return_items([ReturnedItem(position=1, quantity=1)])
+        assert s.state is State.PARTIALLY_RETURNED
+        assert record.source is record.destination is State.PARTIALLY_RETURNED
+        assert len(s.history) == 2
+
+    def test_returning_everything_stays_partially_returned(self):
+        """Returning every unit does not leave partially_returned."""
+        s = self._closed()
+        s.return_items([ReturnedItem(0, 3), ReturnedItem(1, 1)])
+        assert s.state is State.PARTIALLY_RETURNED
+        assert all(line.remaining_quantity == 0 for line in s.cart_items)
+
+    @pytest.mark.parametrize(
+        ("items", "path"),
+        [
+            ([], "items"),
+            ([ReturnedItem(5, 1)], "items[0].position"),
+            ([ReturnedItem(0, 4)], "items[0].quantity"),
+            ([ReturnedItem(0, 1), ReturnedItem(0, 1)], "items[1].position"),
+            ([ReturnedItem(0, 1, sku="OTHER")], "items[0].sku"),
+        ],
+    )
+    def test_invalid_returns_are_refused(self, items, path):
+        """Each invalid return is refused with the path of the problem; nothing changes."""
+        s = self._closed()
+        before = s.snapshot()
+        with pytest.raises(ValidationError) as info:
+            s.return_items(items)
+        assert path in [p.path for p in info.value.problems]
+        assert s.snapshot() == before
+
+    def test_returned_item_needs_quantity_of_one(self):
+        """A returned item with quantity below 1 cannot even be built."""
+        with pytest.raises(ValidationError, match="quantity"):
+            ReturnedItem(position=0, quantity=0)
+
+
+class TestReopenable:
+    def test_reopen_then_edit_and_close_again(self):
+        """A reopened session is open: editable and closable again."""
+        s = ReopenableCustomerSession(integration_id="o")
+        s.close()
+        s.reopen()
+        s.set_coupon("AGAIN")
+        s.close()
+        assert [r.trigger for r in s.history] == [Trigger.CLOSE, Trigger.REOPEN, Trigger.CLOSE]
+
+    def test_default_session_has_no_reopen(self):
+        """The default table knows no reopen trigger."""
+        s = CustomerSession(integration_id="o", state=State.CLOSED)
+        assert not hasattr(s, "reopen")
+        assert Trigger.REOPEN not in s.allowed_triggers

@@ -1,0 +1,120 @@
+import itertools
+
+import pytest
+
+from customer_session import (
+    CUSTOMER_SESSION,
+    REOPENABLE_SESSION,
+    Edge,
+    Specification,
+    SpecificationError,
+    State,
+    Trigger,
+)
+
+# The seed's four paths, written out once here as the test oracle.
+SEED_EDGES = {
+    (State.OPEN, Trigger.CLOSE, State.CLOSED),
+    (State.OPEN, Trigger.CANCEL, State.CANCELLED),
+    (State.CLOSED, Trigger.CANCEL, State.CANCELLED),
+    (State.CLOSED, Trigger.RETURN_ITEMS, State.PARTIALLY_RETURNED),
+    (State.PARTIALLY_RETURNED, Trigger.CANCEL, State.CANCELLED),
+}
+
+
+class TestTheTable:
+    def test_state_values_are_the_wire_values(self):
+        """Each state equals its Talon.One wire value."""
+        assert [s.value for s in State] == ["open", "closed", "cancelled", "partially_returned"]
+        assert State.OPEN == "open"
+
+    def test_state_changing_edges_are_the_seed_paths(self):
+        """The edges that change state are exactly the four paths of the seed."""
+        changing = {
+            (e.source, e.trigger, e.destination) for e in CUSTOMER_SESSION.edges if not e.internal
+        }
+        assert changing == SEED_EDGES
+
+    def test_further_returns_are_the_only_internal_edge(self):
+        """Further returns stay in partially_returned and are the only internal edge."""
+        internal = [e for e in CUSTOMER_SESSION.edges if e.internal]
+        assert internal == [
+            Edge(Trigger.RETURN_ITEMS, State.PARTIALLY_RETURNED, State.PARTIALLY_RETURNED)
+        ]
+
+    def test_initial_states(self):
+        """A session may start open or closed, nothing else."""
+        assert CUSTOMER_SESSION.initial_states == {State.OPEN, State.CLOSED}
+
+    def test_cancelled_is_terminal(self):
+        """Cancelled is the one state with no way out."""
+        assert CUSTOMER_SESSION.terminal_states == {State.CANCELLED}
+
+    def test_reopen_is_only_in_the_reopenable_table(self):
+        """The reopenable table is the seed's table plus closed -> open."""
+        extra = set(REOPENABLE_SESSION.edges) - set(CUSTOMER_SESSION.edges)
+        assert extra == {Edge(Trigger.REOPEN, State.CLOSED, State.OPEN)}
+        assert Trigger.REOPEN not in CUSTOMER_SESSION.triggers
+
+    def test_allowed_and_target_agree_with_edges(self):
+        """allowed() and target() are derived from the edges and nothing else."""
+        for state in State:
+            allowed = CUSTOMER_SESSION.allowed(state)
+            for trigger in Trigger:
+                target = CUSTOMER_SESSION.target(state, trigger)
+                assert (trigger in allowed) == (target is not None)
+                if target is not None:
+                    assert Edge(trigger, state, target) in CUSTOMER_SESSION.edges
+
+    def test_shortest_paths_reach_every_state(self):
+        """Every state has a shortest path from an initial state, and it follows edges."""
+        paths = CUSTOMER_SESSION.shortest_paths()
+        assert set(paths) == set(State)
+        for state, path in paths.items():
+            if not path:
+                assert state in CUSTOMER_SESSION.initial_states
+                continue
+            assert path[0].source in CUSTOMER_SESSION.initial_states
+            assert path[-1].destination is state
+            for before, after in itertools.pairwise(path):
+                assert before.destination is after.source
+
+
+class TestDefinitionErrors:
+    def _spec(self, *edges: Edge, initial=frozenset({State.OPEN})) -> Specification:
+        return Specification(name="t", states=tuple(State), initial_states=initial, edges=edges)
+
+    def test_duplicate_source_and_trigger_is_refused(self):
+        """Two edges for one (state, trigger) pair are refused when declared."""
+        with pytest.raises(SpecificationError, match="already defined"):
+            self._spec(
+                Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+                Edge(Trigger.CLOSE, State.OPEN, State.CANCELLED),
+            )
+
+    def test_unreachable_state_is_refused(self):
+        """A state no path reaches is refused, by name."""
+        with pytest.raises(SpecificationError, match="partially_returned"):
+            self._spec(
+                Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+                Edge(Trigger.CANCEL, State.CLOSED, State.CANCELLED),
+            )
+
+    def test_unknown_state_in_an_edge_is_refused(self):
+        """An edge to a state outside the specification is refused."""
+        with pytest.raises(SpecificationError, match="not a state"):
+            Specification(
+                name="t",
+                states=(State.OPEN, State.CLOSED),
+                initial_states=frozenset({State.OPEN}),
+                edges=(Edge(Trigger.CANCEL, State.OPEN, State.CANCELLED),),
+            )
+
+    def test_no_initial_state_is_refused(self):
+        """A specification needs an initial state."""
+        with pytest.raises(SpecificationError, match="initial"):
+            self._spec(initial=frozenset())
+
+    def test_specification_error_is_a_value_error(self):
+        """Definition errors are also ValueErrors."""
+        assert issubclass(SpecificationError, ValueError)

@@ -1,0 +1,368 @@
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from customer_session import (
+    CUSTOMER_SESSION,
+    AfterCommitHookFailed,
+    CartItem,
+    CustomerSession,
+    GuardRejected,
+    HookFailed,
+    IllegalTransition,
+    Phase,
+    ReturnedItem,
+    State,
+    TransitionInProgress,
+    Trigger,
+    UnknownTrigger,
+    ValidationError,
+    Workflow,
+)
+
+ITEM = CartItem(sku="SOCK", quantity=100, price=1.0)
+ONE = (ReturnedItem(position=0, quantity=1),)
+
+
+def _fire(session: CustomerSession, trigger: Trigger):
+    return session.fire(trigger, items=ONE if trigger is Trigger.RETURN_ITEMS else ())
+
+
+def _session(workflow: Workflow | None = None, state: State = State.OPEN) -> CustomerSession:
+    return CustomerSession(
+        integration_id="order-1",
+        state=state,
+        cart_items=[ITEM],
+        workflow=workflow or CustomerSession.default_workflow,
+    )
+
+
+class TestTable:
+    def test_issue_walkthrough(self):
+        """The lifecycle of the issue's example works and records every step."""
+        s = _session()
+        assert s.allowed_triggers == frozenset({"close", "cancel"})
+        s.close()
+        s.return_items(ONE)
+        s.cancel()
+        assert [(r.source, r.destination) for r in s.history] == [
+            (State.OPEN, State.CLOSED),
+            (State.CLOSED, State.PARTIALLY_RETURNED),
+            (State.PARTIALLY_RETURNED, State.CANCELLED),
+        ]
+        with pytest.raises(IllegalTransition) as info:
+            s.close()
+        assert info.value.trigger is Trigger.CLOSE
+        assert info.value.state is State.CANCELLED
+        assert info.value.allowed == frozenset()
+        assert "close()" in str(info.value)
+        assert "cancelled" in str(info.value)
+
+    def test_illegal_message_lists_allowed_triggers(self):
+        """An illegal trigger's message says what is allowed instead."""
+        with pytest.raises(IllegalTransition, match=r"allowed: cancel\(\), close\(\)"):
+            _session().return_items(ONE)
+
+    @pytest.mark.parametrize("start", sorted(CUSTOMER_SESSION.initial_states))
+    def test_every_sequence_up_to_eight_follows_the_table(self, start):
+        """Every trigger sequence up to length 8 matches the table step by step."""
+        triggers = CUSTOMER_SESSION.triggers
+        checked = 0
+        for length in range(1, 9):
+            for sequence in itertools.product(triggers, repeat=length):
+                session = _session(state=start)
+                for trigger in sequence:
+                    before = session.state
+                    expected = CUSTOMER_SESSION.target(before, trigger)
+                    if expected is None:
+                        with pytest.raises(IllegalTransition):
+                            _fire(session, trigger)
+                        assert session.state is before
+                    else:
+                        record = _fire(session, trigger)
+                        assert session.state is expected
+                        assert record.source is before
+                        assert record.destination is expected
+                checked += 1
+        assert checked == sum(3**n for n in range(1, 9))
+
+    def test_unknown_trigger_by_name(self):
+        """Firing a name the table does not know is an UnknownTrigger (a ValueError)."""
+        with pytest.raises(UnknownTrigger, match="ship") as info:
+            _session().fire("ship")
+        assert isinstance(info.value, ValueError)
+
+    def test_close_takes_no_items(self):
+        """Only return_items takes items."""
+        with pytest.raises(ValidationError, match="takes no items"):
+            _session().fire(Trigger.CLOSE, items=ONE)
+
+
+class TestGuards:
+    def test_refusal_names_trigger_guard_and_reason(self):
+        """A refusing guard raises GuardRejected with its name and reason; nothing changes."""
+        workflow = Workflow()
+
+        @workflow.guard(trigger=Trigger.CLOSE)
+        def cart_not_empty(event):
+            return None if event.session.cart_items else "the cart is empty"
+
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        before = s.snapshot()
+        with pytest.raises(GuardRejected) as info:
+            s.close()
+        assert info.value.trigger is Trigger.CLOSE
+        assert info.value.guard.endswith("cart_not_empty")
+        assert info.value.reason == "the cart is empty"
+        assert s.snapshot() == before
+
+    def test_can_and_why_not_change_nothing(self):
+        """can() and why_not() run every guard and change nothing."""
+        workflow = Workflow()
+        workflow.guard(lambda event: "no closing today", trigger=Trigger.CLOSE, name="calendar")
+        workflow.guard(lambda event: "budget exhausted", trigger=Trigger.CLOSE, name="budget")
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        before = s.snapshot()
+        assert not s.can(Trigger.CLOSE)
+        assert [str(r) for r in s.why_not(Trigger.CLOSE)] == [
+            "calendar: no closing today",
+            "budget: budget exhausted",
+        ]
+        assert s.can("cancel")
+        assert s.why_not("cancel") == ()
+        assert s.snapshot() == before
+
+    def test_why_not_reports_the_table(self):
+        """why_not() explains a trigger the table forbids."""
+        (refusal,) = _session().why_not(Trigger.RETURN_ITEMS, items=ONE)
+        assert refusal.guard is None
+        assert "not" in refusal.reason or "cannot" in refusal.reason
+
+    def test_why_not_reports_invalid_items(self):
+        """why_not() lists what is wrong with the items of a return."""
+        s = _session(state=State.CLOSED)
+        reasons = [r.reason for r in s.why_not(Trigger.RETURN_ITEMS, items=[ReturnedItem(9, 1)])]
+        assert any("position 9" in r for r in reasons)
+
+    def test_guard_sees_the_returned_items(self):
+        """A guard of return_items receives the items in its event."""
+        workflow = Workflow()
+        seen = []
+        workflow.guard(lambda event: seen.append(event.returned_items), trigger="return_items")
+        _session(workflow, State.CLOSED).return_items(ONE)
+        assert seen == [ONE]
+
+    def test_guard_returning_a_bool_is_an_error(self):
+        """A guard must return None or a reason; True is reported, not taken as a yes."""
+        workflow = Workflow()
+        workflow.guard(lambda event: True, trigger=Trigger.CLOSE)  # type: ignore[arg-type,return-value]
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        assert info.value.phase is Phase.GUARD
+        assert "return None" in str(info.value.__cause__)
+        assert s.state is State.OPEN
+
+    def test_guard_that_raises_rolls_back(self):
+        """A guard that raises becomes HookFailed with the original chained."""
+        workflow = Workflow()
+
+        def broken(event):
+            raise KeyError("missing")
+
+        workflow.guard(broken)
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        assert isinstance(info.value.__cause__, KeyError)
+        assert s.state is State.OPEN
+
+
+class TestHookOrder:
+    def test_phases_run_in_order_with_the_commit_between(self):
+        """Guards, before, exit, enter, after run before the commit; after-commit after it."""
+        workflow = Workflow()
+        calls: list[tuple[str, State, int]] = []
+
+        def spy(name):
+            def hook(event):
+                calls.append((name, event.session.state, len(event.session.history)))
+
+            return hook
+
+        workflow.guard(spy("guard"))
+        workflow.before(spy("before"))
+        workflow.on_exit(spy("exit"), state=State.OPEN)
+        workflow.on_enter(spy("enter"), state=State.CLOSED)
+        workflow.after(spy("after"))
+        workflow.after_commit(spy("after_commit"))
+        _session(workflow).close()
+        assert calls == [
+            ("guard", State.OPEN, 0),
+            ("before", State.OPEN, 0),
+            ("exit", State.OPEN, 0),
+            ("enter", State.OPEN, 0),
+            ("after", State.OPEN, 0),
+            ("after_commit", State.CLOSED, 1),
+        ]
+
+    def test_event_record_describes_the_transition(self):
+        """Hooks receive one event with session, trigger, source, destination and time."""
+        workflow = Workflow(clock=lambda: datetime(2026, 3, 2, tzinfo=UTC))
+        events = []
+        workflow.after_commit(events.append)
+        s = _session(workflow)
+        record = s.close()
+        (event,) = events
+        assert event.session is s
+        assert (event.trigger, event.source, event.destination) == (
+            Trigger.CLOSE,
+            State.OPEN,
+            State.CLOSED,
+        )
+        assert event.timestamp == record.timestamp
+        assert event.record() == record
+
+    def test_internal_transition_skips_exit_and_enter(self):
+        """A further return runs before/after hooks but no exit/enter hooks."""
+        workflow = Workflow()
+        calls: list[str] = []
+        workflow.on_exit(lambda event: calls.append("exit"))
+        workflow.on_enter(lambda event: calls.append("enter"))
+        workflow.before(lambda event: calls.append("before"), trigger=Trigger.RETURN_ITEMS)
+        s = _session(workflow, State.CLOSED)
+        s.return_items(ONE)
+        calls.clear()
+        s.return_items(ONE)
+        assert calls == ["before"]
+
+
+@pytest.mark.parametrize("phase", [Phase.GUARD, Phase.BEFORE, Phase.EXIT, Phase.ENTER, Phase.AFTER])
+class TestFailureBeforeCommit:
+    def test_session_is_left_exactly_as_it_was(self, phase):
+        """A hook raising in a pre-commit phase leaves every field and the history as they were."""
+        workflow = Workflow()
+
+        def edit_then_fail(event):
+            event.session.set_attribute("touched", True)
+            raise RuntimeError(phase.value)
+
+        workflow.register(phase, edit_then_fail)
+        s = _session(workflow)
+        before = s.snapshot()
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        assert info.value.phase is phase
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert s.snapshot() == before
+
+    def test_base_exceptions_roll_back_and_pass_through(self, phase):
+        """KeyboardInterrupt-like exceptions roll back and are re-raised unwrapped."""
+        workflow = Workflow()
+
+        def interrupt(event):
+            raise KeyboardInterrupt
+
+        workflow.register(phase, interrupt)
+        s = _session(workflow)
+        with pytest.raises(KeyboardInterrupt):
+            s.close()
+        assert s.state is State.OPEN
+
+
+class TestAfterCommit:
+    def test_failure_never_undoes_the_commit(self):
+        """After-commit failures are grouped and raised; the transition stays committed."""
+        workflow = Workflow()
+        ran: list[str] = []
+
+        def first(event):
+            ran.append("first")
+            raise ValueError("mail server down")
+
+        def second(event):
+            ran.append("second")
+            raise OSError("queue full")
+
+        workflow.after_commit(first)
+        workflow.after_commit(second)
+        s = _session(workflow)
+        with pytest.raises(AfterCommitHookFailed) as info:
+            s.close()
+        assert s.state is State.CLOSED
+        assert ran == ["first", "second"]
+        assert info.value.record == s.history[-1]
+        assert [type(e) for e in info.value.exceptions] == [ValueError, OSError]
+        assert isinstance(info.value, ExceptionGroup)
+
+    def test_except_star_keeps_the_record(self):
+        """Splitting the group with except* keeps the committed record."""
+        workflow = Workflow()
+        workflow.after_commit(lambda event: (_ for _ in ()).throw(ValueError("x")))
+        s = _session(workflow)
+        caught = []
+        try:
+            s.close()
+        except* ValueError as group:
+            caught.append(group)
+        assert caught[0].record == s.history[-1]
+
+    def test_after_commit_may_fire_the_next_trigger(self):
+        """An after-commit hook may fire a trigger on the same session."""
+        workflow = Workflow()
+        workflow.after_commit(lambda event: event.session.cancel(), trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        s.close()
+        assert s.state is State.CANCELLED
+
+
+class TestReentrancy:
+    def test_trigger_inside_a_pre_commit_hook_is_refused(self):
+        """Firing a trigger from a before hook fails the outer transition cleanly."""
+        workflow = Workflow()
+        workflow.before(lambda event: event.session.cancel(), trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        assert isinstance(info.value.__cause__, TransitionInProgress)
+        assert s.state is State.OPEN
+        assert s.history == ()
+
+    def test_async_hook_is_refused_on_the_sync_face(self):
+        """An async hook cannot run from a sync trigger; the error says so."""
+        workflow = Workflow()
+
+        async def notify(event):
+            return None
+
+        workflow.before(notify)
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        assert "async" in str(info.value.__cause__)
+
+
+class TestHistory:
+    def test_updated_follows_the_history(self):
+        """updated is the timestamp of the last committed transition."""
+        ticks = iter(datetime(2026, 3, 2, tzinfo=UTC) + timedelta(minutes=n) for n in range(10))
+        s = _session(Workflow(clock=lambda: next(ticks)))
+        s.close()
+        s.cancel()
+        assert s.updated == s.history[-1].timestamp
+        assert s.update_count == 3
+
+    def test_clock_going_backwards_never_moves_updated_back(self):
+        """A clock that goes back does not make updated earlier than before."""
+        times = iter([datetime(2026, 3, 2, 12, tzinfo=UTC), datetime(2026, 3, 2, 11, tzinfo=UTC)])
+        s = _session(Workflow(clock=lambda: next(times)))
+        s.close()
+        assert s.updated == s.created
+
+    def test_records_are_immutable(self):
+        """History records cannot be changed."""
+        s = _session()
+        record = s.close()
+        with pytest.raises(AttributeError):
+            record.destination = State.OPEN  # type: ignore[misc]

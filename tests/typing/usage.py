@@ -1,0 +1,62 @@
+"""Typed usage of the public API; CI type-checks this file with mypy --strict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from customer_session import (
+    CartItem,
+    CustomerSession,
+    GuardRejected,
+    IllegalTransition,
+    Refusal,
+    Registration,
+    ReopenableCustomerSession,
+    ReturnedItem,
+    State,
+    TransitionEvent,
+    TransitionRecord,
+    Trigger,
+    Workflow,
+)
+
+workflow = Workflow(clock=lambda: datetime(2026, 3, 2, tzinfo=UTC))
+
+
+@workflow.guard(trigger=Trigger.CLOSE)
+def cart_not_empty(event: TransitionEvent) -> str | None:
+    """Refuse to close an empty cart."""
+    return None if event.session.cart_items else "the cart is empty"
+
+
+def audit(event: TransitionEvent) -> None:
+    """Print every committed transition."""
+    print(event.trigger, event.source, "->", event.destination)  # noqa: T201
+
+
+registration: Registration = workflow.after_commit(audit)
+
+session = CustomerSession(
+    integration_id="order-42",
+    profile_id="cust-7",
+    cart_items=[CartItem(sku="SOCK-42", quantity=2, price=7.5)],
+    workflow=workflow,
+)
+state: State = session.state
+allowed: frozenset[Trigger] = session.allowed_triggers
+reasons: tuple[Refusal, ...] = session.why_not(Trigger.CLOSE)
+closed: TransitionRecord = session.close()
+returned: TransitionRecord = session.return_items([ReturnedItem(position=0, quantity=1)])
+total: float = session.total
+try:
+    session.close()
+except IllegalTransition as error:
+    current: State = error.state
+    options: frozenset[Trigger] = error.allowed
+except GuardRejected as error:
+    reason: str = error.reason
+registration.remove()
+
+reopenable = ReopenableCustomerSession(integration_id="order-43", state=State.CLOSED)
+reopened: TransitionRecord = reopenable.reopen()
+restored: CustomerSession = CustomerSession.restore(integration_id="o", state="cancelled")
