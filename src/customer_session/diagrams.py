@@ -1,0 +1,400 @@
+"""Diagrams of a specification or of one session: Mermaid, DOT and Markdown text, images.
+
+Diagrams are a pipeline. :func:`extract` turns a :class:`~customer_session.Specification`
+(and optionally a workflow and a session) into a small immutable :class:`Graph`; one
+renderer per format turns that graph into text. The text renderers need nothing
+beyond this package and are deterministic: everything is laid out in the order the
+specification declares, so the same input always gives byte-identical output.
+
+Images (:func:`render`) need the optional ``graphviz`` package
+(``pip install 'customer-session[diagrams]'``) and Graphviz's ``dot`` program.
+
+What the diagrams show:
+
+* every state and every edge of the table, labelled with its trigger; an internal
+  transition (``return_items`` from ``partially_returned``) is a self-loop;
+* the initial states (``[*] --> open`` in Mermaid, arrows from a point in DOT) and
+  the terminal states (``cancelled --> [*]``, a double circle in DOT);
+* with ``workflow=``: the edges whose trigger has a guard, as ``close [guarded]``
+  (dashed in DOT);
+* with ``session=``: its current state (filled), the states it passed through and
+  the edges its history took (``[taken]``, bold and coloured in DOT).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal
+
+from attrs import frozen
+
+from customer_session._phase import Phase
+from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
+from customer_session.exceptions import RenderingUnavailable, ValidationError, WorkflowError
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    from customer_session.hooks import Workflow
+    from customer_session.model import CustomerSession
+
+__all__ = ["Arrow", "Graph", "Node", "extract", "render", "to_dot", "to_mermaid", "to_table"]
+
+_CURRENT_FILL: Final = "#40E0D0"
+_TAKEN_COLOUR: Final = "#1F77B4"
+# No State value can collide with it: states are a closed enum of snake_case words.
+_START: Final = "__start__"
+_FORMATS: Final = ("svg", "png")
+_INSTALL_PACKAGE: Final = "pip install 'customer-session[diagrams]'"
+_INSTALL_DOT: Final = (
+    "install Graphviz, e.g. apt-get install graphviz (Debian, Ubuntu), "
+    "brew install graphviz (macOS), or see https://graphviz.org/download/"
+)
+
+
+# -- the graph model -----------------------------------------------------------
+
+
+@frozen
+class Node:
+    """A state as a diagram shows it.
+
+    Attributes:
+        state: The state.
+        initial: Whether a new session may start here.
+        terminal: Whether no edge leaves it.
+        current: Whether the highlighted session is in it.
+        visited: Whether the highlighted session's history passed through it.
+    """
+
+    state: State
+    initial: bool = False
+    terminal: bool = False
+    current: bool = False
+    visited: bool = False
+
+
+@frozen
+class Arrow:
+    """An edge of the table as a diagram shows it.
+
+    Attributes:
+        source: Where it starts.
+        trigger: What fires it.
+        destination: Where it ends (``source`` again for an internal transition).
+        guarded: Whether the workflow has a guard for ``trigger``.
+        taken: How many times the highlighted session's history took it.
+    """
+
+    source: State
+    trigger: Trigger
+    destination: State
+    guarded: bool = False
+    taken: int = 0
+
+    @property
+    def internal(self) -> bool:
+        """Whether it is a self-loop (an internal transition)."""
+        return self.source is self.destination
+
+    @property
+    def label(self) -> str:
+        """The trigger's name with its marks, e.g. ``close [guarded] [taken]``."""
+        marks = [str(self.trigger)]
+        if self.guarded:
+            marks.append("[guarded]")
+        if self.taken == 1:
+            marks.append("[taken]")
+        elif self.taken > 1:
+            marks.append(f"[taken {self.taken}x]")
+        return " ".join(marks)
+
+
+@frozen
+class Graph:
+    """The states and edges of a specification, in its declared order, ready to draw.
+
+    Attributes:
+        name: The specification's name.
+        nodes: One node per state, in the order of ``Specification.states``.
+        arrows: One arrow per edge, in the order of the table.
+    """
+
+    name: str
+    nodes: tuple[Node, ...]
+    arrows: tuple[Arrow, ...]
+
+    @property
+    def initial(self) -> tuple[State, ...]:
+        """The initial states, in declared order."""
+        return tuple(node.state for node in self.nodes if node.initial)
+
+    @property
+    def terminal(self) -> tuple[State, ...]:
+        """The terminal states, in declared order."""
+        return tuple(node.state for node in self.nodes if node.terminal)
+
+
+def extract(
+    specification: Specification | None = None,
+    *,
+    session: CustomerSession | None = None,
+    workflow: Workflow | None = None,
+) -> Graph:
+    """The graph to draw: the table, its guards, and one session's path.
+
+    Args:
+        specification: The table (default: the session's, else ``CUSTOMER_SESSION``).
+        session: A session whose current state and history to highlight.
+        workflow: Whose guards to mark (default: the session's workflow, if any).
+
+    Returns:
+        The graph, with nodes and arrows in the specification's declared order.
+
+    Raises:
+        ValidationError: ``specification`` is not the one of ``session``'s class.
+        WorkflowError: ``workflow`` drives another specification.
+    """
+    spec = _specification(specification, session)
+    if workflow is None and session is not None:
+        workflow = session.workflow
+    if workflow is not None and workflow.specification != spec:
+        raise WorkflowError(f"{workflow!r} drives another specification than {spec.name!r}")
+    guarded = _guarded_triggers(workflow)
+    taken: Counter[tuple[State, Trigger]] = Counter()
+    visited: set[State] = set()
+    if session is not None:
+        for record in session.history:
+            taken[record.source, record.trigger] += 1
+            visited.update((record.source, record.destination))
+    nodes = tuple(
+        Node(
+            state,
+            initial=state in spec.initial_states,
+            terminal=state in spec.terminal_states,
+            current=session is not None and session.state is state,
+            visited=state in visited,
+        )
+        for state in spec.states
+    )
+    arrows = tuple(
+        Arrow(
+            edge.source,
+            edge.trigger,
+            edge.destination,
+            guarded=edge.trigger in guarded,
+            taken=taken[edge.source, edge.trigger],
+        )
+        for edge in spec.edges
+    )
+    return Graph(spec.name, nodes, arrows)
+
+
+def _specification(
+    specification: Specification | None, session: CustomerSession | None
+) -> Specification:
+    if session is None:
+        return CUSTOMER_SESSION if specification is None else specification
+    own = type(session).specification
+    if specification is not None and specification != own:
+        raise ValidationError.single(
+            "diagram",
+            "specification",
+            f"{specification.name!r} is not the specification of "
+            f"{type(session).__name__} ({own.name!r}); leave it out to use the session's",
+        )
+    return own
+
+
+def _guarded_triggers(workflow: Workflow | None) -> frozenset[Trigger]:
+    if workflow is None:
+        return frozenset()
+    keys = {r.key for r in workflow.registrations if r.phase is Phase.GUARD}
+    # A guard registered without a trigger (key None) runs for every trigger.
+    if None in keys:
+        return frozenset(workflow.specification.triggers)
+    return frozenset(key for key in keys if isinstance(key, Trigger))
+
+
+# -- the text renderers --------------------------------------------------------
+
+
+def to_mermaid(
+    specification: Specification | None = None,
+    *,
+    session: CustomerSession | None = None,
+    workflow: Workflow | None = None,
+) -> str:
+    """A Mermaid ``stateDiagram-v2`` of the table (arguments as for :func:`extract`).
+
+    Mermaid cannot style single transitions, so guarded and taken edges are marked
+    in their labels; the current and visited states get the classes ``current``
+    and ``visited``.
+
+    Raises:
+        ValidationError: ``specification`` is not the one of ``session``'s class.
+        WorkflowError: ``workflow`` drives another specification.
+    """
+    graph = extract(specification, session=session, workflow=workflow)
+    lines = [
+        "---",
+        # A JSON string is a valid YAML scalar, whatever the name contains.
+        f"title: {json.dumps(graph.name)}",
+        "---",
+        "stateDiagram-v2",
+        "    direction LR",
+    ]
+    lines.extend(f"    [*] --> {state}" for state in graph.initial)
+    lines.extend(f"    {a.source} --> {a.destination} : {a.label}" for a in graph.arrows)
+    lines.extend(f"    {state} --> [*]" for state in graph.terminal)
+    current = [str(node.state) for node in graph.nodes if node.current]
+    visited = [str(node.state) for node in graph.nodes if node.visited and not node.current]
+    if current:
+        lines.append(f"    classDef current fill:{_CURRENT_FILL},stroke:#333,stroke-width:2px")
+        lines.append(f"    class {','.join(current)} current")
+    if visited:
+        lines.append(f"    classDef visited stroke:{_TAKEN_COLOUR},stroke-width:2px")
+        lines.append(f"    class {','.join(visited)} visited")
+    return "\n".join(lines) + "\n"
+
+
+def to_dot(
+    specification: Specification | None = None,
+    *,
+    session: CustomerSession | None = None,
+    workflow: Workflow | None = None,
+) -> str:
+    """A Graphviz DOT digraph of the table (arguments as for :func:`extract`).
+
+    Initial states are entered from a point; terminal states are double circles;
+    guarded edges are dashed; the current state is filled and the edges its history
+    took are bold and coloured.
+
+    Raises:
+        ValidationError: ``specification`` is not the one of ``session``'s class.
+        WorkflowError: ``workflow`` drives another specification.
+    """
+    graph = extract(specification, session=session, workflow=workflow)
+    lines = [
+        f"digraph {_quote(graph.name)} {{",
+        "    rankdir=LR;",
+        "    node [shape=ellipse];",
+        f'    "{_START}" [shape=point, label=""];',
+    ]
+    lines.extend(f'    "{node.state}"{_attributes(_node_style(node))};' for node in graph.nodes)
+    lines.extend(f'    "{_START}" -> "{state}";' for state in graph.initial)
+    for arrow in graph.arrows:
+        style = {"label": _quote(arrow.label), **_arrow_style(arrow)}
+        lines.append(f'    "{arrow.source}" -> "{arrow.destination}"{_attributes(style)};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _node_style(node: Node) -> dict[str, str]:
+    style: dict[str, str] = {}
+    if node.terminal:
+        style["shape"] = "doublecircle"
+    if node.current:
+        style.update(style="filled", fillcolor=_quote(_CURRENT_FILL), penwidth="2")
+    elif node.visited:
+        style.update(color=_quote(_TAKEN_COLOUR), penwidth="2")
+    return style
+
+
+def _arrow_style(arrow: Arrow) -> dict[str, str]:
+    style: dict[str, str] = {}
+    if arrow.guarded:
+        style["style"] = "dashed"
+    if arrow.taken:
+        colour = _quote(_TAKEN_COLOUR)
+        style.update(color=colour, fontcolor=colour, penwidth="2.5")
+    return style
+
+
+def _attributes(style: dict[str, str]) -> str:
+    if not style:
+        return ""
+    return " [" + ", ".join(f"{key}={value}" for key, value in style.items()) + "]"
+
+
+def _quote(text: str) -> str:
+    """A DOT double-quoted string: only backslashes, quotes and newlines need escapes."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def to_table(
+    specification: Specification | None = None,
+    *,
+    session: CustomerSession | None = None,
+    workflow: Workflow | None = None,
+) -> str:
+    """A Markdown table of the edges: ``source | trigger | destination``, in table order.
+
+    The trigger cell carries the same marks as the diagrams' labels (``[guarded]``,
+    ``[taken]``); initial and terminal states are not shown.
+
+    Raises:
+        ValidationError: ``specification`` is not the one of ``session``'s class.
+        WorkflowError: ``workflow`` drives another specification.
+    """
+    graph = extract(specification, session=session, workflow=workflow)
+    lines = ["| source | trigger | destination |", "| --- | --- | --- |"]
+    lines.extend(f"| {a.source} | {a.label} | {a.destination} |" for a in graph.arrows)
+    return "\n".join(lines) + "\n"
+
+
+# -- images --------------------------------------------------------------------
+
+
+def render(
+    path: str | PathLike[str],
+    specification: Specification | None = None,
+    *,
+    session: CustomerSession | None = None,
+    workflow: Workflow | None = None,
+    format: Literal["svg", "png"] = "svg",  # noqa: A002 - the word Graphviz and its users use
+) -> Path:
+    """Draw :func:`to_dot`'s diagram as an SVG or PNG image at ``path``.
+
+    Args:
+        path: The file to write (overwritten; its directory must exist).
+        specification: As for :func:`extract`.
+        session: As for :func:`extract`.
+        workflow: As for :func:`extract`.
+        format: ``"svg"`` or ``"png"``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValidationError: ``format`` is not ``"svg"`` or ``"png"``, or ``specification``
+            is not the one of ``session``'s class.
+        WorkflowError: ``workflow`` drives another specification.
+        RenderingUnavailable: The ``graphviz`` package or the ``dot`` program is
+            missing; the message says what to install.
+    """
+    if format not in _FORMATS:
+        raise ValidationError.single(
+            "render()", "format", f"must be one of {', '.join(_FORMATS)}, got {format!r}"
+        )
+    source = to_dot(specification, session=session, workflow=workflow)
+    try:
+        # Imported here: the package is an optional extra, and the text renderers
+        # must work without it.
+        import graphviz  # type: ignore[import-untyped] # noqa: PLC0415 - optional dependency
+    except ImportError:
+        raise RenderingUnavailable("the Python package 'graphviz'", _INSTALL_PACKAGE) from None
+    # Checked up front so the error is ours, not a subprocess failure from inside graphviz.
+    if shutil.which("dot") is None:
+        raise RenderingUnavailable("Graphviz's 'dot' program", _INSTALL_DOT)
+    try:
+        image: bytes = graphviz.Source(source).pipe(format=format, engine="dot")
+    except graphviz.ExecutableNotFound:
+        raise RenderingUnavailable("Graphviz's 'dot' program", _INSTALL_DOT) from None
+    target = Path(path)
+    target.write_bytes(image)
+    return target
