@@ -57,7 +57,7 @@ def _cart(rng: random.Random) -> list[dict[str, Any]]:
     return [_item(rng) for _ in range(rng.randint(1, 4))]
 
 
-def session_events(
+def session_events(  # noqa: C901 - one readable story of a session, step by step
     rng: random.Random, integration_id: str, start: datetime, *, illegal_rate: float
 ) -> list[tuple[datetime, dict[str, Any]]]:
     """The events of one session, in order, each with its time."""
@@ -85,7 +85,9 @@ def session_events(
     state = doc["state"]
 
     if state == "open":
-        maybe_illegal(("return", {"return": {"returnedCartItems": [{"position": 0, "quantity": 1}]}}))
+        maybe_illegal(
+            ("return", {"return": {"returnedCartItems": [{"position": 0, "quantity": 1}]}})
+        )
         for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
             cart = [*cart, _item(rng)] if rng.random() < 0.7 or len(cart) < 2 else cart[:-1]
             emit("update", customerSession={"cartItems": cart})
@@ -108,7 +110,10 @@ def session_events(
                 continue
             quantity = rng.randint(1, remaining[position])
             remaining[position] -= quantity
-            emit("return", **{"return": {"returnedCartItems": [{"position": position, "quantity": quantity}]}})
+            emit(
+                "return",
+                **{"return": {"returnedCartItems": [{"position": position, "quantity": quantity}]}},
+            )
             state = "partially_returned"
         if state == "partially_returned":
             maybe_illegal(

@@ -311,12 +311,12 @@ class CartItem:
 
     @property
     def remaining_quantity(self) -> int:
-        """Units not returned yet: ``quantity - returned_quantity``."""
+        """Units not returned yet (``quantity - returned_quantity``)."""
         return self.quantity - self.returned_quantity
 
     @property
     def line_total(self) -> float:
-        """``price x quantity`` plus the item's additional costs (0 without a price).
+        """The line's value, ``price x quantity`` plus its additional costs (0 without a price).
 
         Item-level additional costs count once per line; this is the conservative
         reading, since the public docs do not say whether they apply per unit.
@@ -326,7 +326,7 @@ class CartItem:
 
     @property
     def returned_total(self) -> float:
-        """The value of the returned units: ``price x returned_quantity``."""
+        """The value of the returned units (``price x returned_quantity``)."""
         return 0.0 if self.price is None else self.price * self.returned_quantity
 
 

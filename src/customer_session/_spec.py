@@ -99,15 +99,15 @@ class Specification:
         if not self.initial_states:
             raise SpecificationError(self.name, "there must be at least one initial state")
         for state in self.initial_states - known:
-            raise SpecificationError(self.name, f"initial state {state!r} is not a state")
+            raise SpecificationError(self.name, f"initial state '{state}' is not a state")
         for edge in self.edges:
             for end in (edge.source, edge.destination):
                 if end not in known:
-                    raise SpecificationError(self.name, f"{edge}: {end!r} is not a state")
+                    raise SpecificationError(self.name, f"{edge}: '{end}' is not a state")
             key = (edge.source, edge.trigger)
             if key in targets:
                 raise SpecificationError(
-                    self.name, f"{edge}: {edge.trigger!r} from {edge.source!r} is already defined"
+                    self.name, f"{edge}: {edge.trigger}() from '{edge.source}' is already defined"
                 )
             targets[key] = edge.destination
         allowed = {state: frozenset(t for (s, t) in targets if s is state) for state in self.states}

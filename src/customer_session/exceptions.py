@@ -22,7 +22,7 @@ bad input is a :class:`ValueError`), so code that catches builtins keeps working
     ├── WorkflowError (ValueError)         a workflow used with the wrong session class
     ├── ConcurrentUpdate                   a store could not commit after its retries
     ├── StoreError                         a store's data cannot be read or written
-    └── RenderingUnavailable (RuntimeError)     graphviz or ``dot`` is missing
+    └── RenderingUnavailable (RuntimeError)     graphviz or dot is missing
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ session is bound to one workflow: by default the ``default_workflow`` of its cla
 with ``workflow=`` uses that one instead, so two workflows with different hooks
 coexist in one process.
 
-The phases of a transition run in the order of :class:`Phase`:
+The phases of a transition run in the order of :class:`~customer_session.Phase`:
 
 1. ``GUARD`` - guards decide; a refusal raises ``GuardRejected``.
 2. ``BEFORE`` - hooks for the trigger, the session still in the source state.

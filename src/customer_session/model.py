@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
@@ -64,7 +65,7 @@ def _hint(name: str) -> str:
 
 
 _EDITS: Final = {
-    "cart_items": "add_item(), update_item() or remove_item()",
+    "cart_items": "add_item(), update_item(), remove_item() or set_cart_items()",
     "coupon": "set_coupon()",
     "referral": "set_referral()",
     "profile_id": "set_profile_id()",
@@ -430,11 +431,32 @@ class CustomerSession:
             raise UnknownTrigger(trigger, self.specification.triggers)
         return known
 
+    @contextmanager
+    def atomic(self) -> Iterator[Self]:
+        """Apply several edits and triggers as one change: all of them, or none.
+
+        If the block raises, every field and the history are put back to what they
+        were when it started, and the exception propagates. Hooks run as each
+        trigger fires; after-commit hooks of a trigger inside the block have run by
+        the time a later step fails, so keep effects that must not happen for a
+        rolled-back block out of after-commit hooks (or use a store's durable
+        effects, which commit with the data).
+
+        Yields:
+            The session itself.
+        """
+        saved = _transaction.snapshot(self)
+        try:
+            yield self
+        except BaseException:
+            _transaction.rollback(self, saved)
+            raise
+
     # -- derived values -------------------------------------------------------
 
     @property
     def cart_item_total(self) -> float:
-        """The value of the cart: every line's ``price x quantity`` and item costs."""
+        """The value of the cart (every line's ``price x quantity`` and item costs)."""
         return sum((line.line_total for line in self.cart_items), 0.0)
 
     @property
@@ -514,6 +536,15 @@ class CustomerSession:
             "remove_item", cart_items=self.cart_items[:position] + self.cart_items[position + 1 :]
         )
         return removed
+
+    def set_cart_items(self, items: Iterable[CartItem]) -> None:
+        """Replace the whole cart (as a Talon.One update with ``cartItems`` does).
+
+        Raises:
+            SessionNotEditable: The session is not open.
+            ValidationError: An entry is not a CartItem or a limit would be exceeded.
+        """
+        self._edit("set_cart_items", cart_items=_cart_tuple(items))
 
     def set_coupon(self, code: str | None) -> None:
         """Set the coupon code (``None`` removes it)."""
