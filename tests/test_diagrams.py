@@ -618,3 +618,12 @@ if __name__ == "__main__":
     GOLDEN.mkdir(parents=True, exist_ok=True)
     for case in GOLDEN_CASES:
         golden_path(*case).write_bytes(rendered(*case).encode())
+
+
+class TestCopiesInTheDocs:
+    def test_readme_and_states_page_show_the_generated_diagram(self):
+        """The Mermaid diagrams in README.md and docs/states.md equal to_mermaid()."""
+        root = Path(__file__).parent.parent
+        block = f"```mermaid\n{to_mermaid()}```"
+        for page in (root / "README.md", root / "docs" / "states.md"):
+            assert block in page.read_text(encoding="utf-8"), page
