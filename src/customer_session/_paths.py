@@ -1,0 +1,137 @@
+"""Paths through a specification, for model-based testing.
+
+Public through :mod:`customer_session.testing`: the shortest path to every state, a
+set of paths that together take every edge (edge coverage), driving a session along
+a path, and a pytest helper that parametrizes a test over paths.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+
+from customer_session._cart import CartItem, ReturnedItem
+from customer_session._spec import CUSTOMER_SESSION, Edge, Specification, State, Trigger
+from customer_session.model import CustomerSession
+
+if TYPE_CHECKING:
+    from customer_session.hooks import Workflow
+
+
+@frozen
+class Path:
+    """A walk through the table: consecutive edges from a start state.
+
+    Attributes:
+        start: The state the walk starts in (an initial state for generated paths).
+        edges: The edges taken, in order.
+    """
+
+    start: State
+    edges: tuple[Edge, ...] = ()
+
+    @property
+    def end(self) -> State:
+        """The state the walk ends in."""
+        return self.edges[-1].destination if self.edges else self.start
+
+    @property
+    def triggers(self) -> tuple[Trigger, ...]:
+        """The triggers to fire, in order."""
+        return tuple(edge.trigger for edge in self.edges)
+
+    def __str__(self) -> str:
+        """Render as ``open --close--> closed --cancel--> cancelled``."""
+        return str(self.start) + "".join(f" --{e.trigger}--> {e.destination}" for e in self.edges)
+
+
+def shortest_paths(specification: Specification = CUSTOMER_SESSION) -> dict[State, Path]:
+    """A shortest path from an initial state to every state, in table order."""
+    return {
+        state: Path(edges[0].source if edges else state, edges)
+        for state, edges in specification.shortest_paths().items()
+    }
+
+
+def covering_paths(specification: Specification = CUSTOMER_SESSION) -> tuple[Path, ...]:
+    """Paths from initial states that together take every edge of the table.
+
+    Each path reaches the first edge not yet taken by its shortest route, takes it,
+    then keeps taking edges not yet taken while one leaves the current state. The
+    result is deterministic and small (one path per uncovered branch).
+    """
+    to_state = specification.shortest_paths()
+    taken: set[Edge] = set()
+    paths: list[Path] = []
+    for edge in specification.edges:
+        if edge in taken:
+            continue
+        prefix = to_state[edge.source]
+        walk = [*prefix, edge]
+        taken.update(walk)
+        state = edge.destination
+        while True:
+            fresh = [e for e in specification.edges_from(state) if e not in taken]
+            if not fresh:
+                break
+            walk.append(fresh[0])
+            taken.add(fresh[0])
+            state = fresh[0].destination
+        paths.append(Path(walk[0].source, tuple(walk)))
+    return tuple(paths)
+
+
+def follow(
+    path: Path,
+    *,
+    session_class: type[CustomerSession] = CustomerSession,
+    workflow: Workflow | None = None,
+    integration_id: str = "order-path",
+) -> CustomerSession:
+    """A new session in ``path.start`` driven along ``path`` with its real triggers.
+
+    The cart holds one item with enough units for every return on the path; each
+    ``return_items`` returns one unit of it.
+
+    Raises:
+        CustomerSessionError: Whatever the session raises (a guard of ``workflow``
+            refusing a step, for instance).
+    """
+    returns = sum(1 for t in path.triggers if t is Trigger.RETURN_ITEMS)
+    session = session_class(
+        integration_id=integration_id,
+        state=path.start,
+        cart_items=[CartItem(sku="PATH-1", quantity=max(returns, 1), price=1.0)],
+        workflow=session_class.default_workflow if workflow is None else workflow,
+    )
+    for trigger in path.triggers:
+        items = (ReturnedItem(position=0, quantity=1),) if trigger is Trigger.RETURN_ITEMS else ()
+        session.fire(trigger, items=items)
+    return session
+
+
+def parametrize_paths(
+    kind: str = "edges", specification: Specification = CUSTOMER_SESSION, *, argname: str = "path"
+) -> Any:
+    """A ``pytest.mark.parametrize`` over paths of ``specification``.
+
+    Args:
+        kind: ``"edges"`` for :func:`covering_paths`, ``"states"`` for one
+            shortest path per state.
+        specification: The table.
+        argname: The test argument that receives each :class:`Path`.
+
+    Returns:
+        The pytest mark (use it as a decorator).
+    """
+    import pytest  # noqa: PLC0415 - only test code calls this, and pytest may be absent
+
+    if kind == "edges":
+        paths = list(covering_paths(specification))
+    elif kind == "states":
+        paths = list(shortest_paths(specification).values())
+    else:
+        msg = f"kind must be 'edges' or 'states', not {kind!r}"
+        raise ValueError(msg)
+    return pytest.mark.parametrize(argname, paths, ids=[str(p) for p in paths])
