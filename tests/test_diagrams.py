@@ -480,7 +480,7 @@ class TestDeterminism:
         outputs = set()
         for seed in ("1", "2", "3"):
             environment = {**os.environ, "PYTHONHASHSEED": seed}
-            result = subprocess.run(  # noqa: S603 - our own interpreter and script
+            result = subprocess.run(
                 [sys.executable, "-c", _SUBPROCESS_SCRIPT],
                 env=environment,
                 capture_output=True,

@@ -45,7 +45,6 @@ class SessionStateMachine(RuleBasedStateMachine):
     - the history holds exactly the records the triggers returned.
 
     Attributes:
-        session_class: The session class under test.
         sessions: The sessions created so far (at least one after initialization).
         committed: Every record a trigger returned, per session.
         edits: How many edits the built-in ``edit`` rule made, per session.
@@ -53,6 +52,7 @@ class SessionStateMachine(RuleBasedStateMachine):
     """
 
     session_class: ClassVar[type[CustomerSession]] = CustomerSession
+    """The session class under test (set it in your subclass)."""
 
     def __init__(self) -> None:
         """Create the workflow once per run."""

@@ -4,11 +4,16 @@ The session is written in exactly one place, :func:`commit`, after every phase
 before the commit point has returned. Anything raised before that restores the
 session from a snapshot taken when the trigger started (taken only when the
 workflow has guards or pre-commit hooks, since nothing else can change it).
+
+The async face (``_async_transaction``) runs the same steps with the phases
+awaited: it shares :func:`prepare`, :func:`begin`, :func:`hook_failed`,
+:func:`refused`, :func:`end`, :func:`finish` and the guard and why-not checks
+below, so both faces follow one set of rules.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -50,8 +55,12 @@ _GUARD, _BEFORE, _EXIT, _ENTER, _AFTER, _AFTER_COMMIT = (
 _RETURN_ITEMS = Trigger.RETURN_ITEMS
 
 
-class _Run:
-    """The model the machine drives for one trigger (it never sees the session)."""
+class Run:
+    """One trigger under way: the model a machine drives (it never sees the session).
+
+    This base holds what both faces share; :class:`_Run` adds the sync phases and
+    ``_async_transaction`` the awaited ones.
+    """
 
     __slots__ = (
         "_event",
@@ -81,7 +90,10 @@ class _Run:
         self.plan = plan
         self.trigger = trigger
         self.source = source = session.state
-        self.state: str = source.value  # the machine's states are the plain values
+        # The machine's states are keyed by the plain values. A StrEnum member hashes
+        # and compares as its value, so it finds them without the ``.value`` descriptor
+        # call (the lean events only look states up by key, never by ``get_state``).
+        self.state: str = source
         self.destination = destination
         self.timestamp = timestamp
         self.items = items
@@ -102,6 +114,12 @@ class _Run:
                 self.items,
             )
         return self._event
+
+
+class _Run(Run):
+    """The run the sync machine drives: each phase calls its guards or hooks."""
+
+    __slots__ = ()
 
     def guards(self) -> bool:
         """Run the guards in order; stop at the first refusal."""
@@ -149,11 +167,15 @@ def call_guard(entry: Registration, event: TransitionEvent) -> str | None:
     """Run one guard; ``None`` allows, a non-empty string is the refusal's reason."""
     if entry.is_async:
         raise WorkflowError(f"guard {entry.name!r} is async; fire triggers through the async face")
-    verdict = entry.func(event)
-    if verdict is None or (isinstance(verdict, str) and verdict):
-        return verdict
+    return verdict(entry, entry.func(event))
+
+
+def verdict(entry: Registration, value: object) -> str | None:
+    """Check what a guard returned: ``None`` or a non-empty reason, nothing else."""
+    if value is None or (isinstance(value, str) and value):
+        return value
     raise WorkflowError(
-        f"guard {entry.name!r} returned {verdict!r}; return None to allow "
+        f"guard {entry.name!r} returned {value!r}; return None to allow "
         "or a non-empty reason to refuse"
     )
 
@@ -227,60 +249,104 @@ def _check_call(
     return destination, (), []
 
 
-def fire(
-    session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
-) -> TransitionRecord:
-    """Run ``trigger`` on ``session`` as one transaction and return its record."""
+_R = TypeVar("_R", bound=Run)
+
+
+def prepare(
+    run_class: type[_R], session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
+) -> _R:
+    """Table and argument checks, then the run to drive; nothing has run or changed yet."""
     destination, returned, problems = _check_call(session, trigger, items)
     if problems:
         raise ValidationError(f"session {session.integration_id!r}: {trigger}()", problems)
     workflow = session._workflow  # noqa: SLF001 - the hot path skips the property
-    source = session.state
-    plan = workflow.plan(source, trigger)
-    run = _Run(session, plan, trigger, destination, _timestamp(session, workflow), returned)
+    plan = workflow.plan(session.state, trigger)
+    return run_class(session, plan, trigger, destination, _timestamp(session, workflow), returned)
+
+
+def fire(
+    session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
+) -> TransitionRecord:
+    """Run ``trigger`` on ``session`` as one transaction and return its record."""
+    run = prepare(_Run, session, trigger, items)
+    plan = run.plan
+    engine = session._workflow.engine  # noqa: SLF001 - the hot path skips the property
     if plan is None:
         # Nothing registered: no user code runs before the commit point.
-        workflow.engine.run(run, trigger)
+        engine.run(run, trigger)
     else:
-        _run_hooked(session, run, plan, workflow.engine)
-    record = TransitionRecord(trigger, source, destination, run.timestamp, returned)
-    commit(session, record)
+        _run_hooked(run, plan, engine)
+    record = finish(run)
     if plan is not None and plan.after_commit:
         _after_commit(run, plan.after_commit, record)
     return record
 
 
-def _run_hooked(session: CustomerSession, run: _Run, plan: Plan, engine: Engine) -> None:
+def _run_hooked(run: _Run, plan: Plan, engine: Engine) -> None:
     """Run the machine with user code in it; restore the session if anything fails."""
-    saved = snapshot(session) if plan.pre_commit else None
-    _set(session, "_running", run.trigger)
+    saved = begin(run, plan)
     try:
         accepted = engine.run(run, run.trigger)
     except Exception as exc:
-        rollback(session, saved)
-        raise HookFailed(
-            trigger=run.trigger,
-            state=run.source,
-            integration_id=session.integration_id,
-            phase=run.phase,
-            hook=run.current.name if run.current is not None else "?",
-        ) from exc
+        raise hook_failed(run, saved) from exc
     except BaseException:
-        rollback(session, saved)
+        rollback(run.session, saved)
         raise
     finally:
-        _set(session, "_running", None)
+        end(run)
     if not accepted:
-        rollback(session, saved)
-        refusal = run.refusal
-        assert refusal is not None  # noqa: S101 - the engine only refuses through a guard
-        raise GuardRejected(
-            trigger=run.trigger,
-            state=run.source,
-            integration_id=session.integration_id,
-            guard=refusal.guard or "?",
-            reason=refusal.reason,
-        )
+        raise refused(run, saved)
+
+
+def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:
+    """Mark the session busy with ``run``; return the snapshot to roll back to.
+
+    Only pre-commit guards and hooks can change the session before the commit
+    point, so without them there is nothing to snapshot.
+    """
+    saved = snapshot(run.session) if plan.pre_commit else None
+    _set(run.session, "_running", run.trigger)
+    return saved
+
+
+def end(run: Run) -> None:
+    """The session is no longer busy with ``run`` (committed or not)."""
+    _set(run.session, "_running", None)
+
+
+def hook_failed(run: Run, saved: tuple[Any, ...] | None) -> HookFailed:
+    """Roll back after a guard or hook raised; the error that says which one."""
+    session = run.session
+    rollback(session, saved)
+    return HookFailed(
+        trigger=run.trigger,
+        state=run.source,
+        integration_id=session.integration_id,
+        phase=run.phase,
+        hook=run.current.name if run.current is not None else "?",
+    )
+
+
+def refused(run: Run, saved: tuple[Any, ...] | None) -> GuardRejected:
+    """Roll back after a guard refused; the error that names it."""
+    session = run.session
+    rollback(session, saved)
+    refusal = run.refusal
+    assert refusal is not None  # noqa: S101 - the engine only refuses through a guard
+    return GuardRejected(
+        trigger=run.trigger,
+        state=run.source,
+        integration_id=session.integration_id,
+        guard=refusal.guard or "?",
+        reason=refusal.reason,
+    )
+
+
+def finish(run: Run) -> TransitionRecord:
+    """Commit ``run`` (every phase before the commit point has returned)."""
+    record = TransitionRecord(run.trigger, run.source, run.destination, run.timestamp, run.items)
+    commit(run.session, record)
+    return record
 
 
 def commit(session: CustomerSession, record: TransitionRecord) -> None:
@@ -308,40 +374,65 @@ def _after_commit(run: _Run, entries: tuple[Registration, ...], record: Transiti
         try:
             call_hook(entry, event)
         except Exception as exc:  # noqa: BLE001 - every hook runs; failures are grouped
-            exc.add_note(f"after-commit hook {entry.name!r}")
-            errors.append(exc)
+            errors.append(after_commit_failure(entry, exc))
     if errors:
         raise AfterCommitHookFailed(record, errors)
+
+
+def after_commit_failure(entry: Registration, exc: Exception) -> Exception:
+    """Name the after-commit hook in ``exc``, which joins the group raised at the end."""
+    exc.add_note(f"after-commit hook {entry.name!r}")
+    return exc
 
 
 def why_not(
     session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
 ) -> tuple[Refusal, ...]:
     """Every reason ``trigger`` would be refused now; nothing is changed."""
-    try:
-        destination, returned, problems = _check_call(session, trigger, items)
-    except (IllegalTransition, TransitionInProgress) as exc:
-        return (Refusal(None, str(exc)),)
-    if problems:
-        return tuple(Refusal(None, str(p)) for p in problems)
-    workflow = session.workflow
-    entries = workflow.entries(Phase.GUARD, trigger)
-    if not entries:
-        return ()
-    run = _Run(session, None, trigger, destination, _timestamp(session, workflow), returned)
-    event = run.event()
-    refusals: list[Refusal] = []
+    refusals, event, entries = why_not_before_guards(session, trigger, items)
+    if event is None:
+        return refusals
+    found: list[Refusal] = []
     for entry in entries:
         try:
             reason = call_guard(entry, event)
         except Exception as exc:
-            raise HookFailed(
-                trigger=trigger,
-                state=run.source,
-                integration_id=session.integration_id,
-                phase=Phase.GUARD,
-                hook=entry.name,
-            ) from exc
+            raise guard_failed(event, entry) from exc
         if reason is not None:
-            refusals.append(Refusal(entry.name, reason))
-    return tuple(refusals)
+            found.append(Refusal(entry.name, reason))
+    return tuple(found)
+
+
+def why_not_before_guards(
+    session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
+) -> tuple[tuple[Refusal, ...], TransitionEvent | None, tuple[Registration, ...]]:
+    """The refusals of the table and the arguments, else the guards to ask.
+
+    Returns:
+        ``(refusals, None, ())`` when the answer is known without guards (empty
+        refusals: accepted); otherwise ``((), event, guards)``, to ask every guard.
+    """
+    try:
+        destination, returned, problems = _check_call(session, trigger, items)
+    except (IllegalTransition, TransitionInProgress) as exc:
+        return (Refusal(None, str(exc)),), None, ()
+    if problems:
+        return tuple(Refusal(None, str(p)) for p in problems), None, ()
+    workflow = session.workflow
+    entries = workflow.entries(Phase.GUARD, trigger)
+    if not entries:
+        return (), None, ()
+    timestamp = _timestamp(session, workflow)
+    event = TransitionEvent(session, trigger, session.state, destination, timestamp, returned)
+    return (), event, entries
+
+
+def guard_failed(event: TransitionEvent, entry: Registration) -> HookFailed:
+    """The error for a guard that raised while asked why not (nothing to roll back)."""
+    return HookFailed(
+        trigger=event.trigger,
+        state=event.source,
+        integration_id=event.session.integration_id,
+        phase=Phase.GUARD,
+        hook=entry.name,
+    )

@@ -4,17 +4,32 @@ Install with ``pip install customer-session[testing]``. The library's own test
 suite uses these same strategies, so they are tested by real use.
 
 Every strategy shrinks towards small, readable examples: short SKUs, quantity 1,
-empty carts, short trigger sequences.
+empty carts, short trigger sequences. Also here: :class:`SessionStateMachine`, a
+stateful-test base with the library's invariants built in, and model-based paths
+through the table (:func:`shortest_paths`, :func:`covering_paths`, :func:`follow`,
+:func:`parametrize_paths`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+import copy
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 from hypothesis import strategies as st
 
-from customer_session._cart import CartItem, ReturnedItem
+from customer_session._cart import (
+    AdditionalCost,
+    CartItem,
+    JSONValue,
+    PriceDetail,
+    Product,
+    ReturnedItem,
+)
+from customer_session._paths import Path, covering_paths, follow, parametrize_paths, shortest_paths
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
+from customer_session._stateful import SessionStateMachine
 from customer_session.model import CustomerSession
 
 if TYPE_CHECKING:
@@ -23,13 +38,20 @@ if TYPE_CHECKING:
 _S = TypeVar("_S", bound=CustomerSession)
 
 __all__ = [
+    "Path",
+    "SessionStateMachine",
     "cart_items",
     "carts",
+    "covering_paths",
+    "follow",
     "integration_ids",
+    "parametrize_paths",
     "returned_items",
     "sessions",
+    "shortest_paths",
     "trigger_sequences",
     "triggers",
+    "wire_documents",
 ]
 
 _SKU_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-"
@@ -184,3 +206,162 @@ def sessions(
         return session
 
     return build()
+
+
+# -- wire documents --------------------------------------------------------------------
+
+_JSON_SCALARS: st.SearchStrategy[JSONValue] = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10)
+)
+_JSON_VALUES: st.SearchStrategy[JSONValue] = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=4,
+)
+_NAMES = st.text("abcdefghijklmnopqrstuvwxyz _", min_size=1, max_size=10)
+_AMOUNTS = st.integers(min_value=0, max_value=100_000).map(lambda cents: cents / 100)
+_MOMENTS = st.datetimes(timezones=st.just(UTC))
+_PRICE_DETAILS = st.builds(
+    PriceDetail,
+    price=st.none() | _AMOUNTS,
+    adjustment_context_id=st.none() | _NAMES,
+    adjustment_reference_id=st.none() | st.uuids().map(str),
+    adjustment_effective_from=st.none() | _MOMENTS,
+    adjustment_effective_until=st.none() | _MOMENTS,
+)
+
+
+@st.composite
+def _with_item_details(draw: st.DrawFn, line: CartItem) -> CartItem:
+    """``line`` with the optional cart item fields drawn (or as it is)."""
+    if not draw(st.booleans()):
+        return line
+    maybe_size = st.none() | st.floats(min_value=0, max_value=10_000, allow_nan=False)
+    return attrs.evolve(
+        line,
+        product=draw(st.none() | st.builds(Product, _NAMES)),
+        weight=draw(maybe_size),
+        height=draw(maybe_size),
+        width=draw(maybe_size),
+        length=draw(maybe_size),
+        attributes=draw(st.dictionaries(_NAMES, _JSON_VALUES, max_size=2)),
+        additional_costs=draw(
+            st.dictionaries(_NAMES, st.builds(AdditionalCost, _AMOUNTS), max_size=2)
+        ),
+        catalog_item_id=draw(st.none() | st.integers(min_value=1, max_value=2**31)),
+        selected_price_type=draw(st.none() | _NAMES),
+        adjustment_reference_id=draw(st.none() | st.uuids().map(str)),
+        adjustment_effective_from=draw(st.none() | _MOMENTS),
+        adjustment_effective_until=draw(st.none() | _MOMENTS),
+        prices=draw(st.dictionaries(_NAMES, _PRICE_DETAILS, max_size=1)),
+    )
+
+
+@st.composite
+def _detailed_sessions(draw: st.DrawFn, *, session_costs: bool) -> CustomerSession:
+    """Sessions of :func:`sessions` with every optional wire field drawn."""
+    session = draw(sessions())
+    fields = session.snapshot()
+    codes = st.none() | st.text(max_size=12)
+    fields.update(
+        profile_id=draw(codes),
+        coupon=draw(codes),
+        referral=draw(codes),
+        cart_items=[draw(_with_item_details(line)) for line in session.cart_items],
+        identifiers=draw(st.lists(_NAMES, max_size=5)),
+        attributes=draw(st.dictionaries(_NAMES, _JSON_VALUES, max_size=3)),
+        first_session=draw(st.booleans()),
+        discounts=draw(st.dictionaries(_NAMES, _AMOUNTS, max_size=3)),
+        application_id=draw(st.integers(min_value=0, max_value=2**31)),
+        additional_costs=draw(
+            st.dictionaries(_NAMES, st.builds(AdditionalCost, _AMOUNTS), max_size=2)
+            if session_costs
+            else st.just({})
+        ),
+    )
+    return CustomerSession.restore(**fields)
+
+
+_REQUIRED_KEYS = (
+    "integrationId",
+    "created",
+    "applicationId",
+    "firstSession",
+    "discounts",
+    "updated",
+)
+_WRONG_VALUES: dict[str, tuple[JSONValue, ...]] = {
+    "integrationId": (42, "", None),
+    "created": ("yesterday", "2026-03-02 10:15:00", 1_700_000_000),
+    "applicationId": ("12", -1, 1.5, True),
+    "firstSession": ("true", 1, None),
+    "discounts": ([], {"Welcome 10%": "2.25"}),
+    "updated": ("2026-13-01T00:00:00Z", False),
+    "updateCount": (0, "4"),
+    "state": ("shipped", "OPEN", None),
+    "cartItems": ({}, "SOCK-TR-42", [None]),
+    "coupon": ("C" * 101, 7),
+    "identifiers": (["a", "b", "c", "d", "e", "f"], "a3f9c2e1", [1]),
+    "attributes": ([], "ShippingCity"),
+    "total": ("22.5", -1_000_000.0),
+}
+_WRONG_ITEM_VALUES: dict[str, tuple[JSONValue, ...]] = {
+    "sku": ("", 42, None),
+    "quantity": (0, -1, "3", 2.5),
+    "price": ("7.5", None),
+    "returnedQuantity": (-1, 10_001),
+}
+
+
+@st.composite
+def _broken(draw: st.DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with one defect that every reader must refuse."""
+    broken = copy.deepcopy(doc)
+    items = broken["cartItems"]
+    defect = draw(
+        st.sampled_from(
+            ["drop", "value", "item", "unknown"] if items else ["drop", "value", "unknown"]
+        )
+    )
+    if defect == "drop":
+        del broken[draw(st.sampled_from(_REQUIRED_KEYS))]
+    elif defect == "value":
+        key = draw(st.sampled_from(sorted(_WRONG_VALUES)))
+        broken[key] = draw(st.sampled_from(_WRONG_VALUES[key]))
+    elif defect == "item":
+        item = items[draw(st.integers(min_value=0, max_value=len(items) - 1))]
+        key = draw(st.sampled_from(sorted(_WRONG_ITEM_VALUES)))
+        item[key] = draw(st.sampled_from(_WRONG_ITEM_VALUES[key]))
+    else:
+        broken[draw(st.sampled_from(["profileID", "integrationID", "cart_items", "x-other"]))] = 1
+    return broken
+
+
+def wire_documents(
+    *, valid: bool = True, include_history: bool = False, session_costs: bool = True
+) -> st.SearchStrategy[dict[str, Any]]:
+    """v1 ``CustomerSession`` documents, as :func:`customer_session.wire.to_dict` writes them.
+
+    The sessions behind them come from :func:`sessions`, with every optional field
+    drawn (codes, identifiers, attributes, discounts, item details, costs).
+
+    Args:
+        valid: ``False`` gives documents with one certain defect each: a required
+            key dropped, a value of the wrong type or out of range, an unknown
+            state, an unknown key, a broken cart item. Every reader must refuse them.
+        include_history: Write the history extension (``"x-customerSession"``).
+        session_costs: Draw session-level ``additionalCosts`` (a key the v1 model
+            of the official SDKs does not have).
+    """
+    from customer_session.wire import to_dict  # noqa: PLC0415 - testing needs no wire import otherwise
+
+    documents = _detailed_sessions(session_costs=session_costs).map(
+        lambda session: to_dict(session, include_history=include_history)
+    )
+    return documents if valid else documents.flatmap(_broken)

@@ -1,0 +1,202 @@
+"""The ``customer-session`` command line: diagrams, document validation, log replay.
+
+Every command uses only the public API. Errors are one line on standard error with
+a non-zero exit status, never a traceback. Exit statuses:
+
+- ``0``: success (every document valid, every event applied);
+- ``1``: the input was read but is invalid (an invalid document, a refused event);
+- ``2``: the command could not run (bad arguments, a missing or unreadable file, an
+  unknown format, Graphviz missing for images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+from customer_session import diagrams, replay, wire
+from customer_session.exceptions import CustomerSessionError, RenderingUnavailable, ValidationError
+from customer_session.model import CustomerSession, ReopenableCustomerSession
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+PROG = "customer-session"
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+TEXT_FORMATS = ("mermaid", "dot", "table")
+IMAGE_FORMATS = ("svg", "png")
+
+
+class _UsageError(Exception):
+    """A problem that stops the command (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like the rest of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: error: message`` on one line and exit with status 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="The Talon.One customer session state machine.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    diagram = commands.add_parser("diagram", help="print or render the state diagram")
+    diagram.add_argument(
+        "--format", choices=TEXT_FORMATS + IMAGE_FORMATS, default="mermaid", help="output format"
+    )
+    diagram.add_argument("--session", type=Path, help="highlight this session (a JSON document)")
+    diagram.add_argument("--reopen", action="store_true", help="the opt-in table with reopen")
+    diagram.add_argument("-o", "--output", type=Path, help="file to write (required for images)")
+
+    validate = commands.add_parser("validate", help="check session JSON documents")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    validate.add_argument("--reopen", action="store_true", help="accept the reopen table")
+
+    run = commands.add_parser("replay", help="apply an order-event log (JSON Lines)")
+    run.add_argument("log", type=Path, metavar="EVENTS.jsonl")
+    run.add_argument("--reopen", action="store_true", help="allow reopen events")
+    run.add_argument("--json", action="store_true", help="print a machine-readable report")
+    run.add_argument(
+        "--max-refusals",
+        type=int,
+        default=20,
+        metavar="N",
+        help="refused lines to list in the text report (all are counted; default 20)",
+    )
+    return parser
+
+
+def _session_class(reopen: bool) -> type[CustomerSession]:
+    return ReopenableCustomerSession if reopen else CustomerSession
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise _UsageError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise _UsageError(f"{path}: permission denied") from None
+    except UnicodeDecodeError as error:
+        raise _UsageError(f"{path}: not UTF-8 text ({error.reason})") from None
+    except OSError as error:
+        raise _UsageError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def _diagram(args: argparse.Namespace, out: TextIO) -> int:
+    session_class = _session_class(args.reopen)
+    session = None
+    if args.session is not None:
+        try:
+            session = wire.from_json(_read(args.session), session_class=session_class)
+        except ValidationError as error:
+            raise _UsageError(f"{args.session}: {_one_line(error)}") from None
+    spec = None if session is not None else session_class.specification
+    if args.format in IMAGE_FORMATS:
+        if args.output is None:
+            raise _UsageError(f"--format {args.format} writes an image: give -o FILE")
+        written = diagrams.render(args.output, spec, session=session, format=args.format)
+        print(f"wrote {written}", file=out)
+        return EXIT_OK
+    render = {"mermaid": diagrams.to_mermaid, "dot": diagrams.to_dot, "table": diagrams.to_table}
+    text = render[args.format](spec, session=session)
+    if args.output is not None:
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise _UsageError(f"{args.output}: cannot write ({error.strerror})") from None
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace, out: TextIO) -> int:
+    session_class = _session_class(args.reopen)
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            session = wire.from_json(_read(path), session_class=session_class)
+        except ValidationError as error:
+            status = EXIT_INVALID
+            print(f"{path}: invalid ({len(error.problems)} problem(s))", file=out)
+            for problem in error.problems:
+                print(f"  {problem}", file=out)
+        else:
+            print(f"{path}: valid ({session.integration_id!r}, {session.state})", file=out)
+    return status
+
+
+def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        handle = args.log.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise _UsageError(f"{args.log}: no such file") from None
+    except IsADirectoryError:
+        raise _UsageError(f"{args.log}: is a directory") from None
+    except PermissionError:
+        raise _UsageError(f"{args.log}: permission denied") from None
+    except OSError as error:
+        raise _UsageError(f"{args.log}: cannot read ({error.strerror})") from None
+    replayer = replay.Replayer(session_class=_session_class(args.reopen))
+    with handle:
+        lines = replay.with_progress(handle, total_bytes=_size(args.log), stream=err)
+        try:
+            report = replayer.run(lines)
+        except UnicodeDecodeError as error:
+            raise _UsageError(f"{args.log}: not UTF-8 text ({error.reason})") from None
+    if args.json:
+        json.dump(report.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(report.to_text(max_refusals=args.max_refusals))
+    return EXIT_INVALID if report.refused else EXIT_OK
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:  # noqa: PLR0911 - one exit per outcome reads best
+    """Run the command line; return the exit status.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+        out: Where reports go (default: standard output). Errors and the progress
+            bar always go to standard error.
+    """
+    stdout = out if out is not None else sys.stdout
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits for --help and for usage errors
+        return int(exit_.code or 0)
+    try:
+        if args.command == "diagram":
+            return _diagram(args, stdout)
+        if args.command == "validate":
+            return _validate(args, stdout)
+        return _replay(args, stdout, sys.stderr)
+    except (_UsageError, RenderingUnavailable) as error:
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except CustomerSessionError as error:
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

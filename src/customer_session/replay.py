@@ -1,0 +1,467 @@
+"""Replay of order-event logs (JSON Lines) through the public session API.
+
+Each line is one event: a JSON object with the session's integration id
+(``session``), the operation (``op``), a timestamp (``at``) and the operation's
+body, shaped like the Talon.One request it stands for::
+
+    {
+        "at": "2026-03-02T10:15:00Z",
+        "session": "order-42",
+        "op": "create",
+        "customerSession": {"state": "open", "cartItems": [{"sku": "SOCK-42", "quantity": 2}]},
+    }
+    {
+        "at": "...",
+        "session": "order-42",
+        "op": "update",
+        "customerSession": {"cartItems": [...], "couponCodes": ["WELCOME10"], "state": "closed"},
+    }
+    {
+        "at": "...",
+        "session": "order-42",
+        "op": "return",
+        "return": {"returnedCartItems": [{"position": 0, "quantity": 1}]},
+    }
+    {"at": "...", "session": "order-42", "op": "reopen"}
+
+The JSON Schema is ``docs/schemas/order-event.schema.json``. Every event is applied
+with the session's own methods (guards, hooks and domain rules included) as one
+atomic change: an update that edits the cart and closes the session does both or
+neither. A refused or malformed line is reported with its number and reason and the
+replay goes on. Timestamps come from the log: the replayer's workflow clock reads
+the current event's ``at``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
+
+from attrs import define, field, frozen
+
+from customer_session import wire
+from customer_session._spec import State, Trigger
+from customer_session.exceptions import (
+    CustomerSessionError,
+    Problem,
+    ValidationError,
+    WorkflowError,
+)
+from customer_session.hooks import Workflow
+from customer_session.model import CustomerSession, ReopenableCustomerSession
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+
+__all__ = ["OPERATIONS", "RefusedLine", "ReplayReport", "Replayer", "with_progress"]
+
+OPERATIONS: Final = ("create", "update", "return", "reopen")
+"""The operations an event may carry."""
+
+_EDITABLE: Final = frozenset(
+    {
+        "cartItems",
+        "couponCodes",
+        "referralCode",
+        "profileId",
+        "identifiers",
+        "attributes",
+        "additionalCosts",
+    }
+)
+_CREATE_KEYS: Final = _EDITABLE | {"state"}
+_TARGETS: Final = {State.CLOSED: Trigger.CLOSE, State.CANCELLED: Trigger.CANCEL}
+
+
+@frozen
+class RefusedLine:
+    """A line that was not applied, and why.
+
+    Attributes:
+        line: The 1-based line number.
+        session: The event's session, when the line named one.
+        op: The event's operation, when the line named one.
+        reason: Why it was refused, on one line.
+    """
+
+    line: int
+    session: str | None
+    op: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        """Render as ``line N: session op: reason``."""
+        where = " ".join(part for part in (self.session, self.op) if part)
+        return f"line {self.line}: {where + ': ' if where else ''}{self.reason}"
+
+
+@define
+class ReplayReport:
+    """What a replay did.
+
+    Attributes:
+        lines: Lines read (blank lines included, not counted as events).
+        applied: Events applied.
+        refused: Every refused or malformed line, in order.
+        states: Sessions per final state (for a store: every stored session).
+        skipped: Events a store had already applied in an earlier run.
+    """
+
+    lines: int = 0
+    applied: int = 0
+    refused: list[RefusedLine] = field(factory=list)
+    states: dict[str, int] = field(factory=dict)
+    skipped: int = 0
+
+    @property
+    def sessions(self) -> int:
+        """How many sessions the log created."""
+        return sum(self.states.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (``customer-session replay --json``)."""
+        return {
+            "lines": self.lines,
+            "applied": self.applied,
+            "refusedCount": len(self.refused),
+            "sessions": self.sessions,
+            "states": dict(sorted(self.states.items())),
+            "skipped": self.skipped,
+            "refused": [
+                {"line": r.line, "session": r.session, "op": r.op, "reason": r.reason}
+                for r in self.refused
+            ],
+        }
+
+    def to_text(self, *, max_refusals: int | None = 20) -> str:
+        """A readable summary; lists at most ``max_refusals`` refused lines."""
+        skipped = f", {self.skipped} applied by an earlier run" if self.skipped else ""
+        out = [
+            f"{self.lines} lines: {self.applied} events applied, {len(self.refused)} refused"
+            + skipped,
+            f"{self.sessions} sessions:",
+            *(f"  {state:<20} {count}" for state, count in sorted(self.states.items())),
+        ]
+        if self.refused:
+            shown = self.refused if max_refusals is None else self.refused[:max_refusals]
+            out.append("refused:")
+            out.extend(f"  {refused}" for refused in shown)
+            if len(shown) < len(self.refused):
+                out.append(f"  ... and {len(self.refused) - len(shown)} more (use --json)")
+        return "\n".join(out) + "\n"
+
+
+class _LogClock:
+    """The replay's clock: the timestamp of the event being applied."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Replayer:
+    """Applies events to sessions it keeps in memory (``sessions``).
+
+    Register guards and hooks on :attr:`workflow` before running: they apply to
+    every replayed session, exactly as in a live service.
+
+    :meth:`run` has two paths that give the same verdicts and the same sessions
+    (see ``docs/replay.md``). The *live* path applies every line with :meth:`apply`,
+    through the sessions' public methods; it is the only one that runs guards and
+    hooks. The *fast* path (``customer_session._fastreplay``) decides the common
+    events with a table compiled from the specification, keeps each session as a
+    compact record, and hands every other line to :meth:`apply`. It is taken when
+    nothing is registered on :attr:`workflow`.
+
+    Attributes:
+        sessions: The sessions by integration id. Sessions kept as compact records
+            become :class:`CustomerSession` objects when first read, and stay those
+            objects (later events change them in place); ``in``, ``len()`` and the
+            keys build nothing.
+
+    Args:
+        session_class: ``CustomerSession``, or ``ReopenableCustomerSession`` to
+            accept ``reopen`` events.
+    """
+
+    def __init__(self, *, session_class: type[CustomerSession] = CustomerSession) -> None:
+        """Start with no sessions and a workflow whose clock is the log."""
+        from customer_session._fastreplay import SessionView  # noqa: PLC0415 - it imports this module
+
+        self.session_class = session_class
+        self._clock = _LogClock()
+        self.workflow = Workflow(session_class.specification, clock=self._clock)
+        self._view = SessionView(session_class, self.workflow)
+        self.sessions: MutableMapping[str, CustomerSession] = self._view
+
+    def run(self, lines: Iterable[str], *, fast: bool | None = None) -> ReplayReport:
+        """Apply every line; return the report (sessions stay in :attr:`sessions`).
+
+        Args:
+            lines: The log's lines (trailing newlines are fine).
+            fast: ``None`` (the default) takes the fast path when no guard or hook is
+                registered on :attr:`workflow` and ``session_class`` is one of the
+                library's; ``True`` forces it, ``False`` forces the live path.
+
+        Raises:
+            WorkflowError: ``fast=True`` while guards or hooks are registered (the
+                fast path would skip them), or on a replayer that keeps its sessions
+                elsewhere than in memory.
+        """
+        if self._fast(fast):
+            from customer_session._fastreplay import FastReplay  # noqa: PLC0415 - it imports this module
+
+            return FastReplay(self).run(lines)
+        report = ReplayReport()
+        for number, line in enumerate(lines, start=1):
+            report.lines = number
+            if not line.strip():
+                continue
+            refused = self.apply(number, line)
+            if refused is None:
+                report.applied += 1
+            else:
+                report.refused.append(refused)
+        report.states = self._states()
+        return report
+
+    def apply(self, number: int, line: str) -> RefusedLine | None:
+        """Apply one line; return why it was refused, or ``None`` when it was applied."""
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as error:
+            return RefusedLine(
+                number, None, None, f"malformed JSON: {error.msg} (column {error.colno})"
+            )
+        if not isinstance(event, dict):
+            return RefusedLine(number, None, None, "an event must be a JSON object")
+        session, op = event.get("session"), event.get("op")
+        named = session if isinstance(session, str) else None
+        known_op = op if isinstance(op, str) else None
+        try:
+            problems = _envelope_problems(event)
+            if problems:
+                raise ValidationError("event", problems)
+            self._clock.now = _timestamp(event["at"])
+            # The envelope check made both strings.
+            self._dispatch(number, cast("str", session), cast("str", op), event)
+        except CustomerSessionError as error:
+            return RefusedLine(number, named, known_op, _reason(error))
+        return None
+
+    def _fast(self, fast: bool | None) -> bool:
+        """Whether :meth:`run` takes the fast path."""
+        in_memory = type(self)._dispatch is Replayer._dispatch  # noqa: SLF001 - a store replay overrides it
+        registered = bool(self.workflow.registrations)
+        if fast is None:
+            return in_memory and not registered and self.session_class in _LIBRARY_CLASSES
+        if fast and (registered or not in_memory):
+            why = "guards or hooks are registered" if registered else "sessions are not in memory"
+            raise WorkflowError(f"the fast replay path cannot run: {why}; use fast=False")
+        return fast
+
+    # -- operations ------------------------------------------------------------------
+
+    def _dispatch(
+        self,
+        number: int,  # noqa: ARG002 - a store replay keys its writes by the line number
+        integration_id: str,
+        op: str,
+        event: dict[str, Any],
+    ) -> None:
+        """Apply a checked event to the sessions in memory (a store replay overrides it)."""
+        if op == "create":
+            if integration_id in self.sessions:
+                raise ValidationError.single(
+                    "event", "$.session", f"session {integration_id!r} already exists"
+                )
+            self.sessions[integration_id] = self._new_session(integration_id, event)
+        else:
+            session = self.sessions.get(integration_id)
+            if session is None:
+                raise ValidationError.single(
+                    "event", "$.session", f"unknown session {integration_id!r} (no create event)"
+                )
+            self._change(session, op, event)
+
+    def _new_session(self, integration_id: str, event: dict[str, Any]) -> CustomerSession:
+        """The session a ``create`` event makes (not stored anywhere yet)."""
+        body = _object(event, "customerSession")
+        _refuse_unknown(body, _CREATE_KEYS, "$.customerSession")
+        fields = wire.new_session_fields(body, path="$.customerSession")
+        return self.session_class(
+            integration_id=integration_id,
+            workflow=self.workflow,
+            created=self._clock.now,
+            **fields,
+        )
+
+    @staticmethod
+    def _change(session: CustomerSession, op: str, event: dict[str, Any]) -> None:
+        """Apply an ``update``, ``return`` or ``reopen`` event to ``session``.
+
+        The one place events change sessions, wherever they live (in memory here,
+        in a store for a store replay).
+        """
+        _CHANGES[op](session, event)
+
+    def _states(self) -> dict[str, int]:
+        """Sessions per state, for the report (compact records are not built)."""
+        return self._view.state_counts()
+
+
+_LIBRARY_CLASSES: Final = (CustomerSession, ReopenableCustomerSession)
+
+
+def _reason(error: CustomerSessionError) -> str:
+    """A refused line's reason: the error's message on one line."""
+    return " ".join(str(error).split())
+
+
+def _update(session: CustomerSession, event: dict[str, Any]) -> None:
+    body = _object(event, "customerSession")
+    _refuse_unknown(body, _CREATE_KEYS, "$.customerSession")
+    edits = wire.new_session_fields(
+        {k: v for k, v in body.items() if k != "state"}, path="$.customerSession"
+    )
+    target = _target(body)
+    with session.atomic():
+        if edits:
+            _apply_edits(session, edits)
+        if target is not None:
+            _move(session, target)
+
+
+def _return(session: CustomerSession, event: dict[str, Any]) -> None:
+    items = wire.returned_items_from_json(_object(event, "return"), path="$.return")
+    session.return_items(items)
+
+
+def _reopen(session: CustomerSession, _event: dict[str, Any]) -> None:
+    if Trigger.REOPEN not in session.specification.triggers:
+        raise ValidationError.single(
+            "event", "$.op", "reopen is not enabled (replay with --reopen)"
+        )
+    session.fire(Trigger.REOPEN)
+
+
+_CHANGES: Final[Mapping[str, Callable[[CustomerSession, dict[str, Any]], None]]] = {
+    "update": _update,
+    "return": _return,
+    "reopen": _reopen,
+}
+
+
+def _envelope_problems(event: Mapping[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    session, op, at = event.get("session"), event.get("op"), event.get("at")
+    if not isinstance(session, str) or not session:
+        problems.append(Problem("$.session", f"must be a non-empty string, got {session!r}"))
+    if op not in OPERATIONS:
+        problems.append(Problem("$.op", f"must be one of {', '.join(OPERATIONS)}, got {op!r}"))
+    if not isinstance(at, str):
+        problems.append(Problem("$.at", f"must be an RFC 3339 timestamp, got {at!r}"))
+    else:
+        try:
+            _timestamp(at)
+        except ValueError as error:
+            problems.append(Problem("$.at", str(error)))
+    return problems
+
+
+def _timestamp(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        msg = f"{text!r} has no time zone"
+        raise ValueError(msg)
+    return moment.astimezone(UTC)
+
+
+def _object(event: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = event.get(key)
+    if not isinstance(value, dict):
+        raise ValidationError.single("event", f"$.{key}", f"must be an object, got {value!r:.60}")
+    return value
+
+
+def _refuse_unknown(body: Mapping[str, Any], allowed: frozenset[str], path: str) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ValidationError(
+            "event",
+            [Problem(f"{path}.{key}", "is not supported by this replay") for key in unknown],
+        )
+
+
+def _target(body: Mapping[str, Any]) -> State | None:
+    if "state" not in body:
+        return None
+    value = body["state"]
+    try:
+        return State(value)
+    except ValueError:
+        raise ValidationError.single(
+            "event", "$.customerSession.state", f"unknown state {value!r}"
+        ) from None
+
+
+def _apply_edits(session: CustomerSession, edits: Mapping[str, Any]) -> None:
+    setters: Mapping[str, Callable[[Any], None]] = {
+        "cart_items": session.set_cart_items,
+        "coupon": session.set_coupon,
+        "referral": session.set_referral,
+        "profile_id": session.set_profile_id,
+        "identifiers": session.set_identifiers,
+    }
+    for name, value in edits.items():
+        if name in setters:
+            setters[name](value)
+        elif name == "attributes":
+            for key in set(session.attributes) - set(value):
+                session.remove_attribute(key)
+            for key, item in value.items():
+                session.set_attribute(key, item)
+        elif name == "additional_costs":
+            for key in set(session.additional_costs) - set(value):
+                session.set_additional_cost(key, None)
+            for key, cost in value.items():
+                session.set_additional_cost(key, cost.price)
+
+
+def _move(session: CustomerSession, target: State) -> None:
+    """Fire the trigger an update to ``target`` stands for (conservatively)."""
+    trigger = _TARGETS.get(target)
+    if trigger is not None and target is not session.state:
+        session.fire(trigger)
+        return
+    if target is State.OPEN and session.state is State.OPEN:
+        return  # an ordinary update of an open session
+    if target is State.PARTIALLY_RETURNED:
+        reason = "partially_returned is reached through a return, never through an update"
+    elif target is State.OPEN:
+        reason = f"an update cannot move a {session.state} session to open (use reopen)"
+    else:
+        reason = f"the session is already {target}; a repeated state change is refused"
+    raise ValidationError.single("event", "$.customerSession.state", reason)
+
+
+def with_progress(
+    lines: TextIO, *, total_bytes: int | None, stream: TextIO
+) -> Iterator[str] | TextIO:
+    """``lines`` with a progress bar on ``stream`` when it is a terminal (tqdm)."""
+    if not stream.isatty():
+        return lines
+    from tqdm import tqdm  # noqa: PLC0415 - only needed for interactive runs
+
+    def counted() -> Iterator[str]:
+        with tqdm(total=total_bytes, unit="B", unit_scale=True, file=stream) as bar:
+            for line in lines:
+                bar.update(len(line.encode("utf-8")))
+                yield line
+
+    return counted()

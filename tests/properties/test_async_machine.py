@@ -1,0 +1,204 @@
+"""The stateful proof for the async face: the sync invariants hold with triggers awaited."""
+
+import asyncio
+
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, rule
+
+from customer_session import (
+    AfterCommitHookFailed,
+    Phase,
+    ReopenableCustomerSession,
+    ReturnedItem,
+    TransitionError,
+    TransitionInProgress,
+    Trigger,
+    ValidationError,
+    Workflow,
+)
+from customer_session._stateful import SessionStateMachine
+from customer_session.aio import AsyncReopenableSession, AsyncSession
+
+_ITEMS = st.lists(
+    st.builds(ReturnedItem, position=st.integers(0, 3), quantity=st.integers(1, 4)), max_size=3
+)
+
+
+class AsyncFaceMachine(SessionStateMachine):
+    """The base machine's rules and invariants, with every trigger fired through a face.
+
+    Adds concurrent triggers on one session and cancellations at any suspension
+    point. Each run has its own event loop; rules drive it to completion.
+    """
+
+    face_class: type[AsyncSession] = AsyncSession
+
+    def __init__(self) -> None:
+        """Create the workflow and the run's event loop."""
+        super().__init__()
+        self.runner = asyncio.Runner()
+
+    def teardown(self) -> None:
+        """Close the run's event loop."""
+        self.runner.close()
+
+    def _draw_call(self, data):
+        session = data.draw(st.sampled_from(self.sessions), label="session")
+        trigger = data.draw(st.sampled_from(session.specification.triggers), label="trigger")
+        items = data.draw(_ITEMS, label="items") if trigger is Trigger.RETURN_ITEMS else []
+        return session, trigger, tuple(items)
+
+    @rule(data=st.data())
+    def fire(self, data):
+        """Fire any trigger through a face (replaces the base rule's sync call)."""
+        session, trigger, items = self._draw_call(data)
+        face = self.face_class(session)
+        self.attempt(session, lambda: self.runner.run(face.fire(trigger, items=items)))
+
+    @rule(data=st.data(), count=st.integers(2, 3), shared=st.booleans())
+    def fire_concurrently(self, data, count, shared):
+        """Several tasks fire on one session; they take turns and none sees another's run."""
+        session = data.draw(st.sampled_from(self.sessions), label="session")
+        calls = []
+        for _ in range(count):
+            trigger = data.draw(st.sampled_from(session.specification.triggers), label="trigger")
+            items = data.draw(_ITEMS, label="items") if trigger is Trigger.RETURN_ITEMS else []
+            calls.append((trigger, tuple(items)))
+        face = self.face_class(session)
+
+        async def together():
+            faces = [face if shared else self.face_class(session) for _ in calls]
+            return await asyncio.gather(
+                *(f.fire(t, items=i) for f, (t, i) in zip(faces, calls, strict=True)),
+                return_exceptions=True,
+            )
+
+        # The lock is first come, first served, so results are in commit order.
+        for result in self.runner.run(together()):
+            assert not isinstance(result, TransitionInProgress), result
+            if isinstance(result, AfterCommitHookFailed):
+                self.committed[id(session)].append(result.record)
+            elif isinstance(result, TransitionError | ValidationError):
+                self.refusals.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                self.committed[id(session)].append(result)
+
+    @rule(data=st.data(), steps=st.integers(0, 12))
+    def fire_and_cancel(self, data, steps):
+        """Cancel a trigger after a few loop steps: unchanged, or committed whole."""
+        session, trigger, items = self._draw_call(data)
+        face = self.face_class(session)
+        before = session.snapshot()
+
+        async def cancel_after_steps():
+            task = asyncio.create_task(face.fire(trigger, items=items))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            task.cancel()
+            try:
+                return await task
+            except asyncio.CancelledError:
+                return None
+
+        try:
+            record = self.runner.run(cancel_after_steps())
+        except AfterCommitHookFailed as error:
+            record = error.record
+        except (TransitionError, ValidationError) as error:
+            self.refusals.append(error)
+            record = None
+        if record is None and len(session.history) > len(before["history"]):
+            record = session.history[-1]  # cancelled during the after-commit hooks
+        if record is None:
+            assert session.snapshot() == before
+        else:
+            assert session.history[-1] == record
+            self.committed[id(session)].append(record)
+
+    @invariant()
+    def no_transition_is_left_running(self):
+        """Between steps no session is marked as in a transition."""
+        for session in self.sessions:
+            assert session._running is None
+
+
+class AsyncChaosMachine(AsyncFaceMachine):
+    """Async and sync guards and hooks in every phase that yield, refuse and raise."""
+
+    def make_workflow(self) -> Workflow:
+        """A workflow whose callables yield to the loop and obey the rules' switches."""
+        self.failing: set[Phase] = set()
+        self.refusing: set[Trigger] = set()
+        workflow = Workflow()
+
+        async def guard(event):
+            await asyncio.sleep(0)
+            return "refused by the test" if event.trigger in self.refusing else None
+
+        workflow.guard(guard)
+        workflow.guard(lambda event: None, name="sync guard")
+        for phase in Phase:
+            if phase is not Phase.GUARD:
+                workflow.register(phase, self._async_hook(phase))
+                workflow.register(phase, self._sync_hook(phase))
+        return workflow
+
+    def _sync_hook(self, phase):
+        def hook(event):
+            if phase in self.failing:
+                if event.session.state == "open":  # change something the rollback must undo
+                    event.session.set_attribute("chaos", phase.value)
+                raise RuntimeError(f"{phase.value} failed")
+
+        return hook
+
+    def _async_hook(self, phase):
+        async def hook(event):
+            await asyncio.sleep(0)  # a point where another task or a cancellation comes in
+            if phase in self.failing:
+                if event.session.state == "open":
+                    event.session.set_attribute("chaos", phase.value)
+                await asyncio.sleep(0)  # a cancellation here must undo the edit as well
+                raise RuntimeError(f"{phase.value} failed")
+
+        return hook
+
+    @rule(phase=st.sampled_from(list(Phase)), on=st.booleans())
+    def switch_failure(self, phase, on):
+        """Make the hooks of one phase raise, or stop raising."""
+        (self.failing.add if on else self.failing.discard)(phase)
+
+    @rule(trigger=st.sampled_from(list(Trigger)), on=st.booleans())
+    def switch_refusal(self, trigger, on):
+        """Make the async guard refuse one trigger, or stop refusing it."""
+        (self.refusing.add if on else self.refusing.discard)(trigger)
+
+    @invariant()
+    def update_count_counts_changes(self):
+        """update_count is 1 plus every committed transition and edit."""
+        for session in self.sessions:
+            assert session.update_count == 1 + len(session.history) + self.edits[id(session)]
+
+
+class AsyncReopenableMachine(AsyncFaceMachine):
+    """The reopen table through its typed face, with a yielding hook in every phase."""
+
+    session_class = ReopenableCustomerSession
+    face_class = AsyncReopenableSession
+
+    def make_workflow(self) -> Workflow:
+        """A workflow of the reopen table whose hooks only yield to the loop."""
+        workflow = Workflow(ReopenableCustomerSession.specification)
+
+        async def pause(event):
+            await asyncio.sleep(0)
+
+        for phase in Phase:
+            workflow.register(phase, pause)
+        return workflow
+
+
+TestAsyncChaos = AsyncChaosMachine.TestCase
+TestAsyncReopenable = AsyncReopenableMachine.TestCase

@@ -1,0 +1,634 @@
+import asyncio
+import contextvars
+import gc
+import subprocess
+import sys
+import weakref
+
+import pytest
+from transitions.extensions.asyncio import AsyncMachine
+
+from customer_session import (
+    CUSTOMER_SESSION,
+    REOPENABLE_SESSION,
+    AfterCommitHookFailed,
+    CartItem,
+    CustomerSession,
+    GuardRejected,
+    HookFailed,
+    IllegalTransition,
+    Phase,
+    ReopenableCustomerSession,
+    ReturnedItem,
+    State,
+    TransitionInProgress,
+    Trigger,
+    UnknownTrigger,
+    ValidationError,
+    Workflow,
+    WorkflowError,
+    aio,
+)
+from customer_session._machine import engine_for
+from customer_session.aio import AsyncReopenableSession, AsyncSession
+
+ITEM = CartItem(sku="SOCK", quantity=100, price=1.0)
+ONE = (ReturnedItem(position=0, quantity=1),)
+PRE_COMMIT = [Phase.GUARD, Phase.BEFORE, Phase.EXIT, Phase.ENTER, Phase.AFTER]
+# Only a safety net against a hang if serialization ever deadlocks; no test relies on
+# it for its verdict.
+HANG = 10
+
+
+def _session(workflow: Workflow | None = None, state: State = State.OPEN) -> CustomerSession:
+    return CustomerSession(
+        integration_id="order-1",
+        state=state,
+        cart_items=[ITEM],
+        workflow=workflow or CustomerSession.default_workflow,
+    )
+
+
+def _unchanged(session: CustomerSession, before: dict) -> bool:
+    return session.snapshot() == before and session._running is None
+
+
+async def _forever(event):
+    """A guard or hook that never returns on its own."""
+    await asyncio.Event().wait()
+
+
+class Gate:
+    """A hook that says when it started and waits until the test lets it go on."""
+
+    def __init__(self) -> None:
+        """Closed until the test releases it."""
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, event) -> None:
+        """Say so, then wait for the release."""
+        self.entered.set()
+        await self.release.wait()
+
+
+async def _spin(times: int = 20) -> None:
+    """Give every other ready task many chances to run."""
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+class TestFace:
+    async def test_lifecycle(self):
+        """The issue's lifecycle runs through the face and lands in the session."""
+        session = _session()
+        face = AsyncSession(session)
+        assert face.session is session
+        assert face.allowed_triggers == frozenset({Trigger.CLOSE, Trigger.CANCEL})
+        closed = await face.close()
+        returned = await face.return_items(ONE)
+        cancelled = await face.cancel()
+        assert face.state is State.CANCELLED
+        assert session.history == (closed, returned, cancelled)
+        assert session.cart_items[0].returned_quantity == 1
+
+    async def test_reopen(self):
+        """The reopenable face reopens a closed session."""
+        session = ReopenableCustomerSession(integration_id="order-1", state=State.CLOSED)
+        face = AsyncReopenableSession(session)
+        record = await face.reopen()
+        assert (record.source, record.destination) == (State.CLOSED, State.OPEN)
+        assert face.session.state is State.OPEN
+
+    async def test_fire_by_name(self):
+        """fire() takes a trigger name and refuses names the table does not know."""
+        face = AsyncSession(_session())
+        await face.fire("close")
+        assert face.state is State.CLOSED
+        with pytest.raises(UnknownTrigger):
+            await face.fire("reopen")
+
+    async def test_illegal_transition_changes_nothing(self):
+        """A trigger the table forbids raises IllegalTransition and changes nothing."""
+        session = _session()
+        before = session.snapshot()
+        with pytest.raises(IllegalTransition, match=r"allowed: cancel\(\), close\(\)"):
+            await AsyncSession(session).return_items(ONE)
+        assert _unchanged(session, before)
+
+    async def test_invalid_items_change_nothing(self):
+        """Invalid returned items raise ValidationError and change nothing."""
+        session = _session(state=State.CLOSED)
+        before = session.snapshot()
+        with pytest.raises(ValidationError, match="position 9"):
+            await AsyncSession(session).return_items([ReturnedItem(9, 1)])
+        assert _unchanged(session, before)
+
+    async def test_sync_and_async_faces_drive_one_session(self):
+        """The sync methods and the face change the same session and history."""
+        session = _session()
+        await AsyncSession(session).close()
+        session.cancel()
+        assert [r.trigger for r in session.history] == [Trigger.CLOSE, Trigger.CANCEL]
+
+    async def test_repr(self):
+        """The face shows its session's id and state."""
+        assert repr(AsyncSession(_session())) == "<AsyncSession 'order-1' open>"
+
+
+class TestFaceConstruction:
+    def test_reopenable_face_needs_the_reopen_table(self):
+        """A reopenable face over a session without reopen is refused."""
+        with pytest.raises(UnknownTrigger, match="reopen"):
+            AsyncReopenableSession(_session())  # type: ignore[type-var]
+
+    def test_face_needs_a_session(self):
+        """Anything but a customer session is refused with a TypeError."""
+        with pytest.raises(TypeError, match="CustomerSession"):
+            AsyncSession("order-1")  # type: ignore[type-var]
+
+    def test_importing_the_package_does_not_load_the_async_machine(self):
+        """Sync-only programs do not import transitions' asyncio extension."""
+        code = (
+            "import sys, customer_session; "
+            "sys.exit('transitions.extensions.asyncio' in sys.modules)"
+        )
+        run = subprocess.run([sys.executable, "-c", code], check=False)
+        assert run.returncode == 0
+
+
+@pytest.mark.asyncio
+class TestGuards:
+    async def test_async_guard_refuses(self):
+        """An async guard's refusal raises GuardRejected with its name and reason."""
+        workflow = Workflow()
+
+        @workflow.guard(trigger=Trigger.CLOSE)
+        async def stock_reserved(event):
+            await asyncio.sleep(0)
+            return "the warehouse said no"
+
+        session = _session(workflow)
+        before = session.snapshot()
+        with pytest.raises(GuardRejected) as info:
+            await AsyncSession(session).close()
+        assert info.value.guard.endswith("stock_reserved")
+        assert info.value.reason == "the warehouse said no"
+        assert _unchanged(session, before)
+
+    async def test_can_and_why_not_await_every_guard(self):
+        """can() and why_not() ask sync and async guards in order and change nothing."""
+        workflow = Workflow()
+
+        async def remote(event):
+            await asyncio.sleep(0)
+            return "fraud check pending"
+
+        workflow.guard(lambda event: "no closing today", trigger=Trigger.CLOSE, name="calendar")
+        workflow.guard(remote, trigger=Trigger.CLOSE, name="fraud")
+        session = _session(workflow)
+        face = AsyncSession(session)
+        before = session.snapshot()
+        assert not await face.can(Trigger.CLOSE)
+        assert [str(r) for r in await face.why_not(Trigger.CLOSE)] == [
+            "calendar: no closing today",
+            "fraud: fraud check pending",
+        ]
+        assert await face.can("cancel")
+        assert _unchanged(session, before)
+
+    async def test_why_not_reports_the_table_and_the_items(self):
+        """why_not() explains the table's refusal and invalid items without guards."""
+        face = AsyncSession(_session(state=State.CLOSED))
+        (table,) = await face.why_not(Trigger.CLOSE)
+        assert table.guard is None
+        assert "cannot close()" in table.reason
+        reasons = [r.reason for r in await face.why_not("return_items", items=[ReturnedItem(9, 1)])]
+        assert any("position 9" in r for r in reasons)
+
+    async def test_async_guard_returning_a_bool_is_an_error(self):
+        """An async guard must return None or a reason, as a sync one must."""
+        workflow = Workflow()
+
+        async def yes(event):
+            return True
+
+        workflow.guard(yes)
+        session = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            await AsyncSession(session).close()
+        assert info.value.phase is Phase.GUARD
+        assert isinstance(info.value.__cause__, WorkflowError)
+        assert session.state is State.OPEN
+
+    async def test_why_not_with_a_raising_guard(self):
+        """A guard that raises while asked why not is a HookFailed naming it."""
+        workflow = Workflow()
+
+        async def broken(event):
+            raise KeyError("missing")
+
+        workflow.guard(broken, name="broken")
+        with pytest.raises(HookFailed, match="broken") as info:
+            await AsyncSession(_session(workflow)).why_not("close")
+        assert isinstance(info.value.__cause__, KeyError)
+
+    async def test_the_sync_face_still_refuses_async_guards(self):
+        """Firing or asking the sync methods with an async guard fails with a clear error."""
+        workflow = Workflow()
+
+        async def remote(event):
+            return None
+
+        workflow.guard(remote)
+        session = _session(workflow)
+        for attempt in (session.close, lambda: session.why_not("close")):
+            with pytest.raises(HookFailed) as info:
+                attempt()
+            assert "async face" in str(info.value.__cause__)
+        assert session.state is State.OPEN
+
+
+@pytest.mark.asyncio
+class TestHookOrder:
+    async def test_phases_run_in_order_with_the_commit_between(self):
+        """Sync and async callables of every phase run in order; the commit is between."""
+        workflow = Workflow()
+        calls: list[tuple[str, State, int]] = []
+
+        def spy(name):
+            def hook(event):
+                calls.append((name, event.session.state, len(event.session.history)))
+
+            async def async_hook(event):
+                await asyncio.sleep(0)
+                hook(event)
+
+            return async_hook, hook
+
+        for phase in Phase:
+            first, second = spy(phase.value)
+            workflow.register(phase, first)
+            workflow.register(phase, second)
+        await AsyncSession(_session(workflow)).close()
+        before_commit = [(p.value, State.OPEN, 0) for p in PRE_COMMIT for _ in range(2)]
+        after_commit = [("after_commit", State.CLOSED, 1)] * 2
+        assert calls == before_commit + after_commit
+
+    async def test_internal_transition_skips_exit_and_enter(self):
+        """A further return awaits before/after hooks but no exit/enter hooks."""
+        workflow = Workflow()
+        calls: list[str] = []
+
+        async def record(event, name):
+            calls.append(name)
+
+        workflow.on_exit(lambda event: record(event, "exit"))
+        workflow.on_enter(lambda event: record(event, "enter"))
+        workflow.before(lambda event: record(event, "before"), trigger=Trigger.RETURN_ITEMS)
+        face = AsyncSession(_session(workflow, State.CLOSED))
+        await face.return_items(ONE)
+        calls.clear()
+        await face.return_items(ONE)
+        assert calls == ["before"]
+
+    async def test_hooks_run_in_the_callers_task(self):
+        """Hooks run in the task that fired, so its context and cancellation reach them."""
+        workflow = Workflow()
+        request_id = contextvars.ContextVar("request_id")
+        seen = []
+
+        async def hook(event):
+            seen.append((asyncio.current_task(), request_id.get()))
+
+        for phase in Phase:
+            workflow.register(phase, hook)
+        request_id.set("req-7")
+        await AsyncSession(_session(workflow)).close()
+        assert seen == [(asyncio.current_task(), "req-7")] * len(Phase)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("phase", PRE_COMMIT)
+class TestFailureBeforeCommit:
+    async def test_session_is_left_exactly_as_it_was(self, phase):
+        """An async hook that edits and then raises leaves every field as it was."""
+        workflow = Workflow()
+
+        async def edit_then_fail(event):
+            event.session.set_attribute("touched", True)
+            await asyncio.sleep(0)
+            raise RuntimeError(phase.value)
+
+        workflow.register(phase, edit_then_fail)
+        session = _session(workflow)
+        before = session.snapshot()
+        with pytest.raises(HookFailed) as info:
+            await AsyncSession(session).close()
+        assert info.value.phase is phase
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert _unchanged(session, before)
+
+
+@pytest.mark.asyncio
+class TestCancellation:
+    @pytest.mark.parametrize("phase", PRE_COMMIT)
+    async def test_timeout_before_the_commit_changes_nothing(self, phase):
+        """A timeout around the trigger rolls it back; TimeoutError reaches the caller."""
+        workflow = Workflow()
+
+        async def edit_then_hang(event):
+            event.session.set_attribute("touched", True)
+            await _forever(event)
+
+        registration = workflow.register(phase, edit_then_hang)
+        session = _session(workflow)
+        face = AsyncSession(session)
+        before = session.snapshot()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await face.close()
+        assert _unchanged(session, before)
+        registration.remove()
+        await face.close()  # the lock was released
+        assert face.state is State.CLOSED
+
+    @pytest.mark.parametrize("phase", PRE_COMMIT)
+    async def test_cancelled_task_changes_nothing(self, phase):
+        """Cancelling the task mid-hook rolls back and the CancelledError propagates."""
+        workflow = Workflow()
+        gate = Gate()
+
+        async def edit_then_wait(event):
+            event.session.set_attribute("touched", True)
+            await gate(event)
+
+        workflow.register(phase, edit_then_wait)
+        session = _session(workflow)
+        before = session.snapshot()
+        task = asyncio.create_task(AsyncSession(session).close())
+        await gate.entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _unchanged(session, before)
+
+    async def test_cancelled_while_waiting_for_the_lock(self):
+        """A trigger cancelled while waiting its turn never runs; the running one commits."""
+        workflow = Workflow()
+        gate = Gate()
+        workflow.before(gate, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        face = AsyncSession(session)
+        first = asyncio.create_task(face.close())
+        await gate.entered.wait()
+        waiting = asyncio.create_task(face.cancel())
+        await _spin()
+        waiting.cancel()
+        gate.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await first
+        assert [r.trigger for r in session.history] == [Trigger.CLOSE]
+
+    async def test_cancelled_after_the_commit_keeps_the_commit(self):
+        """A timeout during after-commit hooks propagates; the transition stays committed."""
+        workflow = Workflow()
+        ran: list[str] = []
+        workflow.after_commit(_forever)
+        workflow.after_commit(lambda event: ran.append("second"))
+        session = _session(workflow)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await AsyncSession(session).close()
+        assert session.state is State.CLOSED
+        assert len(session.history) == 1
+        assert session._running is None
+        assert ran == []
+
+    async def test_cancel_requested_by_the_last_hook_lands_after_the_commit(self):
+        """The commit point does not yield, so a cancellation cannot split it."""
+        workflow = Workflow()
+        workflow.after(lambda event: asyncio.current_task().cancel())
+        face = AsyncSession(_session(workflow))
+        record = await face.close()
+        assert face.session.history == (record,)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.sleep(0)  # the request is delivered at the next suspension
+        asyncio.current_task().uncancel()
+
+    async def test_timeout_in_why_not_changes_nothing(self):
+        """A timeout while a guard is asked why not propagates and changes nothing."""
+        workflow = Workflow()
+        workflow.guard(_forever)
+        session = _session(workflow)
+        before = session.snapshot()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await AsyncSession(session).can("close")
+        assert _unchanged(session, before)
+
+
+@pytest.mark.asyncio
+class TestAfterCommit:
+    async def test_failures_never_undo_the_commit(self):
+        """Sync and async after-commit failures are grouped; the commit stands."""
+        workflow = Workflow()
+
+        async def mail(event):
+            await asyncio.sleep(0)
+            raise ValueError("mail server down")
+
+        def queue(event):
+            raise OSError("queue full")
+
+        workflow.after_commit(mail)
+        workflow.after_commit(queue)
+        session = _session(workflow)
+        with pytest.raises(AfterCommitHookFailed) as info:
+            await AsyncSession(session).close()
+        assert session.state is State.CLOSED
+        assert info.value.record == session.history[-1]
+        assert [type(e) for e in info.value.exceptions] == [ValueError, OSError]
+
+    async def test_after_commit_may_await_a_trigger_on_its_session(self):
+        """An async after-commit hook may fire the next trigger through a face."""
+        workflow = Workflow()
+
+        async def cancel_right_away(event):
+            await AsyncSession(event.session).cancel()
+
+        workflow.after_commit(cancel_right_away, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        async with asyncio.timeout(HANG):
+            await AsyncSession(session).close()
+        assert [r.trigger for r in session.history] == [Trigger.CLOSE, Trigger.CANCEL]
+
+    async def test_trigger_inside_a_pre_commit_hook_is_refused(self):
+        """Awaiting a trigger on its own session before the commit fails cleanly."""
+        workflow = Workflow()
+
+        async def cancel_too_early(event):
+            await AsyncSession(event.session).cancel()
+
+        workflow.before(cancel_too_early, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        before = session.snapshot()
+        with pytest.raises(HookFailed) as info:
+            async with asyncio.timeout(HANG):
+                await AsyncSession(session).close()
+        assert isinstance(info.value.__cause__, TransitionInProgress)
+        assert _unchanged(session, before)
+
+
+@pytest.mark.asyncio
+class TestSerialization:
+    @staticmethod
+    def _bracketing(workflow: Workflow, log: list[tuple[str, int]], gate: Gate) -> None:
+        """Log the start and the end of every transition, held open by ``gate``."""
+
+        async def start(event):
+            log.append(("start", len(event.session.history)))
+            await gate(event)
+
+        async def end(event):
+            await asyncio.sleep(0)
+            log.append(("end", len(event.session.history)))
+
+        workflow.guard(start)
+        workflow.after_commit(end)
+
+    @pytest.mark.parametrize("shared_face", [True, False])
+    async def test_triggers_on_one_session_never_interleave(self, shared_face):
+        """Two tasks firing on one session take turns: the second starts after the first ends."""
+        workflow = Workflow()
+        log: list[tuple[str, int]] = []
+        gate = Gate()
+        self._bracketing(workflow, log, gate)
+        session = _session(workflow, State.CLOSED)
+        face = AsyncSession(session)
+        faces = (face, face) if shared_face else (face, AsyncSession(session))
+        first = asyncio.create_task(faces[0].return_items(ONE))
+        await gate.entered.wait()
+        second = asyncio.create_task(faces[1].return_items(ONE))
+        await _spin()
+        assert log == [("start", 0)]  # the second waits while the first is in a hook
+        gate.release.set()
+        async with asyncio.timeout(HANG):
+            records = await asyncio.gather(first, second)
+        assert log == [("start", 0), ("end", 1), ("start", 1), ("end", 2)]
+        assert session.history == tuple(records)
+
+    async def test_different_sessions_run_concurrently(self):
+        """Slow hooks on two sessions overlap: each waits for the other to have started."""
+        workflow = Workflow()
+        started = {"a": asyncio.Event(), "b": asyncio.Event()}
+        log: list[str] = []
+
+        async def meet(event):
+            me = event.session.integration_id
+            other = "b" if me == "a" else "a"
+            log.append(f"start {me}")
+            started[me].set()
+            await started[other].wait()  # only returns if the other hook runs meanwhile
+            log.append(f"end {me}")
+
+        workflow.before(meet)
+        a = AsyncSession(CustomerSession(integration_id="a", workflow=workflow))
+        b = AsyncSession(CustomerSession(integration_id="b", workflow=workflow))
+        async with asyncio.timeout(HANG):
+            await asyncio.gather(a.close(), b.close())
+        assert sorted(log[:2]) == ["start a", "start b"]
+        assert sorted(log[2:]) == ["end a", "end b"]
+
+    async def test_why_not_waits_for_the_trigger_in_progress(self):
+        """why_not() during a trigger answers for the state that trigger leaves."""
+        workflow = Workflow()
+        gate = Gate()
+        workflow.before(gate, trigger=Trigger.CLOSE)
+        face = AsyncSession(_session(workflow))
+        closing = asyncio.create_task(face.close())
+        await gate.entered.wait()
+        asking = asyncio.create_task(face.can(Trigger.CLOSE))
+        await _spin()
+        assert not asking.done()
+        gate.release.set()
+        await closing
+        assert await asking is False
+        assert face.state is State.CLOSED
+
+    async def test_sync_trigger_during_an_async_one_is_refused(self):
+        """A sync trigger while an async one is under way raises TransitionInProgress."""
+        workflow = Workflow()
+        gate = Gate()
+        workflow.before(gate, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        closing = asyncio.create_task(AsyncSession(session).close())
+        await gate.entered.wait()
+        with pytest.raises(TransitionInProgress):
+            session.cancel()
+        gate.release.set()
+        await closing
+        assert [r.trigger for r in session.history] == [Trigger.CLOSE]
+
+
+class TestLocks:
+    def test_the_lock_goes_with_the_session(self):
+        """A session's lock entry is dropped when the session is collected."""
+        session = _session()
+        asyncio.run(AsyncSession(session).close())
+        key = id(session)
+        assert key in aio._TURNS
+        ref = weakref.ref(session)
+        del session
+        gc.collect()
+        assert ref() is None
+        assert key not in aio._TURNS
+
+    def test_a_session_outlives_its_event_loop(self):
+        """A session contended under one event loop can be contended under the next."""
+        workflow = Workflow()
+
+        async def pause(event):
+            await asyncio.sleep(0)
+
+        workflow.before(pause)
+        session = _session(workflow, State.CLOSED)
+
+        async def two_returns():
+            await asyncio.gather(
+                AsyncSession(session).return_items(ONE), AsyncSession(session).return_items(ONE)
+            )
+
+        asyncio.run(two_returns())
+        asyncio.run(two_returns())
+        assert len(session.history) == 4
+
+
+@pytest.mark.asyncio
+class TestAsyncEngine:
+    async def test_machine_matches_the_table(self):
+        """The async machine holds exactly the table's states and edges."""
+        for spec in (CUSTOMER_SESSION, REOPENABLE_SESSION):
+            engine = engine_for(spec).asynchronous
+            assert isinstance(engine.machine, AsyncMachine)
+            assert set(engine.machine.states) == {s.value for s in spec.states}
+            assert engine.edges() == frozenset(spec.edges)
+            assert not any(name.startswith("to_") for name in engine.machine.events)
+
+    async def test_built_once_per_specification(self):
+        """Every workflow of one specification shares one async machine."""
+        assert Workflow().engine.asynchronous is engine_for(CUSTOMER_SESSION).asynchronous
+        assert engine_for(CUSTOMER_SESSION).asynchronous is not (
+            engine_for(REOPENABLE_SESSION).asynchronous
+        )
+
+    async def test_holds_no_model_and_tracks_no_task(self):
+        """Driving sessions leaves no model and no task in the machine's registries."""
+        workflow = Workflow()
+        workflow.before(lambda event: None)
+        for _ in range(5):
+            await AsyncSession(_session(workflow)).close()
+        assert workflow.engine.asynchronous.machine.models == []
+        assert AsyncMachine.async_tasks == {}

@@ -1,0 +1,168 @@
+import io
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from customer_session import State
+from customer_session.cli import main
+from customer_session.diagrams import to_dot, to_mermaid
+
+DATA = Path(__file__).parent / "data"
+EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+class TestDiagram:
+    def test_mermaid_is_the_default(self):
+        """diagram prints the Mermaid diagram of the table by default."""
+        assert run("diagram") == (0, to_mermaid())
+
+    def test_dot_of_the_reopenable_table(self):
+        """--reopen --format dot prints the reopenable table's DOT."""
+        from customer_session import REOPENABLE_SESSION  # noqa: PLC0415 - used here only
+
+        assert run("diagram", "--format", "dot", "--reopen") == (0, to_dot(REOPENABLE_SESSION))
+
+    def test_session_is_highlighted(self):
+        """--session highlights the state of the given document."""
+        status, text = run("diagram", "--session", str(DATA / "session_v1.json"))
+        assert status == 0
+        assert "closed:::current" in text or "class closed current" in text
+
+    @pytest.mark.graphviz
+    def test_svg_is_written(self, tmp_path):
+        """--format svg -o FILE writes a well-formed SVG naming every state."""
+        target = tmp_path / "states.svg"
+        status, _ = run("diagram", "--format", "svg", "-o", str(target))
+        assert status == 0
+        text = "".join(ET.parse(target).getroot().itertext())  # noqa: S314 - our own file
+        for state in State:
+            assert state.value in text
+
+    def test_image_needs_an_output(self, capsys):
+        """An image format without -o is a one-line usage error."""
+        assert run("diagram", "--format", "png")[0] == 2
+        assert "-o FILE" in one_line_error(capsys)
+
+    def test_unknown_format_is_one_line(self, capsys):
+        """An unknown format is reported on one line with exit status 2."""
+        assert run("diagram", "--format", "gif")[0] == 2
+        assert "invalid choice: 'gif'" in one_line_error(capsys)
+
+    def test_missing_dot_is_one_line(self, capsys, monkeypatch, tmp_path):
+        """Without dot on PATH, an image request fails on one line saying what to install."""
+        monkeypatch.setenv("PATH", str(tmp_path))
+        assert run("diagram", "--format", "svg", "-o", str(tmp_path / "x.svg"))[0] == 2
+        assert "graphviz" in one_line_error(capsys).lower()
+
+
+class TestValidate:
+    def test_valid_documents(self):
+        """Valid documents are listed as valid and the status is 0."""
+        status, text = run("validate", str(DATA / "session_v1.json"))
+        assert status == 0
+        assert "valid ('order-2026-000871', closed)" in text
+
+    def test_invalid_document_lists_every_problem(self, tmp_path):
+        """An invalid document lists each problem with its JSON path; the status is 1."""
+        bad = tmp_path / "bad.json"
+        document = json.loads((DATA / "session_v1.json").read_text())
+        document["state"] = "shipped"
+        document["cartItems"][0]["quantity"] = -2
+        bad.write_text(json.dumps(document))
+        status, text = run("validate", str(DATA / "session_v1.json"), str(bad))
+        assert status == 1
+        assert "$.state" in text
+        assert "$.cartItems[0].quantity" in text
+
+    def test_missing_file_is_one_line(self, capsys, tmp_path):
+        """A missing file is a one-line error with exit status 2."""
+        assert run("validate", str(tmp_path / "nope.json"))[0] == 2
+        assert "no such file" in one_line_error(capsys)
+
+    def test_unreadable_file_is_one_line(self, capsys, tmp_path):
+        """A file that is not UTF-8 text is a one-line error with exit status 2."""
+        binary = tmp_path / "binary.json"
+        binary.write_bytes(b"\xff\xfe\x00garbage")
+        assert run("validate", str(binary))[0] == 2
+        assert "not UTF-8" in one_line_error(capsys)
+
+
+class TestReplay:
+    def test_example_report_and_status(self):
+        """Replaying the example prints the summary and exits 1 (it has illegal events)."""
+        status, text = run("replay", str(EXAMPLE))
+        assert status == 1
+        assert "events applied" in text
+        assert "partially_returned" in text
+        assert "line " in text
+
+    def test_json_report(self):
+        """--json prints a machine-readable report."""
+        status, text = run("replay", "--json", str(EXAMPLE))
+        data = json.loads(text)
+        assert status == 1
+        assert data["applied"] + data["refusedCount"] <= data["lines"]
+        assert sum(data["states"].values()) == data["sessions"]
+
+    def test_clean_log_exits_zero(self, tmp_path):
+        """A log with no refused line exits 0."""
+        log = tmp_path / "ok.jsonl"
+        log.write_text(
+            json.dumps(
+                {
+                    "at": "2026-03-02T10:00:00Z",
+                    "session": "o",
+                    "op": "create",
+                    "customerSession": {"cartItems": [{"sku": "A", "quantity": 1}]},
+                }
+            )
+            + "\n"
+        )
+        assert run("replay", str(log))[0] == 0
+
+    def test_directory_is_one_line(self, capsys, tmp_path):
+        """A directory instead of a log is a one-line error with exit status 2."""
+        assert run("replay", str(tmp_path))[0] == 2
+        assert "is a directory" in one_line_error(capsys)
+
+
+class TestEntryPoints:
+    def test_python_dash_m(self):
+        """python -m customer_session runs the same CLI."""
+        result = subprocess.run(
+            [sys.executable, "-m", "customer_session", "diagram", "--format", "table"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+        assert result.returncode == 0
+        assert "| open |" in result.stdout or "open" in result.stdout
+
+    def test_no_progress_bar_when_not_a_terminal(self):
+        """Without a terminal on stderr, replay prints no progress bar."""
+        result = subprocess.run(
+            [sys.executable, "-m", "customer_session", "replay", str(EXAMPLE)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert result.stderr == ""

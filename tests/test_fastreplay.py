@@ -1,0 +1,466 @@
+"""The fast replay path gives the live path's verdicts, reasons and sessions."""
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from customer_session import CustomerSession, ReopenableCustomerSession, State
+from customer_session._fastreplay import SessionRecord
+from customer_session.exceptions import WorkflowError
+from customer_session.replay import Replayer
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
+
+# -- the log strategy ------------------------------------------------------------------
+
+SESSIONS = ("order-1", "order-2", "order-3")
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+PLAIN_TEXTS = st.sampled_from(["Sock", "Trail Runner", "", "socks", "a,b c"])
+# Strings that stress the compact-form pattern: JSON punctuation, escapes, non-ASCII.
+TRICKY_TEXTS = st.sampled_from(
+    ["x],[y", "},{", 'say "hi"', "back\\slash", "tab\there", "Größe", "\u2028", "ü"]
+) | st.text(max_size=4)
+BAD_QUANTITIES = st.sampled_from([0, -1, 10, 9_999, True, 1.0, "2", None])
+PRICES = st.sampled_from([7.5, 19, 0, -0.0, 139.95, 1e20, 12345678901234567, -3])
+BAD_PRICES = st.sampled_from(["7.5", None, float("nan"), float("inf"), True])
+BAD_ITEM_KEYS = st.sampled_from(["attributes", "returnedQuantity", "position", "Sku", "weight"])
+
+
+@st.composite
+def cart_items(draw, *, tricky=False, broken=False):
+    """A cart item object: plain and in the examples' key order unless asked otherwise."""
+    texts = TRICKY_TEXTS if tricky else PLAIN_TEXTS
+    skus = st.sampled_from(["SOCK-42", "JKT-1", "CAP"]) | (TRICKY_TEXTS if tricky else st.nothing())
+    item = {"sku": draw(skus)}
+    if draw(st.booleans()):
+        item["name"] = draw(texts)
+    item["quantity"] = draw(st.integers(1, 3))
+    if draw(st.booleans()):
+        item["price"] = draw(PRICES)
+    if draw(st.booleans()):
+        item["category"] = draw(texts)
+    if broken:
+        key = draw(st.sampled_from(["sku", "quantity", "price", "name", "extra"]))
+        if key == "sku":
+            item["sku"] = draw(st.sampled_from(["", None, 5]))
+        elif key == "quantity":
+            item["quantity"] = draw(BAD_QUANTITIES)
+        elif key == "price":
+            item["price"] = draw(BAD_PRICES)
+        elif key == "name":
+            item["name"] = draw(st.sampled_from([None, 3, ["x"]]))
+        else:
+            item[draw(BAD_ITEM_KEYS)] = draw(st.sampled_from([{}, 0, 1, "x", None]))
+    return item
+
+
+@st.composite
+def carts(draw, *, noise=False):
+    """A ``cartItems`` value: plain items; with ``noise``, one way of being wrong or odd."""
+    if not noise:
+        return draw(st.lists(cart_items(), max_size=4))
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        return draw(st.sampled_from([None, {}, "[]", [1], [[]]]))
+    if kind == 1:
+        return [{"sku": "BULK", "quantity": 9_999}, {"sku": "BULK", "quantity": 2}]
+    if kind == 2:
+        return [{"sku": "ONE", "quantity": 1}] * draw(st.sampled_from([1_000, 1_001]))
+    if kind == 3:
+        item = draw(cart_items())
+        return [{key: item[key] for key in draw(st.permutations(list(item)))}]
+    items = draw(st.lists(cart_items(tricky=True), min_size=1, max_size=3))
+    if kind == 4:
+        items.append(draw(cart_items(broken=True)))
+    return items
+
+
+STATES = st.sampled_from(["open", "closed", "cancelled", "partially_returned", "shipped", None, 3])
+CODES = st.lists(
+    st.sampled_from(["WELCOME10", "", "X" * 100, "X" * 101, "Größe"]), max_size=2
+) | st.sampled_from([None, "WELCOME10", [5]])
+OTHER_EDITS = st.sampled_from(
+    [
+        ("couponCodes", ["WELCOME10"]),
+        ("couponCodes", []),
+        ("profileId", "cust-9"),
+        ("profileId", None),
+        ("referralCode", "FRIEND"),
+        ("referralCode", ""),
+        ("identifiers", ["a", "b"]),
+        ("identifiers", ["a"] * 6),
+        ("attributes", {"tier": "gold"}),
+        ("attributes", {}),
+        ("additionalCosts", {"shipping": {"price": 4.9}}),
+        ("additionalCosts", {"x": 1}),
+        ("storeIntegrationId", "store-1"),
+        ("color", "blue"),
+    ]
+)
+
+
+@st.composite
+def create_bodies(draw, *, noise=False):
+    """A ``create`` body in the examples' key order; with ``noise``, something unusual."""
+    body = {"state": draw(st.sampled_from(["open", "open", "closed"])), "cartItems": draw(carts())}
+    if draw(st.booleans()):
+        body["profileId"] = draw(st.sampled_from(["cust-1", "", "Größe"]))
+    if draw(st.booleans()):
+        body["couponCodes"] = draw(st.sampled_from([["WELCOME10"], [], [""]]))
+    if noise:
+        kind = draw(st.integers(0, 5))
+        if kind == 0:
+            body["state"] = draw(STATES)
+        elif kind == 1:
+            body["cartItems"] = draw(carts(noise=True))
+        elif kind == 2:
+            body["couponCodes"] = draw(CODES)
+        elif kind == 3:
+            body["profileId"] = draw(st.sampled_from([None, 42, "x"]))
+        elif kind == 4:
+            key, value = draw(OTHER_EDITS)
+            body[key] = value
+        else:
+            del body[draw(st.sampled_from(["state", "cartItems"]))]
+    return body
+
+
+@st.composite
+def update_bodies(draw, *, noise=False, target=None):
+    """An ``update`` body: a cart, a target state or both; with ``noise``, other edits.
+
+    With ``target``, the body moves to that state, with a cart edit or without.
+    """
+    shape = draw(st.integers(0, 2)) if target is None else draw(st.sampled_from([1, 1, 2]))
+    body = {}
+    if shape != 1:
+        body["cartItems"] = draw(carts())
+    if shape != 0:
+        body["state"] = target or draw(st.sampled_from(["closed", "closed", "cancelled"]))
+    if noise:
+        kind = draw(st.integers(0, 5))
+        if kind == 0:
+            body["state"] = draw(STATES)
+        elif kind == 1:
+            body["cartItems"] = draw(carts(noise=True))
+        elif kind in {2, 3}:
+            key, value = draw(OTHER_EDITS)
+            body[key] = value
+        elif kind == 4:
+            body = {key: body[key] for key in reversed(body)}
+        else:
+            body = {}
+    return body
+
+
+@st.composite
+def return_bodies(draw, *, noise=False):
+    """A ``return`` body of plain entries (over-returns happen by chance)."""
+    entry = st.fixed_dictionaries({"position": st.integers(0, 3), "quantity": st.integers(1, 2)})
+    body = {"returnedCartItems": draw(st.lists(entry, min_size=1, max_size=2))}
+    if noise:
+        odd = st.fixed_dictionaries(
+            {"position": st.sampled_from([-1, 0, True, "0"]), "quantity": st.sampled_from([0, 99])},
+            optional={"sku": st.sampled_from(["SOCK-42", "", None])},
+        )
+        kind = draw(st.integers(0, 3))
+        if kind == 0:
+            body["returnedCartItems"].append(draw(odd))
+        elif kind == 1:
+            body["returnedCartItems"] *= 2  # the same positions twice
+        elif kind == 2:
+            body["returnedCartItems"][0]["sku"] = draw(st.sampled_from(["SOCK-42", "CAP"]))
+        else:
+            body = draw(st.sampled_from([{}, {"returnedCartItems": []}, {**body, "note": "x"}]))
+    return body
+
+
+@st.composite
+def timestamps(draw, *, noise=False):
+    """An ``at`` in compact UTC form; with ``noise``, other forms and invalid ones."""
+    # Half hours from a start, so some events go back in time and some tie.
+    when = START + timedelta(minutes=30 * draw(st.integers(0, 100)))
+    when += timedelta(microseconds=draw(st.integers(0, 1)))
+    if not noise:
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    kind = draw(st.integers(0, 3))
+    if kind == 0:
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if kind == 1:
+        return when.astimezone(timezone(timedelta(hours=-5))).isoformat()
+    if kind == 2:
+        return draw(st.sampled_from(["2026-03-02T10:00:00", "2026-13-02T10:00:00Z", "soon", ""]))
+    return draw(st.sampled_from([None, 1_772_438_400]))
+
+
+BODIES = {"create": create_bodies, "update": update_bodies, "return": return_bodies}
+
+
+@st.composite
+def events(draw, *, op=None, session=None, target=None):
+    """One event object; one in six carries one kind of noise."""
+    op = op or draw(st.sampled_from(["create", "update", "update", "update", "return", "reopen"]))
+    noise = draw(st.integers(0, 5)) == 0
+    part = draw(st.sampled_from(["at", "body", "body", "body", "envelope"])) if noise else None
+    event = {
+        "at": draw(timestamps(noise=part == "at")),
+        "session": session or draw(st.sampled_from(SESSIONS)),
+        "op": op,
+    }
+    if op == "update":
+        event["customerSession"] = draw(update_bodies(noise=part == "body", target=target))
+    elif op in BODIES:
+        key = "return" if op == "return" else "customerSession"
+        event[key] = draw(BODIES[op](noise=part == "body"))
+    if part == "envelope":
+        kind = draw(st.integers(0, 4))
+        if kind == 0:
+            event["op"] = draw(st.sampled_from(["ship", None, 5, ""]))
+        elif kind == 1:
+            event["session"] = draw(st.sampled_from(["", None, 7, "unknown", "x" * 1_001]))
+        elif kind == 2:
+            del event[draw(st.sampled_from(["at", "session", "op"]))]
+        elif kind == 3:
+            event["customerSession" if op != "return" else "return"] = draw(
+                st.sampled_from([None, [], "x"])
+            )
+        else:
+            event = {key: event[key] for key in reversed(event)}
+    return event
+
+
+@st.composite
+def lines_of(draw, event):
+    """``event`` as a line: mostly compact, sometimes spaced, broken or padded."""
+    compact = json.dumps(event, separators=(",", ":"), ensure_ascii=draw(st.booleans()))
+    variants = [
+        lambda: json.dumps(event),
+        lambda: compact + draw(st.sampled_from(["\n", "\r\n", "  "])),
+        lambda: " " + compact,
+        lambda: compact[: draw(st.integers(0, len(compact) - 1))],
+        lambda: compact.replace('":"', '":"\x01', 1),
+        lambda: compact[:-1] + ',"session":"order-2"}',
+        lambda: draw(st.sampled_from(["", "   ", "\n", "[1, 2]", "null", "{not json"])),
+    ]
+    kind = draw(st.integers(0, 19))
+    return compact if kind >= len(variants) else variants[kind]()
+
+
+@st.composite
+def order_logs(draw, *, max_events=30):
+    """A random order-event log, reusable wherever the two replay paths are compared.
+
+    Most sessions are created first; then come updates, returns and reopens on a
+    few sessions, mixing valid events, moves the table forbids, invalid bodies
+    (wrong types, negative quantities, unknown keys, too many coupon codes,
+    over-returns, duplicate positions), unknown sessions, duplicate creates and
+    malformed lines.
+    """
+    stories = [draw(story(session)) for session in SESSIONS if draw(st.integers(0, 4))]
+    tags = [index for index, events_ in enumerate(stories) for _ in events_]
+    merged = [stories[index].pop(0) for index in draw(st.permutations(tags))]
+    extra = draw(st.lists(events(), max_size=max_events // 3))
+    for event in extra:
+        merged.insert(draw(st.integers(0, len(merged))), event)
+    return [draw(lines_of(event)) for event in merged]
+
+
+@st.composite
+def story(draw, session):
+    """The events of one session in a plausible order, as the example generator tells them."""
+    told = [draw(events(op="create", session=session))]
+    told += [draw(events(op="update", session=session)) for _ in range(draw(st.integers(0, 2)))]
+    ending = draw(st.sampled_from(["closed", "closed", "cancelled", None]))
+    if ending is not None:
+        told.append(draw(events(op="update", session=session, target=ending)))
+    for _ in range(draw(st.integers(0, 3))):
+        told.append(draw(events(op="return", session=session)))
+    for _ in range(draw(st.integers(0, 1))):
+        op = draw(st.sampled_from(["reopen", "update"]))
+        told.append(draw(events(op=op, session=session, target="cancelled")))
+    return told
+
+
+def assert_same_replay(lines, session_class=CustomerSession, *, split=None, reads=()):
+    """Replay ``lines`` on both paths (in two runs at ``split``) and compare everything."""
+    live = Replayer(session_class=session_class)
+    fast = Replayer(session_class=session_class)
+    cut = len(lines) if split is None else split
+    for part in (lines[:cut], lines[cut:]):
+        live_report = live.run(part, fast=False)
+        fast_report = fast.run(part, fast=True)
+        assert fast_report.refused == live_report.refused
+        assert fast_report == live_report
+        for key in reads:  # a session read between runs must stay in step
+            assert (key in fast.sessions) == (key in live.sessions)
+            if key in live.sessions:
+                assert fast.sessions[key] == live.sessions[key]
+    assert list(fast.sessions) == list(live.sessions)
+    assert dict(fast.sessions) == dict(live.sessions)
+    return fast
+
+
+# -- the proofs ----------------------------------------------------------------------------
+
+
+class TestSameVerdicts:
+    @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(lines=order_logs(), reopenable=st.booleans())
+    def test_random_logs_give_the_same_report_and_sessions(self, lines, reopenable):
+        """Any log gives the same refused lines, reasons, counts and sessions on both paths."""
+        session_class = ReopenableCustomerSession if reopenable else CustomerSession
+        assert_same_replay(lines, session_class)
+
+    @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(
+        lines=order_logs(max_events=20),
+        split=st.integers(0, 20),
+        reads=st.lists(st.sampled_from(SESSIONS), max_size=2),
+    )
+    def test_sessions_read_between_runs_stay_in_step(self, lines, split, reads):
+        """Reading sessions between two runs changes no verdict and no session."""
+        assert_same_replay(lines, split=min(split, len(lines)), reads=reads)
+
+    @pytest.mark.parametrize("session_class", [CustomerSession, ReopenableCustomerSession])
+    def test_example_log_gives_the_same_report_and_sessions(self, session_class):
+        """The shipped example log replays identically on both paths."""
+        lines = EXAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)
+        fast = assert_same_replay(lines, session_class)
+        assert len(fast.sessions) >= 1_000
+
+
+# -- choosing the path ---------------------------------------------------------------------
+
+CREATE = json.dumps(
+    {
+        "at": "2026-03-02T10:00:00Z",
+        "session": "order-1",
+        "op": "create",
+        "customerSession": {"state": "open", "cartItems": [{"sku": "SOCK", "quantity": 3}]},
+    },
+    separators=(",", ":"),
+)
+CLOSE = (
+    '{"at":"2026-03-02T11:00:00Z","session":"order-1","op":"update",'
+    '"customerSession":{"state":"closed"}}'
+)
+RETURN = (
+    '{"at":"2026-03-02T12:00:00Z","session":"order-1","op":"return",'
+    '"return":{"returnedCartItems":[{"position":0,"quantity":1}]}}'
+)
+COUPON = (
+    '{"at":"2026-03-02T10:30:00Z","session":"order-1","op":"update",'
+    '"customerSession":{"couponCodes":["WELCOME10"]}}'
+)
+OVER_RETURN = RETURN.replace('"quantity":1', '"quantity":9')
+
+
+def entries(replayer):
+    """The replayer's records and sessions, as kept (nothing is built)."""
+    return replayer._view.entries
+
+
+class TestChoosingThePath:
+    def test_fast_path_is_automatic_without_registrations(self):
+        """With nothing registered, sessions are kept as compact records."""
+        replayer = Replayer()
+        replayer.run([CREATE, CLOSE])
+        assert type(entries(replayer)["order-1"]) is SessionRecord
+
+    def test_live_path_runs_when_a_hook_is_registered(self):
+        """A registered hook sends every event through the session API, and it runs."""
+        replayer = Replayer()
+        seen = []
+        replayer.workflow.after(lambda event: seen.append(event.trigger))
+        replayer.run([CREATE, CLOSE])
+        assert type(entries(replayer)["order-1"]) is CustomerSession
+        assert seen == ["close"]
+
+    def test_forcing_the_fast_path_with_a_guard_is_refused(self):
+        """``fast=True`` with a guard registered raises instead of skipping the guard."""
+        replayer = Replayer()
+        replayer.workflow.guard(lambda event: None)
+        with pytest.raises(WorkflowError, match="guards or hooks"):
+            replayer.run([CREATE], fast=True)
+
+    def test_subclass_sessions_take_the_live_path_by_default(self):
+        """A user's session subclass may override methods, so the live path runs it."""
+
+        class Audited(CustomerSession):
+            pass
+
+        replayer = Replayer(session_class=Audited)
+        replayer.run([CREATE])
+        assert type(entries(replayer)["order-1"]) is Audited
+
+
+class TestSessionsView:
+    def test_reading_a_session_builds_it_once(self):
+        """A record becomes one session object, returned on every read."""
+        replayer = Replayer()
+        replayer.run([CREATE, CLOSE])
+        session = replayer.sessions["order-1"]
+        assert session is replayer.sessions["order-1"]
+        assert session.state is State.CLOSED
+
+    def test_membership_and_length_build_nothing(self):
+        """``in``, ``len()`` and the keys leave the records as they are."""
+        replayer = Replayer()
+        replayer.run([CREATE])
+        assert "order-1" in replayer.sessions
+        assert len(replayer.sessions) == 1
+        assert list(replayer.sessions) == ["order-1"]
+        assert type(entries(replayer)["order-1"]) is SessionRecord
+
+    def test_a_session_read_follows_later_events(self):
+        """A session read after one run is the object a later run changes."""
+        replayer = Replayer()
+        replayer.run([CREATE])
+        session = replayer.sessions["order-1"]
+        replayer.run([CLOSE, RETURN])
+        assert session.state is State.PARTIALLY_RETURNED
+        assert session.cart_items[0].returned_quantity == 1
+
+    def test_deleting_a_session_forgets_it(self):
+        """``del`` removes a session; a later event on it is refused as unknown."""
+        replayer = Replayer()
+        replayer.run([CREATE])
+        del replayer.sessions["order-1"]
+        report = replayer.run([CLOSE])
+        assert "unknown session" in report.refused[0].reason
+
+
+class TestLendingToTheLivePath:
+    def test_an_edit_the_fast_path_leaves_is_kept_as_a_record(self):
+        """An update with a coupon goes to the live path; the session is a record again."""
+        replayer = Replayer()
+        report = replayer.run([CREATE, COUPON, CLOSE, RETURN])
+        assert report.refused == []
+        record = entries(replayer)["order-1"]
+        assert type(record) is SessionRecord
+        assert record.coupon == "WELCOME10"
+        assert record.returned == [1]
+
+    def test_a_refused_line_leaves_the_record_untouched(self):
+        """An over-return refused by the live path puts the very same record back."""
+        replayer = Replayer()
+        replayer.run([CREATE, CLOSE])
+        record = entries(replayer)["order-1"]
+        report = replayer.run([OVER_RETURN])
+        assert "more than the 3 unit(s)" in report.refused[0].reason
+        assert entries(replayer)["order-1"] is record
+
+    def test_an_illegal_move_is_refused_with_the_table_reason(self):
+        """A return from an open session is refused on the fast path in the table's words."""
+        replayer = Replayer()
+        report = replayer.run([CREATE, RETURN])
+        (refused,) = report.refused
+        assert refused.line == 2
+        assert refused.reason == (
+            "session 'order-1': cannot return_items() from state 'open'; allowed: cancel(), close()"
+        )
+        assert type(entries(replayer)["order-1"]) is SessionRecord

@@ -1,0 +1,184 @@
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from customer_session import (
+    ReopenableCustomerSession,
+    State,
+    Trigger,
+)
+from customer_session.replay import Replayer
+
+ROOT = Path(__file__).parent.parent
+EXAMPLE = ROOT / "examples" / "orders.jsonl"
+SCHEMA = ROOT / "docs" / "schemas" / "order-event.schema.json"
+
+
+def event(op: str, session: str = "order-1", at: str = "2026-03-02T10:00:00Z", **body) -> str:
+    return json.dumps({"at": at, "session": session, "op": op, **body})
+
+
+CREATE = event(
+    "create",
+    customerSession={
+        "state": "open",
+        "cartItems": [
+            {"sku": "SOCK", "quantity": 3, "price": 7.5},
+            {"sku": "JKT", "quantity": 1, "price": 129.0},
+        ],
+    },
+)
+CLOSE = event("update", at="2026-03-02T11:00:00Z", customerSession={"state": "closed"})
+
+
+def returning(position: int, quantity: int, at: str = "2026-03-03T09:00:00Z") -> str:
+    return event(
+        "return",
+        at=at,
+        **{"return": {"returnedCartItems": [{"position": position, "quantity": quantity}]}},
+    )
+
+
+class TestApplying:
+    def test_lifecycle_is_applied_with_log_timestamps(self):
+        """Create, close, return and cancel are applied; history carries the log's times."""
+        replayer = Replayer()
+        cancel = event("update", at="2026-03-04T09:00:00Z", customerSession={"state": "cancelled"})
+        report = replayer.run([CREATE, CLOSE, returning(0, 1), cancel])
+        assert (report.applied, report.refused) == (4, [])
+        session = replayer.sessions["order-1"]
+        assert session.state is State.CANCELLED
+        assert [r.timestamp.isoformat() for r in session.history] == [
+            "2026-03-02T11:00:00+00:00",
+            "2026-03-03T09:00:00+00:00",
+            "2026-03-04T09:00:00+00:00",
+        ]
+        assert session.created.isoformat() == "2026-03-02T10:00:00+00:00"
+        assert report.states == {"cancelled": 1}
+
+    def test_update_edits_then_closes(self):
+        """An update with cart changes and a state does both, in that order."""
+        replayer = Replayer()
+        update = event(
+            "update",
+            customerSession={
+                "cartItems": [{"sku": "CAP", "quantity": 2, "price": 19.0}],
+                "couponCodes": ["WELCOME10"],
+                "state": "closed",
+            },
+        )
+        report = replayer.run([CREATE, update])
+        session = replayer.sessions["order-1"]
+        assert report.refused == []
+        assert session.state is State.CLOSED
+        assert [line.sku for line in session.cart_items] == ["CAP"]
+        assert session.coupon == "WELCOME10"
+
+    def test_reopen_when_enabled(self):
+        """With the reopenable class, reopen events are applied."""
+        replayer = Replayer(session_class=ReopenableCustomerSession)
+        report = replayer.run([CREATE, CLOSE, event("reopen")])
+        assert report.refused == []
+        assert replayer.sessions["order-1"].state is State.OPEN
+
+    def test_guards_apply_to_replayed_sessions(self):
+        """Guards registered on the replayer's workflow refuse events like in a service."""
+        replayer = Replayer()
+        replayer.workflow.guard(lambda e: "store closed", trigger=Trigger.CLOSE, name="hours")
+        report = replayer.run([CREATE, CLOSE])
+        (refused,) = report.refused
+        assert refused.line == 2
+        assert "hours" in refused.reason
+        assert replayer.sessions["order-1"].state is State.OPEN
+
+
+class TestRefusing:
+    @pytest.mark.parametrize(
+        ("lines", "fragment"),
+        [
+            ([CREATE, CLOSE, CLOSE], "already closed"),
+            ([CREATE, returning(0, 1)], "cannot return_items() from state 'open'"),
+            ([CREATE, CLOSE, returning(0, 4)], "more than the 3 unit(s)"),
+            ([CREATE, CLOSE, returning(7, 1)], "no cart item at position 7"),
+            ([CREATE, CREATE], "already exists"),
+            ([CLOSE], "unknown session"),
+            (
+                [CREATE, event("update", customerSession={"state": "partially_returned"})],
+                "through a return",
+            ),
+            ([CREATE, CLOSE, event("reopen")], "--reopen"),
+            (
+                [CREATE, CLOSE, event("update", customerSession={"cartItems": []})],
+                "cannot set_cart_items() in state 'closed'",
+            ),
+            ([CREATE, "{not json"], "malformed JSON"),
+            ([CREATE, "[1, 2]"], "JSON object"),
+            ([CREATE, event("ship")], "$.op"),
+            ([CREATE, json.dumps({"session": "order-1", "op": "reopen"})], "$.at"),
+            (
+                [event("create", customerSession={"cartItems": [{"sku": "", "quantity": -1}]})],
+                "$.customerSession.cartItems[0]",
+            ),
+        ],
+    )
+    def test_refused_line_is_reported_with_reason(self, lines, fragment):
+        """Each refused or malformed line is reported with its number and a reason."""
+        report = Replayer().run(lines)
+        refused = report.refused[-1]
+        assert refused.line == len(lines)
+        assert fragment in refused.reason
+        assert report.applied == len(lines) - len(report.refused)
+
+    def test_refused_update_is_not_half_applied(self):
+        """An update whose close is refused keeps none of its cart changes."""
+        replayer = Replayer()
+        replayer.workflow.guard(lambda e: "no", trigger=Trigger.CLOSE)
+        update = event(
+            "update",
+            customerSession={"cartItems": [{"sku": "CAP", "quantity": 1}], "state": "closed"},
+        )
+        replayer.run([CREATE, update])
+        session = replayer.sessions["order-1"]
+        assert [line.sku for line in session.cart_items] == ["SOCK", "JKT"]
+        assert session.update_count == 1
+
+    def test_malformed_lines_never_stop_the_replay(self):
+        """Lines after a malformed one are still applied."""
+        report = Replayer().run([CREATE, "\x00garbage", "", CLOSE])
+        assert report.applied == 2
+        assert [r.line for r in report.refused] == [2]
+        assert report.lines == 4
+
+
+class TestExampleLog:
+    def test_every_line_matches_the_schema(self):
+        """Every well-formed line of the shipped example log validates against the schema."""
+        validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+        checked = 0
+        for line in EXAMPLE.read_text().splitlines():
+            try:
+                document = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            validator.validate(document)
+            checked += 1
+        assert checked > 5000
+
+    def test_example_replays_with_a_few_refusals(self):
+        """The example has thousands of sessions, every kind of event and a few illegal ones."""
+        report = Replayer().run(EXAMPLE.read_text().splitlines())
+        assert report.sessions >= 1000
+        assert set(report.states) == {s.value for s in State}
+        assert 0 < len(report.refused) < report.lines * 0.05
+        assert sum(1 for r in report.refused if "malformed" in r.reason) == 3
+
+    def test_report_as_json_is_complete(self):
+        """The JSON report counts lines, events, refusals and final states."""
+        report = Replayer().run([CREATE, CLOSE, CLOSE])
+        data = report.to_dict()
+        assert data["applied"] == 2
+        assert data["refusedCount"] == 1
+        assert data["states"] == {"closed": 1}
+        assert data["refused"][0]["line"] == 3
