@@ -366,3 +366,44 @@ class TestHistory:
         record = s.close()
         with pytest.raises(AttributeError):
             record.destination = State.OPEN  # type: ignore[misc]
+
+
+class TestAskingChangesNothing:
+    def test_why_not_rolls_back_what_a_guard_does(self):
+        """A guard that edits the session while can()/why_not() ask leaves no trace."""
+        workflow = Workflow()
+
+        def meddling(event):
+            event.session.set_coupon("SURPRISE")
+            return "no"
+
+        workflow.guard(meddling, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        before = s.snapshot()
+        assert not s.can(Trigger.CLOSE)
+        assert s.snapshot() == before
+
+    def test_async_after_commit_hook_is_refused_before_the_commit(self):
+        """An async after-commit hook on the sync face is refused before anything commits."""
+        workflow = Workflow()
+
+        async def notify(event):
+            return None
+
+        workflow.after_commit(notify)
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        assert "async" in str(info.value.__cause__)
+        assert s.state is State.OPEN
+        assert s.history == ()
+
+    def test_hook_edit_keeps_updated_from_moving_back(self):
+        """A hook's edit during a trigger is not followed by an older updated."""
+        ticks = iter(datetime(2026, 3, 2, tzinfo=UTC) + timedelta(minutes=n) for n in range(10))
+        workflow = Workflow(clock=lambda: next(ticks))
+        workflow.before(lambda event: event.session.set_coupon("X"), trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        s.close()
+        assert s.updated >= s.history[-1].timestamp
+        assert s.updated == datetime(2026, 3, 2, 0, 2, tzinfo=UTC)

@@ -30,6 +30,7 @@ from customer_session._transaction import (
     prepare,
     refused,
     rollback,
+    snapshot,
     verdict,
     why_not_before_guards,
 )
@@ -165,11 +166,16 @@ async def why_not(
     if event is None:
         return refusals
     found: list[Refusal] = []
-    for entry in entries:
-        try:
-            reason = await call_guard(entry, event)
-        except Exception as exc:
-            raise guard_failed(event, entry) from exc
-        if reason is not None:
-            found.append(Refusal(entry.name, reason))
+    # Guards should not change the session; if one does, asking must still not.
+    saved = snapshot(session)
+    try:
+        for entry in entries:
+            try:
+                reason = await call_guard(entry, event)
+            except Exception as exc:
+                raise guard_failed(event, entry) from exc
+            if reason is not None:
+                found.append(Refusal(entry.name, reason))
+    finally:
+        rollback(session, saved)
     return tuple(found)

@@ -275,11 +275,25 @@ def fire(
         # Nothing registered: no user code runs before the commit point.
         engine.run(run, trigger)
     else:
+        if plan.first_async is not None:
+            # Refuse before anything runs: an async after-commit hook found only
+            # after the commit would leave a committed transition half-reported.
+            raise _async_refused(run, plan.first_async)
         _run_hooked(run, plan, engine)
     record = finish(run)
     if plan is not None and plan.after_commit:
         _after_commit(run, plan.after_commit, record)
     return record
+
+
+def _async_refused(run: _Run, entry: Registration) -> HookFailed:
+    run.phase, run.current = entry.phase, entry
+    error = hook_failed(run, None)
+    kind = "guard" if entry.phase is Phase.GUARD else "hook"
+    error.__cause__ = WorkflowError(
+        f"{kind} {entry.name!r} is async; fire triggers through the async face"
+    )
+    return error
 
 
 def _run_hooked(run: _Run, plan: Plan, engine: Engine) -> None:
@@ -356,7 +370,10 @@ def commit(session: CustomerSession, record: TransitionRecord) -> None:
         _set(session, "cart_items", apply_returns(session.cart_items, returned))
     _set(session, "state", record.destination)
     _set(session, "history", (*session.history, record))
-    _set(session, "updated", record.timestamp)
+    # A pre-commit hook may have edited the session after the run's timestamp was
+    # taken; ``updated`` never moves back.
+    if record.timestamp > session.updated:
+        _set(session, "updated", record.timestamp)
     _set(session, "update_count", session.update_count + 1)
 
 
@@ -393,13 +410,18 @@ def why_not(
     if event is None:
         return refusals
     found: list[Refusal] = []
-    for entry in entries:
-        try:
-            reason = call_guard(entry, event)
-        except Exception as exc:
-            raise guard_failed(event, entry) from exc
-        if reason is not None:
-            found.append(Refusal(entry.name, reason))
+    # Guards should not change the session; if one does, asking must still not.
+    saved = snapshot(session)
+    try:
+        for entry in entries:
+            try:
+                reason = call_guard(entry, event)
+            except Exception as exc:
+                raise guard_failed(event, entry) from exc
+            if reason is not None:
+                found.append(Refusal(entry.name, reason))
+    finally:
+        rollback(session, saved)
     return tuple(found)
 
 

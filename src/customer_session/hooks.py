@@ -138,7 +138,16 @@ class Registration:
 class Plan:
     """The guards and hooks of one edge, per phase, resolved when registrations change."""
 
-    __slots__ = ("after", "after_commit", "before", "enter", "exit", "guards", "pre_commit")
+    __slots__ = (
+        "after",
+        "after_commit",
+        "before",
+        "enter",
+        "exit",
+        "first_async",
+        "guards",
+        "pre_commit",
+    )
 
     def __init__(
         self,
@@ -158,6 +167,8 @@ class Plan:
         self.after = after
         self.after_commit = after_commit
         self.pre_commit = bool(guards or before or exit or enter or after)
+        everything = (*guards, *before, *exit, *enter, *after, *after_commit)
+        self.first_async: Registration | None = next((e for e in everything if e.is_async), None)
 
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
