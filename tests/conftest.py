@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("fast", max_examples=60, deadline=None)
 settings.register_profile(
     "ci",
-    max_examples=400,
+    max_examples=200,
+    stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     print_blob=True,
