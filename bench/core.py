@@ -83,6 +83,19 @@ class FloorSession:
         self.update_count += 1
 
 
+# The floor's fields made read-only the way CustomerSession makes them (attrs
+# on_setattr), to show what protection alone costs at creation.
+ProtectedFloor = attrs.make_class(
+    "ProtectedFloor",
+    {
+        a.name: attrs.field() if a.default is attrs.NOTHING else attrs.field(default=a.default)
+        for a in attrs.fields(FloorSession)
+    },
+    kw_only=True,
+    on_setattr=attrs.setters.frozen,
+)
+
+
 # -- transitions the common way -------------------------------------------------
 class PerInstanceModel:
     """One Machine(model=self) per session, as the transitions docs show."""
@@ -142,6 +155,10 @@ def floor_create() -> FloorSession:
     return FloorSession(integration_id="order-42", cart_items=(ITEM,))
 
 
+def protected_create() -> Any:
+    return ProtectedFloor(integration_id="order-42", cart_items=(ITEM,))
+
+
 def floor_life(s: FloorSession) -> None:
     s.fire("close")
     s.fire("return_items")
@@ -169,6 +186,7 @@ def psm_life(m: Any) -> None:
 CONTENDERS: dict[str, tuple[Callable[[], Any], Callable[[Any], None]]] = {
     "customer-session": (ours_create, ours_life),
     "floor (plain attrs)": (floor_create, floor_life),
+    "floor, fields protected (on_setattr)": (protected_create, lambda _s: None),
     "transitions, Machine per session": (PerInstanceModel, per_instance_life),
     "transitions, stock trigger, shared": (SharedModel, shared_life),
     "python-statemachine 3.x": (PSMSession, psm_life),
@@ -242,7 +260,9 @@ def main() -> None:
     per_instance = results["transitions, Machine per session"]
     psm = results["python-statemachine 3.x"]
     print("\nratios (target in brackets)")
+    protected = results["floor, fields protected (on_setattr)"]
     print(f"  creation vs plain attrs:              {ours[0] / floor[0]:6.2f}x  [<= 1.5x]")
+    print(f"  creation vs protected attrs:          {ours[0] / protected[0]:6.2f}x")
     print(f"  lifecycle vs floor:                   {ours[1] / floor[1]:6.2f}x  [<= 3x]")
     print(f"  stock transitions trigger vs ours:    {stock[1] / ours[1]:6.2f}x  [>= 3x faster]")
     print(f"  Machine per session vs ours (create): {per_instance[0] / ours[0]:6.1f}x")
