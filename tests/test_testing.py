@@ -1,0 +1,90 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from customer_session import (
+    CUSTOMER_SESSION,
+    REOPENABLE_SESSION,
+    CartItem,
+    ReopenableCustomerSession,
+    State,
+    ValidationError,
+)
+from customer_session.testing import (
+    cart_items,
+    carts,
+    returned_items,
+    sessions,
+    trigger_sequences,
+    triggers,
+    wire_documents,
+)
+from customer_session.wire import from_dict
+
+
+class TestStrategies:
+    @pytest.mark.parametrize("state", list(State))
+    def test_sessions_only_yield_the_asked_state(self, state):
+        """sessions(state=s) only yields sessions in s, with a history that leads there."""
+
+        @given(sessions(state=state))
+        def check(session):
+            assert session.state is state
+            if session.history:
+                assert session.history[-1].destination is state
+
+        check()
+
+    @given(sessions(session_class=ReopenableCustomerSession))
+    def test_sessions_of_another_class(self, session):
+        """sessions() builds instances of the class it is given."""
+        assert isinstance(session, ReopenableCustomerSession)
+
+    @given(cart_items())
+    def test_cart_items_are_valid(self, item):
+        """cart_items() yields valid items within the limits."""
+        assert isinstance(item, CartItem)
+        assert item.problems() == []
+
+    @given(carts(min_size=1, max_size=3))
+    def test_carts_respect_their_size(self, cart):
+        """carts() yields tuples of the requested size."""
+        assert 1 <= len(cart) <= 3
+
+    @given(st.data())
+    def test_returned_items_are_accepted(self, data):
+        """returned_items(session) yields returns the session accepts."""
+        session = data.draw(sessions(state=State.CLOSED))
+        items = data.draw(returned_items(session))
+        session.return_items(items)
+        assert session.state is State.PARTIALLY_RETURNED
+
+    @pytest.mark.parametrize("spec", [CUSTOMER_SESSION, REOPENABLE_SESSION])
+    def test_legal_sequences_follow_the_table(self, spec):
+        """trigger_sequences(legal_only=True) only fires what the table allows."""
+
+        @given(trigger_sequences(legal_only=True, specification=spec))
+        def check(sequence):
+            state = State.OPEN
+            for trigger in sequence:
+                target = spec.target(state, trigger)
+                assert target is not None
+                state = target
+
+        check()
+
+    @given(triggers())
+    def test_triggers_belong_to_the_table(self, trigger):
+        """triggers() draws from the table's triggers."""
+        assert trigger in CUSTOMER_SESSION.triggers
+
+    @given(wire_documents(valid=True))
+    def test_valid_documents_load(self, document):
+        """wire_documents(valid=True) yields documents from_dict accepts."""
+        from_dict(document)
+
+    @given(wire_documents(valid=False))
+    def test_invalid_documents_are_refused(self, document):
+        """wire_documents(valid=False) yields documents from_dict refuses."""
+        with pytest.raises(ValidationError):
+            from_dict(document)
