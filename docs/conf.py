@@ -65,13 +65,19 @@ html_title = f"customer-session {release}"
 
 # Public names that must each be documented once in the API reference, and the
 # modules under which the reference may document them.
-_PUBLIC_MODULES = ("customer_session", "customer_session.testing", "customer_session.aio")
+_PUBLIC_MODULES = (
+    "customer_session",
+    "customer_session.testing",
+    "customer_session.aio",
+    "customer_session.store",
+)
 _DOCUMENTED_UNDER = (
     "customer_session",
     "customer_session.hooks",
     "customer_session.exceptions",
     "customer_session.testing",
     "customer_session.aio",
+    "customer_session.store",
 )
 
 _logger = logging.getLogger(__name__)

@@ -22,4 +22,16 @@ if ! command -v dot >/dev/null 2>&1; then
     fi
 fi
 
+# The store tests start a real PostgreSQL server (as the `postgres` user, since
+# initdb refuses root); install Debian's server when its binaries are missing.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing postgresql (initdb is missing)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "warning: PostgreSQL server binaries are missing; store tests will skip (or fail under CI)" >&2
+    fi
+fi
+
 exec .venv/bin/python -m pytest "$@"

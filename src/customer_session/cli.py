@@ -12,6 +12,7 @@ a non-zero exit status, never a traceback. Exit statuses:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("log", type=Path, metavar="EVENTS.jsonl")
     run.add_argument("--reopen", action="store_true", help="allow reopen events")
     run.add_argument("--json", action="store_true", help="print a machine-readable report")
+    run.add_argument(
+        "--db",
+        metavar="PATH_OR_URL",
+        help="apply the log to a session store (an SQLite file, or a postgresql:// URL); "
+        "resumable: lines an earlier run applied are skipped",
+    )
     run.add_argument(
         "--max-refusals",
         type=int,
@@ -145,8 +152,10 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise _UsageError(f"{args.log}: permission denied") from None
     except OSError as error:
         raise _UsageError(f"{args.log}: cannot read ({error.strerror})") from None
-    replayer = replay.Replayer(session_class=_session_class(args.reopen))
-    with handle:
+    replayer = _replayer(args)
+    with handle, contextlib.ExitStack() as cleanup:
+        if isinstance(replayer, contextlib.AbstractContextManager):
+            cleanup.enter_context(replayer)  # a store replay closes its store
         lines = replay.with_progress(handle, total_bytes=_size(args.log), stream=err)
         try:
             report = replayer.run(lines)
@@ -158,6 +167,15 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         out.write(report.to_text(max_refusals=args.max_refusals))
     return EXIT_INVALID if report.refused else EXIT_OK
+
+
+def _replayer(args: argparse.Namespace) -> replay.Replayer:
+    session_class = _session_class(args.reopen)
+    if args.db is None:
+        return replay.Replayer(session_class=session_class)
+    from customer_session.store import StoreReplayer  # noqa: PLC0415 - only --db needs it
+
+    return StoreReplayer(args.db, session_class=session_class)
 
 
 def _size(path: Path) -> int | None:

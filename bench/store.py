@@ -1,0 +1,237 @@
+"""Committed transitions per second of the session stores, against bare-UPDATE floors.
+
+For SQLite (a file in WAL mode, ``synchronous=FULL``) and PostgreSQL (a server this
+script starts, with its default durable settings), with 1 and 8 worker processes:
+
+- *store*: transitions committed per second through ``store.update`` (load the
+  session, fire the trigger, compare-and-set the row, append the journal entry);
+- *floor*: a bare ``UPDATE ... SET state = ?, version = version + 1 WHERE id = ?
+  AND version = ?`` loop on a three-column table of the same database, through the
+  plain driver in autocommit mode (the least a store that compares versions does);
+- *row floor*: the same bare compare-and-set, also writing what a store row holds
+  (the session's JSON document and its ``updated`` time) to a table shaped like
+  the store's (same columns, same indexes): the cost of persisting the session
+  itself is then in the floor, and the ratio is the library's own overhead
+  (loading, running the trigger, and the journal entry of the same transaction);
+- the ratios store time / floor time (the target is at most 1.5).
+
+Each worker owns its sessions (no conflicts) and takes each through close ->
+return_items -> cancel. Rounds are repeated and the median rate reported, since
+the machine is shared and noisy.
+
+Run: ``python bench/store.py [--sessions N] [--rounds N] [--only sqlite|postgres]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sqlite3
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from customer_session import CartItem, CustomerSession, ReturnedItem, wire
+from customer_session.store import open_store
+from customer_session.store._pgserver import PostgresUnavailable, TemporaryPostgres
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from multiprocessing.synchronize import Barrier
+
+ITEMS = (CartItem(sku="SOCK-42", quantity=2, price=7.5), CartItem(sku="JKT", quantity=1, price=99))
+RETURN = (ReturnedItem(position=0, quantity=1),)
+STATES = ("closed", "partially_returned", "cancelled")  # one per transition
+WORKERS = (1, 8)
+
+
+def session_ids(worker: int, sessions: int) -> list[str]:
+    return [f"w{worker}-order-{n}" for n in range(sessions)]
+
+
+# -- the store ---------------------------------------------------------------------
+
+
+def setup_store(database: str, workers: int, sessions: int) -> None:
+    with open_store(database) as store:
+        for worker in range(workers):
+            for integration_id in session_ids(worker, sessions):
+                store.create(CustomerSession(integration_id=integration_id, cart_items=ITEMS))
+
+
+def store_worker(
+    database: str, worker: int, sessions: int, barrier: Barrier
+) -> tuple[float, float]:
+    ids = session_ids(worker, sessions)
+    with open_store(database) as store:
+        store.exists(ids[0])  # connect and check the schema before the clock starts
+        barrier.wait()
+        start = time.monotonic()
+        for integration_id in ids:
+            store.update(integration_id, lambda s: s.close())
+            store.update(integration_id, lambda s: s.return_items(RETURN))
+            store.update(integration_id, lambda s: s.cancel())
+        return start, time.monotonic()
+
+
+# -- the floors --------------------------------------------------------------------
+
+
+class Floor:
+    """Bare statements through the plain driver, autocommit, the store's settings."""
+
+    def __init__(self, database: str) -> None:
+        if database.startswith("postgresql://"):
+            import psycopg  # noqa: PLC0415 - optional dependency
+
+            self.connection: Any = psycopg.connect(database, autocommit=True)
+            self.mark = "%s"
+        else:
+            self.connection = sqlite3.connect(database, isolation_level=None, timeout=30)
+            self.connection.execute("PRAGMA journal_mode = WAL")
+            self.connection.execute("PRAGMA synchronous = FULL")
+            self.mark = "?"
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.connection.execute(sql.replace("?", self.mark), params)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def document_text() -> str:
+    """A document as large as the store writes for these sessions."""
+    session = CustomerSession(integration_id="w0-order-0", cart_items=ITEMS)
+    session.close()
+    session.return_items(RETURN)
+    return wire.to_json(session, include_history=True)
+
+
+def setup_floors(database: str, workers: int, sessions: int) -> None:
+    floor = Floor(database)
+    for statement in (
+        "CREATE TABLE bench_floor (id text PRIMARY KEY, version integer, state text)",
+        (
+            "CREATE TABLE bench_rows (id text PRIMARY KEY, state text, version integer,"
+            " updated text, document text)"
+        ),
+        "CREATE INDEX bench_rows_state ON bench_rows (state)",
+        "CREATE INDEX bench_rows_updated ON bench_rows (updated)",
+    ):
+        floor.execute(statement)
+    document = document_text()
+    now = datetime.now(UTC).isoformat()
+    for worker in range(workers):
+        for integration_id in session_ids(worker, sessions):
+            floor.execute("INSERT INTO bench_floor VALUES (?, 1, 'open')", (integration_id,))
+            floor.execute(
+                "INSERT INTO bench_rows VALUES (?, 'open', 1, ?, ?)",
+                (integration_id, now, document),
+            )
+    floor.close()
+
+
+def floor_worker(
+    database: str, worker: int, sessions: int, barrier: Barrier
+) -> tuple[float, float]:
+    floor = Floor(database)
+    update = "UPDATE bench_floor SET state = ?, version = version + 1 WHERE id = ? AND version = ?"
+    barrier.wait()
+    start = time.monotonic()
+    for integration_id in session_ids(worker, sessions):
+        for version, state in enumerate(STATES, start=1):
+            assert floor.execute(update, (state, integration_id, version)).rowcount == 1
+    end = time.monotonic()
+    floor.close()
+    return start, end
+
+
+def row_floor_worker(
+    database: str, worker: int, sessions: int, barrier: Barrier
+) -> tuple[float, float]:
+    floor = Floor(database)
+    document = document_text()
+    update = (
+        "UPDATE bench_rows SET state = ?, version = version + 1, updated = ?, document = ?"
+        " WHERE id = ? AND version = ?"
+    )
+    barrier.wait()
+    start = time.monotonic()
+    for integration_id in session_ids(worker, sessions):
+        for version, state in enumerate(STATES, start=1):
+            row = (state, datetime.now(UTC).isoformat(), document, integration_id, version)
+            assert floor.execute(update, row).rowcount == 1
+    end = time.monotonic()
+    floor.close()
+    return start, end
+
+
+# -- running -----------------------------------------------------------------------
+
+
+def rate(worker: Callable[..., tuple[float, float]], database: str, workers: int, n: int) -> float:
+    """Committed transitions per second over all workers (first start to last end)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(workers) as pool:
+        barrier = manager.Barrier(workers)
+        spans = pool.starmap(worker, [(database, w, n, barrier) for w in range(workers)])
+    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+    return workers * n * len(STATES) / elapsed
+
+
+def measure(name: str, fresh: Callable[[], str], sessions: int, rounds: int) -> None:
+    for workers in WORKERS:
+        rates: dict[str, list[float]] = {"store": [], "floor": [], "rows": []}
+        for _ in range(rounds):
+            database = fresh()
+            setup_store(database, workers, sessions)
+            setup_floors(database, workers, sessions)
+            rates["floor"].append(rate(floor_worker, database, workers, sessions))
+            rates["rows"].append(rate(row_floor_worker, database, workers, sessions))
+            rates["store"].append(rate(store_worker, database, workers, sessions))
+        store, floor, rows = (statistics.median(rates[k]) for k in ("store", "floor", "rows"))
+        print(
+            f"{name:<26} {workers} worker(s): store {store:>6,.0f}/s | "
+            f"floor {floor:>6,.0f}/s ({floor / store:4.2f}x) | "
+            f"row floor {rows:>6,.0f}/s ({rows / store:4.2f}x)",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=100, help="sessions per worker")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (the median is shown)")
+    parser.add_argument("--only", choices=("sqlite", "postgres"))
+    args = parser.parse_args()
+    print(
+        f"committed transitions per second, median of {args.rounds} rounds; "
+        f"{args.sessions} sessions per worker, {len(STATES)} transitions each; "
+        "(store time / floor time, target <= 1.5x)"
+    )
+    if args.only != "postgres":
+        with tempfile.TemporaryDirectory() as directory:
+            counter = iter(range(1_000_000))
+            measure(
+                "SQLite (file, WAL, FULL)",
+                lambda: str(Path(directory) / f"bench-{next(counter)}.db"),
+                args.sessions,
+                args.rounds,
+            )
+    if args.only != "sqlite":
+        try:
+            server = TemporaryPostgres(durable=True).start()
+        except PostgresUnavailable as exc:
+            print(f"PostgreSQL skipped: {exc}")
+            return
+        try:
+            measure("PostgreSQL (durable)", server.fresh_schema, args.sessions, args.rounds)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

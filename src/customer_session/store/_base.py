@@ -1,0 +1,607 @@
+"""What every backend shares: loading, optimistic commits, retries, journal, outbox.
+
+A backend (:mod:`._sqlite`, :mod:`._postgres`) supplies a handful of database
+steps (fetch a row, insert, compare-and-set, read the journal and the outbox);
+everything that decides *what* to write and *when* is here, so both backends
+follow one set of rules and pass one contract test suite.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Self, TypeVar
+
+import attrs
+
+from customer_session._spec import State, Trigger
+from customer_session.exceptions import (
+    ConcurrentUpdate,
+    StoreError,
+    UnknownTrigger,
+    WorkflowError,
+)
+from customer_session.model import CustomerSession
+from customer_session.store import _changes
+from customer_session.store._deferral import Shadow, deferring, run_queued
+from customer_session.store._documents import load_session, subject
+from customer_session.store._journal import JournalEntry, entry_from_row
+from customer_session.store._outbox import DurableEffect, Effect, effect_from_row
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+    from types import TracebackType
+
+    from customer_session.hooks import Workflow
+    from customer_session.store._changes import Change
+    from customer_session.store._outbox import EffectHandler
+
+_S = TypeVar("_S", bound=CustomerSession)
+_T = TypeVar("_T")
+
+DEFAULT_RETRIES: Final = 8
+"""How many times ``update`` re-runs a change that lost a race, by default."""
+
+_CACHE_SIZE: Final = 4096
+_DELIVERY_BATCH: Final = 100
+
+
+class _Conflict(Exception):
+    """The row changed since it was loaded; the attempt did not commit."""
+
+
+class _Stale(Exception):
+    """The cached copy an attempt started from was out of date; nothing was written."""
+
+
+@attrs.frozen
+class _Cached:
+    """A document already parsed and restored once: valid while the stored text is equal."""
+
+    text: str
+    data: dict[str, Any]
+    fields: dict[str, Any]
+    version: int
+
+
+@attrs.frozen
+class _Loaded(Generic[_S]):
+    """A session as one attempt loaded it."""
+
+    session: _S
+    version: int
+    data: dict[str, Any]
+
+
+class BaseStore(ABC, Generic[_S]):
+    """The backend-independent part of a session store (see ``SessionStore``).
+
+    Args:
+        session_class: The class sessions are loaded into.
+        workflow: The workflow whose guards and hooks apply to loaded sessions.
+        retries: How many times :meth:`update` re-runs a change that lost a race.
+    """
+
+    dialect: ClassVar[str]
+    """The SQL dialect of the backend (its migrations are looked up by it)."""
+    _trust_cache: ClassVar[bool] = False
+    """Whether :meth:`update` starts from a cached copy without reading the row.
+
+    Worth it where a read is a round trip to a server; see :meth:`_attempt`.
+    """
+
+    def __init__(
+        self,
+        *,
+        session_class: type[_S],
+        workflow: Workflow | None,
+        retries: int,
+    ) -> None:
+        """Check the arguments; the database is touched only on first use."""
+        if not (isinstance(session_class, type) and issubclass(session_class, CustomerSession)):
+            raise WorkflowError(
+                f"session_class must be a CustomerSession class, got {session_class!r}"
+            )
+        chosen = session_class.default_workflow if workflow is None else workflow
+        if chosen.specification != session_class.specification:
+            raise WorkflowError(
+                f"{session_class.__name__} follows {session_class.specification.name!r}; "
+                f"{chosen!r} drives another specification"
+            )
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        self._session_class = session_class
+        self._shadow = Shadow(chosen)
+        self._retries = retries
+        self._effects: tuple[DurableEffect, ...] = ()
+        self._effects_lock = threading.Lock()
+        self._schema_lock = threading.Lock()
+        self._schema_ready = threading.Event()
+        self._cache: dict[str, _Cached] = {}
+
+    # -- configuration ---------------------------------------------------------------
+
+    @property
+    def session_class(self) -> type[_S]:
+        """The class sessions are loaded into."""
+        return self._session_class
+
+    @property
+    def workflow(self) -> Workflow:
+        """The workflow whose guards and hooks apply to the sessions this store loads."""
+        return self._shadow.workflow
+
+    @property
+    def retries(self) -> int:
+        """How many times :meth:`update` re-runs a change that lost a race, by default."""
+        return self._retries
+
+    @property
+    def effects(self) -> tuple[DurableEffect, ...]:
+        """The durable effects registered on this store object, in registration order."""
+        return self._effects
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def create(self, session: _S, *, key: str | None = None, operation: str | None = None) -> None:
+        """Store a new session (row version 1) with its first journal entry.
+
+        Durable effects registered for transitions already in ``session.history``
+        are written too. The session object stays the caller's: later changes go
+        through :meth:`transaction` or :meth:`update`.
+
+        Args:
+            session: The session, in any state.
+            key: An idempotency key recorded in the same database transaction.
+            operation: The journal entry's label (default ``create``).
+
+        Raises:
+            StoreError: The session is already stored, or ``key`` was already used.
+            WorkflowError: The session follows another table than the store's class.
+        """
+        if session.specification != self._session_class.specification:
+            raise WorkflowError(
+                f"a store of {self._session_class.__name__} cannot hold a "
+                f"{type(session).__name__} (it follows another transition table)"
+            )
+        integration_id = session.integration_id
+        self._ready(integration_id)
+        change = _changes.created(session, self._effects, key=key, operation=operation)
+        if not self._insert(change):
+            raise StoreError(f"session {integration_id!r} is already stored", integration_id)
+        self._remember(change, session, 1)
+
+    def get(self, integration_id: str) -> _S:
+        """The stored session, bound to :attr:`workflow`.
+
+        Changing the returned object changes nothing in the store; use
+        :meth:`transaction` or :meth:`update` for that.
+
+        Raises:
+            StoreError: No such session, or its stored document is corrupt.
+        """
+        return self._load(integration_id, self.workflow).session
+
+    def exists(self, integration_id: str) -> bool:
+        """Whether a session with this integration id is stored."""
+        self._ready(integration_id)
+        return self._exists(integration_id)
+
+    def counts(self) -> dict[State, int]:
+        """How many sessions are stored in each state (states with none are left out)."""
+        self._ready(None)
+        return {State(state): count for state, count in self._counts()}
+
+    @contextmanager
+    def transaction(
+        self, integration_id: str, *, key: str | None = None, operation: str | None = None
+    ) -> Iterator[_S]:
+        """Load a session, let the block change it, and commit the change atomically.
+
+        One attempt, no re-run (a ``with`` block cannot run its body twice): if
+        another writer committed a change to the session after it was loaded,
+        nothing is written, the session object is rolled back, and
+        :class:`~customer_session.exceptions.ConcurrentUpdate` is raised. Use
+        :meth:`update` to re-run the change on the fresh state instead.
+
+        The block runs inside ``session.atomic()``: if it raises, the session is
+        put back and nothing is written. Its changes (transitions and edits) are
+        written with one compare-and-set of the row version, one journal entry and
+        the outbox rows of the durable effects, all in one database transaction.
+        After-commit hooks of triggers fired in the block run after the database
+        commit, and not at all when it does not happen. A block that changes
+        nothing writes nothing.
+
+        Args:
+            integration_id: The session to change.
+            key: An idempotency key recorded in the same database transaction; a
+                key already recorded makes the commit fail with ``StoreError``.
+            operation: The journal entry's label (default: the triggers fired,
+                or ``edit``).
+
+        Yields:
+            The session, bound to the store's copy of :attr:`workflow`.
+
+        Raises:
+            ConcurrentUpdate: The session changed since it was loaded.
+            StoreError: No such session, a corrupt row, or ``key`` already used.
+            AfterCommitHookFailed: Committed, but after-commit hooks raised.
+        """
+        try:
+            with self._attempt(integration_id, key, operation) as session:
+                yield session
+        except _Conflict:
+            raise ConcurrentUpdate(integration_id, 1) from None
+
+    def update(
+        self,
+        integration_id: str,
+        change: Callable[[_S], _T],
+        *,
+        retries: int | None = None,
+        key: str | None = None,
+        operation: str | None = None,
+    ) -> _T:
+        """Apply ``change`` to a session and commit it, re-running it if it lost a race.
+
+        ``change(session)`` runs as the body of :meth:`transaction`. When another
+        writer committed first, the session is loaded afresh and ``change`` runs
+        again on it (after a short random pause), up to ``retries`` more times. A
+        trigger that became illegal on the fresh state raises
+        :class:`~customer_session.exceptions.IllegalTransition` as usual, and an
+        exception from ``change`` is never retried. No update is ever lost.
+
+        Where reading a row costs a round trip (PostgreSQL), an attempt may start
+        from the session as this store object last read or wrote it; if that copy
+        was out of date, nothing is written and the attempt is repeated on the
+        stored row, without counting as a retry.
+
+        Args:
+            integration_id: The session to change.
+            change: Called with the session; may fire triggers and edit it.
+            retries: Re-runs after the first attempt (default: :attr:`retries`).
+            key: An idempotency key, as for :meth:`transaction`.
+            operation: The journal entry's label, as for :meth:`transaction`.
+
+        Returns:
+            What ``change`` returned on the attempt that committed.
+
+        Raises:
+            ConcurrentUpdate: Every attempt lost a race.
+            StoreError: No such session, a corrupt row, or ``key`` already used.
+        """
+        attempts = 1 + (self._retries if retries is None else retries)
+        attempt = 0
+        optimistic = self._trust_cache
+        while True:
+            try:
+                with self._attempt(integration_id, key, operation, optimistic) as session:
+                    result = change(session)
+            except _Stale:
+                optimistic = False  # not a lost race: the next attempt reads the row
+                continue
+            except _Conflict:
+                attempt += 1
+                if attempt >= attempts:
+                    raise ConcurrentUpdate(integration_id, attempts) from None
+                _pause(attempt)
+                continue
+            return result
+
+    @contextmanager
+    def _attempt(
+        self,
+        integration_id: str,
+        key: str | None,
+        operation: str | None,
+        optimistic: bool = False,
+    ) -> Iterator[_S]:
+        """One attempt: load, let the caller change the session, commit.
+
+        With ``optimistic``, a session cached by this store object is used without
+        reading the row (it saves a round trip to a server). The compare-and-set
+        still decides; when the copy was out of date, nothing is written and
+        ``_Stale`` asks for another attempt, also when the body raised or changed
+        nothing, since that may have been decided on old data.
+        """
+        workflow = self._shadow.get()
+        loaded = self._cached(integration_id, workflow) if optimistic else None
+        if loaded is None:
+            optimistic = False
+            loaded = self._load(integration_id, workflow)
+        session = loaded.session
+        with deferring() as queue, session.atomic():
+            try:
+                yield session
+            except Exception:
+                if optimistic and not self._current(integration_id, loaded.version):
+                    raise _Stale from None
+                raise
+            change = _changes.changed(
+                loaded.data, session, self._effects, key=key, operation=operation
+            )
+            if change is not None:
+                if not self._update(change, loaded.version):
+                    raise _Stale if optimistic else _Conflict
+                self._remember(change, session, loaded.version + 1)
+            else:
+                if optimistic and not self._current(integration_id, loaded.version):
+                    raise _Stale
+                if key is not None:
+                    self._record_key_or_fail(key, integration_id)
+        run_queued(queue)
+
+    # -- the journal ---------------------------------------------------------------------
+
+    def history(self, integration_id: str) -> tuple[JournalEntry, ...]:
+        """The session's journal: every committed change, oldest first.
+
+        Raises:
+            StoreError: A journal row is corrupt.
+        """
+        self._ready(integration_id)
+        return tuple(entry_from_row(row) for row in self._journal_rows(integration_id))
+
+    # -- idempotency keys ----------------------------------------------------------------
+
+    def processed(self, key: str) -> bool:
+        """Whether a change (or :meth:`mark_processed`) already recorded ``key``."""
+        self._ready(None)
+        return self._has_key(key)
+
+    def mark_processed(self, key: str, *, integration_id: str | None = None) -> bool:
+        """Record ``key`` without a change (e.g. for an event that was refused).
+
+        Returns:
+            ``True`` if it was recorded now, ``False`` if it already was.
+        """
+        self._ready(integration_id)
+        return self._record_key(key, integration_id)
+
+    # -- durable effects -------------------------------------------------------------------
+
+    def on_commit(self, name: str, *, trigger: Trigger | str | None = None) -> DurableEffect:
+        """Register a durable effect: an outbox row for each matching transition.
+
+        From now on, every commit through this store object that adds a transition
+        fired by ``trigger`` (any trigger when ``None``) also writes an outbox row
+        named ``name``, in the same database transaction. Register the same
+        effects in every process that writes, e.g. right after opening the store.
+
+        Args:
+            name: The effect's name; stored in each row, so keep it stable.
+            trigger: The trigger it is written for; ``None`` for every transition.
+
+        Returns:
+            The registration; its ``remove()`` stops writing the effect.
+
+        Raises:
+            WorkflowError: ``name`` is empty or already registered.
+            UnknownTrigger: ``trigger`` is not a trigger of the store's table.
+        """
+        if not isinstance(name, str) or not name:
+            raise WorkflowError(f"a durable effect needs a non-empty name, got {name!r}")
+        checked = None if trigger is None else self._trigger(trigger)
+        effect = DurableEffect(name, checked, remove=self._remove_effect)
+        with self._effects_lock:
+            if any(e.name == name for e in self._effects):
+                raise WorkflowError(f"a durable effect named {name!r} is already registered")
+            self._effects = (*self._effects, effect)
+        return effect
+
+    def _remove_effect(self, effect: DurableEffect) -> None:
+        with self._effects_lock:
+            self._effects = tuple(e for e in self._effects if e is not effect)
+
+    def _trigger(self, trigger: Trigger | str) -> Trigger:
+        triggers = self._session_class.specification.triggers
+        try:
+            known = Trigger(trigger)
+        except ValueError:
+            raise UnknownTrigger(trigger, triggers) from None
+        if known not in triggers:
+            raise UnknownTrigger(trigger, triggers)
+        return known
+
+    def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
+        """The outbox rows not delivered yet, in delivery order."""
+        self._ready(None)
+        return tuple(effect_from_row(row) for row in self._pending_rows(limit))
+
+    def deliver(self, handler: EffectHandler, *, limit: int | None = None) -> int:
+        """Hand each pending outbox row to ``handler``, in commit order; return how many.
+
+        A row is marked delivered only after ``handler`` returned, so every row
+        reaches the handler at least once, even across crashes (a row handed over
+        just before a crash is handed over again). Rows are delivered in outbox
+        order, which is commit order for each session. If ``handler`` raises, the
+        row stays pending with its failure counted, delivery stops (so later rows
+        of the session are not delivered before it), and the exception propagates.
+
+        Deliveries through one store object run one at a time; on PostgreSQL an
+        advisory lock also serializes deliverers in other processes.
+
+        Args:
+            handler: Called with each :class:`Effect`.
+            limit: Deliver at most this many rows (default: until none is pending).
+
+        Returns:
+            The number of rows delivered.
+        """
+        self._ready(None)
+        delivered = 0
+        with self._delivery_lock():
+            while limit is None or delivered < limit:
+                batch = (
+                    _DELIVERY_BATCH if limit is None else min(_DELIVERY_BATCH, limit - delivered)
+                )
+                rows = self._pending_rows(batch)
+                if not rows:
+                    break
+                for row in rows:
+                    effect = effect_from_row(row)
+                    try:
+                        handler(effect)
+                    except Exception as exc:
+                        self._mark_failed(effect.sequence, f"{type(exc).__name__}: {exc}")
+                        raise
+                    self._mark_delivered(effect.sequence)
+                    delivered += 1
+        return delivered
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every database connection this store opened."""
+
+    def __enter__(self) -> Self:
+        """Return the store itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        self.close()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _ready(self, integration_id: str | None) -> None:
+        """Create or migrate the schema on first use; refuse an unknown version."""
+        if self._schema_ready.is_set():
+            return
+        with self._schema_lock:
+            if self._schema_ready.is_set():
+                return
+            self._migrate(integration_id)
+            self._schema_ready.set()
+
+    def _load(self, integration_id: str, workflow: Workflow) -> _Loaded[_S]:
+        self._ready(integration_id)
+        row = self._fetch(integration_id)
+        if row is None:
+            raise StoreError(f"session {integration_id!r} is not in the store", integration_id)
+        version, text = row
+        cached = self._cache.get(integration_id)
+        if cached is not None and cached.text == text:
+            # Restoring from the fields skips parsing and validating the JSON again.
+            session = self._session_class.restore(workflow=workflow, **cached.fields)
+            return _Loaded(session, version, cached.data)
+        data, session = load_session(
+            text, integration_id, session_class=self._session_class, workflow=workflow
+        )
+        self._cache_put(integration_id, _Cached(text, data, _fields(session), version))
+        return _Loaded(session, version, data)
+
+    def _cached(self, integration_id: str, workflow: Workflow) -> _Loaded[_S] | None:
+        """The session as this store object last read or wrote it, without reading the row."""
+        cached = self._cache.get(integration_id)
+        if cached is None:
+            return None
+        session = self._session_class.restore(workflow=workflow, **cached.fields)
+        return _Loaded(session, cached.version, cached.data)
+
+    def _current(self, integration_id: str, version: int) -> bool:
+        """Whether the row is still at ``version``."""
+        row = self._fetch(integration_id)
+        return row is not None and row[0] == version
+
+    def _remember(self, change: Change, session: CustomerSession, version: int) -> None:
+        """Cache what was just written, so the next load of the session is cheap."""
+        self._cache_put(
+            change.integration_id,
+            _Cached(change.document, change.data, _fields(session), version),
+        )
+
+    def _cache_put(self, integration_id: str, cached: _Cached) -> None:
+        cache = self._cache
+        cache.pop(integration_id, None)
+        cache[integration_id] = cached
+        if len(cache) > _CACHE_SIZE:
+            # Another thread may evict the same entry first; the cache is only a shortcut.
+            with suppress(KeyError, StopIteration, RuntimeError):
+                del cache[next(iter(cache))]
+
+    def _record_key_or_fail(self, key: str, integration_id: str) -> None:
+        if not self._record_key(key, integration_id):
+            raise StoreError(already_processed(key, integration_id), integration_id)
+
+    # -- what a backend provides ---------------------------------------------------------
+
+    @abstractmethod
+    def _migrate(self, integration_id: str | None) -> None:
+        """Create or migrate the schema; raise ``StoreError`` for an unknown version.
+
+        ``integration_id`` is the session the caller is about to use (for messages).
+        """
+
+    @abstractmethod
+    def _fetch(self, integration_id: str) -> tuple[int, str] | None:
+        """The row's version and document, or ``None``."""
+
+    @abstractmethod
+    def _exists(self, integration_id: str) -> bool:
+        """Whether the row exists."""
+
+    @abstractmethod
+    def _insert(self, change: Change) -> bool:
+        """Write a new row (version 1) with its journal, outbox and key; ``False`` if it exists."""
+
+    @abstractmethod
+    def _update(self, change: Change, expected: int) -> bool:
+        """Compare-and-set the row from version ``expected``; ``False`` if it moved on."""
+
+    @abstractmethod
+    def _record_key(self, key: str, integration_id: str | None) -> bool:
+        """Record ``key`` alone; ``False`` if it already was."""
+
+    @abstractmethod
+    def _has_key(self, key: str) -> bool:
+        """Whether ``key`` is recorded."""
+
+    @abstractmethod
+    def _counts(self) -> Sequence[tuple[str, int]]:
+        """Rows per state."""
+
+    @abstractmethod
+    def _journal_rows(self, integration_id: str) -> Sequence[Sequence[Any]]:
+        """Journal rows of a session by version (columns as ``entry_from_row`` reads them)."""
+
+    @abstractmethod
+    def _pending_rows(self, limit: int | None) -> Sequence[Sequence[Any]]:
+        """Undelivered outbox rows by sequence (columns as ``effect_from_row`` reads them)."""
+
+    @abstractmethod
+    def _mark_delivered(self, sequence: int) -> None:
+        """Mark an outbox row delivered."""
+
+    @abstractmethod
+    def _mark_failed(self, sequence: int, error: str) -> None:
+        """Count a failed delivery of an outbox row."""
+
+    @abstractmethod
+    def _delivery_lock(self) -> AbstractContextManager[None]:
+        """Serialize deliverers."""
+
+
+def already_processed(key: str, integration_id: str | None) -> str:
+    """The message for a change whose idempotency key was already recorded."""
+    return f"{subject(integration_id)}: idempotency key {key!r} was already processed"
+
+
+def _fields(session: CustomerSession) -> dict[str, Any]:
+    fields = session.snapshot()
+    del fields["workflow"]
+    return fields
+
+
+def _pause(attempt: int) -> None:
+    """A random pause before a re-run, growing with the attempts, so racers spread out."""
+    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311 - jitter, not cryptography

@@ -1,0 +1,152 @@
+"""JSON in and out of the database: session documents, history records, frozen copies.
+
+Sessions are stored as their v1 wire document with history (``wire.to_dict(...,
+include_history=True)``) and loaded back through ``wire.from_dict``, the
+validating restore path. Anything stored that does not load is reported as a
+:class:`~customer_session.exceptions.StoreError` naming the session, never as a
+crash in the caller.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from immutabledict import immutabledict
+
+from customer_session import wire
+from customer_session._cart import ReturnedItem
+from customer_session._records import TransitionRecord
+from customer_session._spec import State, Trigger
+from customer_session.exceptions import CustomerSessionError, StoreError
+
+if TYPE_CHECKING:
+    from customer_session.hooks import Workflow
+    from customer_session.model import CustomerSession
+
+_S = TypeVar("_S", bound="CustomerSession")
+
+HISTORY_KEY: Final = wire.EXTENSION_KEY
+"""The document key whose ``history`` holds the transition records."""
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text (no NaN, Unicode kept), as stored in every text column."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def history_of(document: Mapping[str, Any]) -> list[Any]:
+    """The history records (as JSON) of a stored document."""
+    extension = document.get(HISTORY_KEY)
+    if isinstance(extension, Mapping):
+        history = extension.get("history")
+        if isinstance(history, list):
+            return history
+    return []
+
+
+def parse(text: str | bytes, what: str, integration_id: str | None) -> Any:
+    """``text`` as JSON; a corrupt value is a :class:`StoreError` naming the session."""
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise StoreError(
+            f"{subject(integration_id)}: the stored {what} is not valid JSON ({exc}); "
+            "the row is corrupt",
+            integration_id,
+        ) from exc
+
+
+def load_session(
+    text: str,
+    integration_id: str,
+    *,
+    session_class: type[_S],
+    workflow: Workflow,
+) -> tuple[dict[str, Any], _S]:
+    """The parsed document and the session it restores.
+
+    Raises:
+        StoreError: The document is not JSON, does not restore (every problem of
+            the validation is in the message, the ``ValidationError`` chained), or
+            belongs to another session.
+    """
+    data = parse(text, "document", integration_id)
+    try:
+        session = wire.from_dict(data, session_class=session_class, workflow=workflow)
+    except CustomerSessionError as exc:
+        raise StoreError(
+            f"{subject(integration_id)}: the stored document cannot be loaded; the row "
+            f"is corrupt: {exc}",
+            integration_id,
+        ) from exc
+    if session.integration_id != integration_id:
+        raise StoreError(
+            f"{subject(integration_id)}: the stored document belongs to session "
+            f"{session.integration_id!r}; the row is corrupt",
+            integration_id,
+        )
+    return data, session
+
+
+def subject(integration_id: str | None) -> str:
+    """How messages name the session concerned (or the store, when there is none)."""
+    return "store" if integration_id is None else f"session {integration_id!r}"
+
+
+def record_from_json(data: Any, integration_id: str) -> TransitionRecord:
+    """A history record as the wire writes it (``returnedItems`` only when there are any).
+
+    Raises:
+        StoreError: The record is not one.
+    """
+    try:
+        items = tuple(
+            ReturnedItem(position=item["position"], quantity=item["quantity"], sku=item.get("sku"))
+            for item in data.get("returnedItems", ())
+        )
+        moment = datetime.fromisoformat(data["timestamp"])
+        trigger, source, destination = (
+            Trigger(data["trigger"]),
+            State(data["source"]),
+            State(data["destination"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _bad_record(integration_id, f"{type(exc).__name__}: {exc}") from exc
+    if moment.utcoffset() is None:
+        raise _bad_record(integration_id, f"timestamp {data['timestamp']!r} has no time zone")
+    return TransitionRecord(trigger, source, destination, moment.astimezone(UTC), items)
+
+
+def _bad_record(integration_id: str, reason: str) -> StoreError:
+    return StoreError(
+        f"{subject(integration_id)}: a stored history record cannot be read ({reason}); "
+        "the row is corrupt",
+        integration_id,
+    )
+
+
+def freeze(value: Any) -> Any:
+    """A deeply immutable copy of a JSON value (objects become ``immutabledict``)."""
+    if isinstance(value, Mapping):
+        return immutabledict({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable copy of a JSON value (the inverse of :func:`freeze`)."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(item) for item in value]
+    return value
+
+
+def timestamp(value: str | datetime) -> datetime:
+    """A stored time (ISO text in SQLite, ``timestamptz`` in PostgreSQL) in UTC."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return moment.astimezone(UTC)

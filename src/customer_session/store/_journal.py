@@ -1,0 +1,193 @@
+"""The audit journal: one immutable entry per committed change, and its replay.
+
+Every change a store commits (a new session, a transition, a cart edit) appends
+one :class:`JournalEntry` in the same database transaction as the change itself,
+so the journal and the sessions can never disagree. An entry keeps what the
+change did, not a copy of the whole session: the history records it added and
+the top-level keys of the wire document it changed. :func:`rebuild` replays a
+session's entries from its first one and gives back exactly the stored session.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime  # noqa: TC003 - attrs resolves field types at run time
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from attrs import field, frozen
+
+from customer_session import wire
+from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
+from customer_session.exceptions import CustomerSessionError, StoreError
+from customer_session.model import CustomerSession
+from customer_session.store._documents import (
+    HISTORY_KEY,
+    freeze,
+    parse,
+    record_from_json,
+    thaw,
+    timestamp,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from customer_session.hooks import Workflow
+
+_S = TypeVar("_S", bound=CustomerSession)
+
+
+class JournalKind(StrEnum):
+    """What a journal entry records."""
+
+    CREATED = "created"
+    """The session was stored for the first time; ``changes`` is its whole document."""
+    TRANSITION = "transition"
+    """One or more triggers committed (possibly with cart edits in the same change)."""
+    EDIT = "edit"
+    """Fields changed without a transition (a cart or code edit)."""
+
+
+@frozen(kw_only=True)
+class JournalEntry:
+    """One committed change of one session, as the journal keeps it.
+
+    Attributes:
+        sequence: The entry's number in the whole journal (increasing).
+        integration_id: The session.
+        version: The session's row version after this change (1 for the first).
+        kind: What the change was.
+        operation: A label: the caller's ``operation=``, else the triggers fired
+            (``close``, ``close+cancel``), ``edit`` or ``create``.
+        records: The history records the change added, in order.
+        changes: The top-level keys of the wire document that changed, with their
+            new values (deeply immutable); a key that disappeared maps to ``None``.
+        key: The idempotency key the change was applied with, if any.
+        recorded_at: When it was committed (the database's clock, UTC).
+    """
+
+    sequence: int
+    integration_id: str
+    version: int
+    kind: JournalKind
+    operation: str
+    records: tuple[TransitionRecord, ...]
+    changes: Mapping[str, Any] = field(converter=freeze)
+    key: str | None
+    recorded_at: datetime
+
+
+@overload
+def rebuild(
+    entries: Iterable[JournalEntry], *, workflow: Workflow | None = None
+) -> CustomerSession: ...
+
+
+@overload
+def rebuild(
+    entries: Iterable[JournalEntry], *, session_class: type[_S], workflow: Workflow | None = None
+) -> _S: ...
+
+
+def rebuild(
+    entries: Iterable[JournalEntry],
+    *,
+    session_class: type[CustomerSession] = CustomerSession,
+    workflow: Workflow | None = None,
+) -> CustomerSession:
+    """Replay a session's journal from its first entry; return the session it builds.
+
+    Each entry's ``changes`` are applied to the document and its ``records``
+    appended to the history, then the document is loaded through the validating
+    restore path. The entries must be one session's, complete and in order (as
+    ``store.history(id)`` returns them); the result equals ``store.get(id)``.
+
+    Args:
+        entries: The journal of one session.
+        session_class: The class to load into.
+        workflow: The workflow to bind the session to (default: the class's).
+
+    Raises:
+        StoreError: The entries are not one session's complete journal, or the
+            document they build does not load.
+    """
+    document: dict[str, Any] = {}
+    history: list[TransitionRecord] = []
+    first: JournalEntry | None = None
+    for number, entry in enumerate(entries, start=1):
+        first = first or entry
+        _check_order(first, entry, number)
+        for key, value in entry.changes.items():
+            if value is None:
+                document.pop(key, None)
+            else:
+                document[key] = thaw(value)
+        history.extend(entry.records)
+    if first is None:
+        raise StoreError("cannot rebuild a session from an empty journal")
+    document.pop(HISTORY_KEY, None)
+    try:
+        loaded = wire.from_dict(document, session_class=session_class, workflow=workflow)
+        return session_class.restore(**{**loaded.snapshot(), "history": history})
+    except CustomerSessionError as exc:
+        raise StoreError(
+            f"session {first.integration_id!r}: its journal does not rebuild a valid "
+            f"session: {exc}",
+            first.integration_id,
+        ) from exc
+
+
+def _check_order(first: JournalEntry, entry: JournalEntry, number: int) -> None:
+    where = f"session {first.integration_id!r}: journal entry {number}"
+    if first.kind is not JournalKind.CREATED:
+        raise StoreError(
+            f"{where} is a {first.kind} entry; a journal starts with the creation",
+            first.integration_id,
+        )
+    if entry.integration_id != first.integration_id:
+        raise StoreError(
+            f"{where} belongs to session {entry.integration_id!r}", first.integration_id
+        )
+    if entry.version != number:
+        raise StoreError(
+            f"{where} has version {entry.version}; entries must be complete and in order",
+            first.integration_id,
+        )
+
+
+def entry_from_row(row: Sequence[Any]) -> JournalEntry:
+    """A journal entry from its database row.
+
+    The columns are ``sequence, integration_id, version, kind, operation,
+    event_key, records, changes, recorded_at``.
+
+    Raises:
+        StoreError: The row is corrupt.
+    """
+    sequence, integration_id, version, kind, operation, key, records, changes, recorded_at = row
+    try:
+        known = JournalKind(kind)
+    except ValueError:
+        raise StoreError(
+            f"session {integration_id!r}: journal entry {sequence} has an unknown kind "
+            f"{kind!r}; the row is corrupt",
+            integration_id,
+        ) from None
+    parsed = parse(records, "journal records", integration_id)
+    if not isinstance(parsed, list):
+        raise StoreError(
+            f"session {integration_id!r}: journal entry {sequence} has no record list; "
+            "the row is corrupt",
+            integration_id,
+        )
+    return JournalEntry(
+        sequence=sequence,
+        integration_id=integration_id,
+        version=version,
+        kind=known,
+        operation=operation,
+        records=tuple(record_from_json(r, integration_id) for r in parsed),
+        changes=parse(changes, "journal changes", integration_id),
+        key=key,
+        recorded_at=timestamp(recorded_at),
+    )

@@ -1,0 +1,64 @@
+"""``open_store``: the backend a path or URL names."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
+
+from customer_session.model import CustomerSession
+from customer_session.store._base import DEFAULT_RETRIES
+from customer_session.store._postgres import PostgresStore
+from customer_session.store._sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from customer_session.hooks import Workflow
+    from customer_session.store._protocol import SessionStore
+
+_S = TypeVar("_S", bound=CustomerSession)
+
+POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+"""URL prefixes that name a PostgreSQL server; anything else is an SQLite file."""
+
+
+@overload
+def open_store(
+    target: str | os.PathLike[str],
+    *,
+    workflow: Workflow | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> SessionStore[CustomerSession]: ...
+
+
+@overload
+def open_store(
+    target: str | os.PathLike[str],
+    *,
+    session_class: type[_S],
+    workflow: Workflow | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> SessionStore[_S]: ...
+
+
+def open_store(
+    target: str | os.PathLike[str],
+    *,
+    session_class: type[Any] = CustomerSession,
+    workflow: Workflow | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> SessionStore[Any]:
+    """Open the store ``target`` names: a ``postgresql://`` URL or an SQLite file.
+
+    Args:
+        target: ``postgresql://user@host/db`` (or ``postgres://``) for
+            :class:`PostgresStore`; a path or ``":memory:"`` for :class:`SQLiteStore`.
+        session_class: The class sessions are loaded into.
+        workflow: The workflow whose guards and hooks apply to loaded sessions.
+        retries: How many times ``update`` re-runs a change that lost a race.
+
+    Raises:
+        StoreError: The database cannot be opened (or psycopg is missing for a URL).
+    """
+    text = os.fspath(target)
+    if text.startswith(POSTGRES_SCHEMES):
+        return PostgresStore(text, session_class=session_class, workflow=workflow, retries=retries)
+    return SQLiteStore(text, session_class=session_class, workflow=workflow, retries=retries)

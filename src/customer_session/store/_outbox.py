@@ -1,0 +1,149 @@
+"""Durable effects: the outbox rows a commit writes and the records handlers receive.
+
+An after-commit hook runs in the process that committed; if that process dies
+right after the commit, the hook never runs. A *durable effect* is written to
+the outbox table in the same transaction as the transition, so it exists exactly
+when the transition does; ``store.deliver(handler)`` later hands each row to the
+handler, at least once, and marks it delivered only once the handler returned.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime  # noqa: TC003 - attrs resolves field types at run time
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, overload
+
+from attrs import field, frozen
+
+from customer_session import wire
+from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
+from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
+from customer_session.model import CustomerSession
+from customer_session.store._documents import (
+    freeze,
+    parse,
+    record_from_json,
+    thaw,
+    timestamp,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from customer_session.hooks import Workflow
+
+_S = TypeVar("_S", bound=CustomerSession)
+
+_KEY_NAMESPACE: Final = uuid.UUID("5f0b6b1e-4c1a-5d8e-9a57-0c3c8f1d2e64")
+
+
+def idempotency_key(integration_id: str, position: int, effect: str) -> str:
+    """The stable key of ``effect`` for the ``position``-th transition of a session.
+
+    A UUID (version 5) derived from what identifies the effect, so the same
+    transition and effect always get the same key, whichever process wrote it.
+    """
+    return str(uuid.uuid5(_KEY_NAMESPACE, f"{integration_id}\x00{position}\x00{effect}"))
+
+
+@frozen(eq=False)
+class DurableEffect:
+    """A durable effect registered on a store with ``store.on_commit(name, ...)``.
+
+    Attributes:
+        name: The effect's name, stored in each outbox row (stable across processes).
+        trigger: The trigger it is written for; ``None`` for every transition.
+    """
+
+    name: str
+    trigger: Trigger | None
+    _remove: Callable[[DurableEffect], None] = field(alias="remove", repr=False)
+
+    def matches(self, trigger: Trigger) -> bool:
+        """Whether a transition fired by ``trigger`` writes this effect."""
+        return self.trigger is None or self.trigger is trigger
+
+    def remove(self) -> None:
+        """Stop writing this effect for new commits (rows already written stay)."""
+        self._remove(self)
+
+
+@frozen(kw_only=True)
+class Effect:
+    """One outbox row: a durable effect of one committed transition.
+
+    Attributes:
+        sequence: The row's number in the outbox (delivery follows it).
+        key: The idempotency key, a UUID string that is the same on every
+            delivery of this row; pass it on so the receiver can drop repeats.
+        name: The durable effect's name.
+        integration_id: The session.
+        version: The session's row version the transition committed as.
+        position: The transition's index in ``session.history``.
+        record: The committed transition.
+        document: The session's wire document right after the commit (deeply
+            immutable; with history).
+        attempts: How many earlier deliveries of this row failed.
+        created_at: When the row was written (the database's clock, UTC).
+    """
+
+    sequence: int
+    key: str
+    name: str
+    integration_id: str
+    version: int
+    position: int
+    record: TransitionRecord
+    document: Mapping[str, Any] = field(converter=freeze)
+    attempts: int
+    created_at: datetime
+
+    @overload
+    def session(self, *, workflow: Workflow | None = None) -> CustomerSession: ...
+
+    @overload
+    def session(self, *, session_class: type[_S], workflow: Workflow | None = None) -> _S: ...
+
+    def session(
+        self,
+        *,
+        session_class: type[CustomerSession] = CustomerSession,
+        workflow: Workflow | None = None,
+    ) -> CustomerSession:
+        """The session as it was right after the commit (loaded from :attr:`document`)."""
+        return wire.from_dict(thaw(self.document), session_class=session_class, workflow=workflow)
+
+
+class EffectHandler(Protocol):
+    """Delivers one durable effect to the outside world; see ``store.deliver``.
+
+    Return to mark the row delivered; raise to leave it pending (it is handed
+    over again by the next delivery, with ``attempts`` counting the failures).
+    """
+
+    def __call__(self, effect: Effect, /) -> object:
+        """Deliver ``effect``; its return value is ignored."""
+
+
+def effect_from_row(row: Sequence[Any]) -> Effect:
+    """An effect from its outbox row.
+
+    The columns are ``sequence, idempotency_key, effect, integration_id, version,
+    position, record, document, attempts, created_at``.
+
+    Raises:
+        StoreError: The row is corrupt.
+    """
+    sequence, key, name, integration_id, version, position, record, document, attempts, at = row
+    return Effect(
+        sequence=sequence,
+        key=key,
+        name=name,
+        integration_id=integration_id,
+        version=version,
+        position=position,
+        record=record_from_json(parse(record, "outbox record", integration_id), integration_id),
+        document=parse(document, "outbox document", integration_id),
+        attempts=attempts,
+        created_at=timestamp(at),
+    )

@@ -1,0 +1,389 @@
+"""The PostgreSQL backend, for many workers: psycopg 3 and a connection pool.
+
+psycopg is imported when a :class:`PostgresStore` is created, never when the
+package is imported, so ``customer_session.store`` works without the
+``[postgres]`` extra.
+
+Each commit is one statement: a data-modifying ``WITH`` query whose first part is
+the compare-and-set ``UPDATE ... WHERE integration_id = $1 AND version = $2`` and
+whose other parts insert the journal entry, the outbox rows and the idempotency
+key *from the updated row*, so they are written exactly when the update wins.
+Run in autocommit mode, the statement is its own transaction: one round trip.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
+
+from customer_session.exceptions import StoreError
+from customer_session.model import CustomerSession
+from customer_session.store._base import DEFAULT_RETRIES, BaseStore, already_processed
+from customer_session.store._documents import subject
+from customer_session.store._schema import KEYS_TABLE, SCHEMA_VERSION, steps_from
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from customer_session.hooks import Workflow
+    from customer_session.store._changes import Change
+
+_S = TypeVar("_S", bound=CustomerSession)
+
+INSTALL_HINT: Final = "pip install 'customer-session[postgres]'"
+
+# Both statements write the session row in ``moved`` first; the journal entry, the
+# outbox rows and the key are selected from ``moved``, so they exist exactly when the
+# row was written. (Their later parts are the same; keep them in step.)
+_UPDATE: Final = """
+WITH moved AS (
+    UPDATE customer_sessions
+    SET state = %(state)s, version = version + 1, updated = %(updated)s, document = %(document)s
+    WHERE integration_id = %(id)s AND version = %(expected)s
+    RETURNING integration_id, version
+), journal AS (
+    INSERT INTO customer_session_journal
+        (integration_id, version, kind, operation, event_key, records, changes)
+    SELECT integration_id, version, %(kind)s, %(operation)s, %(key)s, %(records)s, %(changes)s
+    FROM moved
+), outbox AS (
+    INSERT INTO customer_session_outbox
+        (idempotency_key, effect, integration_id, version, position, record, document)
+    SELECT e.key, e.effect, m.integration_id, m.version, e.position, e.record, %(document)s
+    FROM moved AS m,
+        unnest(%(e_keys)s::text[], %(e_effects)s::text[], %(e_positions)s::int[],
+               %(e_records)s::text[]) WITH ORDINALITY AS e(key, effect, position, record, n)
+    ORDER BY e.n
+), processed AS (
+    INSERT INTO customer_session_keys (key, integration_id)
+    SELECT %(key)s, integration_id FROM moved WHERE %(key)s::text IS NOT NULL
+)
+SELECT version FROM moved"""
+# The common commit, with neither outbox rows nor a key: fewer parameters to send.
+_UPDATE_PLAIN: Final = """
+WITH moved AS (
+    UPDATE customer_sessions
+    SET state = %(state)s, version = version + 1, updated = %(updated)s, document = %(document)s
+    WHERE integration_id = %(id)s AND version = %(expected)s
+    RETURNING integration_id, version
+), journal AS (
+    INSERT INTO customer_session_journal
+        (integration_id, version, kind, operation, records, changes)
+    SELECT integration_id, version, %(kind)s, %(operation)s, %(records)s, %(changes)s
+    FROM moved
+)
+SELECT version FROM moved"""
+_INSERT: Final = """
+WITH moved AS (
+    INSERT INTO customer_sessions (integration_id, state, version, updated, document)
+    VALUES (%(id)s, %(state)s, 1, %(updated)s, %(document)s)
+    ON CONFLICT (integration_id) DO NOTHING
+    RETURNING integration_id, version
+), journal AS (
+    INSERT INTO customer_session_journal
+        (integration_id, version, kind, operation, event_key, records, changes)
+    SELECT integration_id, version, %(kind)s, %(operation)s, %(key)s, %(records)s, %(changes)s
+    FROM moved
+), outbox AS (
+    INSERT INTO customer_session_outbox
+        (idempotency_key, effect, integration_id, version, position, record, document)
+    SELECT e.key, e.effect, m.integration_id, m.version, e.position, e.record, %(document)s
+    FROM moved AS m,
+        unnest(%(e_keys)s::text[], %(e_effects)s::text[], %(e_positions)s::int[],
+               %(e_records)s::text[]) WITH ORDINALITY AS e(key, effect, position, record, n)
+    ORDER BY e.n
+), processed AS (
+    INSERT INTO customer_session_keys (key, integration_id)
+    SELECT %(key)s, integration_id FROM moved WHERE %(key)s::text IS NOT NULL
+)
+SELECT version FROM moved"""
+_FETCH: Final = "SELECT version, document FROM customer_sessions WHERE integration_id = %s"
+_EXISTS: Final = "SELECT 1 FROM customer_sessions WHERE integration_id = %s"
+_COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state ORDER BY state"
+_KEY: Final = """
+    INSERT INTO customer_session_keys (key, integration_id) VALUES (%s, %s)
+    ON CONFLICT (key) DO NOTHING"""
+_HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = %s"
+_HISTORY: Final = """
+    SELECT sequence, integration_id, version, kind, operation, event_key, records, changes,
+        recorded_at
+    FROM customer_session_journal WHERE integration_id = %s ORDER BY version"""
+_PENDING: Final = """
+    SELECT sequence, idempotency_key, effect, integration_id, version, position, record,
+        document, attempts, created_at
+    FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT %s"""
+_DELIVERED: Final = "UPDATE customer_session_outbox SET delivered_at = now() WHERE sequence = %s"
+_FAILED: Final = """
+    UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = %s
+    WHERE sequence = %s"""
+# Advisory locks are per schema, so stores in different schemas do not wait for each other.
+_LOCK_SCHEMA: Final = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.schema'))"
+_LOCK_OUTBOX: Final = "SELECT pg_advisory_lock(hashtext(current_schema() || '.outbox'))"
+_UNLOCK_OUTBOX: Final = "SELECT pg_advisory_unlock(hashtext(current_schema() || '.outbox'))"
+_HAS_SCHEMA: Final = "SELECT to_regclass('customer_session_schema')"
+_SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id = 1"
+_SET_VERSION: Final = """
+    INSERT INTO customer_session_schema (id, version) VALUES (1, %s)
+    ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
+
+
+def _import_psycopg() -> tuple[Any, Any]:
+    """``psycopg`` and ``psycopg_pool``, or a :class:`StoreError` saying how to get them."""
+    try:
+        import psycopg  # noqa: PLC0415 - optional dependency, imported on use
+        import psycopg_pool  # noqa: PLC0415 - same as above
+    except ImportError as exc:
+        raise StoreError(
+            f"PostgreSQL support needs psycopg 3 and psycopg-pool ({exc.name} is missing): "
+            f"{INSTALL_HINT}"
+        ) from exc
+    return psycopg, psycopg_pool
+
+
+class PostgresStore(BaseStore[_S]):
+    """Sessions in a PostgreSQL database, shared by many worker processes.
+
+    The schema is created (or migrated) on first use, in the first schema of the
+    connection's ``search_path``. Connections come from a
+    ``psycopg_pool.ConnectionPool`` in autocommit mode; a store object may be
+    shared by threads. Needs the ``[postgres]`` extra
+    (``pip install 'customer-session[postgres]'``).
+
+    Args:
+        conninfo: A libpq connection string or ``postgresql://`` URL.
+        session_class: The class sessions are loaded into.
+        workflow: The workflow whose guards and hooks apply to loaded sessions
+            (default: the class's ``default_workflow``).
+        retries: How many times :meth:`update` re-runs a change that lost a race.
+        min_connections: Connections the pool keeps open.
+        max_connections: Connections the pool may open.
+
+    Raises:
+        StoreError: psycopg is not installed, or the server cannot be reached.
+    """
+
+    dialect: ClassVar[str] = "postgres"
+    _trust_cache: ClassVar[bool] = True
+
+    @overload
+    def __init__(
+        self: PostgresStore[CustomerSession],
+        conninfo: str,
+        *,
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        session_class: type[_S],
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        session_class: type[Any] = CustomerSession,
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> None:
+        """Open the connection pool (psycopg is imported here)."""
+        super().__init__(session_class=session_class, workflow=workflow, retries=retries)
+        pg, pool = _import_psycopg()
+        self._errors = pg.errors
+        self._psycopg_error: type[Exception] = pg.Error
+        self._conninfo = conninfo
+        try:
+            # One plain connection first: a wrong URL or a server that is down fails
+            # now with libpq's reason, instead of after the pool's reconnection attempts.
+            pg.connect(conninfo).close()
+            self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = pool.ConnectionPool(
+                conninfo,
+                min_size=min_connections,
+                max_size=max_connections,
+                kwargs={"autocommit": True},
+                open=True,
+                name="customer-session",
+            )
+            self._pool.wait(timeout=30.0)
+        except (pg.Error, pool.PoolTimeout) as exc:
+            if hasattr(self, "_pool"):
+                self._pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL ({_redact(conninfo)}): {exc}") from exc
+
+    def __repr__(self) -> str:
+        """Show the server (without a password)."""
+        return f"<PostgresStore {_redact(self._conninfo)}>"
+
+    def close(self) -> None:
+        """Close the connection pool; the store cannot be used after."""
+        self._pool.close()
+
+    @contextmanager
+    def _connection(
+        self, integration_id: str | None
+    ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A pooled connection; database errors become ``StoreError`` naming the session."""
+        try:
+            with self._pool.connection() as connection:
+                yield connection
+        except self._psycopg_error as exc:
+            raise StoreError(
+                f"{subject(integration_id)}: PostgreSQL error: {exc}", integration_id
+            ) from exc
+
+    # -- the steps BaseStore needs -------------------------------------------------------
+
+    def _migrate(self, integration_id: str | None) -> None:
+        with self._connection(integration_id) as connection:
+            found = _schema_version(connection)
+            if found == SCHEMA_VERSION:
+                return
+            steps_from(self.dialect, found, integration_id)  # refuses a newer schema
+            with connection.transaction():
+                # Two processes starting together must not both create the tables.
+                connection.execute(_LOCK_SCHEMA)
+                found = _schema_version(connection)
+                steps = steps_from(self.dialect, found, integration_id)
+                for step in steps:
+                    for statement in step:
+                        connection.execute(statement)
+                if steps:
+                    connection.execute(_SET_VERSION, (SCHEMA_VERSION,))
+
+    def _fetch(self, integration_id: str) -> tuple[int, str] | None:
+        with self._connection(integration_id) as connection:
+            row = connection.execute(_FETCH, (integration_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _exists(self, integration_id: str) -> bool:
+        with self._connection(integration_id) as connection:
+            return connection.execute(_EXISTS, (integration_id,)).fetchone() is not None
+
+    def _counts(self) -> Sequence[tuple[str, int]]:
+        with self._connection(None) as connection:
+            return [(row[0], row[1]) for row in connection.execute(_COUNTS).fetchall()]
+
+    def _insert(self, change: Change) -> bool:
+        return self._write(_INSERT, change, None)
+
+    def _update(self, change: Change, expected: int) -> bool:
+        if change.outbox or change.key is not None:
+            return self._write(_UPDATE, change, expected)
+        return self._write(_UPDATE_PLAIN, change, expected)
+
+    def _write(self, statement: str, change: Change, expected: int | None) -> bool:
+        integration_id = change.integration_id
+        params: dict[str, Any] = {
+            "id": integration_id,
+            "state": change.state,
+            "updated": change.updated,
+            "document": change.document,
+            "expected": expected,
+            "kind": change.kind.value,
+            "operation": change.operation,
+            "records": change.records,
+            "changes": change.changes,
+        }
+        if statement is not _UPDATE_PLAIN:
+            outbox = change.outbox
+            params.update(
+                key=change.key,
+                e_keys=[row.key for row in outbox],
+                e_effects=[row.effect for row in outbox],
+                e_positions=[row.position for row in outbox],
+                e_records=[row.record for row in outbox],
+            )
+        try:
+            with self._connection(integration_id) as connection:
+                row = connection.execute(statement, params).fetchone()
+        except StoreError as exc:
+            if isinstance(exc.__cause__, self._errors.UniqueViolation) and change.key is not None:
+                diag = exc.__cause__.diag
+                if diag.table_name == KEYS_TABLE:
+                    raise StoreError(
+                        already_processed(change.key, integration_id), integration_id
+                    ) from None
+            raise
+        return row is not None
+
+    def _record_key(self, key: str, integration_id: str | None) -> bool:
+        with self._connection(integration_id) as connection:
+            return connection.execute(_KEY, (key, integration_id)).rowcount == 1
+
+    def _has_key(self, key: str) -> bool:
+        with self._connection(None) as connection:
+            return connection.execute(_HAS_KEY, (key,)).fetchone() is not None
+
+    def _journal_rows(self, integration_id: str) -> Sequence[Sequence[Any]]:
+        with self._connection(integration_id) as connection:
+            return connection.execute(_HISTORY, (integration_id,)).fetchall()
+
+    def _pending_rows(self, limit: int | None) -> Sequence[Sequence[Any]]:
+        with self._connection(None) as connection:
+            return connection.execute(_PENDING, (limit,)).fetchall()
+
+    def _mark_delivered(self, sequence: int) -> None:
+        with self._connection(None) as connection:
+            connection.execute(_DELIVERED, (sequence,))
+
+    def _mark_failed(self, sequence: int, error: str) -> None:
+        with self._connection(None) as connection:
+            connection.execute(_FAILED, (error, sequence))
+
+    @contextmanager
+    def _delivery_lock(self) -> Iterator[None]:
+        # A session-level advisory lock, released when its connection closes, so a
+        # deliverer that dies never blocks the others. The connection stays out of
+        # the pool while the handler runs, and the handler's own database errors are
+        # not reported as the store's.
+        connection = self._pool.getconn()
+        try:
+            self._advisory(connection, _LOCK_OUTBOX)
+            try:
+                yield
+            finally:
+                self._advisory(connection, _UNLOCK_OUTBOX)
+        finally:
+            self._pool.putconn(connection)
+
+    def _advisory(self, connection: psycopg.Connection[tuple[Any, ...]], statement: str) -> None:
+        try:
+            connection.execute(statement)
+        except self._psycopg_error as exc:
+            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+
+
+def _schema_version(connection: psycopg.Connection[tuple[Any, ...]]) -> object:
+    exists = connection.execute(_HAS_SCHEMA).fetchone()
+    if exists is None or exists[0] is None:
+        return 0
+    row = connection.execute(_SCHEMA_VERSION).fetchone()
+    return None if row is None else row[0]
+
+
+def _redact(conninfo: str) -> str:
+    """The connection string without its password (for messages)."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: PLC0415 - optional dependency
+
+        parts = conninfo_to_dict(conninfo)
+    except Exception:  # noqa: BLE001 - a message helper must not fail
+        return "<connection string>"
+    if "password" in parts:
+        parts["password"] = "***"  # noqa: S105 - the redaction itself
+    return make_conninfo(**{key: str(value) for key, value in parts.items()})

@@ -1,0 +1,102 @@
+"""``SessionStore``: what every backend offers, as a ``typing.Protocol``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from customer_session.model import CustomerSession
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
+    from types import TracebackType
+
+    from customer_session._spec import State, Trigger
+    from customer_session.hooks import Workflow
+    from customer_session.store._journal import JournalEntry
+    from customer_session.store._outbox import DurableEffect, Effect, EffectHandler
+
+_S = TypeVar("_S", bound=CustomerSession)
+_T = TypeVar("_T")
+
+
+class SessionStore(Protocol[_S]):
+    """Sessions in a shared database, changed by optimistic, journaled transactions.
+
+    :class:`~customer_session.store.SQLiteStore` and
+    :class:`~customer_session.store.PostgresStore` implement it; code that only
+    needs a store should accept a ``SessionStore``. The methods are documented on
+    the backends, which share one implementation of them.
+    """
+
+    @property
+    def session_class(self) -> type[_S]:
+        """The class sessions are loaded into."""
+
+    @property
+    def workflow(self) -> Workflow:
+        """The workflow whose guards and hooks apply to the sessions the store loads."""
+
+    @property
+    def retries(self) -> int:
+        """How many times ``update`` re-runs a change that lost a race, by default."""
+
+    def create(self, session: _S, *, key: str | None = None, operation: str | None = None) -> None:
+        """Store a new session with its first journal entry."""
+
+    def get(self, integration_id: str) -> _S:
+        """The stored session."""
+
+    def exists(self, integration_id: str) -> bool:
+        """Whether the session is stored."""
+
+    def counts(self) -> dict[State, int]:
+        """How many sessions are stored in each state."""
+
+    def transaction(
+        self, integration_id: str, *, key: str | None = None, operation: str | None = None
+    ) -> AbstractContextManager[_S]:
+        """Load, change in the block, commit atomically; one attempt."""
+
+    def update(
+        self,
+        integration_id: str,
+        change: Callable[[_S], _T],
+        *,
+        retries: int | None = None,
+        key: str | None = None,
+        operation: str | None = None,
+    ) -> _T:
+        """Apply ``change`` and commit, re-running it on fresh state after a lost race."""
+
+    def history(self, integration_id: str) -> tuple[JournalEntry, ...]:
+        """The session's journal, oldest first."""
+
+    def processed(self, key: str) -> bool:
+        """Whether the idempotency key is recorded."""
+
+    def mark_processed(self, key: str, *, integration_id: str | None = None) -> bool:
+        """Record an idempotency key without a change."""
+
+    def on_commit(self, name: str, *, trigger: Trigger | str | None = None) -> DurableEffect:
+        """Register a durable effect."""
+
+    def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
+        """The outbox rows not delivered yet."""
+
+    def deliver(self, handler: EffectHandler, *, limit: int | None = None) -> int:
+        """Hand pending outbox rows to ``handler``, at least once, in commit order."""
+
+    def close(self) -> None:
+        """Close the store's connections."""
+
+    def __enter__(self) -> SessionStore[_S]:
+        """Return the store."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the store."""

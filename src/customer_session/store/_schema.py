@@ -1,0 +1,157 @@
+"""The store's tables, per SQL dialect, and the migrations that create them.
+
+The schema belongs to the store: it is created on first use and migrated forward
+by the library, never by hand. ``MIGRATIONS[dialect][n]`` takes a database from
+schema version ``n`` to ``n + 1`` (version 0 is an empty database); the version
+reached is kept in a one-row table. A database whose version is newer than
+:data:`SCHEMA_VERSION` was written by a newer customer-session and is refused,
+since an older library cannot know what the newer columns mean.
+
+Tables:
+
+``customer_sessions``
+    One row per session: the integration id (primary key), the state and the
+    ``updated`` time (indexed, for queries), the row ``version`` that optimistic
+    concurrency compares, and the session as its v1 wire document with history.
+``customer_session_journal``
+    One row per committed change, appended in the same transaction as the change.
+``customer_session_outbox``
+    One row per durable effect, written with the change, marked once delivered.
+``customer_session_keys``
+    Idempotency keys of changes already applied (a replayed log's lines).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from customer_session.exceptions import StoreError
+
+SCHEMA_VERSION: Final = 1
+"""The schema version this library writes and reads."""
+
+KEYS_TABLE: Final = "customer_session_keys"
+"""The table of idempotency keys (a duplicate key is reported by its name)."""
+
+_SQLITE_V1: Final = (
+    """CREATE TABLE customer_session_schema (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL)""",
+    """CREATE TABLE customer_sessions (
+        integration_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        updated TEXT NOT NULL,
+        document TEXT NOT NULL)""",
+    "CREATE INDEX customer_sessions_state ON customer_sessions (state)",
+    "CREATE INDEX customer_sessions_updated ON customer_sessions (updated)",
+    """CREATE TABLE customer_session_journal (
+        sequence INTEGER PRIMARY KEY,
+        integration_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        event_key TEXT,
+        records TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        UNIQUE (integration_id, version))""",
+    """CREATE TABLE customer_session_outbox (
+        sequence INTEGER PRIMARY KEY,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        effect TEXT NOT NULL,
+        integration_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        document TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        delivered_at TEXT)""",
+    """CREATE INDEX customer_session_outbox_pending ON customer_session_outbox (sequence)
+        WHERE delivered_at IS NULL""",
+    """CREATE TABLE customer_session_keys (
+        key TEXT PRIMARY KEY,
+        integration_id TEXT,
+        recorded_at TEXT NOT NULL)""",
+)
+
+# text, not jsonb, for documents: the store never looks inside, and jsonb costs a
+# parse per write (``document::jsonb`` still works in queries).
+_POSTGRES_V1: Final = (
+    """CREATE TABLE customer_session_schema (
+        id integer PRIMARY KEY CHECK (id = 1),
+        version integer NOT NULL)""",
+    """CREATE TABLE customer_sessions (
+        integration_id text PRIMARY KEY,
+        state text NOT NULL,
+        version bigint NOT NULL,
+        updated timestamptz NOT NULL,
+        document text NOT NULL)""",
+    "CREATE INDEX customer_sessions_state ON customer_sessions (state)",
+    "CREATE INDEX customer_sessions_updated ON customer_sessions (updated)",
+    """CREATE TABLE customer_session_journal (
+        sequence bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        integration_id text NOT NULL,
+        version bigint NOT NULL,
+        kind text NOT NULL,
+        operation text NOT NULL,
+        event_key text,
+        records text NOT NULL,
+        changes text NOT NULL,
+        recorded_at timestamptz NOT NULL DEFAULT now(),
+        UNIQUE (integration_id, version))""",
+    """CREATE TABLE customer_session_outbox (
+        sequence bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        idempotency_key text NOT NULL UNIQUE,
+        effect text NOT NULL,
+        integration_id text NOT NULL,
+        version bigint NOT NULL,
+        position integer NOT NULL,
+        record text NOT NULL,
+        document text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        attempts integer NOT NULL DEFAULT 0,
+        last_error text,
+        delivered_at timestamptz)""",
+    """CREATE INDEX customer_session_outbox_pending ON customer_session_outbox (sequence)
+        WHERE delivered_at IS NULL""",
+    """CREATE TABLE customer_session_keys (
+        key text PRIMARY KEY,
+        integration_id text,
+        recorded_at timestamptz NOT NULL DEFAULT now())""",
+)
+
+MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
+    "sqlite": (_SQLITE_V1,),
+    "postgres": (_POSTGRES_V1,),
+}
+"""Per dialect, the statements of each migration step, oldest first."""
+
+if any(len(steps) != SCHEMA_VERSION for steps in MIGRATIONS.values()):  # pragma: no cover
+    raise AssertionError("every dialect needs one migration step per schema version")
+
+
+def steps_from(
+    dialect: str, found: object, integration_id: str | None
+) -> tuple[tuple[str, ...], ...]:
+    """The migration steps that take a database at version ``found`` to the current one.
+
+    Args:
+        dialect: ``"sqlite"`` or ``"postgres"``.
+        found: The version the database records (0 for an empty database).
+        integration_id: The session the caller was about to use, for the message.
+
+    Raises:
+        StoreError: ``found`` is newer than this library (or not a version at all).
+    """
+    if not isinstance(found, int) or not 0 <= found <= SCHEMA_VERSION:
+        where = "store" if integration_id is None else f"session {integration_id!r}"
+        raise StoreError(
+            f"{where}: the database has customer-session schema version {found!r}, but "
+            f"this library knows versions up to {SCHEMA_VERSION}; it was written by a "
+            "newer customer-session: upgrade the library to use it",
+            integration_id,
+        )
+    return MIGRATIONS[dialect][found:]

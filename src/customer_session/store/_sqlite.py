@@ -1,0 +1,358 @@
+"""The SQLite backend: the embedded default, a file in WAL mode (or ``:memory:``)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import weakref
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overload
+
+from customer_session.exceptions import StoreError
+from customer_session.model import CustomerSession
+from customer_session.store._base import DEFAULT_RETRIES, BaseStore, already_processed
+from customer_session.store._documents import subject
+from customer_session.store._schema import SCHEMA_VERSION, steps_from
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from customer_session.hooks import Workflow
+    from customer_session.store._changes import Change
+
+_S = TypeVar("_S", bound=CustomerSession)
+
+_FETCH: Final = "SELECT version, document FROM customer_sessions WHERE integration_id = ?"
+_EXISTS: Final = "SELECT 1 FROM customer_sessions WHERE integration_id = ?"
+_COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state ORDER BY state"
+_INSERT: Final = """
+    INSERT INTO customer_sessions (integration_id, state, version, updated, document)
+    VALUES (?, ?, 1, ?, ?) ON CONFLICT (integration_id) DO NOTHING"""
+# The compare-and-set: one statement, and its row count says whether it won.
+_UPDATE: Final = """
+    UPDATE customer_sessions SET state = ?, version = version + 1, updated = ?, document = ?
+    WHERE integration_id = ? AND version = ?"""
+_JOURNAL: Final = """
+    INSERT INTO customer_session_journal
+        (integration_id, version, kind, operation, event_key, records, changes, recorded_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+_OUTBOX: Final = """
+    INSERT INTO customer_session_outbox
+        (idempotency_key, effect, integration_id, version, position, record, document,
+         created_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+_KEY: Final = """
+    INSERT INTO customer_session_keys (key, integration_id, recorded_at) VALUES (?, ?, ?)
+    ON CONFLICT (key) DO NOTHING"""
+_HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = ?"
+_HISTORY: Final = """
+    SELECT sequence, integration_id, version, kind, operation, event_key, records, changes,
+        recorded_at
+    FROM customer_session_journal WHERE integration_id = ? ORDER BY version"""
+_PENDING: Final = """
+    SELECT sequence, idempotency_key, effect, integration_id, version, position, record,
+        document, attempts, created_at
+    FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT ?"""
+_DELIVERED: Final = "UPDATE customer_session_outbox SET delivered_at = ? WHERE sequence = ?"
+_FAILED: Final = """
+    UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = ?
+    WHERE sequence = ?"""
+_HAS_SCHEMA: Final = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'customer_session_schema'"
+)
+_SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id = 1"
+_SET_VERSION: Final = """
+    INSERT INTO customer_session_schema (id, version) VALUES (1, ?)
+    ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
+
+
+class SQLiteStore(BaseStore[_S]):
+    """Sessions in an SQLite database: a file in WAL mode, or ``:memory:``.
+
+    The schema is created (or migrated) on first use. One store object may be
+    shared by the threads of a process: each thread gets its own connection to a
+    file (``:memory:`` has one connection, used under a lock). Processes open
+    their own store on the same file; SQLite serializes their commits.
+
+    Args:
+        path: The database file, or ``":memory:"`` for a private in-memory one.
+        session_class: The class sessions are loaded into.
+        workflow: The workflow whose guards and hooks apply to loaded sessions
+            (default: the class's ``default_workflow``).
+        retries: How many times :meth:`update` re-runs a change that lost a race.
+        synchronous: ``"FULL"`` (default) makes every commit durable across power
+            loss (an fsync per commit); ``"NORMAL"`` may lose the last commits on
+            power loss, never consistency, and is several times faster.
+        timeout: Seconds to wait for another connection's write lock.
+
+    Raises:
+        StoreError: The database cannot be opened.
+    """
+
+    dialect: ClassVar[str] = "sqlite"
+
+    @overload
+    def __init__(
+        self: SQLiteStore[CustomerSession],
+        path: str | os.PathLike[str],
+        *,
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        timeout: float = 30.0,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        session_class: type[_S],
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        timeout: float = 30.0,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        session_class: type[Any] = CustomerSession,
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        timeout: float = 30.0,
+    ) -> None:
+        """Remember where the database is; connections open on first use."""
+        super().__init__(session_class=session_class, workflow=workflow, retries=retries)
+        if synchronous not in {"FULL", "NORMAL"}:
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        self._path = os.fspath(path)
+        self._memory = self._path in {":memory:", ""}
+        self._synchronous = synchronous
+        self._timeout = timeout
+        self._local = threading.local()
+        # Weak: a thread's connection closes when the thread ends and its local goes.
+        self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._opened_lock = threading.Lock()
+        self._shared: _Connection | None = None
+        # One connection for ``:memory:`` (each connection would be its own database).
+        self._shared_lock = threading.RLock()
+        self._delivering = threading.Lock()
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        """The database file (or ``":memory:"``)."""
+        return self._path
+
+    def __repr__(self) -> str:
+        """Show the database file."""
+        return f"<SQLiteStore {self._path!r}>"
+
+    def close(self) -> None:
+        """Close every connection this store opened; the store cannot be used after."""
+        with self._opened_lock:
+            self._closed = True
+            opened = list(self._opened)
+            self._opened = weakref.WeakSet()
+            self._shared = None
+        for connection in opened:
+            connection.close()
+
+    # -- connections -------------------------------------------------------------------
+
+    def _open(self) -> _Connection:
+        try:
+            connection = sqlite3.connect(
+                self._path,
+                factory=_Connection,
+                timeout=self._timeout,
+                isolation_level=None,  # autocommit: transactions are explicit BEGIN/COMMIT
+                check_same_thread=False,  # close() may run in another thread
+                uri=self._path.startswith("file:"),
+            )
+            if not self._memory:
+                connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
+        with self._opened_lock:
+            if self._closed:
+                connection.close()
+                raise StoreError(f"{self!r} is closed")
+            self._opened.add(connection)
+        return connection
+
+    @contextmanager
+    def _connection(self, integration_id: str | None) -> Iterator[sqlite3.Connection]:
+        """This thread's connection; SQLite errors become ``StoreError`` naming the session."""
+        if self._closed:
+            raise StoreError(f"{self!r} is closed", integration_id)
+        try:
+            if self._memory:
+                with self._shared_lock:
+                    if self._shared is None:
+                        self._shared = self._open()
+                    yield self._shared
+            else:
+                connection = getattr(self._local, "connection", None)
+                if connection is None:
+                    connection = self._local.connection = self._open()
+                yield connection
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"{subject(integration_id)}: SQLite error in {self._path!r}: {exc}",
+                integration_id,
+            ) from exc
+
+    @contextmanager
+    def _writing(self, integration_id: str | None) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taking the write lock at once (no upgrade deadlocks)."""
+        with self._connection(integration_id) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            if connection.in_transaction:
+                connection.execute("COMMIT")
+
+    # -- the steps BaseStore needs -------------------------------------------------------
+
+    def _migrate(self, integration_id: str | None) -> None:
+        with self._connection(integration_id) as connection:
+            found = _schema_version(connection)
+            if found == SCHEMA_VERSION:
+                return
+            steps_from(self.dialect, found, integration_id)  # refuses a newer schema
+            with self._writing(integration_id) as locked:
+                found = _schema_version(locked)
+                steps = steps_from(self.dialect, found, integration_id)
+                for step in steps:
+                    for statement in step:
+                        locked.execute(statement)
+                if steps:
+                    locked.execute(_SET_VERSION, (SCHEMA_VERSION,))
+
+    def _fetch(self, integration_id: str) -> tuple[int, str] | None:
+        with self._connection(integration_id) as connection:
+            row = connection.execute(_FETCH, (integration_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _exists(self, integration_id: str) -> bool:
+        with self._connection(integration_id) as connection:
+            return connection.execute(_EXISTS, (integration_id,)).fetchone() is not None
+
+    def _counts(self) -> Sequence[tuple[str, int]]:
+        with self._connection(None) as connection:
+            return connection.execute(_COUNTS).fetchall()
+
+    def _insert(self, change: Change) -> bool:
+        return self._write(change, None)
+
+    def _update(self, change: Change, expected: int) -> bool:
+        return self._write(change, expected)
+
+    def _write(self, change: Change, expected: int | None) -> bool:
+        integration_id = change.integration_id
+        updated = change.updated.isoformat()
+        with self._writing(integration_id) as connection:
+            if expected is None:
+                row = (integration_id, change.state, updated, change.document)
+                cursor = connection.execute(_INSERT, row)
+                version = 1
+            else:
+                cas = (change.state, updated, change.document, integration_id, expected)
+                cursor = connection.execute(_UPDATE, cas)
+                version = expected + 1
+            if cursor.rowcount != 1:
+                connection.execute("ROLLBACK")
+                return False
+            at = change.recorded_at.isoformat()
+            connection.execute(
+                _JOURNAL,
+                (
+                    integration_id,
+                    version,
+                    change.kind.value,
+                    change.operation,
+                    change.key,
+                    change.records,
+                    change.changes,
+                    at,
+                ),
+            )
+            if change.outbox:
+                connection.executemany(
+                    _OUTBOX,
+                    [
+                        (
+                            row.key,
+                            row.effect,
+                            integration_id,
+                            version,
+                            row.position,
+                            row.record,
+                            change.document,
+                            at,
+                        )
+                        for row in change.outbox
+                    ],
+                )
+            if (
+                change.key is not None
+                and connection.execute(_KEY, (change.key, integration_id, at)).rowcount != 1
+            ):
+                raise StoreError(already_processed(change.key, integration_id), integration_id)
+        return True
+
+    def _record_key(self, key: str, integration_id: str | None) -> bool:
+        with self._connection(integration_id) as connection:
+            cursor = connection.execute(_KEY, (key, integration_id, _now()))
+            return cursor.rowcount == 1
+
+    def _has_key(self, key: str) -> bool:
+        with self._connection(None) as connection:
+            return connection.execute(_HAS_KEY, (key,)).fetchone() is not None
+
+    def _journal_rows(self, integration_id: str) -> Sequence[Sequence[Any]]:
+        with self._connection(integration_id) as connection:
+            return connection.execute(_HISTORY, (integration_id,)).fetchall()
+
+    def _pending_rows(self, limit: int | None) -> Sequence[Sequence[Any]]:
+        with self._connection(None) as connection:
+            return connection.execute(_PENDING, (-1 if limit is None else limit,)).fetchall()
+
+    def _mark_delivered(self, sequence: int) -> None:
+        with self._connection(None) as connection:
+            connection.execute(_DELIVERED, (_now(), sequence))
+
+    def _mark_failed(self, sequence: int, error: str) -> None:
+        with self._connection(None) as connection:
+            connection.execute(_FAILED, (error, sequence))
+
+    @contextmanager
+    def _delivery_lock(self) -> Iterator[None]:
+        with self._delivering:
+            yield
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be referenced weakly (``sqlite3.Connection`` cannot)."""
+
+
+def _schema_version(connection: sqlite3.Connection) -> object:
+    if connection.execute(_HAS_SCHEMA).fetchone() is None:
+        return 0
+    row = connection.execute(_SCHEMA_VERSION).fetchone()
+    return None if row is None else row[0]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

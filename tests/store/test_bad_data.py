@@ -1,0 +1,181 @@
+"""Damaged databases and missing drivers give clear library errors, never crashes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from customer_session import CartItem, CustomerSession, StoreError, ValidationError
+from customer_session.store import SCHEMA_VERSION, PostgresStore, SQLiteStore, open_store
+
+
+def stored(store, integration_id: str = "order-1") -> None:
+    session = CustomerSession(
+        integration_id=integration_id, cart_items=(CartItem(sku="A", quantity=2),)
+    )
+    store.create(session)
+
+
+class TestCorruptRows:
+    def test_document_that_is_not_json(self, store, sql, open_db):
+        """A document that is not JSON is a StoreError naming the session."""
+        stored(store)
+        sql(
+            "UPDATE customer_sessions SET document = ? WHERE integration_id = ?",
+            '{"id": ',
+            "order-1",
+        )
+        with pytest.raises(
+            StoreError, match=r"session 'order-1': the stored document is not valid JSON"
+        ) as caught:
+            open_db().get("order-1")
+        assert caught.value.integration_id == "order-1"
+
+    def test_document_that_does_not_restore(self, store, sql, open_db):
+        """A document the restore path refuses lists its problems, the ValidationError chained."""
+        stored(store)
+        ((text,),) = sql("SELECT document FROM customer_sessions")
+        sql(
+            "UPDATE customer_sessions SET document = ?",
+            text.replace('"quantity":2', '"quantity":"2"'),
+        )
+        with pytest.raises(
+            StoreError, match=r"session 'order-1'.*corrupt.*\$\.cartItems\[0\]\.quantity"
+        ) as caught:
+            open_db().update("order-1", lambda s: s.close())
+        assert isinstance(caught.value.__cause__, ValidationError)
+
+    def test_document_of_another_session(self, store, sql, open_db):
+        """A row holding another session's document is refused."""
+        stored(store, "a")
+        stored(store, "b")
+        ((text,),) = sql("SELECT document FROM customer_sessions WHERE integration_id = 'b'")
+        sql("UPDATE customer_sessions SET document = ? WHERE integration_id = 'a'", text)
+        with pytest.raises(
+            StoreError, match="session 'a': the stored document belongs to session 'b'"
+        ):
+            open_db().get("a")
+
+    def test_document_changed_behind_the_cache(self, store, sql):
+        """A row changed outside the store is read again, not served from the cache."""
+        stored(store)
+        store.get("order-1")
+        sql("UPDATE customer_sessions SET document = 'garbage'")
+        with pytest.raises(StoreError, match="not valid JSON"):
+            store.get("order-1")
+
+    def test_corrupt_journal_row(self, store, sql):
+        """A journal row whose records are not JSON is a StoreError naming the session."""
+        stored(store)
+        sql("UPDATE customer_session_journal SET records = '[{' WHERE integration_id = 'order-1'")
+        with pytest.raises(StoreError, match="session 'order-1': the stored journal records"):
+            store.history("order-1")
+
+    def test_journal_record_that_is_not_a_record(self, store, sql):
+        """A journal record with an unknown trigger is a StoreError naming the session."""
+        stored(store)
+        store.update("order-1", lambda s: s.close())
+        sql(
+            "UPDATE customer_session_journal SET records = ? WHERE version = 2",
+            '[{"trigger": "explode"}]',
+        )
+        with pytest.raises(StoreError, match="session 'order-1': a stored history record"):
+            store.history("order-1")
+
+
+class TestSchemaVersion:
+    def test_newer_schema_is_refused_naming_the_session(self, store, sql, open_db):
+        """A database of a newer schema version is refused with a StoreError naming the session."""
+        stored(store)
+        sql("UPDATE customer_session_schema SET version = ?", SCHEMA_VERSION + 1)
+        with pytest.raises(
+            StoreError,
+            match=r"session 'order-1': the database has customer-session schema version 2.*upgrade",
+        ) as caught:
+            open_db().get("order-1")
+        assert caught.value.integration_id == "order-1"
+
+    def test_newer_schema_is_refused_for_store_wide_calls(self, store, sql, open_db):
+        """Calls that concern no session name the store instead."""
+        stored(store)
+        sql("UPDATE customer_session_schema SET version = 99")
+        with pytest.raises(
+            StoreError, match=r"^store: the database has customer-session schema version 99"
+        ):
+            open_db().pending()
+
+    def test_schema_is_created_once(self, store, open_db, sql):
+        """A second store object on the same database reuses the schema and its data."""
+        stored(store)
+        assert open_db().get("order-1").integration_id == "order-1"
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+
+
+class TestOpening:
+    def test_open_store_picks_the_backend(self, tmp_path):
+        """A path opens SQLite; a postgresql:// URL opens PostgreSQL."""
+        with open_store(tmp_path / "x.db") as store:
+            assert isinstance(store, SQLiteStore)
+            assert store.path == str(tmp_path / "x.db")
+
+    @pytest.mark.postgres
+    def test_open_store_opens_postgres_urls(self, pg_server):
+        """A postgresql:// URL gives a PostgresStore."""
+        with open_store(pg_server.fresh_schema()) as store:
+            assert isinstance(store, PostgresStore)
+            assert "***" not in repr(store)
+
+    def test_unreadable_sqlite_file_is_a_store_error(self, tmp_path):
+        """A path that cannot hold a database gives StoreError, not sqlite3's error."""
+        with SQLiteStore(tmp_path) as store, pytest.raises(StoreError, match="SQLite"):
+            store.get("order-1")
+
+    def test_closed_store_refuses_work(self, tmp_path):
+        """A closed store raises StoreError."""
+        store = SQLiteStore(tmp_path / "x.db")
+        store.close()
+        with pytest.raises(StoreError, match="is closed"):
+            store.exists("order-1")
+
+    def test_invalid_options_are_refused(self, tmp_path):
+        """Negative retries and unknown synchronous modes are refused."""
+        with pytest.raises(ValueError, match="retries"):
+            SQLiteStore(tmp_path / "x.db", retries=-1)
+        with pytest.raises(ValueError, match="synchronous"):
+            SQLiteStore(tmp_path / "x.db", synchronous="OFF")  # type: ignore[arg-type]
+
+    def test_unreachable_server_is_a_store_error(self):
+        """A server that does not answer gives StoreError without the password."""
+        with pytest.raises(StoreError, match="cannot connect to PostgreSQL") as caught:
+            PostgresStore("postgresql://u:secret@127.0.0.1:1/db?connect_timeout=1")
+        assert "secret" not in str(caught.value)
+
+
+class TestWithoutPsycopg:
+    def test_package_imports_and_postgres_says_how_to_install(self):
+        """Without psycopg the package imports, and PostgresStore names the extra to install."""
+        script = textwrap.dedent(
+            """
+            import sys
+            sys.modules["psycopg"] = None  # as if it were not installed
+            sys.modules["psycopg_pool"] = None
+            import customer_session.store as store
+            try:
+                store.open_store("postgresql://localhost/db")
+            except store.StoreError as exc:
+                print(exc)
+            else:
+                print("no error")
+            """
+        ).replace("store.StoreError", "__import__('customer_session').StoreError")
+        result = subprocess.run(
+            [sys.executable, "-W", "error", "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "pip install 'customer-session[postgres]'" in result.stdout
+        assert "psycopg" in result.stdout

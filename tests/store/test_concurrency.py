@@ -1,0 +1,67 @@
+"""Worker processes racing on shared sessions lose no update and break no invariant."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from customer_session import REOPENABLE_SESSION, CartItem, ReopenableCustomerSession
+from customer_session.store import JournalKind, open_store, rebuild
+
+WORKERS = 8
+SESSIONS = 50
+STEPS = 60
+
+
+def check_consistent(store, ids) -> dict[str, int]:
+    """Every journal is a path of the table that rebuilds its row; count what it holds."""
+    totals = {"transitions": 0, "edits": 0}
+    for integration_id in ids:
+        history = store.history(integration_id)
+        assert [e.version for e in history] == list(range(1, len(history) + 1))
+        records = [r for entry in history for r in entry.records]
+        state = history[0].changes["state"]
+        for record in records:
+            assert record.source == state
+            assert REOPENABLE_SESSION.target(record.source, record.trigger) is record.destination
+            state = record.destination
+        stored = store.get(integration_id)
+        assert stored.state == state
+        assert rebuild(history, session_class=ReopenableCustomerSession) == stored
+        totals["transitions"] += len(records)
+        totals["edits"] += sum(1 for e in history if e.kind is JournalKind.EDIT)
+    return totals
+
+
+@pytest.mark.usefixtures("importable_workers")
+class TestWorkerProcesses:
+    def test_racing_workers_commit_exactly_what_they_counted(self, database):
+        """8 processes firing random triggers on 50 sessions: journals agree with the counts."""
+        import store_workers  # noqa: PLC0415 - importable once the fixture ran
+
+        ids = [f"order-{n}" for n in range(SESSIONS)]
+        items = (CartItem(sku="A", quantity=5, price=1.0),)
+        with open_store(database, session_class=ReopenableCustomerSession) as store:
+            for integration_id in ids:
+                store.create(
+                    ReopenableCustomerSession(integration_id=integration_id, cart_items=items)
+                )
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(WORKERS) as pool:
+            results = pool.starmap(
+                store_workers.random_walk,
+                [(database, ids, STEPS, seed) for seed in range(WORKERS)],
+            )
+        counted = {
+            key: sum(r.get(key, 0) for r in results)
+            for key in ("transition", "edit", "refused", "gave_up")
+        }
+        assert sum(counted.values()) == WORKERS * STEPS
+        assert counted["transition"] > WORKERS * STEPS // 5  # the walk is not all refusals
+        assert counted["refused"] > 0  # and it does try illegal triggers
+        with open_store(database, session_class=ReopenableCustomerSession) as store:
+            totals = check_consistent(store, ids)
+            assert totals == {"transitions": counted["transition"], "edits": counted["edit"]}
+            # Every committed transition wrote its durable effect, exactly once.
+            assert len(store.pending()) == counted["transition"]

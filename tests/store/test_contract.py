@@ -1,0 +1,576 @@
+"""The contract every SessionStore backend passes (each test runs on every backend)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import attrs
+import pytest
+
+from customer_session import (
+    AfterCommitHookFailed,
+    CartItem,
+    ConcurrentUpdate,
+    CustomerSession,
+    IllegalTransition,
+    ReopenableCustomerSession,
+    ReturnedItem,
+    State,
+    StoreError,
+    Trigger,
+    UnknownTrigger,
+    Workflow,
+    WorkflowError,
+    wire,
+)
+from customer_session.store import JournalKind, SessionStore, rebuild
+
+ITEMS = (CartItem(sku="SOCK", quantity=3, price=7.5), CartItem(sku="JKT", quantity=1, price=99.0))
+RETURN = (ReturnedItem(position=0, quantity=1),)
+
+
+def new_session(integration_id: str = "order-1", **fields) -> CustomerSession:
+    return CustomerSession(integration_id=integration_id, cart_items=ITEMS, **fields)
+
+
+def version(store, integration_id: str = "order-1") -> int:
+    return store.history(integration_id)[-1].version
+
+
+class TestCreateAndGet:
+    def test_created_session_loads_equal(self, store):
+        """A created session is loaded back equal to what was stored."""
+        session = new_session(coupon="WELCOME", attributes={"channel": "web"})
+        store.create(session)
+        assert store.get("order-1") == session
+
+    def test_session_in_any_state_with_history_round_trips(self, store):
+        """A session created after transitions keeps its state and history."""
+        session = new_session()
+        session.close()
+        session.return_items(RETURN)
+        store.create(session)
+        loaded = store.get("order-1")
+        assert loaded.state is State.PARTIALLY_RETURNED
+        assert loaded.history == session.history
+
+    def test_missing_session_is_a_store_error_naming_it(self, store):
+        """Getting a session that was never stored raises StoreError naming it."""
+        with pytest.raises(StoreError, match="'nope' is not in the store") as caught:
+            store.get("nope")
+        assert caught.value.integration_id == "nope"
+
+    def test_creating_twice_is_refused(self, store):
+        """A second create with the same integration id raises StoreError."""
+        store.create(new_session())
+        with pytest.raises(StoreError, match="already stored"):
+            store.create(new_session())
+        assert len(store.history("order-1")) == 1
+
+    def test_other_table_is_refused(self, store):
+        """A store of CustomerSession refuses a ReopenableCustomerSession."""
+        with pytest.raises(WorkflowError, match="another transition table"):
+            store.create(ReopenableCustomerSession(integration_id="order-1"))
+
+    def test_exists_and_counts(self, store):
+        """exists() and counts() see the stored sessions by state."""
+        store.create(new_session("a"))
+        closed = new_session("b")
+        closed.close()
+        store.create(closed)
+        assert store.exists("a")
+        assert not store.exists("c")
+        assert store.counts() == {State.OPEN: 1, State.CLOSED: 1}
+
+    def test_loaded_session_is_bound_to_the_store_workflow(self, open_db):
+        """get() binds the session to the store's workflow, whose hooks then apply."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+        assert store.get("order-1").workflow is workflow
+        assert store.workflow is workflow
+
+    def test_reopenable_store_loads_reopenable_sessions(self, open_db):
+        """A store with session_class=ReopenableCustomerSession loads that class."""
+        store = open_db(session_class=ReopenableCustomerSession)
+        session = ReopenableCustomerSession(integration_id="order-1")
+        session.close()
+        session.reopen()
+        store.create(session)
+        loaded = store.get("order-1")
+        assert type(loaded) is ReopenableCustomerSession
+        assert [r.trigger for r in loaded.history] == [Trigger.CLOSE, Trigger.REOPEN]
+
+    def test_store_satisfies_the_protocol(self, store):
+        """Every backend is usable where a SessionStore is expected."""
+
+        def first_state(s: SessionStore[CustomerSession]) -> State:
+            return s.get("order-1").state
+
+        store.create(new_session())
+        assert first_state(store) is State.OPEN
+
+
+class TestTransaction:
+    def test_change_commits_when_the_block_ends(self, store):
+        """A trigger fired in the block is stored when the block ends."""
+        store.create(new_session())
+        with store.transaction("order-1") as session:
+            session.close()
+        assert store.get("order-1").state is State.CLOSED
+        assert version(store) == 2
+
+    def test_raising_block_writes_nothing_and_rolls_back(self, store):
+        """A block that raises leaves the row and the session object as they were."""
+        original = new_session()
+        store.create(original)
+        with pytest.raises(RuntimeError), store.transaction("order-1") as session:  # noqa: PT012 - the block is what is tested
+            session.add_item(CartItem(sku="HAT", quantity=1))
+            session.close()
+            raise RuntimeError
+        assert session == original
+        assert store.get("order-1") == original
+        assert version(store) == 1
+
+    def test_block_without_change_writes_nothing(self, store):
+        """A block that only reads adds no journal entry and keeps the version."""
+        store.create(new_session())
+        with store.transaction("order-1") as session:
+            assert session.can("close")
+        assert len(store.history("order-1")) == 1
+
+    def test_conflict_raises_and_rolls_back(self, store, open_db):
+        """A commit over a change made since the load raises ConcurrentUpdate; no lost update."""
+        other = open_db()
+        store.create(new_session())
+        with pytest.raises(ConcurrentUpdate) as caught, store.transaction("order-1") as session:  # noqa: PT012 - the block is what is tested
+            session.set_coupon("MINE")
+            other.update("order-1", lambda s: s.set_coupon("THEIRS"))
+        assert caught.value.attempts == 1
+        assert session.coupon is None
+        assert store.get("order-1").coupon == "THEIRS"
+        assert version(store) == 2
+
+    def test_illegal_transition_raises_as_usual(self, store):
+        """An illegal trigger in the block raises IllegalTransition and writes nothing."""
+        closed = new_session()
+        closed.close()
+        store.create(closed)
+        with pytest.raises(IllegalTransition), store.transaction("order-1") as session:
+            session.close()
+        assert version(store) == 1
+
+    def test_edits_and_trigger_are_one_journal_entry(self, store):
+        """Cart edits and a trigger in one block commit as one transition entry."""
+        store.create(new_session())
+        with store.transaction("order-1") as session:
+            session.set_coupon("WELCOME")
+            session.close()
+        entry = store.history("order-1")[-1]
+        assert entry.kind is JournalKind.TRANSITION
+        assert entry.operation == "close"
+        assert entry.changes["coupon"] == "WELCOME"
+        assert entry.changes["state"] == "closed"
+
+    def test_edit_without_transition_is_an_edit_entry(self, store):
+        """An edit-only block is journaled as an edit with no records."""
+        store.create(new_session())
+        with store.transaction("order-1", operation="add hat") as session:
+            session.add_item(CartItem(sku="HAT", quantity=1))
+        entry = store.history("order-1")[-1]
+        assert (entry.kind, entry.operation, entry.records) == (JournalKind.EDIT, "add hat", ())
+        assert len(entry.changes["cartItems"]) == 3
+
+
+class TestUpdate:
+    def test_returns_what_the_change_returns(self, store):
+        """update() returns the change's result (here the committed record)."""
+        store.create(new_session())
+        record = store.update("order-1", lambda s: s.close())
+        assert record.destination is State.CLOSED
+        assert store.history("order-1")[-1].records == (record,)
+
+    def test_lost_race_is_rerun_on_fresh_state(self, store, open_db):
+        """A change that lost a race runs again on the fresh session and commits."""
+        other = open_db()
+        store.create(new_session())
+        seen: list[str | None] = []
+
+        def change(session):
+            seen.append(session.coupon)
+            if len(seen) == 1:
+                other.update("order-1", lambda s: s.set_coupon("THEIRS"))
+            session.set_referral("MINE")
+
+        store.update("order-1", change)
+        assert seen == [None, "THEIRS"]
+        loaded = store.get("order-1")
+        assert (loaded.coupon, loaded.referral) == ("THEIRS", "MINE")
+
+    def test_gives_up_after_the_retries(self, store, open_db):
+        """A change that loses every race raises ConcurrentUpdate with the attempts made."""
+        other = open_db()
+        store.create(new_session())
+
+        def change(session):
+            other.update("order-1", lambda s: s.set_coupon(uuid.uuid4().hex[:8]))
+            session.set_referral("MINE")
+
+        with pytest.raises(ConcurrentUpdate, match="gave up after 3 attempt") as caught:
+            store.update("order-1", change, retries=2)
+        assert caught.value.attempts == 3
+        assert store.get("order-1").referral is None
+
+    def test_transition_illegal_on_fresh_state_raises(self, store, open_db):
+        """A trigger that became illegal on the fresh state raises IllegalTransition."""
+        other = open_db()
+        store.create(new_session())
+        calls = []
+
+        def close(session):
+            calls.append(session.state)
+            if len(calls) == 1:
+                other.update("order-1", lambda s: s.cancel())
+            session.close()
+
+        with pytest.raises(IllegalTransition):
+            store.update("order-1", close)
+        assert calls == [State.OPEN, State.CANCELLED]
+        assert store.get("order-1").state is State.CANCELLED
+
+    def test_exception_from_the_change_is_not_retried(self, store):
+        """An exception raised by the change propagates after one call."""
+        store.create(new_session())
+        calls = []
+
+        def change(session):
+            calls.append(session)
+            raise KeyError("boom")
+
+        with pytest.raises(KeyError):
+            store.update("order-1", change)
+        assert len(calls) == 1
+
+    def test_cached_copy_out_of_date_is_not_trusted(self, store, open_db):
+        """A change decided on an out-of-date copy is run again on the stored row."""
+        other = open_db()
+        store.create(new_session())
+        store.get("order-1")
+        other.update("order-1", lambda s: s.close())
+        assert store.update("order-1", lambda s: s.state) is State.CLOSED
+        store.update("order-1", lambda s: s.return_items(RETURN))
+        assert store.get("order-1").state is State.PARTIALLY_RETURNED
+
+
+class TestJournal:
+    def test_every_commit_appends_one_entry(self, store):
+        """Create, an edit and two transitions give four entries, versions 1 to 4."""
+        store.create(new_session())
+        store.update("order-1", lambda s: s.set_coupon("WELCOME"))
+        store.update("order-1", lambda s: s.close())
+        store.update("order-1", lambda s: s.return_items(RETURN))
+        history = store.history("order-1")
+        assert [(e.version, e.kind, e.operation) for e in history] == [
+            (1, JournalKind.CREATED, "create"),
+            (2, JournalKind.EDIT, "edit"),
+            (3, JournalKind.TRANSITION, "close"),
+            (4, JournalKind.TRANSITION, "return_items"),
+        ]
+        assert [e.sequence for e in history] == sorted(e.sequence for e in history)
+
+    def test_replaying_the_journal_rebuilds_the_stored_session(self, store):
+        """rebuild(history) equals the stored session, history and all."""
+        session = new_session()
+        session.close()
+        store.create(session)
+        store.update("order-1", lambda s: s.return_items(RETURN))
+        store.update("order-1", lambda s: s.return_items([ReturnedItem(position=1, quantity=1)]))
+        store.update("order-1", lambda s: s.cancel())
+        assert rebuild(store.history("order-1")) == store.get("order-1")
+
+    def test_entry_keeps_only_what_changed(self, store):
+        """A transition's entry holds the changed document keys and the added record."""
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        entry = store.history("order-1")[-1]
+        assert set(entry.changes) == {"state", "updated", "updateCount"}
+        assert [r.trigger for r in entry.records] == [Trigger.CLOSE]
+
+    def test_removed_key_is_recorded_as_none(self, store):
+        """A key that disappears from the document (a removed coupon) maps to None."""
+        store.create(new_session(coupon="WELCOME"))
+        store.update("order-1", lambda s: s.set_coupon(None))
+        assert store.history("order-1")[-1].changes["coupon"] is None
+        assert rebuild(store.history("order-1")).coupon is None
+
+    def test_entries_are_immutable(self, store):
+        """Journal entries and their changes cannot be modified."""
+        store.create(new_session())
+        entry = store.history("order-1")[0]
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            entry.version = 9  # type: ignore[misc]
+        with pytest.raises(TypeError):
+            entry.changes["state"] = "closed"  # type: ignore[index]
+
+    def test_rebuild_refuses_an_incomplete_journal(self, store):
+        """A journal with a missing entry does not rebuild."""
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        store.update("order-1", lambda s: s.cancel())
+        history = store.history("order-1")
+        with pytest.raises(StoreError, match="version 3"):
+            rebuild([history[0], history[2]])
+        with pytest.raises(StoreError, match="starts with the creation"):
+            rebuild(history[1:])
+
+
+class TestAfterCommitHooks:
+    def test_hook_runs_after_the_database_commit(self, open_db):
+        """An after-commit hook of a trigger in the block sees the committed row."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+        reader = open_db()
+        seen = []
+        workflow.after_commit(
+            lambda event: seen.append(reader.get(event.session.integration_id).state),
+            trigger="close",
+        )
+        store.create(new_session())
+        with store.transaction("order-1") as session:
+            session.close()
+            assert seen == []
+        assert seen == [State.CLOSED]
+
+    def test_hook_does_not_run_when_nothing_commits(self, open_db):
+        """After-commit hooks of a block that raises or conflicts never run."""
+        workflow = Workflow()
+        store, other = open_db(workflow=workflow), open_db()
+        seen = []
+        workflow.after_commit(seen.append, trigger="close")
+        store.create(new_session())
+        with pytest.raises(RuntimeError), store.transaction("order-1") as session:  # noqa: PT012 - the block is what is tested
+            session.close()
+            raise RuntimeError
+        with pytest.raises(ConcurrentUpdate), store.transaction("order-1") as session:  # noqa: PT012 - the block is what is tested
+            session.close()
+            other.update("order-1", lambda s: s.set_coupon("X"))
+        assert seen == []
+
+    def test_hook_runs_once_for_the_attempt_that_committed(self, open_db):
+        """With update() re-running a change, the hook runs once, for the commit."""
+        workflow = Workflow()
+        store, other = open_db(workflow=workflow), open_db()
+        seen = []
+        workflow.after_commit(lambda e: seen.append(e.trigger), trigger="close")
+        store.create(new_session())
+        runs = []
+
+        def change(session):
+            runs.append(1)
+            session.close()
+            if len(runs) == 1:
+                other.update("order-1", lambda s: s.set_coupon("X"))
+
+        store.update("order-1", change)
+        assert (len(runs), seen) == (2, [Trigger.CLOSE])
+
+    def test_failing_hook_reports_the_committed_transition(self, open_db):
+        """A failing after-commit hook raises AfterCommitHookFailed; the commit stands."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+
+        def fail(event):
+            raise ValueError("mail server down")
+
+        workflow.after_commit(fail, trigger="close")
+        store.create(new_session())
+        with pytest.raises(AfterCommitHookFailed) as caught:
+            store.update("order-1", lambda s: s.close())
+        assert caught.value.record.trigger is Trigger.CLOSE
+        assert store.get("order-1").state is State.CLOSED
+
+    def test_hook_registered_later_applies(self, open_db):
+        """Hooks registered after the store was opened apply to later commits."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+        store.get("order-1")
+        seen = []
+        workflow.after_commit(seen.append)
+        store.update("order-1", lambda s: s.close())
+        assert [e.trigger for e in seen] == [Trigger.CLOSE]
+
+
+class TestDurableEffects:
+    def test_matching_transitions_write_outbox_rows(self, store):
+        """A durable effect gets one outbox row per matching transition, none for others."""
+        store.on_commit("notify-erp", trigger="close")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.set_coupon("X"))
+        store.update("order-1", lambda s: s.close())
+        store.update("order-1", lambda s: s.cancel())
+        (effect,) = store.pending()
+        assert (effect.name, effect.integration_id, effect.version) == ("notify-erp", "order-1", 3)
+        assert effect.record.trigger is Trigger.CLOSE
+        assert effect.session().state is State.CLOSED
+
+    def test_deliver_hands_rows_over_in_commit_order(self, store):
+        """deliver() calls the handler for each row in order, then none are pending."""
+        store.on_commit("audit")
+        for name in ("a", "b"):
+            store.create(new_session(name))
+        store.update("b", lambda s: s.close())
+        store.update("a", lambda s: s.cancel())
+        store.update("b", lambda s: s.return_items(RETURN))
+        delivered = []
+        assert store.deliver(lambda e: delivered.append((e.integration_id, e.record.trigger))) == 3
+        assert delivered == [
+            ("b", Trigger.CLOSE),
+            ("a", Trigger.CANCEL),
+            ("b", Trigger.RETURN_ITEMS),
+        ]
+        assert store.pending() == ()
+        assert store.deliver(delivered.append) == 0
+
+    def test_failing_handler_leaves_the_row_pending(self, store):
+        """A handler that raises stops the delivery; the row is handed over again later."""
+        store.on_commit("notify", trigger="close")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+
+        def down(effect):
+            raise ConnectionError("ERP unreachable")
+
+        with pytest.raises(ConnectionError):
+            store.deliver(down)
+        (effect,) = store.pending()
+        assert effect.attempts == 1
+        keys = []
+        assert store.deliver(lambda e: keys.append(e.key)) == 1
+        assert keys == [effect.key]
+
+    def test_idempotency_key_is_a_stable_uuid(self, store, open_db):
+        """Each row's key is a UUID that identifies the transition and the effect."""
+        store.on_commit("notify")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        (effect,) = store.pending()
+        assert uuid.UUID(effect.key).version == 5
+        assert open_db().pending()[0].key == effect.key
+
+    def test_limit_delivers_part_of_the_outbox(self, store):
+        """deliver(limit=n) hands over at most n rows."""
+        store.on_commit("notify")
+        for name in ("a", "b", "c"):
+            store.create(new_session(name))
+            store.update(name, lambda s: s.close())
+        assert store.deliver(lambda e: None, limit=2) == 2
+        assert len(store.pending()) == 1
+
+    def test_registration_is_checked(self, store):
+        """An empty or repeated name and an unknown trigger are refused."""
+        store.on_commit("notify")
+        with pytest.raises(WorkflowError, match="already registered"):
+            store.on_commit("notify", trigger="close")
+        with pytest.raises(WorkflowError, match="non-empty name"):
+            store.on_commit("")
+        with pytest.raises(UnknownTrigger):
+            store.on_commit("other", trigger="reopen")
+
+    def test_removed_effect_writes_no_more_rows(self, store):
+        """After remove(), commits write no rows for the effect."""
+        effect = store.on_commit("notify")
+        store.create(new_session())
+        effect.remove()
+        store.update("order-1", lambda s: s.close())
+        assert store.pending() == ()
+        assert store.effects == ()
+
+    def test_no_row_for_a_block_that_did_not_commit(self, store, open_db):
+        """A conflicting block writes no outbox row; its retry writes exactly one."""
+        other = open_db()
+        store.on_commit("notify", trigger="close")
+        store.create(new_session())
+        runs = []
+
+        def change(session):
+            runs.append(1)
+            if len(runs) == 1:
+                other.update("order-1", lambda s: s.set_coupon("X"))
+            session.close()
+
+        store.update("order-1", change)
+        assert len(store.pending()) == 1
+
+
+class TestIdempotencyKeys:
+    def test_key_is_recorded_with_the_change(self, store):
+        """A change made with key= records the key and names it in the journal."""
+        store.create(new_session(), key="event-1")
+        store.update("order-1", lambda s: s.close(), key="event-2")
+        assert store.processed("event-1")
+        assert store.processed("event-2")
+        assert not store.processed("event-3")
+        assert [e.key for e in store.history("order-1")] == ["event-1", "event-2"]
+
+    def test_reused_key_writes_nothing(self, store):
+        """A change whose key was already recorded raises StoreError and commits nothing."""
+        store.create(new_session(), key="event-1")
+        with pytest.raises(StoreError, match="'event-1' was already processed"):
+            store.update("order-1", lambda s: s.close(), key="event-1")
+        assert store.get("order-1").state is State.OPEN
+        assert len(store.history("order-1")) == 1
+
+    def test_key_of_a_change_that_changed_nothing_is_recorded(self, store):
+        """A block that changes nothing still records its key."""
+        store.create(new_session())
+        with store.transaction("order-1", key="event-1"):
+            pass
+        assert store.processed("event-1")
+
+    def test_mark_processed_records_a_key_once(self, store):
+        """mark_processed() is True the first time and False after."""
+        assert store.mark_processed("refused-line-3")
+        assert not store.mark_processed("refused-line-3")
+        assert store.processed("refused-line-3")
+
+
+class TestThreads:
+    def test_threads_sharing_one_store_lose_no_update(self, store):
+        """Eight threads adding items through one store object lose none of them."""
+        store.create(new_session(), key=None)
+        per_thread = 15
+        errors: list[BaseException] = []
+
+        def work(worker: int) -> None:
+            try:
+                for n in range(per_thread):
+                    item = CartItem(sku=f"T{worker}-{n}", quantity=1)
+                    store.update("order-1", lambda s, i=item: s.add_item(i), retries=100)
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        stored = store.get("order-1")
+        assert len(stored.cart_items) == len(ITEMS) + 8 * per_thread
+        assert [e.version for e in store.history("order-1")] == list(range(1, 2 + 8 * per_thread))
+        assert rebuild(store.history("order-1")) == stored
+
+
+class TestWireDocument:
+    def test_row_holds_the_wire_document_with_history(self, store, sql):
+        """The stored document is the v1 wire document with the history extension."""
+        session = new_session()
+        session.close()
+        store.create(session)
+        ((text,),) = sql(
+            "SELECT document FROM customer_sessions WHERE integration_id = ?", "order-1"
+        )
+        assert wire.from_json(text) == session
+        assert sql("SELECT state, version FROM customer_sessions") == [("closed", 1)]

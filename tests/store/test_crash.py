@@ -1,0 +1,153 @@
+"""Workers killed with SIGKILL mid-transaction leave a consistent database, outbox whole."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import time
+
+import pytest
+
+from customer_session import CartItem, ReopenableCustomerSession, State
+from customer_session.store import open_store, rebuild
+from customer_session.store._outbox import idempotency_key
+
+IDS = [f"order-{n}" for n in range(10)]
+ITEMS = (CartItem(sku="A", quantity=5, price=1.0),)
+
+
+def populate(database: str) -> None:
+    with open_store(database, session_class=ReopenableCustomerSession) as store:
+        for integration_id in IDS:
+            store.create(ReopenableCustomerSession(integration_id=integration_id, cart_items=ITEMS))
+
+
+def assert_consistent(database: str) -> set[str]:
+    """Rows, journals and outbox agree; return the outbox keys the journals call for."""
+    expected: set[str] = set()
+    with open_store(database, session_class=ReopenableCustomerSession) as store:
+        for integration_id in IDS:
+            history = store.history(integration_id)
+            # No journal entry without its row change, and no row change without one.
+            assert [e.version for e in history] == list(range(1, len(history) + 1))
+            assert rebuild(history, session_class=ReopenableCustomerSession) == store.get(
+                integration_id
+            )
+            positions = range(sum(len(e.records) for e in history))
+            expected |= {idempotency_key(integration_id, p, "notify") for p in positions}
+    return expected
+
+
+def outbox_keys(sql) -> set[str]:
+    return {key for (key,) in sql("SELECT idempotency_key FROM customer_session_outbox")}
+
+
+def kill_when_ready(process, ready, *, timeout: float = 60.0) -> None:
+    assert ready.wait(timeout), "the worker never got ready"
+    process.kill()
+    process.join(timeout)
+    assert process.exitcode == -9
+
+
+@pytest.fixture
+def spawn():
+    context = multiprocessing.get_context("spawn")
+    started = []
+
+    def start(target, *args):
+        ready = context.Event()
+        process = context.Process(target=target, args=(*args, ready), daemon=True)
+        process.start()
+        started.append(process)
+        return process, ready
+
+    yield start
+    for process in started:
+        if process.is_alive():
+            process.kill()
+        process.join(10)
+
+
+@pytest.mark.usefixtures("importable_workers")
+class TestKilledWorkers:
+    def test_kill_between_writes_and_commit_applies_nothing(self, database, backend, spawn, sql):
+        """A worker killed after its writes, before they commit, leaves no trace of them."""
+        import store_workers  # noqa: PLC0415 - importable once the fixture ran
+
+        populate(database)
+        if backend == "postgres":
+            # Hold the commit statement on the server, in the outbox insert it makes.
+            sql(
+                "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$"
+            )
+            sql(
+                "CREATE TRIGGER slow BEFORE INSERT ON customer_session_outbox "
+                "FOR EACH ROW EXECUTE FUNCTION slow()"
+            )
+            # The server checks for a lost client while it sleeps, and then rolls back.
+            watched = f"{database}%20-cclient_connection_check_interval%3D50"
+            process, ready = spawn(store_workers.commit_slowly, watched, "order-0")
+            assert ready.wait(60)
+            time.sleep(0.5)
+            process.kill()
+            process.join(10)
+            # The server finishes or aborts the statement on its own; wait for it.
+            deadline = time.monotonic() + 30
+            busy = (
+                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE ? "
+                "AND pid <> pg_backend_pid()"
+            )
+            while sql(busy, "%WITH moved%"):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            sql("DROP TRIGGER slow ON customer_session_outbox")
+        else:
+            process, ready = spawn(store_workers.commit_and_hang, database, "order-0")
+            kill_when_ready(process, ready)
+        expected = assert_consistent(database)
+        assert outbox_keys(sql) == expected
+        with open_store(database, session_class=ReopenableCustomerSession) as store:
+            # Killed before the commit: nothing of the close was written.
+            assert store.get("order-0").state is State.OPEN
+            assert len(store.history("order-0")) == 1
+            # The database is usable: the worker's locks died with it.
+            store.update("order-0", lambda s: s.close())
+            assert store.get("order-0").state is State.CLOSED
+
+    def test_kills_at_random_moments_lose_no_outbox_row(self, database, spawn, sql):
+        """Workers killed at random points leave journals, rows and outbox in agreement."""
+        import store_workers  # noqa: PLC0415 - importable once the fixture ran
+
+        populate(database)
+        rng = random.Random(7)  # noqa: S311 - test timing, not cryptography
+        for round_ in range(3):
+            process, ready = spawn(store_workers.walk_until_killed, database, IDS, round_)
+            assert ready.wait(15), (round_, process.exitcode)
+            time.sleep(rng.uniform(0.05, 0.3))
+            process.kill()
+            process.join(10)
+        expected = assert_consistent(database)
+        assert expected  # the walks committed transitions
+        assert outbox_keys(sql) == expected
+
+    def test_killed_deliverer_loses_no_effect(self, database, spawn, sql, tmp_path):
+        """A deliverer killed inside its handler: the row is delivered again, none lost."""
+        import store_workers  # noqa: PLC0415 - importable once the fixture ran
+
+        populate(database)
+        with store_workers.open_reopenable(database) as store:
+            for integration_id in IDS[:4]:
+                store.update(integration_id, lambda s: s.close())
+                store.update(integration_id, lambda s: s.reopen())
+        handed = tmp_path / "handed.txt"
+        process, ready = spawn(store_workers.deliver_and_hang, database, str(handed), 3)
+        kill_when_ready(process, ready)
+        first = handed.read_text().split()
+        assert len(first) == 3
+        again: list[str] = []
+        with store_workers.open_reopenable(database) as store:
+            assert store.deliver(lambda effect: again.append(effect.key)) == 6
+            assert store.pending() == ()
+        assert again[0] == first[2]  # handed over before the kill, never marked delivered
+        assert set(first) | set(again) == outbox_keys(sql)

@@ -1,0 +1,48 @@
+"""What only the SQLite backend does: WAL files, in-memory databases, thread connections."""
+
+from __future__ import annotations
+
+import gc
+import sqlite3
+import threading
+
+from customer_session import CustomerSession, State
+from customer_session.store import SQLiteStore
+
+
+def in_thread(function) -> None:
+    thread = threading.Thread(target=function)
+    thread.start()
+    thread.join()
+
+
+class TestSQLiteStore:
+    def test_file_database_uses_wal(self, tmp_path):
+        """A file database is switched to WAL mode."""
+        path = tmp_path / "sessions.db"
+        with SQLiteStore(path) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+        connection = sqlite3.connect(path)
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        connection.close()
+
+    def test_synchronous_mode_is_applied(self, tmp_path):
+        """synchronous= sets the durability of each connection."""
+        store = SQLiteStore(tmp_path / "x.db", synchronous="NORMAL")
+        with store, store._connection(None) as connection:
+            assert connection.execute("PRAGMA synchronous").fetchone() == (1,)
+
+    def test_memory_database_is_shared_by_threads(self):
+        """Threads using one :memory: store see one database."""
+        with SQLiteStore(":memory:") as store:
+            in_thread(lambda: store.create(CustomerSession(integration_id="order-1")))
+            in_thread(lambda: store.update("order-1", lambda s: s.close()))
+            assert store.get("order-1").state is State.CLOSED
+
+    def test_connection_of_a_finished_thread_is_released(self, tmp_path):
+        """Each thread gets its own connection, released when the thread ends."""
+        with SQLiteStore(tmp_path / "x.db") as store:
+            store.create(CustomerSession(integration_id="order-1"))
+            in_thread(lambda: store.get("order-1"))
+            gc.collect()
+            assert len(store._opened) == 1

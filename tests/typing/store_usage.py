@@ -1,0 +1,76 @@
+"""Typed usage of customer_session.store; CI type-checks this file with mypy --strict."""
+
+from __future__ import annotations
+
+from typing import assert_type
+
+from customer_session import (
+    CustomerSession,
+    ReopenableCustomerSession,
+    State,
+    TransitionRecord,
+    Trigger,
+)
+from customer_session.store import (
+    DurableEffect,
+    Effect,
+    EffectHandler,
+    JournalEntry,
+    JournalKind,
+    PostgresStore,
+    SessionStore,
+    SQLiteStore,
+    StoreReplayer,
+    open_store,
+    rebuild,
+)
+
+
+def close(session: CustomerSession) -> TransitionRecord:
+    """Close a session; used as a store change."""
+    return session.close()
+
+
+def states(store: SessionStore[CustomerSession]) -> dict[State, int]:
+    """Code that accepts any backend."""
+    return store.counts()
+
+
+def send(effect: Effect) -> None:
+    """A durable-effect handler."""
+    assert isinstance(effect.key, str)
+    assert effect.record.trigger is Trigger.CLOSE
+
+
+handler: EffectHandler = send
+
+with SQLiteStore(":memory:") as store:
+    assert_type(store, SQLiteStore[CustomerSession])
+    store.create(CustomerSession(integration_id="order-1"))
+    record: TransitionRecord = store.update("order-1", close)
+    assert_type(store.update("order-1", lambda s: s.state), State)
+    with store.transaction("order-1", key="event-7") as session:
+        assert_type(session, CustomerSession)
+        if session.state is State.CLOSED:
+            session.cancel()
+    entries: tuple[JournalEntry, ...] = store.history("order-1")
+    kind: JournalKind = entries[-1].kind
+    rebuilt: CustomerSession = rebuild(entries)
+    effect: DurableEffect = store.on_commit("erp", trigger=Trigger.CLOSE)
+    delivered: int = store.deliver(handler, limit=10)
+    total: dict[State, int] = states(store)
+
+with SQLiteStore(":memory:", session_class=ReopenableCustomerSession) as reopenable:
+    assert_type(reopenable, SQLiteStore[ReopenableCustomerSession])
+    reopenable.create(ReopenableCustomerSession(integration_id="order-2", state=State.CLOSED))
+    reopened: TransitionRecord = reopenable.update("order-2", lambda s: s.reopen())
+    typed: ReopenableCustomerSession = reopenable.get("order-2")
+    again: ReopenableCustomerSession = rebuild(
+        reopenable.history("order-2"), session_class=ReopenableCustomerSession
+    )
+
+any_store: SessionStore[CustomerSession] = open_store(":memory:")
+any_store.close()
+postgres: type[PostgresStore[CustomerSession]] = PostgresStore
+replayer = StoreReplayer(":memory:", log_id="orders-2026-03")
+replayer.close()
