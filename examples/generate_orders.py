@@ -9,6 +9,8 @@ over-returns) and a few lines are malformed, so the replay has something to repo
 
 The output is deterministic for a given ``--seed``. ``examples/orders.jsonl`` was
 made with the defaults: ``python examples/generate_orders.py -o examples/orders.jsonl``.
+``--edits`` sets the choices for the number of cart edits per session (the
+benchmark in ``bench/replay.py`` uses more edits for longer sessions).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
 CATALOG = [
     ("SOCK-TR-42", "Trail Sock", 7.5, "socks"),
@@ -36,6 +38,8 @@ CATALOG = [
 ]
 COUPONS = ["WELCOME10", "SPRING24", "FREESHIP"]
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+EDITS = (0, 0, 1, 1, 2, 3)
+"""The default choices for the number of cart edits of an open session."""
 
 
 def _stamp(moment: datetime) -> str:
@@ -58,9 +62,17 @@ def _cart(rng: random.Random) -> list[dict[str, Any]]:
 
 
 def session_events(  # noqa: C901 - one readable story of a session, step by step
-    rng: random.Random, integration_id: str, start: datetime, *, illegal_rate: float
+    rng: random.Random,
+    integration_id: str,
+    start: datetime,
+    *,
+    illegal_rate: float,
+    edits: Sequence[int] = EDITS,
 ) -> list[tuple[datetime, dict[str, Any]]]:
-    """The events of one session, in order, each with its time."""
+    """The events of one session, in order, each with its time.
+
+    ``edits`` are the choices for how many times an open session's cart is edited.
+    """
     events: list[tuple[datetime, dict[str, Any]]] = []
     now = start
 
@@ -88,7 +100,7 @@ def session_events(  # noqa: C901 - one readable story of a session, step by ste
         maybe_illegal(
             ("return", {"return": {"returnedCartItems": [{"position": 0, "quantity": 1}]}})
         )
-        for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
+        for _ in range(rng.choice(edits)):
             cart = [*cart, _item(rng)] if rng.random() < 0.7 or len(cart) < 2 else cart[:-1]
             emit("update", customerSession={"cartItems": cart})
         ending = rng.random()
@@ -131,13 +143,20 @@ def session_events(  # noqa: C901 - one readable story of a session, step by ste
 
 
 def generate(
-    sessions: int, *, seed: int = 2026, illegal_rate: float = 0.03, malformed: int = 3
+    sessions: int,
+    *,
+    seed: int = 2026,
+    illegal_rate: float = 0.03,
+    malformed: int = 3,
+    edits: Sequence[int] = EDITS,
 ) -> Iterator[str]:
     """Yield the log's lines: the sessions' events interleaved by time."""
     rng = random.Random(seed)
     spread = timedelta(days=30) / max(sessions, 1)
     streams = [
-        session_events(rng, f"order-{n:07d}", START + n * spread, illegal_rate=illegal_rate)
+        session_events(
+            rng, f"order-{n:07d}", START + n * spread, illegal_rate=illegal_rate, edits=edits
+        )
         for n in range(sessions)
     ]
     merged = heapq.merge(*streams, key=lambda pair: pair[0])
@@ -156,10 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--illegal-rate", type=float, default=0.03)
     parser.add_argument("--malformed", type=int, default=3)
+    parser.add_argument(
+        "--edits",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=EDITS,
+        help="choices for the number of cart edits per session (default: 0,0,1,1,2,3)",
+    )
     parser.add_argument("-o", "--output", help="file to write (default: standard output)")
     args = parser.parse_args(argv)
     lines = generate(
-        args.sessions, seed=args.seed, illegal_rate=args.illegal_rate, malformed=args.malformed
+        args.sessions,
+        seed=args.seed,
+        illegal_rate=args.illegal_rate,
+        malformed=args.malformed,
+        edits=args.edits,
     )
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:  # noqa: PTH123 - a plain script

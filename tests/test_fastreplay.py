@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from customer_session import CustomerSession, ReopenableCustomerSession, State
-from customer_session._fastreplay import SessionRecord
+from customer_session._fastreplay import SessionRecord, SessionView
 from customer_session.exceptions import WorkflowError
 from customer_session.replay import Replayer
 
@@ -443,7 +443,7 @@ class TestLendingToTheLivePath:
         record = entries(replayer)["order-1"]
         assert type(record) is SessionRecord
         assert record.coupon == "WELCOME10"
-        assert record.returned == [1]
+        assert record.returned == (1,)
 
     def test_a_refused_line_leaves_the_record_untouched(self):
         """An over-return refused by the live path puts the very same record back."""
@@ -464,3 +464,69 @@ class TestLendingToTheLivePath:
             "session 'order-1': cannot return_items() from state 'open'; allowed: cancel(), close()"
         )
         assert type(entries(replayer)["order-1"]) is SessionRecord
+
+
+class TestStateRefusals:
+    def test_refusals_that_depend_on_the_state_build_no_session(self, monkeypatch):
+        """Repeated closes, edits after the close, bad targets and unknown sessions stay fast."""
+        replayer = Replayer()
+        replayer.run([CREATE, CLOSE])
+
+        def refuse_to_build(*_args):
+            raise AssertionError("a session was built")
+
+        monkeypatch.setattr(SessionView, "materialize", refuse_to_build)
+        lines = [
+            CLOSE,
+            CLOSE.replace('"closed"', '"partially_returned"'),
+            CREATE.replace('"state":"open",', ""),
+            COUPON.replace("order-1", "order-9"),
+            CREATE.replace('"create"', '"update"').replace('"state":"open",', ""),
+            CLOSE.replace('"update"', '"reopen"').replace(
+                ',"customerSession":{"state":"closed"}', ""
+            ),
+        ]
+        report = replayer.run(lines)
+        fragments = [
+            "already closed",
+            "partially_returned is reached through a return",
+            "session 'order-1' already exists",
+            "unknown session 'order-9'",
+            "cannot set_cart_items() in state 'closed'",
+            "reopen is not enabled",
+        ]
+        assert len(report.refused) == len(fragments)
+        for refused, fragment in zip(report.refused, fragments, strict=True):
+            assert fragment in refused.reason
+
+
+class TestCompactForm:
+    @pytest.mark.parametrize(
+        "name",
+        ["a},{b", "x]", "},{", 'say "hi"', "back\\slash", "tab\there", "Größe", "\u2028", ""],
+    )
+    def test_strings_that_look_like_structure_give_the_live_verdicts(self, name):
+        """Item strings holding JSON punctuation or escapes replay as on the live path."""
+        item = {"sku": "SOCK", "name": name, "quantity": 2, "price": 7.5, "category": name}
+        lines = [
+            json.dumps(
+                {
+                    "at": "2026-03-02T10:00:00.000000Z",
+                    "session": "order-1",
+                    "op": "create",
+                    "customerSession": {"state": "open", "cartItems": [item, item]},
+                },
+                separators=(",", ":"),
+                ensure_ascii=False,
+            ),
+            CLOSE,
+            RETURN,
+        ]
+        assert_same_replay(lines)
+
+    def test_a_cart_beyond_the_units_limit_is_refused_as_on_the_live_path(self):
+        """Quantities of more than one digit are decoded and checked against the limits."""
+        cart = [{"sku": "BULK", "quantity": 9_999}, {"sku": "BULK", "quantity": 2}]
+        line = CREATE.replace('[{"sku":"SOCK","quantity":3}]', json.dumps(cart).replace(" ", ""))
+        fast = assert_same_replay([line])
+        assert "order-1" not in fast.sessions

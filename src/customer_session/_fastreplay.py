@@ -9,22 +9,27 @@ building a :class:`CustomerSession` per event:
   JSON (text or decoded objects) with the units returned per position, its codes and
   timestamps, and its history as plain tuples; enough to decide every verdict and to
   rebuild the session losslessly (:meth:`SessionView.materialize`).
-* Only *plain* events are decided here, each proved valid by a strict whitelist:
+* Only *plain* events are applied here, each proved valid by a strict whitelist:
   creates and cart replacements whose items hold only ``sku``, ``name``,
   ``quantity``, ``price`` and ``category`` with exact JSON types inside the limits;
-  updates whose only effects are that cart and a ``closed``/``cancelled`` target;
-  returns of plain ``{position, quantity}`` entries that fit the cart; reopens. The
-  moves come from a dict compiled from ``specification.edges``; a move the table
-  forbids is refused with the library's own :class:`IllegalTransition`.
+  updates whose only effects are that cart and a target state; returns of plain
+  ``{position, quantity}`` entries that fit the cart; reopens. The moves come from
+  a dict compiled from ``specification.edges``.
+* Refusals decided here are those of plain events that depend on the state alone:
+  a move the table forbids (:class:`IllegalTransition`), a cart edit of a session
+  that is not open (:class:`SessionNotEditable`), a target no trigger leads to, an
+  unknown session, a second create, a reopen without the reopen table. Each is
+  worded by the same exception or builder the live path raises.
 * Lines in the compact form ``json.dumps(..., separators=(",", ":"))`` writes, with
-  keys in the order of the examples, are recognized by one compiled pattern that
-  proves them plain, so they are not decoded at all; a cart is decoded only when a
-  return or a read of the session needs it. Other lines are decoded and checked.
-* Every other line (malformed JSON, an unknown session, a body with other keys, an
-  edit of a closed session, an over-return...) goes to the live path for that one
-  line: :meth:`Replayer.apply` runs it against a session built from the record, and
-  the session goes back into a record afterwards. User guards and hooks never run
-  here, which is why the path is only taken when none is registered.
+  keys in the order of the examples, are recognized by one compiled pattern, and
+  their cart items are proved plain one by one (and remembered), so they are not
+  decoded at all; a cart is decoded only when a return or a read of the session
+  needs it. Other lines are decoded and checked.
+* Every other line (malformed JSON, a body with other keys or odd values, an
+  over-return...) goes to the live path for that one line: :meth:`Replayer.apply`
+  runs it against a session built from the record, and the session goes back into
+  a record afterwards. User guards and hooks never run here, which is why the path
+  is only taken when none is registered.
 """
 
 from __future__ import annotations
@@ -50,14 +55,28 @@ from customer_session._cart import (
 )
 from customer_session._records import TransitionRecord
 from customer_session._spec import State, Trigger
-from customer_session.exceptions import IllegalTransition
-from customer_session.replay import _TARGETS, RefusedLine, ReplayReport, _reason, _timestamp
+from customer_session.exceptions import (
+    CustomerSessionError,
+    IllegalTransition,
+    SessionNotEditable,
+)
+from customer_session.model import CustomerSession
+from customer_session.replay import (
+    _TARGETS,
+    RefusedLine,
+    ReplayReport,
+    _already_exists,
+    _reason,
+    _reopen_disabled,
+    _staying,
+    _timestamp,
+    _unknown_session,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from customer_session.hooks import Workflow
-    from customer_session.model import CustomerSession
     from customer_session.replay import Replayer
 
 
@@ -73,6 +92,9 @@ _Outcome: TypeAlias = RefusedLine | Literal[_Live.LINE] | None
 
 _fromisoformat: Final = datetime.fromisoformat
 _OPEN: Final = State.OPEN.value
+_STATE_VALUES: Final = frozenset(state.value for state in State)
+# The model's name for a cart replacement in a refusal ("cannot set_cart_items() ...").
+_SET_CART_ITEMS: Final = CustomerSession.set_cart_items.__name__
 _RETURN: Final = Trigger.RETURN_ITEMS.value
 _REOPEN: Final = Trigger.REOPEN.value
 
@@ -322,11 +344,15 @@ _MAX_DIGIT: Final = min(9, MAX_UNITS // MAX_CART_ITEMS)
 if _MAX_DIGIT < 1:  # pragma: no cover - fails at import, never later
     raise ImportError("MAX_UNITS // MAX_CART_ITEMS must be at least 1 for the fast replay")
 _WORD: Final = r"[a-z_]{1,32}"
-_ITEM: Final = (
-    rf'\{{"sku":"{_CHAR}+"(?:,"name":"{_CHAR}*")?,"quantity":[1-{_MAX_DIGIT}]'
-    rf'(?:,"price":{_NUMBER})?(?:,"category":"{_CHAR}*")?\}}'
+_ITEM_BODY: Final = re.compile(
+    rf'"sku":"{_CHAR}+"(?:,"name":"{_CHAR}*")?,"quantity":[1-{_MAX_DIGIT}]'
+    rf'(?:,"price":{_NUMBER})?(?:,"category":"{_CHAR}*")?'
 )
-_CART: Final = rf"\[(?:{_ITEM}(?:,{_ITEM}){{0,{MAX_CART_ITEMS - 1}}})?\]"
+"""A plain cart item object in compact form, without its braces."""
+# The cart's extent only ("[]" or "[{...}]" with no "]" inside): its items are proved
+# plain one by one (FastReplay._plain_cart_text), which caches the items it has seen.
+_CART: Final = r"\[(?:\{[^\]]*\})?\]"
+_MAX_KNOWN_ITEMS: Final = 100_000
 _RETURNED: Final = r'\{"position":(?:0|[1-9][0-9]{0,8}),"quantity":[1-9][0-9]{0,8}\}'
 _COMPACT: Final = re.compile(
     rf'\{{"at":"(?P<at>{_CHAR}{{1,64}})","session":"(?P<session>{_CHAR}{{1,{MAX_INTEGRATION_ID_LENGTH}}})","op":"(?:'
@@ -339,7 +365,8 @@ _COMPACT: Final = re.compile(
     rf'|(?P<reopen>reopen")'
     rf")\}}[ \t\n\r]*"
 )
-"""One line in compact form whose event is plain; the op's group is ``lastindex``."""
+"""A line in compact form whose event is plain, once its cart's items are; the op's
+group is ``lastindex``."""
 # Positions in ``match.groups()``: one call that is cheaper than reading groups by name.
 (
     _G_AT,
@@ -372,6 +399,7 @@ _RETURNED_PAIR: Final = re.compile(r'"position":([0-9]+),"quantity":([0-9]+)')
 # -- the whitelist of decoded events -------------------------------------------------
 
 _ITEM_KEYS: Final = frozenset(_PLAIN_FIELDS)
+_NUMBER_TYPES: Final = frozenset({int, float})
 _CREATE_BODY: Final = frozenset({"state", "cartItems", "profileId", "couponCodes"})
 _ABSENT: Final = object()
 
@@ -401,7 +429,7 @@ def _plain_details(item: dict[str, Any]) -> bool:
     if "price" not in item:
         return True
     price = item["price"]
-    return type(price) in {int, float} and math.isfinite(price)
+    return type(price) in _NUMBER_TYPES and math.isfinite(price)
 
 
 def _coupon(body: dict[str, Any]) -> str | Literal[_Live.LINE] | None:
@@ -451,16 +479,14 @@ class FastReplay:
         self._table: dict[tuple[str, str], str] = {
             (edge.source.value, edge.trigger.value): edge.destination.value for edge in spec.edges
         }
-        # An update's target state names the trigger it fires (only the table's own).
-        self._targets: dict[str, str] = {
-            state.value: trigger.value
-            for state, trigger in _TARGETS.items()
-            if trigger in spec.triggers
-        }
+        # An update's target state names the trigger it fires.
+        self._targets = {state.value: trigger.value for state, trigger in _TARGETS.items()}
+        self._triggers = frozenset(trigger.value for trigger in spec.triggers)
         self._initial = frozenset(state.value for state in spec.initial_states)
         self._reopens = Trigger.REOPEN in spec.triggers
+        self._known_items: set[str] = set()
         index = _COMPACT.groupindex
-        self._compact_ops: Mapping[int, Callable[[int, tuple[Any, ...]], _Outcome]] = {
+        self._compact_ops: Mapping[int, Callable[[int, re.Match[str]], _Outcome]] = {
             index["create"]: self._compact_create,
             index["update"]: self._compact_update,
             index["ret"]: self._compact_return,
@@ -486,7 +512,7 @@ class FastReplay:
         for number, line in enumerate(lines, start=1):
             match = recognize(line)
             if match is not None:
-                outcome = compact_ops[match.lastindex](number, match.groups())  # type: ignore[index] # an op group always matched
+                outcome = compact_ops[match.lastindex](number, match)  # type: ignore[index] # an op group always matched
             elif not line or line.isspace():
                 continue
             else:
@@ -521,6 +547,12 @@ class FastReplay:
                 entries[key] = record  # a refused event changed nothing
         return refusal
 
+    def _refusal(
+        self, number: int, op: str, integration_id: str, error: CustomerSessionError
+    ) -> RefusedLine:
+        """The refused line, worded by the error the live path raises for it."""
+        return RefusedLine(number, integration_id, op, _reason(error))
+
     def _illegal(
         self, number: int, op: str, integration_id: str, state: str, trigger: str
     ) -> RefusedLine:
@@ -532,12 +564,19 @@ class FastReplay:
             integration_id=integration_id,
             allowed=self._spec.allowed(source),
         )
-        return RefusedLine(number, integration_id, op, _reason(error))
+        return self._refusal(number, op, integration_id, error)
+
+    def _missing(self, number: int, op: str, integration_id: str, entry: object) -> _Outcome:
+        """The verdict on an event whose session has no record: unknown, or a session object."""
+        if entry is None:
+            return self._refusal(number, op, integration_id, _unknown_session(integration_id))
+        return _LIVE  # a session read through the view: the live path changes it in place
 
     # -- plain events ------------------------------------------------------------------
 
     def _create(  # noqa: PLR0917 - the hot path; keywords would cost
         self,
+        number: int,
         integration_id: str,
         now: datetime,
         state: str,
@@ -545,7 +584,9 @@ class FastReplay:
         profile_id: str | None,
         coupon: str | None,
     ) -> _Outcome:
-        if integration_id in self._entries or state not in self._initial:
+        if integration_id in self._entries:
+            return self._refusal(number, "create", integration_id, _already_exists(integration_id))
+        if state not in self._initial:
             return _LIVE
         self._entries[integration_id] = SessionRecord(state, cart, now, profile_id, coupon)
         return None
@@ -560,20 +601,21 @@ class FastReplay:
     ) -> _Outcome:
         record = self._entries.get(integration_id)
         if type(record) is not SessionRecord:
-            return _LIVE
+            return self._missing(number, "update", integration_id, record)
         state = record.state
-        if cart is not None and state != _OPEN:
-            return _LIVE  # the live path words the refused edit
-        destination = trigger = None
-        if target is not None:
-            trigger = self._targets.get(target)
-            if trigger is None or target == state:
-                return _LIVE
-            destination = self._table.get((state, trigger))
-            if destination is None:
-                return self._illegal(number, "update", integration_id, state, trigger)
-        elif cart is None:
-            return _LIVE
+        if target is None and cart is not None and state == _OPEN:
+            # The most common event of all, a cart edit of an open session.
+            record.cart = cart
+            record.returned = None
+            record.update_count += 1
+            record.updated = max(now, record.updated)
+            return None
+        move = self._move(number, integration_id, state, cart is not None, target)
+        if not isinstance(move, tuple):
+            return move
+        trigger, destination = move
+        if cart is None and destination is None:
+            return None  # an empty update, or an open session staying open: no change
         # Like the session's clock: a change is never dated before the last one.
         stamp = max(now, record.updated)
         if cart is not None:
@@ -587,12 +629,42 @@ class FastReplay:
         record.updated = stamp
         return None
 
+    def _move(  # noqa: PLR0911 - one return per verdict, in the live path's order
+        self, number: int, integration_id: str, state: str, edits: bool, target: str | None
+    ) -> tuple[str, str] | tuple[None, None] | RefusedLine | Literal[_Live.LINE]:
+        """The trigger and destination of an update, or its refusal, or ``_LIVE``.
+
+        The checks come in the live path's order: the target's spelling, the cart
+        edit (open sessions only), then the move.
+        """
+        if target is not None and target not in _STATE_VALUES:
+            return _LIVE  # the live path words the unknown state
+        if edits and state != _OPEN:
+            error = SessionNotEditable(
+                operation=_SET_CART_ITEMS, state=State(state), integration_id=integration_id
+            )
+            return self._refusal(number, "update", integration_id, error)
+        if target is None:
+            return None, None
+        trigger = self._targets.get(target)
+        if trigger is None or target == state:
+            refusal = _staying(State(state), State(target))
+            if refusal is None:
+                return None, None
+            return self._refusal(number, "update", integration_id, refusal)
+        if trigger not in self._triggers:
+            return _LIVE  # the live path words the unknown trigger
+        destination = self._table.get((state, trigger))
+        if destination is None:
+            return self._illegal(number, "update", integration_id, state, trigger)
+        return trigger, destination
+
     def _return(
         self, number: int, integration_id: str, now: datetime, items: list[tuple[int, int]]
     ) -> _Outcome:
         record = self._entries.get(integration_id)
         if type(record) is not SessionRecord:
-            return _LIVE
+            return self._missing(number, "return", integration_id, record)
         state = record.state
         destination = self._table.get((state, _RETURN))
         if destination is None:
@@ -610,8 +682,10 @@ class FastReplay:
 
     def _reopen(self, number: int, integration_id: str, now: datetime) -> _Outcome:
         record = self._entries.get(integration_id)
-        if type(record) is not SessionRecord or not self._reopens:
-            return _LIVE
+        if type(record) is not SessionRecord:
+            return self._missing(number, "reopen", integration_id, record)
+        if not self._reopens:
+            return self._refusal(number, "reopen", integration_id, _reopen_disabled())
         state = record.state
         destination = self._table.get((state, _REOPEN))
         if destination is None:
@@ -625,11 +699,41 @@ class FastReplay:
 
     # -- lines in compact form -------------------------------------------------------
 
-    def _compact_create(self, _number: int, groups: tuple[Any, ...]) -> _Outcome:
+    def _plain_cart_text(self, cart: str) -> bool:
+        """Whether a compact ``cartItems`` text holds only plain items within the limits.
+
+        ``cart`` is ``[]`` or ``[{`` + pieces joined by ``},{`` + ``}]``. When each
+        ``{piece}`` is a plain item (it matches :data:`_ITEM_BODY` whole), the text is
+        exactly an array of plain items; a string holding ``},{`` only makes some
+        piece fail, and the line is then decoded instead. Items repeat from one
+        cart edit to the next, so the pieces already proved are remembered.
+        """
+        if cart == "[]":
+            return True
+        pieces = cart[2:-2].split("},{")
+        if len(pieces) > MAX_CART_ITEMS:
+            return False
+        known = self._known_items
+        if known.issuperset(pieces):
+            return True
+        for piece in pieces:
+            if piece not in known:
+                if _ITEM_BODY.fullmatch(piece) is None:
+                    return False
+                if len(known) >= _MAX_KNOWN_ITEMS:
+                    known.clear()
+                known.add(piece)
+        return True
+
+    def _compact_create(self, number: int, match: re.Match[str]) -> _Outcome:
+        groups = match.groups()
         now = _moment(groups[_G_AT])
         if now is None:
             return _LIVE
+        if not self._plain_cart_text(groups[_G_CREATED_CART]):
+            return self._decoded(number, match.string)
         return self._create(
+            number,
             groups[_G_SESSION],
             now,
             groups[_G_INITIAL],
@@ -638,21 +742,27 @@ class FastReplay:
             groups[_G_COUPON],
         )
 
-    def _compact_update(self, number: int, groups: tuple[Any, ...]) -> _Outcome:
+    def _compact_update(self, number: int, match: re.Match[str]) -> _Outcome:
+        groups = match.groups()
         now = _moment(groups[_G_AT])
         if now is None:
             return _LIVE
+        cart = groups[_G_CART]
+        if cart is not None and not self._plain_cart_text(cart):
+            return self._decoded(number, match.string)
         target = groups[_G_TARGET] or groups[_G_TARGET_ONLY]
-        return self._update(number, groups[_G_SESSION], now, groups[_G_CART], target)
+        return self._update(number, groups[_G_SESSION], now, cart, target)
 
-    def _compact_return(self, number: int, groups: tuple[Any, ...]) -> _Outcome:
+    def _compact_return(self, number: int, match: re.Match[str]) -> _Outcome:
+        groups = match.groups()
         now = _moment(groups[_G_AT])
         if now is None:
             return _LIVE
         items = [(int(p), int(q)) for p, q in _RETURNED_PAIR.findall(groups[_G_ITEMS])]
         return self._return(number, groups[_G_SESSION], now, items)
 
-    def _compact_reopen(self, number: int, groups: tuple[Any, ...]) -> _Outcome:
+    def _compact_reopen(self, number: int, match: re.Match[str]) -> _Outcome:
+        groups = match.groups()
         now = _moment(groups[_G_AT])
         if now is None:
             return _LIVE
@@ -678,7 +788,7 @@ class FastReplay:
         return decide(number, integration_id, now, event)
 
     def _decoded_create(
-        self, _number: int, integration_id: str, now: datetime, event: dict[str, Any]
+        self, number: int, integration_id: str, now: datetime, event: dict[str, Any]
     ) -> _Outcome:
         body = event.get("customerSession")
         if type(body) is not dict or not body.keys() <= _CREATE_BODY:
@@ -695,7 +805,7 @@ class FastReplay:
             or coupon is _LIVE
         ):
             return _LIVE
-        return self._create(integration_id, now, state, cart, profile_id, coupon)
+        return self._create(number, integration_id, now, state, cart, profile_id, coupon)
 
     def _decoded_update(
         self, number: int, integration_id: str, now: datetime, event: dict[str, Any]

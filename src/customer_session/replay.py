@@ -277,16 +277,12 @@ class Replayer:
         """Apply a checked event to the sessions in memory (a store replay overrides it)."""
         if op == "create":
             if integration_id in self.sessions:
-                raise ValidationError.single(
-                    "event", "$.session", f"session {integration_id!r} already exists"
-                )
+                raise _already_exists(integration_id)
             self.sessions[integration_id] = self._new_session(integration_id, event)
         else:
             session = self.sessions.get(integration_id)
             if session is None:
-                raise ValidationError.single(
-                    "event", "$.session", f"unknown session {integration_id!r} (no create event)"
-                )
+                raise _unknown_session(integration_id)
             self._change(session, op, event)
 
     def _new_session(self, integration_id: str, event: dict[str, Any]) -> CustomerSession:
@@ -323,6 +319,28 @@ def _reason(error: CustomerSessionError) -> str:
     return " ".join(str(error).split())
 
 
+# The refusals below are built here once, for this module and the fast path alike.
+
+
+def _already_exists(integration_id: str) -> ValidationError:
+    """The refusal of a ``create`` for a session that exists."""
+    return ValidationError.single(
+        "event", "$.session", f"session {integration_id!r} already exists"
+    )
+
+
+def _unknown_session(integration_id: str) -> ValidationError:
+    """The refusal of an event for a session no ``create`` made."""
+    return ValidationError.single(
+        "event", "$.session", f"unknown session {integration_id!r} (no create event)"
+    )
+
+
+def _reopen_disabled() -> ValidationError:
+    """The refusal of a ``reopen`` when the table has no reopen."""
+    return ValidationError.single("event", "$.op", "reopen is not enabled (replay with --reopen)")
+
+
 def _update(session: CustomerSession, event: dict[str, Any]) -> None:
     body = _object(event, "customerSession")
     _refuse_unknown(body, _CREATE_KEYS, "$.customerSession")
@@ -344,9 +362,7 @@ def _return(session: CustomerSession, event: dict[str, Any]) -> None:
 
 def _reopen(session: CustomerSession, _event: dict[str, Any]) -> None:
     if Trigger.REOPEN not in session.specification.triggers:
-        raise ValidationError.single(
-            "event", "$.op", "reopen is not enabled (replay with --reopen)"
-        )
+        raise _reopen_disabled()
     session.fire(Trigger.REOPEN)
 
 
@@ -439,15 +455,25 @@ def _move(session: CustomerSession, target: State) -> None:
     if trigger is not None and target is not session.state:
         session.fire(trigger)
         return
-    if target is State.OPEN and session.state is State.OPEN:
-        return  # an ordinary update of an open session
+    refusal = _staying(session.state, target)
+    if refusal is not None:
+        raise refusal
+
+
+def _staying(state: State, target: State) -> ValidationError | None:
+    """Why an update may not ask a ``state`` session for ``target`` when no trigger fires.
+
+    ``None`` for the one such request that is fine: an open session staying open.
+    """
+    if target is State.OPEN and state is State.OPEN:
+        return None  # an ordinary update of an open session
     if target is State.PARTIALLY_RETURNED:
         reason = "partially_returned is reached through a return, never through an update"
     elif target is State.OPEN:
-        reason = f"an update cannot move a {session.state} session to open (use reopen)"
+        reason = f"an update cannot move a {state} session to open (use reopen)"
     else:
         reason = f"the session is already {target}; a repeated state change is refused"
-    raise ValidationError.single("event", "$.customerSession.state", reason)
+    return ValidationError.single("event", "$.customerSession.state", reason)
 
 
 def with_progress(
