@@ -7,21 +7,133 @@ a server that cannot start fails the run: those tests are never skipped there.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import sqlite3
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from customer_session.store import open_store
+from customer_session.store import AsyncPostgresStore, open_store
+from customer_session.store._deferral import _QUEUE
 from customer_session.store._pgserver import PostgresUnavailable, TemporaryPostgres
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Coroutine, Iterator
 
 HERE = Path(__file__).parent
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+class SyncOverAsync:
+    """A sync face over an ``AsyncPostgresStore``, so the contract tests run on it.
+
+    The store lives on an event loop in a thread of its own; each method runs the
+    store's coroutine there and waits. Threads may share one face (their calls are
+    concurrent tasks on the loop), and a change run by the store may call another
+    face (it has its own loop).
+    """
+
+    def __init__(self, conninfo: str, **options: Any) -> None:
+        """Open the store on a new event loop thread."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.store: AsyncPostgresStore[Any] = self._run(
+            AsyncPostgresStore.open(conninfo, **options)
+        )
+
+    def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        """The store's sync attributes."""
+        return getattr(self.store, name)
+
+    def create(self, session: Any, **options: Any) -> None:
+        """As ``store.create``."""
+        self._run(self.store.create(session, **options))
+
+    def get(self, integration_id: str) -> Any:
+        """As ``store.get``."""
+        return self._run(self.store.get(integration_id))
+
+    def exists(self, integration_id: str) -> bool:
+        """As ``store.exists``."""
+        return bool(self._run(self.store.exists(integration_id)))
+
+    def counts(self) -> Any:
+        """As ``store.counts``."""
+        return self._run(self.store.counts())
+
+    def update(self, integration_id: str, change: Any, **options: Any) -> Any:
+        """As ``store.update``."""
+        return self._run(self.store.update(integration_id, change, **options))
+
+    def history(self, integration_id: str) -> Any:
+        """As ``store.history``."""
+        return self._run(self.store.history(integration_id))
+
+    def processed(self, key: str) -> bool:
+        """As ``store.processed``."""
+        return bool(self._run(self.store.processed(key)))
+
+    def mark_processed(self, key: str, **options: Any) -> bool:
+        """As ``store.mark_processed``."""
+        return bool(self._run(self.store.mark_processed(key, **options)))
+
+    def pending(self, **options: Any) -> Any:
+        """As ``store.pending``."""
+        return self._run(self.store.pending(**options))
+
+    def deliver(self, handler: Any, **options: Any) -> int:
+        """As ``store.deliver``."""
+        return int(self._run(self.store.deliver(handler, **options)))
+
+    @contextmanager
+    def transaction(self, integration_id: str, **options: Any) -> Iterator[Any]:
+        """Run the ``async with`` in one task that waits while the caller runs the block."""
+        entered: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        body: concurrent.futures.Future[BaseException | None] = concurrent.futures.Future()
+
+        async def run() -> None:
+            async with self.store.transaction(integration_id, **options) as session:
+                # The block runs in the caller's thread: it must queue after-commit
+                # hooks in the same queue as the task.
+                entered.set_result((session, _QUEUE.get()))
+                error = await asyncio.wrap_future(body)
+                if error is not None:
+                    raise error
+
+        outcome = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        concurrent.futures.wait([entered, outcome], return_when=concurrent.futures.FIRST_COMPLETED)
+        if not entered.done():
+            outcome.result()  # loading failed: raise why
+        session, queue = entered.result()
+        token = _QUEUE.set(queue)
+        try:
+            yield session
+        except BaseException as exc:
+            _QUEUE.reset(token)
+            body.set_result(exc)
+            outcome.result()
+            raise
+        _QUEUE.reset(token)
+        body.set_result(None)
+        outcome.result()
+
+    def close(self) -> None:
+        """Close the store and stop its loop."""
+        try:
+            self._run(self.store.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
 
 
 @pytest.fixture(scope="session")
@@ -58,12 +170,15 @@ def database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> st
 
 
 @pytest.fixture
-def open_db(database: str) -> Iterator[Callable[..., Any]]:
+def open_db(backend: str, database: str) -> Iterator[Callable[..., Any]]:
     """Open more store objects on the database; all are closed at the end."""
     opened: list[Any] = []
 
     def open_(**options: Any) -> Any:
-        store = open_store(database, **options)
+        if backend == "postgres-async":
+            store: Any = SyncOverAsync(database, **options)
+        else:
+            store = open_store(database, **options)
         opened.append(store)
         return store
 

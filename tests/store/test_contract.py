@@ -30,6 +30,18 @@ ITEMS = (CartItem(sku="SOCK", quantity=3, price=7.5), CartItem(sku="JKT", quanti
 RETURN = (ReturnedItem(position=0, quantity=1),)
 
 
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres-async", marks=pytest.mark.postgres),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend under test; here also ``AsyncPostgresStore`` (behind ``SyncOverAsync``)."""
+    return str(request.param)
+
+
 def new_session(integration_id: str = "order-1", **fields) -> CustomerSession:
     return CustomerSession(integration_id=integration_id, cart_items=ITEMS, **fields)
 

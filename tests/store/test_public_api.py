@@ -7,6 +7,7 @@ class TestStorePublicApi:
         assert customer_session.store.__all__ == [
             "DEFAULT_RETRIES",
             "SCHEMA_VERSION",
+            "AsyncPostgresStore",
             "DurableEffect",
             "Effect",
             "EffectHandler",

@@ -21,9 +21,11 @@ durable effects (:meth:`~SQLiteStore.on_commit`, :meth:`~SQLiteStore.deliver`) i
 the same database transaction. See the "Embedding in an order workflow" guide.
 
 ``PostgresStore`` needs the ``[postgres]`` extra; psycopg is imported only when
-one is created.
+one is created. ``AsyncPostgresStore`` is the same store for asyncio code, with
+the methods awaited (``await AsyncPostgresStore.open(url)``).
 """
 
+from customer_session.store._async_postgres import AsyncPostgresStore
 from customer_session.store._base import DEFAULT_RETRIES
 from customer_session.store._journal import JournalEntry, JournalKind, rebuild
 from customer_session.store._open import open_store
@@ -37,6 +39,7 @@ from customer_session.store._sqlite import SQLiteStore
 __all__ = [
     "DEFAULT_RETRIES",
     "SCHEMA_VERSION",
+    "AsyncPostgresStore",
     "DurableEffect",
     "Effect",
     "EffectHandler",

@@ -76,21 +76,24 @@ class _Loaded(Generic[_S]):
     data: dict[str, Any]
 
 
-class BaseStore(ABC, Generic[_S]):
-    """The backend-independent part of a session store (see ``SessionStore``).
+class StoreCore(Generic[_S]):
+    """What sync and async stores share that does no I/O (see ``SessionStore``).
+
+    Configuration, durable-effect registrations, turning a fetched row into a
+    session, and the cache of sessions last read or written.
 
     Args:
         session_class: The class sessions are loaded into.
         workflow: The workflow whose guards and hooks apply to loaded sessions.
-        retries: How many times :meth:`update` re-runs a change that lost a race.
+        retries: How many times ``update`` re-runs a change that lost a race.
     """
 
     dialect: ClassVar[str]
     """The SQL dialect of the backend (its migrations are looked up by it)."""
     _trust_cache: ClassVar[bool] = False
-    """Whether :meth:`update` starts from a cached copy without reading the row.
+    """Whether ``update`` starts from a cached copy without reading the row.
 
-    Worth it where a read is a round trip to a server; see :meth:`_attempt`.
+    Worth it where a read is a round trip to a server; see ``BaseStore._attempt``.
     """
 
     def __init__(
@@ -144,6 +147,111 @@ class BaseStore(ABC, Generic[_S]):
         """The durable effects registered on this store object, in registration order."""
         return self._effects
 
+    # -- durable effects -------------------------------------------------------------------
+
+    def on_commit(self, name: str, *, trigger: Trigger | str | None = None) -> DurableEffect:
+        """Register a durable effect: an outbox row for each matching transition.
+
+        From now on, every commit through this store object that adds a transition
+        fired by ``trigger`` (any trigger when ``None``) also writes an outbox row
+        named ``name``, in the same database transaction. Register the same
+        effects in every process that writes, e.g. right after opening the store.
+
+        Args:
+            name: The effect's name; stored in each row, so keep it stable.
+            trigger: The trigger it is written for; ``None`` for every transition.
+
+        Returns:
+            The registration; its ``remove()`` stops writing the effect.
+
+        Raises:
+            WorkflowError: ``name`` is empty or already registered.
+            UnknownTrigger: ``trigger`` is not a trigger of the store's table.
+        """
+        if not isinstance(name, str) or not name:
+            raise WorkflowError(f"a durable effect needs a non-empty name, got {name!r}")
+        checked = None if trigger is None else self._trigger(trigger)
+        effect = DurableEffect(name, checked, remove=self._remove_effect)
+        with self._effects_lock:
+            if any(e.name == name for e in self._effects):
+                raise WorkflowError(f"a durable effect named {name!r} is already registered")
+            self._effects = (*self._effects, effect)
+        return effect
+
+    def _remove_effect(self, effect: DurableEffect) -> None:
+        with self._effects_lock:
+            self._effects = tuple(e for e in self._effects if e is not effect)
+
+    def _trigger(self, trigger: Trigger | str) -> Trigger:
+        triggers = self._session_class.specification.triggers
+        try:
+            known = Trigger(trigger)
+        except ValueError:
+            raise UnknownTrigger(trigger, triggers) from None
+        if known not in triggers:
+            raise UnknownTrigger(trigger, triggers)
+        return known
+
+    # -- rows and the cache ----------------------------------------------------------------
+
+    def _check_new(self, session: _S) -> None:
+        """Refuse a session of another transition table than the store's class."""
+        if session.specification != self._session_class.specification:
+            raise WorkflowError(
+                f"a store of {self._session_class.__name__} cannot hold a "
+                f"{type(session).__name__} (it follows another transition table)"
+            )
+
+    def _from_row(
+        self, integration_id: str, row: tuple[int, str] | None, workflow: Workflow
+    ) -> _Loaded[_S]:
+        """The session a fetched row holds (``None``: not stored), bound to ``workflow``."""
+        if row is None:
+            raise StoreError(f"session {integration_id!r} is not in the store", integration_id)
+        version, text = row
+        cached = self._cache.get(integration_id)
+        if cached is not None and cached.text == text:
+            # Restoring from the fields skips parsing and validating the JSON again.
+            session = self._session_class.restore(workflow=workflow, **cached.fields)
+            return _Loaded(session, version, cached.data)
+        data, session = load_session(
+            text, integration_id, session_class=self._session_class, workflow=workflow
+        )
+        self._cache_put(integration_id, _Cached(text, data, _fields(session), version))
+        return _Loaded(session, version, data)
+
+    def _cached(self, integration_id: str, workflow: Workflow) -> _Loaded[_S] | None:
+        """The session as this store object last read or wrote it, without reading the row."""
+        cached = self._cache.get(integration_id)
+        if cached is None:
+            return None
+        session = self._session_class.restore(workflow=workflow, **cached.fields)
+        return _Loaded(session, cached.version, cached.data)
+
+    def _remember(self, change: Change, session: CustomerSession, version: int) -> None:
+        """Cache what was just written, so the next load of the session is cheap."""
+        self._cache_put(
+            change.integration_id,
+            _Cached(change.document, change.data, _fields(session), version),
+        )
+
+    def _cache_put(self, integration_id: str, cached: _Cached) -> None:
+        cache = self._cache
+        cache.pop(integration_id, None)
+        cache[integration_id] = cached
+        if len(cache) > _CACHE_SIZE:
+            # Another thread may evict the same entry first; the cache is only a shortcut.
+            with suppress(KeyError, StopIteration, RuntimeError):
+                del cache[next(iter(cache))]
+
+
+class BaseStore(StoreCore[_S], ABC):
+    """The backend-independent part of a sync session store (see ``SessionStore``).
+
+    A backend supplies the database steps (the abstract methods below); the
+    rules of loading, committing, retrying and delivering are here.
+    """
+
     # -- sessions ----------------------------------------------------------------------
 
     def create(self, session: _S, *, key: str | None = None, operation: str | None = None) -> None:
@@ -162,11 +270,7 @@ class BaseStore(ABC, Generic[_S]):
             StoreError: The session is already stored, or ``key`` was already used.
             WorkflowError: The session follows another table than the store's class.
         """
-        if session.specification != self._session_class.specification:
-            raise WorkflowError(
-                f"a store of {self._session_class.__name__} cannot hold a "
-                f"{type(session).__name__} (it follows another transition table)"
-            )
+        self._check_new(session)
         integration_id = session.integration_id
         self._ready(integration_id)
         change = _changes.created(session, self._effects, key=key, operation=operation)
@@ -363,49 +467,6 @@ class BaseStore(ABC, Generic[_S]):
 
     # -- durable effects -------------------------------------------------------------------
 
-    def on_commit(self, name: str, *, trigger: Trigger | str | None = None) -> DurableEffect:
-        """Register a durable effect: an outbox row for each matching transition.
-
-        From now on, every commit through this store object that adds a transition
-        fired by ``trigger`` (any trigger when ``None``) also writes an outbox row
-        named ``name``, in the same database transaction. Register the same
-        effects in every process that writes, e.g. right after opening the store.
-
-        Args:
-            name: The effect's name; stored in each row, so keep it stable.
-            trigger: The trigger it is written for; ``None`` for every transition.
-
-        Returns:
-            The registration; its ``remove()`` stops writing the effect.
-
-        Raises:
-            WorkflowError: ``name`` is empty or already registered.
-            UnknownTrigger: ``trigger`` is not a trigger of the store's table.
-        """
-        if not isinstance(name, str) or not name:
-            raise WorkflowError(f"a durable effect needs a non-empty name, got {name!r}")
-        checked = None if trigger is None else self._trigger(trigger)
-        effect = DurableEffect(name, checked, remove=self._remove_effect)
-        with self._effects_lock:
-            if any(e.name == name for e in self._effects):
-                raise WorkflowError(f"a durable effect named {name!r} is already registered")
-            self._effects = (*self._effects, effect)
-        return effect
-
-    def _remove_effect(self, effect: DurableEffect) -> None:
-        with self._effects_lock:
-            self._effects = tuple(e for e in self._effects if e is not effect)
-
-    def _trigger(self, trigger: Trigger | str) -> Trigger:
-        triggers = self._session_class.specification.triggers
-        try:
-            known = Trigger(trigger)
-        except ValueError:
-            raise UnknownTrigger(trigger, triggers) from None
-        if known not in triggers:
-            raise UnknownTrigger(trigger, triggers)
-        return known
-
     def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
         """The outbox rows not delivered yet, in delivery order."""
         self._ready(None)
@@ -485,49 +546,12 @@ class BaseStore(ABC, Generic[_S]):
 
     def _load(self, integration_id: str, workflow: Workflow) -> _Loaded[_S]:
         self._ready(integration_id)
-        row = self._fetch(integration_id)
-        if row is None:
-            raise StoreError(f"session {integration_id!r} is not in the store", integration_id)
-        version, text = row
-        cached = self._cache.get(integration_id)
-        if cached is not None and cached.text == text:
-            # Restoring from the fields skips parsing and validating the JSON again.
-            session = self._session_class.restore(workflow=workflow, **cached.fields)
-            return _Loaded(session, version, cached.data)
-        data, session = load_session(
-            text, integration_id, session_class=self._session_class, workflow=workflow
-        )
-        self._cache_put(integration_id, _Cached(text, data, _fields(session), version))
-        return _Loaded(session, version, data)
-
-    def _cached(self, integration_id: str, workflow: Workflow) -> _Loaded[_S] | None:
-        """The session as this store object last read or wrote it, without reading the row."""
-        cached = self._cache.get(integration_id)
-        if cached is None:
-            return None
-        session = self._session_class.restore(workflow=workflow, **cached.fields)
-        return _Loaded(session, cached.version, cached.data)
+        return self._from_row(integration_id, self._fetch(integration_id), workflow)
 
     def _current(self, integration_id: str, version: int) -> bool:
         """Whether the row is still at ``version``."""
         row = self._fetch(integration_id)
         return row is not None and row[0] == version
-
-    def _remember(self, change: Change, session: CustomerSession, version: int) -> None:
-        """Cache what was just written, so the next load of the session is cheap."""
-        self._cache_put(
-            change.integration_id,
-            _Cached(change.document, change.data, _fields(session), version),
-        )
-
-    def _cache_put(self, integration_id: str, cached: _Cached) -> None:
-        cache = self._cache
-        cache.pop(integration_id, None)
-        cache[integration_id] = cached
-        if len(cache) > _CACHE_SIZE:
-            # Another thread may evict the same entry first; the cache is only a shortcut.
-            with suppress(KeyError, StopIteration, RuntimeError):
-                del cache[next(iter(cache))]
 
     def _record_key_or_fail(self, key: str, integration_id: str) -> None:
         if not self._record_key(key, integration_id):
@@ -602,6 +626,10 @@ def _fields(session: CustomerSession) -> dict[str, Any]:
     return fields
 
 
+def pause_before(attempt: int) -> float:
+    """A random pause (seconds) before a re-run, growing with the attempts, so racers spread out."""
+    return random.uniform(0, min(0.05, 0.001 * 2**attempt))  # noqa: S311 - jitter, not cryptography
+
+
 def _pause(attempt: int) -> None:
-    """A random pause before a re-run, growing with the attempts, so racers spread out."""
-    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))  # noqa: S311 - jitter, not cryptography
+    time.sleep(pause_before(attempt))

@@ -282,44 +282,18 @@ class PostgresStore(BaseStore[_S]):
         return self._write(_INSERT, change, None)
 
     def _update(self, change: Change, expected: int) -> bool:
-        if change.outbox or change.key is not None:
-            return self._write(_UPDATE, change, expected)
-        return self._write(_UPDATE_PLAIN, change, expected)
+        return self._write(update_statement(change), change, expected)
 
     def _write(self, statement: str, change: Change, expected: int | None) -> bool:
-        integration_id = change.integration_id
-        params: dict[str, Any] = {
-            "id": integration_id,
-            "state": change.state,
-            "updated": change.updated,
-            "document": change.document,
-            "expected": expected,
-            "kind": change.kind.value,
-            "operation": change.operation,
-            "records": change.records,
-            "changes": change.changes,
-        }
-        if statement is not _UPDATE_PLAIN:
-            outbox = change.outbox
-            params.update(
-                key=change.key,
-                e_keys=[row.key for row in outbox],
-                e_effects=[row.effect for row in outbox],
-                e_positions=[row.position for row in outbox],
-                e_records=[row.record for row in outbox],
-            )
         try:
-            with self._connection(integration_id) as connection:
-                row = connection.execute(statement, params).fetchone()
+            with self._connection(change.integration_id) as connection:
+                row = connection.execute(statement, write_params(statement, change, expected))
+                return row.fetchone() is not None
         except StoreError as exc:
-            if isinstance(exc.__cause__, self._errors.UniqueViolation) and change.key is not None:
-                diag = exc.__cause__.diag
-                if diag.table_name == KEYS_TABLE:
-                    raise StoreError(
-                        already_processed(change.key, integration_id), integration_id
-                    ) from None
-            raise
-        return row is not None
+            duplicate = duplicate_key(exc, change, self._errors)
+            if duplicate is None:
+                raise
+            raise duplicate from None
 
     def _record_key(self, key: str, integration_id: str | None) -> bool:
         with self._connection(integration_id) as connection:
@@ -366,6 +340,52 @@ class PostgresStore(BaseStore[_S]):
             connection.execute(statement)
         except self._psycopg_error as exc:
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+
+
+def update_statement(change: Change) -> str:
+    """The compare-and-set statement for ``change`` (the plain one when it can be)."""
+    return _UPDATE if change.outbox or change.key is not None else _UPDATE_PLAIN
+
+
+def write_params(statement: str, change: Change, expected: int | None) -> dict[str, Any]:
+    """The parameters of ``statement`` (``_INSERT``, ``_UPDATE`` or ``_UPDATE_PLAIN``)."""
+    params: dict[str, Any] = {
+        "id": change.integration_id,
+        "state": change.state,
+        "updated": change.updated,
+        "document": change.document,
+        "expected": expected,
+        "kind": change.kind.value,
+        "operation": change.operation,
+        "records": change.records,
+        "changes": change.changes,
+    }
+    if statement is not _UPDATE_PLAIN:
+        outbox = change.outbox
+        params.update(
+            key=change.key,
+            e_keys=[row.key for row in outbox],
+            e_effects=[row.effect for row in outbox],
+            e_positions=[row.position for row in outbox],
+            e_records=[row.record for row in outbox],
+        )
+    return params
+
+
+def duplicate_key(exc: StoreError, change: Change, errors: Any) -> StoreError | None:
+    """The "already processed" error when ``exc`` is a write's reused idempotency key.
+
+    ``errors`` is ``psycopg.errors``; ``None`` means ``exc`` is another error.
+    """
+    cause = exc.__cause__
+    if (
+        change.key is not None
+        and isinstance(cause, errors.UniqueViolation)
+        and cause.diag.table_name == KEYS_TABLE
+    ):
+        integration_id = change.integration_id
+        return StoreError(already_processed(change.key, integration_id), integration_id)
+    return None
 
 
 def _schema_version(connection: psycopg.Connection[tuple[Any, ...]]) -> object:

@@ -1,0 +1,521 @@
+"""The async PostgreSQL backend: psycopg 3's ``AsyncConnection`` and ``AsyncConnectionPool``.
+
+Everything except the I/O is the sync store's: the SQL statements and their
+parameters (:mod:`._postgres`), the schema and its migrations, the documents,
+the journal and outbox rows, the change computation and the after-commit
+deferral (:mod:`._base`, :class:`~._base.StoreCore`). Only the database calls are
+awaited. psycopg is imported when a store is opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
+
+from customer_session._spec import State
+from customer_session.exceptions import ConcurrentUpdate, StoreError
+from customer_session.model import CustomerSession
+from customer_session.store import _changes
+from customer_session.store._base import (
+    _DELIVERY_BATCH,
+    DEFAULT_RETRIES,
+    StoreCore,
+    _Conflict,
+    _Loaded,
+    _Stale,
+    already_processed,
+    pause_before,
+)
+from customer_session.store._deferral import deferring, run_queued
+from customer_session.store._documents import subject
+from customer_session.store._journal import JournalEntry, entry_from_row
+from customer_session.store._outbox import Effect, effect_from_row
+from customer_session.store._postgres import (
+    _COUNTS,
+    _DELIVERED,
+    _EXISTS,
+    _FAILED,
+    _FETCH,
+    _HAS_KEY,
+    _HAS_SCHEMA,
+    _HISTORY,
+    _INSERT,
+    _KEY,
+    _LOCK_OUTBOX,
+    _LOCK_SCHEMA,
+    _PENDING,
+    _SCHEMA_VERSION,
+    _SET_VERSION,
+    _UNLOCK_OUTBOX,
+    _import_psycopg,
+    _redact,
+    duplicate_key,
+    update_statement,
+    write_params,
+)
+from customer_session.store._schema import SCHEMA_VERSION, steps_from
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+    from types import TracebackType
+
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    from customer_session.hooks import Workflow
+    from customer_session.store._changes import Change
+
+_S = TypeVar("_S", bound=CustomerSession)
+_T = TypeVar("_T")
+
+
+class AsyncPostgresStore(StoreCore[_S]):
+    """Sessions in a PostgreSQL database, for asyncio code: the async face of the store.
+
+    The same tables, rules and guarantees as
+    :class:`~customer_session.store.PostgresStore` (both may work on one database
+    at the same time), with the database calls awaited. Connections come from a
+    ``psycopg_pool.AsyncConnectionPool`` in autocommit mode; tasks of one event
+    loop may share a store object. Open it with :meth:`open` (or
+    ``async with await AsyncPostgresStore.open(...) as store:``) and close it with
+    :meth:`close`. Needs the ``[postgres]`` extra.
+
+    The session a :meth:`transaction` block or an :meth:`update` change receives
+    is a plain :class:`~customer_session.CustomerSession` (of ``session_class``):
+    its sync triggers and edits work as usual. For ``async def`` guards and hooks,
+    fire the triggers through :class:`customer_session.aio.AsyncSession` inside the
+    block (``await AsyncSession(session).close()``). Sync after-commit hooks run
+    after the database commit; async after-commit hooks run when the trigger
+    completes in memory, before the database commit (and also when it then fails).
+
+    Args:
+        conninfo: A libpq connection string or ``postgresql://`` URL.
+        session_class: The class sessions are loaded into.
+        workflow: The workflow whose guards and hooks apply to loaded sessions
+            (default: the class's ``default_workflow``).
+        retries: How many times :meth:`update` re-runs a change that lost a race.
+        min_connections: Connections the pool keeps open.
+        max_connections: Connections the pool may open.
+    """
+
+    dialect: ClassVar[str] = "postgres"
+    _trust_cache: ClassVar[bool] = True
+
+    @overload
+    def __init__(
+        self: AsyncPostgresStore[CustomerSession],
+        conninfo: str,
+        *,
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        session_class: type[_S],
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        session_class: type[Any] = CustomerSession,
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> None:
+        """Check the arguments and make the (closed) pool; :meth:`open` opens it."""
+        super().__init__(session_class=session_class, workflow=workflow, retries=retries)
+        pg, pool = _import_psycopg()
+        self._pg = pg
+        self._pool_errors = (pg.Error, pool.PoolTimeout)
+        self._errors = pg.errors
+        self._psycopg_error: type[Exception] = pg.Error
+        self._conninfo = conninfo
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = (
+            pool.AsyncConnectionPool(
+                conninfo,
+                min_size=min_connections,
+                max_size=max_connections,
+                kwargs={"autocommit": True},
+                open=False,
+                name="customer-session-async",
+            )
+        )
+        self._ready_lock = asyncio.Lock()
+        self._delivering = asyncio.Lock()
+        self._is_ready = False
+
+    @classmethod
+    async def open(cls, conninfo: str, **options: Any) -> Self:
+        """Create a store and open its pool (arguments as for the class).
+
+        Raises:
+            StoreError: psycopg is not installed, or the server cannot be reached.
+        """
+        store = cls(conninfo, **options)
+        await store._open()
+        return store
+
+    async def _open(self) -> None:
+        try:
+            # One plain connection first: a wrong URL or a server that is down fails
+            # now with libpq's reason, instead of after the pool's reconnection attempts.
+            await (await self._pg.AsyncConnection.connect(self._conninfo)).close()
+            await self._pool.open(wait=True, timeout=30.0)
+        except self._pool_errors as exc:
+            await self._pool.close()
+            raise StoreError(
+                f"cannot connect to PostgreSQL ({_redact(self._conninfo)}): {exc}"
+            ) from exc
+
+    def __repr__(self) -> str:
+        """Show the server (without a password)."""
+        return f"<AsyncPostgresStore {_redact(self._conninfo)}>"
+
+    async def close(self) -> None:
+        """Close the connection pool; the store cannot be used after."""
+        await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        """Open the pool if it is not open yet; return the store."""
+        if self._pool.closed:
+            await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the store."""
+        await self.close()
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def create(
+        self, session: _S, *, key: str | None = None, operation: str | None = None
+    ) -> None:
+        """Store a new session (row version 1) with its first journal entry.
+
+        As :meth:`PostgresStore.create <customer_session.store.PostgresStore.create>`.
+
+        Raises:
+            StoreError: The session is already stored, or ``key`` was already used.
+            WorkflowError: The session follows another table than the store's class.
+        """
+        self._check_new(session)
+        integration_id = session.integration_id
+        await self._ready(integration_id)
+        change = _changes.created(session, self._effects, key=key, operation=operation)
+        if not await self._write(_INSERT, change, None):
+            raise StoreError(f"session {integration_id!r} is already stored", integration_id)
+        self._remember(change, session, 1)
+
+    async def get(self, integration_id: str) -> _S:
+        """The stored session, bound to :attr:`workflow`.
+
+        Raises:
+            StoreError: No such session, or its stored document is corrupt.
+        """
+        return (await self._load(integration_id, self.workflow)).session
+
+    async def exists(self, integration_id: str) -> bool:
+        """Whether a session with this integration id is stored."""
+        await self._ready(integration_id)
+        return await self._fetchone(integration_id, _EXISTS, (integration_id,)) is not None
+
+    async def counts(self) -> dict[State, int]:
+        """How many sessions are stored in each state (states with none are left out)."""
+        await self._ready(None)
+        rows = await self._fetchall(None, _COUNTS, ())
+        return {State(row[0]): row[1] for row in rows}
+
+    @asynccontextmanager
+    async def transaction(
+        self, integration_id: str, *, key: str | None = None, operation: str | None = None
+    ) -> AsyncIterator[_S]:
+        """Load a session, let the ``async with`` block change it, commit atomically.
+
+        One attempt, as :meth:`PostgresStore.transaction
+        <customer_session.store.PostgresStore.transaction>`: a change committed by
+        another writer since the load raises
+        :class:`~customer_session.exceptions.ConcurrentUpdate` and writes nothing.
+        The block may await; fire triggers with async guards or hooks through
+        ``customer_session.aio.AsyncSession(session)``.
+
+        Raises:
+            ConcurrentUpdate: The session changed since it was loaded.
+            StoreError: No such session, a corrupt row, or ``key`` already used.
+            AfterCommitHookFailed: Committed, but after-commit hooks raised.
+        """
+        try:
+            async with self._attempt(integration_id, key, operation) as session:
+                yield session
+        except _Conflict:
+            raise ConcurrentUpdate(integration_id, 1) from None
+
+    async def update(
+        self,
+        integration_id: str,
+        change: Callable[[_S], Awaitable[_T]] | Callable[[_S], _T],
+        *,
+        retries: int | None = None,
+        key: str | None = None,
+        operation: str | None = None,
+    ) -> _T:
+        """Apply ``change`` and commit, re-running it on fresh state after a lost race.
+
+        ``change`` is a plain function or an ``async def`` function (its result
+        is awaited); otherwise as :meth:`PostgresStore.update
+        <customer_session.store.PostgresStore.update>`. Pauses between attempts
+        are ``asyncio.sleep``.
+
+        Returns:
+            What ``change`` returned (awaited) on the attempt that committed.
+
+        Raises:
+            ConcurrentUpdate: Every attempt lost a race.
+            StoreError: No such session, a corrupt row, or ``key`` already used.
+        """
+        attempts = 1 + (self._retries if retries is None else retries)
+        attempt = 0
+        optimistic = self._trust_cache
+        while True:
+            try:
+                async with self._attempt(integration_id, key, operation, optimistic) as session:
+                    result = change(session)
+                    if inspect.isawaitable(result):
+                        result = await result
+            except _Stale:
+                optimistic = False  # not a lost race: the next attempt reads the row
+                continue
+            except _Conflict:
+                attempt += 1
+                if attempt >= attempts:
+                    raise ConcurrentUpdate(integration_id, attempts) from None
+                await asyncio.sleep(pause_before(attempt))
+                continue
+            return result
+
+    @asynccontextmanager
+    async def _attempt(
+        self,
+        integration_id: str,
+        key: str | None,
+        operation: str | None,
+        optimistic: bool = False,
+    ) -> AsyncIterator[_S]:
+        """One attempt, as ``BaseStore._attempt``, with the database calls awaited."""
+        workflow = self._shadow.get()
+        loaded = self._cached(integration_id, workflow) if optimistic else None
+        if loaded is None:
+            optimistic = False
+            loaded = await self._load(integration_id, workflow)
+        session = loaded.session
+        with deferring() as queue, session.atomic():
+            try:
+                yield session
+            except Exception:
+                if optimistic and not await self._current(integration_id, loaded.version):
+                    raise _Stale from None
+                raise
+            change = _changes.changed(
+                loaded.data, session, self._effects, key=key, operation=operation
+            )
+            if change is not None:
+                if not await self._write(update_statement(change), change, loaded.version):
+                    raise _Stale if optimistic else _Conflict
+                self._remember(change, session, loaded.version + 1)
+            else:
+                if optimistic and not await self._current(integration_id, loaded.version):
+                    raise _Stale
+                if key is not None and not await self._record_key(key, integration_id):
+                    raise StoreError(already_processed(key, integration_id), integration_id)
+        run_queued(queue)
+
+    # -- the journal, keys and the outbox ------------------------------------------------
+
+    async def history(self, integration_id: str) -> tuple[JournalEntry, ...]:
+        """The session's journal: every committed change, oldest first.
+
+        Raises:
+            StoreError: A journal row is corrupt.
+        """
+        await self._ready(integration_id)
+        rows = await self._fetchall(integration_id, _HISTORY, (integration_id,))
+        return tuple(entry_from_row(row) for row in rows)
+
+    async def processed(self, key: str) -> bool:
+        """Whether a change (or :meth:`mark_processed`) already recorded ``key``."""
+        await self._ready(None)
+        return await self._fetchone(None, _HAS_KEY, (key,)) is not None
+
+    async def mark_processed(self, key: str, *, integration_id: str | None = None) -> bool:
+        """Record ``key`` without a change; ``True`` if recorded now, ``False`` if it was."""
+        await self._ready(integration_id)
+        return await self._record_key(key, integration_id)
+
+    async def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
+        """The outbox rows not delivered yet, in delivery order."""
+        await self._ready(None)
+        return tuple(effect_from_row(row) for row in await self._fetchall(None, _PENDING, (limit,)))
+
+    async def deliver(
+        self, handler: Callable[[Effect], object], *, limit: int | None = None
+    ) -> int:
+        """Hand each pending outbox row to ``handler``, in commit order; return how many.
+
+        ``handler`` is a plain or an ``async def`` function (its result is
+        awaited); otherwise as :meth:`PostgresStore.deliver
+        <customer_session.store.PostgresStore.deliver>`: at least once, a row is
+        marked delivered after the handler returned, a failure stops the delivery
+        and propagates. Deliverers are serialized by an advisory lock.
+        """
+        await self._ready(None)
+        delivered = 0
+        async with self._delivering, self._delivery_lock():
+            while limit is None or delivered < limit:
+                batch = (
+                    _DELIVERY_BATCH if limit is None else min(_DELIVERY_BATCH, limit - delivered)
+                )
+                rows = await self._fetchall(None, _PENDING, (batch,))
+                if not rows:
+                    break
+                for row in rows:
+                    effect = effect_from_row(row)
+                    try:
+                        result = handler(effect)
+                        if inspect.isawaitable(result):
+                            await result
+                    except Exception as exc:
+                        error = f"{type(exc).__name__}: {exc}"
+                        await self._execute(None, _FAILED, (error, effect.sequence))
+                        raise
+                    await self._execute(None, _DELIVERED, (effect.sequence,))
+                    delivered += 1
+        return delivered
+
+    # -- database steps ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _connection(
+        self, integration_id: str | None
+    ) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        """A pooled connection; database errors become ``StoreError`` naming the session."""
+        try:
+            async with self._pool.connection() as connection:
+                yield connection
+        except self._psycopg_error as exc:
+            raise StoreError(
+                f"{subject(integration_id)}: PostgreSQL error: {exc}", integration_id
+            ) from exc
+
+    async def _fetchone(
+        self, integration_id: str | None, statement: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        async with self._connection(integration_id) as connection:
+            return await (await connection.execute(statement, params)).fetchone()
+
+    async def _fetchall(
+        self, integration_id: str | None, statement: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        async with self._connection(integration_id) as connection:
+            return await (await connection.execute(statement, params)).fetchall()
+
+    async def _execute(
+        self, integration_id: str | None, statement: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> int:
+        async with self._connection(integration_id) as connection:
+            return (await connection.execute(statement, params)).rowcount
+
+    async def _ready(self, integration_id: str | None) -> None:
+        """Create or migrate the schema on first use; refuse an unknown version."""
+        if self._is_ready:
+            return
+        async with self._ready_lock:
+            if not self._is_ready:
+                await self._migrate(integration_id)
+                self._is_ready = True
+
+    async def _migrate(self, integration_id: str | None) -> None:
+        async with self._connection(integration_id) as connection:
+            found = await _schema_version(connection)
+            if found == SCHEMA_VERSION:
+                return
+            steps_from(self.dialect, found, integration_id)  # refuses a newer schema
+            async with connection.transaction():
+                # Two processes starting together must not both create the tables.
+                await connection.execute(_LOCK_SCHEMA)
+                found = await _schema_version(connection)
+                steps = steps_from(self.dialect, found, integration_id)
+                for step in steps:
+                    for statement in step:
+                        await connection.execute(statement)
+                if steps:
+                    await connection.execute(_SET_VERSION, (SCHEMA_VERSION,))
+
+    async def _load(self, integration_id: str, workflow: Workflow) -> _Loaded[_S]:
+        await self._ready(integration_id)
+        row = await self._fetchone(integration_id, _FETCH, (integration_id,))
+        return self._from_row(integration_id, None if row is None else (row[0], row[1]), workflow)
+
+    async def _current(self, integration_id: str, version: int) -> bool:
+        row = await self._fetchone(integration_id, _FETCH, (integration_id,))
+        return row is not None and row[0] == version
+
+    async def _write(self, statement: str, change: Change, expected: int | None) -> bool:
+        try:
+            params = write_params(statement, change, expected)
+            return await self._fetchone(change.integration_id, statement, params) is not None
+        except StoreError as exc:
+            duplicate = duplicate_key(exc, change, self._errors)
+            if duplicate is None:
+                raise
+            raise duplicate from None
+
+    async def _record_key(self, key: str, integration_id: str | None) -> bool:
+        return await self._execute(integration_id, _KEY, (key, integration_id)) == 1
+
+    @asynccontextmanager
+    async def _delivery_lock(self) -> AsyncIterator[None]:
+        # As PostgresStore._delivery_lock: a session-level advisory lock on a
+        # connection kept out of the pool while the handler runs.
+        connection = await self._pool.getconn()
+        try:
+            await self._advisory(connection, _LOCK_OUTBOX)
+            try:
+                yield
+            finally:
+                await self._advisory(connection, _UNLOCK_OUTBOX)
+        finally:
+            await self._pool.putconn(connection)
+
+    async def _advisory(
+        self, connection: psycopg.AsyncConnection[tuple[Any, ...]], statement: str
+    ) -> None:
+        try:
+            await connection.execute(statement)
+        except self._psycopg_error as exc:
+            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+
+
+async def _schema_version(connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> object:
+    exists = await (await connection.execute(_HAS_SCHEMA)).fetchone()
+    if exists is None or exists[0] is None:
+        return 0
+    row = await (await connection.execute(_SCHEMA_VERSION)).fetchone()
+    return None if row is None else row[0]

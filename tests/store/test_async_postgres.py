@@ -1,0 +1,228 @@
+"""AsyncPostgresStore: the async face, and optimistic concurrency between tasks.
+
+The whole store contract runs on ``AsyncPostgresStore`` too, in ``test_contract.py``
+(backend ``postgres-async``, through the ``SyncOverAsync`` face of the conftest).
+These tests use the async API directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+import pytest_asyncio
+
+from customer_session import (
+    CartItem,
+    ConcurrentUpdate,
+    CustomerSession,
+    GuardRejected,
+    State,
+    StoreError,
+    Trigger,
+    Workflow,
+)
+from customer_session.aio import AsyncSession
+from customer_session.store import AsyncPostgresStore, Effect, JournalKind, rebuild
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from customer_session._records import TransitionEvent
+    from customer_session.store._pgserver import TemporaryPostgres
+
+pytestmark = [pytest.mark.postgres, pytest.mark.asyncio]
+
+
+@pytest.fixture
+def conninfo(pg_server: TemporaryPostgres) -> str:
+    """A fresh, empty PostgreSQL schema."""
+    return pg_server.fresh_schema()
+
+
+@pytest_asyncio.fixture
+async def store(conninfo: str) -> AsyncIterator[AsyncPostgresStore[CustomerSession]]:
+    """An open store on a fresh schema."""
+    async with await AsyncPostgresStore.open(conninfo) as opened:
+        yield opened
+
+
+def new_session(integration_id: str = "order-1") -> CustomerSession:
+    return CustomerSession(
+        integration_id=integration_id, cart_items=(CartItem(sku="SOCK", quantity=1),)
+    )
+
+
+async def test_lifecycle_through_the_async_api(store: AsyncPostgresStore[CustomerSession]) -> None:
+    """create, transaction, update, get, exists, counts and history are awaited."""
+    await store.create(new_session())
+    async with store.transaction("order-1", operation="coupon") as session:
+        session.set_coupon("WELCOME")
+    record = await store.update("order-1", lambda s: s.close())
+    assert record.destination is State.CLOSED
+    loaded = await store.get("order-1")
+    assert (loaded.state, loaded.coupon) == (State.CLOSED, "WELCOME")
+    assert await store.exists("order-1")
+    assert not await store.exists("order-2")
+    assert await store.counts() == {State.CLOSED: 1}
+    history = await store.history("order-1")
+    assert [(e.version, e.kind, e.operation) for e in history] == [
+        (1, JournalKind.CREATED, "create"),
+        (2, JournalKind.EDIT, "coupon"),
+        (3, JournalKind.TRANSITION, "close"),
+    ]
+    assert rebuild(history) == loaded
+
+
+async def test_async_with_opens_an_unopened_store(conninfo: str) -> None:
+    """``async with AsyncPostgresStore(url)`` opens the pool and closes it after."""
+    async with AsyncPostgresStore(conninfo) as store:
+        await store.create(new_session())
+        assert await store.mark_processed("k")
+        assert await store.processed("k")
+        assert not await store.mark_processed("k")
+
+
+async def test_unreachable_server_is_a_store_error() -> None:
+    """Opening a store on a server that is not there raises StoreError."""
+    with pytest.raises(StoreError, match="cannot connect"):
+        await AsyncPostgresStore.open("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+async def test_async_change_is_awaited(store: AsyncPostgresStore[CustomerSession]) -> None:
+    """update() awaits an async change and returns its result."""
+    await store.create(new_session())
+
+    async def change(session: CustomerSession) -> str:
+        await asyncio.sleep(0)
+        session.set_referral("FRIEND")
+        return "done"
+
+    assert await store.update("order-1", change) == "done"
+    assert (await store.get("order-1")).referral == "FRIEND"
+
+
+async def test_async_guards_and_hooks_through_async_session(conninfo: str) -> None:
+    """In a block, AsyncSession(session) awaits async guards and hooks; a refusal writes nothing."""
+    workflow = Workflow()
+    seen: list[Trigger] = []
+    allow = False
+
+    @workflow.guard(trigger=Trigger.CLOSE)
+    async def approved(event: TransitionEvent) -> str | None:
+        await asyncio.sleep(0)
+        return None if allow else "not approved yet"
+
+    @workflow.after_commit(trigger=Trigger.CLOSE)
+    def committed(event: TransitionEvent) -> None:
+        seen.append(event.trigger)
+
+    async with await AsyncPostgresStore.open(conninfo, workflow=workflow) as store:
+        await store.create(new_session())
+        with pytest.raises(GuardRejected):
+            async with store.transaction("order-1") as session:
+                await AsyncSession(session).close()
+        assert (await store.get("order-1")).state is State.OPEN
+        allow = True
+        async with store.transaction("order-1") as session:
+            await AsyncSession(session).close()
+            assert seen == []  # the sync after-commit hook waits for the database commit
+        assert seen == [Trigger.CLOSE]
+        assert (await store.get("order-1")).state is State.CLOSED
+
+
+async def test_async_handler_delivers(store: AsyncPostgresStore[CustomerSession]) -> None:
+    """deliver() awaits an async handler for each pending row."""
+    store.on_commit("notify", trigger="close")
+    await store.create(new_session())
+    await store.update("order-1", lambda s: s.close())
+    delivered: list[Effect] = []
+
+    async def handler(effect: Effect) -> None:
+        await asyncio.sleep(0)
+        delivered.append(effect)
+
+    assert await store.deliver(handler) == 1
+    assert [e.record.trigger for e in delivered] == [Trigger.CLOSE]
+    assert await store.pending() == ()
+
+
+class TestOptimisticConcurrency:
+    async def test_tasks_on_separate_connections_lose_no_update(self, conninfo: str) -> None:
+        """Tasks adding items through separate stores (pools) lose none; versions add up."""
+        tasks, per_task = 6, 8
+        stores = [await AsyncPostgresStore.open(conninfo, retries=200) for _ in range(tasks)]
+        try:
+            await stores[0].create(new_session())
+
+            async def work(worker: int) -> None:
+                for n in range(per_task):
+                    item = CartItem(sku=f"T{worker}-{n}", quantity=1)
+                    await stores[worker].update("order-1", lambda s, i=item: s.add_item(i))
+
+            await asyncio.gather(*(work(w) for w in range(tasks)))
+            stored = await stores[0].get("order-1")
+            history = await stores[0].history("order-1")
+        finally:
+            for store in stores:
+                await store.close()
+        assert len(stored.cart_items) == 1 + tasks * per_task
+        assert [e.version for e in history] == list(range(1, 2 + tasks * per_task))
+        assert rebuild(history) == stored
+
+    async def test_tasks_sharing_one_store_lose_no_update(
+        self, store: AsyncPostgresStore[CustomerSession]
+    ) -> None:
+        """Tasks sharing one store object (and its pool) lose no update either."""
+        await store.create(new_session())
+
+        async def work(worker: int) -> None:
+            for n in range(5):
+                item = CartItem(sku=f"S{worker}-{n}", quantity=1)
+                await store.update("order-1", lambda s, i=item: s.add_item(i), retries=200)
+
+        await asyncio.gather(*(work(w) for w in range(6)))
+        history = await store.history("order-1")
+        assert history[-1].version == 1 + 6 * 5
+        assert len((await store.get("order-1")).cart_items) == 1 + 6 * 5
+
+    async def test_conflict_after_the_retries_raises(self, conninfo: str) -> None:
+        """A change that loses every race raises ConcurrentUpdate with the attempts made."""
+        async with (
+            await AsyncPostgresStore.open(conninfo) as store,
+            await AsyncPostgresStore.open(conninfo) as other,
+        ):
+            await store.create(new_session())
+            runs = 0
+
+            async def change(session: CustomerSession) -> None:
+                nonlocal runs
+                runs += 1
+                await other.update("order-1", lambda s: s.set_coupon(f"C{runs}"))
+                session.set_referral("MINE")
+
+            with pytest.raises(ConcurrentUpdate) as caught:
+                await store.update("order-1", change, retries=2)
+            assert caught.value.attempts == 3
+            # A first run on the store's cached copy that turns out stale is not a
+            # lost race: it is repeated on the stored row without counting.
+            assert runs in {3, 4}
+            stored = await store.get("order-1")
+            assert (stored.referral, stored.coupon) == (None, f"C{runs}")
+            assert (await store.history("order-1"))[-1].version == 1 + runs
+
+    async def test_transaction_conflict_raises_at_once(self, conninfo: str) -> None:
+        """A transaction block over a change made since its load raises ConcurrentUpdate."""
+        async with (
+            await AsyncPostgresStore.open(conninfo) as store,
+            await AsyncPostgresStore.open(conninfo) as other,
+        ):
+            await store.create(new_session())
+            with pytest.raises(ConcurrentUpdate) as caught:  # noqa: PT012 - the block is what is tested
+                async with store.transaction("order-1") as session:
+                    session.set_coupon("MINE")
+                    await other.update("order-1", lambda s: s.set_coupon("THEIRS"))
+            assert caught.value.attempts == 1
+            assert session.coupon is None
+            assert (await store.get("order-1")).coupon == "THEIRS"
