@@ -37,14 +37,8 @@ INSTALL_HINT: Final = "pip install 'customer-session[postgres]'"
 
 # Both statements write the session row in ``moved`` first; the journal entry, the
 # outbox rows and the key are selected from ``moved``, so they exist exactly when the
-# row was written. (Their later parts are the same; keep them in step.)
-_UPDATE: Final = """
-WITH moved AS (
-    UPDATE customer_sessions
-    SET state = %(state)s, version = version + 1, updated = %(updated)s, document = %(document)s
-    WHERE integration_id = %(id)s AND version = %(expected)s
-    RETURNING integration_id, version
-), journal AS (
+# row was written. Their later parts are one shared tail.
+_WRITE_TAIL: Final = """), journal AS (
     INSERT INTO customer_session_journal
         (integration_id, version, kind, operation, event_key, records, changes)
     SELECT integration_id, version, %(kind)s, %(operation)s, %(key)s, %(records)s, %(changes)s
@@ -62,6 +56,14 @@ WITH moved AS (
     SELECT %(key)s, integration_id FROM moved WHERE %(key)s::text IS NOT NULL
 )
 SELECT version FROM moved"""
+_UPDATE_HEAD: Final = """
+WITH moved AS (
+    UPDATE customer_sessions
+    SET state = %(state)s, version = version + 1, updated = %(updated)s, document = %(document)s
+    WHERE integration_id = %(id)s AND version = %(expected)s
+    RETURNING integration_id, version
+"""
+_UPDATE: Final = _UPDATE_HEAD + _WRITE_TAIL
 # The common commit, with neither outbox rows nor a key: fewer parameters to send.
 _UPDATE_PLAIN: Final = """
 WITH moved AS (
@@ -76,30 +78,14 @@ WITH moved AS (
     FROM moved
 )
 SELECT version FROM moved"""
-_INSERT: Final = """
+_INSERT_HEAD: Final = """
 WITH moved AS (
     INSERT INTO customer_sessions (integration_id, state, version, updated, document)
     VALUES (%(id)s, %(state)s, 1, %(updated)s, %(document)s)
     ON CONFLICT (integration_id) DO NOTHING
     RETURNING integration_id, version
-), journal AS (
-    INSERT INTO customer_session_journal
-        (integration_id, version, kind, operation, event_key, records, changes)
-    SELECT integration_id, version, %(kind)s, %(operation)s, %(key)s, %(records)s, %(changes)s
-    FROM moved
-), outbox AS (
-    INSERT INTO customer_session_outbox
-        (idempotency_key, effect, integration_id, version, position, record, document)
-    SELECT e.key, e.effect, m.integration_id, m.version, e.position, e.record, %(document)s
-    FROM moved AS m,
-        unnest(%(e_keys)s::text[], %(e_effects)s::text[], %(e_positions)s::int[],
-               %(e_records)s::text[]) WITH ORDINALITY AS e(key, effect, position, record, n)
-    ORDER BY e.n
-), processed AS (
-    INSERT INTO customer_session_keys (key, integration_id)
-    SELECT %(key)s, integration_id FROM moved WHERE %(key)s::text IS NOT NULL
-)
-SELECT version FROM moved"""
+"""
+_INSERT: Final = _INSERT_HEAD + _WRITE_TAIL
 _FETCH: Final = "SELECT version, document FROM customer_sessions WHERE integration_id = %s"
 _EXISTS: Final = "SELECT 1 FROM customer_sessions WHERE integration_id = %s"
 _COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state ORDER BY state"
