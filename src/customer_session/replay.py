@@ -244,10 +244,7 @@ class Replayer:
         named = session if isinstance(session, str) else None
         known_op = op if isinstance(op, str) else None
         try:
-            problems = _envelope_problems(event)
-            if problems:
-                raise ValidationError("event", problems)
-            self._clock.now = _timestamp(event["at"])
+            self._clock.now = _envelope_time(event)
             # The envelope check made both strings.
             self._dispatch(number, cast("str", session), cast("str", op), event)
         except CustomerSessionError as error:
@@ -373,8 +370,10 @@ _CHANGES: Final[Mapping[str, Callable[[CustomerSession, dict[str, Any]], None]]]
 }
 
 
-def _envelope_problems(event: Mapping[str, Any]) -> list[Problem]:
+def _envelope_time(event: Mapping[str, Any]) -> datetime:
+    """The event's time, once ``session``, ``op`` and ``at`` are checked (all problems)."""
     problems: list[Problem] = []
+    moment: datetime | None = None
     session, op, at = event.get("session"), event.get("op"), event.get("at")
     if not isinstance(session, str) or not session:
         problems.append(Problem("$.session", f"must be a non-empty string, got {session!r}"))
@@ -384,10 +383,12 @@ def _envelope_problems(event: Mapping[str, Any]) -> list[Problem]:
         problems.append(Problem("$.at", f"must be an RFC 3339 timestamp, got {at!r}"))
     else:
         try:
-            _timestamp(at)
+            moment = _timestamp(at)
         except ValueError as error:
             problems.append(Problem("$.at", str(error)))
-    return problems
+    if problems or moment is None:
+        raise ValidationError("event", problems)
+    return moment
 
 
 def _timestamp(text: str) -> datetime:
