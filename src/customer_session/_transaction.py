@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from customer_session.hooks import Plan, Registration, Workflow
     from customer_session.model import CustomerSession
 
-_set = object.__setattr__
 # Enum members bound once: looking a member up on its class costs a Python call.
 _GUARD, _BEFORE, _EXIT, _ENTER, _AFTER, _AFTER_COMMIT = (
     Phase.GUARD,
@@ -206,7 +205,7 @@ def rollback(session: CustomerSession, values: tuple[Any, ...] | None) -> None:
     """Put back what :func:`snapshot` took."""
     if values is not None:
         for name, value in zip(_field_names(type(session)), values, strict=True):
-            _set(session, name, value)
+            setattr(session, name, value)
 
 
 def allowed(session: CustomerSession) -> frozenset[Trigger]:
@@ -224,14 +223,14 @@ def _check_call(
     session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
 ) -> tuple[State, tuple[ReturnedItem, ...], list[Problem]]:
     """Table and argument checks; raises for the table, returns argument problems."""
-    workflow = session._workflow  # noqa: SLF001 - the hot path skips the property
+    workflow = session._workflow
     source = session.state
-    if session._running is not None:  # noqa: SLF001 - the transaction owns this flag
+    if session._running is not None:
         raise TransitionInProgress(
             trigger=trigger,
             state=source,
             integration_id=session.integration_id,
-            running=session._running,  # noqa: SLF001
+            running=session._running,
         )
     destination = workflow.engine.destination(source, trigger)
     if destination is None:
@@ -259,7 +258,7 @@ def prepare(
     destination, returned, problems = _check_call(session, trigger, items)
     if problems:
         raise ValidationError(f"session {session.integration_id!r}: {trigger}()", problems)
-    workflow = session._workflow  # noqa: SLF001 - the hot path skips the property
+    workflow = session._workflow
     plan = workflow.plan(session.state, trigger)
     return run_class(session, plan, trigger, destination, _timestamp(session, workflow), returned)
 
@@ -270,7 +269,7 @@ def fire(
     """Run ``trigger`` on ``session`` as one transaction and return its record."""
     run = prepare(_Run, session, trigger, items)
     plan = run.plan
-    engine = session._workflow.engine  # noqa: SLF001 - the hot path skips the property
+    engine = session._workflow.engine
     if plan is None:
         # Nothing registered: no user code runs before the commit point.
         engine.run(run, trigger)
@@ -319,13 +318,13 @@ def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:
     point, so without them there is nothing to snapshot.
     """
     saved = snapshot(run.session) if plan.pre_commit else None
-    _set(run.session, "_running", run.trigger)
+    run.session._running = run.trigger
     return saved
 
 
 def end(run: Run) -> None:
     """The session is no longer busy with ``run`` (committed or not)."""
-    _set(run.session, "_running", None)
+    run.session._running = None
 
 
 def hook_failed(run: Run, saved: tuple[Any, ...] | None) -> HookFailed:
@@ -367,20 +366,19 @@ def commit(session: CustomerSession, record: TransitionRecord) -> None:
     """The commit point: state, cart returns, history, ``updated`` and count together."""
     returned = record.returned_items
     if returned:
-        _set(session, "cart_items", apply_returns(session.cart_items, returned))
-    _set(session, "state", record.destination)
-    _set(session, "history", (*session.history, record))
+        session._cart_items = apply_returns(session._cart_items, returned)
+    session._state = record.destination
+    session._history = (*session._history, record)
     # A pre-commit hook may have edited the session after the run's timestamp was
     # taken; ``updated`` never moves back.
-    if record.timestamp > session.updated:
-        _set(session, "updated", record.timestamp)
-    _set(session, "update_count", session.update_count + 1)
+    session._updated = max(session._updated, record.timestamp)
+    session._update_count += 1
 
 
 def touch(session: CustomerSession) -> None:
     """Record a change that is not a transition (a cart edit)."""
-    _set(session, "updated", _timestamp(session, session.workflow))
-    _set(session, "update_count", session.update_count + 1)
+    session._updated = _timestamp(session, session._workflow)
+    session._update_count += 1
 
 
 def _after_commit(run: _Run, entries: tuple[Registration, ...], record: TransitionRecord) -> None:

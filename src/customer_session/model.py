@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 import attrs
-from attrs import Factory, define, field
+from attrs import Factory, define, field, setters
 
 from customer_session import _transaction
 from customer_session._cart import (
@@ -52,8 +52,18 @@ if TYPE_CHECKING:
     from customer_session.hooks import Refusal
 
 
-def _refuse_write(_instance: CustomerSession, attribute: attrs.Attribute[Any], _value: Any) -> Any:
-    raise ProtectedFieldError(attribute.name, _hint(attribute.name))
+def _refuse_write(name: str) -> Callable[[CustomerSession, object], None]:
+    def refuse(_session: CustomerSession, _value: object) -> None:
+        raise ProtectedFieldError(name, _hint(name))
+
+    return refuse
+
+
+def _refuse_delete(name: str) -> Callable[[CustomerSession], None]:
+    def refuse(_session: CustomerSession) -> None:
+        raise ProtectedFieldError(name, _hint(name))
+
+    return refuse
 
 
 def _hint(name: str) -> str:
@@ -109,13 +119,15 @@ def _now(self: CustomerSession) -> datetime:
 
 
 def _same_as_created(self: CustomerSession) -> datetime:
-    return self.created
+    return self._created
 
 
-_set = object.__setattr__
-
-
-@define(kw_only=True, on_setattr=_refuse_write)
+# Fields are private attrs slots behind read-only properties, rather than public
+# fields guarded by attrs' ``on_setattr``: that hook makes attrs' ``__init__`` set
+# every field through ``object.__setattr__``, which more than doubles the cost of
+# creating a session. ``_protect_views`` below gives each property a setter and a
+# deleter that raise ``ProtectedFieldError``.
+@define(kw_only=True, repr=False, on_setattr=setters.NO_OP)
 class CustomerSession:
     """A Talon.One customer session whose state follows the transition table.
 
@@ -151,69 +163,164 @@ class CustomerSession:
     default_workflow: ClassVar[Workflow]
     """The workflow of sessions created without ``workflow=``."""
 
+    # Each private field's constructor argument is its name without the underscore.
+    # Mappings are frozen in ``_normalize`` rather than by converters: a converter
+    # runs on every construction, and the common session keeps the empty default.
     _workflow: Workflow = field(
-        default=Factory(_default_workflow, takes_self=True),
-        alias="workflow",
-        eq=False,
-        repr=False,
+        default=Factory(_default_workflow, takes_self=True), eq=False, repr=False
     )
-    integration_id: str
-    state: State = field(default=State.OPEN, converter=_to_state)
-    profile_id: str | None = None
-    coupon: str | None = None
-    referral: str | None = None
-    cart_items: tuple[CartItem, ...] = field(default=(), converter=_cart_tuple)
-    identifiers: tuple[str, ...] = field(default=(), converter=_str_tuple)
-    attributes: Mapping[str, JSONValue] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
-    first_session: bool = True
-    discounts: Mapping[str, float] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
-    application_id: int = 0
-    additional_costs: Mapping[str, AdditionalCost] = field(
-        default=EMPTY_MAPPING, converter=freeze_mapping
-    )
-    created: datetime = field(default=Factory(_now, takes_self=True))
-    updated: datetime = field(default=Factory(_same_as_created, takes_self=True))
-    update_count: int = field(default=1, init=False)
-    history: tuple[TransitionRecord, ...] = field(default=(), init=False)
+    _integration_id: str
+    _state: State = field(default=State.OPEN, converter=_to_state)
+    _profile_id: str | None = None
+    _coupon: str | None = None
+    _referral: str | None = None
+    _cart_items: tuple[CartItem, ...] = field(default=(), converter=_cart_tuple)
+    _identifiers: tuple[str, ...] = field(default=(), converter=_str_tuple)
+    _attributes: Mapping[str, JSONValue] = EMPTY_MAPPING
+    _first_session: bool = True
+    _discounts: Mapping[str, float] = EMPTY_MAPPING
+    _application_id: int = 0
+    _additional_costs: Mapping[str, AdditionalCost] = EMPTY_MAPPING
+    _created: datetime = field(default=Factory(_now, takes_self=True))
+    _updated: datetime = field(default=Factory(_same_as_created, takes_self=True))
+    _update_count: int = field(default=1, init=False)
+    _history: tuple[TransitionRecord, ...] = field(default=(), init=False)
     _running: Trigger | None = field(default=None, init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        """Validate every field; a new session must start in an initial state."""
+        """Normalize and validate every field; a new session starts in an initial state."""
         if self._plainly_valid():
             return
+        self._normalize()
         problems = self._field_problems()
         spec = self.specification
-        if isinstance(self.state, State) and self.state not in spec.initial_states:
+        if isinstance(self._state, State) and self._state not in spec.initial_states:
             allowed = " or ".join(sorted(spec.initial_states))
             problems.append(
                 Problem(
                     "state",
-                    f"a new session starts {allowed}, not '{self.state}'; "
+                    f"a new session starts {allowed}, not '{self._state}'; "
                     "use restore() to load a session in any state",
                 )
             )
         raise_problems(self._subject(), problems)
 
+    # -- the fields, read-only ------------------------------------------------
+
+    @property
+    def workflow(self) -> Workflow:
+        """The workflow whose guards and hooks apply to this session."""
+        return self._workflow
+
+    @property
+    def integration_id(self) -> str:
+        """The session id chosen by your integration."""
+        return self._integration_id
+
+    @property
+    def state(self) -> State:
+        """The current state; only triggers change it."""
+        return self._state
+
+    @property
+    def profile_id(self) -> str | None:
+        """The customer profile, if known (see :meth:`set_profile_id`)."""
+        return self._profile_id
+
+    @property
+    def coupon(self) -> str | None:
+        """The coupon code, if any (see :meth:`set_coupon`)."""
+        return self._coupon
+
+    @property
+    def referral(self) -> str | None:
+        """The referral code, if any (see :meth:`set_referral`)."""
+        return self._referral
+
+    @property
+    def cart_items(self) -> tuple[CartItem, ...]:
+        """The cart, in position order (see :meth:`add_item` and the other edits)."""
+        return self._cart_items
+
+    @property
+    def identifiers(self) -> tuple[str, ...]:
+        """Custom identifiers (see :meth:`set_identifiers`)."""
+        return self._identifiers
+
+    @property
+    def attributes(self) -> Mapping[str, JSONValue]:
+        """Custom session attributes, an immutable mapping (see :meth:`set_attribute`)."""
+        return self._attributes
+
+    @property
+    def first_session(self) -> bool:
+        """Whether this is the profile's first session."""
+        return self._first_session
+
+    @property
+    def discounts(self) -> Mapping[str, float]:
+        """Discount values by label, as Talon.One reports them."""
+        return self._discounts
+
+    @property
+    def application_id(self) -> int:
+        """The Talon.One application (0 until it is known)."""
+        return self._application_id
+
+    @property
+    def additional_costs(self) -> Mapping[str, AdditionalCost]:
+        """Session-level additional costs by name (see :meth:`set_additional_cost`)."""
+        return self._additional_costs
+
+    @property
+    def created(self) -> datetime:
+        """When the session was created (aware, UTC)."""
+        return self._created
+
+    @property
+    def updated(self) -> datetime:
+        """When the session last changed (aware, UTC); never before :attr:`created`."""
+        return self._updated
+
+    @property
+    def update_count(self) -> int:
+        """How many changes the session has had, counting its creation as the first."""
+        return self._update_count
+
+    @property
+    def history(self) -> tuple[TransitionRecord, ...]:
+        """Every committed transition, oldest first."""
+        return self._history
+
+    def __repr__(self) -> str:
+        """The class and every field, by constructor name."""
+        shown = ", ".join(
+            f"{a.alias}={getattr(self, a.name)!r}" for a in attrs.fields(type(self)) if a.repr
+        )
+        return f"{type(self).__name__}({shown})"
+
     # -- validation ---------------------------------------------------------
 
     def _subject(self) -> str:
-        return f"session {self.integration_id!r}"
+        return f"session {self._integration_id!r}"
 
     def _plainly_valid(self) -> bool:
         """A quick yes for the common new session: no cart limits near, defaults kept.
 
-        Anything unusual falls through to :meth:`_field_problems`, which finds and
-        names every problem.
+        Anything unusual falls through to :meth:`_normalize` and
+        :meth:`_field_problems`, which find and name every problem.
         """
-        iid = self.integration_id
-        cart = self.cart_items
-        coupon, referral = self.coupon, self.referral
+        iid = self._integration_id
+        cart = self._cart_items
+        coupon, referral = self._coupon, self._referral
+        created, updated = self._created, self._updated
         return (
             type(iid) is str
             and 0 < len(iid) <= MAX_INTEGRATION_ID_LENGTH
-            and self.state in self.specification.initial_states
+            and type(self._state) is State
+            and self._state in self.specification.initial_states
             and self._workflow.specification is self.specification
-            and (self.profile_id is None or type(self.profile_id) is str)
+            and (self._profile_id is None or type(self._profile_id) is str)
             and (coupon is None or (type(coupon) is str and len(coupon) <= MAX_CODE_LENGTH))
             and (referral is None or (type(referral) is str and len(referral) <= MAX_CODE_LENGTH))
             and type(cart) is tuple
@@ -225,19 +332,30 @@ class CustomerSession:
                     and sum(line.quantity for line in cart) <= MAX_UNITS
                 )
             )
-            and self.identifiers == ()
-            and self.attributes is EMPTY_MAPPING
-            and self.discounts is EMPTY_MAPPING
-            and self.additional_costs is EMPTY_MAPPING
-            and type(self.first_session) is bool
-            and type(self.application_id) is int
-            and self.application_id >= 0
-            and type(self.created) is datetime
-            and type(self.updated) is datetime
-            and self.created.tzinfo is UTC
-            and self.updated.tzinfo is UTC
-            and self.updated >= self.created
+            and self._identifiers == ()
+            and self._attributes is EMPTY_MAPPING
+            and self._discounts is EMPTY_MAPPING
+            and self._additional_costs is EMPTY_MAPPING
+            and type(self._first_session) is bool
+            and type(self._application_id) is int
+            and self._application_id >= 0
+            and type(created) is datetime
+            and type(updated) is datetime
+            and created.tzinfo is UTC
+            and updated.tzinfo is UTC
+            and updated >= created
         )
+
+    def _normalize(self) -> None:
+        """Store the mappings as immutable copies (the caller's dicts may change).
+
+        The converters of the other fields run in ``__init__``, where the type of
+        their argument differs from the stored one. A value that cannot be
+        converted is kept as it is for :meth:`_field_problems` to report.
+        """
+        self._attributes = freeze_mapping(self._attributes)
+        self._discounts = freeze_mapping(self._discounts)
+        self._additional_costs = freeze_mapping(self._additional_costs)
 
     def _field_problems(self) -> list[Problem]:
         """Every field that breaks a rule (normalizing timestamps to UTC on the way)."""
@@ -250,7 +368,7 @@ class CustomerSession:
             )
         problems: list[Problem] = []
         values: dict[str, object] = {
-            a.name: getattr(self, a.name) for a in attrs.fields(type(self))
+            a.alias: getattr(self, a.name) for a in attrs.fields(type(self))
         }
         for name, check in _FIELD_CHECKS.items():
             problems.extend(check(name, values[name]))
@@ -259,11 +377,12 @@ class CustomerSession:
             problems.append(
                 Problem("state", f"must be one of {', '.join(spec.states)}, got {state!r}")
             )
-        for name in ("created", "updated"):
-            value = values[name]
-            if isinstance(value, datetime) and value.tzinfo is not UTC:
-                _set(self, name, value.astimezone(UTC))
-        if not problems and self.updated < self.created:
+        created, updated = self._created, self._updated
+        if isinstance(created, datetime) and created.tzinfo is not UTC:
+            self._created = created = created.astimezone(UTC)
+        if isinstance(updated, datetime) and updated.tzinfo is not UTC:
+            self._updated = updated = updated.astimezone(UTC)
+        if not problems and updated < created:
             problems.append(Problem("updated", "must not be earlier than created"))
         return problems
 
@@ -308,9 +427,9 @@ class CustomerSession:
             assert isinstance(restored, State)  # noqa: S101 - narrowed by the check above
             problems.extend(_history_problems(cls.specification, records, restored))
         raise_problems(session._subject(), problems)
-        _set(session, "state", restored)
-        _set(session, "update_count", update_count)
-        _set(session, "history", records)
+        session._state = restored
+        session._update_count = update_count
+        session._history = records
         return session
 
     def snapshot(self) -> dict[str, Any]:
@@ -321,7 +440,7 @@ class CustomerSession:
         values = {
             a.alias: getattr(self, a.name) for a in attrs.fields(type(self)) if a.eq and a.init
         }
-        values.update(state=self.state, update_count=self.update_count, history=self.history)
+        values.update(state=self._state, update_count=self._update_count, history=self._history)
         values["workflow"] = self._workflow
         return values
 
@@ -339,18 +458,9 @@ class CustomerSession:
             raise ValidationError.single("session", "$", f"cannot load from {values!r}")
         loaded = _restore(type(self), dict(values))
         for a in attrs.fields(type(self)):
-            _set(self, a.name, getattr(loaded, a.name))
-
-    def __delattr__(self, name: str) -> None:
-        """Fields cannot be deleted."""
-        raise ProtectedFieldError(name, _hint(name))
+            setattr(self, a.name, getattr(loaded, a.name))
 
     # -- the machine ----------------------------------------------------------
-
-    @property
-    def workflow(self) -> Workflow:
-        """The workflow whose guards and hooks apply to this session."""
-        return self._workflow
 
     @property
     def allowed_triggers(self) -> frozenset[Trigger]:
@@ -490,14 +600,15 @@ class CustomerSession:
             raise SessionNotEditable(
                 operation=operation, state=self.state, integration_id=self.integration_id
             )
-        before = {name: getattr(self, name) for name in changes}
-        for name, value in changes.items():
-            _set(self, name, value)
+        slots = {f"_{name}": value for name, value in changes.items()}
+        before = {slot: getattr(self, slot) for slot in slots}
+        for slot, value in slots.items():
+            setattr(self, slot, value)
         # Every field was valid before, so any problem now comes from these changes.
         problems = self._field_problems()
         if problems:
-            for name, value in before.items():
-                _set(self, name, value)
+            for slot, value in before.items():
+                setattr(self, slot, value)
             raise ValidationError(f"{self._subject()}: {operation}()", problems)
         _transaction.touch(self)
 
@@ -587,7 +698,7 @@ class CustomerSession:
             )
 
 
-@define(kw_only=True, on_setattr=_refuse_write)
+@define(kw_only=True, repr=False, on_setattr=setters.NO_OP)
 class ReopenableCustomerSession(CustomerSession):
     """A session that also allows Talon.One's reopen endpoint: ``closed -> open``.
 
@@ -606,6 +717,21 @@ class ReopenableCustomerSession(CustomerSession):
         return _transaction.fire(self, Trigger.REOPEN, ())
 
 
+def _protect_views(cls: type[CustomerSession]) -> None:
+    """Give every read-only property a setter and deleter that refuse.
+
+    A bare read-only property would raise a plain ``AttributeError``; these raise
+    :class:`ProtectedFieldError` (also an ``AttributeError``) saying what to use
+    instead. Type checkers still see read-only properties. (A ``__delattr__``
+    would do for deletion, but defining one makes CPython route every attribute
+    write through a Python-level lookup, ``__init__``'s included.)
+    """
+    for name, view in list(vars(cls).items()):
+        if isinstance(view, property) and view.fset is None:
+            setattr(cls, name, view.setter(_refuse_write(name)).deleter(_refuse_delete(name)))
+
+
+_protect_views(CustomerSession)
 CustomerSession.default_workflow = Workflow(CUSTOMER_SESSION, name="customer_session.default")
 ReopenableCustomerSession.default_workflow = Workflow(
     REOPENABLE_SESSION, name="customer_session.reopenable.default"
