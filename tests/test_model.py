@@ -160,6 +160,28 @@ class TestProtectedFields:
         with pytest.raises(ProtectedFieldError, match=name):
             setattr(s, name, getattr(s, name))
 
+    @pytest.mark.parametrize(
+        "name",
+        [a.alias for a in attrs.fields(CustomerSession) if a.eq]
+        + ["workflow", "total", "allowed_triggers"],
+    )
+    def test_every_field_and_derived_value_refuses_writes_and_deletes(self, name):
+        """Each public field and derived value refuses assignment and deletion alike."""
+        s = CustomerSession(integration_id="o")
+        before = s.snapshot()
+        with pytest.raises(ProtectedFieldError, match=repr(name)):
+            setattr(s, name, None)
+        with pytest.raises(ProtectedFieldError, match=repr(name)):
+            delattr(s, name)
+        assert s.snapshot() == before
+
+    def test_repr_uses_the_constructor_names(self):
+        """repr() shows the public names a session is built with, not its slots."""
+        text = repr(CustomerSession(integration_id="o"))
+        assert text.startswith("CustomerSession(integration_id='o', state=")
+        assert "_state" not in text
+        assert "workflow" not in text
+
     def test_evolve_cannot_reach_a_non_initial_state(self):
         """attrs.evolve builds a new session, so it cannot jump to cancelled."""
         s = CustomerSession(integration_id="o")

@@ -12,6 +12,7 @@ from customer_session import (
     HookFailed,
     IllegalTransition,
     Phase,
+    ProtectedFieldError,
     ReturnedItem,
     State,
     TransitionInProgress,
@@ -364,8 +365,13 @@ class TestHistory:
         """History records cannot be changed."""
         s = _session()
         record = s.close()
-        with pytest.raises(AttributeError):
-            record.destination = State.OPEN  # type: ignore[misc]
+        for name in ("trigger", "source", "destination", "timestamp", "returned_items"):
+            with pytest.raises(ProtectedFieldError, match="immutable"):
+                setattr(record, name, State.OPEN)
+            with pytest.raises(ProtectedFieldError, match="immutable"):
+                delattr(record, name)
+        assert s.history == (record,)
+        assert record.destination is State.CLOSED
 
 
 class TestAskingChangesNothing:

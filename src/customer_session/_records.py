@@ -8,19 +8,20 @@ from typing import TYPE_CHECKING
 from attrs import define, setters
 
 from customer_session._cart import ReturnedItem  # noqa: TC001 - cattrs resolves annotations at run time
+from customer_session._readonly import protect, public_repr
 from customer_session._spec import State, Trigger  # noqa: TC001 - same as above
 
 if TYPE_CHECKING:
     from customer_session.model import CustomerSession
 
 
-# Immutable through on_setattr rather than frozen=True: records are made on the hot
-# path, and attrs' frozen __init__ costs about twice as much.
-@define(on_setattr=setters.frozen, unsafe_hash=True)
+# Private slots behind read-only properties (see ``_readonly``): records are made on
+# the hot path, and attrs' frozen or on_setattr ``__init__`` costs about 4x as much.
+@define(unsafe_hash=True, repr=False, on_setattr=setters.NO_OP)
 class TransitionRecord:
     """One committed transition, as kept in ``session.history``.
 
-    Attributes:
+    Args:
         trigger: What was fired.
         source: The state before.
         destination: The state after (equal to ``source`` for an internal transition).
@@ -28,11 +29,43 @@ class TransitionRecord:
         returned_items: The items of a ``return_items`` trigger; empty otherwise.
     """
 
-    trigger: Trigger
-    source: State
-    destination: State
-    timestamp: datetime
-    returned_items: tuple[ReturnedItem, ...] = ()
+    _trigger: Trigger
+    _source: State
+    _destination: State
+    _timestamp: datetime
+    _returned_items: tuple[ReturnedItem, ...] = ()
+
+    @property
+    def trigger(self) -> Trigger:
+        """What was fired."""
+        return self._trigger
+
+    @property
+    def source(self) -> State:
+        """The state before."""
+        return self._source
+
+    @property
+    def destination(self) -> State:
+        """The state after (equal to ``source`` for an internal transition)."""
+        return self._destination
+
+    @property
+    def timestamp(self) -> datetime:
+        """When it committed (aware, UTC)."""
+        return self._timestamp
+
+    @property
+    def returned_items(self) -> tuple[ReturnedItem, ...]:
+        """The items of a ``return_items`` trigger; empty otherwise."""
+        return self._returned_items
+
+    def __repr__(self) -> str:
+        """The class and every field, by constructor name."""
+        return public_repr(self)
+
+
+protect(TransitionRecord, lambda _name: "history records are immutable")
 
 
 @define(on_setattr=setters.frozen, unsafe_hash=True)

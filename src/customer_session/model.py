@@ -29,6 +29,7 @@ from customer_session._cart import (
     json_problems,
     raise_problems,
 )
+from customer_session._readonly import protect, public_repr
 from customer_session._records import TransitionRecord
 from customer_session._spec import (
     CUSTOMER_SESSION,
@@ -39,7 +40,6 @@ from customer_session._spec import (
 )
 from customer_session.exceptions import (
     Problem,
-    ProtectedFieldError,
     SessionNotEditable,
     UnknownTrigger,
     ValidationError,
@@ -50,20 +50,6 @@ from customer_session.hooks import Workflow
 if TYPE_CHECKING:
     from customer_session._cart import ReturnedItem
     from customer_session.hooks import Refusal
-
-
-def _refuse_write(name: str) -> Callable[[CustomerSession, object], None]:
-    def refuse(_session: CustomerSession, _value: object) -> None:
-        raise ProtectedFieldError(name, _hint(name))
-
-    return refuse
-
-
-def _refuse_delete(name: str) -> Callable[[CustomerSession], None]:
-    def refuse(_session: CustomerSession) -> None:
-        raise ProtectedFieldError(name, _hint(name))
-
-    return refuse
 
 
 def _hint(name: str) -> str:
@@ -122,11 +108,7 @@ def _same_as_created(self: CustomerSession) -> datetime:
     return self._created
 
 
-# Fields are private attrs slots behind read-only properties, rather than public
-# fields guarded by attrs' ``on_setattr``: that hook makes attrs' ``__init__`` set
-# every field through ``object.__setattr__``, which more than doubles the cost of
-# creating a session. ``_protect_views`` below gives each property a setter and a
-# deleter that raise ``ProtectedFieldError``.
+# Fields are private slots behind read-only properties (see ``_readonly``).
 @define(kw_only=True, repr=False, on_setattr=setters.NO_OP)
 class CustomerSession:
     """A Talon.One customer session whose state follows the transition table.
@@ -294,10 +276,7 @@ class CustomerSession:
 
     def __repr__(self) -> str:
         """The class and every field, by constructor name."""
-        shown = ", ".join(
-            f"{a.alias}={getattr(self, a.name)!r}" for a in attrs.fields(type(self)) if a.repr
-        )
-        return f"{type(self).__name__}({shown})"
+        return public_repr(self)
 
     # -- validation ---------------------------------------------------------
 
@@ -717,21 +696,7 @@ class ReopenableCustomerSession(CustomerSession):
         return _transaction.fire(self, Trigger.REOPEN, ())
 
 
-def _protect_views(cls: type[CustomerSession]) -> None:
-    """Give every read-only property a setter and deleter that refuse.
-
-    A bare read-only property would raise a plain ``AttributeError``; these raise
-    :class:`ProtectedFieldError` (also an ``AttributeError``) saying what to use
-    instead. Type checkers still see read-only properties. (A ``__delattr__``
-    would do for deletion, but defining one makes CPython route every attribute
-    write through a Python-level lookup, ``__init__``'s included.)
-    """
-    for name, view in list(vars(cls).items()):
-        if isinstance(view, property) and view.fset is None:
-            setattr(cls, name, view.setter(_refuse_write(name)).deleter(_refuse_delete(name)))
-
-
-_protect_views(CustomerSession)
+protect(CustomerSession, _hint)
 CustomerSession.default_workflow = Workflow(CUSTOMER_SESSION, name="customer_session.default")
 ReopenableCustomerSession.default_workflow = Workflow(
     REOPENABLE_SESSION, name="customer_session.reopenable.default"

@@ -594,8 +594,10 @@ class _Reader:
     def _register(
         self, cls: type, hooks: Mapping[str, _Hook], also_allowed: Iterable[str] = ()
     ) -> None:
+        # Keyed by attribute name; the wire name and the hook go by the constructor's
+        # argument name, which differs for the private slots of the value classes.
         overrides = {
-            a.name: override(rename=_wire_name(a.name), struct_hook=hooks.get(a.name))
+            a.name: override(rename=_wire_name(a.alias), struct_hook=hooks.get(a.alias))
             for a in attrs.fields(cls)
             if a.init
         }
@@ -826,7 +828,7 @@ def _model_path(path: str, model_path: str, moved: Mapping[str, str] | None = No
 def _unknown_key_message(key: object, owner: Any) -> str:
     if key in _UNMODELLED_KEYS:
         return "is not modelled by CustomerSession, so it cannot be kept"
-    keys = [_wire_name(a.name) for a in attrs.fields(owner) if a.init] if attrs.has(owner) else []
+    keys = [_wire_name(a.alias) for a in attrs.fields(owner) if a.init] if attrs.has(owner) else []
     if owner is CartItem:
         keys.extend(_DERIVED_ITEM_KEYS)
     near = [k for k in keys if isinstance(key, str) and k.lower() == key.lower()]
@@ -872,15 +874,19 @@ class _Writer:
         self.costs = conv.get_unstructure_hook(Mapping[str, AdditionalCost])
 
     def _generate(self, cls: type[Any], **overrides: Any) -> Any:
+        # ``overrides`` come by argument name; cattrs wants them by attribute name.
+        by_name: dict[str, Any] = {}
         for a in attrs.fields(cls):
-            if a.name not in overrides:
-                overrides[a.name] = override(rename=_wire_name(a.name))
-            elif overrides[a.name].rename is None and not overrides[a.name].omit:
-                overrides[a.name] = attrs.evolve(overrides[a.name], rename=_wire_name(a.name))
-        if "attributes" in overrides and not overrides["attributes"].omit:
-            overrides["attributes"] = attrs.evolve(overrides["attributes"], unstruct_hook=_json_out)
+            given = overrides.get(a.alias)
+            if given is None:
+                given = override(rename=_wire_name(a.alias))
+            elif given.rename is None and not given.omit:
+                given = attrs.evolve(given, rename=_wire_name(a.alias))
+            if a.alias == "attributes" and not given.omit:
+                given = attrs.evolve(given, unstruct_hook=_json_out)
+            by_name[a.name] = given
         return make_dict_unstructure_fn(
-            cls, self.converter, _cattrs_omit_if_default=True, **overrides
+            cls, self.converter, _cattrs_omit_if_default=True, **by_name
         )
 
     def cart(self, items: Iterable[CartItem]) -> list[dict[str, Any]]:
