@@ -195,11 +195,22 @@ class TestProtectedFields:
             s.__setstate__({**s.snapshot(), "state": "bogus"})
         assert s.state is State.OPEN
 
-    def test_cart_item_is_immutable(self):
-        """Cart items are frozen."""
+    @pytest.mark.parametrize("name", [a.alias for a in attrs.fields(CartItem)])
+    def test_cart_item_is_immutable(self, name):
+        """Every field of a cart item refuses writes and deletes with a library error."""
         item = CartItem(sku="A", quantity=1)
-        with pytest.raises(AttributeError):
-            item.quantity = 2  # type: ignore[misc]
+        with pytest.raises(ProtectedFieldError, match="immutable"):
+            setattr(item, name, None)
+        with pytest.raises(ProtectedFieldError, match="immutable"):
+            delattr(item, name)
+        assert item == CartItem(sku="A", quantity=1)
+
+    def test_cart_item_is_a_hashable_value(self):
+        """Equal cart items hash alike and show their constructor arguments."""
+        item = CartItem(sku="A", quantity=1, attributes={"gift": True})
+        assert hash(item) == hash(CartItem(sku="A", quantity=1, attributes={"gift": True}))
+        assert attrs.evolve(item, quantity=2).quantity == 2
+        assert repr(item).startswith("CartItem(sku='A', quantity=1, name=None")
 
     def test_attributes_cannot_be_mutated_in_place(self):
         """The attributes mapping is immutable."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from attrs import field, fields, frozen
+from attrs import define, field, fields, frozen, setters
 from immutabledict import immutabledict
 
+from customer_session._readonly import protect, public_repr
 from customer_session.exceptions import Problem, ValidationError
 
 if TYPE_CHECKING:
@@ -222,76 +224,180 @@ _ITEM_CHECKS: Final[Mapping[str, Callable[[str, object], list[Problem]]]] = {
 }
 
 
-@frozen(kw_only=True)
+# Private slots behind read-only properties (see ``_readonly``), so that building an
+# item, and copying one when a return changes it, is not slowed by a __setattr__.
+@define(kw_only=True, unsafe_hash=True, repr=False, on_setattr=setters.NO_OP)
 class CartItem:
     """One line of a cart, with the fields of Talon.One's ``CartItem``.
 
     ``sku`` and ``quantity`` are required; everything else is optional (``None``
     means "not sent"). ``returned_quantity`` is maintained by returns; the cart
     ``position`` is the item's index in ``session.cart_items`` and not stored.
+    Items are immutable: ``attrs.evolve(item, quantity=3)`` gives a changed copy.
 
     Raises:
         ValidationError: Every field that breaks a rule, with its name.
     """
 
-    sku: str
-    quantity: int
-    name: str | None = None
-    price: float | None = None
-    category: str | None = None
-    product: Product | None = None
-    weight: float | None = None
-    height: float | None = None
-    width: float | None = None
-    length: float | None = None
-    attributes: Mapping[str, JSONValue] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
-    additional_costs: Mapping[str, AdditionalCost] = field(
+    _sku: str
+    _quantity: int
+    _name: str | None = None
+    _price: float | None = None
+    _category: str | None = None
+    _product: Product | None = None
+    _weight: float | None = None
+    _height: float | None = None
+    _width: float | None = None
+    _length: float | None = None
+    _attributes: Mapping[str, JSONValue] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    _additional_costs: Mapping[str, AdditionalCost] = field(
         default=EMPTY_MAPPING, converter=freeze_mapping
     )
-    returned_quantity: int = 0
-    catalog_item_id: int | None = None
-    selected_price_type: str | None = None
-    adjustment_reference_id: str | None = None
-    adjustment_effective_from: datetime | None = None
-    adjustment_effective_until: datetime | None = None
-    prices: Mapping[str, PriceDetail] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    _returned_quantity: int = 0
+    _catalog_item_id: int | None = None
+    _selected_price_type: str | None = None
+    _adjustment_reference_id: str | None = None
+    _adjustment_effective_from: datetime | None = None
+    _adjustment_effective_until: datetime | None = None
+    _prices: Mapping[str, PriceDetail] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
 
     def __attrs_post_init__(self) -> None:
         """Check every field and report all problems at once."""
         if not self._plainly_valid():
-            raise_problems(f"cart item {self.sku!r}", self.problems())
+            raise_problems(f"cart item {self._sku!r}", self.problems())
+
+    @property
+    def sku(self) -> str:
+        """The stock keeping unit (non-empty)."""
+        return self._sku
+
+    @property
+    def quantity(self) -> int:
+        """Units ordered (at least 1)."""
+        return self._quantity
+
+    @property
+    def name(self) -> str | None:
+        """The item's display name."""
+        return self._name
+
+    @property
+    def price(self) -> float | None:
+        """The unit price."""
+        return self._price
+
+    @property
+    def category(self) -> str | None:
+        """The product category."""
+        return self._category
+
+    @property
+    def product(self) -> Product | None:
+        """The product the item belongs to."""
+        return self._product
+
+    @property
+    def weight(self) -> float | None:
+        """The item's weight."""
+        return self._weight
+
+    @property
+    def height(self) -> float | None:
+        """The item's height."""
+        return self._height
+
+    @property
+    def width(self) -> float | None:
+        """The item's width."""
+        return self._width
+
+    @property
+    def length(self) -> float | None:
+        """The item's length."""
+        return self._length
+
+    @property
+    def attributes(self) -> Mapping[str, JSONValue]:
+        """Custom cart item attributes (JSON values), an immutable mapping."""
+        return self._attributes
+
+    @property
+    def additional_costs(self) -> Mapping[str, AdditionalCost]:
+        """Item-level additional costs by name, an immutable mapping."""
+        return self._additional_costs
+
+    @property
+    def returned_quantity(self) -> int:
+        """Units returned so far (maintained by the session's returns)."""
+        return self._returned_quantity
+
+    @property
+    def catalog_item_id(self) -> int | None:
+        """The item's id in a Talon.One cart item catalog."""
+        return self._catalog_item_id
+
+    @property
+    def selected_price_type(self) -> str | None:
+        """The price type chosen for this item."""
+        return self._selected_price_type
+
+    @property
+    def adjustment_reference_id(self) -> str | None:
+        """The price adjustment applied to this item."""
+        return self._adjustment_reference_id
+
+    @property
+    def adjustment_effective_from(self) -> datetime | None:
+        """When the price adjustment starts to apply."""
+        return self._adjustment_effective_from
+
+    @property
+    def adjustment_effective_until(self) -> datetime | None:
+        """When the price adjustment stops applying."""
+        return self._adjustment_effective_until
+
+    @property
+    def prices(self) -> Mapping[str, PriceDetail]:
+        """The item's price types and their adjustments, an immutable mapping."""
+        return self._prices
+
+    def __repr__(self) -> str:
+        """The class and every field, by constructor name."""
+        return public_repr(self)
 
     def _plainly_valid(self) -> bool:
         """A quick yes for the common item; anything else gets the full check."""
-        sku, quantity, price = self.sku, self.quantity, self.price
+        sku, quantity, price = self._sku, self._quantity, self._price
         return (
             type(sku) is str
             and sku != ""
             and type(quantity) is int
             and quantity >= 1
-            and type(self.returned_quantity) is int
-            and 0 <= self.returned_quantity <= quantity
+            and type(self._returned_quantity) is int
+            and 0 <= self._returned_quantity <= quantity
             and (price is None or (type(price) in _PLAIN_NUMBERS and math.isfinite(price)))
-            and (self.name is None or type(self.name) is str)
-            and (self.category is None or type(self.category) is str)
-            and self.product is None
-            and self.weight is None
-            and self.height is None
-            and self.width is None
-            and self.length is None
-            and self.attributes is EMPTY_MAPPING
-            and self.additional_costs is EMPTY_MAPPING
-            and self.catalog_item_id is None
-            and self.selected_price_type is None
-            and self.adjustment_reference_id is None
-            and self.adjustment_effective_from is None
-            and self.adjustment_effective_until is None
-            and self.prices is EMPTY_MAPPING
+            and (self._name is None or type(self._name) is str)
+            and (self._category is None or type(self._category) is str)
+            and self._product is None
+            and self._weight is None
+            and self._height is None
+            and self._width is None
+            and self._length is None
+            and self._attributes is EMPTY_MAPPING
+            and self._additional_costs is EMPTY_MAPPING
+            and self._catalog_item_id is None
+            and self._selected_price_type is None
+            and self._adjustment_reference_id is None
+            and self._adjustment_effective_from is None
+            and self._adjustment_effective_until is None
+            and self._prices is EMPTY_MAPPING
         )
 
     def problems(self) -> list[Problem]:
         """Every rule this item breaks (empty for a valid item)."""
-        values: dict[str, object] = {a.name: getattr(self, a.name) for a in fields(CartItem)}
+        values: dict[str, object] = {
+            a.alias or a.name: getattr(self, a.name) for a in fields(CartItem)
+        }
         problems: list[Problem] = []
         sku, quantity, returned = values["sku"], values["quantity"], values["returned_quantity"]
         if not isinstance(sku, str) or not sku:
@@ -330,7 +436,9 @@ class CartItem:
         return 0.0 if self.price is None else self.price * self.returned_quantity
 
 
+protect(CartItem, lambda _name: "cart items are immutable; attrs.evolve() makes a changed copy")
 _CART_ITEM_SLOTS: Final = tuple(a.name for a in fields(CartItem))
+_read_slots: Final = attrgetter(*_CART_ITEM_SLOTS)
 
 
 @frozen
@@ -421,19 +529,17 @@ def apply_returns(cart: Sequence[CartItem], items: Iterable[ReturnedItem]) -> tu
     lines = list(cart)
     for item in items:
         line = lines[item.position]
-        lines[item.position] = _replace_checked(
-            line, "returned_quantity", line.returned_quantity + item.quantity
-        )
+        lines[item.position] = _with_returned(line, line._returned_quantity + item.quantity)  # noqa: SLF001 - the cart module owns its items
     return tuple(lines)
 
 
-def _replace_checked(line: CartItem, name: str, value: object) -> CartItem:
-    # ``attrs.evolve`` would validate the whole item again; the caller has checked
-    # the one value that changes, so copy the slots and set it.
+def _with_returned(line: CartItem, returned: int) -> CartItem:
+    # ``attrs.evolve`` would build and validate the whole item again; the caller
+    # has checked the one value that changes, so copy the slots and set it.
     copy = object.__new__(CartItem)
-    for slot in _CART_ITEM_SLOTS:
-        object.__setattr__(copy, slot, getattr(line, slot))
-    object.__setattr__(copy, name, value)
+    for slot, value in zip(_CART_ITEM_SLOTS, _read_slots(line), strict=True):
+        setattr(copy, slot, value)
+    copy._returned_quantity = returned
     return copy
 
 

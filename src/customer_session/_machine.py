@@ -210,14 +210,25 @@ class _LeanEvent(Event):
     ``try/finally`` around it would only run empty loops.
     """
 
+    def move(self, state: str) -> str | None:
+        """Where this event leads from ``state`` when nothing is registered for it.
+
+        Every condition passes and every callback would return at once, so the
+        first transition from ``state`` is taken; ``None`` when there is none.
+        """
+        candidates = self.transitions.get(state)
+        if not candidates:
+            return None
+        destination: str | None = candidates[0].dest
+        return state if destination is None else destination
+
     def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
         """Run the first transition from the model's state whose conditions pass."""
         if model.plan is None:
-            # Nothing is registered for this run, so every condition passes and every
-            # callback would return at once: move along the first transition.
-            transition = self.transitions[model.state][0]
-            if transition.dest is not None:
-                model.state = transition.dest
+            destination = self.move(model.state)
+            if destination is None:
+                return False
+            model.state = destination
             return True
         machine = self.machine
         event_data = EventData(machine.states[model.state], self, machine, model, args, kwargs)
@@ -372,13 +383,15 @@ _E = TypeVar("_E")
 class _Compiled(Generic[_E]):
     """A machine built from a specification, with the table read back out of it."""
 
-    __slots__ = ("_allowed", "_events", "_machine", "_targets", "specification")
+    __slots__ = ("_allowed", "_events", "_machine", "_members", "_targets", "specification")
 
     def __init__(self, specification: Specification, machine: Machine) -> None:
         """Read the table back out of ``machine`` and check it against ``specification``."""
         self.specification = specification
         self._machine = machine
         self._events = cast("Mapping[str, _E]", dict(machine.events))
+        # The machine names states by value; a run reads its new state back as the member.
+        self._members = {s.value: s for s in specification.states}
         targets: dict[tuple[State, Trigger], State] = {}
         for name, event in machine.events.items():
             for source, candidates in event.transitions.items():
@@ -471,6 +484,16 @@ class Engine(_Compiled[_LeanEvent]):
         if self._asynchronous is None:
             self._asynchronous = AsyncEngine(self.specification)
         return self._asynchronous
+
+    def move(self, state: State, trigger: Trigger) -> State | None:
+        """Fire ``trigger`` from ``state`` when no guard or hook is registered for it.
+
+        Returns:
+            The state the machine moved to, or ``None`` when it has no transition
+            for ``trigger`` from ``state``.
+        """
+        destination = self._events[trigger].move(state)
+        return None if destination is None else self._members[destination]
 
     def run(self, model: EngineModel, trigger: Trigger) -> bool:
         """Fire ``trigger`` on ``model`` through the machine.

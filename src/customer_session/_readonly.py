@@ -24,6 +24,8 @@ from customer_session.exceptions import ProtectedFieldError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from attrs import AttrsInstance
+
 
 def protect(cls: type, hint: Callable[[str], str]) -> None:
     """Make every read-only property of ``cls`` refuse writes and deletes.
@@ -48,7 +50,7 @@ def protect(cls: type, hint: Callable[[str], str]) -> None:
             setattr(cls, name, view.setter(refuse_write).deleter(refuse_delete))
 
 
-def public_repr(instance: object) -> str:
+def public_repr(instance: AttrsInstance) -> str:
     """``Class(arg=value, ...)`` with the constructor's argument names (not the slots)."""
     shown = ", ".join(
         f"{a.alias}={getattr(instance, a.name)!r}" for a in attrs.fields(type(instance)) if a.repr

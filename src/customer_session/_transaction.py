@@ -267,6 +267,38 @@ def fire(
     session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
 ) -> TransitionRecord:
     """Run ``trigger`` on ``session`` as one transaction and return its record."""
+    workflow = session._workflow
+    source = session._state
+    if session._running is None and workflow.plan(source, trigger) is None:
+        # Nothing registered for this edge: no user code can run before the commit
+        # point, so there is nothing to snapshot and no run to keep. The machine moves
+        # a bare run; anything unusual (no transition, a bad return) takes the full
+        # path below, which reports it.
+        destination = workflow.engine.move(source, trigger)
+        returned = _plain_return(session, trigger, items)
+        if destination is not None and returned is not None:
+            timestamp = workflow.now()
+            timestamp = max(timestamp, session._updated)
+            record = TransitionRecord(trigger, source, destination, timestamp, returned)
+            commit(session, record)
+            return record
+    return _fire(session, trigger, items)
+
+
+def _plain_return(
+    session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
+) -> tuple[ReturnedItem, ...] | None:
+    """The items of a valid call, or ``None`` when the full checks must report on it."""
+    if trigger is not _RETURN_ITEMS:
+        return None if items else ()
+    returned, problems = return_problems(session._cart_items, items)
+    return None if problems else returned
+
+
+def _fire(
+    session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
+) -> TransitionRecord:
+    """:func:`fire` with every check, guard and hook."""
     run = prepare(_Run, session, trigger, items)
     plan = run.plan
     engine = session._workflow.engine

@@ -27,7 +27,8 @@ import inspect
 import threading
 import weakref
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, overload
 
 from attrs import frozen
 
@@ -70,6 +71,9 @@ class Clock(Protocol):
 def utc_now() -> datetime:
     """The default clock: the current time, aware, in UTC."""
     return datetime.now(UTC)
+
+
+_UTC_NOW: Final = partial(datetime.now, UTC)
 
 
 @frozen
@@ -208,6 +212,7 @@ class Workflow:
         "_plans",
         "_specification",
         "_table",
+        "_tick",
     )
 
     def __init__(
@@ -222,6 +227,9 @@ class Workflow:
         self._engine = engine_for(specification)
         self._name = name
         self._clock = clock
+        # The default clock read without its Python frame: timestamps are taken on
+        # every trigger and every new session.
+        self._tick: Clock = _UTC_NOW if clock is utc_now else clock
         self._entries: tuple[Registration, ...] = ()
         self._table: dict[tuple[Phase, Trigger | State], tuple[Registration, ...]] = {}
         self._rebuild(())
@@ -258,7 +266,7 @@ class Workflow:
 
     def now(self) -> datetime:
         """The clock's current time, as an aware UTC datetime."""
-        now = self._clock()
+        now = self._tick()
         if now.tzinfo is UTC:
             return now
         if now.utcoffset() is None:
@@ -456,8 +464,12 @@ class Workflow:
         return self._table[phase, key]
 
     def plan(self, source: State, trigger: Trigger) -> Plan | None:
-        """What runs for ``trigger`` from ``source``; ``None`` when nothing is registered."""
-        return self._plans[source, trigger]
+        """What runs for ``trigger`` from ``source``.
+
+        ``None`` when nothing is registered for it, or when the table has no such
+        transition (which the machine then reports).
+        """
+        return self._plans.get((source, trigger))
 
     def _register_or_decorate(
         self,

@@ -371,7 +371,11 @@ _UNMODELLED_KEYS: Final = frozenset(
 
 
 def _wire_name(name: str) -> str:
-    """The camelCase key of attribute ``name`` (``catalog_item_id`` -> ``catalogItemID``)."""
+    """The camelCase key of attribute ``name`` (``catalog_item_id`` -> ``catalogItemID``).
+
+    A private slot (``_quantity``) is keyed by its public name.
+    """
+    name = name.removeprefix("_")
     special = _WIRE_NAMES.get(name)
     if special is not None:
         return special
