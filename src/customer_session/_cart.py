@@ -476,49 +476,69 @@ def return_problems(
     position that does not exist, the same position twice, more units than remain,
     a SKU that does not match the item at that position.
     """
-    if isinstance(items, _NOT_SEQUENCES) or not isinstance(items, Iterable):
+    # Tuples and lists skip the abstract-class checks, which cost more than the rest.
+    if type(items) is tuple:
+        returned = items
+    elif type(items) is list:
+        returned = tuple(items)
+    elif isinstance(items, _NOT_SEQUENCES) or not isinstance(items, Iterable):
         return (), [Problem(path, f"must be a sequence of ReturnedItem, got {items!r}")]
-    returned = items if type(items) is tuple else tuple(items)
+    else:
+        returned = tuple(items)
     problems: list[Problem] = []
     if not returned:
         problems.append(Problem(path, "a return needs at least one item"))
     seen: set[int] = set()
     for index, item in enumerate(returned):
-        where = f"{path}[{index}]"
-        if not isinstance(item, ReturnedItem):
-            problems.append(Problem(where, f"must be a ReturnedItem, got {item!r}"))
-            continue
-        if item.position >= len(cart):
-            problems.append(
-                Problem(
-                    f"{where}.position",
-                    f"no cart item at position {item.position} (the cart has {len(cart)})",
-                )
-            )
-            continue
-        if item.position in seen:
-            problems.append(
-                Problem(f"{where}.position", f"position {item.position} appears more than once")
-            )
-            continue
-        seen.add(item.position)
-        line = cart[item.position]
-        if item.sku is not None and item.sku != line.sku:
-            problems.append(
-                Problem(
-                    f"{where}.sku",
-                    f"{item.sku!r} does not match {line.sku!r} at position {item.position}",
-                )
-            )
-        if item.quantity > line.remaining_quantity:
-            problems.append(
-                Problem(
-                    f"{where}.quantity",
-                    f"{item.quantity} is more than the {line.remaining_quantity} "
-                    f"unit(s) of {line.sku!r} that remain",
-                )
-            )
+        if not _plainly_returnable(cart, item, seen):
+            problems.extend(_returned_item_problems(cart, item, f"{path}[{index}]", seen))
     return returned, problems
+
+
+def _plainly_returnable(cart: Sequence[CartItem], item: object, seen: set[int]) -> bool:
+    """A quick yes for a valid entry (noting its position); the full check names problems."""
+    if type(item) is not ReturnedItem or item.position >= len(cart) or item.position in seen:
+        return False
+    line = cart[item.position]
+    if (item.sku is None or item.sku == line.sku) and item.quantity <= line.remaining_quantity:
+        seen.add(item.position)
+        return True
+    return False
+
+
+def _returned_item_problems(
+    cart: Sequence[CartItem], item: object, where: str, seen: set[int]
+) -> list[Problem]:
+    if not isinstance(item, ReturnedItem):
+        return [Problem(where, f"must be a ReturnedItem, got {item!r}")]
+    if item.position >= len(cart):
+        return [
+            Problem(
+                f"{where}.position",
+                f"no cart item at position {item.position} (the cart has {len(cart)})",
+            )
+        ]
+    if item.position in seen:
+        return [Problem(f"{where}.position", f"position {item.position} appears more than once")]
+    seen.add(item.position)
+    line = cart[item.position]
+    problems: list[Problem] = []
+    if item.sku is not None and item.sku != line.sku:
+        problems.append(
+            Problem(
+                f"{where}.sku",
+                f"{item.sku!r} does not match {line.sku!r} at position {item.position}",
+            )
+        )
+    if item.quantity > line.remaining_quantity:
+        problems.append(
+            Problem(
+                f"{where}.quantity",
+                f"{item.quantity} is more than the {line.remaining_quantity} "
+                f"unit(s) of {line.sku!r} that remain",
+            )
+        )
+    return problems
 
 
 def apply_returns(cart: Sequence[CartItem], items: Iterable[ReturnedItem]) -> tuple[CartItem, ...]:

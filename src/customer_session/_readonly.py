@@ -15,6 +15,7 @@ raise :class:`~customer_session.exceptions.ProtectedFieldError` (also an
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import attrs
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from attrs import AttrsInstance
 
 
-def protect(cls: type, hint: Callable[[str], str]) -> None:
+def protect(cls: type[AttrsInstance], hint: Callable[[str], str]) -> None:
     """Make every read-only property of ``cls`` refuse writes and deletes.
 
     Args:
@@ -44,10 +45,14 @@ def protect(cls: type, hint: Callable[[str], str]) -> None:
 
         return refuse_write, refuse_delete
 
+    slots = {a.alias: a.name for a in attrs.fields(cls) if a.alias != a.name}
     for name, view in list(vars(cls).items()):
         if isinstance(view, property) and view.fset is None and view.fdel is None:
             refuse_write, refuse_delete = refusal(name)
-            setattr(cls, name, view.setter(refuse_write).deleter(refuse_delete))
+            # A view of a slot reads it with a C-level getter; the getter written in
+            # the class (``return self._state``) says the same for readers and mypy.
+            getter = attrgetter(slots[name]) if name in slots else view.fget
+            setattr(cls, name, property(getter, refuse_write, refuse_delete, view.__doc__))
 
 
 def public_repr(instance: AttrsInstance) -> str:

@@ -13,7 +13,7 @@ below, so both faces follow one set of rules.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 
@@ -34,7 +34,7 @@ from customer_session.exceptions import (
 from customer_session.hooks import Refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
     from datetime import datetime
 
     from customer_session._cart import ReturnedItem
@@ -216,7 +216,7 @@ def allowed(session: CustomerSession) -> frozenset[Trigger]:
 def _timestamp(session: CustomerSession, workflow: Workflow) -> datetime:
     now = workflow.now()
     # Never before the last change, so ``updated`` cannot go backwards.
-    return max(now, session.updated)
+    return max(now, session._updated)
 
 
 def _check_call(
@@ -271,28 +271,24 @@ def fire(
     source = session._state
     if session._running is None and workflow.plan(source, trigger) is None:
         # Nothing registered for this edge: no user code can run before the commit
-        # point, so there is nothing to snapshot and no run to keep. The machine moves
-        # a bare run; anything unusual (no transition, a bad return) takes the full
-        # path below, which reports it.
+        # point, so there is nothing to snapshot and no run to keep. The machine says
+        # where the trigger leads; anything unusual (no transition, a bad return)
+        # takes the full path below, which reports it.
         destination = workflow.engine.move(source, trigger)
-        returned = _plain_return(session, trigger, items)
-        if destination is not None and returned is not None:
-            timestamp = workflow.now()
-            timestamp = max(timestamp, session._updated)
-            record = TransitionRecord(trigger, source, destination, timestamp, returned)
+        returned: tuple[ReturnedItem, ...] = ()
+        problems: Sequence[Problem] = _NO_ITEMS if items else ()
+        if trigger is _RETURN_ITEMS:
+            returned, problems = return_problems(session._cart_items, items)
+        if destination is not None and not problems:
+            record = TransitionRecord(
+                trigger, source, destination, _timestamp(session, workflow), returned
+            )
             commit(session, record)
             return record
     return _fire(session, trigger, items)
 
 
-def _plain_return(
-    session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
-) -> tuple[ReturnedItem, ...] | None:
-    """The items of a valid call, or ``None`` when the full checks must report on it."""
-    if trigger is not _RETURN_ITEMS:
-        return None if items else ()
-    returned, problems = return_problems(session._cart_items, items)
-    return None if problems else returned
+_NO_ITEMS: Final = (Problem("items", "this trigger takes no items"),)
 
 
 def _fire(
@@ -396,14 +392,14 @@ def finish(run: Run) -> TransitionRecord:
 
 def commit(session: CustomerSession, record: TransitionRecord) -> None:
     """The commit point: state, cart returns, history, ``updated`` and count together."""
-    returned = record.returned_items
+    returned = record._returned_items
     if returned:
         session._cart_items = apply_returns(session._cart_items, returned)
-    session._state = record.destination
+    session._state = record._destination
     session._history = (*session._history, record)
     # A pre-commit hook may have edited the session after the run's timestamp was
     # taken; ``updated`` never moves back.
-    session._updated = max(session._updated, record.timestamp)
+    session._updated = max(session._updated, record._timestamp)
     session._update_count += 1
 
 
