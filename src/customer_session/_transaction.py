@@ -269,20 +269,19 @@ def fire(
     """Run ``trigger`` on ``session`` as one transaction and return its record."""
     workflow = session._workflow
     source = session._state
-    if session._running is None and workflow.plan(source, trigger) is None:
+    destination = workflow.plain_destination(source, trigger)
+    if destination is not None and session._running is None:
         # Nothing registered for this edge: no user code can run before the commit
-        # point, so there is nothing to snapshot and no run to keep. The machine says
-        # where the trigger leads; anything unusual (no transition, a bad return)
-        # takes the full path below, which reports it.
-        destination = workflow.engine.move(source, trigger)
+        # point, so there is nothing to snapshot and no run to keep. Anything unusual
+        # (hooks, no transition, a bad return) takes the full path below.
         returned: tuple[ReturnedItem, ...] = ()
         problems: Sequence[Problem] = _NO_ITEMS if items else ()
         if trigger is _RETURN_ITEMS:
             returned, problems = return_problems(session._cart_items, items)
-        if destination is not None and not problems:
-            record = TransitionRecord(
-                trigger, source, destination, _timestamp(session, workflow), returned
-            )
+        if not problems:
+            # Never before the last change, so ``updated`` cannot go backwards.
+            timestamp = max(workflow.now(), session._updated)
+            record = TransitionRecord(trigger, source, destination, timestamp, returned)
             commit(session, record)
             return record
     return _fire(session, trigger, items)

@@ -471,6 +471,16 @@ class Workflow:
         """
         return self._plans.get((source, trigger))
 
+    def plain_destination(self, source: State, trigger: Trigger) -> State | None:
+        """Where ``trigger`` leads from ``source`` when nothing is registered for it.
+
+        ``None`` when a guard or hook is registered for that edge (the caller then
+        runs the full transaction), or when the table has no such transition.
+        """
+        if self._plans.get((source, trigger)) is not None:
+            return None
+        return self._engine.move(source, trigger)
+
     def _register_or_decorate(
         self,
         phase: Phase,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 import attrs
 from attrs import Factory, define, field, setters
@@ -80,6 +80,20 @@ def _to_state(value: State | str) -> State:
         return value  # type: ignore[return-value] # reported with its path by the validation
 
 
+def _plain_cart(cart: object) -> bool:
+    """A tuple of cart items well within the limits (the quick check of a new session)."""
+    if type(cart) is not tuple:
+        return False
+    if not cart:
+        return True
+    units = 0
+    for line in cart:
+        if type(line) is not CartItem:
+            return False
+        units += line.quantity
+    return len(cart) <= MAX_CART_ITEMS and units <= MAX_UNITS
+
+
 def _to_tuple(value: object) -> object:
     if type(value) is tuple:
         return value
@@ -88,12 +102,14 @@ def _to_tuple(value: object) -> object:
     return value  # reported by the validation
 
 
+# Converters: a tuple is kept as it is, anything else goes through _to_tuple (whose
+# result the validation checks), without a cast() call on every new session.
 def _cart_tuple(value: Iterable[CartItem]) -> tuple[CartItem, ...]:
-    return cast("tuple[CartItem, ...]", _to_tuple(value))
+    return value if type(value) is tuple else _to_tuple(value)  # type: ignore[return-value]
 
 
 def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    return cast("tuple[str, ...]", _to_tuple(value))
+    return value if type(value) is tuple else _to_tuple(value)  # type: ignore[return-value]
 
 
 def _default_workflow(self: CustomerSession) -> Workflow:
@@ -289,28 +305,22 @@ class CustomerSession:
         Anything unusual falls through to :meth:`_normalize` and
         :meth:`_field_problems`, which find and name every problem.
         """
-        iid = self._integration_id
-        cart = self._cart_items
-        coupon, referral = self._coupon, self._referral
+        cls = type(self)
+        iid, coupon, referral = self._integration_id, self._coupon, self._referral
         created, updated = self._created, self._updated
         return (
             type(iid) is str
             and 0 < len(iid) <= MAX_INTEGRATION_ID_LENGTH
             and type(self._state) is State
-            and self._state in self.specification.initial_states
-            and self._workflow.specification is self.specification
+            and self._state in cls.specification.initial_states
+            and (
+                self._workflow is cls.default_workflow
+                or self._workflow.specification is cls.specification
+            )
             and (self._profile_id is None or type(self._profile_id) is str)
             and (coupon is None or (type(coupon) is str and len(coupon) <= MAX_CODE_LENGTH))
             and (referral is None or (type(referral) is str and len(referral) <= MAX_CODE_LENGTH))
-            and type(cart) is tuple
-            and (
-                not cart
-                or (
-                    len(cart) <= MAX_CART_ITEMS
-                    and all(type(line) is CartItem for line in cart)
-                    and sum(line.quantity for line in cart) <= MAX_UNITS
-                )
-            )
+            and _plain_cart(self._cart_items)
             and self._identifiers == ()
             and self._attributes is EMPTY_MAPPING
             and self._discounts is EMPTY_MAPPING
@@ -319,10 +329,11 @@ class CustomerSession:
             and type(self._application_id) is int
             and self._application_id >= 0
             and type(created) is datetime
-            and type(updated) is datetime
             and created.tzinfo is UTC
-            and updated.tzinfo is UTC
-            and updated >= created
+            and (
+                updated is created
+                or (type(updated) is datetime and updated.tzinfo is UTC and updated >= created)
+            )
         )
 
     def _normalize(self) -> None:
