@@ -13,7 +13,7 @@ below, so both faces follow one set of rules.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -34,7 +34,7 @@ from customer_session.exceptions import (
 from customer_session.hooks import Refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable
     from datetime import datetime
 
     from customer_session._cart import ReturnedItem
@@ -274,20 +274,17 @@ def fire(
         # Nothing registered for this edge: no user code can run before the commit
         # point, so there is nothing to snapshot and no run to keep. Anything unusual
         # (hooks, no transition, a bad return) takes the full path below.
-        returned: tuple[ReturnedItem, ...] = ()
-        problems: Sequence[Problem] = _NO_ITEMS if items else ()
         if trigger is _RETURN_ITEMS:
             returned, problems = return_problems(session._cart_items, items)
-        if not problems:
-            # Never before the last change, so ``updated`` cannot go backwards.
-            timestamp = max(workflow.now(), session._updated)
+            plain = not problems
+        else:
+            returned, plain = (), not items
+        if plain:
+            timestamp = _timestamp(session, workflow)
             record = TransitionRecord(trigger, source, destination, timestamp, returned)
             commit(session, record)
             return record
     return _fire(session, trigger, items)
-
-
-_NO_ITEMS: Final = (Problem("items", "this trigger takes no items"),)
 
 
 def _fire(
