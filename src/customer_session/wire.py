@@ -62,6 +62,7 @@ from customer_session._cart import (
     Product,
     ReturnedItem,
     costs_total,
+    freeze_mapping,
     is_int,
     is_number,
 )
@@ -856,6 +857,23 @@ def _enum_value(member: State | Trigger) -> str:
     return member.value
 
 
+def _leaving_out_empty(
+    unstructure: Callable[[Any], dict[str, Any]], keys: tuple[str, ...]
+) -> Callable[[Any], dict[str, Any]]:
+    """``unstructure``, then the empty values of ``keys`` left out."""
+    if not keys:
+        return unstructure
+
+    def without_empty(instance: Any) -> dict[str, Any]:
+        written = unstructure(instance)
+        for key in keys:
+            if not written[key]:
+                del written[key]
+        return written
+
+    return without_empty
+
+
 class _Writer:
     """``cattrs`` unstructure functions with camelCase keys; ``None`` is left out."""
 
@@ -880,6 +898,7 @@ class _Writer:
     def _generate(self, cls: type[Any], **overrides: Any) -> Any:
         # ``overrides`` come by argument name; cattrs wants them by attribute name.
         by_name: dict[str, Any] = {}
+        empty_mappings: list[str] = []
         for a in attrs.fields(cls):
             given = overrides.get(a.alias)
             if given is None:
@@ -888,10 +907,17 @@ class _Writer:
                 given = attrs.evolve(given, rename=_wire_name(a.alias))
             if a.alias == "attributes" and not given.omit:
                 given = attrs.evolve(given, unstruct_hook=_json_out)
+            if isinstance(a.default, Mapping) and not a.default and not given.omit:
+                # Left out when empty, as any default, but tested by truth: the
+                # generated ``!=`` against an empty immutabledict is a slow
+                # Python-level Mapping comparison, paid per field and item.
+                given = attrs.evolve(given, omit_if_default=False)
+                empty_mappings.append(given.rename or _wire_name(a.alias))
             by_name[a.name] = given
-        return make_dict_unstructure_fn(
+        unstructure = make_dict_unstructure_fn(
             cls, self.converter, _cattrs_omit_if_default=True, **by_name
         )
+        return _leaving_out_empty(unstructure, tuple(empty_mappings))
 
     def cart(self, items: Iterable[CartItem]) -> list[dict[str, Any]]:
         """The v1 ``cartItems``, with the server-derived position and remaining units."""
@@ -1017,7 +1043,7 @@ def from_dict(
         raise _validation_error(subject, exc.problems) from None
     problems = _total_problems("$.total", doc.total, _cart_value(doc), "the cart's total")
     fields = _session_fields(doc)
-    fields.update(coupon=doc.coupon, referral=doc.referral, discounts=doc.discounts)
+    fields.update(coupon=doc.coupon, referral=doc.referral, discounts=freeze_mapping(doc.discounts))
     history = () if doc.extension is None else doc.extension.history
     moved = {"history": _member(_member("", EXTENSION_KEY), "history")}
     return _restore(session_class, workflow, subject, fields, history, problems, moved)
@@ -1337,10 +1363,12 @@ def _session_fields(doc: _SessionV1 | _SessionV2) -> dict[str, Any]:
         "profile_id": doc.profile_id,
         "cart_items": doc.cart_items,
         "identifiers": doc.identifiers,
-        "attributes": doc.attributes,
+        # Frozen here (as the model would) so that the model's quick validity
+        # check, which wants its immutable mappings, recognizes a plain session.
+        "attributes": freeze_mapping(doc.attributes),
         "first_session": doc.first_session,
         "application_id": doc.application_id,
-        "additional_costs": doc.additional_costs,
+        "additional_costs": freeze_mapping(doc.additional_costs),
         "created": doc.created,
         "updated": doc.updated,
     }

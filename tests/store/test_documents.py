@@ -1,0 +1,44 @@
+"""The JSON text the store writes: ``customer_session.store._documents``."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from hypothesis import given
+
+from customer_session.store._documents import dumps
+from customer_session.testing import wire_documents
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+class TestDumps:
+    @given(wire_documents(include_history=True))
+    def test_text_parses_back_to_the_document(self, document):
+        """Any document the wire writes is stored as JSON that reads back equal."""
+        assert json.loads(dumps(document)) == document
+
+    @given(wire_documents())
+    def test_text_is_compact(self, document):
+        """The stored text has no whitespace between tokens."""
+        outside_strings = _STRING.sub('""', dumps(document))
+        assert not any(character.isspace() for character in outside_strings)
+
+    def test_unicode_is_kept_unescaped(self):
+        """Non-ASCII text is written as itself, not as escapes."""
+        assert dumps({"city": "Zürich", "note": "\u2028"}) == '{"city":"Zürich","note":"\u2028"}'
+
+    def test_integer_beyond_64_bits_is_written_exactly(self):
+        """An attribute integer too large for orjson is still written, exactly."""
+        value = {"big": 2**64, "negative": -(2**80) - 1}
+        text = dumps(value)
+        assert text == '{"big":18446744073709551616,"negative":-1208925819614629174706177}'
+        assert json.loads(text) == value
+
+    def test_deep_nesting_is_written(self):
+        """A value nested deeper than orjson accepts is still written, and reads back equal."""
+        value: object = "leaf"
+        for depth in range(300):
+            value = {"level": depth, "inner": [value]}
+        assert json.loads(dumps(value)) == value
