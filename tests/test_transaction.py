@@ -21,6 +21,7 @@ from customer_session import (
     ValidationError,
     Workflow,
 )
+from customer_session._transaction import twin
 
 ITEM = CartItem(sku="SOCK", quantity=100, price=1.0)
 ONE = (ReturnedItem(position=0, quantity=1),)
@@ -413,3 +414,33 @@ class TestAskingChangesNothing:
         s.close()
         assert s.updated >= s.history[-1].timestamp
         assert s.updated == datetime(2026, 3, 2, 0, 2, tzinfo=UTC)
+
+
+class TestTwin:
+    def test_twin_equals_the_session_and_is_bound_to_the_workflow(self):
+        """A twin has every field of the session and the workflow it was given."""
+        session = _session()
+        session.close()
+        workflow = Workflow(CUSTOMER_SESSION)
+        copy = twin(session, workflow)
+        assert copy == session
+        assert copy.history == session.history
+        assert copy.workflow is workflow
+
+    def test_changing_a_twin_leaves_the_session_alone(self):
+        """Firing a trigger on the twin does not touch the session it was made from."""
+        session = _session()
+        copy = twin(session, session.workflow)
+        copy.close()
+        assert session.state is State.OPEN
+        assert session.history == ()
+
+    def test_twin_of_a_session_under_way_is_idle(self):
+        """A twin made while a trigger runs is not itself running one."""
+        workflow = Workflow(CUSTOMER_SESSION)
+        copies: list[CustomerSession] = []
+        workflow.before(
+            lambda event: copies.append(twin(event.session, workflow)), trigger=Trigger.CLOSE
+        )
+        _session(workflow).close()
+        assert copies[0].close().destination is State.CLOSED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,6 +17,7 @@ from customer_session import (
     AdditionalCost,
     CartItem,
     CustomerSession,
+    CustomerSessionError,
     PriceDetail,
     Problem,
     Product,
@@ -27,11 +29,13 @@ from customer_session import (
     Workflow,
     WorkflowError,
 )
-from customer_session.testing import sessions, wire_documents
+from customer_session._transaction import twin
+from customer_session.testing import returned_items, sessions, wire_documents
 from customer_session.wire import (
     EXTENSION_KEY,
     RETURN_RESPONSE_CONTENT,
     UPDATE_RESPONSE_CONTENT,
+    _document_after,
     from_dict,
     from_json,
     from_v2_response,
@@ -297,6 +301,57 @@ class TestToDict:
         """``to_json`` is the JSON text of ``to_dict``."""
         session = order()
         assert json.loads(to_json(session, indent=2)) == to_dict(session)
+
+
+class TestDocumentAfter:
+    """The store's writer of a session's next document, reusing the previous one."""
+
+    @given(sessions(), st.data())
+    def test_equals_a_full_writing_after_any_change(self, before, data):
+        """Whatever one step changes, the document equals ``to_dict`` of the session."""
+        written = to_dict(before, include_history=True)
+        session = twin(before, before.workflow)
+        step = data.draw(st.sampled_from(_STEPS))
+        with contextlib.suppress(CustomerSessionError):
+            step(session, data)
+        assert _document_after(session, before, written) == to_dict(session, include_history=True)
+
+    @given(sessions(state=State.OPEN, min_items=2), st.data())
+    def test_chained_documents_equal_full_writings(self, session, data):
+        """A document written from one written from another is still the full writing."""
+        written = to_dict(session, include_history=True)
+        for step in data.draw(st.lists(st.sampled_from(_STEPS), max_size=5)):
+            before = twin(session, session.workflow)
+            with contextlib.suppress(CustomerSessionError):
+                step(session, data)
+            written = _document_after(session, before, written)
+            assert written == to_dict(session, include_history=True)
+
+    def test_another_history_is_written_in_full(self):
+        """A session whose history does not continue ``before``'s is written from scratch."""
+        before = order()
+        before.close()
+        session = order()
+        session.cancel()
+        written = to_dict(before, include_history=True)
+        assert _document_after(session, before, written) == to_dict(session, include_history=True)
+
+
+def _return_some(session: CustomerSession, data: st.DataObject) -> None:
+    if session.can(Trigger.RETURN_ITEMS, items=[ReturnedItem(position=0, quantity=1)]):
+        session.return_items(data.draw(returned_items(session)))
+
+
+_STEPS = (
+    lambda session, _: session.close(),
+    lambda session, _: session.cancel(),
+    _return_some,
+    lambda session, _: session.set_coupon("SPRING"),
+    lambda session, _: session.set_attribute("tags", ["a", {"b": 1}]),
+    lambda session, _: session.add_item(CartItem(sku="HAT", quantity=2, price=4.5)),
+    lambda session, _: session.set_additional_cost("shipping", 4.9),
+    lambda _session, _: None,
+)
 
 
 class TestFromDict:

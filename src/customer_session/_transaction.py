@@ -208,6 +208,30 @@ def rollback(session: CustomerSession, values: tuple[Any, ...] | None) -> None:
             setattr(session, name, value)
 
 
+_Session = TypeVar("_Session", bound="CustomerSession")
+_ALL_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def twin(session: _Session, workflow: Workflow) -> _Session:
+    """An unchecked copy of the valid ``session``, bound to ``workflow``.
+
+    Fields hold immutable values, so sharing them copies them. For the store, which
+    keeps its own copy of each session it read or wrote and starts each attempt
+    from a twin of it, without parsing or validating the stored document again.
+    ``workflow`` must drive the session's specification.
+    """
+    cls = type(session)
+    names = _ALL_FIELD_NAMES.get(cls)
+    if names is None:
+        names = _ALL_FIELD_NAMES[cls] = tuple(a.name for a in attrs.fields(cls))
+    copy = object.__new__(cls)
+    for name in names:
+        setattr(copy, name, getattr(session, name))
+    copy._workflow = workflow
+    copy._running = None
+    return copy
+
+
 def allowed(session: CustomerSession) -> frozenset[Trigger]:
     """The triggers the machine accepts from the session's state."""
     return session.workflow.engine.allowed(session.state)

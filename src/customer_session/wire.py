@@ -955,9 +955,51 @@ def to_dict(session: CustomerSession, *, include_history: bool = False) -> dict[
     Returns:
         A new dict that shares nothing with the session.
     """
+    history = [_WRITER.record(r) for r in session.history] if include_history else None
+    return _assemble(
+        session, _format_timestamp(session.created), _WRITER.cart(session.cart_items), history
+    )
+
+
+def _document_after(
+    session: CustomerSession, before: CustomerSession, written: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``to_dict(session, include_history=True)``, reusing parts of ``written``.
+
+    For the store, which writes a session again after each change: ``written``
+    must be ``to_dict(before, include_history=True)``. Fields hold immutable
+    values, so a field ``session`` still shares with ``before`` (the same object)
+    writes as it did, and the history writes as before plus its new records.
+    The result shares those parts with ``written``: neither may be changed.
+    """
+    created = (
+        written["created"]
+        if session.created is before.created
+        else _format_timestamp(session.created)
+    )
+    cart = (
+        written["cartItems"]
+        if session.cart_items is before.cart_items
+        else _WRITER.cart(session.cart_items)
+    )
+    old, new = before.history, session.history
+    if new[: len(old)] == old:
+        history = written[EXTENSION_KEY]["history"] + [_WRITER.record(r) for r in new[len(old) :]]
+    else:
+        history = [_WRITER.record(r) for r in new]
+    return _assemble(session, created, cart, history)
+
+
+def _assemble(
+    session: CustomerSession,
+    created: str,
+    cart: list[dict[str, Any]],
+    history: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """The v1 document of ``session``, its slow parts written already."""
     doc: dict[str, Any] = {
         "integrationId": session.integration_id,
-        "created": _format_timestamp(session.created),
+        "created": created,
         "applicationId": session.application_id,
     }
     codes = {
@@ -967,7 +1009,7 @@ def to_dict(session: CustomerSession, *, include_history: bool = False) -> dict[
     }
     doc.update({key: value for key, value in codes.items() if value is not None})
     doc["state"] = session.state.value
-    doc["cartItems"] = _WRITER.cart(session.cart_items)
+    doc["cartItems"] = cart
     if session.identifiers:
         doc["identifiers"] = list(session.identifiers)
     doc["total"] = session.total
@@ -978,8 +1020,8 @@ def to_dict(session: CustomerSession, *, include_history: bool = False) -> dict[
     doc["discounts"] = dict(session.discounts)
     doc["updated"] = _format_timestamp(session.updated)
     doc["updateCount"] = session.update_count
-    if include_history:
-        doc[EXTENSION_KEY] = {"history": [_WRITER.record(r) for r in session.history]}
+    if history is not None:
+        doc[EXTENSION_KEY] = {"history": history}
     return doc
 
 

@@ -114,6 +114,18 @@ class TestCreateAndGet:
         assert type(loaded) is ReopenableCustomerSession
         assert [r.trigger for r in loaded.history] == [Trigger.CLOSE, Trigger.REOPEN]
 
+    def test_session_of_a_subclass_is_loaded_as_the_store_class(self, store):
+        """After create() with a subclass instance, updates and gets give the store's class."""
+
+        @attrs.define(kw_only=True)
+        class Tagged(CustomerSession):
+            tag: str = "x"
+
+        store.create(Tagged(integration_id="order-1", cart_items=ITEMS))
+        assert type(store.update("order-1", lambda s: s)) is CustomerSession
+        store.update("order-1", lambda s: s.close())
+        assert type(store.get("order-1")) is CustomerSession
+
     def test_store_satisfies_the_protocol(self, store):
         """Every backend is usable where a SessionStore is expected."""
 
@@ -273,6 +285,36 @@ class TestUpdate:
         assert store.update("order-1", lambda s: s.state) is State.CLOSED
         store.update("order-1", lambda s: s.return_items(RETURN))
         assert store.get("order-1").state is State.PARTIALLY_RETURNED
+
+
+class TestStoredDocument:
+    def test_each_commit_stores_the_document_of_the_changed_session(self, store, open_db):
+        """After each edit and transition, a fresh reader loads what the same steps give."""
+        steps = [
+            lambda s: s.set_attribute("channel", {"web": [1, 2]}),
+            lambda s: s.add_item(CartItem(sku="HAT", quantity=3, price=5)),
+            lambda s: s.set_coupon("WELCOME"),
+            lambda s: s.close(),
+            lambda s: s.return_items(RETURN),
+            lambda s: s.return_items([ReturnedItem(position=2, quantity=2)]),
+            lambda s: s.cancel(),
+        ]
+        mirror = new_session()
+        store.create(mirror)
+        for step in steps:
+            store.update("order-1", step)
+            step(mirror)
+            assert _without_times(open_db().get("order-1")) == _without_times(mirror)
+
+
+def _without_times(session: CustomerSession) -> dict[str, object]:
+    """Every field but the workflow, with the times of changes left out."""
+    fields = session.snapshot()
+    del fields["workflow"], fields["updated"]
+    fields["history"] = [
+        (r.trigger, r.source, r.destination, r.returned_items) for r in session.history
+    ]
+    return fields
 
 
 class TestJournal:

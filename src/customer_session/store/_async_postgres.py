@@ -101,7 +101,6 @@ class AsyncPostgresStore(StoreCore[_S]):
     """
 
     dialect: ClassVar[str] = "postgres"
-    _trust_cache: ClassVar[bool] = True
 
     @overload
     def __init__(
@@ -293,7 +292,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         """
         attempts = 1 + (self._retries if retries is None else retries)
         attempt = 0
-        optimistic = self._trust_cache
+        optimistic = True  # from the cached copy, if any: see _attempt
         while True:
             try:
                 async with self._attempt(integration_id, key, operation, optimistic) as session:
@@ -334,7 +333,12 @@ class AsyncPostgresStore(StoreCore[_S]):
                     raise _Stale from None
                 raise
             change = _changes.changed(
-                loaded.data, session, self._effects, key=key, operation=operation
+                loaded.data,
+                session,
+                self._effects,
+                key=key,
+                operation=operation,
+                written_for=loaded.before,
             )
             if change is not None:
                 if not await self._write(update_statement(change), change, loaded.version):

@@ -13,11 +13,10 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager, suppress
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Self, TypeVar
-
-import attrs
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar, cast
 
 from customer_session._spec import State, Trigger
+from customer_session._transaction import twin
 from customer_session.exceptions import (
     ConcurrentUpdate,
     StoreError,
@@ -57,23 +56,29 @@ class _Stale(Exception):
     """The cached copy an attempt started from was out of date; nothing was written."""
 
 
-@attrs.frozen
-class _Cached:
-    """A document already parsed and restored once: valid while the stored text is equal."""
+class _Cached(NamedTuple):
+    """A session as this store object last read or wrote it.
+
+    ``session`` is the store's own copy, never handed out: attempts start from
+    twins of it. ``written`` says whether ``data`` is this library's writing of
+    that session (after a commit), which the next document may reuse parts of.
+    """
 
     text: str
     data: dict[str, Any]
-    fields: dict[str, Any]
+    session: CustomerSession
     version: int
+    written: bool
 
 
-@attrs.frozen
-class _Loaded(Generic[_S]):
-    """A session as one attempt loaded it."""
+class _Loaded(NamedTuple, Generic[_S]):
+    """A session as one attempt loaded it, and the stored copy it started from."""
 
     session: _S
     version: int
     data: dict[str, Any]
+    before: CustomerSession | None
+    """The stored session, when ``data`` is the library's writing of it."""
 
 
 class StoreCore(Generic[_S]):
@@ -90,11 +95,6 @@ class StoreCore(Generic[_S]):
 
     dialect: ClassVar[str]
     """The SQL dialect of the backend (its migrations are looked up by it)."""
-    _trust_cache: ClassVar[bool] = False
-    """Whether ``update`` starts from a cached copy without reading the row.
-
-    Worth it where a read is a round trip to a server; see ``BaseStore._attempt``.
-    """
 
     def __init__(
         self,
@@ -211,28 +211,35 @@ class StoreCore(Generic[_S]):
         version, text = row
         cached = self._cache.get(integration_id)
         if cached is not None and cached.text == text:
-            # Restoring from the fields skips parsing and validating the JSON again.
-            session = self._session_class.restore(workflow=workflow, **cached.fields)
-            return _Loaded(session, version, cached.data)
+            # The stored copy needs no parsing or validating again.
+            return self._loaded(cached, version, workflow)
         data, session = load_session(
             text, integration_id, session_class=self._session_class, workflow=workflow
         )
-        self._cache_put(integration_id, _Cached(text, data, _fields(session), version))
-        return _Loaded(session, version, data)
+        kept = twin(session, workflow)
+        self._cache_put(integration_id, _Cached(text, data, kept, version, written=False))
+        return _Loaded(session, version, data, None)
 
     def _cached(self, integration_id: str, workflow: Workflow) -> _Loaded[_S] | None:
         """The session as this store object last read or wrote it, without reading the row."""
         cached = self._cache.get(integration_id)
-        if cached is None:
-            return None
-        session = self._session_class.restore(workflow=workflow, **cached.fields)
-        return _Loaded(session, cached.version, cached.data)
+        return None if cached is None else self._loaded(cached, cached.version, workflow)
+
+    def _loaded(self, cached: _Cached, version: int, workflow: Workflow) -> _Loaded[_S]:
+        session = cast("_S", twin(cached.session, workflow))
+        return _Loaded(session, version, cached.data, cached.session if cached.written else None)
 
     def _remember(self, change: Change, session: CustomerSession, version: int) -> None:
         """Cache what was just written, so the next load of the session is cheap."""
+        if type(session) is not self._session_class:
+            # A subclass given to create(): loads must give the store's class.
+            self._cache.pop(change.integration_id, None)
+            return
+        # A twin: the caller keeps ``session`` and may go on changing it.
+        kept = twin(session, session.workflow)
         self._cache_put(
             change.integration_id,
-            _Cached(change.document, change.data, _fields(session), version),
+            _Cached(change.document, change.data, kept, version, written=True),
         )
 
     def _cache_put(self, integration_id: str, cached: _Cached) -> None:
@@ -358,10 +365,10 @@ class BaseStore(StoreCore[_S], ABC):
         :class:`~customer_session.exceptions.IllegalTransition` as usual, and an
         exception from ``change`` is never retried. No update is ever lost.
 
-        Where reading a row costs a round trip (PostgreSQL), an attempt may start
-        from the session as this store object last read or wrote it; if that copy
-        was out of date, nothing is written and the attempt is repeated on the
-        stored row, without counting as a retry.
+        An attempt starts from the session as this store object last read or
+        wrote it, when it has one, without reading the row; if that copy was out
+        of date, nothing is written and the attempt is repeated on the stored row,
+        without counting as a retry.
 
         Args:
             integration_id: The session to change.
@@ -379,7 +386,7 @@ class BaseStore(StoreCore[_S], ABC):
         """
         attempts = 1 + (self._retries if retries is None else retries)
         attempt = 0
-        optimistic = self._trust_cache
+        optimistic = True  # from the cached copy, if any: see _attempt
         while True:
             try:
                 with self._attempt(integration_id, key, operation, optimistic) as session:
@@ -406,8 +413,8 @@ class BaseStore(StoreCore[_S], ABC):
         """One attempt: load, let the caller change the session, commit.
 
         With ``optimistic``, a session cached by this store object is used without
-        reading the row (it saves a round trip to a server). The compare-and-set
-        still decides; when the copy was out of date, nothing is written and
+        reading the row (a query saved, and on a server a round trip). The
+        compare-and-set still decides; when the copy was out of date, nothing is written and
         ``_Stale`` asks for another attempt, also when the body raised or changed
         nothing, since that may have been decided on old data.
         """
@@ -425,7 +432,12 @@ class BaseStore(StoreCore[_S], ABC):
                     raise _Stale from None
                 raise
             change = _changes.changed(
-                loaded.data, session, self._effects, key=key, operation=operation
+                loaded.data,
+                session,
+                self._effects,
+                key=key,
+                operation=operation,
+                written_for=loaded.before,
             )
             if change is not None:
                 if not self._update(change, loaded.version):
@@ -618,12 +630,6 @@ class BaseStore(StoreCore[_S], ABC):
 def already_processed(key: str, integration_id: str | None) -> str:
     """The message for a change whose idempotency key was already recorded."""
     return f"{subject(integration_id)}: idempotency key {key!r} was already processed"
-
-
-def _fields(session: CustomerSession) -> dict[str, Any]:
-    fields = session.snapshot()
-    del fields["workflow"]
-    return fields
 
 
 def pause_before(attempt: int) -> float:

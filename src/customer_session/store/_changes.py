@@ -16,6 +16,7 @@ from customer_session import wire
 from customer_session.store._documents import HISTORY_KEY, dumps, history_of
 from customer_session.store._journal import JournalKind
 from customer_session.store._outbox import idempotency_key
+from customer_session.wire import _document_after
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -100,9 +101,19 @@ def changed(
     *,
     key: str | None,
     operation: str | None,
+    written_for: CustomerSession | None = None,
 ) -> Change | None:
-    """The change from the stored document ``before`` to ``session``; ``None`` if none."""
-    after = wire.to_dict(session, include_history=True)
+    """The change from the stored document ``before`` to ``session``; ``None`` if none.
+
+    When ``before`` is this library's writing of the session ``written_for`` (the
+    store's copy after its last commit), the new document reuses the parts of it
+    for the fields ``session`` did not change.
+    """
+    after = (
+        wire.to_dict(session, include_history=True)
+        if written_for is None
+        else _document_after(session, written_for, before)
+    )
     changes = {
         name: value
         for name, value in after.items()

@@ -152,7 +152,6 @@ class PostgresStore(BaseStore[_S]):
     """
 
     dialect: ClassVar[str] = "postgres"
-    _trust_cache: ClassVar[bool] = True
 
     @overload
     def __init__(
