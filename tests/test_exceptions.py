@@ -40,11 +40,24 @@ class TestTree:
             (customer_session.UnknownTrigger, ValueError),
             (customer_session.RenderingUnavailable, RuntimeError),
             (customer_session.AfterCommitHookFailed, ExceptionGroup),
+            (customer_session.SessionNotFound, KeyError),
+            (customer_session.CorruptData, ValueError),
         ],
     )
     def test_subclasses_the_builtin_it_is(self, cls, builtin):
         """Each error is also the builtin exception it really is."""
         assert issubclass(cls, builtin)
+
+    def test_store_errors_share_a_base(self):
+        """Every error about a store's data is a StoreError."""
+        for cls in (
+            customer_session.SessionNotFound,
+            customer_session.SessionExists,
+            customer_session.KeyAlreadyProcessed,
+            customer_session.CorruptData,
+            customer_session.UnsupportedSchema,
+        ):
+            assert issubclass(cls, customer_session.StoreError)
 
     def test_failed_triggers_share_a_base(self):
         """Illegal, refused and failed triggers are all TransitionErrors."""
@@ -81,3 +94,15 @@ class TestData:
         error = SessionNotEditable(operation="add_item", state=State.CLOSED, integration_id="o")
         assert "add_item()" in str(error)
         assert "'closed'" in str(error)
+
+    def test_session_not_found_reads_as_its_message(self):
+        """SessionNotFound is a KeyError whose text is the message, not its quoted repr."""
+        error = customer_session.SessionNotFound("order-9")
+        assert str(error) == "session 'order-9' is not in the store"
+        assert error.integration_id == "order-9"
+
+    def test_key_already_processed_names_the_store_without_a_session(self):
+        """A key recorded outside a session's change is reported against the store."""
+        error = customer_session.KeyAlreadyProcessed("event-1", None)
+        assert str(error) == "store: idempotency key 'event-1' was already processed"
+        assert (error.key, error.integration_id) == ("event-1", None)

@@ -22,6 +22,11 @@ bad input is a :class:`ValueError`), so code that catches builtins keeps working
     ├── WorkflowError (ValueError)         a workflow used with the wrong session class
     ├── ConcurrentUpdate                   a store could not commit after its retries
     ├── StoreError                         a store's data cannot be read or written
+    │   ├── SessionNotFound (KeyError)     no session with that integration id
+    │   ├── SessionExists                  create() of an integration id already stored
+    │   ├── KeyAlreadyProcessed            an idempotency key used a second time
+    │   ├── CorruptData (ValueError)       a stored document or journal that does not load
+    │   └── UnsupportedSchema              a database written by a newer customer-session
     └── RenderingUnavailable (RuntimeError)     graphviz or dot is missing
 """
 
@@ -319,7 +324,10 @@ class ConcurrentUpdate(CustomerSessionError):
 
 
 class StoreError(CustomerSessionError):
-    """A store's data could not be read or written (corrupt row, unknown schema).
+    """A store's data could not be read or written.
+
+    The base of the store's errors; raised as itself when the database cannot
+    be reached or fails, or the store object was closed.
 
     Attributes:
         integration_id: The session concerned, when there is one.
@@ -329,6 +337,85 @@ class StoreError(CustomerSessionError):
         """Keep the session the problem concerns."""
         super().__init__(message)
         self.integration_id = integration_id
+
+
+class SessionNotFound(StoreError, KeyError):
+    """No session with this integration id is stored.
+
+    Attributes:
+        integration_id: The session asked for.
+    """
+
+    def __init__(self, integration_id: str) -> None:
+        """Name the session that is not stored."""
+        super().__init__(f"session {integration_id!r} is not in the store", integration_id)
+
+    def __str__(self) -> str:
+        """The message (a ``KeyError`` would show its quoted repr)."""
+        return str(self.args[0])
+
+
+class SessionExists(StoreError):
+    """``create()`` was given a session whose integration id is already stored.
+
+    Attributes:
+        integration_id: The session.
+    """
+
+    def __init__(self, integration_id: str) -> None:
+        """Name the session that is already stored."""
+        super().__init__(f"session {integration_id!r} is already stored", integration_id)
+
+
+class KeyAlreadyProcessed(StoreError):
+    """A change carried an idempotency key that the store already recorded.
+
+    Nothing of the change was written.
+
+    Attributes:
+        key: The idempotency key.
+        integration_id: The session the change was for, when there is one.
+    """
+
+    def __init__(self, key: str, integration_id: str | None) -> None:
+        """Name the key and the session."""
+        where = "store" if integration_id is None else f"session {integration_id!r}"
+        super().__init__(f"{where}: idempotency key {key!r} was already processed", integration_id)
+        self.key = key
+
+
+class CorruptData(StoreError, ValueError):
+    """Stored data does not load: a session document, a journal entry or an outbox row.
+
+    Also raised by ``rebuild`` for a journal that does not rebuild a session.
+
+    Attributes:
+        integration_id: The session whose data it is, when known.
+    """
+
+
+class UnsupportedSchema(StoreError):
+    """The database holds a schema version this library does not know.
+
+    A newer customer-session wrote it; upgrading the library reads it.
+
+    Attributes:
+        found: The version the database records.
+        supported: The newest version this library reads and writes.
+        integration_id: The session the caller was about to use, when there is one.
+    """
+
+    def __init__(self, found: object, supported: int, integration_id: str | None) -> None:
+        """Say which version was found and which this library knows."""
+        where = "store" if integration_id is None else f"session {integration_id!r}"
+        super().__init__(
+            f"{where}: the database has customer-session schema version {found!r}, but "
+            f"this library knows versions up to {supported}; it was written by a "
+            "newer customer-session: upgrade the library to use it",
+            integration_id,
+        )
+        self.found = found
+        self.supported = supported
 
 
 class RenderingUnavailable(CustomerSessionError, RuntimeError):

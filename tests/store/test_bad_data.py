@@ -8,7 +8,14 @@ import textwrap
 
 import pytest
 
-from customer_session import CartItem, CustomerSession, StoreError, ValidationError
+from customer_session import (
+    CartItem,
+    CorruptData,
+    CustomerSession,
+    StoreError,
+    UnsupportedSchema,
+    ValidationError,
+)
 from customer_session.store import SCHEMA_VERSION, PostgresStore, SQLiteStore, open_store
 
 
@@ -21,7 +28,7 @@ def stored(store, integration_id: str = "order-1") -> None:
 
 class TestCorruptRows:
     def test_document_that_is_not_json(self, store, sql, open_db):
-        """A document that is not JSON is a StoreError naming the session."""
+        """A document that is not JSON is CorruptData naming the session."""
         stored(store)
         sql(
             "UPDATE customer_sessions SET document = ? WHERE integration_id = ?",
@@ -29,7 +36,7 @@ class TestCorruptRows:
             "order-1",
         )
         with pytest.raises(
-            StoreError, match=r"session 'order-1': the stored document is not valid JSON"
+            CorruptData, match=r"session 'order-1': the stored document is not valid JSON"
         ) as caught:
             open_db().get("order-1")
         assert caught.value.integration_id == "order-1"
@@ -43,7 +50,7 @@ class TestCorruptRows:
             text.replace('"quantity":2', '"quantity":"2"'),
         )
         with pytest.raises(
-            StoreError, match=r"session 'order-1'.*corrupt.*\$\.cartItems\[0\]\.quantity"
+            CorruptData, match=r"session 'order-1'.*corrupt.*\$\.cartItems\[0\]\.quantity"
         ) as caught:
             open_db().update("order-1", lambda s: s.close())
         assert isinstance(caught.value.__cause__, ValidationError)
@@ -55,7 +62,7 @@ class TestCorruptRows:
         ((text,),) = sql("SELECT document FROM customer_sessions WHERE integration_id = 'b'")
         sql("UPDATE customer_sessions SET document = ? WHERE integration_id = 'a'", text)
         with pytest.raises(
-            StoreError, match="session 'a': the stored document belongs to session 'b'"
+            CorruptData, match="session 'a': the stored document belongs to session 'b'"
         ):
             open_db().get("a")
 
@@ -64,46 +71,47 @@ class TestCorruptRows:
         stored(store)
         store.get("order-1")
         sql("UPDATE customer_sessions SET document = 'garbage'")
-        with pytest.raises(StoreError, match="not valid JSON"):
+        with pytest.raises(CorruptData, match="not valid JSON"):
             store.get("order-1")
 
     def test_corrupt_journal_row(self, store, sql):
-        """A journal row whose records are not JSON is a StoreError naming the session."""
+        """A journal row whose records are not JSON is CorruptData naming the session."""
         stored(store)
         sql("UPDATE customer_session_journal SET records = '[{' WHERE integration_id = 'order-1'")
-        with pytest.raises(StoreError, match="session 'order-1': the stored journal records"):
+        with pytest.raises(CorruptData, match="session 'order-1': the stored journal records"):
             store.history("order-1")
 
     def test_journal_record_that_is_not_a_record(self, store, sql):
-        """A journal record with an unknown trigger is a StoreError naming the session."""
+        """A journal record with an unknown trigger is CorruptData naming the session."""
         stored(store)
         store.update("order-1", lambda s: s.close())
         sql(
             "UPDATE customer_session_journal SET records = ? WHERE version = 2",
             '[{"trigger": "explode"}]',
         )
-        with pytest.raises(StoreError, match="session 'order-1': a stored history record"):
+        with pytest.raises(CorruptData, match="session 'order-1': a stored history record"):
             store.history("order-1")
 
 
 class TestSchemaVersion:
     def test_newer_schema_is_refused_naming_the_session(self, store, sql, open_db):
-        """A database of a newer schema version is refused with a StoreError naming the session."""
+        """A database of a newer schema version is refused with UnsupportedSchema naming it."""
         stored(store)
         sql("UPDATE customer_session_schema SET version = ?", SCHEMA_VERSION + 1)
         with pytest.raises(
-            StoreError,
+            UnsupportedSchema,
             match=r"session 'order-1': the database has customer-session schema version 2.*upgrade",
         ) as caught:
             open_db().get("order-1")
         assert caught.value.integration_id == "order-1"
+        assert (caught.value.found, caught.value.supported) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
 
     def test_newer_schema_is_refused_for_store_wide_calls(self, store, sql, open_db):
         """Calls that concern no session name the store instead."""
         stored(store)
         sql("UPDATE customer_session_schema SET version = 99")
         with pytest.raises(
-            StoreError, match=r"^store: the database has customer-session schema version 99"
+            UnsupportedSchema, match=r"^store: the database has customer-session schema version 99"
         ):
             open_db().pending()
 

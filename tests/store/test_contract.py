@@ -12,12 +12,15 @@ from customer_session import (
     AfterCommitHookFailed,
     CartItem,
     ConcurrentUpdate,
+    CorruptData,
     CustomerSession,
     IllegalTransition,
+    KeyAlreadyProcessed,
     ReopenableCustomerSession,
     ReturnedItem,
+    SessionExists,
+    SessionNotFound,
     State,
-    StoreError,
     Trigger,
     UnknownTrigger,
     Workflow,
@@ -68,16 +71,24 @@ class TestCreateAndGet:
         assert loaded.history == session.history
 
     def test_missing_session_is_a_store_error_naming_it(self, store):
-        """Getting a session that was never stored raises StoreError naming it."""
-        with pytest.raises(StoreError, match="'nope' is not in the store") as caught:
+        """Getting a session that was never stored raises SessionNotFound naming it."""
+        with pytest.raises(SessionNotFound, match="'nope' is not in the store") as caught:
             store.get("nope")
         assert caught.value.integration_id == "nope"
+        assert isinstance(caught.value, KeyError)
+
+    def test_changing_a_missing_session_writes_nothing(self, store):
+        """update() of a session never stored raises SessionNotFound; nothing is stored."""
+        with pytest.raises(SessionNotFound, match="'nope'"):
+            store.update("nope", lambda s: s.close())
+        assert not store.exists("nope")
 
     def test_creating_twice_is_refused(self, store):
-        """A second create with the same integration id raises StoreError."""
+        """A second create with the same integration id raises SessionExists."""
         store.create(new_session())
-        with pytest.raises(StoreError, match="already stored"):
+        with pytest.raises(SessionExists, match="'order-1' is already stored") as caught:
             store.create(new_session())
+        assert caught.value.integration_id == "order-1"
         assert len(store.history("order-1")) == 1
 
     def test_other_table_is_refused(self, store):
@@ -373,9 +384,9 @@ class TestJournal:
         store.update("order-1", lambda s: s.close())
         store.update("order-1", lambda s: s.cancel())
         history = store.history("order-1")
-        with pytest.raises(StoreError, match="version 3"):
+        with pytest.raises(CorruptData, match="version 3"):
             rebuild([history[0], history[2]])
-        with pytest.raises(StoreError, match="starts with the creation"):
+        with pytest.raises(CorruptData, match="starts with the creation"):
             rebuild(history[1:])
 
 
@@ -569,10 +580,11 @@ class TestIdempotencyKeys:
         assert [e.key for e in store.history("order-1")] == ["event-1", "event-2"]
 
     def test_reused_key_writes_nothing(self, store):
-        """A change whose key was already recorded raises StoreError and commits nothing."""
+        """A change whose key was already recorded raises KeyAlreadyProcessed, commits nothing."""
         store.create(new_session(), key="event-1")
-        with pytest.raises(StoreError, match="'event-1' was already processed"):
+        with pytest.raises(KeyAlreadyProcessed, match="'event-1' was already processed") as caught:
             store.update("order-1", lambda s: s.close(), key="event-1")
+        assert (caught.value.key, caught.value.integration_id) == ("event-1", "order-1")
         assert store.get("order-1").state is State.OPEN
         assert len(store.history("order-1")) == 1
 

@@ -15,7 +15,12 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
 
 from customer_session._spec import State
-from customer_session.exceptions import ConcurrentUpdate, StoreError
+from customer_session.exceptions import (
+    ConcurrentUpdate,
+    KeyAlreadyProcessed,
+    SessionExists,
+    StoreError,
+)
 from customer_session.model import CustomerSession
 from customer_session.store import _changes
 from customer_session.store._base import (
@@ -25,7 +30,6 @@ from customer_session.store._base import (
     _Conflict,
     _Loaded,
     _Stale,
-    already_processed,
     pause_before,
 )
 from customer_session.store._deferral import deferring, run_queued
@@ -213,7 +217,8 @@ class AsyncPostgresStore(StoreCore[_S]):
         As :meth:`PostgresStore.create <customer_session.store.PostgresStore.create>`.
 
         Raises:
-            StoreError: The session is already stored, or ``key`` was already used.
+            SessionExists: The session is already stored.
+            KeyAlreadyProcessed: ``key`` was already used.
             WorkflowError: The session follows another table than the store's class.
         """
         self._check_new(session)
@@ -221,14 +226,15 @@ class AsyncPostgresStore(StoreCore[_S]):
         await self._ready(integration_id)
         change = _changes.created(session, self._effects, key=key, operation=operation)
         if not await self._write(_INSERT, change, None):
-            raise StoreError(f"session {integration_id!r} is already stored", integration_id)
+            raise SessionExists(integration_id)
         self._remember(change, session, 1)
 
     async def get(self, integration_id: str) -> _S:
         """The stored session, bound to :attr:`workflow`.
 
         Raises:
-            StoreError: No such session, or its stored document is corrupt.
+            SessionNotFound: No such session.
+            CorruptData: Its stored document does not load.
         """
         return (await self._load(integration_id, self.workflow)).session
 
@@ -258,7 +264,9 @@ class AsyncPostgresStore(StoreCore[_S]):
 
         Raises:
             ConcurrentUpdate: The session changed since it was loaded.
-            StoreError: No such session, a corrupt row, or ``key`` already used.
+            SessionNotFound: No such session.
+            CorruptData: Its stored document does not load.
+            KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
         """
         try:
@@ -288,7 +296,9 @@ class AsyncPostgresStore(StoreCore[_S]):
 
         Raises:
             ConcurrentUpdate: Every attempt lost a race.
-            StoreError: No such session, a corrupt row, or ``key`` already used.
+            SessionNotFound: No such session.
+            CorruptData: Its stored document does not load.
+            KeyAlreadyProcessed: ``key`` was already used.
         """
         attempts = 1 + (self._retries if retries is None else retries)
         attempt = 0
@@ -348,7 +358,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 if optimistic and not await self._current(integration_id, loaded.version):
                     raise _Stale
                 if key is not None and not await self._record_key(key, integration_id):
-                    raise StoreError(already_processed(key, integration_id), integration_id)
+                    raise KeyAlreadyProcessed(key, integration_id)
         run_queued(queue)
 
     # -- the journal, keys and the outbox ------------------------------------------------
@@ -357,7 +367,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         """The session's journal: every committed change, oldest first.
 
         Raises:
-            StoreError: A journal row is corrupt.
+            CorruptData: A journal row is corrupt.
         """
         await self._ready(integration_id)
         rows = await self._fetchall(integration_id, _HISTORY, (integration_id,))

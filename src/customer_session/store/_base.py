@@ -19,14 +19,16 @@ from customer_session._spec import State, Trigger
 from customer_session._transaction import twin
 from customer_session.exceptions import (
     ConcurrentUpdate,
-    StoreError,
+    KeyAlreadyProcessed,
+    SessionExists,
+    SessionNotFound,
     UnknownTrigger,
     WorkflowError,
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _changes
 from customer_session.store._deferral import Shadow, deferring, run_queued
-from customer_session.store._documents import load_session, subject
+from customer_session.store._documents import load_session
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._outbox import DurableEffect, Effect, effect_from_row
 
@@ -207,7 +209,7 @@ class StoreCore(Generic[_S]):
     ) -> _Loaded[_S]:
         """The session a fetched row holds (``None``: not stored), bound to ``workflow``."""
         if row is None:
-            raise StoreError(f"session {integration_id!r} is not in the store", integration_id)
+            raise SessionNotFound(integration_id)
         version, text = row
         cached = self._cache.get(integration_id)
         if cached is not None and cached.text == text:
@@ -274,7 +276,8 @@ class BaseStore(StoreCore[_S], ABC):
             operation: The journal entry's label (default ``create``).
 
         Raises:
-            StoreError: The session is already stored, or ``key`` was already used.
+            SessionExists: The session is already stored.
+            KeyAlreadyProcessed: ``key`` was already used.
             WorkflowError: The session follows another table than the store's class.
         """
         self._check_new(session)
@@ -282,7 +285,7 @@ class BaseStore(StoreCore[_S], ABC):
         self._ready(integration_id)
         change = _changes.created(session, self._effects, key=key, operation=operation)
         if not self._insert(change):
-            raise StoreError(f"session {integration_id!r} is already stored", integration_id)
+            raise SessionExists(integration_id)
         self._remember(change, session, 1)
 
     def get(self, integration_id: str) -> _S:
@@ -292,7 +295,8 @@ class BaseStore(StoreCore[_S], ABC):
         :meth:`transaction` or :meth:`update` for that.
 
         Raises:
-            StoreError: No such session, or its stored document is corrupt.
+            SessionNotFound: No such session.
+            CorruptData: Its stored document does not load.
         """
         return self._load(integration_id, self.workflow).session
 
@@ -329,7 +333,7 @@ class BaseStore(StoreCore[_S], ABC):
         Args:
             integration_id: The session to change.
             key: An idempotency key recorded in the same database transaction; a
-                key already recorded makes the commit fail with ``StoreError``.
+                key already recorded makes the commit fail with ``KeyAlreadyProcessed``.
             operation: The journal entry's label (default: the triggers fired,
                 or ``edit``).
 
@@ -338,7 +342,9 @@ class BaseStore(StoreCore[_S], ABC):
 
         Raises:
             ConcurrentUpdate: The session changed since it was loaded.
-            StoreError: No such session, a corrupt row, or ``key`` already used.
+            SessionNotFound: No such session.
+            CorruptData: Its stored document does not load.
+            KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
         """
         try:
@@ -382,7 +388,9 @@ class BaseStore(StoreCore[_S], ABC):
 
         Raises:
             ConcurrentUpdate: Every attempt lost a race.
-            StoreError: No such session, a corrupt row, or ``key`` already used.
+            SessionNotFound: No such session.
+            CorruptData: Its stored document does not load.
+            KeyAlreadyProcessed: ``key`` was already used.
         """
         attempts = 1 + (self._retries if retries is None else retries)
         attempt = 0
@@ -456,7 +464,7 @@ class BaseStore(StoreCore[_S], ABC):
         """The session's journal: every committed change, oldest first.
 
         Raises:
-            StoreError: A journal row is corrupt.
+            CorruptData: A journal row is corrupt.
         """
         self._ready(integration_id)
         return tuple(entry_from_row(row) for row in self._journal_rows(integration_id))
@@ -567,13 +575,13 @@ class BaseStore(StoreCore[_S], ABC):
 
     def _record_key_or_fail(self, key: str, integration_id: str) -> None:
         if not self._record_key(key, integration_id):
-            raise StoreError(already_processed(key, integration_id), integration_id)
+            raise KeyAlreadyProcessed(key, integration_id)
 
     # -- what a backend provides ---------------------------------------------------------
 
     @abstractmethod
     def _migrate(self, integration_id: str | None) -> None:
-        """Create or migrate the schema; raise ``StoreError`` for an unknown version.
+        """Create or migrate the schema; raise ``UnsupportedSchema`` for an unknown version.
 
         ``integration_id`` is the session the caller is about to use (for messages).
         """
@@ -625,11 +633,6 @@ class BaseStore(StoreCore[_S], ABC):
     @abstractmethod
     def _delivery_lock(self) -> AbstractContextManager[None]:
         """Serialize deliverers."""
-
-
-def already_processed(key: str, integration_id: str | None) -> str:
-    """The message for a change whose idempotency key was already recorded."""
-    return f"{subject(integration_id)}: idempotency key {key!r} was already processed"
 
 
 def pause_before(attempt: int) -> float:

@@ -3,7 +3,7 @@
 Sessions are stored as their v1 wire document with history (``wire.to_dict(...,
 include_history=True)``) and loaded back through ``wire.from_dict``, the
 validating restore path. Anything stored that does not load is reported as a
-:class:`~customer_session.exceptions.StoreError` naming the session, never as a
+:class:`~customer_session.exceptions.CorruptData` naming the session, never as a
 crash in the caller.
 """
 
@@ -21,7 +21,7 @@ from customer_session import wire
 from customer_session._cart import ReturnedItem
 from customer_session._records import TransitionRecord
 from customer_session._spec import State, Trigger
-from customer_session.exceptions import CustomerSessionError, StoreError
+from customer_session.exceptions import CorruptData, CustomerSessionError
 
 if TYPE_CHECKING:
     from customer_session.hooks import Workflow
@@ -59,11 +59,15 @@ def history_of(document: Mapping[str, Any]) -> list[Any]:
 
 
 def parse(text: str | bytes, what: str, integration_id: str | None) -> Any:
-    """``text`` as JSON; a corrupt value is a :class:`StoreError` naming the session."""
+    """``text`` as JSON.
+
+    Raises:
+        CorruptData: ``text`` is not JSON (the message names the session).
+    """
     try:
         return json.loads(text)
     except (ValueError, TypeError, RecursionError) as exc:
-        raise StoreError(
+        raise CorruptData(
             f"{subject(integration_id)}: the stored {what} is not valid JSON ({exc}); "
             "the row is corrupt",
             integration_id,
@@ -80,7 +84,7 @@ def load_session(
     """The parsed document and the session it restores.
 
     Raises:
-        StoreError: The document is not JSON, does not restore (every problem of
+        CorruptData: The document is not JSON, does not restore (every problem of
             the validation is in the message, the ``ValidationError`` chained), or
             belongs to another session.
     """
@@ -88,13 +92,13 @@ def load_session(
     try:
         session = wire.from_dict(data, session_class=session_class, workflow=workflow)
     except CustomerSessionError as exc:
-        raise StoreError(
+        raise CorruptData(
             f"{subject(integration_id)}: the stored document cannot be loaded; the row "
             f"is corrupt: {exc}",
             integration_id,
         ) from exc
     if session.integration_id != integration_id:
-        raise StoreError(
+        raise CorruptData(
             f"{subject(integration_id)}: the stored document belongs to session "
             f"{session.integration_id!r}; the row is corrupt",
             integration_id,
@@ -111,7 +115,7 @@ def record_from_json(data: Any, integration_id: str) -> TransitionRecord:
     """A history record as the wire writes it (``returnedItems`` only when there are any).
 
     Raises:
-        StoreError: The record is not one.
+        CorruptData: The record is not one.
     """
     try:
         items = tuple(
@@ -131,8 +135,8 @@ def record_from_json(data: Any, integration_id: str) -> TransitionRecord:
     return TransitionRecord(trigger, source, destination, moment.astimezone(UTC), items)
 
 
-def _bad_record(integration_id: str, reason: str) -> StoreError:
-    return StoreError(
+def _bad_record(integration_id: str, reason: str) -> CorruptData:
+    return CorruptData(
         f"{subject(integration_id)}: a stored history record cannot be read ({reason}); "
         "the row is corrupt",
         integration_id,

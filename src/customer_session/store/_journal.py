@@ -18,7 +18,7 @@ from attrs import field, frozen
 
 from customer_session import wire
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
-from customer_session.exceptions import CustomerSessionError, StoreError
+from customer_session.exceptions import CorruptData, CustomerSessionError
 from customer_session.model import CustomerSession
 from customer_session.store._documents import (
     HISTORY_KEY,
@@ -108,7 +108,7 @@ def rebuild(
         workflow: The workflow to bind the session to (default: the class's).
 
     Raises:
-        StoreError: The entries are not one session's complete journal, or the
+        CorruptData: The entries are not one session's complete journal, or the
             document they build does not load.
     """
     document: dict[str, Any] = {}
@@ -124,13 +124,13 @@ def rebuild(
                 document[key] = thaw(value)
         history.extend(entry.records)
     if first is None:
-        raise StoreError("cannot rebuild a session from an empty journal")
+        raise CorruptData("cannot rebuild a session from an empty journal")
     document.pop(HISTORY_KEY, None)
     try:
         loaded = wire.from_dict(document, session_class=session_class, workflow=workflow)
         return session_class.restore(**{**loaded.snapshot(), "history": history})
     except CustomerSessionError as exc:
-        raise StoreError(
+        raise CorruptData(
             f"session {first.integration_id!r}: its journal does not rebuild a valid "
             f"session: {exc}",
             first.integration_id,
@@ -140,16 +140,16 @@ def rebuild(
 def _check_order(first: JournalEntry, entry: JournalEntry, number: int) -> None:
     where = f"session {first.integration_id!r}: journal entry {number}"
     if first.kind is not JournalKind.CREATED:
-        raise StoreError(
+        raise CorruptData(
             f"{where} is a {first.kind} entry; a journal starts with the creation",
             first.integration_id,
         )
     if entry.integration_id != first.integration_id:
-        raise StoreError(
+        raise CorruptData(
             f"{where} belongs to session {entry.integration_id!r}", first.integration_id
         )
     if entry.version != number:
-        raise StoreError(
+        raise CorruptData(
             f"{where} has version {entry.version}; entries must be complete and in order",
             first.integration_id,
         )
@@ -162,20 +162,20 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
     event_key, records, changes, recorded_at``.
 
     Raises:
-        StoreError: The row is corrupt.
+        CorruptData: The row is corrupt.
     """
     sequence, integration_id, version, kind, operation, key, records, changes, recorded_at = row
     try:
         known = JournalKind(kind)
     except ValueError:
-        raise StoreError(
+        raise CorruptData(
             f"session {integration_id!r}: journal entry {sequence} has an unknown kind "
             f"{kind!r}; the row is corrupt",
             integration_id,
         ) from None
     parsed = parse(records, "journal records", integration_id)
     if not isinstance(parsed, list):
-        raise StoreError(
+        raise CorruptData(
             f"session {integration_id!r}: journal entry {sequence} has no record list; "
             "the row is corrupt",
             integration_id,

@@ -132,7 +132,7 @@ def effect_from_row(row: Sequence[Any]) -> Effect:
     position, record, document, attempts, created_at``.
 
     Raises:
-        StoreError: The row is corrupt.
+        CorruptData: The row is corrupt.
     """
     sequence, key, name, integration_id, version, position, record, document, attempts, at = row
     return Effect(

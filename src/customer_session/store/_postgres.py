@@ -16,9 +16,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
 
-from customer_session.exceptions import StoreError
+from customer_session.exceptions import KeyAlreadyProcessed, StoreError
 from customer_session.model import CustomerSession
-from customer_session.store._base import DEFAULT_RETRIES, BaseStore, already_processed
+from customer_session.store._base import DEFAULT_RETRIES, BaseStore
 from customer_session.store._documents import subject
 from customer_session.store._schema import KEYS_TABLE, SCHEMA_VERSION, steps_from
 
@@ -368,8 +368,7 @@ def duplicate_key(exc: StoreError, change: Change, errors: Any) -> StoreError | 
         and isinstance(cause, errors.UniqueViolation)
         and cause.diag.table_name == KEYS_TABLE
     ):
-        integration_id = change.integration_id
-        return StoreError(already_processed(change.key, integration_id), integration_id)
+        return KeyAlreadyProcessed(change.key, change.integration_id)
     return None
 
 

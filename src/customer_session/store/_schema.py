@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from customer_session.exceptions import StoreError
+from customer_session.exceptions import UnsupportedSchema
 
 SCHEMA_VERSION: Final = 1
 """The schema version this library writes and reads."""
@@ -144,14 +144,8 @@ def steps_from(
         integration_id: The session the caller was about to use, for the message.
 
     Raises:
-        StoreError: ``found`` is newer than this library (or not a version at all).
+        UnsupportedSchema: ``found`` is newer than this library (or not a version at all).
     """
     if not isinstance(found, int) or not 0 <= found <= SCHEMA_VERSION:
-        where = "store" if integration_id is None else f"session {integration_id!r}"
-        raise StoreError(
-            f"{where}: the database has customer-session schema version {found!r}, but "
-            f"this library knows versions up to {SCHEMA_VERSION}; it was written by a "
-            "newer customer-session: upgrade the library to use it",
-            integration_id,
-        )
+        raise UnsupportedSchema(found, SCHEMA_VERSION, integration_id)
     return MIGRATIONS[dialect][found:]

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overload
 
-from customer_session.exceptions import StoreError
+from customer_session.exceptions import KeyAlreadyProcessed, StoreError
 from customer_session.model import CustomerSession
-from customer_session.store._base import DEFAULT_RETRIES, BaseStore, already_processed
+from customer_session.store._base import DEFAULT_RETRIES, BaseStore
 from customer_session.store._documents import subject
 from customer_session.store._schema import SCHEMA_VERSION, steps_from
 
@@ -309,7 +309,7 @@ class SQLiteStore(BaseStore[_S]):
                 change.key is not None
                 and connection.execute(_KEY, (change.key, integration_id, at)).rowcount != 1
             ):
-                raise StoreError(already_processed(change.key, integration_id), integration_id)
+                raise KeyAlreadyProcessed(change.key, integration_id)
         return True
 
     def _record_key(self, key: str, integration_id: str | None) -> bool:
