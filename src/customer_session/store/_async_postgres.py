@@ -342,14 +342,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 if optimistic and not await self._current(integration_id, loaded.version):
                     raise _Stale from None
                 raise
-            change = _changes.changed(
-                loaded.data,
-                session,
-                self._effects,
-                key=key,
-                operation=operation,
-                written_for=loaded.before,
-            )
+            change = self._changed(loaded, key, operation)
             if change is not None:
                 if not await self._write(update_statement(change), change, loaded.version):
                     raise _Stale if optimistic else _Conflict

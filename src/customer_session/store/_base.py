@@ -231,6 +231,19 @@ class StoreCore(Generic[_S]):
         session = cast("_S", twin(cached.session, workflow))
         return _Loaded(session, version, cached.data, cached.session if cached.written else None)
 
+    def _changed(
+        self, loaded: _Loaded[_S], key: str | None, operation: str | None
+    ) -> Change | None:
+        """What the attempt that loaded ``loaded`` writes; ``None`` if nothing changed."""
+        return _changes.changed(
+            loaded.data,
+            loaded.session,
+            self._effects,
+            key=key,
+            operation=operation,
+            written_for=loaded.before,
+        )
+
     def _remember(self, change: Change, session: CustomerSession, version: int) -> None:
         """Cache what was just written, so the next load of the session is cheap."""
         if type(session) is not self._session_class:
@@ -439,14 +452,7 @@ class BaseStore(StoreCore[_S], ABC):
                 if optimistic and not self._current(integration_id, loaded.version):
                     raise _Stale from None
                 raise
-            change = _changes.changed(
-                loaded.data,
-                session,
-                self._effects,
-                key=key,
-                operation=operation,
-                written_for=loaded.before,
-            )
+            change = self._changed(loaded, key, operation)
             if change is not None:
                 if not self._update(change, loaded.version):
                     raise _Stale if optimistic else _Conflict
