@@ -70,6 +70,10 @@ class SyncOverAsync:
         """As ``store.counts``."""
         return self._run(self.store.counts())
 
+    def ids(self, **query: Any) -> Any:
+        """As ``store.ids``."""
+        return self._run(self.store.ids(**query))
+
     def update(self, integration_id: str, change: Any, **options: Any) -> Any:
         """As ``store.update``."""
         return self._run(self.store.update(integration_id, change, **options))

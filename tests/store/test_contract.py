@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 import attrs
 import pytest
@@ -23,6 +24,7 @@ from customer_session import (
     State,
     Trigger,
     UnknownTrigger,
+    ValidationError,
     Workflow,
     WorkflowError,
     wire,
@@ -326,6 +328,83 @@ def _without_times(session: CustomerSession) -> dict[str, object]:
         (r.trigger, r.source, r.destination, r.returned_items) for r in session.history
     ]
     return fields
+
+
+class _Clock:
+    """A clock the test moves."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+START = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class TestIds:
+    def stored_at(self, open_db, *moments):
+        """A store whose sessions s0, s1, ... were each last changed at one of ``moments``."""
+        clock = _Clock(START)
+        store = open_db(workflow=Workflow(clock=clock))
+        for n, moment in enumerate(moments):
+            clock.now = moment
+            store.create(new_session(f"s{n}", workflow=store.workflow))
+        return store, clock
+
+    def test_by_state_least_recently_updated_first(self, open_db):
+        """ids(state=...) lists that state's sessions by their last change, oldest first."""
+        moments = [START + timedelta(seconds=n) for n in (3, 0, 2, 1)]
+        store, clock = self.stored_at(open_db, *moments)
+        clock.now = START + timedelta(seconds=10)
+        store.update("s2", lambda s: s.close())
+        assert store.ids(state=State.OPEN) == ("s1", "s3", "s0")
+        assert store.ids(state="closed") == ("s2",)
+        assert store.ids(state=[State.OPEN, "closed"], limit=2) == ("s1", "s3")
+        assert store.ids() == ("s1", "s3", "s0", "s2")
+        assert store.ids(state=State.CANCELLED) == ()
+
+    def test_bounds_are_before_and_since(self, open_db):
+        """updated_before excludes its own moment, updated_since includes it, to the microsecond."""
+        second = START + timedelta(seconds=1)
+        store, _ = self.stored_at(
+            open_db,
+            START,
+            START + timedelta(microseconds=500_000),
+            second,
+            second + timedelta(microseconds=1),
+        )
+        assert store.ids(updated_before=second) == ("s0", "s1")
+        assert store.ids(updated_since=second) == ("s2", "s3")
+        assert store.ids(updated_since=START, updated_before=START + timedelta(seconds=2)) == (
+            "s0",
+            "s1",
+            "s2",
+            "s3",
+        )
+        elsewhere = timezone(timedelta(hours=-5))
+        assert store.ids(updated_before=second.astimezone(elsewhere)) == ("s0", "s1")
+
+    def test_ties_are_ordered_by_integration_id(self, open_db):
+        """Sessions last changed at the same moment come in integration id order."""
+        clock = _Clock(START)
+        store = open_db(workflow=Workflow(clock=clock))
+        for integration_id in ("b", "c", "a"):
+            store.create(new_session(integration_id, workflow=store.workflow))
+        assert store.ids() == ("a", "b", "c")
+
+    def test_bad_arguments_are_listed_together(self, store):
+        """An unknown state, a naive bound and a zero limit are refused in one error."""
+        with pytest.raises(ValidationError) as caught:
+            store.ids(state=["open", "shipped"], updated_before=datetime(2026, 1, 1), limit=0)  # noqa: DTZ001 - the naive bound under test
+        assert [p.path for p in caught.value.problems] == ["state", "updated_before", "limit"]
+        assert "shipped" in str(caught.value)
+
+    def test_no_state_at_all_is_refused(self, store):
+        """An empty list of states is an error, not a query that finds nothing."""
+        with pytest.raises(ValidationError, match="at least one state"):
+            store.ids(state=[])
 
 
 class TestJournal:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing import TYPE_CHECKING, assert_type
 
 from customer_session import (
     CustomerSession,
@@ -25,6 +25,9 @@ from customer_session.store import (
     rebuild,
 )
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
 
 def close(session: CustomerSession) -> TransitionRecord:
     """Close a session; used as a store change."""
@@ -34,6 +37,11 @@ def close(session: CustomerSession) -> TransitionRecord:
 def states(store: SessionStore[CustomerSession]) -> dict[State, int]:
     """Code that accepts any backend."""
     return store.counts()
+
+
+def stale(store: SessionStore[CustomerSession], cutoff: datetime) -> tuple[str, ...]:
+    """Open sessions not changed since ``cutoff``, on any backend."""
+    return store.ids(state=[State.OPEN, "closed"], updated_before=cutoff, limit=100)
 
 
 def send(effect: Effect) -> None:

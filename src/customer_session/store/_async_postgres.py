@@ -59,10 +59,12 @@ from customer_session.store._postgres import (
     update_statement,
     write_params,
 )
+from customer_session.store._queries import select_ids
 from customer_session.store._schema import SCHEMA_VERSION, steps_from
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+    from datetime import datetime
     from types import TracebackType
 
     import psycopg
@@ -248,6 +250,26 @@ class AsyncPostgresStore(StoreCore[_S]):
         await self._ready(None)
         rows = await self._fetchall(None, _COUNTS, ())
         return {State(row[0]): row[1] for row in rows}
+
+    async def ids(
+        self,
+        *,
+        state: State | str | Iterable[State | str] | None = None,
+        updated_before: datetime | None = None,
+        updated_since: datetime | None = None,
+        limit: int | None = None,
+    ) -> tuple[str, ...]:
+        """The integration ids of the stored sessions that match, least recently updated first.
+
+        As :meth:`PostgresStore.ids <customer_session.store.PostgresStore.ids>`.
+
+        Raises:
+            ValidationError: Every bad argument, each by name.
+        """
+        checked = self._query(state, updated_before, updated_since, limit)
+        await self._ready(None)
+        statement, params = select_ids(checked, "%s")  # LIMIT NULL: no limit
+        return tuple(row[0] for row in await self._fetchall(None, statement, params))
 
     @asynccontextmanager
     async def transaction(

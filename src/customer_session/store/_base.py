@@ -31,9 +31,11 @@ from customer_session.store._deferral import Shadow, deferring, run_queued
 from customer_session.store._documents import load_session
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._outbox import DurableEffect, Effect, effect_from_row
+from customer_session.store._queries import Query, query
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from datetime import datetime
     from types import TracebackType
 
     from customer_session.hooks import Workflow
@@ -196,6 +198,22 @@ class StoreCore(Generic[_S]):
 
     # -- rows and the cache ----------------------------------------------------------------
 
+    def _query(
+        self,
+        state: State | str | Iterable[State | str] | None,
+        updated_before: datetime | None,
+        updated_since: datetime | None,
+        limit: int | None,
+    ) -> Query:
+        """The checked arguments of ``ids()``, for this store's transition table."""
+        return query(
+            self._session_class.specification,
+            state=state,
+            updated_before=updated_before,
+            updated_since=updated_since,
+            limit=limit,
+        )
+
     def _check_new(self, session: _S) -> None:
         """Refuse a session of another transition table than the store's class."""
         if session.specification != self._session_class.specification:
@@ -322,6 +340,35 @@ class BaseStore(StoreCore[_S], ABC):
         """How many sessions are stored in each state (states with none are left out)."""
         self._ready(None)
         return {State(state): count for state, count in self._counts()}
+
+    def ids(
+        self,
+        *,
+        state: State | str | Iterable[State | str] | None = None,
+        updated_before: datetime | None = None,
+        updated_since: datetime | None = None,
+        limit: int | None = None,
+    ) -> tuple[str, ...]:
+        """The integration ids of the stored sessions that match, least recently updated first.
+
+        The query runs on the indexed ``state`` and ``updated`` columns, without
+        loading a session; ties in ``updated`` are ordered by integration id. A
+        sweeper that cancels carts left open for two hours, say, takes a batch at
+        a time: a session it changes leaves the result.
+
+        Args:
+            state: Only sessions in this state, or in any of these states.
+            updated_before: Only sessions last changed before this time (exclusive).
+            updated_since: Only sessions last changed at or after this time.
+            limit: At most this many ids (default: all).
+
+        Raises:
+            ValidationError: Every bad argument (a state the table does not have,
+                a naive or non-datetime bound, a limit below 1), each by name.
+        """
+        checked = self._query(state, updated_before, updated_since, limit)
+        self._ready(None)
+        return tuple(self._ids(checked))
 
     @contextmanager
     def transaction(
@@ -619,6 +666,10 @@ class BaseStore(StoreCore[_S], ABC):
     @abstractmethod
     def _counts(self) -> Sequence[tuple[str, int]]:
         """Rows per state."""
+
+    @abstractmethod
+    def _ids(self, checked: Query) -> Sequence[str]:
+        """Integration ids matching ``checked``, by ``updated`` then integration id."""
 
     @abstractmethod
     def _journal_rows(self, integration_id: str) -> Sequence[Sequence[Any]]:

@@ -20,6 +20,7 @@ from customer_session.exceptions import KeyAlreadyProcessed, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore
 from customer_session.store._documents import subject
+from customer_session.store._queries import select_ids
 from customer_session.store._schema import KEYS_TABLE, SCHEMA_VERSION, steps_from
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
+    from customer_session.store._queries import Query
 
 _S = TypeVar("_S", bound=CustomerSession)
 
@@ -262,6 +264,11 @@ class PostgresStore(BaseStore[_S]):
     def _counts(self) -> Sequence[tuple[str, int]]:
         with self._connection(None) as connection:
             return [(row[0], row[1]) for row in connection.execute(_COUNTS).fetchall()]
+
+    def _ids(self, checked: Query) -> Sequence[str]:
+        statement, params = select_ids(checked, "%s")  # LIMIT NULL: no limit
+        with self._connection(None) as connection:
+            return [row[0] for row in connection.execute(statement, params)]
 
     def _insert(self, change: Change) -> bool:
         return self._write(_INSERT, change, None)

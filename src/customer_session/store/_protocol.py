@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from customer_session.model import CustomerSession
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
     from contextlib import AbstractContextManager
+    from datetime import datetime
     from types import TracebackType
 
     from customer_session._spec import State, Trigger
@@ -52,6 +53,16 @@ class SessionStore(Protocol[_S]):
 
     def counts(self) -> dict[State, int]:
         """How many sessions are stored in each state."""
+
+    def ids(
+        self,
+        *,
+        state: State | str | Iterable[State | str] | None = None,
+        updated_before: datetime | None = None,
+        updated_since: datetime | None = None,
+        limit: int | None = None,
+    ) -> tuple[str, ...]:
+        """Integration ids of matching sessions, least recently updated first."""
 
     def transaction(
         self, integration_id: str, *, key: str | None = None, operation: str | None = None

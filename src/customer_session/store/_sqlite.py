@@ -14,6 +14,7 @@ from customer_session.exceptions import KeyAlreadyProcessed, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore
 from customer_session.store._documents import subject
+from customer_session.store._queries import select_ids
 from customer_session.store._schema import SCHEMA_VERSION, steps_from
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
+    from customer_session.store._queries import Query
 
 _S = TypeVar("_S", bound=CustomerSession)
 
@@ -252,6 +254,14 @@ class SQLiteStore(BaseStore[_S]):
     def _counts(self) -> Sequence[tuple[str, int]]:
         with self._connection(None) as connection:
             return connection.execute(_COUNTS).fetchall()
+
+    def _ids(self, checked: Query) -> Sequence[str]:
+        # ``updated`` is stored as ISO text in UTC, which sorts as the times do.
+        statement, params = select_ids(checked, "?", datetime.isoformat)
+        if params[-1] is None:
+            params[-1] = -1  # SQLite's "no limit"
+        with self._connection(None) as connection:
+            return [row[0] for row in connection.execute(statement, params)]
 
     def _insert(self, change: Change) -> bool:
         return self._write(change, None)
