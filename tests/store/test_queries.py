@@ -37,7 +37,7 @@ class TestQuery:
         """A state name the table does not have is refused, listing those it has."""
         with pytest.raises(
             ValidationError,
-            match="state: must be one of open, closed, partially_returned, cancelled, got .x.",
+            match="state: must be one of open, closed, partially_returned, cancelled, got 'x'",
         ):
             checked(state="x")
 
