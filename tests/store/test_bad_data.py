@@ -16,7 +16,13 @@ from customer_session import (
     UnsupportedSchema,
     ValidationError,
 )
-from customer_session.store import SCHEMA_VERSION, PostgresStore, SQLiteStore, open_store
+from customer_session.store import (
+    SCHEMA_VERSION,
+    AsyncPostgresStore,
+    PostgresStore,
+    SQLiteStore,
+    open_store,
+)
 
 
 def stored(store, integration_id: str = "order-1") -> None:
@@ -154,6 +160,27 @@ class TestOpening:
             SQLiteStore(tmp_path / "x.db", retries=-1)
         with pytest.raises(ValueError, match="synchronous"):
             SQLiteStore(tmp_path / "x.db", synchronous="OFF")  # type: ignore[arg-type]
+
+    def test_every_bad_sqlite_option_is_listed(self):
+        """A bad path, mode, timeout and retry count are refused together, by name."""
+        with pytest.raises(ValidationError) as caught:
+            SQLiteStore(3, synchronous="OFF", timeout=-1, retries=True)  # type: ignore[arg-type]
+        assert caught.value.subject == "SQLiteStore"
+        assert [p.path for p in caught.value.problems] == [
+            "path",
+            "synchronous",
+            "timeout",
+            "retries",
+        ]
+
+    @pytest.mark.parametrize("store_class", [PostgresStore, AsyncPostgresStore])
+    def test_bad_pool_sizes_are_refused_before_connecting(self, store_class):
+        """Pool sizes that cannot work are refused by name; no server is contacted."""
+        with pytest.raises(ValidationError) as caught:
+            store_class("postgresql://nowhere.invalid/x", min_connections=-1, max_connections=0)
+        assert [p.path for p in caught.value.problems] == ["min_connections", "max_connections"]
+        with pytest.raises(ValidationError, match="at least min_connections \\(4\\), got 2"):
+            store_class("postgresql://nowhere.invalid/x", min_connections=4, max_connections=2)
 
     def test_unreachable_server_is_a_store_error(self):
         """A server that does not answer gives StoreError without the password."""

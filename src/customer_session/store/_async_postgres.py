@@ -56,6 +56,7 @@ from customer_session.store._postgres import (
     _import_psycopg,
     _redact,
     duplicate_key,
+    option_problems,
     update_statement,
     write_params,
 )
@@ -142,7 +143,12 @@ class AsyncPostgresStore(StoreCore[_S]):
         max_connections: int = 10,
     ) -> None:
         """Check the arguments and make the (closed) pool; :meth:`open` opens it."""
-        super().__init__(session_class=session_class, workflow=workflow, retries=retries)
+        super().__init__(
+            session_class=session_class,
+            workflow=workflow,
+            retries=retries,
+            problems=option_problems(conninfo, min_connections, max_connections),
+        )
         pg, pool = _import_psycopg()
         self._pg = pg
         self._pool_errors = (pg.Error, pool.PoolTimeout)

@@ -15,11 +15,13 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar, cast
 
+from customer_session._cart import is_int, raise_problems
 from customer_session._spec import State, Trigger
 from customer_session._transaction import twin
 from customer_session.exceptions import (
     ConcurrentUpdate,
     KeyAlreadyProcessed,
+    Problem,
     SessionExists,
     SessionNotFound,
     UnknownTrigger,
@@ -106,8 +108,16 @@ class StoreCore(Generic[_S]):
         session_class: type[_S],
         workflow: Workflow | None,
         retries: int,
+        problems: Sequence[Problem] = (),
     ) -> None:
-        """Check the arguments; the database is touched only on first use."""
+        """Check the arguments; the database is touched only on first use.
+
+        ``problems`` are the backend's own bad options, refused with these.
+
+        Raises:
+            WorkflowError: ``session_class`` or ``workflow`` does not fit.
+            ValidationError: Every bad option, each by name.
+        """
         if not (isinstance(session_class, type) and issubclass(session_class, CustomerSession)):
             raise WorkflowError(
                 f"session_class must be a CustomerSession class, got {session_class!r}"
@@ -118,8 +128,10 @@ class StoreCore(Generic[_S]):
                 f"{session_class.__name__} follows {session_class.specification.name!r}; "
                 f"{chosen!r} drives another specification"
             )
-        if not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        refused = list(problems)
+        if not is_int(retries) or retries < 0:
+            refused.append(Problem("retries", f"must be an integer >= 0, got {retries!r}"))
+        raise_problems(type(self).__name__, refused)
         self._session_class = session_class
         self._shadow = Shadow(chosen)
         self._retries = retries

@@ -16,7 +16,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
 
-from customer_session.exceptions import KeyAlreadyProcessed, StoreError
+from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore
 from customer_session.store._documents import subject
@@ -189,7 +189,12 @@ class PostgresStore(BaseStore[_S]):
         max_connections: int = 10,
     ) -> None:
         """Open the connection pool (psycopg is imported here)."""
-        super().__init__(session_class=session_class, workflow=workflow, retries=retries)
+        super().__init__(
+            session_class=session_class,
+            workflow=workflow,
+            retries=retries,
+            problems=option_problems(conninfo, min_connections, max_connections),
+        )
         pg, pool = _import_psycopg()
         self._errors = pg.errors
         self._psycopg_error: type[Exception] = pg.Error
@@ -332,6 +337,34 @@ class PostgresStore(BaseStore[_S]):
             connection.execute(statement)
         except self._psycopg_error as exc:
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+
+
+def option_problems(conninfo: object, smallest: object, largest: object) -> list[Problem]:
+    """The bad options of a PostgreSQL store, each by name (see ``StoreCore``).
+
+    Args:
+        conninfo: The connection string given.
+        smallest: The ``min_connections`` given.
+        largest: The ``max_connections`` given.
+    """
+    problems = []
+    if not isinstance(conninfo, str):
+        problems.append(
+            Problem("conninfo", f"must be a connection string or URL, got {conninfo!r}")
+        )
+    if not isinstance(smallest, int) or isinstance(smallest, bool) or smallest < 0:
+        problems.append(Problem("min_connections", f"must be an integer >= 0, got {smallest!r}"))
+        smallest = 0
+    if not isinstance(largest, int) or isinstance(largest, bool) or largest < 1:
+        problems.append(Problem("max_connections", f"must be an integer >= 1, got {largest!r}"))
+    elif largest < smallest:
+        problems.append(
+            Problem(
+                "max_connections",
+                f"must be at least min_connections ({smallest}), got {largest}",
+            )
+        )
+    return problems
 
 
 def update_statement(change: Change) -> str:

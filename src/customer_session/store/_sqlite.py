@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overload
 
-from customer_session.exceptions import KeyAlreadyProcessed, StoreError
+from customer_session._cart import is_number
+from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore
 from customer_session.store._documents import subject
@@ -129,9 +130,21 @@ class SQLiteStore(BaseStore[_S]):
         timeout: float = 30.0,
     ) -> None:
         """Remember where the database is; connections open on first use."""
-        super().__init__(session_class=session_class, workflow=workflow, retries=retries)
+        problems = []
+        given: object = path  # typed, but callers may pass anything
+        if not isinstance(given, str | os.PathLike):
+            problems.append(Problem("path", f"must be a file path or ':memory:', got {path!r}"))
         if synchronous not in {"FULL", "NORMAL"}:
-            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+            problems.append(
+                Problem("synchronous", f"must be 'FULL' or 'NORMAL', got {synchronous!r}")
+            )
+        if not is_number(timeout) or timeout < 0:
+            problems.append(
+                Problem("timeout", f"must be a number of seconds >= 0, got {timeout!r}")
+            )
+        super().__init__(
+            session_class=session_class, workflow=workflow, retries=retries, problems=problems
+        )
         self._path = os.fspath(path)
         self._memory = self._path in {":memory:", ""}
         self._synchronous = synchronous
