@@ -343,6 +343,35 @@ class _Clock:
 START = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
+class TestBadArguments:
+    @pytest.mark.parametrize(
+        ("call", "paths"),
+        [
+            (lambda st: st.get(42), ["integration_id"]),
+            (lambda st: st.exists(""), ["integration_id"]),
+            (lambda st: st.history(None), ["integration_id"]),
+            (lambda st: st.update("order-1", None, retries=-1), ["change", "retries"]),
+            (lambda st: st.update("order-1", lambda s: s.close(), key=7), ["key"]),
+            (lambda st: st.update("order-1", lambda s: s.close(), operation=""), ["operation"]),
+            (lambda st: st.processed(None), ["key"]),
+            (lambda st: st.mark_processed("k", integration_id=3), ["integration_id"]),
+            (lambda st: st.pending(limit=0), ["limit"]),
+            (lambda st: st.deliver(None, limit=-1), ["handler", "limit"]),
+            (lambda st: st.create("order-2"), ["session"]),
+            (lambda st: st.create(new_session("order-2"), key=""), ["key"]),
+        ],
+    )
+    def test_bad_arguments_are_refused_and_nothing_changes(self, store, call, paths):
+        """A bad argument is a ValidationError naming it; the store is as it was."""
+        store.create(new_session())
+        with pytest.raises(ValidationError) as caught:
+            call(store)
+        assert [p.path for p in caught.value.problems] == paths
+        assert store.get("order-1").state is State.OPEN
+        assert not store.exists("order-2")
+        assert len(store.history("order-1")) == 1
+
+
 class TestIds:
     def stored_at(self, open_db, *moments):
         """A store whose sessions s0, s1, ... were each last changed at one of ``moments``."""

@@ -23,6 +23,7 @@ from customer_session.exceptions import (
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _changes
+from customer_session.store._arguments import check
 from customer_session.store._base import (
     _DELIVERY_BATCH,
     DEFAULT_RETRIES,
@@ -229,7 +230,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             KeyAlreadyProcessed: ``key`` was already used.
             WorkflowError: The session follows another table than the store's class.
         """
-        self._check_new(session)
+        self._check_new(session, key, operation)
         integration_id = session.integration_id
         await self._ready(integration_id)
         change = _changes.created(session, self._effects, key=key, operation=operation)
@@ -244,10 +245,12 @@ class AsyncPostgresStore(StoreCore[_S]):
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
         """
+        check("get", integration_id=integration_id)
         return (await self._load(integration_id, self.workflow)).session
 
     async def exists(self, integration_id: str) -> bool:
         """Whether a session with this integration id is stored."""
+        check("exists", integration_id=integration_id)
         await self._ready(integration_id)
         return await self._fetchone(integration_id, _EXISTS, (integration_id,)) is not None
 
@@ -297,6 +300,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
         """
+        check("transaction", integration_id=integration_id, optional_key=key, operation=operation)
         try:
             async with self._attempt(integration_id, key, operation) as session:
                 yield session
@@ -328,6 +332,14 @@ class AsyncPostgresStore(StoreCore[_S]):
             CorruptData: Its stored document does not load.
             KeyAlreadyProcessed: ``key`` was already used.
         """
+        check(
+            "update",
+            integration_id=integration_id,
+            change=change,
+            retries=retries,
+            optional_key=key,
+            operation=operation,
+        )
         attempts = 1 + (self._retries if retries is None else retries)
         attempt = 0
         optimistic = True  # from the cached copy, if any: see _attempt
@@ -390,22 +402,26 @@ class AsyncPostgresStore(StoreCore[_S]):
         Raises:
             CorruptData: A journal row is corrupt.
         """
+        check("history", integration_id=integration_id)
         await self._ready(integration_id)
         rows = await self._fetchall(integration_id, _HISTORY, (integration_id,))
         return tuple(entry_from_row(row) for row in rows)
 
     async def processed(self, key: str) -> bool:
         """Whether a change (or :meth:`mark_processed`) already recorded ``key``."""
+        check("processed", key=key)
         await self._ready(None)
         return await self._fetchone(None, _HAS_KEY, (key,)) is not None
 
     async def mark_processed(self, key: str, *, integration_id: str | None = None) -> bool:
         """Record ``key`` without a change; ``True`` if recorded now, ``False`` if it was."""
+        check("mark_processed", key=key, optional_integration_id=integration_id)
         await self._ready(integration_id)
         return await self._record_key(key, integration_id)
 
     async def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
         """The outbox rows not delivered yet, in delivery order."""
+        check("pending", limit=limit)
         await self._ready(None)
         return tuple(effect_from_row(row) for row in await self._fetchall(None, _PENDING, (limit,)))
 
@@ -420,6 +436,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         marked delivered after the handler returned, a failure stops the delivery
         and propagates. Deliverers are serialized by an advisory lock.
         """
+        check("deliver", handler=handler, limit=limit)
         await self._ready(None)
         delivered = 0
         async with self._delivering, self._delivery_lock():

@@ -25,10 +25,12 @@ from customer_session.exceptions import (
     SessionExists,
     SessionNotFound,
     UnknownTrigger,
+    ValidationError,
     WorkflowError,
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _changes
+from customer_session.store._arguments import check
 from customer_session.store._deferral import Shadow, deferring, run_queued
 from customer_session.store._documents import load_session
 from customer_session.store._journal import JournalEntry, entry_from_row
@@ -226,8 +228,14 @@ class StoreCore(Generic[_S]):
             limit=limit,
         )
 
-    def _check_new(self, session: _S) -> None:
-        """Refuse a session of another transition table than the store's class."""
+    def _check_new(self, session: _S, key: str | None, operation: str | None) -> None:
+        """Refuse bad arguments of ``create`` and a session of another transition table."""
+        given: object = session  # typed, but callers may pass anything
+        if not isinstance(given, CustomerSession):
+            raise ValidationError.single(
+                "create()", "session", f"must be a CustomerSession, got {session!r:.80}"
+            )
+        check("create", optional_key=key, operation=operation)
         if session.specification != self._session_class.specification:
             raise WorkflowError(
                 f"a store of {self._session_class.__name__} cannot hold a "
@@ -323,7 +331,7 @@ class BaseStore(StoreCore[_S], ABC):
             KeyAlreadyProcessed: ``key`` was already used.
             WorkflowError: The session follows another table than the store's class.
         """
-        self._check_new(session)
+        self._check_new(session, key, operation)
         integration_id = session.integration_id
         self._ready(integration_id)
         change = _changes.created(session, self._effects, key=key, operation=operation)
@@ -341,10 +349,12 @@ class BaseStore(StoreCore[_S], ABC):
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
         """
+        check("get", integration_id=integration_id)
         return self._load(integration_id, self.workflow).session
 
     def exists(self, integration_id: str) -> bool:
         """Whether a session with this integration id is stored."""
+        check("exists", integration_id=integration_id)
         self._ready(integration_id)
         return self._exists(integration_id)
 
@@ -419,6 +429,7 @@ class BaseStore(StoreCore[_S], ABC):
             KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
         """
+        check("transaction", integration_id=integration_id, optional_key=key, operation=operation)
         try:
             with self._attempt(integration_id, key, operation) as session:
                 yield session
@@ -464,6 +475,14 @@ class BaseStore(StoreCore[_S], ABC):
             CorruptData: Its stored document does not load.
             KeyAlreadyProcessed: ``key`` was already used.
         """
+        check(
+            "update",
+            integration_id=integration_id,
+            change=change,
+            retries=retries,
+            optional_key=key,
+            operation=operation,
+        )
         attempts = 1 + (self._retries if retries is None else retries)
         attempt = 0
         optimistic = True  # from the cached copy, if any: see _attempt
@@ -531,6 +550,7 @@ class BaseStore(StoreCore[_S], ABC):
         Raises:
             CorruptData: A journal row is corrupt.
         """
+        check("history", integration_id=integration_id)
         self._ready(integration_id)
         return tuple(entry_from_row(row) for row in self._journal_rows(integration_id))
 
@@ -538,6 +558,7 @@ class BaseStore(StoreCore[_S], ABC):
 
     def processed(self, key: str) -> bool:
         """Whether a change (or :meth:`mark_processed`) already recorded ``key``."""
+        check("processed", key=key)
         self._ready(None)
         return self._has_key(key)
 
@@ -547,6 +568,7 @@ class BaseStore(StoreCore[_S], ABC):
         Returns:
             ``True`` if it was recorded now, ``False`` if it already was.
         """
+        check("mark_processed", key=key, optional_integration_id=integration_id)
         self._ready(integration_id)
         return self._record_key(key, integration_id)
 
@@ -554,6 +576,7 @@ class BaseStore(StoreCore[_S], ABC):
 
     def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
         """The outbox rows not delivered yet, in delivery order."""
+        check("pending", limit=limit)
         self._ready(None)
         return tuple(effect_from_row(row) for row in self._pending_rows(limit))
 
@@ -577,6 +600,7 @@ class BaseStore(StoreCore[_S], ABC):
         Returns:
             The number of rows delivered.
         """
+        check("deliver", handler=handler, limit=limit)
         self._ready(None)
         delivered = 0
         with self._delivery_lock():

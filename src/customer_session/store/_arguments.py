@@ -1,0 +1,69 @@
+"""The arguments of the store's methods, checked before anything is read or written.
+
+A wrong argument would otherwise surface late and in another's words: a
+``TypeError`` from calling ``None``, a key stored as a number, a negative retry
+count that silently means none. Each method names its arguments to
+:func:`check`, which refuses every bad one in one
+:class:`~customer_session.exceptions.ValidationError` (``update(): retries:
+must be ...``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from customer_session._cart import is_int, raise_problems
+from customer_session.exceptions import Problem
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def _text(value: object) -> bool:
+    return type(value) is str and value != ""
+
+
+def _optional_text(value: object) -> bool:
+    return value is None or _text(value)
+
+
+def _retries(value: object) -> bool:
+    return value is None or (is_int(value) and value >= 0)  # type: ignore[operator] # an int here
+
+
+def _limit(value: object) -> bool:
+    return value is None or (is_int(value) and value >= 1)  # type: ignore[operator] # an int here
+
+
+_RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
+    "integration_id": (_text, "must be a non-empty string"),
+    "key": (_text, "must be a non-empty string"),
+    "optional_key": (_optional_text, "must be a non-empty string or None"),
+    "optional_integration_id": (_optional_text, "must be a non-empty string or None"),
+    "operation": (_optional_text, "must be a non-empty string or None"),
+    "retries": (_retries, "must be an integer >= 0 or None"),
+    "limit": (_limit, "must be an integer >= 1 or None"),
+    "change": (callable, "must be callable"),
+    "handler": (callable, "must be callable"),
+}
+# What the rules above are called in messages (the argument's own name).
+_SHOWN: Final = {"optional_key": "key", "optional_integration_id": "integration_id"}
+
+
+def check(method: str, **arguments: object) -> None:
+    """Refuse the bad ones of ``arguments``, each checked by the rule of its name.
+
+    Args:
+        method: The method's name, for the message (``update``).
+        **arguments: The values, by rule name (see ``_RULES``).
+
+    Raises:
+        ValidationError: Every argument that breaks its rule, by name.
+    """
+    problems = []
+    for rule, value in arguments.items():
+        ok, message = _RULES[rule]
+        if not ok(value):
+            name = _SHOWN.get(rule, rule)
+            problems.append(Problem(name, f"{message}, got {value!r:.80}"))
+    raise_problems(f"{method}()", problems)
