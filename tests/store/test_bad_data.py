@@ -22,6 +22,7 @@ from customer_session.store import (
     PostgresStore,
     SQLiteStore,
     open_store,
+    rebuild,
 )
 
 
@@ -172,6 +173,23 @@ class TestOpening:
             "timeout",
             "retries",
         ]
+
+    @pytest.mark.parametrize("target", ["", 123, None])
+    def test_an_empty_or_missing_target_is_refused(self, target):
+        """open_store("") would be a throwaway database; it and non-paths are refused."""
+        with pytest.raises(ValidationError, match=r"open_store\(\): target: must be"):
+            open_store(target)
+        with pytest.raises(ValidationError, match="path: must be a file path or ':memory:'"):
+            SQLiteStore(target)
+
+    @pytest.mark.parametrize(
+        ("entries", "path"), [(None, "entries"), ("abc", "entries"), ([1], "entries[0]")]
+    )
+    def test_rebuild_of_something_else_than_entries_is_refused(self, entries, path):
+        """rebuild() names what it was given instead of journal entries."""
+        with pytest.raises(ValidationError) as caught:
+            rebuild(entries)
+        assert [p.path for p in caught.value.problems] == [path]
 
     @pytest.mark.parametrize("store_class", [PostgresStore, AsyncPostgresStore])
     def test_bad_pool_sizes_are_refused_before_connecting(self, store_class):

@@ -10,6 +10,7 @@ session's entries from its first one and gives back exactly the stored session.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime  # noqa: TC003 - attrs resolves field types at run time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -18,7 +19,7 @@ from attrs import field, frozen
 
 from customer_session import wire
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
-from customer_session.exceptions import CorruptData, CustomerSessionError
+from customer_session.exceptions import CorruptData, CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession
 from customer_session.store._documents import (
     HISTORY_KEY,
@@ -30,7 +31,7 @@ from customer_session.store._documents import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     from customer_session.hooks import Workflow
 
@@ -111,10 +112,19 @@ def rebuild(
         CorruptData: The entries are not one session's complete journal, or the
             document they build does not load.
     """
+    given: object = entries  # typed, but callers may pass anything
+    if not isinstance(given, Iterable) or isinstance(given, str | bytes):
+        raise ValidationError.single(
+            "rebuild()", "entries", f"must be journal entries, got {entries!r:.80}"
+        )
     document: dict[str, Any] = {}
     history: list[TransitionRecord] = []
     first: JournalEntry | None = None
     for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, JournalEntry):
+            raise ValidationError.single(
+                "rebuild()", f"entries[{number - 1}]", f"must be a JournalEntry, got {entry!r:.80}"
+            )
         first = first or entry
         _check_order(first, entry, number)
         for key, value in entry.changes.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
+from customer_session.exceptions import ValidationError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES
 from customer_session.store._postgres import PostgresStore
@@ -56,9 +57,19 @@ def open_store(
         retries: How many times ``update`` re-runs a change that lost a race.
 
     Raises:
+        ValidationError: ``target`` is empty or not a path or URL, or an option is bad.
         StoreError: The database cannot be opened (or psycopg is missing for a URL).
     """
-    text = os.fspath(target)
+    given: object = target  # typed, but callers may pass anything
+    text = os.fspath(target) if isinstance(given, str | os.PathLike) else None
+    if not text:
+        # An empty string would open a private temporary database: data written
+        # there is gone with the process, so an unset setting must not get there.
+        raise ValidationError.single(
+            "open_store()",
+            "target",
+            f"must be a postgresql:// URL, a file path or ':memory:', got {target!r:.80}",
+        )
     if text.startswith(POSTGRES_SCHEMES):
         return PostgresStore(text, session_class=session_class, workflow=workflow, retries=retries)
     return SQLiteStore(text, session_class=session_class, workflow=workflow, retries=retries)

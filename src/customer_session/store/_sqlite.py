@@ -132,7 +132,8 @@ class SQLiteStore(BaseStore[_S]):
         """Remember where the database is; connections open on first use."""
         problems = []
         given: object = path  # typed, but callers may pass anything
-        if not isinstance(given, str | os.PathLike):
+        # "" would be a private temporary database, gone with the connection.
+        if not isinstance(given, str | os.PathLike) or not os.fspath(given):
             problems.append(Problem("path", f"must be a file path or ':memory:', got {path!r}"))
         if synchronous not in {"FULL", "NORMAL"}:
             problems.append(
@@ -146,7 +147,7 @@ class SQLiteStore(BaseStore[_S]):
             session_class=session_class, workflow=workflow, retries=retries, problems=problems
         )
         self._path = os.fspath(path)
-        self._memory = self._path in {":memory:", ""}
+        self._memory = self._path == ":memory:"
         self._synchronous = synchronous
         self._timeout = timeout
         self._local = threading.local()
