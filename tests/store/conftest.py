@@ -74,6 +74,14 @@ class SyncOverAsync:
         """As ``store.ids``."""
         return self._run(self.store.ids(**query))
 
+    def purge_delivered(self, **options: Any) -> Any:
+        """As ``store.purge_delivered``."""
+        return self._run(self.store.purge_delivered(**options))
+
+    def forget_keys(self, **options: Any) -> Any:
+        """As ``store.forget_keys``."""
+        return self._run(self.store.forget_keys(**options))
+
     def update(self, integration_id: str, change: Any, **options: Any) -> Any:
         """As ``store.update``."""
         return self._run(self.store.update(integration_id, change, **options))

@@ -343,6 +343,41 @@ class _Clock:
 START = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
+class TestHousekeeping:
+    def test_purge_deletes_only_rows_delivered_before_the_time(self, store):
+        """Delivered rows older than the time go; pending rows stay and are still delivered."""
+        store.on_commit("erp", trigger="close")
+        for integration_id in ("order-1", "order-2"):
+            store.create(new_session(integration_id))
+            store.update(integration_id, lambda s: s.close())
+        delivered = []
+        assert store.deliver(delivered.append, limit=1) == 1
+        now = datetime.now(UTC)
+        assert store.purge_delivered(before=now - timedelta(hours=1)) == 0
+        assert store.purge_delivered(before=now + timedelta(seconds=5)) == 1
+        assert [e.integration_id for e in store.pending()] == ["order-2"]
+        assert store.deliver(delivered.append) == 1
+        assert [e.integration_id for e in delivered] == ["order-1", "order-2"]
+
+    def test_forgotten_keys_no_longer_guard(self, store):
+        """Keys recorded before the time are deleted; their changes could then apply again."""
+        store.create(new_session(), key="event-1")
+        store.mark_processed("event-2")
+        now = datetime.now(UTC)
+        assert store.forget_keys(before=now - timedelta(hours=1)) == 0
+        assert store.forget_keys(before=now + timedelta(seconds=5)) == 2
+        assert not store.processed("event-1")
+        store.update("order-1", lambda s: s.close(), key="event-1")
+        assert store.processed("event-1")
+
+    def test_a_naive_time_is_refused(self, store):
+        """The time must be aware, as every time the store keeps is."""
+        with pytest.raises(ValidationError, match="before: must be an aware datetime"):
+            store.purge_delivered(before=datetime(2026, 1, 1))  # noqa: DTZ001 - the naive time under test
+        with pytest.raises(ValidationError, match="before: must be an aware datetime"):
+            store.forget_keys(before="yesterday")
+
+
 class TestBadArguments:
     @pytest.mark.parametrize(
         ("call", "paths"),

@@ -44,6 +44,11 @@ def stale(store: SessionStore[CustomerSession], cutoff: datetime) -> tuple[str, 
     return store.ids(state=[State.OPEN, "closed"], updated_before=cutoff, limit=100)
 
 
+def housekeeping(store: SessionStore[CustomerSession], cutoff: datetime) -> int:
+    """Purge delivered outbox rows and forget old keys, on any backend."""
+    return store.purge_delivered(before=cutoff) + store.forget_keys(before=cutoff)
+
+
 def send(effect: Effect) -> None:
     """A durable-effect handler."""
     assert isinstance(effect.key, str)

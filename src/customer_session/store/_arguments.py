@@ -10,6 +10,7 @@ must be ...``).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from customer_session._cart import is_int, raise_problems
@@ -35,6 +36,10 @@ def _limit(value: object) -> bool:
     return value is None or (is_int(value) and value >= 1)  # type: ignore[operator] # an int here
 
 
+def _aware(value: object) -> bool:
+    return isinstance(value, datetime) and value.utcoffset() is not None
+
+
 _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "integration_id": (_text, "must be a non-empty string"),
     "key": (_text, "must be a non-empty string"),
@@ -45,6 +50,7 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "limit": (_limit, "must be an integer >= 1 or None"),
     "change": (callable, "must be callable"),
     "handler": (callable, "must be callable"),
+    "before": (_aware, "must be an aware datetime"),
 }
 # What the rules above are called in messages (the argument's own name).
 _SHOWN: Final = {"optional_key": "key", "optional_integration_id": "integration_id"}

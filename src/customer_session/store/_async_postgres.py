@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from contextlib import asynccontextmanager
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
 
 from customer_session._spec import State
@@ -43,6 +44,7 @@ from customer_session.store._postgres import (
     _EXISTS,
     _FAILED,
     _FETCH,
+    _FORGET,
     _HAS_KEY,
     _HAS_SCHEMA,
     _HISTORY,
@@ -51,6 +53,7 @@ from customer_session.store._postgres import (
     _LOCK_OUTBOX,
     _LOCK_SCHEMA,
     _PENDING,
+    _PURGE,
     _SCHEMA_VERSION,
     _SET_VERSION,
     _UNLOCK_OUTBOX,
@@ -412,6 +415,33 @@ class AsyncPostgresStore(StoreCore[_S]):
         check("processed", key=key)
         await self._ready(None)
         return await self._fetchone(None, _HAS_KEY, (key,)) is not None
+
+    async def purge_delivered(self, *, before: datetime) -> int:
+        """Delete the outbox rows delivered before ``before``; return how many.
+
+        As :meth:`PostgresStore.purge_delivered
+        <customer_session.store.PostgresStore.purge_delivered>`.
+
+        Raises:
+            ValidationError: ``before`` is not an aware ``datetime``.
+        """
+        check("purge_delivered", before=before)
+        await self._ready(None)
+        return await self._execute(None, _PURGE, (before.astimezone(UTC),))
+
+    async def forget_keys(self, *, before: datetime) -> int:
+        """Delete the idempotency keys recorded before ``before``; return how many.
+
+        As :meth:`PostgresStore.forget_keys
+        <customer_session.store.PostgresStore.forget_keys>`: a forgotten key no
+        longer guards against its change being applied twice.
+
+        Raises:
+            ValidationError: ``before`` is not an aware ``datetime``.
+        """
+        check("forget_keys", before=before)
+        await self._ready(None)
+        return await self._execute(None, _FORGET, (before.astimezone(UTC),))
 
     async def mark_processed(self, key: str, *, integration_id: str | None = None) -> bool:
         """Record ``key`` without a change; ``True`` if recorded now, ``False`` if it was."""

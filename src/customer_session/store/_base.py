@@ -13,6 +13,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar, cast
 
 from customer_session._cart import is_int, raise_problems
@@ -622,6 +623,38 @@ class BaseStore(StoreCore[_S], ABC):
                     delivered += 1
         return delivered
 
+    # -- housekeeping ----------------------------------------------------------------------
+
+    def purge_delivered(self, *, before: datetime) -> int:
+        """Delete the outbox rows delivered before ``before``; return how many.
+
+        Delivered rows are kept until purged (each holds the session's document
+        as it was committed), so a long-running service purges them from time
+        to time. Pending rows are never deleted. The rows are found without an
+        index, so purge in a quiet moment rather than on every delivery.
+
+        Raises:
+            ValidationError: ``before`` is not an aware ``datetime``.
+        """
+        check("purge_delivered", before=before)
+        self._ready(None)
+        return self._purge_delivered(before.astimezone(UTC))
+
+    def forget_keys(self, *, before: datetime) -> int:
+        """Delete the idempotency keys recorded before ``before``; return how many.
+
+        A forgotten key no longer guards against its change being applied a
+        second time: forget only keys older than any message could be
+        redelivered (Talon.One keeps its own for 24 hours), and never those of an
+        event log that may still be replayed from its start.
+
+        Raises:
+            ValidationError: ``before`` is not an aware ``datetime``.
+        """
+        check("forget_keys", before=before)
+        self._ready(None)
+        return self._forget_keys(before.astimezone(UTC))
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @abstractmethod
@@ -726,6 +759,14 @@ class BaseStore(StoreCore[_S], ABC):
     @abstractmethod
     def _delivery_lock(self) -> AbstractContextManager[None]:
         """Serialize deliverers."""
+
+    @abstractmethod
+    def _purge_delivered(self, before: datetime) -> int:
+        """Delete outbox rows delivered before ``before`` (UTC); how many."""
+
+    @abstractmethod
+    def _forget_keys(self, before: datetime) -> int:
+        """Delete idempotency keys recorded before ``before`` (UTC); how many."""
 
 
 def pause_before(attempt: int) -> float:

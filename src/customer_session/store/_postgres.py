@@ -25,6 +25,7 @@ from customer_session.store._schema import KEYS_TABLE, SCHEMA_VERSION, steps_fro
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+    from datetime import datetime
 
     import psycopg
     from psycopg_pool import ConnectionPool
@@ -104,6 +105,8 @@ _PENDING: Final = """
         document, attempts, created_at
     FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT %s"""
 _DELIVERED: Final = "UPDATE customer_session_outbox SET delivered_at = now() WHERE sequence = %s"
+_PURGE: Final = "DELETE FROM customer_session_outbox WHERE delivered_at < %s"
+_FORGET: Final = "DELETE FROM customer_session_keys WHERE recorded_at < %s"
 _FAILED: Final = """
     UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = %s
     WHERE sequence = %s"""
@@ -315,6 +318,14 @@ class PostgresStore(BaseStore[_S]):
     def _mark_failed(self, sequence: int, error: str) -> None:
         with self._connection(None) as connection:
             connection.execute(_FAILED, (error, sequence))
+
+    def _purge_delivered(self, before: datetime) -> int:
+        with self._connection(None) as connection:
+            return connection.execute(_PURGE, (before,)).rowcount
+
+    def _forget_keys(self, before: datetime) -> int:
+        with self._connection(None) as connection:
+            return connection.execute(_FORGET, (before,)).rowcount
 
     @contextmanager
     def _delivery_lock(self) -> Iterator[None]:

@@ -98,6 +98,12 @@ class SessionStore(Protocol[_S]):
     def deliver(self, handler: EffectHandler, *, limit: int | None = None) -> int:
         """Hand pending outbox rows to ``handler``, at least once, in commit order."""
 
+    def purge_delivered(self, *, before: datetime) -> int:
+        """Delete outbox rows delivered before ``before``; how many."""
+
+    def forget_keys(self, *, before: datetime) -> int:
+        """Delete idempotency keys recorded before ``before``; how many."""
+
     def close(self) -> None:
         """Close the store's connections."""
 

@@ -59,6 +59,9 @@ _PENDING: Final = """
         document, attempts, created_at
     FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT ?"""
 _DELIVERED: Final = "UPDATE customer_session_outbox SET delivered_at = ? WHERE sequence = ?"
+# Times are ISO text in UTC (written by _now() and the commits), which sorts as the times do.
+_PURGE: Final = "DELETE FROM customer_session_outbox WHERE delivered_at < ?"
+_FORGET: Final = "DELETE FROM customer_session_keys WHERE recorded_at < ?"
 _FAILED: Final = """
     UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = ?
     WHERE sequence = ?"""
@@ -360,6 +363,14 @@ class SQLiteStore(BaseStore[_S]):
     def _mark_failed(self, sequence: int, error: str) -> None:
         with self._connection(None) as connection:
             connection.execute(_FAILED, (error, sequence))
+
+    def _purge_delivered(self, before: datetime) -> int:
+        with self._connection(None) as connection:
+            return connection.execute(_PURGE, (before.isoformat(),)).rowcount
+
+    def _forget_keys(self, before: datetime) -> int:
+        with self._connection(None) as connection:
+            return connection.execute(_FORGET, (before.isoformat(),)).rowcount
 
     @contextmanager
     def _delivery_lock(self) -> Iterator[None]:
