@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
-from customer_session._cart import is_int, raise_problems
+from customer_session._cart import raise_problems
 from customer_session.exceptions import Problem
 
 if TYPE_CHECKING:
@@ -28,12 +28,13 @@ def _optional_text(value: object) -> bool:
     return value is None or _text(value)
 
 
-def _retries(value: object) -> bool:
-    return value is None or (is_int(value) and value >= 0)  # type: ignore[operator] # an int here
+def _at_least(minimum: int) -> Callable[[object], bool]:
+    def ok(value: object) -> bool:
+        return value is None or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        )
 
-
-def _limit(value: object) -> bool:
-    return value is None or (is_int(value) and value >= 1)  # type: ignore[operator] # an int here
+    return ok
 
 
 def _aware(value: object) -> bool:
@@ -46,8 +47,8 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "optional_key": (_optional_text, "must be a non-empty string or None"),
     "optional_integration_id": (_optional_text, "must be a non-empty string or None"),
     "operation": (_optional_text, "must be a non-empty string or None"),
-    "retries": (_retries, "must be an integer >= 0 or None"),
-    "limit": (_limit, "must be an integer >= 1 or None"),
+    "retries": (_at_least(0), "must be an integer >= 0 or None"),
+    "limit": (_at_least(1), "must be an integer >= 1 or None"),
     "change": (callable, "must be callable"),
     "handler": (callable, "must be callable"),
     "before": (_aware, "must be an aware datetime"),

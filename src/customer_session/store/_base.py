@@ -514,9 +514,9 @@ class BaseStore(StoreCore[_S], ABC):
 
         With ``optimistic``, a session cached by this store object is used without
         reading the row (a query saved, and on a server a round trip). The
-        compare-and-set still decides; when the copy was out of date, nothing is written and
-        ``_Stale`` asks for another attempt, also when the body raised or changed
-        nothing, since that may have been decided on old data.
+        compare-and-set still decides; when the copy was out of date, nothing is
+        written and ``_Stale`` asks for another attempt, also when the body raised
+        or changed nothing, since that may have been decided on old data.
         """
         workflow = self._shadow.get()
         loaded = self._cached(integration_id, workflow) if optimistic else None
