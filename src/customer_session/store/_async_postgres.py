@@ -335,15 +335,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             CorruptData: Its stored document does not load.
             KeyAlreadyProcessed: ``key`` was already used.
         """
-        check(
-            "update",
-            integration_id=integration_id,
-            change=change,
-            retries=retries,
-            optional_key=key,
-            operation=operation,
-        )
-        attempts = 1 + (self._retries if retries is None else retries)
+        attempts = self._attempts("update", integration_id, change, retries, key, operation)
         attempt = 0
         optimistic = True  # from the cached copy, if any: see _attempt
         while True:

@@ -229,6 +229,26 @@ class StoreCore(Generic[_S]):
             limit=limit,
         )
 
+    def _attempts(  # noqa: PLR0917 - the arguments of update(), checked as one
+        self,
+        method: str,
+        integration_id: str,
+        change: object,
+        retries: int | None,
+        key: str | None,
+        operation: str | None,
+    ) -> int:
+        """How many attempts ``update`` may make, once its arguments are checked."""
+        check(
+            method,
+            integration_id=integration_id,
+            change=change,
+            retries=retries,
+            optional_key=key,
+            operation=operation,
+        )
+        return 1 + (self._retries if retries is None else retries)
+
     def _check_new(self, session: _S, key: str | None, operation: str | None) -> None:
         """Refuse bad arguments of ``create`` and a session of another transition table."""
         given: object = session  # typed, but callers may pass anything
@@ -476,15 +496,7 @@ class BaseStore(StoreCore[_S], ABC):
             CorruptData: Its stored document does not load.
             KeyAlreadyProcessed: ``key`` was already used.
         """
-        check(
-            "update",
-            integration_id=integration_id,
-            change=change,
-            retries=retries,
-            optional_key=key,
-            operation=operation,
-        )
-        attempts = 1 + (self._retries if retries is None else retries)
+        attempts = self._attempts("update", integration_id, change, retries, key, operation)
         attempt = 0
         optimistic = True  # from the cached copy, if any: see _attempt
         while True:
