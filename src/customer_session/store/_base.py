@@ -396,8 +396,9 @@ class BaseStore(StoreCore[_S], ABC):
 
         The query runs on the indexed ``state`` and ``updated`` columns, without
         loading a session; ties in ``updated`` are ordered by integration id. A
-        sweeper that cancels carts left open for two hours, say, takes a batch at
-        a time: a session it changes leaves the result.
+        sweeper that cancels carts left open for two hours, say, may take a batch
+        at a time: a session it changes leaves the result (one it could not
+        change stays in it).
 
         Args:
             state: Only sessions in this state, or in any of these states.
