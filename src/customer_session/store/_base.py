@@ -36,7 +36,7 @@ from customer_session.store._deferral import Shadow, deferring, run_queued
 from customer_session.store._documents import load_session
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._outbox import DurableEffect, Effect, effect_from_row
-from customer_session.store._queries import Query, query
+from customer_session.store._queries import Query, query, select_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -712,7 +712,83 @@ class BaseStore(StoreCore[_S], ABC):
         if not self._record_key(key, integration_id):
             raise KeyAlreadyProcessed(key, integration_id)
 
+    # -- the plain queries, in the backend's SQL ------------------------------------------
+
+    def _fetch(self, integration_id: str) -> tuple[int, str] | None:
+        """The row's version and document, or ``None``."""
+        with self._connection(integration_id) as connection:
+            row = connection.execute(self._sql.fetch, (integration_id,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _exists(self, integration_id: str) -> bool:
+        """Whether the row exists."""
+        with self._connection(integration_id) as connection:
+            return connection.execute(self._sql.exists, (integration_id,)).fetchone() is not None
+
+    def _counts(self) -> Sequence[tuple[str, int]]:
+        """Rows per state."""
+        with self._connection(None) as connection:
+            return [(row[0], row[1]) for row in connection.execute(self._sql.counts).fetchall()]
+
+    def _ids(self, checked: Query) -> Sequence[str]:
+        """Integration ids matching ``checked``, by ``updated`` then integration id."""
+        statement, params = select_ids(checked, self._sql.mark, self._moment)
+        if params[-1] is None:
+            params[-1] = self._sql.no_limit
+        with self._connection(None) as connection:
+            return [row[0] for row in connection.execute(statement, params)]
+
+    def _has_key(self, key: str) -> bool:
+        """Whether ``key`` is recorded."""
+        with self._connection(None) as connection:
+            return connection.execute(self._sql.has_key, (key,)).fetchone() is not None
+
+    def _journal_rows(self, integration_id: str) -> Sequence[Sequence[Any]]:
+        """Journal rows of a session by version (columns as ``entry_from_row`` reads them)."""
+        with self._connection(integration_id) as connection:
+            rows: Sequence[Sequence[Any]] = connection.execute(
+                self._sql.history, (integration_id,)
+            ).fetchall()
+            return rows
+
+    def _pending_rows(self, limit: int | None) -> Sequence[Sequence[Any]]:
+        """Undelivered outbox rows by sequence (columns as ``effect_from_row`` reads them)."""
+        given = self._sql.no_limit if limit is None else limit
+        with self._connection(None) as connection:
+            rows: Sequence[Sequence[Any]] = connection.execute(
+                self._sql.pending, (given,)
+            ).fetchall()
+            return rows
+
+    def _mark_failed(self, sequence: int, error: str) -> None:
+        """Count a failed delivery of an outbox row."""
+        with self._connection(None) as connection:
+            connection.execute(self._sql.failed, (error, sequence))
+
+    def _purge_delivered(self, before: datetime) -> int:
+        """Delete outbox rows delivered before ``before`` (UTC); how many."""
+        with self._connection(None) as connection:
+            count: int = connection.execute(self._sql.purge, (self._moment(before),)).rowcount
+            return count
+
+    def _forget_keys(self, before: datetime) -> int:
+        """Delete idempotency keys recorded before ``before`` (UTC); how many."""
+        with self._connection(None) as connection:
+            count: int = connection.execute(self._sql.forget, (self._moment(before),)).rowcount
+            return count
+
+    def _moment(self, value: datetime) -> Any:
+        """A time as the backend's driver passes it (a ``datetime`` unless overridden)."""
+        return value
+
     # -- what a backend provides ---------------------------------------------------------
+
+    _sql: ClassVar[Statements]
+    """The SQL of the plain queries above, in the backend's dialect."""
+
+    @abstractmethod
+    def _connection(self, integration_id: str | None) -> AbstractContextManager[Any]:
+        """A connection whose database errors become ``StoreError`` naming the session."""
 
     @abstractmethod
     def _migrate(self, integration_id: str | None) -> None:
@@ -720,14 +796,6 @@ class BaseStore(StoreCore[_S], ABC):
 
         ``integration_id`` is the session the caller is about to use (for messages).
         """
-
-    @abstractmethod
-    def _fetch(self, integration_id: str) -> tuple[int, str] | None:
-        """The row's version and document, or ``None``."""
-
-    @abstractmethod
-    def _exists(self, integration_id: str) -> bool:
-        """Whether the row exists."""
 
     @abstractmethod
     def _insert(self, change: Change) -> bool:
@@ -742,44 +810,33 @@ class BaseStore(StoreCore[_S], ABC):
         """Record ``key`` alone; ``False`` if it already was."""
 
     @abstractmethod
-    def _has_key(self, key: str) -> bool:
-        """Whether ``key`` is recorded."""
-
-    @abstractmethod
-    def _counts(self) -> Sequence[tuple[str, int]]:
-        """Rows per state."""
-
-    @abstractmethod
-    def _ids(self, checked: Query) -> Sequence[str]:
-        """Integration ids matching ``checked``, by ``updated`` then integration id."""
-
-    @abstractmethod
-    def _journal_rows(self, integration_id: str) -> Sequence[Sequence[Any]]:
-        """Journal rows of a session by version (columns as ``entry_from_row`` reads them)."""
-
-    @abstractmethod
-    def _pending_rows(self, limit: int | None) -> Sequence[Sequence[Any]]:
-        """Undelivered outbox rows by sequence (columns as ``effect_from_row`` reads them)."""
-
-    @abstractmethod
     def _mark_delivered(self, sequence: int) -> None:
         """Mark an outbox row delivered."""
-
-    @abstractmethod
-    def _mark_failed(self, sequence: int, error: str) -> None:
-        """Count a failed delivery of an outbox row."""
 
     @abstractmethod
     def _delivery_lock(self) -> AbstractContextManager[None]:
         """Serialize deliverers."""
 
-    @abstractmethod
-    def _purge_delivered(self, before: datetime) -> int:
-        """Delete outbox rows delivered before ``before`` (UTC); how many."""
 
-    @abstractmethod
-    def _forget_keys(self, before: datetime) -> int:
-        """Delete idempotency keys recorded before ``before`` (UTC); how many."""
+class Statements(NamedTuple):
+    """A backend's SQL for the plain queries of :class:`BaseStore`.
+
+    Each takes its parameters in the order the query methods pass them, in the
+    dialect's placeholder style ``mark``.
+    """
+
+    mark: str
+    no_limit: int | None
+    """What the dialect's ``LIMIT`` takes for "no limit"."""
+    fetch: str
+    exists: str
+    counts: str
+    has_key: str
+    history: str
+    pending: str
+    failed: str
+    purge: str
+    forget: str
 
 
 def pause_before(attempt: int) -> float:

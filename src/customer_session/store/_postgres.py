@@ -18,21 +18,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
 
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
-from customer_session.store._base import DEFAULT_RETRIES, BaseStore
+from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
-from customer_session.store._queries import select_ids
 from customer_session.store._schema import KEYS_TABLE, SCHEMA_VERSION, steps_from
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
-    from datetime import datetime
+    from collections.abc import Iterator
 
     import psycopg
     from psycopg_pool import ConnectionPool
 
     from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
-    from customer_session.store._queries import Query
 
 _S = TypeVar("_S", bound=CustomerSession)
 
@@ -157,6 +154,19 @@ class PostgresStore(BaseStore[_S]):
     """
 
     dialect: ClassVar[str] = "postgres"
+    _sql: ClassVar[Statements] = Statements(
+        mark="%s",
+        no_limit=None,  # LIMIT NULL
+        fetch=_FETCH,
+        exists=_EXISTS,
+        counts=_COUNTS,
+        has_key=_HAS_KEY,
+        history=_HISTORY,
+        pending=_PENDING,
+        failed=_FAILED,
+        purge=_PURGE,
+        forget=_FORGET,
+    )
 
     @overload
     def __init__(
@@ -260,24 +270,6 @@ class PostgresStore(BaseStore[_S]):
                 if steps:
                     connection.execute(_SET_VERSION, (SCHEMA_VERSION,))
 
-    def _fetch(self, integration_id: str) -> tuple[int, str] | None:
-        with self._connection(integration_id) as connection:
-            row = connection.execute(_FETCH, (integration_id,)).fetchone()
-        return None if row is None else (row[0], row[1])
-
-    def _exists(self, integration_id: str) -> bool:
-        with self._connection(integration_id) as connection:
-            return connection.execute(_EXISTS, (integration_id,)).fetchone() is not None
-
-    def _counts(self) -> Sequence[tuple[str, int]]:
-        with self._connection(None) as connection:
-            return [(row[0], row[1]) for row in connection.execute(_COUNTS).fetchall()]
-
-    def _ids(self, checked: Query) -> Sequence[str]:
-        statement, params = select_ids(checked, "%s")  # LIMIT NULL: no limit
-        with self._connection(None) as connection:
-            return [row[0] for row in connection.execute(statement, params)]
-
     def _insert(self, change: Change) -> bool:
         return self._write(_INSERT, change, None)
 
@@ -299,33 +291,9 @@ class PostgresStore(BaseStore[_S]):
         with self._connection(integration_id) as connection:
             return connection.execute(_KEY, (key, integration_id)).rowcount == 1
 
-    def _has_key(self, key: str) -> bool:
-        with self._connection(None) as connection:
-            return connection.execute(_HAS_KEY, (key,)).fetchone() is not None
-
-    def _journal_rows(self, integration_id: str) -> Sequence[Sequence[Any]]:
-        with self._connection(integration_id) as connection:
-            return connection.execute(_HISTORY, (integration_id,)).fetchall()
-
-    def _pending_rows(self, limit: int | None) -> Sequence[Sequence[Any]]:
-        with self._connection(None) as connection:
-            return connection.execute(_PENDING, (limit,)).fetchall()
-
     def _mark_delivered(self, sequence: int) -> None:
         with self._connection(None) as connection:
             connection.execute(_DELIVERED, (sequence,))
-
-    def _mark_failed(self, sequence: int, error: str) -> None:
-        with self._connection(None) as connection:
-            connection.execute(_FAILED, (error, sequence))
-
-    def _purge_delivered(self, before: datetime) -> int:
-        with self._connection(None) as connection:
-            return connection.execute(_PURGE, (before,)).rowcount
-
-    def _forget_keys(self, before: datetime) -> int:
-        with self._connection(None) as connection:
-            return connection.execute(_FORGET, (before,)).rowcount
 
     @contextmanager
     def _delivery_lock(self) -> Iterator[None]:

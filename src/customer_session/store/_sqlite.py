@@ -13,17 +13,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overlo
 from customer_session._cart import is_number
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
-from customer_session.store._base import DEFAULT_RETRIES, BaseStore
+from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
-from customer_session.store._queries import select_ids
 from customer_session.store._schema import SCHEMA_VERSION, steps_from
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterator
 
     from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
-    from customer_session.store._queries import Query
 
 _S = TypeVar("_S", bound=CustomerSession)
 
@@ -98,6 +96,19 @@ class SQLiteStore(BaseStore[_S]):
     """
 
     dialect: ClassVar[str] = "sqlite"
+    _sql: ClassVar[Statements] = Statements(
+        mark="?",
+        no_limit=-1,
+        fetch=_FETCH,
+        exists=_EXISTS,
+        counts=_COUNTS,
+        has_key=_HAS_KEY,
+        history=_HISTORY,
+        pending=_PENDING,
+        failed=_FAILED,
+        purge=_PURGE,
+        forget=_FORGET,
+    )
 
     @overload
     def __init__(
@@ -259,26 +270,9 @@ class SQLiteStore(BaseStore[_S]):
                 if steps:
                     locked.execute(_SET_VERSION, (SCHEMA_VERSION,))
 
-    def _fetch(self, integration_id: str) -> tuple[int, str] | None:
-        with self._connection(integration_id) as connection:
-            row = connection.execute(_FETCH, (integration_id,)).fetchone()
-        return None if row is None else (row[0], row[1])
-
-    def _exists(self, integration_id: str) -> bool:
-        with self._connection(integration_id) as connection:
-            return connection.execute(_EXISTS, (integration_id,)).fetchone() is not None
-
-    def _counts(self) -> Sequence[tuple[str, int]]:
-        with self._connection(None) as connection:
-            return connection.execute(_COUNTS).fetchall()
-
-    def _ids(self, checked: Query) -> Sequence[str]:
-        # ``updated`` is stored as ISO text in UTC, which sorts as the times do.
-        statement, params = select_ids(checked, "?", datetime.isoformat)
-        if params[-1] is None:
-            params[-1] = -1  # SQLite's "no limit"
-        with self._connection(None) as connection:
-            return [row[0] for row in connection.execute(statement, params)]
+    def _moment(self, value: datetime) -> str:
+        # Times are stored as ISO text in UTC, which sorts as the times do.
+        return value.isoformat()
 
     def _insert(self, change: Change) -> bool:
         return self._write(change, None)
@@ -344,33 +338,9 @@ class SQLiteStore(BaseStore[_S]):
             cursor = connection.execute(_KEY, (key, integration_id, _now()))
             return cursor.rowcount == 1
 
-    def _has_key(self, key: str) -> bool:
-        with self._connection(None) as connection:
-            return connection.execute(_HAS_KEY, (key,)).fetchone() is not None
-
-    def _journal_rows(self, integration_id: str) -> Sequence[Sequence[Any]]:
-        with self._connection(integration_id) as connection:
-            return connection.execute(_HISTORY, (integration_id,)).fetchall()
-
-    def _pending_rows(self, limit: int | None) -> Sequence[Sequence[Any]]:
-        with self._connection(None) as connection:
-            return connection.execute(_PENDING, (-1 if limit is None else limit,)).fetchall()
-
     def _mark_delivered(self, sequence: int) -> None:
         with self._connection(None) as connection:
             connection.execute(_DELIVERED, (_now(), sequence))
-
-    def _mark_failed(self, sequence: int, error: str) -> None:
-        with self._connection(None) as connection:
-            connection.execute(_FAILED, (error, sequence))
-
-    def _purge_delivered(self, before: datetime) -> int:
-        with self._connection(None) as connection:
-            return connection.execute(_PURGE, (before.isoformat(),)).rowcount
-
-    def _forget_keys(self, before: datetime) -> int:
-        with self._connection(None) as connection:
-            return connection.execute(_FORGET, (before.isoformat(),)).rowcount
 
     @contextmanager
     def _delivery_lock(self) -> Iterator[None]:
