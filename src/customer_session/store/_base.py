@@ -37,6 +37,7 @@ from customer_session.store._documents import load_session
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._outbox import DurableEffect, Effect, effect_from_row
 from customer_session.store._queries import Query, query, select_ids
+from customer_session.store._schema import SCHEMA_VERSION, steps_from
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -714,6 +715,33 @@ class BaseStore(StoreCore[_S], ABC):
 
     # -- the plain queries, in the backend's SQL ------------------------------------------
 
+    def _migrate(self, integration_id: str | None) -> None:
+        """Create or migrate the schema; raise ``UnsupportedSchema`` for an unknown version.
+
+        ``integration_id`` is the session the caller is about to use (for messages).
+        """
+        with self._connection(integration_id) as connection:
+            found = self._schema_version(connection)
+            if found == SCHEMA_VERSION:
+                return
+            steps_from(self.dialect, found, integration_id)  # refuses a newer schema
+            with self._migrating(connection, integration_id) as locked:
+                found = self._schema_version(locked)  # another process may have migrated
+                steps = steps_from(self.dialect, found, integration_id)
+                for step in steps:
+                    for statement in step:
+                        locked.execute(statement)
+                if steps:
+                    locked.execute(self._sql.set_version, (SCHEMA_VERSION,))
+
+    def _schema_version(self, connection: Any) -> object:
+        """The version the database records (0 when it has no schema yet)."""
+        exists = connection.execute(self._sql.has_schema).fetchone()
+        if exists is None or exists[0] is None:
+            return 0
+        row = connection.execute(self._sql.schema_version).fetchone()
+        return None if row is None else row[0]
+
     def _fetch(self, integration_id: str) -> tuple[int, str] | None:
         """The row's version and document, or ``None``."""
         with self._connection(integration_id) as connection:
@@ -791,11 +819,10 @@ class BaseStore(StoreCore[_S], ABC):
         """A connection whose database errors become ``StoreError`` naming the session."""
 
     @abstractmethod
-    def _migrate(self, integration_id: str | None) -> None:
-        """Create or migrate the schema; raise ``UnsupportedSchema`` for an unknown version.
-
-        ``integration_id`` is the session the caller is about to use (for messages).
-        """
+    def _migrating(
+        self, connection: Any, integration_id: str | None
+    ) -> AbstractContextManager[Any]:
+        """A transaction on ``connection`` that one process at a time may migrate in."""
 
     @abstractmethod
     def _insert(self, change: Change) -> bool:
@@ -828,6 +855,10 @@ class Statements(NamedTuple):
     mark: str
     no_limit: int | None
     """What the dialect's ``LIMIT`` takes for "no limit"."""
+    has_schema: str
+    """A row (not of ``NULL``) when the schema version table exists."""
+    schema_version: str
+    set_version: str
     fetch: str
     exists: str
     counts: str

@@ -20,7 +20,7 @@ from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
-from customer_session.store._schema import KEYS_TABLE, SCHEMA_VERSION, steps_from
+from customer_session.store._schema import KEYS_TABLE
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -157,6 +157,9 @@ class PostgresStore(BaseStore[_S]):
     _sql: ClassVar[Statements] = Statements(
         mark="%s",
         no_limit=None,  # LIMIT NULL
+        has_schema=_HAS_SCHEMA,
+        schema_version=_SCHEMA_VERSION,
+        set_version=_SET_VERSION,
         fetch=_FETCH,
         exists=_EXISTS,
         counts=_COUNTS,
@@ -253,22 +256,15 @@ class PostgresStore(BaseStore[_S]):
 
     # -- the steps BaseStore needs -------------------------------------------------------
 
-    def _migrate(self, integration_id: str | None) -> None:
-        with self._connection(integration_id) as connection:
-            found = _schema_version(connection)
-            if found == SCHEMA_VERSION:
-                return
-            steps_from(self.dialect, found, integration_id)  # refuses a newer schema
-            with connection.transaction():
-                # Two processes starting together must not both create the tables.
-                connection.execute(_LOCK_SCHEMA)
-                found = _schema_version(connection)
-                steps = steps_from(self.dialect, found, integration_id)
-                for step in steps:
-                    for statement in step:
-                        connection.execute(statement)
-                if steps:
-                    connection.execute(_SET_VERSION, (SCHEMA_VERSION,))
+    @contextmanager
+    def _migrating(
+        self, connection: psycopg.Connection[tuple[Any, ...]], integration_id: str | None
+    ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        del integration_id  # errors are named by the connection already taken
+        with connection.transaction():
+            # Two processes starting together must not both create the tables.
+            connection.execute(_LOCK_SCHEMA)
+            yield connection
 
     def _insert(self, change: Change) -> bool:
         return self._write(_INSERT, change, None)
@@ -389,14 +385,6 @@ def duplicate_key(exc: StoreError, change: Change, errors: Any) -> StoreError | 
     ):
         return KeyAlreadyProcessed(change.key, change.integration_id)
     return None
-
-
-def _schema_version(connection: psycopg.Connection[tuple[Any, ...]]) -> object:
-    exists = connection.execute(_HAS_SCHEMA).fetchone()
-    if exists is None or exists[0] is None:
-        return 0
-    row = connection.execute(_SCHEMA_VERSION).fetchone()
-    return None if row is None else row[0]
 
 
 def _redact(conninfo: str) -> str:

@@ -15,10 +15,10 @@ from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
-from customer_session.store._schema import SCHEMA_VERSION, steps_from
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from contextlib import AbstractContextManager
 
     from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
@@ -99,6 +99,9 @@ class SQLiteStore(BaseStore[_S]):
     _sql: ClassVar[Statements] = Statements(
         mark="?",
         no_limit=-1,
+        has_schema=_HAS_SCHEMA,
+        schema_version=_SCHEMA_VERSION,
+        set_version=_SET_VERSION,
         fetch=_FETCH,
         exists=_EXISTS,
         counts=_COUNTS,
@@ -255,20 +258,12 @@ class SQLiteStore(BaseStore[_S]):
 
     # -- the steps BaseStore needs -------------------------------------------------------
 
-    def _migrate(self, integration_id: str | None) -> None:
-        with self._connection(integration_id) as connection:
-            found = _schema_version(connection)
-            if found == SCHEMA_VERSION:
-                return
-            steps_from(self.dialect, found, integration_id)  # refuses a newer schema
-            with self._writing(integration_id) as locked:
-                found = _schema_version(locked)
-                steps = steps_from(self.dialect, found, integration_id)
-                for step in steps:
-                    for statement in step:
-                        locked.execute(statement)
-                if steps:
-                    locked.execute(_SET_VERSION, (SCHEMA_VERSION,))
+    def _migrating(
+        self, connection: sqlite3.Connection, integration_id: str | None
+    ) -> AbstractContextManager[sqlite3.Connection]:
+        # The write lock, taken at once: a second process waits, then sees the schema.
+        del connection  # the same as this thread's, which _writing takes
+        return self._writing(integration_id)
 
     def _moment(self, value: datetime) -> str:
         # Times are stored as ISO text in UTC, which sorts as the times do.
@@ -350,13 +345,6 @@ class SQLiteStore(BaseStore[_S]):
 
 class _Connection(sqlite3.Connection):
     """A connection that can be referenced weakly (``sqlite3.Connection`` cannot)."""
-
-
-def _schema_version(connection: sqlite3.Connection) -> object:
-    if connection.execute(_HAS_SCHEMA).fetchone() is None:
-        return 0
-    row = connection.execute(_SCHEMA_VERSION).fetchone()
-    return None if row is None else row[0]
 
 
 def _now() -> str:
