@@ -12,9 +12,11 @@ from customer_session import (
     CartItem,
     CorruptData,
     CustomerSession,
+    ReopenableCustomerSession,
     StoreError,
     UnsupportedSchema,
     ValidationError,
+    WorkflowError,
 )
 from customer_session.store import (
     SCHEMA_VERSION,
@@ -99,6 +101,28 @@ class TestCorruptRows:
         with pytest.raises(CorruptData, match="session 'order-1': a stored history record"):
             store.history("order-1")
 
+    @pytest.mark.parametrize(
+        ("column", "value", "message"),
+        [
+            ("kind", "teleport", "journal entry .* has an unknown kind 'teleport'"),
+            ("records", '{"not": "a list"}', "journal entry .* has no record list"),
+            (
+                "records",
+                (
+                    '[{"trigger": "close", "source": "open", "destination": "closed",'
+                    ' "timestamp": "2026-03-02T10:15:00"}]'
+                ),
+                "a stored history record .*has no time zone",
+            ),
+        ],
+    )
+    def test_journal_row_that_does_not_read(self, store, sql, column, value, message):
+        """An unknown kind, records that are no list, a naive time: CorruptData naming it."""
+        stored(store)
+        sql(f"UPDATE customer_session_journal SET {column} = ?", value)  # noqa: S608 - test's own column names
+        with pytest.raises(CorruptData, match=f"session 'order-1': {message}"):
+            store.history("order-1")
+
 
 class TestSchemaVersion:
     def test_newer_schema_is_refused_naming_the_session(self, store, sql, open_db):
@@ -173,6 +197,16 @@ class TestOpening:
             "timeout",
             "retries",
         ]
+
+    def test_session_class_must_be_a_session_class(self, tmp_path):
+        """A class that is not a CustomerSession is refused when the store is made."""
+        with pytest.raises(WorkflowError, match="session_class must be a CustomerSession class"):
+            SQLiteStore(tmp_path / "x.db", session_class=dict)  # type: ignore[type-var]
+
+    def test_workflow_of_another_table_is_refused(self, tmp_path):
+        """A workflow that drives another table than the session class is refused."""
+        with pytest.raises(WorkflowError, match="drives another specification"):
+            SQLiteStore(tmp_path / "x.db", workflow=ReopenableCustomerSession.default_workflow)
 
     @pytest.mark.parametrize("target", ["", 123, None])
     def test_an_empty_or_missing_target_is_refused(self, target):

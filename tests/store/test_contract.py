@@ -289,6 +289,15 @@ class TestUpdate:
             store.update("order-1", change)
         assert len(calls) == 1
 
+    def test_change_refused_on_an_out_of_date_copy_runs_again(self, store, open_db):
+        """A trigger the stale copy refuses is tried again on the stored row, where it is legal."""
+        other = open_db()
+        store.create(new_session())
+        store.get("order-1")
+        other.update("order-1", lambda s: s.close())
+        store.update("order-1", lambda s: s.return_items(RETURN))
+        assert store.get("order-1").state is State.PARTIALLY_RETURNED
+
     def test_cached_copy_out_of_date_is_not_trusted(self, store, open_db):
         """A change decided on an out-of-date copy is run again on the stored row."""
         other = open_db()
@@ -532,6 +541,29 @@ class TestJournal:
         with pytest.raises(CorruptData, match="starts with the creation"):
             rebuild(history[1:])
 
+    def test_rebuild_refuses_an_empty_journal(self):
+        """No entries rebuild no session."""
+        with pytest.raises(CorruptData, match="empty journal"):
+            rebuild([])
+
+    def test_rebuild_refuses_entries_of_two_sessions(self, store):
+        """A journal that mixes sessions is refused, naming the one it started with."""
+        store.create(new_session("order-1"))
+        store.create(new_session("order-2"))
+        store.update("order-2", lambda s: s.close())
+        mixed = [store.history("order-1")[0], store.history("order-2")[1]]
+        with pytest.raises(CorruptData, match="entry 2 belongs to session 'order-2'") as caught:
+            rebuild(mixed)
+        assert caught.value.integration_id == "order-1"
+
+    def test_rebuild_refuses_a_journal_that_builds_no_valid_session(self, store):
+        """Entries whose changes make an invalid document are refused, not loaded."""
+        store.create(new_session())
+        (entry,) = store.history("order-1")
+        broken = attrs.evolve(entry, changes={**entry.changes, "applicationId": -1})
+        with pytest.raises(CorruptData, match="does not rebuild a valid session"):
+            rebuild([broken])
+
 
 class TestAfterCommitHooks:
     def test_hook_runs_after_the_database_commit(self, open_db):
@@ -737,6 +769,12 @@ class TestIdempotencyKeys:
         with store.transaction("order-1", key="event-1"):
             pass
         assert store.processed("event-1")
+
+    def test_reused_key_of_a_change_that_changed_nothing_is_refused(self, store):
+        """A block that changes nothing under a key already recorded is refused too."""
+        store.create(new_session(), key="event-1")
+        with pytest.raises(KeyAlreadyProcessed), store.transaction("order-1", key="event-1"):
+            pass
 
     def test_mark_processed_records_a_key_once(self, store):
         """mark_processed() is True the first time and False after."""
