@@ -717,6 +717,8 @@ class TestDurableEffects:
             store.on_commit("")
         with pytest.raises(UnknownTrigger):
             store.on_commit("other", trigger="reopen")
+        with pytest.raises(UnknownTrigger, match="'refund'"):
+            store.on_commit("other", trigger="refund")
 
     def test_removed_effect_writes_no_more_rows(self, store):
         """After remove(), commits write no rows for the effect."""
