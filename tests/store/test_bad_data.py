@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,6 +14,7 @@ from customer_session import (
     CorruptData,
     CustomerSession,
     ReopenableCustomerSession,
+    State,
     StoreError,
     UnsupportedSchema,
     ValidationError,
@@ -26,6 +28,7 @@ from customer_session.store import (
     open_store,
     rebuild,
 )
+from customer_session.store._schema import MIGRATIONS
 
 
 def stored(store, integration_id: str = "order-1") -> None:
@@ -131,7 +134,10 @@ class TestSchemaVersion:
         sql("UPDATE customer_session_schema SET version = ?", SCHEMA_VERSION + 1)
         with pytest.raises(
             UnsupportedSchema,
-            match=r"session 'order-1': the database has customer-session schema version 2.*upgrade",
+            match=(
+                f"session 'order-1': the database has customer-session schema version "
+                f"{SCHEMA_VERSION + 1}.*upgrade"
+            ),
         ) as caught:
             open_db().get("order-1")
         assert caught.value.integration_id == "order-1"
@@ -151,6 +157,44 @@ class TestSchemaVersion:
         stored(store)
         assert open_db().get("order-1").integration_id == "order-1"
         assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+
+    def test_a_version_1_database_is_migrated_on_first_use(self, store, open_db, sql, database):
+        """A database an older library left at version 1 gains the version 2 indexes, data kept."""
+        stored(store)
+        store.on_commit("erp")
+        store.update("order-1", lambda s: s.close(), key="event-1")
+        store.deliver(lambda effect: None)
+        for index in V2_INDEXES:
+            sql(f"DROP INDEX {index}")
+        sql("UPDATE customer_session_schema SET version = 1")
+        assert not _indexes(sql, database) & set(V2_INDEXES)
+
+        later = open_db()
+        assert later.get("order-1").state is State.CLOSED
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+        assert _indexes(sql, database) >= set(V2_INDEXES)
+        assert later.processed("event-1")
+        assert len(later.history("order-1")) == 2
+        moment = datetime.now(UTC) + timedelta(seconds=5)
+        assert later.purge_delivered(before=moment) == 1
+        assert later.forget_keys(before=moment) == 1
+
+    def test_every_version_has_its_migration_step(self):
+        """Each dialect has one step per version, so every older database can be brought up."""
+        for steps in MIGRATIONS.values():
+            assert len(steps) == SCHEMA_VERSION
+            assert all(steps)
+
+
+V2_INDEXES = ("customer_session_outbox_delivered", "customer_session_keys_recorded")
+
+
+def _indexes(sql, database: str) -> set[str]:
+    if database.startswith("postgresql://"):
+        rows = sql("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
+    else:
+        rows = sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {name for (name,) in rows}
 
 
 class TestOpening:

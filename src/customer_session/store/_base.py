@@ -644,8 +644,7 @@ class BaseStore(StoreCore[_S], ABC):
 
         Delivered rows are kept until purged (each holds the session's document
         as it was committed), so a long-running service purges them from time
-        to time. Pending rows are never deleted. The rows are found without an
-        index, so purge in a quiet moment rather than on every delivery.
+        to time, e.g. daily. Pending rows are never deleted.
 
         Raises:
             ValidationError: ``before`` is not an aware ``datetime``.

@@ -16,9 +16,11 @@ Tables:
 ``customer_session_journal``
     One row per committed change, appended in the same transaction as the change.
 ``customer_session_outbox``
-    One row per durable effect, written with the change, marked once delivered.
+    One row per durable effect, written with the change, marked once delivered
+    (indexed by delivery time since version 2, for ``purge_delivered``).
 ``customer_session_keys``
-    Idempotency keys of changes already applied (a replayed log's lines).
+    Idempotency keys of changes already applied (a replayed log's lines), indexed
+    by the time they were recorded since version 2 (for ``forget_keys``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Final
 
 from customer_session.exceptions import UnsupportedSchema
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The schema version this library writes and reads."""
 
 KEYS_TABLE: Final = "customer_session_keys"
@@ -123,9 +125,18 @@ _POSTGRES_V1: Final = (
         recorded_at timestamptz NOT NULL DEFAULT now())""",
 )
 
+# Version 2: indexes for the housekeeping deletes (purge_delivered, forget_keys), so
+# they find old rows without reading the whole outbox or every key. Partial on the
+# outbox: pending rows (delivered_at NULL) are never purged. Same text in both dialects.
+_V2: Final = (
+    """CREATE INDEX customer_session_outbox_delivered ON customer_session_outbox (delivered_at)
+        WHERE delivered_at IS NOT NULL""",
+    "CREATE INDEX customer_session_keys_recorded ON customer_session_keys (recorded_at)",
+)
+
 MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
-    "sqlite": (_SQLITE_V1,),
-    "postgres": (_POSTGRES_V1,),
+    "sqlite": (_SQLITE_V1, _V2),
+    "postgres": (_POSTGRES_V1, _V2),
 }
 """Per dialect, the statements of each migration step, oldest first."""
 
