@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from customer_session._cart import raise_problems
 from customer_session.exceptions import Problem
+from customer_session.model import CustomerSession
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,17 +29,25 @@ def _optional_text(value: object) -> bool:
     return value is None or _text(value)
 
 
-def _at_least(minimum: int) -> Callable[[object], bool]:
+def _at_least(minimum: int, *, optional: bool = True) -> Callable[[object], bool]:
     def ok(value: object) -> bool:
-        return value is None or (
-            isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-        )
+        if value is None:
+            return optional
+        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
     return ok
 
 
+def _session(value: object) -> bool:
+    return isinstance(value, CustomerSession)
+
+
 def _aware(value: object) -> bool:
     return isinstance(value, datetime) and value.utcoffset() is not None
+
+
+def _optional_aware(value: object) -> bool:
+    return value is None or _aware(value)
 
 
 _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
@@ -48,13 +57,21 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "optional_integration_id": (_optional_text, "must be a non-empty string or None"),
     "operation": (_optional_text, "must be a non-empty string or None"),
     "retries": (_at_least(0), "must be an integer >= 0 or None"),
+    "default_retries": (_at_least(0, optional=False), "must be an integer >= 0"),
+    "session": (_session, "must be a CustomerSession"),
     "limit": (_at_least(1), "must be an integer >= 1 or None"),
     "change": (callable, "must be callable"),
     "handler": (callable, "must be callable"),
     "before": (_aware, "must be an aware datetime"),
+    "updated_before": (_optional_aware, "must be an aware datetime or None"),
+    "updated_since": (_optional_aware, "must be an aware datetime or None"),
 }
 # What the rules above are called in messages (the argument's own name).
-_SHOWN: Final = {"optional_key": "key", "optional_integration_id": "integration_id"}
+_SHOWN: Final = {
+    "optional_key": "key",
+    "optional_integration_id": "integration_id",
+    "default_retries": "retries",
+}
 
 
 def check(method: str, **arguments: object) -> None:
@@ -67,10 +84,14 @@ def check(method: str, **arguments: object) -> None:
     Raises:
         ValidationError: Every argument that breaks its rule, by name.
     """
-    problems = []
+    raise_problems(f"{method}()", problems(**arguments))
+
+
+def problems(**arguments: object) -> list[Problem]:
+    """The problems of ``arguments`` (by rule name, see ``_RULES``), in the order given."""
+    found = []
     for rule, value in arguments.items():
         ok, message = _RULES[rule]
         if not ok(value):
-            name = _SHOWN.get(rule, rule)
-            problems.append(Problem(name, f"{message}, got {value!r:.80}"))
-    raise_problems(f"{method}()", problems)
+            found.append(Problem(_SHOWN.get(rule, rule), f"{message}, got {value!r:.80}"))
+    return found

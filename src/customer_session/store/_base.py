@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar, cast
 
-from customer_session._cart import is_int, raise_problems
+from customer_session._cart import raise_problems
 from customer_session._spec import State, Trigger
 from customer_session._transaction import twin
 from customer_session.exceptions import (
@@ -26,12 +26,12 @@ from customer_session.exceptions import (
     SessionExists,
     SessionNotFound,
     UnknownTrigger,
-    ValidationError,
     WorkflowError,
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _changes
 from customer_session.store._arguments import check
+from customer_session.store._arguments import problems as argument_problems
 from customer_session.store._deferral import Shadow, deferring, run_queued
 from customer_session.store._documents import load_session
 from customer_session.store._journal import JournalEntry, entry_from_row
@@ -132,10 +132,9 @@ class StoreCore(Generic[_S]):
                 f"{session_class.__name__} follows {session_class.specification.name!r}; "
                 f"{chosen!r} drives another specification"
             )
-        refused = list(problems)
-        if not is_int(retries) or retries < 0:
-            refused.append(Problem("retries", f"must be an integer >= 0, got {retries!r}"))
-        raise_problems(type(self).__name__, refused)
+        raise_problems(
+            type(self).__name__, [*problems, *argument_problems(default_retries=retries)]
+        )
         self._session_class = session_class
         self._shadow = Shadow(chosen)
         self._retries = retries
@@ -252,12 +251,7 @@ class StoreCore(Generic[_S]):
 
     def _check_new(self, session: _S, key: str | None, operation: str | None) -> None:
         """Refuse bad arguments of ``create`` and a session of another transition table."""
-        given: object = session  # typed, but callers may pass anything
-        if not isinstance(given, CustomerSession):
-            raise ValidationError.single(
-                "create()", "session", f"must be a CustomerSession, got {session!r:.80}"
-            )
-        check("create", optional_key=key, operation=operation)
+        check("create", session=session, optional_key=key, operation=operation)
         if session.specification != self._session_class.specification:
             raise WorkflowError(
                 f"a store of {self._session_class.__name__} cannot hold a "

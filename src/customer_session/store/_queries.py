@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from customer_session._cart import is_int, raise_problems
+from customer_session._cart import raise_problems
 from customer_session._spec import State
 from customer_session.exceptions import Problem
+from customer_session.store._arguments import problems
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,20 +49,16 @@ def query(
         ValidationError: A state the table does not have (or none at all), a
             bound that is not an aware ``datetime``, a limit below 1.
     """
-    problems: list[Problem] = []
-    states = None if state is None else _states(specification, state, problems)
-    bounds: list[datetime | None] = []
-    for name, moment in (("updated_before", updated_before), ("updated_since", updated_since)):
-        if moment is None:
-            bounds.append(None)
-        elif isinstance(moment, datetime) and moment.utcoffset() is not None:
-            bounds.append(moment.astimezone(UTC))
-        else:
-            problems.append(Problem(name, f"must be an aware datetime, got {moment!r}"))
-    if limit is not None and (not is_int(limit) or limit < 1):
-        problems.append(Problem("limit", f"must be an integer >= 1, got {limit!r}"))
-    raise_problems(SUBJECT, problems)
-    return Query(states, bounds[0], bounds[1], limit)
+    found: list[Problem] = []
+    states = None if state is None else _states(specification, state, found)
+    found += problems(updated_before=updated_before, updated_since=updated_since, limit=limit)
+    raise_problems(SUBJECT, found)
+    return Query(
+        states,
+        None if updated_before is None else updated_before.astimezone(UTC),
+        None if updated_since is None else updated_since.astimezone(UTC),
+        limit,
+    )
 
 
 def _states(
