@@ -295,7 +295,7 @@ class TestToDict:
         session = order(attributes={"tags": ["a"]})
         doc = to_dict(session)
         doc["attributes"]["tags"].append("b")
-        assert session.attributes["tags"] == ["a"]
+        assert session.attributes["tags"] == ("a",)
 
     def test_to_json_is_compact_json_of_to_dict(self):
         """``to_json`` is the JSON text of ``to_dict``."""

@@ -81,7 +81,7 @@ def sdk_v2(session: CustomerSession, internal_id: int = 1) -> CustomerSessionV2:
             "state": session.state.value,
             "cartItems": items,
             "additionalCosts": {k: {"price": v.price} for k, v in session.additional_costs.items()},
-            "attributes": json.loads(json.dumps(dict(session.attributes))),
+            "attributes": to_dict(session)["attributes"],
             "firstSession": session.first_session,
             "updateCount": session.update_count,
             "total": session.total,

@@ -16,8 +16,15 @@ from customer_session.exceptions import Problem, ValidationError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-JSONValue: TypeAlias = "str | int | float | bool | list[JSONValue] | dict[str, JSONValue] | None"
-"""A JSON value as Python holds it (the type of custom attributes)."""
+JSONValue: TypeAlias = (
+    "str | int | float | bool | list[JSONValue] | tuple[JSONValue, ...] "
+    "| Mapping[str, JSONValue] | None"
+)
+"""A JSON value as Python holds it (the type of custom attributes).
+
+Given as lists or tuples and dicts (any mapping); held, and read back, frozen:
+arrays as tuples and objects as immutable mappings, all the way down.
+"""
 
 MAX_CART_ITEMS: Final = 1000
 MAX_UNITS: Final = 10_000
@@ -25,18 +32,93 @@ MAX_IDENTIFIERS: Final = 5
 MAX_CODE_LENGTH: Final = 100
 MAX_INTEGRATION_ID_LENGTH: Final = 1000
 
-EMPTY_MAPPING: Final[Mapping[str, Any]] = immutabledict()
+
+class FrozenDict(immutabledict[str, Any]):
+    """An ``immutabledict`` whose values are immutable all the way down.
+
+    The form of every JSON object a session holds (custom attributes, and the
+    objects inside them) and of its other mappings. However one is made (the
+    constructor, ``set()``, ``|``, ``copy()``, unpickling), its values are frozen by
+    :func:`freeze` on the way in, so that freezing it again returns it at once.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> FrozenDict:
+        """A frozen copy of ``dict(*args, **kwargs)``."""
+        return _frozen_dict({key: freeze(item) for key, item in dict(*args, **kwargs).items()})
+
+
+def _frozen_dict(values: dict[str, Any]) -> FrozenDict:
+    """A :class:`FrozenDict` of ``values``, which are frozen already (they are not copied)."""
+    frozen = object.__new__(FrozenDict)
+    frozen._dict = values
+    frozen._hash = None
+    return frozen
+
+
+EMPTY_MAPPING: Final[Mapping[str, Any]] = _frozen_dict({})
+
+# Immutable values that hold no others: returned as they are, on the quickest test.
+_ATOMS: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def freeze(value: Any) -> Any:
+    """``value`` immutable all the way down: the one way sessions take in JSON values.
+
+    JSON arrays (lists, tuples) become tuples and objects (any mapping) become
+    :class:`FrozenDict` (an ``immutabledict``), recursively; the caller's containers
+    are copied, never kept. A frozen value comes back as the same object, with no
+    copy: a :class:`FrozenDict` at once, a tuple after a look at its items. Anything
+    else (scalars, and values that are not JSON, which validation then reports) is
+    returned as it is.
+    """
+    kind = type(value)
+    if kind in _ATOMS or kind is FrozenDict:
+        return value
+    if kind is tuple:
+        return _freeze_tuple(value)
+    if isinstance(value, Mapping):
+        if not value:
+            return EMPTY_MAPPING
+        return _frozen_dict({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def _freeze_tuple(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``value`` itself when its items are frozen, else a frozen copy."""
+    for index, item in enumerate(value):
+        frozen = freeze(item)
+        if frozen is not item:
+            rest = (freeze(later) for later in value[index + 1 :])
+            return (*value[:index], frozen, *rest)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, independent copy of a JSON value: arrays as lists, objects as dicts.
+
+    The inverse of :func:`freeze`, for writers: what it returns shares nothing
+    with ``value``, so the caller may change it.
+    """
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(item) for item in value]
+    return value
 
 
 def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """An immutable copy of ``value`` (the caller's dict can change without effect)."""
-    if type(value) is immutabledict:
-        return value
-    if not value:
+    """A deeply immutable copy of the mapping ``value`` (see :func:`freeze`).
+
+    ``None`` gives the empty mapping; what is not a mapping is returned as it is,
+    for the validation that follows to report.
+    """
+    if value is None:
         return EMPTY_MAPPING
     if not isinstance(value, Mapping):
         return value  # type: ignore[unreachable] # reported by the validation that follows
-    return immutabledict(value)
+    return freeze(value)  # type: ignore[no-any-return] # a mapping freezes to a FrozenDict
 
 
 def is_int(value: object) -> bool:
@@ -317,7 +399,11 @@ class CartItem:
 
     @property
     def attributes(self) -> Mapping[str, JSONValue]:
-        """Custom cart item attributes (JSON values), an immutable mapping."""
+        """Custom cart item attributes (JSON values), immutable all the way down.
+
+        As :attr:`CustomerSession.attributes`: arrays are tuples, objects immutable
+        mappings; ``attrs.evolve(item, attributes=...)`` gives a changed copy.
+        """
         return self._attributes
 
     @property

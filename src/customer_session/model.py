@@ -142,7 +142,7 @@ class CustomerSession:
         state: ``State.OPEN`` (default) or ``State.CLOSED``.
         cart_items: The cart.
         identifiers: Custom identifiers (at most 5).
-        attributes: Custom session attributes (JSON values).
+        attributes: Custom session attributes (JSON values, copied and frozen).
         first_session: Whether this is the profile's first session.
         discounts: Discount values by label, as Talon.One reports them.
         application_id: The Talon.One application (0 until it is known).
@@ -247,7 +247,11 @@ class CustomerSession:
 
     @property
     def attributes(self) -> Mapping[str, JSONValue]:
-        """Custom session attributes, an immutable mapping (see :meth:`set_attribute`)."""
+        """Custom session attributes, immutable all the way down (see :meth:`set_attribute`).
+
+        JSON arrays read back as tuples and objects as immutable mappings, so that
+        no one holding the session, or a copy of it, can change a value in place.
+        """
         return self._attributes
 
     @property
@@ -664,7 +668,11 @@ class CustomerSession:
         self._edit("set_identifiers", identifiers=_str_tuple(identifiers))
 
     def set_attribute(self, name: str, value: JSONValue) -> None:
-        """Set one custom session attribute to a JSON value."""
+        """Set one custom session attribute to a JSON value (a frozen copy of it).
+
+        To change a value inside an attribute, set the attribute to a new value,
+        e.g. ``s.set_attribute("tags", [*s.attributes["tags"], "gift"])``.
+        """
         self._edit("set_attribute", attributes=freeze_mapping({**self.attributes, name: value}))
 
     def remove_attribute(self, name: str) -> None:

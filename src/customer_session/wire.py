@@ -65,6 +65,7 @@ from customer_session._cart import (
     freeze_mapping,
     is_int,
     is_number,
+    thaw,
 )
 from customer_session._records import TransitionRecord
 from customer_session._spec import State, Trigger
@@ -844,15 +845,6 @@ def _unknown_key_message(key: object, owner: Any) -> str:
 # -- writing -----------------------------------------------------------------------
 
 
-def _json_out(value: Any) -> Any:
-    """A plain, independent copy of a JSON value held by a session."""
-    if isinstance(value, Mapping):
-        return {key: _json_out(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_out(item) for item in value]
-    return value
-
-
 def _enum_value(member: State | Trigger) -> str:
     return member.value
 
@@ -906,7 +898,7 @@ class _Writer:
             elif given.rename is None and not given.omit:
                 given = attrs.evolve(given, rename=_wire_name(a.alias))
             if a.alias == "attributes" and not given.omit:
-                given = attrs.evolve(given, unstruct_hook=_json_out)
+                given = attrs.evolve(given, unstruct_hook=thaw)
             if isinstance(a.default, Mapping) and not a.default and not given.omit:
                 # Left out when empty, as any default, but tested by truth: the
                 # generated ``!=`` against an empty immutabledict is a slow
@@ -1013,7 +1005,7 @@ def _assemble(
     if session.identifiers:
         doc["identifiers"] = list(session.identifiers)
     doc["total"] = session.total
-    doc["attributes"] = _json_out(session.attributes)
+    doc["attributes"] = thaw(session.attributes)
     if session.additional_costs:
         doc["additionalCosts"] = _WRITER.costs(session.additional_costs)
     doc["firstSession"] = session.first_session
@@ -1176,7 +1168,7 @@ def update_request(
     if session.identifiers:
         body["identifiers"] = list(session.identifiers)
     if session.attributes:
-        body["attributes"] = _json_out(session.attributes)
+        body["attributes"] = thaw(session.attributes)
     return _with_content({"customerSession": body}, content)
 
 

@@ -18,17 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from attrs import field, frozen
 
 from customer_session import wire
+from customer_session._cart import freeze, thaw
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session.exceptions import CorruptData, CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession
-from customer_session.store._documents import (
-    HISTORY_KEY,
-    freeze,
-    parse,
-    record_from_json,
-    thaw,
-    timestamp,
-)
+from customer_session.store._documents import HISTORY_KEY, parse, record_from_json, timestamp
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
