@@ -6,6 +6,7 @@ from customer_session import (
     CUSTOMER_SESSION,
     REOPENABLE_SESSION,
     CartItem,
+    CustomerSession,
     ReopenableCustomerSession,
     State,
     ValidationError,
@@ -13,13 +14,14 @@ from customer_session import (
 from customer_session.testing import (
     cart_items,
     carts,
+    json_values,
     returned_items,
     sessions,
     trigger_sequences,
     triggers,
     wire_documents,
 )
-from customer_session.wire import from_dict
+from customer_session.wire import from_dict, to_dict
 
 
 class TestStrategies:
@@ -77,6 +79,12 @@ class TestStrategies:
     def test_triggers_belong_to_the_table(self, trigger):
         """triggers() draws from the table's triggers."""
         assert trigger in CUSTOMER_SESSION.triggers
+
+    @given(json_values())
+    def test_json_values_are_what_an_attribute_holds(self, value):
+        """json_values() yields values a session takes as an attribute and writes back equal."""
+        session = CustomerSession(integration_id="order-1", attributes={"value": value})
+        assert to_dict(session)["attributes"] == {"value": value}
 
     @given(wire_documents(valid=True))
     def test_valid_documents_load(self, document):

@@ -45,6 +45,7 @@ __all__ = [
     "covering_paths",
     "follow",
     "integration_ids",
+    "json_values",
     "parametrize_paths",
     "returned_items",
     "sessions",
@@ -224,6 +225,16 @@ _JSON_VALUES: st.SearchStrategy[JSONValue] = st.recursive(
     ),
     max_leaves=4,
 )
+
+
+def json_values() -> st.SearchStrategy[JSONValue]:
+    """JSON values as callers give them: scalars, and lists and dicts of them, nested.
+
+    What custom attributes hold; sessions and cart items keep frozen copies.
+    """
+    return _JSON_VALUES
+
+
 _NAMES = st.text("abcdefghijklmnopqrstuvwxyz _", min_size=1, max_size=10)
 _AMOUNTS = st.integers(min_value=0, max_value=100_000).map(lambda cents: cents / 100)
 _MOMENTS = st.datetimes(timezones=st.just(UTC))
