@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 
 import attrs
+import pytest
+from hypothesis import given
+from immutabledict import immutabledict
 
 from customer_session import (
     AdditionalCost,
@@ -14,7 +18,10 @@ from customer_session import (
     Product,
     ReturnedItem,
     State,
+    ValidationError,
 )
+from customer_session._cart import freeze, thaw
+from customer_session.testing import json_values
 
 
 def _item_with_every_field() -> CartItem:
@@ -59,3 +66,88 @@ class TestReturnBookkeeping:
         assert after.returned_quantity == 4
         assert attrs.evolve(after, returned_quantity=1) == item
         assert item.returned_quantity == 1  # the original item is untouched
+
+
+class TestFreeze:
+    def test_arrays_become_tuples_and_objects_immutable_mappings(self):
+        """freeze() turns every list into a tuple and every dict into an immutabledict."""
+        frozen = freeze({"tags": ["vip", {"since": [2024]}], "address": {"lines": ["1 Main St"]}})
+        assert frozen == {"tags": ("vip", {"since": (2024,)}), "address": {"lines": ("1 Main St",)}}
+        assert isinstance(frozen, immutabledict)
+        assert isinstance(frozen["tags"][1], immutabledict)
+
+    def test_callers_containers_are_copied(self):
+        """Changing the value given to freeze() afterwards changes nothing frozen."""
+        given_value = {"tags": ["vip"], "inner": {"n": [1]}}
+        frozen = freeze(given_value)
+        given_value["tags"].append("x")
+        given_value["inner"]["n"].append(2)
+        assert frozen == {"tags": ("vip",), "inner": {"n": (1,)}}
+
+    def test_frozen_value_is_returned_as_it_is(self):
+        """Freezing a frozen value gives the same object back, without a copy."""
+        frozen = freeze({"tags": ["vip", {"a": [1]}], "n": 1})
+        assert freeze(frozen) is frozen
+        assert freeze(frozen["tags"]) is frozen["tags"]
+
+    def test_tuple_holding_a_list_is_copied(self):
+        """A tuple is kept only when everything in it is frozen already."""
+        assert freeze(("a", ["b"], ("c", ["d"]))) == ("a", ("b",), ("c", ("d",)))
+
+    @pytest.mark.parametrize(
+        "make",
+        [
+            lambda f: f.set("more", ["x"]),
+            lambda f: f | {"more": ["x"]},
+            lambda f: f.update({"more": ["x"]}),
+            lambda f: type(f)(f, more=["x"]),
+            lambda f: pickle.loads(pickle.dumps(f.set("more", ["x"]))),  # noqa: S301 - our own data
+        ],
+        ids=["set", "or", "update", "constructor", "pickle"],
+    )
+    def test_frozen_mapping_stays_frozen_however_it_is_made(self, make):
+        """Mappings derived from a frozen one freeze what is added to them."""
+        derived = make(freeze({"tags": ["vip"]}))
+        assert derived["more"] == ("x",)
+        assert freeze(derived) is derived
+
+    def test_values_that_are_not_json_are_left_for_validation(self):
+        """freeze() keeps what is not JSON as it is, for the validation to name."""
+        odd = {1, 2}
+        assert freeze({"odd": odd})["odd"] is odd
+
+    def test_empty_mappings_are_the_one_empty_mapping(self):
+        """An empty object freezes to the shared empty mapping (the quick checks test it)."""
+        assert freeze({}) is freeze(immutabledict()) is CartItem(sku="A", quantity=1).attributes
+
+    @given(json_values())
+    def test_thaw_undoes_freeze(self, value):
+        """thaw(freeze(v)) is v again, as plain lists and dicts."""
+        assert thaw(freeze(value)) == value
+        assert freeze(thaw(freeze(value))) == freeze(value)
+
+    def test_thaw_shares_nothing(self):
+        """What thaw() returns can be changed without changing the frozen value."""
+        frozen = freeze({"tags": ["vip"]})
+        plain = thaw(frozen)
+        plain["tags"].append("x")
+        assert frozen == {"tags": ("vip",)}
+
+
+class TestItemAttributes:
+    def test_item_attributes_are_frozen_copies(self):
+        """A cart item keeps a frozen copy of its attributes; the caller's dict can change."""
+        given_value = {"options": ["red"]}
+        item = CartItem(sku="A", quantity=1, attributes=given_value)
+        given_value["options"].append("blue")
+        assert item.attributes == {"options": ("red",)}
+
+    def test_item_with_nested_attributes_is_hashable(self):
+        """Frozen attributes make any valid cart item hashable."""
+        item = CartItem(sku="A", quantity=1, attributes={"options": ["red"], "size": {"eu": 42}})
+        assert hash(item) == hash(attrs.evolve(item))
+
+    def test_attributes_that_are_not_a_mapping_are_refused(self):
+        """An empty list is refused as attributes, not taken as no attributes."""
+        with pytest.raises(ValidationError, match="attributes: must be a mapping"):
+            CartItem(sku="A", quantity=1, attributes=[])  # type: ignore[arg-type]

@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import attrs
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
+from immutabledict import immutabledict
 
 from customer_session import (
     CartItem,
@@ -19,7 +21,8 @@ from customer_session import (
     Workflow,
     WorkflowError,
 )
-from customer_session.testing import sessions
+from customer_session.testing import json_values, sessions, wire_documents
+from customer_session.wire import from_dict, to_dict
 
 T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
 
@@ -217,6 +220,100 @@ class TestProtectedFields:
         s = CustomerSession(integration_id="o", attributes={"a": 1})
         with pytest.raises(TypeError):
             s.attributes["b"] = 2  # type: ignore[index]
+
+
+_FROZEN_TYPES = (str, int, float, bool, type(None), tuple, immutabledict)
+
+
+def _mutable_parts(value: object) -> list[object]:
+    """Every value reachable from ``value`` that could be changed in place."""
+    if not isinstance(value, _FROZEN_TYPES):
+        return [value]
+    if isinstance(value, immutabledict):
+        return [p for item in value.values() for p in _mutable_parts(item)]
+    if isinstance(value, tuple):
+        return [p for item in value for p in _mutable_parts(item)]
+    return []
+
+
+def _held_values(session: CustomerSession) -> list[object]:
+    """The session's attributes and those of its cart items."""
+    return [session.attributes, *(line.attributes for line in session.cart_items)]
+
+
+class TestFrozenAttributes:
+    def test_nested_values_read_back_frozen(self):
+        """Arrays in attributes read back as tuples and objects as immutable mappings."""
+        s = CustomerSession(integration_id="o", attributes={"tags": ["vip"], "to": {"l": [1]}})
+        assert s.attributes["tags"] == ("vip",)
+        assert s.attributes["to"] == {"l": (1,)}
+        with pytest.raises(AttributeError):
+            s.attributes["tags"].append("x")  # type: ignore[union-attr]
+        with pytest.raises(TypeError):
+            s.attributes["to"]["l"] = 2  # type: ignore[index]
+
+    def test_constructor_keeps_a_copy_of_the_callers_values(self):
+        """Changing the dict given to the constructor afterwards changes nothing."""
+        given_value = {"tags": ["vip"]}
+        s = CustomerSession(integration_id="o", attributes=given_value)
+        given_value["tags"].append("x")
+        assert s.attributes == {"tags": ("vip",)}
+
+    def test_set_attribute_keeps_a_copy_of_the_value(self):
+        """Changing the value given to set_attribute() afterwards changes nothing."""
+        s = CustomerSession(integration_id="o")
+        tags = ["vip"]
+        s.set_attribute("tags", tags)
+        tags.append("x")
+        assert s.attributes == {"tags": ("vip",)}
+
+    def test_nested_value_changes_by_setting_the_attribute_again(self):
+        """The documented way to change a nested value: set the attribute to a new one."""
+        s = CustomerSession(integration_id="o", attributes={"tags": ["vip"]})
+        s.set_attribute("tags", [*s.attributes["tags"], "gift"])  # type: ignore[misc]
+        assert s.attributes["tags"] == ("vip", "gift")
+
+    def test_rolled_back_block_puts_nested_values_back(self):
+        """atomic() puts back an attribute whose nested value a failed block replaced."""
+        s = CustomerSession(integration_id="o", attributes={"tags": ["vip"]})
+        with pytest.raises(RuntimeError), s.atomic():  # noqa: PT012 - the block is what is tested
+            s.set_attribute("tags", [*s.attributes["tags"], "fraud-check"])  # type: ignore[misc]
+            raise RuntimeError
+        assert s.attributes == {"tags": ("vip",)}
+
+    def test_copies_share_no_mutable_values(self):
+        """A restored copy holds the same frozen values: nothing to change in either."""
+        s = CustomerSession(integration_id="o", attributes={"tags": ["vip"]})
+        copied = type(s).restore(**s.snapshot())
+        assert copied.attributes is s.attributes
+        assert _mutable_parts(copied.attributes) == []
+
+    def test_attributes_that_are_not_a_mapping_are_refused(self):
+        """An empty list is refused as attributes, not taken as no attributes."""
+        with pytest.raises(ValidationError, match="attributes: must be a mapping"):
+            CustomerSession(integration_id="o", attributes=[])  # type: ignore[arg-type]
+
+    @given(
+        st.dictionaries(st.text(max_size=5), json_values(), max_size=3),
+        st.dictionaries(st.text(max_size=5), json_values(), max_size=3),
+    )
+    def test_nothing_reachable_from_attributes_is_mutable(self, attributes, item_attributes):
+        """Whichever way attributes come in, nothing reachable from them can change in place."""
+        item = CartItem(sku="A", quantity=1, attributes=item_attributes)
+        built = CustomerSession(integration_id="o", attributes=attributes, cart_items=[item])
+        edited = CustomerSession(integration_id="o")
+        for name, value in attributes.items():
+            edited.set_attribute(name, value)
+        edited.add_item(attrs.evolve(item))
+        read = from_dict(to_dict(built))
+        for session in (built, edited, read):
+            assert all(_mutable_parts(held) == [] for held in _held_values(session))
+
+    @given(wire_documents())
+    def test_nothing_reachable_from_read_attributes_is_mutable(self, document):
+        """A session read from a wire document holds no mutable value in its attributes."""
+        session = from_dict(document)
+        assert all(_mutable_parts(held) == [] for held in _held_values(session))
 
 
 class TestCopies:

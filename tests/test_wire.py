@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,24 @@ class TestTimestamps:
         assert "$.created" in refused(doc)
 
 
+def _containers(value: Any, kinds: tuple[type, ...], *, exclude: bool = False) -> list[Any]:
+    """The containers in ``value`` that are ``kinds`` (with ``exclude``: that are not)."""
+    if not isinstance(value, list | tuple | Mapping):
+        return []
+    found = [value] if isinstance(value, kinds) != exclude else []
+    items = value.values() if isinstance(value, Mapping) else value
+    return found + [c for item in items for c in _containers(item, kinds, exclude=exclude)]
+
+
+def _scribble(value: Any) -> None:
+    """Add a marker to every list and dict in ``value``, the nested ones first."""
+    for container in reversed(_containers(value, (list, dict))):
+        if isinstance(container, list):
+            container.append("SCRIBBLED")
+        else:
+            container["scribbled"] = True
+
+
 class TestToDict:
     """Writing a session as Talon.One's v1 CustomerSession."""
 
@@ -296,6 +315,20 @@ class TestToDict:
         doc = to_dict(session)
         doc["attributes"]["tags"].append("b")
         assert session.attributes["tags"] == ("a",)
+
+    @given(wire_documents(include_history=True))
+    def test_changing_any_part_of_the_document_leaves_the_session_alone(self, document):
+        """Every list and dict to_dict() returns is new: changing one changes nothing."""
+        session = from_dict(document)
+        before = to_dict(session, include_history=True)
+        _scribble(to_dict(session, include_history=True))
+        assert to_dict(session, include_history=True) == before
+
+    @given(wire_documents(include_history=True))
+    def test_document_holds_only_plain_lists_and_dicts(self, document):
+        """Frozen values are written back as lists and dicts, the JSON types."""
+        written = to_dict(from_dict(document), include_history=True)
+        assert not _containers(written, (list, dict), exclude=True)
 
     def test_to_json_is_compact_json_of_to_dict(self):
         """``to_json`` is the JSON text of ``to_dict``."""

@@ -48,7 +48,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def new_session(integration_id: str = "order-1", **fields) -> CustomerSession:
-    return CustomerSession(integration_id=integration_id, cart_items=ITEMS, **fields)
+    return CustomerSession(integration_id=integration_id, **{"cart_items": ITEMS, **fields})
 
 
 def version(store, integration_id: str = "order-1") -> int:
@@ -218,6 +218,63 @@ class TestTransaction:
         entry = store.history("order-1")[-1]
         assert (entry.kind, entry.operation, entry.records) == (JournalKind.EDIT, "add hat", ())
         assert len(entry.changes["cartItems"]) == 3
+
+
+class TestNestedValues:
+    """Values nested in attributes are frozen, so no copy of a session shares a mutable one."""
+
+    def test_in_place_change_in_a_block_is_refused_and_nothing_is_written(self, store):
+        """Changing a nested value in place raises in the block; the store keeps its value."""
+        store.create(new_session(attributes={"tags": ["vip"]}))
+        with pytest.raises(AttributeError), store.transaction("order-1") as session:  # noqa: PT012 - the block is what is tested
+            tags = session.attributes["tags"]
+            tags.append("fraud-check")
+            session.set_attribute("tags", tags)
+        assert store.get("order-1").attributes == {"tags": ("vip",)}
+        assert version(store) == 1
+
+    def test_rolled_back_nested_change_is_not_written_by_the_next_commit(self, store):
+        """A new nested value set in a block that raises is not written by a later change."""
+        store.create(new_session(attributes={"tags": ["vip"]}))
+        with pytest.raises(RuntimeError), store.transaction("order-1") as session:  # noqa: PT012 - the block is what is tested
+            session.set_attribute("tags", [*session.attributes["tags"], "fraud-check"])
+            raise RuntimeError
+        assert session.attributes == {"tags": ("vip",)}
+        store.update("order-1", lambda s: s.set_coupon("WELCOME"))
+        assert store.get("order-1").attributes == {"tags": ("vip",)}
+        assert sorted(store.history("order-1")[-1].changes) == [
+            "coupon",
+            "updateCount",
+            "updated",
+        ]
+
+    def test_loaded_session_shares_no_mutable_value_with_the_store(self, store, open_db):
+        """Nested values of a session got from the store cannot be changed in place."""
+        open_db().create(new_session(attributes={"tags": ["vip"], "to": {"lines": ["1 Main"]}}))
+        for loaded in (store.get("order-1"), store.get("order-1")):  # a cache miss, then a hit
+            with pytest.raises(AttributeError):
+                loaded.attributes["tags"].append("HACKED")
+            with pytest.raises(TypeError):
+                loaded.attributes["to"]["lines"] = []
+        store.update("order-1", lambda s: s.close())
+        assert "attributes" not in store.history("order-1")[-1].changes
+        assert open_db().get("order-1").attributes == {
+            "tags": ("vip",),
+            "to": {"lines": ("1 Main",)},
+        }
+
+    def test_callers_values_do_not_reach_the_store(self, store, open_db):
+        """Changing the dicts a created session was built from changes nothing stored."""
+        attributes = {"tags": ["vip"]}
+        item_attributes = {"options": ["red"]}
+        item = CartItem(sku="SOCK", quantity=1, attributes=item_attributes)
+        store.create(new_session(attributes=attributes, cart_items=[item]))
+        attributes["tags"].append("FROM_INPUT")
+        item_attributes["options"].append("FROM_INPUT")
+        store.update("order-1", lambda s: s.close())
+        stored = open_db().get("order-1")
+        assert stored.attributes == {"tags": ("vip",)}
+        assert stored.cart_items[0].attributes == {"options": ("red",)}
 
 
 class TestUpdate:

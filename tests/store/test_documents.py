@@ -7,6 +7,7 @@ import re
 
 from hypothesis import given
 
+from customer_session._cart import freeze
 from customer_session.store._documents import dumps
 from customer_session.testing import wire_documents
 
@@ -25,6 +26,11 @@ class TestDumps:
         outside_strings = _STRING.sub('""', dumps(document))
         assert not any(character.isspace() for character in outside_strings)
 
+    @given(wire_documents())
+    def test_frozen_values_are_written_as_arrays_and_objects(self, document):
+        """A frozen document is stored as the same text as its plain form."""
+        assert dumps(freeze(document)) == dumps(document)
+
     def test_unicode_is_kept_unescaped(self):
         """Non-ASCII text is written as itself, not as escapes."""
         assert dumps({"city": "Zürich", "note": "\u2028"}) == '{"city":"Zürich","note":"\u2028"}'
@@ -42,3 +48,8 @@ class TestDumps:
         for depth in range(300):
             value = {"level": depth, "inner": [value]}
         assert json.loads(dumps(value)) == value
+
+    def test_frozen_value_beyond_orjson_is_written(self):
+        """A frozen value orjson refuses (a 65-bit integer) is written by the fallback too."""
+        value = {"big": [2**64], "inner": {"n": 1}}
+        assert dumps(freeze(value)) == '{"big":[18446744073709551616],"inner":{"n":1}}'
