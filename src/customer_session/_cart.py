@@ -114,6 +114,8 @@ def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     ``None`` gives the empty mapping; what is not a mapping is returned as it is,
     for the validation that follows to report.
     """
+    if type(value) is FrozenDict:
+        return value  # the common case (a copy, a restore): no abstract-class check
     if value is None:
         return EMPTY_MAPPING
     if not isinstance(value, Mapping):
