@@ -811,6 +811,32 @@ class TestThreads:
         assert [e.version for e in store.history("order-1")] == list(range(1, 2 + 8 * per_thread))
         assert rebuild(store.history("order-1")) == stored
 
+    def test_stores_opened_together_on_an_empty_database_all_start(self, open_db):
+        """Store objects making their first call at once on an empty database all succeed.
+
+        One creates the schema; the others wait for it and then see it, instead of
+        creating it a second time.
+        """
+        stores = [open_db() for _ in range(8)]
+        start = threading.Barrier(len(stores))
+        errors: list[BaseException] = []
+
+        def first_use(store) -> None:
+            try:
+                start.wait()
+                store.exists("order-1")
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        stores[0].create(new_session())
+        assert all(store.exists("order-1") for store in stores)
+
 
 class TestWireDocument:
     def test_row_holds_the_wire_document_with_history(self, store, sql):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
 
@@ -79,6 +80,11 @@ if TYPE_CHECKING:
     from customer_session.store._changes import Change
 
 _S = TypeVar("_S", bound=CustomerSession)
+
+# The store and connection this task's delivery holds (see _delivery_lock), if any.
+_PINNED: ContextVar[tuple[object, psycopg.AsyncConnection[tuple[Any, ...]]] | None] = ContextVar(
+    "customer_session_pinned_async", default=None
+)
 _T = TypeVar("_T")
 
 
@@ -491,6 +497,10 @@ class AsyncPostgresStore(StoreCore[_S]):
     ) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
         """A pooled connection; database errors become ``StoreError`` naming the session."""
         try:
+            pinned = _PINNED.get()
+            if pinned is not None and pinned[0] is self:
+                yield pinned[1]
+                return
             async with self._pool.connection() as connection:
                 yield connection
         except self._psycopg_error as exc:
@@ -567,13 +577,19 @@ class AsyncPostgresStore(StoreCore[_S]):
     @asynccontextmanager
     async def _delivery_lock(self) -> AsyncIterator[None]:
         # As PostgresStore._delivery_lock: a session-level advisory lock on a
-        # connection kept out of the pool while the handler runs.
-        connection = await self._pool.getconn()
+        # connection kept out of the pool while the handler runs, which delivery's
+        # own queries use too.
+        try:
+            connection = await self._pool.getconn()
+        except self._psycopg_error as exc:
+            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
         try:
             await self._advisory(connection, _LOCK_OUTBOX)
+            pinned = _PINNED.set((self, connection))
             try:
                 yield
             finally:
+                _PINNED.reset(pinned)
                 await self._advisory(connection, _UNLOCK_OUTBOX)
         finally:
             await self._pool.putconn(connection)
