@@ -14,6 +14,7 @@ from customer_session.diagrams import to_dot, to_mermaid
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
+GRAPHVIZ = pytest.mark.graphviz
 
 
 def run(*argv: str) -> tuple[int, str]:
@@ -55,6 +56,31 @@ class TestDiagram:
         for state in State:
             assert state.value in text
 
+    @pytest.mark.graphviz
+    def test_png_is_written(self, tmp_path):
+        """--format png -o FILE writes a PNG and says where."""
+        target = tmp_path / "states.png"
+        assert run("diagram", "--format", "png", "-o", str(target)) == (0, f"wrote {target}\n")
+        assert target.read_bytes().startswith(b"\x89PNG")
+
+    @pytest.mark.parametrize(
+        "kind",
+        [
+            "table",
+            "mermaid",
+            pytest.param("svg", marks=GRAPHVIZ),
+            pytest.param("png", marks=GRAPHVIZ),
+        ],
+    )
+    @pytest.mark.parametrize(
+        ("target", "why"), [(".", "Is a directory"), ("missing/x", "No such file or directory")]
+    )
+    def test_unwritable_output_is_one_line(self, capsys, tmp_path, kind, target, why):
+        """An output that cannot be written is one line naming it, exit 2, for text and images."""
+        output = tmp_path / target
+        assert run("diagram", "--format", kind, "-o", str(output)) == (2, "")
+        assert f"{output}: cannot write ({why})" in one_line_error(capsys)
+
     def test_image_needs_an_output(self, capsys):
         """An image format without -o is a one-line usage error."""
         assert run("diagram", "--format", "png")[0] == 2
@@ -70,6 +96,15 @@ class TestDiagram:
         monkeypatch.setenv("PATH", str(tmp_path))
         assert run("diagram", "--format", "svg", "-o", str(tmp_path / "x.svg"))[0] == 2
         assert "graphviz" in one_line_error(capsys).lower()
+
+    def test_failing_dot_is_one_line(self, capsys, tmp_path, fake_dot):
+        """A dot that fails is one line with its exit status and first error line, exit 2."""
+        pytest.importorskip("graphviz")
+        fake_dot('echo "Error: no cairo" >&2; echo "second line" >&2; exit 3')
+        assert run("diagram", "--format", "png", "-o", str(tmp_path / "x.png"))[0] == 2
+        error = one_line_error(capsys)
+        assert "'dot -Tpng' failed: exit status 3: Error: no cairo" in error
+        assert not (tmp_path / "x.png").exists()
 
 
 class TestValidate:

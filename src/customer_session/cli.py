@@ -110,19 +110,27 @@ def _diagram(args: argparse.Namespace, out: TextIO) -> int:
     if args.format in IMAGE_FORMATS:
         if args.output is None:
             raise _UsageError(f"--format {args.format} writes an image: give -o FILE")
-        written = diagrams.render(args.output, spec, session=session, format=args.format)
-        print(f"wrote {written}", file=out)
+        _write(args.output, diagrams.to_image(spec, session=session, format=args.format))
+        print(f"wrote {args.output}", file=out)
         return EXIT_OK
     render = {"mermaid": diagrams.to_mermaid, "dot": diagrams.to_dot, "table": diagrams.to_table}
     text = render[args.format](spec, session=session)
-    if args.output is not None:
-        try:
-            args.output.write_text(text, encoding="utf-8")
-        except OSError as error:
-            raise _UsageError(f"{args.output}: cannot write ({error.strerror})") from None
-    else:
+    if args.output is None:
         out.write(text)
+    else:
+        _write(args.output, text)
     return EXIT_OK
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    """Write a diagram, text or image: the one place a CLI output file is written."""
+    try:
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data, encoding="utf-8")
+    except OSError as error:
+        raise _UsageError(f"{path}: cannot write ({error.strerror})") from None
 
 
 def _validate(args: argparse.Namespace, out: TextIO) -> int:
