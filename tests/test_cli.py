@@ -172,6 +172,22 @@ class TestReplay:
         )
         assert run("replay", str(log))[0] == 0
 
+    def test_max_refusals_zero_lists_none_but_counts_them(self):
+        """--max-refusals 0 lists no refused line; the summary still counts them all."""
+        status, text = run("replay", "--max-refusals", "0", str(EXAMPLE))
+        assert status == 1
+        assert "\n  line " not in text
+        assert "more (use --json)" in text
+
+    @pytest.mark.parametrize("value", ["-5", "-1", "many"])
+    def test_max_refusals_must_be_a_count(self, capsys, tmp_path, value):
+        """A --max-refusals that is not an integer >= 0 is a usage error, before any replay."""
+        database = tmp_path / "store.db"
+        argv = ("replay", "--db", str(database), "--max-refusals", value, str(EXAMPLE))
+        assert run(*argv) == (2, "")
+        assert f"must be an integer >= 0, got '{value}'" in one_line_error(capsys)
+        assert not database.exists()
+
     def test_directory_is_one_line(self, capsys, tmp_path):
         """A directory instead of a log is a one-line error with exit status 2."""
         assert run("replay", str(tmp_path))[0] == 2

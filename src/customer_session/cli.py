@@ -71,12 +71,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-refusals",
-        type=int,
+        type=_count,
         default=20,
         metavar="N",
-        help="refused lines to list in the text report (all are counted; default 20)",
+        help="refused lines to list in the text report (all are counted; 0 lists none; default 20)",
     )
     return parser
+
+
+def _count(text: str) -> int:
+    """An argument that counts something: an integer >= 0 (argparse reports the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
 
 
 def _session_class(reopen: bool) -> type[CustomerSession]:
