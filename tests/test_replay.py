@@ -8,6 +8,7 @@ from customer_session import (
     ReopenableCustomerSession,
     State,
     Trigger,
+    ValidationError,
 )
 from customer_session.replay import Replayer
 
@@ -182,3 +183,19 @@ class TestExampleLog:
         assert data["refusedCount"] == 1
         assert data["states"] == {"closed": 1}
         assert data["refused"][0]["line"] == 3
+
+
+class TestReportText:
+    def test_max_refusals_zero_lists_none(self):
+        """to_text(max_refusals=0) lists no refused line but counts them."""
+        text = Replayer().run([CREATE, CLOSE, CLOSE, CLOSE]).to_text(max_refusals=0)
+        assert "2 refused" in text
+        assert "line 3" not in text
+        assert "... and 2 more" in text
+
+    @pytest.mark.parametrize("value", [-1, 1.5, True])
+    def test_max_refusals_must_be_a_count_or_none(self, value):
+        """A max_refusals that is not None or an integer >= 0 is a ValidationError."""
+        report = Replayer().run([CREATE, CLOSE, CLOSE])
+        with pytest.raises(ValidationError, match="max_refusals: must be an integer >= 0"):
+            report.to_text(max_refusals=value)

@@ -135,7 +135,22 @@ class ReplayReport:
         }
 
     def to_text(self, *, max_refusals: int | None = 20) -> str:
-        """A readable summary; lists at most ``max_refusals`` refused lines."""
+        """A readable summary; lists at most ``max_refusals`` refused lines.
+
+        Args:
+            max_refusals: How many refused lines to list (``0``: none, only their
+                count; ``None``: all).
+
+        Raises:
+            ValidationError: ``max_refusals`` is not ``None`` or an integer >= 0 (a
+                negative slice would silently list all but the last few).
+        """
+        if max_refusals is not None and (type(max_refusals) is not int or max_refusals < 0):
+            raise ValidationError.single(
+                "to_text()",
+                "max_refusals",
+                f"must be an integer >= 0 or None, got {max_refusals!r}",
+            )
         skipped = f", {self.skipped} applied by an earlier run" if self.skipped else ""
         out = [
             f"{self.lines} lines: {self.applied} events applied, {len(self.refused)} refused"
