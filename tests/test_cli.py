@@ -126,6 +126,21 @@ class TestValidate:
         assert "$.state" in text
         assert "$.cartItems[0].quantity" in text
 
+    def test_every_file_is_checked_after_one_that_cannot_be_read(self, capsys, tmp_path):
+        """A missing file is reported and the files after it are still checked; exit 2."""
+        bad = tmp_path / "bad.json"
+        bad.write_text("{}")
+        missing, valid = tmp_path / "nope.json", DATA / "session_v1.json"
+        status, text = run("validate", str(missing), str(bad), str(tmp_path), str(valid))
+        assert status == 2
+        assert text.splitlines()[0].startswith(f"{bad}: invalid (")
+        assert f"{valid}: valid (" in text
+        err = capsys.readouterr().err
+        assert err.splitlines() == [
+            f"customer-session: error: {missing}: no such file",
+            f"customer-session: error: {tmp_path}: is a directory",
+        ]
+
     def test_missing_file_is_one_line(self, capsys, tmp_path):
         """A missing file is a one-line error with exit status 2."""
         assert run("validate", str(tmp_path / "nope.json"))[0] == 2

@@ -6,7 +6,9 @@ a non-zero exit status, never a traceback. Exit statuses:
 - ``0``: success (every document valid, every event applied);
 - ``1``: the input was read but is invalid (an invalid document, a refused event);
 - ``2``: the command could not run (bad arguments, a missing or unreadable file, an
-  unknown format, Graphviz missing for images).
+  unknown format, an output that cannot be written, Graphviz missing or failing for
+  images). ``validate`` checks every file even when one cannot be read, and exits
+  with the worst status of them all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from customer_session import diagrams, replay, wire
-from customer_session.exceptions import CustomerSessionError, RenderingUnavailable, ValidationError
+from customer_session.exceptions import CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
 if TYPE_CHECKING:
@@ -144,14 +146,19 @@ def _write(path: Path, data: str | bytes) -> None:
         raise _UsageError(f"{path}: cannot write ({error.strerror})") from None
 
 
-def _validate(args: argparse.Namespace, out: TextIO) -> int:
+def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Check every file, whatever happens to the others; exit with the worst status."""
     session_class = _session_class(args.reopen)
     status = EXIT_OK
     for path in args.files:
         try:
             session = wire.from_json(_read(path), session_class=session_class)
+        except _UsageError as error:
+            # A file that cannot be read must not hide the verdicts on the others.
+            _print_error(error, err)
+            status = EXIT_USAGE
         except ValidationError as error:
-            status = EXIT_INVALID
+            status = max(status, EXIT_INVALID)
             print(f"{path}: invalid ({len(error.problems)} problem(s))", file=out)
             for problem in error.problems:
                 print(f"  {problem}", file=out)
@@ -208,7 +215,12 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:  # noqa: PLR0911 - one exit per outcome reads best
+def _print_error(error: BaseException, err: TextIO) -> None:
+    """The CLI's error line: ``customer-session: error: <message on one line>``."""
+    print(f"{PROG}: error: {_one_line(error)}", file=err)
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command line; return the exit status.
 
     Args:
@@ -226,13 +238,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if args.command == "diagram":
             return _diagram(args, stdout)
         if args.command == "validate":
-            return _validate(args, stdout)
+            return _validate(args, stdout, sys.stderr)
         return _replay(args, stdout, sys.stderr)
-    except (_UsageError, RenderingUnavailable) as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
-        return EXIT_USAGE
-    except CustomerSessionError as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+    except (_UsageError, CustomerSessionError) as error:
+        _print_error(error, sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
