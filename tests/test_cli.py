@@ -22,6 +22,20 @@ def run(*argv: str) -> tuple[int, str]:
     return main(list(argv), out=out), out.getvalue()
 
 
+def encoded_log(sku: bytes) -> bytes:
+    """Three events as bytes: create s1, create s2 with ``sku`` as raw bytes, close s1."""
+
+    def line(session: str, op: str, body: object) -> bytes:
+        event = {"at": "2026-03-02T10:00:00Z", "session": session, "op": op}
+        return json.dumps({**event, "customerSession": body}).encode() + b"\n"
+
+    def create(item_sku: str) -> dict[str, object]:
+        return {"cartItems": [{"sku": item_sku, "quantity": 1}]}
+
+    second = line("s2", "create", create("@SKU@")).replace(b"@SKU@", sku)
+    return line("s1", "create", create("A")) + second + line("s1", "update", {"state": "closed"})
+
+
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
@@ -153,6 +167,16 @@ class TestValidate:
         assert run("validate", str(binary))[0] == 2
         assert "not UTF-8" in one_line_error(capsys)
 
+    def test_non_utf8_error_names_the_line_and_byte(self, capsys, tmp_path):
+        """The error for a non-UTF-8 document names the bad byte, its line and its offsets."""
+        document = tmp_path / "latin1.json"
+        document.write_bytes(b'{\n  "profileId": "Jos\xe9"\n}\n')
+        assert run("validate", str(document))[0] == 2
+        assert (
+            "latin1.json: not UTF-8 text: byte 0xe9 at line 2, byte 19 of the line, "
+            "byte 21 of the file (invalid continuation byte)"
+        ) in one_line_error(capsys)
+
 
 class TestReplay:
     def test_example_report_and_status(self):
@@ -202,6 +226,44 @@ class TestReplay:
         assert run(*argv) == (2, "")
         assert f"must be an integer >= 0, got '{value}'" in one_line_error(capsys)
         assert not database.exists()
+
+    def test_non_utf8_line_is_refused_and_the_replay_goes_on(self, tmp_path):
+        """A line that is not UTF-8 is refused with its number and offsets; the rest applies."""
+        log = tmp_path / "log.jsonl"
+        log.write_bytes(encoded_log(b"A\xff"))
+        first_line = len(encoded_log(b"A").splitlines(keepends=True)[0])
+        in_line = encoded_log(b"A\xff").splitlines()[1].index(b"\xff")
+        status, text = run("replay", "--json", str(log))
+        data = json.loads(text)
+        assert status == 1
+        assert data["applied"] == 2
+        assert data["refused"] == [
+            {
+                "line": 2,
+                "session": None,
+                "op": None,
+                "reason": f"not UTF-8 text: byte 0xff at byte {in_line} of the line, "
+                f"byte {first_line + in_line} of the file (invalid start byte)",
+            }
+        ]
+
+    def test_non_utf8_line_is_applied_once_corrected_under_db(self, tmp_path):
+        """With --db a non-UTF-8 line is not recorded, so the next run applies it fixed."""
+        log, database = tmp_path / "log.jsonl", str(tmp_path / "store.db")
+        log.write_bytes(encoded_log(b"A\xff"))
+        assert run("replay", "--json", "--db", database, str(log))[0] == 1
+        log.write_bytes(encoded_log(b"A"))
+        status, text = run("replay", "--json", "--db", database, str(log))
+        assert status == 0
+        assert json.loads(text)["applied"] == 1
+        assert json.loads(text)["states"] == {"closed": 1, "open": 1}
+
+    def test_crlf_log_replays_like_lf(self, tmp_path):
+        """A log with CRLF line endings gives the same report as with LF."""
+        lf, crlf = tmp_path / "lf.jsonl", tmp_path / "crlf.jsonl"
+        lf.write_bytes(encoded_log(b"A") + b"not json\n")
+        crlf.write_bytes(lf.read_bytes().replace(b"\n", b"\r\n"))
+        assert run("replay", str(crlf)) == run("replay", str(lf))
 
     def test_directory_is_one_line(self, capsys, tmp_path):
         """A directory instead of a log is a one-line error with exit status 2."""

@@ -25,7 +25,7 @@ from customer_session.exceptions import CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 PROG = "customer-session"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -106,9 +106,68 @@ def _read(path: Path) -> str:
     except PermissionError:
         raise _UsageError(f"{path}: permission denied") from None
     except UnicodeDecodeError as error:
-        raise _UsageError(f"{path}: not UTF-8 text ({error.reason})") from None
+        data = error.object
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1)
+        where = f"line {line}, byte {column} of the line, byte {error.start} of the file"
+        raise _UsageError(f"{path}: {_not_utf8(error, where)}") from None
     except OSError as error:
         raise _UsageError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def _not_utf8(error: UnicodeDecodeError, where: str) -> str:
+    """E.g. ``not UTF-8 text: byte 0xff at <where> (invalid start byte)``."""
+    return f"not UTF-8 text: byte 0x{error.object[error.start]:02x} at {where} ({error.reason})"
+
+
+class _LogLines:
+    """A replay log's lines, decoded one at a time so a non-UTF-8 line refuses only itself.
+
+    Malformed lines never stop a replay, and a byte that is not UTF-8 makes a line as
+    malformed as bad JSON does. Decoding the whole file at once would instead stop
+    at the first such byte, with the lines before it applied up to an arbitrary
+    buffer boundary. Such a line is kept in :attr:`refused` (with its byte offsets)
+    and handed to the replayer as a blank line, so line numbers stay right and no
+    replayer (in memory or ``--db``) needs to know: with ``--db`` its key is not
+    recorded, so a corrected line is applied by the next run.
+
+    Attributes:
+        refused: The lines that are not UTF-8 text, in order.
+    """
+
+    def __init__(self, handle: TextIO) -> None:
+        """Wrap ``handle``, opened with ``errors="surrogateescape", newline=""``."""
+        self._handle = handle
+        self.refused: list[replay.RefusedLine] = []
+
+    def __iter__(self) -> Iterator[str]:
+        """Yield each line, its ending made a newline as text mode would, or a blank line."""
+        offset = 0  # of the line in the file, in bytes (newline="" keeps every byte)
+        for number, line in enumerate(self._handle, start=1):
+            try:
+                size = len(line.encode("utf-8"))
+            except UnicodeEncodeError:  # surrogateescape's stand-ins for undecodable bytes
+                raw = line.encode("utf-8", "surrogateescape")
+                self.refused.append(self._refusal(number, raw, offset))
+                offset += len(raw)
+                yield "\n"
+                continue
+            offset += size
+            if line.endswith("\r\n"):
+                yield line[:-2] + "\n"
+            elif line.endswith("\r"):
+                yield line[:-1] + "\n"
+            else:
+                yield line
+
+    @staticmethod
+    def _refusal(number: int, raw: bytes, offset: int) -> replay.RefusedLine:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            where = f"byte {error.start} of the line, byte {offset + error.start} of the file"
+            return replay.RefusedLine(number, None, None, _not_utf8(error, where))
+        raise AssertionError(raw)  # pragma: no cover - only undecodable lines get here
 
 
 def _diagram(args: argparse.Namespace, out: TextIO) -> int:
@@ -169,7 +228,8 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        handle = args.log.open(encoding="utf-8")
+        # surrogateescape and newline="": _LogLines decodes and splits each line itself.
+        handle = args.log.open(encoding="utf-8", errors="surrogateescape", newline="")
     except FileNotFoundError:
         raise _UsageError(f"{args.log}: no such file") from None
     except IsADirectoryError:
@@ -182,11 +242,11 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with handle, contextlib.ExitStack() as cleanup:
         if isinstance(replayer, contextlib.AbstractContextManager):
             cleanup.enter_context(replayer)  # a store replay closes its store
-        lines = replay.with_progress(handle, total_bytes=_size(args.log), stream=err)
-        try:
-            report = replayer.run(lines)
-        except UnicodeDecodeError as error:
-            raise _UsageError(f"{args.log}: not UTF-8 text ({error.reason})") from None
+        decoded = _LogLines(handle)
+        lines = replay.with_progress(decoded, total_bytes=_size(args.log), stream=err)
+        report = replayer.run(lines)
+    if decoded.refused:
+        report.refused = sorted([*report.refused, *decoded.refused], key=lambda r: r.line)
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")

@@ -493,8 +493,8 @@ def _staying(state: State, target: State) -> ValidationError | None:
 
 
 def with_progress(
-    lines: TextIO, *, total_bytes: int | None, stream: TextIO
-) -> Iterator[str] | TextIO:
+    lines: Iterable[str], *, total_bytes: int | None, stream: TextIO
+) -> Iterable[str]:
     """``lines`` with a progress bar on ``stream`` when it is a terminal (tqdm)."""
     if not stream.isatty():
         return lines
