@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -269,6 +270,45 @@ class TestReplay:
         """A directory instead of a log is a one-line error with exit status 2."""
         assert run("replay", str(tmp_path))[0] == 2
         assert "is a directory" in one_line_error(capsys)
+
+
+COMMANDS = ("diagram", "validate", "replay")
+CLI_DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+
+
+def help_of(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    """What ``customer-session COMMAND --help`` prints."""
+    assert main([command, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def docs_section(command: str) -> tuple[str, str]:
+    """The synopsis (first text block) and the prose of the command's section of cli.md."""
+    text = CLI_DOCS.read_text(encoding="utf-8")
+    section = text.split(f"## `{command}`\n", 1)[1].split("\n## ", 1)[0]
+    _, synopsis, prose = section.split("```", 2)
+    return synopsis.removeprefix("text\n").strip(), prose
+
+
+class TestHelpAndDocs:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_synopsis_in_the_docs_is_the_help_usage(self, capsys, command):
+        """docs/cli.md shows each command's synopsis exactly as --help prints it (minus -h)."""
+        usage = help_of(capsys, command).split("\n\n", 1)[0]
+        expected = " ".join(usage.split()).removeprefix("usage: ").replace(" [-h]", "")
+        assert docs_section(command)[0] == expected
+
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_every_option_is_described_in_the_docs(self, capsys, command):
+        """Each long option --help lists is described in the command's prose in docs/cli.md."""
+        listed = re.findall(
+            r"^  (?:-\w(?: \S+)?, )?(--[\w-]+)", help_of(capsys, command), re.MULTILINE
+        )
+        options = set(listed)
+        options.discard("--help")
+        assert options
+        prose = docs_section(command)[1]
+        assert {option for option in options if f"`{option}" not in prose} == set()
 
 
 class TestEntryPoints:

@@ -53,16 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     diagram.add_argument(
         "--format", choices=TEXT_FORMATS + IMAGE_FORMATS, default="mermaid", help="output format"
     )
-    diagram.add_argument("--session", type=Path, help="highlight this session (a JSON document)")
+    diagram.add_argument(
+        "--session", type=Path, metavar="FILE", help="highlight this session (a JSON document)"
+    )
     diagram.add_argument("--reopen", action="store_true", help="the opt-in table with reopen")
-    diagram.add_argument("-o", "--output", type=Path, help="file to write (required for images)")
+    diagram.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUT",
+        help="file to write instead of standard output (required for images)",
+    )
 
     validate = commands.add_parser("validate", help="check session JSON documents")
-    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    validate.add_argument("--reopen", action="store_true", help="accept the reopen table")
+    validate.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="session JSON documents (v1)"
+    )
+    validate.add_argument(
+        "--reopen", action="store_true", help="read them as sessions of the reopen table"
+    )
 
     run = commands.add_parser("replay", help="apply an order-event log (JSON Lines)")
-    run.add_argument("log", type=Path, metavar="EVENTS.jsonl")
+    run.add_argument(
+        "log", type=Path, metavar="EVENTS.jsonl", help="the log: one JSON event per line"
+    )
     run.add_argument("--reopen", action="store_true", help="allow reopen events")
     run.add_argument("--json", action="store_true", help="print a machine-readable report")
     run.add_argument(
