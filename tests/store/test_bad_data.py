@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -126,6 +127,40 @@ class TestCorruptRows:
         with pytest.raises(CorruptData, match=f"session 'order-1': {message}"):
             store.history("order-1")
 
+    def test_state_column_that_names_no_state(self, store, sql):
+        """counts() over a row whose state column names no state is CorruptData quoting it."""
+        stored(store)
+        sql("UPDATE customer_sessions SET state = 'teleported'")
+        with pytest.raises(CorruptData, match="a stored session has the state 'teleported'"):
+            store.counts()
+
+    @pytest.mark.parametrize(
+        "where",
+        [
+            ("customer_session_journal", "recorded_at", lambda store: store.history("order-1")),
+            ("customer_session_outbox", "created_at", lambda store: store.pending()),
+        ],
+    )
+    @pytest.mark.parametrize("value", ["yesterday", "2026-03-02T10:15:00"])
+    def test_stored_time_that_does_not_read(self, tmp_path, where, value):
+        """A journal or outbox time that is no aware time is CorruptData naming the session.
+
+        (SQLite only: PostgreSQL's timestamptz columns hold nothing else.)
+        """
+        table, column, read = where
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store:
+            store.on_commit("notify")
+            stored(store)
+            store.update("order-1", lambda s: s.close())
+            with sqlite3.connect(path) as connection:
+                connection.execute(f"UPDATE {table} SET {column} = ?", (value,))  # noqa: S608 - the test's own names
+            with pytest.raises(
+                CorruptData,
+                match=f"session 'order-1': the stored time of .* '{value}' is not a time",
+            ):
+                read(store)
+
 
 class TestSchemaVersion:
     def test_newer_schema_is_refused_naming_the_session(self, store, sql, open_db):
@@ -246,6 +281,11 @@ class TestOpening:
         """A class that is not a CustomerSession is refused when the store is made."""
         with pytest.raises(WorkflowError, match="session_class must be a CustomerSession class"):
             SQLiteStore(tmp_path / "x.db", session_class=dict)  # type: ignore[type-var]
+
+    def test_workflow_must_be_a_workflow(self, tmp_path):
+        """A workflow argument that is no Workflow is refused when the store is made."""
+        with pytest.raises(WorkflowError, match="workflow must be a Workflow or None, got 3"):
+            SQLiteStore(tmp_path / "x.db", workflow=3)  # type: ignore[arg-type]
 
     def test_workflow_of_another_table_is_refused(self, tmp_path):
         """A workflow that drives another table than the session class is refused."""

@@ -33,6 +33,8 @@ from customer_session.store import JournalKind, SessionStore, rebuild
 
 ITEMS = (CartItem(sku="SOCK", quantity=3, price=7.5), CartItem(sku="JKT", quantity=1, price=99.0))
 RETURN = (ReturnedItem(position=0, quantity=1),)
+# Beyond datetime's range once in UTC.
+FAR_FUTURE = datetime.max.replace(tzinfo=timezone(timedelta(hours=-1)))
 
 
 @pytest.fixture(
@@ -403,6 +405,12 @@ class TestBadArguments:
             (lambda st: st.deliver(None, limit=-1), ["handler", "limit"]),
             (lambda st: st.create("order-2"), ["session"]),
             (lambda st: st.create(new_session("order-2"), key=""), ["key"]),
+            (
+                lambda st: st.ids(updated_before=FAR_FUTURE, limit=2**63),
+                ["updated_before", "limit"],
+            ),
+            (lambda st: st.purge_delivered(before=FAR_FUTURE), ["before"]),
+            (lambda st: st.forget_keys(before=FAR_FUTURE), ["before"]),
         ],
     )
     def test_bad_arguments_are_refused_and_nothing_changes(self, store, call, paths):

@@ -16,7 +16,6 @@ from contextvars import ContextVar
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
 
-from customer_session._spec import State
 from customer_session.exceptions import (
     ConcurrentUpdate,
     KeyAlreadyProcessed,
@@ -36,7 +35,7 @@ from customer_session.store._base import (
     pause_before,
 )
 from customer_session.store._deferral import deferring, run_queued
-from customer_session.store._documents import subject
+from customer_session.store._documents import state_from_row, subject
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._outbox import Effect, effect_from_row
 from customer_session.store._postgres import (
@@ -76,6 +75,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
+    from customer_session._spec import State
     from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
 
@@ -267,7 +267,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         """How many sessions are stored in each state (states with none are left out)."""
         await self._ready(None)
         rows = await self._fetchall(None, _COUNTS, ())
-        return {State(row[0]): row[1] for row in rows}
+        return {state_from_row(row[0]): row[1] for row in rows}
 
     async def ids(
         self,

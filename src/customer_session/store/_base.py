@@ -28,12 +28,13 @@ from customer_session.exceptions import (
     UnknownTrigger,
     WorkflowError,
 )
+from customer_session.hooks import Workflow
 from customer_session.model import CustomerSession
 from customer_session.store import _changes
 from customer_session.store._arguments import check
 from customer_session.store._arguments import problems as argument_problems
 from customer_session.store._deferral import Shadow, deferring, run_queued
-from customer_session.store._documents import load_session
+from customer_session.store._documents import load_session, state_from_row
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._outbox import DurableEffect, Effect, effect_from_row
 from customer_session.store._queries import Query, query, select_ids
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from datetime import datetime
     from types import TracebackType
 
-    from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
     from customer_session.store._outbox import EffectHandler
 
@@ -127,6 +127,8 @@ class StoreCore(Generic[_S]):
                 f"session_class must be a CustomerSession class, got {session_class!r}"
             )
         chosen = session_class.default_workflow if workflow is None else workflow
+        if not isinstance(chosen, Workflow):
+            raise WorkflowError(f"workflow must be a Workflow or None, got {workflow!r:.80}")
         if chosen.specification != session_class.specification:
             raise WorkflowError(
                 f"{session_class.__name__} follows {session_class.specification.name!r}; "
@@ -377,7 +379,7 @@ class BaseStore(StoreCore[_S], ABC):
     def counts(self) -> dict[State, int]:
         """How many sessions are stored in each state (states with none are left out)."""
         self._ready(None)
-        return {State(state): count for state, count in self._counts()}
+        return {state_from_row(state): count for state, count in self._counts()}
 
     def ids(
         self,

@@ -161,7 +161,39 @@ def thaw(value: Any) -> Any:
     return value
 
 
-def timestamp(value: str | datetime) -> datetime:
-    """A stored time (ISO text in SQLite, ``timestamptz`` in PostgreSQL) in UTC."""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return moment.astimezone(UTC)
+def timestamp(value: str | datetime, what: str, integration_id: str | None) -> datetime:
+    """A stored time (ISO text in SQLite, ``timestamptz`` in PostgreSQL) in UTC.
+
+    Raises:
+        CorruptData: ``value`` is not an aware time (the message names ``what`` and
+            the session).
+    """
+    problem = None
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+        if moment.utcoffset() is None:
+            problem = "it has no time zone"
+        else:
+            return moment.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError) as exc:
+        problem = str(exc)
+    raise CorruptData(
+        f"{subject(integration_id)}: the stored {what} {value!r:.60} is not a time "
+        f"({problem}); the row is corrupt",
+        integration_id,
+    )
+
+
+def state_from_row(value: str) -> State:
+    """A stored ``state`` column as a state.
+
+    Raises:
+        CorruptData: It names no state (the message quotes it).
+    """
+    try:
+        return State(value)
+    except ValueError:
+        raise CorruptData(
+            f"store: a stored session has the state {value!r:.60}, which is none; "
+            "the row is corrupt"
+        ) from None
