@@ -10,7 +10,7 @@ from customer_session import (
     Trigger,
     ValidationError,
 )
-from customer_session.replay import Replayer
+from customer_session.replay import MAX_DEPTH, Replayer
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "orders.jsonl"
@@ -144,6 +144,54 @@ class TestRefusing:
         session = replayer.sessions["order-1"]
         assert [line.sku for line in session.cart_items] == ["SOCK", "JKT"]
         assert session.update_count == 1
+
+    @pytest.mark.parametrize("fast", [True, False])
+    @pytest.mark.parametrize(
+        ("line", "reason"),
+        [
+            (
+                event("update", at="9999-12-31T23:59:59-23:59", customerSession={}),
+                "$.at: '9999-12-31T23:59:59-23:59' is outside the years 1 to 9999",
+            ),
+            (
+                event("update", at="0001-01-01T00:00:00+01:00", customerSession={}),
+                "$.at: '0001-01-01T00:00:00+01:00' is outside the years 1 to 9999",
+            ),
+            (
+                '{"at":"2026-03-02T10:00:00Z","session":"order-1","op":"update",'
+                '"customerSession":{"attributes":{"n":' + "7" * 5000 + "}}}",
+                "unsupported JSON: a number has more than 4300 digits",
+            ),
+            ("[" * 100_000 + "]" * 100_000, "nested more than 100 levels deep"),
+            (
+                event(
+                    "update",
+                    customerSession={"attributes": {"x": json.loads("[" * 120 + "]" * 120)}},
+                ),
+                "nested more than 100 levels deep",
+            ),
+            (
+                '{"at":"2026-03-02T10:00:00Z","session":"order-1","op":"update",'
+                '"customerSession":{"attributes":{"x":' + '{"a":' * 500 + "1" + "}" * 500 + "}}}",
+                "nested more than 100 levels deep",
+            ),
+        ],
+        ids=["year-10000", "year-0", "long-integer", "deep-array", "deep-attribute", "deep-object"],
+    )
+    def test_line_python_cannot_read_is_refused(self, line, reason, fast):
+        """A time out of range, a huge integer or deep nesting refuses the line, on both paths."""
+        report = Replayer().run([CREATE, line, CLOSE], fast=fast)
+        (refused,) = report.refused
+        assert refused.line == 2
+        assert reason in refused.reason
+        assert report.applied == 2
+
+    def test_nesting_up_to_the_limit_is_accepted(self):
+        """An event whose arrays and objects nest exactly MAX_DEPTH levels is applied."""
+        inner = json.loads("[" * (MAX_DEPTH - 3) + "]" * (MAX_DEPTH - 3))  # event, body, attributes
+        update = event("update", customerSession={"attributes": {"x": inner}})
+        report = Replayer().run([CREATE, update])
+        assert (report.applied, report.refused) == (2, [])
 
     def test_malformed_lines_never_stop_the_replay(self):
         """Lines after a malformed one are still applied."""

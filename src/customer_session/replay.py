@@ -35,6 +35,7 @@ the current event's ``at``.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
@@ -54,7 +55,7 @@ from customer_session.model import CustomerSession, ReopenableCustomerSession
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 
-__all__ = ["OPERATIONS", "RefusedLine", "ReplayReport", "Replayer", "with_progress"]
+__all__ = ["MAX_DEPTH", "OPERATIONS", "RefusedLine", "ReplayReport", "Replayer", "with_progress"]
 
 OPERATIONS: Final = ("create", "update", "return", "reopen")
 """The operations an event may carry."""
@@ -247,12 +248,13 @@ class Replayer:
 
     def apply(self, number: int, line: str) -> RefusedLine | None:
         """Apply one line; return why it was refused, or ``None`` when it was applied."""
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as error:
-            return RefusedLine(
-                number, None, None, f"malformed JSON: {error.msg} (column {error.colno})"
-            )
+        event = _decode(number, line)
+        if isinstance(event, RefusedLine):
+            return event
+        return self._apply_event(number, event)
+
+    def _apply_event(self, number: int, event: object) -> RefusedLine | None:
+        """Apply a decoded line (any JSON value); return why it was refused, or ``None``."""
         if not isinstance(event, dict):
             return RefusedLine(number, None, None, "an event must be a JSON object")
         session, op = event.get("session"), event.get("op")
@@ -324,6 +326,63 @@ class Replayer:
 
 
 _LIBRARY_CLASSES: Final = (CustomerSession, ReopenableCustomerSession)
+
+
+MAX_DEPTH: Final = 100
+"""How deeply an event's arrays and objects may nest (the event object is level 1).
+
+Real events nest a few levels. The limit keeps every line well inside what the
+parser, the session's checks and the store's writer can handle without running out
+of stack, so a pathological line is refused like any other, on every path.
+"""
+
+
+def _decode(number: int, line: str) -> Any | RefusedLine:
+    """The JSON value of line ``number``, or its refusal when it is not JSON the replay reads.
+
+    Besides malformed JSON, the standard parser raises for two kinds of valid JSON:
+    an integer with more digits than ``sys.get_int_max_str_digits()`` (``ValueError``)
+    and nesting deeper than the interpreter's recursion limit (``RecursionError``).
+    Both are refused like malformed lines, as is nesting deeper than
+    :data:`MAX_DEPTH`, so no line stops the replay.
+    """
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as error:
+        reason = f"malformed JSON: {error.msg} (column {error.colno})"
+    except ValueError:
+        # The only other ValueError json.loads raises: int()'s limit on digits.
+        reason = f"unsupported JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+    except RecursionError:
+        reason = _TOO_DEEP
+    else:
+        if not _too_deep(line, value):
+            return value
+        reason = _TOO_DEEP
+    return RefusedLine(number, None, None, reason)
+
+
+_TOO_DEEP: Final = f"unsupported JSON: arrays and objects nested more than {MAX_DEPTH} levels deep"
+
+
+def _too_deep(line: str, value: object) -> bool:
+    """Whether ``value`` (decoded from ``line``) nests deeper than :data:`MAX_DEPTH`."""
+    # Counting brackets runs at C speed: only a line with that many can nest that deep.
+    if line.count("[") + line.count("{") <= MAX_DEPTH:
+        return False
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:  # iterative: a recursive walk is what must not run out of stack
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _reason(error: CustomerSessionError) -> str:
@@ -407,11 +466,21 @@ def _envelope_time(event: Mapping[str, Any]) -> datetime:
 
 
 def _timestamp(text: str) -> datetime:
+    """``text`` (ISO 8601 with a time zone) as an aware UTC datetime.
+
+    Raises:
+        ValueError: ``text`` is not such a timestamp, or its time in UTC falls
+            outside the years 1 to 9999 that ``datetime`` holds.
+    """
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         msg = f"{text!r} has no time zone"
         raise ValueError(msg)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        msg = f"{text!r} is outside the years 1 to 9999 once converted to UTC"
+        raise ValueError(msg) from None
 
 
 def _object(event: Mapping[str, Any], key: str) -> dict[str, Any]:
