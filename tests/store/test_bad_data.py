@@ -25,6 +25,7 @@ from customer_session.store import (
     SCHEMA_VERSION,
     AsyncPostgresStore,
     PostgresStore,
+    ProcessedKey,
     SQLiteStore,
     open_store,
     rebuild,
@@ -199,6 +200,7 @@ class TestSchemaVersion:
         store.on_commit("erp")
         store.update("order-1", lambda s: s.close(), key="event-1")
         store.deliver(lambda effect: None)
+        sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")  # added by version 3
         for index in V2_INDEXES:
             sql(f"DROP INDEX {index}")
         sql("UPDATE customer_session_schema SET version = 1")
@@ -213,6 +215,19 @@ class TestSchemaVersion:
         moment = datetime.now(UTC) + timedelta(seconds=5)
         assert later.purge_delivered(before=moment) == 1
         assert later.forget_keys(before=moment) == 1
+
+    def test_a_version_2_database_gains_the_refusal_column(self, store, open_db, sql):
+        """A version 2 database's keys read as applied; refusals are recorded after migrating."""
+        stored(store)
+        store.update("order-1", lambda s: s.close(), key="event-1")
+        sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")
+        sql("UPDATE customer_session_schema SET version = 2")
+
+        later = open_db()
+        assert later.processed_key("event-1") == ProcessedKey("event-1", "order-1", None)
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+        later.mark_processed("event-2", integration_id="order-1", refusal="already closed")
+        assert later.processed_key("event-2").refusal == "already closed"
 
     def test_every_version_has_its_migration_step(self):
         """Each dialect has one step per version, so every older database can be brought up."""

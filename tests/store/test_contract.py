@@ -29,7 +29,7 @@ from customer_session import (
     WorkflowError,
     wire,
 )
-from customer_session.store import JournalKind, SessionStore, rebuild
+from customer_session.store import JournalKind, ProcessedKey, SessionStore, rebuild
 
 ITEMS = (CartItem(sku="SOCK", quantity=3, price=7.5), CartItem(sku="JKT", quantity=1, price=99.0))
 RETURN = (ReturnedItem(position=0, quantity=1),)
@@ -401,6 +401,8 @@ class TestBadArguments:
             (lambda st: st.update("order-1", lambda s: s.close(), operation=""), ["operation"]),
             (lambda st: st.processed(None), ["key"]),
             (lambda st: st.mark_processed("k", integration_id=3), ["integration_id"]),
+            (lambda st: st.mark_processed("k", refusal=""), ["refusal"]),
+            (lambda st: st.processed_key(b"k"), ["key"]),
             (lambda st: st.pending(limit=0), ["limit"]),
             (lambda st: st.deliver(None, limit=-1), ["handler", "limit"]),
             (lambda st: st.create("order-2"), ["session"]),
@@ -791,6 +793,30 @@ class TestIdempotencyKeys:
         assert store.mark_processed("refused-line-3")
         assert not store.mark_processed("refused-line-3")
         assert store.processed("refused-line-3")
+
+    def test_processed_key_gives_the_refusal_recorded_with_it(self, store):
+        """A key marked with a refusal reads back with its session and reason."""
+        store.mark_processed("event-9", integration_id="order-9", refusal="unknown session")
+        assert store.processed_key("event-9") == ProcessedKey(
+            "event-9", "order-9", "unknown session"
+        )
+
+    def test_processed_key_of_a_change_has_no_refusal(self, store):
+        """The key of a committed change reads back with its session and no refusal."""
+        store.create(new_session(), key="event-1")
+        store.mark_processed("event-2")
+        assert store.processed_key("event-1") == ProcessedKey("event-1", "order-1", None)
+        assert store.processed_key("event-2") == ProcessedKey("event-2", None, None)
+
+    def test_processed_key_of_an_unknown_key_is_none(self, store):
+        """A key never recorded has no record."""
+        assert store.processed_key("event-1") is None
+
+    def test_a_recorded_key_keeps_its_first_refusal(self, store):
+        """Marking a recorded key again changes nothing, its refusal included."""
+        store.mark_processed("event-1", refusal="first")
+        assert not store.mark_processed("event-1", refusal="second")
+        assert store.processed_key("event-1").refusal == "first"
 
 
 class TestThreads:

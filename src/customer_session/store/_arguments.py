@@ -68,6 +68,7 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "optional_key": (_optional_text, "must be a non-empty string or None"),
     "optional_integration_id": (_optional_text, "must be a non-empty string or None"),
     "operation": (_optional_text, "must be a non-empty string or None"),
+    "refusal": (_optional_text, "must be a non-empty string or None"),
     "retries": (_at_least(0), "must be an integer from 0 to 2**63 - 1, or None"),
     "default_retries": (_at_least(0, optional=False), "must be an integer from 0 to 2**63 - 1"),
     "session": (_session, "must be a CustomerSession"),

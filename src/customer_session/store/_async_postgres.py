@@ -37,6 +37,7 @@ from customer_session.store._base import (
 from customer_session.store._deferral import deferring, run_queued
 from customer_session.store._documents import state_from_row, subject
 from customer_session.store._journal import JournalEntry, entry_from_row
+from customer_session.store._keys import ProcessedKey, processed_key_from_row
 from customer_session.store._outbox import Effect, effect_from_row
 from customer_session.store._postgres import (
     _COUNTS,
@@ -50,6 +51,7 @@ from customer_session.store._postgres import (
     _HISTORY,
     _INSERT,
     _KEY,
+    _KEY_RECORD,
     _LOCK_OUTBOX,
     _LOCK_SCHEMA,
     _PENDING,
@@ -391,7 +393,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             else:
                 if optimistic and not await self._current(integration_id, loaded.version):
                     raise _Stale
-                if key is not None and not await self._record_key(key, integration_id):
+                if key is not None and not await self._record_key(key, integration_id, None):
                     raise KeyAlreadyProcessed(key, integration_id)
         run_queued(queue)
 
@@ -441,11 +443,31 @@ class AsyncPostgresStore(StoreCore[_S]):
         await self._ready(None)
         return await self._execute(None, _FORGET, (before.astimezone(UTC),))
 
-    async def mark_processed(self, key: str, *, integration_id: str | None = None) -> bool:
-        """Record ``key`` without a change; ``True`` if recorded now, ``False`` if it was."""
-        check("mark_processed", key=key, optional_integration_id=integration_id)
+    async def processed_key(self, key: str) -> ProcessedKey | None:
+        """What was recorded with ``key``, or ``None``.
+
+        As :meth:`PostgresStore.processed_key
+        <customer_session.store.PostgresStore.processed_key>`.
+        """
+        check("processed_key", key=key)
+        await self._ready(None)
+        return processed_key_from_row(key, await self._fetchone(None, _KEY_RECORD, (key,)))
+
+    async def mark_processed(
+        self, key: str, *, integration_id: str | None = None, refusal: str | None = None
+    ) -> bool:
+        """Record ``key`` without a change; ``True`` if recorded now, ``False`` if it was.
+
+        ``refusal`` is why the event was refused, kept for :meth:`processed_key`.
+        """
+        check(
+            "mark_processed",
+            key=key,
+            optional_integration_id=integration_id,
+            refusal=refusal,
+        )
         await self._ready(integration_id)
-        return await self._record_key(key, integration_id)
+        return await self._record_key(key, integration_id, refusal)
 
     async def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
         """The outbox rows not delivered yet, in delivery order."""
@@ -571,8 +593,8 @@ class AsyncPostgresStore(StoreCore[_S]):
                 raise
             raise duplicate from None
 
-    async def _record_key(self, key: str, integration_id: str | None) -> bool:
-        return await self._execute(integration_id, _KEY, (key, integration_id)) == 1
+    async def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
+        return await self._execute(integration_id, _KEY, (key, integration_id, refusal)) == 1
 
     @asynccontextmanager
     async def _delivery_lock(self) -> AsyncIterator[None]:

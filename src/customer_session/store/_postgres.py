@@ -96,9 +96,10 @@ _FETCH: Final = "SELECT version, document FROM customer_sessions WHERE integrati
 _EXISTS: Final = "SELECT 1 FROM customer_sessions WHERE integration_id = %s"
 _COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state ORDER BY state"
 _KEY: Final = """
-    INSERT INTO customer_session_keys (key, integration_id) VALUES (%s, %s)
+    INSERT INTO customer_session_keys (key, integration_id, refusal) VALUES (%s, %s, %s)
     ON CONFLICT (key) DO NOTHING"""
 _HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = %s"
+_KEY_RECORD: Final = "SELECT integration_id, refusal FROM customer_session_keys WHERE key = %s"
 _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, records, changes,
         recorded_at
@@ -175,6 +176,7 @@ class PostgresStore(BaseStore[_S]):
         exists=_EXISTS,
         counts=_COUNTS,
         has_key=_HAS_KEY,
+        key_record=_KEY_RECORD,
         history=_HISTORY,
         pending=_PENDING,
         failed=_FAILED,
@@ -298,9 +300,9 @@ class PostgresStore(BaseStore[_S]):
                 raise
             raise duplicate from None
 
-    def _record_key(self, key: str, integration_id: str | None) -> bool:
+    def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
         with self._connection(integration_id) as connection:
-            return connection.execute(_KEY, (key, integration_id)).rowcount == 1
+            return connection.execute(_KEY, (key, integration_id, refusal)).rowcount == 1
 
     def _mark_delivered(self, sequence: int) -> None:
         with self._connection(None) as connection:

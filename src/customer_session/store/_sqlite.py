@@ -47,9 +47,10 @@ _OUTBOX: Final = """
          created_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 _KEY: Final = """
-    INSERT INTO customer_session_keys (key, integration_id, recorded_at) VALUES (?, ?, ?)
-    ON CONFLICT (key) DO NOTHING"""
+    INSERT INTO customer_session_keys (key, integration_id, recorded_at, refusal)
+    VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"""
 _HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = ?"
+_KEY_RECORD: Final = "SELECT integration_id, refusal FROM customer_session_keys WHERE key = ?"
 _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, records, changes,
         recorded_at
@@ -110,6 +111,7 @@ class SQLiteStore(BaseStore[_S]):
         exists=_EXISTS,
         counts=_COUNTS,
         has_key=_HAS_KEY,
+        key_record=_KEY_RECORD,
         history=_HISTORY,
         pending=_PENDING,
         failed=_FAILED,
@@ -327,14 +329,14 @@ class SQLiteStore(BaseStore[_S]):
                 )
             if (
                 change.key is not None
-                and connection.execute(_KEY, (change.key, integration_id, at)).rowcount != 1
+                and connection.execute(_KEY, (change.key, integration_id, at, None)).rowcount != 1
             ):
                 raise KeyAlreadyProcessed(change.key, integration_id)
         return True
 
-    def _record_key(self, key: str, integration_id: str | None) -> bool:
+    def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
         with self._connection(integration_id) as connection:
-            cursor = connection.execute(_KEY, (key, integration_id, _now()))
+            cursor = connection.execute(_KEY, (key, integration_id, _now(), refusal))
             return cursor.rowcount == 1
 
     def _mark_delivered(self, sequence: int) -> None:
