@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from attrs import define, field, frozen
 
@@ -106,7 +106,8 @@ class ReplayReport:
         applied: Events applied.
         refused: Every refused or malformed line, in order.
         states: Sessions per final state (for a store: every stored session).
-        skipped: Events a store had already applied in an earlier run.
+        skipped: Events a store had already applied in an earlier run (those an
+            earlier run refused are in ``refused`` again).
     """
 
     lines: int = 0
@@ -257,15 +258,12 @@ class Replayer:
         """Apply a decoded line (any JSON value); return why it was refused, or ``None``."""
         if not isinstance(event, dict):
             return RefusedLine(number, None, None, "an event must be a JSON object")
-        session, op = event.get("session"), event.get("op")
-        named = session if isinstance(session, str) else None
-        known_op = op if isinstance(op, str) else None
         try:
             self._clock.now = _envelope_time(event)
             # The envelope check made both strings.
-            self._dispatch(number, cast("str", session), cast("str", op), event)
+            self._dispatch(event["session"], event["op"], event)
         except CustomerSessionError as error:
-            return RefusedLine(number, named, known_op, _reason(error))
+            return RefusedLine(number, *_named(event), _reason(error))
         return None
 
     def _fast(self, fast: bool | None) -> bool:
@@ -281,23 +279,33 @@ class Replayer:
 
     # -- operations ------------------------------------------------------------------
 
-    def _dispatch(
-        self,
-        number: int,  # noqa: ARG002 - a store replay keys its writes by the line number
-        integration_id: str,
-        op: str,
-        event: dict[str, Any],
-    ) -> None:
-        """Apply a checked event to the sessions in memory (a store replay overrides it)."""
+    def _dispatch(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
+        """Apply a checked event, wherever the sessions live.
+
+        The checks and their order are the same for every replayer, so a line gets
+        the same reason in memory and in a store; where sessions live is up to
+        :meth:`_has`, :meth:`_add` and :meth:`_modify`.
+        """
         if op == "create":
-            if integration_id in self.sessions:
+            if self._has(integration_id):
                 raise _already_exists(integration_id)
-            self.sessions[integration_id] = self._new_session(integration_id, event)
+            self._add(self._new_session(integration_id, event))
+        elif not self._has(integration_id):
+            raise _unknown_session(integration_id)
         else:
-            session = self.sessions.get(integration_id)
-            if session is None:
-                raise _unknown_session(integration_id)
-            self._change(session, op, event)
+            self._modify(integration_id, op, event)
+
+    def _has(self, integration_id: str) -> bool:
+        """Whether the session exists (a store replay overrides it, as the two below)."""
+        return integration_id in self.sessions
+
+    def _add(self, session: CustomerSession) -> None:
+        """Keep a session a ``create`` made."""
+        self.sessions[session.integration_id] = session
+
+    def _modify(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
+        """Apply an ``update``, ``return`` or ``reopen`` event to an existing session."""
+        self._change(self.sessions[integration_id], op, event)
 
     def _new_session(self, integration_id: str, event: dict[str, Any]) -> CustomerSession:
         """The session a ``create`` event makes (not stored anywhere yet)."""
@@ -383,6 +391,14 @@ def _too_deep(line: str, value: object) -> bool:
             return True
         pending.extend((child, depth + 1) for child in children)
     return False
+
+
+def _named(event: object) -> tuple[str | None, str | None]:
+    """The session and the operation a decoded line names, as its refusal shows them."""
+    if not isinstance(event, dict):
+        return None, None
+    session, op = event.get("session"), event.get("op")
+    return session if isinstance(session, str) else None, op if isinstance(op, str) else None
 
 
 def _reason(error: CustomerSessionError) -> str:
