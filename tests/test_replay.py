@@ -200,6 +200,18 @@ class TestRefusing:
         assert [r.line for r in report.refused] == [2]
         assert report.lines == 4
 
+    @pytest.mark.parametrize("session", ["order-1\x00", "\ud800"], ids=["nul", "surrogate"])
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_a_session_id_that_cannot_be_stored_is_refused_before_any_lookup(self, session, fast):
+        """A NUL or lone surrogate id is refused at ``$.session``; the report names no session."""
+        lines = [event("create", session, customerSession={}), event("update", session)]
+        report = Replayer().run(lines, fast=fast)
+        assert [r.line for r in report.refused] == [1, 2]
+        refused = report.refused[1]
+        assert refused.session is None
+        assert refused.reason.startswith("event: $.session: holds a")
+        str(refused).encode()  # the report prints, whatever the log held
+
 
 class TestExampleLog:
     def test_every_line_matches_the_schema(self):

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from attrs import define, field, frozen
 
 from customer_session import wire
+from customer_session._cart import is_text, text_problem
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     CustomerSessionError,
@@ -398,7 +399,11 @@ def _named(event: object) -> tuple[str | None, str | None]:
     if not isinstance(event, dict):
         return None, None
     session, op = event.get("session"), event.get("op")
-    return session if isinstance(session, str) else None, op if isinstance(op, str) else None
+    # Only valid text goes into the report, which is printed and stored.
+    return (
+        session if isinstance(session, str) and is_text(session) else None,
+        op if isinstance(op, str) and is_text(op) else None,
+    )
 
 
 def _reason(error: CustomerSessionError) -> str:
@@ -466,7 +471,9 @@ def _envelope_time(event: Mapping[str, Any]) -> datetime:
     moment: datetime | None = None
     session, op, at = event.get("session"), event.get("op"), event.get("at")
     if not isinstance(session, str) or not session:
-        problems.append(Problem("$.session", f"must be a non-empty string, got {session!r}"))
+        problems.append(Problem("$.session", f"must be a non-empty string, got {session!r:.80}"))
+    elif not is_text(session):
+        problems.append(Problem("$.session", text_problem(session)))
     if op not in OPERATIONS:
         problems.append(Problem("$.op", f"must be one of {', '.join(OPERATIONS)}, got {op!r}"))
     if not isinstance(at, str):

@@ -285,3 +285,38 @@ def _ids(lines: list[str]) -> list[str]:
         if isinstance(event, dict) and event.get("op") == "create":
             ids.append(event["session"])
     return ids
+
+
+class TestValuesThatCannotBeStored:
+    def test_a_cart_total_beyond_a_float_is_refused_and_the_row_still_loads(self, database):
+        """An update whose cart total overflows is refused; the stored session loads after it."""
+        cart = [
+            {"sku": "A", "quantity": 1, "price": 1e308},
+            {"sku": "B", "quantity": 1, "price": 1e308},
+        ]
+        lines = [
+            CREATE,
+            event("update", "order-7", "2026-03-02T10:30:00Z", customerSession={"cartItems": cart}),
+            CLOSE,
+        ]
+        with StoreReplayer(database) as replayer:
+            report = replayer.run(lines)
+            assert [r.line for r in report.refused] == [2]
+            assert "more than a float can hold" in report.refused[0].reason
+            assert replayer.store.get("order-7").state is State.CLOSED
+
+    @pytest.mark.parametrize("session", ["order-7\x00", "order-\ud800"], ids=["nul", "surrogate"])
+    def test_a_session_id_that_cannot_be_stored_is_refused_and_the_run_goes_on(
+        self, database, session
+    ):
+        """A NUL or lone surrogate id is refused per line, not a store error; later lines apply."""
+        lines = [
+            event("create", session, "2026-03-02T10:00:00Z", customerSession={}),
+            event("update", session, "2026-03-02T11:00:00Z", customerSession={"state": "closed"}),
+            CREATE,
+        ]
+        with StoreReplayer(database, log_id="ids") as replayer:
+            report = replayer.run(lines)
+            assert [r.line for r in report.refused] == [1, 2]
+            assert report.applied == 1
+            assert replayer.store.exists("order-7")
