@@ -28,6 +28,8 @@ class TestCheck:
         [
             ("integration_id", "", "integration_id"),
             ("integration_id", 42, "integration_id"),
+            ("integration_id", "order-\ud800", "integration_id"),
+            ("key", "key\x00", "key"),
             ("key", None, "key"),
             ("optional_key", 5, "key"),
             ("optional_integration_id", "", "integration_id"),

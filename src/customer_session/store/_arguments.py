@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from customer_session._cart import raise_problems
+from customer_session._cart import is_text, raise_problems
 from customer_session.exceptions import Problem
 from customer_session.model import CustomerSession
 
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 
 def _text(value: object) -> bool:
-    return type(value) is str and value != ""
+    # Stored in text columns: UTF-8 without NUL, as every text of a session.
+    return type(value) is str and value != "" and is_text(value)
 
 
 def _optional_text(value: object) -> bool:
@@ -63,12 +64,15 @@ def _optional_aware(value: object) -> bool:
 
 
 _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
-    "integration_id": (_text, "must be a non-empty string"),
-    "key": (_text, "must be a non-empty string"),
-    "optional_key": (_optional_text, "must be a non-empty string or None"),
-    "optional_integration_id": (_optional_text, "must be a non-empty string or None"),
-    "operation": (_optional_text, "must be a non-empty string or None"),
-    "refusal": (_optional_text, "must be a non-empty string or None"),
+    "integration_id": (_text, "must be a non-empty string (UTF-8 text without NUL)"),
+    "key": (_text, "must be a non-empty string (UTF-8 text without NUL)"),
+    "optional_key": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
+    "optional_integration_id": (
+        _optional_text,
+        "must be a non-empty string (UTF-8, no NUL) or None",
+    ),
+    "operation": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
+    "refusal": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
     "retries": (_at_least(0), "must be an integer from 0 to 2**63 - 1, or None"),
     "default_retries": (_at_least(0, optional=False), "must be an integer from 0 to 2**63 - 1"),
     "session": (_session, "must be a CustomerSession"),
