@@ -1,7 +1,10 @@
-"""Shared pytest configuration: Hypothesis profiles."""
+"""Shared pytest configuration: Hypothesis profiles, a stand-in for Graphviz's dot."""
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # A fast default for the edit-test loop and a thorough profile that CI selects.
@@ -15,3 +18,18 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+
+
+@pytest.fixture
+def fake_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Put a ``dot`` on PATH (alone) that runs the given shell script body instead."""
+
+    def install(body: str) -> None:
+        directory = tmp_path / "fake-dot"
+        directory.mkdir(exist_ok=True)
+        dot = directory / "dot"
+        dot.write_text(f"#!/bin/sh\n{body}\n")
+        dot.chmod(0o755)
+        monkeypatch.setenv("PATH", str(directory))
+
+    return install

@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -14,11 +15,26 @@ from customer_session.diagrams import to_dot, to_mermaid
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
+GRAPHVIZ = pytest.mark.graphviz
 
 
 def run(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
     return main(list(argv), out=out), out.getvalue()
+
+
+def encoded_log(sku: bytes) -> bytes:
+    """Three events as bytes: create s1, create s2 with ``sku`` as raw bytes, close s1."""
+
+    def line(session: str, op: str, body: object) -> bytes:
+        event = {"at": "2026-03-02T10:00:00Z", "session": session, "op": op}
+        return json.dumps({**event, "customerSession": body}).encode() + b"\n"
+
+    def create(item_sku: str) -> dict[str, object]:
+        return {"cartItems": [{"sku": item_sku, "quantity": 1}]}
+
+    second = line("s2", "create", create("@SKU@")).replace(b"@SKU@", sku)
+    return line("s1", "create", create("A")) + second + line("s1", "update", {"state": "closed"})
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -55,6 +71,31 @@ class TestDiagram:
         for state in State:
             assert state.value in text
 
+    @pytest.mark.graphviz
+    def test_png_is_written(self, tmp_path):
+        """--format png -o FILE writes a PNG and says where."""
+        target = tmp_path / "states.png"
+        assert run("diagram", "--format", "png", "-o", str(target)) == (0, f"wrote {target}\n")
+        assert target.read_bytes().startswith(b"\x89PNG")
+
+    @pytest.mark.parametrize(
+        "kind",
+        [
+            "table",
+            "mermaid",
+            pytest.param("svg", marks=GRAPHVIZ),
+            pytest.param("png", marks=GRAPHVIZ),
+        ],
+    )
+    @pytest.mark.parametrize(
+        ("target", "why"), [(".", "Is a directory"), ("missing/x", "No such file or directory")]
+    )
+    def test_unwritable_output_is_one_line(self, capsys, tmp_path, kind, target, why):
+        """An output that cannot be written is one line naming it, exit 2, for text and images."""
+        output = tmp_path / target
+        assert run("diagram", "--format", kind, "-o", str(output)) == (2, "")
+        assert f"{output}: cannot write ({why})" in one_line_error(capsys)
+
     def test_image_needs_an_output(self, capsys):
         """An image format without -o is a one-line usage error."""
         assert run("diagram", "--format", "png")[0] == 2
@@ -70,6 +111,15 @@ class TestDiagram:
         monkeypatch.setenv("PATH", str(tmp_path))
         assert run("diagram", "--format", "svg", "-o", str(tmp_path / "x.svg"))[0] == 2
         assert "graphviz" in one_line_error(capsys).lower()
+
+    def test_failing_dot_is_one_line(self, capsys, tmp_path, fake_dot):
+        """A dot that fails is one line with its exit status and first error line, exit 2."""
+        pytest.importorskip("graphviz")
+        fake_dot('echo "Error: no cairo" >&2; echo "second line" >&2; exit 3')
+        assert run("diagram", "--format", "png", "-o", str(tmp_path / "x.png"))[0] == 2
+        error = one_line_error(capsys)
+        assert "'dot -Tpng' failed: exit status 3: Error: no cairo" in error
+        assert not (tmp_path / "x.png").exists()
 
 
 class TestValidate:
@@ -91,6 +141,21 @@ class TestValidate:
         assert "$.state" in text
         assert "$.cartItems[0].quantity" in text
 
+    def test_every_file_is_checked_after_one_that_cannot_be_read(self, capsys, tmp_path):
+        """A missing file is reported and the files after it are still checked; exit 2."""
+        bad = tmp_path / "bad.json"
+        bad.write_text("{}")
+        missing, valid = tmp_path / "nope.json", DATA / "session_v1.json"
+        status, text = run("validate", str(missing), str(bad), str(tmp_path), str(valid))
+        assert status == 2
+        assert text.splitlines()[0].startswith(f"{bad}: invalid (")
+        assert f"{valid}: valid (" in text
+        err = capsys.readouterr().err
+        assert err.splitlines() == [
+            f"customer-session: error: {missing}: no such file",
+            f"customer-session: error: {tmp_path}: is a directory",
+        ]
+
     def test_missing_file_is_one_line(self, capsys, tmp_path):
         """A missing file is a one-line error with exit status 2."""
         assert run("validate", str(tmp_path / "nope.json"))[0] == 2
@@ -102,6 +167,16 @@ class TestValidate:
         binary.write_bytes(b"\xff\xfe\x00garbage")
         assert run("validate", str(binary))[0] == 2
         assert "not UTF-8" in one_line_error(capsys)
+
+    def test_non_utf8_error_names_the_line_and_byte(self, capsys, tmp_path):
+        """The error for a non-UTF-8 document names the bad byte, its line and its offsets."""
+        document = tmp_path / "latin1.json"
+        document.write_bytes(b'{\n  "profileId": "Jos\xe9"\n}\n')
+        assert run("validate", str(document))[0] == 2
+        assert (
+            "latin1.json: not UTF-8 text: byte 0xe9 at line 2, byte 19 of the line, "
+            "byte 21 of the file (invalid continuation byte)"
+        ) in one_line_error(capsys)
 
 
 class TestReplay:
@@ -137,10 +212,103 @@ class TestReplay:
         )
         assert run("replay", str(log))[0] == 0
 
+    def test_max_refusals_zero_lists_none_but_counts_them(self):
+        """--max-refusals 0 lists no refused line; the summary still counts them all."""
+        status, text = run("replay", "--max-refusals", "0", str(EXAMPLE))
+        assert status == 1
+        assert "\n  line " not in text
+        assert "more (use --json)" in text
+
+    @pytest.mark.parametrize("value", ["-5", "-1", "many"])
+    def test_max_refusals_must_be_a_count(self, capsys, tmp_path, value):
+        """A --max-refusals that is not an integer >= 0 is a usage error, before any replay."""
+        database = tmp_path / "store.db"
+        argv = ("replay", "--db", str(database), "--max-refusals", value, str(EXAMPLE))
+        assert run(*argv) == (2, "")
+        assert f"must be an integer >= 0, got '{value}'" in one_line_error(capsys)
+        assert not database.exists()
+
+    def test_non_utf8_line_is_refused_and_the_replay_goes_on(self, tmp_path):
+        """A line that is not UTF-8 is refused with its number and offsets; the rest applies."""
+        log = tmp_path / "log.jsonl"
+        log.write_bytes(encoded_log(b"A\xff"))
+        first_line = len(encoded_log(b"A").splitlines(keepends=True)[0])
+        in_line = encoded_log(b"A\xff").splitlines()[1].index(b"\xff")
+        status, text = run("replay", "--json", str(log))
+        data = json.loads(text)
+        assert status == 1
+        assert data["applied"] == 2
+        assert data["refused"] == [
+            {
+                "line": 2,
+                "session": None,
+                "op": None,
+                "reason": f"not UTF-8 text: byte 0xff at byte {in_line} of the line, "
+                f"byte {first_line + in_line} of the file (invalid start byte)",
+            }
+        ]
+
+    def test_non_utf8_line_is_applied_once_corrected_under_db(self, tmp_path):
+        """With --db a non-UTF-8 line is not recorded, so the next run applies it fixed."""
+        log, database = tmp_path / "log.jsonl", str(tmp_path / "store.db")
+        log.write_bytes(encoded_log(b"A\xff"))
+        assert run("replay", "--json", "--db", database, str(log))[0] == 1
+        log.write_bytes(encoded_log(b"A"))
+        status, text = run("replay", "--json", "--db", database, str(log))
+        assert status == 0
+        assert json.loads(text)["applied"] == 1
+        assert json.loads(text)["states"] == {"closed": 1, "open": 1}
+
+    def test_crlf_log_replays_like_lf(self, tmp_path):
+        """A log with CRLF line endings gives the same report as with LF."""
+        lf, crlf = tmp_path / "lf.jsonl", tmp_path / "crlf.jsonl"
+        lf.write_bytes(encoded_log(b"A") + b"not json\n")
+        crlf.write_bytes(lf.read_bytes().replace(b"\n", b"\r\n"))
+        assert run("replay", str(crlf)) == run("replay", str(lf))
+
     def test_directory_is_one_line(self, capsys, tmp_path):
         """A directory instead of a log is a one-line error with exit status 2."""
         assert run("replay", str(tmp_path))[0] == 2
         assert "is a directory" in one_line_error(capsys)
+
+
+COMMANDS = ("diagram", "validate", "replay")
+CLI_DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+
+
+def help_of(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    """What ``customer-session COMMAND --help`` prints."""
+    assert main([command, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def docs_section(command: str) -> tuple[str, str]:
+    """The synopsis (first text block) and the prose of the command's section of cli.md."""
+    text = CLI_DOCS.read_text(encoding="utf-8")
+    section = text.split(f"## `{command}`\n", 1)[1].split("\n## ", 1)[0]
+    _, synopsis, prose = section.split("```", 2)
+    return synopsis.removeprefix("text\n").strip(), prose
+
+
+class TestHelpAndDocs:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_synopsis_in_the_docs_is_the_help_usage(self, capsys, command):
+        """docs/cli.md shows each command's synopsis exactly as --help prints it (minus -h)."""
+        usage = help_of(capsys, command).split("\n\n", 1)[0]
+        expected = " ".join(usage.split()).removeprefix("usage: ").replace(" [-h]", "")
+        assert docs_section(command)[0] == expected
+
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_every_option_is_described_in_the_docs(self, capsys, command):
+        """Each long option --help lists is described in the command's prose in docs/cli.md."""
+        listed = re.findall(
+            r"^  (?:-\w(?: \S+)?, )?(--[\w-]+)", help_of(capsys, command), re.MULTILINE
+        )
+        options = set(listed)
+        options.discard("--help")
+        assert options
+        prose = docs_section(command)[1]
+        assert {option for option in options if f"`{option}" not in prose} == set()
 
 
 class TestEntryPoints:

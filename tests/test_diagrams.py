@@ -24,6 +24,7 @@ from customer_session import (
     REOPENABLE_SESSION,
     CartItem,
     CustomerSession,
+    RenderingFailed,
     RenderingUnavailable,
     ReopenableCustomerSession,
     ReturnedItem,
@@ -34,7 +35,15 @@ from customer_session import (
     Workflow,
     WorkflowError,
 )
-from customer_session.diagrams import Arrow, extract, render, to_dot, to_mermaid, to_table
+from customer_session.diagrams import (
+    Arrow,
+    extract,
+    render,
+    to_dot,
+    to_image,
+    to_mermaid,
+    to_table,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -544,6 +553,17 @@ class TestRender:
         path = render(tmp_path / "diagram.png", format="png")
         assert path.read_bytes().startswith(PNG_SIGNATURE)
 
+    @pytest.mark.parametrize("kind", ["svg", "png"])
+    def test_to_image_gives_the_bytes_render_writes(self, tmp_path, kind):
+        """to_image() returns the same image that render() writes to its file."""
+        path = render(tmp_path / f"diagram.{kind}", format=kind)
+        assert to_image(format=kind) == path.read_bytes()
+
+    def test_unwritable_path_is_the_os_error_of_the_write(self, tmp_path):
+        """render() to a path in a missing directory raises the OSError of the write."""
+        with pytest.raises(FileNotFoundError):
+            render(tmp_path / "missing" / "diagram.svg")
+
     def test_returns_the_written_path(self, tmp_path):
         """The return value is the path written, as a Path, even when given a str."""
         target = tmp_path / "diagram.svg"
@@ -584,6 +604,31 @@ class TestRenderErrors:
             render(tmp_path / "diagram.svg")
         assert caught.value.__cause__ is None
         assert caught.value.__suppress_context__
+
+    @pytest.mark.usefixtures("graphviz_package")
+    def test_failing_dot_is_rendering_failed_with_its_status_and_error(self, tmp_path, fake_dot):
+        """A dot that exits non-zero is RenderingFailed naming its status and first error line."""
+        fake_dot('echo "Error: no cairo" >&2; echo "more detail" >&2; exit 3')
+        with pytest.raises(RenderingFailed, match="'dot -Tpng' failed") as caught:
+            render(tmp_path / "diagram.png", format="png")
+        assert caught.value.reason == "exit status 3: Error: no cairo"
+        assert not (tmp_path / "diagram.png").exists()
+
+    @pytest.mark.usefixtures("graphviz_package")
+    def test_killed_dot_is_rendering_failed_naming_the_signal(self, fake_dot):
+        """A dot killed by a signal is RenderingFailed naming the signal."""
+        fake_dot("kill -9 $$")
+        with pytest.raises(RenderingFailed, match="killed by signal 9"):
+            to_image()
+
+    @pytest.mark.usefixtures("graphviz_package")
+    def test_dot_that_is_not_a_program_is_rendering_failed(self, fake_dot, tmp_path):
+        """A dot on PATH that the system cannot start is RenderingFailed, not an OSError."""
+        fake_dot("")
+        (tmp_path / "fake-dot" / "dot").write_bytes(b"\x00not a program")
+        with pytest.raises(RenderingFailed, match="cannot start it") as caught:
+            to_image()
+        assert caught.value.__cause__ is None
 
     def test_missing_package_says_what_to_install(self, tmp_path, monkeypatch):
         """Without the graphviz package, RenderingUnavailable names the extra to install."""

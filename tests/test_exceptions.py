@@ -39,6 +39,7 @@ class TestTree:
             (customer_session.SpecificationError, ValueError),
             (customer_session.UnknownTrigger, ValueError),
             (customer_session.RenderingUnavailable, RuntimeError),
+            (customer_session.RenderingFailed, RuntimeError),
             (customer_session.AfterCommitHookFailed, ExceptionGroup),
             (customer_session.SessionNotFound, KeyError),
             (customer_session.CorruptData, ValueError),

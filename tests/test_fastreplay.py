@@ -20,12 +20,19 @@ EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
 SESSIONS = ("order-1", "order-2", "order-3")
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 PLAIN_TEXTS = st.sampled_from(["Sock", "Trail Runner", "", "socks", "a,b c"])
-# Strings that stress the compact-form pattern: JSON punctuation, escapes, non-ASCII.
-TRICKY_TEXTS = st.sampled_from(
-    ["x],[y", "},{", 'say "hi"', "back\\slash", "tab\there", "Größe", "\u2028", "ü"]
-) | st.text(max_size=4)
+# Strings that stress the compact-form pattern: JSON punctuation, escapes, non-ASCII,
+# and text no session may hold (NUL, a lone surrogate: raw in a line, or escaped).
+TRICKY_TEXTS = (
+    st.sampled_from(
+        ["x],[y", "},{", 'say "hi"', "back\\slash", "tab\there", "Größe", "\u2028", "ü", "a\x00"]
+    )
+    | st.sampled_from(["\ud800", "x\udfff"])
+    | st.text(max_size=4)
+)
 BAD_QUANTITIES = st.sampled_from([0, -1, 10, 9_999, True, 1.0, "2", None])
 PRICES = st.sampled_from([7.5, 19, 0, -0.0, 139.95, 1e20, 12345678901234567, -3])
+# Prices whose line or cart value is beyond a float, or that are themselves.
+HUGE_PRICES = st.sampled_from([1e308, -1.7e308, 10**308, 10**400])
 BAD_PRICES = st.sampled_from(["7.5", None, float("nan"), float("inf"), True])
 BAD_ITEM_KEYS = st.sampled_from(["attributes", "returnedQuantity", "position", "Sku", "weight"])
 
@@ -40,7 +47,7 @@ def cart_items(draw, *, tricky=False, broken=False):
         item["name"] = draw(texts)
     item["quantity"] = draw(st.integers(1, 3))
     if draw(st.booleans()):
-        item["price"] = draw(PRICES)
+        item["price"] = draw(HUGE_PRICES if tricky and draw(st.booleans()) else PRICES)
     if draw(st.booleans()):
         item["category"] = draw(texts)
     if broken:
@@ -221,7 +228,9 @@ def events(draw, *, op=None, session=None, target=None):
         if kind == 0:
             event["op"] = draw(st.sampled_from(["ship", None, 5, ""]))
         elif kind == 1:
-            event["session"] = draw(st.sampled_from(["", None, 7, "unknown", "x" * 1_001]))
+            event["session"] = draw(
+                st.sampled_from(["", None, 7, "unknown", "x" * 1_001, "order-1\x00", "\ud800"])
+            )
         elif kind == 2:
             del event[draw(st.sampled_from(["at", "session", "op"]))]
         elif kind == 3:
@@ -522,6 +531,41 @@ class TestCompactForm:
             CLOSE,
             RETURN,
         ]
+        assert_same_replay(lines)
+
+    @pytest.mark.parametrize(
+        "cart",
+        [
+            '[{"sku":"A","quantity":1,"price":1' + "0" * 400 + "}]",
+            '[{"sku":"A","quantity":2,"price":1e308}]',
+            '[{"sku":"A","quantity":1,"price":1e308},{"sku":"B","quantity":1,"price":1e308}]',
+            '[{"sku":"A","quantity":1,"price":1'
+            + "0" * 308
+            + '},{"sku":"B","quantity":1,"price":1e308}]',
+            '[{"sku":"A\\u0000","quantity":1}]',
+            '[{"sku":"A","name":"\\ud800","quantity":1}]',
+            '[{"sku":"A","category":"\ud800","quantity":1}]',
+        ],
+        ids=[
+            "int-price",
+            "line",
+            "total",
+            "int-total",
+            "nul",
+            "escaped-surrogate",
+            "raw-surrogate",
+        ],
+    )
+    def test_values_the_live_path_refuses_are_refused_alike(self, cart):
+        """Prices beyond a float and text no session may hold get the live path's verdicts."""
+        update = CLOSE.replace('{"state":"closed"}', '{"cartItems":' + cart + "}")
+        fast = assert_same_replay([CREATE, update, CLOSE])
+        assert fast.sessions["order-1"].total == 0.0
+
+    @pytest.mark.parametrize("session", ["order-1\\u0000", "\\ud800", "\ud800"])
+    def test_a_session_id_that_cannot_be_stored_is_refused_alike(self, session):
+        """A NUL or lone surrogate in the session id is refused by both paths, for every op."""
+        lines = [line.replace('"order-1"', f'"{session}"') for line in (CREATE, CLOSE, RETURN)]
         assert_same_replay(lines)
 
     def test_a_cart_beyond_the_units_limit_is_refused_as_on_the_live_path(self):

@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import attrs
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 from immutabledict import immutabledict
 
 from customer_session import (
+    AdditionalCost,
     CartItem,
     CustomerSession,
     ProtectedFieldError,
@@ -21,7 +21,7 @@ from customer_session import (
     Workflow,
     WorkflowError,
 )
-from customer_session.testing import json_values, sessions, wire_documents
+from customer_session.testing import attribute_maps, sessions, wire_documents
 from customer_session.wire import from_dict, to_dict
 
 T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
@@ -293,10 +293,7 @@ class TestFrozenAttributes:
         with pytest.raises(ValidationError, match="attributes: must be a mapping"):
             CustomerSession(integration_id="o", attributes=[])  # type: ignore[arg-type]
 
-    @given(
-        st.dictionaries(st.text(max_size=5), json_values(), max_size=3),
-        st.dictionaries(st.text(max_size=5), json_values(), max_size=3),
-    )
+    @given(attribute_maps(), attribute_maps())
     def test_nothing_reachable_from_attributes_is_mutable(self, attributes, item_attributes):
         """Whichever way attributes come in, nothing reachable from them can change in place."""
         item = CartItem(sku="A", quantity=1, attributes=item_attributes)
@@ -482,3 +479,81 @@ class TestReopenable:
         s = CustomerSession(integration_id="o", state=State.CLOSED)
         assert not hasattr(s, "reopen")
         assert Trigger.REOPEN not in s.allowed_triggers
+
+
+class TestStorableValues:
+    def test_a_cart_whose_total_overflows_is_refused(self):
+        """Lines each finite but adding up beyond a float are refused at ``cart_items``."""
+        huge = CartItem(sku="A", quantity=1, price=1e308)
+        with pytest.raises(ValidationError) as error:
+            CustomerSession(integration_id="o", cart_items=[huge, huge])
+        assert [p.path for p in error.value.problems] == ["cart_items"]
+        assert "more than a float can hold" in error.value.problems[0].message
+
+    def test_an_item_that_would_overflow_the_cart_is_not_added(self):
+        """``add_item`` refuses a line that makes the total infinite; the cart is unchanged."""
+        huge = CartItem(sku="A", quantity=1, price=1e308)
+        s = CustomerSession(integration_id="o", cart_items=[huge])
+        with pytest.raises(ValidationError, match="cart_items"):
+            s.add_item(huge)
+        assert s.cart_items == (huge,)
+        assert s.update_count == 1
+
+    def test_costs_that_overflow_the_total_are_not_set(self):
+        """An additional cost that makes the total infinite is refused; the costs are unchanged."""
+        s = CustomerSession(
+            integration_id="o", cart_items=[CartItem(sku="A", quantity=1, price=1e308)]
+        )
+        with pytest.raises(ValidationError) as error:
+            s.set_additional_cost("shipping", 1e308)
+        assert [p.path for p in error.value.problems] == ["additional_costs"]
+        assert s.additional_costs == {}
+        assert s.total == 1e308
+
+    def test_costs_that_overflow_among_themselves_are_refused(self):
+        """Session costs adding up beyond a float are refused, not left to crash ``total``."""
+        with pytest.raises(ValidationError, match="additional_costs"):
+            CustomerSession(
+                integration_id="o",
+                additional_costs={"a": AdditionalCost(1e308), "b": AdditionalCost(1e308)},
+            )
+
+    @pytest.mark.parametrize(
+        ("text", "fragment"),
+        [("o\x00", "NUL character"), ("o\udfff", "lone surrogate")],
+        ids=["nul", "surrogate"],
+    )
+    @pytest.mark.parametrize(
+        ("field", "value", "path"),
+        [
+            ("integration_id", None, "integration_id"),
+            ("profile_id", None, "profile_id"),
+            ("coupon", None, "coupon"),
+            ("referral", None, "referral"),
+            ("identifiers", "list", "identifiers[0]"),
+            ("attributes", "value", "attributes.note"),
+            ("discounts", "key", "discounts[{text!r}]"),
+            ("additional_costs", "key", "additional_costs[{text!r}]"),
+        ],
+    )
+    def test_text_that_cannot_be_stored_is_refused(self, field, value, path, text, fragment):
+        """Every text field (ids, codes, names, keys) refuses NUL and lone surrogates, by path."""
+        given = {
+            None: text,
+            "list": [text],
+            "value": {"note": text},
+            "key": {text: AdditionalCost(1.0) if field == "additional_costs" else 1.0},
+        }[value]
+        fields = {"integration_id": "o", field: given}
+        with pytest.raises(ValidationError) as error:
+            CustomerSession(**fields)
+        (problem,) = error.value.problems
+        assert problem.path == path.format(text=text)
+        assert fragment in problem.message
+
+    def test_an_edit_with_text_that_cannot_be_stored_changes_nothing(self):
+        """``set_profile_id`` with a NUL is refused and the session keeps its profile."""
+        s = CustomerSession(integration_id="o", profile_id="cust-1")
+        with pytest.raises(ValidationError, match="profile_id"):
+            s.set_profile_id("cust\x00")
+        assert s.profile_id == "cust-1"

@@ -8,8 +8,9 @@ from customer_session import (
     ReopenableCustomerSession,
     State,
     Trigger,
+    ValidationError,
 )
-from customer_session.replay import Replayer
+from customer_session.replay import MAX_DEPTH, Replayer
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "orders.jsonl"
@@ -144,12 +145,72 @@ class TestRefusing:
         assert [line.sku for line in session.cart_items] == ["SOCK", "JKT"]
         assert session.update_count == 1
 
+    @pytest.mark.parametrize("fast", [True, False])
+    @pytest.mark.parametrize(
+        ("line", "reason"),
+        [
+            (
+                event("update", at="9999-12-31T23:59:59-23:59", customerSession={}),
+                "$.at: '9999-12-31T23:59:59-23:59' is outside the years 1 to 9999",
+            ),
+            (
+                event("update", at="0001-01-01T00:00:00+01:00", customerSession={}),
+                "$.at: '0001-01-01T00:00:00+01:00' is outside the years 1 to 9999",
+            ),
+            (
+                '{"at":"2026-03-02T10:00:00Z","session":"order-1","op":"update",'
+                '"customerSession":{"attributes":{"n":' + "7" * 5000 + "}}}",
+                "unsupported JSON: a number has more than 4300 digits",
+            ),
+            ("[" * 100_000 + "]" * 100_000, "nested more than 100 levels deep"),
+            (
+                event(
+                    "update",
+                    customerSession={"attributes": {"x": json.loads("[" * 120 + "]" * 120)}},
+                ),
+                "nested more than 100 levels deep",
+            ),
+            (
+                '{"at":"2026-03-02T10:00:00Z","session":"order-1","op":"update",'
+                '"customerSession":{"attributes":{"x":' + '{"a":' * 500 + "1" + "}" * 500 + "}}}",
+                "nested more than 100 levels deep",
+            ),
+        ],
+        ids=["year-10000", "year-0", "long-integer", "deep-array", "deep-attribute", "deep-object"],
+    )
+    def test_line_python_cannot_read_is_refused(self, line, reason, fast):
+        """A time out of range, a huge integer or deep nesting refuses the line, on both paths."""
+        report = Replayer().run([CREATE, line, CLOSE], fast=fast)
+        (refused,) = report.refused
+        assert refused.line == 2
+        assert reason in refused.reason
+        assert report.applied == 2
+
+    def test_nesting_up_to_the_limit_is_accepted(self):
+        """An event whose arrays and objects nest exactly MAX_DEPTH levels is applied."""
+        inner = json.loads("[" * (MAX_DEPTH - 3) + "]" * (MAX_DEPTH - 3))  # event, body, attributes
+        update = event("update", customerSession={"attributes": {"x": inner}})
+        report = Replayer().run([CREATE, update])
+        assert (report.applied, report.refused) == (2, [])
+
     def test_malformed_lines_never_stop_the_replay(self):
         """Lines after a malformed one are still applied."""
         report = Replayer().run([CREATE, "\x00garbage", "", CLOSE])
         assert report.applied == 2
         assert [r.line for r in report.refused] == [2]
         assert report.lines == 4
+
+    @pytest.mark.parametrize("session", ["order-1\x00", "\ud800"], ids=["nul", "surrogate"])
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_a_session_id_that_cannot_be_stored_is_refused_before_any_lookup(self, session, fast):
+        """A NUL or lone surrogate id is refused at ``$.session``; the report names no session."""
+        lines = [event("create", session, customerSession={}), event("update", session)]
+        report = Replayer().run(lines, fast=fast)
+        assert [r.line for r in report.refused] == [1, 2]
+        refused = report.refused[1]
+        assert refused.session is None
+        assert refused.reason.startswith("event: $.session: holds a")
+        str(refused).encode()  # the report prints, whatever the log held
 
 
 class TestExampleLog:
@@ -182,3 +243,19 @@ class TestExampleLog:
         assert data["refusedCount"] == 1
         assert data["states"] == {"closed": 1}
         assert data["refused"][0]["line"] == 3
+
+
+class TestReportText:
+    def test_max_refusals_zero_lists_none(self):
+        """to_text(max_refusals=0) lists no refused line but counts them."""
+        text = Replayer().run([CREATE, CLOSE, CLOSE, CLOSE]).to_text(max_refusals=0)
+        assert "2 refused" in text
+        assert "line 3" not in text
+        assert "... and 2 more" in text
+
+    @pytest.mark.parametrize("value", [-1, 1.5, True])
+    def test_max_refusals_must_be_a_count_or_none(self, value):
+        """A max_refusals that is not None or an integer >= 0 is a ValidationError."""
+        report = Replayer().run([CREATE, CLOSE, CLOSE])
+        with pytest.raises(ValidationError, match="max_refusals: must be an integer >= 0"):
+            report.to_text(max_refusals=value)

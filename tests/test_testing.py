@@ -12,6 +12,7 @@ from customer_session import (
     ValidationError,
 )
 from customer_session.testing import (
+    attribute_maps,
     cart_items,
     carts,
     json_values,
@@ -85,6 +86,12 @@ class TestStrategies:
         """json_values() yields values a session takes as an attribute and writes back equal."""
         session = CustomerSession(integration_id="order-1", attributes={"value": value})
         assert to_dict(session)["attributes"] == {"value": value}
+
+    @given(attribute_maps())
+    def test_attribute_maps_are_accepted_as_attributes(self, attributes):
+        """attribute_maps() yields attributes a session takes and writes back equal."""
+        session = CustomerSession(integration_id="order-1", attributes=attributes)
+        assert to_dict(session)["attributes"] == attributes
 
     @given(wire_documents(valid=True))
     def test_valid_documents_load(self, document):

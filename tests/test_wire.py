@@ -846,6 +846,66 @@ class TestReturnRequest:
         assert problems == {"$.return.returnedCartItems[0].position": "is required"}
 
 
+class TestStorableValues:
+    """Values a session could hold in memory but never write are refused by every reader."""
+
+    def test_a_cart_whose_total_overflows_is_refused_at_the_cart(self):
+        """Two lines of 1e308 are one problem at ``$.cartItems``, not a total of inf."""
+        doc = to_dict(order(cart_items=[CartItem(sku="A", quantity=1, price=1e308)]))
+        doc["cartItems"].append({**doc["cartItems"][0], "position": 1})
+        assert refused(doc) == {
+            "$.cartItems": "the lines' values add up to more than a float can hold"
+        }
+
+    def test_an_integer_price_too_large_for_a_float_is_refused(self):
+        """A price of 400 digits is refused at its path, with a short description."""
+        doc = to_dict(order())
+        doc["cartItems"][0]["price"] = 10**400
+        problems = refused(doc)
+        assert list(problems) == ["$.cartItems[0].price"]
+        assert "too large for a float" in problems["$.cartItems[0].price"]
+
+    @pytest.mark.parametrize("reader", [from_dict, from_v2_response], ids=["v1", "v2"])
+    def test_costs_that_overflow_are_refused_not_raised(self, reader):
+        """Session costs adding up beyond a float are a problem, not an OverflowError."""
+        doc = to_dict(order())
+        if reader is from_v2_response:
+            doc = load("session_v2_response.json")
+        doc["additionalCosts"] = {"a": {"price": 1e308}, "b": {"price": 1e308}}
+        assert "$.additionalCosts" in refused(doc, reader)
+
+    @pytest.mark.parametrize(
+        ("key", "path"),
+        [
+            ("integrationId", "$.integrationId"),
+            ("profileId", "$.profileId"),
+            ("coupon", "$.coupon"),
+            ("identifiers", "$.identifiers[0]"),
+            ("attributes", "$.attributes.note"),
+        ],
+    )
+    @pytest.mark.parametrize("text", ["x\x00", "x\ud800"], ids=["nul", "surrogate"])
+    def test_text_that_cannot_be_stored_is_refused(self, key, path, text):
+        """A NUL or lone surrogate in any text is refused with its JSON path."""
+        doc = to_dict(order())
+        doc[key] = {"identifiers": [text], "attributes": {"note": text}}.get(key, text)
+        assert list(refused(doc)) == [path]
+
+    def test_an_object_key_that_cannot_be_stored_is_refused_with_an_escaped_path(self):
+        """An attribute key holding a lone surrogate is named in a path that is valid text."""
+        doc = to_dict(order())
+        doc["attributes"] = {"\ud800": 1}
+        (path,) = refused(doc)
+        assert path == "$.attributes['\\ud800']"
+        path.encode()
+
+    def test_text_from_json_is_checked_after_unescaping(self):
+        """An escaped NUL (backslash, u0000) in JSON text is the NUL it stands for, and refused."""
+        text = to_json(order()).replace('"cust-4711"', '"cust\\u0000"')
+        with pytest.raises(ValidationError, match="NUL character"):
+            from_json(text)
+
+
 class TestFromV2Response:
     """Reading the CustomerSessionV2 of a response."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -108,6 +109,12 @@ def thaw(value: Any) -> Any:
     return value
 
 
+_INT_LIMIT: Final = 2**1024 - 2**970
+"""The smallest integer ``float()`` cannot convert (it rounds to infinity)."""
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+"""What text may not hold: NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8)."""
+
+
 def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """A deeply immutable copy of the mapping ``value`` (see :func:`freeze`).
 
@@ -129,16 +136,78 @@ def is_int(value: object) -> bool:
 
 
 def is_number(value: object) -> bool:
-    """Whether ``value`` is a finite ``int`` or ``float`` (not a ``bool``)."""
+    """Whether ``value`` is an ``int`` or ``float`` (not a ``bool``) that is a finite float.
+
+    An integer too large for a float is not one: every sum the library derives from
+    prices is a float, and ``math.isfinite`` would raise ``OverflowError`` on it.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
+    if isinstance(value, int):
+        return -_INT_LIMIT < value < _INT_LIMIT
     return math.isfinite(value)
 
 
+def shown(value: object) -> str:
+    """``repr(value)`` for messages, short for an integer too large for a float.
+
+    ``repr`` of an integer of more than 4300 digits raises ``ValueError``.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and not is_number(value):
+        return f"an integer of {value.bit_length()} bits (too large for a float)"
+    return repr(value)
+
+
+def is_text(value: str) -> bool:
+    r"""Whether the string ``value`` can be stored: valid UTF-8, and no NUL character.
+
+    A lone surrogate (``"\ud800"``) has no UTF-8 encoding, so no file or database
+    can hold it; PostgreSQL refuses NUL in text. This is the one rule for every
+    text field of a session (ids, codes, SKUs, names, attribute keys and values).
+    """
+    if value.isascii():  # the common case, several times faster than the search
+        return "\x00" not in value
+    return _UNSTORABLE.search(value) is None
+
+
+def text_problem(value: str) -> str:
+    """Why ``value`` breaks the rule of :func:`is_text` (call it only when it does)."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return "is valid text"
+    char, index = found.group(), found.start()
+    if char == "\x00":
+        what = f"a NUL character (U+0000) at index {index}, which PostgreSQL cannot store"
+    else:
+        what = f"a lone surrogate (U+{ord(char):04X}) at index {index}, which UTF-8 cannot encode"
+    return f"holds {what}: {value!r:.80}"
+
+
+def key_path(path: str, key: str) -> str:
+    """``path`` extended by a mapping key; a key that is not valid text is escaped."""
+    return f"{path}.{key}" if is_text(key) else f"{path}[{key!r}]"
+
+
+def finite_total(compute: Callable[[], float]) -> bool:
+    """Whether ``compute()`` (a sum or product of valid numbers) gives a finite float.
+
+    Adding an integer too large for a float to a float, and an overflowing
+    ``math.fsum``, raise ``OverflowError`` instead of giving infinity.
+    """
+    try:
+        return is_number(compute())
+    except OverflowError:
+        return False
+
+
 def json_problems(value: object, path: str) -> list[Problem]:
-    """Problems that keep ``value`` from being a JSON value (finite numbers, str keys)."""
-    if value is None or isinstance(value, str | bool) or is_number(value):
+    """Problems that keep ``value`` from being a JSON value (finite numbers, text keys)."""
+    if value is None or isinstance(value, bool) or is_number(value):
         return []
+    if isinstance(value, int | float):
+        return [Problem(path, f"must be a finite number, got {shown(value)}")]
+    if isinstance(value, str):
+        return [] if is_text(value) else [Problem(path, text_problem(value))]
     if isinstance(value, list | tuple):
         return [p for i, v in enumerate(value) for p in json_problems(v, f"{path}[{i}]")]
     if isinstance(value, Mapping):
@@ -146,20 +215,39 @@ def json_problems(value: object, path: str) -> list[Problem]:
         for key, item in value.items():
             if not isinstance(key, str):
                 problems.append(Problem(path, f"key {key!r} is not a string"))
-            else:
-                problems.extend(json_problems(item, f"{path}.{key}"))
+                continue
+            where = key_path(path, key)
+            if not is_text(key):
+                problems.append(Problem(where, f"the key {text_problem(key)}"))
+            problems.extend(json_problems(item, where))
         return problems
-    return [Problem(path, f"{type(value).__name__} {value!r} is not a JSON value")]
+    return [Problem(path, f"{type(value).__name__} {shown(value)} is not a JSON value")]
+
+
+def key_problems(path: str, keys: Iterable[object]) -> list[Problem]:
+    """Problems of the keys of a mapping whose keys are names (they must be text)."""
+    return [
+        Problem(key_path(path, key), f"the key {text_problem(key)}")
+        for key in keys
+        if isinstance(key, str) and not is_text(key)
+    ]
+
+
+def str_problems(path: str, value: object) -> list[Problem]:
+    """Problems of a required text field: not a string, or not valid text."""
+    if not isinstance(value, str):
+        return [Problem(path, f"must be a string, got {value!r:.80}")]
+    return [] if is_text(value) else [Problem(path, text_problem(value))]
 
 
 def _optional_number(problems: list[Problem], path: str, value: object) -> None:
     if value is not None and not is_number(value):
-        problems.append(Problem(path, f"must be a finite number, got {value!r}"))
+        problems.append(Problem(path, f"must be a finite number, got {shown(value)}"))
 
 
 def _optional_str(problems: list[Problem], path: str, value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        problems.append(Problem(path, f"must be a string, got {value!r}"))
+    if value is not None:
+        problems.extend(str_problems(path, value))
 
 
 def _optional_aware(problems: list[Problem], path: str, value: object) -> None:
@@ -182,9 +270,8 @@ class Product:
     name: str
 
     def __attrs_post_init__(self) -> None:
-        """Refuse a non-string name."""
-        if not isinstance(self.name, str):
-            raise ValidationError.single("product", "name", f"must be a string, got {self.name!r}")
+        """Refuse a name that is not valid text."""
+        raise_problems("product", str_problems("name", self.name))
 
 
 @frozen
@@ -197,7 +284,7 @@ class AdditionalCost:
         """Refuse a price that is not a finite number."""
         if not is_number(self.price):
             raise ValidationError.single(
-                "additional cost", "price", f"must be a finite number, got {self.price!r}"
+                "additional cost", "price", f"must be a finite number, got {shown(self.price)}"
             )
 
 
@@ -208,12 +295,38 @@ def _costs_problems(costs: object, path: str) -> list[Problem]:
         Problem(f"{path}.{name}", f"must be an AdditionalCost, got {cost!r}")
         for name, cost in costs.items()
         if not isinstance(name, str) or not isinstance(cost, AdditionalCost)
-    ]
+    ] + key_problems(path, costs)
 
 
 def costs_total(costs: Mapping[str, AdditionalCost]) -> float:
     """The sum of the prices of ``costs``."""
     return math.fsum(cost.price for cost in costs.values())
+
+
+def cart_total(cart: Iterable[CartItem]) -> float:
+    """The value of ``cart``: the sum of its lines' :attr:`CartItem.line_total`."""
+    return sum((line.line_total for line in cart), 0.0)
+
+
+def value_problems(cart: Sequence[CartItem], costs: Mapping[str, AdditionalCost]) -> list[Problem]:
+    """Sums of a valid cart and additional costs that are not finite numbers.
+
+    Each line's value is finite (a :class:`CartItem` checks its own), but a cart's
+    total can still overflow to infinity, which JSON cannot hold: such a session
+    could be kept in memory but never written, sent or stored.
+    """
+    if not finite_total(lambda: cart_total(cart)):
+        return [Problem("cart_items", "the lines' values add up to more than a float can hold")]
+    if not finite_total(lambda: costs_total(costs)):
+        return [Problem("additional_costs", "the costs add up to more than a float can hold")]
+    if not finite_total(lambda: cart_total(cart) + costs_total(costs)):
+        return [
+            Problem(
+                "additional_costs",
+                "the cart's value plus these costs is more than a float can hold",
+            )
+        ]
+    return []
 
 
 @frozen(kw_only=True)
@@ -283,10 +396,9 @@ def _prices_check(name: str, value: object) -> list[Problem]:
         Problem(f"{name}.{key}", f"must be a PriceDetail, got {detail!r}")
         for key, detail in value.items()
         if not isinstance(key, str) or not isinstance(detail, PriceDetail)
-    ]
+    ] + key_problems(name, value)
 
 
-_PLAIN_NUMBERS: Final = (int, float)
 _ITEM_CHECKS: Final[Mapping[str, Callable[[str, object], list[Problem]]]] = {
     "name": _str_check,
     "price": _number_check,
@@ -455,16 +567,23 @@ class CartItem:
     def _plainly_valid(self) -> bool:
         """A quick yes for the common item; anything else gets the full check."""
         sku, quantity, price = self._sku, self._quantity, self._price
+        name, category = self._name, self._category
         return (
             type(sku) is str
             and sku != ""
+            and is_text(sku)
             and type(quantity) is int
             and quantity >= 1
             and type(self._returned_quantity) is int
             and 0 <= self._returned_quantity <= quantity
-            and (price is None or (type(price) in _PLAIN_NUMBERS and math.isfinite(price)))
-            and (self._name is None or type(self._name) is str)
-            and (self._category is None or type(self._category) is str)
+            # The line's value, not just the price, must be a finite float.
+            and (
+                price is None
+                or (type(price) is float and math.isfinite(price * quantity))
+                or (type(price) is int and -_INT_LIMIT < price * quantity < _INT_LIMIT)
+            )
+            and (name is None or (type(name) is str and is_text(name)))
+            and (category is None or (type(category) is str and is_text(category)))
             and self._product is None
             and self._weight is None
             and self._height is None
@@ -488,7 +607,9 @@ class CartItem:
         problems: list[Problem] = []
         sku, quantity, returned = values["sku"], values["quantity"], values["returned_quantity"]
         if not isinstance(sku, str) or not sku:
-            problems.append(Problem("sku", f"must be a non-empty string, got {sku!r}"))
+            problems.append(Problem("sku", f"must be a non-empty string, got {sku!r:.80}"))
+        else:
+            problems.extend(str_problems("sku", sku))
         if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
             problems.append(Problem("quantity", f"must be an integer >= 1, got {quantity!r}"))
         elif not is_int(returned) or not 0 <= returned <= quantity:  # type: ignore[operator] # is_int narrows at run time
@@ -500,7 +621,24 @@ class CartItem:
             )
         for name, check in _ITEM_CHECKS.items():
             problems.extend(check(name, values[name]))
+        if not problems:  # the value of a line whose fields are all valid
+            problems.extend(self._value_problems())
         return problems
+
+    def _value_problems(self) -> list[Problem]:
+        price, quantity = self._price, self._quantity
+        if price is not None and not finite_total(lambda: price * quantity):
+            return [
+                Problem("price", f"{shown(price)} x {quantity} units is more than a float can hold")
+            ]
+        if not finite_total(lambda: self.line_total):
+            return [
+                Problem(
+                    "additional_costs",
+                    "the line's value plus these costs is more than a float can hold",
+                )
+            ]
+        return []
 
     @property
     def remaining_quantity(self) -> int:
@@ -514,8 +652,10 @@ class CartItem:
         Item-level additional costs count once per line; this is the conservative
         reading, since the public docs do not say whether they apply per unit.
         """
-        base = 0.0 if self.price is None else self.price * self.quantity
-        return base + costs_total(self.additional_costs) if self.additional_costs else base
+        price, costs = self._price, self._additional_costs
+        base = 0.0 if price is None else price * self._quantity
+        # ``is`` first: the truth of an immutabledict is a Python-level ``__len__``.
+        return base if costs is EMPTY_MAPPING or not costs else base + costs_total(costs)
 
     @property
     def returned_total(self) -> float:
@@ -548,7 +688,9 @@ class ReturnedItem:
         if not is_int(self.quantity) or self.quantity < 1:
             problems.append(Problem("quantity", f"must be an integer >= 1, got {self.quantity!r}"))
         if self.sku is not None and (not isinstance(self.sku, str) or not self.sku):
-            problems.append(Problem("sku", f"must be a non-empty string, got {self.sku!r}"))
+            problems.append(Problem("sku", f"must be a non-empty string, got {self.sku!r:.80}"))
+        elif self.sku is not None:
+            problems.extend(str_problems("sku", self.sku))
         raise_problems("returned item", problems)
 
 

@@ -52,6 +52,8 @@ from customer_session._cart import (
     MAX_UNITS,
     CartItem,
     ReturnedItem,
+    is_number,
+    is_text,
 )
 from customer_session._records import TransitionRecord
 from customer_session._spec import State, Trigger
@@ -335,8 +337,9 @@ class SessionView(MutableMapping[str, "CustomerSession"]):
 
 # -- the compact form of the examples, recognized without decoding ------------------
 
-# A character a JSON string may hold unescaped: what decodes to itself.
-_CHAR: Final = r'[^"\\\x00-\x1f]'
+# A character a JSON string may hold unescaped (what decodes to itself) and a session's
+# text may hold: not NUL, not a lone surrogate (see ``customer_session._cart.is_text``).
+_CHAR: Final = r'[^"\\\x00-\x1f\ud800-\udfff]'
 # No exponent and at most 15 integer digits: always a finite int or float.
 _NUMBER: Final = r"-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,17})?"
 # One digit per quantity keeps a cart of MAX_CART_ITEMS within MAX_UNITS.
@@ -409,27 +412,39 @@ def _is_plain_cart(cart: object) -> bool:
     if type(cart) is not list or len(cart) > MAX_CART_ITEMS:
         return False
     units = 0
+    value = 0.0
     for item in cart:
         if type(item) is not dict or not item.keys() <= _ITEM_KEYS:
             return False
         sku, quantity = item.get("sku"), item.get("quantity")
         if type(sku) is not str or not sku or type(quantity) is not int or quantity < 1:
             return False
-        if not _plain_details(item):
+        if not is_text(sku) or not _plain_details(item):
             return False
         units += quantity
-    return units <= MAX_UNITS
+        price = item.get("price")
+        if price is not None:
+            line = price * quantity
+            if not is_number(line):  # the live path names the item and its price
+                return False
+            value += line  # a finite float or an int a float holds: never raises
+    # A total beyond the float range is refused by the live path, with its path.
+    return units <= MAX_UNITS and math.isfinite(value)
 
 
 def _plain_details(item: dict[str, Any]) -> bool:
-    """Whether an item's optional name, price and category have their exact types."""
+    """Whether an item's optional name, price and category have their exact types.
+
+    Texts must be valid (:func:`is_text`) and a price a finite float (an integer too
+    large for one is not): what the live path refuses goes to it, to be worded there.
+    """
     for key in ("name", "category"):
-        if key in item and type(item[key]) is not str:
+        if key in item and (type(item[key]) is not str or not is_text(item[key])):
             return False
     if "price" not in item:
         return True
     price = item["price"]
-    return type(price) in _NUMBER_TYPES and math.isfinite(price)
+    return type(price) in _NUMBER_TYPES and is_number(price)
 
 
 def _coupon(body: dict[str, Any]) -> str | Literal[_Live.LINE] | None:
@@ -442,7 +457,7 @@ def _coupon(body: dict[str, Any]) -> str | Literal[_Live.LINE] | None:
     if not codes:
         return None
     code = codes[0]
-    return code if type(code) is str and len(code) <= MAX_CODE_LENGTH else _LIVE
+    return code if type(code) is str and len(code) <= MAX_CODE_LENGTH and is_text(code) else _LIVE
 
 
 def _moment(text: str) -> datetime | None:
@@ -774,12 +789,17 @@ class FastReplay:
         """Decide a line that is not in compact form, from its decoded JSON."""
         try:
             event = json.loads(line)
-        except json.JSONDecodeError:
-            return _LIVE
+        except (ValueError, RecursionError):
+            return _LIVE  # the live path words why (replay._decode)
         if type(event) is not dict:
             return _LIVE
         integration_id, op, at = event.get("session"), event.get("op"), event.get("at")
-        if type(integration_id) is not str or not integration_id or type(at) is not str:
+        if (
+            type(integration_id) is not str
+            or not integration_id
+            or not is_text(integration_id)
+            or type(at) is not str
+        ):
             return _LIVE
         decide = self._decoded_ops.get(op) if type(op) is str else None
         now = _moment(at)
@@ -801,7 +821,7 @@ class FastReplay:
             len(integration_id) > MAX_INTEGRATION_ID_LENGTH
             or type(state) is not str
             or not _is_plain_cart(cart)
-            or ("profileId" in body and type(profile_id) is not str)
+            or ("profileId" in body and (type(profile_id) is not str or not is_text(profile_id)))
             or coupon is _LIVE
         ):
             return _LIVE

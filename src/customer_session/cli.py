@@ -6,7 +6,9 @@ a non-zero exit status, never a traceback. Exit statuses:
 - ``0``: success (every document valid, every event applied);
 - ``1``: the input was read but is invalid (an invalid document, a refused event);
 - ``2``: the command could not run (bad arguments, a missing or unreadable file, an
-  unknown format, Graphviz missing for images).
+  unknown format, an output that cannot be written, Graphviz missing or failing for
+  images). ``validate`` checks every file even when one cannot be read, and exits
+  with the worst status of them all.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from customer_session import diagrams, replay, wire
-from customer_session.exceptions import CustomerSessionError, RenderingUnavailable, ValidationError
+from customer_session.exceptions import CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 PROG = "customer-session"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -51,16 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     diagram.add_argument(
         "--format", choices=TEXT_FORMATS + IMAGE_FORMATS, default="mermaid", help="output format"
     )
-    diagram.add_argument("--session", type=Path, help="highlight this session (a JSON document)")
+    diagram.add_argument(
+        "--session", type=Path, metavar="FILE", help="highlight this session (a JSON document)"
+    )
     diagram.add_argument("--reopen", action="store_true", help="the opt-in table with reopen")
-    diagram.add_argument("-o", "--output", type=Path, help="file to write (required for images)")
+    diagram.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="OUT",
+        help="file to write instead of standard output (required for images)",
+    )
 
     validate = commands.add_parser("validate", help="check session JSON documents")
-    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    validate.add_argument("--reopen", action="store_true", help="accept the reopen table")
+    validate.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="session JSON documents (v1)"
+    )
+    validate.add_argument(
+        "--reopen", action="store_true", help="read them as sessions of the reopen table"
+    )
 
     run = commands.add_parser("replay", help="apply an order-event log (JSON Lines)")
-    run.add_argument("log", type=Path, metavar="EVENTS.jsonl")
+    run.add_argument(
+        "log", type=Path, metavar="EVENTS.jsonl", help="the log: one JSON event per line"
+    )
     run.add_argument("--reopen", action="store_true", help="allow reopen events")
     run.add_argument("--json", action="store_true", help="print a machine-readable report")
     run.add_argument(
@@ -71,12 +87,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-refusals",
-        type=int,
+        type=_count,
         default=20,
         metavar="N",
-        help="refused lines to list in the text report (all are counted; default 20)",
+        help="refused lines to list in the text report (all are counted; 0 lists none; default 20)",
     )
     return parser
+
+
+def _count(text: str) -> int:
+    """An argument that counts something: an integer >= 0 (argparse reports the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
 
 
 def _session_class(reopen: bool) -> type[CustomerSession]:
@@ -93,9 +120,68 @@ def _read(path: Path) -> str:
     except PermissionError:
         raise _UsageError(f"{path}: permission denied") from None
     except UnicodeDecodeError as error:
-        raise _UsageError(f"{path}: not UTF-8 text ({error.reason})") from None
+        data = error.object
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1)
+        where = f"line {line}, byte {column} of the line, byte {error.start} of the file"
+        raise _UsageError(f"{path}: {_not_utf8(error, where)}") from None
     except OSError as error:
         raise _UsageError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def _not_utf8(error: UnicodeDecodeError, where: str) -> str:
+    """E.g. ``not UTF-8 text: byte 0xff at <where> (invalid start byte)``."""
+    return f"not UTF-8 text: byte 0x{error.object[error.start]:02x} at {where} ({error.reason})"
+
+
+class _LogLines:
+    """A replay log's lines, decoded one at a time so a non-UTF-8 line refuses only itself.
+
+    Malformed lines never stop a replay, and a byte that is not UTF-8 makes a line as
+    malformed as bad JSON does. Decoding the whole file at once would instead stop
+    at the first such byte, with the lines before it applied up to an arbitrary
+    buffer boundary. Such a line is kept in :attr:`refused` (with its byte offsets)
+    and handed to the replayer as a blank line, so line numbers stay right and no
+    replayer (in memory or ``--db``) needs to know: with ``--db`` its key is not
+    recorded, so a corrected line is applied by the next run.
+
+    Attributes:
+        refused: The lines that are not UTF-8 text, in order.
+    """
+
+    def __init__(self, handle: TextIO) -> None:
+        """Wrap ``handle``, opened with ``errors="surrogateescape", newline=""``."""
+        self._handle = handle
+        self.refused: list[replay.RefusedLine] = []
+
+    def __iter__(self) -> Iterator[str]:
+        """Yield each line, its ending made a newline as text mode would, or a blank line."""
+        offset = 0  # of the line in the file, in bytes (newline="" keeps every byte)
+        for number, line in enumerate(self._handle, start=1):
+            try:
+                size = len(line.encode("utf-8"))
+            except UnicodeEncodeError:  # surrogateescape's stand-ins for undecodable bytes
+                raw = line.encode("utf-8", "surrogateescape")
+                self.refused.append(self._refusal(number, raw, offset))
+                offset += len(raw)
+                yield "\n"
+                continue
+            offset += size
+            if line.endswith("\r\n"):
+                yield line[:-2] + "\n"
+            elif line.endswith("\r"):
+                yield line[:-1] + "\n"
+            else:
+                yield line
+
+    @staticmethod
+    def _refusal(number: int, raw: bytes, offset: int) -> replay.RefusedLine:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            where = f"byte {error.start} of the line, byte {offset + error.start} of the file"
+            return replay.RefusedLine(number, None, None, _not_utf8(error, where))
+        raise AssertionError(raw)  # pragma: no cover - only undecodable lines get here
 
 
 def _diagram(args: argparse.Namespace, out: TextIO) -> int:
@@ -110,29 +196,42 @@ def _diagram(args: argparse.Namespace, out: TextIO) -> int:
     if args.format in IMAGE_FORMATS:
         if args.output is None:
             raise _UsageError(f"--format {args.format} writes an image: give -o FILE")
-        written = diagrams.render(args.output, spec, session=session, format=args.format)
-        print(f"wrote {written}", file=out)
+        _write(args.output, diagrams.to_image(spec, session=session, format=args.format))
+        print(f"wrote {args.output}", file=out)
         return EXIT_OK
     render = {"mermaid": diagrams.to_mermaid, "dot": diagrams.to_dot, "table": diagrams.to_table}
     text = render[args.format](spec, session=session)
-    if args.output is not None:
-        try:
-            args.output.write_text(text, encoding="utf-8")
-        except OSError as error:
-            raise _UsageError(f"{args.output}: cannot write ({error.strerror})") from None
-    else:
+    if args.output is None:
         out.write(text)
+    else:
+        _write(args.output, text)
     return EXIT_OK
 
 
-def _validate(args: argparse.Namespace, out: TextIO) -> int:
+def _write(path: Path, data: str | bytes) -> None:
+    """Write a diagram, text or image: the one place a CLI output file is written."""
+    try:
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data, encoding="utf-8")
+    except OSError as error:
+        raise _UsageError(f"{path}: cannot write ({error.strerror})") from None
+
+
+def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Check every file, whatever happens to the others; exit with the worst status."""
     session_class = _session_class(args.reopen)
     status = EXIT_OK
     for path in args.files:
         try:
             session = wire.from_json(_read(path), session_class=session_class)
+        except _UsageError as error:
+            # A file that cannot be read must not hide the verdicts on the others.
+            _print_error(error, err)
+            status = EXIT_USAGE
         except ValidationError as error:
-            status = EXIT_INVALID
+            status = max(status, EXIT_INVALID)
             print(f"{path}: invalid ({len(error.problems)} problem(s))", file=out)
             for problem in error.problems:
                 print(f"  {problem}", file=out)
@@ -143,7 +242,8 @@ def _validate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
-        handle = args.log.open(encoding="utf-8")
+        # surrogateescape and newline="": _LogLines decodes and splits each line itself.
+        handle = args.log.open(encoding="utf-8", errors="surrogateescape", newline="")
     except FileNotFoundError:
         raise _UsageError(f"{args.log}: no such file") from None
     except IsADirectoryError:
@@ -156,11 +256,11 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with handle, contextlib.ExitStack() as cleanup:
         if isinstance(replayer, contextlib.AbstractContextManager):
             cleanup.enter_context(replayer)  # a store replay closes its store
-        lines = replay.with_progress(handle, total_bytes=_size(args.log), stream=err)
-        try:
-            report = replayer.run(lines)
-        except UnicodeDecodeError as error:
-            raise _UsageError(f"{args.log}: not UTF-8 text ({error.reason})") from None
+        decoded = _LogLines(handle)
+        lines = replay.with_progress(decoded, total_bytes=_size(args.log), stream=err)
+        report = replayer.run(lines)
+    if decoded.refused:
+        report.refused = sorted([*report.refused, *decoded.refused], key=lambda r: r.line)
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -189,7 +289,12 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:  # noqa: PLR0911 - one exit per outcome reads best
+def _print_error(error: BaseException, err: TextIO) -> None:
+    """The CLI's error line: ``customer-session: error: <message on one line>``."""
+    print(f"{PROG}: error: {_one_line(error)}", file=err)
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command line; return the exit status.
 
     Args:
@@ -207,13 +312,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if args.command == "diagram":
             return _diagram(args, stdout)
         if args.command == "validate":
-            return _validate(args, stdout)
+            return _validate(args, stdout, sys.stderr)
         return _replay(args, stdout, sys.stderr)
-    except (_UsageError, RenderingUnavailable) as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
-        return EXIT_USAGE
-    except CustomerSessionError as error:
-        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
+    except (_UsageError, CustomerSessionError) as error:
+        _print_error(error, sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -6,7 +6,7 @@ renderer per format turns that graph into text. The text renderers need nothing
 beyond this package and are deterministic: everything is laid out in the order the
 specification declares, so the same input always gives byte-identical output.
 
-Images (:func:`render`) need the optional ``graphviz`` package
+Images (:func:`to_image`, :func:`render`) need the optional ``graphviz`` package
 (``pip install 'customer-session[diagrams]'``) and Graphviz's ``dot`` program.
 
 What the diagrams show:
@@ -33,7 +33,12 @@ from attrs import frozen
 
 from customer_session._phase import Phase
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
-from customer_session.exceptions import RenderingUnavailable, ValidationError, WorkflowError
+from customer_session.exceptions import (
+    RenderingFailed,
+    RenderingUnavailable,
+    ValidationError,
+    WorkflowError,
+)
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -41,7 +46,17 @@ if TYPE_CHECKING:
     from customer_session.hooks import Workflow
     from customer_session.model import CustomerSession
 
-__all__ = ["Arrow", "Graph", "Node", "extract", "render", "to_dot", "to_mermaid", "to_table"]
+__all__ = [
+    "Arrow",
+    "Graph",
+    "Node",
+    "extract",
+    "render",
+    "to_dot",
+    "to_image",
+    "to_mermaid",
+    "to_table",
+]
 
 _CURRENT_FILL: Final = "#40E0D0"
 _TAKEN_COLOUR: Final = "#1F77B4"
@@ -350,6 +365,76 @@ def to_table(
 # -- images --------------------------------------------------------------------
 
 
+def to_image(
+    specification: Specification | None = None,
+    *,
+    session: CustomerSession | None = None,
+    workflow: Workflow | None = None,
+    format: Literal["svg", "png"] = "svg",  # noqa: A002 - the word Graphviz and its users use
+) -> bytes:
+    """:func:`to_dot`'s diagram drawn by Graphviz as SVG or PNG bytes.
+
+    Args:
+        specification: As for :func:`extract`.
+        session: As for :func:`extract`.
+        workflow: As for :func:`extract`.
+        format: ``"svg"`` or ``"png"``.
+
+    Returns:
+        The image, as ``dot`` wrote it.
+
+    Raises:
+        ValidationError: ``format`` is not ``"svg"`` or ``"png"``, or ``specification``
+            is not the one of ``session``'s class.
+        WorkflowError: ``workflow`` drives another specification.
+        RenderingUnavailable: The ``graphviz`` package or the ``dot`` program is
+            missing; the message says what to install.
+        RenderingFailed: ``dot`` is installed but failed, was killed or could not
+            be started; the message has its exit status and first error line.
+    """
+    _check_format(format, "to_image()")
+    return _draw(to_dot(specification, session=session, workflow=workflow), format)
+
+
+def _check_format(format: str, subject: str) -> None:  # noqa: A002 - as in to_image
+    if format not in _FORMATS:
+        raise ValidationError.single(
+            subject, "format", f"must be one of {', '.join(_FORMATS)}, got {format!r}"
+        )
+
+
+def _draw(source: str, format: str) -> bytes:  # noqa: A002 - as in to_image
+    """Run ``dot`` on ``source``; every way it can fail becomes one of our errors."""
+    try:
+        # Imported here: the package is an optional extra, and the text renderers
+        # must work without it.
+        import graphviz  # type: ignore[import-untyped] # noqa: PLC0415 - optional dependency
+    except ImportError:
+        raise RenderingUnavailable("the Python package 'graphviz'", _INSTALL_PACKAGE) from None
+    # Checked up front so the error is ours, not a subprocess failure from inside graphviz.
+    if shutil.which("dot") is None:
+        raise RenderingUnavailable("Graphviz's 'dot' program", _INSTALL_DOT)
+    command = f"dot -T{format}"
+    try:
+        # quiet: what dot prints on standard error goes into our error, not around it.
+        image: bytes = graphviz.Source(source).pipe(format=format, engine="dot", quiet=True)
+    except graphviz.ExecutableNotFound:
+        raise RenderingUnavailable("Graphviz's 'dot' program", _INSTALL_DOT) from None
+    except graphviz.CalledProcessError as error:
+        raise RenderingFailed(command, _dot_failure(error.returncode, error.stderr)) from None
+    except OSError as error:  # found on PATH but not startable (permissions, not a program)
+        raise RenderingFailed(command, f"cannot start it ({error.strerror})") from None
+    return image
+
+
+def _dot_failure(returncode: int, stderr: bytes | None) -> str:
+    """Why dot failed: its exit status (or signal) and the first line of its stderr."""
+    status = f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
+    text = (stderr or b"").decode("utf-8", "replace")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{status}: {first}" if first else status
+
+
 def render(
     path: str | PathLike[str],
     specification: Specification | None = None,
@@ -359,6 +444,9 @@ def render(
     format: Literal["svg", "png"] = "svg",  # noqa: A002 - the word Graphviz and its users use
 ) -> Path:
     """Draw :func:`to_dot`'s diagram as an SVG or PNG image at ``path``.
+
+    The image is made first (:func:`to_image`), so ``path`` is not touched when
+    Graphviz fails.
 
     Args:
         path: The file to write (overwritten; its directory must exist).
@@ -376,25 +464,12 @@ def render(
         WorkflowError: ``workflow`` drives another specification.
         RenderingUnavailable: The ``graphviz`` package or the ``dot`` program is
             missing; the message says what to install.
+        RenderingFailed: ``dot`` is installed but did not produce the image.
+        OSError: ``path`` cannot be written (a directory, a missing parent, no
+            permission), as for :meth:`pathlib.Path.write_bytes`.
     """
-    if format not in _FORMATS:
-        raise ValidationError.single(
-            "render()", "format", f"must be one of {', '.join(_FORMATS)}, got {format!r}"
-        )
-    source = to_dot(specification, session=session, workflow=workflow)
-    try:
-        # Imported here: the package is an optional extra, and the text renderers
-        # must work without it.
-        import graphviz  # type: ignore[import-untyped] # noqa: PLC0415 - optional dependency
-    except ImportError:
-        raise RenderingUnavailable("the Python package 'graphviz'", _INSTALL_PACKAGE) from None
-    # Checked up front so the error is ours, not a subprocess failure from inside graphviz.
-    if shutil.which("dot") is None:
-        raise RenderingUnavailable("Graphviz's 'dot' program", _INSTALL_DOT)
-    try:
-        image: bytes = graphviz.Source(source).pipe(format=format, engine="dot")
-    except graphviz.ExecutableNotFound:
-        raise RenderingUnavailable("Graphviz's 'dot' program", _INSTALL_DOT) from None
+    _check_format(format, "render()")
+    image = _draw(to_dot(specification, session=session, workflow=workflow), format)
     target = Path(path)
     target.write_bytes(image)
     return target

@@ -27,7 +27,8 @@ bad input is a :class:`ValueError`), so code that catches builtins keeps working
     │   ├── KeyAlreadyProcessed            an idempotency key used a second time
     │   ├── CorruptData (ValueError)       a stored document or journal that does not load
     │   └── UnsupportedSchema              a database written by a newer customer-session
-    └── RenderingUnavailable (RuntimeError)     graphviz or dot is missing
+    ├── RenderingUnavailable (RuntimeError)     graphviz or dot is missing
+    └── RenderingFailed (RuntimeError)          dot ran but gave no image
 """
 
 from __future__ import annotations
@@ -431,3 +432,19 @@ class RenderingUnavailable(CustomerSessionError, RuntimeError):
         super().__init__(f"cannot render images: {missing} is missing; {install}")
         self.missing = missing
         self.install = install
+
+
+class RenderingFailed(CustomerSessionError, RuntimeError):
+    """Graphviz's ``dot`` is installed but did not produce the image.
+
+    Attributes:
+        command: The command that failed, e.g. ``dot -Tpng``.
+        reason: Why: its exit status and the first line it printed on standard
+            error, or why it could not be started.
+    """
+
+    def __init__(self, command: str, reason: str) -> None:
+        """Name the command and why it failed."""
+        super().__init__(f"cannot render images: {command!r} failed: {reason}")
+        self.command = command
+        self.reason = reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,12 +23,18 @@ from customer_session._cart import (
     CartItem,
     JSONValue,
     cart_problems,
+    cart_total,
     costs_total,
     freeze_mapping,
     is_int,
     is_number,
+    is_text,
     json_problems,
+    key_problems,
     raise_problems,
+    shown,
+    str_problems,
+    value_problems,
 )
 from customer_session._readonly import protect, public_repr
 from customer_session._records import TransitionRecord
@@ -87,11 +94,14 @@ def _plain_cart(cart: object) -> bool:
     if not cart:
         return True
     units = 0
+    value = 0.0
     for line in cart:
         if type(line) is not CartItem:
             return False
         units += line.quantity
-    return len(cart) <= MAX_CART_ITEMS and units <= MAX_UNITS
+        # A valid line's value converts to a finite float, so this cannot raise.
+        value += line.line_total
+    return len(cart) <= MAX_CART_ITEMS and units <= MAX_UNITS and math.isfinite(value)
 
 
 def _to_tuple(value: object) -> object:
@@ -312,18 +322,28 @@ class CustomerSession:
         cls = type(self)
         iid, coupon, referral = self._integration_id, self._coupon, self._referral
         created, updated = self._created, self._updated
+        profile_id = self._profile_id
         return (
             type(iid) is str
             and 0 < len(iid) <= MAX_INTEGRATION_ID_LENGTH
+            and is_text(iid)
             and type(self._state) is State
             and self._state in cls.specification.initial_states
             and (
                 self._workflow is cls.default_workflow
                 or self._workflow.specification is cls.specification
             )
-            and (self._profile_id is None or type(self._profile_id) is str)
-            and (coupon is None or (type(coupon) is str and len(coupon) <= MAX_CODE_LENGTH))
-            and (referral is None or (type(referral) is str and len(referral) <= MAX_CODE_LENGTH))
+            and (profile_id is None or (type(profile_id) is str and is_text(profile_id)))
+            and (
+                coupon is None
+                or (type(coupon) is str and len(coupon) <= MAX_CODE_LENGTH and is_text(coupon))
+            )
+            and (
+                referral is None
+                or (
+                    type(referral) is str and len(referral) <= MAX_CODE_LENGTH and is_text(referral)
+                )
+            )
             and _plain_cart(self._cart_items)
             and self._identifiers == ()
             and self._attributes is EMPTY_MAPPING
@@ -378,6 +398,8 @@ class CustomerSession:
             self._updated = updated = updated.astimezone(UTC)
         if not problems and updated < created:
             problems.append(Problem("updated", "must not be earlier than created"))
+        if not problems:  # the sums of a cart and costs whose entries are all valid
+            problems.extend(value_problems(self._cart_items, self._additional_costs))
         return problems
 
     # -- restoring, copying, pickling ---------------------------------------
@@ -561,7 +583,7 @@ class CustomerSession:
     @property
     def cart_item_total(self) -> float:
         """The value of the cart (every line's ``price x quantity`` and item costs)."""
-        return sum((line.line_total for line in self.cart_items), 0.0)
+        return cart_total(self.cart_items)
 
     @property
     def additional_cost_total(self) -> float:
@@ -724,7 +746,7 @@ ReopenableCustomerSession.default_workflow = Workflow(
 
 def _integration_id_problems(name: str, value: object) -> list[Problem]:
     if isinstance(value, str) and 1 <= len(value) <= MAX_INTEGRATION_ID_LENGTH:
-        return []
+        return str_problems(name, value)
     return [
         Problem(
             name,
@@ -757,10 +779,10 @@ def _code_problems(name: str, value: object, limit: int | None) -> list[Problem]
     if value is None:
         return []
     if not isinstance(value, str):
-        return [Problem(name, f"must be a string or None, got {value!r}")]
+        return [Problem(name, f"must be a string or None, got {value!r:.80}")]
     if limit is not None and len(value) > limit:
         return [Problem(name, f"{len(value)} characters; at most {limit} are allowed")]
-    return []
+    return str_problems(name, value)
 
 
 def _cart_problems(cart: object) -> list[Problem]:
@@ -772,11 +794,7 @@ def _cart_problems(cart: object) -> list[Problem]:
 def _identifier_problems(identifiers: object) -> list[Problem]:
     if not isinstance(identifiers, tuple):
         return [Problem("identifiers", f"must be a sequence of strings, got {identifiers!r}")]
-    problems = [
-        Problem(f"identifiers[{i}]", f"must be a string, got {v!r}")
-        for i, v in enumerate(identifiers)
-        if not isinstance(v, str)
-    ]
+    problems = [p for i, v in enumerate(identifiers) for p in str_problems(f"identifiers[{i}]", v)]
     if len(identifiers) > MAX_IDENTIFIERS:
         problems.append(
             Problem("identifiers", f"{len(identifiers)} given; at most {MAX_IDENTIFIERS}")
@@ -794,10 +812,10 @@ def _discount_problems(discounts: object) -> list[Problem]:
     if not isinstance(discounts, Mapping):
         return [Problem("discounts", f"must be a mapping, got {discounts!r}")]
     return [
-        Problem(f"discounts.{k}", f"must map a label to a finite number, got {v!r}")
+        Problem(f"discounts.{k}", f"must map a label to a finite number, got {shown(v)}")
         for k, v in discounts.items()
         if not isinstance(k, str) or not is_number(v)
-    ]
+    ] + key_problems("discounts", discounts)
 
 
 def _cost_problems(costs: object) -> list[Problem]:
@@ -807,7 +825,7 @@ def _cost_problems(costs: object) -> list[Problem]:
         Problem(f"additional_costs.{k}", f"must be an AdditionalCost, got {v!r}")
         for k, v in costs.items()
         if not isinstance(k, str) or not isinstance(v, AdditionalCost)
-    ]
+    ] + key_problems("additional_costs", costs)
 
 
 def _history_problems(spec: Specification, records: object, state: State) -> list[Problem]:

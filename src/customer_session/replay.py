@@ -35,12 +35,14 @@ the current event's ``at``.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, TextIO, cast
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from attrs import define, field, frozen
 
 from customer_session import wire
+from customer_session._cart import is_text, text_problem
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     CustomerSessionError,
@@ -54,7 +56,7 @@ from customer_session.model import CustomerSession, ReopenableCustomerSession
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 
-__all__ = ["OPERATIONS", "RefusedLine", "ReplayReport", "Replayer", "with_progress"]
+__all__ = ["MAX_DEPTH", "OPERATIONS", "RefusedLine", "ReplayReport", "Replayer", "with_progress"]
 
 OPERATIONS: Final = ("create", "update", "return", "reopen")
 """The operations an event may carry."""
@@ -105,7 +107,8 @@ class ReplayReport:
         applied: Events applied.
         refused: Every refused or malformed line, in order.
         states: Sessions per final state (for a store: every stored session).
-        skipped: Events a store had already applied in an earlier run.
+        skipped: Events a store had already applied in an earlier run (those an
+            earlier run refused are in ``refused`` again).
     """
 
     lines: int = 0
@@ -135,7 +138,22 @@ class ReplayReport:
         }
 
     def to_text(self, *, max_refusals: int | None = 20) -> str:
-        """A readable summary; lists at most ``max_refusals`` refused lines."""
+        """A readable summary; lists at most ``max_refusals`` refused lines.
+
+        Args:
+            max_refusals: How many refused lines to list (``0``: none, only their
+                count; ``None``: all).
+
+        Raises:
+            ValidationError: ``max_refusals`` is not ``None`` or an integer >= 0 (a
+                negative slice would silently list all but the last few).
+        """
+        if max_refusals is not None and (type(max_refusals) is not int or max_refusals < 0):
+            raise ValidationError.single(
+                "to_text()",
+                "max_refusals",
+                f"must be an integer >= 0 or None, got {max_refusals!r}",
+            )
         skipped = f", {self.skipped} applied by an earlier run" if self.skipped else ""
         out = [
             f"{self.lines} lines: {self.applied} events applied, {len(self.refused)} refused"
@@ -232,23 +250,21 @@ class Replayer:
 
     def apply(self, number: int, line: str) -> RefusedLine | None:
         """Apply one line; return why it was refused, or ``None`` when it was applied."""
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as error:
-            return RefusedLine(
-                number, None, None, f"malformed JSON: {error.msg} (column {error.colno})"
-            )
+        event = _decode(number, line)
+        if isinstance(event, RefusedLine):
+            return event
+        return self._apply_event(number, event)
+
+    def _apply_event(self, number: int, event: object) -> RefusedLine | None:
+        """Apply a decoded line (any JSON value); return why it was refused, or ``None``."""
         if not isinstance(event, dict):
             return RefusedLine(number, None, None, "an event must be a JSON object")
-        session, op = event.get("session"), event.get("op")
-        named = session if isinstance(session, str) else None
-        known_op = op if isinstance(op, str) else None
         try:
             self._clock.now = _envelope_time(event)
             # The envelope check made both strings.
-            self._dispatch(number, cast("str", session), cast("str", op), event)
+            self._dispatch(event["session"], event["op"], event)
         except CustomerSessionError as error:
-            return RefusedLine(number, named, known_op, _reason(error))
+            return RefusedLine(number, *_named(event), _reason(error))
         return None
 
     def _fast(self, fast: bool | None) -> bool:
@@ -264,23 +280,33 @@ class Replayer:
 
     # -- operations ------------------------------------------------------------------
 
-    def _dispatch(
-        self,
-        number: int,  # noqa: ARG002 - a store replay keys its writes by the line number
-        integration_id: str,
-        op: str,
-        event: dict[str, Any],
-    ) -> None:
-        """Apply a checked event to the sessions in memory (a store replay overrides it)."""
+    def _dispatch(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
+        """Apply a checked event, wherever the sessions live.
+
+        The checks and their order are the same for every replayer, so a line gets
+        the same reason in memory and in a store; where sessions live is up to
+        :meth:`_has`, :meth:`_add` and :meth:`_modify`.
+        """
         if op == "create":
-            if integration_id in self.sessions:
+            if self._has(integration_id):
                 raise _already_exists(integration_id)
-            self.sessions[integration_id] = self._new_session(integration_id, event)
+            self._add(self._new_session(integration_id, event))
+        elif not self._has(integration_id):
+            raise _unknown_session(integration_id)
         else:
-            session = self.sessions.get(integration_id)
-            if session is None:
-                raise _unknown_session(integration_id)
-            self._change(session, op, event)
+            self._modify(integration_id, op, event)
+
+    def _has(self, integration_id: str) -> bool:
+        """Whether the session exists (a store replay overrides it, as the two below)."""
+        return integration_id in self.sessions
+
+    def _add(self, session: CustomerSession) -> None:
+        """Keep a session a ``create`` made."""
+        self.sessions[session.integration_id] = session
+
+    def _modify(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
+        """Apply an ``update``, ``return`` or ``reopen`` event to an existing session."""
+        self._change(self.sessions[integration_id], op, event)
 
     def _new_session(self, integration_id: str, event: dict[str, Any]) -> CustomerSession:
         """The session a ``create`` event makes (not stored anywhere yet)."""
@@ -309,6 +335,75 @@ class Replayer:
 
 
 _LIBRARY_CLASSES: Final = (CustomerSession, ReopenableCustomerSession)
+
+
+MAX_DEPTH: Final = 100
+"""How deeply an event's arrays and objects may nest (the event object is level 1).
+
+Real events nest a few levels. The limit keeps every line well inside what the
+parser, the session's checks and the store's writer can handle without running out
+of stack, so a pathological line is refused like any other, on every path.
+"""
+
+
+def _decode(number: int, line: str) -> Any | RefusedLine:
+    """The JSON value of line ``number``, or its refusal when it is not JSON the replay reads.
+
+    Besides malformed JSON, the standard parser raises for two kinds of valid JSON:
+    an integer with more digits than ``sys.get_int_max_str_digits()`` (``ValueError``)
+    and nesting deeper than the interpreter's recursion limit (``RecursionError``).
+    Both are refused like malformed lines, as is nesting deeper than
+    :data:`MAX_DEPTH`, so no line stops the replay.
+    """
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as error:
+        reason = f"malformed JSON: {error.msg} (column {error.colno})"
+    except ValueError:
+        # The only other ValueError json.loads raises: int()'s limit on digits.
+        reason = f"unsupported JSON: a number has more than {sys.get_int_max_str_digits()} digits"
+    except RecursionError:
+        reason = _TOO_DEEP
+    else:
+        if not _too_deep(line, value):
+            return value
+        reason = _TOO_DEEP
+    return RefusedLine(number, None, None, reason)
+
+
+_TOO_DEEP: Final = f"unsupported JSON: arrays and objects nested more than {MAX_DEPTH} levels deep"
+
+
+def _too_deep(line: str, value: object) -> bool:
+    """Whether ``value`` (decoded from ``line``) nests deeper than :data:`MAX_DEPTH`."""
+    # Counting brackets runs at C speed: only a line with that many can nest that deep.
+    if line.count("[") + line.count("{") <= MAX_DEPTH:
+        return False
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:  # iterative: a recursive walk is what must not run out of stack
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _named(event: object) -> tuple[str | None, str | None]:
+    """The session and the operation a decoded line names, as its refusal shows them."""
+    if not isinstance(event, dict):
+        return None, None
+    session, op = event.get("session"), event.get("op")
+    # Only valid text goes into the report, which is printed and stored.
+    return (
+        session if isinstance(session, str) and is_text(session) else None,
+        op if isinstance(op, str) and is_text(op) else None,
+    )
 
 
 def _reason(error: CustomerSessionError) -> str:
@@ -376,7 +471,9 @@ def _envelope_time(event: Mapping[str, Any]) -> datetime:
     moment: datetime | None = None
     session, op, at = event.get("session"), event.get("op"), event.get("at")
     if not isinstance(session, str) or not session:
-        problems.append(Problem("$.session", f"must be a non-empty string, got {session!r}"))
+        problems.append(Problem("$.session", f"must be a non-empty string, got {session!r:.80}"))
+    elif not is_text(session):
+        problems.append(Problem("$.session", text_problem(session)))
     if op not in OPERATIONS:
         problems.append(Problem("$.op", f"must be one of {', '.join(OPERATIONS)}, got {op!r}"))
     if not isinstance(at, str):
@@ -392,11 +489,21 @@ def _envelope_time(event: Mapping[str, Any]) -> datetime:
 
 
 def _timestamp(text: str) -> datetime:
+    """``text`` (ISO 8601 with a time zone) as an aware UTC datetime.
+
+    Raises:
+        ValueError: ``text`` is not such a timestamp, or its time in UTC falls
+            outside the years 1 to 9999 that ``datetime`` holds.
+    """
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         msg = f"{text!r} has no time zone"
         raise ValueError(msg)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        msg = f"{text!r} is outside the years 1 to 9999 once converted to UTC"
+        raise ValueError(msg) from None
 
 
 def _object(event: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -478,8 +585,8 @@ def _staying(state: State, target: State) -> ValidationError | None:
 
 
 def with_progress(
-    lines: TextIO, *, total_bytes: int | None, stream: TextIO
-) -> Iterator[str] | TextIO:
+    lines: Iterable[str], *, total_bytes: int | None, stream: TextIO
+) -> Iterable[str]:
     """``lines`` with a progress bar on ``stream`` when it is a terminal (tqdm)."""
     if not stream.isatty():
         return lines

@@ -40,6 +40,7 @@ _S = TypeVar("_S", bound=CustomerSession)
 __all__ = [
     "Path",
     "SessionStateMachine",
+    "attribute_maps",
     "cart_items",
     "carts",
     "covering_paths",
@@ -56,6 +57,13 @@ __all__ = [
 ]
 
 _SKU_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-"
+# Any character a session's text may hold: UTF-8 encodable (no lone surrogate), no NUL.
+_CHARACTERS = st.characters(codec="utf-8", exclude_characters="\x00")
+
+
+def _texts(*, max_size: int) -> st.SearchStrategy[str]:
+    """Text any session field accepts (see ``customer_session._cart.is_text``)."""
+    return st.text(_CHARACTERS, max_size=max_size)
 
 
 def integration_ids() -> st.SearchStrategy[str]:
@@ -84,7 +92,7 @@ def cart_items(
         sku=st.text(_SKU_ALPHABET, min_size=1, max_size=12),
         quantity=st.integers(min_value=1, max_value=max_quantity),
         price=prices,
-        name=st.none() | st.text(max_size=20),
+        name=st.none() | _texts(max_size=20),
         category=st.none() | st.sampled_from(["socks", "shoes", "jackets", "gift cards"]),
     )
 
@@ -216,12 +224,12 @@ _JSON_SCALARS: st.SearchStrategy[JSONValue] = (
     | st.booleans()
     | st.integers(min_value=-(2**53), max_value=2**53)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=10)
+    | _texts(max_size=10)
 )
 _JSON_VALUES: st.SearchStrategy[JSONValue] = st.recursive(
     _JSON_SCALARS,
     lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+        st.lists(inner, max_size=3) | st.dictionaries(_texts(max_size=5), inner, max_size=3)
     ),
     max_leaves=4,
 )
@@ -233,6 +241,11 @@ def json_values() -> st.SearchStrategy[JSONValue]:
     What custom attributes hold; sessions and cart items keep frozen copies.
     """
     return _JSON_VALUES
+
+
+def attribute_maps(*, max_size: int = 3) -> st.SearchStrategy[dict[str, JSONValue]]:
+    """Custom attributes as callers give them: dicts of :func:`json_values`."""
+    return st.dictionaries(_texts(max_size=5), _JSON_VALUES, max_size=max_size)
 
 
 _NAMES = st.text("abcdefghijklmnopqrstuvwxyz _", min_size=1, max_size=10)
@@ -279,7 +292,7 @@ def _detailed_sessions(draw: st.DrawFn, *, session_costs: bool) -> CustomerSessi
     """Sessions of :func:`sessions` with every optional wire field drawn."""
     session = draw(sessions())
     fields = session.snapshot()
-    codes = st.none() | st.text(max_size=12)
+    codes = st.none() | _texts(max_size=12)
     fields.update(
         profile_id=draw(codes),
         coupon=draw(codes),

@@ -61,10 +61,14 @@ from customer_session._cart import (
     PriceDetail,
     Product,
     ReturnedItem,
+    cart_total,
     costs_total,
     freeze_mapping,
     is_int,
     is_number,
+    is_text,
+    shown,
+    text_problem,
     thaw,
 )
 from customer_session._records import TransitionRecord
@@ -144,7 +148,7 @@ def _member(path: str, key: object) -> str:
     """``path`` extended by an object member, in RFC 9535 notation."""
     if isinstance(key, str) and _SHORTHAND.fullmatch(key):
         return f"{path}.{key}"
-    if isinstance(key, str):
+    if isinstance(key, str) and is_text(key):
         escaped = key.replace("\\", "\\\\").replace("'", "\\'")
         return f"{path}['{escaped}']"
     return f"{path}[{key!r}]"
@@ -176,7 +180,7 @@ def _describe(value: object) -> str:  # noqa: PLR0911 - one return per JSON type
     if isinstance(value, bool):
         return f"boolean {json.dumps(value)}"
     if isinstance(value, int | float):
-        return f"number {value!r}"
+        return f"number {value!r}" if is_number(value) or isinstance(value, float) else shown(value)
     if isinstance(value, str):
         return f"string {value!r:.60}"
     if isinstance(value, list | tuple):
@@ -196,6 +200,8 @@ def _text(*, min_length: int = 0, max_length: int | None = None) -> _Hook:
             raise _Invalid.here("must not be empty")
         if max_length is not None and len(value) > max_length:
             raise _Invalid.here(f"{len(value)} characters; at most {max_length} are allowed")
+        if not is_text(value):
+            raise _Invalid.here(text_problem(value))
         return value
 
     return structure
@@ -307,24 +313,35 @@ def _enum(kind: type[State | Trigger]) -> _Hook:
 
 def _json_copy(value: object, path: str, problems: list[tuple[str, str]]) -> Any:
     """A plain copy of a JSON value; what is not JSON goes to ``problems``."""
-    if value is None or isinstance(value, str | bool):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if not is_text(value):
+            problems.append((path, text_problem(value)))
         return value
     if isinstance(value, int | float):
         if not is_number(value):
-            problems.append((path, f"must be a finite number, got {value!r}"))
+            problems.append((path, f"must be a finite number, got {shown(value)}"))
         return value
     if isinstance(value, list | tuple):
         return [_json_copy(item, _element(path, i), problems) for i, item in enumerate(value)]
     if isinstance(value, Mapping):
-        copy: dict[str, Any] = {}
-        for key, item in value.items():
-            if isinstance(key, str):
-                copy[key] = _json_copy(item, _member(path, key), problems)
-            else:
-                problems.append((path, f"key {key!r} is not a string"))
-        return copy
+        return _json_members(value, path, problems)
     problems.append((path, f"{_describe(value)} is not a JSON value"))
     return None
+
+
+def _json_members(value: Mapping[Any, Any], path: str, problems: list[tuple[str, str]]) -> Any:
+    """A plain copy of a JSON object (see :func:`_json_copy`); keys must be text."""
+    copy: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(key, str):
+            if not is_text(key):
+                problems.append((_member(path, key), f"the key {text_problem(key)}"))
+            copy[key] = _json_copy(item, _member(path, key), problems)
+        else:
+            problems.append((path, f"key {key!r} is not a string"))
+    return copy
 
 
 def _json_object(value: object, _: object) -> dict[str, Any]:
@@ -1075,7 +1092,12 @@ def from_dict(
         doc: _SessionV1 = _STRICT.read(data, _SessionV1)
     except _Invalid as exc:
         raise _validation_error(subject, exc.problems) from None
-    problems = _total_problems("$.total", doc.total, _cart_value(doc), "the cart's total")
+    problems = _total_problems(
+        "$.total",
+        doc.total,
+        lambda: _cart_value(doc) + costs_total(doc.additional_costs),
+        "the cart's total",
+    )
     fields = _session_fields(doc)
     fields.update(coupon=doc.coupon, referral=doc.referral, discounts=freeze_mapping(doc.discounts))
     history = () if doc.extension is None else doc.extension.history
@@ -1249,10 +1271,15 @@ def from_v2_response(
         doc: _SessionV2 = _LENIENT.read(data, _SessionV2)
     except _Invalid as exc:
         raise _validation_error(subject, exc.problems) from None
-    items = sum((line.line_total for line in doc.cart_items), 0.0)
-    costs = costs_total(doc.additional_costs)
+
+    def items() -> float:
+        return _cart_value(doc)
+
+    def costs() -> float:
+        return costs_total(doc.additional_costs)
+
     problems = [
-        *_total_problems("$.total", doc.total, items + costs, "the cart's total"),
+        *_total_problems("$.total", doc.total, lambda: items() + costs(), "the cart's total"),
         *_total_problems("$.cartItemTotal", doc.cart_item_total, items, "the items' value"),
         *_total_problems(
             "$.additionalCostTotal", doc.additional_cost_total, costs, "the additional costs"
@@ -1376,16 +1403,26 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _cart_value(doc: _SessionV1) -> float:
-    # The same sum as CustomerSession.total, on the parsed items.
-    items = sum((line.line_total for line in doc.cart_items), 0.0)
-    return items + costs_total(doc.additional_costs)
+def _cart_value(doc: _SessionV1 | _SessionV2) -> float:
+    """The value of the parsed items, as ``CustomerSession.cart_item_total`` sums it."""
+    return cart_total(doc.cart_items)
 
 
-def _total_problems(path: str, given: float | None, derived: float, what: str) -> list[Problem]:
-    if given is None or abs(given - derived) <= TOTAL_TOLERANCE:
+def _total_problems(
+    path: str, given: float | None, derived: Callable[[], float], what: str
+) -> list[Problem]:
+    """``given`` compared with the ``derived`` total, when that is a finite number.
+
+    A sum that overflows (or, for costs, raises ``OverflowError``) is the
+    restored session's problem, reported with the field it comes from.
+    """
+    try:
+        value = derived()
+    except OverflowError:
         return []
-    return [Problem(path, f"{given!r} disagrees with {what}, {derived!r}")]
+    if given is None or not is_number(value) or abs(given - value) <= TOTAL_TOLERANCE:
+        return []
+    return [Problem(path, f"{given!r} disagrees with {what}, {value!r}")]
 
 
 def _session_fields(doc: _SessionV1 | _SessionV2) -> dict[str, Any]:

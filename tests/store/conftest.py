@@ -94,6 +94,10 @@ class SyncOverAsync:
         """As ``store.processed``."""
         return bool(self._run(self.store.processed(key)))
 
+    def processed_key(self, key: str) -> Any:
+        """As ``store.processed_key``."""
+        return self._run(self.store.processed_key(key))
+
     def mark_processed(self, key: str, **options: Any) -> bool:
         """As ``store.mark_processed``."""
         return bool(self._run(self.store.mark_processed(key, **options)))

@@ -24,7 +24,8 @@ from customer_session import (
 from customer_session.store import open_store
 
 if TYPE_CHECKING:
-    from multiprocessing.synchronize import Event
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Barrier, Event
 
 EFFECT = "notify"
 TRIGGERS = ("close", "close", "reopen", "reopen", "return_items", "cancel")
@@ -138,3 +139,14 @@ def commit_slowly(database: str, integration_id: str, ready: Event) -> None:
     store.get(integration_id)
     ready.set()
     store.update(integration_id, lambda s: s.close())
+
+
+def first_use(databases: list[str], ready: Barrier, failures: Queue[str]) -> None:
+    """On each database in turn, open a store and make a first call when all are ready."""
+    for database in databases:
+        ready.wait()
+        try:
+            with open_store(database) as store:
+                store.exists("order-1")
+        except Exception as exc:  # reported to the test, which fails on it
+            failures.put(f"{database}: {type(exc).__name__}: {exc}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from customer_session import ValidationError
@@ -26,6 +28,8 @@ class TestCheck:
         [
             ("integration_id", "", "integration_id"),
             ("integration_id", 42, "integration_id"),
+            ("integration_id", "order-\ud800", "integration_id"),
+            ("key", "key\x00", "key"),
             ("key", None, "key"),
             ("optional_key", 5, "key"),
             ("optional_integration_id", "", "integration_id"),
@@ -33,6 +37,15 @@ class TestCheck:
             ("retries", -1, "retries"),
             ("retries", True, "retries"),
             ("limit", 0, "limit"),
+            ("limit", 2**63, "limit"),
+            ("retries", 2**63, "retries"),
+            ("before", datetime(2026, 3, 2, 10, 15), "before"),  # noqa: DTZ001 - naive on purpose
+            ("before", datetime.max.replace(tzinfo=timezone(timedelta(hours=-1))), "before"),
+            (
+                "updated_since",
+                datetime.min.replace(tzinfo=timezone(timedelta(hours=1))),
+                "updated_since",
+            ),
             ("change", None, "change"),
             ("handler", "print", "handler"),
         ],

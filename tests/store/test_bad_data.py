@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from customer_session.store import (
     SCHEMA_VERSION,
     AsyncPostgresStore,
     PostgresStore,
+    ProcessedKey,
     SQLiteStore,
     open_store,
     rebuild,
@@ -126,6 +128,40 @@ class TestCorruptRows:
         with pytest.raises(CorruptData, match=f"session 'order-1': {message}"):
             store.history("order-1")
 
+    def test_state_column_that_names_no_state(self, store, sql):
+        """counts() over a row whose state column names no state is CorruptData quoting it."""
+        stored(store)
+        sql("UPDATE customer_sessions SET state = 'teleported'")
+        with pytest.raises(CorruptData, match="a stored session has the state 'teleported'"):
+            store.counts()
+
+    @pytest.mark.parametrize(
+        "where",
+        [
+            ("customer_session_journal", "recorded_at", lambda store: store.history("order-1")),
+            ("customer_session_outbox", "created_at", lambda store: store.pending()),
+        ],
+    )
+    @pytest.mark.parametrize("value", ["yesterday", "2026-03-02T10:15:00"])
+    def test_stored_time_that_does_not_read(self, tmp_path, where, value):
+        """A journal or outbox time that is no aware time is CorruptData naming the session.
+
+        (SQLite only: PostgreSQL's timestamptz columns hold nothing else.)
+        """
+        table, column, read = where
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store:
+            store.on_commit("notify")
+            stored(store)
+            store.update("order-1", lambda s: s.close())
+            with sqlite3.connect(path) as connection:
+                connection.execute(f"UPDATE {table} SET {column} = ?", (value,))  # noqa: S608 - the test's own names
+            with pytest.raises(
+                CorruptData,
+                match=f"session 'order-1': the stored time of .* '{value}' is not a time",
+            ):
+                read(store)
+
 
 class TestSchemaVersion:
     def test_newer_schema_is_refused_naming_the_session(self, store, sql, open_db):
@@ -164,6 +200,7 @@ class TestSchemaVersion:
         store.on_commit("erp")
         store.update("order-1", lambda s: s.close(), key="event-1")
         store.deliver(lambda effect: None)
+        sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")  # added by version 3
         for index in V2_INDEXES:
             sql(f"DROP INDEX {index}")
         sql("UPDATE customer_session_schema SET version = 1")
@@ -178,6 +215,19 @@ class TestSchemaVersion:
         moment = datetime.now(UTC) + timedelta(seconds=5)
         assert later.purge_delivered(before=moment) == 1
         assert later.forget_keys(before=moment) == 1
+
+    def test_a_version_2_database_gains_the_refusal_column(self, store, open_db, sql):
+        """A version 2 database's keys read as applied; refusals are recorded after migrating."""
+        stored(store)
+        store.update("order-1", lambda s: s.close(), key="event-1")
+        sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")
+        sql("UPDATE customer_session_schema SET version = 2")
+
+        later = open_db()
+        assert later.processed_key("event-1") == ProcessedKey("event-1", "order-1", None)
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+        later.mark_processed("event-2", integration_id="order-1", refusal="already closed")
+        assert later.processed_key("event-2").refusal == "already closed"
 
     def test_every_version_has_its_migration_step(self):
         """Each dialect has one step per version, so every older database can be brought up."""
@@ -246,6 +296,11 @@ class TestOpening:
         """A class that is not a CustomerSession is refused when the store is made."""
         with pytest.raises(WorkflowError, match="session_class must be a CustomerSession class"):
             SQLiteStore(tmp_path / "x.db", session_class=dict)  # type: ignore[type-var]
+
+    def test_workflow_must_be_a_workflow(self, tmp_path):
+        """A workflow argument that is no Workflow is refused when the store is made."""
+        with pytest.raises(WorkflowError, match="workflow must be a Workflow or None, got 3"):
+            SQLiteStore(tmp_path / "x.db", workflow=3)  # type: ignore[arg-type]
 
     def test_workflow_of_another_table_is_refused(self, tmp_path):
         """A workflow that drives another table than the session class is refused."""

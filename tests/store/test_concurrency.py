@@ -36,6 +36,31 @@ def check_consistent(store, ids) -> dict[str, int]:
 
 @pytest.mark.usefixtures("importable_workers")
 class TestWorkerProcesses:
+    def test_workers_opening_an_empty_database_together_all_start(
+        self, backend, database, tmp_path, request
+    ):
+        """12 processes making their first call at once on empty databases: none fails."""
+        import store_workers  # noqa: PLC0415 - importable once the fixture ran
+
+        if backend == "sqlite":
+            databases = [database, *(str(tmp_path / f"more-{n}.db") for n in range(3))]
+        else:
+            server = request.getfixturevalue("pg_server")
+            databases = [database, *(server.fresh_schema() for _ in range(3))]
+        context = multiprocessing.get_context("spawn")
+        ready = context.Barrier(12)
+        failures = context.Queue()
+        workers = [
+            context.Process(target=store_workers.first_use, args=(databases, ready, failures))
+            for _ in range(12)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        assert [worker.exitcode for worker in workers] == [0] * 12
+        assert [failures.get() for _ in range(failures.qsize())] == []
+
     def test_racing_workers_commit_exactly_what_they_counted(self, database):
         """8 processes firing random triggers on 50 sessions: journals agree with the counts."""
         import store_workers  # noqa: PLC0415 - importable once the fixture ran

@@ -29,10 +29,12 @@ from customer_session import (
     WorkflowError,
     wire,
 )
-from customer_session.store import JournalKind, SessionStore, rebuild
+from customer_session.store import JournalKind, ProcessedKey, SessionStore, rebuild
 
 ITEMS = (CartItem(sku="SOCK", quantity=3, price=7.5), CartItem(sku="JKT", quantity=1, price=99.0))
 RETURN = (ReturnedItem(position=0, quantity=1),)
+# Beyond datetime's range once in UTC.
+FAR_FUTURE = datetime.max.replace(tzinfo=timezone(timedelta(hours=-1)))
 
 
 @pytest.fixture(
@@ -456,10 +458,18 @@ class TestBadArguments:
             (lambda st: st.update("order-1", lambda s: s.close(), operation=""), ["operation"]),
             (lambda st: st.processed(None), ["key"]),
             (lambda st: st.mark_processed("k", integration_id=3), ["integration_id"]),
+            (lambda st: st.mark_processed("k", refusal=""), ["refusal"]),
+            (lambda st: st.processed_key(b"k"), ["key"]),
             (lambda st: st.pending(limit=0), ["limit"]),
             (lambda st: st.deliver(None, limit=-1), ["handler", "limit"]),
             (lambda st: st.create("order-2"), ["session"]),
             (lambda st: st.create(new_session("order-2"), key=""), ["key"]),
+            (
+                lambda st: st.ids(updated_before=FAR_FUTURE, limit=2**63),
+                ["updated_before", "limit"],
+            ),
+            (lambda st: st.purge_delivered(before=FAR_FUTURE), ["before"]),
+            (lambda st: st.forget_keys(before=FAR_FUTURE), ["before"]),
         ],
     )
     def test_bad_arguments_are_refused_and_nothing_changes(self, store, call, paths):
@@ -841,6 +851,30 @@ class TestIdempotencyKeys:
         assert not store.mark_processed("refused-line-3")
         assert store.processed("refused-line-3")
 
+    def test_processed_key_gives_the_refusal_recorded_with_it(self, store):
+        """A key marked with a refusal reads back with its session and reason."""
+        store.mark_processed("event-9", integration_id="order-9", refusal="unknown session")
+        assert store.processed_key("event-9") == ProcessedKey(
+            "event-9", "order-9", "unknown session"
+        )
+
+    def test_processed_key_of_a_change_has_no_refusal(self, store):
+        """The key of a committed change reads back with its session and no refusal."""
+        store.create(new_session(), key="event-1")
+        store.mark_processed("event-2")
+        assert store.processed_key("event-1") == ProcessedKey("event-1", "order-1", None)
+        assert store.processed_key("event-2") == ProcessedKey("event-2", None, None)
+
+    def test_processed_key_of_an_unknown_key_is_none(self, store):
+        """A key never recorded has no record."""
+        assert store.processed_key("event-1") is None
+
+    def test_a_recorded_key_keeps_its_first_refusal(self, store):
+        """Marking a recorded key again changes nothing, its refusal included."""
+        store.mark_processed("event-1", refusal="first")
+        assert not store.mark_processed("event-1", refusal="second")
+        assert store.processed_key("event-1").refusal == "first"
+
 
 class TestThreads:
     def test_threads_sharing_one_store_lose_no_update(self, store):
@@ -867,6 +901,32 @@ class TestThreads:
         assert len(stored.cart_items) == len(ITEMS) + 8 * per_thread
         assert [e.version for e in store.history("order-1")] == list(range(1, 2 + 8 * per_thread))
         assert rebuild(store.history("order-1")) == stored
+
+    def test_stores_opened_together_on_an_empty_database_all_start(self, open_db):
+        """Store objects making their first call at once on an empty database all succeed.
+
+        One creates the schema; the others wait for it and then see it, instead of
+        creating it a second time.
+        """
+        stores = [open_db() for _ in range(8)]
+        start = threading.Barrier(len(stores))
+        errors: list[BaseException] = []
+
+        def first_use(store) -> None:
+            try:
+                start.wait()
+                store.exists("order-1")
+            except BaseException as exc:  # reported by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_use, args=(s,)) for s in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        stores[0].create(new_session())
+        assert all(store.exists("order-1") for store in stores)
 
 
 class TestWireDocument:

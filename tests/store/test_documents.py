@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from hypothesis import given
 
+from customer_session import StoreError
 from customer_session._cart import freeze
 from customer_session.store._documents import dumps
 from customer_session.testing import wire_documents
@@ -53,3 +55,24 @@ class TestDumps:
         """A frozen value orjson refuses (a 65-bit integer) is written by the fallback too."""
         value = {"big": [2**64], "inner": {"n": 1}}
         assert dumps(freeze(value)) == '{"big":[18446744073709551616],"inner":{"n":1}}'
+
+    @pytest.mark.parametrize(
+        ("value", "fragment"),
+        [
+            ({"total": float("inf")}, "$['total'] is inf"),
+            ({"a": [1, {"b": float("nan")}]}, "$['a'][1]['b'] is nan"),
+            ({"sku": "\ud800"}, "lone surrogate"),
+            ({"\udfff": 1}, "a key of $ holds a lone surrogate"),
+        ],
+        ids=["inf", "nan", "surrogate", "surrogate-key"],
+    )
+    def test_what_would_not_read_back_is_refused(self, value, fragment):
+        """A non-finite number (orjson would write null) or invalid text is a StoreError."""
+        with pytest.raises(StoreError, match=re.escape(fragment)) as error:
+            dumps(value, "order-1")
+        assert error.value.integration_id == "order-1"
+        assert "nothing was written" in str(error.value)
+
+    def test_a_real_null_is_written(self):
+        """A JSON null (an attribute's value) is written as null, as before."""
+        assert dumps({"note": None, "price": 1.5}) == '{"note":null,"price":1.5}'

@@ -14,6 +14,7 @@ class TestStorePublicApi:
             "JournalEntry",
             "JournalKind",
             "PostgresStore",
+            "ProcessedKey",
             "SQLiteStore",
             "SessionStore",
             "StoreReplayer",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from itertools import islice
 from pathlib import Path
 
+import attrs
 import pytest
 
 from customer_session import ReopenableCustomerSession, State, StoreError
 from customer_session.cli import main
-from customer_session.replay import Replayer
-from customer_session.store import StoreReplayer, open_store
+from customer_session.replay import RefusedLine, Replayer
+from customer_session.store import StoreReplayer
 
 EXAMPLE = Path(__file__).parent.parent.parent / "examples" / "orders.jsonl"
 PREFIX = 400  # lines of the example log: every kind of event, a few seconds at most
@@ -22,12 +24,32 @@ def example(lines: int = PREFIX) -> list[str]:
         return list(islice(log, lines))
 
 
+SOCKS = {"sku": "SOCK", "quantity": 3, "price": 7.5}
+
+
 def event(op: str, session: str, at: str, **body) -> str:
     return json.dumps({"at": at, "session": session, "op": op, **body})
 
 
-CREATE = event("create", "order-7", "2026-03-02T10:00:00Z", customerSession={"cartItems": []})
+CREATE = event("create", "order-7", "2026-03-02T10:00:00Z", customerSession={"cartItems": [SOCKS]})
 CLOSE = event("update", "order-7", "2026-03-02T11:00:00Z", customerSession={"state": "closed"})
+RETURN = event(
+    "return",
+    "order-7",
+    "2026-03-02T12:00:00Z",
+    **{"return": {"returnedCartItems": [{"position": 0, "quantity": 1}]}},
+)
+
+
+def earlier(refused: RefusedLine) -> RefusedLine:
+    """``refused`` as a later run reports it."""
+    return attrs.evolve(refused, reason=f"refused by an earlier run: {refused.reason}")
+
+
+def digest(line: str) -> str:
+    """The digest of a line's event in its key: SHA-256 of its canonical JSON."""
+    canonical = json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class TestStoreReplay:
@@ -44,18 +66,18 @@ class TestStoreReplay:
                 assert replayer.store.get(integration_id) == session
 
     def test_rerun_applies_nothing_twice(self, database):
-        """Running the same log again skips every line and changes nothing."""
+        """Running the same log again applies nothing, and reports the same refusals."""
         lines = example(120)
         with StoreReplayer(database, session_class=ReopenableCustomerSession) as replayer:
             first = replayer.run(lines)
+            journals = {i: replayer.store.history(i) for i in _ids(lines)}
+        assert first.refused  # the prefix has refused lines to report again
         with StoreReplayer(database, session_class=ReopenableCustomerSession) as replayer:
             second = replayer.run(lines)
-            journal = [replayer.store.history(i) for i in ("order-00001",)]
-        assert (second.applied, second.refused) == (0, [])
-        assert second.skipped == first.applied + len(first.refused)
+            assert {i: replayer.store.history(i) for i in _ids(lines)} == journals
+        assert (second.applied, second.skipped) == (0, first.applied)
+        assert second.refused == [earlier(r) for r in first.refused]
         assert second.states == first.states
-        with open_store(database, session_class=ReopenableCustomerSession) as store:
-            assert [store.history(i) for i in ("order-00001",)] == journal
 
     def test_interrupted_run_resumes_where_it_stopped(self, database, tmp_path):
         """A run over a prefix, then over the whole log, ends like one run of the log."""
@@ -70,26 +92,31 @@ class TestStoreReplay:
         ) as one:
             whole = one.run(lines)
             assert {i: one.store.get(i) for i in _ids(lines)} == stored
-        assert resumed.skipped == prefix.applied + len(prefix.refused)
+        assert resumed.skipped == prefix.applied
         assert prefix.applied + resumed.applied == whole.applied
-        assert prefix.refused + resumed.refused == whole.refused
+        assert resumed.refused == [earlier(r) if r in prefix.refused else r for r in whole.refused]
 
     def test_refused_line_is_not_applied_later(self, database):
-        """A line refused in the first run stays refused: a re-run skips it."""
+        """A line refused in the first run is reported refused again, never applied."""
         with StoreReplayer(database) as replayer:
             first = replayer.run([CLOSE, CREATE])
-        assert [r.line for r in first.refused] == [1]
+        (refused,) = first.refused
+        assert refused.line == 1
         with StoreReplayer(database) as replayer:
             second = replayer.run([CLOSE, CREATE])
             assert replayer.store.get("order-7").state is State.OPEN
-        assert (second.skipped, second.applied, second.refused) == (2, 0, [])
+        assert (second.skipped, second.applied, second.refused) == (1, 0, [earlier(refused)])
+        assert second.refused[0].reason.startswith("refused by an earlier run: event: $.session")
 
     def test_log_times_and_keys_reach_the_journal(self, database):
-        """Changes carry the log's timestamps, and each journal entry its line's key."""
+        """Changes carry the log's timestamps, and each journal entry its event's key."""
         with StoreReplayer(database, log_id="log-a") as replayer:
             replayer.run([CREATE, CLOSE])
             history = replayer.store.history("order-7")
-        assert [e.key for e in history] == ["replay:log-a:1", "replay:log-a:2"]
+        assert [e.key for e in history] == [
+            f"replay:log-a:{digest(CREATE)}:0",
+            f"replay:log-a:{digest(CLOSE)}:0",
+        ]
         assert history[1].records[0].timestamp.isoformat() == "2026-03-02T11:00:00+00:00"
         assert history[1].operation == "update"
 
@@ -107,6 +134,115 @@ class TestStoreReplay:
             replayer.run([CREATE, CLOSE])
 
 
+class TestEventKeys:
+    def test_a_line_completed_after_a_run_is_applied(self, database):
+        """A last line read half-written is refused, and applied once it is complete."""
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([CREATE, CLOSE[:40]])
+        assert "malformed JSON" in first.refused[0].reason
+        with StoreReplayer(database) as replayer:
+            second = replayer.run([CREATE, CLOSE])
+            assert replayer.store.get("order-7").state is State.CLOSED
+        assert (second.skipped, second.applied, second.refused) == (1, 1, [])
+
+    def test_another_log_with_the_same_first_line_is_applied(self, database):
+        """A log sharing only its first event with an earlier log has its other events applied."""
+        cancel = event(
+            "update", "order-7", "2026-03-02T12:00:00Z", customerSession={"state": "cancelled"}
+        )
+        with StoreReplayer(database) as replayer:
+            replayer.run([CREATE, CLOSE])
+        with StoreReplayer(database) as replayer:
+            report = replayer.run([CREATE, cancel])
+            assert replayer.store.get("order-7").state is State.CANCELLED
+        assert (report.skipped, report.applied, report.refused) == (1, 1, [])
+
+    def test_a_respaced_log_applies_nothing_twice(self, database):
+        """The same events with other spacing and key order are the same events."""
+        lines = [CREATE, CLOSE, RETURN]
+        respaced = [json.dumps(json.loads(line), indent=1, sort_keys=True) for line in lines]
+        respaced = [" ".join(line.split()) for line in respaced]
+        with StoreReplayer(database) as replayer:
+            replayer.run(lines)
+        with StoreReplayer(database) as replayer:
+            report = replayer.run(respaced)
+            (item,) = replayer.store.get("order-7").cart_items
+        assert (report.skipped, report.applied, report.refused) == (3, 0, [])
+        assert item.returned_quantity == 1
+
+    def test_an_event_twice_in_a_log_is_applied_twice(self, database):
+        """Two identical lines are two events; a re-run skips both."""
+        lines = [CREATE, CLOSE, RETURN, RETURN]
+        with StoreReplayer(database) as replayer:
+            first = replayer.run(lines)
+        with StoreReplayer(database) as replayer:
+            second = replayer.run([*lines, RETURN])
+            (item,) = replayer.store.get("order-7").cart_items
+        assert (first.applied, first.refused) == (4, [])
+        assert (second.skipped, second.applied) == (4, 1)
+        assert item.returned_quantity == 3
+
+    def test_log_id_keeps_the_keys_of_two_logs_apart(self, database):
+        """With another log_id, the same events are new events (here a second create)."""
+        with StoreReplayer(database, log_id="monday") as replayer:
+            replayer.run([CREATE])
+        with StoreReplayer(database, log_id="tuesday") as replayer:
+            report = replayer.run([CREATE])
+        assert report.skipped == 0
+        assert "session 'order-7' already exists" in report.refused[0].reason
+
+    def test_refusals_before_an_interruption_are_reported_by_the_next_run(self, database):
+        """A run stopped midway reports nothing; the next run reports its refusals."""
+
+        def interrupted():
+            yield from [CREATE, CREATE, CLOSE]
+            raise KeyboardInterrupt
+
+        with StoreReplayer(database) as replayer, pytest.raises(KeyboardInterrupt):
+            replayer.run(interrupted())
+        with StoreReplayer(database) as replayer:
+            report = replayer.run([CREATE, CREATE, CLOSE, RETURN])
+        assert (report.skipped, report.applied) == (2, 1)
+        (refused,) = report.refused
+        assert str(refused) == (
+            "line 2: order-7 create: refused by an earlier run: "
+            "event: $.session: session 'order-7' already exists"
+        )
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            event("update", "order-7", "9999-12-31T23:59:59-23:59", customerSession={}),
+            '{"at":"2026-03-02T10:00:00Z","session":"order-7","op":"update",'
+            '"customerSession":{"attributes":{"n":' + "7" * 5000 + "}}}",
+            "[" * 100_000 + "]" * 100_000,
+            '{"at":"2026-03-02T10:00:00Z","session":"order-7","op":"update",'
+            '"customerSession":{"attributes":{"x":' + '{"a":' * 500 + "1" + "}" * 500 + "}}}",
+        ],
+        ids=["year-10000", "long-integer", "deep-array", "deep-object"],
+    )
+    def test_unreadable_line_is_refused_and_recorded(self, database, line):
+        """A line Python cannot read is refused like in memory, and refused again on a re-run."""
+        expected = Replayer().run([CREATE, line, CLOSE])
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([CREATE, line, CLOSE])
+        with StoreReplayer(database) as replayer:
+            second = replayer.run([CREATE, line, CLOSE])
+        assert (first.applied, first.refused) == (2, expected.refused)
+        assert second.refused == [earlier(r) for r in expected.refused]
+
+    def test_duplicate_create_is_refused_as_in_memory(self, database):
+        """A second create is refused as existing, whatever its body, like in memory."""
+        again = event(
+            "create", "order-7", "2026-03-02T12:00:00Z", customerSession={"state": "cancelled"}
+        )
+        expected = Replayer().run([CREATE, again])
+        with StoreReplayer(database) as replayer:
+            report = replayer.run([CREATE, again])
+        assert report.refused == expected.refused
+        assert "session 'order-7' already exists" in report.refused[0].reason
+
+
 class TestCommandLine:
     def test_replay_into_a_database_then_again(self, database, tmp_path, capsys):
         """replay --db applies the log once; the second run reports every line as done."""
@@ -117,6 +253,17 @@ class TestCommandLine:
         assert main(["replay", "--db", database, "--json", str(log)]) == 0
         report = json.loads(capsys.readouterr().out)
         assert (report["applied"], report["skipped"], report["states"]) == (0, 2, {"closed": 1})
+
+    def test_rerun_of_a_log_with_refusals_fails_again(self, database, tmp_path, capsys):
+        """A re-run lists the lines an earlier run refused and exits 1 again."""
+        log = tmp_path / "events.jsonl"
+        log.write_text(f"{CLOSE}\n{CREATE}\n", encoding="utf-8")
+        assert main(["replay", "--db", database, str(log)]) == 1
+        capsys.readouterr()
+        assert main(["replay", "--db", database, str(log)]) == 1
+        out = capsys.readouterr().out
+        assert "0 events applied, 1 refused, 1 applied by an earlier run" in out
+        assert "line 1: order-7 update: refused by an earlier run: " in out
 
     def test_unreachable_database_is_a_one_line_error(self, tmp_path, capsys):
         """A database that cannot be opened exits 2 with one line on stderr."""
@@ -138,3 +285,38 @@ def _ids(lines: list[str]) -> list[str]:
         if isinstance(event, dict) and event.get("op") == "create":
             ids.append(event["session"])
     return ids
+
+
+class TestValuesThatCannotBeStored:
+    def test_a_cart_total_beyond_a_float_is_refused_and_the_row_still_loads(self, database):
+        """An update whose cart total overflows is refused; the stored session loads after it."""
+        cart = [
+            {"sku": "A", "quantity": 1, "price": 1e308},
+            {"sku": "B", "quantity": 1, "price": 1e308},
+        ]
+        lines = [
+            CREATE,
+            event("update", "order-7", "2026-03-02T10:30:00Z", customerSession={"cartItems": cart}),
+            CLOSE,
+        ]
+        with StoreReplayer(database) as replayer:
+            report = replayer.run(lines)
+            assert [r.line for r in report.refused] == [2]
+            assert "more than a float can hold" in report.refused[0].reason
+            assert replayer.store.get("order-7").state is State.CLOSED
+
+    @pytest.mark.parametrize("session", ["order-7\x00", "order-\ud800"], ids=["nul", "surrogate"])
+    def test_a_session_id_that_cannot_be_stored_is_refused_and_the_run_goes_on(
+        self, database, session
+    ):
+        """A NUL or lone surrogate id is refused per line, not a store error; later lines apply."""
+        lines = [
+            event("create", session, "2026-03-02T10:00:00Z", customerSession={}),
+            event("update", session, "2026-03-02T11:00:00Z", customerSession={"state": "closed"}),
+            CREATE,
+        ]
+        with StoreReplayer(database, log_id="ids") as replayer:
+            report = replayer.run(lines)
+            assert [r.line for r in report.refused] == [1, 2]
+            assert report.applied == 1
+            assert replayer.store.exists("order-7")

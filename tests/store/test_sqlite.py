@@ -6,6 +6,8 @@ import gc
 import sqlite3
 import threading
 
+import pytest
+
 from customer_session import CustomerSession, State
 from customer_session.store import SQLiteStore
 
@@ -32,9 +34,12 @@ class TestSQLiteStore:
         with store, store._connection(None) as connection:
             assert connection.execute("PRAGMA synchronous").fetchone() == (1,)
 
-    def test_memory_database_is_shared_by_threads(self):
-        """Threads using one :memory: store see one database."""
-        with SQLiteStore(":memory:") as store:
+    @pytest.mark.parametrize(
+        "path", [":memory:", "file::memory:", "file:sessions?mode=memory&cache=shared"]
+    )
+    def test_memory_database_is_shared_by_threads(self, path):
+        """Threads using one in-memory store (a path or a URI) see one database."""
+        with SQLiteStore(path) as store:
             in_thread(lambda: store.create(CustomerSession(integration_id="order-1")))
             in_thread(lambda: store.update("order-1", lambda s: s.close()))
             assert store.get("order-1").state is State.CLOSED

@@ -28,6 +28,7 @@ the methods awaited (``await AsyncPostgresStore.open(url)``).
 from customer_session.store._async_postgres import AsyncPostgresStore
 from customer_session.store._base import DEFAULT_RETRIES
 from customer_session.store._journal import JournalEntry, JournalKind, rebuild
+from customer_session.store._keys import ProcessedKey
 from customer_session.store._open import open_store
 from customer_session.store._outbox import DurableEffect, Effect, EffectHandler
 from customer_session.store._postgres import PostgresStore
@@ -46,6 +47,7 @@ __all__ = [
     "JournalEntry",
     "JournalKind",
     "PostgresStore",
+    "ProcessedKey",
     "SQLiteStore",
     "SessionStore",
     "StoreReplayer",

@@ -10,10 +10,10 @@ must be ...``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from customer_session._cart import raise_problems
+from customer_session._cart import is_text, raise_problems
 from customer_session.exceptions import Problem
 from customer_session.model import CustomerSession
 
@@ -22,18 +22,25 @@ if TYPE_CHECKING:
 
 
 def _text(value: object) -> bool:
-    return type(value) is str and value != ""
+    # Stored in text columns: UTF-8 without NUL, as every text of a session.
+    return type(value) is str and value != "" and is_text(value)
 
 
 def _optional_text(value: object) -> bool:
     return value is None or _text(value)
 
 
+# The largest count a database column or LIMIT holds (a signed 64-bit integer).
+_LARGEST: Final = 2**63 - 1
+
+
 def _at_least(minimum: int, *, optional: bool = True) -> Callable[[object], bool]:
     def ok(value: object) -> bool:
         if value is None:
             return optional
-        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        return (
+            isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= _LARGEST
+        )
 
     return ok
 
@@ -43,7 +50,13 @@ def _session(value: object) -> bool:
 
 
 def _aware(value: object) -> bool:
-    return isinstance(value, datetime) and value.utcoffset() is not None
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        return False
+    try:
+        value.astimezone(UTC)  # stored and compared in UTC
+    except OverflowError:  # e.g. datetime.max at a negative offset
+        return False
+    return True
 
 
 def _optional_aware(value: object) -> bool:
@@ -51,20 +64,24 @@ def _optional_aware(value: object) -> bool:
 
 
 _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
-    "integration_id": (_text, "must be a non-empty string"),
-    "key": (_text, "must be a non-empty string"),
-    "optional_key": (_optional_text, "must be a non-empty string or None"),
-    "optional_integration_id": (_optional_text, "must be a non-empty string or None"),
-    "operation": (_optional_text, "must be a non-empty string or None"),
-    "retries": (_at_least(0), "must be an integer >= 0 or None"),
-    "default_retries": (_at_least(0, optional=False), "must be an integer >= 0"),
+    "integration_id": (_text, "must be a non-empty string (UTF-8 text without NUL)"),
+    "key": (_text, "must be a non-empty string (UTF-8 text without NUL)"),
+    "optional_key": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
+    "optional_integration_id": (
+        _optional_text,
+        "must be a non-empty string (UTF-8, no NUL) or None",
+    ),
+    "operation": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
+    "refusal": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
+    "retries": (_at_least(0), "must be an integer from 0 to 2**63 - 1, or None"),
+    "default_retries": (_at_least(0, optional=False), "must be an integer from 0 to 2**63 - 1"),
     "session": (_session, "must be a CustomerSession"),
-    "limit": (_at_least(1), "must be an integer >= 1 or None"),
+    "limit": (_at_least(1), "must be an integer from 1 to 2**63 - 1, or None"),
     "change": (callable, "must be callable"),
     "handler": (callable, "must be callable"),
-    "before": (_aware, "must be an aware datetime"),
-    "updated_before": (_optional_aware, "must be an aware datetime or None"),
-    "updated_since": (_optional_aware, "must be an aware datetime or None"),
+    "before": (_aware, "must be an aware datetime (in range in UTC)"),
+    "updated_before": (_optional_aware, "must be an aware datetime (in range in UTC) or None"),
+    "updated_since": (_optional_aware, "must be an aware datetime (in range in UTC) or None"),
 }
 # What the rules above are called in messages (the argument's own name).
 _SHOWN: Final = {

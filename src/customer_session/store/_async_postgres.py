@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
 
-from customer_session._spec import State
 from customer_session.exceptions import (
     ConcurrentUpdate,
     KeyAlreadyProcessed,
@@ -35,8 +35,9 @@ from customer_session.store._base import (
     pause_before,
 )
 from customer_session.store._deferral import deferring, run_queued
-from customer_session.store._documents import subject
+from customer_session.store._documents import state_from_row, subject
 from customer_session.store._journal import JournalEntry, entry_from_row
+from customer_session.store._keys import ProcessedKey, processed_key_from_row
 from customer_session.store._outbox import Effect, effect_from_row
 from customer_session.store._postgres import (
     _COUNTS,
@@ -50,6 +51,7 @@ from customer_session.store._postgres import (
     _HISTORY,
     _INSERT,
     _KEY,
+    _KEY_RECORD,
     _LOCK_OUTBOX,
     _LOCK_SCHEMA,
     _PENDING,
@@ -75,10 +77,16 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import AsyncConnectionPool
 
+    from customer_session._spec import State
     from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
 
 _S = TypeVar("_S", bound=CustomerSession)
+
+# The store and connection this task's delivery holds (see _delivery_lock), if any.
+_PINNED: ContextVar[tuple[object, psycopg.AsyncConnection[tuple[Any, ...]]] | None] = ContextVar(
+    "customer_session_pinned_async", default=None
+)
 _T = TypeVar("_T")
 
 
@@ -261,7 +269,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         """How many sessions are stored in each state (states with none are left out)."""
         await self._ready(None)
         rows = await self._fetchall(None, _COUNTS, ())
-        return {State(row[0]): row[1] for row in rows}
+        return {state_from_row(row[0]): row[1] for row in rows}
 
     async def ids(
         self,
@@ -385,7 +393,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             else:
                 if optimistic and not await self._current(integration_id, loaded.version):
                     raise _Stale
-                if key is not None and not await self._record_key(key, integration_id):
+                if key is not None and not await self._record_key(key, integration_id, None):
                     raise KeyAlreadyProcessed(key, integration_id)
         run_queued(queue)
 
@@ -435,11 +443,31 @@ class AsyncPostgresStore(StoreCore[_S]):
         await self._ready(None)
         return await self._execute(None, _FORGET, (before.astimezone(UTC),))
 
-    async def mark_processed(self, key: str, *, integration_id: str | None = None) -> bool:
-        """Record ``key`` without a change; ``True`` if recorded now, ``False`` if it was."""
-        check("mark_processed", key=key, optional_integration_id=integration_id)
+    async def processed_key(self, key: str) -> ProcessedKey | None:
+        """What was recorded with ``key``, or ``None``.
+
+        As :meth:`PostgresStore.processed_key
+        <customer_session.store.PostgresStore.processed_key>`.
+        """
+        check("processed_key", key=key)
+        await self._ready(None)
+        return processed_key_from_row(key, await self._fetchone(None, _KEY_RECORD, (key,)))
+
+    async def mark_processed(
+        self, key: str, *, integration_id: str | None = None, refusal: str | None = None
+    ) -> bool:
+        """Record ``key`` without a change; ``True`` if recorded now, ``False`` if it was.
+
+        ``refusal`` is why the event was refused, kept for :meth:`processed_key`.
+        """
+        check(
+            "mark_processed",
+            key=key,
+            optional_integration_id=integration_id,
+            refusal=refusal,
+        )
         await self._ready(integration_id)
-        return await self._record_key(key, integration_id)
+        return await self._record_key(key, integration_id, refusal)
 
     async def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
         """The outbox rows not delivered yet, in delivery order."""
@@ -491,6 +519,10 @@ class AsyncPostgresStore(StoreCore[_S]):
     ) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
         """A pooled connection; database errors become ``StoreError`` naming the session."""
         try:
+            pinned = _PINNED.get()
+            if pinned is not None and pinned[0] is self:
+                yield pinned[1]
+                return
             async with self._pool.connection() as connection:
                 yield connection
         except self._psycopg_error as exc:
@@ -561,19 +593,25 @@ class AsyncPostgresStore(StoreCore[_S]):
                 raise
             raise duplicate from None
 
-    async def _record_key(self, key: str, integration_id: str | None) -> bool:
-        return await self._execute(integration_id, _KEY, (key, integration_id)) == 1
+    async def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
+        return await self._execute(integration_id, _KEY, (key, integration_id, refusal)) == 1
 
     @asynccontextmanager
     async def _delivery_lock(self) -> AsyncIterator[None]:
         # As PostgresStore._delivery_lock: a session-level advisory lock on a
-        # connection kept out of the pool while the handler runs.
-        connection = await self._pool.getconn()
+        # connection kept out of the pool while the handler runs, which delivery's
+        # own queries use too.
+        try:
+            connection = await self._pool.getconn()
+        except self._psycopg_error as exc:
+            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
         try:
             await self._advisory(connection, _LOCK_OUTBOX)
+            pinned = _PINNED.set((self, connection))
             try:
                 yield
             finally:
+                _PINNED.reset(pinned)
                 await self._advisory(connection, _UNLOCK_OUTBOX)
         finally:
             await self._pool.putconn(connection)

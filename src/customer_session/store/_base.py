@@ -28,13 +28,15 @@ from customer_session.exceptions import (
     UnknownTrigger,
     WorkflowError,
 )
+from customer_session.hooks import Workflow
 from customer_session.model import CustomerSession
 from customer_session.store import _changes
 from customer_session.store._arguments import check
 from customer_session.store._arguments import problems as argument_problems
 from customer_session.store._deferral import Shadow, deferring, run_queued
-from customer_session.store._documents import load_session
+from customer_session.store._documents import load_session, state_from_row
 from customer_session.store._journal import JournalEntry, entry_from_row
+from customer_session.store._keys import ProcessedKey, processed_key_from_row
 from customer_session.store._outbox import DurableEffect, Effect, effect_from_row
 from customer_session.store._queries import Query, query, select_ids
 from customer_session.store._schema import SCHEMA_VERSION, steps_from
@@ -44,7 +46,6 @@ if TYPE_CHECKING:
     from datetime import datetime
     from types import TracebackType
 
-    from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
     from customer_session.store._outbox import EffectHandler
 
@@ -127,6 +128,8 @@ class StoreCore(Generic[_S]):
                 f"session_class must be a CustomerSession class, got {session_class!r}"
             )
         chosen = session_class.default_workflow if workflow is None else workflow
+        if not isinstance(chosen, Workflow):
+            raise WorkflowError(f"workflow must be a Workflow or None, got {workflow!r:.80}")
         if chosen.specification != session_class.specification:
             raise WorkflowError(
                 f"{session_class.__name__} follows {session_class.specification.name!r}; "
@@ -377,7 +380,7 @@ class BaseStore(StoreCore[_S], ABC):
     def counts(self) -> dict[State, int]:
         """How many sessions are stored in each state (states with none are left out)."""
         self._ready(None)
-        return {State(state): count for state, count in self._counts()}
+        return {state_from_row(state): count for state, count in self._counts()}
 
     def ids(
         self,
@@ -571,15 +574,38 @@ class BaseStore(StoreCore[_S], ABC):
         self._ready(None)
         return self._has_key(key)
 
-    def mark_processed(self, key: str, *, integration_id: str | None = None) -> bool:
-        """Record ``key`` without a change (e.g. for an event that was refused).
+    def processed_key(self, key: str) -> ProcessedKey | None:
+        """What was recorded with ``key`` (its session, and why a refused event was refused).
 
         Returns:
-            ``True`` if it was recorded now, ``False`` if it already was.
+            The record, or ``None`` when ``key`` is not recorded.
         """
-        check("mark_processed", key=key, optional_integration_id=integration_id)
+        check("processed_key", key=key)
+        self._ready(None)
+        return self._key_record(key)
+
+    def mark_processed(
+        self, key: str, *, integration_id: str | None = None, refusal: str | None = None
+    ) -> bool:
+        """Record ``key`` without a change (e.g. for an event that was refused).
+
+        Args:
+            key: The idempotency key.
+            integration_id: The session the event concerned, when known.
+            refusal: Why the event was refused, kept for :meth:`processed_key`.
+
+        Returns:
+            ``True`` if it was recorded now, ``False`` if it already was (the
+            record, refusal included, is then left as it was).
+        """
+        check(
+            "mark_processed",
+            key=key,
+            optional_integration_id=integration_id,
+            refusal=refusal,
+        )
         self._ready(integration_id)
-        return self._record_key(key, integration_id)
+        return self._record_key(key, integration_id, refusal)
 
     # -- durable effects -------------------------------------------------------------------
 
@@ -703,7 +729,7 @@ class BaseStore(StoreCore[_S], ABC):
         return row is not None and row[0] == version
 
     def _record_key_or_fail(self, key: str, integration_id: str) -> None:
-        if not self._record_key(key, integration_id):
+        if not self._record_key(key, integration_id, None):
             raise KeyAlreadyProcessed(key, integration_id)
 
     # -- the plain queries, in the backend's SQL ------------------------------------------
@@ -763,6 +789,12 @@ class BaseStore(StoreCore[_S], ABC):
         """Whether ``key`` is recorded."""
         with self._connection(None) as connection:
             return connection.execute(self._sql.has_key, (key,)).fetchone() is not None
+
+    def _key_record(self, key: str) -> ProcessedKey | None:
+        """What was recorded with ``key``, or ``None``."""
+        with self._connection(None) as connection:
+            row = connection.execute(self._sql.key_record, (key,)).fetchone()
+        return processed_key_from_row(key, row)
 
     def _journal_rows(self, integration_id: str) -> Sequence[Sequence[Any]]:
         """Journal rows of a session by version (columns as ``entry_from_row`` reads them)."""
@@ -826,8 +858,8 @@ class BaseStore(StoreCore[_S], ABC):
         """Compare-and-set the row from version ``expected``; ``False`` if it moved on."""
 
     @abstractmethod
-    def _record_key(self, key: str, integration_id: str | None) -> bool:
-        """Record ``key`` alone; ``False`` if it already was."""
+    def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
+        """Record ``key`` alone (with why its event was refused); ``False`` if it already was."""
 
     @abstractmethod
     def _mark_delivered(self, sequence: int) -> None:
@@ -856,6 +888,8 @@ class Statements(NamedTuple):
     exists: str
     counts: str
     has_key: str
+    key_record: str
+    """The ``integration_id`` and ``refusal`` recorded with a key."""
     history: str
     pending: str
     failed: str

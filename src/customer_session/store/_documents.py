@@ -10,6 +10,7 @@ crash in the caller.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -17,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import orjson
 
 from customer_session import wire
-from customer_session._cart import ReturnedItem
+from customer_session._cart import ReturnedItem, is_number, is_text, shown, text_problem
 from customer_session._records import TransitionRecord
 from customer_session._spec import State, Trigger
-from customer_session.exceptions import CorruptData, CustomerSessionError
+from customer_session.exceptions import CorruptData, CustomerSessionError, StoreError
 
 if TYPE_CHECKING:
     from customer_session.hooks import Workflow
@@ -32,22 +33,53 @@ HISTORY_KEY: Final = wire.EXTENSION_KEY
 """The document key whose ``history`` holds the transition records."""
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, integration_id: str | None = None) -> str:
     """Compact JSON text (Unicode kept), as stored in every text column.
 
-    ``value`` comes from the wire writer of a validated session, so it holds only
-    JSON values with finite numbers; frozen values (tuples, immutable mappings)
-    are written as arrays and objects too. orjson writes it about fifteen times faster
-    than the standard library (a commit writes three such texts); what orjson
-    refuses and JSON allows (integers beyond 64 bits, nesting deeper than 254
-    levels, both possible in ``attributes``) is written by the standard library.
+    ``value`` comes from the wire writer of a validated session, so it should hold
+    only JSON values with finite numbers and valid text; frozen values (tuples,
+    immutable mappings) are written as arrays and objects too. orjson writes it about
+    fifteen times faster than the standard library (a commit writes three such
+    texts); what orjson refuses and JSON allows (integers beyond 64 bits, nesting
+    deeper than 254 levels, both possible in ``attributes``) is written by the
+    standard library.
+
+    Args:
+        value: The JSON value.
+        integration_id: The session it belongs to, for the error message.
+
+    Raises:
+        StoreError: ``value`` would not read back as itself: it holds a number
+            that is not finite (orjson would write ``null``), text that is not
+            valid UTF-8, or an integer too long for JSON readers. Nothing is written.
     """
     try:
-        return orjson.dumps(value, default=_plain).decode()
+        written = orjson.dumps(value, default=_plain)
     except orjson.JSONEncodeError:
-        return json.dumps(
+        return _standard_dumps(value, integration_id)
+    # orjson writes NaN and the infinities as null, which reads back as another
+    # value: a text with a null in it is written again by the standard library,
+    # which refuses them (nulls are rare in documents, so this costs little).
+    if b"null" in written:
+        return _standard_dumps(value, integration_id)
+    return written.decode()
+
+
+def _standard_dumps(value: Any, integration_id: str | None) -> str:
+    """:func:`dumps` by the standard library, which refuses what would not read back."""
+    try:
+        text = json.dumps(
             value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_plain
         )
+        text.encode()  # a lone surrogate has no UTF-8 encoding: no column can hold it
+    except (ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        where = _unwritable(value, "$") or f"{type(exc).__name__}: {exc}"
+        raise StoreError(
+            f"{subject(integration_id)}: refusing to write JSON that would not read back "
+            f"({where}); nothing was written",
+            integration_id,
+        ) from exc
+    return text
 
 
 def _plain(value: object) -> dict[str, Any]:
@@ -55,6 +87,29 @@ def _plain(value: object) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+def _unwritable(value: Any, path: str) -> str | None:
+    """The first part of ``value`` that JSON cannot hold as itself, with its path."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} is {value!r}, not a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and not is_number(value):
+        return f"{path} is {shown(value)}"
+    if isinstance(value, str) and not is_text(value):
+        return f"{path} {text_problem(value)}"
+    items: Any = ()
+    if isinstance(value, Mapping):
+        for key in value:
+            if isinstance(key, str) and not is_text(key):
+                return f"a key of {path} {text_problem(key)}"
+        items = ((f"{path}[{key!r}]", item) for key, item in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    for where, item in items:
+        found = _unwritable(item, where)
+        if found is not None:
+            return found
+    return None
 
 
 def history_of(document: Mapping[str, Any]) -> list[Any]:
@@ -152,7 +207,39 @@ def _bad_record(integration_id: str, reason: str) -> CorruptData:
     )
 
 
-def timestamp(value: str | datetime) -> datetime:
-    """A stored time (ISO text in SQLite, ``timestamptz`` in PostgreSQL) in UTC."""
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return moment.astimezone(UTC)
+def timestamp(value: str | datetime, what: str, integration_id: str | None) -> datetime:
+    """A stored time (ISO text in SQLite, ``timestamptz`` in PostgreSQL) in UTC.
+
+    Raises:
+        CorruptData: ``value`` is not an aware time (the message names ``what`` and
+            the session).
+    """
+    problem = None
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+        if moment.utcoffset() is None:
+            problem = "it has no time zone"
+        else:
+            return moment.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError) as exc:
+        problem = str(exc)
+    raise CorruptData(
+        f"{subject(integration_id)}: the stored {what} {value!r:.60} is not a time "
+        f"({problem}); the row is corrupt",
+        integration_id,
+    )
+
+
+def state_from_row(value: str) -> State:
+    """A stored ``state`` column as a state.
+
+    Raises:
+        CorruptData: It names no state (the message quotes it).
+    """
+    try:
+        return State(value)
+    except ValueError:
+        raise CorruptData(
+            f"store: a stored session has the state {value!r:.60}, which is none; "
+            "the row is corrupt"
+        ) from None

@@ -193,5 +193,5 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
         records=tuple(record_from_json(r, integration_id) for r in parsed),
         changes=parse(changes, "journal changes", integration_id),
         key=key,
-        recorded_at=timestamp(recorded_at),
+        recorded_at=timestamp(recorded_at, f"time of journal entry {sequence}", integration_id),
     )

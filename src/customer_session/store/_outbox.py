@@ -140,5 +140,5 @@ def effect_from_row(row: Sequence[Any]) -> Effect:
         record=record_from_json(parse(record, "outbox record", integration_id), integration_id),
         document=parse(document, "outbox document", integration_id),
         attempts=attempts,
-        created_at=timestamp(at),
+        created_at=timestamp(at, f"time of outbox row {sequence}", integration_id),
     )

@@ -14,6 +14,7 @@ Run in autocommit mode, the statement is its own transaction: one round trip.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
 
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
@@ -32,6 +33,11 @@ if TYPE_CHECKING:
     from customer_session.store._changes import Change
 
 _S = TypeVar("_S", bound=CustomerSession)
+
+# The store and connection this thread's delivery holds (see _delivery_lock), if any.
+_PINNED: ContextVar[tuple[object, psycopg.Connection[tuple[Any, ...]]] | None] = ContextVar(
+    "customer_session_pinned", default=None
+)
 
 INSTALL_HINT: Final = "pip install 'customer-session[postgres]'"
 
@@ -90,9 +96,10 @@ _FETCH: Final = "SELECT version, document FROM customer_sessions WHERE integrati
 _EXISTS: Final = "SELECT 1 FROM customer_sessions WHERE integration_id = %s"
 _COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state ORDER BY state"
 _KEY: Final = """
-    INSERT INTO customer_session_keys (key, integration_id) VALUES (%s, %s)
+    INSERT INTO customer_session_keys (key, integration_id, refusal) VALUES (%s, %s, %s)
     ON CONFLICT (key) DO NOTHING"""
 _HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = %s"
+_KEY_RECORD: Final = "SELECT integration_id, refusal FROM customer_session_keys WHERE key = %s"
 _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, records, changes,
         recorded_at
@@ -111,7 +118,12 @@ _FAILED: Final = """
 _LOCK_SCHEMA: Final = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.schema'))"
 _LOCK_OUTBOX: Final = "SELECT pg_advisory_lock(hashtext(current_schema() || '.outbox'))"
 _UNLOCK_OUTBOX: Final = "SELECT pg_advisory_unlock(hashtext(current_schema() || '.outbox'))"
-_HAS_SCHEMA: Final = "SELECT to_regclass('customer_session_schema')"
+# The catalog itself, read under the statement's snapshot: to_regclass() looks in the
+# backend's name cache, which may still say "no such table" after the schema lock
+# was granted to a process whose creator has committed meanwhile.
+_HAS_SCHEMA: Final = """
+    SELECT 1 FROM pg_catalog.pg_tables
+    WHERE schemaname = current_schema() AND tablename = 'customer_session_schema'"""
 _SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id = 1"
 _SET_VERSION: Final = """
     INSERT INTO customer_session_schema (id, version) VALUES (1, %s)
@@ -164,6 +176,7 @@ class PostgresStore(BaseStore[_S]):
         exists=_EXISTS,
         counts=_COUNTS,
         has_key=_HAS_KEY,
+        key_record=_KEY_RECORD,
         history=_HISTORY,
         pending=_PENDING,
         failed=_FAILED,
@@ -247,6 +260,10 @@ class PostgresStore(BaseStore[_S]):
     ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         """A pooled connection; database errors become ``StoreError`` naming the session."""
         try:
+            pinned = _PINNED.get()
+            if pinned is not None and pinned[0] is self:
+                yield pinned[1]
+                return
             with self._pool.connection() as connection:
                 yield connection
         except self._psycopg_error as exc:
@@ -283,9 +300,9 @@ class PostgresStore(BaseStore[_S]):
                 raise
             raise duplicate from None
 
-    def _record_key(self, key: str, integration_id: str | None) -> bool:
+    def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
         with self._connection(integration_id) as connection:
-            return connection.execute(_KEY, (key, integration_id)).rowcount == 1
+            return connection.execute(_KEY, (key, integration_id, refusal)).rowcount == 1
 
     def _mark_delivered(self, sequence: int) -> None:
         with self._connection(None) as connection:
@@ -296,13 +313,19 @@ class PostgresStore(BaseStore[_S]):
         # A session-level advisory lock, released when its connection closes, so a
         # deliverer that dies never blocks the others. The connection stays out of
         # the pool while the handler runs, and the handler's own database errors are
-        # not reported as the store's.
-        connection = self._pool.getconn()
+        # not reported as the store's. Delivery's own queries (and the handler's
+        # calls to this store) run on it too: a pool of one connection still delivers.
+        try:
+            connection = self._pool.getconn()
+        except self._psycopg_error as exc:
+            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
         try:
             self._advisory(connection, _LOCK_OUTBOX)
+            pinned = _PINNED.set((self, connection))
             try:
                 yield
             finally:
+                _PINNED.reset(pinned)
                 self._advisory(connection, _UNLOCK_OUTBOX)
         finally:
             self._pool.putconn(connection)

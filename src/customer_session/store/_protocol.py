@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from customer_session._spec import State, Trigger
     from customer_session.hooks import Workflow
     from customer_session.store._journal import JournalEntry
+    from customer_session.store._keys import ProcessedKey
     from customer_session.store._outbox import DurableEffect, Effect, EffectHandler
 
 _S = TypeVar("_S", bound=CustomerSession)
@@ -86,8 +87,13 @@ class SessionStore(Protocol[_S]):
     def processed(self, key: str) -> bool:
         """Whether the idempotency key is recorded."""
 
-    def mark_processed(self, key: str, *, integration_id: str | None = None) -> bool:
-        """Record an idempotency key without a change."""
+    def processed_key(self, key: str) -> ProcessedKey | None:
+        """What was recorded with an idempotency key (``None``: not recorded)."""
+
+    def mark_processed(
+        self, key: str, *, integration_id: str | None = None, refusal: str | None = None
+    ) -> bool:
+        """Record an idempotency key without a change (with why its event was refused)."""
 
     def on_commit(self, name: str, *, trigger: Trigger | str | None = None) -> DurableEffect:
         """Register a durable effect."""

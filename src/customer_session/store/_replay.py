@@ -2,20 +2,33 @@
 
 The events are parsed, checked and applied by the same code as an in-memory
 replay (:class:`~customer_session.replay.Replayer`); only where the sessions live
-differs. Each line's idempotency key, ``replay:<log id>:<line number>``, is
-recorded in the same database transaction as the change the line makes, and on
-its own for a refused line, so running the same log again applies nothing twice
-and goes on where an interrupted run stopped.
+differs. Each line's idempotency key names its *event*, not its position (see
+:class:`StoreReplayer`), and is recorded in the same database transaction as the
+change the line makes, or on its own with the reason for a refused line, so
+running the same log again applies nothing twice, reports the same refusals and
+goes on where an interrupted run stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from customer_session.exceptions import ConcurrentUpdate, StoreError, ValidationError
+from customer_session.exceptions import (
+    ConcurrentUpdate,
+    SessionExists,
+    StoreError,
+)
 from customer_session.model import CustomerSession
-from customer_session.replay import Replayer
+from customer_session.replay import (
+    RefusedLine,
+    Replayer,
+    _already_exists,
+    _decode,
+    _named,
+)
 from customer_session.store._base import DEFAULT_RETRIES
 from customer_session.store._open import open_store
 
@@ -24,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import TracebackType
 
-    from customer_session.replay import RefusedLine, ReplayReport
+    from customer_session.replay import ReplayReport
 
 
 class _Abort(Exception):
@@ -41,17 +54,32 @@ class StoreReplayer(Replayer):
     Register guards and hooks on :attr:`workflow` before running, as for
     :class:`~customer_session.replay.Replayer`. A line that changes a session is
     applied with ``store.update``, and its key recorded in the same transaction;
-    a refused line's key is recorded on its own. Lines whose key is recorded are
-    skipped (counted in ``report.skipped``). A store failure (a corrupt row, the
-    database unreachable, a change that kept losing races) stops the run with its
-    error; running again resumes.
+    a refused line's key is recorded on its own, with the reason. A line whose key
+    is recorded is not applied again: it counts in ``report.skipped`` when an
+    earlier run applied it, and is reported as refused again (``refused by an
+    earlier run: <reason>``) when an earlier run refused it. A store failure (a
+    corrupt row, the database unreachable, a change that kept losing races) stops
+    the run with its error; running again resumes.
+
+    A line's key is ``replay:<digest>:<k>`` (``replay:<log id>:<digest>:<k>`` with
+    ``log_id``). The digest is the SHA-256 of the event: of its JSON value written
+    canonically (keys sorted, no spaces, non-ASCII escaped), or of the line's text
+    without surrounding whitespace when it is not JSON the replay reads. ``k``
+    counts the identical events on earlier lines of the same run, so a log that
+    holds one event twice applies it twice. The same event is therefore the same
+    JSON value, however it is spaced, ordered or escaped, wherever it stands in
+    the log: a log replayed again, or grown by more lines, or rewritten with other
+    spacing, resumes exactly; a line that was still being written when it was read
+    (refused as malformed) is applied once it is complete; and another log is
+    applied except for the events it shares with logs replayed before (give each
+    log its own ``log_id`` when identical events in two logs are distinct events).
 
     Args:
         database: A ``postgresql://`` URL or an SQLite file (see ``open_store``).
         session_class: ``CustomerSession``, or ``ReopenableCustomerSession`` to
             accept ``reopen`` events.
-        log_id: Names the log in the keys; by default a hash of its first line,
-            so the same log (or a longer one it grew into) resumes wherever it is.
+        log_id: An optional namespace for the keys: lines of logs replayed with
+            different ``log_id`` never share a key.
         retries: Re-runs of a change that lost a race to another writer.
     """
 
@@ -70,6 +98,8 @@ class StoreReplayer(Replayer):
         )
         self.log_id = log_id
         self._skipped = 0
+        self._seen: Counter[str] = Counter()
+        self._key = ""
 
     def close(self) -> None:
         """Close the store."""
@@ -91,16 +121,17 @@ class StoreReplayer(Replayer):
     def run(self, lines: Iterable[str], *, fast: bool | None = None) -> ReplayReport:
         """Apply every line not applied before; return the report.
 
-        ``report.states`` counts every session in the store, and
-        ``report.skipped`` the lines an earlier run had applied (or refused).
-        ``fast`` is as for :meth:`Replayer.run`; the fast path never applies to a
-        store (``fast=True`` is refused).
+        ``report.states`` counts every session in the store, ``report.skipped``
+        the lines an earlier run applied, and ``report.refused`` the lines refused
+        now or by an earlier run. ``fast`` is as for :meth:`Replayer.run`; the fast
+        path never applies to a store (``fast=True`` is refused).
 
         Raises:
             StoreError: The store failed; what was applied stays applied.
             ConcurrentUpdate: A change kept losing races to other writers.
         """
         self._skipped = 0
+        self._seen = Counter()  # k of each key counts from the log's first line
         report = super().run(lines, fast=fast)
         # Replayer.run counts a skipped line as applied: it returned no refusal.
         report.applied -= self._skipped
@@ -110,45 +141,66 @@ class StoreReplayer(Replayer):
     def apply(self, number: int, line: str) -> RefusedLine | None:
         """Apply one line unless its key is recorded; return why it was refused.
 
+        Lines are taken as the lines of one log, in order, since the last
+        :meth:`run` began: the key of an event counts the identical events before it.
+
         Raises:
             StoreError: The store failed.
             ConcurrentUpdate: The change kept losing races to other writers.
         """
-        if self.log_id is None:
-            self.log_id = hashlib.sha256(line.encode()).hexdigest()[:16]
-        key = f"replay:{self.log_id}:{number}"
-        if self.store.processed(key):
-            self._skipped += 1
-            return None
-        try:
-            refused = super().apply(number, line)
-        except _Abort as abort:
-            raise abort.error from abort.error.__cause__
+        event = _decode(number, line)
+        self._key = key = self._key_of(line, event)
+        done = self.store.processed_key(key)
+        if done is not None:
+            if done.refusal is None:
+                self._skipped += 1
+                return None
+            session, op = _named(event)
+            return RefusedLine(number, session, op, f"refused by an earlier run: {done.refusal}")
+        if isinstance(event, RefusedLine):
+            refused: RefusedLine | None = event
+        else:
+            try:
+                refused = self._apply_event(number, event)
+            except _Abort as abort:
+                raise abort.error from abort.error.__cause__
         if refused is not None:
-            self.store.mark_processed(key, integration_id=refused.session)
+            self.store.mark_processed(key, integration_id=refused.session, refusal=refused.reason)
         return refused
 
-    def _dispatch(self, number: int, integration_id: str, op: str, event: dict[str, Any]) -> None:
-        key = f"replay:{self.log_id}:{number}"
-        store = self.store
+    def _key_of(self, line: str, event: object) -> str:
+        """The key of the line's event (see the class): its digest and how many came before."""
+        if isinstance(event, RefusedLine):
+            text = line.strip()
+        else:
+            # Canonical: the same JSON value always gives the same text (ASCII only,
+            # so a lone surrogate in a string is written as its escape).
+            text = json.dumps(event, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        earlier = self._seen[digest]
+        self._seen[digest] = earlier + 1
+        namespace = "" if self.log_id is None else f"{self.log_id}:"
+        return f"replay:{namespace}{digest}:{earlier}"
+
+    def _dispatch(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
         try:
-            if op == "create":
-                session = self._new_session(integration_id, event)
-                if store.exists(integration_id):
-                    raise ValidationError.single(
-                        "event", "$.session", f"session {integration_id!r} already exists"
-                    )
-                store.create(session, key=key)
-                return
-            if not store.exists(integration_id):
-                raise ValidationError.single(
-                    "event", "$.session", f"unknown session {integration_id!r} (no create event)"
-                )
-            store.update(
-                integration_id, lambda s: self._change(s, op, event), key=key, operation=op
-            )
+            super()._dispatch(integration_id, op, event)
         except (StoreError, ConcurrentUpdate) as error:
             raise _Abort(error) from error
+
+    def _has(self, integration_id: str) -> bool:
+        return self.store.exists(integration_id)
+
+    def _add(self, session: CustomerSession) -> None:
+        try:
+            self.store.create(session, key=self._key)
+        except SessionExists:  # created by another writer since _has() said no
+            raise _already_exists(session.integration_id) from None
+
+    def _modify(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
+        self.store.update(
+            integration_id, lambda s: self._change(s, op, event), key=self._key, operation=op
+        )
 
     def _states(self) -> dict[str, int]:
         return {str(state): count for state, count in self.store.counts().items()}

@@ -20,7 +20,9 @@ Tables:
     (indexed by delivery time since version 2, for ``purge_delivered``).
 ``customer_session_keys``
     Idempotency keys of changes already applied (a replayed log's lines), indexed
-    by the time they were recorded since version 2 (for ``forget_keys``).
+    by the time they were recorded since version 2 (for ``forget_keys``); since
+    version 3, with the reason an event was refused (``refusal``, ``NULL`` for a
+    change that was applied).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Final
 
 from customer_session.exceptions import UnsupportedSchema
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this library writes and reads."""
 
 KEYS_TABLE: Final = "customer_session_keys"
@@ -134,9 +136,13 @@ _V2: Final = (
     "CREATE INDEX customer_session_keys_recorded ON customer_session_keys (recorded_at)",
 )
 
+# Version 3: a refused event's key keeps why it was refused, so a later replay of the
+# log reports the line as refused again rather than as applied. Same text in both dialects.
+_V3: Final = ("ALTER TABLE customer_session_keys ADD COLUMN refusal text",)
+
 MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
-    "sqlite": (_SQLITE_V1, _V2),
-    "postgres": (_POSTGRES_V1, _V2),
+    "sqlite": (_SQLITE_V1, _V2, _V3),
+    "postgres": (_POSTGRES_V1, _V2, _V3),
 }
 """Per dialect, the statements of each migration step, oldest first."""
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overload
+from urllib.parse import parse_qs, urlsplit
 
 from customer_session._cart import is_number
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
@@ -45,9 +47,10 @@ _OUTBOX: Final = """
          created_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 _KEY: Final = """
-    INSERT INTO customer_session_keys (key, integration_id, recorded_at) VALUES (?, ?, ?)
-    ON CONFLICT (key) DO NOTHING"""
+    INSERT INTO customer_session_keys (key, integration_id, recorded_at, refusal)
+    VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"""
 _HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = ?"
+_KEY_RECORD: Final = "SELECT integration_id, refusal FROM customer_session_keys WHERE key = ?"
 _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, records, changes,
         recorded_at
@@ -81,7 +84,9 @@ class SQLiteStore(BaseStore[_S]):
     their own store on the same file; SQLite serializes their commits.
 
     Args:
-        path: The database file, or ``":memory:"`` for a private in-memory one.
+        path: The database file (a ``file:`` URI is opened as one), or ``":memory:"``
+            for a private in-memory one (so are the URIs ``file::memory:`` and
+            ``file:...?mode=memory``: the store's threads share one connection).
         session_class: The class sessions are loaded into.
         workflow: The workflow whose guards and hooks apply to loaded sessions
             (default: the class's ``default_workflow``).
@@ -106,6 +111,7 @@ class SQLiteStore(BaseStore[_S]):
         exists=_EXISTS,
         counts=_COUNTS,
         has_key=_HAS_KEY,
+        key_record=_KEY_RECORD,
         history=_HISTORY,
         pending=_PENDING,
         failed=_FAILED,
@@ -164,7 +170,7 @@ class SQLiteStore(BaseStore[_S]):
             session_class=session_class, workflow=workflow, retries=retries, problems=problems
         )
         self._path = os.fspath(path)
-        self._memory = self._path == ":memory:"
+        self._memory = _in_memory(self._path)
         self._synchronous = synchronous
         self._timeout = timeout
         self._local = threading.local()
@@ -209,7 +215,7 @@ class SQLiteStore(BaseStore[_S]):
                 uri=self._path.startswith("file:"),
             )
             if not self._memory:
-                connection.execute("PRAGMA journal_mode = WAL")
+                _use_wal(connection, self._timeout)
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
@@ -323,14 +329,14 @@ class SQLiteStore(BaseStore[_S]):
                 )
             if (
                 change.key is not None
-                and connection.execute(_KEY, (change.key, integration_id, at)).rowcount != 1
+                and connection.execute(_KEY, (change.key, integration_id, at, None)).rowcount != 1
             ):
                 raise KeyAlreadyProcessed(change.key, integration_id)
         return True
 
-    def _record_key(self, key: str, integration_id: str | None) -> bool:
+    def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
         with self._connection(integration_id) as connection:
-            cursor = connection.execute(_KEY, (key, integration_id, _now()))
+            cursor = connection.execute(_KEY, (key, integration_id, _now(), refusal))
             return cursor.rowcount == 1
 
     def _mark_delivered(self, sequence: int) -> None:
@@ -341,6 +347,40 @@ class SQLiteStore(BaseStore[_S]):
     def _delivery_lock(self) -> Iterator[None]:
         with self._delivering:
             yield
+
+
+def _in_memory(path: str) -> bool:
+    """Whether ``path`` opens an in-memory database (one per connection).
+
+    ``:memory:``, and the URIs ``file::memory:`` and ``file:...?mode=memory``.
+    """
+    if path == ":memory:":
+        return True
+    if not path.startswith("file:"):
+        return False
+    uri = urlsplit(path)
+    return uri.path == ":memory:" or "memory" in parse_qs(uri.query).get("mode", ())
+
+
+def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Put the file in WAL mode (kept in the file: a no-op once any connection did).
+
+    The switch needs the file to itself, and SQLite reports "database is locked" at
+    once, without its busy handler, while another connection is using it (as when
+    processes open a new file together). So it is retried for up to ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        else:
+            return
 
 
 class _Connection(sqlite3.Connection):

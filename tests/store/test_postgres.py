@@ -1,0 +1,88 @@
+"""PostgreSQL specifics of the sync and async stores: the connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from customer_session import CartItem, CustomerSession, StoreError
+from customer_session.store import AsyncPostgresStore, PostgresStore
+
+from .conftest import SyncOverAsync
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(params=["postgres", "postgres-async"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """``PostgresStore``, and ``AsyncPostgresStore`` behind ``SyncOverAsync``."""
+    return str(request.param)
+
+
+@pytest.fixture
+def open_pool(backend: str, database: str) -> Iterator[Callable[..., Any]]:
+    """Open stores with pool options on a fresh schema; all are closed at the end."""
+    opened: list[Any] = []
+
+    def open_(**options: Any) -> Any:
+        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+        store = store_class(database, **options)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+def closed_session(store: Any, integration_id: str) -> None:
+    item = CartItem(sku="A", quantity=1)
+    store.create(CustomerSession(integration_id=integration_id, cart_items=(item,)))
+    store.update(integration_id, lambda s: s.close())
+
+
+def test_a_pool_of_one_connection_delivers(open_pool):
+    """deliver() runs its queries on the connection holding its lock, so one is enough."""
+    store = open_pool(min_connections=1, max_connections=1)
+    store.on_commit("notify", trigger="close")
+    for integration_id in ("a", "b"):
+        closed_session(store, integration_id)
+    delivered: list[str] = []
+    assert store.deliver(lambda effect: delivered.append(effect.integration_id)) == 2
+    assert delivered == ["a", "b"]
+    assert store.pending() == ()
+
+
+def test_a_handler_may_use_the_store_it_is_called_by(open_pool, backend):
+    """With a pool of one connection, a handler's own store calls do not wait for a second."""
+    if backend != "postgres":
+        pytest.skip("a sync handler cannot wait for the async store that calls it")
+    store = open_pool(min_connections=1, max_connections=1)
+    store.on_commit("notify", trigger="close")
+    closed_session(store, "a")
+    states: list[str] = []
+    assert store.deliver(lambda effect: states.append(store.get(effect.integration_id).state)) == 1
+    assert states == ["closed"]
+
+
+def test_deliver_on_a_closed_store_is_a_store_error(database, backend):
+    """deliver() after close() raises StoreError, as every other method does."""
+    if backend == "postgres":
+        store = PostgresStore(database)
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            store.deliver(lambda effect: None)
+        return
+
+    async def deliver_after_close() -> None:
+        store = await AsyncPostgresStore.open(database)
+        await store.close()
+        await store.deliver(lambda effect: None)
+
+    with pytest.raises(StoreError, match="closed"):
+        asyncio.run(deliver_after_close())
