@@ -50,6 +50,7 @@ class FrozenDict(immutabledict[str, Any]):
 
 def _frozen_dict(values: dict[str, Any]) -> FrozenDict:
     """A :class:`FrozenDict` of ``values``, which are frozen already (they are not copied)."""
+    # What immutabledict.__new__ does (4.x, pinned), without copying ``values`` again.
     frozen = object.__new__(FrozenDict)
     frozen._dict = values
     frozen._hash = None
