@@ -58,16 +58,17 @@ def test_a_pool_of_one_connection_delivers(open_pool):
     assert store.pending() == ()
 
 
-def test_a_handler_may_use_the_store_it_is_called_by(open_pool, backend):
-    """With a pool of one connection, a handler's own store calls do not wait for a second."""
-    if backend != "postgres":
-        pytest.skip("a sync handler cannot wait for the async store that calls it")
-    store = open_pool(min_connections=1, max_connections=1)
-    store.on_commit("notify", trigger="close")
-    closed_session(store, "a")
-    states: list[str] = []
-    assert store.deliver(lambda effect: states.append(store.get(effect.integration_id).state)) == 1
-    assert states == ["closed"]
+def test_a_handler_may_use_the_store_it_is_called_by(pg_server):
+    """With a pool of one connection, a handler's own store calls do not wait for a second.
+
+    (The sync store only: a sync handler cannot wait for the async store calling it.)
+    """
+    with PostgresStore(pg_server.fresh_schema(), min_connections=1, max_connections=1) as store:
+        store.on_commit("notify", trigger="close")
+        closed_session(store, "a")
+        states: list[str] = []
+        assert store.deliver(lambda e: states.append(store.get(e.integration_id).state)) == 1
+        assert states == ["closed"]
 
 
 def test_deliver_on_a_closed_store_is_a_store_error(database, backend):
