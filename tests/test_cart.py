@@ -20,7 +20,7 @@ from customer_session import (
     State,
     ValidationError,
 )
-from customer_session._cart import freeze, thaw
+from customer_session._cart import freeze, is_text, storable, thaw
 from customer_session.testing import json_values
 
 
@@ -160,6 +160,15 @@ BAD_TEXTS = [
 
 
 class TestStorableValues:
+    @pytest.mark.parametrize(
+        ("text", "shown"),
+        [("plain", "plain"), ("a\x00b", "a\\x00b"), ("\ud800!", "\\ud800!")],
+    )
+    def test_storable_escapes_what_text_may_not_hold(self, text, shown):
+        """storable() writes NUL and lone surrogates as escapes and leaves the rest."""
+        assert storable(text) == shown
+        assert is_text(storable(text))
+
     def test_an_integer_price_too_large_for_a_float_is_refused(self):
         """A price of 400 digits is a ValidationError naming the price, not an OverflowError."""
         with pytest.raises(ValidationError) as error:

@@ -184,6 +184,16 @@ def text_problem(value: str) -> str:
     return f"holds {what}: {value!r:.80}"
 
 
+def storable(text: str) -> str:
+    r"""``text`` with what :func:`is_text` refuses written as escapes (``\x00``, ``\ud800``).
+
+    For messages that quote input (a refusal's reason is printed and stored).
+    """
+    if is_text(text):
+        return text
+    return _UNSTORABLE.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def key_path(path: str, key: str) -> str:
     """``path`` extended by a mapping key; a key that is not valid text is escaped."""
     return f"{path}.{key}" if is_text(key) else f"{path}[{key!r}]"

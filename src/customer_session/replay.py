@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from attrs import define, field, frozen
 
 from customer_session import wire
-from customer_session._cart import is_text, text_problem
+from customer_session._cart import is_text, key_path, storable, text_problem
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     CustomerSessionError,
@@ -90,7 +90,7 @@ class RefusedLine:
     line: int
     session: str | None
     op: str | None
-    reason: str
+    reason: str = field(converter=storable)
 
     def __str__(self) -> str:
         """Render as ``line N: session op: reason``."""
@@ -399,10 +399,10 @@ def _named(event: object) -> tuple[str | None, str | None]:
     if not isinstance(event, dict):
         return None, None
     session, op = event.get("session"), event.get("op")
-    # Only valid text goes into the report, which is printed and stored.
+    # Only a valid id goes into the report, which is printed and stored.
     return (
-        session if isinstance(session, str) and is_text(session) else None,
-        op if isinstance(op, str) and is_text(op) else None,
+        session if isinstance(session, str) and session and is_text(session) else None,
+        op if isinstance(op, str) and op and is_text(op) else None,
     )
 
 
@@ -518,7 +518,7 @@ def _refuse_unknown(body: Mapping[str, Any], allowed: frozenset[str], path: str)
     if unknown:
         raise ValidationError(
             "event",
-            [Problem(f"{path}.{key}", "is not supported by this replay") for key in unknown],
+            [Problem(key_path(path, key), "is not supported by this replay") for key in unknown],
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from itertools import islice
 from pathlib import Path
 
@@ -320,3 +322,99 @@ class TestValuesThatCannotBeStored:
             assert [r.line for r in report.refused] == [1, 2]
             assert report.applied == 1
             assert replayer.store.exists("order-7")
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            event("update", "", "2026-03-02T10:30:00Z", customerSession={}),
+            event("create", "order-8", "2026-03-02T10:30:00Z", customerSession={"\x00": 1}),
+            event("create", "order-8", "2026-03-02T10:30:00Z", customerSession={"\ud800": 1}),
+        ],
+        ids=["empty-session", "nul-key", "surrogate-key"],
+    )
+    def test_a_refusal_quoting_what_cannot_be_stored_is_recorded(self, database, line):
+        """An empty session id or a bad body key is refused, recorded, and later lines apply."""
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([CREATE, line, CLOSE])
+        with StoreReplayer(database) as replayer:
+            second = replayer.run([CREATE, line, CLOSE])
+            assert replayer.store.get("order-7").state is State.CLOSED
+        assert (first.applied, [r.line for r in first.refused]) == (2, [2])
+        assert second.refused == [earlier(r) for r in first.refused]
+        assert "\x00" not in str(first.refused[0])
+        str(first.refused[0]).encode()  # printable: no lone surrogate
+
+
+class TestConcurrentReplays:
+    def test_an_event_applied_by_another_replay_meanwhile_counts_as_applied(
+        self, database, monkeypatch
+    ):
+        """A replay whose key check came just before another replay's commit is not fooled.
+
+        The create then finds the session existing, the close finds it closed and
+        the return would be applied twice, but each line's key was recorded by the
+        other replay: each counts as applied by an earlier run, none as refused.
+        """
+        lines = [CREATE, CLOSE, RETURN]
+        with StoreReplayer(database) as first:
+            first.run(lines)
+        with StoreReplayer(database) as second:
+            # Each key check answers as it would have before the first replay committed.
+            checked = second.store.processed_key
+            answers: set[str] = set()
+
+            def before_the_commit(key: str):
+                if key not in answers:
+                    answers.add(key)
+                    return None
+                return checked(key)
+
+            monkeypatch.setattr(second.store, "processed_key", before_the_commit)
+            report = second.run(lines)
+            stored = second.store.get("order-7")
+        assert (report.applied, report.skipped, report.refused) == (0, 3, [])
+        assert stored.state is State.PARTIALLY_RETURNED
+        assert stored.cart_items[0].returned_quantity == 1
+
+    def test_replays_of_one_log_at_once_agree_with_one_replay(self, database, tmp_path):
+        """Three CLI processes replaying one log into one database: none fails or misreports."""
+        log = tmp_path / "events.jsonl"
+        log.write_text("".join(example(1500)), encoding="utf-8")
+        alone = Replayer().run(example(1500))
+        command = [sys.executable, "-m", "customer_session", "replay", str(log)]
+        runs = [
+            subprocess.Popen(
+                [*command, "--db", database, "--json"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        finished = [(*run.communicate(timeout=300), run.returncode) for run in runs]
+        # 1: the log has refused lines; nothing on stderr: no error, no traceback.
+        assert [(err, code) for _, err, code in finished] == [("", 1)] * 3
+        reports = [json.loads(out) for out, _, _ in finished]
+        expected = {(r.line, r.reason) for r in alone.refused}
+        for report in reports:
+            refused = {
+                (r["line"], r["reason"].removeprefix("refused by an earlier run: "))
+                for r in report["refused"]
+            }
+            assert refused == expected
+            assert report["applied"] + report["skipped"] == alone.applied
+        assert sum(report["applied"] for report in reports) == alone.applied
+        assert reports[0]["states"] == alone.states
+
+
+class TestReplayOptions:
+    def test_a_reopen_refused_without_the_reopen_table_is_applied_with_it(self, database):
+        """A reopen refused for want of --reopen is not recorded: a run with it applies it."""
+        reopen = event("reopen", "order-7", "2026-03-02T12:00:00Z")
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([CREATE, CLOSE, reopen])
+        assert "replay with --reopen" in first.refused[0].reason
+        with StoreReplayer(database, session_class=ReopenableCustomerSession) as replayer:
+            second = replayer.run([CREATE, CLOSE, reopen])
+            assert replayer.store.get("order-7").state is State.OPEN
+        assert (second.applied, second.skipped, second.refused) == (1, 2, [])

@@ -16,8 +16,10 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from customer_session._spec import Trigger
 from customer_session.exceptions import (
     ConcurrentUpdate,
+    KeyAlreadyProcessed,
     SessionExists,
     StoreError,
 )
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from customer_session.replay import ReplayReport
+    from customer_session.store._keys import ProcessedKey
 
 
 class _Abort(Exception):
@@ -152,21 +155,47 @@ class StoreReplayer(Replayer):
         self._key = key = self._key_of(line, event)
         done = self.store.processed_key(key)
         if done is not None:
-            if done.refusal is None:
-                self._skipped += 1
-                return None
-            session, op = _named(event)
-            return RefusedLine(number, session, op, f"refused by an earlier run: {done.refusal}")
+            return self._done_before(number, event, done)
         if isinstance(event, RefusedLine):
             refused: RefusedLine | None = event
         else:
             try:
                 refused = self._apply_event(number, event)
             except _Abort as abort:
-                raise abort.error from abort.error.__cause__
-        if refused is not None:
-            self.store.mark_processed(key, integration_id=refused.session, refusal=refused.reason)
-        return refused
+                if not isinstance(abort.error, KeyAlreadyProcessed):
+                    raise abort.error from abort.error.__cause__
+                # Another replay of the log applied this event after the check above.
+                return self._done_before(number, event, self.store.processed_key(key))
+        if refused is None or not self._final(event):
+            return refused
+        if self.store.mark_processed(key, integration_id=refused.session, refusal=refused.reason):
+            return refused
+        # Another replay recorded the event meanwhile; the refusal may be only
+        # what its change left (a second close of the session, say): its verdict holds.
+        return self._done_before(number, event, self.store.processed_key(key))
+
+    def _done_before(
+        self, number: int, event: object, done: ProcessedKey | None
+    ) -> RefusedLine | None:
+        """The verdict an earlier (or concurrent) run recorded for the line's event."""
+        if done is None:  # pragma: no cover - keys are forgotten only by forget_keys()
+            raise StoreError(f"store: the key of line {number} was recorded, then forgotten")
+        if done.refusal is None:
+            self._skipped += 1
+            return None
+        session, op = _named(event)
+        return RefusedLine(number, session, op, f"refused by an earlier run: {done.refusal}")
+
+    def _final(self, event: object) -> bool:
+        """Whether the refusal of ``event`` holds for any replay of the log.
+
+        A ``reopen`` refused because this replay's table has none (no ``--reopen``)
+        depends on how the log is replayed, not on the log: it is not recorded, so a
+        replay with the reopen table applies it.
+        """
+        if not isinstance(event, dict) or event.get("op") != "reopen":
+            return True
+        return Trigger.REOPEN in self.session_class.specification.triggers
 
     def _key_of(self, line: str, event: object) -> str:
         """The key of the line's event (see the class): its digest and how many came before."""
