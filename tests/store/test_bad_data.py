@@ -128,6 +128,15 @@ class TestCorruptRows:
         with pytest.raises(CorruptData, match=f"session 'order-1': {message}"):
             store.history("order-1")
 
+    def test_a_session_of_a_larger_table_is_a_workflow_error(self, open_db):
+        """A reopened session read through a store of the base table: WorkflowError, not corrupt."""
+        writer = open_db(session_class=ReopenableCustomerSession)
+        writer.create(ReopenableCustomerSession(integration_id="order-1"))
+        writer.update("order-1", lambda s: s.close())
+        writer.update("order-1", lambda s: s.reopen())
+        with pytest.raises(WorkflowError, match="history holds 'reopen', which CustomerSession"):
+            open_db().get("order-1")
+
     def test_state_column_that_names_no_state(self, store, sql):
         """counts() over a row whose state column names no state is CorruptData quoting it."""
         stored(store)

@@ -12,7 +12,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from customer_session import ReopenableCustomerSession, State, StoreError
+from customer_session import ReopenableCustomerSession, State, StoreError, WorkflowError
 from customer_session.cli import main
 from customer_session.replay import RefusedLine, Replayer
 from customer_session.store import StoreReplayer
@@ -418,3 +418,13 @@ class TestReplayOptions:
             second = replayer.run([CREATE, CLOSE, reopen])
             assert replayer.store.get("order-7").state is State.OPEN
         assert (second.applied, second.skipped, second.refused) == (1, 2, [])
+
+    def test_a_store_of_the_reopen_table_without_it_stops_the_run(self, database):
+        """Replaying without --reopen into sessions that reopened stops, naming --reopen."""
+        reopen = event("reopen", "order-7", "2026-03-02T12:00:00Z")
+        with StoreReplayer(database, session_class=ReopenableCustomerSession) as replayer:
+            replayer.run([CREATE, CLOSE, reopen])
+        with StoreReplayer(database) as replayer:
+            with pytest.raises(WorkflowError, match=r"holds 'reopen'.*--reopen"):
+                replayer.run([CREATE, CLOSE, reopen, CLOSE])
+            assert replayer.store.processed_key(f"replay:{digest(CLOSE)}:1") is None

@@ -255,6 +255,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         Raises:
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
+            WorkflowError: It holds a trigger the store's table lacks.
         """
         check("get", integration_id=integration_id)
         return (await self._load(integration_id, self.workflow)).session
@@ -308,6 +309,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             ConcurrentUpdate: The session changed since it was loaded.
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
+            WorkflowError: It holds a trigger the store's table lacks.
             KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
         """
@@ -341,6 +343,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             ConcurrentUpdate: Every attempt lost a race.
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
+            WorkflowError: It holds a trigger the store's table lacks.
             KeyAlreadyProcessed: ``key`` was already used.
         """
         attempts = self._attempts("update", integration_id, change, retries, key, operation)

@@ -367,6 +367,7 @@ class BaseStore(StoreCore[_S], ABC):
         Raises:
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
+            WorkflowError: It holds a trigger the store's table lacks.
         """
         check("get", integration_id=integration_id)
         return self._load(integration_id, self.workflow).session
@@ -446,6 +447,7 @@ class BaseStore(StoreCore[_S], ABC):
             ConcurrentUpdate: The session changed since it was loaded.
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
+            WorkflowError: It holds a trigger the store's table lacks.
             KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
         """
@@ -493,6 +495,7 @@ class BaseStore(StoreCore[_S], ABC):
             ConcurrentUpdate: Every attempt lost a race.
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
+            WorkflowError: It holds a trigger the store's table lacks.
             KeyAlreadyProcessed: ``key`` was already used.
         """
         attempts = self._attempts("update", integration_id, change, retries, key, operation)

@@ -21,7 +21,12 @@ from customer_session import wire
 from customer_session._cart import ReturnedItem, is_number, is_text, shown, text_problem
 from customer_session._records import TransitionRecord
 from customer_session._spec import State, Trigger
-from customer_session.exceptions import CorruptData, CustomerSessionError, StoreError
+from customer_session.exceptions import (
+    CorruptData,
+    CustomerSessionError,
+    StoreError,
+    WorkflowError,
+)
 
 if TYPE_CHECKING:
     from customer_session.hooks import Workflow
@@ -151,11 +156,22 @@ def load_session(
         CorruptData: The document is not JSON, does not restore (every problem of
             the validation is in the message, the ``ValidationError`` chained), or
             belongs to another session.
+        WorkflowError: Its history holds triggers ``session_class``'s table lacks
+            (a session of a class with a larger table, such as the reopen table).
     """
     data = parse(text, "document", integration_id)
     try:
         session = wire.from_dict(data, session_class=session_class, workflow=workflow)
     except CustomerSessionError as exc:
+        foreign = _foreign_triggers(data, session_class)
+        if foreign:
+            # Not damage: the row was written through a class with a larger table.
+            raise WorkflowError(
+                f"{subject(integration_id)}: its stored history holds "
+                f"{', '.join(map(repr, foreign))}, which {session_class.__name__}'s table "
+                "does not have; open the store with the session class that wrote it "
+                "(for a replay: --reopen)"
+            ) from exc
         raise CorruptData(
             f"{subject(integration_id)}: the stored document cannot be loaded; the row "
             f"is corrupt: {exc}",
@@ -168,6 +184,15 @@ def load_session(
             integration_id,
         )
     return data, session
+
+
+def _foreign_triggers(data: Any, session_class: type[CustomerSession]) -> list[str]:
+    """Triggers the document's history names that ``session_class``'s table lacks."""
+    if not isinstance(data, Mapping):
+        return []
+    known = {str(trigger) for trigger in session_class.specification.triggers}
+    named = {record.get("trigger") for record in history_of(data) if isinstance(record, Mapping)}
+    return sorted(t for t in named if isinstance(t, str) and t not in known)
 
 
 def subject(integration_id: str | None) -> str:

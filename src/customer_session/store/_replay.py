@@ -22,6 +22,7 @@ from customer_session.exceptions import (
     KeyAlreadyProcessed,
     SessionExists,
     StoreError,
+    WorkflowError,
 )
 from customer_session.model import CustomerSession
 from customer_session.replay import (
@@ -44,9 +45,13 @@ if TYPE_CHECKING:
 
 
 class _Abort(Exception):
-    """A store failure that must stop the replay rather than refuse one line."""
+    """A store failure (or a store of another table) that must stop the replay.
 
-    def __init__(self, error: StoreError | ConcurrentUpdate) -> None:
+    Not the refusal of one line: nothing about the line is recorded, and running
+    again once it is mended resumes.
+    """
+
+    def __init__(self, error: StoreError | ConcurrentUpdate | WorkflowError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -132,6 +137,8 @@ class StoreReplayer(Replayer):
         Raises:
             StoreError: The store failed; what was applied stays applied.
             ConcurrentUpdate: A change kept losing races to other writers.
+            WorkflowError: The store holds sessions of a larger table than
+                ``session_class`` (replay with the class that wrote them).
         """
         self._skipped = 0
         self._seen = Counter()  # k of each key counts from the log's first line
@@ -150,6 +157,7 @@ class StoreReplayer(Replayer):
         Raises:
             StoreError: The store failed.
             ConcurrentUpdate: The change kept losing races to other writers.
+            WorkflowError: The store holds sessions of a larger table.
         """
         event = _decode(number, line)
         self._key = key = self._key_of(line, event)
@@ -214,7 +222,7 @@ class StoreReplayer(Replayer):
     def _dispatch(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
         try:
             super()._dispatch(integration_id, op, event)
-        except (StoreError, ConcurrentUpdate) as error:
+        except (StoreError, ConcurrentUpdate, WorkflowError) as error:
             raise _Abort(error) from error
 
     def _has(self, integration_id: str) -> bool:
