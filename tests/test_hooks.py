@@ -1,4 +1,7 @@
 import pickle
+import time
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 
 import pytest
 
@@ -151,8 +154,32 @@ class TestNamedWorkflows:
 
     def test_naive_clock_is_refused(self):
         """A clock returning naive datetimes is reported clearly."""
-        from datetime import datetime  # noqa: PLC0415 - only this test needs it
-
         workflow = Workflow(clock=lambda: datetime(2026, 1, 1))  # noqa: DTZ001
         with pytest.raises(WorkflowError, match="naive"):
             CustomerSession(integration_id="o", workflow=workflow)
+
+    @pytest.mark.parametrize(
+        ("clock", "name", "shown"),
+        [
+            (time.time, "time.time", "not a datetime"),
+            (date.today, "date.today", "datetime.date("),
+            (lambda: None, "<lambda>", "returned None"),
+            (lambda: dt_time(10, 15, tzinfo=UTC), "<lambda>", "datetime.time("),
+        ],
+    )
+    def test_clock_returning_no_datetime_is_refused(self, clock, name, shown):
+        """A clock returning no datetime is a WorkflowError naming it and its value."""
+        workflow = Workflow(clock=clock)
+        with pytest.raises(WorkflowError) as info:
+            CustomerSession(integration_id="o", workflow=workflow)
+        assert name in str(info.value)
+        assert shown in str(info.value)
+
+    def test_clock_failing_at_a_trigger_changes_nothing(self):
+        """A clock that stops returning datetimes fails the trigger before anything changes."""
+        ticks = iter([datetime(2026, 1, 1, tzinfo=UTC), None])
+        s = CustomerSession(integration_id="o", workflow=Workflow(clock=lambda: next(ticks)))
+        before = s.snapshot()
+        with pytest.raises(WorkflowError, match="returned None"):
+            s.close()
+        assert s.snapshot() == before

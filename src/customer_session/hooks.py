@@ -98,6 +98,13 @@ def _callable_name(func: Callable[..., object]) -> str:
     return name if isinstance(name, str) else repr(func)
 
 
+def _clock_name(clock: Clock) -> str:
+    """The clock's name for errors, with its module when it has one (``time.time``)."""
+    name = _callable_name(clock)
+    module = getattr(clock, "__module__", None)
+    return f"{module}.{name}" if isinstance(module, str) and module != "builtins" else name
+
+
 def _is_async(func: Callable[..., object]) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
         getattr(func, "__call__", None)  # noqa: B004 - an object with an async __call__
@@ -265,12 +272,24 @@ class Workflow:
         return self._entries
 
     def now(self) -> datetime:
-        """The clock's current time, as an aware UTC datetime."""
+        """The clock's current time, as an aware UTC datetime.
+
+        Raises:
+            WorkflowError: The clock returned something other than an aware datetime.
+        """
         now = self._tick()
-        if now.tzinfo is UTC:
+        if type(now) is datetime and now.tzinfo is UTC:
             return now
+        if not isinstance(now, datetime):
+            raise WorkflowError(
+                f"the clock {_clock_name(self._clock)} of {self!r} returned "
+                f"{now!r:.80}, not a datetime; a clock must return an aware datetime"
+            )
         if now.utcoffset() is None:
-            raise WorkflowError(f"the clock of {self!r} returned a naive datetime: {now!r}")
+            raise WorkflowError(
+                f"the clock {_clock_name(self._clock)} of {self!r} returned "
+                f"a naive datetime: {now!r}"
+            )
         return now.astimezone(UTC)
 
     def __repr__(self) -> str:
