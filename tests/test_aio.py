@@ -20,6 +20,7 @@ from customer_session import (
     Phase,
     ReopenableCustomerSession,
     ReturnedItem,
+    SessionNotEditable,
     State,
     TransitionInProgress,
     Trigger,
@@ -557,6 +558,76 @@ class TestSerialization:
         await closing
         assert await asking is False
         assert face.state is State.CLOSED
+
+    async def test_sync_trigger_from_another_task_while_asked_is_refused(self):
+        """A sync trigger while a face awaits why_not()'s guards is refused, never undone."""
+        workflow = Workflow()
+        gate = Gate()
+        effects = []
+        workflow.guard(gate, trigger=Trigger.CANCEL)
+        workflow.after_commit(lambda event: effects.append("mailed"), trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        asking = asyncio.create_task(AsyncSession(session).why_not(Trigger.CANCEL))
+        await gate.entered.wait()
+        with pytest.raises(TransitionInProgress) as info:
+            session.close()
+        assert (info.value.running, info.value.asking) == (Trigger.CANCEL, True)
+        gate.release.set()
+        assert await asking == ()
+        assert (session.state, session.history, effects) == (State.OPEN, (), [])
+        record = session.close()
+        assert (session.history, effects) == ((record,), ["mailed"])
+
+    async def test_sync_edit_from_another_task_while_asked_is_refused(self):
+        """An edit while a face awaits why_not()'s guards is refused, never silently lost."""
+        workflow = Workflow()
+        gate = Gate()
+        workflow.guard(gate, trigger=Trigger.CANCEL)
+        session = _session(workflow)
+        asking = asyncio.create_task(AsyncSession(session).can(Trigger.CANCEL))
+        await gate.entered.wait()
+        for edit in (
+            lambda: session.set_coupon("SAVE10"),
+            lambda: session.__setstate__(session.snapshot()),
+        ):
+            with pytest.raises(SessionNotEditable) as info:
+                edit()
+            assert (info.value.running, info.value.asking) == (Trigger.CANCEL, True)
+        gate.release.set()
+        assert await asking is True
+        assert (session.coupon, session.update_count, session._running) == (None, 1, None)
+        session.set_coupon("SAVE10")
+        assert session.coupon == "SAVE10"
+
+    async def test_async_guard_firing_on_its_session_while_asked_is_refused(self):
+        """A guard that awaits a trigger on the session it is asked about is refused."""
+        workflow = Workflow()
+
+        async def closer(event):
+            await AsyncSession(event.session).close()
+
+        workflow.guard(closer, trigger=Trigger.CANCEL)
+        session = _session(workflow)
+        async with asyncio.timeout(HANG):
+            with pytest.raises(HookFailed) as info:
+                await AsyncSession(session).why_not(Trigger.CANCEL)
+        assert isinstance(info.value.__cause__, TransitionInProgress)
+        assert (session.state, session.history, session._running) == (State.OPEN, (), None)
+
+    async def test_setstate_from_another_task_during_a_trigger_is_refused(self):
+        """A reload from another task while an async trigger awaits its hooks is refused."""
+        workflow = Workflow()
+        gate = Gate()
+        workflow.before(gate, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        closing = asyncio.create_task(AsyncSession(session).close())
+        await gate.entered.wait()
+        with pytest.raises(SessionNotEditable) as info:
+            session.__setstate__(session.snapshot())
+        assert (info.value.running, info.value.asking) == (Trigger.CLOSE, False)
+        gate.release.set()
+        record = await closing
+        assert session.history == (record,)
 
     async def test_sync_trigger_during_an_async_one_is_refused(self):
         """A sync trigger while an async one is under way raises TransitionInProgress."""

@@ -11,6 +11,7 @@ from customer_session import (
     SessionNotEditable,
     State,
     TransitionError,
+    TransitionInProgress,
     Trigger,
     ValidationError,
 )
@@ -95,6 +96,25 @@ class TestData:
         error = SessionNotEditable(operation="add_item", state=State.CLOSED, integration_id="o")
         assert "add_item()" in str(error)
         assert "'closed'" in str(error)
+
+    def test_not_editable_while_busy_names_what_keeps_it_busy(self):
+        """SessionNotEditable for a busy session names the running trigger, not the state."""
+        common = {"operation": "set_coupon", "state": State.OPEN, "integration_id": "o"}
+        running = SessionNotEditable(**common, running=Trigger.CLOSE)
+        asked = SessionNotEditable(**common, running=Trigger.CLOSE, asking=True)
+        assert "set_coupon() while close() is in progress" in str(running)
+        assert "while can() or why_not() ask the guards of close()" in str(asked)
+        assert "only open sessions" not in str(running) + str(asked)
+        assert (asked.running, asked.asking, running.asking) == (Trigger.CLOSE, True, False)
+
+    def test_transition_in_progress_says_whether_guards_are_asked(self):
+        """TransitionInProgress advises an after-commit hook only for a running trigger."""
+        common = {"trigger": Trigger.CANCEL, "state": State.OPEN, "integration_id": "o"}
+        running = TransitionInProgress(**common, running=Trigger.CLOSE)
+        asked = TransitionInProgress(**common, running=Trigger.CLOSE, asking=True)
+        assert "after-commit hook" in str(running)
+        assert "cancel() while can() or why_not() ask the guards of close()" in str(asked)
+        assert (asked.running, asked.asking, running.asking) == (Trigger.CLOSE, True, False)
 
     def test_session_not_found_reads_as_its_message(self):
         """SessionNotFound is a KeyError whose text is the message, not its quoted repr."""

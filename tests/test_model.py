@@ -11,6 +11,7 @@ from customer_session import (
     AdditionalCost,
     CartItem,
     CustomerSession,
+    HookFailed,
     ProtectedFieldError,
     ReopenableCustomerSession,
     ReturnedItem,
@@ -342,6 +343,48 @@ class TestCopies:
         workflow = Workflow(name="test_model.pickled")
         s = CustomerSession(integration_id="o", workflow=workflow)
         assert pickle.loads(pickle.dumps(s)).workflow is workflow  # noqa: S301 - our own data
+
+    def test_setstate_inside_a_hook_is_refused(self):
+        """Reloading a session in its own trigger's hook fails; it cannot go cancelled -> closed."""
+        workflow = Workflow()
+
+        def reload_then_cancel(event):
+            event.session.__setstate__(event.session.snapshot())
+            event.session.cancel()
+
+        workflow.before(reload_then_cancel, trigger=Trigger.CLOSE)
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        refused = info.value.__cause__
+        assert isinstance(refused, SessionNotEditable)
+        assert (refused.operation, refused.running, refused.asking) == (
+            "__setstate__",
+            Trigger.CLOSE,
+            False,
+        )
+        assert "while close() is in progress" in str(refused)
+        assert (s.state, s.history, s._running) == (State.OPEN, (), None)
+
+    def test_setstate_after_commit_is_allowed(self):
+        """An after-commit hook may reload the session: its trigger is no longer running."""
+        workflow = Workflow()
+        workflow.after_commit(
+            lambda event: event.session.__setstate__(event.session.snapshot()),
+            trigger=Trigger.CLOSE,
+        )
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        record = s.close()
+        assert (s.state, s.history, s._running) == (State.CLOSED, (record,), None)
+
+    def test_setstate_loads_an_uninitialized_object(self):
+        """__setstate__ on a bare object (as a pickle protocol may make) fills it in."""
+        s = CustomerSession(integration_id="o", coupon="C")
+        bare = object.__new__(CustomerSession)
+        bare.__setstate__(s.snapshot())
+        assert bare == s
+        bare.close()
+        assert bare.state is State.CLOSED
 
 
 class TestEdits:

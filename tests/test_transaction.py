@@ -14,6 +14,7 @@ from customer_session import (
     Phase,
     ProtectedFieldError,
     ReturnedItem,
+    SessionNotEditable,
     State,
     TransitionInProgress,
     Trigger,
@@ -376,8 +377,8 @@ class TestHistory:
 
 
 class TestAskingChangesNothing:
-    def test_why_not_rolls_back_what_a_guard_does(self):
-        """A guard that edits the session while can()/why_not() ask leaves no trace."""
+    def test_guard_editing_while_asked_is_refused(self):
+        """A guard that edits the session while can()/why_not() ask fails; nothing changed."""
         workflow = Workflow()
 
         def meddling(event):
@@ -387,8 +388,76 @@ class TestAskingChangesNothing:
         workflow.guard(meddling, trigger=Trigger.CLOSE)
         s = _session(workflow)
         before = s.snapshot()
-        assert not s.can(Trigger.CLOSE)
+        with pytest.raises(HookFailed) as info:
+            s.can(Trigger.CLOSE)
+        refused = info.value.__cause__
+        assert isinstance(refused, SessionNotEditable)
+        assert (refused.operation, refused.running, refused.asking) == (
+            "set_coupon",
+            Trigger.CLOSE,
+            True,
+        )
         assert s.snapshot() == before
+        assert s._running is None
+
+    def test_guard_firing_while_asked_is_refused(self):
+        """A guard that fires a trigger while asked is refused, as under fire(); nothing commits."""
+        workflow = Workflow()
+        effects = []
+        workflow.after_commit(lambda event: effects.append("charged"), trigger=Trigger.CLOSE)
+        workflow.guard(lambda event: event.session.close(), trigger=Trigger.CANCEL, name="closer")
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.why_not(Trigger.CANCEL)
+        refused = info.value.__cause__
+        assert isinstance(refused, TransitionInProgress)
+        assert (refused.trigger, refused.running, refused.asking) == (
+            Trigger.CLOSE,
+            Trigger.CANCEL,
+            True,
+        )
+        assert "can() or why_not()" in str(refused)
+        assert (s.state, s.history, effects) == (State.OPEN, (), [])
+        assert s._running is None
+
+    def test_asking_from_a_guard_while_asked_reports_the_asking(self):
+        """why_not() from inside a guard that why_not() is asking answers with the refusal."""
+        workflow = Workflow()
+        inner = []
+        workflow.guard(
+            lambda event: inner.extend(event.session.why_not(Trigger.CLOSE)), trigger=Trigger.CANCEL
+        )
+        s = _session(workflow)
+        assert s.why_not(Trigger.CANCEL) == ()
+        (refusal,) = inner
+        assert refusal.guard is None
+        assert "while can() or why_not() ask the guards of cancel()" in refusal.reason
+        assert s._running is None
+
+    def test_setstate_from_a_guard_while_asked_is_refused(self):
+        """A guard cannot reload the session it is asked about."""
+        workflow = Workflow()
+        workflow.guard(
+            lambda event: event.session.__setstate__(event.session.snapshot()),
+            trigger=Trigger.CLOSE,
+        )
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.can(Trigger.CLOSE)
+        assert isinstance(info.value.__cause__, SessionNotEditable)
+        assert info.value.__cause__.operation == "__setstate__"
+        assert s._running is None
+
+    def test_edits_and_triggers_work_again_once_answered(self):
+        """The busy mark of asking is gone once the answer is given, even after a raise."""
+        workflow = Workflow()
+        workflow.guard(lambda event: event.session.set_coupon("X"), trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        with pytest.raises(HookFailed):
+            s.why_not(Trigger.CLOSE)
+        s.set_coupon("AFTER")
+        s.cancel()
+        assert (s.coupon, s.state) == ("AFTER", State.CANCELLED)
 
     def test_async_after_commit_hook_is_refused_before_the_commit(self):
         """An async after-commit hook on the sync face is refused before anything commits."""

@@ -22,7 +22,9 @@ from customer_session._phase import Phase
 from customer_session._transaction import (
     Run,
     after_commit_failure,
+    ask,
     begin,
+    done_asking,
     end,
     finish,
     guard_failed,
@@ -30,7 +32,6 @@ from customer_session._transaction import (
     prepare,
     refused,
     rollback,
-    snapshot,
     verdict,
     why_not_before_guards,
 )
@@ -166,8 +167,9 @@ async def why_not(
     if event is None:
         return refusals
     found: list[Refusal] = []
-    # Guards should not change the session; if one does, asking must still not.
-    saved = snapshot(session)
+    # Busy while the guards are awaited: a trigger or edit from another task (or a
+    # guard) is refused, so nothing changes the session and nothing is restored.
+    marker = ask(session, trigger)
     try:
         for entry in entries:
             try:
@@ -177,5 +179,5 @@ async def why_not(
             if reason is not None:
                 found.append(Refusal(entry.name, reason))
     finally:
-        rollback(session, saved)
+        done_asking(session, marker)
     return tuple(found)

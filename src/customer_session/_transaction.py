@@ -5,6 +5,14 @@ before the commit point has returned. Anything raised before that restores the
 session from a snapshot taken when the trigger started (taken only when the
 workflow has guards or pre-commit hooks, since nothing else can change it).
 
+While a trigger runs its guards and hooks, and while ``can()``/``why_not()`` ask
+the guards, the session is busy (its ``_running`` marker is set): a trigger fired
+meanwhile, from a guard or hook or from another task, is refused with
+``TransitionInProgress``, so no rollback can ever undo a transition that committed
+in between. Asking also refuses edits and ``__setstate__`` meanwhile (an edit made
+while a trigger runs commits or rolls back with it; one made while asking could
+only be lost), so asking changes nothing and has nothing to restore.
+
 The async face (``_async_transaction``) runs the same steps with the phases
 awaited: it shares :func:`prepare`, :func:`begin`, :func:`hook_failed`,
 :func:`refused`, :func:`end`, :func:`finish` and the guard and why-not checks
@@ -27,6 +35,7 @@ from customer_session.exceptions import (
     HookFailed,
     IllegalTransition,
     Problem,
+    SessionNotEditable,
     TransitionInProgress,
     ValidationError,
     WorkflowError,
@@ -52,6 +61,20 @@ _GUARD, _BEFORE, _EXIT, _ENTER, _AFTER, _AFTER_COMMIT = (
     Phase.AFTER_COMMIT,
 )
 _RETURN_ITEMS = Trigger.RETURN_ITEMS
+
+
+class Asking:
+    """The busy marker of a session whose guards ``can()``/``why_not()`` are asking.
+
+    It stands in the session's ``_running`` where a trigger under way puts the
+    trigger itself, so the same check refuses triggers meanwhile; edits and
+    ``__setstate__`` are refused as well.
+    """
+
+    __slots__ = ("trigger",)
+
+    def __init__(self, trigger: Trigger) -> None:
+        self.trigger = trigger
 
 
 class Run:
@@ -243,6 +266,56 @@ def _timestamp(session: CustomerSession, workflow: Workflow) -> datetime:
     return max(now, session._updated)
 
 
+def _busy(session: CustomerSession) -> tuple[Trigger, bool]:
+    """What keeps the busy ``session`` busy: the trigger, and whether it is only asked."""
+    running = session._running
+    assert running is not None  # noqa: S101 - called for busy sessions only
+    if isinstance(running, Asking):
+        return running.trigger, True
+    return running, False
+
+
+def check_edit(session: CustomerSession, operation: str) -> None:
+    """Refuse an edit of the busy ``session`` while its guards are being asked.
+
+    An edit made while a trigger runs (by its hooks) commits or rolls back with
+    it; one made while ``can()``/``why_not()`` ask could only be lost.
+
+    Raises:
+        SessionNotEditable: ``can()`` or ``why_not()`` are asking the guards.
+    """
+    running, asking = _busy(session)
+    if asking:
+        raise SessionNotEditable(
+            operation=operation,
+            state=session.state,
+            integration_id=session.integration_id,
+            running=running,
+            asking=True,
+        )
+
+
+def check_idle(session: CustomerSession, operation: str) -> None:
+    """Refuse to replace ``session`` as a whole (``__setstate__``) while it is busy.
+
+    A trigger under way would commit onto whatever was loaded (a cancelled session
+    could become closed), and its busy marker would be lost.
+
+    Raises:
+        SessionNotEditable: A trigger is in progress, or its guards are being asked.
+    """
+    # getattr: __setstate__ may run on an object that was never initialized.
+    if getattr(session, "_running", None) is not None:
+        running, asking = _busy(session)
+        raise SessionNotEditable(
+            operation=operation,
+            state=session.state,
+            integration_id=session.integration_id,
+            running=running,
+            asking=asking,
+        )
+
+
 def _check_call(
     session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
 ) -> tuple[State, tuple[ReturnedItem, ...], list[Problem]]:
@@ -250,11 +323,13 @@ def _check_call(
     workflow = session._workflow
     source = session.state
     if session._running is not None:
+        running, asking = _busy(session)
         raise TransitionInProgress(
             trigger=trigger,
             state=source,
             integration_id=session.integration_id,
-            running=session._running,
+            running=running,
+            asking=asking,
         )
     destination = workflow.engine.destination(source, trigger)
     if destination is None:
@@ -456,8 +531,8 @@ def why_not(
     if event is None:
         return refusals
     found: list[Refusal] = []
-    # Guards should not change the session; if one does, asking must still not.
-    saved = snapshot(session)
+    # Busy while the guards run: nothing can change the session, so nothing is restored.
+    marker = ask(session, trigger)
     try:
         for entry in entries:
             try:
@@ -467,8 +542,20 @@ def why_not(
             if reason is not None:
                 found.append(Refusal(entry.name, reason))
     finally:
-        rollback(session, saved)
+        done_asking(session, marker)
     return tuple(found)
+
+
+def ask(session: CustomerSession, trigger: Trigger) -> Asking:
+    """Mark the idle ``session`` busy while the guards of ``trigger`` are asked."""
+    marker = session._running = Asking(trigger)
+    return marker
+
+
+def done_asking(session: CustomerSession, marker: Asking) -> None:
+    """The session is no longer busy with the asking that ``marker`` stands for."""
+    if session._running is marker:  # never clear a mark this asking did not set
+        session._running = None
 
 
 def why_not_before_guards(

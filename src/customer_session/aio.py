@@ -15,8 +15,10 @@ or plain functions, in every phase.
   hooks included. Every face over a session shares its lock, so tasks may share
   a face or make their own. Triggers on different sessions run concurrently.
   The session's sync methods do not take the lock: a sync trigger during an
-  async one raises ``TransitionInProgress``, and an edit from another task
-  during an async trigger is undone if that trigger rolls back.
+  async one, or while ``can()``/``why_not()`` await its guards, raises
+  ``TransitionInProgress``; an edit from another task is refused while they
+  ask (``SessionNotEditable``), and during an async trigger is undone if that
+  trigger rolls back.
 
 An after-commit hook may await a trigger on its own session (it runs at once, in
 the hook's task, as in the sync face). A hook must not *wait for another task*

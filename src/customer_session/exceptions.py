@@ -13,10 +13,10 @@ bad input is a :class:`ValueError`), so code that catches builtins keeps working
     │   ├── IllegalTransition              the table forbids it from this state
     │   ├── GuardRejected                  a guard refused, with a reason
     │   ├── HookFailed                     a hook before the commit point raised
-    │   └── TransitionInProgress           a trigger fired from inside a hook
+    │   └── TransitionInProgress           a trigger fired while the session is busy
     ├── AfterCommitHookFailed (ExceptionGroup)  committed, but after-commit hooks raised
     ├── ProtectedFieldError (AttributeError)    a direct write or delete
-    ├── SessionNotEditable                 a cart edit outside the open state
+    ├── SessionNotEditable                 an edit outside the open state, or while busy
     ├── ValidationError (ValueError)       bad input, each problem with its path
     ├── UnknownTrigger (ValueError)        a trigger name the table does not know
     ├── WorkflowError (ValueError)         a workflow used with the wrong session class
@@ -153,27 +153,48 @@ class HookFailed(TransitionError):
 
 
 class TransitionInProgress(TransitionError):
-    """A trigger was fired on a session whose own transition has not committed yet.
+    """A trigger was fired on a session that is busy: nothing may change it yet.
 
-    Hooks before the commit point must not fire triggers on the session they run
-    for; after-commit hooks may.
+    A session is busy while one of its transitions has not committed (hooks before
+    the commit point must not fire triggers on the session they run for;
+    after-commit hooks may), and while ``can()`` or ``why_not()`` ask its guards.
 
     Attributes:
-        running: The trigger whose transition is in progress.
+        running: The trigger whose transition is in progress, or whose guards are
+            being asked.
+        asking: Whether ``can()`` or ``why_not()`` are asking ``running``'s guards
+            (rather than a transition being in progress).
     """
 
     def __init__(
-        self, *, trigger: Trigger, state: State, integration_id: str, running: Trigger
+        self,
+        *,
+        trigger: Trigger,
+        state: State,
+        integration_id: str,
+        running: Trigger,
+        asking: bool = False,
     ) -> None:
         """Name both triggers."""
+        if asking:
+            why = _asking(running)
+        else:
+            why = f"while {running}() is in progress; fire it from an after-commit hook instead"
         super().__init__(
-            f"session {integration_id!r}: cannot {trigger}() while {running}() is in "
-            "progress; fire it from an after-commit hook instead",
+            f"session {integration_id!r}: cannot {trigger}() {why}",
             trigger=trigger,
             state=state,
             integration_id=integration_id,
         )
         self.running = running
+        self.asking = asking
+
+
+def _asking(running: Trigger) -> str:
+    return (
+        f"while can() or why_not() ask the guards of {running}(); "
+        "nothing may change the session until they have answered"
+    )
 
 
 def _after_commit_message(record: TransitionRecord, errors: Sequence[Exception]) -> str:
@@ -226,23 +247,44 @@ class ProtectedFieldError(CustomerSessionError, AttributeError):
 
 
 class SessionNotEditable(CustomerSessionError):
-    """A cart or session edit was attempted outside the ``open`` state.
+    """A cart or session edit was refused: the session is not open, or it is busy.
+
+    Only open sessions can be edited. No session can be edited while ``can()`` or
+    ``why_not()`` ask its guards, nor reloaded (``__setstate__``) while a trigger
+    on it is in progress or its guards are being asked (see
+    :class:`TransitionInProgress`).
 
     Attributes:
         operation: The refused operation.
         state: The session's state.
         integration_id: The session's integration id.
+        running: The trigger that keeps the session busy; ``None`` when the edit
+            was refused for the state.
+        asking: Whether ``can()`` or ``why_not()`` are asking ``running``'s guards.
     """
 
-    def __init__(self, *, operation: str, state: State, integration_id: str) -> None:
-        """Name the operation and the state."""
-        super().__init__(
-            f"session {integration_id!r}: cannot {operation}() in state '{state}'; "
-            "only open sessions can be edited"
-        )
+    def __init__(
+        self,
+        *,
+        operation: str,
+        state: State,
+        integration_id: str,
+        running: Trigger | None = None,
+        asking: bool = False,
+    ) -> None:
+        """Name the operation and the state, or what keeps the session busy."""
+        if running is None:
+            why = f"in state '{state}'; only open sessions can be edited"
+        elif asking:
+            why = _asking(running)
+        else:
+            why = f"while {running}() is in progress"
+        super().__init__(f"session {integration_id!r}: cannot {operation}() {why}")
         self.operation = operation
         self.state = state
         self.integration_id = integration_id
+        self.running = running
+        self.asking = asking
 
 
 @frozen

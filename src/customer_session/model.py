@@ -56,6 +56,7 @@ from customer_session.hooks import Workflow
 
 if TYPE_CHECKING:
     from customer_session._cart import ReturnedItem
+    from customer_session._transaction import Asking
     from customer_session.hooks import Refusal
 
 
@@ -193,7 +194,8 @@ class CustomerSession:
     _updated: datetime = field(default=Factory(_same_as_created, takes_self=True))
     _update_count: int = field(default=1, init=False)
     _history: tuple[TransitionRecord, ...] = field(default=(), init=False)
-    _running: Trigger | None = field(default=None, init=False, eq=False, repr=False)
+    # Set while the session is busy: the trigger under way, or what can()/why_not() ask.
+    _running: Trigger | Asking | None = field(default=None, init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         """Normalize and validate every field; a new session starts in an initial state."""
@@ -469,7 +471,14 @@ class CustomerSession:
         return self.snapshot()
 
     def __setstate__(self, values: dict[str, Any]) -> None:
-        """Overwrite this session with validated ``values`` (as from :meth:`snapshot`)."""
+        """Overwrite this session with validated ``values`` (as from :meth:`snapshot`).
+
+        Raises:
+            ValidationError: ``values`` do not make a valid session; nothing changed.
+            SessionNotEditable: A trigger on this session is in progress, or
+                ``can()``/``why_not()`` are asking its guards; nothing changed.
+        """
+        _transaction.check_idle(self, "__setstate__")
         if not isinstance(values, Mapping):
             raise ValidationError.single("session", "$", f"cannot load from {values!r}")
         loaded = _restore(type(self), dict(values))
@@ -616,6 +625,8 @@ class CustomerSession:
             raise SessionNotEditable(
                 operation=operation, state=self.state, integration_id=self.integration_id
             )
+        if self._running is not None:
+            _transaction.check_edit(self, operation)
         slots = {f"_{name}": value for name, value in changes.items()}
         before = {slot: getattr(self, slot) for slot in slots}
         for slot, value in slots.items():
