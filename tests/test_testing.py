@@ -9,9 +9,13 @@ from customer_session import (
     CustomerSession,
     ReopenableCustomerSession,
     State,
+    TransitionRecord,
+    Trigger,
     ValidationError,
+    Workflow,
 )
 from customer_session.testing import (
+    SessionStateMachine,
     attribute_maps,
     cart_items,
     carts,
@@ -103,3 +107,52 @@ class TestStrategies:
         """wire_documents(valid=False) yields documents from_dict refuses."""
         with pytest.raises(ValidationError):
             from_dict(document)
+
+
+class _Chaining(SessionStateMachine):
+    """A workflow that cancels an order at once when it closes (an after-commit hook)."""
+
+    def make_workflow(self) -> Workflow:
+        """Cancel from an after-commit hook, as TransitionInProgress advises."""
+        workflow = Workflow()
+        workflow.after_commit(lambda event: event.session.cancel(), trigger=Trigger.CLOSE)
+        return workflow
+
+
+def _machine(
+    machine_class: type[SessionStateMachine],
+) -> tuple[SessionStateMachine, CustomerSession]:
+    machine = machine_class()
+    machine.create_first(state=State.OPEN, items=[CartItem(sku="A", quantity=1)])
+    return machine, machine.sessions[0]
+
+
+class TestSessionStateMachine:
+    def test_transitions_chained_by_after_commit_hooks_count_as_committed(self):
+        """A trigger fired from an after-commit hook joins what the call committed."""
+        machine, session = _machine(_Chaining)
+        machine.attempt(session, session.close)
+        assert [r.trigger for r in machine.committed[id(session)]] == [
+            Trigger.CLOSE,
+            Trigger.CANCEL,
+        ]
+        machine.history_is_what_was_committed()
+
+    def test_more_than_the_returned_record_without_after_commit_hooks_fails(self):
+        """Without after-commit hooks, a call may commit only the record it returns."""
+        machine, session = _machine(SessionStateMachine)
+        with pytest.raises(AssertionError, match="came with"):
+            machine.attempt(session, lambda: (session.close(), session.cancel())[0])
+
+    def test_an_undone_transition_fails(self):
+        """A call that undoes a committed transition fails the check."""
+        machine, session = _machine(SessionStateMachine)
+        opened = session.snapshot()
+        machine.attempt(session, session.close)
+
+        def reload_and_close() -> TransitionRecord:
+            session.__setstate__(opened)
+            return session.close()
+
+        with pytest.raises(AssertionError, match="undone"):
+            machine.attempt(session, reload_and_close)

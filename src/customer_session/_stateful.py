@@ -17,6 +17,7 @@ from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     AfterCommitHookFailed,
     ProtectedFieldError,
+    SessionNotEditable,
     TransitionError,
     ValidationError,
 )
@@ -42,11 +43,16 @@ class SessionStateMachine(RuleBasedStateMachine):
     - every session's state is a state of its table;
     - every session's history is a path through the table ending in its state;
     - a refused or failed trigger changed nothing (checked inside each rule);
-    - the history holds exactly the records the triggers returned.
+    - ``can()`` and ``why_not()`` change nothing and agree (the ``ask`` rule);
+    - a trigger that commits adds its record to the history, followed only by the
+      transitions its after-commit hooks fired (as ``TransitionInProgress``
+      advises), and no committed transition is ever undone;
+    - the history holds exactly those records.
 
     Attributes:
         sessions: The sessions created so far (at least one after initialization).
-        committed: Every record a trigger returned, per session.
+        committed: Every committed record, per session: each record a trigger
+            returned, followed by those its after-commit hooks committed.
         edits: How many edits the built-in ``edit`` rule made, per session.
         refusals: Every error a trigger raised, in order (for your invariants).
     """
@@ -139,15 +145,56 @@ class SessionStateMachine(RuleBasedStateMachine):
         try:
             record = action()
         except AfterCommitHookFailed as error:
-            self.committed[id(session)].append(error.record)
             self.refusals.append(error)
+            self._note_commit(session, before["history"], error.record)
         except (TransitionError, ValidationError) as error:
             self.refusals.append(error)
             after = session.snapshot()
             assert after == before, f"{error!r} changed the session"  # noqa: S101, PT017 - an invariant of the rule
         else:
             if record is not None:
-                self.committed[id(session)].append(record)
+                self._note_commit(session, before["history"], record)
+
+    def _note_commit(
+        self,
+        session: CustomerSession,
+        before: tuple[TransitionRecord, ...],
+        record: TransitionRecord,
+    ) -> None:
+        """Add to ``committed`` what the call that returned ``record`` committed.
+
+        That is ``record`` itself, then whatever its after-commit hooks fired (they
+        run after the commit, so their records follow it); nothing committed before
+        may have been undone.
+        """
+        history = session.history
+        assert history[: len(before)] == before, "a committed transition was undone"  # noqa: S101 - an invariant of the rule
+        gained = history[len(before) :]
+        assert gained[:1] == (record,), f"{record!r} is not what the call committed"  # noqa: S101 - an invariant of the rule
+        if len(gained) > 1:
+            # Only after-commit hooks may commit more within the same call.
+            plan = session.workflow.plan(record.source, record.trigger)
+            assert plan is not None, f"{record!r} came with {gained[1:]!r}"  # noqa: S101 - an invariant of the rule
+            assert plan.after_commit, f"{record!r} came with {gained[1:]!r}"  # noqa: S101 - an invariant of the rule
+        self.committed[id(session)].extend(gained)
+
+    @rule(data=st.data())
+    def ask(self, data: st.DataObject) -> None:
+        """``can()`` and ``why_not()`` change nothing and give the same answer."""
+        session = data.draw(st.sampled_from(self.sessions), label="session")
+        trigger = data.draw(st.sampled_from(session.specification.triggers), label="trigger")
+        items: tuple[ReturnedItem, ...] = ()
+        if trigger is Trigger.RETURN_ITEMS:
+            items = (ReturnedItem(position=0, quantity=1),)
+        before = session.snapshot()
+        try:
+            refusals = session.why_not(trigger, items=items)
+            allowed = session.can(trigger, items=items)
+        except TransitionError as error:  # a guard raised: HookFailed
+            self.refusals.append(error)
+        else:
+            assert allowed == (not refusals), (allowed, refusals)  # noqa: S101 - an invariant of the rule
+        assert session.snapshot() == before, "asking changed the session"  # noqa: S101 - an invariant of the rule
 
     # -- attempts to go around the table --------------------------------------------
 
@@ -190,11 +237,20 @@ class SessionStateMachine(RuleBasedStateMachine):
     def edit(self, data: st.DataObject, coupon: str) -> None:
         """Edits succeed only while open; elsewhere they change nothing."""
         session = data.draw(st.sampled_from(self.sessions), label="session")
+        self.attempt_edit(session, coupon)
+
+    def attempt_edit(self, session: CustomerSession, coupon: str) -> None:
+        """Set the coupon; it must succeed if the session is open and not busy.
+
+        Refused (a closed session, or one whose guards ``can()``/``why_not()`` are
+        asking), it must change nothing. Use it in your own rules to edit.
+        """
         before = session.snapshot()
         try:
             session.set_coupon(coupon)
         except Exception as error:  # noqa: BLE001 - checked right below
-            assert session.state is not State.OPEN, repr(error)  # noqa: S101, PT017 - an invariant of the rule
+            busy = isinstance(error, SessionNotEditable) and error.running is not None
+            assert busy or session.state is not State.OPEN, repr(error)  # noqa: S101, PT017 - an invariant of the rule
             assert session.snapshot() == before  # noqa: S101 - an invariant
         else:
             self.edits[id(session)] += 1

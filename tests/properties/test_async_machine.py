@@ -117,6 +117,44 @@ class AsyncFaceMachine(SessionStateMachine):
             assert session.history[-1] == record
             self.committed[id(session)].append(record)
 
+    @rule(data=st.data())
+    def ask(self, data):
+        """can() and why_not() through a face change nothing and agree (replaces the sync rule)."""
+        session, trigger, items = self._draw_call(data)
+        face = self.face_class(session)
+        before = session.snapshot()
+
+        async def both():
+            return await face.why_not(trigger, items=items), await face.can(trigger, items=items)
+
+        try:
+            refusals, allowed = self.runner.run(both())
+        except TransitionError as error:  # a guard raised: HookFailed
+            self.refusals.append(error)
+        else:
+            assert allowed == (not refusals), (allowed, refusals)
+        assert session.snapshot() == before
+
+    @rule(data=st.data(), coupon=st.text("ABC", min_size=1, max_size=3), steps=st.integers(0, 3))
+    def act_while_asked(self, data, coupon, steps):
+        """Another task's edit or trigger while a face asks is refused or kept, never undone."""
+        session, trigger, items = self._draw_call(data)
+        other = data.draw(st.sampled_from(session.specification.triggers), label="other trigger")
+        face = self.face_class(session)
+
+        async def together():
+            asking = asyncio.create_task(face.why_not(trigger, items=items))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            self.attempt_edit(session, coupon)
+            self.attempt(session, lambda: session.fire(other))
+            try:
+                await asking
+            except TransitionError as error:
+                self.refusals.append(error)
+
+        self.runner.run(together())
+
     @invariant()
     def no_transition_is_left_running(self):
         """Between steps no session is marked as in a transition."""

@@ -3,7 +3,7 @@
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
 
-from customer_session import Phase, ReopenableCustomerSession, Trigger, Workflow
+from customer_session import Phase, ReopenableCustomerSession, ReturnedItem, Trigger, Workflow
 from customer_session._stateful import SessionStateMachine
 
 
@@ -68,6 +68,25 @@ class NamedWorkflowMachine(SessionStateMachine):
         return Workflow(name=f"stateful-{NamedWorkflowMachine.workflow_counter}")
 
 
+class ChainingMachine(SessionStateMachine):
+    """After-commit hooks that fire the next trigger, as TransitionInProgress advises."""
+
+    def make_workflow(self) -> Workflow:
+        """Cancel an order that closes with nothing to pay; return one unit of a big one."""
+        workflow = Workflow()
+
+        @workflow.after_commit(trigger=Trigger.CLOSE)
+        def settle(event):
+            session = event.session
+            if session.total == 0:
+                session.cancel()
+            elif session.units > 5:
+                session.return_items([ReturnedItem(position=0, quantity=1)])
+
+        return workflow
+
+
 TestChaos = ChaosMachine.TestCase
 TestReopenable = ReopenableMachine.TestCase
 TestNamedWorkflow = NamedWorkflowMachine.TestCase
+TestChaining = ChainingMachine.TestCase
