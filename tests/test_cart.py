@@ -60,7 +60,10 @@ class TestReturnBookkeeping:
     def test_a_return_copies_every_other_field(self):
         """A return changes only returned_quantity; every other field is kept."""
         item = _item_with_every_field()
-        session = CustomerSession(integration_id="o", cart_items=[item], state=State.CLOSED)
+        # A unit is returned already, so the session is loaded where a return leads.
+        session = CustomerSession.restore(
+            integration_id="o", cart_items=[item], state=State.PARTIALLY_RETURNED
+        )
         session.return_items([ReturnedItem(position=0, quantity=3)])
         after = session.cart_items[0]
         assert after.returned_quantity == 4
@@ -231,3 +234,53 @@ class TestStorableValues:
         ):
             with pytest.raises(ValidationError, match=fragment):
                 build()
+
+
+class TestIntegerBounds:
+    @pytest.mark.parametrize(
+        ("fields", "path"),
+        [
+            ({"quantity": 2**63}, "quantity"),
+            ({"quantity": 10**5000}, "quantity"),
+            ({"quantity": -(10**5000)}, "quantity"),
+            ({"quantity": 2**1024, "price": 1.0}, "quantity"),
+            ({"quantity": 1, "returned_quantity": 10**5000}, "returned_quantity"),
+            ({"quantity": 1, "catalog_item_id": 10**5000}, "catalog_item_id"),
+        ],
+        ids=["2**63", "10**5000", "-10**5000", "2**1024 priced", "returned", "catalog id"],
+    )
+    def test_cart_item_integers_are_64_bits(self, fields, path):
+        """A cart item integer beyond 64 bits is a ValidationError naming the field."""
+        with pytest.raises(ValidationError) as info:
+            CartItem(sku="A", **fields)
+        assert [p.path for p in info.value.problems] == [path]
+        assert "bits" in str(info.value)
+
+    @pytest.mark.parametrize("field", ["position", "quantity"])
+    @pytest.mark.parametrize("value", [10**5000, -(10**5000)], ids=["huge", "-huge"])
+    def test_returned_item_integers_are_64_bits(self, field, value):
+        """A returned item position or quantity beyond 64 bits is a ValidationError."""
+        values = {"position": 0, "quantity": 1, field: value}
+        with pytest.raises(ValidationError) as info:
+            ReturnedItem(**values)
+        assert [p.path for p in info.value.problems] == [field]
+
+    def test_the_largest_quantity_is_an_integer_of_64_bits(self):
+        """2**63 - 1 units are a valid cart item on their own (the session limits the cart)."""
+        assert CartItem(sku="A", quantity=2**63 - 1, price=1.0).line_total == float(2**63 - 1)
+
+
+class TestAdditionalCosts:
+    def test_a_key_that_is_not_a_string_is_named(self):
+        """An additional cost keyed by a non-string is reported as a key problem."""
+        with pytest.raises(ValidationError) as info:
+            CartItem(sku="A", quantity=1, additional_costs={1: AdditionalCost(2.0)})  # type: ignore[dict-item]
+        assert [str(p) for p in info.value.problems] == ["additional_costs: key 1 is not a string"]
+
+    def test_a_value_that_is_not_a_cost_is_named(self):
+        """An additional cost that is not an AdditionalCost is reported at its name."""
+        with pytest.raises(ValidationError) as info:
+            CartItem(sku="A", quantity=1, additional_costs={"wrap": 2.0})  # type: ignore[dict-item]
+        assert [str(p) for p in info.value.problems] == [
+            "additional_costs.wrap: must be an AdditionalCost, got 2.0"
+        ]

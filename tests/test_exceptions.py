@@ -13,6 +13,7 @@ from customer_session import (
     TransitionError,
     TransitionInProgress,
     Trigger,
+    UnknownTrigger,
     ValidationError,
 )
 
@@ -90,6 +91,13 @@ class TestData:
         error = ValidationError("session 'o'", [Problem("a", "bad"), Problem("b[0]", "worse")])
         assert str(error) == "session 'o': 2 problems:\n  a: bad\n  b[0]: worse"
         assert error.problems[1].path == "b[0]"
+
+    def test_unknown_trigger_shows_any_value(self):
+        """UnknownTrigger's message can be built for a 5000-digit integer."""
+        error = UnknownTrigger(10**5000, [Trigger.CLOSE])
+        assert str(error) == (
+            "unknown trigger an integer of 16610 bits (too large for a float); known: close"
+        )
 
     def test_not_editable_names_operation_and_state(self):
         """SessionNotEditable says which edit was refused in which state."""

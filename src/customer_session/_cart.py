@@ -12,6 +12,7 @@ from attrs import define, field, fields, frozen, setters
 from immutabledict import immutabledict
 
 from customer_session._readonly import protect, public_repr
+from customer_session._show import INT_LIMIT, shown
 from customer_session.exceptions import Problem, ValidationError
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ MAX_UNITS: Final = 10_000
 MAX_IDENTIFIERS: Final = 5
 MAX_CODE_LENGTH: Final = 100
 MAX_INTEGRATION_ID_LENGTH: Final = 1000
+MIN_INTEGER: Final = -(2**63)
+MAX_INTEGER: Final = 2**63 - 1
+"""Integers (counts, positions, ids) are 64-bit signed, as in Talon.One's API."""
 
 
 class FrozenDict(immutabledict[str, Any]):
@@ -110,8 +114,7 @@ def thaw(value: Any) -> Any:
     return value
 
 
-_INT_LIMIT: Final = 2**1024 - 2**970
-"""The smallest integer ``float()`` cannot convert (it rounds to infinity)."""
+_INT_LIMIT: Final = INT_LIMIT
 _UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 """What text may not hold: NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8)."""
 
@@ -149,14 +152,18 @@ def is_number(value: object) -> bool:
     return math.isfinite(value)
 
 
-def shown(value: object) -> str:
-    """``repr(value)`` for messages, short for an integer too large for a float.
+def int_problems(path: str, value: object, minimum: int = MIN_INTEGER) -> list[Problem]:
+    """Problems of an integer field: not an ``int``, too small, or beyond 64 bits.
 
-    ``repr`` of an integer of more than 4300 digits raises ``ValueError``.
+    ``bool`` is not an integer here; every integer of the real API (counts,
+    positions, ids) is a 64-bit signed one.
     """
-    if isinstance(value, int) and not isinstance(value, bool) and not is_number(value):
-        return f"an integer of {value.bit_length()} bits (too large for a float)"
-    return repr(value)
+    if not is_int(value) or value < minimum:  # type: ignore[operator] # is_int narrows at run time
+        lower = "" if minimum == MIN_INTEGER else f" >= {minimum}"
+        return [Problem(path, f"must be an integer{lower}, got {shown(value)}")]
+    if not value <= MAX_INTEGER:  # type: ignore[operator] # is_int narrows at run time
+        return [Problem(path, f"must be at most {MAX_INTEGER} (64 bits), got {shown(value)}")]
+    return []
 
 
 def is_text(value: str) -> bool:
@@ -225,7 +232,7 @@ def json_problems(value: object, path: str) -> list[Problem]:
         problems: list[Problem] = []
         for key, item in value.items():
             if not isinstance(key, str):
-                problems.append(Problem(path, f"key {key!r} is not a string"))
+                problems.append(Problem(path, f"key {shown(key)} is not a string"))
                 continue
             where = key_path(path, key)
             if not is_text(key):
@@ -247,7 +254,7 @@ def key_problems(path: str, keys: Iterable[object]) -> list[Problem]:
 def str_problems(path: str, value: object) -> list[Problem]:
     """Problems of a required text field: not a string, or not valid text."""
     if not isinstance(value, str):
-        return [Problem(path, f"must be a string, got {value!r:.80}")]
+        return [Problem(path, f"must be a string, got {shown(value):.80}")]
     return [] if is_text(value) else [Problem(path, text_problem(value))]
 
 
@@ -265,7 +272,7 @@ def _optional_aware(problems: list[Problem], path: str, value: object) -> None:
     if value is None:
         return
     if not isinstance(value, datetime) or value.utcoffset() is None:
-        problems.append(Problem(path, f"must be an aware datetime, got {value!r}"))
+        problems.append(Problem(path, f"must be an aware datetime, got {shown(value)}"))
 
 
 def raise_problems(subject: str, problems: Sequence[Problem]) -> None:
@@ -299,14 +306,29 @@ class AdditionalCost:
             )
 
 
-def _costs_problems(costs: object, path: str) -> list[Problem]:
+def costs_problems(costs: object, path: str) -> list[Problem]:
+    """Problems of a mapping of additional costs: its keys must be names, its values costs."""
     if not isinstance(costs, Mapping):
-        return [Problem(path, f"must be a mapping of names to AdditionalCost, got {costs!r}")]
-    return [
-        Problem(f"{path}.{name}", f"must be an AdditionalCost, got {cost!r}")
-        for name, cost in costs.items()
-        if not isinstance(name, str) or not isinstance(cost, AdditionalCost)
-    ] + key_problems(path, costs)
+        return [Problem(path, f"must be a mapping of names to AdditionalCost, got {shown(costs)}")]
+    return _typed_values_problems(costs, path, AdditionalCost)
+
+
+def _typed_values_problems(values: Mapping[object, object], path: str, kind: type) -> list[Problem]:
+    """Keys that are not valid text names, and values that are not ``kind``, each named."""
+    problems: list[Problem] = []
+    for key, value in values.items():
+        if not isinstance(key, str):
+            problems.append(Problem(path, f"key {shown(key)} is not a string"))
+        elif not is_text(key):
+            problems.append(Problem(key_path(path, key), f"the key {text_problem(key)}"))
+        elif not isinstance(value, kind):
+            article = "an" if kind.__name__[0] in "AEIOU" else "a"
+            problems.append(
+                Problem(
+                    key_path(path, key), f"must be {article} {kind.__name__}, got {shown(value)}"
+                )
+            )
+    return problems
 
 
 def costs_total(costs: Mapping[str, AdditionalCost]) -> float:
@@ -383,31 +405,25 @@ def _instance_check(kind: type) -> Callable[[str, object], list[Problem]]:
     def check(name: str, value: object) -> list[Problem]:
         if value is None or isinstance(value, kind):
             return []
-        return [Problem(name, f"must be a {kind.__name__}, got {value!r}")]
+        return [Problem(name, f"must be a {kind.__name__}, got {shown(value)}")]
 
     return check
 
 
 def _int_check(name: str, value: object) -> list[Problem]:
-    if value is None or is_int(value):
-        return []
-    return [Problem(name, f"must be an integer, got {value!r}")]
+    return [] if value is None else int_problems(name, value)
 
 
 def _attributes_check(name: str, value: object) -> list[Problem]:
     if not isinstance(value, Mapping):
-        return [Problem(name, f"must be a mapping, got {value!r}")]
+        return [Problem(name, f"must be a mapping, got {shown(value)}")]
     return json_problems(value, name)
 
 
 def _prices_check(name: str, value: object) -> list[Problem]:
     if not isinstance(value, Mapping):
-        return [Problem(name, f"must be a mapping, got {value!r}")]
-    return [
-        Problem(f"{name}.{key}", f"must be a PriceDetail, got {detail!r}")
-        for key, detail in value.items()
-        if not isinstance(key, str) or not isinstance(detail, PriceDetail)
-    ] + key_problems(name, value)
+        return [Problem(name, f"must be a mapping, got {shown(value)}")]
+    return _typed_values_problems(value, name, PriceDetail)
 
 
 _ITEM_CHECKS: Final[Mapping[str, Callable[[str, object], list[Problem]]]] = {
@@ -420,7 +436,7 @@ _ITEM_CHECKS: Final[Mapping[str, Callable[[str, object], list[Problem]]]] = {
     "width": _number_check,
     "length": _number_check,
     "attributes": _attributes_check,
-    "additional_costs": lambda name, value: _costs_problems(value, name),
+    "additional_costs": lambda name, value: costs_problems(value, name),
     "catalog_item_id": _int_check,
     "selected_price_type": _str_check,
     "adjustment_reference_id": _str_check,
@@ -470,7 +486,7 @@ class CartItem:
     def __attrs_post_init__(self) -> None:
         """Check every field and report all problems at once."""
         if not self._plainly_valid():
-            raise_problems(f"cart item {self._sku!r}", self.problems())
+            raise_problems(f"cart item {shown(self._sku)}", self.problems())
 
     @property
     def sku(self) -> str:
@@ -584,7 +600,7 @@ class CartItem:
             and sku != ""
             and is_text(sku)
             and type(quantity) is int
-            and quantity >= 1
+            and 1 <= quantity <= MAX_INTEGER
             and type(self._returned_quantity) is int
             and 0 <= self._returned_quantity <= quantity
             # The line's value, not just the price, must be a finite float.
@@ -618,16 +634,16 @@ class CartItem:
         problems: list[Problem] = []
         sku, quantity, returned = values["sku"], values["quantity"], values["returned_quantity"]
         if not isinstance(sku, str) or not sku:
-            problems.append(Problem("sku", f"must be a non-empty string, got {sku!r:.80}"))
+            problems.append(Problem("sku", f"must be a non-empty string, got {shown(sku):.80}"))
         else:
             problems.extend(str_problems("sku", sku))
-        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 1:
-            problems.append(Problem("quantity", f"must be an integer >= 1, got {quantity!r}"))
-        elif not is_int(returned) or not 0 <= returned <= quantity:  # type: ignore[operator] # is_int narrows at run time
+        quantity_problems = int_problems("quantity", quantity, 1)
+        problems.extend(quantity_problems)
+        if not quantity_problems and (not is_int(returned) or not 0 <= returned <= quantity):  # type: ignore[operator] # is_int narrows at run time
             problems.append(
                 Problem(
                     "returned_quantity",
-                    f"must be an integer from 0 to quantity ({quantity}), got {returned!r}",
+                    f"must be an integer from 0 to quantity ({quantity}), got {shown(returned)}",
                 )
             )
         for name, check in _ITEM_CHECKS.items():
@@ -694,12 +710,12 @@ class ReturnedItem:
     def __attrs_post_init__(self) -> None:
         """Check the types and ranges that do not depend on the cart."""
         problems: list[Problem] = []
-        if not is_int(self.position) or self.position < 0:
-            problems.append(Problem("position", f"must be an integer >= 0, got {self.position!r}"))
-        if not is_int(self.quantity) or self.quantity < 1:
-            problems.append(Problem("quantity", f"must be an integer >= 1, got {self.quantity!r}"))
+        problems.extend(int_problems("position", self.position, 0))
+        problems.extend(int_problems("quantity", self.quantity, 1))
         if self.sku is not None and (not isinstance(self.sku, str) or not self.sku):
-            problems.append(Problem("sku", f"must be a non-empty string, got {self.sku!r:.80}"))
+            problems.append(
+                Problem("sku", f"must be a non-empty string, got {shown(self.sku):.80}")
+            )
         elif self.sku is not None:
             problems.extend(str_problems("sku", self.sku))
         raise_problems("returned item", problems)
@@ -723,7 +739,7 @@ def return_problems(
     elif type(items) is list:
         returned = tuple(items)
     elif isinstance(items, _NOT_SEQUENCES) or not isinstance(items, Iterable):
-        return (), [Problem(path, f"must be a sequence of ReturnedItem, got {items!r}")]
+        return (), [Problem(path, f"must be a sequence of ReturnedItem, got {shown(items)}")]
     else:
         returned = tuple(items)
     problems: list[Problem] = []
@@ -751,7 +767,7 @@ def _returned_item_problems(
     cart: Sequence[CartItem], item: object, where: str, seen: set[int]
 ) -> list[Problem]:
     if not isinstance(item, ReturnedItem):
-        return [Problem(where, f"must be a ReturnedItem, got {item!r}")]
+        return [Problem(where, f"must be a ReturnedItem, got {shown(item)}")]
     if item.position >= len(cart):
         return [
             Problem(
@@ -824,7 +840,7 @@ def cart_problems(cart: Sequence[object], path: str = "cart_items") -> list[Prob
     units = 0
     for index, line in enumerate(cart):
         if not isinstance(line, CartItem):
-            problems.append(Problem(f"{path}[{index}]", f"must be a CartItem, got {line!r}"))
+            problems.append(Problem(f"{path}[{index}]", f"must be a CartItem, got {shown(line)}"))
         else:
             units += line.quantity
     if len(cart) > MAX_CART_ITEMS:

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Self
 
 from attrs import frozen
 
+from customer_session._show import shown
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
@@ -341,7 +343,7 @@ class UnknownTrigger(CustomerSessionError, ValueError):
         """Name the unknown trigger and the known ones."""
         self.trigger = trigger
         self.known = tuple(sorted(str(k) for k in known))
-        super().__init__(f"unknown trigger {trigger!r}; known: {', '.join(self.known)}")
+        super().__init__(f"unknown trigger {shown(trigger):.80}; known: {', '.join(self.known)}")
 
 
 class WorkflowError(CustomerSessionError, ValueError):

@@ -55,7 +55,9 @@ from customer_session._cart import (
     EMPTY_MAPPING,
     MAX_CODE_LENGTH,
     MAX_IDENTIFIERS,
+    MAX_INTEGER,
     MAX_INTEGRATION_ID_LENGTH,
+    MIN_INTEGER,
     AdditionalCost,
     CartItem,
     PriceDetail,
@@ -67,11 +69,11 @@ from customer_session._cart import (
     is_int,
     is_number,
     is_text,
-    shown,
     text_problem,
     thaw,
 )
 from customer_session._records import TransitionRecord
+from customer_session._show import shown
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import Problem, ValidationError
 from customer_session.model import CustomerSession
@@ -151,7 +153,7 @@ def _member(path: str, key: object) -> str:
     if isinstance(key, str) and is_text(key):
         escaped = key.replace("\\", "\\\\").replace("'", "\\'")
         return f"{path}['{escaped}']"
-    return f"{path}[{key!r}]"
+    return f"{path}[{shown(key)}]"
 
 
 def _element(path: str, index: int) -> str:
@@ -180,14 +182,18 @@ def _describe(value: object) -> str:  # noqa: PLR0911 - one return per JSON type
     if isinstance(value, bool):
         return f"boolean {json.dumps(value)}"
     if isinstance(value, int | float):
-        return f"number {value!r}" if is_number(value) or isinstance(value, float) else shown(value)
+        return (
+            f"number {shown(value)}"
+            if is_number(value) or isinstance(value, float)
+            else shown(value)
+        )
     if isinstance(value, str):
         return f"string {value!r:.60}"
     if isinstance(value, list | tuple):
         return f"array of {len(value)}"
     if isinstance(value, Mapping):
         return "object"
-    return f"{type(value).__name__} {value!r:.60}"
+    return f"{type(value).__name__} {shown(value):.60}"
 
 
 def _text(*, min_length: int = 0, max_length: int | None = None) -> _Hook:
@@ -207,15 +213,18 @@ def _text(*, min_length: int = 0, max_length: int | None = None) -> _Hook:
     return structure
 
 
-def _integer(*, minimum: int | None = None) -> _Hook:
-    """A hook for integers (not booleans, not ``1.0``) of at least ``minimum``."""
+def _integer(*, minimum: int = MIN_INTEGER) -> _Hook:
+    """A hook for 64-bit integers (not booleans, not ``1.0``) of at least ``minimum``."""
 
     def structure(value: object, _: object) -> int:
         if not is_int(value):
             raise _Invalid.here(f"must be an integer, got {_describe(value)}")
         assert isinstance(value, int)  # noqa: S101 - narrowed by is_int
-        if minimum is not None and value < minimum:
-            raise _Invalid.here(f"must be an integer >= {minimum}, got {value}")
+        if value < minimum:
+            lower = "" if minimum == MIN_INTEGER else f" >= {minimum}"
+            raise _Invalid.here(f"must be an integer{lower}, got {shown(value)}")
+        if value > MAX_INTEGER:
+            raise _Invalid.here(f"must be at most {MAX_INTEGER} (64 bits), got {shown(value)}")
         return value
 
     return structure
@@ -340,7 +349,7 @@ def _json_members(value: Mapping[Any, Any], path: str, problems: list[tuple[str,
                 problems.append((_member(path, key), f"the key {text_problem(key)}"))
             copy[key] = _json_copy(item, _member(path, key), problems)
         else:
-            problems.append((path, f"key {key!r} is not a string"))
+            problems.append((path, f"key {shown(key)} is not a string"))
     return copy
 
 
@@ -828,6 +837,9 @@ def _located(inner: BaseException, path: str, container: Any) -> str:
 
 
 _MODEL_PATH: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(.*)", re.DOTALL)
+_ELEMENT_FIELD: Final = re.compile(r"(\[\d+\])\.([A-Za-z_][A-Za-z0-9_]*)")
+# Session fields whose elements are model objects: their field names become keys too.
+_OBJECT_ARRAYS: Final = frozenset({"cart_items", "history"})
 
 
 def _model_path(path: str, model_path: str, moved: Mapping[str, str] | None = None) -> str:
@@ -843,9 +855,24 @@ def _model_path(path: str, model_path: str, moved: Mapping[str, str] | None = No
     if match is None:
         return path
     head, rest = match.groups()
+    if head in _OBJECT_ARRAYS:
+        rest = _element_keys(rest)
     if moved is not None and head in moved:
         return path + moved[head] + rest
     return _member(path, _wire_name(head)) + rest
+
+
+def _element_keys(rest: str) -> str:
+    """``[1].returned_items[0].position`` as ``[1].returnedItems[0].position``.
+
+    Only the field names that follow an element are renamed: what follows a
+    mapping (``[0].attributes.my_key``) is a key, kept as it is.
+    """
+    renamed = ""
+    while (found := _ELEMENT_FIELD.match(rest)) is not None:
+        renamed += f"{found[1]}.{_wire_name(found[2])}"
+        rest = rest[found.end() :]
+    return renamed + rest
 
 
 def _unknown_key_message(key: object, owner: Any) -> str:
@@ -1216,7 +1243,7 @@ def return_request(
     problems: list[Problem] = []
     returned: tuple[Any, ...] = ()
     if isinstance(items, str | bytes | Mapping | ReturnedItem) or not isinstance(items, Iterable):
-        problems.append(Problem("items", f"must be a sequence of ReturnedItem, got {items!r}"))
+        problems.append(Problem("items", f"must be a sequence of ReturnedItem, got {shown(items)}"))
     else:
         returned = tuple(items)
         problems.extend(_returned_problems(returned))
@@ -1374,7 +1401,7 @@ def _subject(kind: str, data: object) -> str:
     if isinstance(data, Mapping):
         integration_id = data.get("integrationId")
         if isinstance(integration_id, str):
-            return f"{kind} {integration_id!r:.80}"
+            return f"{kind} {shown(integration_id):.80}"
     return kind
 
 
@@ -1474,7 +1501,7 @@ def _response_content(
         return None
     if isinstance(values, str) or not isinstance(values, Iterable):
         raise ValidationError.single(
-            subject, "response_content", f"must be a sequence of names, got {values!r}"
+            subject, "response_content", f"must be a sequence of names, got {shown(values)}"
         )
     content = list(values)
     problems = [
@@ -1500,7 +1527,9 @@ def _returned_problems(items: tuple[Any, ...]) -> list[Problem]:
     seen: set[int] = set()
     for index, item in enumerate(items):
         if not isinstance(item, ReturnedItem):
-            problems.append(Problem(f"items[{index}]", f"must be a ReturnedItem, got {item!r}"))
+            problems.append(
+                Problem(f"items[{index}]", f"must be a ReturnedItem, got {shown(item)}")
+            )
         elif item.position in seen:
             problems.append(
                 Problem(

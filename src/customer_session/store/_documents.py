@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import orjson
 
 from customer_session import wire
-from customer_session._cart import ReturnedItem, is_number, is_text, shown, text_problem
+from customer_session._cart import ReturnedItem, is_number, is_text, text_problem
 from customer_session._records import TransitionRecord
+from customer_session._show import shown
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     CorruptData,
