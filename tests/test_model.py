@@ -1,22 +1,27 @@
 import copy
 import pickle
 from datetime import UTC, datetime, timedelta, timezone
+from typing import ClassVar
 
 import attrs
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 from immutabledict import immutabledict
 
 from customer_session import (
     AdditionalCost,
     CartItem,
     CustomerSession,
+    Edge,
     HookFailed,
     ProtectedFieldError,
     ReopenableCustomerSession,
     ReturnedItem,
     SessionNotEditable,
+    Specification,
     State,
+    TransitionRecord,
     Trigger,
     ValidationError,
     Workflow,
@@ -505,6 +510,336 @@ class TestReturns:
         """A returned item with quantity below 1 cannot even be built."""
         with pytest.raises(ValidationError, match="quantity"):
             ReturnedItem(position=0, quantity=0)
+
+
+def _returned_session() -> CustomerSession:
+    """open -> closed -> partially_returned -> partially_returned on a two-line cart."""
+    s = CustomerSession(
+        integration_id="r",
+        cart_items=[CartItem(sku="A", quantity=3, price=2.0), CartItem(sku="B", quantity=1)],
+        workflow=Workflow(clock=fixed_clock()),
+    )
+    s.close()
+    s.return_items([ReturnedItem(position=0, quantity=1)])
+    s.return_items([ReturnedItem(position=0, quantity=1), ReturnedItem(position=1, quantity=1)])
+    return s
+
+
+def _record(trigger, source, destination, timestamp=T0, items=()):
+    return TransitionRecord(trigger, source, destination, timestamp, tuple(items))
+
+
+def _restore_problems(**changes) -> dict[str, str]:
+    """The problems restore() reports for the snapshot of _returned_session() with changes."""
+    snapshot = {**_returned_session().snapshot(), **changes}
+    with pytest.raises(ValidationError) as info:
+        CustomerSession.restore(**snapshot)
+    return {p.path: p.message for p in info.value.problems}
+
+
+def _replaced(history, index, **fields):
+    record = history[index]
+    values = {
+        "trigger": record.trigger,
+        "source": record.source,
+        "destination": record.destination,
+        "timestamp": record.timestamp,
+        "items": record.returned_items,
+        **fields,
+    }
+    changed = _record(**values)
+    return (*history[:index], changed, *history[index + 1 :])
+
+
+class TestRestoredHistory:
+    def test_records_need_enum_members_and_an_aware_timestamp(self):
+        """A record with string trigger and state and a text timestamp is refused field by field."""
+        record = TransitionRecord("close", "open", State.CLOSED, "yesterday")  # type: ignore[arg-type]
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(integration_id="o", state="closed", history=[record])
+        assert {p.path for p in info.value.problems} == {
+            "history[0].trigger",
+            "history[0].source",
+            "history[0].timestamp",
+        }
+
+    def test_a_naive_timestamp_is_refused(self):
+        """A naive history timestamp is refused rather than taken as UTC."""
+        naive = _record(Trigger.CLOSE, State.OPEN, State.CLOSED, datetime(2026, 3, 2, 11))  # noqa: DTZ001 - naive on purpose
+        with pytest.raises(ValidationError, match=r"history\[0\]\.timestamp: must be an aware"):
+            CustomerSession.restore(integration_id="o", state="closed", created=T0, history=[naive])
+
+    def test_an_aware_timestamp_is_kept_in_utc(self):
+        """A history timestamp in another zone is stored as the same instant in UTC."""
+        berlin = T0.astimezone(timezone(timedelta(hours=1)))
+        record = _record(Trigger.CLOSE, State.OPEN, State.CLOSED, berlin)
+        s = CustomerSession.restore(
+            integration_id="o", state="closed", created=T0, update_count=2, history=[record]
+        )
+        assert s.history[0].timestamp == T0
+        assert s.history[0].timestamp.tzinfo is UTC
+
+    def test_timestamps_never_go_back(self):
+        """A record earlier than the one before it is refused."""
+        history = _returned_session().history
+        problems = _restore_problems(history=_replaced(history, 2, timestamp=T0))
+        assert "the history never goes back" in problems["history[2].timestamp"]
+
+    def test_history_is_within_created_and_updated(self):
+        """Records before created or after updated are refused."""
+        s = _returned_session()
+        late = s.updated + timedelta(days=1)
+        assert (
+            "earlier than created" in _restore_problems(created=s.updated)["history[0].timestamp"]
+        )
+        history = _replaced(s.history, 2, timestamp=late)
+        assert "later than updated" in _restore_problems(history=history)["history[2].timestamp"]
+
+    def test_update_count_counts_creation_and_every_transition(self):
+        """An update_count below one plus the number of records is refused."""
+        problems = _restore_problems(update_count=3)
+        assert problems == {
+            "update_count": "is 3, but the creation and the 3 transition(s) of the history count 4"
+        }
+
+    def test_update_count_may_count_edits_too(self):
+        """An update_count above what the history implies is accepted (edits count as well)."""
+        s = _returned_session()
+        restored = CustomerSession.restore(**{**s.snapshot(), "update_count": 40})
+        assert restored.update_count == 40
+
+    def test_a_return_of_a_missing_position_is_refused(self):
+        """A returned item whose position is not in the cart is refused with its path."""
+        history = _replaced(
+            _returned_session().history, 1, items=[ReturnedItem(position=7, quantity=99)]
+        )
+        problems = _restore_problems(history=history)
+        assert problems["history[1].returned_items[0].position"] == (
+            "no cart item at position 7 (the cart has 2)"
+        )
+
+    def test_a_return_naming_another_sku_is_refused(self):
+        """A returned item whose SKU differs from the cart item's is refused."""
+        history = _replaced(
+            _returned_session().history, 1, items=[ReturnedItem(position=0, quantity=1, sku="B")]
+        )
+        assert (
+            "does not match 'A'"
+            in _restore_problems(history=history)["history[1].returned_items[0].sku"]
+        )
+
+    def test_returned_units_must_add_up_to_the_history(self):
+        """With a history from before any return, the cart's returned units equal its returns."""
+        s = _returned_session()
+        cart = (attrs.evolve(s.cart_items[0], returned_quantity=3), s.cart_items[1])
+        assert _restore_problems(cart_items=cart) == {
+            "cart_items[0].returned_quantity": "is 3, but the history's returns of 'A' add up to 2"
+        }
+
+    def test_a_history_that_starts_after_a_return_may_list_fewer_units(self):
+        """A history starting in partially_returned explains part of the returned units."""
+        s = _returned_session()
+        restored = CustomerSession.restore(**{**s.snapshot(), "history": s.history[2:]})
+        assert restored.history == s.history[2:]
+
+    def test_a_history_that_starts_after_a_return_lists_no_more_than_returned(self):
+        """A partial history that returns more units than the cart shows returned is refused."""
+        s = _returned_session()
+        cart = (s.cart_items[0], attrs.evolve(s.cart_items[1], returned_quantity=0))
+        problems = _restore_problems(history=s.history[2:], cart_items=cart)
+        assert "at least that many" in problems["cart_items[1].returned_quantity"]
+
+    @pytest.mark.parametrize(
+        ("index", "items", "message"),
+        [
+            (1, [], "a return needs at least one item"),
+            (0, [ReturnedItem(position=0, quantity=1)], "only a return_items record returns items"),
+        ],
+    )
+    def test_only_returns_list_returned_items(self, index, items, message):
+        """A return record lists items, and no other record does."""
+        history = _replaced(_returned_session().history, index, items=items)
+        assert message in _restore_problems(history=history)[f"history[{index}].returned_items"]
+
+    def test_every_problem_is_listed_at_once(self):
+        """Field, count and history problems come in one ValidationError."""
+        record = TransitionRecord("close", State.OPEN, State.CLOSED, T0)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(
+                integration_id="o", state="closed", coupon=3, update_count=0, history=[record]
+            )
+        assert {p.path for p in info.value.problems} == {
+            "coupon",
+            "update_count",
+            "history[0].trigger",
+        }
+
+    @given(sessions(), st.data())
+    def test_a_mutated_history_is_refused(self, session, data):
+        """Fewer counted updates, a lost later record or one more returned unit: always refused."""
+        history = session.history
+        mutations = ["count"] if history else []
+        if len(history) >= 2:
+            mutations.append("drop")  # a later record: the first may be where loading began
+        returns = [i for i, r in enumerate(history) if r.returned_items]
+        if returns:
+            mutations.append("return more")
+        if not mutations:
+            return
+        snapshot = session.snapshot()
+        mutation = data.draw(st.sampled_from(mutations), label="mutation")
+        if mutation == "count":
+            snapshot["update_count"] = len(history)
+        elif mutation == "drop":
+            index = data.draw(st.integers(1, len(history) - 1), label="dropped")
+            snapshot["history"] = history[:index] + history[index + 1 :]
+        else:
+            index = data.draw(st.sampled_from(returns), label="return")
+            first, *rest = history[index].returned_items
+            more = attrs.evolve(first, quantity=first.quantity + 1)
+            snapshot["history"] = _replaced(history, index, items=[more, *rest])
+        with pytest.raises(ValidationError):
+            type(session).restore(**snapshot)
+
+
+class TestReturnedUnits:
+    def test_a_new_session_has_nothing_returned(self):
+        """A new session whose cart shows returned units is refused."""
+        item = CartItem(sku="A", quantity=2, price=5.0, returned_quantity=2)
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(integration_id="o", cart_items=[item])
+        assert [p.path for p in info.value.problems] == ["cart_items[0].returned_quantity"]
+
+    def test_an_open_cart_takes_no_returned_units(self):
+        """add_item() refuses an item with returned units; nothing changes."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ValidationError, match="returned_quantity"):
+            s.add_item(CartItem(sku="A", quantity=2, returned_quantity=1))
+        assert s.cart_items == ()
+
+    @pytest.mark.parametrize("state", [State.OPEN, State.CLOSED])
+    def test_no_restored_session_before_a_return_has_returned_units(self, state):
+        """restore() refuses returned units in a state no return leads to, even without history."""
+        item = CartItem(sku="A", quantity=2, returned_quantity=1)
+        with pytest.raises(ValidationError, match="no return leads to"):
+            CustomerSession.restore(integration_id="o", state=state, cart_items=[item])
+
+    @pytest.mark.parametrize("state", [State.PARTIALLY_RETURNED, State.CANCELLED])
+    def test_without_history_returned_units_are_taken_as_they_are(self, state):
+        """Without history, returned units in a state a return leads to cannot be checked."""
+        item = CartItem(sku="A", quantity=2, returned_quantity=1)
+        s = CustomerSession.restore(integration_id="o", state=state, cart_items=[item])
+        assert s.returned_total == 0.0
+        assert s.cart_items[0].remaining_quantity == 1
+
+
+_STRICT = Specification(
+    name="strict",
+    states=(State.OPEN, State.CLOSED, State.PARTIALLY_RETURNED, State.CANCELLED),
+    initial_states=frozenset({State.OPEN}),
+    edges=(
+        Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+        Edge(Trigger.CANCEL, State.OPEN, State.CANCELLED),
+        Edge(Trigger.RETURN_ITEMS, State.CLOSED, State.PARTIALLY_RETURNED),
+    ),
+)
+
+
+class TestSubclasses:
+    def test_own_table_without_own_workflow_is_refused_when_defined(self):
+        """A subclass with its own table that inherits the default workflow cannot be defined."""
+        with pytest.raises(WorkflowError, match="StrictSession follows 'strict' but inherits"):
+
+            @attrs.define(kw_only=True, repr=False, on_setattr=attrs.setters.NO_OP)
+            class StrictSession(CustomerSession):
+                specification: ClassVar[Specification] = _STRICT
+
+    def test_own_table_with_own_workflow_follows_it(self):
+        """A subclass with its own table and default workflow follows its own table."""
+
+        @attrs.define(kw_only=True, repr=False, on_setattr=attrs.setters.NO_OP)
+        class StrictSession(CustomerSession):
+            specification: ClassVar[Specification] = _STRICT
+            default_workflow: ClassVar[Workflow] = Workflow(_STRICT)
+
+        s = StrictSession(integration_id="o")
+        s.close()
+        assert s.allowed_triggers == {Trigger.RETURN_ITEMS}
+
+    def test_a_subclass_keeping_the_table_shares_the_workflow(self):
+        """A subclass that keeps its parent's table keeps its parent's default workflow."""
+
+        @attrs.define(kw_only=True, repr=False, on_setattr=attrs.setters.NO_OP)
+        class Tagged(CustomerSession):
+            pass
+
+        assert Tagged(integration_id="o").workflow is CustomerSession.default_workflow
+
+    def test_a_reassigned_default_workflow_of_another_table_is_refused(self, monkeypatch):
+        """A default workflow replaced by one of another table is refused on construction."""
+        monkeypatch.setattr(
+            ReopenableCustomerSession, "default_workflow", CustomerSession.default_workflow
+        )
+        with pytest.raises(WorkflowError, match="drives another specification"):
+            ReopenableCustomerSession(integration_id="o")
+
+
+class TestEditOrder:
+    @pytest.mark.parametrize(
+        "edit",
+        [
+            lambda s: s.update_item(9, CartItem(sku="B", quantity=1)),
+            lambda s: s.remove_item(9),
+            lambda s: s.remove_item(10**5000),
+            lambda s: s.set_additional_cost("x", float("nan")),
+            lambda s: s.set_additional_cost(1, 2.0),
+            lambda s: s.set_attribute(["not", "a", "name"], 1),
+        ],
+    )
+    def test_the_state_is_checked_before_the_arguments(self, edit):
+        """An edit of a closed session is SessionNotEditable, whatever its arguments."""
+        s = CustomerSession(
+            integration_id="c", state="closed", cart_items=[CartItem(sku="A", quantity=1)]
+        )
+        with pytest.raises(SessionNotEditable):
+            edit(s)
+
+    @pytest.mark.parametrize("edit", ["set_additional_cost", "set_attribute"])
+    def test_a_name_must_be_a_string(self, edit):
+        """A cost or attribute name that is not a string is named as the problem."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ValidationError) as info:
+            getattr(s, edit)(1, 2.0)
+        assert [str(p) for p in info.value.problems] == ["name: must be a string, got 1"]
+        assert s.update_count == 1
+
+
+class TestIntegerBounds:
+    @pytest.mark.parametrize("value", [2**63, 10**5000], ids=["2**63", "10**5000"])
+    def test_application_id_is_64_bits(self, value):
+        """An application id beyond 64 bits is a ValidationError naming the field."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(integration_id="o", application_id=value)
+        assert [p.path for p in info.value.problems] == ["application_id"]
+
+    def test_update_count_is_64_bits(self):
+        """restore() refuses an update count beyond 64 bits, and its message can be printed."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(integration_id="o", state="open", update_count=10**5000)
+        assert "update_count: must be at most 9223372036854775807" in str(info.value)
+
+    def test_largest_values_are_accepted(self):
+        """The largest 64-bit integer is a valid application id and update count."""
+        s = CustomerSession.restore(
+            integration_id="o", state="open", application_id=2**63 - 1, update_count=2**63 - 1
+        )
+        assert "9223372036854775807" in repr(s)
+
+    def test_a_huge_integer_anywhere_gives_a_printable_error(self):
+        """A huge integer in place of a cart or an id is reported, not a crash of the message."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(integration_id=10**5000, cart_items=(10**5000,))  # type: ignore[arg-type]
+        assert "cannot be shown" in str(info.value) or "bits" in str(info.value)
 
 
 class TestReopenable:

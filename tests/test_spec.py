@@ -80,6 +80,28 @@ class TestTheTable:
                 assert before.destination is after.source
 
 
+class TestDerivedSets:
+    def test_states_with_returns_of_the_built_in_tables(self):
+        """Returned units exist only where a return leads: partially_returned and cancelled."""
+        expected = {State.PARTIALLY_RETURNED, State.CANCELLED}
+        assert CUSTOMER_SESSION.states_with_returns == expected
+        assert REOPENABLE_SESSION.states_with_returns == expected
+
+    def test_states_with_returns_follow_the_edges_after_a_return(self):
+        """Every state reachable after a return_items edge may hold returned units."""
+        spec = Specification(
+            name="loop",
+            states=(State.OPEN, State.CLOSED, State.PARTIALLY_RETURNED),
+            initial_states=frozenset({State.OPEN}),
+            edges=(
+                Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+                Edge(Trigger.RETURN_ITEMS, State.CLOSED, State.PARTIALLY_RETURNED),
+                Edge(Trigger.REOPEN, State.PARTIALLY_RETURNED, State.OPEN),
+            ),
+        )
+        assert spec.states_with_returns == {State.OPEN, State.CLOSED, State.PARTIALLY_RETURNED}
+
+
 class TestDefinitionErrors:
     def _spec(self, *edges: Edge, initial=frozenset({State.OPEN})) -> Specification:
         return Specification(name="t", states=tuple(State), initial_states=initial, edges=edges)

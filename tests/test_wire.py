@@ -562,7 +562,7 @@ class TestFromDict:
     def test_history_must_end_in_the_state(self):
         """A history that does not end in the document's state is refused."""
         doc = load("session_v1_history.json")
-        doc["state"] = "closed"
+        doc["state"] = "cancelled"
         assert refused(doc).keys() == {"$['x-customerSession'].history"}
 
     def test_sdk_style_datetimes_and_uuids_are_accepted(self):
@@ -590,6 +590,63 @@ class TestFromDict:
     def test_not_an_object(self):
         """A document that is not an object is one problem at $."""
         assert refused([1, 2]) == {"$": "must be an object, got array of 2"}
+
+
+class TestHistoryAgainstTheDocument:
+    """The history extension must explain the rest of the document."""
+
+    def test_returns_must_add_up_to_the_returned_units(self):
+        """A history return that disagrees with returnedQuantity is refused at JSON paths."""
+        doc = load("session_v1_history.json")
+        doc["x-customerSession"]["history"][1]["returnedItems"][0]["quantity"] = 2
+        assert refused(doc) == {
+            "$.cartItems[0].returnedQuantity": "is 1, but the history's returns of "
+            "'SOCK-TR-42' add up to 2"
+        }
+
+    def test_a_return_must_name_a_cart_position(self):
+        """A history return of a position the cart lacks is refused with its camelCase path."""
+        doc = load("session_v1_history.json")
+        doc["x-customerSession"]["history"][1]["returnedItems"][0]["position"] = 7
+        problems = refused(doc)
+        assert problems["$['x-customerSession'].history[1].returnedItems[0].position"] == (
+            "no cart item at position 7 (the cart has 1)"
+        )
+
+    def test_update_count_must_cover_the_history(self):
+        """An updateCount lower than the creation plus the transitions is refused."""
+        doc = load("session_v1_history.json")
+        doc["updateCount"] = 2
+        assert refused(doc).keys() == {"$.updateCount"}
+
+    def test_a_document_without_history_is_not_cross_checked(self):
+        """Without the extension, returned units in a state a return leads to load as they are."""
+        doc = load("session_v1_history.json")
+        del doc["x-customerSession"]
+        doc["updateCount"] = 1
+        assert from_dict(doc).cart_items[0].returned_quantity == 1
+
+    def test_a_closed_document_has_nothing_returned(self):
+        """A closed document whose cart shows returned units is refused, with or without history."""
+        doc = load("session_v1_history.json")
+        del doc["x-customerSession"]
+        doc["state"] = "closed"
+        assert refused(doc).keys() == {"$.cartItems[0].returnedQuantity"}
+
+
+class TestIntegerBounds:
+    @pytest.mark.parametrize("key", ["updateCount", "applicationId"])
+    def test_integers_beyond_64_bits_are_refused(self, key):
+        """A count or id beyond 64 bits is refused at its path, with a printable message."""
+        doc = load("session_v1_history.json")
+        doc[key] = 10**5000
+        assert refused(doc)[f"$.{key}"].startswith("must be at most 9223372036854775807")
+
+    def test_a_quantity_too_large_for_a_float_names_the_quantity(self):
+        """A cart quantity of 2**1024 with a price is refused as a quantity, not unreadable."""
+        doc = load("session_v1_history.json")
+        doc["cartItems"][0]["quantity"] = 2**1024
+        assert "$.cartItems[0].quantity" in refused(doc)
 
 
 class TestRoundTrip:

@@ -89,6 +89,7 @@ class Specification:
     _allowed: Mapping[State, frozenset[Trigger]] = field(
         init=False, repr=False, eq=False, hash=False
     )
+    _with_returns: frozenset[State] = field(init=False, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
         """Check the table and derive the look-ups once."""
@@ -113,6 +114,7 @@ class Specification:
         allowed = {state: frozenset(t for (s, t) in targets if s is state) for state in self.states}
         object.__setattr__(self, "_targets", MappingProxyType(targets))
         object.__setattr__(self, "_allowed", MappingProxyType(allowed))
+        object.__setattr__(self, "_with_returns", self._reachable_after(Trigger.RETURN_ITEMS))
         unreachable = known - set(self.shortest_paths())
         if unreachable:
             names = ", ".join(sorted(unreachable))
@@ -128,6 +130,25 @@ class Specification:
     def terminal_states(self) -> frozenset[State]:
         """States with no way out (``cancelled`` in the Talon.One table)."""
         return frozenset(s for s in self.states if not self._allowed[s])
+
+    @property
+    def states_with_returns(self) -> frozenset[State]:
+        """The states a session can be in once items were returned.
+
+        Every state a ``return_items`` edge leads to, and every state reachable
+        from those. A session in any other state has no returned units.
+        """
+        return self._with_returns
+
+    def _reachable_after(self, trigger: Trigger) -> frozenset[State]:
+        found = {edge.destination for edge in self.edges if edge.trigger is trigger}
+        queue = deque(found)
+        while queue:
+            for edge in self.edges_from(queue.popleft()):
+                if edge.destination not in found:
+                    found.add(edge.destination)
+                    queue.append(edge.destination)
+        return frozenset(found)
 
     def allowed(self, state: State) -> frozenset[Trigger]:
         """The triggers the table allows from ``state``."""

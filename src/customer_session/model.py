@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
@@ -17,27 +18,31 @@ from customer_session._cart import (
     MAX_CART_ITEMS,
     MAX_CODE_LENGTH,
     MAX_IDENTIFIERS,
+    MAX_INTEGER,
     MAX_INTEGRATION_ID_LENGTH,
     MAX_UNITS,
     AdditionalCost,
     CartItem,
     JSONValue,
+    ReturnedItem,
     cart_problems,
     cart_total,
+    costs_problems,
     costs_total,
     freeze_mapping,
+    int_problems,
     is_int,
     is_number,
     is_text,
     json_problems,
     key_problems,
     raise_problems,
-    shown,
     str_problems,
     value_problems,
 )
 from customer_session._readonly import protect, public_repr
 from customer_session._records import TransitionRecord
+from customer_session._show import shown
 from customer_session._spec import (
     CUSTOMER_SESSION,
     REOPENABLE_SESSION,
@@ -55,7 +60,6 @@ from customer_session.exceptions import (
 from customer_session.hooks import Workflow
 
 if TYPE_CHECKING:
-    from customer_session._cart import ReturnedItem
     from customer_session._transaction import Asking
     from customer_session.hooks import Refusal
 
@@ -88,8 +92,17 @@ def _to_state(value: State | str) -> State:
         return value  # type: ignore[return-value] # reported with its path by the validation
 
 
-def _plain_cart(cart: object) -> bool:
-    """A tuple of cart items well within the limits (the quick check of a new session)."""
+_RESTORING: ContextVar[bool] = ContextVar("customer_session.restoring", default=False)
+"""Set while :meth:`CustomerSession.restore` builds a session: any state is accepted."""
+
+
+def _plain_cart(cart: object, *, returns: bool) -> bool:
+    """A tuple of cart items well within the limits (the quick check of a new session).
+
+    Args:
+        cart: The cart.
+        returns: Whether the session's state allows returned units.
+    """
     if type(cart) is not tuple:
         return False
     if not cart:
@@ -97,7 +110,7 @@ def _plain_cart(cart: object) -> bool:
     units = 0
     value = 0.0
     for line in cart:
-        if type(line) is not CartItem:
+        if type(line) is not CartItem or (line._returned_quantity and not returns):
             return False
         units += line.quantity
         # A valid line's value converts to a finite float, so this cannot raise.
@@ -169,8 +182,15 @@ class CustomerSession:
 
     specification: ClassVar[Specification] = CUSTOMER_SESSION
     """The transition table of this class."""
-    default_workflow: ClassVar[Workflow]
-    """The workflow of sessions created without ``workflow=``."""
+    default_workflow: ClassVar[Workflow] = Workflow(
+        CUSTOMER_SESSION, name="customer_session.default"
+    )
+    """The workflow of sessions created without ``workflow=``.
+
+    It drives the class's :attr:`specification`: a subclass with its own table
+    must define its own default workflow, or the class statement raises
+    :class:`~customer_session.exceptions.WorkflowError`.
+    """
 
     # Each private field's constructor argument is its name without the underscore.
     # Mappings are frozen in ``_normalize`` rather than by converters: a converter
@@ -197,6 +217,26 @@ class CustomerSession:
     # Set while the session is busy: the trigger under way, or what can()/why_not() ask.
     _running: Trigger | Asking | None = field(default=None, init=False, eq=False, repr=False)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a subclass whose default workflow drives another table than its own.
+
+        A subclass that sets ``specification`` inherits ``default_workflow`` unless
+        it sets that too; sessions of the inherited workflow would follow the
+        parent's table, so such a class is refused when it is defined.
+
+        Raises:
+            WorkflowError: ``default_workflow`` drives another specification.
+        """
+        super().__init_subclass__(**kwargs)
+        spec, workflow = cls.specification, cls.default_workflow
+        if workflow.specification != spec:
+            how = "sets" if "default_workflow" in vars(cls) else "inherits"
+            raise WorkflowError(
+                f"{cls.__name__} follows {spec.name!r} but {how} the default workflow "
+                f"{workflow!r}, which drives another specification; give it its own: "
+                f"default_workflow: ClassVar[Workflow] = Workflow(<its specification>)"
+            )
+
     def __attrs_post_init__(self) -> None:
         """Normalize and validate every field; a new session starts in an initial state."""
         if self._plainly_valid():
@@ -204,7 +244,11 @@ class CustomerSession:
         self._normalize()
         problems = self._field_problems()
         spec = self.specification
-        if isinstance(self._state, State) and self._state not in spec.initial_states:
+        if (
+            isinstance(self._state, State)
+            and self._state not in spec.initial_states
+            and not _RESTORING.get()
+        ):
             allowed = " or ".join(sorted(spec.initial_states))
             problems.append(
                 Problem(
@@ -313,7 +357,7 @@ class CustomerSession:
     # -- validation ---------------------------------------------------------
 
     def _subject(self) -> str:
-        return f"session {self._integration_id!r}"
+        return f"session {shown(self._integration_id)}"
 
     def _plainly_valid(self) -> bool:
         """A quick yes for the common new session: no cart limits near, defaults kept.
@@ -322,19 +366,19 @@ class CustomerSession:
         :meth:`_field_problems`, which find and name every problem.
         """
         cls = type(self)
+        spec = cls.specification
         iid, coupon, referral = self._integration_id, self._coupon, self._referral
         created, updated = self._created, self._updated
-        profile_id = self._profile_id
+        profile_id, state, workflow = self._profile_id, self._state, self._workflow
         return (
             type(iid) is str
             and 0 < len(iid) <= MAX_INTEGRATION_ID_LENGTH
             and is_text(iid)
-            and type(self._state) is State
-            and self._state in cls.specification.initial_states
-            and (
-                self._workflow is cls.default_workflow
-                or self._workflow.specification is cls.specification
-            )
+            and type(state) is State
+            and (state in spec.initial_states or (state in spec.states and _RESTORING.get()))
+            # Even the class's default workflow: a class attribute can be reassigned.
+            and type(workflow) is Workflow
+            and workflow.specification is spec
             and (profile_id is None or (type(profile_id) is str and is_text(profile_id)))
             and (
                 coupon is None
@@ -346,14 +390,14 @@ class CustomerSession:
                     type(referral) is str and len(referral) <= MAX_CODE_LENGTH and is_text(referral)
                 )
             )
-            and _plain_cart(self._cart_items)
+            and _plain_cart(self._cart_items, returns=state in spec.states_with_returns)
             and self._identifiers == ()
             and self._attributes is EMPTY_MAPPING
             and self._discounts is EMPTY_MAPPING
             and self._additional_costs is EMPTY_MAPPING
             and type(self._first_session) is bool
             and type(self._application_id) is int
-            and self._application_id >= 0
+            and 0 <= self._application_id <= MAX_INTEGER
             and type(created) is datetime
             and created.tzinfo is UTC
             and (
@@ -391,7 +435,7 @@ class CustomerSession:
         state = values["state"]
         if not isinstance(state, State) or state not in spec.states:
             problems.append(
-                Problem("state", f"must be one of {', '.join(spec.states)}, got {state!r}")
+                Problem("state", f"must be one of {', '.join(spec.states)}, got {shown(state)}")
             )
         created, updated = self._created, self._updated
         if isinstance(created, datetime) and created.tzinfo is not UTC:
@@ -400,6 +444,8 @@ class CustomerSession:
             self._updated = updated = updated.astimezone(UTC)
         if not problems and updated < created:
             problems.append(Problem("updated", "must not be earlier than created"))
+        if isinstance(state, State) and state not in spec.states_with_returns:
+            problems.extend(_unexplained_returns(self._cart_items, state))
         if not problems:  # the sums of a cart and costs whose entries are all valid
             problems.extend(value_problems(self._cart_items, self._additional_costs))
         return problems
@@ -418,8 +464,21 @@ class CustomerSession:
         """Load a session in any state of the table (from a store or the wire).
 
         Unlike the constructor, any state of the specification is accepted. The
-        history, when given, must be a chain of edges of the table ending in
-        ``state``.
+        session must be one its table and history explain:
+
+        - the history, when given, is a chain of edges of the table ending in
+          ``state``, made of :class:`TransitionRecord` with :class:`Trigger` and
+          :class:`State` members and aware timestamps that never go backwards,
+          from ``created`` to ``updated``;
+        - ``update_count`` counts the creation and every transition, so it is at
+          least one more than the number of records (edits count too, and are
+          not in the history);
+        - returned units: none in a state no return leads to (``open``,
+          ``closed``); a history that starts before any return lists every
+          return, whose units must add up to each cart item's
+          ``returned_quantity``; a history that starts after a return lists at
+          most those units; each returned item names a cart position, with its
+          SKU if given. Without a history only the first rule can be checked.
 
         Args:
             state: The stored state.
@@ -428,26 +487,28 @@ class CustomerSession:
             **fields: Every other constructor argument.
 
         Raises:
-            ValidationError: Every invalid field, each with its path.
+            ValidationError: Every problem, each with its path.
         """
-        session = cls(**fields)
-        records = tuple(history) if isinstance(history, Iterable) else history
-        problems: list[Problem] = []
-        restored = _to_state(state)
-        if not isinstance(restored, State) or restored not in cls.specification.states:
-            choices = ", ".join(cls.specification.states)
-            problems.append(Problem("state", f"must be one of {choices}, got {state!r}"))
-        if not is_int(update_count) or update_count < 1:
-            problems.append(
-                Problem("update_count", f"must be an integer >= 1, got {update_count!r}")
-            )
+        spec = cls.specification
+        if isinstance(history, Iterable) and not isinstance(history, str | bytes | Mapping):
+            records: object = tuple(history)
+        else:
+            records = history
+        problems = int_problems("update_count", update_count, 1)
+        problems.extend(_record_problems(spec, records, _to_state(state)))
+        token = _RESTORING.set(True)
+        try:
+            session = cls(state=state, **fields)
+        except ValidationError as exc:
+            raise ValidationError(exc.subject, [*exc.problems, *problems]) from None
+        finally:
+            _RESTORING.reset(token)
         if not problems:
-            assert isinstance(restored, State)  # noqa: S101 - narrowed by the check above
-            problems.extend(_history_problems(cls.specification, records, restored))
+            assert isinstance(records, tuple)  # noqa: S101 - _record_problems checked it
+            problems.extend(_explained_problems(session, records, update_count))
         raise_problems(session._subject(), problems)
-        session._state = restored
         session._update_count = update_count
-        session._history = records
+        session._history = _in_utc(records)  # type: ignore[arg-type] # checked above
         return session
 
     def snapshot(self) -> dict[str, Any]:
@@ -620,13 +681,23 @@ class CustomerSession:
 
     # -- edits (open sessions only) ------------------------------------------
 
-    def _edit(self, operation: str, **changes: Any) -> None:
-        if self.state is not State.OPEN:
+    def _require_open(self, operation: str) -> None:
+        """The first check of every edit: the state, before any argument."""
+        if self._state is not State.OPEN:
             raise SessionNotEditable(
-                operation=operation, state=self.state, integration_id=self.integration_id
+                operation=operation, state=self._state, integration_id=self._integration_id
             )
         if self._running is not None:
             _transaction.check_edit(self, operation)
+
+    def _require_name(self, operation: str, name: object) -> None:
+        if not isinstance(name, str):
+            raise ValidationError.single(
+                f"{self._subject()}: {operation}()", "name", f"must be a string, got {shown(name)}"
+            )
+
+    def _edit(self, operation: str, **changes: Any) -> None:
+        self._require_open(operation)
         slots = {f"_{name}": value for name, value in changes.items()}
         before = {slot: getattr(self, slot) for slot in slots}
         for slot, value in slots.items():
@@ -656,6 +727,7 @@ class CustomerSession:
             SessionNotEditable: The session is not open.
             ValidationError: No item at ``position``, or a limit would be exceeded.
         """
+        self._require_open("update_item")
         self._check_position("update_item", position)
         cart = list(self.cart_items)
         cart[position] = item
@@ -668,6 +740,7 @@ class CustomerSession:
             SessionNotEditable: The session is not open.
             ValidationError: No item at ``position``.
         """
+        self._require_open("remove_item")
         self._check_position("remove_item", position)
         removed = self.cart_items[position]
         self._edit(
@@ -706,6 +779,8 @@ class CustomerSession:
         To change a value inside an attribute, set the attribute to a new value,
         e.g. ``s.set_attribute("tags", [*s.attributes["tags"], "gift"])``.
         """
+        self._require_open("set_attribute")
+        self._require_name("set_attribute", name)
         self._edit("set_attribute", attributes=freeze_mapping({**self.attributes, name: value}))
 
     def remove_attribute(self, name: str) -> None:
@@ -715,6 +790,8 @@ class CustomerSession:
 
     def set_additional_cost(self, name: str, price: float | None) -> None:
         """Set a session-level additional cost (``None`` removes it)."""
+        self._require_open("set_additional_cost")
+        self._require_name("set_additional_cost", name)
         costs = {k: v for k, v in self.additional_costs.items() if k != name}
         if price is not None:
             costs[name] = AdditionalCost(price)
@@ -725,7 +802,7 @@ class CustomerSession:
             raise ValidationError.single(
                 f"{self._subject()}: {operation}()",
                 "position",
-                f"no cart item at position {position!r} (the cart has {len(self.cart_items)})",
+                f"no cart item at position {shown(position)} (the cart has {len(self.cart_items)})",
             )
 
 
@@ -738,7 +815,9 @@ class ReopenableCustomerSession(CustomerSession):
     """
 
     specification: ClassVar[Specification] = REOPENABLE_SESSION
-    default_workflow: ClassVar[Workflow]
+    default_workflow: ClassVar[Workflow] = Workflow(
+        REOPENABLE_SESSION, name="customer_session.reopenable.default"
+    )
 
     def reopen(self) -> TransitionRecord:
         """``closed -> open``: Talon.One rolls back the effects of the close.
@@ -749,10 +828,6 @@ class ReopenableCustomerSession(CustomerSession):
 
 
 protect(CustomerSession, _hint)
-CustomerSession.default_workflow = Workflow(CUSTOMER_SESSION, name="customer_session.default")
-ReopenableCustomerSession.default_workflow = Workflow(
-    REOPENABLE_SESSION, name="customer_session.reopenable.default"
-)
 
 
 def _integration_id_problems(name: str, value: object) -> list[Problem]:
@@ -761,25 +836,24 @@ def _integration_id_problems(name: str, value: object) -> list[Problem]:
     return [
         Problem(
             name,
-            f"must be a string of 1 to {MAX_INTEGRATION_ID_LENGTH} characters, got {value!r:.80}",
+            f"must be a string of 1 to {MAX_INTEGRATION_ID_LENGTH} characters, "
+            f"got {shown(value):.80}",
         )
     ]
 
 
 def _bool_problems(name: str, value: object) -> list[Problem]:
-    return [] if isinstance(value, bool) else [Problem(name, f"must be a bool, got {value!r}")]
+    return [] if isinstance(value, bool) else [Problem(name, f"must be a bool, got {shown(value)}")]
 
 
 def _count_problems(name: str, value: object) -> list[Problem]:
-    if is_int(value) and value >= 0:  # type: ignore[operator] # is_int narrows at run time
-        return []
-    return [Problem(name, f"must be an integer >= 0, got {value!r}")]
+    return int_problems(name, value, 0)
 
 
 def _aware_problems(name: str, value: object) -> list[Problem]:
     if isinstance(value, datetime) and value.utcoffset() is not None:
         return []
-    return [Problem(name, f"must be an aware datetime, got {value!r}")]
+    return [Problem(name, f"must be an aware datetime, got {shown(value)}")]
 
 
 def _restore(cls: type[CustomerSession], values: dict[str, Any]) -> CustomerSession:
@@ -790,7 +864,7 @@ def _code_problems(name: str, value: object, limit: int | None) -> list[Problem]
     if value is None:
         return []
     if not isinstance(value, str):
-        return [Problem(name, f"must be a string or None, got {value!r:.80}")]
+        return [Problem(name, f"must be a string or None, got {shown(value):.80}")]
     if limit is not None and len(value) > limit:
         return [Problem(name, f"{len(value)} characters; at most {limit} are allowed")]
     return str_problems(name, value)
@@ -798,13 +872,13 @@ def _code_problems(name: str, value: object, limit: int | None) -> list[Problem]
 
 def _cart_problems(cart: object) -> list[Problem]:
     if not isinstance(cart, tuple):
-        return [Problem("cart_items", f"must be a sequence of CartItem, got {cart!r}")]
+        return [Problem("cart_items", f"must be a sequence of CartItem, got {shown(cart)}")]
     return cart_problems(cart)
 
 
 def _identifier_problems(identifiers: object) -> list[Problem]:
     if not isinstance(identifiers, tuple):
-        return [Problem("identifiers", f"must be a sequence of strings, got {identifiers!r}")]
+        return [Problem("identifiers", f"must be a sequence of strings, got {shown(identifiers)}")]
     problems = [p for i, v in enumerate(identifiers) for p in str_problems(f"identifiers[{i}]", v)]
     if len(identifiers) > MAX_IDENTIFIERS:
         problems.append(
@@ -815,13 +889,13 @@ def _identifier_problems(identifiers: object) -> list[Problem]:
 
 def _mapping_problems(name: str, value: object) -> list[Problem]:
     if not isinstance(value, Mapping):
-        return [Problem(name, f"must be a mapping, got {value!r}")]
+        return [Problem(name, f"must be a mapping, got {shown(value)}")]
     return json_problems(value, name)
 
 
 def _discount_problems(discounts: object) -> list[Problem]:
     if not isinstance(discounts, Mapping):
-        return [Problem("discounts", f"must be a mapping, got {discounts!r}")]
+        return [Problem("discounts", f"must be a mapping, got {shown(discounts)}")]
     return [
         Problem(f"discounts.{k}", f"must map a label to a finite number, got {shown(v)}")
         for k, v in discounts.items()
@@ -829,26 +903,40 @@ def _discount_problems(discounts: object) -> list[Problem]:
     ] + key_problems("discounts", discounts)
 
 
-def _cost_problems(costs: object) -> list[Problem]:
-    if not isinstance(costs, Mapping):
-        return [Problem("additional_costs", f"must be a mapping, got {costs!r}")]
+def _unexplained_returns(cart: object, state: State) -> list[Problem]:
+    """Returned units in a session whose state no return leads to."""
+    if not isinstance(cart, tuple):
+        return []  # reported by the cart's own check
     return [
-        Problem(f"additional_costs.{k}", f"must be an AdditionalCost, got {v!r}")
-        for k, v in costs.items()
-        if not isinstance(k, str) or not isinstance(v, AdditionalCost)
-    ] + key_problems("additional_costs", costs)
+        Problem(
+            f"cart_items[{index}].returned_quantity",
+            f"must be 0 in a session that is '{state}': units are returned only by "
+            f"return_items(), and no return leads to '{state}'",
+        )
+        for index, line in enumerate(cart)
+        if isinstance(line, CartItem) and line.returned_quantity
+    ]
 
 
-def _history_problems(spec: Specification, records: object, state: State) -> list[Problem]:
+def _record_problems(spec: Specification, records: object, state: State) -> list[Problem]:
+    """What keeps ``records`` from being a history of ``spec`` that ends in ``state``.
+
+    Each record's fields, its edge, the chain of records and the order of their
+    timestamps; :func:`_explained_problems` compares them with the rest of the session.
+    """
     if not isinstance(records, tuple):
-        return [Problem("history", f"must be a sequence of TransitionRecord, got {records!r}")]
+        return [
+            Problem("history", f"must be a sequence of TransitionRecord, got {shown(records):.80}")
+        ]
     problems: list[Problem] = []
     previous: TransitionRecord | None = None
     for index, record in enumerate(records):
         where = f"history[{index}]"
-        if not isinstance(record, TransitionRecord):
-            problems.append(Problem(where, f"must be a TransitionRecord, got {record!r}"))
-            return problems
+        found = _field_problems_of(record, where)
+        if found:
+            problems.extend(found)
+            previous = None  # the chain restarts after a record that cannot be read
+            continue
         if spec.target(record.source, record.trigger) is not record.destination:
             problems.append(
                 Problem(
@@ -860,17 +948,172 @@ def _history_problems(spec: Specification, records: object, state: State) -> lis
         if previous is not None and previous.destination is not record.source:
             problems.append(
                 Problem(
-                    where,
+                    f"{where}.source",
                     f"starts in '{record.source}' but the previous "
                     f"record ended in '{previous.destination}'",
                 )
             )
+        if previous is not None and record.timestamp < previous.timestamp:
+            problems.append(
+                Problem(
+                    f"{where}.timestamp",
+                    f"{record.timestamp.isoformat()} is earlier than the previous "
+                    f"record's {previous.timestamp.isoformat()}; the history never goes back",
+                )
+            )
         previous = record
-    if previous is not None and previous.destination is not state:
+    if previous is not None and previous is records[-1] and previous.destination is not state:
         problems.append(
             Problem("history", f"ends in '{previous.destination}' but the state is '{state}'")
         )
     return problems
+
+
+def _field_problems_of(record: object, where: str) -> list[Problem]:
+    """The fields of one history record: their types, and returned items only for a return."""
+    if not isinstance(record, TransitionRecord):
+        return [Problem(where, f"must be a TransitionRecord, got {shown(record):.80}")]
+    problems: list[Problem] = []
+    if type(record.trigger) is not Trigger:
+        problems.append(
+            Problem(f"{where}.trigger", f"must be a Trigger, got {shown(record.trigger):.80}")
+        )
+    for name, value in (("source", record.source), ("destination", record.destination)):
+        if type(value) is not State:
+            problems.append(Problem(f"{where}.{name}", f"must be a State, got {shown(value):.80}"))
+    stamp = record.timestamp
+    if not isinstance(stamp, datetime) or stamp.utcoffset() is None:
+        problems.append(
+            Problem(f"{where}.timestamp", f"must be an aware datetime, got {shown(stamp):.80}")
+        )
+    problems.extend(_returned_items_problems(record, f"{where}.returned_items"))
+    return problems
+
+
+def _returned_items_problems(record: TransitionRecord, path: str) -> list[Problem]:
+    """A record's returned items: ReturnedItem entries at distinct positions, for a return."""
+    items: object = record.returned_items
+    if not isinstance(items, tuple):
+        return [Problem(path, f"must be a tuple of ReturnedItem, got {shown(items):.80}")]
+    problems: list[Problem] = []
+    seen: set[int] = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, ReturnedItem):
+            problems.append(
+                Problem(f"{path}[{i}]", f"must be a ReturnedItem, got {shown(item):.80}")
+            )
+        elif item.position in seen:
+            problems.append(
+                Problem(f"{path}[{i}].position", f"position {item.position} appears more than once")
+            )
+        else:
+            seen.add(item.position)
+    if record.trigger is Trigger.RETURN_ITEMS and not items:
+        problems.append(Problem(path, "a return needs at least one item"))
+    elif record.trigger is not Trigger.RETURN_ITEMS and items:
+        problems.append(
+            Problem(path, f"only a return_items record returns items, not {shown(record.trigger)}")
+        )
+    return problems
+
+
+def _explained_problems(
+    session: CustomerSession, records: tuple[TransitionRecord, ...], update_count: int
+) -> list[Problem]:
+    """How the well-formed ``records`` disagree with the rest of ``session``."""
+    if not records:
+        return []
+    problems: list[Problem] = []
+    last = len(records) - 1
+    if records[0].timestamp < session.created:
+        problems.append(
+            Problem("history[0].timestamp", "is earlier than created; the session did not exist")
+        )
+    if records[last].timestamp > session.updated:
+        problems.append(
+            Problem(f"history[{last}].timestamp", "is later than updated, the last change")
+        )
+    if update_count < len(records) + 1:
+        problems.append(
+            Problem(
+                "update_count",
+                f"is {update_count}, but the creation and the {len(records)} transition(s) "
+                f"of the history count {len(records) + 1}",
+            )
+        )
+    problems.extend(_history_return_problems(session, records))
+    return problems
+
+
+def _history_return_problems(
+    session: CustomerSession, records: tuple[TransitionRecord, ...]
+) -> list[Problem]:
+    """The returns of ``records`` against the cart's returned units.
+
+    Skipped for a table in which an open (editable) session can follow a return:
+    the cart a return named positions in may since have been edited.
+    """
+    spec = session.specification
+    with_returns = spec.states_with_returns
+    if State.OPEN in with_returns:
+        return []
+    cart = session.cart_items
+    # A history that starts in a state no return leads to lists every return.
+    complete = records[0].source not in with_returns
+    units = [0] * len(cart)
+    problems: list[Problem] = []
+    for index, record in enumerate(records):
+        for i, item in enumerate(record.returned_items):
+            where = f"history[{index}].returned_items[{i}]"
+            if item.position >= len(cart):
+                problems.append(
+                    Problem(
+                        f"{where}.position",
+                        f"no cart item at position {item.position} (the cart has {len(cart)})",
+                    )
+                )
+                continue
+            line = cart[item.position]
+            if item.sku is not None and item.sku != line.sku:
+                problems.append(
+                    Problem(
+                        f"{where}.sku",
+                        f"{item.sku!r} does not match {line.sku!r} at position {item.position}",
+                    )
+                )
+            units[item.position] += item.quantity
+    for position, (line, returned) in enumerate(zip(cart, units, strict=True)):
+        if returned == line.returned_quantity or (
+            not complete and returned < line.returned_quantity
+        ):
+            continue
+        problems.append(
+            Problem(
+                f"cart_items[{position}].returned_quantity",
+                f"is {line.returned_quantity}, but the history's returns of {line.sku!r} "
+                f"add up to {returned}"
+                + ("" if complete else ", and it started after a return: at least that many"),
+            )
+        )
+    return problems
+
+
+def _in_utc(records: tuple[TransitionRecord, ...]) -> tuple[TransitionRecord, ...]:
+    """``records`` with every timestamp in UTC (``records`` itself when they are)."""
+    if all(record.timestamp.tzinfo is UTC for record in records):
+        return records
+    return tuple(
+        record
+        if record.timestamp.tzinfo is UTC
+        else TransitionRecord(
+            record.trigger,
+            record.source,
+            record.destination,
+            record.timestamp.astimezone(UTC),
+            record.returned_items,
+        )
+        for record in records
+    )
 
 
 _FIELD_CHECKS: Final[Mapping[str, Callable[[str, object], list[Problem]]]] = {
@@ -882,7 +1125,7 @@ _FIELD_CHECKS: Final[Mapping[str, Callable[[str, object], list[Problem]]]] = {
     "identifiers": lambda _name, value: _identifier_problems(value),
     "attributes": _mapping_problems,
     "discounts": lambda _name, value: _discount_problems(value),
-    "additional_costs": lambda _name, value: _cost_problems(value),
+    "additional_costs": lambda name, value: costs_problems(value, name),
     "first_session": _bool_problems,
     "application_id": _count_problems,
     "created": _aware_problems,
