@@ -96,12 +96,11 @@ _RESTORING: ContextVar[bool] = ContextVar("customer_session.restoring", default=
 """Set while :meth:`CustomerSession.restore` builds a session: any state is accepted."""
 
 
-def _plain_cart(cart: object, *, returns: bool) -> bool:
-    """A tuple of cart items well within the limits (the quick check of a new session).
+def _plain_cart(cart: object) -> bool:
+    """A tuple of cart items well within the limits, none returned (the quick check).
 
-    Args:
-        cart: The cart.
-        returns: Whether the session's state allows returned units.
+    A cart with returned units goes to the full check, which knows in which
+    states a session may have them.
     """
     if type(cart) is not tuple:
         return False
@@ -110,7 +109,7 @@ def _plain_cart(cart: object, *, returns: bool) -> bool:
     units = 0
     value = 0.0
     for line in cart:
-        if type(line) is not CartItem or (line._returned_quantity and not returns):
+        if type(line) is not CartItem or line._returned_quantity:
             return False
         units += line.quantity
         # A valid line's value converts to a finite float, so this cannot raise.
@@ -377,8 +376,9 @@ class CustomerSession:
             and type(state) is State
             and (state in spec.initial_states or (state in spec.states and _RESTORING.get()))
             # Even the class's default workflow: a class attribute can be reassigned.
+            # (The slot, not the property: this runs for every new session.)
             and type(workflow) is Workflow
-            and workflow.specification is spec
+            and workflow._specification is spec
             and (profile_id is None or (type(profile_id) is str and is_text(profile_id)))
             and (
                 coupon is None
@@ -390,7 +390,7 @@ class CustomerSession:
                     type(referral) is str and len(referral) <= MAX_CODE_LENGTH and is_text(referral)
                 )
             )
-            and _plain_cart(self._cart_items, returns=state in spec.states_with_returns)
+            and _plain_cart(self._cart_items)
             and self._identifiers == ()
             and self._attributes is EMPTY_MAPPING
             and self._discounts is EMPTY_MAPPING
