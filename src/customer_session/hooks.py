@@ -280,6 +280,14 @@ class Workflow:
         now = self._tick()
         if type(now) is datetime and now.tzinfo is UTC:
             return now
+        return self._checked_time(now)
+
+    def _checked_time(self, now: object) -> datetime:
+        """``now``, a time the clock gave, as an aware UTC datetime (see ``now()``).
+
+        Raises:
+            WorkflowError: ``now`` is not an aware datetime.
+        """
         if not isinstance(now, datetime):
             raise WorkflowError(
                 f"the clock {_clock_name(self._clock)} of {self!r} returned "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,6 +29,7 @@ from customer_session._cart import (
     cart_total,
     costs_problems,
     costs_total,
+    finite_total,
     freeze_mapping,
     int_problems,
     is_int,
@@ -96,6 +97,14 @@ _RESTORING: ContextVar[bool] = ContextVar("customer_session.restoring", default=
 """Set while :meth:`CustomerSession.restore` builds a session: any state is accepted."""
 
 
+# Prices within this bound cannot add up beyond a float in a cart of MAX_UNITS units
+# (halved: a margin for the rounding of the bound and of the sum).
+_HIGH: Final = sys.float_info.max / MAX_UNITS / 2
+_LOW: Final = -_HIGH
+# The largest int the interpreter compares on its fast path (one 30-bit digit).
+_SMALL: Final = 2**30 - 1
+
+
 def _plain_cart(cart: object) -> bool:
     """A tuple of cart items well within the limits, none returned (the quick check).
 
@@ -107,14 +116,20 @@ def _plain_cart(cart: object) -> bool:
     if not cart:
         return True
     units = 0
-    value = 0.0
-    for line in cart:
+    bounded = True
+    for line in cart:  # slots, not properties: this runs for every new session
         if type(line) is not CartItem or line._returned_quantity:
             return False
-        units += line.quantity
-        # A valid line's value converts to a finite float, so this cannot raise.
-        value += line.line_total
-    return len(cart) <= MAX_CART_ITEMS and units <= MAX_UNITS and math.isfinite(value)
+        units += line._quantity
+        if bounded and not (
+            _LOW <= (line._price or 0.0) <= _HIGH and line._additional_costs is EMPTY_MAPPING
+        ):
+            bounded = False
+    if len(cart) > MAX_CART_ITEMS or units > MAX_UNITS:
+        return False
+    # Each line's value is a finite float (the item checked it); only their sum may
+    # not be, and only when a price is beyond the bound or an item has costs.
+    return bounded or finite_total(lambda: cart_total(cart))
 
 
 def _to_tuple(value: object) -> object:
@@ -140,11 +155,12 @@ def _default_workflow(self: CustomerSession) -> Workflow:
 
 
 def _now(self: CustomerSession) -> datetime:
-    return self._workflow.now()
-
-
-def _same_as_created(self: CustomerSession) -> datetime:
-    return self._created
+    workflow = self._workflow
+    # Workflow.now()'s common case inline (one call less for every new session).
+    now = workflow._tick()
+    if type(now) is datetime and now.tzinfo is UTC:
+        return now
+    return workflow._checked_time(now)
 
 
 # Fields are private slots behind read-only properties (see ``_readonly``).
@@ -210,7 +226,8 @@ class CustomerSession:
     _application_id: int = 0
     _additional_costs: Mapping[str, AdditionalCost] = EMPTY_MAPPING
     _created: datetime = field(default=Factory(_now, takes_self=True))
-    _updated: datetime = field(default=Factory(_same_as_created, takes_self=True))
+    # None until __attrs_post_init__ makes it ``created`` (cheaper than a factory).
+    _updated: datetime = field(default=None)
     _update_count: int = field(default=1, init=False)
     _history: tuple[TransitionRecord, ...] = field(default=(), init=False)
     # Set while the session is busy: the trigger under way, or what can()/why_not() ask.
@@ -237,9 +254,64 @@ class CustomerSession:
             )
 
     def __attrs_post_init__(self) -> None:
-        """Normalize and validate every field; a new session starts in an initial state."""
-        if self._plainly_valid():
+        """Validate every field; a new session starts in an initial state.
+
+        The common new session (no cart limits near, defaults kept) passes the quick
+        test here, inline since a call would cost more than most of its checks;
+        anything unusual takes :meth:`_full_check`, which finds and names every problem.
+        """
+        cls = type(self)
+        spec = cls.specification
+        iid, coupon, referral = self._integration_id, self._coupon, self._referral
+        created = self._created
+        updated: datetime | None = self._updated  # None: not given
+        profile_id, state, workflow = self._profile_id, self._state, self._workflow
+        app, empty = self._application_id, EMPTY_MAPPING
+        if (
+            type(iid) is str
+            and 0 < len(iid) <= MAX_INTEGRATION_ID_LENGTH
+            # is_text()'s common case inline: a call costs more than the test.
+            and ((iid.isascii() and "\x00" not in iid) or is_text(iid))
+            and type(state) is State
+            and (state in spec.initial_states or (state in spec.states and _RESTORING.get()))
+            # Even the class's default workflow: a class attribute can be reassigned.
+            # (The slot, not the property: this runs for every new session.)
+            and type(workflow) is Workflow
+            and workflow._specification is spec
+            and (profile_id is None or (type(profile_id) is str and is_text(profile_id)))
+            and (
+                coupon is None
+                or (type(coupon) is str and len(coupon) <= MAX_CODE_LENGTH and is_text(coupon))
+            )
+            and (
+                referral is None
+                or (
+                    type(referral) is str and len(referral) <= MAX_CODE_LENGTH and is_text(referral)
+                )
+            )
+            and _plain_cart(self._cart_items)
+            and self._identifiers == ()
+            and self._attributes is empty
+            and self._discounts is empty
+            and self._additional_costs is empty
+            and type(self._first_session) is bool
+            and type(app) is int
+            # The first test is the small-int fast path of the common id.
+            and (0 <= app <= _SMALL or 0 <= app <= MAX_INTEGER)
+            and type(created) is datetime
+            and created.tzinfo is UTC
+            and (
+                updated is None
+                or (type(updated) is datetime and updated.tzinfo is UTC and updated >= created)
+            )
+        ):
+            if updated is None:
+                self._updated = created
             return
+        self._full_check()
+
+    def _full_check(self) -> None:
+        """Normalize and validate every field; raise one error naming every problem."""
         self._normalize()
         problems = self._field_problems()
         spec = self.specification
@@ -358,61 +430,17 @@ class CustomerSession:
     def _subject(self) -> str:
         return f"session {shown(self._integration_id)}"
 
-    def _plainly_valid(self) -> bool:
-        """A quick yes for the common new session: no cart limits near, defaults kept.
-
-        Anything unusual falls through to :meth:`_normalize` and
-        :meth:`_field_problems`, which find and name every problem.
-        """
-        cls = type(self)
-        spec = cls.specification
-        iid, coupon, referral = self._integration_id, self._coupon, self._referral
-        created, updated = self._created, self._updated
-        profile_id, state, workflow = self._profile_id, self._state, self._workflow
-        return (
-            type(iid) is str
-            and 0 < len(iid) <= MAX_INTEGRATION_ID_LENGTH
-            and is_text(iid)
-            and type(state) is State
-            and (state in spec.initial_states or (state in spec.states and _RESTORING.get()))
-            # Even the class's default workflow: a class attribute can be reassigned.
-            # (The slot, not the property: this runs for every new session.)
-            and type(workflow) is Workflow
-            and workflow._specification is spec
-            and (profile_id is None or (type(profile_id) is str and is_text(profile_id)))
-            and (
-                coupon is None
-                or (type(coupon) is str and len(coupon) <= MAX_CODE_LENGTH and is_text(coupon))
-            )
-            and (
-                referral is None
-                or (
-                    type(referral) is str and len(referral) <= MAX_CODE_LENGTH and is_text(referral)
-                )
-            )
-            and _plain_cart(self._cart_items)
-            and self._identifiers == ()
-            and self._attributes is EMPTY_MAPPING
-            and self._discounts is EMPTY_MAPPING
-            and self._additional_costs is EMPTY_MAPPING
-            and type(self._first_session) is bool
-            and type(self._application_id) is int
-            and 0 <= self._application_id <= MAX_INTEGER
-            and type(created) is datetime
-            and created.tzinfo is UTC
-            and (
-                updated is created
-                or (type(updated) is datetime and updated.tzinfo is UTC and updated >= created)
-            )
-        )
-
     def _normalize(self) -> None:
         """Store the mappings as immutable copies (the caller's dicts may change).
 
         The converters of the other fields run in ``__init__``, where the type of
         their argument differs from the stored one. A value that cannot be
-        converted is kept as it is for :meth:`_field_problems` to report.
+        converted is kept as it is for :meth:`_field_problems` to report. An
+        ``updated`` not given is ``created``.
         """
+        given: datetime | None = self._updated  # None: not given
+        if given is None:
+            self._updated = self._created
         self._attributes = freeze_mapping(self._attributes)
         self._discounts = freeze_mapping(self._discounts)
         self._additional_costs = freeze_mapping(self._additional_costs)
