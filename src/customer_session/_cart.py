@@ -763,6 +763,30 @@ def _plainly_returnable(cart: Sequence[CartItem], item: object, seen: set[int]) 
     return False
 
 
+def returned_list_problems(items: tuple[object, ...], path: str) -> list[Problem]:
+    """Entries of a list of returned items that are no ReturnedItem, or repeat a position.
+
+    Whether the positions exist in a cart is for the caller, who knows the cart.
+    """
+    problems: list[Problem] = []
+    seen: set[int] = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, ReturnedItem):
+            problems.append(
+                Problem(f"{path}[{index}]", f"must be a ReturnedItem, got {shown(item):.80}")
+            )
+        elif item.position in seen:
+            problems.append(
+                Problem(
+                    f"{path}[{index}].position",
+                    f"position {item.position} appears more than once",
+                )
+            )
+        else:
+            seen.add(item.position)
+    return problems
+
+
 def _returned_item_problems(
     cart: Sequence[CartItem], item: object, where: str, seen: set[int]
 ) -> list[Problem]:

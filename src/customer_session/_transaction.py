@@ -275,6 +275,19 @@ def _busy(session: CustomerSession) -> tuple[Trigger, bool]:
     return running, False
 
 
+def _not_editable(session: CustomerSession, operation: str) -> tuple[SessionNotEditable, bool]:
+    """The refusal of ``operation`` on the busy ``session``, and whether it is only asked."""
+    running, asking = _busy(session)
+    refusal = SessionNotEditable(
+        operation=operation,
+        state=session.state,
+        integration_id=session.integration_id,
+        running=running,
+        asking=asking,
+    )
+    return refusal, asking
+
+
 def check_edit(session: CustomerSession, operation: str) -> None:
     """Refuse an edit of the busy ``session`` while its guards are being asked.
 
@@ -284,15 +297,9 @@ def check_edit(session: CustomerSession, operation: str) -> None:
     Raises:
         SessionNotEditable: ``can()`` or ``why_not()`` are asking the guards.
     """
-    running, asking = _busy(session)
+    refusal, asking = _not_editable(session, operation)
     if asking:
-        raise SessionNotEditable(
-            operation=operation,
-            state=session.state,
-            integration_id=session.integration_id,
-            running=running,
-            asking=True,
-        )
+        raise refusal
 
 
 def check_idle(session: CustomerSession, operation: str) -> None:
@@ -306,14 +313,7 @@ def check_idle(session: CustomerSession, operation: str) -> None:
     """
     # getattr: __setstate__ may run on an object that was never initialized.
     if getattr(session, "_running", None) is not None:
-        running, asking = _busy(session)
-        raise SessionNotEditable(
-            operation=operation,
-            state=session.state,
-            integration_id=session.integration_id,
-            running=running,
-            asking=asking,
-        )
+        raise _not_editable(session, operation)[0]
 
 
 def _check_call(

@@ -38,6 +38,7 @@ from customer_session._cart import (
     json_problems,
     key_problems,
     raise_problems,
+    returned_list_problems,
     str_problems,
     value_problems,
 )
@@ -1023,19 +1024,7 @@ def _returned_items_problems(record: TransitionRecord, path: str) -> list[Proble
     items: object = record.returned_items
     if not isinstance(items, tuple):
         return [Problem(path, f"must be a tuple of ReturnedItem, got {shown(items):.80}")]
-    problems: list[Problem] = []
-    seen: set[int] = set()
-    for i, item in enumerate(items):
-        if not isinstance(item, ReturnedItem):
-            problems.append(
-                Problem(f"{path}[{i}]", f"must be a ReturnedItem, got {shown(item):.80}")
-            )
-        elif item.position in seen:
-            problems.append(
-                Problem(f"{path}[{i}].position", f"position {item.position} appears more than once")
-            )
-        else:
-            seen.add(item.position)
+    problems = returned_list_problems(items, path)
     if record.trigger is Trigger.RETURN_ITEMS and not items:
         problems.append(Problem(path, "a return needs at least one item"))
     elif record.trigger is not Trigger.RETURN_ITEMS and items:

@@ -69,6 +69,7 @@ from customer_session._cart import (
     is_int,
     is_number,
     is_text,
+    returned_list_problems,
     text_problem,
     thaw,
 )
@@ -1523,19 +1524,4 @@ def _with_content(body: dict[str, Any], content: list[str] | None) -> dict[str, 
 def _returned_problems(items: tuple[Any, ...]) -> list[Problem]:
     if not items:
         return [Problem("items", "a return needs at least one item")]
-    problems: list[Problem] = []
-    seen: set[int] = set()
-    for index, item in enumerate(items):
-        if not isinstance(item, ReturnedItem):
-            problems.append(
-                Problem(f"items[{index}]", f"must be a ReturnedItem, got {shown(item)}")
-            )
-        elif item.position in seen:
-            problems.append(
-                Problem(
-                    f"items[{index}].position", f"position {item.position} appears more than once"
-                )
-            )
-        else:
-            seen.add(item.position)
-    return problems
+    return returned_list_problems(items, "items")
