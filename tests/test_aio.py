@@ -4,6 +4,7 @@ import gc
 import subprocess
 import sys
 import weakref
+from typing import ClassVar
 
 import pytest
 from transitions.extensions.asyncio import AsyncMachine
@@ -14,6 +15,7 @@ from customer_session import (
     AfterCommitHookFailed,
     CartItem,
     CustomerSession,
+    Edge,
     GuardRejected,
     HookFailed,
     IllegalTransition,
@@ -21,6 +23,7 @@ from customer_session import (
     ReopenableCustomerSession,
     ReturnedItem,
     SessionNotEditable,
+    Specification,
     State,
     TransitionInProgress,
     Trigger,
@@ -329,6 +332,32 @@ class TestFailureBeforeCommit:
             await AsyncSession(session).close()
         assert info.value.phase is phase
         assert isinstance(info.value.__cause__, RuntimeError)
+        assert _unchanged(session, before)
+
+
+@pytest.mark.asyncio
+class TestReturnUnderAnEditedCart:
+    async def test_a_return_an_async_hook_left_no_room_for_is_refused(self):
+        """An async before hook emptying the cart under a return: refused, nothing kept."""
+        spec = CUSTOMER_SESSION.extend(
+            "aio_open_returns", Edge(Trigger.RETURN_ITEMS, State.OPEN, State.OPEN)
+        )
+
+        class OpenReturns(CustomerSession):
+            specification: ClassVar[Specification] = spec
+            default_workflow: ClassVar[Workflow] = Workflow(spec, name="tests.aio_open_returns")
+
+        workflow = Workflow(spec)
+
+        async def empty_the_cart(event):
+            await asyncio.sleep(0)
+            event.session.set_cart_items([])
+
+        workflow.before(empty_the_cart, trigger=Trigger.RETURN_ITEMS)
+        session = OpenReturns(integration_id="a", cart_items=[ITEM], workflow=workflow)
+        before = session.snapshot()
+        with pytest.raises(ValidationError, match="once its pre-commit hooks had changed the cart"):
+            await AsyncSession(session).return_items(ONE)
         assert _unchanged(session, before)
 
 

@@ -1,6 +1,6 @@
 import pickle
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from datetime import time as dt_time
 
 import pytest
@@ -174,6 +174,13 @@ class TestNamedWorkflows:
             CustomerSession(integration_id="o", workflow=workflow)
         assert name in str(info.value)
         assert shown in str(info.value)
+
+    def test_clock_beyond_the_utc_range_is_refused(self):
+        """A clock time that cannot be expressed in UTC is a WorkflowError, not OverflowError."""
+        late = datetime(9999, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1)))
+        workflow = Workflow(clock=lambda: late)
+        with pytest.raises(WorkflowError, match="outside the years 1 to 9999 in UTC"):
+            CustomerSession(integration_id="o", workflow=workflow)
 
     def test_clock_failing_at_a_trigger_changes_nothing(self):
         """A clock that stops returning datetimes fails the trigger before anything changes."""

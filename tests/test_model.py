@@ -122,6 +122,31 @@ class TestCreation:
             CustomerSession(integration_id="o", workflow=ReopenableCustomerSession.default_workflow)
 
 
+class TestTimesBeyondUTC:
+    EARLY = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    LATE = datetime(9999, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1)))
+
+    @pytest.mark.parametrize("field", ["created", "updated"])
+    @pytest.mark.parametrize("moment", [EARLY, LATE], ids=["early", "late"])
+    def test_a_time_that_utc_cannot_hold_is_refused_by_name(self, field, moment):
+        """An aware time outside the years 1 to 9999 once in UTC is a ValidationError at it."""
+        values = {"created": moment} if field == "created" else {"updated": moment}
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(integration_id="o", **values)
+        assert field in [p.path for p in info.value.problems]
+        assert "within the years 1 to 9999 in UTC" in str(info.value)
+
+    def test_a_history_time_that_utc_cannot_hold_is_refused(self):
+        """restore() with a record at such a time names the record's timestamp."""
+        s = CustomerSession(integration_id="o")
+        s.close()
+        snapshot = s.snapshot()
+        (record,) = snapshot["history"]
+        snapshot["history"] = (attrs.evolve(record, timestamp=self.LATE),)
+        with pytest.raises(ValidationError, match=r"history\[0\]\.timestamp"):
+            CustomerSession.restore(**snapshot)
+
+
 class TestRestore:
     @pytest.mark.parametrize("state", list(State))
     def test_any_state_can_be_restored(self, state):

@@ -1,5 +1,6 @@
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
 
@@ -8,6 +9,7 @@ from customer_session import (
     AfterCommitHookFailed,
     CartItem,
     CustomerSession,
+    Edge,
     GuardRejected,
     HookFailed,
     IllegalTransition,
@@ -15,6 +17,7 @@ from customer_session import (
     ProtectedFieldError,
     ReturnedItem,
     SessionNotEditable,
+    Specification,
     State,
     TransitionInProgress,
     Trigger,
@@ -272,6 +275,36 @@ class TestFailureBeforeCommit:
         with pytest.raises(KeyboardInterrupt):
             s.close()
         assert s.state is State.OPEN
+
+
+# A table where a return leaves the session open, so a hook may edit the cart under it.
+OPEN_RETURNS = CUSTOMER_SESSION.extend(
+    "open_returns", Edge(Trigger.RETURN_ITEMS, State.OPEN, State.OPEN)
+)
+
+
+class OpenReturns(CustomerSession):
+    specification: ClassVar[Specification] = OPEN_RETURNS
+    default_workflow: ClassVar[Workflow] = Workflow(OPEN_RETURNS, name="tests.open_returns")
+
+
+class TestReturnUnderAnEditedCart:
+    @pytest.mark.parametrize(
+        "edit",
+        [lambda s: s.set_cart_items([]), lambda s: s.update_item(0, CartItem(sku="A", quantity=1))],
+        ids=["emptied", "fewer-units"],
+    )
+    def test_a_return_the_hooks_left_no_room_for_is_refused_and_rolled_back(self, edit):
+        """A before hook that changes the cart under a return's items: refused, nothing kept."""
+        workflow = Workflow(OPEN_RETURNS)
+        workflow.before(lambda event: edit(event.session), trigger=Trigger.RETURN_ITEMS)
+        s = OpenReturns(
+            integration_id="a", cart_items=[CartItem(sku="A", quantity=5)], workflow=workflow
+        )
+        before = s.snapshot()
+        with pytest.raises(ValidationError, match="once its pre-commit hooks had changed the cart"):
+            s.return_items([ReturnedItem(position=0, quantity=3)])
+        assert s.snapshot() == before
 
 
 class TestAfterCommit:

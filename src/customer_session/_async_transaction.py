@@ -30,6 +30,7 @@ from customer_session._transaction import (
     guard_failed,
     hook_failed,
     prepare,
+    recheck_returns,
     refused,
     rollback,
     verdict,
@@ -137,6 +138,7 @@ async def fire(
             end(run)
         if not accepted:
             raise refused(run, saved)
+        recheck_returns(run, saved)
     # No await from here to the commit: a cancellation cannot split it.
     record = finish(run)
     if plan is not None and plan.after_commit:

@@ -432,6 +432,30 @@ def _run_hooked(run: _Run, plan: Plan, engine: Engine) -> None:
         end(run)
     if not accepted:
         raise refused(run, saved)
+    recheck_returns(run, saved)
+
+
+def recheck_returns(run: Run, saved: tuple[Any, ...] | None) -> None:
+    """Refuse a return whose cart the pre-commit hooks changed under its items.
+
+    The items were checked against the cart before the hooks ran, and the commit
+    applies them to the cart the hooks left (a table may allow returns from a
+    state in which the cart can be edited).
+
+    Raises:
+        ValidationError: The items no longer fit the cart; the session is rolled back.
+    """
+    if not run.items or saved is None:  # no return, or no hook that could edit
+        return
+    session = run.session
+    _, problems = return_problems(session._cart_items, run.items)
+    if problems:
+        rollback(session, saved)
+        raise ValidationError(
+            f"session {session.integration_id!r}: {run.trigger}(), once its pre-commit "
+            "hooks had changed the cart",
+            problems,
+        )
 
 
 def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:

@@ -298,7 +298,13 @@ class Workflow:
                 f"the clock {_clock_name(self._clock)} of {self!r} returned "
                 f"a naive datetime: {now!r}"
             )
-        return now.astimezone(UTC)
+        try:
+            return now.astimezone(UTC)
+        except OverflowError:
+            raise WorkflowError(
+                f"the clock {_clock_name(self._clock)} of {self!r} returned {now!r}, "
+                "which is outside the years 1 to 9999 in UTC"
+            ) from None
 
     def __repr__(self) -> str:
         """Show the name and the specification."""

@@ -467,10 +467,11 @@ class CustomerSession:
                 Problem("state", f"must be one of {', '.join(spec.states)}, got {shown(state)}")
             )
         created, updated = self._created, self._updated
+        # Converted only when in range (_aware_problems reports the others).
         if isinstance(created, datetime) and created.tzinfo is not UTC:
-            self._created = created = created.astimezone(UTC)
+            self._created = created = _utc_or_none(created) or created
         if isinstance(updated, datetime) and updated.tzinfo is not UTC:
-            self._updated = updated = updated.astimezone(UTC)
+            self._updated = updated = _utc_or_none(updated) or updated
         if not problems and updated < created:
             problems.append(Problem("updated", "must not be earlier than created"))
         if isinstance(state, State) and state not in spec.states_with_returns:
@@ -881,8 +882,18 @@ def _count_problems(name: str, value: object) -> list[Problem]:
 
 def _aware_problems(name: str, value: object) -> list[Problem]:
     if isinstance(value, datetime) and value.utcoffset() is not None:
-        return []
+        if _utc_or_none(value) is not None:
+            return []
+        return [Problem(name, f"must be within the years 1 to 9999 in UTC, got {value!r}")]
     return [Problem(name, f"must be an aware datetime, got {shown(value)}")]
+
+
+def _utc_or_none(value: datetime) -> datetime | None:
+    """The aware ``value`` in UTC; ``None`` when that falls outside ``datetime``'s range."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01 at +01:00
+        return None
 
 
 def _restore(cls: type[CustomerSession], values: dict[str, Any]) -> CustomerSession:
@@ -1010,11 +1021,7 @@ def _field_problems_of(record: object, where: str) -> list[Problem]:
     for name, value in (("source", record.source), ("destination", record.destination)):
         if type(value) is not State:
             problems.append(Problem(f"{where}.{name}", f"must be a State, got {shown(value):.80}"))
-    stamp = record.timestamp
-    if not isinstance(stamp, datetime) or stamp.utcoffset() is None:
-        problems.append(
-            Problem(f"{where}.timestamp", f"must be an aware datetime, got {shown(stamp):.80}")
-        )
+    problems.extend(_aware_problems(f"{where}.timestamp", record.timestamp))
     problems.extend(_returned_items_problems(record, f"{where}.returned_items"))
     return problems
 
