@@ -124,6 +124,20 @@ class TestData:
         assert "cancel() while can() or why_not() ask the guards of close()" in str(asked)
         assert (asked.running, asked.asking, running.asking) == (Trigger.CLOSE, True, False)
 
+    def test_refusals_for_a_held_session_name_the_atomic_block(self):
+        """A session held by another atomic() block is named as such, with no trigger running."""
+        edit = SessionNotEditable(
+            operation="set_coupon", state=State.OPEN, integration_id="o", held=True
+        )
+        trigger = TransitionInProgress(
+            trigger=Trigger.CLOSE, state=State.OPEN, integration_id="o", running=None, held=True
+        )
+        for error in (edit, trigger):
+            assert "atomic() block of another task or thread holds the session" in str(error)
+            assert (error.held, error.running, error.asking) == (True, None, False)
+        assert "only open sessions" not in str(edit)
+        assert "after-commit hook" not in str(trigger)
+
     def test_session_not_found_reads_as_its_message(self):
         """SessionNotFound is a KeyError whose text is the message, not its quoted repr."""
         error = customer_session.SessionNotFound("order-9")

@@ -159,13 +159,16 @@ class TransitionInProgress(TransitionError):
 
     A session is busy while one of its transitions has not committed (hooks before
     the commit point must not fire triggers on the session they run for;
-    after-commit hooks may), and while ``can()`` or ``why_not()`` ask its guards.
+    after-commit hooks may), while ``can()`` or ``why_not()`` ask its guards, and,
+    for every other task and thread, while an ``atomic()`` block holds it.
 
     Attributes:
         running: The trigger whose transition is in progress, or whose guards are
-            being asked.
+            being asked; ``None`` when the session is held by an ``atomic()`` block.
         asking: Whether ``can()`` or ``why_not()`` are asking ``running``'s guards
             (rather than a transition being in progress).
+        held: Whether an ``atomic()`` block of another task or thread holds the
+            session (then ``running`` is ``None``).
     """
 
     def __init__(
@@ -174,11 +177,14 @@ class TransitionInProgress(TransitionError):
         trigger: Trigger,
         state: State,
         integration_id: str,
-        running: Trigger,
+        running: Trigger | None,
         asking: bool = False,
+        held: bool = False,
     ) -> None:
-        """Name both triggers."""
-        if asking:
+        """Name both triggers, or the block that holds the session."""
+        if held:
+            why = _HELD
+        elif asking:
             why = _asking(running)
         else:
             why = f"while {running}() is in progress; fire it from an after-commit hook instead"
@@ -190,13 +196,20 @@ class TransitionInProgress(TransitionError):
         )
         self.running = running
         self.asking = asking
+        self.held = held
 
 
-def _asking(running: Trigger) -> str:
+def _asking(running: Trigger | None) -> str:
     return (
         f"while can() or why_not() ask the guards of {running}(); "
         "nothing may change the session until they have answered"
     )
+
+
+_HELD = (
+    "while an atomic() block of another task or thread holds the session; "
+    "only the block's own code (and the tasks it creates) may change it until it ends"
+)
 
 
 def _after_commit_message(record: TransitionRecord, errors: Sequence[Exception]) -> str:
@@ -252,17 +265,21 @@ class SessionNotEditable(CustomerSessionError):
     """A cart or session edit was refused: the session is not open, or it is busy.
 
     Only open sessions can be edited. No session can be edited while ``can()`` or
-    ``why_not()`` ask its guards, nor reloaded (``__setstate__``) while a trigger
-    on it is in progress or its guards are being asked (see
-    :class:`TransitionInProgress`).
+    ``why_not()`` ask its guards, nor by another task or thread while an
+    ``atomic()`` block holds it, nor reloaded (``__setstate__``) while a trigger on
+    it is in progress or its guards are being asked (see
+    :class:`TransitionInProgress`). An ``atomic()`` block cannot be opened on a
+    session that is busy in any of these ways.
 
     Attributes:
         operation: The refused operation.
         state: The session's state.
         integration_id: The session's integration id.
         running: The trigger that keeps the session busy; ``None`` when the edit
-            was refused for the state.
+            was refused for the state or for an ``atomic()`` block.
         asking: Whether ``can()`` or ``why_not()`` are asking ``running``'s guards.
+        held: Whether an ``atomic()`` block of another task or thread holds the
+            session.
     """
 
     def __init__(
@@ -273,9 +290,12 @@ class SessionNotEditable(CustomerSessionError):
         integration_id: str,
         running: Trigger | None = None,
         asking: bool = False,
+        held: bool = False,
     ) -> None:
         """Name the operation and the state, or what keeps the session busy."""
-        if running is None:
+        if held:
+            why = _HELD
+        elif running is None:
             why = f"in state '{state}'; only open sessions can be edited"
         elif asking:
             why = _asking(running)
@@ -287,6 +307,7 @@ class SessionNotEditable(CustomerSessionError):
         self.integration_id = integration_id
         self.running = running
         self.asking = asking
+        self.held = held
 
 
 @frozen
