@@ -673,6 +673,188 @@ class TestSerialization:
         assert [r.trigger for r in session.history] == [Trigger.CLOSE]
 
 
+@pytest.mark.asyncio
+class TestAtomicAcrossAwaits:
+    """An atomic() block that awaits holds its session against every other task."""
+
+    @staticmethod
+    def _mailing(effects: list[str]) -> Workflow:
+        workflow = Workflow()
+        workflow.after_commit(lambda event: effects.append(f"mailed {event.trigger}"))
+        return workflow
+
+    async def test_trigger_of_another_task_is_refused_and_nothing_is_undone(self):
+        """B's close while A's block awaits is refused; A's rollback undoes only A's edit."""
+        effects: list[str] = []
+        session = _session(self._mailing(effects))
+        inside, failing = asyncio.Event(), asyncio.Event()
+
+        async def block():
+            with session.atomic():
+                session.set_coupon("A")
+                inside.set()
+                await failing.wait()
+                raise RuntimeError("A fails")
+
+        holder = asyncio.create_task(block())
+        await inside.wait()
+        with pytest.raises(TransitionInProgress) as info:
+            await AsyncSession(session).close()
+        assert (info.value.held, info.value.running, info.value.asking) == (True, None, False)
+        assert "atomic() block of another task or thread" in str(info.value)
+        failing.set()
+        with pytest.raises(RuntimeError, match="A fails"):
+            await holder
+        assert (session.state, session.coupon, session.history, effects) == (
+            State.OPEN,
+            None,
+            (),
+            [],
+        )
+        assert session._running is None
+        record = await AsyncSession(session).close()
+        assert (session.history, effects) == ((record,), ["mailed close"])
+
+    async def test_edit_reload_and_block_of_another_task_are_refused(self):
+        """Another task's edit, __setstate__ and atomic() on a held session change nothing."""
+        session = _session()
+        inside, done = asyncio.Event(), asyncio.Event()
+
+        async def block():
+            with session.atomic():
+                session.set_coupon("A")
+                inside.set()
+                await done.wait()
+
+        holder = asyncio.create_task(block())
+        await inside.wait()
+        before = session.snapshot()
+
+        def reopen_block() -> None:
+            with session.atomic():
+                pass
+
+        for operation, attempt in (
+            ("set_coupon", lambda: session.set_coupon("B")),
+            ("__setstate__", lambda: session.__setstate__(session.snapshot())),
+            ("atomic", reopen_block),
+        ):
+            with pytest.raises(SessionNotEditable) as info:
+                attempt()
+            assert (info.value.operation, info.value.held, info.value.running) == (
+                operation,
+                True,
+                None,
+            )
+        assert session.snapshot() == before
+        done.set()
+        await holder
+        assert (session.coupon, session._running) == ("A", None)
+
+    async def test_edit_of_another_task_while_the_blocks_trigger_awaits_is_refused(self):
+        """While a trigger of the block awaits its hook, another task still cannot edit."""
+        workflow = Workflow()
+        gate = Gate()
+        workflow.before(gate, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+
+        async def block():
+            with session.atomic():
+                await AsyncSession(session).close()
+                raise RuntimeError("undo the close")
+
+        holder = asyncio.create_task(block())
+        await gate.entered.wait()
+        with pytest.raises(SessionNotEditable) as info:
+            session.set_profile_id("someone")
+        assert info.value.held
+        gate.release.set()
+        with pytest.raises(RuntimeError):
+            await holder
+        assert (session.state, session.profile_id, session._running) == (State.OPEN, None, None)
+
+    async def test_tasks_the_block_creates_may_change_the_session(self):
+        """A task created inside the block carries its context, and so may fire and edit."""
+        session = _session()
+
+        async def child():
+            session.set_coupon("CHILD")
+            return await AsyncSession(session).close()
+
+        with session.atomic():
+            async with asyncio.TaskGroup() as group:
+                closing = group.create_task(child())
+        assert (session.coupon, session.history) == ("CHILD", (closing.result(),))
+        assert session._running is None
+
+    async def test_work_handed_to_a_thread_by_the_block_belongs_to_it(self):
+        """asyncio.to_thread() copies the block's context: the thread may fire."""
+        session = _session()
+        with session.atomic():
+            record = await asyncio.to_thread(session.close)
+        assert session.history == (record,)
+
+    async def test_a_block_of_the_blocks_task_holds_against_its_siblings(self):
+        """Two tasks of one block: a block one opens on another session excludes the other."""
+        outer, other = _session(), CustomerSession(integration_id="order-2")
+        inside, done = asyncio.Event(), asyncio.Event()
+
+        async def first():
+            with other.atomic():
+                inside.set()
+                await done.wait()
+
+        async def second():
+            await inside.wait()
+            try:
+                other.close()
+            finally:
+                done.set()
+
+        with outer.atomic():
+            results = await asyncio.gather(first(), second(), return_exceptions=True)
+        assert isinstance(results[1], TransitionInProgress)
+        assert results[1].held
+        assert (other.state, other._running) == (State.OPEN, None)
+
+    async def test_nested_blocks_across_awaits_roll_back_to_their_own_start(self):
+        """An inner block that fails undoes its own changes; the outer block's stand."""
+        session = _session()
+        with session.atomic():
+            session.set_coupon("OUTER")
+            with pytest.raises(RuntimeError), session.atomic():  # noqa: PT012 - the block is what is tested
+                await AsyncSession(session).close()
+                await asyncio.sleep(0)
+                raise RuntimeError("inner fails")
+            assert (session.state, session.coupon) == (State.OPEN, "OUTER")
+            await AsyncSession(session).cancel()
+        assert (session.state, session.coupon, session._running) == (
+            State.CANCELLED,
+            "OUTER",
+            None,
+        )
+
+    async def test_asking_inside_the_block_awaits_its_guards_and_keeps_the_hold(self):
+        """can() in the block awaits the guards; afterwards the block still holds the session."""
+        workflow = Workflow()
+        gate = Gate()
+        workflow.guard(gate, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        with session.atomic():
+            asking = asyncio.create_task(AsyncSession(session).can(Trigger.CLOSE))
+            await gate.entered.wait()
+            with pytest.raises(SessionNotEditable) as info:
+                session.set_coupon("MEANWHILE")  # the block's own code, but asked meanwhile
+            assert (info.value.asking, info.value.held) == (True, False)
+            gate.release.set()
+            assert await asking is True
+            # run_in_executor() does not copy the context: that thread is outside.
+            loop = asyncio.get_running_loop()
+            with pytest.raises(TransitionInProgress):
+                await loop.run_in_executor(None, session.cancel)
+        assert (session.state, session._running) == (State.OPEN, None)
+
+
 class TestLocks:
     def test_the_lock_goes_with_the_session(self):
         """A session's lock entry is dropped when the session is collected."""

@@ -1,5 +1,6 @@
 import copy
 import pickle
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
 
@@ -21,6 +22,7 @@ from customer_session import (
     SessionNotEditable,
     Specification,
     State,
+    TransitionInProgress,
     TransitionRecord,
     Trigger,
     ValidationError,
@@ -415,6 +417,148 @@ class TestCopies:
         assert bare == s
         bare.close()
         assert bare.state is State.CLOSED
+
+
+def _in_thread(action):
+    """Run ``action`` in a new thread (outside any block); what it returned or raised."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(action())
+        except Exception as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return outcome[0]
+
+
+class TestAtomic:
+    def test_a_failed_block_puts_edits_and_triggers_back(self):
+        """A block that raises leaves no trace of its edits and transitions."""
+        s = CustomerSession(integration_id="o", cart_items=[CartItem(sku="A", quantity=2)])
+        before = s.snapshot()
+        with pytest.raises(RuntimeError), s.atomic():  # noqa: PT012 - the block is what is tested
+            s.set_coupon("X")
+            s.close()
+            s.return_items([ReturnedItem(position=0, quantity=1)])
+            raise RuntimeError
+        assert s.snapshot() == before
+        assert s._running is None
+
+    def test_trigger_from_another_thread_is_refused(self):
+        """Another thread's trigger on a held session is refused; a rollback cannot undo it."""
+        effects: list[str] = []
+        workflow = Workflow()
+        workflow.after_commit(lambda event: effects.append("charged"), trigger=Trigger.CLOSE)
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        with pytest.raises(RuntimeError), s.atomic():  # noqa: PT012 - the block is what is tested
+            s.set_coupon("X")
+            refused = _in_thread(s.close)
+            raise RuntimeError
+        assert isinstance(refused, TransitionInProgress)
+        assert (refused.held, refused.running, refused.trigger) == (True, None, Trigger.CLOSE)
+        assert (s.state, s.coupon, effects) == (State.OPEN, None, [])
+
+    def test_edit_reload_and_block_from_another_thread_are_refused(self):
+        """Another thread can neither edit, reload nor open a block on a held session."""
+        s = CustomerSession(integration_id="o")
+
+        def block() -> None:
+            with s.atomic():
+                pass
+
+        attempts = {
+            "add_item": lambda: s.add_item(CartItem(sku="B", quantity=1)),
+            "__setstate__": lambda: s.__setstate__(s.snapshot()),
+            "atomic": block,
+        }
+        with s.atomic():
+            s.set_coupon("X")
+            refused = {name: _in_thread(attempt) for name, attempt in attempts.items()}
+        for name, error in refused.items():
+            assert isinstance(error, SessionNotEditable), name
+            assert (error.operation, error.held, error.running) == (name, True, None)
+            assert "atomic() block of another task or thread" in str(error)
+        assert (s.coupon, s.cart_items) == ("X", ())
+
+    def test_the_session_is_released_when_the_block_ends(self):
+        """Once the outermost block has ended, committed or not, any thread may change it."""
+        s = CustomerSession(integration_id="o")
+        with s.atomic():
+            s.set_coupon("X")
+        with pytest.raises(RuntimeError), s.atomic():
+            raise RuntimeError
+        record = _in_thread(s.close)
+        assert s.history == (record,)
+        assert s._running is None
+
+    def test_a_nested_block_rolls_back_to_its_own_start(self):
+        """An inner block that fails undoes only its changes; the outer block still holds."""
+        s = CustomerSession(integration_id="o")
+        with s.atomic():
+            s.set_coupon("OUTER")
+            with pytest.raises(RuntimeError), s.atomic():  # noqa: PT012 - the block is what is tested
+                s.set_coupon("INNER")
+                s.close()
+                raise RuntimeError
+            assert (s.state, s.coupon) == (State.OPEN, "OUTER")
+            assert isinstance(_in_thread(s.cancel), TransitionInProgress)
+            s.cancel()
+        assert (s.state, s.coupon, s._running) == (State.CANCELLED, "OUTER", None)
+
+    def test_blocks_on_two_sessions_nest(self):
+        """Inside a block on another session, the outer block's session is still its own."""
+        first, second = CustomerSession(integration_id="a"), CustomerSession(integration_id="b")
+        with first.atomic(), second.atomic():
+            first.set_coupon("A")
+            second.close()
+            first.close()
+        assert (first.state, first.coupon, second.state) == (State.CLOSED, "A", State.CLOSED)
+
+    def test_hooked_triggers_and_asking_inside_the_block_keep_the_hold(self):
+        """A trigger with hooks, or can() with guards, in a block leave the session held."""
+        workflow = Workflow()
+        workflow.guard(lambda event: None, trigger=Trigger.CANCEL)
+        workflow.before(lambda event: event.session.set_attribute("seen", True))
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        with s.atomic():
+            s.close()
+            assert s.can(Trigger.CANCEL)
+            assert isinstance(_in_thread(s.cancel), TransitionInProgress)
+        assert (s.state, s.attributes, s._running) == (State.CLOSED, {"seen": True}, None)
+
+    def test_no_block_opens_while_a_trigger_runs(self):
+        """A hook before the commit point cannot open a block on its own session."""
+        workflow = Workflow()
+
+        def nested_block(event):
+            with event.session.atomic():
+                event.session.set_coupon("X")
+
+        workflow.before(nested_block, trigger=Trigger.CLOSE)
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        refused = info.value.__cause__
+        assert isinstance(refused, SessionNotEditable)
+        assert (refused.operation, refused.running) == ("atomic", Trigger.CLOSE)
+        assert not refused.held
+        assert (s.state, s.coupon, s._running) == (State.OPEN, None, None)
+
+    def test_the_block_may_reload_its_session(self):
+        """__setstate__ in the block keeps the hold, and a rollback undoes it (workflow too)."""
+        workflow, other = Workflow(), Workflow()
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        replacement = CustomerSession(integration_id="o", coupon="NEW", workflow=other)
+        with pytest.raises(RuntimeError), s.atomic():  # noqa: PT012 - the block is what is tested
+            s.__setstate__(replacement.snapshot())
+            assert (s.coupon, s.workflow) == ("NEW", other)
+            assert isinstance(_in_thread(s.close), TransitionInProgress)
+            raise RuntimeError
+        assert (s.coupon, s.workflow, s._running) == (None, workflow, None)
 
 
 class TestEdits:

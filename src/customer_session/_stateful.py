@@ -242,14 +242,17 @@ class SessionStateMachine(RuleBasedStateMachine):
     def attempt_edit(self, session: CustomerSession, coupon: str) -> None:
         """Set the coupon; it must succeed if the session is open and not busy.
 
-        Refused (a closed session, or one whose guards ``can()``/``why_not()`` are
-        asking), it must change nothing. Use it in your own rules to edit.
+        Refused (a closed session, one whose guards ``can()``/``why_not()`` are
+        asking, or one another task's ``atomic()`` block holds), it must change
+        nothing. Use it in your own rules to edit.
         """
         before = session.snapshot()
         try:
             session.set_coupon(coupon)
         except Exception as error:  # noqa: BLE001 - checked right below
-            busy = isinstance(error, SessionNotEditable) and error.running is not None
+            busy = isinstance(error, SessionNotEditable) and (
+                error.running is not None or error.held
+            )
             assert busy or session.state is not State.OPEN, repr(error)  # noqa: S101, PT017 - an invariant of the rule
             assert session.snapshot() == before  # noqa: S101 - an invariant
         else:

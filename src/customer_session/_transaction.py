@@ -13,6 +13,14 @@ in between. Asking also refuses edits and ``__setstate__`` meanwhile (an edit ma
 while a trigger runs commits or rolls back with it; one made while asking could
 only be lost), so asking changes nothing and has nothing to restore.
 
+An ``atomic()`` block holds its session the same way, for code outside the block:
+the marker is a :class:`Held` naming the block, and only code whose context
+carries that block (the block's own code, the tasks it creates, blocks nested in
+it) may fire, edit or ask; everything else is refused before it changes anything,
+so the block's rollback can only ever undo the block's own changes. Inside the
+block, a trigger or asking marks the :class:`Held` busy instead of the slot, so
+the hold outlives them.
+
 The async face (``_async_transaction``) runs the same steps with the phases
 awaited: it shares :func:`prepare`, :func:`begin`, :func:`hook_failed`,
 :func:`refused`, :func:`end`, :func:`finish` and the guard and why-not checks
@@ -21,6 +29,7 @@ below, so both faces follow one set of rules.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -44,6 +53,7 @@ from customer_session.hooks import Refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from contextvars import Token
     from datetime import datetime
 
     from customer_session._cart import ReturnedItem
@@ -75,6 +85,57 @@ class Asking:
 
     def __init__(self, trigger: Trigger) -> None:
         self.trigger = trigger
+
+
+class Block:
+    """One open ``atomic()`` block: the owner token carried by its context.
+
+    A context var holds the innermost open block; ``outer`` is the block it was
+    opened in (any session's), so code in a nested block is also in the outer one.
+    Tasks created in a block copy the context, and so belong to it.
+    """
+
+    __slots__ = ("outer",)
+
+    def __init__(self, outer: Block | None) -> None:
+        self.outer = outer
+
+
+_BLOCK: ContextVar[Block | None] = ContextVar("customer_session_atomic_block", default=None)
+
+
+class Held:
+    """The busy marker of a session an ``atomic()`` block holds.
+
+    It stands in the session's ``_running``, so the checks that refuse triggers and
+    edits while the session is busy see it; they let through only code in ``block``.
+    ``busy`` is what that code is doing with the session now (a trigger under way,
+    or an :class:`Asking`), which the session's own slot would hold otherwise.
+    """
+
+    __slots__ = ("block", "busy")
+
+    def __init__(self, block: Block) -> None:
+        self.block = block
+        self.busy: Trigger | Asking | None = None
+
+
+def _in_block(block: Block) -> bool:
+    """Whether the running code is inside ``block`` (or a block nested in it)."""
+    current = _BLOCK.get()
+    while current is not None:
+        if current is block:
+            return True
+        current = current.outer
+    return False
+
+
+def _free(running: Trigger | Asking | Held) -> bool:
+    """Whether the running code may change a session whose marker is ``running``.
+
+    Only when an ``atomic()`` block the code is in holds it, and nothing runs in it.
+    """
+    return type(running) is Held and running.busy is None and _in_block(running.block)
 
 
 class Run:
@@ -266,54 +327,109 @@ def _timestamp(session: CustomerSession, workflow: Workflow) -> datetime:
     return max(now, session._updated)
 
 
-def _busy(session: CustomerSession) -> tuple[Trigger, bool]:
-    """What keeps the busy ``session`` busy: the trigger, and whether it is only asked."""
+def _busy(session: CustomerSession) -> tuple[Trigger | None, bool, bool] | None:
+    """What keeps ``session`` busy for the running code, or ``None`` if nothing does.
+
+    Returns:
+        ``(running, asking, held)``: the trigger under way or asked about, whether it
+        is only asked, and whether an ``atomic()`` block the code is not in holds the
+        session (then ``running`` is ``None``).
+    """
     running = session._running
-    assert running is not None  # noqa: S101 - called for busy sessions only
+    if isinstance(running, Held):
+        if not _in_block(running.block):
+            return None, False, True
+        running = running.busy
+    if running is None:
+        return None
     if isinstance(running, Asking):
-        return running.trigger, True
-    return running, False
+        return running.trigger, True, False
+    return running, False, False
 
 
-def _not_editable(session: CustomerSession, operation: str) -> tuple[SessionNotEditable, bool]:
-    """The refusal of ``operation`` on the busy ``session``, and whether it is only asked."""
-    running, asking = _busy(session)
-    refusal = SessionNotEditable(
+def _not_editable(
+    session: CustomerSession, operation: str, busy: tuple[Trigger | None, bool, bool]
+) -> SessionNotEditable:
+    """The refusal of ``operation`` on ``session``, busy as ``busy`` says."""
+    running, asking, held = busy
+    return SessionNotEditable(
         operation=operation,
         state=session.state,
         integration_id=session.integration_id,
         running=running,
         asking=asking,
+        held=held,
     )
-    return refusal, asking
 
 
 def check_edit(session: CustomerSession, operation: str) -> None:
-    """Refuse an edit of the busy ``session`` while its guards are being asked.
+    """Refuse an edit of the busy ``session`` that could only be lost.
 
     An edit made while a trigger runs (by its hooks) commits or rolls back with
-    it; one made while ``can()``/``why_not()`` ask could only be lost.
+    it; one made while ``can()``/``why_not()`` ask, or from outside an ``atomic()``
+    block that holds the session, could be undone by a rollback it had no part in.
 
     Raises:
-        SessionNotEditable: ``can()`` or ``why_not()`` are asking the guards.
+        SessionNotEditable: ``can()`` or ``why_not()`` are asking the guards, or an
+            ``atomic()`` block the running code is not in holds the session.
     """
-    refusal, asking = _not_editable(session, operation)
-    if asking:
-        raise refusal
+    busy = _busy(session)
+    if busy is not None and (busy[1] or busy[2]):
+        raise _not_editable(session, operation, busy)
 
 
 def check_idle(session: CustomerSession, operation: str) -> None:
     """Refuse to replace ``session`` as a whole (``__setstate__``) while it is busy.
 
     A trigger under way would commit onto whatever was loaded (a cancelled session
-    could become closed), and its busy marker would be lost.
+    could become closed), and its busy marker would be lost. Inside an ``atomic()``
+    block that holds the session (and runs nothing), replacing it is an edit like
+    any other, undone if the block rolls back.
 
     Raises:
-        SessionNotEditable: A trigger is in progress, or its guards are being asked.
+        SessionNotEditable: A trigger is in progress, its guards are being asked, or
+            an ``atomic()`` block the running code is not in holds the session.
     """
     # getattr: __setstate__ may run on an object that was never initialized.
     if getattr(session, "_running", None) is not None:
-        raise _not_editable(session, operation)[0]
+        busy = _busy(session)
+        if busy is not None:
+            raise _not_editable(session, operation, busy)
+
+
+def hold(session: CustomerSession) -> tuple[Held | None, Token[Block | None]]:
+    """Open an ``atomic()`` block on ``session`` in the running code's context.
+
+    The session is held for the new block unless a block the code is already in
+    holds it (a nested block); the block's token is set in the context either way.
+
+    Returns:
+        The hold this block took (``None`` for a nested block) and the context
+        token, both for :func:`release`.
+
+    Raises:
+        SessionNotEditable: The session is busy for the running code: a trigger is
+            in progress, its guards are being asked, or another block holds it.
+    """
+    running = session._running
+    if running is not None and not _free(running):
+        busy = _busy(session)
+        assert busy is not None  # noqa: S101 - a marker that is not free is busy
+        raise _not_editable(session, "atomic", busy)
+    block = Block(_BLOCK.get())
+    token = _BLOCK.set(block)
+    if running is not None:
+        return None, token
+    held = session._running = Held(block)
+    return held, token
+
+
+def release(session: CustomerSession, opened: tuple[Held | None, Token[Block | None]]) -> None:
+    """Close the ``atomic()`` block :func:`hold` opened; the outermost frees the session."""
+    held, token = opened
+    _BLOCK.reset(token)
+    if held is not None and session._running is held:  # never clear a mark it did not set
+        session._running = None
 
 
 def _check_call(
@@ -323,14 +439,17 @@ def _check_call(
     workflow = session._workflow
     source = session.state
     if session._running is not None:
-        running, asking = _busy(session)
-        raise TransitionInProgress(
-            trigger=trigger,
-            state=source,
-            integration_id=session.integration_id,
-            running=running,
-            asking=asking,
-        )
+        busy = _busy(session)
+        if busy is not None:
+            running, asking, held = busy
+            raise TransitionInProgress(
+                trigger=trigger,
+                state=source,
+                integration_id=session.integration_id,
+                running=running,
+                asking=asking,
+                held=held,
+            )
     destination = workflow.engine.destination(source, trigger)
     if destination is None:
         raise IllegalTransition(
@@ -369,10 +488,10 @@ def fire(
     workflow = session._workflow
     source = session._state
     destination = workflow.plain_destination(source, trigger)
-    if destination is not None and session._running is None:
+    if destination is not None and (session._running is None or _free(session._running)):
         # Nothing registered for this edge: no user code can run before the commit
         # point, so there is nothing to snapshot and no run to keep. Anything unusual
-        # (hooks, no transition, a bad return) takes the full path below.
+        # (hooks, no transition, a bad return, a busy session) takes the full path.
         if trigger is _RETURN_ITEMS:
             returned, problems = return_problems(session._cart_items, items)
             plain = not problems
@@ -464,14 +583,24 @@ def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:
     Only pre-commit guards and hooks can change the session before the commit
     point, so without them there is nothing to snapshot.
     """
-    saved = snapshot(run.session) if plan.pre_commit else None
-    run.session._running = run.trigger
+    session = run.session
+    saved = snapshot(session) if plan.pre_commit else None
+    running = session._running
+    if type(running) is Held:  # the running code's own atomic() block holds it
+        running.busy = run.trigger
+    else:
+        session._running = run.trigger
     return saved
 
 
 def end(run: Run) -> None:
     """The session is no longer busy with ``run`` (committed or not)."""
-    run.session._running = None
+    session = run.session
+    running = session._running
+    if type(running) is Held:
+        running.busy = None
+    else:
+        session._running = None
 
 
 def hook_failed(run: Run, saved: tuple[Any, ...] | None) -> HookFailed:
@@ -571,15 +700,24 @@ def why_not(
 
 
 def ask(session: CustomerSession, trigger: Trigger) -> Asking:
-    """Mark the idle ``session`` busy while the guards of ``trigger`` are asked."""
-    marker = session._running = Asking(trigger)
+    """Mark ``session`` (free for the running code) busy while ``trigger``'s guards are asked."""
+    marker = Asking(trigger)
+    running = session._running
+    if type(running) is Held:  # the running code's own atomic() block holds it
+        running.busy = marker
+    else:
+        session._running = marker
     return marker
 
 
 def done_asking(session: CustomerSession, marker: Asking) -> None:
     """The session is no longer busy with the asking that ``marker`` stands for."""
-    if session._running is marker:  # never clear a mark this asking did not set
+    # Never clear a mark this asking did not set.
+    running = session._running
+    if running is marker:
         session._running = None
+    elif type(running) is Held and running.busy is marker:
+        running.busy = None
 
 
 def why_not_before_guards(

@@ -19,6 +19,9 @@ or plain functions, in every phase.
   ``TransitionInProgress``; an edit from another task is refused while they
   ask (``SessionNotEditable``), and during an async trigger is undone if that
   trigger rolls back.
+- A ``session.atomic()`` block may await: it holds the session meanwhile, so a
+  trigger (through a face or not) or edit from any task but the block's own and
+  those it creates is refused, not made to wait, and never undone by the block.
 
 An after-commit hook may await a trigger on its own session (it runs at once, in
 the hook's task, as in the sync face). A hook must not *wait for another task*

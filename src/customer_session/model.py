@@ -62,7 +62,7 @@ from customer_session.exceptions import (
 from customer_session.hooks import Workflow
 
 if TYPE_CHECKING:
-    from customer_session._transaction import Asking
+    from customer_session._transaction import Asking, Held
     from customer_session.hooks import Refusal
 
 
@@ -231,8 +231,9 @@ class CustomerSession:
     _updated: datetime = field(default=None)
     _update_count: int = field(default=1, init=False)
     _history: tuple[TransitionRecord, ...] = field(default=(), init=False)
-    # Set while the session is busy: the trigger under way, or what can()/why_not() ask.
-    _running: Trigger | Asking | None = field(default=None, init=False, eq=False, repr=False)
+    # Set while the session is busy: the trigger under way, what can()/why_not() ask,
+    # or the atomic() block that holds it.
+    _running: Trigger | Asking | Held | None = field(default=None, init=False, eq=False, repr=False)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a subclass whose default workflow drives another table than its own.
@@ -566,15 +567,20 @@ class CustomerSession:
 
         Raises:
             ValidationError: ``values`` do not make a valid session; nothing changed.
-            SessionNotEditable: A trigger on this session is in progress, or
-                ``can()``/``why_not()`` are asking its guards; nothing changed.
+            SessionNotEditable: A trigger on this session is in progress,
+                ``can()``/``why_not()`` are asking its guards, or an :meth:`atomic`
+                block of another task or thread holds it; nothing changed.
         """
         _transaction.check_idle(self, "__setstate__")
         if not isinstance(values, Mapping):
             raise ValidationError.single("session", "$", f"cannot load from {values!r}")
         loaded = _restore(type(self), dict(values))
+        # The busy marker is this object's, not the values': an atomic() block that
+        # holds the session keeps holding it (getattr: a bare object has none yet).
+        running = getattr(self, "_running", None)
         for a in attrs.fields(type(self)):
             setattr(self, a.name, getattr(loaded, a.name))
+        self._running = running
 
     # -- the machine ----------------------------------------------------------
 
@@ -668,15 +674,33 @@ class CustomerSession:
         rolled-back block out of after-commit hooks (or use a store's durable
         effects, which commit with the data).
 
+        While the block is open it holds the session: only the block's own code,
+        the tasks it creates (they copy its context) and blocks nested in it may
+        fire triggers, edit or open a block on it. Any other task or thread is
+        refused (``TransitionInProgress`` for a trigger, ``SessionNotEditable`` for
+        an edit, a reload or another block) and changes nothing, so a rollback only
+        ever undoes the block's own changes. A nested block rolls back to where it
+        started; the outermost one releases the session.
+
         Yields:
             The session itself.
+
+        Raises:
+            SessionNotEditable: The session is busy: another task's or thread's
+                block holds it, a trigger on it is in progress, or ``can()`` or
+                ``why_not()`` are asking its guards.
         """
+        opened = _transaction.hold(self)
         saved = _transaction.snapshot(self)
+        workflow = self._workflow  # __setstate__ in the block may replace it
         try:
             yield self
         except BaseException:
             _transaction.rollback(self, saved)
+            self._workflow = workflow
             raise
+        finally:
+            _transaction.release(self, opened)
 
     # -- derived values -------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import os
 import sqlite3
 import threading
@@ -19,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from customer_session.store import AsyncPostgresStore, open_store
-from customer_session.store._deferral import _QUEUE
 from customer_session.store._pgserver import PostgresUnavailable, TemporaryPostgres
 
 if TYPE_CHECKING:
@@ -118,9 +118,10 @@ class SyncOverAsync:
 
         async def run() -> None:
             async with self.store.transaction(integration_id, **options) as session:
-                # The block runs in the caller's thread: it must queue after-commit
-                # hooks in the same queue as the task.
-                entered.set_result((session, _QUEUE.get()))
+                # The block runs in the caller's thread, as if in this task: it must
+                # queue after-commit hooks in the task's queue, and belong to the
+                # session's atomic() block, both carried by the task's context.
+                entered.set_result((session, contextvars.copy_context()))
                 error = await asyncio.wrap_future(body)
                 if error is not None:
                     raise error
@@ -129,16 +130,16 @@ class SyncOverAsync:
         concurrent.futures.wait([entered, outcome], return_when=concurrent.futures.FIRST_COMPLETED)
         if not entered.done():
             outcome.result()  # loading failed: raise why
-        session, queue = entered.result()
-        token = _QUEUE.set(queue)
+        session, context = entered.result()
+        tokens = [(var, var.set(value)) for var, value in context.items()]
         try:
             yield session
         except BaseException as exc:
-            _QUEUE.reset(token)
+            _reset(tokens)
             body.set_result(exc)
             outcome.result()
             raise
-        _QUEUE.reset(token)
+        _reset(tokens)
         body.set_result(None)
         outcome.result()
 
@@ -150,6 +151,12 @@ class SyncOverAsync:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join()
             self._loop.close()
+
+
+def _reset(tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]]) -> None:
+    """Undo the context variables set from a task's context, last first."""
+    for var, token in reversed(tokens):
+        var.reset(token)
 
 
 @pytest.fixture(scope="session")
