@@ -1,6 +1,7 @@
 """The stateful proof for the async face: the sync invariants hold with triggers awaited."""
 
 import asyncio
+import contextlib
 
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, rule
@@ -22,6 +23,10 @@ from customer_session.aio import AsyncReopenableSession, AsyncSession
 _ITEMS = st.lists(
     st.builds(ReturnedItem, position=st.integers(0, 3), quantity=st.integers(1, 4)), max_size=3
 )
+
+
+class _Rollback(Exception):
+    """An atomic() block's own failure, in the act_while_held rule."""
 
 
 class AsyncFaceMachine(SessionStateMachine):
@@ -154,6 +159,65 @@ class AsyncFaceMachine(SessionStateMachine):
                 self.refusals.append(error)
 
         self.runner.run(together())
+
+    @rule(
+        data=st.data(),
+        coupon=st.text("ABC", min_size=1, max_size=3),
+        steps=st.integers(0, 3),
+        fail=st.booleans(),
+    )
+    def act_while_held(self, data, coupon, steps, fail):
+        """Another task's edit or trigger while an atomic() block awaits is refused, never undone.
+
+        The block fires and edits, yields for a few loop steps and then commits or
+        raises; whatever it rolls back is only its own.
+        """
+        session, trigger, items = self._draw_call(data)
+        other = data.draw(st.sampled_from(session.specification.triggers), label="other trigger")
+
+        async def together():
+            holding = asyncio.create_task(
+                self._block(session, (trigger, items), coupon.lower(), steps=steps, fail=fail)
+            )
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            self.attempt_edit(session, coupon)
+            self.attempt(session, lambda: session.fire(other))
+            await holding
+
+        self.runner.run(together())
+
+    async def _block(self, session, call, coupon, *, steps, fail):
+        """An atomic() block that fires ``call``, edits, yields ``steps`` times, then ends."""
+        trigger, items = call
+        before = session.snapshot()
+        edits = 0
+        with contextlib.suppress(_Rollback), session.atomic():
+            record = await self._fire_in_block(session, trigger, items)
+            if session.state == "open":
+                session.set_coupon(coupon)
+                edits = 1
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            if fail:
+                raise _Rollback
+        if fail:
+            assert session.snapshot() == before, "a rolled-back block left a trace"
+            return
+        # No await since the block ended: no other task's change came in between.
+        if record is not None:
+            self._note_commit(session, before["history"], record)
+        self.edits[id(session)] += edits
+
+    async def _fire_in_block(self, session, trigger, items):
+        """Fire through a face in the block; the committed record, or None if refused."""
+        try:
+            return await self.face_class(session).fire(trigger, items=items)
+        except AfterCommitHookFailed as error:
+            return error.record
+        except (TransitionError, ValidationError) as error:
+            self.refusals.append(error)
+            return None
 
     @invariant()
     def no_transition_is_left_running(self):
