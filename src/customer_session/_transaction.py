@@ -411,17 +411,19 @@ def hold(session: CustomerSession) -> tuple[Held | None, Token[Block | None]]:
         SessionNotEditable: The session is busy for the running code: a trigger is
             in progress, its guards are being asked, or another block holds it.
     """
+    block = Block(_BLOCK.get())
+    held: Held | None = Held(block)
+    # Test and take with no call in between, where CPython could switch threads.
     running = session._running
-    if running is not None and not _free(running):
+    if running is None:
+        session._running = held
+    elif _free(running):
+        held = None  # nested: the block it is opened in keeps holding the session
+    else:
         busy = _busy(session)
         assert busy is not None  # noqa: S101 - a marker that is not free is busy
         raise _not_editable(session, "atomic", busy)
-    block = Block(_BLOCK.get())
-    token = _BLOCK.set(block)
-    if running is not None:
-        return None, token
-    held = session._running = Held(block)
-    return held, token
+    return held, _BLOCK.set(block)
 
 
 def release(session: CustomerSession, opened: tuple[Held | None, Token[Block | None]]) -> None:
