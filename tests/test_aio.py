@@ -683,6 +683,53 @@ class TestAtomicAcrossAwaits:
         workflow.after_commit(lambda event: effects.append(f"mailed {event.trigger}"))
         return workflow
 
+    @staticmethod
+    def _slow_close() -> tuple[Workflow, asyncio.Event]:
+        workflow, started = Workflow(), asyncio.Event()
+
+        async def slow(event):
+            started.set()
+            await asyncio.sleep(0.01)
+
+        workflow.before(slow, trigger=Trigger.CLOSE)
+        return workflow, started
+
+    async def test_a_trigger_running_when_the_block_ends_keeps_the_session(self):
+        """A block ending while its task's trigger runs leaves the session to that trigger."""
+        workflow, started = self._slow_close()
+        session = _session(workflow)
+        with session.atomic():
+            closing = asyncio.create_task(AsyncSession(session).close())
+            await started.wait()
+        with pytest.raises(TransitionInProgress):
+            session.cancel()  # an outsider: the close is still in progress
+        await closing
+        assert [r.destination for r in session.history] == [State.CLOSED]
+
+    async def test_a_trigger_running_when_the_block_rolls_back_does_not_commit(self):
+        """A block rolling back under its task's trigger: that trigger is refused, nothing moves."""
+        workflow, started = self._slow_close()
+        session = _session(workflow)
+        tasks: list[asyncio.Task[object]] = []
+
+        async def failing_block() -> None:
+            with session.atomic():
+                session.set_coupon("IN-BLOCK")
+                tasks.append(asyncio.create_task(AsyncSession(session).close()))
+                await started.wait()
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            await failing_block()
+        (closing,) = tasks
+        with pytest.raises(SessionNotEditable):
+            session.set_referral("OUTSIDER")  # busy until the orphaned close ends
+        with pytest.raises(TransitionInProgress, match="rolled back before it committed"):
+            await closing
+        assert (session.state, session.history, session.coupon) == (State.OPEN, (), None)
+        session.set_referral("OUTSIDER")  # free again
+        assert session.referral == "OUTSIDER"
+
     async def test_trigger_of_another_task_is_refused_and_nothing_is_undone(self):
         """B's close while A's block awaits is refused; A's rollback undoes only A's edit."""
         effects: list[str] = []

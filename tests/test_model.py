@@ -436,6 +436,60 @@ def _in_thread(action):
 
 
 class TestAtomic:
+    def test_a_block_closed_in_another_thread_frees_the_session(self):
+        """A block a generator holds, finalized from another thread, still frees the session."""
+        s = CustomerSession(integration_id="o")
+
+        def holding():
+            with s.atomic():
+                yield
+
+        block = holding()
+        next(block)
+        closer = threading.Thread(target=block.close)
+        closer.start()
+        closer.join()
+        s.set_coupon("X")
+        assert s.coupon == "X"
+
+    @pytest.mark.parametrize("hooked", [False, True], ids=["plain", "hooked"])
+    def test_a_session_taken_while_a_trigger_reads_the_clock_is_left_alone(self, hooked):
+        """Another thread's block taking the session during a trigger's clock call wins."""
+        entered, go_on = threading.Event(), threading.Event()
+
+        def clock() -> datetime:
+            if threading.current_thread().name == "trigger":
+                entered.set()
+                go_on.wait(5)
+            return datetime.now(UTC)
+
+        workflow = Workflow(clock=clock)
+        if hooked:
+            workflow.after_commit(lambda event: None)
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        outcome: list[object] = []
+
+        def close() -> None:
+            try:
+                outcome.append(s.close())
+            except TransitionInProgress as exc:
+                outcome.append(exc)
+
+        trigger = threading.Thread(target=close, name="trigger")
+        trigger.start()
+        entered.wait(5)
+
+        def failing_block() -> None:
+            with s.atomic():
+                go_on.set()  # the trigger goes on while this block holds the session
+                trigger.join(5)
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            failing_block()
+        assert isinstance(outcome[0], TransitionInProgress)
+        assert (s.state, s.history) == (State.OPEN, ())
+
     def test_a_failed_block_puts_edits_and_triggers_back(self):
         """A block that raises leaves no trace of its edits and transitions."""
         s = CustomerSession(integration_id="o", cart_items=[CartItem(sku="A", quantity=2)])

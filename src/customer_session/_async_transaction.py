@@ -32,7 +32,7 @@ from customer_session._transaction import (
     prepare,
     recheck_returns,
     refused,
-    rollback,
+    undo,
     verdict,
     why_not_before_guards,
 )
@@ -132,7 +132,7 @@ async def fire(
             raise hook_failed(run, saved) from exc
         except BaseException:
             # CancelledError (a timeout, a cancelled task) and the like: undo, pass it on.
-            rollback(session, saved)
+            undo(run, saved)
             raise
         finally:
             end(run)

@@ -29,8 +29,8 @@ below, so both faces follow one set of rules.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 
@@ -53,7 +53,6 @@ from customer_session.hooks import Refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from contextvars import Token
     from datetime import datetime
 
     from customer_session._cart import ReturnedItem
@@ -113,11 +112,14 @@ class Held:
     or an :class:`Asking`), which the session's own slot would hold otherwise.
     """
 
-    __slots__ = ("block", "busy")
+    __slots__ = ("block", "busy", "rolled_back")
 
     def __init__(self, block: Block) -> None:
         self.block = block
         self.busy: Trigger | Asking | None = None
+        # Set when the block rolled back while ``busy`` was still under way: that
+        # trigger must neither commit nor roll back onto the restored session.
+        self.rolled_back = False
 
 
 def _in_block(block: Block) -> bool:
@@ -150,9 +152,11 @@ class Run:
         "current",
         "destination",
         "items",
+        "orphaned",
         "phase",
         "plan",
         "refusal",
+        "seen",
         "session",
         "source",
         "state",
@@ -170,6 +174,11 @@ class Run:
         items: tuple[ReturnedItem, ...],
     ) -> None:
         self.session = session
+        # The busy marker when the trigger was checked; nobody else may have taken
+        # the session by the time it begins and commits (see ``commit``).
+        self.seen = session._running
+        # Set when the atomic() block the trigger was fired in rolled back under it.
+        self.orphaned = False
         self.plan = plan
         self.trigger = trigger
         self.source = source = session.state
@@ -283,6 +292,17 @@ def _field_names(cls: type[CustomerSession]) -> tuple[str, ...]:
 def snapshot(session: CustomerSession) -> tuple[Any, ...]:
     """Every field of ``session`` (fields hold immutable values, so this is a copy)."""
     return tuple(getattr(session, name) for name in _field_names(type(session)))
+
+
+def undo(run: Run, saved: tuple[Any, ...] | None) -> None:
+    """Put back what ``run`` changed before its commit point failed.
+
+    Not when the ``atomic()`` block it was fired in rolled back under it: the
+    session is already back where the block started, and ``saved`` is newer.
+    """
+    running = run.session._running
+    if not (type(running) is Held and running.rolled_back):
+        rollback(run.session, saved)
 
 
 def rollback(session: CustomerSession, values: tuple[Any, ...] | None) -> None:
@@ -426,12 +446,27 @@ def hold(session: CustomerSession) -> tuple[Held | None, Token[Block | None]]:
     return held, _BLOCK.set(block)
 
 
-def release(session: CustomerSession, opened: tuple[Held | None, Token[Block | None]]) -> None:
-    """Close the ``atomic()`` block :func:`hold` opened; the outermost frees the session."""
+def release(
+    session: CustomerSession, opened: tuple[Held | None, Token[Block | None]], *, failed: bool
+) -> None:
+    """Close the ``atomic()`` block :func:`hold` opened; the outermost frees the session.
+
+    A trigger (or asking) that the block's tasks started and that is still under
+    way keeps the session busy: after a normal exit it goes on as any other, after
+    a rollback it may neither commit nor roll back onto the restored session.
+    """
     held, token = opened
-    _BLOCK.reset(token)
     if held is not None and session._running is held:  # never clear a mark it did not set
-        session._running = None
+        if held.busy is None:
+            session._running = None
+        elif failed:
+            held.rolled_back = True  # ``end`` or ``done_asking`` free it
+        else:
+            session._running = held.busy
+    try:
+        _BLOCK.reset(token)
+    except ValueError:  # closed in another context (a generator finalized elsewhere)
+        _BLOCK.set(None if token.old_value is Token.MISSING else token.old_value)
 
 
 def _check_call(
@@ -475,12 +510,15 @@ def prepare(
     run_class: type[_R], session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
 ) -> _R:
     """Table and argument checks, then the run to drive; nothing has run or changed yet."""
+    seen = session._running  # as the check finds it: the clock below may take long
     destination, returned, problems = _check_call(session, trigger, items)
     if problems:
         raise ValidationError(f"session {session.integration_id!r}: {trigger}()", problems)
     workflow = session._workflow
     plan = workflow.plan(session.state, trigger)
-    return run_class(session, plan, trigger, destination, _timestamp(session, workflow), returned)
+    run = run_class(session, plan, trigger, destination, _timestamp(session, workflow), returned)
+    run.seen = seen
+    return run
 
 
 def fire(
@@ -490,7 +528,8 @@ def fire(
     workflow = session._workflow
     source = session._state
     destination = workflow.plain_destination(source, trigger)
-    if destination is not None and (session._running is None or _free(session._running)):
+    seen = session._running
+    if destination is not None and (seen is None or _free(seen)):
         # Nothing registered for this edge: no user code can run before the commit
         # point, so there is nothing to snapshot and no run to keep. Anything unusual
         # (hooks, no transition, a bad return, a busy session) takes the full path.
@@ -502,7 +541,7 @@ def fire(
         if plain:
             timestamp = _timestamp(session, workflow)
             record = TransitionRecord(trigger, source, destination, timestamp, returned)
-            commit(session, record)
+            commit(session, record, seen)
             return record
     return _fire(session, trigger, items)
 
@@ -547,7 +586,7 @@ def _run_hooked(run: _Run, plan: Plan, engine: Engine) -> None:
     except Exception as exc:
         raise hook_failed(run, saved) from exc
     except BaseException:
-        rollback(run.session, saved)
+        undo(run, saved)
         raise
     finally:
         end(run)
@@ -571,7 +610,7 @@ def recheck_returns(run: Run, saved: tuple[Any, ...] | None) -> None:
     session = run.session
     _, problems = return_problems(session._cart_items, run.items)
     if problems:
-        rollback(session, saved)
+        undo(run, saved)
         raise ValidationError(
             f"session {session.integration_id!r}: {run.trigger}(), once its pre-commit "
             "hooks had changed the cart",
@@ -587,7 +626,10 @@ def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:
     """
     session = run.session
     saved = snapshot(session) if plan.pre_commit else None
+    # No call from this test to the mark, where CPython could switch threads.
     running = session._running
+    if running is not run.seen:
+        raise _taken(run)
     if type(running) is Held:  # the running code's own atomic() block holds it
         running.busy = run.trigger
     else:
@@ -601,14 +643,18 @@ def end(run: Run) -> None:
     running = session._running
     if type(running) is Held:
         running.busy = None
+        if running.rolled_back:  # the block is gone; its last trigger frees the session
+            session._running = None
+            run.orphaned = True
     else:
         session._running = None
+    run.seen = session._running  # what the commit must still find
 
 
 def hook_failed(run: Run, saved: tuple[Any, ...] | None) -> HookFailed:
     """Roll back after a guard or hook raised; the error that says which one."""
     session = run.session
-    rollback(session, saved)
+    undo(run, saved)
     return HookFailed(
         trigger=run.trigger,
         state=run.source,
@@ -621,7 +667,7 @@ def hook_failed(run: Run, saved: tuple[Any, ...] | None) -> HookFailed:
 def refused(run: Run, saved: tuple[Any, ...] | None) -> GuardRejected:
     """Roll back after a guard refused; the error that names it."""
     session = run.session
-    rollback(session, saved)
+    undo(run, saved)
     refusal = run.refusal
     assert refusal is not None  # noqa: S101 - the engine only refuses through a guard
     return GuardRejected(
@@ -635,22 +681,69 @@ def refused(run: Run, saved: tuple[Any, ...] | None) -> GuardRejected:
 
 def finish(run: Run) -> TransitionRecord:
     """Commit ``run`` (every phase before the commit point has returned)."""
+    if run.orphaned:
+        raise _taken(run, "the atomic() block it was fired in rolled back before it committed")
     record = TransitionRecord(run.trigger, run.source, run.destination, run.timestamp, run.items)
-    commit(run.session, record)
+    commit(run.session, record, run.seen)
     return record
 
 
-def commit(session: CustomerSession, record: TransitionRecord) -> None:
-    """The commit point: state, cart returns, history, ``updated`` and count together."""
+def commit(session: CustomerSession, record: TransitionRecord, seen: object) -> None:
+    """The commit point: state, cart returns, history, ``updated`` and count together.
+
+    ``seen`` is the busy marker the caller found free; the commit happens only if
+    it is still there and the session is still in the record's source state, so a
+    session that changed hands meanwhile (another thread took it, a block rolled
+    back under the trigger) never gets an edge its table does not have.
+
+    Raises:
+        TransitionInProgress: The session changed hands; nothing was changed.
+    """
     returned = record._returned_items
-    if returned:
-        session._cart_items = apply_returns(session._cart_items, returned)
+    cart = apply_returns(session._cart_items, returned) if returned else session._cart_items
+    timestamp = record._timestamp
+    # From this test to the last store: no call, where CPython could switch threads.
+    if session._running is not seen or session._state is not record._source:
+        raise _changed_hands(session, record)
+    session._cart_items = cart
     session._state = record._destination
     session._history = (*session._history, record)
     # A pre-commit hook may have edited the session after the run's timestamp was
     # taken; ``updated`` never moves back.
-    session._updated = max(session._updated, record._timestamp)
+    if timestamp > session._updated:  # noqa: PLR1730 - max() is a call: see above
+        session._updated = timestamp
     session._update_count += 1
+
+
+def _taken(run: Run, why: str | None = None) -> TransitionInProgress:
+    """The refusal of a trigger whose session another task or thread took meanwhile."""
+    busy = _busy(run.session)
+    running, asking, held = busy if busy is not None else (None, False, False)
+    return TransitionInProgress(
+        trigger=run.trigger,
+        state=run.source,
+        integration_id=run.session.integration_id,
+        running=running,
+        asking=asking,
+        held=held,
+        why=why if why is not None or busy is not None else _CHANGED_HANDS,
+    )
+
+
+_CHANGED_HANDS: Final = (
+    "because the session changed hands before it could commit (another task or thread "
+    "took it); nothing was changed"
+)
+
+
+def _changed_hands(session: CustomerSession, record: TransitionRecord) -> TransitionInProgress:
+    return TransitionInProgress(
+        trigger=record._trigger,
+        state=record._source,
+        integration_id=session._integration_id,
+        running=None,
+        why=_CHANGED_HANDS,
+    )
 
 
 def touch(session: CustomerSession) -> None:
@@ -720,6 +813,8 @@ def done_asking(session: CustomerSession, marker: Asking) -> None:
         session._running = None
     elif type(running) is Held and running.busy is marker:
         running.busy = None
+        if running.rolled_back:  # the block is gone; this asking frees the session
+            session._running = None
 
 
 def why_not_before_guards(

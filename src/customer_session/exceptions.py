@@ -180,14 +180,20 @@ class TransitionInProgress(TransitionError):
         running: Trigger | None,
         asking: bool = False,
         held: bool = False,
+        why: str | None = None,
     ) -> None:
-        """Name both triggers, or the block that holds the session."""
-        if held:
-            why = _HELD
-        elif asking:
-            why = _asking(running)
-        else:
-            why = f"while {running}() is in progress; fire it from an after-commit hook instead"
+        """Name both triggers, or the block that holds the session (unless ``why`` says).
+
+        ``why`` replaces the explanation, for a session that changed hands between
+        the trigger's checks and its commit point.
+        """
+        if why is None:
+            if held:
+                why = _HELD
+            elif asking:
+                why = _asking(running)
+            else:
+                why = f"while {running}() is in progress; fire it from an after-commit hook instead"
         super().__init__(
             f"session {integration_id!r}: cannot {trigger}() {why}",
             trigger=trigger,

@@ -698,9 +698,9 @@ class CustomerSession:
         except BaseException:
             _transaction.rollback(self, saved)
             self._workflow = workflow
+            _transaction.release(self, opened, failed=True)
             raise
-        finally:
-            _transaction.release(self, opened)
+        _transaction.release(self, opened, failed=False)
 
     # -- derived values -------------------------------------------------------
 
