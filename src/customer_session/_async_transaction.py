@@ -32,6 +32,7 @@ from customer_session._transaction import (
     prepare,
     recheck_returns,
     refused,
+    taken_refusal,
     undo,
     verdict,
     why_not_before_guards,
@@ -165,13 +166,16 @@ async def why_not(
     session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
 ) -> tuple[Refusal, ...]:
     """Every reason ``trigger`` would be refused now; nothing is changed."""
+    seen = session._running  # as the checks find it
     refusals, event, entries = why_not_before_guards(session, trigger, items)
     if event is None:
         return refusals
     found: list[Refusal] = []
     # Busy while the guards are awaited: a trigger or edit from another task (or a
     # guard) is refused, so nothing changes the session and nothing is restored.
-    marker = ask(session, trigger)
+    marker = ask(session, trigger, seen)
+    if marker is None:
+        return taken_refusal(session, trigger)
     try:
         for entry in entries:
             try:

@@ -29,6 +29,7 @@ below, so both faces follow one set of rules.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -301,7 +302,7 @@ def undo(run: Run, saved: tuple[Any, ...] | None) -> None:
     session is already back where the block started, and ``saved`` is newer.
     """
     running = run.session._running
-    if not (type(running) is Held and running.rolled_back):
+    if not (run.orphaned or (type(running) is Held and running.rolled_back)):
         rollback(run.session, saved)
 
 
@@ -463,10 +464,10 @@ def release(
             held.rolled_back = True  # ``end`` or ``done_asking`` free it
         else:
             session._running = held.busy
-    try:
+    # Closed in another context (a generator finalized elsewhere), the token does
+    # not reset: that context never entered the block, so it is left as it is.
+    with suppress(ValueError):
         _BLOCK.reset(token)
-    except ValueError:  # closed in another context (a generator finalized elsewhere)
-        _BLOCK.set(None if token.old_value is Token.MISSING else token.old_value)
 
 
 def _check_call(
@@ -631,6 +632,8 @@ def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:
     if running is not run.seen:
         raise _taken(run)
     if type(running) is Held:  # the running code's own atomic() block holds it
+        if running.busy is not None:  # another thread in the same block is at it
+            raise _taken(run)
         running.busy = run.trigger
     else:
         session._running = run.trigger
@@ -703,7 +706,12 @@ def commit(session: CustomerSession, record: TransitionRecord, seen: object) -> 
     cart = apply_returns(session._cart_items, returned) if returned else session._cart_items
     timestamp = record._timestamp
     # From this test to the last store: no call, where CPython could switch threads.
-    if session._running is not seen or session._state is not record._source:
+    running = session._running
+    if (
+        running is not seen
+        or (type(running) is Held and running.busy is not None)
+        or session._state is not record._source
+    ):
         raise _changed_hands(session, record)
     session._cart_items = cart
     session._state = record._destination
@@ -775,12 +783,15 @@ def why_not(
     session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
 ) -> tuple[Refusal, ...]:
     """Every reason ``trigger`` would be refused now; nothing is changed."""
+    seen = session._running  # as the checks find it
     refusals, event, entries = why_not_before_guards(session, trigger, items)
     if event is None:
         return refusals
     found: list[Refusal] = []
     # Busy while the guards run: nothing can change the session, so nothing is restored.
-    marker = ask(session, trigger)
+    marker = ask(session, trigger, seen)
+    if marker is None:
+        return taken_refusal(session, trigger)
     try:
         for entry in entries:
             try:
@@ -794,15 +805,36 @@ def why_not(
     return tuple(found)
 
 
-def ask(session: CustomerSession, trigger: Trigger) -> Asking:
-    """Mark ``session`` (free for the running code) busy while ``trigger``'s guards are asked."""
+def ask(session: CustomerSession, trigger: Trigger, seen: object) -> Asking | None:
+    """Mark ``session`` busy while ``trigger``'s guards are asked; ``None`` if it was taken.
+
+    ``seen`` is the busy marker the checks found free; another thread may have
+    taken the session since (the clock ran in between).
+    """
     marker = Asking(trigger)
+    # No call from this test to the mark, where CPython could switch threads.
     running = session._running
+    if running is not seen:
+        return None
     if type(running) is Held:  # the running code's own atomic() block holds it
+        if running.busy is not None:  # another thread in the same block is at it
+            return None
         running.busy = marker
     else:
         session._running = marker
     return marker
+
+
+def taken_refusal(session: CustomerSession, trigger: Trigger) -> tuple[Refusal]:
+    """What ``why_not`` answers when the session was taken while it got ready to ask."""
+    error = TransitionInProgress(
+        trigger=trigger,
+        state=session._state,
+        integration_id=session._integration_id,
+        running=None,
+        why=_CHANGED_HANDS,
+    )
+    return (Refusal(None, str(error)),)
 
 
 def done_asking(session: CustomerSession, marker: Asking) -> None:
