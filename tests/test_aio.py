@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import contextvars
 import gc
 import subprocess
@@ -729,6 +730,76 @@ class TestAtomicAcrossAwaits:
         assert (session.state, session.history, session.coupon) == (State.OPEN, (), None)
         session.set_referral("OUTSIDER")  # free again
         assert session.referral == "OUTSIDER"
+
+    async def test_an_orphaned_trigger_a_guard_refuses_restores_nothing(self):
+        """A block rolls back under its task's trigger, a guard then refuses it: no resurrection."""
+        workflow = Workflow()
+
+        async def slow_no(event):
+            await asyncio.sleep(0.01)
+            return "not now"
+
+        workflow.guard(slow_no, trigger=Trigger.CANCEL)
+        session = _session(workflow)
+        tasks: list[asyncio.Task[object]] = []
+
+        async def failing_block() -> None:
+            with session.atomic():
+                session.close()
+                tasks.append(asyncio.create_task(AsyncSession(session).cancel()))
+                await asyncio.sleep(0)
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            await failing_block()
+        with pytest.raises(GuardRejected):
+            await tasks[0]
+        assert (session.state, session.history) == (State.OPEN, ())
+        session.set_coupon("FREE")  # the session is free again
+
+    async def test_a_nested_block_outliving_its_outer_block_keeps_the_session(self):
+        """While a task's nested block is open, the ended outer block still holds the session."""
+        inside, done = asyncio.Event(), asyncio.Event()
+        session = _session()
+
+        async def child() -> None:
+            with session.atomic():
+                inside.set()
+                await done.wait()
+                session.set_coupon("CHILD")
+
+        with session.atomic():
+            task = asyncio.create_task(child())
+            await inside.wait()
+        with pytest.raises(TransitionInProgress) as refused:
+            session.close()  # an outsider, while the child's block is open
+        assert refused.value.held
+        done.set()
+        await task
+        assert session.coupon == "CHILD"
+        session.close()  # free once the nested block closed
+
+    async def test_a_nested_block_does_not_bring_back_what_its_outer_block_undid(self):
+        """The outer block rolls back, then a task's nested one: the undone close stays undone."""
+        session = _session()
+        tasks: list[asyncio.Task[None]] = []
+
+        async def child() -> None:
+            with contextlib.suppress(RuntimeError), session.atomic():
+                await asyncio.sleep(0.01)
+                raise RuntimeError
+
+        async def failing_block() -> None:
+            with session.atomic():
+                session.close()
+                tasks.append(asyncio.create_task(child()))
+                await asyncio.sleep(0)
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            await failing_block()
+        await tasks[0]
+        assert (session.state, session.history) == (State.OPEN, ())
 
     async def test_trigger_of_another_task_is_refused_and_nothing_is_undone(self):
         """B's close while A's block awaits is refused; A's rollback undoes only A's edit."""

@@ -436,6 +436,33 @@ def _in_thread(action):
 
 
 class TestAtomic:
+    def test_closing_a_nested_block_from_another_thread_gives_it_no_hold(self):
+        """A thread that finalizes a block nested in another thread's block is still outside it."""
+        s, other = CustomerSession(integration_id="o"), CustomerSession(integration_id="p")
+
+        def nested():
+            with other.atomic():
+                yield
+
+        errors: list[BaseException] = []
+
+        def outsider(block) -> None:
+            block.close()  # finalizes the nested block from this thread
+            try:
+                s.cancel()
+            except TransitionInProgress as exc:
+                errors.append(exc)
+
+        with s.atomic():
+            block = nested()
+            next(block)
+            thread = threading.Thread(target=outsider, args=(block,))
+            thread.start()
+            thread.join()
+        assert len(errors) == 1
+        assert errors[0].held
+        assert s.state is State.OPEN
+
     def test_a_block_closed_in_another_thread_frees_the_session(self):
         """A block a generator holds, finalized from another thread, still frees the session."""
         s = CustomerSession(integration_id="o")

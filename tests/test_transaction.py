@@ -1,4 +1,5 @@
 import itertools
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
@@ -516,6 +517,40 @@ class TestAskingChangesNothing:
         s.close()
         assert s.updated >= s.history[-1].timestamp
         assert s.updated == datetime(2026, 3, 2, 0, 2, tzinfo=UTC)
+
+
+class TestAskingWhileAnotherThreadFires:
+    def test_why_not_never_frees_a_trigger_another_thread_runs(self):
+        """A trigger begun while why_not() reads the clock stays busy after why_not() is done."""
+        in_clock, go_on, in_hook, hook_go = (threading.Event() for _ in range(4))
+
+        def clock() -> datetime:
+            if threading.current_thread().name == "asking":
+                in_clock.set()
+                go_on.wait(5)
+            return datetime.now(UTC)
+
+        def slow_before(event) -> None:
+            in_hook.set()
+            hook_go.wait(5)
+
+        workflow = Workflow(clock=clock)
+        workflow.guard(lambda event: None, trigger=Trigger.CLOSE)
+        workflow.before(slow_before, trigger=Trigger.CLOSE)
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        asking = threading.Thread(target=lambda: s.why_not("close"), name="asking")
+        asking.start()
+        in_clock.wait(5)
+        closing = threading.Thread(target=s.close)
+        closing.start()
+        in_hook.wait(5)
+        go_on.set()
+        asking.join(5)
+        with pytest.raises(TransitionInProgress):
+            s.cancel()  # the close is still running
+        hook_go.set()
+        closing.join(5)
+        assert [r.trigger for r in s.history] == [Trigger.CLOSE]
 
 
 class TestTwin:

@@ -113,14 +113,29 @@ class Held:
     or an :class:`Asking`), which the session's own slot would hold otherwise.
     """
 
-    __slots__ = ("block", "busy", "rolled_back")
+    __slots__ = ("block", "busy", "ended", "epochs", "nested", "rolled_back", "stale")
 
     def __init__(self, block: Block) -> None:
         self.block = block
         self.busy: Trigger | Asking | None = None
-        # Set when the block rolled back while ``busy`` was still under way: that
-        # trigger must neither commit nor roll back onto the restored session.
+        # Set when a block on the session rolled back while ``busy`` was still under
+        # way: that trigger must neither commit nor roll back onto the restored session.
         self.rolled_back = False
+        # Blocks nested in ``block`` (in its tasks, say) that are still open, and
+        # whether ``block`` itself has ended: the session is free once neither a
+        # nested block nor ``busy`` is left.
+        self.nested = 0
+        self.ended = False
+        # The open blocks on the session by opening order (the outermost is 0), and
+        # those whose snapshot an older block's rollback made stale: restoring it
+        # would bring back what that rollback undid.
+        self.epochs: list[int] = [0]
+        self.stale: set[int] = set()
+
+    def settle(self, session: CustomerSession) -> None:
+        """Free ``session`` if the block has ended and nothing of it is left."""
+        if self.ended and not self.nested and self.busy is None and session._running is self:
+            session._running = None
 
 
 def _in_block(block: Block) -> bool:
@@ -418,52 +433,75 @@ def check_idle(session: CustomerSession, operation: str) -> None:
             raise _not_editable(session, operation, busy)
 
 
-def hold(session: CustomerSession) -> tuple[Held | None, Token[Block | None]]:
+Opened = tuple[Held, int, Token[Block | None]]
+"""What :func:`hold` gives :func:`release`: the hold, the block's epoch, its token."""
+
+
+def hold(session: CustomerSession) -> Opened:
     """Open an ``atomic()`` block on ``session`` in the running code's context.
 
     The session is held for the new block unless a block the code is already in
     holds it (a nested block); the block's token is set in the context either way.
 
     Returns:
-        The hold this block took (``None`` for a nested block) and the context
-        token, both for :func:`release`.
+        The hold (this block's, or the one of the block it is nested in), the
+        block's opening order on it (0: the outermost) and the context token.
 
     Raises:
         SessionNotEditable: The session is busy for the running code: a trigger is
             in progress, its guards are being asked, or another block holds it.
     """
     block = Block(_BLOCK.get())
-    held: Held | None = Held(block)
+    held = Held(block)
     # Test and take with no call in between, where CPython could switch threads.
     running = session._running
     if running is None:
         session._running = held
+        epoch = 0
     elif _free(running):
-        held = None  # nested: the block it is opened in keeps holding the session
+        # Nested: the block it is opened in keeps holding the session, until this
+        # one has closed too.
+        assert type(running) is Held  # noqa: S101 - only a hold is free
+        held = running
+        held.nested += 1
+        epoch = held.epochs[-1] + 1
+        held.epochs.append(epoch)
     else:
         busy = _busy(session)
         assert busy is not None  # noqa: S101 - a marker that is not free is busy
         raise _not_editable(session, "atomic", busy)
-    return held, _BLOCK.set(block)
+    return held, epoch, _BLOCK.set(block)
 
 
-def release(
-    session: CustomerSession, opened: tuple[Held | None, Token[Block | None]], *, failed: bool
-) -> None:
+def may_restore(opened: Opened) -> bool:
+    """Whether the block's snapshot may be put back (no older block rolled back since)."""
+    held, epoch, _ = opened
+    return epoch not in held.stale
+
+
+def release(session: CustomerSession, opened: Opened, *, failed: bool) -> None:
     """Close the ``atomic()`` block :func:`hold` opened; the outermost frees the session.
 
-    A trigger (or asking) that the block's tasks started and that is still under
-    way keeps the session busy: after a normal exit it goes on as any other, after
-    a rollback it may neither commit nor roll back onto the restored session.
+    What the block's tasks still have under way keeps the session held until it is
+    over: a trigger or an asking (after a rollback, that trigger may neither commit
+    nor roll back onto the restored session), and blocks nested in it.
     """
-    held, token = opened
-    if held is not None and session._running is held:  # never clear a mark it did not set
-        if held.busy is None:
-            session._running = None
-        elif failed:
-            held.rolled_back = True  # ``end`` or ``done_asking`` free it
+    held, epoch, token = opened
+    if session._running is held:  # never touch a mark it did not set
+        if failed:
+            if held.busy is not None:
+                held.rolled_back = True  # its end (or done_asking) settles it
+            # Blocks opened after this one and still open would restore a snapshot
+            # newer than the state this rollback put back.
+            held.stale.update(e for e in held.epochs if e > epoch)
+        if epoch in held.epochs:
+            held.epochs.remove(epoch)
+        held.stale.discard(epoch)
+        if epoch:
+            held.nested -= 1
         else:
-            session._running = held.busy
+            held.ended = True
+        held.settle(session)
     # Closed in another context (a generator finalized elsewhere), the token does
     # not reset: that context never entered the block, so it is left as it is.
     with suppress(ValueError):
@@ -646,9 +684,10 @@ def end(run: Run) -> None:
     running = session._running
     if type(running) is Held:
         running.busy = None
-        if running.rolled_back:  # the block is gone; its last trigger frees the session
-            session._running = None
+        if running.rolled_back:  # a block rolled back under it: it must not commit
+            running.rolled_back = False
             run.orphaned = True
+        running.settle(session)
     else:
         session._running = None
     run.seen = session._running  # what the commit must still find
@@ -845,8 +884,8 @@ def done_asking(session: CustomerSession, marker: Asking) -> None:
         session._running = None
     elif type(running) is Held and running.busy is marker:
         running.busy = None
-        if running.rolled_back:  # the block is gone; this asking frees the session
-            session._running = None
+        running.rolled_back = False  # asking changed nothing to keep or undo
+        running.settle(session)
 
 
 def why_not_before_guards(

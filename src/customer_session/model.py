@@ -696,8 +696,9 @@ class CustomerSession:
         try:
             yield self
         except BaseException:
-            _transaction.rollback(self, saved)
-            self._workflow = workflow
+            if _transaction.may_restore(opened):
+                _transaction.rollback(self, saved)
+                self._workflow = workflow
             _transaction.release(self, opened, failed=True)
             raise
         _transaction.release(self, opened, failed=False)
