@@ -757,49 +757,70 @@ class TestAtomicAcrossAwaits:
         assert (session.state, session.history) == (State.OPEN, ())
         session.set_coupon("FREE")  # the session is free again
 
-    async def test_a_nested_block_outliving_its_outer_block_keeps_the_session(self):
-        """While a task's nested block is open, the ended outer block still holds the session."""
-        inside, done = asyncio.Event(), asyncio.Event()
+    async def test_a_task_of_the_block_cannot_nest_a_block_on_its_session(self):
+        """Blocks of several tasks would roll back over each other: a child task's is refused."""
         session = _session()
 
         async def child() -> None:
             with session.atomic():
-                inside.set()
-                await done.wait()
-                session.set_coupon("CHILD")
+                pass  # pragma: no cover - refused before
+
+        with session.atomic():
+            with pytest.raises(SessionNotEditable, match="nest blocks in the task") as refused:
+                await asyncio.create_task(child())
+            session.set_coupon("OWN")  # the block's own task still may
+        assert refused.value.held
+        assert session.coupon == "OWN"
+        session.close()  # free after the block
+
+    async def test_a_task_of_the_block_waits_out_a_nested_block(self):
+        """While the block's task has a nested block open, its other tasks are refused."""
+        session = _session()
+        nested_open, tried = asyncio.Event(), asyncio.Event()
+        outcome: list[BaseException] = []
+
+        async def child() -> None:
+            await nested_open.wait()
+            try:
+                session.close()
+            except TransitionInProgress as exc:
+                outcome.append(exc)
+            tried.set()
 
         with session.atomic():
             task = asyncio.create_task(child())
-            await inside.wait()
-        with pytest.raises(TransitionInProgress) as refused:
-            session.close()  # an outsider, while the child's block is open
-        assert refused.value.held
-        done.set()
-        await task
-        assert session.coupon == "CHILD"
-        session.close()  # free once the nested block closed
-
-    async def test_a_nested_block_does_not_bring_back_what_its_outer_block_undid(self):
-        """The outer block rolls back, then a task's nested one: the undone close stays undone."""
-        session = _session()
-        tasks: list[asyncio.Task[None]] = []
-
-        async def child() -> None:
             with contextlib.suppress(RuntimeError), session.atomic():
-                await asyncio.sleep(0.01)
+                nested_open.set()
+                await tried.wait()
                 raise RuntimeError
+            await task
+        assert len(outcome) == 1
+        assert (session.state, session.history) == (State.OPEN, ())
+
+    async def test_an_orphaned_trigger_cannot_edit_from_its_hooks(self):
+        """After its block rolled back, a running trigger's hook edit is refused, none kept."""
+        workflow, started = Workflow(), asyncio.Event()
+
+        async def slow_then_edit(event):
+            started.set()
+            await asyncio.sleep(0.01)
+            event.session.set_coupon("LEAK")
+
+        workflow.before(slow_then_edit, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        tasks: list[asyncio.Task[object]] = []
 
         async def failing_block() -> None:
             with session.atomic():
-                session.close()
-                tasks.append(asyncio.create_task(child()))
-                await asyncio.sleep(0)
+                tasks.append(asyncio.create_task(AsyncSession(session).close()))
+                await started.wait()
                 raise RuntimeError
 
         with pytest.raises(RuntimeError):
             await failing_block()
-        await tasks[0]
-        assert (session.state, session.history) == (State.OPEN, ())
+        with pytest.raises(HookFailed):
+            await tasks[0]
+        assert (session.state, session.coupon, session.history) == (State.OPEN, None, ())
 
     async def test_trigger_of_another_task_is_refused_and_nothing_is_undone(self):
         """B's close while A's block awaits is refused; A's rollback undoes only A's edit."""

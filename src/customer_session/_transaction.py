@@ -29,6 +29,8 @@ below, so both faces follow one set of rules.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from contextlib import suppress
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -104,6 +106,28 @@ class Block:
 _BLOCK: ContextVar[Block | None] = ContextVar("customer_session_atomic_block", default=None)
 
 
+def _owner() -> object:
+    """The running asyncio task, else the running thread (who opens a block)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop in this thread
+        task = None
+    return task if task is not None else threading.current_thread()
+
+
+class Rolling:
+    """The busy marker of a hold while its block puts the session back.
+
+    A thread of the block could otherwise commit between two of the fields
+    restored (a state without its history record).
+    """
+
+    __slots__ = ()
+
+
+ROLLING: Final = Rolling()
+
+
 class Held:
     """The busy marker of a session an ``atomic()`` block holds.
 
@@ -113,11 +137,27 @@ class Held:
     or an :class:`Asking`), which the session's own slot would hold otherwise.
     """
 
-    __slots__ = ("block", "busy", "ended", "epochs", "nested", "rolled_back", "stale")
+    __slots__ = (
+        "block",
+        "blocks",
+        "busy",
+        "ended",
+        "epochs",
+        "nested",
+        "owner",
+        "rolled_back",
+        "stale",
+    )
 
     def __init__(self, block: Block) -> None:
         self.block = block
-        self.busy: Trigger | Asking | None = None
+        # The open blocks on the session, outermost first: code may change the
+        # session only from inside the innermost (a nested block's rollback would
+        # otherwise undo what the outer block's other tasks did meanwhile).
+        self.blocks = [block]
+        # The task (or thread) that opened the block: only it may nest blocks in it.
+        self.owner = _owner()
+        self.busy: Trigger | Asking | Rolling | None = None
         # Set when a block on the session rolled back while ``busy`` was still under
         # way: that trigger must neither commit nor roll back onto the restored session.
         self.rolled_back = False
@@ -153,7 +193,7 @@ def _free(running: Trigger | Asking | Held) -> bool:
 
     Only when an ``atomic()`` block the code is in holds it, and nothing runs in it.
     """
-    return type(running) is Held and running.busy is None and _in_block(running.block)
+    return type(running) is Held and running.busy is None and _in_block(running.blocks[-1])
 
 
 class Run:
@@ -371,12 +411,15 @@ def _busy(session: CustomerSession) -> tuple[Trigger | None, bool, bool] | None:
         is only asked, and whether an ``atomic()`` block the code is not in holds the
         session (then ``running`` is ``None``).
     """
-    running = session._running
-    if isinstance(running, Held):
-        if not _in_block(running.block):
+    marker = session._running
+    running: Trigger | Asking | Rolling | None
+    if isinstance(marker, Held):
+        running = marker.busy
+        if running is ROLLING or not _in_block(marker.blocks[-1]):
             return None, False, True
-        running = running.busy
-    if running is None:
+    else:
+        running = marker
+    if running is None or isinstance(running, Rolling):
         return None
     if isinstance(running, Asking):
         return running.trigger, True, False
@@ -411,6 +454,11 @@ def check_edit(session: CustomerSession, operation: str) -> None:
     """
     busy = _busy(session)
     if busy is not None and (busy[1] or busy[2]):
+        raise _not_editable(session, operation, busy)
+    running = session._running
+    if busy is not None and type(running) is Held and running.rolled_back:
+        # The hooks of a trigger whose block rolled back under it: nothing of that
+        # trigger is kept or undone, so its edits would outlive the rollback.
         raise _not_editable(session, operation, busy)
 
 
@@ -462,8 +510,21 @@ def hold(session: CustomerSession) -> Opened:
         # Nested: the block it is opened in keeps holding the session, until this
         # one has closed too.
         assert type(running) is Held  # noqa: S101 - only a hold is free
+        if running.owner is not _owner():
+            # Blocks of several tasks would roll back over each other's changes.
+            raise SessionNotEditable(
+                operation="atomic",
+                state=session.state,
+                integration_id=session.integration_id,
+                held=True,
+                why=(
+                    "in another task or thread than the atomic() block that holds the "
+                    "session; nest blocks in the task that opened it"
+                ),
+            )
         held = running
         held.nested += 1
+        held.blocks.append(block)
         epoch = held.epochs[-1] + 1
         held.epochs.append(epoch)
     else:
@@ -477,6 +538,21 @@ def may_restore(opened: Opened) -> bool:
     """Whether the block's snapshot may be put back (no older block rolled back since)."""
     held, epoch, _ = opened
     return epoch not in held.stale
+
+
+def rolling(opened: Opened) -> bool:
+    """Mark the hold busy while its block rolls back; whether it was (for :func:`rolled`)."""
+    held = opened[0]
+    if held.busy is None:
+        held.busy = ROLLING
+        return True
+    return False  # a trigger is under way: it is orphaned, nothing else may run
+
+
+def rolled(opened: Opened, marked: bool) -> None:
+    """The block has put the session back: drop :func:`rolling`'s mark."""
+    if marked and opened[0].busy is ROLLING:
+        opened[0].busy = None
 
 
 def release(session: CustomerSession, opened: Opened, *, failed: bool) -> None:
@@ -496,6 +572,8 @@ def release(session: CustomerSession, opened: Opened, *, failed: bool) -> None:
             held.stale.update(e for e in held.epochs if e > epoch)
         if epoch in held.epochs:
             held.epochs.remove(epoch)
+        if epoch and len(held.blocks) > 1:
+            held.blocks.pop()  # nested blocks open and close in one task: last in, first out
         held.stale.discard(epoch)
         if epoch:
             held.nested -= 1

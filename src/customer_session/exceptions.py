@@ -297,16 +297,21 @@ class SessionNotEditable(CustomerSessionError):
         running: Trigger | None = None,
         asking: bool = False,
         held: bool = False,
+        why: str | None = None,
     ) -> None:
-        """Name the operation and the state, or what keeps the session busy."""
-        if held:
-            why = _HELD
-        elif running is None:
-            why = f"in state '{state}'; only open sessions can be edited"
-        elif asking:
-            why = _asking(running)
-        else:
-            why = f"while {running}() is in progress"
+        """Name the operation and the state, or what keeps the session busy.
+
+        ``why`` replaces the explanation (a nested block refused in another task).
+        """
+        if why is None:
+            if held:
+                why = _HELD
+            elif running is None:
+                why = f"in state '{state}'; only open sessions can be edited"
+            elif asking:
+                why = _asking(running)
+            else:
+                why = f"while {running}() is in progress"
         super().__init__(f"session {integration_id!r}: cannot {operation}() {why}")
         self.operation = operation
         self.state = state

@@ -697,8 +697,10 @@ class CustomerSession:
             yield self
         except BaseException:
             if _transaction.may_restore(opened):
+                marked = _transaction.rolling(opened)
                 _transaction.rollback(self, saved)
                 self._workflow = workflow
+                _transaction.rolled(opened, marked)
             _transaction.release(self, opened, failed=True)
             raise
         _transaction.release(self, opened, failed=False)
