@@ -132,49 +132,35 @@ class Held:
     """The busy marker of a session an ``atomic()`` block holds.
 
     It stands in the session's ``_running``, so the checks that refuse triggers and
-    edits while the session is busy see it; they let through only code in ``block``.
+    edits while the session is busy see it; they let through only code in its
+    innermost open block.
     ``busy`` is what that code is doing with the session now (a trigger under way,
     or an :class:`Asking`), which the session's own slot would hold otherwise.
     """
 
-    __slots__ = (
-        "block",
-        "blocks",
-        "busy",
-        "ended",
-        "epochs",
-        "nested",
-        "owner",
-        "rolled_back",
-        "stale",
-    )
+    __slots__ = ("blocks", "busy", "ended", "owner", "rolled_back", "stale")
 
     def __init__(self, block: Block) -> None:
-        self.block = block
         # The open blocks on the session, outermost first: code may change the
         # session only from inside the innermost (a nested block's rollback would
-        # otherwise undo what the outer block's other tasks did meanwhile).
+        # otherwise undo what the outer block's other tasks did meanwhile). The
+        # outermost stays first after it has ended (``ended``), until the session
+        # is free: when no nested block and nothing ``busy`` is left.
         self.blocks = [block]
+        self.ended = False
         # The task (or thread) that opened the block: only it may nest blocks in it.
         self.owner = _owner()
         self.busy: Trigger | Asking | Rolling | None = None
         # Set when a block on the session rolled back while ``busy`` was still under
         # way: that trigger must neither commit nor roll back onto the restored session.
         self.rolled_back = False
-        # Blocks nested in ``block`` (in its tasks, say) that are still open, and
-        # whether ``block`` itself has ended: the session is free once neither a
-        # nested block nor ``busy`` is left.
-        self.nested = 0
-        self.ended = False
-        # The open blocks on the session by opening order (the outermost is 0), and
-        # those whose snapshot an older block's rollback made stale: restoring it
-        # would bring back what that rollback undid.
-        self.epochs: list[int] = [0]
-        self.stale: set[int] = set()
+        # Open blocks whose snapshot an older block's rollback made stale: restoring
+        # it would bring back what that rollback undid.
+        self.stale: set[Block] = set()
 
     def settle(self, session: CustomerSession) -> None:
         """Free ``session`` if the block has ended and nothing of it is left."""
-        if self.ended and not self.nested and self.busy is None and session._running is self:
+        if self.ended and len(self.blocks) == 1 and self.busy is None and session._running is self:
             session._running = None
 
 
@@ -481,8 +467,8 @@ def check_idle(session: CustomerSession, operation: str) -> None:
             raise _not_editable(session, operation, busy)
 
 
-Opened = tuple[Held, int, Token[Block | None]]
-"""What :func:`hold` gives :func:`release`: the hold, the block's epoch, its token."""
+Opened = tuple[Held, Block, Token[Block | None]]
+"""What :func:`hold` gives :func:`release`: the hold, the block, its context token."""
 
 
 def hold(session: CustomerSession) -> Opened:
@@ -493,7 +479,7 @@ def hold(session: CustomerSession) -> Opened:
 
     Returns:
         The hold (this block's, or the one of the block it is nested in), the
-        block's opening order on it (0: the outermost) and the context token.
+        block and its context token.
 
     Raises:
         SessionNotEditable: The session is busy for the running code: a trigger is
@@ -505,7 +491,6 @@ def hold(session: CustomerSession) -> Opened:
     running = session._running
     if running is None:
         session._running = held
-        epoch = 0
     elif _free(running):
         # Nested: the block it is opened in keeps holding the session, until this
         # one has closed too.
@@ -523,21 +508,18 @@ def hold(session: CustomerSession) -> Opened:
                 ),
             )
         held = running
-        held.nested += 1
         held.blocks.append(block)
-        epoch = held.epochs[-1] + 1
-        held.epochs.append(epoch)
     else:
         busy = _busy(session)
         assert busy is not None  # noqa: S101 - a marker that is not free is busy
         raise _not_editable(session, "atomic", busy)
-    return held, epoch, _BLOCK.set(block)
+    return held, block, _BLOCK.set(block)
 
 
 def may_restore(opened: Opened) -> bool:
     """Whether the block's snapshot may be put back (no older block rolled back since)."""
-    held, epoch, _ = opened
-    return epoch not in held.stale
+    held, block, _ = opened
+    return block not in held.stale
 
 
 def rolling(opened: Opened) -> bool:
@@ -562,23 +544,20 @@ def release(session: CustomerSession, opened: Opened, *, failed: bool) -> None:
     over: a trigger or an asking (after a rollback, that trigger may neither commit
     nor roll back onto the restored session), and blocks nested in it.
     """
-    held, epoch, token = opened
+    held, block, token = opened
     if session._running is held:  # never touch a mark it did not set
+        blocks = held.blocks
         if failed:
             if held.busy is not None:
                 held.rolled_back = True  # its end (or done_asking) settles it
             # Blocks opened after this one and still open would restore a snapshot
             # newer than the state this rollback put back.
-            held.stale.update(e for e in held.epochs if e > epoch)
-        if epoch in held.epochs:
-            held.epochs.remove(epoch)
-        if epoch and len(held.blocks) > 1:
-            held.blocks.pop()  # nested blocks open and close in one task: last in, first out
-        held.stale.discard(epoch)
-        if epoch:
-            held.nested -= 1
-        else:
+            held.stale.update(blocks[blocks.index(block) + 1 :])
+        held.stale.discard(block)
+        if block is blocks[0]:
             held.ended = True
+        else:
+            blocks.remove(block)
         held.settle(session)
     # Closed in another context (a generator finalized elsewhere), the token does
     # not reset: that context never entered the block, so it is left as it is.
