@@ -808,7 +808,7 @@ def commit(session: CustomerSession, record: TransitionRecord, seen: object) -> 
         or (type(running) is Held and running.busy is not None)
         or session._state is not record._source
     ):
-        raise _changed_hands(session, record)
+        raise _changed_hands(session, record._trigger, record._source)
     session._cart_items = cart
     session._state = record._destination
     session._history = (*session._history, record)
@@ -840,10 +840,13 @@ _CHANGED_HANDS: Final = (
 )
 
 
-def _changed_hands(session: CustomerSession, record: TransitionRecord) -> TransitionInProgress:
+def _changed_hands(
+    session: CustomerSession, trigger: Trigger, state: State
+) -> TransitionInProgress:
+    """The refusal of ``trigger`` on a session another task or thread took meanwhile."""
     return TransitionInProgress(
-        trigger=record._trigger,
-        state=record._source,
+        trigger=trigger,
+        state=state,
         integration_id=session._integration_id,
         running=None,
         why=_CHANGED_HANDS,
@@ -923,14 +926,7 @@ def ask(session: CustomerSession, trigger: Trigger, seen: object) -> Asking | No
 
 def taken_refusal(session: CustomerSession, trigger: Trigger) -> tuple[Refusal]:
     """What ``why_not`` answers when the session was taken while it got ready to ask."""
-    error = TransitionInProgress(
-        trigger=trigger,
-        state=session._state,
-        integration_id=session._integration_id,
-        running=None,
-        why=_CHANGED_HANDS,
-    )
-    return (Refusal(None, str(error)),)
+    return (Refusal(None, str(_changed_hands(session, trigger, session._state))),)
 
 
 def done_asking(session: CustomerSession, marker: Asking) -> None:
