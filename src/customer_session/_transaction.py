@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -55,7 +55,7 @@ from customer_session.exceptions import (
 from customer_session.hooks import Refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from datetime import datetime
 
     from customer_session._cart import ReturnedItem
@@ -116,16 +116,23 @@ def _owner() -> object:
 
 
 class Rolling:
-    """The busy marker of a hold while its block puts the session back.
+    """The busy marker of a hold while its block rolls back, or its store writes.
 
-    A thread of the block could otherwise commit between two of the fields
-    restored (a state without its history record).
+    Put there while the block puts the session back, or while a store writes what
+    the block did. A thread or task of the block could otherwise commit between two of the fields
+    restored (a state without its history record), or while the store writes (a
+    transition in memory that the database never gets).
     """
 
     __slots__ = ()
 
 
 ROLLING: Final = Rolling()
+WRITING: Final = Rolling()
+_WRITING_WHY: Final = (
+    "while the store commits what the transaction block did; change the session "
+    "inside the block (and wait for what the block starts), or in another transaction"
+)
 
 
 class Held:
@@ -401,7 +408,7 @@ def _busy(session: CustomerSession) -> tuple[Trigger | None, bool, bool] | None:
     running: Trigger | Asking | Rolling | None
     if isinstance(marker, Held):
         running = marker.busy
-        if running is ROLLING or not _in_block(marker.blocks[-1]):
+        if isinstance(running, Rolling) or not _in_block(marker.blocks[-1]):
             return None, False, True
     else:
         running = marker
@@ -424,7 +431,14 @@ def _not_editable(
         running=running,
         asking=asking,
         held=held,
+        why=_writing_why(session),
     )
+
+
+def _writing_why(session: CustomerSession) -> str | None:
+    """The explanation of a refusal while a store writes the block's changes, if it is."""
+    marker = session._running
+    return _WRITING_WHY if type(marker) is Held and marker.busy is WRITING else None
 
 
 def check_edit(session: CustomerSession, operation: str) -> None:
@@ -537,6 +551,51 @@ def rolled(opened: Opened, marked: bool) -> None:
         opened[0].busy = None
 
 
+@contextmanager
+def writing(session: CustomerSession) -> Iterator[None]:
+    """Keep the block's own code off ``session`` while a store writes what it did.
+
+    A store calls it when the body of its transaction block has returned, inside the
+    ``atomic()`` block it opened. A thread or task of the block that fired a trigger
+    or edited the session meanwhile would change it in memory only: the write would
+    miss it, and the store's copy would no longer be what the database holds.
+
+    Raises:
+        SessionNotEditable: A trigger the block started is still in progress (or its
+            guards are still being asked): the block ended too early; nothing is
+            written, and the block's rollback keeps that trigger from committing.
+    """
+    marker = session._running
+    if type(marker) is not Held:  # pragma: no cover - the store's own block holds it
+        raise AssertionError("writing() needs the session held by an atomic() block")
+    # Test and mark with no call in between, where CPython could switch threads.
+    busy = marker.busy
+    if busy is None:
+        marker.busy = WRITING
+    else:
+        # Only the block's own rollback marks ROLLING, and only its body WRITING.
+        assert not isinstance(busy, Rolling)  # noqa: S101
+        asking = isinstance(busy, Asking)
+        running = busy.trigger if isinstance(busy, Asking) else busy
+        doing = f"can() or why_not() ask {running}()'s guards" if asking else f"{running}() runs"
+        raise SessionNotEditable(
+            operation="commit",
+            state=session.state,
+            integration_id=session.integration_id,
+            running=running,
+            asking=asking,
+            why=(
+                f"while {doing}, started in the transaction block and not over when it "
+                "ended; wait for it inside the block. Nothing was written"
+            ),
+        )
+    try:
+        yield
+    finally:
+        if marker.busy is WRITING:
+            marker.busy = None
+
+
 def release(session: CustomerSession, opened: Opened, *, failed: bool) -> None:
     """Close the ``atomic()`` block :func:`hold` opened; the outermost frees the session.
 
@@ -582,6 +641,7 @@ def _check_call(
                 running=running,
                 asking=asking,
                 held=held,
+                why=_writing_why(session),
             )
     destination = workflow.engine.destination(source, trigger)
     if destination is None:
@@ -823,6 +883,8 @@ def _taken(run: Run, why: str | None = None) -> TransitionInProgress:
     """The refusal of a trigger whose session another task or thread took meanwhile."""
     busy = _busy(run.session)
     running, asking, held = busy if busy is not None else (None, False, False)
+    if why is None:
+        why = _CHANGED_HANDS if busy is None else _writing_why(run.session)
     return TransitionInProgress(
         trigger=run.trigger,
         state=run.source,
@@ -830,7 +892,7 @@ def _taken(run: Run, why: str | None = None) -> TransitionInProgress:
         running=running,
         asking=asking,
         held=held,
-        why=why if why is not None or busy is not None else _CHANGED_HANDS,
+        why=why,
     )
 
 

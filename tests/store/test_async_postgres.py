@@ -20,6 +20,7 @@ from customer_session import (
     GuardRejected,
     State,
     StoreError,
+    TransitionInProgress,
     Trigger,
     Workflow,
 )
@@ -226,3 +227,36 @@ class TestOptimisticConcurrency:
             assert caught.value.attempts == 1
             assert session.coupon is None
             assert (await store.get("order-1")).coupon == "THEIRS"
+
+
+async def test_a_task_of_the_block_cannot_change_the_session_during_the_write(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """A task the block created that fires while the store writes is refused.
+
+    Its transition would exist only in memory: the write has already been sent.
+    """
+    await store.create(new_session())
+    attempts: list[BaseException | None] = []
+
+    async def cancel_later(session: CustomerSession) -> None:
+        await asyncio.sleep(0)  # runs again once the block has ended: during the write
+        try:
+            session.cancel()
+        except TransitionInProgress as exc:
+            attempts.append(exc)
+        else:
+            attempts.append(None)
+
+    async with store.transaction("order-1") as session:
+        session.close()
+        task = asyncio.create_task(cancel_later(session))
+    await task
+    assert len(attempts) == 1
+    assert isinstance(attempts[0], TransitionInProgress)
+    assert attempts[0].held
+    assert "while the store commits" in str(attempts[0])
+    assert session.state is State.CLOSED
+    stored = await store.get("order-1")
+    assert stored.state is State.CLOSED
+    assert [entry.operation for entry in await store.history("order-1")] == ["create", "close"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,8 +21,10 @@ from customer_session import (
     ReopenableCustomerSession,
     ReturnedItem,
     SessionExists,
+    SessionNotEditable,
     SessionNotFound,
     State,
+    TransitionInProgress,
     Trigger,
     UnknownTrigger,
     ValidationError,
@@ -198,6 +201,40 @@ class TestTransaction:
         store.create(closed)
         with pytest.raises(IllegalTransition), store.transaction("order-1") as session:
             session.close()
+        assert version(store) == 1
+
+    def test_a_trigger_still_running_when_the_block_ends_is_refused(self, open_db):
+        """A block that ends before a trigger it started commits writes nothing, and raises.
+
+        The trigger (here in a thread of the block) is then refused at its commit
+        point: it would otherwise change the session in memory after the store wrote.
+        """
+        started, finish = threading.Event(), threading.Event()
+        workflow = Workflow()
+        workflow.before(lambda _: started.set() or finish.wait(10), trigger="close")
+        committed: list[object] = []
+        workflow.after_commit(committed.append, trigger="close")
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+        refused: list[TransitionInProgress] = []
+
+        def fire(session: CustomerSession) -> None:
+            with pytest.raises(TransitionInProgress) as caught:
+                session.close()
+            refused.append(caught.value)
+
+        with pytest.raises(SessionNotEditable) as caught, store.transaction("order-1") as session:  # noqa: PT012 - the block is what is tested
+            thread = threading.Thread(target=contextvars.copy_context().run, args=(fire, session))
+            thread.start()
+            assert started.wait(10)
+        finish.set()
+        thread.join(10)
+        assert (caught.value.operation, caught.value.running) == ("commit", Trigger.CLOSE)
+        assert "close() runs" in str(caught.value)
+        assert len(refused) == 1
+        assert "rolled back before it committed" in str(refused[0])
+        assert (session.state, committed) == (State.OPEN, [])
+        assert store.get("order-1").state is State.OPEN
         assert version(store) == 1
 
     def test_edits_and_trigger_are_one_journal_entry(self, store):

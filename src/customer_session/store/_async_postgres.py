@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
 
+from customer_session._transaction import writing
 from customer_session.exceptions import (
     ConcurrentUpdate,
     KeyAlreadyProcessed,
@@ -312,6 +313,9 @@ class AsyncPostgresStore(StoreCore[_S]):
             WorkflowError: It holds a trigger the store's table lacks.
             KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
+            SessionNotEditable: The block ended while a trigger it started (in a
+                thread or task of its own) was still running; nothing is written,
+                and that trigger does not commit.
         """
         check("transaction", integration_id=integration_id, optional_key=key, operation=operation)
         try:
@@ -388,16 +392,17 @@ class AsyncPostgresStore(StoreCore[_S]):
                 if optimistic and not await self._current(integration_id, loaded.version):
                     raise _Stale from None
                 raise
-            change = self._changed(loaded, key, operation)
-            if change is not None:
-                if not await self._write(update_statement(change), change, loaded.version):
-                    raise _Stale if optimistic else _Conflict
-                self._remember(change, session, loaded.version + 1)
-            else:
-                if optimistic and not await self._current(integration_id, loaded.version):
-                    raise _Stale
-                if key is not None and not await self._record_key(key, integration_id, None):
-                    raise KeyAlreadyProcessed(key, integration_id)
+            with writing(session):
+                change = self._changed(loaded, key, operation)
+                if change is not None:
+                    if not await self._write(update_statement(change), change, loaded.version):
+                        raise _Stale if optimistic else _Conflict
+                    self._remember(change, session, loaded.version + 1)
+                else:
+                    if optimistic and not await self._current(integration_id, loaded.version):
+                        raise _Stale
+                    if key is not None and not await self._record_key(key, integration_id, None):
+                        raise KeyAlreadyProcessed(key, integration_id)
         run_queued(queue)
 
     # -- the journal, keys and the outbox ------------------------------------------------

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Sel
 
 from customer_session._cart import raise_problems
 from customer_session._spec import State, Trigger
-from customer_session._transaction import twin
+from customer_session._transaction import twin, writing
 from customer_session.exceptions import (
     ConcurrentUpdate,
     KeyAlreadyProcessed,
@@ -450,6 +450,9 @@ class BaseStore(StoreCore[_S], ABC):
             WorkflowError: It holds a trigger the store's table lacks.
             KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
+            SessionNotEditable: The block ended while a trigger it started (in a
+                thread or task of its own) was still running; nothing is written,
+                and that trigger does not commit.
         """
         check("transaction", integration_id=integration_id, optional_key=key, operation=operation)
         try:
@@ -545,16 +548,17 @@ class BaseStore(StoreCore[_S], ABC):
                 if optimistic and not self._current(integration_id, loaded.version):
                     raise _Stale from None
                 raise
-            change = self._changed(loaded, key, operation)
-            if change is not None:
-                if not self._update(change, loaded.version):
-                    raise _Stale if optimistic else _Conflict
-                self._remember(change, session, loaded.version + 1)
-            else:
-                if optimistic and not self._current(integration_id, loaded.version):
-                    raise _Stale
-                if key is not None:
-                    self._record_key_or_fail(key, integration_id)
+            with writing(session):
+                change = self._changed(loaded, key, operation)
+                if change is not None:
+                    if not self._update(change, loaded.version):
+                        raise _Stale if optimistic else _Conflict
+                    self._remember(change, session, loaded.version + 1)
+                else:
+                    if optimistic and not self._current(integration_id, loaded.version):
+                        raise _Stale
+                    if key is not None:
+                        self._record_key_or_fail(key, integration_id)
         run_queued(queue)
 
     # -- the journal ---------------------------------------------------------------------
