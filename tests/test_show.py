@@ -2,7 +2,7 @@
 
 import pytest
 
-from customer_session._show import shown
+from customer_session._show import shown, shown_number
 
 
 class _BrokenRepr:
@@ -18,7 +18,7 @@ class TestShown:
     @pytest.mark.parametrize("value", [2**1024, -(10**5000)], ids=["2**1024", "-10**5000"])
     def test_a_huge_integer_is_shown_by_its_size(self, value):
         """An integer too large for a float is described by its bits, never converted."""
-        assert shown(value) == f"an integer of {value.bit_length()} bits (too large for a float)"
+        assert shown(value) == f"an integer of {value.bit_length()} bits"
 
     def test_a_container_of_a_huge_integer_is_named_by_its_type(self):
         """A value whose repr cannot be built (it holds a 5000-digit integer) is named."""
@@ -27,3 +27,14 @@ class TestShown:
     def test_a_broken_repr_is_named_by_its_type(self):
         """A value whose __repr__ raises is named by its type."""
         assert shown(_BrokenRepr()) == "a _BrokenRepr that cannot be shown"
+
+
+class TestShownNumber:
+    def test_a_huge_integer_where_a_number_was_due_says_why_it_is_not_one(self):
+        """Where a finite number was due, a huge integer is said to be too large for a float."""
+        assert shown_number(2**1024) == "an integer of 1025 bits (too large for a float)"
+
+    @pytest.mark.parametrize("value", [2**63, 1.5, "x"], ids=["2**63", "1.5", "text"])
+    def test_any_other_value_is_shown_as_shown_shows_it(self, value):
+        """A value a float can hold, or no integer at all, is shown as shown() shows it."""
+        assert shown_number(value) == shown(value)

@@ -12,7 +12,7 @@ from attrs import define, field, fields, frozen, setters
 from immutabledict import immutabledict
 
 from customer_session._readonly import protect, public_repr
-from customer_session._show import INT_LIMIT, shown
+from customer_session._show import INT_LIMIT, shown, shown_number
 from customer_session.exceptions import Problem, ValidationError
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def json_problems(value: object, path: str) -> list[Problem]:
     if value is None or isinstance(value, bool) or is_number(value):
         return []
     if isinstance(value, int | float):
-        return [Problem(path, f"must be a finite number, got {shown(value)}")]
+        return [Problem(path, f"must be a finite number, got {shown_number(value)}")]
     if isinstance(value, str):
         return [] if is_text(value) else [Problem(path, text_problem(value))]
     if isinstance(value, list | tuple):
@@ -260,7 +260,7 @@ def str_problems(path: str, value: object) -> list[Problem]:
 
 def _optional_number(problems: list[Problem], path: str, value: object) -> None:
     if value is not None and not is_number(value):
-        problems.append(Problem(path, f"must be a finite number, got {shown(value)}"))
+        problems.append(Problem(path, f"must be a finite number, got {shown_number(value)}"))
 
 
 def _optional_str(problems: list[Problem], path: str, value: object) -> None:
@@ -302,7 +302,9 @@ class AdditionalCost:
         """Refuse a price that is not a finite number."""
         if not is_number(self.price):
             raise ValidationError.single(
-                "additional cost", "price", f"must be a finite number, got {shown(self.price)}"
+                "additional cost",
+                "price",
+                f"must be a finite number, got {shown_number(self.price)}",
             )
 
 

@@ -16,13 +16,21 @@ def shown(value: object) -> str:
     flood the message. A value whose ``repr`` raises (a container holding such an
     integer, a broken ``__repr__``) is named by its type.
     """
-    if (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and not -INT_LIMIT < value < INT_LIMIT
-    ):
-        return f"an integer of {value.bit_length()} bits (too large for a float)"
+    if isinstance(value, int) and _huge(value):
+        return f"an integer of {value.bit_length()} bits"
     try:
         return repr(value)
     except Exception:  # noqa: BLE001 - a message must not fail because of the value it shows
         return f"a {type(value).__name__} that cannot be shown"
+
+
+def shown_number(value: object) -> str:
+    """:func:`shown`, for a value that had to be a finite number: says why a huge integer is not."""
+    return f"{shown(value)} (too large for a float)" if _huge(value) else shown(value)
+
+
+def _huge(value: object) -> bool:
+    """Whether ``value`` is an integer that ``float()`` cannot convert."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    return not -INT_LIMIT < value < INT_LIMIT

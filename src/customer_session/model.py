@@ -44,7 +44,7 @@ from customer_session._cart import (
 )
 from customer_session._readonly import protect, public_repr
 from customer_session._records import TransitionRecord
-from customer_session._show import shown
+from customer_session._show import shown, shown_number
 from customer_session._spec import (
     CUSTOMER_SESSION,
     REOPENABLE_SESSION,
@@ -964,7 +964,7 @@ def _discount_problems(discounts: object) -> list[Problem]:
     if not isinstance(discounts, Mapping):
         return [Problem("discounts", f"must be a mapping, got {shown(discounts)}")]
     return [
-        Problem(f"discounts.{k}", f"must map a label to a finite number, got {shown(v)}")
+        Problem(f"discounts.{k}", f"must map a label to a finite number, got {shown_number(v)}")
         for k, v in discounts.items()
         if not isinstance(k, str) or not is_number(v)
     ] + key_problems("discounts", discounts)

@@ -74,7 +74,7 @@ from customer_session._cart import (
     thaw,
 )
 from customer_session._records import TransitionRecord
-from customer_session._show import shown
+from customer_session._show import shown, shown_number
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import Problem, ValidationError
 from customer_session.model import CustomerSession
@@ -234,7 +234,8 @@ def _integer(*, minimum: int = MIN_INTEGER) -> _Hook:
 def _number(value: object, _: object) -> float:
     # Integers stay integers, so a document's ``3`` is written back as ``3``.
     if not is_number(value):
-        raise _Invalid.here(f"must be a finite number, got {_describe(value)}")
+        got = shown_number(value) if is_int(value) else _describe(value)
+        raise _Invalid.here(f"must be a finite number, got {got}")
     return value  # type: ignore[return-value] # is_number narrows at run time
 
 
@@ -331,7 +332,7 @@ def _json_copy(value: object, path: str, problems: list[tuple[str, str]]) -> Any
         return value
     if isinstance(value, int | float):
         if not is_number(value):
-            problems.append((path, f"must be a finite number, got {shown(value)}"))
+            problems.append((path, f"must be a finite number, got {shown_number(value)}"))
         return value
     if isinstance(value, list | tuple):
         return [_json_copy(item, _element(path, i), problems) for i, item in enumerate(value)]
