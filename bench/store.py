@@ -164,19 +164,34 @@ def setup_floors(database: str, workers: int, sessions: int) -> None:
     floor.close()
 
 
+def timed(
+    floor: Floor,
+    worker: int,
+    sessions: int,
+    barrier: Barrier,
+    commit: Callable[[str, int, str], None],
+) -> tuple[float, float]:
+    """Run ``commit(integration_id, version, state)`` for each transition of the worker."""
+    barrier.wait()
+    start = time.monotonic()
+    for integration_id in session_ids(worker, sessions):
+        for version, state in enumerate(STATES, start=1):
+            commit(integration_id, version, state)
+    end = time.monotonic()
+    floor.close()
+    return start, end
+
+
 def floor_worker(
     database: str, worker: int, sessions: int, barrier: Barrier
 ) -> tuple[float, float]:
     floor = Floor(database)
     update = "UPDATE bench_floor SET state = ?, version = version + 1 WHERE id = ? AND version = ?"
-    barrier.wait()
-    start = time.monotonic()
-    for integration_id in session_ids(worker, sessions):
-        for version, state in enumerate(STATES, start=1):
-            assert floor.execute(update, (state, integration_id, version)).rowcount == 1
-    end = time.monotonic()
-    floor.close()
-    return start, end
+
+    def commit(integration_id: str, version: int, state: str) -> None:
+        assert floor.execute(update, (state, integration_id, version)).rowcount == 1
+
+    return timed(floor, worker, sessions, barrier, commit)
 
 
 def row_floor_worker(
@@ -188,15 +203,12 @@ def row_floor_worker(
         "UPDATE bench_rows SET state = ?, version = version + 1, updated = ?, document = ?"
         " WHERE id = ? AND version = ?"
     )
-    barrier.wait()
-    start = time.monotonic()
-    for integration_id in session_ids(worker, sessions):
-        for version, state in enumerate(STATES, start=1):
-            row = (state, datetime.now(UTC).isoformat(), document, integration_id, version)
-            assert floor.execute(update, row).rowcount == 1
-    end = time.monotonic()
-    floor.close()
-    return start, end
+
+    def commit(integration_id: str, version: int, state: str) -> None:
+        row = (state, datetime.now(UTC).isoformat(), document, integration_id, version)
+        assert floor.execute(update, row).rowcount == 1
+
+    return timed(floor, worker, sessions, barrier, commit)
 
 
 def journal_floor_worker(
@@ -205,46 +217,39 @@ def journal_floor_worker(
     floor = Floor(database)
     document = document_text()
     records = '[{"trigger":"close","source":"open","destination":"closed"}]'
-    if floor.mark == "%s":
-        # One round trip, as the PostgreSQL store sends it: the journal row is
-        # inserted from the updated row by a data-modifying WITH, in autocommit.
-        statement = (
-            "WITH moved AS (UPDATE bench_journal_rows SET state = %s, version = version + 1,"
-            " updated = %s, document = %s WHERE id = %s AND version = %s"
-            " RETURNING id, version), journal AS (INSERT INTO bench_journal"
-            " (integration_id, version, kind, operation, records, changes, recorded_at)"
-            " SELECT id, version, %s, %s, %s, %s, %s FROM moved) SELECT version FROM moved"
-        )
-        barrier.wait()
-        start = time.monotonic()
-        for integration_id in session_ids(worker, sessions):
-            for version, state in enumerate(STATES, start=1):
-                now = datetime.now(UTC).isoformat()
-                row = (state, now, document, integration_id, version)
-                entry = ("transition", "close", records, "{}", now)
-                assert floor.connection.execute(statement, row + entry).fetchone()
-        end = time.monotonic()
-        floor.close()
-        return start, end
+    # One round trip on PostgreSQL, as its store sends it: the journal row is inserted
+    # from the updated row by a data-modifying WITH, in autocommit.
+    with_statement = (
+        "WITH moved AS (UPDATE bench_journal_rows SET state = %s, version = version + 1,"
+        " updated = %s, document = %s WHERE id = %s AND version = %s"
+        " RETURNING id, version), journal AS (INSERT INTO bench_journal"
+        " (integration_id, version, kind, operation, records, changes, recorded_at)"
+        " SELECT id, version, %s, %s, %s, %s, %s FROM moved) SELECT version FROM moved"
+    )
+    # On SQLite, as its store writes it: BEGIN IMMEDIATE, two statements, COMMIT.
     update = (
         "UPDATE bench_journal_rows SET state = ?, version = version + 1, updated = ?,"
         " document = ? WHERE id = ? AND version = ?"
     )
     journal = "INSERT INTO bench_journal VALUES (NULL, ?, ?, ?, ?, NULL, ?, ?, ?)"
-    barrier.wait()
-    start = time.monotonic()
-    for integration_id in session_ids(worker, sessions):
-        for version, state in enumerate(STATES, start=1):
-            now = datetime.now(UTC).isoformat()
-            floor.execute(floor.begin)
-            row = (state, now, document, integration_id, version)
-            assert floor.execute(update, row).rowcount == 1
-            entry = (integration_id, version + 1, "transition", "close", records, "{}", now)
-            floor.execute(journal, entry)
-            floor.execute("COMMIT")
-    end = time.monotonic()
-    floor.close()
-    return start, end
+
+    def one_statement(integration_id: str, version: int, state: str) -> None:
+        now = datetime.now(UTC).isoformat()
+        row = (state, now, document, integration_id, version)
+        entry = ("transition", "close", records, "{}", now)
+        assert floor.connection.execute(with_statement, row + entry).fetchone()
+
+    def statements(integration_id: str, version: int, state: str) -> None:
+        now = datetime.now(UTC).isoformat()
+        floor.execute(floor.begin)
+        row = (state, now, document, integration_id, version)
+        assert floor.execute(update, row).rowcount == 1
+        entry = (integration_id, version + 1, "transition", "close", records, "{}", now)
+        floor.execute(journal, entry)
+        floor.execute("COMMIT")
+
+    commit = one_statement if floor.mark == "%s" else statements
+    return timed(floor, worker, sessions, barrier, commit)
 
 
 # -- running -----------------------------------------------------------------------
