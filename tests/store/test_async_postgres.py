@@ -260,3 +260,38 @@ async def test_a_task_of_the_block_cannot_change_the_session_during_the_write(
     stored = await store.get("order-1")
     assert stored.state is State.CLOSED
     assert [entry.operation for entry in await store.history("order-1")] == ["create", "close"]
+
+
+class TestAsyncAfterCommitHooks:
+    @staticmethod
+    async def _store(conninfo: str, seen: list[str]) -> AsyncPostgresStore[CustomerSession]:
+        workflow = Workflow()
+
+        async def publish(event: TransitionEvent) -> None:
+            await asyncio.sleep(0)
+            seen.append(event.session.integration_id)
+
+        workflow.after_commit(publish, trigger="close")
+        store = await AsyncPostgresStore.open(conninfo, workflow=workflow)
+        await store.create(new_session())
+        return store
+
+    async def test_an_async_hook_waits_for_the_database_commit(self, conninfo: str) -> None:
+        """An async after-commit hook of a trigger in the block is awaited after the commit."""
+        seen: list[str] = []
+        async with await self._store(conninfo, seen) as store:
+            async with store.transaction("order-1") as session:
+                await AsyncSession(session).close()
+                assert seen == []
+            assert seen == ["order-1"]
+
+    async def test_an_async_hook_does_not_run_when_nothing_commits(self, conninfo: str) -> None:
+        """An async after-commit hook of a block that raises never runs."""
+        seen: list[str] = []
+        async with await self._store(conninfo, seen) as store:
+            with pytest.raises(RuntimeError):  # noqa: PT012 - the block is what is tested
+                async with store.transaction("order-1") as session:
+                    await AsyncSession(session).close()
+                    raise RuntimeError
+            assert seen == []
+            assert (await store.get("order-1")).state is State.OPEN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 import uuid
@@ -32,6 +33,7 @@ from customer_session import (
     WorkflowError,
     wire,
 )
+from customer_session.aio import AsyncSession
 from customer_session.store import JournalKind, ProcessedKey, SessionStore, rebuild
 
 ITEMS = (CartItem(sku="SOCK", quantity=3, price=7.5), CartItem(sku="JKT", quantity=1, price=99.0))
@@ -744,6 +746,90 @@ class TestAfterCommitHooks:
         workflow.after_commit(seen.append)
         store.update("order-1", lambda s: s.close())
         assert [e.trigger for e in seen] == [Trigger.CLOSE]
+
+    def test_hook_follows_the_transaction_of_its_own_session(self, open_db):
+        """A trigger on an outer transaction's session, fired in a nested one, waits for its own.
+
+        Its hook runs when its session's transaction commits, and not at all when
+        that one rolls back, whatever the transaction it was fired in does.
+        """
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+        seen: list[str] = []
+        workflow.after_commit(lambda e: seen.append(e.session.integration_id), trigger="close")
+        for integration_id in ("order-1", "order-2", "order-3", "order-4"):
+            store.create(new_session(integration_id))
+        with pytest.raises(RuntimeError), store.transaction("order-1") as outer:  # noqa: PT012 - the block is what is tested
+            with store.transaction("order-2") as inner:
+                outer.close()
+                inner.close()
+            raise RuntimeError
+        assert (store.get("order-1").state, seen) == (State.OPEN, ["order-2"])
+        seen.clear()
+        with (  # noqa: PT012 - the block is what is tested
+            store.transaction("order-3") as outer,
+            pytest.raises(RuntimeError),
+            store.transaction("order-4"),
+        ):
+            outer.close()
+            raise RuntimeError
+        assert (store.get("order-3").state, seen) == (State.CLOSED, ["order-3"])
+
+    def test_async_hook_is_refused_by_a_sync_store(self, open_db, backend):
+        """An async after-commit hook fired in a sync store's block raises; nothing is written.
+
+        The sync store could not await it after its commit, and running it at the
+        in-memory commit would report a transition the database may never get.
+        """
+        if backend == "postgres-async":
+            pytest.skip("the async store awaits it after its commit (see test_async_postgres)")
+        workflow = Workflow()
+        seen: list[object] = []
+
+        async def publish(event):
+            seen.append(event.trigger)
+
+        workflow.after_commit(publish, trigger="close")
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+
+        async def close_in_block() -> None:
+            with store.transaction("order-1") as session:
+                await AsyncSession(session).close()
+
+        with pytest.raises(AfterCommitHookFailed) as caught:
+            asyncio.run(close_in_block())
+        assert isinstance(caught.value.exceptions[0], WorkflowError)
+        assert "sync store cannot await" in str(caught.value.exceptions[0])
+        assert (seen, store.get("order-1").state, version(store)) == ([], State.OPEN, 1)
+
+    def test_hook_of_a_trigger_fired_after_the_block_runs_at_once(self, open_db):
+        """A thread of the block that fires once the transaction is over runs the hook then.
+
+        That in-memory commit is the only one (as for a trigger fired after the
+        block by the block's own code); no transaction is left to wait for.
+        """
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+        seen: list[object] = []
+        workflow.after_commit(lambda e: seen.append(e.trigger), trigger="cancel")
+        store.create(new_session())
+        go = threading.Event()
+
+        def cancel_later(session: CustomerSession) -> None:
+            go.wait(10)
+            session.cancel()
+
+        with store.transaction("order-1") as session:
+            session.close()
+            thread = threading.Thread(
+                target=contextvars.copy_context().run, args=(cancel_later, session)
+            )
+            thread.start()
+        go.set()
+        thread.join(10)
+        assert (session.state, seen) == (State.CANCELLED, [Trigger.CANCEL])
+        assert store.get("order-1").state is State.CLOSED
 
 
 class TestDurableEffects:

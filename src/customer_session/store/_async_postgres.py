@@ -35,7 +35,7 @@ from customer_session.store._base import (
     _Stale,
     pause_before,
 )
-from customer_session.store._deferral import deferring, run_queued
+from customer_session.store._deferral import deferring, run_queued_async
 from customer_session.store._documents import state_from_row, subject
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._keys import ProcessedKey, processed_key_from_row
@@ -385,7 +385,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             optimistic = False
             loaded = await self._load(integration_id, workflow)
         session = loaded.session
-        with deferring() as queue, session.atomic():
+        with deferring(session, awaits=True) as queue, session.atomic():
             try:
                 yield session
             except Exception:
@@ -403,7 +403,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                         raise _Stale
                     if key is not None and not await self._record_key(key, integration_id, None):
                         raise KeyAlreadyProcessed(key, integration_id)
-        run_queued(queue)
+        await run_queued_async(queue)
 
     # -- the journal, keys and the outbox ------------------------------------------------
 

@@ -541,7 +541,7 @@ class BaseStore(StoreCore[_S], ABC):
             optimistic = False
             loaded = self._load(integration_id, workflow)
         session = loaded.session
-        with deferring() as queue, session.atomic():
+        with deferring(session) as queue, session.atomic():
             try:
                 yield session
             except Exception:

@@ -5,31 +5,66 @@ commit comes when the block ends, and may not happen at all (a conflict, an erro
 later in the block). The session's after-commit hooks must therefore not run at
 the in-memory commit. The store binds the sessions it hands out to a *shadow* of
 its workflow: the same guards and pre-commit hooks, and, in place of each
-after-commit hook, a stand-in that queues the event while a store transaction is
-open on this thread (or task) and calls the hook at once otherwise. The queue runs
-after the database commit, and is dropped when the transaction does not commit.
+after-commit hook, a stand-in that queues the event while the store transaction
+that loaded the event's session is open, and calls the hook at once otherwise
+(the in-memory commit is then the only one). The queue runs after the database
+commit, and is dropped when the transaction does not commit.
+
+The queue is found through the running code's context (a thread or task of the
+block carries it) and by the session: a trigger fired on one transaction's
+session inside another transaction nested in it waits for its own.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from customer_session._phase import Phase
-from customer_session.exceptions import AfterCommitHookFailed
+from customer_session.exceptions import AfterCommitHookFailed, WorkflowError
 from customer_session.hooks import Workflow
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from customer_session._records import TransitionEvent
     from customer_session.hooks import Registration
+    from customer_session.model import CustomerSession
 
 Queue = list[tuple["Registration", "TransitionEvent"]]
 
-_QUEUE: ContextVar[Queue | None] = ContextVar("customer_session_store_queue", default=None)
+
+class _Deferral:
+    """The after-commit hooks one store transaction holds back until its commit."""
+
+    __slots__ = ("awaits", "open", "outer", "queue", "session")
+
+    def __init__(self, session: CustomerSession, awaits: bool, outer: _Deferral | None) -> None:
+        self.session = session
+        # Whether the store awaits the queue (an async store): only then may it
+        # hold async hooks.
+        self.awaits = awaits
+        self.open = True
+        # The transaction this one was opened in (of another session), if any.
+        self.outer = outer
+        self.queue: Queue = []
+
+
+_DEFERRAL: ContextVar[_Deferral | None] = ContextVar("customer_session_store_queue", default=None)
+
+
+def _open_for(session: CustomerSession) -> _Deferral | None:
+    """The open transaction of the running code that loaded ``session``, if any."""
+    deferral = _DEFERRAL.get()
+    while deferral is not None:
+        if deferral.session is session:
+            # Over (a thread or task of the block fires after it): nothing to wait for.
+            return deferral if deferral.open else None
+        deferral = deferral.outer
+    return None
 
 
 class _Deferred:
@@ -41,12 +76,34 @@ class _Deferred:
         self.entry = entry
 
     def __call__(self, event: TransitionEvent) -> None:
-        queue = _QUEUE.get()
-        if queue is None:
-            # No store transaction is open: the in-memory commit is the only one.
+        deferral = _open_for(event.session)
+        if deferral is None:
+            # No store transaction waits for it: the in-memory commit is the only one.
             self.entry.func(event)
         else:
-            queue.append((self.entry, event))
+            deferral.queue.append((self.entry, event))
+
+
+class _AsyncDeferred:
+    """Stands in for one async after-commit hook (only the async face calls it)."""
+
+    __slots__ = ("entry",)
+
+    def __init__(self, entry: Registration) -> None:
+        self.entry = entry
+
+    async def __call__(self, event: TransitionEvent) -> None:
+        entry = self.entry
+        deferral = _open_for(event.session)
+        if deferral is None:
+            await entry.func(event)
+        elif deferral.awaits:
+            deferral.queue.append((entry, event))
+        else:
+            raise WorkflowError(
+                f"after-commit hook {entry.name!r} is async; a sync store cannot await it "
+                "after its commit: use AsyncPostgresStore, or a sync hook"
+            )
 
 
 class Shadow:
@@ -81,22 +138,28 @@ def _copy(workflow: Workflow, entries: tuple[Registration, ...]) -> Workflow:
         return workflow  # nothing to defer: the workflow itself will do
     shadow = Workflow(workflow.specification, clock=workflow.clock)
     for entry in entries:
-        func = entry.func
-        if entry.phase is Phase.AFTER_COMMIT and not entry.is_async:
-            func = _Deferred(entry)
+        func: Callable[[TransitionEvent], object] = entry.func
+        if entry.phase is Phase.AFTER_COMMIT:
+            func = _AsyncDeferred(entry) if entry.is_async else _Deferred(entry)
         shadow.register(entry.phase, func, key=entry.key, name=entry.name)
     return shadow
 
 
 @contextmanager
-def deferring() -> Iterator[Queue]:
-    """Queue the after-commit hooks of triggers fired in the block (this context only)."""
-    queue: Queue = []
-    token = _QUEUE.set(queue)
+def deferring(session: CustomerSession, *, awaits: bool = False) -> Iterator[Queue]:
+    """Queue the after-commit hooks of triggers on ``session`` fired in the block.
+
+    For the transaction that loaded ``session``, in this context (and the threads
+    and tasks that copy it); with ``awaits``, async hooks are queued too (the
+    store runs the queue with :func:`run_queued_async`).
+    """
+    deferral = _Deferral(session, awaits, _DEFERRAL.get())
+    token = _DEFERRAL.set(deferral)
     try:
-        yield queue
+        yield deferral.queue
     finally:
-        _QUEUE.reset(token)
+        deferral.open = False
+        _DEFERRAL.reset(token)
 
 
 def run_queued(queue: Queue) -> None:
@@ -112,8 +175,31 @@ def run_queued(queue: Queue) -> None:
         try:
             entry.func(event)
         except Exception as exc:  # noqa: BLE001 - every hook runs; failures are grouped
-            exc.add_note(f"after-commit hook {entry.name!r} ({event.trigger}())")
-            errors.append(exc)
             failed = failed or event
+            errors.append(_named(exc, entry, event))
+    _raise_failed(failed, errors)
+
+
+async def run_queued_async(queue: Queue) -> None:
+    """As :func:`run_queued`, awaiting the async hooks."""
+    errors: list[Exception] = []
+    failed: TransitionEvent | None = None
+    for entry, event in queue:
+        try:
+            result = entry.func(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:  # noqa: BLE001 - every hook runs; failures are grouped
+            failed = failed or event
+            errors.append(_named(exc, entry, event))
+    _raise_failed(failed, errors)
+
+
+def _named(exc: Exception, entry: Registration, event: TransitionEvent) -> Exception:
+    exc.add_note(f"after-commit hook {entry.name!r} ({event.trigger}())")
+    return exc
+
+
+def _raise_failed(failed: TransitionEvent | None, errors: list[Exception]) -> None:
     if failed is not None:
         raise AfterCommitHookFailed(failed.record(), errors)
