@@ -562,16 +562,30 @@ def writing(session: CustomerSession) -> Iterator[None]:
 
     Raises:
         SessionNotEditable: A trigger the block started is still in progress (or its
-            guards are still being asked): the block ended too early; nothing is
-            written, and the block's rollback keeps that trigger from committing.
+            guards are still being asked), or an ``atomic()`` block it opened is
+            still open: the block ended too early; nothing is written, and the
+            block's rollback keeps that trigger from committing and that nested
+            block from restoring its snapshot.
     """
     marker = session._running
     if type(marker) is not Held:  # pragma: no cover - the store's own block holds it
         raise AssertionError("writing() needs the session held by an atomic() block")
     # Test and mark with no call in between, where CPython could switch threads.
     busy = marker.busy
-    if busy is None:
+    if busy is None and len(marker.blocks) == 1:
         marker.busy = WRITING
+    elif busy is None:
+        # Only the block's own code nests blocks: it left one open (a generator
+        # suspended in it, say), which could still roll back what is written.
+        raise SessionNotEditable(
+            operation="commit",
+            state=session.state,
+            integration_id=session.integration_id,
+            why=(
+                "while an atomic() block opened in the transaction block is still open; "
+                "close it inside the block. Nothing was written"
+            ),
+        )
     else:
         # Only the block's own rollback marks ROLLING, and only its body WRITING.
         assert not isinstance(busy, Rolling)  # noqa: S101

@@ -18,6 +18,7 @@ from customer_session import (
     ConcurrentUpdate,
     CustomerSession,
     GuardRejected,
+    SessionNotEditable,
     State,
     StoreError,
     TransitionInProgress,
@@ -295,3 +296,23 @@ class TestAsyncAfterCommitHooks:
                     raise RuntimeError
             assert seen == []
             assert (await store.get("order-1")).state is State.OPEN
+
+
+async def test_a_nested_block_still_open_when_the_block_ends_is_refused(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """A block that ends inside an atomic() block it opened writes nothing, and raises.
+
+    That nested block could still roll back, undoing in memory what was written.
+    """
+    await store.create(new_session())
+    with pytest.raises(SessionNotEditable) as caught:  # noqa: PT012 - the block is what is tested
+        async with store.transaction("order-1") as session:
+            nested = session.atomic()
+            nested.__enter__()
+            session.close()
+    assert caught.value.operation == "commit"
+    nested.__exit__(None, None, None)
+    assert session.state is State.OPEN
+    assert (await store.get("order-1")).state is State.OPEN
+    assert len(await store.history("order-1")) == 1
