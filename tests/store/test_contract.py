@@ -358,6 +358,23 @@ class TestUpdate:
         assert record.destination is State.CLOSED
         assert store.history("order-1")[-1].records == (record,)
 
+    def test_an_async_change_is_refused_by_a_sync_store(self, store, backend):
+        """A change that returns an awaitable raises WorkflowError; nothing is written.
+
+        A sync store cannot await it: its triggers would never run, and update()
+        would commit nothing and return the awaitable.
+        """
+        if backend == "postgres-async":
+            pytest.skip("the async store awaits the change (see test_async_postgres)")
+        store.create(new_session())
+
+        async def change(session):
+            session.close()
+
+        with pytest.raises(WorkflowError, match="async; a sync store cannot await"):
+            store.update("order-1", change)
+        assert version(store) == 1
+
     def test_lost_race_is_rerun_on_fresh_state(self, store, open_db):
         """A change that lost a race runs again on the fresh session and commits."""
         other = open_db()

@@ -8,6 +8,7 @@ follow one set of rules and pass one contract test suite.
 
 from __future__ import annotations
 
+import inspect
 import random
 import threading
 import time
@@ -42,7 +43,7 @@ from customer_session.store._queries import Query, query, select_ids
 from customer_session.store._schema import SCHEMA_VERSION, steps_from
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
     from datetime import datetime
     from types import TracebackType
 
@@ -500,6 +501,8 @@ class BaseStore(StoreCore[_S], ABC):
             CorruptData: Its stored document does not load.
             WorkflowError: It holds a trigger the store's table lacks.
             KeyAlreadyProcessed: ``key`` was already used.
+            WorkflowError: ``change`` returned an awaitable (an ``async def``
+                function): a sync store cannot await it; nothing is written.
         """
         attempts = self._attempts("update", integration_id, change, retries, key, operation)
         attempt = 0
@@ -508,6 +511,8 @@ class BaseStore(StoreCore[_S], ABC):
             try:
                 with self._attempt(integration_id, key, operation, optimistic) as session:
                     result = change(session)
+                    if inspect.isawaitable(result):
+                        raise _async_change(result, change)
             except _Stale:
                 optimistic = False  # not a lost race: the next attempt reads the row
                 continue
@@ -907,6 +912,17 @@ class Statements(NamedTuple):
 def pause_before(attempt: int) -> float:
     """A random pause (seconds) before a re-run, growing with the attempts, so racers spread out."""
     return random.uniform(0, min(0.05, 0.001 * 2**attempt))  # noqa: S311 - jitter, not cryptography
+
+
+def _async_change(result: Awaitable[object], change: object) -> WorkflowError:
+    """The refusal of a change a sync store would have to await; ``result`` is closed."""
+    close = getattr(result, "close", None)
+    if callable(close):  # a coroutine: never awaited, so say nothing more of it
+        close()
+    return WorkflowError(
+        f"update(): the change {change!r:.80} is async; a sync store cannot await it "
+        "(use AsyncPostgresStore, or a plain function)"
+    )
 
 
 def _pause(attempt: int) -> None:
