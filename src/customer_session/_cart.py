@@ -107,6 +107,11 @@ def thaw(value: Any) -> Any:
     The inverse of :func:`freeze`, for writers: what it returns shares nothing
     with ``value``, so the caller may change it.
     """
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is FrozenDict:  # the common case: its plain dict, without Mapping's Python calls
+        return {key: thaw(item) for key, item in value._dict.items()}
     if isinstance(value, Mapping):
         return {key: thaw(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
