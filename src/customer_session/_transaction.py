@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from contextvars import ContextVar, Token
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
@@ -55,7 +56,8 @@ from customer_session.exceptions import (
 from customer_session.hooks import Refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable
+    from contextlib import AbstractContextManager
     from datetime import datetime
 
     from customer_session._cart import ReturnedItem
@@ -338,9 +340,16 @@ def _field_names(cls: type[CustomerSession]) -> tuple[str, ...]:
     return names
 
 
+_GETTERS: dict[type, Callable[[CustomerSession], tuple[Any, ...]]] = {}
+
+
 def snapshot(session: CustomerSession) -> tuple[Any, ...]:
     """Every field of ``session`` (fields hold immutable values, so this is a copy)."""
-    return tuple(getattr(session, name) for name in _field_names(type(session)))
+    getter = _GETTERS.get(type(session))
+    if getter is None:
+        # One C call per snapshot (every session has several fields, so a tuple).
+        getter = _GETTERS[type(session)] = attrgetter(*_field_names(type(session)))
+    return getter(session)
 
 
 def undo(run: Run, saved: tuple[Any, ...] | None) -> None:
@@ -551,8 +560,7 @@ def rolled(opened: Opened, marked: bool) -> None:
         opened[0].busy = None
 
 
-@contextmanager
-def writing(session: CustomerSession) -> Iterator[None]:
+def writing(session: CustomerSession) -> AbstractContextManager[None]:
     """Keep the block's own code off ``session`` while a store writes what it did.
 
     A store calls it when the body of its transaction block has returned, inside the
@@ -567,47 +575,62 @@ def writing(session: CustomerSession) -> Iterator[None]:
             block's rollback keeps that trigger from committing and that nested
             block from restoring its snapshot.
     """
-    marker = session._running
-    if type(marker) is not Held:  # pragma: no cover - the store's own block holds it
-        raise AssertionError("writing() needs the session held by an atomic() block")
-    # Test and mark with no call in between, where CPython could switch threads.
-    busy = marker.busy
-    if busy is None and len(marker.blocks) == 1:
-        marker.busy = WRITING
-    elif busy is None:
-        # Only the block's own code nests blocks: it left one open (a generator
-        # suspended in it, say), which could still roll back what is written.
-        raise SessionNotEditable(
-            operation="commit",
-            state=session.state,
-            integration_id=session.integration_id,
-            why=(
-                "while an atomic() block opened in the transaction block is still open; "
-                "close it inside the block. Nothing was written"
-            ),
-        )
-    else:
-        # Only the block's own rollback marks ROLLING, and only its body WRITING.
-        assert not isinstance(busy, Rolling)  # noqa: S101
-        asking = isinstance(busy, Asking)
-        running = busy.trigger if isinstance(busy, Asking) else busy
-        doing = f"can() or why_not() ask {running}()'s guards" if asking else f"{running}() runs"
-        raise SessionNotEditable(
-            operation="commit",
-            state=session.state,
-            integration_id=session.integration_id,
-            running=running,
-            asking=asking,
-            why=(
-                f"while {doing}, started in the transaction block and not over when it "
-                "ended; wait for it inside the block. Nothing was written"
-            ),
-        )
-    try:
-        yield
-    finally:
-        if marker.busy is WRITING:
-            marker.busy = None
+    return _Writing(session)
+
+
+class _Writing:
+    """What :func:`writing` returns (a class: stores enter it on every commit)."""
+
+    __slots__ = ("marker", "session")
+
+    def __init__(self, session: CustomerSession) -> None:
+        self.session = session
+
+    def __enter__(self) -> None:
+        session = self.session
+        marker = session._running
+        if type(marker) is not Held:  # pragma: no cover - the store's own block holds it
+            raise AssertionError("writing() needs the session held by an atomic() block")
+        self.marker = marker
+        # Test and mark with no call in between, where CPython could switch threads.
+        busy = marker.busy
+        if busy is None and len(marker.blocks) == 1:
+            marker.busy = WRITING
+        elif busy is None:
+            # Only the block's own code nests blocks: it left one open (a generator
+            # suspended in it, say), which could still roll back what is written.
+            raise SessionNotEditable(
+                operation="commit",
+                state=session.state,
+                integration_id=session.integration_id,
+                why=(
+                    "while an atomic() block opened in the transaction block is still open; "
+                    "close it inside the block. Nothing was written"
+                ),
+            )
+        else:
+            # Only the block's own rollback marks ROLLING, and only its body WRITING.
+            assert not isinstance(busy, Rolling)  # noqa: S101
+            asking = isinstance(busy, Asking)
+            running = busy.trigger if isinstance(busy, Asking) else busy
+            doing = (
+                f"can() or why_not() ask {running}()'s guards" if asking else f"{running}() runs"
+            )
+            raise SessionNotEditable(
+                operation="commit",
+                state=session.state,
+                integration_id=session.integration_id,
+                running=running,
+                asking=asking,
+                why=(
+                    f"while {doing}, started in the transaction block and not over when it "
+                    "ended; wait for it inside the block. Nothing was written"
+                ),
+            )
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.marker.busy is WRITING:
+            self.marker.busy = None
 
 
 def release(session: CustomerSession, opened: Opened, *, failed: bool) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import threading
-from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,8 @@ from customer_session.exceptions import AfterCommitHookFailed, WorkflowError
 from customer_session.hooks import Workflow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
+    from contextlib import AbstractContextManager
 
     from customer_session._records import TransitionEvent
     from customer_session.hooks import Registration
@@ -145,21 +145,31 @@ def _copy(workflow: Workflow, entries: tuple[Registration, ...]) -> Workflow:
     return shadow
 
 
-@contextmanager
-def deferring(session: CustomerSession, *, awaits: bool = False) -> Iterator[Queue]:
+def deferring(session: CustomerSession, *, awaits: bool = False) -> AbstractContextManager[Queue]:
     """Queue the after-commit hooks of triggers on ``session`` fired in the block.
 
     For the transaction that loaded ``session``, in this context (and the threads
     and tasks that copy it); with ``awaits``, async hooks are queued too (the
     store runs the queue with :func:`run_queued_async`).
     """
-    deferral = _Deferral(session, awaits, _DEFERRAL.get())
-    token = _DEFERRAL.set(deferral)
-    try:
-        yield deferral.queue
-    finally:
-        deferral.open = False
-        _DEFERRAL.reset(token)
+    return _Deferring(_Deferral(session, awaits, _DEFERRAL.get()))
+
+
+class _Deferring:
+    """What :func:`deferring` returns (a class: stores enter it on every commit)."""
+
+    __slots__ = ("deferral", "token")
+
+    def __init__(self, deferral: _Deferral) -> None:
+        self.deferral = deferral
+
+    def __enter__(self) -> Queue:
+        self.token = _DEFERRAL.set(self.deferral)
+        return self.deferral.queue
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.deferral.open = False
+        _DEFERRAL.reset(self.token)
 
 
 def run_queued(queue: Queue) -> None:

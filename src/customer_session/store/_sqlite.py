@@ -283,50 +283,39 @@ class SQLiteStore(BaseStore[_S]):
 
     def _write(self, change: Change, expected: int | None) -> bool:
         integration_id = change.integration_id
+        # Every parameter is ready before the write lock is taken: other writers wait
+        # for as short a time as the statements take.
         updated = change.updated.isoformat()
+        at = change.recorded_at.isoformat()
+        row: tuple[object, ...]
+        if expected is None:
+            statement, row = _INSERT, (integration_id, change.state, updated, change.document)
+            version = 1
+        else:
+            statement = _UPDATE
+            row = (change.state, updated, change.document, integration_id, expected)
+            version = expected + 1
+        journal = (
+            integration_id,
+            version,
+            change.kind.value,
+            change.operation,
+            change.key,
+            change.records,
+            change.changes,
+            at,
+        )
+        outbox = change.outbox and [
+            (r.key, r.effect, integration_id, version, r.position, r.record, change.document, at)
+            for r in change.outbox
+        ]
         with self._writing(integration_id) as connection:
-            if expected is None:
-                row = (integration_id, change.state, updated, change.document)
-                cursor = connection.execute(_INSERT, row)
-                version = 1
-            else:
-                cas = (change.state, updated, change.document, integration_id, expected)
-                cursor = connection.execute(_UPDATE, cas)
-                version = expected + 1
-            if cursor.rowcount != 1:
+            if connection.execute(statement, row).rowcount != 1:
                 connection.execute("ROLLBACK")
                 return False
-            at = change.recorded_at.isoformat()
-            connection.execute(
-                _JOURNAL,
-                (
-                    integration_id,
-                    version,
-                    change.kind.value,
-                    change.operation,
-                    change.key,
-                    change.records,
-                    change.changes,
-                    at,
-                ),
-            )
-            if change.outbox:
-                connection.executemany(
-                    _OUTBOX,
-                    [
-                        (
-                            row.key,
-                            row.effect,
-                            integration_id,
-                            version,
-                            row.position,
-                            row.record,
-                            change.document,
-                            at,
-                        )
-                        for row in change.outbox
-                    ],
-                )
+            connection.execute(_JOURNAL, journal)
+            if outbox:
+                connection.executemany(_OUTBOX, outbox)
             if (
                 change.key is not None
                 and connection.execute(_KEY, (change.key, integration_id, at, None)).rowcount != 1
