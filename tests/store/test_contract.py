@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import threading
 import uuid
@@ -850,6 +851,35 @@ class TestAfterCommitHooks:
             asyncio.run(close_in_block())
         assert isinstance(caught.value.exceptions[0], WorkflowError)
         assert "sync store cannot await" in str(caught.value.exceptions[0])
+        assert (seen, store.get("order-1").state, version(store)) == ([], State.OPEN, 1)
+
+    def test_async_hook_refused_by_a_sync_store_is_not_written_when_caught(self, open_db, backend):
+        """A block that catches the refusal of an async after-commit hook still writes nothing.
+
+        The transition committed only in memory; written, it would never have its
+        hook run, so the store refuses the commit with a WorkflowError instead.
+        """
+        if backend == "postgres-async":
+            pytest.skip("the async store awaits it after its commit (see test_async_postgres)")
+        workflow = Workflow()
+        seen: list[object] = []
+
+        async def publish(event):
+            seen.append(event.trigger)
+
+        workflow.after_commit(publish, trigger="close")
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+
+        async def close_in_block() -> None:
+            with (
+                store.transaction("order-1") as session,
+                contextlib.suppress(AfterCommitHookFailed),
+            ):
+                await AsyncSession(session).close()
+
+        with pytest.raises(WorkflowError, match="Nothing was written"):
+            asyncio.run(close_in_block())
         assert (seen, store.get("order-1").state, version(store)) == ([], State.OPEN, 1)
 
     def test_hook_of_a_trigger_fired_after_the_block_runs_at_once(self, open_db):

@@ -553,6 +553,9 @@ class BaseStore(StoreCore[_S], ABC):
                 if optimistic and not self._current(integration_id, loaded.version):
                     raise _Stale from None
                 raise
+            if queue.refused is not None:
+                # The block caught it: written, that transition would never get its hook.
+                raise WorkflowError(f"{queue.refused}. Nothing was written")
             with writing(session):
                 change = self._changed(loaded, key, operation)
                 if change is not None:

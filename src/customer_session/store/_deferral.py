@@ -34,7 +34,18 @@ if TYPE_CHECKING:
     from customer_session.hooks import Registration
     from customer_session.model import CustomerSession
 
-Queue = list[tuple["Registration", "TransitionEvent"]]
+
+class Queue(list[tuple["Registration", "TransitionEvent"]]):
+    """The after-commit hooks one store transaction holds back, in firing order."""
+
+    __slots__ = ("refused",)
+
+    def __init__(self) -> None:
+        """Start empty, with nothing refused."""
+        super().__init__()
+        # An async hook a sync store refused in the block: the block may have
+        # caught the refusal, but its transition must not be written then.
+        self.refused: WorkflowError | None = None
 
 
 class _Deferral:
@@ -50,7 +61,7 @@ class _Deferral:
         self.open = True
         # The transaction this one was opened in (of another session), if any.
         self.outer = outer
-        self.queue: Queue = []
+        self.queue = Queue()
 
 
 _DEFERRAL: ContextVar[_Deferral | None] = ContextVar("customer_session_store_queue", default=None)
@@ -100,10 +111,12 @@ class _AsyncDeferred:
         elif deferral.awaits:
             deferral.queue.append((entry, event))
         else:
-            raise WorkflowError(
+            refused = WorkflowError(
                 f"after-commit hook {entry.name!r} is async; a sync store cannot await it "
                 "after its commit: use AsyncPostgresStore, or a sync hook"
             )
+            deferral.queue.refused = refused
+            raise refused
 
 
 class Shadow:
