@@ -275,7 +275,9 @@ class SessionNotEditable(CustomerSessionError):
     ``atomic()`` block holds it, nor reloaded (``__setstate__``) while a trigger on
     it is in progress or its guards are being asked (see
     :class:`TransitionInProgress`). An ``atomic()`` block cannot be opened on a
-    session that is busy in any of these ways.
+    session that is busy in any of these ways. A store refuses to commit (operation
+    ``commit``, nothing written) a transaction whose block ended while a trigger it
+    started was still running or an ``atomic()`` block it opened was still open.
 
     Attributes:
         operation: The refused operation.
