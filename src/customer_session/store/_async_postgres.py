@@ -106,9 +106,9 @@ class AsyncPostgresStore(StoreCore[_S]):
     is a plain :class:`~customer_session.CustomerSession` (of ``session_class``):
     its sync triggers and edits work as usual. For ``async def`` guards and hooks,
     fire the triggers through :class:`customer_session.aio.AsyncSession` inside the
-    block (``await AsyncSession(session).close()``). Sync after-commit hooks run
-    after the database commit; async after-commit hooks run when the trigger
-    completes in memory, before the database commit (and also when it then fails).
+    block (``await AsyncSession(session).close()``). After-commit hooks, sync and
+    async, run after the database commit (async ones awaited), in the order their
+    triggers fired, and not at all when it does not happen.
 
     Args:
         conninfo: A libpq connection string or ``postgresql://`` URL.
@@ -118,6 +118,11 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: How many times :meth:`update` re-runs a change that lost a race.
         min_connections: Connections the pool keeps open.
         max_connections: Connections the pool may open.
+
+    Raises:
+        ValidationError: Every bad option, each by name.
+        WorkflowError: ``session_class`` or ``workflow`` does not fit.
+        StoreError: psycopg is not installed.
     """
 
     dialect: ClassVar[str] = "postgres"
@@ -188,6 +193,7 @@ class AsyncPostgresStore(StoreCore[_S]):
 
         Raises:
             StoreError: psycopg is not installed, or the server cannot be reached.
+            ValidationError: An option is bad (each by name).
         """
         store = cls(conninfo, **options)
         await store._open()
@@ -314,8 +320,9 @@ class AsyncPostgresStore(StoreCore[_S]):
             KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
             SessionNotEditable: The block ended while a trigger it started (in a
-                thread or task of its own) was still running; nothing is written,
-                and that trigger does not commit.
+                thread or task of its own) was still running, or an ``atomic()``
+                block it opened was still open; nothing is written, and that
+                trigger does not commit.
         """
         check("transaction", integration_id=integration_id, optional_key=key, operation=operation)
         try:
@@ -349,6 +356,9 @@ class AsyncPostgresStore(StoreCore[_S]):
             CorruptData: Its stored document does not load.
             WorkflowError: It holds a trigger the store's table lacks.
             KeyAlreadyProcessed: ``key`` was already used.
+            AfterCommitHookFailed: Committed, but after-commit hooks raised.
+            SessionNotEditable: As for :meth:`transaction`: ``change`` left a
+                trigger running or an ``atomic()`` block open.
         """
         attempts = self._attempts("update", integration_id, change, retries, key, operation)
         attempt = 0

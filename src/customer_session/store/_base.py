@@ -431,8 +431,10 @@ class BaseStore(StoreCore[_S], ABC):
         written with one compare-and-set of the row version, one journal entry and
         the outbox rows of the durable effects, all in one database transaction.
         After-commit hooks of triggers fired in the block run after the database
-        commit, and not at all when it does not happen. A block that changes
-        nothing writes nothing.
+        commit, and not at all when it does not happen; an async one (fired
+        through ``customer_session.aio``) is refused: the trigger raises
+        ``AfterCommitHookFailed`` holding a ``WorkflowError``, and nothing is
+        written. A block that changes nothing writes nothing (but ``key``).
 
         Args:
             integration_id: The session to change.
@@ -452,8 +454,9 @@ class BaseStore(StoreCore[_S], ABC):
             KeyAlreadyProcessed: ``key`` was already used.
             AfterCommitHookFailed: Committed, but after-commit hooks raised.
             SessionNotEditable: The block ended while a trigger it started (in a
-                thread or task of its own) was still running; nothing is written,
-                and that trigger does not commit.
+                thread or task of its own) was still running, or an ``atomic()``
+                block it opened was still open; nothing is written, and that
+                trigger does not commit.
         """
         check("transaction", integration_id=integration_id, optional_key=key, operation=operation)
         try:
@@ -478,12 +481,13 @@ class BaseStore(StoreCore[_S], ABC):
         again on it (after a short random pause), up to ``retries`` more times. A
         trigger that became illegal on the fresh state raises
         :class:`~customer_session.exceptions.IllegalTransition` as usual, and an
-        exception from ``change`` is never retried. No update is ever lost.
+        exception from ``change`` propagates without a retry (but see below). No
+        update is ever lost.
 
         An attempt starts from the session as this store object last read or
         wrote it, when it has one, without reading the row; if that copy was out
         of date, nothing is written and the attempt is repeated on the stored row,
-        without counting as a retry.
+        without counting as a retry, also when ``change`` raised.
 
         Args:
             integration_id: The session to change.
@@ -499,10 +503,13 @@ class BaseStore(StoreCore[_S], ABC):
             ConcurrentUpdate: Every attempt lost a race.
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
-            WorkflowError: It holds a trigger the store's table lacks.
+            WorkflowError: It holds a trigger the store's table lacks, or
+                ``change`` returned an awaitable (an ``async def`` function): a
+                sync store cannot await it; nothing is written.
             KeyAlreadyProcessed: ``key`` was already used.
-            WorkflowError: ``change`` returned an awaitable (an ``async def``
-                function): a sync store cannot await it; nothing is written.
+            AfterCommitHookFailed: Committed, but after-commit hooks raised.
+            SessionNotEditable: As for :meth:`transaction`: ``change`` left a
+                trigger running or an ``atomic()`` block open.
         """
         attempts = self._attempts("update", integration_id, change, retries, key, operation)
         attempt = 0

@@ -58,7 +58,8 @@ class JournalEntry:
         changes: The top-level keys of the wire document that changed, with their
             new values (deeply immutable); a key that disappeared maps to ``None``.
         key: The idempotency key the change was applied with, if any.
-        recorded_at: When it was committed (the database's clock, UTC).
+        recorded_at: When it was committed, in UTC (by the clock of the database
+            server on PostgreSQL, of the committing process on SQLite).
     """
 
     sequence: int

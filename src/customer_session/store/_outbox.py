@@ -79,7 +79,8 @@ class Effect:
         document: The session's wire document right after the commit (deeply
             immutable; with history).
         attempts: How many earlier deliveries of this row failed.
-        created_at: When the row was written (the database's clock, UTC).
+        created_at: When the row was written, in UTC (by the clock of the
+            database server on PostgreSQL, of the committing process on SQLite).
     """
 
     sequence: int

@@ -162,6 +162,8 @@ class PostgresStore(BaseStore[_S]):
         max_connections: Connections the pool may open.
 
     Raises:
+        ValidationError: Every bad option, each by name.
+        WorkflowError: ``session_class`` or ``workflow`` does not fit.
         StoreError: psycopg is not installed, or the server cannot be reached.
     """
 

@@ -28,7 +28,10 @@ class SessionStore(Protocol[_S]):
     :class:`~customer_session.store.SQLiteStore` and
     :class:`~customer_session.store.PostgresStore` implement it; code that only
     needs a store should accept a ``SessionStore``. The methods are documented on
-    the backends, which share one implementation of them.
+    the backends, which share one implementation of them. Every method refuses
+    bad arguments with a :class:`~customer_session.exceptions.ValidationError`
+    naming each, before touching the database, and reports a database that fails
+    or cannot be reached as a :class:`~customer_session.exceptions.StoreError`.
     """
 
     @property

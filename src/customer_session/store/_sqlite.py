@@ -97,7 +97,9 @@ class SQLiteStore(BaseStore[_S]):
         timeout: Seconds to wait for another connection's write lock.
 
     Raises:
-        StoreError: The database cannot be opened.
+        ValidationError: Every bad option, each by name.
+        WorkflowError: ``session_class`` or ``workflow`` does not fit.
+        StoreError: The database cannot be opened (raised on first use).
     """
 
     dialect: ClassVar[str] = "sqlite"
