@@ -24,6 +24,7 @@ from customer_session import (
     TransitionInProgress,
     Trigger,
     Workflow,
+    WorkflowError,
 )
 from customer_session.aio import AsyncSession
 from customer_session.store import AsyncPostgresStore, Effect, JournalKind, rebuild
@@ -148,6 +149,47 @@ async def test_async_handler_delivers(store: AsyncPostgresStore[CustomerSession]
     assert await store.deliver(handler) == 1
     assert [e.record.trigger for e in delivered] == [Trigger.CLOSE]
     assert await store.pending() == ()
+
+
+async def test_deliver_from_an_async_handler_of_the_same_store_is_refused(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """deliver() awaited by one of the store's own handlers raises WorkflowError, no hang."""
+    store.on_commit("notify", trigger="close")
+    await store.create(new_session())
+    await store.update("order-1", lambda s: s.close())
+
+    async def handler(effect: Effect) -> None:
+        await store.deliver(lambda e: None)
+
+    with pytest.raises(WorkflowError, match="from one of its own handlers"):
+        await asyncio.wait_for(store.deliver(handler), timeout=10)
+    assert [e.attempts for e in await store.pending()] == [1]
+    assert await store.deliver(lambda e: None) == 1
+
+
+async def test_a_task_started_by_a_handler_may_deliver_once_the_delivery_ended(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """A task that inherited a handler's context is not refused after that delivery ended."""
+    store.on_commit("notify", trigger="close")
+    await store.create(new_session())
+    await store.update("order-1", lambda s: s.close())
+    started = asyncio.Event()
+    later: list[asyncio.Task[int]] = []
+
+    async def deliver_later() -> int:
+        await started.wait()
+        return await store.deliver(lambda e: None)
+
+    def handler(effect: Effect) -> None:
+        later.append(asyncio.create_task(deliver_later()))
+
+    assert await store.deliver(handler) == 1
+    await store.create(new_session("order-2"))
+    await store.update("order-2", lambda s: s.close())
+    started.set()
+    assert await later[0] == 1
 
 
 class TestOptimisticConcurrency:

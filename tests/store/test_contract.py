@@ -959,6 +959,88 @@ class TestDurableEffects:
         assert store.deliver(lambda e: keys.append(e.key)) == 1
         assert keys == [effect.key]
 
+    def test_failing_handler_error_names_the_row(self, store):
+        """The exception a handler raised propagates with a note naming the row it failed on."""
+        store.on_commit("notify", trigger="close")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        (effect,) = store.pending()
+
+        def down(effect):
+            raise ConnectionError("ERP unreachable")
+
+        with pytest.raises(ConnectionError) as raised:
+            store.deliver(down)
+        (note,) = raised.value.__notes__
+        assert f"outbox row {effect.sequence}" in note
+        assert all(part in note for part in ("'notify'", "'order-1'", effect.key))
+
+    def test_a_failure_message_the_database_cannot_hold_is_still_counted(self, store):
+        """A handler error whose text has NUL or a lone surrogate is counted; it propagates."""
+        store.on_commit("notify", trigger="close")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+
+        def down(effect):
+            raise ValueError("bad\x00byte \udc80")
+
+        with pytest.raises(ValueError, match="bad"):
+            store.deliver(down)
+        assert [e.attempts for e in store.pending()] == [1]
+
+    def test_an_async_handler_is_refused_by_a_sync_store(self, store, backend):
+        """A handler returning an awaitable raises WorkflowError; the row stays pending.
+
+        A sync store cannot await it: the effect would never run, yet the row
+        would be marked delivered.
+        """
+        if backend == "postgres-async":
+            pytest.skip("the async store awaits the handler (see test_async_postgres)")
+        store.on_commit("notify", trigger="close")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        ran = []
+
+        async def handler(effect):
+            ran.append(effect.key)
+
+        with pytest.raises(WorkflowError, match="async; a sync store cannot await"):
+            store.deliver(handler)
+        assert ran == []
+        assert [e.attempts for e in store.pending()] == [1]
+
+    def test_deliver_from_a_handler_of_the_same_store_is_refused(self, store, backend):
+        """deliver() called by one of the store's own handlers raises WorkflowError, no hang.
+
+        It would wait for the delivery that is running the handler.
+        """
+        if backend == "postgres-async":
+            pytest.skip(
+                "a sync handler cannot wait on the loop it runs on (see test_async_postgres)"
+            )
+        store.on_commit("notify", trigger="close")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+
+        def handler(effect):
+            store.deliver(lambda e: None)
+
+        raised = []
+
+        def outer():
+            try:
+                store.deliver(handler)
+            except WorkflowError as exc:
+                raised.append(exc)
+
+        thread = threading.Thread(target=outer, daemon=True)  # a hang must not hang the run
+        thread.start()
+        thread.join(timeout=20)
+        assert not thread.is_alive(), "deliver() from a handler hangs"
+        assert "from one of its own handlers" in str(*raised)
+        assert [e.attempts for e in store.pending()] == [1]
+        assert store.deliver(lambda e: None) == 1
+
     def test_idempotency_key_is_a_stable_uuid(self, store, open_db):
         """Each row's key is a UUID that identifies the transition and the effect."""
         store.on_commit("notify")
@@ -976,6 +1058,16 @@ class TestDurableEffects:
             store.update(name, lambda s: s.close())
         assert store.deliver(lambda e: None, limit=2) == 2
         assert len(store.pending()) == 1
+
+    def test_an_effect_name_the_database_cannot_hold_is_refused(self, store):
+        """A name with NUL or a lone surrogate is refused at registration, not at each commit."""
+        for name in ("notify\x00erp", "notify\udc80"):
+            with pytest.raises(WorkflowError, match="UTF-8 text without NUL"):
+                store.on_commit(name)
+        assert store.effects == ()
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        assert version(store) == 2
 
     def test_registration_is_checked(self, store):
         """An empty or repeated name and an unknown trigger are refused."""

@@ -39,7 +39,7 @@ from customer_session.store._deferral import deferring, run_queued_async
 from customer_session.store._documents import state_from_row, subject
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._keys import ProcessedKey, processed_key_from_row
-from customer_session.store._outbox import Effect, effect_from_row
+from customer_session.store._outbox import Effect, delivering, effect_from_row, failure
 from customer_session.store._postgres import (
     _COUNTS,
     _DELIVERED,
@@ -502,12 +502,17 @@ class AsyncPostgresStore(StoreCore[_S]):
         awaited); otherwise as :meth:`PostgresStore.deliver
         <customer_session.store.PostgresStore.deliver>`: at least once, a row is
         marked delivered after the handler returned, a failure stops the delivery
-        and propagates. Deliverers are serialized by an advisory lock.
+        and propagates (with a note naming the row). Deliverers are serialized
+        by an advisory lock.
+
+        Raises:
+            WorkflowError: ``handler`` called ``deliver()`` on this store (it
+                would wait for itself); the row stays pending, its failure counted.
         """
         check("deliver", handler=handler, limit=limit)
         await self._ready(None)
         delivered = 0
-        async with self._delivering, self._delivery_lock():
+        async with self._delivery_lock():
             while limit is None or delivered < limit:
                 batch = (
                     _DELIVERY_BATCH if limit is None else min(_DELIVERY_BATCH, limit - delivered)
@@ -522,7 +527,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                         if inspect.isawaitable(result):
                             await result
                     except Exception as exc:
-                        error = f"{type(exc).__name__}: {exc}"
+                        error = failure(effect, exc)
                         await self._execute(None, _FAILED, (error, effect.sequence))
                         raise
                     await self._execute(None, _DELIVERED, (effect.sequence,))
@@ -619,20 +624,22 @@ class AsyncPostgresStore(StoreCore[_S]):
         # As PostgresStore._delivery_lock: a session-level advisory lock on a
         # connection kept out of the pool while the handler runs, which delivery's
         # own queries use too.
-        try:
-            connection = await self._pool.getconn()
-        except self._psycopg_error as exc:
-            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
-        try:
-            await self._advisory(connection, _LOCK_OUTBOX)
-            pinned = _PINNED.set((self, connection))
-            try:
-                yield
-            finally:
-                _PINNED.reset(pinned)
-                await self._advisory(connection, _UNLOCK_OUTBOX)
-        finally:
-            await self._pool.putconn(connection)
+        with delivering(self):
+            async with self._delivering:
+                try:
+                    connection = await self._pool.getconn()
+                except self._psycopg_error as exc:
+                    raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+                try:
+                    await self._advisory(connection, _LOCK_OUTBOX)
+                    pinned = _PINNED.set((self, connection))
+                    try:
+                        yield
+                    finally:
+                        _PINNED.reset(pinned)
+                        await self._advisory(connection, _UNLOCK_OUTBOX)
+                finally:
+                    await self._pool.putconn(connection)
 
     async def _advisory(
         self, connection: psycopg.AsyncConnection[tuple[Any, ...]], statement: str

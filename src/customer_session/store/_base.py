@@ -38,7 +38,14 @@ from customer_session.store._deferral import Shadow, deferring, run_queued
 from customer_session.store._documents import load_session, state_from_row
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._keys import ProcessedKey, processed_key_from_row
-from customer_session.store._outbox import DurableEffect, Effect, effect_from_row
+from customer_session.store._outbox import (
+    DurableEffect,
+    Effect,
+    check_effect_name,
+    delivering,
+    effect_from_row,
+    failure,
+)
 from customer_session.store._queries import Query, query, select_ids
 from customer_session.store._schema import SCHEMA_VERSION, steps_from
 
@@ -188,11 +195,11 @@ class StoreCore(Generic[_S]):
             The registration; its ``remove()`` stops writing the effect.
 
         Raises:
-            WorkflowError: ``name`` is empty or already registered.
+            WorkflowError: ``name`` is empty, not text the database can hold
+                (NUL, a lone surrogate), or already registered.
             UnknownTrigger: ``trigger`` is not a trigger of the store's table.
         """
-        if not isinstance(name, str) or not name:
-            raise WorkflowError(f"a durable effect needs a non-empty name, got {name!r}")
+        check_effect_name(name)
         checked = None if trigger is None else self._trigger(trigger)
         effect = DurableEffect(name, checked, remove=self._remove_effect)
         with self._effects_lock:
@@ -519,7 +526,7 @@ class BaseStore(StoreCore[_S], ABC):
                 with self._attempt(integration_id, key, operation, optimistic) as session:
                     result = change(session)
                     if inspect.isawaitable(result):
-                        raise _async_change(result, change)
+                        raise _awaitable_refused(result, f"update(): the change {change!r:.80}")
             except _Stale:
                 optimistic = False  # not a lost race: the next attempt reads the row
                 continue
@@ -656,11 +663,18 @@ class BaseStore(StoreCore[_S], ABC):
 
         Returns:
             The number of rows delivered.
+
+        Raises:
+            WorkflowError: ``handler`` returned an awaitable (an ``async def``
+                function, which a sync store cannot await), or called
+                ``deliver()`` on this store; the row stays pending, its failure
+                counted.
+            Exception: What ``handler`` raised, with a note naming the row.
         """
         check("deliver", handler=handler, limit=limit)
         self._ready(None)
         delivered = 0
-        with self._delivery_lock():
+        with delivering(self), self._delivery_lock():
             while limit is None or delivered < limit:
                 batch = (
                     _DELIVERY_BATCH if limit is None else min(_DELIVERY_BATCH, limit - delivered)
@@ -671,9 +685,9 @@ class BaseStore(StoreCore[_S], ABC):
                 for row in rows:
                     effect = effect_from_row(row)
                     try:
-                        handler(effect)
+                        _hand_over(handler, effect)
                     except Exception as exc:
-                        self._mark_failed(effect.sequence, f"{type(exc).__name__}: {exc}")
+                        self._mark_failed(effect.sequence, failure(effect, exc))
                         raise
                     self._mark_delivered(effect.sequence)
                     delivered += 1
@@ -924,13 +938,23 @@ def pause_before(attempt: int) -> float:
     return random.uniform(0, min(0.05, 0.001 * 2**attempt))  # noqa: S311 - jitter, not cryptography
 
 
-def _async_change(result: Awaitable[object], change: object) -> WorkflowError:
-    """The refusal of a change a sync store would have to await; ``result`` is closed."""
+def _hand_over(handler: EffectHandler, effect: Effect) -> None:
+    """Run a sync store's ``handler`` on ``effect``; refuse one it would have to await."""
+    result = handler(effect)
+    if inspect.isawaitable(result):
+        raise _awaitable_refused(result, f"deliver(): the handler {handler!r:.80}")
+
+
+def _awaitable_refused(result: Awaitable[object], what: str) -> WorkflowError:
+    """The refusal of ``what`` (a callable and its method) that a sync store would await.
+
+    ``result`` is closed: a coroutine never awaited, so nothing more is said of it.
+    """
     close = getattr(result, "close", None)
-    if callable(close):  # a coroutine: never awaited, so say nothing more of it
+    if callable(close):
         close()
     return WorkflowError(
-        f"update(): the change {change!r:.80} is async; a sync store cannot await it "
+        f"{what} is async; a sync store cannot await it "
         "(use AsyncPostgresStore, or a plain function)"
     )
 

@@ -10,26 +10,108 @@ handler, at least once, and marks it delivered only once the handler returned.
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime  # noqa: TC003 - attrs resolves field types at run time
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, overload
 
 from attrs import field, frozen
 
 from customer_session import wire
-from customer_session._cart import freeze, thaw
+from customer_session._cart import freeze, is_text, thaw
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
+from customer_session.exceptions import WorkflowError
 from customer_session.model import CustomerSession
 from customer_session.store._documents import parse, record_from_json, timestamp
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from customer_session.hooks import Workflow
 
 _S = TypeVar("_S", bound=CustomerSession)
 
 _KEY_NAMESPACE: Final = uuid.UUID("5f0b6b1e-4c1a-5d8e-9a57-0c3c8f1d2e64")
+
+
+class _Delivery:
+    """One running ``deliver()`` call: its store, and whether it is still running.
+
+    A task or thread context copied while the delivery ran keeps the entry; the
+    flag says it is over, so a later ``deliver()`` from that context is not refused.
+    """
+
+    __slots__ = ("running", "store")
+
+    def __init__(self, store: object) -> None:
+        self.store = store
+        self.running = True
+
+
+# The deliveries whose handler this context is running, innermost last.
+_DELIVERIES: ContextVar[tuple[_Delivery, ...]] = ContextVar(
+    "customer_session_deliveries", default=()
+)
+
+
+def check_effect_name(name: object) -> str:
+    """``name`` if it can name a durable effect (stored in each of its outbox rows).
+
+    Raises:
+        WorkflowError: It is not a non-empty string the database can hold.
+    """
+    if not isinstance(name, str) or not name or not is_text(name):
+        raise WorkflowError(
+            f"a durable effect needs a non-empty name (UTF-8 text without NUL), got {name!r:.80}"
+        )
+    return name
+
+
+@contextmanager
+def delivering(store: object) -> Iterator[None]:
+    """Mark ``store`` as delivering in this context; refuse a delivery nested in its own.
+
+    A handler that calls ``deliver()`` on the store running it would wait forever
+    for the delivery lock its own caller holds (a thread lock, an asyncio lock or
+    an advisory lock on another connection).
+
+    Raises:
+        WorkflowError: ``store`` is already delivering in this context.
+    """
+    running = _DELIVERIES.get()
+    if any(d.store is store and d.running for d in running):
+        raise WorkflowError(
+            f"deliver() was called on {store!r} from one of its own handlers; it would "
+            "wait for the delivery running that handler (deliver after it returned)"
+        )
+    delivery = _Delivery(store)
+    token = _DELIVERIES.set((*running, delivery))
+    try:
+        yield
+    finally:
+        delivery.running = False
+        _DELIVERIES.reset(token)
+
+
+def failure(effect: Effect, error: Exception) -> str:
+    """Why ``effect`` failed, as its row stores it; ``error`` is noted with the row.
+
+    The text is made storable (a handler's message may hold NUL or a lone
+    surrogate), so recording the failure never fails in its place.
+    """
+    error.add_note(
+        f"while delivering outbox row {effect.sequence} ({effect.name!r} for session "
+        f"{effect.integration_id!r}, key {effect.key}); it stays pending"
+    )
+    try:
+        text = f"{type(error).__name__}: {error}"
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure
+        text = f"{type(error).__name__} (its message cannot be shown)"
+    if is_text(text):
+        return text
+    # A lone surrogate becomes \udc80, a NUL \x00: the message stays readable.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def idempotency_key(integration_id: str, position: int, effect: str) -> str:
