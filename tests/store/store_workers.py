@@ -133,6 +133,26 @@ def deliver_and_hang(database: str, journal: str, hang_at: int, ready: Event) ->
         store.deliver(handler)
 
 
+def deliver_together(
+    database: str, ready: Barrier, out: Queue[list[tuple[float, int, str, int]]]
+) -> None:
+    """Deliver every pending effect once all are ready; report what was handed over when.
+
+    Each row is reported as (monotonic time, sequence, session, position).
+    """
+    handed: list[tuple[float, int, str, int]] = []
+
+    def handler(effect: Any) -> None:
+        at = time.monotonic()  # one clock for every process of the machine
+        handed.append((at, effect.sequence, effect.integration_id, effect.position))
+        time.sleep(0.002)  # long enough for a racing deliverer to pick the same row
+
+    with open_reopenable(database) as store:
+        ready.wait()
+        store.deliver(handler)
+    out.put(handed)
+
+
 def commit_slowly(database: str, integration_id: str, ready: Event) -> None:
     """Commit a close on a server made slow by the test (PostgreSQL); signal first."""
     store = open_reopenable(database)

@@ -90,3 +90,34 @@ class TestWorkerProcesses:
             assert totals == {"transitions": counted["transition"], "edits": counted["edit"]}
             # Every committed transition wrote its durable effect, exactly once.
             assert len(store.pending()) == counted["transition"]
+
+    def test_deliverers_in_several_processes_take_turns(self, database):
+        """4 processes delivering one outbox at once: each row once, each session in order."""
+        import store_workers  # noqa: PLC0415 - importable once the fixture ran
+
+        ids = [f"order-{n}" for n in range(10)]
+        with open_store(database, session_class=ReopenableCustomerSession) as store:
+            store.on_commit(store_workers.EFFECT)
+            for integration_id in ids:
+                store.create(ReopenableCustomerSession(integration_id=integration_id))
+                for trigger in ("close", "reopen", "close"):
+                    store.update(integration_id, lambda s, t=trigger: s.fire(t))
+            rows = len(store.pending())
+        context = multiprocessing.get_context("spawn")
+        ready = context.Barrier(4)
+        out = context.Queue()
+        workers = [
+            context.Process(target=store_workers.deliver_together, args=(database, ready, out))
+            for _ in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        handed = [row for _ in workers for row in out.get(timeout=120)]
+        for worker in workers:
+            worker.join(timeout=120)
+        sequences = [sequence for _, sequence, _, _ in handed]
+        assert sorted(sequences) == sorted(set(sequences))  # none handed over twice
+        assert len(handed) == rows == 30
+        for integration_id in ids:
+            positions = [p for _, _, i, p in sorted(handed) if i == integration_id]
+            assert positions == [0, 1, 2]  # in commit order

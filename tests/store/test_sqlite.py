@@ -51,3 +51,30 @@ class TestSQLiteStore:
             in_thread(lambda: store.get("order-1"))
             gc.collect()
             assert len(store._opened) == 1
+
+    def test_store_objects_on_one_file_deliver_in_turn(self, tmp_path):
+        """A second store object on the file waits for a running delivery; no row twice."""
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as first, SQLiteStore(path) as second:
+            first.on_commit("notify")
+            first.create(CustomerSession(integration_id="order-1"))
+            first.update("order-1", lambda s: s.close())
+            handed = []
+            racing = []
+
+            def handler(effect):
+                handed.append(("first", effect.sequence))
+                racer = threading.Thread(
+                    target=lambda: racing.append(
+                        second.deliver(lambda e: handed.append(("second", e.sequence)))
+                    )
+                )
+                racer.start()
+                racer.join(timeout=0.5)  # time enough to hand the row over again
+                racing.append(racer)
+
+            assert first.deliver(handler) == 1
+            racer = racing.pop()
+            racer.join(timeout=10)
+            assert racing == [0]
+            assert handed == [("first", 1)]

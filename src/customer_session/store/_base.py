@@ -654,8 +654,10 @@ class BaseStore(StoreCore[_S], ABC):
         row stays pending with its failure counted, delivery stops (so later rows
         of the session are not delivered before it), and the exception propagates.
 
-        Deliveries through one store object run one at a time; on PostgreSQL an
-        advisory lock also serializes deliverers in other processes.
+        Deliveries run one at a time: through one store object, and across store
+        objects and processes on PostgreSQL (an advisory lock) and on an SQLite
+        file (a lock on the file ``<database>-deliver`` beside it, except on
+        Windows).
 
         Args:
             handler: Called with each :class:`Effect`.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -17,6 +18,9 @@ from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
+
+if sys.platform != "win32":
+    import fcntl
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -66,6 +70,7 @@ _FORGET: Final = "DELETE FROM customer_session_keys WHERE recorded_at < ?"
 _FAILED: Final = """
     UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = ?
     WHERE sequence = ?"""
+_MAIN_FILE: Final = "SELECT file FROM pragma_database_list WHERE name = 'main'"
 _HAS_SCHEMA: Final = (
     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'customer_session_schema'"
 )
@@ -81,7 +86,8 @@ class SQLiteStore(BaseStore[_S]):
     The schema is created (or migrated) on first use. One store object may be
     shared by the threads of a process: each thread gets its own connection to a
     file (``:memory:`` has one connection, used under a lock). Processes open
-    their own store on the same file; SQLite serializes their commits.
+    their own store on the same file; SQLite serializes their commits, and their
+    deliveries take turns on a lock file beside the database (``<file>-deliver``).
 
     Args:
         path: The database file (a ``file:`` URI is opened as one), or ``":memory:"``
@@ -336,8 +342,46 @@ class SQLiteStore(BaseStore[_S]):
 
     @contextmanager
     def _delivery_lock(self) -> Iterator[None]:
+        # The threads of this store object take turns on a thread lock; other store
+        # objects and processes on the same file, on a lock file beside it, which
+        # the system releases when its holder dies (as PostgreSQL's advisory lock).
         with self._delivering:
-            yield
+            if self._memory:  # a private database: this store object is its only user
+                yield
+                return
+            with self._connection(None) as connection:
+                (main,) = connection.execute(_MAIN_FILE).fetchone()
+            with _file_lock(f"{main}-deliver"):
+                yield
+
+
+@contextmanager
+def _file_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if need be), waiting for it.
+
+    A ``flock`` lock belongs to the open file, so it also excludes other store
+    objects of this process, and it ends when the file is closed or the process
+    dies. Windows has no ``flock``: there, only this store object's threads are
+    serialized (run one deliverer per database).
+
+    Raises:
+        StoreError: The lock file cannot be opened or locked.
+    """
+    if sys.platform == "win32":
+        yield
+        return
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise StoreError(f"cannot open the delivery lock file {path!r}: {exc}") from exc
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise StoreError(f"cannot lock the delivery lock file {path!r}: {exc}") from exc
+        yield
+    finally:
+        os.close(descriptor)  # and with it the lock
 
 
 def _in_memory(path: str) -> bool:
