@@ -954,7 +954,7 @@ class TestDurableEffects:
         with pytest.raises(ConnectionError):
             store.deliver(down)
         (effect,) = store.pending()
-        assert effect.attempts == 1
+        assert (effect.attempts, effect.last_error) == (1, "ConnectionError: ERP unreachable")
         keys = []
         assert store.deliver(lambda e: keys.append(e.key)) == 1
         assert keys == [effect.key]
@@ -986,7 +986,8 @@ class TestDurableEffects:
 
         with pytest.raises(ValueError, match="bad"):
             store.deliver(down)
-        assert [e.attempts for e in store.pending()] == [1]
+        (effect,) = store.pending()
+        assert (effect.attempts, effect.last_error) == (1, "ValueError: bad\\x00byte \\udc80")
 
     def test_an_async_handler_is_refused_by_a_sync_store(self, store, backend):
         """A handler returning an awaitable raises WorkflowError; the row stays pending.

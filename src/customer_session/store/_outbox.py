@@ -161,6 +161,8 @@ class Effect:
         document: The session's wire document right after the commit (deeply
             immutable; with history).
         attempts: How many earlier deliveries of this row failed.
+        last_error: Why the last of them failed (the exception's type and
+            message), or ``None``.
         created_at: When the row was written, in UTC (by the clock of the
             database server on PostgreSQL, of the committing process on SQLite).
     """
@@ -174,6 +176,7 @@ class Effect:
     record: TransitionRecord
     document: Mapping[str, Any] = field(converter=freeze)
     attempts: int
+    last_error: str | None = None
     created_at: datetime
 
     @overload
@@ -207,12 +210,24 @@ def effect_from_row(row: Sequence[Any]) -> Effect:
     """An effect from its outbox row.
 
     The columns are ``sequence, idempotency_key, effect, integration_id, version,
-    position, record, document, attempts, created_at``.
+    position, record, document, attempts, last_error, created_at``.
 
     Raises:
         CorruptData: The row is corrupt.
     """
-    sequence, key, name, integration_id, version, position, record, document, attempts, at = row
+    (
+        sequence,
+        key,
+        name,
+        integration_id,
+        version,
+        position,
+        record,
+        document,
+        attempts,
+        error,
+        at,
+    ) = row
     return Effect(
         sequence=sequence,
         key=key,
@@ -223,5 +238,6 @@ def effect_from_row(row: Sequence[Any]) -> Effect:
         record=record_from_json(parse(record, "outbox record", integration_id), integration_id),
         document=parse(document, "outbox document", integration_id),
         attempts=attempts,
+        last_error=error,
         created_at=timestamp(at, f"time of outbox row {sequence}", integration_id),
     )

@@ -106,7 +106,7 @@ _HISTORY: Final = """
     FROM customer_session_journal WHERE integration_id = %s ORDER BY version"""
 _PENDING: Final = """
     SELECT sequence, idempotency_key, effect, integration_id, version, position, record,
-        document, attempts, created_at
+        document, attempts, last_error, created_at
     FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT %s"""
 _DELIVERED: Final = "UPDATE customer_session_outbox SET delivered_at = now() WHERE sequence = %s"
 _PURGE: Final = "DELETE FROM customer_session_outbox WHERE delivered_at < %s"

@@ -61,7 +61,7 @@ _HISTORY: Final = """
     FROM customer_session_journal WHERE integration_id = ? ORDER BY version"""
 _PENDING: Final = """
     SELECT sequence, idempotency_key, effect, integration_id, version, position, record,
-        document, attempts, created_at
+        document, attempts, last_error, created_at
     FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT ?"""
 _DELIVERED: Final = "UPDATE customer_session_outbox SET delivered_at = ? WHERE sequence = ?"
 # Times are ISO text in UTC (written by _now() and the commits), which sorts as the times do.
