@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import psycopg
 import pytest
 import pytest_asyncio
 
@@ -358,3 +359,48 @@ async def test_a_nested_block_still_open_when_the_block_ends_is_refused(
     assert session.state is State.OPEN
     assert (await store.get("order-1")).state is State.OPEN
     assert len(await store.history("order-1")) == 1
+
+
+# -- while the store waits for the database ---------------------------------------------
+
+
+async def blocked_by(holder: psycopg.Connection[tuple[object, ...]], conninfo: str) -> None:
+    """Wait until a statement of another connection waits for ``holder``'s locks."""
+    with psycopg.connect(conninfo, autocommit=True) as watcher:
+        for _ in range(1000):
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                (holder.info.backend_pid,),
+            ).fetchone()
+            if row is not None and row[0] > 0:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("no statement waited for the lock")
+
+
+class TestWhileTheStoreWrites:
+    async def test_an_edit_made_while_create_writes_does_not_reach_the_store(
+        self, store: AsyncPostgresStore[CustomerSession], conninfo: str
+    ) -> None:
+        """An edit of the session during create()'s write is the caller's alone.
+
+        The store's copy is what was written: a later get() and the next commit
+        do not see the edit.
+        """
+        await store.counts()  # creates the schema
+        holder = psycopg.connect(conninfo)
+        holder.execute(
+            "INSERT INTO customer_sessions (integration_id, state, version, updated, document) "
+            "VALUES ('order-1', 'open', 1, now(), '{}')"
+        )
+        session = new_session()
+        task = asyncio.create_task(store.create(session))
+        await blocked_by(holder, conninfo)
+        session.set_coupon("LATE")
+        holder.rollback()
+        holder.close()
+        await task
+        assert (await store.get("order-1")).coupon is None
+        await store.update("order-1", lambda s: s.close())
+        assert (await store.get("order-1")).coupon is None
+        assert "coupon" not in (await store.history("order-1"))[-1].changes

@@ -252,9 +252,10 @@ class AsyncPostgresStore(StoreCore[_S]):
         integration_id = session.integration_id
         await self._ready(integration_id)
         change = _changes.created(session, self._effects, key=key, operation=operation)
+        kept = self._keep(session)
         if not await self._write(_INSERT, change, None):
             raise SessionExists(integration_id)
-        self._remember(change, session, 1)
+        self._remember(change, kept, 1)
 
     async def get(self, integration_id: str) -> _S:
         """The stored session, bound to :attr:`workflow`.
@@ -407,7 +408,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 if change is not None:
                     if not await self._write(update_statement(change), change, loaded.version):
                         raise _Stale if optimistic else _Conflict
-                    self._remember(change, session, loaded.version + 1)
+                    self._remember(change, self._keep(session), loaded.version + 1)
                 else:
                     if optimistic and not await self._current(integration_id, loaded.version):
                         raise _Stale

@@ -309,14 +309,23 @@ class StoreCore(Generic[_S]):
             written_for=loaded.before,
         )
 
-    def _remember(self, change: Change, session: CustomerSession, version: int) -> None:
-        """Cache what was just written, so the next load of the session is cheap."""
+    def _keep(self, session: CustomerSession) -> CustomerSession | None:
+        """The store's own copy of ``session`` as it is now, for :meth:`_remember`.
+
+        A twin: the caller keeps ``session`` and may go on changing it. ``create()``
+        takes it before its write, since nothing holds the caller's session
+        meanwhile: an edit made while the write runs is not what was written.
+        ``None`` for a subclass given to ``create()`` (loads must give the store's class).
+        """
         if type(session) is not self._session_class:
-            # A subclass given to create(): loads must give the store's class.
+            return None
+        return twin(session, session.workflow)
+
+    def _remember(self, change: Change, kept: CustomerSession | None, version: int) -> None:
+        """Cache what was just written (``kept``, from :meth:`_keep`), so the next load is cheap."""
+        if kept is None:
             self._cache.pop(change.integration_id, None)
             return
-        # A twin: the caller keeps ``session`` and may go on changing it.
-        kept = twin(session, session.workflow)
         self._cache_put(
             change.integration_id,
             _Cached(change.document, change.data, kept, version, written=True),
@@ -362,9 +371,10 @@ class BaseStore(StoreCore[_S], ABC):
         integration_id = session.integration_id
         self._ready(integration_id)
         change = _changes.created(session, self._effects, key=key, operation=operation)
+        kept = self._keep(session)
         if not self._insert(change):
             raise SessionExists(integration_id)
-        self._remember(change, session, 1)
+        self._remember(change, kept, 1)
 
     def get(self, integration_id: str) -> _S:
         """The stored session, bound to :attr:`workflow`.
@@ -575,7 +585,7 @@ class BaseStore(StoreCore[_S], ABC):
                 if change is not None:
                     if not self._update(change, loaded.version):
                         raise _Stale if optimistic else _Conflict
-                    self._remember(change, session, loaded.version + 1)
+                    self._remember(change, self._keep(session), loaded.version + 1)
                 else:
                     if optimistic and not self._current(integration_id, loaded.version):
                         raise _Stale
