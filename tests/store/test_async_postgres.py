@@ -364,6 +364,17 @@ async def test_a_nested_block_still_open_when_the_block_ends_is_refused(
 # -- while the store waits for the database ---------------------------------------------
 
 
+def lock_row(
+    conninfo: str, integration_id: str = "order-1"
+) -> psycopg.Connection[tuple[object, ...]]:
+    """Another connection's transaction holding the session's row: the store's writes wait."""
+    holder = psycopg.connect(conninfo)
+    holder.execute(
+        "SELECT 1 FROM customer_sessions WHERE integration_id = %s FOR UPDATE", (integration_id,)
+    )
+    return holder
+
+
 async def blocked_by(holder: psycopg.Connection[tuple[object, ...]], conninfo: str) -> None:
     """Wait until a statement of another connection waits for ``holder``'s locks."""
     with psycopg.connect(conninfo, autocommit=True) as watcher:
@@ -376,6 +387,19 @@ async def blocked_by(holder: psycopg.Connection[tuple[object, ...]], conninfo: s
                 return
             await asyncio.sleep(0.01)
     raise AssertionError("no statement waited for the lock")
+
+
+def committed_version(conninfo: str, version: int) -> None:
+    """Wait, blocking the event loop, until the session row is at ``version``."""
+    with psycopg.connect(conninfo, autocommit=True) as watcher:
+        for _ in range(1000):
+            row = watcher.execute(
+                "SELECT version FROM customer_sessions WHERE integration_id = 'order-1'"
+            ).fetchone()
+            if row is not None and row[0] == version:
+                return
+            watcher.execute("SELECT pg_sleep(0.01)")
+    raise AssertionError(f"the row never reached version {version}")
 
 
 class TestWhileTheStoreWrites:
@@ -404,3 +428,88 @@ class TestWhileTheStoreWrites:
         await store.update("order-1", lambda s: s.close())
         assert (await store.get("order-1")).coupon is None
         assert "coupon" not in (await store.history("order-1"))[-1].changes
+
+    async def test_a_cancellation_during_the_commit_keeps_what_committed(
+        self, conninfo: str
+    ) -> None:
+        """A task cancelled while its commit statement runs ends as the database did.
+
+        Here the statement commits before the store sees the answer: the session
+        keeps the change, the store's copy is the committed row, the after-commit
+        hooks do not run, and the CancelledError propagates.
+        """
+        workflow = Workflow()
+        seen: list[Trigger] = []
+        workflow.after_commit(lambda event: seen.append(event.trigger))
+        async with await AsyncPostgresStore.open(conninfo, workflow=workflow) as store:
+            await store.create(new_session())
+            blocks: list[CustomerSession] = []
+
+            async def close() -> None:
+                async with store.transaction("order-1") as session:
+                    blocks.append(session)
+                    session.close()
+
+            holder = lock_row(conninfo)
+            task = asyncio.create_task(close())
+            await blocked_by(holder, conninfo)
+            holder.commit()  # the store's statement goes on and commits...
+            committed_version(conninfo, 2)  # ...while this task keeps the event loop
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            holder.close()
+            session = blocks[0]
+            assert session.state is State.CLOSED
+            assert await store.get("order-1") == session
+            assert seen == []
+            # The next change starts from the store's copy, the committed one.
+            await store.update("order-1", lambda s: s.cancel(), operation="refund")
+            history = await store.history("order-1")
+            assert [(e.version, e.operation) for e in history] == [
+                (1, "create"),
+                (2, "close"),
+                (3, "refund"),
+            ]
+            assert rebuild(history) == await store.get("order-1")
+
+    async def test_a_cancellation_while_the_commit_waits_commits_nothing(
+        self, store: AsyncPostgresStore[CustomerSession], conninfo: str
+    ) -> None:
+        """A task cancelled while its commit waits for a lock stops it: nothing is written."""
+        await store.create(new_session())
+        holder = lock_row(conninfo)
+        task = asyncio.create_task(store.update("order-1", lambda s: s.close()))
+        await blocked_by(holder, conninfo)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        holder.rollback()
+        holder.close()
+        assert (await store.get("order-1")).state is State.OPEN
+        assert len(await store.history("order-1")) == 1
+        await store.update("order-1", lambda s: s.set_coupon("AFTER"))
+        assert (await store.get("order-1")).coupon == "AFTER"
+
+    async def test_a_cancellation_during_create_keeps_what_committed(
+        self, store: AsyncPostgresStore[CustomerSession], conninfo: str
+    ) -> None:
+        """A create() cancelled after its insert committed leaves the store's copy right."""
+        await store.counts()  # creates the schema
+        holder = psycopg.connect(conninfo)
+        holder.execute(
+            "INSERT INTO customer_sessions (integration_id, state, version, updated, document) "
+            "VALUES ('order-1', 'open', 1, now(), '{}')"
+        )
+        task = asyncio.create_task(store.create(new_session()))
+        await blocked_by(holder, conninfo)
+        holder.rollback()  # the store's insert goes on and commits
+        committed_version(conninfo, 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        holder.close()
+        await store.update("order-1", lambda s: s.close())
+        history = await store.history("order-1")
+        assert [e.operation for e in history] == ["create", "close"]
+        assert rebuild(history) == await store.get("order-1")

@@ -14,7 +14,7 @@ import inspect
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self, TypeVar, overload
 
 from customer_session._transaction import writing
 from customer_session.exceptions import (
@@ -90,6 +90,9 @@ _PINNED: ContextVar[tuple[object, psycopg.AsyncConnection[tuple[Any, ...]]] | No
 )
 _T = TypeVar("_T")
 
+# Seconds a cancelled commit waits for the server to take its cancel request.
+_CANCEL_TIMEOUT: Final = 5.0
+
 
 class AsyncPostgresStore(StoreCore[_S]):
     """Sessions in a PostgreSQL database, for asyncio code: the async face of the store.
@@ -109,6 +112,12 @@ class AsyncPostgresStore(StoreCore[_S]):
     block (``await AsyncSession(session).close()``). After-commit hooks, sync and
     async, run after the database commit (async ones awaited), in the order their
     triggers fired, and not at all when it does not happen.
+
+    A task cancelled while its commit statement runs waits for the statement's
+    outcome (the server is asked to stop it): a commit that happened is kept by the
+    session object and the store's copy, and the ``CancelledError`` then propagates
+    without the after-commit hooks; otherwise nothing was written and the session
+    is put back.
 
     Args:
         conninfo: A libpq connection string or ``postgresql://`` URL.
@@ -253,9 +262,13 @@ class AsyncPostgresStore(StoreCore[_S]):
         await self._ready(integration_id)
         change = _changes.created(session, self._effects, key=key, operation=operation)
         kept = self._keep(session)
-        if not await self._write(_INSERT, change, None):
+        written, interrupted = await self._write(_INSERT, change, None)
+        if written:
+            self._remember(change, kept, 1)
+        if interrupted is not None:
+            raise interrupted
+        if not written:
             raise SessionExists(integration_id)
-        self._remember(change, kept, 1)
 
     async def get(self, integration_id: str) -> _S:
         """The stored session, bound to :attr:`workflow`.
@@ -396,6 +409,9 @@ class AsyncPostgresStore(StoreCore[_S]):
             optimistic = False
             loaded = await self._load(integration_id, workflow)
         session = loaded.session
+        # A cancellation that arrived while the commit statement ran, raised once the
+        # outcome is recorded: outside the atomic() block when the commit happened.
+        interrupted: asyncio.CancelledError | None = None
         with deferring(session, awaits=True) as queue, session.atomic():
             try:
                 yield session
@@ -406,7 +422,11 @@ class AsyncPostgresStore(StoreCore[_S]):
             with writing(session):
                 change = self._changed(loaded, key, operation)
                 if change is not None:
-                    if not await self._write(update_statement(change), change, loaded.version):
+                    statement = update_statement(change)
+                    written, interrupted = await self._write(statement, change, loaded.version)
+                    if not written:
+                        if interrupted is not None:
+                            raise interrupted  # nothing committed: roll back and stop
                         raise _Stale if optimistic else _Conflict
                     self._remember(change, self._keep(session), loaded.version + 1)
                 else:
@@ -414,6 +434,10 @@ class AsyncPostgresStore(StoreCore[_S]):
                         raise _Stale
                     if key is not None and not await self._record_key(key, integration_id, None):
                         raise KeyAlreadyProcessed(key, integration_id)
+        if interrupted is not None:
+            # Committed: the session keeps the change; the after-commit hooks do not
+            # run, as for a cancellation that arrives while they run.
+            raise interrupted
         await run_queued_async(queue)
 
     # -- the journal, keys and the outbox ------------------------------------------------
@@ -607,10 +631,20 @@ class AsyncPostgresStore(StoreCore[_S]):
         row = await self._fetchone(integration_id, _FETCH, (integration_id,))
         return row is not None and row[0] == version
 
-    async def _write(self, statement: str, change: Change, expected: int | None) -> bool:
+    async def _write(self, statement: str, change: Change, expected: int | None) -> _Written:
+        """Run a commit statement to its outcome: whether it wrote, and a cancellation meanwhile.
+
+        A cancellation that arrives while the statement runs does not abandon it
+        (psycopg would wait for the server, then drop its answer): the server is
+        asked to stop the statement, which it does unless it has committed, and its
+        answer is awaited. The caller records a commit and then raises the
+        cancellation; when the statement did not write, or failed, the
+        cancellation is raised here, as if nothing had been sent.
+        """
+        params = write_params(statement, change, expected)
         try:
-            params = write_params(statement, change, expected)
-            return await self._fetchone(change.integration_id, statement, params) is not None
+            async with self._connection(change.integration_id) as connection:
+                return await _to_the_end(connection, statement, params)
         except StoreError as exc:
             duplicate = duplicate_key(exc, change, self._errors)
             if duplicate is None:
@@ -649,6 +683,53 @@ class AsyncPostgresStore(StoreCore[_S]):
             await connection.execute(statement)
         except self._psycopg_error as exc:
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+
+
+class _Written(NamedTuple):
+    """The outcome of a commit statement (see ``AsyncPostgresStore._write``)."""
+
+    written: bool
+    """Whether the statement wrote (a row inserted, or the compare-and-set won)."""
+    interrupted: asyncio.CancelledError | None
+    """The cancellation that arrived while it ran, for the caller to raise."""
+
+
+async def _to_the_end(
+    connection: psycopg.AsyncConnection[tuple[Any, ...]],
+    statement: str,
+    params: Mapping[str, Any],
+) -> _Written:
+    """Run ``statement`` on ``connection`` and wait for its outcome, even when cancelled."""
+    running = asyncio.ensure_future(_first_row(connection, statement, params))
+    interrupted: asyncio.CancelledError | None = None
+    stopping: asyncio.Future[None] | None = None
+    # The cancel request is awaited too: one still on its way could stop the
+    # connection's next statement instead.
+    while waiting := [f for f in (running, stopping) if f is not None and not f.done()]:
+        try:
+            await asyncio.wait(waiting)
+        except asyncio.CancelledError as exc:
+            if interrupted is None:
+                interrupted = exc
+                stopping = asyncio.ensure_future(connection.cancel_safe(timeout=_CANCEL_TIMEOUT))
+    if interrupted is None:
+        return _Written(running.result() is not None, None)
+    assert stopping is not None  # noqa: S101 - asked as the cancellation arrived
+    if not stopping.cancelled():
+        stopping.exception()  # a failed request changes nothing: the statement's answer decides
+    if running.exception() is not None:
+        # Stopped by the request (nothing written), or failed as any commit may (the
+        # outcome unknown, which the next compare-and-set finds out): stop here.
+        raise interrupted
+    return _Written(running.result() is not None, interrupted)
+
+
+async def _first_row(
+    connection: psycopg.AsyncConnection[tuple[Any, ...]],
+    statement: str,
+    params: Mapping[str, Any],
+) -> tuple[Any, ...] | None:
+    return await (await connection.execute(statement, params)).fetchone()
 
 
 async def _schema_version(connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> object:
