@@ -513,3 +513,34 @@ class TestWhileTheStoreWrites:
         history = await store.history("order-1")
         assert [e.operation for e in history] == ["create", "close"]
         assert rebuild(history) == await store.get("order-1")
+
+    async def test_a_delivery_cancelled_as_it_gets_the_lock_leaves_it_free(
+        self, store: AsyncPostgresStore[CustomerSession], conninfo: str
+    ) -> None:
+        """A delivery cancelled just as the server grants it the outbox lock does not keep it.
+
+        Its pooled connection would otherwise hold the lock, and every other
+        deliverer would wait for it forever.
+        """
+        store.on_commit("notify", trigger="close")
+        await store.create(new_session())
+        await store.update("order-1", lambda s: s.close())
+        lock = "SELECT pg_advisory_lock(hashtext(current_schema() || '.outbox'))"
+        with psycopg.connect(conninfo, autocommit=True) as holder:
+            holder.execute(lock)
+            task = asyncio.create_task(store.deliver(lambda effect: None))
+            await blocked_by(holder, conninfo)
+            holder.execute("SELECT pg_advisory_unlock(hashtext(current_schema() || '.outbox'))")
+            with psycopg.connect(conninfo, autocommit=True) as watcher:
+                # The server grants the store the lock while this task keeps the event loop.
+                while watcher.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                ).fetchone() != (1,):
+                    watcher.execute("SELECT pg_sleep(0.01)")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            taken = "SELECT pg_try_advisory_lock(hashtext(current_schema() || '.outbox'))"
+            assert holder.execute(taken).fetchone() == (True,)
+            holder.execute("SELECT pg_advisory_unlock(hashtext(current_schema() || '.outbox'))")
+        assert await store.deliver(lambda effect: None) == 1

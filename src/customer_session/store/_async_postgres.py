@@ -665,6 +665,11 @@ class AsyncPostgresStore(StoreCore[_S]):
                     connection = await self._pool.getconn()
                 except self._psycopg_error as exc:
                     raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+                # Whether the connection may hold the lock: a lock or unlock that failed,
+                # or was interrupted, may have been done by the server all the same.
+                # Closing the connection then releases the lock for sure; back in the
+                # pool, it would keep every other deliverer waiting.
+                held = True
                 try:
                     await self._advisory(connection, _LOCK_OUTBOX)
                     pinned = _PINNED.set((self, connection))
@@ -673,7 +678,10 @@ class AsyncPostgresStore(StoreCore[_S]):
                     finally:
                         _PINNED.reset(pinned)
                         await self._advisory(connection, _UNLOCK_OUTBOX)
+                        held = False
                 finally:
+                    if held:
+                        await connection.close()
                     await self._pool.putconn(connection)
 
     async def _advisory(

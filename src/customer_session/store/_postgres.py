@@ -321,6 +321,11 @@ class PostgresStore(BaseStore[_S]):
             connection = self._pool.getconn()
         except self._psycopg_error as exc:
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+        # Whether the connection may hold the lock: a lock or unlock that failed, or
+        # was interrupted, may have been done by the server all the same. Closing the
+        # connection then releases the lock for sure; back in the pool, it would keep
+        # every other deliverer waiting.
+        held = True
         try:
             self._advisory(connection, _LOCK_OUTBOX)
             pinned = _PINNED.set((self, connection))
@@ -329,7 +334,10 @@ class PostgresStore(BaseStore[_S]):
             finally:
                 _PINNED.reset(pinned)
                 self._advisory(connection, _UNLOCK_OUTBOX)
+                held = False
         finally:
+            if held:
+                connection.close()
             self._pool.putconn(connection)
 
     def _advisory(self, connection: psycopg.Connection[tuple[Any, ...]], statement: str) -> None:
