@@ -87,3 +87,35 @@ def test_deliver_on_a_closed_store_is_a_store_error(database, backend):
 
     with pytest.raises(StoreError, match="closed"):
         asyncio.run(deliver_after_close())
+
+
+def test_the_call_after_a_lost_connection_gets_a_working_one(open_pool, database):
+    """When the server drops the pool's connections, one call fails and the next works.
+
+    The failing call raises StoreError naming its session; the pool's other idle
+    connections, dropped too, are replaced instead of failing the calls after it.
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    store = open_pool(min_connections=4, max_connections=4)
+    store.create(CustomerSession(integration_id="order-1"))
+    with psycopg.connect(database, autocommit=True) as admin:
+        for _ in range(500):
+            # The pool fills its minimum in the background.
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            ).fetchone()
+            if row is not None and row[0] >= 4:
+                break
+            admin.execute("SELECT pg_sleep(0.01)")
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+    with pytest.raises(StoreError, match="order-1") as caught:
+        store.get("order-1")
+    assert caught.value.integration_id == "order-1"
+    for _ in range(4):
+        assert store.get("order-1").integration_id == "order-1"

@@ -261,14 +261,21 @@ class PostgresStore(BaseStore[_S]):
         self, integration_id: str | None
     ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         """A pooled connection; database errors become ``StoreError`` naming the session."""
+        connection = None
         try:
             pinned = _PINNED.get()
             if pinned is not None and pinned[0] is self:
-                yield pinned[1]
+                connection = pinned[1]
+                yield connection
                 return
             with self._pool.connection() as connection:
                 yield connection
         except self._psycopg_error as exc:
+            if connection is not None and connection.closed:
+                # The server dropped it (a restart, a failover, an administrator), and
+                # likely the pool's idle connections too: replace those now, rather than
+                # let each fail a call of its own.
+                self._pool.check()
             raise StoreError(
                 f"{subject(integration_id)}: PostgreSQL error: {exc}", integration_id
             ) from exc
