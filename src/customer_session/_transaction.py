@@ -110,10 +110,10 @@ _BLOCK: ContextVar[Block | None] = ContextVar("customer_session_atomic_block", d
 
 def _owner() -> object:
     """The running asyncio task, else the running thread (who opens a block)."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # no event loop in this thread
-        task = None
+    # _get_running_loop (in asyncio's __all__) answers None where current_task()
+    # would raise: in sync code, on every block, an exception saved.
+    loop = asyncio._get_running_loop()
+    task = None if loop is None else asyncio.current_task(loop)
     return task if task is not None else threading.current_thread()
 
 
