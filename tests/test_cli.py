@@ -266,6 +266,15 @@ class TestReplay:
         crlf.write_bytes(lf.read_bytes().replace(b"\n", b"\r\n"))
         assert run("replay", str(crlf)) == run("replay", str(lf))
 
+    def test_log_with_a_byte_order_mark_replays_like_one_without(self, tmp_path):
+        """A UTF-8 byte order mark before the first line is ignored, not a malformed line."""
+        plain, marked = tmp_path / "plain.jsonl", tmp_path / "bom.jsonl"
+        plain.write_bytes(encoded_log(b"A"))
+        marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+        expected = run("replay", str(plain))
+        assert expected[0] == 0
+        assert run("replay", str(marked)) == expected
+
     def test_directory_is_one_line(self, capsys, tmp_path):
         """A directory instead of a log is a one-line error with exit status 2."""
         assert run("replay", str(tmp_path))[0] == 2

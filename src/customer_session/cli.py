@@ -134,6 +134,9 @@ def _not_utf8(error: UnicodeDecodeError, where: str) -> str:
     return f"not UTF-8 text: byte 0x{error.object[error.start]:02x} at {where} ({error.reason})"
 
 
+_BOM = "\ufeff"
+
+
 class _LogLines:
     """A replay log's lines, decoded one at a time so a non-UTF-8 line refuses only itself.
 
@@ -143,7 +146,9 @@ class _LogLines:
     buffer boundary. Such a line is kept in :attr:`refused` (with its byte offsets)
     and handed to the replayer as a blank line, so line numbers stay right and no
     replayer (in memory or ``--db``) needs to know: with ``--db`` its key is not
-    recorded, so a corrected line is applied by the next run.
+    recorded, so a corrected line is applied by the next run. A UTF-8 byte order mark
+    before the first line (editors on Windows write one) is dropped: it is no part of
+    the first event, which would otherwise be refused as malformed JSON.
 
     Attributes:
         refused: The lines that are not UTF-8 text, in order.
@@ -167,12 +172,13 @@ class _LogLines:
                 yield "\n"
                 continue
             offset += size
-            if line.endswith("\r\n"):
-                yield line[:-2] + "\n"
-            elif line.endswith("\r"):
-                yield line[:-1] + "\n"
+            text = line.removeprefix(_BOM) if number == 1 else line
+            if text.endswith("\r\n"):
+                yield text[:-2] + "\n"
+            elif text.endswith("\r"):
+                yield text[:-1] + "\n"
             else:
-                yield line
+                yield text
 
     @staticmethod
     def _refusal(number: int, raw: bytes, offset: int) -> replay.RefusedLine:

@@ -267,6 +267,16 @@ class TestCommandLine:
         assert "0 events applied, 1 refused, 1 applied by an earlier run" in out
         assert "line 1: order-7 update: refused by an earlier run: " in out
 
+    def test_a_byte_order_mark_does_not_change_the_first_event(self, database, tmp_path, capsys):
+        """A log saved with a byte order mark applies its first line, as the same log without."""
+        marked, plain = tmp_path / "bom.jsonl", tmp_path / "plain.jsonl"
+        marked.write_text(f"\ufeff{CREATE}\n{CLOSE}\n", encoding="utf-8")
+        plain.write_text(f"{CREATE}\n{CLOSE}\n", encoding="utf-8")
+        assert main(["replay", "--db", database, str(marked)]) == 0
+        assert "2 events applied, 0 refused" in capsys.readouterr().out
+        assert main(["replay", "--db", database, str(plain)]) == 0
+        assert "0 events applied, 0 refused, 2 applied by an earlier run" in capsys.readouterr().out
+
     def test_unreachable_database_is_a_one_line_error(self, tmp_path, capsys):
         """A database that cannot be opened exits 2 with one line on stderr."""
         log = tmp_path / "events.jsonl"
