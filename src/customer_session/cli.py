@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
@@ -25,7 +26,7 @@ from customer_session.exceptions import CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Generator, Iterator, Sequence
 
 PROG = "customer-session"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -300,6 +301,36 @@ def _print_error(error: BaseException, err: TextIO) -> None:
     print(f"{PROG}: error: {_one_line(error)}", file=err)
 
 
+def _command(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the command the arguments name."""
+    if args.command == "diagram":
+        return _diagram(args, out)
+    if args.command == "validate":
+        return _validate(args, out, sys.stderr)
+    return _replay(args, out, sys.stderr)
+
+
+@contextlib.contextmanager
+def _unconfigured_logs_silenced() -> Generator[None]:
+    """Drop what libraries log while logging is not configured, for the block.
+
+    Logging's last-resort handler would print their warnings on standard error
+    (psycopg's pool discarding a connection the server cut, say) beside the error
+    line that already says what failed. A caller of :func:`main` that configured
+    logging keeps every record.
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        yield
+        return
+    silent = logging.NullHandler()
+    root.addHandler(silent)
+    try:
+        yield
+    finally:
+        root.removeHandler(silent)
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the command line; return the exit status.
 
@@ -315,11 +346,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except SystemExit as exit_:  # argparse exits for --help and for usage errors
         return int(exit_.code or 0)
     try:
-        if args.command == "diagram":
-            return _diagram(args, stdout)
-        if args.command == "validate":
-            return _validate(args, stdout, sys.stderr)
-        return _replay(args, stdout, sys.stderr)
+        with _unconfigured_logs_silenced():
+            return _command(args, stdout)
     except (_UsageError, CustomerSessionError) as error:
         _print_error(error, sys.stderr)
         return EXIT_USAGE

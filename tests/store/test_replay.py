@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -285,6 +286,40 @@ class TestCommandLine:
         err = capsys.readouterr().err
         assert err.startswith("customer-session: error:")
         assert err.count("\n") == 1
+
+    @pytest.mark.postgres
+    def test_a_connection_lost_mid_run_is_a_one_line_error(self, pg_server):
+        """A PostgreSQL connection cut during the run exits 2 with one line, nothing else."""
+        database = pg_server.fresh_schema() + "&application_name=replay-cut"
+        command = [sys.executable, "-m", "customer_session", "replay", "--db", database]
+        replay = subprocess.Popen(
+            [*command, str(EXAMPLE)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        with replay:
+            while replay.poll() is None and not _cut_when_applying(database):
+                time.sleep(0.01)
+            err = replay.communicate()[1]
+        assert replay.returncode == 2
+        assert err.startswith("customer-session: error: ")
+        assert err.count("\n") == 1
+
+
+def _cut_when_applying(database: str) -> bool:
+    """Once a replay on ``database`` has applied lines, cut its connections; whether it did."""
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    with psycopg.connect(database.replace("replay-cut", "cutter"), autocommit=True) as connection:
+        applied = connection.execute("SELECT to_regclass('customer_session_keys')").fetchone()
+        if applied is None or applied[0] is None:
+            return False
+        keys = connection.execute("SELECT count(*) FROM customer_session_keys").fetchone()
+        if keys is None or keys[0] < 100:
+            return False
+        connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            ("replay-cut",),
+        )
+    return True
 
 
 def _ids(lines: list[str]) -> list[str]:
