@@ -343,3 +343,18 @@ class TestEntryPoints:
         )
         assert result.returncode == 1
         assert result.stderr == ""
+
+    def test_a_reader_that_leaves_early_is_a_one_line_error(self, tmp_path):
+        """A report cut short by its reader (``| head``) is one error line, exit 2, no traceback."""
+        log = tmp_path / "events.jsonl"
+        log.write_text("not json\n" * 5000, encoding="utf-8")  # a report beyond a pipe's buffer
+        command = [sys.executable, "-m", "customer_session", "replay", "--json", str(log)]
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as replay:
+            assert replay.stdout is not None
+            assert replay.stdout.read(1) == "{"
+            replay.stdout.close()
+            err = replay.communicate()[1]
+        assert replay.returncode == 2
+        assert err == "customer-session: error: standard output: cannot write (broken pipe)\n"

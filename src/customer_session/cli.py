@@ -6,8 +6,9 @@ a non-zero exit status, never a traceback. Exit statuses:
 - ``0``: success (every document valid, every event applied);
 - ``1``: the input was read but is invalid (an invalid document, a refused event);
 - ``2``: the command could not run (bad arguments, a missing or unreadable file, an
-  unknown format, an output that cannot be written, Graphviz missing or failing for
-  images). ``validate`` checks every file even when one cannot be read, and exits
+  unknown format, an output that cannot be written (standard output included, when
+  its reader leaves early), Graphviz missing or failing for images, a store that
+  cannot be opened or fails). ``validate`` checks every file even when one cannot be read, and exits
   with the worst status of them all.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
@@ -354,3 +356,18 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of the output left (``| head``); a replay into a store has
+        # still applied what it reports.
+        if stdout is sys.stdout:
+            _discard_stdout()
+        print(f"{PROG}: error: standard output: cannot write (broken pipe)", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _discard_stdout() -> None:
+    """Point standard output at the null device, so the interpreter's last flush cannot fail."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor: nothing to flush
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
