@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -323,6 +324,25 @@ class TestOpening:
             open_store(target)
         with pytest.raises(ValidationError, match="path: must be a file path or ':memory:'"):
             SQLiteStore(target)
+
+    @pytest.mark.parametrize(
+        ("target", "scheme"),
+        [
+            ("mysql://user:secret@host/db", "mysql"),
+            ("POSTGRESQL://user@host/db", "POSTGRESQL"),
+            ("postgresql+psycopg://user@host/db", "postgresql+psycopg"),
+            ("sqlite:///tmp/sessions.db", "sqlite"),
+        ],
+    )
+    def test_a_url_of_another_scheme_is_refused(self, tmp_path, monkeypatch, target, scheme):
+        """A URL open_store cannot open is refused as such, not opened as an SQLite file."""
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(
+            ValidationError, match=f"unsupported URL scheme '{re.escape(scheme)}'"
+        ) as info:
+            open_store(target)
+        assert "secret" not in str(info.value)
+        assert list(tmp_path.iterdir()) == []
 
     @pytest.mark.parametrize(
         ("entries", "path"), [(None, "entries"), ("abc", "entries"), ([1], "entries[0]")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
 from customer_session.exceptions import ValidationError
@@ -18,7 +19,10 @@ if TYPE_CHECKING:
 _S = TypeVar("_S", bound=CustomerSession)
 
 POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
-"""URL prefixes that name a PostgreSQL server; anything else is an SQLite file."""
+"""URL prefixes that name a PostgreSQL server; anything else but another URL is an SQLite file."""
+
+# ``scheme://``, the scheme two characters or more: ``C:/x.db`` stays a Windows path.
+_URL: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 
 
 @overload
@@ -57,7 +61,9 @@ def open_store(
         retries: How many times ``update`` re-runs a change that lost a race.
 
     Raises:
-        ValidationError: ``target`` is empty or not a path or URL, or an option is bad.
+        ValidationError: ``target`` is empty, not a path or URL, or a URL of another
+            scheme than ``postgresql://`` (``mysql://``, ``sqlite:///``), or an
+            option is bad.
         StoreError: The database cannot be opened (or psycopg is missing for a URL).
     """
     given: object = target  # typed, but callers may pass anything
@@ -72,4 +78,14 @@ def open_store(
         )
     if text.startswith(POSTGRES_SCHEMES):
         return PostgresStore(text, session_class=session_class, workflow=workflow, retries=retries)
+    url = _URL.match(text)
+    if url is not None:
+        # Opened as a path, a URL of another database (or a mistyped scheme) fails
+        # with SQLite's "unable to open database file", or makes a stray file.
+        # Only the scheme is shown: the rest may hold a password.
+        raise ValidationError.single(
+            "open_store()",
+            "target",
+            f"unsupported URL scheme {url.group(1)!r}: give a postgresql:// URL or a file path",
+        )
     return SQLiteStore(text, session_class=session_class, workflow=workflow, retries=retries)
