@@ -129,6 +129,49 @@ class TestCorruptRows:
         with pytest.raises(CorruptData, match=f"session 'order-1': {message}"):
             store.history("order-1")
 
+    @pytest.mark.parametrize("value", ["[1, 2]", "null", '"cartItems"', "7"])
+    def test_journal_changes_that_are_no_object(self, store, sql, value):
+        """Journal changes that are no JSON object are CorruptData naming the entry, not a crash."""
+        stored(store)
+        store.update("order-1", lambda s: s.close())
+        sql("UPDATE customer_session_journal SET changes = ? WHERE version = 2", value)
+        with pytest.raises(
+            CorruptData, match=r"session 'order-1': journal entry .* has no object of changes"
+        ) as caught:
+            store.history("order-1")
+        assert caught.value.integration_id == "order-1"
+
+    @pytest.mark.parametrize("cached", [True, False], ids=["cached", "fresh"])
+    def test_state_column_that_disagrees_with_the_document(self, store, sql, open_db, cached):
+        """A state column that is not its document's state is CorruptData, cached or not."""
+        stored(store)
+        sql("UPDATE customer_sessions SET state = 'cancelled'")
+        reader = store if cached else open_db()
+        with pytest.raises(
+            CorruptData,
+            match=(
+                "session 'order-1': the stored state column says 'cancelled' but its "
+                "document says 'open'; the row is corrupt"
+            ),
+        ) as caught:
+            reader.get("order-1")
+        assert caught.value.integration_id == "order-1"
+
+    def test_row_version_that_is_no_integer(self, tmp_path):
+        """A row version that is no integer is CorruptData naming the session, not a crash.
+
+        (SQLite only: PostgreSQL's bigint column holds nothing else.)
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store:
+            stored(store)
+            with sqlite3.connect(path) as connection:
+                connection.execute("UPDATE customer_sessions SET version = 'two'")
+            with pytest.raises(
+                CorruptData, match="session 'order-1': the stored row version 'two' is no"
+            ):
+                store.update("order-1", lambda s: s.close())
+
     def test_a_session_of_a_larger_table_is_a_workflow_error(self, open_db):
         """A reopened session read through a store of the base table: WorkflowError, not corrupt."""
         writer = open_db(session_class=ReopenableCustomerSession)

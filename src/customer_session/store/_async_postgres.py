@@ -632,7 +632,9 @@ class AsyncPostgresStore(StoreCore[_S]):
     async def _load(self, integration_id: str, workflow: Workflow) -> _Loaded[_S]:
         await self._ready(integration_id)
         row = await self._fetchone(integration_id, _FETCH, (integration_id,))
-        return self._from_row(integration_id, None if row is None else (row[0], row[1]), workflow)
+        return self._from_row(
+            integration_id, None if row is None else (row[0], row[1], row[2]), workflow
+        )
 
     async def _current(self, integration_id: str, version: int) -> bool:
         row = await self._fetchone(integration_id, _FETCH, (integration_id,))

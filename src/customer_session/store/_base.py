@@ -22,6 +22,7 @@ from customer_session._spec import State, Trigger
 from customer_session._transaction import twin, writing
 from customer_session.exceptions import (
     ConcurrentUpdate,
+    CorruptData,
     KeyAlreadyProcessed,
     Problem,
     SessionExists,
@@ -65,6 +66,13 @@ DEFAULT_RETRIES: Final = 8
 
 _CACHE_SIZE: Final = 4096
 _DELIVERY_BATCH: Final = 100
+
+
+Row = tuple[object, object, str]
+"""A fetched session row: its ``version``, ``state`` and ``document`` columns.
+
+The version and the state are checked (a damaged SQLite column may hold anything).
+"""
 
 
 class _Conflict(Exception):
@@ -269,23 +277,42 @@ class StoreCore(Generic[_S]):
                 f"{type(session).__name__} (it follows another transition table)"
             )
 
-    def _from_row(
-        self, integration_id: str, row: tuple[int, str] | None, workflow: Workflow
-    ) -> _Loaded[_S]:
-        """The session a fetched row holds (``None``: not stored), bound to ``workflow``."""
+    def _from_row(self, integration_id: str, row: Row | None, workflow: Workflow) -> _Loaded[_S]:
+        """The session a fetched row holds (``None``: not stored), bound to ``workflow``.
+
+        Raises:
+            SessionNotFound: ``row`` is ``None``.
+            CorruptData: The row's document does not load, or its version or state
+                column does not fit it (they are written together, so never by the store).
+        """
         if row is None:
             raise SessionNotFound(integration_id)
-        version, text = row
+        version, state, text = row
+        if type(version) is not int:
+            raise CorruptData(
+                f"session {integration_id!r}: the stored row version {version!r:.60} is no "
+                "integer; the row is corrupt",
+                integration_id,
+            )
         cached = self._cache.get(integration_id)
         if cached is not None and cached.text == text:
             # The stored copy needs no parsing or validating again.
-            return self._loaded(cached, version, workflow)
-        data, session = load_session(
-            text, integration_id, session_class=self._session_class, workflow=workflow
-        )
-        kept = twin(session, workflow)
-        self._cache_put(integration_id, _Cached(text, data, kept, version, written=False))
-        return _Loaded(session, version, data, None)
+            loaded = self._loaded(cached, version, workflow)
+        else:
+            data, session = load_session(
+                text, integration_id, session_class=self._session_class, workflow=workflow
+            )
+            kept = twin(session, workflow)
+            self._cache_put(integration_id, _Cached(text, data, kept, version, written=False))
+            loaded = _Loaded(session, version, data, None)
+        if state != loaded.session.state:
+            # ids() and counts() read the column: they would disagree with get().
+            raise CorruptData(
+                f"session {integration_id!r}: the stored state column says {state!r:.60} "
+                f"but its document says {loaded.session.state.value!r}; the row is corrupt",
+                integration_id,
+            )
+        return loaded
 
     def _cached(self, integration_id: str, workflow: Workflow) -> _Loaded[_S] | None:
         """The session as this store object last read or wrote it, without reading the row."""
@@ -809,11 +836,11 @@ class BaseStore(StoreCore[_S], ABC):
         row = connection.execute(self._sql.schema_version).fetchone()
         return None if row is None else row[0]
 
-    def _fetch(self, integration_id: str) -> tuple[int, str] | None:
-        """The row's version and document, or ``None``."""
+    def _fetch(self, integration_id: str) -> Row | None:
+        """The row's version, state and document, or ``None``."""
         with self._connection(integration_id) as connection:
             row = connection.execute(self._sql.fetch, (integration_id,)).fetchone()
-        return None if row is None else (row[0], row[1])
+        return None if row is None else (row[0], row[1], row[2])
 
     def _exists(self, integration_id: str) -> bool:
         """Whether the row exists."""

@@ -185,6 +185,14 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
             "the row is corrupt",
             integration_id,
         )
+    changed = parse(changes, "journal changes", integration_id)
+    if not isinstance(changed, dict):
+        # rebuild() applies them key by key: anything else would fail there, unexplained.
+        raise CorruptData(
+            f"session {integration_id!r}: journal entry {sequence} has no object of changes "
+            f"(got {type(changed).__name__}); the row is corrupt",
+            integration_id,
+        )
     return JournalEntry(
         sequence=sequence,
         integration_id=integration_id,
@@ -192,7 +200,7 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
         kind=known,
         operation=operation,
         records=tuple(record_from_json(r, integration_id) for r in parsed),
-        changes=parse(changes, "journal changes", integration_id),
+        changes=changed,
         key=key,
         recorded_at=timestamp(recorded_at, f"time of journal entry {sequence}", integration_id),
     )

@@ -92,7 +92,7 @@ WITH moved AS (
     RETURNING integration_id, version
 """
 _INSERT: Final = _INSERT_HEAD + _WRITE_TAIL
-_FETCH: Final = "SELECT version, document FROM customer_sessions WHERE integration_id = %s"
+_FETCH: Final = "SELECT version, state, document FROM customer_sessions WHERE integration_id = %s"
 _EXISTS: Final = "SELECT 1 FROM customer_sessions WHERE integration_id = %s"
 _COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state ORDER BY state"
 _KEY: Final = """

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 _S = TypeVar("_S", bound=CustomerSession)
 
-_FETCH: Final = "SELECT version, document FROM customer_sessions WHERE integration_id = ?"
+_FETCH: Final = "SELECT version, state, document FROM customer_sessions WHERE integration_id = ?"
 _EXISTS: Final = "SELECT 1 FROM customer_sessions WHERE integration_id = ?"
 _COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state ORDER BY state"
 _INSERT: Final = """
