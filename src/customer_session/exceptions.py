@@ -476,10 +476,12 @@ class CorruptData(StoreError, ValueError):
 class UnsupportedSchema(StoreError):
     """The database holds a schema version this library does not know.
 
-    A newer customer-session wrote it; upgrading the library reads it.
+    Usually a newer customer-session wrote it, and upgrading the library reads it.
+    A version no library writes (the store's tables without one, a negative one)
+    means the version table was damaged; the message says which.
 
     Attributes:
-        found: The version the database records.
+        found: The version the database records (``None`` when it records none).
         supported: The newest version this library reads and writes.
         integration_id: The session the caller was about to use, when there is one.
     """
@@ -487,12 +489,21 @@ class UnsupportedSchema(StoreError):
     def __init__(self, found: object, supported: int, integration_id: str | None) -> None:
         """Say which version was found and which this library knows."""
         where = "store" if integration_id is None else f"session {integration_id!r}"
-        super().__init__(
-            f"{where}: the database has customer-session schema version {found!r}, but "
-            f"this library knows versions up to {supported}; it was written by a "
-            "newer customer-session: upgrade the library to use it",
-            integration_id,
-        )
+        if isinstance(found, int) and not isinstance(found, bool) and found > supported:
+            message = (
+                f"the database has customer-session schema version {found!r}, but this "
+                f"library knows versions up to {supported}; it was written by a newer "
+                "customer-session: upgrade the library to use it"
+            )
+        else:
+            # No library writes this: upgrading would not help, and migrating would fail.
+            what = "no schema version" if found is None else f"the schema version {found!r:.60}"
+            message = (
+                f"the database has customer-session tables but {what}, which no "
+                f"customer-session writes (versions are 1 to {supported}); its table "
+                "customer_session_schema is damaged: repair it, or use another database"
+            )
+        super().__init__(f"{where}: {message}", integration_id)
         self.found = found
         self.supported = supported
 

@@ -241,6 +241,29 @@ class TestSchemaVersion:
         ):
             open_db().pending()
 
+    @pytest.mark.parametrize(
+        ("damage", "found"),
+        [
+            ("DELETE FROM customer_session_schema", "no schema version"),
+            ("UPDATE customer_session_schema SET version = -1", "the schema version -1"),
+            ("DROP TABLE customer_session_schema", "no schema version"),
+        ],
+    )
+    def test_damaged_schema_version_is_refused_as_damaged(self, store, sql, open_db, damage, found):
+        """A missing or impossible schema version is refused as damage, not as a newer schema."""
+        stored(store)
+        sql(damage)
+        with pytest.raises(
+            UnsupportedSchema,
+            match=(
+                f"^session 'order-1': the database has customer-session tables but {found}, "
+                "which no customer-session writes"
+            ),
+        ) as caught:
+            open_db().get("order-1")
+        assert "upgrade" not in str(caught.value)
+        assert sql("SELECT count(*) FROM customer_sessions") == [(1,)]
+
     def test_schema_is_created_once(self, store, open_db, sql):
         """A second store object on the same database reuses the schema and its data."""
         stored(store)

@@ -68,7 +68,12 @@ from customer_session.store._postgres import (
     write_params,
 )
 from customer_session.store._queries import select_ids
-from customer_session.store._schema import SCHEMA_VERSION, steps_from
+from customer_session.store._schema import (
+    SCHEMA_TABLE,
+    SCHEMA_VERSION,
+    found_version,
+    steps_from,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -750,8 +755,10 @@ async def _first_row(
 
 
 async def _schema_version(connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> object:
-    exists = await (await connection.execute(_HAS_SCHEMA)).fetchone()
-    if exists is None or exists[0] is None:
-        return 0
-    row = await (await connection.execute(_SCHEMA_VERSION)).fetchone()
-    return None if row is None else row[0]
+    names = {name for (name,) in await (await connection.execute(_HAS_SCHEMA)).fetchall()}
+    row = (
+        await (await connection.execute(_SCHEMA_VERSION)).fetchone()
+        if SCHEMA_TABLE in names
+        else None
+    )
+    return found_version(names, lambda: None if row is None else row[0])

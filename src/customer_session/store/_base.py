@@ -48,7 +48,7 @@ from customer_session.store._outbox import (
     failure,
 )
 from customer_session.store._queries import Query, query, select_ids
-from customer_session.store._schema import SCHEMA_VERSION, steps_from
+from customer_session.store._schema import SCHEMA_VERSION, found_version, steps_from
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -829,12 +829,14 @@ class BaseStore(StoreCore[_S], ABC):
                     locked.execute(self._sql.set_version, (SCHEMA_VERSION,))
 
     def _schema_version(self, connection: Any) -> object:
-        """The version the database records (0 when it has no schema yet)."""
-        exists = connection.execute(self._sql.has_schema).fetchone()
-        if exists is None or exists[0] is None:
-            return 0
-        row = connection.execute(self._sql.schema_version).fetchone()
-        return None if row is None else row[0]
+        """The version the database records (0 when it has no schema yet, see ``found_version``)."""
+        tables = [name for (name,) in connection.execute(self._sql.has_schema).fetchall()]
+
+        def read() -> object:
+            row = connection.execute(self._sql.schema_version).fetchone()
+            return None if row is None else row[0]
+
+        return found_version(tables, read)
 
     def _fetch(self, integration_id: str) -> Row | None:
         """The row's version, state and document, or ``None``."""
@@ -956,7 +958,7 @@ class Statements(NamedTuple):
     no_limit: int | None
     """What the dialect's ``LIMIT`` takes for "no limit"."""
     has_schema: str
-    """A row (not of ``NULL``) when the schema version table exists."""
+    """The names of the store's tables (``_schema.TABLES``) that exist, one a row."""
     schema_version: str
     set_version: str
     fetch: str

@@ -21,7 +21,7 @@ from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
-from customer_session.store._schema import KEYS_TABLE
+from customer_session.store._schema import KEYS_TABLE, TABLE_LIST
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -121,9 +121,9 @@ _UNLOCK_OUTBOX: Final = "SELECT pg_advisory_unlock(hashtext(current_schema() || 
 # The catalog itself, read under the statement's snapshot: to_regclass() looks in the
 # backend's name cache, which may still say "no such table" after the schema lock
 # was granted to a process whose creator has committed meanwhile.
-_HAS_SCHEMA: Final = """
-    SELECT 1 FROM pg_catalog.pg_tables
-    WHERE schemaname = current_schema() AND tablename = 'customer_session_schema'"""
+_HAS_SCHEMA: Final = f"""
+    SELECT tablename FROM pg_catalog.pg_tables
+    WHERE schemaname = current_schema() AND tablename IN ({TABLE_LIST})"""  # noqa: S608 - the store's own table names
 _SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id = 1"
 _SET_VERSION: Final = """
     INSERT INTO customer_session_schema (id, version) VALUES (1, %s)

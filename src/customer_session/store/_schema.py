@@ -27,15 +27,33 @@ Tables:
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from customer_session.exceptions import UnsupportedSchema
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 SCHEMA_VERSION: Final = 3
 """The schema version this library writes and reads."""
 
 KEYS_TABLE: Final = "customer_session_keys"
 """The table of idempotency keys (a duplicate key is reported by its name)."""
+
+SCHEMA_TABLE: Final = "customer_session_schema"
+"""The one-row table that records the schema version."""
+
+TABLES: Final = (
+    SCHEMA_TABLE,
+    "customer_sessions",
+    "customer_session_journal",
+    "customer_session_outbox",
+    KEYS_TABLE,
+)
+"""Every table of the store; a database with none of them is empty (version 0)."""
+
+TABLE_LIST: Final = ", ".join(f"'{name}'" for name in TABLES)
+"""The tables as an SQL list, for the backends' catalog queries."""
 
 _SQLITE_V1: Final = (
     """CREATE TABLE customer_session_schema (
@@ -150,6 +168,23 @@ if any(len(steps) != SCHEMA_VERSION for steps in MIGRATIONS.values()):  # pragma
     raise AssertionError("every dialect needs one migration step per schema version")
 
 
+def found_version(tables: Iterable[object], read: Callable[[], object]) -> object:
+    """The version a database records, from the store's tables it has (see :data:`TABLES`).
+
+    Args:
+        tables: The names of the store's tables that exist.
+        read: Reads the version row (``None`` when there is none).
+
+    Returns:
+        0 when there is no table yet; ``None`` when tables exist but no version
+        does (which :func:`steps_from` refuses: creating them again would fail).
+    """
+    names = set(tables)
+    if SCHEMA_TABLE in names:
+        return read()
+    return None if names else 0
+
+
 def steps_from(
     dialect: str, found: object, integration_id: str | None
 ) -> tuple[tuple[str, ...], ...]:
@@ -161,7 +196,8 @@ def steps_from(
         integration_id: The session the caller was about to use, for the message.
 
     Raises:
-        UnsupportedSchema: ``found`` is newer than this library (or not a version at all).
+        UnsupportedSchema: ``found`` is newer than this library, or no version
+            at all (``None``: tables without a recorded version).
     """
     if not isinstance(found, int) or not 0 <= found <= SCHEMA_VERSION:
         raise UnsupportedSchema(found, SCHEMA_VERSION, integration_id)

@@ -18,6 +18,7 @@ from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
+from customer_session.store._schema import TABLE_LIST
 
 if sys.platform != "win32":
     import fcntl
@@ -72,7 +73,7 @@ _FAILED: Final = """
     WHERE sequence = ?"""
 _MAIN_FILE: Final = "SELECT file FROM pragma_database_list WHERE name = 'main'"
 _HAS_SCHEMA: Final = (
-    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'customer_session_schema'"
+    f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({TABLE_LIST})"  # noqa: S608 - the store's own table names
 )
 _SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id = 1"
 _SET_VERSION: Final = """
