@@ -17,6 +17,7 @@ import pytest_asyncio
 from customer_session import (
     CartItem,
     ConcurrentUpdate,
+    CorruptData,
     CustomerSession,
     GuardRejected,
     SessionNotEditable,
@@ -24,6 +25,7 @@ from customer_session import (
     StoreError,
     TransitionInProgress,
     Trigger,
+    UnsupportedSchema,
     Workflow,
     WorkflowError,
 )
@@ -544,3 +546,27 @@ class TestWhileTheStoreWrites:
             assert holder.execute(taken).fetchone() == (True,)
             holder.execute("SELECT pg_advisory_unlock(hashtext(current_schema() || '.outbox'))")
         assert await store.deliver(lambda effect: None) == 1
+
+
+class TestDamagedRows:
+    async def test_a_state_column_that_disagrees_with_the_document_is_corrupt(
+        self, store: AsyncPostgresStore[CustomerSession], conninfo: str
+    ) -> None:
+        """A state column that is not its document's state is CorruptData naming the session."""
+        await store.create(new_session())
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute("UPDATE customer_sessions SET state = 'cancelled'")
+        with pytest.raises(CorruptData, match="session 'order-1': the stored state column says"):
+            await store.get("order-1")
+
+    async def test_tables_without_a_schema_version_are_refused_as_damaged(
+        self, store: AsyncPostgresStore[CustomerSession], conninfo: str
+    ) -> None:
+        """Tables whose version table was dropped: UnsupportedSchema saying so, nothing created."""
+        await store.create(new_session())
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute("DROP TABLE customer_session_schema")
+        async with AsyncPostgresStore(conninfo) as later:
+            with pytest.raises(UnsupportedSchema, match="tables but no schema version") as caught:
+                await later.get("order-1")
+        assert caught.value.found is None
