@@ -694,6 +694,17 @@ class TestEdits:
             s.set_identifiers(["1", "2", "3", "4", "5", "6"])
         assert s.snapshot() == before
 
+    def test_an_edit_whose_clock_fails_changes_nothing(self):
+        """An edit whose timestamp the clock cannot give is refused whole: nothing changes."""
+        times = iter([T0])
+        naive = datetime(2026, 3, 2)  # noqa: DTZ001 - the clock's failure under test
+        workflow = Workflow(clock=lambda: next(times, naive))
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        before = s.snapshot()
+        with pytest.raises(WorkflowError, match="naive"):
+            s.set_coupon("WELCOME10")
+        assert s.snapshot() == before
+
     def test_bad_position_is_refused(self):
         """Editing a position that does not exist is refused with the cart size."""
         s = CustomerSession(integration_id="o")

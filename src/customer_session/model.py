@@ -762,10 +762,18 @@ class CustomerSession:
         # Every field was valid before, so any problem now comes from these changes.
         problems = self._field_problems()
         if problems:
-            for slot, value in before.items():
-                setattr(self, slot, value)
+            self._put_back(before)
             raise ValidationError(f"{self._subject()}: {operation}()", problems)
-        _transaction.touch(self)
+        try:
+            _transaction.touch(self)
+        except BaseException:
+            # The clock failed (it raised, or gave a naive time): the edit goes with it.
+            self._put_back(before)
+            raise
+
+    def _put_back(self, before: Mapping[str, object]) -> None:
+        for slot, value in before.items():
+            setattr(self, slot, value)
 
     def add_item(self, item: CartItem) -> int:
         """Append ``item`` to the cart; return its position.
