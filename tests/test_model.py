@@ -153,7 +153,14 @@ class TestRestore:
     @pytest.mark.parametrize("state", list(State))
     def test_any_state_can_be_restored(self, state):
         """restore() accepts each of the four states."""
-        assert CustomerSession.restore(integration_id="o", state=state).state is state
+        cart = [CartItem(sku="A", quantity=1, returned_quantity=1)]
+        if state in CustomerSession.specification.states_with_returns:
+            assert (
+                CustomerSession.restore(integration_id="o", state=state, cart_items=cart).state
+                is state
+            )
+        if state not in CustomerSession.specification.states_after_returns:
+            assert CustomerSession.restore(integration_id="o", state=state).state is state
 
     def test_unknown_state_is_refused(self):
         """restore() refuses anything that is not a state of the table."""
@@ -666,8 +673,11 @@ class TestEdits:
     @pytest.mark.parametrize("state", [State.CLOSED, State.CANCELLED, State.PARTIALLY_RETURNED])
     def test_edits_refused_unless_open(self, state):
         """No edit is accepted outside the open state, and nothing changes."""
+        returned = int(state is State.PARTIALLY_RETURNED)
         s = CustomerSession.restore(
-            integration_id="o", state=state, cart_items=[CartItem(sku="A", quantity=1)]
+            integration_id="o",
+            state=state,
+            cart_items=[CartItem(sku="A", quantity=1, returned_quantity=returned)],
         )
         before = s.snapshot()
         for edit in (
@@ -992,6 +1002,52 @@ class TestReturnedUnits:
         s = CustomerSession.restore(integration_id="o", state=state, cart_items=[item])
         assert s.returned_total == 0.0
         assert s.cart_items[0].remaining_quantity == 1
+
+    def test_a_session_only_a_return_leads_to_has_returned_units(self):
+        """restore() refuses a partially_returned session with nothing returned."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(
+                integration_id="o",
+                state=State.PARTIALLY_RETURNED,
+                cart_items=[CartItem(sku="A", quantity=2)],
+            )
+        assert [(p.path, p.message) for p in info.value.problems] == [
+            (
+                "cart_items",
+                (
+                    "no unit is returned, but the session is 'partially_returned', "
+                    "which only return_items() leads to"
+                ),
+            )
+        ]
+
+    def test_a_history_through_partially_returned_needs_returned_units(self):
+        """restore() refuses a history that passes partially_returned with nothing returned."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(
+                integration_id="o",
+                state=State.CANCELLED,
+                cart_items=[CartItem(sku="A", quantity=2)],
+                history=[_record(Trigger.CANCEL, State.PARTIALLY_RETURNED, State.CANCELLED)],
+                created=T0,
+                update_count=2,
+            )
+        assert [(p.path, p.message) for p in info.value.problems] == [
+            (
+                "cart_items",
+                (
+                    "no unit is returned, but the history passes 'partially_returned', "
+                    "which only return_items() leads to"
+                ),
+            )
+        ]
+
+    def test_a_session_cancelled_before_any_return_needs_no_returned_units(self):
+        """A cancelled session may have nothing returned: open and closed lead there too."""
+        s = CustomerSession.restore(
+            integration_id="o", state=State.CANCELLED, cart_items=[CartItem(sku="A", quantity=2)]
+        )
+        assert s.returned_total == 0.0
 
 
 _STRICT = Specification(

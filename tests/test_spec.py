@@ -101,8 +101,27 @@ class TestDerivedSets:
         )
         assert spec.states_with_returns == {State.OPEN, State.CLOSED, State.PARTIALLY_RETURNED}
 
+    def test_states_after_returns_of_the_built_in_tables(self):
+        """Only partially_returned is reached by a return alone; cancelled also by a cancel."""
+        assert CUSTOMER_SESSION.states_after_returns == {State.PARTIALLY_RETURNED}
+        assert REOPENABLE_SESSION.states_after_returns == {State.PARTIALLY_RETURNED}
 
-class TestDefinitionErrors:
+    def test_states_after_returns_exclude_those_past_an_open_state(self):
+        """A state reached through an open state after the return may have lost its returns."""
+        spec = Specification(
+            name="loop",
+            states=(State.OPEN, State.CLOSED, State.PARTIALLY_RETURNED, State.CANCELLED),
+            initial_states=frozenset({State.CLOSED}),
+            edges=(
+                Edge(Trigger.RETURN_ITEMS, State.CLOSED, State.PARTIALLY_RETURNED),
+                Edge(Trigger.REOPEN, State.PARTIALLY_RETURNED, State.OPEN),
+                Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+                Edge(Trigger.CANCEL, State.OPEN, State.CANCELLED),
+            ),
+        )
+        # Every path to cancelled takes a return, then passes open.
+        assert spec.states_after_returns == {State.PARTIALLY_RETURNED}
+
     def _spec(self, *edges: Edge, initial=frozenset({State.OPEN})) -> Specification:
         return Specification(name="t", states=tuple(State), initial_states=initial, edges=edges)
 

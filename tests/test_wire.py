@@ -409,6 +409,9 @@ class TestFromDict:
         """A document in any of the four states loads (restore, not the constructor)."""
         doc = to_dict(order())
         doc["state"] = state.value
+        if state is State.PARTIALLY_RETURNED:  # only a return leads there
+            line = doc["cartItems"][0]
+            line.update(returnedQuantity=1, remainingQuantity=line["quantity"] - 1)
         assert from_dict(doc).state is state
 
     def test_loaded_closed_session_is_read_only(self):

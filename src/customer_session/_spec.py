@@ -90,6 +90,7 @@ class Specification:
         init=False, repr=False, eq=False, hash=False
     )
     _with_returns: frozenset[State] = field(init=False, repr=False, eq=False, hash=False)
+    _after_returns: frozenset[State] = field(init=False, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
         """Check the table and derive the look-ups once."""
@@ -115,6 +116,7 @@ class Specification:
         object.__setattr__(self, "_targets", MappingProxyType(targets))
         object.__setattr__(self, "_allowed", MappingProxyType(allowed))
         object.__setattr__(self, "_with_returns", self._reachable_after(Trigger.RETURN_ITEMS))
+        object.__setattr__(self, "_after_returns", self._only_after_returns())
         unreachable = known - set(self.shortest_paths())
         if unreachable:
             names = ", ".join(sorted(unreachable))
@@ -139,6 +141,35 @@ class Specification:
         from those. A session in any other state has no returned units.
         """
         return self._with_returns
+
+    @property
+    def states_after_returns(self) -> frozenset[State]:
+        """The states a session is in only once some of its units were returned.
+
+        Every path from an initial state to such a state takes a ``return_items``
+        edge, and passes no ``open`` state after it (where an edit could remove the
+        returned lines): ``partially_returned`` in the Talon.One table. A session
+        in one of these states has at least one returned unit.
+        """
+        return self._after_returns
+
+    def _only_after_returns(self) -> frozenset[State]:
+        # Walk (state, whether units are surely returned): a return makes them sure,
+        # entering ``open`` (editable) makes them unsure again.
+        start = {(s, False) for s in self.initial_states}
+        seen = set(start)
+        queue = deque(start)
+        while queue:
+            state, sure = queue.popleft()
+            for edge in self.edges_from(state):
+                after = edge.destination is not State.OPEN and (
+                    sure or edge.trigger is Trigger.RETURN_ITEMS
+                )
+                if (edge.destination, after) not in seen:
+                    seen.add((edge.destination, after))
+                    queue.append((edge.destination, after))
+        unsure = {state for state, sure in seen if not sure}
+        return frozenset(s for s in self.states if s not in unsure)
 
     def _reachable_after(self, trigger: Trigger) -> frozenset[State]:
         found = {edge.destination for edge in self.edges if edge.trigger is trigger}

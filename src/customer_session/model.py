@@ -275,7 +275,15 @@ class CustomerSession:
             # is_text()'s common case inline: a call costs more than the test.
             and ((iid.isascii() and "\x00" not in iid) or is_text(iid))
             and type(state) is State
-            and (state in spec.initial_states or (state in spec.states and _RESTORING.get()))
+            and (
+                state in spec.initial_states
+                # A state only a return leads to needs returned units: the full check.
+                or (
+                    state in spec.states
+                    and state not in spec.states_after_returns
+                    and _RESTORING.get()
+                )
+            )
             # Even the class's default workflow: a class attribute can be reassigned.
             # (The slot, not the property: this runs for every new session.)
             and type(workflow) is Workflow
@@ -477,6 +485,8 @@ class CustomerSession:
             problems.append(Problem("updated", "must not be earlier than created"))
         if isinstance(state, State) and state not in spec.states_with_returns:
             problems.extend(_unexplained_returns(self._cart_items, state))
+        if isinstance(state, State) and state in spec.states_after_returns:
+            problems.extend(_missing_returns(self._cart_items, f"the session is '{state}'"))
         if not problems:  # the sums of a cart and costs whose entries are all valid
             problems.extend(value_problems(self._cart_items, self._additional_costs))
         return problems
@@ -505,7 +515,10 @@ class CustomerSession:
           least one more than the number of records (edits count too, and are
           not in the history);
         - returned units: none in a state no return leads to (``open``,
-          ``closed``); a history that starts before any return lists every
+          ``closed``), some in a state only a return leads to
+          (``partially_returned``), or when the history passes such a state
+          (see :attr:`Specification.states_after_returns`); a history that
+          starts before any return lists every
           return, whose units must add up to each cart item's
           ``returned_quantity``; a history that starts after a return lists at
           most those units; each returned item names a cart position, with its
@@ -993,6 +1006,20 @@ def _unexplained_returns(cart: object, state: State) -> list[Problem]:
     ]
 
 
+def _missing_returns(cart: object, where: str) -> list[Problem]:
+    """No returned unit in a cart that ``where`` (a state only a return leads to) says has some."""
+    if not isinstance(cart, tuple) or not all(isinstance(line, CartItem) for line in cart):
+        return []  # reported by the cart's own check
+    if any(line.returned_quantity for line in cart):
+        return []
+    return [
+        Problem(
+            "cart_items",
+            f"no unit is returned, but {where}, which only return_items() leads to",
+        )
+    ]
+
+
 def _record_problems(spec: Specification, records: object, state: State) -> list[Problem]:
     """What keeps ``records`` from being a history of ``spec`` that ends in ``state``.
 
@@ -1101,7 +1128,28 @@ def _explained_problems(
             )
         )
     problems.extend(_history_return_problems(session, records))
+    problems.extend(_history_missing_returns(session, records))
     return problems
+
+
+def _history_missing_returns(
+    session: CustomerSession, records: tuple[TransitionRecord, ...]
+) -> list[Problem]:
+    """Returned units a history implies: it passes a state only a return leads to.
+
+    Only the records since the history last entered ``open`` count (an edit there
+    may have removed the returned lines); the state itself is checked with the fields.
+    """
+    spec = session.specification
+    after_returns = spec.states_after_returns
+    if session.state in after_returns:
+        return []  # the field check reported it
+    for record in reversed(records):
+        if record.destination is State.OPEN:
+            break
+        if record.source in after_returns:
+            return _missing_returns(session.cart_items, f"the history passes '{record.source}'")
+    return []
 
 
 def _history_return_problems(
