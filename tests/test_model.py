@@ -162,6 +162,24 @@ class TestRestore:
         if state not in CustomerSession.specification.states_after_returns:
             assert CustomerSession.restore(integration_id="o", state=state).state is state
 
+    def test_code_restore_runs_cannot_create_a_session_in_any_state(self):
+        """A session the clock creates while restore() runs must start open or closed too."""
+        outcome: list[object] = []
+
+        def clock() -> datetime:
+            if not outcome:
+                try:
+                    outcome.append(CustomerSession(integration_id="n", state=State.CANCELLED))
+                except ValidationError as error:
+                    outcome.append(error)
+            return T0
+
+        CustomerSession.restore(
+            integration_id="o", state=State.CLOSED, workflow=Workflow(clock=clock)
+        )
+        assert isinstance(outcome[0], ValidationError)
+        assert "a new session starts closed or open" in str(outcome[0])
+
     def test_unknown_state_is_refused(self):
         """restore() refuses anything that is not a state of the table."""
         with pytest.raises(ValidationError, match="state"):

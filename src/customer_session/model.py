@@ -94,8 +94,12 @@ def _to_state(value: State | str) -> State:
         return value  # type: ignore[return-value] # reported with its path by the validation
 
 
-_RESTORING: ContextVar[bool] = ContextVar("customer_session.restoring", default=False)
-"""Set while :meth:`CustomerSession.restore` builds a session: any state is accepted."""
+_RESTORING: ContextVar[object] = ContextVar("customer_session.restoring", default=None)
+"""The session :meth:`CustomerSession.restore` is building: it may be in any state.
+
+The object itself, not a flag: user code that restore() runs meanwhile (the clock,
+a mapping being copied) may create sessions too, and those start in an initial state.
+"""
 
 
 # Prices within this bound cannot add up beyond a float in a cart of MAX_UNITS units
@@ -281,7 +285,7 @@ class CustomerSession:
                 or (
                     state in spec.states
                     and state not in spec.states_after_returns
-                    and _RESTORING.get()
+                    and _RESTORING.get() is self
                 )
             )
             # Even the class's default workflow: a class attribute can be reassigned.
@@ -328,7 +332,7 @@ class CustomerSession:
         if (
             isinstance(self._state, State)
             and self._state not in spec.initial_states
-            and not _RESTORING.get()
+            and _RESTORING.get() is not self
         ):
             allowed = " or ".join(sorted(spec.initial_states))
             problems.append(
@@ -540,9 +544,10 @@ class CustomerSession:
             records = history
         problems = int_problems("update_count", update_count, 1)
         problems.extend(_record_problems(spec, records, _to_state(state)))
-        token = _RESTORING.set(True)
+        session = cls.__new__(cls)
+        token = _RESTORING.set(session)
         try:
-            session = cls(state=state, **fields)
+            cls.__init__(session, state=state, **fields)
         except ValidationError as exc:
             raise ValidationError(exc.subject, [*exc.problems, *problems]) from None
         finally:
