@@ -434,6 +434,20 @@ class TestCopies:
         record = s.close()
         assert (s.state, s.history, s._running) == (State.CLOSED, (record,), None)
 
+    def test_setstate_names_unknown_and_missing_values(self):
+        """__setstate__ with a value of no field, or without the state, is a ValidationError."""
+        s = CustomerSession(integration_id="o")
+        before = s.snapshot()
+        values = {"integration_id": "o", "colour": "red", 7: None}
+        with pytest.raises(ValidationError) as info:
+            s.__setstate__(values)
+        assert {p.path: p.message for p in info.value.problems} == {
+            "colour": "is not a field of CustomerSession",
+            "7": "is not a field of CustomerSession",
+            "state": "is missing",
+        }
+        assert s.snapshot() == before
+
     def test_setstate_loads_an_uninitialized_object(self):
         """__setstate__ on a bare object (as a pickle protocol may make) fills it in."""
         s = CustomerSession(integration_id="o", coupon="C")

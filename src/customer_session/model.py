@@ -592,6 +592,7 @@ class CustomerSession:
         _transaction.check_idle(self, "__setstate__")
         if not isinstance(values, Mapping):
             raise ValidationError.single("session", "$", f"cannot load from {values!r}")
+        raise_problems("session", _value_name_problems(type(self), values))
         loaded = _restore(type(self), dict(values))
         # The busy marker is this object's, not the values': an atomic() block that
         # holds the session keeps holding it (getattr: a bare object has none yet).
@@ -951,6 +952,23 @@ def _utc_or_none(value: datetime) -> datetime | None:
 
 def _restore(cls: type[CustomerSession], values: dict[str, Any]) -> CustomerSession:
     return cls.restore(**values)
+
+
+def _value_name_problems(cls: type[CustomerSession], values: Mapping[Any, object]) -> list[Problem]:
+    """The names in ``values`` that :meth:`CustomerSession.restore` takes no argument for.
+
+    And the required ones that are missing: restore() would raise ``TypeError`` for both.
+    """
+    names = {a.alias for a in attrs.fields(cls) if a.init} | {"state", "update_count", "history"}
+    problems = [
+        Problem(key if isinstance(key, str) else shown(key), f"is not a field of {cls.__name__}")
+        for key in values
+        if key not in names
+    ]
+    problems.extend(
+        Problem(name, "is missing") for name in ("integration_id", "state") if name not in values
+    )
+    return problems
 
 
 def _code_problems(name: str, value: object, limit: int | None) -> list[Problem]:
