@@ -993,6 +993,29 @@ class TestFromV2Response:
         doc.update(id="9120", loyaltyCards=["a", "b"])
         assert refused(doc, from_v2_response).keys() == {"$.id", "$.loyaltyCards"}
 
+    def test_a_cart_without_returned_quantities_after_a_return_says_why(self):
+        """A returned session whose cart has no returnedQuantity at all is refused with a hint.
+
+        The Talon.One SDK's to_dict() leaves read-only fields out: the hint says so.
+        """
+        doc = load("session_v2_response.json")
+        for item in doc["cartItems"]:
+            del item["returnedQuantity"]
+            item.pop("remainingQuantity", None)
+        message = refused(doc, from_v2_response)["$.cartItems"]
+        assert "no unit is returned" in message
+        assert "SDK's to_dict(), which leaves read-only fields out" in message
+
+    def test_a_cart_that_returned_nothing_gets_no_hint(self):
+        """Where the cart says how many units came back (none), no hint is added."""
+        doc = load("session_v2_response.json")
+        for item in doc["cartItems"]:
+            item["returnedQuantity"] = 0
+            item.pop("remainingQuantity", None)
+        message = refused(doc, from_v2_response)["$.cartItems"]
+        assert "no unit is returned" in message
+        assert "to_dict()" not in message
+
     def test_referral_code_becomes_referral(self):
         """``referralCode`` becomes the session's referral."""
         doc = load("session_v2_response.json")

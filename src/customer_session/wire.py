@@ -1131,7 +1131,7 @@ def from_dict(
     fields.update(coupon=doc.coupon, referral=doc.referral, discounts=freeze_mapping(doc.discounts))
     history = () if doc.extension is None else doc.extension.history
     moved = {"history": _member(_member("", EXTENSION_KEY), "history")}
-    return _restore(session_class, workflow, subject, fields, history, problems, moved)
+    return _restore(session_class, workflow, subject, fields, history, problems, moved, data)
 
 
 @overload
@@ -1326,7 +1326,7 @@ def from_v2_response(
         coupon=doc.coupon_codes[0] if doc.coupon_codes else None, referral=doc.referral_code
     )
     moved = {"coupon": ".couponCodes", "referral": ".referralCode"}
-    return _restore(session_class, workflow, subject, fields, (), problems, moved)
+    return _restore(session_class, workflow, subject, fields, (), problems, moved, data)
 
 
 def new_session_fields(body: object, *, path: str = "$") -> dict[str, Any]:
@@ -1482,18 +1482,45 @@ def _restore(  # noqa: PLR0917 - a private step shared by both readers
     history: tuple[TransitionRecord, ...],
     problems: list[Problem],
     moved: Mapping[str, str],
+    data: object,
 ) -> _S:
-    """Restore the session; the model's problems join ``problems`` with JSON paths."""
+    """Restore the session; the model's problems join ``problems`` with JSON paths.
+
+    ``data`` is the document read, for a hint where its cart says nothing of returns.
+    """
     if workflow is not None:
         fields["workflow"] = workflow
     try:
         session = session_class.restore(history=history, **fields)
     except ValidationError as exc:
-        problems.extend(Problem(_model_path("$", p.path, moved), p.message) for p in exc.problems)
+        hint = _DROPPED_RETURNS if _returns_left_out(data, fields) else ""
+        for problem in exc.problems:
+            path = _model_path("$", problem.path, moved)
+            problems.append(
+                Problem(path, problem.message + (hint if path == "$.cartItems" else ""))
+            )
         raise ValidationError(subject, problems) from None
     if problems:
         raise ValidationError(subject, problems)
     return session
+
+
+_DROPPED_RETURNS: Final = (
+    "; no cart item has a returnedQuantity: a document from the Talon.One SDK's "
+    "to_dict(), which leaves read-only fields out? Load the response's JSON as received"
+)
+
+
+def _returns_left_out(data: object, fields: Mapping[str, Any]) -> bool:
+    """Whether a session after a return has a cart that says nothing of returns."""
+    if fields.get("state") != State.PARTIALLY_RETURNED or not isinstance(data, Mapping):
+        return False
+    items = data.get("cartItems")
+    return (
+        isinstance(items, list)
+        and bool(items)
+        and all(isinstance(item, Mapping) and "returnedQuantity" not in item for item in items)
+    )
 
 
 def _response_content(
