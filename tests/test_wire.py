@@ -794,6 +794,19 @@ class TestUpdateRequest:
             update_request(order(), response_content=["customerSession", "everything"])
         assert problems_of(error).keys() == {"response_content[1]"}
 
+    @pytest.mark.parametrize("entry", [["customerSession"], {"customerSession": 1}, 7, None])
+    def test_response_content_entries_that_are_not_names_are_refused(self, entry):
+        """A responseContent entry that is no string (even an unhashable one) is refused."""
+        with pytest.raises(ValidationError) as error:
+            update_request(order(), response_content=["customerSession", entry])
+        assert problems_of(error).keys() == {"response_content[1]"}
+
+    def test_response_content_as_bytes_is_refused(self):
+        """Bytes are no sequence of names, as a string is not."""
+        with pytest.raises(ValidationError) as error:
+            return_request([ReturnedItem(0, 1)], response_content=b"coupons")
+        assert problems_of(error).keys() == {"response_content"}
+
     def test_every_known_response_content_is_accepted(self):
         """Every documented responseContent value is accepted, in the order given."""
         content = sorted(UPDATE_RESPONSE_CONTENT)

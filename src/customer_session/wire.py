@@ -1528,15 +1528,19 @@ def _response_content(
 ) -> list[str] | None:
     if values is None:
         return None
-    if isinstance(values, str) or not isinstance(values, Iterable):
+    if isinstance(values, str | bytes | bytearray) or not isinstance(values, Iterable):
         raise ValidationError.single(
             subject, "response_content", f"must be a sequence of names, got {shown(values)}"
         )
     content = list(values)
+    # The type first: ``in`` on a frozenset raises TypeError for a list or a dict.
     problems = [
-        Problem(f"response_content[{i}]", f"must be one of {', '.join(sorted(allowed))}")
+        Problem(
+            f"response_content[{i}]",
+            f"must be one of {', '.join(sorted(allowed))}, got {shown(value):.80}",
+        )
         for i, value in enumerate(content)
-        if value not in allowed
+        if not (isinstance(value, str) and value in allowed)
     ]
     if problems:
         raise ValidationError(subject, problems)
