@@ -726,6 +726,20 @@ class TestFromJson:
         """Only str, bytes or bytearray are JSON text."""
         assert refused(42, from_json) == {"$": "must be JSON text (str or bytes), got int"}
 
+    def test_a_repeated_key_is_refused_at_its_path(self):
+        """A key written twice in one object is refused at its path, not read as the last."""
+        text = to_json(order())
+        text = text.replace('"state": "open"', '"state": "open", "state": "cancelled"')
+        text = text.replace('"color": "teal"', '"color": "teal", "color": "red", "color": "x"')
+        problems = refused(text, from_json)
+        assert problems.keys() == {"$.state", "$.cartItems[1].attributes.color"}
+        assert problems["$.cartItems[1].attributes.color"].startswith("appears 3 times")
+
+    def test_the_same_key_in_different_objects_is_fine(self):
+        """Keys repeat freely across objects (each cart item has its own sku)."""
+        session = order()
+        assert from_json(to_json(session)) == session
+
     def test_bytes_are_read(self):
         """UTF-8 bytes are read like text."""
         raw = (DATA / "session_v1.json").read_bytes()

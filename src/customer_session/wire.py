@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from types import NoneType, UnionType
@@ -1156,8 +1157,8 @@ def from_json(
     """Load a session from v1 ``CustomerSession`` JSON text; see :func:`from_dict`.
 
     Raises:
-        ValidationError: Malformed JSON (with line and column), or every problem
-            of the document, each with its JSON path.
+        ValidationError: Malformed JSON (with line and column), keys repeated in
+            one object, or every problem of the document, each with its JSON path.
         WorkflowError: ``workflow`` drives another specification than ``session_class``.
     """
     data = _loads(text, "customer session document")
@@ -1412,21 +1413,70 @@ def _validation_error(subject: str, problems: Iterable[tuple[str, str]]) -> Vali
     return ValidationError(subject, [Problem(path, message) for path, message in problems])
 
 
+class _Repeated(dict[str, Any]):
+    """A JSON object whose text repeats keys: which value counts is undefined (RFC 8259)."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.counts = {
+            key: count for key, count in Counter(k for k, _ in pairs).items() if count > 1
+        }
+
+
 def _loads(text: object, subject: str) -> Any:
-    """``text`` parsed as JSON; anything else is one problem at ``$``."""
+    """``text`` parsed as JSON; malformed text is one problem at ``$``.
+
+    A key repeated in one object is a problem at its path: ``json.loads`` would
+    keep the last value silently, and other readers keep the first.
+    """
     if not isinstance(text, str | bytes | bytearray):
         raise ValidationError.single(
             subject, "$", f"must be JSON text (str or bytes), got {type(text).__name__}"
         )
+    repeated = False
+
+    def members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        found = dict(pairs)
+        if len(found) == len(pairs):
+            return found
+        repeated = True
+        return _Repeated(pairs)
+
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=members)
     except json.JSONDecodeError as exc:
         message = f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
     except RecursionError:
         message = "malformed JSON: nested too deeply"
     except ValueError as exc:  # NaN, invalid UTF-8, over-long integers
         message = f"malformed JSON: {exc}"
+    else:
+        if repeated:
+            raise _validation_error(subject, _repeated_keys(data))
+        return data
     raise ValidationError.single(subject, "$", message)
+
+
+def _repeated_keys(data: Any) -> list[tuple[str, str]]:
+    """Where the objects in ``data`` repeat a key (a walk with a stack: data may be deep)."""
+    problems: list[tuple[str, str]] = []
+    pending: list[tuple[Any, str]] = [(data, "$")]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, dict):
+            if isinstance(value, _Repeated):
+                problems.extend(
+                    (
+                        _member(path, key),
+                        f"appears {count} times in one object; a key must be unique",
+                    )
+                    for key, count in value.counts.items()
+                )
+            pending.extend((item, _member(path, key)) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((item, _element(path, i)) for i, item in enumerate(value))
+    return sorted(problems)
 
 
 def _refuse_constant(name: str) -> Any:
