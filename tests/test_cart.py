@@ -20,7 +20,7 @@ from customer_session import (
     State,
     ValidationError,
 )
-from customer_session._cart import freeze, is_text, storable, thaw
+from customer_session._cart import MAX_NESTING, freeze, is_text, storable, thaw
 from customer_session.testing import json_values
 
 
@@ -150,10 +150,32 @@ class TestItemAttributes:
         item = CartItem(sku="A", quantity=1, attributes={"options": ["red"], "size": {"eu": 42}})
         assert hash(item) == hash(attrs.evolve(item))
 
+    def test_attributes_may_nest_up_to_the_limit(self):
+        """Attributes nested MAX_NESTING levels deep (the mapping itself included) are kept."""
+        item = CartItem(sku="A", quantity=1, attributes={"a": nested(MAX_NESTING - 1)})
+        assert thaw(item.attributes) == {"a": nested(MAX_NESTING - 1)}
+
+    @pytest.mark.parametrize("depth", [MAX_NESTING, 5_000])
+    def test_attributes_nested_deeper_are_refused(self, depth):
+        """Deeper attributes are a ValidationError at the level too deep, never a RecursionError."""
+        with pytest.raises(ValidationError) as error:
+            CartItem(sku="A", quantity=1, attributes={"a": nested(depth)})
+        (problem,) = error.value.problems
+        assert problem.path == "attributes.a" + "[0]" * (MAX_NESTING - 1)
+        assert f"more than {MAX_NESTING} levels" in problem.message
+
     def test_attributes_that_are_not_a_mapping_are_refused(self):
         """An empty list is refused as attributes, not taken as no attributes."""
         with pytest.raises(ValidationError, match="attributes: must be a mapping"):
             CartItem(sku="A", quantity=1, attributes=[])  # type: ignore[arg-type]
+
+
+def nested(depth: int) -> list[object]:
+    """An array ``depth`` levels deep: ``nested(1) == []``, ``nested(2) == [[]]``."""
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
 
 
 BAD_TEXTS = [

@@ -29,6 +29,7 @@ from customer_session import (
     Workflow,
     WorkflowError,
 )
+from customer_session._cart import MAX_NESTING
 from customer_session.testing import attribute_maps, sessions, wire_documents
 from customer_session.wire import from_dict, to_dict
 
@@ -309,6 +310,19 @@ class TestFrozenAttributes:
             s.attributes["tags"].append("x")  # type: ignore[union-attr]
         with pytest.raises(TypeError):
             s.attributes["to"]["l"] = 2  # type: ignore[index]
+
+    @pytest.mark.parametrize("depth", [MAX_NESTING, 5_000])
+    def test_values_nested_too_deep_are_refused(self, depth):
+        """Too deep a value is a ValidationError (not a RecursionError), and nothing is set."""
+        value: list[object] = []
+        for _ in range(depth - 1):
+            value = [value]
+        with pytest.raises(ValidationError, match=f"more than {MAX_NESTING} levels"):
+            CustomerSession(integration_id="o", attributes={"a": value})
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ValidationError, match=f"more than {MAX_NESTING} levels"):
+            s.set_attribute("a", value)
+        assert s.attributes == {}
 
     def test_constructor_keeps_a_copy_of_the_callers_values(self):
         """Changing the dict given to the constructor afterwards changes nothing."""

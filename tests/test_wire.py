@@ -30,6 +30,7 @@ from customer_session import (
     Workflow,
     WorkflowError,
 )
+from customer_session._cart import MAX_NESTING
 from customer_session._transaction import twin
 from customer_session.testing import returned_items, sessions, wire_documents
 from customer_session.wire import (
@@ -114,6 +115,14 @@ def assert_plain_json(value: object) -> None:
             assert_plain_json(item)
     else:
         assert value is None or type(value) in {str, int, float, bool}, repr(value)
+
+
+def nested(depth: int) -> list[object]:
+    """An array ``depth`` levels deep: ``nested(1) == []``, ``nested(2) == [[]]``."""
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
 
 
 def without_history(session: CustomerSession) -> CustomerSession:
@@ -980,6 +989,36 @@ class TestStorableValues:
         doc = to_dict(order())
         doc[key] = {"identifiers": [text], "attributes": {"note": text}}.get(key, text)
         assert list(refused(doc)) == [path]
+
+    @pytest.mark.parametrize("where", ["session", "item"])
+    def test_attributes_nested_to_the_limit_load_back(self, where):
+        """A session whose attributes nest MAX_NESTING levels is written and loads back."""
+        deepest = {"a": nested(MAX_NESTING - 1)}
+        if where == "session":
+            session = order(attributes=deepest)
+        else:
+            session = order(cart_items=[CartItem(sku="A", quantity=1, attributes=deepest)])
+        assert from_json(to_json(session, include_history=True)) == session
+        assert from_dict(to_dict(session, include_history=True)) == session
+
+    @pytest.mark.parametrize("depth", [MAX_NESTING, 5_000])
+    def test_attributes_nested_deeper_are_refused_at_the_level_too_deep(self, depth):
+        """Deeper attributes are one problem where the limit is passed, not a RecursionError."""
+        doc = to_dict(order())
+        doc["attributes"] = {"a": nested(depth)}
+        doc["cartItems"][0]["attributes"] = {"a": nested(depth)}
+        problems = refused(doc)
+        too_deep = ".attributes.a" + "[0]" * (MAX_NESTING - 1)
+        assert problems.keys() == {f"${too_deep}", f"$.cartItems[0]{too_deep}"}
+        assert f"more than {MAX_NESTING} levels" in problems[f"${too_deep}"]
+
+    def test_attributes_nested_deeper_in_json_text_are_refused(self):
+        """The same holds for JSON text, from_json's nesting limit aside."""
+        doc = to_dict(order())
+        doc["attributes"] = {"a": nested(MAX_NESTING)}
+        assert list(refused(json.dumps(doc), from_json)) == [
+            "$.attributes.a" + "[0]" * (MAX_NESTING - 1)
+        ]
 
     def test_an_object_key_that_cannot_be_stored_is_refused_with_an_escaped_path(self):
         """An attribute key holding a lone surrogate is named in a path that is valid text."""

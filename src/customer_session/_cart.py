@@ -33,6 +33,15 @@ MAX_UNITS: Final = 10_000
 MAX_IDENTIFIERS: Final = 5
 MAX_CODE_LENGTH: Final = 100
 MAX_INTEGRATION_ID_LENGTH: Final = 1000
+MAX_NESTING: Final = 100
+"""How many levels of arrays and objects a mapping of JSON values may nest (itself included).
+
+Custom attributes nest at most this deep, so that every check, copy and writer
+of them stays far from Python's recursion limit, whatever the caller's stack:
+a session that can be built can be written, and what is written loads back. A
+replay's event lines have the same limit (``replay.MAX_DEPTH``), which leaves
+an event's attributes 98 of these levels.
+"""
 MIN_INTEGER: Final = -(2**63)
 MAX_INTEGER: Final = 2**63 - 1
 """Integers (counts, positions, ids) are 64-bit signed, as in Talon.One's API."""
@@ -136,7 +145,10 @@ def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
         return EMPTY_MAPPING
     if not isinstance(value, Mapping):
         return value  # type: ignore[unreachable] # reported by the validation that follows
-    return freeze(value)  # type: ignore[no-any-return] # a mapping freezes to a FrozenDict
+    try:
+        return freeze(value)  # type: ignore[no-any-return] # a mapping freezes to a FrozenDict
+    except RecursionError:
+        return value  # nested beyond MAX_NESTING: reported by the validation that follows
 
 
 def is_int(value: object) -> bool:
@@ -223,16 +235,30 @@ def finite_total(compute: Callable[[], float]) -> bool:
         return False
 
 
-def json_problems(value: object, path: str) -> list[Problem]:
-    """Problems that keep ``value`` from being a JSON value (finite numbers, text keys)."""
+TOO_DEEP: Final = f"nests arrays and objects more than {MAX_NESTING} levels deep"
+
+
+def json_problems(  # noqa: PLR0911 - one return per JSON type reads best
+    value: object, path: str, level: int = 1
+) -> list[Problem]:
+    """Problems that keep ``value`` from being a JSON value (finite numbers, text keys).
+
+    Args:
+        value: The value.
+        path: Its path, for the problems.
+        level: How deep ``value`` is: an array or object deeper than
+            :data:`MAX_NESTING` is a problem (and not looked into).
+    """
     if value is None or isinstance(value, bool) or is_number(value):
         return []
     if isinstance(value, int | float):
         return [Problem(path, f"must be a finite number, got {shown_number(value)}")]
     if isinstance(value, str):
         return [] if is_text(value) else [Problem(path, text_problem(value))]
+    if isinstance(value, list | tuple | Mapping) and level > MAX_NESTING:
+        return [Problem(path, TOO_DEEP)]
     if isinstance(value, list | tuple):
-        return [p for i, v in enumerate(value) for p in json_problems(v, f"{path}[{i}]")]
+        return [p for i, v in enumerate(value) for p in json_problems(v, f"{path}[{i}]", level + 1)]
     if isinstance(value, Mapping):
         problems: list[Problem] = []
         for key, item in value.items():
@@ -242,7 +268,7 @@ def json_problems(value: object, path: str) -> list[Problem]:
             where = key_path(path, key)
             if not is_text(key):
                 problems.append(Problem(where, f"the key {text_problem(key)}"))
-            problems.extend(json_problems(item, where))
+            problems.extend(json_problems(item, where, level + 1))
         return problems
     return [Problem(path, f"{type(value).__name__} {shown(value)} is not a JSON value")]
 

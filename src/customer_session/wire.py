@@ -58,7 +58,9 @@ from customer_session._cart import (
     MAX_IDENTIFIERS,
     MAX_INTEGER,
     MAX_INTEGRATION_ID_LENGTH,
+    MAX_NESTING,
     MIN_INTEGER,
+    TOO_DEEP,
     AdditionalCost,
     CartItem,
     PriceDetail,
@@ -324,8 +326,14 @@ def _enum(kind: type[State | Trigger]) -> _Hook:
     return structure
 
 
-def _json_copy(value: object, path: str, problems: list[tuple[str, str]]) -> Any:
-    """A plain copy of a JSON value; what is not JSON goes to ``problems``."""
+def _json_copy(  # noqa: PLR0911 - one return per JSON type reads best
+    value: object, path: str, problems: list[tuple[str, str]], level: int = 1
+) -> Any:
+    """A plain copy of a JSON value; what is not JSON goes to ``problems``.
+
+    ``level`` is how deep ``value`` is: an array or object deeper than
+    ``MAX_NESTING`` is a problem (and not copied), as it is for the model.
+    """
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -336,22 +344,29 @@ def _json_copy(value: object, path: str, problems: list[tuple[str, str]]) -> Any
         if not is_number(value):
             problems.append((path, f"must be a finite number, got {shown_number(value)}"))
         return value
+    if isinstance(value, list | tuple | Mapping) and level > MAX_NESTING:
+        problems.append((path, TOO_DEEP))
+        return None
     if isinstance(value, list | tuple):
-        return [_json_copy(item, _element(path, i), problems) for i, item in enumerate(value)]
+        return [
+            _json_copy(item, _element(path, i), problems, level + 1) for i, item in enumerate(value)
+        ]
     if isinstance(value, Mapping):
-        return _json_members(value, path, problems)
+        return _json_members(value, path, problems, level)
     problems.append((path, f"{_describe(value)} is not a JSON value"))
     return None
 
 
-def _json_members(value: Mapping[Any, Any], path: str, problems: list[tuple[str, str]]) -> Any:
-    """A plain copy of a JSON object (see :func:`_json_copy`); keys must be text."""
+def _json_members(
+    value: Mapping[Any, Any], path: str, problems: list[tuple[str, str]], level: int
+) -> Any:
+    """A plain copy of a JSON object at ``level`` (see :func:`_json_copy`); keys must be text."""
     copy: dict[str, Any] = {}
     for key, item in value.items():
         if isinstance(key, str):
             if not is_text(key):
                 problems.append((_member(path, key), f"the key {text_problem(key)}"))
-            copy[key] = _json_copy(item, _member(path, key), problems)
+            copy[key] = _json_copy(item, _member(path, key), problems, level + 1)
         else:
             problems.append((path, f"key {shown(key)} is not a string"))
     return copy
