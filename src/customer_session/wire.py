@@ -1559,12 +1559,9 @@ def _restore(  # noqa: PLR0917 - a private step shared by both readers
     try:
         session = session_class.restore(history=history, **fields)
     except ValidationError as exc:
-        hint = _DROPPED_RETURNS if _returns_left_out(data, fields) else ""
-        for problem in exc.problems:
-            path = _model_path("$", problem.path, moved)
-            problems.append(
-                Problem(path, problem.message + (hint if path == "$.cartItems" else ""))
-            )
+        problems.extend(Problem(_model_path("$", p.path, moved), p.message) for p in exc.problems)
+        if _returns_left_out(data, fields):
+            problems.append(Problem("$.cartItems", _DROPPED_RETURNS))
         raise ValidationError(subject, problems) from None
     if problems:
         raise ValidationError(subject, problems)
@@ -1572,8 +1569,9 @@ def _restore(  # noqa: PLR0917 - a private step shared by both readers
 
 
 _DROPPED_RETURNS: Final = (
-    "; no cart item has a returnedQuantity: a document from the Talon.One SDK's "
-    "to_dict(), which leaves read-only fields out? Load the response's JSON as received"
+    "no cart item has a returnedQuantity, though the session is past a return: a "
+    "document from the Talon.One SDK's to_dict(), which leaves read-only fields out? "
+    "Load the response's JSON as received"
 )
 
 
