@@ -60,21 +60,25 @@ class TestSQLiteStore:
             first.create(CustomerSession(integration_id="order-1"))
             first.update("order-1", lambda s: s.close())
             handed = []
-            racing = []
+            racers: list[threading.Thread] = []
+            # Apart from the thread: the racer may report as soon as the lock is free,
+            # before or after this thread gets back from deliver().
+            raced = []
 
             def handler(effect):
                 handed.append(("first", effect.sequence))
                 racer = threading.Thread(
-                    target=lambda: racing.append(
+                    target=lambda: raced.append(
                         second.deliver(lambda e: handed.append(("second", e.sequence)))
                     )
                 )
+                racers.append(racer)
                 racer.start()
                 racer.join(timeout=0.5)  # time enough to hand the row over again
-                racing.append(racer)
 
             assert first.deliver(handler) == 1
-            racer = racing.pop()
-            racer.join(timeout=10)
-            assert racing == [0]
+            (racer,) = racers
+            racer.join(timeout=60)
+            assert not racer.is_alive(), "the second deliver() never got the lock"
+            assert raced == [0]
             assert handed == [("first", 1)]
