@@ -76,10 +76,11 @@ class TestKilledWorkers:
 
         populate(database)
         if backend == "postgres":
-            # Hold the commit statement on the server, in the outbox insert it makes.
+            # Hold the commit statement on the server, in the outbox insert it makes:
+            # far longer than the kill can take to land, however loaded the machine.
             sql(
                 "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
-                "$$ BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$"
+                "$$ BEGIN PERFORM pg_sleep(20); RETURN NEW; END $$"
             )
             sql(
                 "CREATE TRIGGER slow BEFORE INSERT ON customer_session_outbox "
@@ -89,15 +90,20 @@ class TestKilledWorkers:
             watched = f"{database}%20-cclient_connection_check_interval%3D50"
             process, ready = spawn(store_workers.commit_slowly, watched, "order-0")
             assert ready.wait(60)
-            time.sleep(0.5)
-            process.kill()
-            process.join(10)
-            # The server finishes or aborts the statement on its own; wait for it.
-            deadline = time.monotonic() + 30
             busy = (
                 "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE ? "
                 "AND pid <> pg_backend_pid()"
             )
+            # Kill the worker once its commit statement runs on the server, not before.
+            deadline = time.monotonic() + 60
+            while not sql(busy, "%WITH moved%"):
+                assert process.is_alive(), f"the worker ended first ({process.exitcode})"
+                assert time.monotonic() < deadline, "the commit never reached the server"
+                time.sleep(0.01)
+            process.kill()
+            process.join(10)
+            # The server aborts the statement on its own once it sees the client gone.
+            deadline = time.monotonic() + 60
             while sql(busy, "%WITH moved%"):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
@@ -123,7 +129,7 @@ class TestKilledWorkers:
         rng = random.Random(7)  # noqa: S311 - test timing, not cryptography
         for round_ in range(3):
             process, ready = spawn(store_workers.walk_until_killed, database, IDS, round_)
-            assert ready.wait(15), (round_, process.exitcode)
+            assert ready.wait(60), (round_, process.exitcode)
             time.sleep(rng.uniform(0.05, 0.3))
             process.kill()
             process.join(10)
