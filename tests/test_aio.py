@@ -41,8 +41,8 @@ ITEM = CartItem(sku="SOCK", quantity=100, price=1.0)
 ONE = (ReturnedItem(position=0, quantity=1),)
 PRE_COMMIT = [Phase.GUARD, Phase.BEFORE, Phase.EXIT, Phase.ENTER, Phase.AFTER]
 # Only a safety net against a hang if serialization ever deadlocks; no test relies on
-# it for its verdict.
-HANG = 10
+# it for its verdict. Long enough for a loaded machine, where a task may not run for seconds.
+HANG = 60
 
 
 def _session(workflow: Workflow | None = None, state: State = State.OPEN) -> CustomerSession:

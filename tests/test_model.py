@@ -34,6 +34,9 @@ from customer_session.testing import attribute_maps, sessions, wire_documents
 from customer_session.wire import from_dict, to_dict
 
 T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
+# How long a thread waits for another: only a safety net against a hang, long enough
+# for a loaded machine, where a thread may not run for seconds. No verdict relies on it.
+WAIT = 60
 
 
 def fixed_clock(start: datetime = T0, step: timedelta = timedelta(seconds=1)):
@@ -540,7 +543,7 @@ class TestAtomic:
         def clock() -> datetime:
             if threading.current_thread().name == "trigger":
                 entered.set()
-                go_on.wait(5)
+                go_on.wait(WAIT)
             return datetime.now(UTC)
 
         workflow = Workflow(clock=clock)
@@ -557,12 +560,13 @@ class TestAtomic:
 
         trigger = threading.Thread(target=close, name="trigger")
         trigger.start()
-        entered.wait(5)
+        assert entered.wait(WAIT)
 
         def failing_block() -> None:
             with s.atomic():
                 go_on.set()  # the trigger goes on while this block holds the session
-                trigger.join(5)
+                trigger.join(WAIT)
+                assert not trigger.is_alive()
                 raise RuntimeError
 
         with pytest.raises(RuntimeError):

@@ -30,6 +30,9 @@ from customer_session._transaction import twin
 
 ITEM = CartItem(sku="SOCK", quantity=100, price=1.0)
 ONE = (ReturnedItem(position=0, quantity=1),)
+# How long a thread waits for another: only a safety net against a hang, long enough
+# for a loaded machine, where a thread may not run for seconds. No verdict relies on it.
+WAIT = 60
 
 
 def _fire(session: CustomerSession, trigger: Trigger):
@@ -527,12 +530,12 @@ class TestAskingWhileAnotherThreadFires:
         def clock() -> datetime:
             if threading.current_thread().name == "asking":
                 in_clock.set()
-                go_on.wait(5)
+                go_on.wait(WAIT)
             return datetime.now(UTC)
 
         def slow_before(event) -> None:
             in_hook.set()
-            hook_go.wait(5)
+            hook_go.wait(WAIT)
 
         workflow = Workflow(clock=clock)
         workflow.guard(lambda event: None, trigger=Trigger.CLOSE)
@@ -540,16 +543,17 @@ class TestAskingWhileAnotherThreadFires:
         s = CustomerSession(integration_id="o", workflow=workflow)
         asking = threading.Thread(target=lambda: s.why_not("close"), name="asking")
         asking.start()
-        in_clock.wait(5)
+        assert in_clock.wait(WAIT)
         closing = threading.Thread(target=s.close)
         closing.start()
-        in_hook.wait(5)
+        assert in_hook.wait(WAIT)
         go_on.set()
-        asking.join(5)
+        asking.join(WAIT)
+        assert not asking.is_alive()
         with pytest.raises(TransitionInProgress):
             s.cancel()  # the close is still running
         hook_go.set()
-        closing.join(5)
+        closing.join(WAIT)
         assert [r.trigger for r in s.history] == [Trigger.CLOSE]
 
 

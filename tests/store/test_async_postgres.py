@@ -8,6 +8,7 @@ These tests use the async API directly.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from customer_session.store._pgserver import TemporaryPostgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio]
+# How long to wait for the server or a task: only a safety net against a hang, long
+# enough for a loaded machine, where a process may not run for seconds.
+WAIT = 60
 
 
 @pytest.fixture
@@ -166,7 +170,7 @@ async def test_deliver_from_an_async_handler_of_the_same_store_is_refused(
         await store.deliver(lambda e: None)
 
     with pytest.raises(WorkflowError, match="from one of its own handlers"):
-        await asyncio.wait_for(store.deliver(handler), timeout=10)
+        await asyncio.wait_for(store.deliver(handler), timeout=WAIT)
     assert [e.attempts for e in await store.pending()] == [1]
     assert await store.deliver(lambda e: None) == 1
 
@@ -379,8 +383,9 @@ def lock_row(
 
 async def blocked_by(holder: psycopg.Connection[tuple[object, ...]], conninfo: str) -> None:
     """Wait until a statement of another connection waits for ``holder``'s locks."""
+    deadline = time.monotonic() + WAIT
     with psycopg.connect(conninfo, autocommit=True) as watcher:
-        for _ in range(1000):
+        while time.monotonic() < deadline:
             row = watcher.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
                 (holder.info.backend_pid,),
@@ -393,8 +398,9 @@ async def blocked_by(holder: psycopg.Connection[tuple[object, ...]], conninfo: s
 
 def committed_version(conninfo: str, version: int) -> None:
     """Wait, blocking the event loop, until the session row is at ``version``."""
+    deadline = time.monotonic() + WAIT
     with psycopg.connect(conninfo, autocommit=True) as watcher:
-        for _ in range(1000):
+        while time.monotonic() < deadline:
             row = watcher.execute(
                 "SELECT version FROM customer_sessions WHERE integration_id = 'order-1'"
             ).fetchone()

@@ -45,6 +45,9 @@ ITEMS = (CartItem(sku="SOCK", quantity=3, price=7.5), CartItem(sku="JKT", quanti
 RETURN = (ReturnedItem(position=0, quantity=1),)
 # Beyond datetime's range once in UTC.
 FAR_FUTURE = datetime.max.replace(tzinfo=timezone(timedelta(hours=-1)))
+# How long a thread waits for another: only a safety net against a hang, long enough
+# for a loaded machine, where a thread may not run for seconds. No verdict relies on it.
+WAIT = 60
 
 
 @pytest.fixture(
@@ -241,7 +244,7 @@ class TestTransaction:
         """
         started, finish = threading.Event(), threading.Event()
         workflow = Workflow()
-        workflow.before(lambda _: started.set() or finish.wait(10), trigger="close")
+        workflow.before(lambda _: started.set() or finish.wait(WAIT), trigger="close")
         committed: list[object] = []
         workflow.after_commit(committed.append, trigger="close")
         store = open_db(workflow=workflow)
@@ -256,9 +259,10 @@ class TestTransaction:
         with pytest.raises(SessionNotEditable) as caught, store.transaction("order-1") as session:  # noqa: PT012 - the block is what is tested
             thread = threading.Thread(target=contextvars.copy_context().run, args=(fire, session))
             thread.start()
-            assert started.wait(10)
+            assert started.wait(WAIT)
         finish.set()
-        thread.join(10)
+        thread.join(WAIT)
+        assert not thread.is_alive()
         assert (caught.value.operation, caught.value.running) == ("commit", Trigger.CLOSE)
         assert "close() runs" in str(caught.value)
         assert len(refused) == 1
@@ -919,7 +923,7 @@ class TestAfterCommitHooks:
         go = threading.Event()
 
         def cancel_later(session: CustomerSession) -> None:
-            go.wait(10)
+            go.wait(WAIT)
             session.cancel()
 
         with store.transaction("order-1") as session:
@@ -929,7 +933,8 @@ class TestAfterCommitHooks:
             )
             thread.start()
         go.set()
-        thread.join(10)
+        thread.join(WAIT)
+        assert not thread.is_alive()
         assert (session.state, seen) == (State.CANCELLED, [Trigger.CANCEL])
         assert store.get("order-1").state is State.CLOSED
 
@@ -1059,7 +1064,7 @@ class TestDurableEffects:
 
         thread = threading.Thread(target=outer, daemon=True)  # a hang must not hang the run
         thread.start()
-        thread.join(timeout=20)
+        thread.join(timeout=WAIT)
         assert not thread.is_alive(), "deliver() from a handler hangs"
         assert "from one of its own handlers" in str(*raised)
         assert [e.attempts for e in store.pending()] == [1]
