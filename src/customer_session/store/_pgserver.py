@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 _SYSTEM_USER: Final = "postgres"
 # Settings for tests: nothing needs to survive a crash of the machine.
 _FAST: Final = ("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
+# A port found free can be taken by another program before the server binds it.
+_PORT_ATTEMPTS: Final = 5
 
 
 class PostgresUnavailable(RuntimeError):
@@ -105,25 +107,31 @@ class TemporaryPostgres:
             "--no-locale",
             "--no-sync",
         )
-        self.port = _free_port()
-        options = [
-            "-c listen_addresses=127.0.0.1",
-            f"-p {self.port}",
-            f"-k {self.directory}",
-            "-c max_connections=200",
-            *(() if self.durable else _FAST),
-        ]
         log = self.directory / "server.log"
-        try:
-            self._run(
-                "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                "-o", " ".join(options), "start",
-            )  # fmt: skip
-        except PostgresUnavailable as exc:
-            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            self.stop()
-            raise PostgresUnavailable(f"{exc}\n{tail}") from None
-        return self
+        attempt = 0
+        while True:
+            attempt += 1
+            self.port = _free_port()
+            options = [
+                "-c listen_addresses=127.0.0.1",
+                f"-p {self.port}",
+                f"-k {self.directory}",
+                "-c max_connections=200",
+                *(() if self.durable else _FAST),
+            ]
+            log.unlink(missing_ok=True)  # so that the log tells of this attempt only
+            try:
+                self._run(
+                    "pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60",
+                    "-o", " ".join(options), "start",
+                )  # fmt: skip
+            except PostgresUnavailable as exc:
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                if "Address already in use" in tail and attempt < _PORT_ATTEMPTS:
+                    continue  # taken meanwhile: try another port
+                self.stop()
+                raise PostgresUnavailable(f"{exc}\n{tail}") from None
+            return self
 
     def _run_as_system_user(self) -> None:
         assert self.directory is not None  # noqa: S101 - set by start()
