@@ -42,6 +42,25 @@ def outbox_keys(sql) -> set[str]:
     return {key for (key,) in sql("SELECT idempotency_key FROM customer_session_outbox")}
 
 
+# Statements other clients run on the PostgreSQL server, like a pattern.
+RUNNING = (
+    "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE ? "
+    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+)
+
+
+def wait_while_running(sql, pattern: str = "%") -> None:
+    """Wait until no statement like ``pattern`` runs on the server (PostgreSQL).
+
+    The server goes on with a statement a killed worker sent, and may commit it:
+    a check that read the database before then would read it still changing.
+    """
+    deadline = time.monotonic() + 60
+    while sql(RUNNING, pattern):
+        assert time.monotonic() < deadline, "a killed worker's statement never ended"
+        time.sleep(0.1)
+
+
 def kill_when_ready(process, ready, *, timeout: float = 60.0) -> None:
     assert ready.wait(timeout), "the worker never got ready"
     process.kill()
@@ -90,23 +109,16 @@ class TestKilledWorkers:
             watched = f"{database}%20-cclient_connection_check_interval%3D50"
             process, ready = spawn(store_workers.commit_slowly, watched, "order-0")
             assert ready.wait(60)
-            busy = (
-                "SELECT 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE ? "
-                "AND pid <> pg_backend_pid()"
-            )
             # Kill the worker once its commit statement runs on the server, not before.
             deadline = time.monotonic() + 60
-            while not sql(busy, "%WITH moved%"):
+            while not sql(RUNNING, "%WITH moved%"):
                 assert process.is_alive(), f"the worker ended first ({process.exitcode})"
                 assert time.monotonic() < deadline, "the commit never reached the server"
                 time.sleep(0.01)
             process.kill()
             process.join(10)
             # The server aborts the statement on its own once it sees the client gone.
-            deadline = time.monotonic() + 60
-            while sql(busy, "%WITH moved%"):
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            wait_while_running(sql, "%WITH moved%")
             sql("DROP TRIGGER slow ON customer_session_outbox")
         else:
             process, ready = spawn(store_workers.commit_and_hang, database, "order-0")
@@ -121,7 +133,7 @@ class TestKilledWorkers:
             store.update("order-0", lambda s: s.close())
             assert store.get("order-0").state is State.CLOSED
 
-    def test_kills_at_random_moments_lose_no_outbox_row(self, database, spawn, sql):
+    def test_kills_at_random_moments_lose_no_outbox_row(self, database, backend, spawn, sql):
         """Workers killed at random points leave journals, rows and outbox in agreement."""
         import store_workers  # noqa: PLC0415 - importable once the fixture ran
 
@@ -133,6 +145,8 @@ class TestKilledWorkers:
             time.sleep(rng.uniform(0.05, 0.3))
             process.kill()
             process.join(10)
+        if backend == "postgres":
+            wait_while_running(sql)
         expected = assert_consistent(database)
         assert expected  # the walks committed transitions
         assert outbox_keys(sql) == expected
