@@ -33,6 +33,11 @@ TRIGGERS = ("close", "close", "reopen", "reopen", "return_items", "cancel")
 CYCLING = ("close", "reopen")
 
 
+# A worker that died before the barrier breaks it for the others after this long
+# (BrokenBarrierError, a failed worker) instead of leaving them waiting for good.
+BARRIER_TIMEOUT = 120.0
+
+
 def open_reopenable(database: str) -> Any:
     store = open_store(database, session_class=ReopenableCustomerSession)
     store.on_commit(EFFECT)
@@ -148,7 +153,7 @@ def deliver_together(
         time.sleep(0.002)  # long enough for a racing deliverer to pick the same row
 
     with open_reopenable(database) as store:
-        ready.wait()
+        ready.wait(BARRIER_TIMEOUT)
         store.deliver(handler)
     out.put(handed)
 
@@ -164,7 +169,7 @@ def commit_slowly(database: str, integration_id: str, ready: Event) -> None:
 def first_use(databases: list[str], ready: Barrier, failures: Queue[str]) -> None:
     """On each database in turn, open a store and make a first call when all are ready."""
     for database in databases:
-        ready.wait()
+        ready.wait(BARRIER_TIMEOUT)
         try:
             with open_store(database) as store:
                 store.exists("order-1")
