@@ -748,6 +748,26 @@ class TestJournal:
             rebuild([broken])
 
 
+def sync_store_with_async_hook(open_db, backend) -> tuple[SessionStore, list[object]]:
+    """A sync store holding order-1, whose workflow has an async after-commit hook on close.
+
+    The hook appends the trigger to the list returned. Skips on the async store,
+    which awaits such hooks after its commit (see test_async_postgres).
+    """
+    if backend == "postgres-async":
+        pytest.skip("the async store awaits it after its commit (see test_async_postgres)")
+    workflow = Workflow()
+    seen: list[object] = []
+
+    async def publish(event):
+        seen.append(event.trigger)
+
+    workflow.after_commit(publish, trigger="close")
+    store = open_db(workflow=workflow)
+    store.create(new_session())
+    return store, seen
+
+
 class TestAfterCommitHooks:
     def test_hook_runs_after_the_database_commit(self, open_db):
         """An after-commit hook of a trigger in the block sees the committed row."""
@@ -858,17 +878,7 @@ class TestAfterCommitHooks:
         The sync store could not await it after its commit, and running it at the
         in-memory commit would report a transition the database may never get.
         """
-        if backend == "postgres-async":
-            pytest.skip("the async store awaits it after its commit (see test_async_postgres)")
-        workflow = Workflow()
-        seen: list[object] = []
-
-        async def publish(event):
-            seen.append(event.trigger)
-
-        workflow.after_commit(publish, trigger="close")
-        store = open_db(workflow=workflow)
-        store.create(new_session())
+        store, seen = sync_store_with_async_hook(open_db, backend)
 
         async def close_in_block() -> None:
             with store.transaction("order-1") as session:
@@ -886,17 +896,7 @@ class TestAfterCommitHooks:
         The transition committed only in memory; written, it would never have its
         hook run, so the store refuses the commit with a WorkflowError instead.
         """
-        if backend == "postgres-async":
-            pytest.skip("the async store awaits it after its commit (see test_async_postgres)")
-        workflow = Workflow()
-        seen: list[object] = []
-
-        async def publish(event):
-            seen.append(event.trigger)
-
-        workflow.after_commit(publish, trigger="close")
-        store = open_db(workflow=workflow)
-        store.create(new_session())
+        store, seen = sync_store_with_async_hook(open_db, backend)
 
         async def close_in_block() -> None:
             with (
