@@ -410,6 +410,15 @@ class TestOpening:
         assert "secret" not in str(info.value)
         assert list(tmp_path.iterdir()) == []
 
+    def test_an_sqlite_file_uri_with_an_authority_is_opened(self, tmp_path):
+        """A ``file:///`` URI (the form with an empty authority) is an SQLite file, not refused."""
+        uri = f"{tmp_path.as_uri()}/x.db?mode=rwc"
+        assert uri.startswith("file:///")
+        with open_store(uri) as store:
+            assert isinstance(store, SQLiteStore)
+            store.create(CustomerSession(integration_id="a"))
+        assert (tmp_path / "x.db").exists()
+
     @pytest.mark.parametrize(
         ("entries", "path"), [(None, "entries"), ("abc", "entries"), ([1], "entries[0]")]
     )

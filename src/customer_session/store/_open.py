@@ -22,6 +22,7 @@ POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 """URL prefixes that name a PostgreSQL server; anything else but another URL is an SQLite file."""
 
 # ``scheme://``, the scheme two characters or more: ``C:/x.db`` stays a Windows path.
+# ``file:`` (``file:///x.db`` too) is SQLite's own URI form, which SQLiteStore opens.
 _URL: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
 
 
@@ -55,7 +56,8 @@ def open_store(
 
     Args:
         target: ``postgresql://user@host/db`` (or ``postgres://``) for
-            :class:`PostgresStore`; a path or ``":memory:"`` for :class:`SQLiteStore`.
+            :class:`PostgresStore`; a path, a ``file:`` URI or ``":memory:"`` for
+            :class:`SQLiteStore`.
         session_class: The class sessions are loaded into.
         workflow: The workflow whose guards and hooks apply to loaded sessions.
         retries: How many times ``update`` re-runs a change that lost a race.
@@ -78,7 +80,7 @@ def open_store(
         )
     if text.startswith(POSTGRES_SCHEMES):
         return PostgresStore(text, session_class=session_class, workflow=workflow, retries=retries)
-    url = _URL.match(text)
+    url = None if text.startswith("file:") else _URL.match(text)
     if url is not None:
         # Opened as a path, a URL of another database (or a mistyped scheme) fails
         # with SQLite's "unable to open database file", or makes a stray file.
