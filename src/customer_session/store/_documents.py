@@ -46,9 +46,10 @@ def dumps(value: Any, integration_id: str | None = None) -> str:
     only JSON values with finite numbers and valid text; frozen values (tuples,
     immutable mappings) are written as arrays and objects too. orjson writes it about
     fifteen times faster than the standard library (a commit writes three such
-    texts); what orjson refuses and JSON allows (integers beyond 64 bits, nesting
-    deeper than 254 levels, both possible in ``attributes``) is written by the
-    standard library.
+    texts); what orjson refuses and JSON allows (integers beyond 64 bits, possible
+    in ``attributes``) is written by the standard library. (orjson also refuses
+    nesting deeper than 254 levels, which a valid session never reaches: its
+    attributes nest at most ``MAX_NESTING`` levels.)
 
     Args:
         value: The JSON value.
