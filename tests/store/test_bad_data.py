@@ -157,6 +157,20 @@ class TestCorruptRows:
             reader.get("order-1")
         assert caught.value.integration_id == "order-1"
 
+    def test_a_damaged_state_column_once_seen_is_not_written_over(self, store, sql):
+        """After a read found the state column damaged, update() refuses too; nothing written.
+
+        The store's own copy of the session is dropped with the refusal, so the next
+        change reads the row again instead of writing over what it found.
+        """
+        stored(store)
+        sql("UPDATE customer_sessions SET state = 'cancelled'")
+        with pytest.raises(CorruptData):
+            store.get("order-1")
+        with pytest.raises(CorruptData, match="the stored state column says 'cancelled'"):
+            store.update("order-1", lambda s: s.close())
+        assert sql("SELECT state, version FROM customer_sessions") == [("cancelled", 1)]
+
     def test_row_version_that_is_no_integer(self, tmp_path):
         """A row version that is no integer is CorruptData naming the session, not a crash.
 

@@ -302,15 +302,21 @@ class StoreCore(Generic[_S]):
             data, session = load_session(
                 text, integration_id, session_class=self._session_class, workflow=workflow
             )
-            kept = twin(session, workflow)
-            self._cache_put(integration_id, _Cached(text, data, kept, version, written=False))
             loaded = _Loaded(session, version, data, None)
+            cached = None
         if state != loaded.session.state:
-            # ids() and counts() read the column: they would disagree with get().
+            # ids() and counts() read the column: they would disagree with get(). Not
+            # cached either, or update() would start from the copy and never see it.
+            self._cache.pop(integration_id, None)
             raise CorruptData(
                 f"session {integration_id!r}: the stored state column says {state!r:.60} "
                 f"but its document says {loaded.session.state.value!r}; the row is corrupt",
                 integration_id,
+            )
+        if cached is None:
+            kept = twin(loaded.session, workflow)
+            self._cache_put(
+                integration_id, _Cached(text, loaded.data, kept, version, written=False)
             )
         return loaded
 
@@ -713,7 +719,7 @@ class BaseStore(StoreCore[_S], ABC):
         check("deliver", handler=handler, limit=limit)
         self._ready(None)
         delivered = 0
-        with delivering(self), self._delivery_lock():
+        with delivering(self, self._outbox_identity()), self._delivery_lock():
             while limit is None or delivered < limit:
                 batch = (
                     _DELIVERY_BATCH if limit is None else min(_DELIVERY_BATCH, limit - delivered)
@@ -941,6 +947,10 @@ class BaseStore(StoreCore[_S], ABC):
     @abstractmethod
     def _mark_delivered(self, sequence: int) -> None:
         """Mark an outbox row delivered."""
+
+    def _outbox_identity(self) -> object:
+        """What :meth:`_delivery_lock` covers: deliveries of equal identities take turns."""
+        return self
 
     @abstractmethod
     def _delivery_lock(self) -> AbstractContextManager[None]:
