@@ -169,7 +169,7 @@ async def test_deliver_from_an_async_handler_of_the_same_store_is_refused(
     async def handler(effect: Effect) -> None:
         await store.deliver(lambda e: None)
 
-    with pytest.raises(WorkflowError, match="from one of its own handlers"):
+    with pytest.raises(WorkflowError, match="from a handler of a delivery of the same outbox"):
         await asyncio.wait_for(store.deliver(handler), timeout=WAIT)
     assert [e.attempts for e in await store.pending()] == [1]
     assert await store.deliver(lambda e: None) == 1

@@ -1066,7 +1066,7 @@ class TestDurableEffects:
         thread.start()
         thread.join(timeout=WAIT)
         assert not thread.is_alive(), "deliver() from a handler hangs"
-        assert "from one of its own handlers" in str(*raised)
+        assert "from a handler of a delivery of the same outbox" in str(*raised)
         assert [e.attempts for e in store.pending()] == [1]
         assert store.deliver(lambda e: None) == 1
 

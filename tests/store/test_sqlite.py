@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from customer_session import CustomerSession, State
+from customer_session import CustomerSession, State, WorkflowError
 from customer_session.store import SQLiteStore
 
 
@@ -82,3 +82,31 @@ class TestSQLiteStore:
             assert not racer.is_alive(), "the second deliver() never got the lock"
             assert raced == [0]
             assert handed == [("first", 1)]
+
+    def test_deliver_from_a_handler_through_another_store_object_is_refused(self, tmp_path):
+        """A handler delivering the same file through another store object raises, no hang.
+
+        Both take the file's delivery lock, which the running delivery holds.
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as first, SQLiteStore(path) as second:
+            first.on_commit("notify")
+            first.create(CustomerSession(integration_id="order-1"))
+            first.update("order-1", lambda s: s.close())
+            raised: list[BaseException] = []
+
+            def handler(effect):
+                second.deliver(lambda e: None)
+
+            def outer():
+                try:
+                    first.deliver(handler)
+                except WorkflowError as exc:
+                    raised.append(exc)
+
+            thread = threading.Thread(target=outer, daemon=True)  # a hang must not hang the run
+            thread.start()
+            thread.join(timeout=60)
+            assert not thread.is_alive(), "deliver() through another store object hangs"
+            assert "from a handler of a delivery of the same outbox" in str(*raised)
+            assert second.deliver(lambda e: None) == 1

@@ -673,7 +673,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         # As PostgresStore._delivery_lock: a session-level advisory lock on a
         # connection kept out of the pool while the handler runs, which delivery's
         # own queries use too.
-        with delivering(self):
+        with delivering(self, self):
             async with self._delivering:
                 try:
                     connection = await self._pool.getconn()

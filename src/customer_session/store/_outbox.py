@@ -36,16 +36,16 @@ _KEY_NAMESPACE: Final = uuid.UUID("5f0b6b1e-4c1a-5d8e-9a57-0c3c8f1d2e64")
 
 
 class _Delivery:
-    """One running ``deliver()`` call: its store, and whether it is still running.
+    """One running ``deliver()`` call: the outbox it delivers, and whether it still runs.
 
     A task or thread context copied while the delivery ran keeps the entry; the
     flag says it is over, so a later ``deliver()`` from that context is not refused.
     """
 
-    __slots__ = ("running", "store")
+    __slots__ = ("outbox", "running")
 
-    def __init__(self, store: object) -> None:
-        self.store = store
+    def __init__(self, outbox: object) -> None:
+        self.outbox = outbox
         self.running = True
 
 
@@ -69,23 +69,25 @@ def check_effect_name(name: object) -> str:
 
 
 @contextmanager
-def delivering(store: object) -> Iterator[None]:
-    """Mark ``store`` as delivering in this context; refuse a delivery nested in its own.
+def delivering(store: object, outbox: object) -> Iterator[None]:
+    """Mark ``outbox`` as delivered in this context; refuse a delivery nested in one of it.
 
-    A handler that calls ``deliver()`` on the store running it would wait forever
-    for the delivery lock its own caller holds (a thread lock, an asyncio lock or
-    an advisory lock on another connection).
+    ``outbox`` names what the delivery lock covers: the store object, or for an
+    SQLite file the file (every store object on it takes the same lock file). A
+    handler that calls ``deliver()`` on the outbox running it would wait forever
+    for the delivery lock its own caller holds (a thread lock, an asyncio lock, a
+    lock file or an advisory lock on another connection).
 
     Raises:
-        WorkflowError: ``store`` is already delivering in this context.
+        WorkflowError: ``outbox`` is already being delivered in this context.
     """
     running = _DELIVERIES.get()
-    if any(d.store is store and d.running for d in running):
+    if any(d.outbox == outbox and d.running for d in running):
         raise WorkflowError(
-            f"deliver() was called on {store!r} from one of its own handlers; it would "
-            "wait for the delivery running that handler (deliver after it returned)"
+            f"deliver() was called on {store!r} from a handler of a delivery of the same "
+            "outbox; it would wait for that delivery (deliver after it returned)"
         )
-    delivery = _Delivery(store)
+    delivery = _Delivery(outbox)
     token = _DELIVERIES.set((*running, delivery))
     try:
         yield

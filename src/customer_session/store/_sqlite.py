@@ -190,6 +190,7 @@ class SQLiteStore(BaseStore[_S]):
         # One connection for ``:memory:`` (each connection would be its own database).
         self._shared_lock = threading.RLock()
         self._delivering = threading.Lock()
+        self._main_file: str | None = None  # the resolved file, once a delivery asked
         self._closed = False
 
     @property
@@ -347,13 +348,22 @@ class SQLiteStore(BaseStore[_S]):
         # objects and processes on the same file, on a lock file beside it, which
         # the system releases when its holder dies (as PostgreSQL's advisory lock).
         with self._delivering:
-            if self._memory:  # a private database: this store object is its only user
+            outbox = self._outbox_identity()
+            if outbox is self:  # a private database: this store object is its only user
                 yield
                 return
-            with self._connection(None) as connection:
-                (main,) = connection.execute(_MAIN_FILE).fetchone()
-            with _file_lock(f"{main}-deliver"):
+            with _file_lock(f"{outbox}-deliver"):
                 yield
+
+    def _outbox_identity(self) -> object:
+        # The database file as SQLite resolved it: every store object on the file
+        # takes the same lock file (and a handler of one may not deliver another).
+        if self._memory:
+            return self
+        if self._main_file is None:
+            with self._connection(None) as connection:
+                (self._main_file,) = connection.execute(_MAIN_FILE).fetchone()
+        return self._main_file
 
 
 @contextmanager
