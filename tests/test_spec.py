@@ -159,3 +159,55 @@ class TestDerivedSets:
     def test_specification_error_is_a_value_error(self):
         """Definition errors are also ValueErrors."""
         assert issubclass(SpecificationError, ValueError)
+
+
+def _like_the_seed(**changes: object) -> Specification:
+    """CUSTOMER_SESSION's arguments with ``changes``, passed untyped as a caller could."""
+    arguments: dict[str, object] = {
+        "name": CUSTOMER_SESSION.name,
+        "states": CUSTOMER_SESSION.states,
+        "initial_states": CUSTOMER_SESSION.initial_states,
+        "edges": CUSTOMER_SESSION.edges,
+        **changes,
+    }
+    return Specification(**arguments)  # type: ignore[arg-type]
+
+
+class TestTypesAtDefinition:
+    @pytest.mark.parametrize("name", ["", "two\nlines", "tab\there", "\ud800", "nul\x00", 42])
+    def test_name_that_is_not_printable_text_is_refused(self, name):
+        """A name that is empty, not a string or has control characters or surrogates is refused."""
+        with pytest.raises(SpecificationError, match="non-empty printable string"):
+            _like_the_seed(name=name)
+
+    @pytest.mark.parametrize("name", ['a "quoted" name', "ünïcödé 😀", "<b>graph</b>", "end"])
+    def test_printable_name_is_kept(self, name):
+        """Any printable name is kept as given (diagrams quote it)."""
+        assert _like_the_seed(name=name).name == name
+
+    def test_plain_string_state_is_refused(self):
+        """A string equal to a state is not a State and is refused, naming it."""
+        with pytest.raises(SpecificationError, match="state: 'open' is not a State member"):
+            _like_the_seed(states=("open", *CUSTOMER_SESSION.states[1:]))
+
+    def test_plain_string_initial_state_is_refused(self):
+        """An initial state given as a plain string is refused."""
+        with pytest.raises(SpecificationError, match="initial state: 'open'"):
+            _like_the_seed(initial_states=frozenset({"open"}))
+
+    def test_plain_string_trigger_is_refused(self):
+        """An edge whose trigger is a plain string is refused, naming the edge."""
+        edge = Edge('a "trigger"', State.OPEN, State.CLOSED)  # type: ignore[arg-type]
+        with pytest.raises(SpecificationError, match=r"its trigger: .* is not a Trigger member"):
+            _like_the_seed(edges=(edge,))
+
+    def test_plain_string_destination_is_refused(self):
+        """An edge to a plain string is refused, naming the edge."""
+        edge = Edge(Trigger.CLOSE, State.OPEN, "graph")  # type: ignore[arg-type]
+        with pytest.raises(SpecificationError, match="its destination: 'graph'"):
+            _like_the_seed(edges=(edge,))
+
+    def test_edge_that_is_not_an_edge_is_refused(self):
+        """A row that is not an Edge is refused."""
+        with pytest.raises(SpecificationError, match="is not an Edge"):
+            _like_the_seed(edges=(*CUSTOMER_SESSION.edges, ("open", "close", "closed")))

@@ -94,6 +94,7 @@ class Specification:
 
     def __attrs_post_init__(self) -> None:
         """Check the table and derive the look-ups once."""
+        self._check_types()
         targets: dict[tuple[State, Trigger], State] = {}
         known = set(self.states)
         if len(known) != len(self.states):
@@ -121,6 +122,37 @@ class Specification:
         if unreachable:
             names = ", ".join(sorted(unreachable))
             raise SpecificationError(self.name, f"unreachable from the initial states: {names}")
+
+    def _check_types(self) -> None:
+        """Refuse what the annotations forbid but an untyped caller can pass.
+
+        A plain string equals its ``State`` member, so it would pass the checks
+        below and then fail identity look-ups; a name or label with control
+        characters (or lone surrogates) breaks the diagrams and cannot be encoded.
+        """
+        name: object = self.name
+        if not isinstance(name, str) or not name or not name.isprintable():
+            raise SpecificationError(
+                str(name), f"the name must be a non-empty printable string, got {name!r}"
+            )
+        values: list[tuple[str, object, type]] = [
+            *(("state", state, State) for state in self.states),
+            *(("initial state", state, State) for state in self.initial_states),
+        ]
+        for edge in self.edges:
+            edge_object: object = edge
+            if not isinstance(edge_object, Edge):
+                raise SpecificationError(name, f"{edge_object!r} is not an Edge")
+            values.extend(
+                (
+                    (f"{edge}: its trigger", edge.trigger, Trigger),
+                    (f"{edge}: its source", edge.source, State),
+                    (f"{edge}: its destination", edge.destination, State),
+                )
+            )
+        for what, value, kind in values:
+            if type(value) is not kind:
+                raise SpecificationError(name, f"{what}: {value!r} is not a {kind.__name__} member")
 
     @property
     def triggers(self) -> tuple[Trigger, ...]:
