@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from customer_session import State
-from customer_session.cli import main
+from customer_session.cli import SUFFIX_FORMATS, main
 from customer_session.diagrams import to_dot, to_mermaid
 
 DATA = Path(__file__).parent / "data"
@@ -95,6 +95,63 @@ class TestDiagram:
         output = tmp_path / target
         assert run("diagram", "--format", kind, "-o", str(output)) == (2, "")
         assert f"{output}: cannot write ({why})" in one_line_error(capsys)
+
+    def test_dash_output_is_standard_output(self, tmp_path, monkeypatch):
+        """-o - prints the text on standard output and creates no file named '-'."""
+        monkeypatch.chdir(tmp_path)
+        assert run("diagram", "--format", "dot", "-o", "-") == (0, to_dot())
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.graphviz
+    def test_dash_output_takes_an_image_as_bytes(self, tmp_path):
+        """--format png -o - writes the PNG's bytes, and nothing else, on standard output."""
+        pytest.importorskip("graphviz")
+        command = [sys.executable, "-m", "customer_session", "diagram", "--format", "png"]
+        done = subprocess.run([*command, "-o", "-"], capture_output=True, check=False, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (0, b"")
+        assert done.stdout.startswith(b"\x89PNG")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_dash_output_refuses_an_image_on_a_text_only_stream(
+        self, capsys, tmp_path, monkeypatch
+    ):
+        """An image for -o - on a stream without bytes is a one-line error, exit 2."""
+        monkeypatch.chdir(tmp_path)
+        assert run("diagram", "--format", "svg", "-o", "-") == (2, "")
+        assert "text-only stream" in one_line_error(capsys)
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize(
+        ("name", "kind"),
+        [
+            ("states.mmd", "mermaid"),
+            ("states.dot", "dot"),
+            ("states.gv", "dot"),
+            pytest.param("states.svg", "svg", marks=GRAPHVIZ),
+            pytest.param("STATES.PNG", "png", marks=GRAPHVIZ),
+            ("states.md", "mermaid"),
+        ],
+    )
+    def test_format_defaults_to_the_one_the_extension_names(self, tmp_path, name, kind):
+        """Without --format, the output's extension chooses the format (else Mermaid)."""
+        if kind in {"svg", "png"}:
+            pytest.importorskip("graphviz")
+        target = tmp_path / name
+        assert run("diagram", "-o", str(target))[0] == 0
+        expected = tmp_path / f"expected.{kind}"
+        assert run("diagram", "--format", kind, "-o", str(expected))[0] == 0
+        assert target.read_bytes() == expected.read_bytes()
+
+    @pytest.mark.parametrize(
+        ("kind", "name"),
+        [("mermaid", "states.svg"), ("svg", "states.png"), ("png", "states.dot"), ("dot", "x.mmd")],
+    )
+    def test_extension_naming_another_format_is_refused(self, capsys, tmp_path, kind, name):
+        """An output whose extension names another format is a one-line error; no file is made."""
+        target = tmp_path / name
+        assert run("diagram", "--format", kind, "-o", str(target)) == (2, "")
+        assert f"is for --format {SUFFIX_FORMATS[target.suffix]}" in one_line_error(capsys)
+        assert not target.exists()
 
     def test_image_needs_an_output(self, capsys):
         """An image format without -o is a one-line usage error."""

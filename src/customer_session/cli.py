@@ -6,7 +6,8 @@ a non-zero exit status, never a traceback. Exit statuses:
 - ``0``: success (every document valid, every event applied);
 - ``1``: the input was read but is invalid (an invalid document, a refused event);
 - ``2``: the command could not run (bad arguments, a missing or unreadable file, an
-  unknown format, an output that cannot be written (standard output included, when
+  unknown format or one the output's extension contradicts, an output that cannot be
+  written (standard output included, when
   its reader leaves early), Graphviz missing or failing for images, a store that
   cannot be opened or fails). ``validate`` checks every file even when one cannot be read, and exits
   with the worst status of them all.
@@ -34,6 +35,16 @@ PROG = "customer-session"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 TEXT_FORMATS = ("mermaid", "dot", "table")
 IMAGE_FORMATS = ("svg", "png")
+# The formats an output's extension names; any other extension (.md, .txt) says nothing.
+SUFFIX_FORMATS = {
+    ".mmd": "mermaid",
+    ".mermaid": "mermaid",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".svg": "svg",
+    ".png": "png",
+}
+STDOUT = Path("-")
 
 
 class _UsageError(Exception):
@@ -54,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
 
     diagram = commands.add_parser("diagram", help="print or render the state diagram")
     diagram.add_argument(
-        "--format", choices=TEXT_FORMATS + IMAGE_FORMATS, default="mermaid", help="output format"
+        "--format",
+        choices=TEXT_FORMATS + IMAGE_FORMATS,
+        help="output format (default: the one OUT's extension names, else mermaid)",
     )
     diagram.add_argument(
         "--session", type=Path, metavar="FILE", help="highlight this session (a JSON document)"
@@ -65,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         metavar="OUT",
-        help="file to write instead of standard output (required for images)",
+        help="file to write instead of standard output ('-' for standard output; "
+        "required for images)",
     )
 
     validate = commands.add_parser("validate", help="check session JSON documents")
@@ -202,19 +216,56 @@ def _diagram(args: argparse.Namespace, out: TextIO) -> int:
         except ValidationError as error:
             raise _UsageError(f"{args.session}: {_one_line(error)}") from None
     spec = None if session is not None else session_class.specification
-    if args.format in IMAGE_FORMATS:
+    output = None if args.output == STDOUT else args.output
+    format_ = _diagram_format(args.format, output)
+    if format_ in IMAGE_FORMATS:
         if args.output is None:
-            raise _UsageError(f"--format {args.format} writes an image: give -o FILE")
-        _write(args.output, diagrams.to_image(spec, session=session, format=args.format))
-        print(f"wrote {args.output}", file=out)
+            raise _UsageError(f"--format {format_} writes an image: give -o FILE (or -o -)")
+        image = diagrams.to_image(
+            spec, session=session, format="svg" if format_ == "svg" else "png"
+        )
+        if output is None:
+            _write_binary_stdout(image, out)
+        else:
+            _write(output, image)
+            print(f"wrote {output}", file=out)
         return EXIT_OK
     render = {"mermaid": diagrams.to_mermaid, "dot": diagrams.to_dot, "table": diagrams.to_table}
-    text = render[args.format](spec, session=session)
-    if args.output is None:
+    text = render[format_](spec, session=session)
+    if output is None:
         out.write(text)
     else:
-        _write(args.output, text)
+        _write(output, text)
     return EXIT_OK
+
+
+def _diagram_format(given: str | None, output: Path | None) -> str:
+    """The format asked for, else the one the output's extension names, else Mermaid.
+
+    A file whose extension names another format than the one asked for is refused:
+    ``-o states.svg`` holding Mermaid text, or SVG in a ``.png``, is a mistake.
+    """
+    if output is None:
+        return given or "mermaid"
+    named = SUFFIX_FORMATS.get(output.suffix.lower())
+    if given is None:
+        return named or "mermaid"
+    if named is not None and named != given:
+        raise _UsageError(
+            f"{output}: a {output.suffix} file is for --format {named}, not --format {given}; "
+            "change the extension or the format"
+        )
+    return given
+
+
+def _write_binary_stdout(image: bytes, out: TextIO) -> None:
+    """Write an image to standard output (``-o -``), for a pipe or a redirection."""
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        raise _UsageError("standard output: cannot write an image to a text-only stream")
+    out.flush()
+    buffer.write(image)
+    buffer.flush()
 
 
 def _write(path: Path, data: str | bytes) -> None:
