@@ -615,6 +615,14 @@ class TestRenderErrors:
         assert not (tmp_path / "diagram.png").exists()
 
     @pytest.mark.usefixtures("graphviz_package")
+    def test_dot_that_writes_nothing_is_rendering_failed(self, tmp_path, fake_dot):
+        """A dot that exits 0 without an image is RenderingFailed, and no empty file is left."""
+        fake_dot("exit 0")
+        with pytest.raises(RenderingFailed, match="wrote no image"):
+            render(tmp_path / "diagram.png", format="png")
+        assert not (tmp_path / "diagram.png").exists()
+
+    @pytest.mark.usefixtures("graphviz_package")
     def test_killed_dot_is_rendering_failed_naming_the_signal(self, fake_dot):
         """A dot killed by a signal is RenderingFailed naming the signal."""
         fake_dot("kill -9 $$")

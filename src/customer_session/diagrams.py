@@ -389,8 +389,9 @@ def to_image(
         WorkflowError: ``workflow`` drives another specification.
         RenderingUnavailable: The ``graphviz`` package or the ``dot`` program is
             missing; the message says what to install.
-        RenderingFailed: ``dot`` is installed but failed, was killed or could not
-            be started; the message has its exit status and first error line.
+        RenderingFailed: ``dot`` is installed but failed, was killed, could not
+            be started or wrote nothing; the message has its exit status and first
+            error line.
     """
     _check_format(format, "to_image()")
     return _draw(to_dot(specification, session=session, workflow=workflow), format)
@@ -424,6 +425,9 @@ def _draw(source: str, format: str) -> bytes:  # noqa: A002 - as in to_image
         raise RenderingFailed(command, _dot_failure(error.returncode, error.stderr)) from None
     except OSError as error:  # found on PATH but not startable (permissions, not a program)
         raise RenderingFailed(command, f"cannot start it ({error.strerror})") from None
+    if not image:
+        # No image is never right; writing it would leave an empty file behind.
+        raise RenderingFailed(command, "exit status 0 but it wrote no image")
     return image
 
 
