@@ -186,6 +186,14 @@ class TestValidate:
         assert status == 0
         assert "valid ('order-2026-000871', closed)" in text
 
+    def test_a_byte_order_mark_before_the_document_is_ignored(self, tmp_path):
+        """A document saved with a UTF-8 byte order mark validates as the same without one."""
+        marked = tmp_path / "marked.json"
+        marked.write_bytes(b"\xef\xbb\xbf" + (DATA / "session_v1.json").read_bytes())
+        status, text = run("validate", str(marked))
+        assert status == 0
+        assert "valid ('order-2026-000871', closed)" in text
+
     def test_invalid_document_lists_every_problem(self, tmp_path):
         """An invalid document lists each problem with its JSON path; the status is 1."""
         bad = tmp_path / "bad.json"

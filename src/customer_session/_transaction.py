@@ -592,9 +592,12 @@ class _Writing:
         if type(marker) is not Held:  # pragma: no cover - the store's own block holds it
             raise AssertionError("writing() needs the session held by an atomic() block")
         self.marker = marker
-        # Test and mark with no call in between, where CPython could switch threads.
+        # Only the block's own code (this thread or task) opens nested blocks, so their
+        # count is read first: from the test of ``busy`` to the mark, no call where
+        # CPython could switch threads.
+        nested = len(marker.blocks) > 1
         busy = marker.busy
-        if busy is None and len(marker.blocks) == 1:
+        if busy is None and not nested:
             marker.busy = WRITING
         elif busy is None:
             # Only the block's own code nests blocks: it left one open (a generator

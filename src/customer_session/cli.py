@@ -128,8 +128,9 @@ def _session_class(reopen: bool) -> type[CustomerSession]:
 
 
 def _read(path: Path) -> str:
+    """The file's text, without a byte order mark (as editors on Windows save one)."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8").removeprefix(_BOM)
     except FileNotFoundError:
         raise _UsageError(f"{path}: no such file") from None
     except IsADirectoryError:
