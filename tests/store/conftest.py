@@ -29,6 +29,28 @@ HERE = Path(__file__).parent
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+def nested_delivery_refusal(deliverer: Any, inner: Callable[[], object]) -> BaseException:
+    """What ``deliverer.deliver()`` raises when its handler calls ``inner()``.
+
+    The delivery runs in a daemon thread: a nested delivery that hangs fails the
+    test (after 60 s) instead of hanging the run.
+    """
+    raised: list[BaseException] = []
+
+    def outer() -> None:
+        try:
+            deliverer.deliver(lambda effect: inner())
+        except Exception as exc:  # the test checks what it was
+            raised.append(exc)
+
+    thread = threading.Thread(target=outer, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "deliver() from a handler hangs"
+    (error,) = raised
+    return error
+
+
 class SyncOverAsync:
     """A sync face over an ``AsyncPostgresStore``, so the contract tests run on it.
 
