@@ -673,16 +673,7 @@ def _check_call(
     if session._running is not None:
         busy = _busy(session)
         if busy is not None:
-            running, asking, held = busy
-            raise TransitionInProgress(
-                trigger=trigger,
-                state=source,
-                integration_id=session.integration_id,
-                running=running,
-                asking=asking,
-                held=held,
-                why=_writing_why(session),
-            )
+            raise _in_progress(session, trigger, source, busy)
     destination = workflow.engine.destination(source, trigger)
     if destination is None:
         raise IllegalTransition(
@@ -921,14 +912,27 @@ def commit(session: CustomerSession, record: TransitionRecord, seen: object) -> 
 
 def _taken(run: Run, why: str | None = None) -> TransitionInProgress:
     """The refusal of a trigger whose session another task or thread took meanwhile."""
-    busy = _busy(run.session)
+    return _in_progress(run.session, run.trigger, run.source, _busy(run.session), why)
+
+
+def _in_progress(
+    session: CustomerSession,
+    trigger: Trigger,
+    state: State,
+    busy: tuple[Trigger | None, bool, bool] | None,
+    why: str | None = None,
+) -> TransitionInProgress:
+    """The refusal of ``trigger`` on ``session``, busy as ``busy`` says (``None``: taken).
+
+    ``why`` replaces the explanation the busy marker gives.
+    """
     running, asking, held = busy if busy is not None else (None, False, False)
     if why is None:
-        why = _CHANGED_HANDS if busy is None else _writing_why(run.session)
+        why = _CHANGED_HANDS if busy is None else _writing_why(session)
     return TransitionInProgress(
-        trigger=run.trigger,
-        state=run.source,
-        integration_id=run.session.integration_id,
+        trigger=trigger,
+        state=state,
+        integration_id=session.integration_id,
         running=running,
         asking=asking,
         held=held,
@@ -946,13 +950,7 @@ def _changed_hands(
     session: CustomerSession, trigger: Trigger, state: State
 ) -> TransitionInProgress:
     """The refusal of ``trigger`` on a session another task or thread took meanwhile."""
-    return TransitionInProgress(
-        trigger=trigger,
-        state=state,
-        integration_id=session._integration_id,
-        running=None,
-        why=_CHANGED_HANDS,
-    )
+    return _in_progress(session, trigger, state, None)
 
 
 def touch(session: CustomerSession) -> None:
