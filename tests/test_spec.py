@@ -211,3 +211,36 @@ class TestTypesAtDefinition:
         """A row that is not an Edge is refused."""
         with pytest.raises(SpecificationError, match="is not an Edge"):
             _like_the_seed(edges=(*CUSTOMER_SESSION.edges, ("open", "close", "closed")))
+
+
+class TestOwnCopies:
+    def test_lists_and_sets_become_a_tuple_and_a_frozenset(self):
+        """States given as a list and initial states as a set are kept as tuple and frozenset."""
+        spec = _like_the_seed(
+            states=list(CUSTOMER_SESSION.states),
+            initial_states=set(CUSTOMER_SESSION.initial_states),
+            edges=list(CUSTOMER_SESSION.edges),
+        )
+        assert spec == CUSTOMER_SESSION
+        assert type(spec.states) is tuple
+        assert type(spec.initial_states) is frozenset
+        assert hash(spec) == hash(CUSTOMER_SESSION)
+
+    def test_changing_the_given_list_afterwards_does_not_change_the_table(self):
+        """A caller's list changed after the definition leaves the checked table as it was."""
+        states = list(CUSTOMER_SESSION.states)
+        spec = _like_the_seed(states=states)
+        states.pop()
+        assert spec.states == CUSTOMER_SESSION.states
+
+    @pytest.mark.parametrize("field", ["states", "initial_states", "edges"])
+    @pytest.mark.parametrize("value", [None, 3, "open"])
+    def test_value_that_is_not_a_collection_is_refused(self, field, value):
+        """States, initial states or edges given as no collection (or a string) are refused."""
+        with pytest.raises(SpecificationError, match=f"{field} must be a collection, got"):
+            _like_the_seed(**{field: value})
+
+    def test_unhashable_initial_state_is_refused(self):
+        """An initial state that cannot be in a set is refused as not a State member."""
+        with pytest.raises(SpecificationError, match=r"initial state: \['open'\] is not a State"):
+            _like_the_seed(initial_states=[["open"]])

@@ -8,6 +8,7 @@ docs tables, the test oracles) is derived from a :class:`Specification`.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
@@ -17,7 +18,7 @@ from attrs import field, frozen
 from customer_session.exceptions import SpecificationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
 
 class State(StrEnum):
@@ -60,8 +61,30 @@ class Edge:
         return f"{self.source} --{self.trigger}--> {self.destination}"
 
 
+# Converters: a specification keeps its own immutable copy of what it is given, so
+# a list or set the caller still holds cannot change the table after it was checked
+# (and the specification stays hashable). A string or a non-iterable is kept as it
+# is for _check_types to refuse: a string would otherwise become its characters.
 def _edge_tuple(edges: Iterable[Edge]) -> tuple[Edge, ...]:
-    return tuple(edges)
+    return tuple(edges) if _collection(edges) else edges  # type: ignore[return-value] # refused by _check_types
+
+
+def _state_tuple(states: Iterable[State]) -> tuple[State, ...]:
+    return tuple(states) if _collection(states) else states  # type: ignore[return-value] # refused by _check_types
+
+
+def _state_set(states: Iterable[State]) -> frozenset[State]:
+    if not _collection(states):
+        return states  # type: ignore[return-value] # refused by _check_types
+    items = tuple(states)
+    try:
+        return frozenset(items)
+    except TypeError:  # an unhashable member: _check_types names it
+        return items  # type: ignore[return-value] # its unhashable member is refused by _check_types
+
+
+def _collection(value: object) -> bool:
+    return isinstance(value, Iterable) and not isinstance(value, str | bytes)
 
 
 @frozen
@@ -74,14 +97,19 @@ class Specification:
 
     Args:
         name: A short identifier, used in diagrams and error messages.
-        states: Every state, in display order.
-        initial_states: The states a new session may be created in.
-        edges: The transition table.
+        states: Every state, in display order (kept as a tuple).
+        initial_states: The states a new session may be created in (kept as a
+            frozenset).
+        edges: The transition table (kept as a tuple).
+
+    Each collection may be given as any iterable (a list, a set); the
+    specification keeps its own immutable copy, so changing the caller's list
+    afterwards cannot change a table that was already checked.
     """
 
     name: str
-    states: tuple[State, ...]
-    initial_states: frozenset[State]
+    states: tuple[State, ...] = field(converter=_state_tuple)
+    initial_states: frozenset[State] = field(converter=_state_set)
     edges: tuple[Edge, ...] = field(converter=_edge_tuple)
     _targets: Mapping[tuple[State, Trigger], State] = field(
         init=False, repr=False, eq=False, hash=False
@@ -135,6 +163,14 @@ class Specification:
             raise SpecificationError(
                 str(name), f"the name must be a non-empty printable string, got {name!r}"
             )
+        # What the converters left as it was: a string, or no collection at all.
+        for what, given in (
+            ("states", self.states),
+            ("initial_states", self.initial_states),
+            ("edges", self.edges),
+        ):
+            if not _collection(given):
+                raise SpecificationError(name, f"{what} must be a collection, got {given!r}")
         values: list[tuple[str, object, type]] = [
             *(("state", state, State) for state in self.states),
             *(("initial state", state, State) for state in self.initial_states),
