@@ -8,6 +8,7 @@ from customer_session import (
     CustomerSession,
     ReopenableCustomerSession,
     State,
+    ValidationError,
 )
 from customer_session._paths import (
     Path,
@@ -72,9 +73,12 @@ class TestParametrize:
         assert follow(path).state is path.end
 
     def test_unknown_kind_is_refused(self):
-        """Only 'edges' and 'states' paths exist."""
-        with pytest.raises(ValueError, match="kind"):
+        """Only 'edges' and 'states' paths exist; another kind is a ValidationError naming it."""
+        with pytest.raises(
+            ValidationError, match=r"parametrize_paths\(\): kind: must be 'edges' or 'states'"
+        ) as caught:
             parametrize_paths("loops")
+        assert "'loops'" in str(caught.value)
 
     def test_path_reads_like_the_table(self):
         """A path renders as states joined by triggers."""

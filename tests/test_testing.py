@@ -66,6 +66,12 @@ class TestStrategies:
         session.return_items(items)
         assert session.state is State.PARTIALLY_RETURNED
 
+    def test_returned_items_of_a_session_with_nothing_left_is_refused(self):
+        """returned_items() of a cart with no unit left to return is a ValidationError."""
+        session = CustomerSession(integration_id="order-1")
+        with pytest.raises(ValidationError, match="cart_items: has no units left to return"):
+            returned_items(session)
+
     @pytest.mark.parametrize("spec", [CUSTOMER_SESSION, REOPENABLE_SESSION])
     def test_legal_sequences_follow_the_table(self, spec):
         """trigger_sequences(legal_only=True) only fires what the table allows."""

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from attrs import frozen
 
 from customer_session._cart import CartItem, ReturnedItem
+from customer_session._show import shown
 from customer_session._spec import CUSTOMER_SESSION, Edge, Specification, State, Trigger
+from customer_session.exceptions import ValidationError
 from customer_session.model import CustomerSession
 
 if TYPE_CHECKING:
@@ -124,6 +126,9 @@ def parametrize_paths(
 
     Returns:
         The pytest mark (use it as a decorator).
+
+    Raises:
+        ValidationError: ``kind`` is neither ``"edges"`` nor ``"states"``.
     """
     import pytest  # noqa: PLC0415 - only test code calls this, and pytest may be absent
 
@@ -132,6 +137,7 @@ def parametrize_paths(
     elif kind == "states":
         paths = list(shortest_paths(specification).values())
     else:
-        msg = f"kind must be 'edges' or 'states', not {kind!r}"
-        raise ValueError(msg)
+        raise ValidationError.single(
+            "parametrize_paths()", "kind", f"must be 'edges' or 'states', got {shown(kind):.80}"
+        )
     return pytest.mark.parametrize(argname, paths, ids=[str(p) for p in paths])

@@ -30,6 +30,7 @@ from customer_session._cart import (
 from customer_session._paths import Path, covering_paths, follow, parametrize_paths, shortest_paths
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
 from customer_session._stateful import SessionStateMachine
+from customer_session.exceptions import ValidationError
 from customer_session.model import CustomerSession
 
 if TYPE_CHECKING:
@@ -110,12 +111,15 @@ def returned_items(session: CustomerSession) -> st.SearchStrategy[tuple[Returned
     """Valid returns for ``session``'s cart: distinct positions, units that remain.
 
     Raises:
-        ValueError: Nothing in the cart can be returned any more.
+        ValidationError: Nothing in the cart can be returned any more.
     """
     open_positions = [i for i, line in enumerate(session.cart_items) if line.remaining_quantity]
     if not open_positions:
-        msg = f"session {session.integration_id!r} has no units left to return"
-        raise ValueError(msg)
+        raise ValidationError.single(
+            f"returned_items(): session {session.integration_id!r}",
+            "cart_items",
+            "has no units left to return",
+        )
 
     @st.composite
     def draw_return(draw: st.DrawFn) -> tuple[ReturnedItem, ...]:
