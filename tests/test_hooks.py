@@ -99,6 +99,21 @@ class TestRegistration:
         assert workflow.before(audit).name.endswith("audit")
         assert workflow.before(audit, name="audit-log").name == "audit-log"
 
+    def test_phase_that_is_not_a_phase_is_refused(self):
+        """register() with a phase's value instead of a Phase is a WorkflowError naming it."""
+        workflow = Workflow()
+        with pytest.raises(WorkflowError, match=r"phase must be a Phase \(Phase.GUARD, .*'before'"):
+            workflow.register("before", lambda event: None)  # type: ignore[arg-type]
+        assert workflow.registrations == ()
+
+    @pytest.mark.parametrize("name", ["", 5])
+    def test_name_that_is_not_a_non_empty_string_is_refused(self, name):
+        """A registration name that is empty or not a string is refused, not used or ignored."""
+        workflow = Workflow()
+        with pytest.raises(WorkflowError, match="registration's name must be a non-empty string"):
+            workflow.guard(lambda event: None, name=name)
+        assert workflow.registrations == ()
+
 
 class TestScopes:
     def test_two_workflows_coexist(self):
@@ -134,6 +149,25 @@ class TestScopes:
         workflow.before(lambda event: calls.append("cancel"), trigger=Trigger.CANCEL)
         CustomerSession(integration_id="a", workflow=workflow).close()
         assert calls == ["any-1", "close", "any-2"]
+
+
+class TestConstruction:
+    @pytest.mark.parametrize("specification", ["customer_session", None])
+    def test_specification_that_is_not_one_is_refused(self, specification):
+        """A workflow of something that is not a Specification is a WorkflowError."""
+        with pytest.raises(WorkflowError, match="specification must be a Specification"):
+            Workflow(specification)
+
+    def test_clock_that_is_not_callable_is_refused(self):
+        """A clock that cannot be called is refused when the workflow is created."""
+        with pytest.raises(WorkflowError, match="clock must be a callable"):
+            Workflow(clock=datetime(2026, 3, 2, tzinfo=UTC))  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("name", ["", 5])
+    def test_name_that_is_not_a_non_empty_string_is_refused(self, name):
+        """A workflow name that is empty or not a string is refused and not registered."""
+        with pytest.raises(WorkflowError, match="workflow's name must be a non-empty string"):
+            Workflow(name=name)
 
 
 class TestNamedWorkflows:

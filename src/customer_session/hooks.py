@@ -34,6 +34,7 @@ from attrs import frozen
 
 from customer_session._machine import Engine, engine_for
 from customer_session._phase import Phase
+from customer_session._show import shown
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
 from customer_session.exceptions import UnknownTrigger, WorkflowError
 
@@ -96,6 +97,12 @@ class Refusal:
 def _callable_name(func: Callable[..., object]) -> str:
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
     return name if isinstance(name, str) else repr(func)
+
+
+def _check_name(what: str, name: object) -> None:
+    """Refuse a name that is given but is no non-empty string (it shows in errors)."""
+    if name is not None and (not isinstance(name, str) or not name):
+        raise WorkflowError(f"{what} must be a non-empty string or None, got {shown(name):.80}")
 
 
 def _clock_name(clock: Clock) -> str:
@@ -229,7 +236,21 @@ class Workflow:
         name: str | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        """Create an empty workflow; register it by name when it has one."""
+        """Create an empty workflow; register it by name when it has one.
+
+        Raises:
+            WorkflowError: ``specification`` is not a :class:`Specification`,
+                ``name`` is not a non-empty string (or ``None``) or is taken, or
+                ``clock`` is not callable.
+        """
+        spec: object = specification
+        if not isinstance(spec, Specification):
+            raise WorkflowError(f"specification must be a Specification, got {shown(spec):.80}")
+        _check_name("a workflow's name", name)
+        if not callable(clock):
+            raise WorkflowError(
+                f"clock must be a callable that returns an aware datetime, got {shown(clock):.80}"
+            )
         self._specification = specification
         self._engine = engine_for(specification)
         self._name = name
@@ -349,11 +370,18 @@ class Workflow:
             The registration, whose ``remove()`` undoes it.
 
         Raises:
-            WorkflowError: ``func`` is not callable or ``key`` is not in the table.
+            WorkflowError: ``phase`` is not a :class:`Phase`, ``func`` is not
+                callable, ``key`` is not in the table, or ``name`` is not a non-empty
+                string.
             UnknownTrigger: ``key`` names no trigger.
         """
+        given: object = phase
+        if not isinstance(given, Phase):
+            phases = ", ".join(f"Phase.{p.name}" for p in Phase)
+            raise WorkflowError(f"phase must be a Phase ({phases}), got {shown(given):.80}")
         if not callable(func):
             raise WorkflowError(f"{phase.value} hooks must be callable, got {func!r}")
+        _check_name("a registration's name", name)
         checked = self._check_key(phase, key)
         entry = Registration(
             self, phase, checked, func, name or _callable_name(func), _is_async(func)
