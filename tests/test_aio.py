@@ -149,8 +149,10 @@ class TestFaceConstruction:
             AsyncReopenableSession(_session())  # type: ignore[type-var]
 
     def test_face_needs_a_session(self):
-        """Anything but a customer session is refused with a TypeError."""
-        with pytest.raises(TypeError, match="CustomerSession"):
+        """Anything but a customer session is a ValidationError naming the argument."""
+        with pytest.raises(
+            ValidationError, match="AsyncSession: session: must be a CustomerSession, got 'order-1'"
+        ):
             AsyncSession("order-1")  # type: ignore[type-var]
 
     def test_importing_the_package_does_not_load_the_async_machine(self):

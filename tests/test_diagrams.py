@@ -300,6 +300,21 @@ class TestExtract:
         with pytest.raises(WorkflowError, match="another specification"):
             extract(CUSTOMER_SESSION, workflow=Workflow(REOPENABLE_SESSION))
 
+    @pytest.mark.parametrize(
+        ("argument", "kind"),
+        [
+            ("specification", "Specification"),
+            ("session", "CustomerSession"),
+            ("workflow", "Workflow"),
+        ],
+    )
+    def test_argument_of_the_wrong_kind_is_refused(self, argument, kind):
+        """A specification, session or workflow of the wrong kind is a ValidationError naming it."""
+        with pytest.raises(
+            ValidationError, match=f"diagram: {argument}: must be a {kind} or None, got 'x'"
+        ):
+            extract(**{argument: "x"})
+
 
 class TestArrowLabel:
     @pytest.mark.parametrize(

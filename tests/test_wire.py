@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -254,6 +255,16 @@ def _scribble(value: Any) -> None:
 
 class TestToDict:
     """Writing a session as Talon.One's v1 CustomerSession."""
+
+    @pytest.mark.parametrize(
+        ("writer", "name"),
+        [(to_dict, "to_dict()"), (to_json, "to_json()"), (update_request, "update_request()")],
+    )
+    @pytest.mark.parametrize("value", ["order-1", None, {"integrationId": "order-1"}])
+    def test_writer_refuses_what_is_not_a_session(self, writer, name, value):
+        """A writer given anything but a CustomerSession raises a ValidationError naming it."""
+        with pytest.raises(ValidationError, match=rf"^{re.escape(name)}: session: must be a "):
+            writer(value)
 
     def test_sample_document_is_written_back_with_derived_keys(self):
         """A seed-era document is written back with updateCount, position and remainingQuantity."""

@@ -37,8 +37,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from customer_session import _async_transaction
+from customer_session._show import shown
 from customer_session._spec import Trigger
-from customer_session.exceptions import UnknownTrigger
+from customer_session.exceptions import UnknownTrigger, ValidationError
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class AsyncSession(Generic[_S]):
         session: The session to drive; any number of faces may share it.
 
     Raises:
-        TypeError: ``session`` is not a customer session.
+        ValidationError: ``session`` is not a customer session.
     """
 
     __slots__ = ("_session",)
@@ -124,7 +125,11 @@ class AsyncSession(Generic[_S]):
     def __init__(self, session: _S) -> None:
         """Wrap ``session``."""
         if not isinstance(session, CustomerSession):
-            raise TypeError(f"AsyncSession drives a CustomerSession, got {session!r:.80}")
+            raise ValidationError.single(
+                type(self).__name__,
+                "session",
+                f"must be a CustomerSession, got {shown(session):.80}",
+            )
         self._session = session
 
     @property
@@ -233,7 +238,7 @@ class AsyncReopenableSession(AsyncSession[_R]):
         session: A :class:`~customer_session.ReopenableCustomerSession`.
 
     Raises:
-        TypeError: ``session`` is not a customer session.
+        ValidationError: ``session`` is not a customer session.
         UnknownTrigger: The session's table has no ``reopen``.
     """
 

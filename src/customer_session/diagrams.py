@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Final, Literal
 from attrs import frozen
 
 from customer_session._phase import Phase
+from customer_session._show import shown
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
 from customer_session.exceptions import (
     RenderingFailed,
@@ -39,12 +40,11 @@ from customer_session.exceptions import (
     ValidationError,
     WorkflowError,
 )
+from customer_session.hooks import Workflow
+from customer_session.model import CustomerSession
 
 if TYPE_CHECKING:
     from os import PathLike
-
-    from customer_session.hooks import Workflow
-    from customer_session.model import CustomerSession
 
 __all__ = [
     "Arrow",
@@ -170,9 +170,12 @@ def extract(
         The graph, with nodes and arrows in the specification's declared order.
 
     Raises:
-        ValidationError: ``specification`` is not the one of ``session``'s class.
+        ValidationError: An argument is not of its kind (a ``Specification``, a
+            ``CustomerSession``, a ``Workflow``), or ``specification`` is not the
+            one of ``session``'s class.
         WorkflowError: ``workflow`` drives another specification.
     """
+    _check_kinds(specification, session, workflow)
     spec = _specification(specification, session)
     if workflow is None and session is not None:
         workflow = session.workflow
@@ -206,6 +209,19 @@ def extract(
         for edge in spec.edges
     )
     return Graph(spec.name, nodes, arrows)
+
+
+def _check_kinds(specification: object, session: object, workflow: object) -> None:
+    """Refuse an argument of the wrong kind, which would fail deep inside as a bare error."""
+    for name, value, kind in (
+        ("specification", specification, Specification),
+        ("session", session, CustomerSession),
+        ("workflow", workflow, Workflow),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise ValidationError.single(
+                "diagram", name, f"must be a {kind.__name__} or None, got {shown(value):.80}"
+            )
 
 
 def _specification(

@@ -993,6 +993,14 @@ _WRITER: Final = _Writer()
 # -- v1 documents --------------------------------------------------------------------
 
 
+def _check_session(subject: str, session: object) -> None:
+    """Refuse a writer's ``session`` that is none, which would fail inside as a bare error."""
+    if not isinstance(session, CustomerSession):
+        raise ValidationError.single(
+            subject, "session", f"must be a CustomerSession, got {shown(session):.80}"
+        )
+
+
 def to_dict(session: CustomerSession, *, include_history: bool = False) -> dict[str, Any]:
     """``session`` as Talon.One's v1 ``CustomerSession`` (a JSON-ready dict).
 
@@ -1009,7 +1017,11 @@ def to_dict(session: CustomerSession, *, include_history: bool = False) -> dict[
 
     Returns:
         A new dict that shares nothing with the session.
+
+    Raises:
+        ValidationError: ``session`` is not a :class:`CustomerSession`.
     """
+    _check_session("to_dict()", session)
     history = [_WRITER.record(r) for r in session.history] if include_history else None
     return _assemble(
         session, _format_timestamp(session.created), _WRITER.cart(session.cart_items), history
@@ -1089,7 +1101,11 @@ def to_json(
         session: The session to write.
         include_history: Also write the history (see :func:`to_dict`).
         indent: Pretty-print with this indent (compact when ``None``).
+
+    Raises:
+        ValidationError: ``session`` is not a :class:`CustomerSession`.
     """
+    _check_session("to_json()", session)
     return json.dumps(
         to_dict(session, include_history=include_history),
         ensure_ascii=False,
@@ -1209,8 +1225,10 @@ def update_request(
     Raises:
         ValidationError: The session is ``partially_returned`` (only the returns
             endpoint produces that state; see :func:`return_request`), or a
-            ``response_content`` value is unknown.
+            ``response_content`` value is unknown, or ``session`` is not a
+            :class:`CustomerSession`.
     """
+    _check_session("update_request()", session)
     subject = f"session {session.integration_id!r}: update request"
     if session.state is State.PARTIALLY_RETURNED:
         raise ValidationError.single(
