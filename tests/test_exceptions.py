@@ -1,3 +1,7 @@
+import copy
+import pickle
+from datetime import UTC, datetime
+
 import pytest
 
 import customer_session
@@ -6,15 +10,18 @@ from customer_session import (
     GuardRejected,
     HookFailed,
     IllegalTransition,
+    Phase,
     Problem,
     ProtectedFieldError,
     SessionNotEditable,
     State,
     TransitionError,
     TransitionInProgress,
+    TransitionRecord,
     Trigger,
     UnknownTrigger,
     ValidationError,
+    exceptions,
 )
 
 
@@ -25,6 +32,46 @@ def _error_classes():
         if isinstance(obj := getattr(customer_session, name), type)
         and issubclass(obj, BaseException)
     ]
+
+
+def _one_of_each() -> list[CustomerSessionError]:
+    """An instance of every error class, each with data in every attribute."""
+    common = {"trigger": Trigger.CLOSE, "state": State.OPEN, "integration_id": "o"}
+    record = TransitionRecord(
+        Trigger.CLOSE, State.OPEN, State.CLOSED, datetime(2026, 3, 2, tzinfo=UTC)
+    )
+    return [
+        CustomerSessionError("plain"),
+        exceptions.SpecificationError("spec", "bad table"),
+        TransitionError("failed", **common),
+        IllegalTransition(**common, allowed=frozenset({Trigger.CANCEL})),
+        GuardRejected(**common, guard="payment", reason="not paid"),
+        HookFailed(**common, phase=Phase.BEFORE, hook="reserve"),
+        TransitionInProgress(**common, running=Trigger.CANCEL, asking=True),
+        exceptions.AfterCommitHookFailed(record, [ValueError("erp down"), KeyError("k")]),
+        ProtectedFieldError("state", "fire a trigger instead"),
+        SessionNotEditable(operation="add_item", state=State.CLOSED, integration_id="o"),
+        ValidationError("session 'o'", [Problem("a", "bad"), Problem("b", "worse")]),
+        UnknownTrigger("zap", ["close", "cancel"]),
+        exceptions.WorkflowError("wrong workflow"),
+        exceptions.ConcurrentUpdate("o", 3),
+        exceptions.StoreError("database is down", "o"),
+        exceptions.SessionNotFound("o"),
+        exceptions.SessionExists("o"),
+        exceptions.KeyAlreadyProcessed("event-1", "o"),
+        exceptions.CorruptData("bad document", "o"),
+        exceptions.UnsupportedSchema(9, 3, "o"),
+        exceptions.RenderingUnavailable("dot", "install Graphviz"),
+        exceptions.RenderingFailed("dot -Tpng", "exit status 1"),
+    ]
+
+
+def _same(copied: BaseException, error: BaseException) -> None:
+    """Assert that ``copied`` is ``error``'s class with its message and attributes."""
+    assert type(copied) is type(error)
+    assert str(copied) == str(error)
+    assert repr(copied.args) == repr(error.args)  # sub-exceptions compare by identity
+    assert vars(copied) == vars(error)
 
 
 class TestTree:
@@ -147,3 +194,59 @@ class TestData:
         error = customer_session.KeyAlreadyProcessed("event-1", None)
         assert str(error) == "store: idempotency key 'event-1' was already processed"
         assert (error.key, error.integration_id) == ("event-1", None)
+
+
+class TestCopies:
+    def test_every_error_class_is_checked(self):
+        """The copy tests below build an instance of every error class the module exports."""
+        classes = {
+            obj
+            for name in exceptions.__all__
+            if isinstance(obj := getattr(exceptions, name), type) and issubclass(obj, BaseException)
+        }
+        assert {type(error) for error in _one_of_each()} == classes
+
+    @pytest.mark.parametrize("error", _one_of_each(), ids=lambda e: type(e).__name__)
+    def test_pickle_keeps_message_and_attributes(self, error):
+        """An error pickles and loads as its class, with the same message and attributes."""
+        _same(pickle.loads(pickle.dumps(error)), error)  # noqa: S301 - our own data
+
+    @pytest.mark.parametrize("error", _one_of_each(), ids=lambda e: type(e).__name__)
+    @pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy], ids=["copy", "deepcopy"])
+    def test_copy_keeps_message_and_attributes(self, error, copier):
+        """copy.copy and copy.deepcopy of an error keep its class, message and attributes."""
+        _same(copier(error), error)
+
+    def test_pickled_group_keeps_its_hooks_exceptions(self):
+        """A pickled AfterCommitHookFailed still holds the hooks' exceptions and splits by type."""
+        error = next(e for e in _one_of_each() if isinstance(e, ExceptionGroup))
+        loaded = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own data
+        assert [repr(e) for e in loaded.exceptions] == ["ValueError('erp down')", "KeyError('k')"]
+        matched, rest = loaded.split(KeyError)
+        assert matched is not None
+        assert rest is not None
+        assert (matched.record, rest.record) == (error.record, error.record)
+
+    def test_notes_survive_pickling(self):
+        """Notes added to an error (add_note) are pickled with it."""
+        error = exceptions.ConcurrentUpdate("o", 3)
+        error.add_note("while replaying line 7")
+        assert pickle.loads(pickle.dumps(error)).__notes__ == ["while replaying line 7"]  # noqa: S301 - our own data
+
+
+class TestModule:
+    def test_all_lists_every_public_class(self):
+        """exceptions.__all__ lists every error class and Problem, sorted."""
+        public = sorted(
+            name
+            for name, obj in vars(exceptions).items()
+            if isinstance(obj, type)
+            and obj.__module__ == exceptions.__name__
+            and not name.startswith("_")
+        )
+        assert exceptions.__all__ == public
+
+    def test_everything_is_also_exported_by_the_package(self):
+        """Every name of exceptions.__all__ is the same object in customer_session."""
+        for name in exceptions.__all__:
+            assert getattr(customer_session, name) is getattr(exceptions, name), name

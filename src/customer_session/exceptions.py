@@ -46,9 +46,52 @@ if TYPE_CHECKING:
     from customer_session._records import TransitionRecord
     from customer_session._spec import State, Trigger
 
+__all__ = [
+    "AfterCommitHookFailed",
+    "ConcurrentUpdate",
+    "CorruptData",
+    "CustomerSessionError",
+    "GuardRejected",
+    "HookFailed",
+    "IllegalTransition",
+    "KeyAlreadyProcessed",
+    "Problem",
+    "ProtectedFieldError",
+    "RenderingFailed",
+    "RenderingUnavailable",
+    "SessionExists",
+    "SessionNotEditable",
+    "SessionNotFound",
+    "SpecificationError",
+    "StoreError",
+    "TransitionError",
+    "TransitionInProgress",
+    "UnknownTrigger",
+    "UnsupportedSchema",
+    "ValidationError",
+    "WorkflowError",
+]
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[object, ...]) -> BaseException:
+    """An error of ``cls`` with ``args``, made without its ``__init__`` (for pickle and copy)."""
+    return cls.__new__(cls, *args)
+
 
 class CustomerSessionError(Exception):
-    """The root of every error raised by customer-session."""
+    """The root of every error raised by customer-session.
+
+    Errors pickle and copy with their message and attributes intact, so they can
+    cross process boundaries (``multiprocessing``, ``concurrent.futures``).
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Rebuild from the message and the attributes, not from ``__init__``'s arguments.
+
+        The builtin reduction calls ``cls(*self.args)``: that fails, or builds a
+        different message, for errors whose ``__init__`` takes data, not a message.
+        """
+        return _rebuilt, (type(self), self.args), self.__dict__
 
 
 class SpecificationError(CustomerSessionError, ValueError):
@@ -246,6 +289,10 @@ class AfterCommitHookFailed(CustomerSessionError, ExceptionGroup[Exception]):
     def __init__(self, record: TransitionRecord, errors: Sequence[Exception]) -> None:
         """Forward to :class:`ExceptionGroup` (the work is done in ``__new__``)."""
         super().__init__(_after_commit_message(record, errors), list(errors))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Rebuild from the record and the hooks' exceptions, as the group was built."""
+        return type(self), (self.record, list(self.exceptions)), self.__dict__
 
     def derive(self, excs: Sequence[Exception]) -> AfterCommitHookFailed:  # type: ignore[override] # one exception type
         """Keep the record when ``except*`` splits the group."""
