@@ -13,6 +13,7 @@ from customer_session import (
     UnknownTrigger,
     Workflow,
     WorkflowError,
+    hooks,
 )
 
 
@@ -224,3 +225,17 @@ class TestNamedWorkflows:
         with pytest.raises(WorkflowError, match="returned None"):
             s.close()
         assert s.snapshot() == before
+
+
+class TestModule:
+    def test_all_is_pinned(self):
+        """customer_session.hooks exports exactly its documented names, none it imports."""
+        assert hooks.__all__ == [
+            "Clock",
+            "Guard",
+            "Hook",
+            "Refusal",
+            "Registration",
+            "Workflow",
+            "utc_now",
+        ]

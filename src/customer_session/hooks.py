@@ -39,9 +39,11 @@ from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigg
 from customer_session.exceptions import UnknownTrigger, WorkflowError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from customer_session._records import TransitionEvent
+
+__all__ = ["Clock", "Guard", "Hook", "Refusal", "Registration", "Workflow", "utc_now"]
 
 
 class Guard(Protocol):
@@ -190,6 +192,13 @@ class Plan:
 
 
 _F = TypeVar("_F", bound="Callable[..., Any]")
+# What the registration methods accept, so a type checker flags a guard that
+# returns a bool or a hook that takes no event where it is registered, not when it
+# first runs. Async ones (for the async face) return an awaitable of the same.
+_GuardFunc = TypeVar(
+    "_GuardFunc", bound="Callable[[TransitionEvent], str | Awaitable[str | None] | None]"
+)
+_HookFunc = TypeVar("_HookFunc", bound="Callable[[TransitionEvent], object]")
 
 _NAMED: weakref.WeakValueDictionary[str, Workflow] = weakref.WeakValueDictionary()
 _NAMED_LOCK = threading.Lock()
@@ -402,12 +411,12 @@ class Workflow:
 
     @overload
     def guard(
-        self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+        self, func: _GuardFunc, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
     ) -> Registration: ...
     @overload
     def guard(
         self, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
-    ) -> Callable[[_F], _F]: ...
+    ) -> Callable[[_GuardFunc], _GuardFunc]: ...
     def guard(
         self,
         func: Callable[..., Any] | None = None,
@@ -415,7 +424,7 @@ class Workflow:
         *,
         trigger: Trigger | str | None = None,
         name: str | None = None,
-    ) -> Registration | Callable[[_F], _F]:
+    ) -> Registration | Callable[[_GuardFunc], _GuardFunc]:
         """Register a guard for ``trigger`` (all triggers when ``None``).
 
         Called with a function it returns the :class:`Registration`; called without
@@ -425,12 +434,12 @@ class Workflow:
 
     @overload
     def before(
-        self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+        self, func: _HookFunc, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
     ) -> Registration: ...
     @overload
     def before(
         self, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
-    ) -> Callable[[_F], _F]: ...
+    ) -> Callable[[_HookFunc], _HookFunc]: ...
     def before(
         self,
         func: Callable[..., Any] | None = None,
@@ -438,18 +447,18 @@ class Workflow:
         *,
         trigger: Trigger | str | None = None,
         name: str | None = None,
-    ) -> Registration | Callable[[_F], _F]:
+    ) -> Registration | Callable[[_HookFunc], _HookFunc]:
         """Register a hook run before ``trigger``'s transition (all triggers when ``None``)."""
         return self._register_or_decorate(Phase.BEFORE, func, trigger, name)
 
     @overload
     def on_exit(
-        self, func: _F, /, *, state: State | str | None = ..., name: str | None = ...
+        self, func: _HookFunc, /, *, state: State | str | None = ..., name: str | None = ...
     ) -> Registration: ...
     @overload
     def on_exit(
         self, /, *, state: State | str | None = ..., name: str | None = ...
-    ) -> Callable[[_F], _F]: ...
+    ) -> Callable[[_HookFunc], _HookFunc]: ...
     def on_exit(
         self,
         func: Callable[..., Any] | None = None,
@@ -457,18 +466,18 @@ class Workflow:
         *,
         state: State | str | None = None,
         name: str | None = None,
-    ) -> Registration | Callable[[_F], _F]:
+    ) -> Registration | Callable[[_HookFunc], _HookFunc]:
         """Register a hook run when a session leaves ``state`` (any state when ``None``)."""
         return self._register_or_decorate(Phase.EXIT, func, state, name)
 
     @overload
     def on_enter(
-        self, func: _F, /, *, state: State | str | None = ..., name: str | None = ...
+        self, func: _HookFunc, /, *, state: State | str | None = ..., name: str | None = ...
     ) -> Registration: ...
     @overload
     def on_enter(
         self, /, *, state: State | str | None = ..., name: str | None = ...
-    ) -> Callable[[_F], _F]: ...
+    ) -> Callable[[_HookFunc], _HookFunc]: ...
     def on_enter(
         self,
         func: Callable[..., Any] | None = None,
@@ -476,18 +485,18 @@ class Workflow:
         *,
         state: State | str | None = None,
         name: str | None = None,
-    ) -> Registration | Callable[[_F], _F]:
+    ) -> Registration | Callable[[_HookFunc], _HookFunc]:
         """Register a hook run when a session enters ``state`` (any state when ``None``)."""
         return self._register_or_decorate(Phase.ENTER, func, state, name)
 
     @overload
     def after(
-        self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+        self, func: _HookFunc, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
     ) -> Registration: ...
     @overload
     def after(
         self, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
-    ) -> Callable[[_F], _F]: ...
+    ) -> Callable[[_HookFunc], _HookFunc]: ...
     def after(
         self,
         func: Callable[..., Any] | None = None,
@@ -495,18 +504,18 @@ class Workflow:
         *,
         trigger: Trigger | str | None = None,
         name: str | None = None,
-    ) -> Registration | Callable[[_F], _F]:
+    ) -> Registration | Callable[[_HookFunc], _HookFunc]:
         """Register a hook run after ``trigger``'s transition, still before the commit."""
         return self._register_or_decorate(Phase.AFTER, func, trigger, name)
 
     @overload
     def after_commit(
-        self, func: _F, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
+        self, func: _HookFunc, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
     ) -> Registration: ...
     @overload
     def after_commit(
         self, /, *, trigger: Trigger | str | None = ..., name: str | None = ...
-    ) -> Callable[[_F], _F]: ...
+    ) -> Callable[[_HookFunc], _HookFunc]: ...
     def after_commit(
         self,
         func: Callable[..., Any] | None = None,
@@ -514,7 +523,7 @@ class Workflow:
         *,
         trigger: Trigger | str | None = None,
         name: str | None = None,
-    ) -> Registration | Callable[[_F], _F]:
+    ) -> Registration | Callable[[_HookFunc], _HookFunc]:
         """Register a hook run once ``trigger``'s transition has committed."""
         return self._register_or_decorate(Phase.AFTER_COMMIT, func, trigger, name)
 

@@ -60,3 +60,21 @@ registration.remove()
 reopenable = ReopenableCustomerSession(integration_id="order-43", state=State.CLOSED)
 reopened: TransitionRecord = reopenable.reopen()
 restored: CustomerSession = CustomerSession.restore(integration_id="o", state="cancelled")
+
+
+# Guards and hooks of the wrong shape are flagged where they are registered.
+workflow.guard(lambda event: True, trigger="cancel")  # type: ignore[type-var] # a bool, not a reason
+
+
+@workflow.guard(trigger=Trigger.CANCEL)  # type: ignore[type-var] # a bool, not a reason
+def boolean_guard(event: TransitionEvent) -> bool:
+    """Return a bool where a reason or None is expected."""
+    return event.session.total > 0
+
+
+@workflow.after_commit  # type: ignore[type-var] # a hook receives the event
+def no_event() -> None:
+    """Take no event."""
+
+
+printed: Registration = workflow.on_enter(print, state=State.CLOSED)
