@@ -1,3 +1,6 @@
+import importlib
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -162,3 +165,13 @@ class TestSessionStateMachine:
 
         with pytest.raises(AssertionError, match="undone"):
             machine.attempt(session, reload_and_close)
+
+
+class TestWithoutHypothesis:
+    def test_import_names_the_extra(self, monkeypatch):
+        """Without Hypothesis, importing the kit says which extra to install."""
+        monkeypatch.setitem(sys.modules, "hypothesis", None)
+        monkeypatch.delitem(sys.modules, "customer_session.testing")
+        with pytest.raises(ModuleNotFoundError, match=r"customer-session\[testing\]") as caught:
+            importlib.import_module("customer_session.testing")
+        assert caught.value.name == "hypothesis"

@@ -7,7 +7,7 @@ a path, and a pytest helper that parametrizes a test over paths.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from attrs import frozen
 
@@ -18,7 +18,12 @@ from customer_session.exceptions import ValidationError
 from customer_session.model import CustomerSession
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from customer_session.hooks import Workflow
+
+_S = TypeVar("_S", bound=CustomerSession)
+_F = TypeVar("_F", bound="Callable[..., Any]")
 
 
 @frozen
@@ -84,6 +89,22 @@ def covering_paths(specification: Specification = CUSTOMER_SESSION) -> tuple[Pat
     return tuple(paths)
 
 
+@overload
+def follow(
+    path: Path, *, workflow: Workflow | None = None, integration_id: str = "order-path"
+) -> CustomerSession: ...
+
+
+@overload
+def follow(
+    path: Path,
+    *,
+    session_class: type[_S],
+    workflow: Workflow | None = None,
+    integration_id: str = "order-path",
+) -> _S: ...
+
+
 def follow(
     path: Path,
     *,
@@ -114,8 +135,11 @@ def follow(
 
 
 def parametrize_paths(
-    kind: str = "edges", specification: Specification = CUSTOMER_SESSION, *, argname: str = "path"
-) -> Any:
+    kind: Literal["edges", "states"] = "edges",
+    specification: Specification = CUSTOMER_SESSION,
+    *,
+    argname: str = "path",
+) -> Callable[[_F], _F]:
     """A ``pytest.mark.parametrize`` over paths of ``specification``.
 
     Args:
@@ -125,19 +149,21 @@ def parametrize_paths(
         argname: The test argument that receives each :class:`Path`.
 
     Returns:
-        The pytest mark (use it as a decorator).
+        The pytest mark, typed as the decorator it is used as (so a type checker
+        keeps the test function's type).
 
     Raises:
         ValidationError: ``kind`` is neither ``"edges"`` nor ``"states"``.
     """
-    import pytest  # noqa: PLC0415 - only test code calls this, and pytest may be absent
-
-    if kind == "edges":
+    given: object = kind  # typed, but callers may pass anything
+    if given == "edges":
         paths = list(covering_paths(specification))
-    elif kind == "states":
+    elif given == "states":
         paths = list(shortest_paths(specification).values())
     else:
         raise ValidationError.single(
             "parametrize_paths()", "kind", f"must be 'edges' or 'states', got {shown(kind):.80}"
         )
+    import pytest  # noqa: PLC0415 - only test code calls this, and pytest may be absent
+
     return pytest.mark.parametrize(argname, paths, ids=[str(p) for p in paths])

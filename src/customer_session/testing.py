@@ -14,10 +14,20 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import attrs
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as missing:
+    if missing.name != "hypothesis":
+        raise
+    # The bare "No module named 'hypothesis'" does not say which extra provides it.
+    raise ModuleNotFoundError(
+        "customer_session.testing needs Hypothesis: pip install 'customer-session[testing]'",
+        name="hypothesis",
+    ) from missing
 
 from customer_session._cart import (
     AdditionalCost,
@@ -177,13 +187,29 @@ def trigger_sequences(
     return walk()
 
 
+@overload
+def sessions(
+    *, state: State | None = None, workflow: Workflow | None = None, min_items: int = 1
+) -> st.SearchStrategy[CustomerSession]: ...
+
+
+@overload
 def sessions(
     *,
     state: State | None = None,
-    session_class: type[_S] = CustomerSession,  # type: ignore[assignment] # the default class is an _S
+    session_class: type[_S],
     workflow: Workflow | None = None,
     min_items: int = 1,
-) -> st.SearchStrategy[_S]:
+) -> st.SearchStrategy[_S]: ...
+
+
+def sessions(
+    *,
+    state: State | None = None,
+    session_class: type[CustomerSession] = CustomerSession,
+    workflow: Workflow | None = None,
+    min_items: int = 1,
+) -> st.SearchStrategy[CustomerSession]:
     """Valid sessions in ``state`` (any state when ``None``), built through the API.
 
     Each session is created open with a cart, then driven along a path of the
@@ -201,7 +227,7 @@ def sessions(
     paths = spec.shortest_paths()
 
     @st.composite
-    def build(draw: st.DrawFn) -> _S:
+    def build(draw: st.DrawFn) -> CustomerSession:
         target = draw(st.sampled_from(targets))
         path = paths[target]
         session = session_class(
