@@ -21,6 +21,7 @@ from customer_session import (
     CorruptData,
     CustomerSession,
     GuardRejected,
+    ReopenableCustomerSession,
     SessionNotEditable,
     State,
     StoreError,
@@ -98,6 +99,17 @@ async def test_unreachable_server_is_a_store_error() -> None:
     """Opening a store on a server that is not there raises StoreError."""
     with pytest.raises(StoreError, match="cannot connect"):
         await AsyncPostgresStore.open("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+async def test_open_loads_sessions_into_the_class_given(conninfo: str) -> None:
+    """open(session_class=...) passes the class and the other options on to the store."""
+    async with await AsyncPostgresStore.open(
+        conninfo, session_class=ReopenableCustomerSession, retries=3, max_connections=2
+    ) as store:
+        await store.create(ReopenableCustomerSession(integration_id="order-1", state=State.CLOSED))
+        loaded = await store.get("order-1")
+        assert type(loaded) is ReopenableCustomerSession
+        assert (store.session_class, store.retries) == (ReopenableCustomerSession, 3)
 
 
 async def test_async_change_is_awaited(store: AsyncPostgresStore[CustomerSession]) -> None:

@@ -12,6 +12,7 @@ from customer_session import (
     Trigger,
 )
 from customer_session.store import (
+    AsyncPostgresStore,
     DurableEffect,
     Effect,
     EffectHandler,
@@ -87,3 +88,14 @@ any_store.close()
 postgres: type[PostgresStore[CustomerSession]] = PostgresStore
 replayer = StoreReplayer(":memory:", log_id="orders-2026-03")
 replayer.close()
+
+
+async def async_store(url: str) -> None:
+    """The async store keeps the session class it is opened with."""
+    async with await AsyncPostgresStore.open(url) as opened:
+        assert_type(opened, AsyncPostgresStore[CustomerSession])
+        assert_type(await opened.get("order-1"), CustomerSession)
+    reopenable = await AsyncPostgresStore.open(url, session_class=ReopenableCustomerSession)
+    assert_type(reopenable, AsyncPostgresStore[ReopenableCustomerSession])
+    assert_type(await reopenable.get("order-2"), ReopenableCustomerSession)
+    await reopenable.close()

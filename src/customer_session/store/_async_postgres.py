@@ -88,6 +88,7 @@ if TYPE_CHECKING:
     from customer_session.store._changes import Change
 
 _S = TypeVar("_S", bound=CustomerSession)
+_O = TypeVar("_O", bound=CustomerSession)  # the session class open() is given
 
 # The store and connection this task's delivery holds (see _delivery_lock), if any.
 _PINNED: ContextVar[tuple[object, psycopg.AsyncConnection[tuple[Any, ...]]] | None] = ContextVar(
@@ -201,15 +202,59 @@ class AsyncPostgresStore(StoreCore[_S]):
         self._delivering = asyncio.Lock()
         self._is_ready = False
 
+    # The overloads of __init__, repeated: with ``**options`` the session class was
+    # lost, and the store came back as AsyncPostgresStore[Any].
+    @overload
     @classmethod
-    async def open(cls, conninfo: str, **options: Any) -> Self:
+    async def open(
+        cls,
+        conninfo: str,
+        *,
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> AsyncPostgresStore[CustomerSession]: ...
+
+    @overload
+    @classmethod
+    async def open(
+        cls,
+        conninfo: str,
+        *,
+        session_class: type[_O],
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> AsyncPostgresStore[_O]: ...
+
+    @classmethod
+    async def open(
+        cls,
+        conninfo: str,
+        *,
+        session_class: type[Any] = CustomerSession,
+        workflow: Workflow | None = None,
+        retries: int = DEFAULT_RETRIES,
+        min_connections: int = 1,
+        max_connections: int = 10,
+    ) -> AsyncPostgresStore[Any]:
         """Create a store and open its pool (arguments as for the class).
 
         Raises:
             StoreError: psycopg is not installed, or the server cannot be reached.
             ValidationError: An option is bad (each by name).
+            WorkflowError: ``session_class`` or ``workflow`` does not fit.
         """
-        store = cls(conninfo, **options)
+        store = cls(
+            conninfo,
+            session_class=session_class,
+            workflow=workflow,
+            retries=retries,
+            min_connections=min_connections,
+            max_connections=max_connections,
+        )
         await store._open()
         return store
 
