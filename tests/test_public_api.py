@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import customer_session
 
 
@@ -28,3 +31,25 @@ class TestPublicApi:
         from importlib.resources import files  # noqa: PLC0415 - only this test needs it
 
         assert files("customer_session").joinpath("py.typed").is_file()
+
+    def test_import_loads_no_optional_or_heavy_module(self):
+        """Importing the package loads neither the extras, asyncio, SQLite nor the CLI."""
+        heavy = [
+            "asyncio",
+            "argparse",
+            "sqlite3",
+            "psycopg",
+            "graphviz",
+            "hypothesis",
+            "cattrs",
+            "customer_session.cli",
+            "customer_session.store",
+        ]
+        script = (
+            "import sys, customer_session; "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+        )
+        loaded = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert loaded == ""

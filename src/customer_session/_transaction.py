@@ -29,7 +29,7 @@ below, so both faces follow one set of rules.
 
 from __future__ import annotations
 
-import asyncio
+import sys
 import threading
 from contextlib import suppress
 from contextvars import ContextVar, Token
@@ -110,6 +110,12 @@ _BLOCK: ContextVar[Block | None] = ContextVar("customer_session_atomic_block", d
 
 def _owner() -> object:
     """The running asyncio task, else the running thread (who opens a block)."""
+    # No task can run before asyncio is imported, and importing it costs about a
+    # third of the package's import time: only a program that uses it pays.
+    if "asyncio" not in sys.modules:
+        return threading.current_thread()
+    import asyncio  # noqa: PLC0415 - imported already: a lookup in sys.modules
+
     # _get_running_loop (in asyncio's __all__) answers None where current_task()
     # would raise: in sync code, on every block, an exception saved.
     loop = asyncio._get_running_loop()
