@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -386,6 +387,11 @@ class TestHelpAndDocs:
 
 
 class TestEntryPoints:
+    def test_version_is_the_installed_metadata(self, capsys):
+        """--version prints the version the package metadata records, and exits 0."""
+        assert main(["--version"]) == 0
+        assert capsys.readouterr().out == f"customer-session {version('customer-session')}\n"
+
     def test_python_dash_m(self):
         """python -m customer_session runs the same CLI."""
         result = subprocess.run(

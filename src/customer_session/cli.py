@@ -59,8 +59,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, as its metadata records it."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:  # noqa: A002 - argparse's name
+        super().__init__(option_strings, dest, nargs=0, help=help)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        del namespace, values, option_string  # argparse's signature; none is needed
+        # Looked up only when asked: it takes some 50 ms, which every command would pay.
+        from importlib.metadata import version  # noqa: PLC0415 - only --version needs it
+
+        print(f"{parser.prog} {version('customer-session')}")  # standard output, as --help
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="The Talon.One customer session state machine.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     diagram = commands.add_parser("diagram", help="print or render the state diagram")
