@@ -112,10 +112,9 @@ def _owner() -> object:
     """The running asyncio task, else the running thread (who opens a block)."""
     # No task can run before asyncio is imported, and importing it costs about a
     # third of the package's import time: only a program that uses it pays.
-    if "asyncio" not in sys.modules:
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
         return threading.current_thread()
-    import asyncio  # noqa: PLC0415 - imported already: a lookup in sys.modules
-
     # _get_running_loop (in asyncio's __all__) answers None where current_task()
     # would raise: in sync code, on every block, an exception saved.
     loop = asyncio._get_running_loop()
