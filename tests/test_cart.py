@@ -20,7 +20,7 @@ from customer_session import (
     State,
     ValidationError,
 )
-from customer_session._cart import MAX_NESTING, freeze, is_text, storable, thaw
+from customer_session._cart import MAX_NESTING, freeze, is_text, same, storable, thaw
 from customer_session.testing import json_values
 
 
@@ -135,6 +135,35 @@ class TestFreeze:
         plain = thaw(frozen)
         plain["tags"].append("x")
         assert frozen == {"tags": ("vip",)}
+
+
+class TestSame:
+    @given(json_values())
+    def test_a_value_is_the_same_as_its_frozen_copy(self, value):
+        """A JSON value and its frozen copy are the same, as are two frozen copies."""
+        assert same(freeze(value), freeze(thaw(freeze(value))))
+
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [
+            (1, True),
+            (1, 1.0),
+            (0.0, -0.0),
+            ({"a": [1]}, {"a": [1.0]}),
+            ((1,), [1]),
+            ({"a": 1}, {"a": 1, "b": 2}),
+            (CartItem(sku="A", quantity=1, price=5.0), CartItem(sku="A", quantity=1, price=5)),
+        ],
+        ids=["bool", "float", "negative-zero", "nested", "tuple-list", "keys", "cart-item"],
+    )
+    def test_equal_values_of_other_types_differ(self, first, second):
+        """Values == calls equal but written differently in JSON are not the same."""
+        assert not same(first, second)
+        assert not same(second, first)
+
+    def test_key_order_does_not_matter(self):
+        """Two objects with the same members in another order are the same."""
+        assert same({"a": 1, "b": 2}, {"b": 2, "a": 1})
 
 
 class TestItemAttributes:

@@ -334,6 +334,27 @@ class TestSameVerdicts:
         """Reading sessions between two runs changes no verdict and no session."""
         assert_same_replay(lines, split=min(split, len(lines)), reads=reads)
 
+    @pytest.mark.parametrize(
+        ("edited", "updates"),
+        [
+            ('[{"sku":"SOCK","quantity":3,"price":7.5}]', 2),
+            ('[{"sku":"SOCK","quantity":3,"price":7.50}]', 2),
+            ('[{"quantity":3,"sku":"SOCK","price":7.5}]', 2),
+            ('[{"sku":"SOCK","quantity":3,"price":7}]', 3),
+            ('[{"sku":"SOCK","quantity":3}]', 3),
+        ],
+        ids=["same", "same-price-written-longer", "decoded", "int-price", "unpriced"],
+    )
+    @pytest.mark.parametrize("then_close", [False, True])
+    def test_cart_edits_that_change_nothing_are_no_updates(self, edited, updates, then_close):
+        """A cart edit that leaves the cart as it was counts on neither path (here the 2nd)."""
+        priced = CART_EDIT.replace('"quantity":3}', '"quantity":3,"price":7.5}')
+        last = edited.join(CART_EDIT.split('[{"sku":"SOCK","quantity":3}]'))
+        if then_close:
+            last = last.replace("}]}}", '}],"state":"closed"}}')
+        fast = assert_same_replay([CREATE, CART_EDIT, priced, last])
+        assert fast.sessions["order-1"].update_count == updates + then_close
+
     @pytest.mark.parametrize("session_class", [CustomerSession, ReopenableCustomerSession])
     def test_example_log_gives_the_same_report_and_sessions(self, session_class):
         """The shipped example log replays identically on both paths."""
@@ -366,6 +387,10 @@ COUPON = (
     '"customerSession":{"couponCodes":["WELCOME10"]}}'
 )
 OVER_RETURN = RETURN.replace('"quantity":1', '"quantity":9')
+CART_EDIT = (
+    '{"at":"2026-03-02T10:10:00Z","session":"order-1","op":"update",'
+    '"customerSession":{"cartItems":[{"sku":"SOCK","quantity":3}]}}'
+)
 
 
 def entries(replayer):

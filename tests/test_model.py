@@ -720,6 +720,82 @@ class TestEdits:
         assert s.update_count == 3
         assert s.updated > s.created
 
+    @pytest.mark.parametrize(
+        "edit",
+        [
+            lambda s: s.remove_attribute("absent"),
+            lambda s: s.set_attribute("tags", ["gift", {"wrap": True}]),
+            lambda s: s.set_coupon("WELCOME10"),
+            lambda s: s.set_referral(None),
+            lambda s: s.set_profile_id("cust-1"),
+            lambda s: s.set_identifiers(["ip-1"]),
+            lambda s: s.set_cart_items([CartItem(sku="A", quantity=2, price=5.0)]),
+            lambda s: s.update_item(0, CartItem(sku="A", quantity=2, price=5.0)),
+            lambda s: s.set_additional_cost("shipping", 4.9),
+            lambda s: s.set_additional_cost("giftwrap", None),
+        ],
+        ids=[
+            "remove_attribute",
+            "set_attribute",
+            "set_coupon",
+            "set_referral",
+            "set_profile_id",
+            "set_identifiers",
+            "set_cart_items",
+            "update_item",
+            "set_additional_cost",
+            "remove_additional_cost",
+        ],
+    )
+    def test_an_edit_that_changes_nothing_is_no_update(self, edit):
+        """An edit that leaves every field as it was keeps update_count and updated."""
+        s = CustomerSession(
+            integration_id="o",
+            profile_id="cust-1",
+            coupon="WELCOME10",
+            identifiers=["ip-1"],
+            cart_items=[CartItem(sku="A", quantity=2, price=5.0)],
+            attributes={"tags": ["gift", {"wrap": True}]},
+            additional_costs={"shipping": AdditionalCost(4.9)},
+            workflow=Workflow(clock=fixed_clock()),
+        )
+        before = s.snapshot()
+        edit(s)
+        assert s.snapshot() == before
+        assert (s.update_count, s.updated) == (1, s.created)
+
+    @pytest.mark.parametrize(
+        ("start", "edit"),
+        [
+            ({"attributes": {"n": 1}}, lambda s: s.set_attribute("n", True)),
+            ({"attributes": {"n": 1.0}}, lambda s: s.set_attribute("n", 1)),
+            ({"attributes": {"n": [0.0]}}, lambda s: s.set_attribute("n", [-0.0])),
+            (
+                {"cart_items": [CartItem(sku="A", quantity=1, price=5.0)]},
+                lambda s: s.update_item(0, CartItem(sku="A", quantity=1, price=5)),
+            ),
+            (
+                {"additional_costs": {"shipping": AdditionalCost(4.0)}},
+                lambda s: s.set_additional_cost("shipping", 4),
+            ),
+        ],
+        ids=["int-to-bool", "float-to-int", "zero-to-negative-zero", "item-price", "cost"],
+    )
+    def test_a_value_of_another_type_is_a_change(self, start, edit):
+        """An equal value of another type (1, 1.0, True) is written differently: an update."""
+        s = CustomerSession(integration_id="o", **start)
+        edit(s)
+        assert s.update_count == 2
+
+    @pytest.mark.parametrize("name", [1, None, ["a"]])
+    def test_remove_attribute_needs_a_string_name(self, name):
+        """remove_attribute() of a name that is no string is refused, not ignored."""
+        s = CustomerSession(integration_id="o", attributes={"a": 1})
+        with pytest.raises(ValidationError) as info:
+            s.remove_attribute(name)
+        assert [p.path for p in info.value.problems] == ["name"]
+        assert s.attributes == {"a": 1}
+
     @pytest.mark.parametrize("state", [State.CLOSED, State.CANCELLED, State.PARTIALLY_RETURNED])
     def test_edits_refused_unless_open(self, state):
         """No edit is accepted outside the open state, and nothing changes."""

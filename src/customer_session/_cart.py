@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from attrs import define, field, fields, frozen, setters
+from attrs import define, field, fields, frozen, has, setters
 from immutabledict import immutabledict
 
 from customer_session._readonly import protect, public_repr
@@ -126,6 +126,35 @@ def thaw(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [thaw(item) for item in value]
     return value
+
+
+def same(first: Any, second: Any) -> bool:  # noqa: PLR0911 - one return per kind of value reads best
+    """Whether two values are equal and of the same types all the way down.
+
+    ``==`` holds for ``1``, ``1.0`` and ``True``, and for ``0.0`` and ``-0.0``, but
+    each is written differently (JSON ``1``, ``1.0``, ``true``): replacing one with
+    another is a change, which an edit counts and a store's journal keeps. Mappings
+    compare by key (their order is not part of a JSON object), sequences item by
+    item, attrs instances (cart items, costs) field by field.
+    """
+    if first is second:
+        return True
+    kind = type(first)
+    if kind is not type(second):
+        return False
+    if kind is float:
+        return bool(first == second) and math.copysign(1.0, first) == math.copysign(1.0, second)
+    if kind in _ATOMS:
+        return bool(first == second)
+    if isinstance(first, Mapping):
+        return len(first) == len(second) and all(
+            key in second and same(item, second[key]) for key, item in first.items()
+        )
+    if isinstance(first, list | tuple):
+        return len(first) == len(second) and all(map(same, first, second))
+    if has(kind):
+        return all(same(getattr(first, a.name), getattr(second, a.name)) for a in fields(kind))
+    return bool(first == second)
 
 
 _INT_LIMIT: Final = INT_LIMIT

@@ -54,6 +54,7 @@ from customer_session._cart import (
     ReturnedItem,
     is_number,
     is_text,
+    same,
 )
 from customer_session._records import TransitionRecord
 from customer_session._spec import State, Trigger
@@ -202,6 +203,29 @@ def _cart_items(record: SessionRecord) -> tuple[CartItem, ...]:
         CartItem(**item, returned_quantity=units)
         for item, units in zip(decoded, returned, strict=False)
     )
+
+
+def _same_cart(record: SessionRecord, cart: str | list[dict[str, Any]]) -> bool:
+    """Whether the cart edit ``cart`` leaves the record's cart as it is.
+
+    The live path's ``set_cart_items()`` is then no update (see ``_cart.same``).
+    Two compact texts are compared piece by piece, and only the pieces whose
+    texts differ are decoded (``7.5`` and ``7.50`` are the same price).
+    """
+    old = record.cart
+    if record.returned is not None:
+        return False  # units were returned; the edit's items have none
+    if type(old) is str and type(cart) is str:
+        if old == cart:
+            return True
+        # Both were proved plain, so "},{" separates their items exactly.
+        before, after = old[2:-2].split("},{"), cart[2:-2].split("},{")
+        return len(before) == len(after) and all(
+            a == b or same(json.loads(f"{{{a}}}"), json.loads(f"{{{b}}}"))
+            for a, b in zip(before, after, strict=True)
+        )
+    edited = SessionRecord(record.state, cart, record.created)
+    return same(_cart_items(record), _cart_items(edited))
 
 
 _PLAIN_FIELDS: Final = ("sku", "name", "quantity", "price", "category")
@@ -620,10 +644,11 @@ class FastReplay:
         state = record.state
         if target is None and cart is not None and state == _OPEN:
             # The most common event of all, a cart edit of an open session.
-            record.cart = cart
-            record.returned = None
-            record.update_count += 1
-            record.updated = max(now, record.updated)
+            if not _same_cart(record, cart):
+                record.cart = cart
+                record.returned = None
+                record.update_count += 1
+                record.updated = max(now, record.updated)
             return None
         move = self._move(number, integration_id, state, cart is not None, target)
         if not isinstance(move, tuple):
@@ -633,10 +658,12 @@ class FastReplay:
             return None  # an empty update, or an open session staying open: no change
         # Like the session's clock: a change is never dated before the last one.
         stamp = max(now, record.updated)
-        if cart is not None:
+        if cart is not None and not _same_cart(record, cart):
             record.cart = cart
             record.returned = None
             record.update_count += 1
+        elif destination is None:
+            return None  # a cart edit that changes nothing, and no move: no update
         if destination is not None:
             record.history += ((trigger, state, destination, stamp, ()),)
             record.state = destination

@@ -244,7 +244,8 @@ class SessionStateMachine(RuleBasedStateMachine):
 
         Refused (a closed session, one whose guards ``can()``/``why_not()`` are
         asking, or one another task's ``atomic()`` block holds), it must change
-        nothing. Use it in your own rules to edit.
+        nothing. Use it in your own rules to edit; an edit counts (in
+        ``update_count``) only when it changes the coupon.
         """
         before = session.snapshot()
         try:
@@ -256,7 +257,8 @@ class SessionStateMachine(RuleBasedStateMachine):
             assert busy or session.state is not State.OPEN, repr(error)  # noqa: S101, PT017 - an invariant of the rule
             assert session.snapshot() == before  # noqa: S101 - an invariant
         else:
-            self.edits[id(session)] += 1
+            # Setting the coupon the session has changes nothing, so it is no update.
+            self.edits[id(session)] += before["coupon"] != coupon
 
     # -- the library's invariants -----------------------------------------------------
 

@@ -39,6 +39,7 @@ from customer_session._cart import (
     key_problems,
     raise_problems,
     returned_list_problems,
+    same,
     str_problems,
     value_problems,
 )
@@ -773,9 +774,17 @@ class CustomerSession:
             )
 
     def _edit(self, operation: str, **changes: Any) -> None:
+        """Apply ``changes`` (field names to new values) as one edit, or none of them.
+
+        An edit that changes nothing (every value is the same as before, types
+        included: see :func:`~customer_session._cart.same`) is not an update:
+        ``updated`` and ``update_count`` stay, so a store has nothing to write.
+        """
         self._require_open(operation)
         slots = {f"_{name}": value for name, value in changes.items()}
         before = {slot: getattr(self, slot) for slot in slots}
+        if all(same(before[slot], value) for slot, value in slots.items()):
+            return
         for slot, value in slots.items():
             setattr(self, slot, value)
         # Every field was valid before, so any problem now comes from these changes.
@@ -868,7 +877,12 @@ class CustomerSession:
         self._edit("set_attribute", attributes=freeze_mapping({**self.attributes, name: value}))
 
     def remove_attribute(self, name: str) -> None:
-        """Remove one custom session attribute (absent names are ignored)."""
+        """Remove one custom session attribute.
+
+        Removing a name that is not set changes nothing, so it is no update.
+        """
+        self._require_open("remove_attribute")
+        self._require_name("remove_attribute", name)
         kept = {k: v for k, v in self.attributes.items() if k != name}
         self._edit("remove_attribute", attributes=freeze_mapping(kept))
 

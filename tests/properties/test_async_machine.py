@@ -195,8 +195,8 @@ class AsyncFaceMachine(SessionStateMachine):
         with contextlib.suppress(_Rollback), session.atomic():
             record = await self._fire_in_block(session, trigger, items)
             if session.state == "open":
+                edits = int(session.coupon != coupon)  # the same coupon is no update
                 session.set_coupon(coupon)
-                edits = 1
             for _ in range(steps):
                 await asyncio.sleep(0)
             if fail:

@@ -217,6 +217,15 @@ class TestTransaction:
             assert session.can("close")
         assert len(store.history("order-1")) == 1
 
+    def test_block_of_edits_that_change_nothing_writes_nothing(self, store):
+        """Edits that leave the session as it was (removing an absent attribute) write nothing."""
+        store.create(new_session(coupon="WELCOME"))
+        with store.transaction("order-1") as session:
+            session.remove_attribute("absent")
+            session.set_coupon("WELCOME")
+        assert len(store.history("order-1")) == 1
+        assert store.get("order-1").update_count == 1
+
     def test_conflict_raises_and_rolls_back(self, store, open_db):
         """A commit over a change made since the load raises ConcurrentUpdate; no lost update."""
         other = open_db()
@@ -705,6 +714,14 @@ class TestJournal:
         store.update("order-1", lambda s: s.set_coupon(None))
         assert store.history("order-1")[-1].changes["coupon"] is None
         assert rebuild(store.history("order-1")).coupon is None
+
+    def test_a_value_changed_to_an_equal_one_of_another_type_is_journalled(self, store):
+        """An attribute changed from 1 to True (equal in Python) is kept, so rebuild() has it."""
+        store.create(new_session(attributes={"flag": 1, "ratio": 1.0}))
+        store.update("order-1", lambda s: s.set_attribute("flag", True))
+        store.update("order-1", lambda s: s.set_attribute("ratio", 1))
+        rebuilt = rebuild(store.history("order-1")).attributes
+        assert [type(rebuilt["flag"]), type(rebuilt["ratio"])] == [bool, int]
 
     def test_entries_are_immutable(self, store):
         """Journal entries and their changes cannot be modified."""

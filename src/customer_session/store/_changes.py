@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 from attrs import frozen
 
 from customer_session import wire
+from customer_session._cart import same
 from customer_session.store._documents import HISTORY_KEY, dumps, history_of
 from customer_session.store._journal import JournalKind
 from customer_session.store._outbox import idempotency_key
@@ -114,10 +115,12 @@ def changed(
         if written_for is None
         else _document_after(session, written_for, before)
     )
+    # same(), not !=: 1 == 1.0 == True, but a value changed from one to another is
+    # written differently, and a journal without it would rebuild the old value.
     changes = {
         name: value
         for name, value in after.items()
-        if name != HISTORY_KEY and before.get(name, _ABSENT) != value
+        if name != HISTORY_KEY and not same(before.get(name, _ABSENT), value)
     }
     changes.update({name: None for name in before if name not in after and name != HISTORY_KEY})
     old = len(history_of(before))
