@@ -787,6 +787,24 @@ class TestEdits:
         edit(s)
         assert s.update_count == 2
 
+    @pytest.mark.parametrize("field", ["coupon", "referral"])
+    def test_an_empty_code_is_refused_by_the_edit(self, field):
+        """set_coupon("") and set_referral("") are refused at the field; None removes a code."""
+        s = CustomerSession(integration_id="o", **{field: "WELCOME10"})
+        with pytest.raises(ValidationError) as info:
+            getattr(s, f"set_{field}")("")
+        assert [p.path for p in info.value.problems] == [field]
+        assert "None means no code" in info.value.problems[0].message
+        assert (getattr(s, field), s.update_count) == ("WELCOME10", 1)
+
+    @pytest.mark.parametrize("field", ["coupon", "referral"])
+    def test_an_empty_code_is_refused_when_created_or_restored(self, field):
+        """The constructor and restore() refuse an empty code, naming the field."""
+        for make in (CustomerSession, CustomerSession.restore):
+            with pytest.raises(ValidationError) as info:
+                make(integration_id="o", state="open", **{field: ""})
+            assert [p.path for p in info.value.problems] == [field]
+
     @pytest.mark.parametrize("name", [1, None, ["a"]])
     def test_remove_attribute_needs_a_string_name(self, name):
         """remove_attribute() of a name that is no string is refused, not ignored."""

@@ -267,10 +267,14 @@ class TestToDict:
             writer(value)
 
     def test_sample_document_is_written_back_with_derived_keys(self):
-        """A seed-era document is written back with updateCount, position and remainingQuantity."""
+        """A seed-era document is written back with updateCount, position and remainingQuantity.
+
+        Its ``"referral": ""`` (no code) is left out, as any unset code is.
+        """
         doc = load("session_v1.json")
         written = to_dict(from_dict(doc))
         doc["updateCount"] = 1
+        del doc["referral"]
         doc["cartItems"][0].update(returnedQuantity=0, position=0, remainingQuantity=3)
         assert written == doc
 
@@ -419,7 +423,13 @@ class TestFromDict:
         assert session.update_count == 1
         assert session.state is State.CLOSED
         assert session.discounts == {"Welcome 10%": 2.25}
-        assert session.referral == ""
+
+    @pytest.mark.parametrize("key", ["coupon", "referral"])
+    def test_an_empty_code_is_no_code(self, key):
+        """``"coupon": ""`` or ``"referral": ""`` (as Talon.One writes "none") loads as None."""
+        doc = load("session_v1.json")
+        doc[key] = ""
+        assert getattr(from_dict(doc), key) is None
 
     def test_history_extension_is_restored(self):
         """The history extension becomes the session's history."""
@@ -820,10 +830,14 @@ class TestUpdateRequest:
         assert body["customerSession"]["couponCodes"] == []
         assert body["customerSession"]["referralCode"] == ""
 
-    def test_empty_codes_are_sent_as_none(self):
-        """An empty coupon or referral (as seed-era documents have) is sent as "no code"."""
-        body = update_request(order(coupon="", referral=""))["customerSession"]
-        assert (body["couponCodes"], body["referralCode"]) == ([], "")
+    def test_a_document_with_an_empty_code_is_sent_without_it(self):
+        """An empty code read from a document (no code) is left out, or sent as discarded."""
+        doc = load("session_v1.json")
+        doc["state"] = "open"
+        session = from_dict(doc)
+        assert "referralCode" not in update_request(session)["customerSession"]
+        body = update_request(session, discard_unset_codes=True)["customerSession"]
+        assert (body["couponCodes"], body["referralCode"]) == (["WELCOME10"], "")
 
     def test_unknown_response_content_is_refused(self):
         """responseContent values must be ones the endpoint knows."""
@@ -875,6 +889,12 @@ class TestNewSessionFields:
         """``couponCodes: []`` and ``referralCode: ""`` mean no code, as in Talon.One."""
         fields = new_session_fields({"couponCodes": [], "referralCode": ""})
         assert fields == {"coupon": None, "referral": None}
+
+    def test_an_empty_coupon_code_is_refused(self):
+        """``couponCodes: [""]`` is no list of codes ([] is "none"): refused at its entry."""
+        problems = refused({"couponCodes": [""]}, new_session_fields)
+        assert problems.keys() == {"$.couponCodes[0]"}
+        assert "[] means none" in problems["$.couponCodes[0]"]
 
     def test_read_only_and_unmodelled_keys_are_refused(self):
         """Read-only item keys and keys a session cannot hold are problems under ``path``."""
@@ -1098,6 +1118,14 @@ class TestFromV2Response:
         message = refused(doc, from_v2_response)["$.cartItems"]
         assert "no unit is returned" in message
         assert "to_dict()" not in message
+
+    def test_empty_codes_are_no_code_or_refused(self):
+        """``referralCode: ""`` is no referral; ``couponCodes: [""]`` is refused at its entry."""
+        doc = load("session_v2_response.json")
+        doc["referralCode"] = ""
+        assert from_v2_response(doc).referral is None
+        doc["couponCodes"] = [""]
+        assert refused(doc, from_v2_response).keys() == {"$.couponCodes[0]"}
 
     def test_referral_code_becomes_referral(self):
         """``referralCode`` becomes the session's referral."""

@@ -385,7 +385,7 @@ _COMPACT: Final = re.compile(
     rf'\{{"at":"(?P<at>{_CHAR}{{1,64}})","session":"(?P<session>{_CHAR}{{1,{MAX_INTEGRATION_ID_LENGTH}}})","op":"(?:'
     rf'(?P<create>create","customerSession":\{{"state":"(?P<initial>{_WORD})",'
     rf'"cartItems":(?P<created_cart>{_CART})(?:,"profileId":"(?P<profile>{_CHAR}*)")?'
-    rf'(?:,"couponCodes":\[(?:"(?P<coupon>{_CHAR}{{0,{MAX_CODE_LENGTH}}})")?\])?\}})'
+    rf'(?:,"couponCodes":\[(?:"(?P<coupon>{_CHAR}{{1,{MAX_CODE_LENGTH}}})")?\])?\}})'
     rf'|(?P<update>update","customerSession":\{{(?:"cartItems":(?P<cart>{_CART})'
     rf'(?:,"state":"(?P<target>{_WORD})")?|"state":"(?P<target_only>{_WORD})")\}})'
     rf'|(?P<ret>return","return":\{{"returnedCartItems":\[(?P<items>{_RETURNED}(?:,{_RETURNED})*)\]\}})'
@@ -481,7 +481,10 @@ def _coupon(body: dict[str, Any]) -> str | Literal[_Live.LINE] | None:
     if not codes:
         return None
     code = codes[0]
-    return code if type(code) is str and len(code) <= MAX_CODE_LENGTH and is_text(code) else _LIVE
+    # An empty code is refused by the live path, which words why.
+    return (
+        code if type(code) is str and 0 < len(code) <= MAX_CODE_LENGTH and is_text(code) else _LIVE
+    )
 
 
 def _moment(text: str) -> datetime | None:

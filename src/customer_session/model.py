@@ -182,8 +182,8 @@ class CustomerSession:
     Args:
         integration_id: The session id chosen by your integration (1-1000 chars).
         profile_id: The customer profile, if known.
-        coupon: A coupon code (at most 100 characters).
-        referral: A referral code (at most 100 characters).
+        coupon: A coupon code (1 to 100 characters), or ``None`` for none.
+        referral: A referral code (1 to 100 characters), or ``None`` for none.
         state: ``State.OPEN`` (default) or ``State.CLOSED``.
         cart_items: The cart.
         identifiers: Custom identifiers (at most 5).
@@ -296,12 +296,14 @@ class CustomerSession:
             and (profile_id is None or (type(profile_id) is str and is_text(profile_id)))
             and (
                 coupon is None
-                or (type(coupon) is str and len(coupon) <= MAX_CODE_LENGTH and is_text(coupon))
+                or (type(coupon) is str and 0 < len(coupon) <= MAX_CODE_LENGTH and is_text(coupon))
             )
             and (
                 referral is None
                 or (
-                    type(referral) is str and len(referral) <= MAX_CODE_LENGTH and is_text(referral)
+                    type(referral) is str
+                    and 0 < len(referral) <= MAX_CODE_LENGTH
+                    and is_text(referral)
                 )
             )
             and _plain_cart(self._cart_items)
@@ -851,11 +853,21 @@ class CustomerSession:
         self._edit("set_cart_items", cart_items=_cart_tuple(items))
 
     def set_coupon(self, code: str | None) -> None:
-        """Set the coupon code (``None`` removes it)."""
+        """Set the coupon code (``None`` removes it; an empty code is refused).
+
+        Raises:
+            SessionNotEditable: The session is not open.
+            ValidationError: The code is empty, longer than 100 characters or not text.
+        """
         self._edit("set_coupon", coupon=code)
 
     def set_referral(self, code: str | None) -> None:
-        """Set the referral code (``None`` removes it)."""
+        """Set the referral code (``None`` removes it; an empty code is refused).
+
+        Raises:
+            SessionNotEditable: The session is not open.
+            ValidationError: The code is empty, longer than 100 characters or not text.
+        """
         self._edit("set_referral", referral=code)
 
     def set_profile_id(self, profile_id: str | None) -> None:
@@ -986,10 +998,18 @@ def _value_name_problems(cls: type[CustomerSession], values: Mapping[Any, object
 
 
 def _code_problems(name: str, value: object, limit: int | None) -> list[Problem]:
+    """A profile id (no ``limit``) or a coupon or referral code (at most ``limit`` characters).
+
+    A code is ``None`` or at least one character: an empty string is no code, and
+    ``None`` already says "none" (the wire's ``referralCode: ""`` and
+    ``couponCodes: []`` are read as ``None``).
+    """
     if value is None:
         return []
     if not isinstance(value, str):
         return [Problem(name, f"must be a string or None, got {shown(value):.80}")]
+    if limit is not None and not value:
+        return [Problem(name, "must not be empty; None means no code")]
     if limit is not None and len(value) > limit:
         return [Problem(name, f"{len(value)} characters; at most {limit} are allowed")]
     return str_problems(name, value)

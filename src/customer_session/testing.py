@@ -72,9 +72,9 @@ _SKU_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-"
 _CHARACTERS = st.characters(codec="utf-8", exclude_characters="\x00")
 
 
-def _texts(*, max_size: int) -> st.SearchStrategy[str]:
+def _texts(*, max_size: int, min_size: int = 0) -> st.SearchStrategy[str]:
     """Text any session field accepts (see ``customer_session._cart.is_text``)."""
-    return st.text(_CHARACTERS, max_size=max_size)
+    return st.text(_CHARACTERS, min_size=min_size, max_size=max_size)
 
 
 def integration_ids() -> st.SearchStrategy[str]:
@@ -322,9 +322,9 @@ def _detailed_sessions(draw: st.DrawFn, *, session_costs: bool) -> CustomerSessi
     """Sessions of :func:`sessions` with every optional wire field drawn."""
     session = draw(sessions())
     fields = session.snapshot()
-    codes = st.none() | _texts(max_size=12)
+    codes = st.none() | _texts(min_size=1, max_size=12)  # "" is no code: None is
     fields.update(
-        profile_id=draw(codes),
+        profile_id=draw(st.none() | _texts(max_size=12)),
         coupon=draw(codes),
         referral=draw(codes),
         cart_items=[draw(_with_item_details(line)) for line in session.cart_items],

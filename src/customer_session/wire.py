@@ -200,14 +200,19 @@ def _describe(value: object) -> str:  # noqa: PLR0911 - one return per JSON type
     return f"{type(value).__name__} {shown(value):.60}"
 
 
-def _text(*, min_length: int = 0, max_length: int | None = None) -> _Hook:
-    """A hook for strings of ``min_length`` to ``max_length`` characters."""
+def _text(
+    *, min_length: int = 0, max_length: int | None = None, empty: str = "must not be empty"
+) -> _Hook:
+    """A hook for strings of ``min_length`` to ``max_length`` characters.
+
+    ``empty`` is the problem of a string shorter than ``min_length``.
+    """
 
     def structure(value: object, _: object) -> str:
         if not isinstance(value, str):
             raise _Invalid.here(f"must be a string, got {_describe(value)}")
         if len(value) < min_length:
-            raise _Invalid.here("must not be empty")
+            raise _Invalid.here(empty)
         if max_length is not None and len(value) > max_length:
             raise _Invalid.here(f"{len(value)} characters; at most {max_length} are allowed")
         if not is_text(value):
@@ -613,6 +618,15 @@ class _Reader:
             "additional_costs": self._object(dict[str, AdditionalCost]),
         }
 
+    def _code_list(self) -> _Hook:
+        """``couponCodes``: ``[]`` is "no code"; an entry is a code of 1 to 100 characters."""
+        entry = _text(
+            min_length=1,
+            max_length=MAX_CODE_LENGTH,
+            empty="must not be empty: an empty string is no code ([] means none)",
+        )
+        return _each(self._array(tuple[str, ...]), entry)
+
     def _v1_hooks(self) -> dict[str, _Hook]:
         code = _non_null(_text(max_length=MAX_CODE_LENGTH))
         return {
@@ -626,14 +640,14 @@ class _Reader:
         return {
             **self._session_hooks(),
             "cart_items": _CartHook(self._array(tuple[CartItem, ...]), _read_only_problems),
-            "coupon_codes": _each(self._array(tuple[str, ...]), _text(max_length=MAX_CODE_LENGTH)),
+            "coupon_codes": self._code_list(),
             "referral_code": _non_null(_text(max_length=MAX_CODE_LENGTH)),
         }
 
     def _v2_hooks(self) -> dict[str, _Hook]:
         return {
             **self._session_hooks(),
-            "coupon_codes": _each(self._array(tuple[str, ...]), _text(max_length=MAX_CODE_LENGTH)),
+            "coupon_codes": self._code_list(),
             "referral_code": _non_null(_text(max_length=MAX_CODE_LENGTH)),
             "store_integration_id": _non_null(
                 _text(min_length=1, max_length=MAX_INTEGRATION_ID_LENGTH)
@@ -908,6 +922,15 @@ def _unknown_key_message(key: object, owner: Any) -> str:
 # -- writing -----------------------------------------------------------------------
 
 
+def _code(text: str | None) -> str | None:
+    """A coupon or referral code as read from a string key: ``""`` is no code (``None``).
+
+    Talon.One writes ``""`` for a v1 session without a code, and an update's
+    ``referralCode: ""`` discards the code; a session holds no empty code.
+    """
+    return text or None
+
+
 def _enum_value(member: State | Trigger) -> str:
     return member.value
 
@@ -1161,7 +1184,11 @@ def from_dict(
         "the cart's total",
     )
     fields = _session_fields(doc)
-    fields.update(coupon=doc.coupon, referral=doc.referral, discounts=freeze_mapping(doc.discounts))
+    fields.update(
+        coupon=_code(doc.coupon),
+        referral=_code(doc.referral),
+        discounts=freeze_mapping(doc.discounts),
+    )
     history = () if doc.extension is None else doc.extension.history
     moved = {"history": _member(_member("", EXTENSION_KEY), "history")}
     return _restore(session_class, workflow, subject, fields, history, problems, moved, data)
@@ -1243,8 +1270,7 @@ def update_request(
     if session.profile_id is not None:
         body["profileId"] = session.profile_id
     if session.coupon is not None or discard_unset_codes:
-        # An empty code means "none", as referralCode "" does: [""] is not a code list.
-        body["couponCodes"] = [session.coupon] if session.coupon else []
+        body["couponCodes"] = [] if session.coupon is None else [session.coupon]
     if session.referral is not None or discard_unset_codes:
         body["referralCode"] = session.referral or ""
     body["state"] = session.state.value
@@ -1358,7 +1384,7 @@ def from_v2_response(
         )
     fields = _session_fields(doc)
     fields.update(
-        coupon=doc.coupon_codes[0] if doc.coupon_codes else None, referral=doc.referral_code
+        coupon=doc.coupon_codes[0] if doc.coupon_codes else None, referral=_code(doc.referral_code)
     )
     moved = {"coupon": ".couponCodes", "referral": ".referralCode"}
     return _restore(session_class, workflow, subject, fields, (), problems, moved, data)
@@ -1399,7 +1425,7 @@ def new_session_fields(body: object, *, path: str = "$") -> dict[str, Any]:
         "state": doc.state,
         "cart_items": doc.cart_items,
         "coupon": doc.coupon_codes[0] if doc.coupon_codes else None,
-        "referral": doc.referral_code or None,
+        "referral": _code(doc.referral_code),
         "additional_costs": doc.additional_costs,
         "identifiers": doc.identifiers,
         "attributes": doc.attributes,

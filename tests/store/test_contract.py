@@ -226,6 +226,28 @@ class TestTransaction:
         assert len(store.history("order-1")) == 1
         assert store.get("order-1").update_count == 1
 
+    @pytest.mark.parametrize(
+        ("edit", "path"),
+        [
+            (lambda s: s.set_coupon(""), "coupon"),
+            (lambda s: s.set_referral(""), "referral"),
+            (lambda s: s.set_identifiers(["a"] * 6), "identifiers"),
+            (lambda s: s.update_item(0, None), "cart_items[0]"),
+            (lambda s: s.remove_attribute(7), "name"),
+        ],
+        ids=["coupon", "referral", "identifiers", "item", "attribute"],
+    )
+    def test_refused_edit_caught_in_the_block_writes_nothing(self, store, edit, path):
+        """An edit refused in a block names its field and changes nothing, so nothing is written."""
+        original = new_session(coupon="WELCOME", referral="FRIEND")
+        store.create(original)
+        with store.transaction("order-1") as session:
+            with pytest.raises(ValidationError) as info:
+                edit(session)
+            assert [p.path for p in info.value.problems] == [path]
+        assert len(store.history("order-1")) == 1
+        assert store.get("order-1") == original
+
     def test_conflict_raises_and_rolls_back(self, store, open_db):
         """A commit over a change made since the load raises ConcurrentUpdate; no lost update."""
         other = open_db()
