@@ -787,6 +787,16 @@ class TestEdits:
         edit(s)
         assert s.update_count == 2
 
+    @pytest.mark.parametrize("price", [float("nan"), "4.9", True])
+    def test_a_bad_additional_cost_names_the_cost(self, price):
+        """set_additional_cost() with a bad price names the session, the edit and the cost."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ValidationError) as info:
+            s.set_additional_cost("shipping", price)
+        assert info.value.subject == "session 'o': set_additional_cost()"
+        assert [p.path for p in info.value.problems] == ["additional_costs.shipping.price"]
+        assert (s.additional_costs, s.update_count) == ({}, 1)
+
     @pytest.mark.parametrize("field", ["coupon", "referral"])
     def test_an_empty_code_is_refused_by_the_edit(self, field):
         """set_coupon("") and set_referral("") are refused at the field; None removes a code."""

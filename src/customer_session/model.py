@@ -36,6 +36,7 @@ from customer_session._cart import (
     is_number,
     is_text,
     json_problems,
+    key_path,
     key_problems,
     raise_problems,
     returned_list_problems,
@@ -904,7 +905,15 @@ class CustomerSession:
         self._require_name("set_additional_cost", name)
         costs = {k: v for k, v in self.additional_costs.items() if k != name}
         if price is not None:
-            costs[name] = AdditionalCost(price)
+            try:
+                costs[name] = AdditionalCost(price)
+            except ValidationError as exc:
+                # Named as the session's field, as every other problem of an edit is.
+                where = key_path("additional_costs", name)
+                raise ValidationError(
+                    f"{self._subject()}: set_additional_cost()",
+                    [Problem(f"{where}.{p.path}", p.message) for p in exc.problems],
+                ) from None
         self._edit("set_additional_cost", additional_costs=freeze_mapping(costs))
 
     def _check_position(self, operation: str, position: int) -> None:

@@ -234,8 +234,12 @@ class TestTransaction:
             (lambda s: s.set_identifiers(["a"] * 6), "identifiers"),
             (lambda s: s.update_item(0, None), "cart_items[0]"),
             (lambda s: s.remove_attribute(7), "name"),
+            (
+                lambda s: s.set_additional_cost("shipping", float("nan")),
+                "additional_costs.shipping.price",
+            ),
         ],
-        ids=["coupon", "referral", "identifiers", "item", "attribute"],
+        ids=["coupon", "referral", "identifiers", "item", "attribute", "cost"],
     )
     def test_refused_edit_caught_in_the_block_writes_nothing(self, store, edit, path):
         """An edit refused in a block names its field and changes nothing, so nothing is written."""
