@@ -62,6 +62,7 @@ RENDERERS: dict[str, Callable[..., str]] = {
 EXTENSIONS = {"mermaid": "mmd", "dot": "dot", "table": "md"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SVG_TEXT = "{http://www.w3.org/2000/svg}text"
+SVG_NS = "{http://www.w3.org/2000/svg}"
 
 
 def travelled(spec: Specification) -> CustomerSession:
@@ -428,9 +429,9 @@ class TestDot:
         assert '    "partially_returned" [style=filled, fillcolor="#40E0D0", penwidth=2];' in lines
 
     def test_name_is_escaped(self):
-        """Quotes and backslashes in the name are escaped in the DOT string."""
-        spec = CUSTOMER_SESSION.extend('a "b" \\ c')
-        assert to_dot(spec).startswith('digraph "a \\"b\\" \\\\ c" {\n')
+        """Quotes in the name are escaped; its backslashes are kept (an identifier, no label)."""
+        spec = CUSTOMER_SESSION.extend('a "b" \\ c \\n')
+        assert to_dot(spec).startswith('digraph "a \\"b\\" \\ c \\n" {\n')
 
 
 class TestTable:
@@ -562,6 +563,16 @@ class TestRender:
         texts = {element.text for element in root.iter(SVG_TEXT)}
         assert {str(s) for s in spec.states} <= texts
         assert {str(t) for t in spec.triggers} <= texts
+
+    @pytest.mark.parametrize(
+        "name",
+        ['a "b" \\ c', "C:\\temp\\new", "\\N \\G \\l", 'even \\\\"', "end \\\\"],
+        ids=["quote-and-backslash", "path", "escapes", "even-run-before-quote", "even-run-at-end"],
+    )
+    def test_dot_reads_the_name_back_exactly(self, name):
+        """The SVG's title, the graph's name as dot read it, is exactly the specification's name."""
+        root = ET.fromstring(to_image(CUSTOMER_SESSION.extend(name)))  # noqa: S314 - our own dot output
+        assert root.find(f"{SVG_NS}g/{SVG_NS}title").text == name
 
     def test_png_has_the_png_signature(self, tmp_path):
         """A PNG starts with the PNG signature."""

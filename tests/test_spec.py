@@ -180,7 +180,15 @@ class TestTypesAtDefinition:
         with pytest.raises(SpecificationError, match="non-empty printable string"):
             _like_the_seed(name=name)
 
-    @pytest.mark.parametrize("name", ['a "quoted" name', "ünïcödé 😀", "<b>graph</b>", "end"])
+    @pytest.mark.parametrize("name", ["ends in \\", 'a \\" b', 'odd \\\\\\" run', "\\\\\\"])
+    def test_name_no_dot_identifier_can_hold_is_refused(self, name):
+        """A name with an odd run of backslashes before a quote or at its end is refused."""
+        with pytest.raises(SpecificationError, match="odd number of backslashes"):
+            _like_the_seed(name=name)
+
+    @pytest.mark.parametrize(
+        "name", ['a "quoted" name', "ünïcödé 😀", "<b>graph</b>", "end", "C:\\x", 'a \\\\" b']
+    )
     def test_printable_name_is_kept(self, name):
         """Any printable name is kept as given (diagrams quote it)."""
         assert _like_the_seed(name=name).name == name

@@ -7,6 +7,7 @@ docs tables, the test oracles) is derived from a :class:`Specification`.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterable
 from enum import StrEnum
@@ -87,6 +88,12 @@ def _collection(value: object) -> bool:
     return isinstance(value, Iterable) and not isinstance(value, str | bytes)
 
 
+_UNQUOTABLE: Final = re.compile(r'(?<!\\)(?:\\\\)*\\(?:"|\Z)')
+"""An odd run of backslashes before a quote or at the end: DOT's scanner reads a
+quoted identifier's ``\\"`` as a quote and keeps ``\\\\`` as two backslashes, so no
+quoted identifier holds such text."""
+
+
 @frozen
 class Specification:
     """A complete, validated state machine definition.
@@ -96,7 +103,9 @@ class Specification:
     when the specification is created, never later.
 
     Args:
-        name: A short identifier, used in diagrams and error messages.
+        name: A short identifier, used in diagrams and error messages: printable,
+            and not ending in an odd number of backslashes or holding one right
+            before a double quote (no DOT identifier can).
         states: Every state, in display order (kept as a tuple).
         initial_states: The states a new session may be created in (kept as a
             frozenset).
@@ -162,6 +171,12 @@ class Specification:
         if not isinstance(name, str) or not name or not name.isprintable():
             raise SpecificationError(
                 str(name), f"the name must be a non-empty printable string, got {name!r}"
+            )
+        if _UNQUOTABLE.search(name):
+            raise SpecificationError(
+                name,
+                "the name must not end in an odd number of backslashes or have one right "
+                "before a double quote: a DOT diagram (Graphviz) cannot hold such a name",
             )
         # What the converters left as it was: a string, or no collection at all.
         for what, given in (

@@ -310,7 +310,7 @@ def to_dot(
     """
     graph = extract(specification, session=session, workflow=workflow)
     lines = [
-        f"digraph {_quote(graph.name)} {{",
+        f"digraph {_identifier(graph.name)} {{",
         "    rankdir=LR;",
         "    node [shape=ellipse];",
         f'    "{_START}" [shape=point, label=""];',
@@ -351,8 +351,24 @@ def _attributes(style: dict[str, str]) -> str:
     return " [" + ", ".join(f"{key}={value}" for key, value in style.items()) + "]"
 
 
+def _identifier(text: str) -> str:
+    r"""A DOT double-quoted identifier that ``dot`` reads back as exactly ``text``.
+
+    Unlike a label (an escString, see :func:`_quote`), an identifier keeps every
+    backslash: dot's scanner turns only ``\"`` into a quote, so doubling a
+    backslash would double it in the graph's name (the SVG ``<title>``). An odd
+    run of backslashes right before a quote or at the end cannot be written;
+    :class:`Specification` refuses such names.
+    """
+    return '"' + text.replace('"', '\\"') + '"'
+
+
 def _quote(text: str) -> str:
-    """A DOT double-quoted string: only backslashes, quotes and newlines need escapes."""
+    r"""A DOT label (escString): backslashes, quotes and newlines are escaped.
+
+    In a label ``dot`` reads ``\\`` as one backslash, and ``\n``, ``\l``,
+    ``\N`` and the like as escapes, so every backslash is doubled.
+    """
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
 
