@@ -551,17 +551,22 @@ class TestWhileTheStoreWrites:
             task = asyncio.create_task(store.deliver(lambda effect: None))
             await blocked_by(holder, conninfo)
             holder.execute("SELECT pg_advisory_unlock(hashtext(current_schema() || '.outbox'))")
+            granted = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            deadline = time.monotonic() + WAIT
             with psycopg.connect(conninfo, autocommit=True) as watcher:
                 # The server grants the store the lock while this task keeps the event loop.
-                while watcher.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                ).fetchone() != (1,):
+                while watcher.execute(granted).fetchone() != (1,):
+                    assert time.monotonic() < deadline, "the store was never granted the lock"
                     watcher.execute("SELECT pg_sleep(0.01)")
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+            # The store closed the connection that holds the lock; its server process
+            # ends, and the lock with it, a moment later (not within the close call).
             taken = "SELECT pg_try_advisory_lock(hashtext(current_schema() || '.outbox'))"
-            assert holder.execute(taken).fetchone() == (True,)
+            while holder.execute(taken).fetchone() != (True,):
+                assert time.monotonic() < deadline, "the cancelled delivery kept the lock"
+                holder.execute("SELECT pg_sleep(0.01)")
             holder.execute("SELECT pg_advisory_unlock(hashtext(current_schema() || '.outbox'))")
         assert await store.deliver(lambda effect: None) == 1
 
