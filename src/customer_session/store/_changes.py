@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 from attrs import frozen
 
 from customer_session import wire
-from customer_session._cart import same
+from customer_session._cart import PLAIN_ATOMS, same
 from customer_session.store._documents import HISTORY_KEY, dumps, history_of
 from customer_session.store._journal import JournalKind
 from customer_session.store._outbox import idempotency_key
@@ -115,13 +115,22 @@ def changed(
         if written_for is None
         else _document_after(session, written_for, before)
     )
-    # same(), not !=: 1 == 1.0 == True, but a value changed from one to another is
-    # written differently, and a journal without it would rebuild the old value.
-    changes = {
-        name: value
-        for name, value in after.items()
-        if name != HISTORY_KEY and not same(before.get(name, _ABSENT), value)
-    }
+    # same(), not only !=: 1 == 1.0 == True, but a value changed from one to another
+    # is written differently, and a journal without it would rebuild the old value.
+    # Most fields are unchanged text or numbers, which == and their types settle.
+    changes = {}
+    for name, value in after.items():
+        was = before.get(name, _ABSENT)
+        if was is value or name == HISTORY_KEY:
+            continue
+        shape = type(value)
+        if (
+            was != value
+            or type(was) is not shape
+            # Empty containers of one type are the same: no walk.
+            or (shape not in PLAIN_ATOMS and (value or shape is float) and not same(was, value))
+        ):
+            changes[name] = value
     changes.update({name: None for name in before if name not in after and name != HISTORY_KEY})
     old = len(history_of(before))
     added = history_of(after)[old:]
