@@ -185,7 +185,7 @@ class TestValidate:
         """Valid documents are listed as valid and the status is 0."""
         status, text = run("validate", str(DATA / "session_v1.json"))
         assert status == 0
-        assert "valid ('order-2026-000871', closed)" in text
+        assert "valid (session 'order-2026-000871', closed)" in text
 
     def test_a_byte_order_mark_before_the_document_is_ignored(self, tmp_path):
         """A document saved with a UTF-8 byte order mark validates as the same without one."""
@@ -193,7 +193,7 @@ class TestValidate:
         marked.write_bytes(b"\xef\xbb\xbf" + (DATA / "session_v1.json").read_bytes())
         status, text = run("validate", str(marked))
         assert status == 0
-        assert "valid ('order-2026-000871', closed)" in text
+        assert "valid (session 'order-2026-000871', closed)" in text
 
     def test_invalid_document_lists_every_problem(self, tmp_path):
         """An invalid document lists each problem with its JSON path; the status is 1."""
@@ -206,6 +206,17 @@ class TestValidate:
         assert status == 1
         assert "$.state" in text
         assert "$.cartItems[0].quantity" in text
+
+    @pytest.mark.parametrize(("breaks", "count"), [(1, "1 problem"), (2, "2 problems")])
+    def test_invalid_line_counts_the_problems(self, tmp_path, breaks, count):
+        """The line of an invalid document counts its problems, in the singular for one."""
+        bad = tmp_path / "bad.json"
+        document = json.loads((DATA / "session_v1.json").read_text())
+        document["cartItems"][0]["quantity"] = -2
+        if breaks == 2:
+            document["state"] = "shipped"
+        bad.write_text(json.dumps(document))
+        assert run("validate", str(bad))[1].splitlines()[0] == f"{bad}: invalid ({count})"
 
     def test_every_file_is_checked_after_one_that_cannot_be_read(self, capsys, tmp_path):
         """A missing file is reported and the files after it are still checked; exit 2."""

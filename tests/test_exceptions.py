@@ -139,6 +139,16 @@ class TestData:
         assert str(error) == "session 'o': 2 problems:\n  a: bad\n  b[0]: worse"
         assert error.problems[1].path == "b[0]"
 
+    def test_counts_of_one_are_singular(self):
+        """Messages that count attempts or failed hooks use the singular for one."""
+        record = TransitionRecord(
+            Trigger.CLOSE, State.OPEN, State.CLOSED, datetime(2026, 3, 2, tzinfo=UTC)
+        )
+        attempts = str(exceptions.ConcurrentUpdate("o", 1))
+        hooks = str(exceptions.AfterCommitHookFailed(record, [ValueError("erp down")]))
+        assert "gave up after 1 attempt;" in attempts
+        assert "but 1 after-commit hook raised" in hooks
+
     def test_unknown_trigger_shows_any_value(self):
         """UnknownTrigger's message can be built for a 5000-digit integer."""
         error = UnknownTrigger(10**5000, [Trigger.CLOSE])

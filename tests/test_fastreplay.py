@@ -485,7 +485,7 @@ class TestLendingToTheLivePath:
         replayer.run([CREATE, CLOSE])
         record = entries(replayer)["order-1"]
         report = replayer.run([OVER_RETURN])
-        assert "more than the 3 unit(s)" in report.refused[0].reason
+        assert "more than the 3 units" in report.refused[0].reason
         assert entries(replayer)["order-1"] is record
 
     def test_an_illegal_move_is_refused_with_the_table_reason(self):

@@ -931,6 +931,18 @@ class TestReturns:
         assert path in [p.path for p in info.value.problems]
         assert s.snapshot() == before
 
+    @pytest.mark.parametrize(
+        ("returned", "remain"),
+        [(1, "the 2 units of 'SOCK' that remain"), (2, "the 1 unit of 'SOCK' that remains")],
+    )
+    def test_an_over_return_counts_the_units_that_remain(self, returned, remain):
+        """Returning more units than remain names them, in the singular for one."""
+        s = self._closed()
+        s.return_items([ReturnedItem(position=0, quantity=returned)])
+        with pytest.raises(ValidationError) as info:
+            s.return_items([ReturnedItem(position=0, quantity=3)])
+        assert info.value.problems[0].message == f"3 is more than {remain}"
+
     def test_returned_item_needs_quantity_of_one(self):
         """A returned item with quantity below 1 cannot even be built."""
         with pytest.raises(ValidationError, match="quantity"):
@@ -1024,8 +1036,18 @@ class TestRestoredHistory:
         """An update_count below one plus the number of records is refused."""
         problems = _restore_problems(update_count=3)
         assert problems == {
-            "update_count": "is 3, but the creation and the 3 transition(s) of the history count 4"
+            "update_count": "is 3, but the creation and the 3 transitions of the history count 4"
         }
+
+    def test_update_count_counts_one_transition_in_the_singular(self):
+        """The update_count problem of a one-record history counts 1 transition."""
+        s = CustomerSession(integration_id="o")
+        s.close()
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(**{**s.snapshot(), "update_count": 1})
+        assert info.value.problems[0].message == (
+            "is 1, but the creation and the 1 transition of the history count 2"
+        )
 
     def test_update_count_may_count_edits_too(self):
         """An update_count above what the history implies is accepted (edits count as well)."""

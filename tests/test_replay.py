@@ -101,7 +101,7 @@ class TestRefusing:
         [
             ([CREATE, CLOSE, CLOSE], "already closed"),
             ([CREATE, returning(0, 1)], "cannot return_items() from state 'open'"),
-            ([CREATE, CLOSE, returning(0, 4)], "more than the 3 unit(s)"),
+            ([CREATE, CLOSE, returning(0, 4)], "more than the 3 units"),
             ([CREATE, CLOSE, returning(7, 1)], "no cart item at position 7"),
             ([CREATE, CREATE], "already exists"),
             ([CLOSE], "unknown session"),
@@ -252,6 +252,15 @@ class TestReportText:
         assert "2 refused" in text
         assert "line 3" not in text
         assert "... and 2 more" in text
+
+    def test_counts_of_one_are_singular(self):
+        """A report of one line, one event and one session says so in the singular."""
+        text = Replayer().run([CREATE]).to_text()
+        assert text.splitlines()[:2] == ["1 line: 1 event applied, 0 refused", "1 session:"]
+
+    def test_counts_of_zero_are_plural(self):
+        """An empty log's report counts 0 lines, 0 events and 0 sessions, with no list after."""
+        assert Replayer().run([]).to_text() == "0 lines: 0 events applied, 0 refused\n0 sessions\n"
 
     @pytest.mark.parametrize("value", [-1, 1.5, True])
     def test_max_refusals_must_be_a_count_or_none(self, value):

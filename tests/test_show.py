@@ -2,7 +2,7 @@
 
 import pytest
 
-from customer_session._show import shown, shown_number
+from customer_session._show import counted, shown, shown_number
 
 
 class _BrokenRepr:
@@ -38,3 +38,19 @@ class TestShownNumber:
     def test_any_other_value_is_shown_as_shown_shows_it(self, value):
         """A value a float can hold, or no integer at all, is shown as shown() shows it."""
         assert shown_number(value) == shown(value)
+
+
+class TestCounted:
+    @pytest.mark.parametrize(
+        ("count", "expected"), [(0, "0 events"), (1, "1 event"), (2, "2 events"), (-1, "-1 events")]
+    )
+    def test_the_noun_is_singular_only_for_one(self, count, expected):
+        """The noun is plural for every count but 1, zero included."""
+        assert counted(count, "event") == expected
+
+    def test_an_irregular_plural_is_the_one_given(self):
+        """A plural given is used as it is, and the singular stays the noun."""
+        assert (counted(1, "entry", "entries"), counted(3, "entry", "entries")) == (
+            "1 entry",
+            "3 entries",
+        )

@@ -12,7 +12,7 @@ from attrs import define, field, fields, frozen, has, setters
 from immutabledict import immutabledict
 
 from customer_session._readonly import protect, public_repr
-from customer_session._show import INT_LIMIT, shown, shown_number
+from customer_session._show import INT_LIMIT, counted, shown, shown_number
 from customer_session.exceptions import Problem, ValidationError
 
 if TYPE_CHECKING:
@@ -903,8 +903,8 @@ def _returned_item_problems(
         problems.append(
             Problem(
                 f"{where}.quantity",
-                f"{item.quantity} is more than the {line.remaining_quantity} "
-                f"unit(s) of {line.sku!r} that remain",
+                f"{item.quantity} is more than the {counted(line.remaining_quantity, 'unit')} "
+                f"of {line.sku!r} that {'remains' if line.remaining_quantity == 1 else 'remain'}",
             )
         )
     return problems

@@ -1,4 +1,4 @@
-"""How messages show a value: safely, whatever the value is."""
+"""How messages show a value: safely, whatever the value is; and how they count things."""
 
 from __future__ import annotations
 
@@ -27,6 +27,18 @@ def shown(value: object) -> str:
 def shown_number(value: object) -> str:
     """:func:`shown`, for a value that had to be a finite number: says why a huge integer is not."""
     return f"{shown(value)} (too large for a float)" if _huge(value) else shown(value)
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``count`` and ``noun``, the noun plural unless the count is 1: the one way messages count.
+
+    ``counted(1, "event")`` is ``"1 event"``; ``counted(0, "event")`` and
+    ``counted(2, "event")`` are ``"0 events"`` and ``"2 events"``. A noun whose
+    plural is not the noun plus ``s`` gives it (``counted(2, "entry", "entries")``).
+    """
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {plural if plural is not None else noun + 's'}"
 
 
 def _huge(value: object) -> bool:

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from customer_session import diagrams, replay, wire
+
+# Wording, not behaviour: the CLI counts things in its messages as the library does.
+from customer_session._show import counted
 from customer_session.exceptions import CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
@@ -315,11 +318,11 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             status = EXIT_USAGE
         except ValidationError as error:
             status = max(status, EXIT_INVALID)
-            print(f"{path}: invalid ({len(error.problems)} problem(s))", file=out)
+            print(f"{path}: invalid ({counted(len(error.problems), 'problem')})", file=out)
             for problem in error.problems:
                 print(f"  {problem}", file=out)
         else:
-            print(f"{path}: valid ({session.integration_id!r}, {session.state})", file=out)
+            print(f"{path}: valid (session {session.integration_id!r}, {session.state})", file=out)
     return status
 
 

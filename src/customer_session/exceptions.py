@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Self
 
 from attrs import frozen
 
-from customer_session._show import shown
+from customer_session._show import counted, shown
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -264,7 +264,7 @@ _HELD = (
 def _after_commit_message(record: TransitionRecord, errors: Sequence[Exception]) -> str:
     return (
         f"{record.trigger}() committed ({record.source} -> {record.destination}) "
-        f"but {len(errors)} after-commit hook(s) raised"
+        f"but {counted(len(errors), 'after-commit hook')} raised"
     )
 
 
@@ -403,7 +403,7 @@ class ValidationError(CustomerSessionError, ValueError):
             text = f"{subject}: {self.problems[0]}"
         else:
             lines = "".join(f"\n  {p}" for p in self.problems)
-            text = f"{subject}: {len(self.problems)} problems:{lines}"
+            text = f"{subject}: {counted(len(self.problems), 'problem')}:{lines}"
         super().__init__(text)
 
     @classmethod
@@ -442,7 +442,7 @@ class ConcurrentUpdate(CustomerSessionError):
     def __init__(self, integration_id: str, attempts: int) -> None:
         """Name the session and the number of attempts."""
         super().__init__(
-            f"session {integration_id!r}: gave up after {attempts} attempt(s); "
+            f"session {integration_id!r}: gave up after {counted(attempts, 'attempt')}; "
             "other writers changed it each time"
         )
         self.integration_id = integration_id

@@ -46,7 +46,7 @@ from customer_session._cart import (
 )
 from customer_session._readonly import protect, public_repr
 from customer_session._records import TransitionRecord
-from customer_session._show import shown, shown_number
+from customer_session._show import counted, shown, shown_number
 from customer_session._spec import (
     CUSTOMER_SESSION,
     REOPENABLE_SESSION,
@@ -1189,8 +1189,8 @@ def _explained_problems(
         problems.append(
             Problem(
                 "update_count",
-                f"is {update_count}, but the creation and the {len(records)} transition(s) "
-                f"of the history count {len(records) + 1}",
+                f"is {update_count}, but the creation and the "
+                f"{counted(len(records), 'transition')} of the history count {len(records) + 1}",
             )
         )
     problems.extend(_history_return_problems(session, records))

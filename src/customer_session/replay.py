@@ -43,6 +43,7 @@ from attrs import define, field, frozen
 
 from customer_session import wire
 from customer_session._cart import is_text, key_path, storable, text_problem
+from customer_session._show import counted
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     CustomerSessionError,
@@ -155,10 +156,11 @@ class ReplayReport:
                 f"must be an integer >= 0 or None, got {max_refusals!r}",
             )
         skipped = f", {self.skipped} applied by an earlier run" if self.skipped else ""
+        # No colon after the count of sessions when there are none to list.
         out = [
-            f"{self.lines} lines: {self.applied} events applied, {len(self.refused)} refused"
-            + skipped,
-            f"{self.sessions} sessions:",
+            f"{counted(self.lines, 'line')}: {counted(self.applied, 'event')} applied, "
+            f"{len(self.refused)} refused" + skipped,
+            f"{counted(self.sessions, 'session')}{':' if self.states else ''}",
             *(f"  {state:<20} {count}" for state, count in sorted(self.states.items())),
         ]
         if self.refused:
