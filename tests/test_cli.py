@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from customer_session import State
-from customer_session.cli import SUFFIX_FORMATS, main
+from customer_session.cli import main
 from customer_session.diagrams import to_dot, to_mermaid
 
 DATA = Path(__file__).parent / "data"
@@ -151,7 +151,10 @@ class TestDiagram:
         """An output whose extension names another format is a one-line error; no file is made."""
         target = tmp_path / name
         assert run("diagram", "--format", kind, "-o", str(target)) == (2, "")
-        assert f"is for --format {SUFFIX_FORMATS[target.suffix]}" in one_line_error(capsys)
+        named = {".svg": "svg", ".png": "png", ".dot": "dot", ".mmd": "mermaid"}[target.suffix]
+        assert f"{target}: format: a {target.suffix} file is for {named!r}, not {kind!r}" in (
+            one_line_error(capsys)
+        )
         assert not target.exists()
 
     def test_image_needs_an_output(self, capsys):

@@ -38,6 +38,7 @@ from customer_session import (
 from customer_session.diagrams import (
     Arrow,
     extract,
+    output_format,
     render,
     to_dot,
     to_image,
@@ -590,6 +591,16 @@ class TestRender:
         with pytest.raises(FileNotFoundError):
             render(tmp_path / "missing" / "diagram.svg")
 
+    @pytest.mark.parametrize(("name", "signature"), [("d.png", PNG_SIGNATURE), ("D.SVG", b"<")])
+    def test_without_a_format_the_extension_chooses_it(self, tmp_path, name, signature):
+        """render() without format writes the image the path's extension names."""
+        assert render(tmp_path / name).read_bytes().startswith(signature)
+
+    @pytest.mark.parametrize("name", ["diagram", "diagram.img"])
+    def test_a_path_naming_no_format_gets_svg(self, tmp_path, name):
+        """A path without an extension, or with one naming no format, gets SVG, as before."""
+        assert render(tmp_path / name).read_bytes() == to_image(format="svg")
+
     def test_returns_the_written_path(self, tmp_path):
         """The return value is the path written, as a Path, even when given a str."""
         target = tmp_path / "diagram.svg"
@@ -610,6 +621,28 @@ class TestRenderErrors:
         target = tmp_path / "diagram.pdf"
         with pytest.raises(ValidationError, match="format: must be one of svg, png, got 'pdf'"):
             render(target, format="pdf")  # type: ignore[arg-type]
+        assert not target.exists()
+
+    @pytest.mark.parametrize(("name", "format_"), [("x.svg", "png"), ("x.PNG", "svg")])
+    def test_an_extension_naming_another_format_is_refused(self, tmp_path, name, format_):
+        """An image format the path's extension contradicts names both; nothing is written."""
+        target = tmp_path / name
+        with pytest.raises(ValidationError) as caught:
+            render(target, format=format_)
+        assert caught.value.subject == str(target)
+        named = "svg" if format_ == "png" else "png"
+        assert caught.value.problems[0].message == (
+            f"a {target.suffix} file is for {named!r}, not {format_!r}; "
+            "change the extension or the format"
+        )
+        assert not target.exists()
+
+    @pytest.mark.parametrize(("name", "named"), [("x.dot", "dot"), ("x.mmd", "mermaid")])
+    def test_a_text_extension_is_refused(self, tmp_path, name, named):
+        """A path whose extension names a text format gets no image: render() writes images."""
+        target = tmp_path / name
+        with pytest.raises(ValidationError, match=f"is for {named!r}, which is text, not an"):
+            render(target)
         assert not target.exists()
 
     @pytest.mark.usefixtures("graphviz_package")
@@ -674,6 +707,53 @@ class TestRenderErrors:
         """Mermaid, DOT and table text are made without the graphviz package."""
         monkeypatch.setitem(sys.modules, "graphviz", None)
         assert all(renderer() for renderer in RENDERERS.values())
+
+
+class TestOutputFormat:
+    @pytest.mark.parametrize(
+        ("name", "expected"),
+        [
+            ("s.mmd", "mermaid"),
+            ("s.mermaid", "mermaid"),
+            ("s.dot", "dot"),
+            ("s.gv", "dot"),
+            ("s.svg", "svg"),
+            ("S.PNG", "png"),
+            ("s.md", None),
+            ("s", None),
+        ],
+    )
+    def test_without_a_format_the_extension_names_it(self, name, expected):
+        """Without a format, the extension's (in any case) is the answer, or None."""
+        assert output_format(name) == expected
+
+    @pytest.mark.parametrize("name", ["s.md", "s", "s.txt"])
+    def test_an_extension_naming_no_format_takes_any(self, name):
+        """A path whose extension names no format takes the one given, text or image."""
+        assert [output_format(name, f) for f in ("table", "png")] == ["table", "png"]
+
+    def test_a_format_the_extension_agrees_with_is_kept(self):
+        """A format the extension names too is the answer."""
+        assert output_format(Path("s.gv"), "dot") == "dot"
+
+    def test_a_contradicted_format_names_the_path_and_both_formats(self):
+        """An extension naming another format is a ValidationError naming the path and both."""
+        with pytest.raises(ValidationError) as caught:
+            output_format(Path("out/states.svg"), "mermaid")
+        assert str(caught.value) == (
+            f"{Path('out/states.svg')}: format: a .svg file is for 'svg', not 'mermaid'; "
+            "change the extension or the format"
+        )
+
+    def test_an_unknown_format_is_refused(self):
+        """A format that is not one of the five is a ValidationError listing them."""
+        with pytest.raises(ValidationError, match="must be one of mermaid, dot, table, svg, png"):
+            output_format("s.md", "gif")  # type: ignore[arg-type]
+
+    def test_a_path_that_is_not_one_is_refused(self):
+        """A path that is not a str or os.PathLike is a ValidationError, not a TypeError."""
+        with pytest.raises(ValidationError, match=r"path: must be a str or os\.PathLike, got 42"):
+            output_format(42)  # type: ignore[arg-type]
 
 
 class TestGraphvizRequirement:

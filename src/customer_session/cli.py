@@ -38,15 +38,6 @@ PROG = "customer-session"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 TEXT_FORMATS = ("mermaid", "dot", "table")
 IMAGE_FORMATS = ("svg", "png")
-# The formats an output's extension names; any other extension (.md, .txt) says nothing.
-SUFFIX_FORMATS = {
-    ".mmd": "mermaid",
-    ".mermaid": "mermaid",
-    ".dot": "dot",
-    ".gv": "dot",
-    ".svg": "svg",
-    ".png": "png",
-}
 STDOUT = Path("-")
 
 
@@ -243,7 +234,9 @@ def _diagram(args: argparse.Namespace, out: TextIO) -> int:
             raise _UsageError(f"{args.session}: {_one_line(error)}") from None
     spec = None if session is not None else session_class.specification
     output = None if args.output == STDOUT else args.output
-    format_ = _diagram_format(args.format, output)
+    # The library's rule: an extension that names another format than --format is refused.
+    format_ = args.format if output is None else diagrams.output_format(output, args.format)
+    format_ = format_ or "mermaid"
     if format_ in IMAGE_FORMATS:
         if args.output is None:
             raise _UsageError(f"--format {format_} writes an image: give -o FILE (or -o -)")
@@ -263,25 +256,6 @@ def _diagram(args: argparse.Namespace, out: TextIO) -> int:
     else:
         _write(output, text)
     return EXIT_OK
-
-
-def _diagram_format(given: str | None, output: Path | None) -> str:
-    """The format asked for, else the one the output's extension names, else Mermaid.
-
-    A file whose extension names another format than the one asked for is refused:
-    ``-o states.svg`` holding Mermaid text, or SVG in a ``.png``, is a mistake.
-    """
-    if output is None:
-        return given or "mermaid"
-    named = SUFFIX_FORMATS.get(output.suffix.lower())
-    if given is None:
-        return named or "mermaid"
-    if named is not None and named != given:
-        raise _UsageError(
-            f"{output}: a {output.suffix} file is for --format {named}, not --format {given}; "
-            "change the extension or the format"
-        )
-    return given
 
 
 def _write_binary_stdout(image: bytes, out: TextIO) -> None:

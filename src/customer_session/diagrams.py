@@ -8,6 +8,8 @@ specification declares, so the same input always gives byte-identical output.
 
 Images (:func:`to_image`, :func:`render`) need the optional ``graphviz`` package
 (``pip install 'customer-session[diagrams]'``) and Graphviz's ``dot`` program.
+:func:`output_format` is the rule for a file's format: the one asked for or the one
+its extension names, never two that disagree.
 
 What the diagrams show:
 
@@ -24,10 +26,11 @@ What the diagrams show:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, get_args
 
 from attrs import frozen
 
@@ -48,9 +51,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Arrow",
+    "Format",
     "Graph",
     "Node",
     "extract",
+    "output_format",
     "render",
     "to_dot",
     "to_image",
@@ -62,7 +67,19 @@ _CURRENT_FILL: Final = "#40E0D0"
 _TAKEN_COLOUR: Final = "#1F77B4"
 # No State value can collide with it: states are a closed enum of snake_case words.
 _START: Final = "__start__"
+Format: TypeAlias = Literal["mermaid", "dot", "table", "svg", "png"]
+"""A diagram format: the text of one of the ``to_*`` renderers, or an image."""
 _FORMATS: Final = ("svg", "png")
+_ALL_FORMATS: Final[tuple[Format, ...]] = get_args(Format)
+# The formats a file's extension names; any other extension (.md, .txt) names none.
+_SUFFIX_FORMATS: Final[dict[str, Format]] = {
+    ".mmd": "mermaid",
+    ".mermaid": "mermaid",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".svg": "svg",
+    ".png": "png",
+}
 _INSTALL_PACKAGE: Final = "pip install 'customer-session[diagrams]'"
 _INSTALL_DOT: Final = (
     "install Graphviz, e.g. apt-get install graphviz (Debian, Ubuntu), "
@@ -436,6 +453,53 @@ def _check_format(format: str, subject: str) -> None:  # noqa: A002 - as in to_i
         )
 
 
+def output_format(path: str | PathLike[str], format: Format | None = None) -> Format | None:  # noqa: A002 - as in to_image
+    """The format of a diagram written to ``path``: ``format``, else the one its extension names.
+
+    The extensions that name a format are ``.mmd`` and ``.mermaid`` (Mermaid), ``.dot``
+    and ``.gv`` (DOT), ``.svg`` and ``.png``, in any case; other extensions (``.md``,
+    ``.txt``) and none name no format. A ``format`` the extension contradicts, such
+    as PNG bytes in ``states.svg``, is refused: it is a mistake whichever of the two
+    is wrong. :func:`render` and the ``customer-session diagram`` command both
+    follow this rule.
+
+    Args:
+        path: The file to write.
+        format: The format asked for, or ``None`` to take the extension's.
+
+    Returns:
+        ``format`` if given, else the format the extension names, else ``None``
+        (the caller's default applies: SVG for :func:`render`).
+
+    Raises:
+        ValidationError: ``format`` is not one of ``mermaid``, ``dot``, ``table``,
+            ``svg``, ``png`` or ``None``; the extension names another format; or
+            ``path`` is not a path. The error's subject is the path.
+    """
+    try:
+        suffix = Path(path).suffix
+    except TypeError:
+        raise ValidationError.single(
+            "output_format()", "path", f"must be a str or os.PathLike, got {shown(path):.80}"
+        ) from None
+    if format is not None and format not in _ALL_FORMATS:
+        raise ValidationError.single(
+            os.fspath(path),
+            "format",
+            f"must be one of {', '.join(_ALL_FORMATS)}, got {shown(format):.80}",
+        )
+    named = _SUFFIX_FORMATS.get(suffix.lower())
+    if format is None:
+        return named
+    if named is not None and named != format:
+        raise ValidationError.single(
+            os.fspath(path),
+            "format",
+            f"a {suffix} file is for {named!r}, not {format!r}; change the extension or the format",
+        )
+    return format
+
+
 def _draw(source: str, format: str) -> bytes:  # noqa: A002 - as in to_image
     """Run ``dot`` on ``source``; every way it can fail becomes one of our errors."""
     try:
@@ -477,26 +541,30 @@ def render(
     *,
     session: CustomerSession | None = None,
     workflow: Workflow | None = None,
-    format: Literal["svg", "png"] = "svg",  # noqa: A002 - the word Graphviz and its users use
+    format: Literal["svg", "png"] | None = None,  # noqa: A002 - the word Graphviz and its users use
 ) -> Path:
     """Draw :func:`to_dot`'s diagram as an SVG or PNG image at ``path``.
 
-    The image is made first (:func:`to_image`), so ``path`` is not touched when
-    Graphviz fails.
+    The format is ``format``, else the one ``path``'s extension names (``.svg``,
+    ``.png``), else SVG; an extension that names another format is refused, as
+    :func:`output_format` says. The image is made first (:func:`to_image`), so
+    ``path`` is not touched when anything fails.
 
     Args:
         path: The file to write (overwritten; its directory must exist).
         specification: As for :func:`extract`.
         session: As for :func:`extract`.
         workflow: As for :func:`extract`.
-        format: ``"svg"`` or ``"png"``.
+        format: ``"svg"``, ``"png"`` or ``None`` (the default: the extension's).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        ValidationError: ``format`` is not ``"svg"`` or ``"png"``, or ``specification``
-            is not the one of ``session``'s class.
+        ValidationError: ``format`` is not ``"svg"``, ``"png"`` or ``None``;
+            ``path``'s extension names another format than ``format``, or a text
+            format (``.dot``: use :func:`to_dot`); or ``specification`` is not the
+            one of ``session``'s class.
         WorkflowError: ``workflow`` drives another specification.
         RenderingUnavailable: The ``graphviz`` package or the ``dot`` program is
             missing; the message says what to install.
@@ -504,8 +572,17 @@ def render(
         OSError: ``path`` cannot be written (a directory, a missing parent, no
             permission), as for :meth:`pathlib.Path.write_bytes`.
     """
-    _check_format(format, "render()")
-    image = _draw(to_dot(specification, session=session, workflow=workflow), format)
+    if format is not None:
+        _check_format(format, "render()")
+    chosen = output_format(path, format) or "svg"
+    if chosen not in _FORMATS:
+        raise ValidationError.single(
+            os.fspath(path),
+            "format",
+            f"a {Path(path).suffix} file is for {chosen!r}, which is text, not an image; "
+            f"write the text of to_{chosen}() to it, or give a .svg or .png path",
+        )
+    image = _draw(to_dot(specification, session=session, workflow=workflow), chosen)
     target = Path(path)
     target.write_bytes(image)
     return target
