@@ -189,6 +189,22 @@ class TestRestore:
         with pytest.raises(ValidationError, match="state"):
             CustomerSession.restore(integration_id="o", state="reopened")
 
+    def test_an_unknown_keyword_is_a_validation_error_naming_it(self):
+        """A keyword that is no field is a ValidationError naming it (and a near field)."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(integration_id="o", state=State.OPEN, bogus=1, cupon="X")
+        assert info.value.subject == "CustomerSession.restore()"
+        assert [str(p) for p in info.value.problems] == [
+            "bogus: is not a field of CustomerSession",
+            "cupon: is not a field of CustomerSession; did you mean 'coupon'?",
+        ]
+
+    def test_a_missing_integration_id_is_a_validation_error(self):
+        """restore() without integration_id is a ValidationError naming it, with the others."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(state=State.OPEN, update_count=0)
+        assert [p.path for p in info.value.problems] == ["integration_id", "update_count"]
+
     def test_history_must_follow_the_table(self):
         """A restored history must be a chain of table edges ending in the state."""
         s = CustomerSession(integration_id="o")

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from difflib import get_close_matches
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
+from weakref import WeakKeyDictionary
 
 import attrs
 from attrs import Factory, define, field, setters
@@ -539,7 +541,9 @@ class CustomerSession:
             **fields: Every other constructor argument.
 
         Raises:
-            ValidationError: Every problem, each with its path.
+            ValidationError: Every problem, each with its path; a keyword that is not
+                a constructor argument, or a required one missing (``integration_id``),
+                is one too (with ``Cls.restore()`` as the subject), not a ``TypeError``.
         """
         spec = cls.specification
         if isinstance(history, Iterable) and not isinstance(history, str | bytes | Mapping):
@@ -548,6 +552,11 @@ class CustomerSession:
             records = history
         problems = int_problems("update_count", update_count, 1)
         problems.extend(_record_problems(spec, records, _to_state(state)))
+        accepted, required = _init_arguments(cls)
+        if not (fields.keys() <= accepted and required <= fields.keys()):
+            # The constructor cannot even be called: its TypeError would name no field.
+            wrong = _argument_problems(cls, fields.keys(), accepted, required)
+            raise ValidationError(f"{cls.__name__}.restore()", [*wrong, *problems])
         session = cls.__new__(cls)
         token = _RESTORING.set(session)
         try:
@@ -1084,6 +1093,44 @@ def _missing_returns(cart: object, where: str) -> list[Problem]:
             f"no unit is returned, but {where}, which only return_items() leads to",
         )
     ]
+
+
+# Per class, as restore() runs for every session a store loads; weak, as classes can be made
+# on the fly.
+_INIT_ARGUMENTS: WeakKeyDictionary[type, tuple[frozenset[str], frozenset[str]]] = (
+    WeakKeyDictionary()
+)
+
+
+def _init_arguments(cls: type[CustomerSession]) -> tuple[frozenset[str], frozenset[str]]:
+    """The keywords ``restore(**fields)`` passes on to the constructor, and the required ones."""
+    found = _INIT_ARGUMENTS.get(cls)
+    if found is None:
+        arguments = [a for a in attrs.fields(cls) if a.init and a.alias != "state"]
+        found = _INIT_ARGUMENTS[cls] = (
+            frozenset(a.alias for a in arguments),
+            frozenset(a.alias for a in arguments if a.default is attrs.NOTHING),
+        )
+    return found
+
+
+def _argument_problems(
+    cls: type[CustomerSession],
+    given: Iterable[str],
+    accepted: frozenset[str],
+    required: frozenset[str],
+) -> list[Problem]:
+    """A problem for each keyword ``restore()`` does not take, and each required one missing."""
+    problems = []
+    known = sorted([*accepted, "state", "update_count", "history"])
+    for name in given:
+        if name not in accepted:
+            near = get_close_matches(name, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            problems.append(Problem(name, f"is not a field of {cls.__name__}{hint}"))
+    given = set(given)
+    problems.extend(Problem(name, "is required") for name in sorted(required - given))
+    return problems
 
 
 def _record_problems(spec: Specification, records: object, state: State) -> list[Problem]:
