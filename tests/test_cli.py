@@ -56,6 +56,15 @@ class TestDiagram:
 
         assert run("diagram", "--format", "dot", "--reopen") == (0, to_dot(REOPENABLE_SESSION))
 
+    def test_an_invalid_session_lists_its_problems_apart_on_one_line(self, capsys, tmp_path):
+        """The problems of an invalid --session document are separated by '; ' on its line."""
+        document = tmp_path / "s.json"
+        document.write_text("{}")
+        assert run("diagram", "--session", str(document)) == (2, "")
+        assert "6 problems: $.integrationId: is required; $.created: is required; " in (
+            one_line_error(capsys)
+        )
+
     def test_session_is_highlighted(self):
         """--session highlights the state of the given document."""
         status, text = run("diagram", "--session", str(DATA / "session_v1.json"))
@@ -327,6 +336,14 @@ class TestReplay:
                 f"byte {first_line + in_line} of the file (invalid start byte)",
             }
         ]
+
+    def test_a_db_that_cannot_be_opened_is_named_as_other_files_are(self, capsys, tmp_path):
+        """A --db path that is no database leads its error line unquoted, like any other file."""
+        assert run("replay", "--db", str(tmp_path), str(EXAMPLE)) == (2, "")
+        assert one_line_error(capsys) == (
+            f"customer-session: error: {tmp_path}: cannot open as an SQLite database "
+            "(unable to open database file)\n"
+        )
 
     def test_non_utf8_line_is_applied_once_corrected_under_db(self, tmp_path):
         """With --db a non-UTF-8 line is not recorded, so the next run applies it fixed."""

@@ -346,7 +346,16 @@ def _size(path: Path) -> int | None:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
+    """The message on one line: its lines joined by ``; ``, runs of spaces made one.
+
+    Joined by spaces only, ``3 problems:`` followed by its list would run the
+    problems together with nothing to tell where one ends.
+    """
+    lines = [" ".join(line.split()) for line in str(error).splitlines()]
+    first, *rest = [line for line in lines if line] or [""]
+    if not rest:
+        return first
+    return first + (" " if first.endswith(":") else "; ") + "; ".join(rest)
 
 
 def _print_error(error: BaseException, err: TextIO) -> None:

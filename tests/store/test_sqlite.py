@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from customer_session import CustomerSession, State, WorkflowError
+from customer_session import CustomerSession, State, StoreError, WorkflowError
 from customer_session.store import SQLiteStore
 
 from .conftest import nested_delivery_refusal
@@ -29,6 +29,14 @@ class TestSQLiteStore:
         connection = sqlite3.connect(path)
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         connection.close()
+
+    def test_a_path_that_is_no_database_is_named_first(self, tmp_path):
+        """A path SQLite cannot open is a StoreError that starts with the path, unquoted."""
+        with pytest.raises(StoreError) as caught, SQLiteStore(tmp_path) as store:
+            store.get("order-1")
+        assert str(caught.value) == (
+            f"{tmp_path}: cannot open as an SQLite database (unable to open database file)"
+        )
 
     def test_synchronous_mode_is_applied(self, tmp_path):
         """synchronous= sets the durability of each connection."""

@@ -228,7 +228,8 @@ class SQLiteStore(BaseStore[_S]):
                 _use_wal(connection, self._timeout)
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite database {self._path!r}: {exc}") from exc
+            # Path first, unquoted, as the CLI names every file it cannot use.
+            raise StoreError(f"{self._path}: cannot open as an SQLite database ({exc})") from exc
         with self._opened_lock:
             if self._closed:
                 connection.close()
@@ -384,7 +385,8 @@ def _file_lock(path: str) -> Iterator[None]:
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
-        raise StoreError(f"cannot open the delivery lock file {path!r}: {exc}") from exc
+        why = exc.strerror or exc
+        raise StoreError(f"{path}: cannot open as the delivery lock file ({why})") from exc
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
