@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import gc
+import os
+import shutil
 import sqlite3
+import subprocess
 import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,11 +18,49 @@ from customer_session.store import SQLiteStore
 
 from .conftest import nested_delivery_refusal
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
 
 def in_thread(function) -> None:
     thread = threading.Thread(target=function)
     thread.start()
     thread.join()
+
+
+def with_pending_row(store: SQLiteStore) -> None:
+    """Commit a transition that writes one outbox row."""
+    store.on_commit("notify")
+    store.create(CustomerSession(integration_id="order-1"))
+    store.update("order-1", lambda s: s.close())
+
+
+@contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """Make the file or directory ``path`` unwritable for this process, then restore it.
+
+    Root ignores permission bits, so as root the immutable attribute does it (which
+    root cannot bypass either); where that cannot be set, the test is skipped.
+    """
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    chattr = shutil.which("chattr")
+    if (
+        chattr is None
+        or subprocess.run([chattr, "+i", path], capture_output=True, check=False).returncode
+    ):
+        pytest.skip("running as root, where only the immutable attribute (chattr) denies writes")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", path], check=True)
 
 
 class TestSQLiteStore:
@@ -107,3 +150,44 @@ class TestSQLiteStore:
             assert isinstance(error, WorkflowError)
             assert "from a handler of a delivery of the same outbox" in str(error)
             assert second.deliver(lambda e: None) == 1
+
+
+class TestDeliveryLockFile:
+    def test_deliver_with_nothing_pending_needs_no_lock_file(self, tmp_path):
+        """With nothing pending, deliver() returns 0 even where no lock file can be created.
+
+        Here the database is writable but its directory is not.
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store:
+            store.create(CustomerSession(integration_id="order-1"))  # opens the WAL files
+            with unwritable(tmp_path):
+                assert store.deliver(lambda e: None) == 0
+                store.update("order-1", lambda s: s.close())  # the database stays writable
+        assert not (tmp_path / "x.db-deliver").exists()
+
+    def test_a_lock_file_that_cannot_be_created_is_a_store_error_naming_it(self, tmp_path):
+        """With rows pending, a lock file the process cannot create is a StoreError saying so.
+
+        No row is handed over: nothing would keep another deliverer from the same rows.
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store:
+            with_pending_row(store)
+            handed = []
+            with unwritable(tmp_path), pytest.raises(StoreError) as caught:
+                store.deliver(handed.append)
+            message = str(caught.value)
+            assert message.startswith(f"{path}-deliver: cannot open as the delivery lock file")
+            assert "create it in the database's directory" in message
+            assert handed == []
+            assert [e.attempts for e in store.pending()] == [0]
+
+    def test_a_lock_file_the_process_may_only_read_serves(self, tmp_path):
+        """An existing lock file that this process cannot write still serializes deliveries."""
+        path = tmp_path / "x.db"
+        lock = tmp_path / "x.db-deliver"
+        lock.touch()
+        with SQLiteStore(path) as store, unwritable(lock):
+            with_pending_row(store)
+            assert store.deliver(lambda e: None) == 1

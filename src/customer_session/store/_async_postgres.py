@@ -578,7 +578,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         <customer_session.store.PostgresStore.deliver>`: at least once, a row is
         marked delivered after the handler returned, a failure stops the delivery
         and propagates (with a note naming the row). Deliverers are serialized
-        by an advisory lock.
+        by an advisory lock; with nothing pending, it returns 0 at once.
 
         Raises:
             WorkflowError: ``handler`` called ``deliver()`` on this store (it
@@ -587,6 +587,8 @@ class AsyncPostgresStore(StoreCore[_S]):
         check("deliver", handler=handler, limit=limit)
         await self._ready(None)
         delivered = 0
+        if not await self._fetchall(None, _PENDING, (1,)):
+            return 0  # nothing to deliver needs no turn (as PostgresStore.deliver)
         async with self._delivery_lock():
             while limit is None or delivered < limit:
                 batch = (

@@ -700,7 +700,8 @@ class BaseStore(StoreCore[_S], ABC):
         Deliveries run one at a time: through one store object, and across store
         objects and processes on PostgreSQL (an advisory lock) and on an SQLite
         file (a lock on the file ``<database>-deliver`` beside it, except on
-        Windows).
+        Windows). With nothing pending, it returns 0 at once, without waiting
+        for its turn.
 
         Args:
             handler: Called with each :class:`Effect`.
@@ -714,28 +715,38 @@ class BaseStore(StoreCore[_S], ABC):
                 function, which a sync store cannot await), or called
                 ``deliver()`` on this store; the row stays pending, its failure
                 counted.
+            StoreError: The delivery lock cannot be taken (on SQLite, the lock
+                file cannot be created or opened: its name and why are given).
             Exception: What ``handler`` raised, with a note naming the row.
         """
         check("deliver", handler=handler, limit=limit)
         self._ready(None)
         delivered = 0
-        with delivering(self, self._outbox_identity()), self._delivery_lock():
-            while limit is None or delivered < limit:
-                batch = (
-                    _DELIVERY_BATCH if limit is None else min(_DELIVERY_BATCH, limit - delivered)
-                )
-                rows = self._pending_rows(batch)
-                if not rows:
-                    break
-                for row in rows:
-                    effect = effect_from_row(row)
-                    try:
-                        _hand_over(handler, effect)
-                    except Exception as exc:
-                        self._mark_failed(effect.sequence, failure(effect, exc))
-                        raise
-                    self._mark_delivered(effect.sequence)
-                    delivered += 1
+        with delivering(self, self._outbox_identity()):
+            if not self._pending_rows(1):
+                # Nothing to deliver needs no turn: an idle deliverer neither waits for
+                # a running one nor needs the lock at all (an SQLite lock file that
+                # cannot be created beside a database in a read-only directory).
+                return 0
+            with self._delivery_lock():
+                while limit is None or delivered < limit:
+                    batch = (
+                        _DELIVERY_BATCH
+                        if limit is None
+                        else min(_DELIVERY_BATCH, limit - delivered)
+                    )
+                    rows = self._pending_rows(batch)
+                    if not rows:
+                        break
+                    for row in rows:
+                        effect = effect_from_row(row)
+                        try:
+                            _hand_over(handler, effect)
+                        except Exception as exc:
+                            self._mark_failed(effect.sequence, failure(effect, exc))
+                            raise
+                        self._mark_delivered(effect.sequence)
+                        delivered += 1
         return delivered
 
     # -- housekeeping ----------------------------------------------------------------------

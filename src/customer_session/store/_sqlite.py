@@ -383,10 +383,17 @@ def _file_lock(path: str) -> Iterator[None]:
         yield
         return
     try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # Read-only and created if need be: flock needs no write access, so a lock
+        # file another user created (mode 0644 under the usual umask) serves too.
+        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
     except OSError as exc:
         why = exc.strerror or exc
-        raise StoreError(f"{path}: cannot open as the delivery lock file ({why})") from exc
+        # Path first, unquoted, as the CLI names every file it cannot use.
+        raise StoreError(
+            f"{path}: cannot open as the delivery lock file ({why}); deliveries of the "
+            "database take turns on it, so this process must be able to read it, or to "
+            "create it in the database's directory (create it once there)"
+        ) from exc
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
