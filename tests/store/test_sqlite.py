@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import threading
+import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -191,3 +192,57 @@ class TestDeliveryLockFile:
         with SQLiteStore(path) as store, unwritable(lock):
             with_pending_row(store)
             assert store.deliver(lambda e: None) == 1
+
+
+class TestSharedMemoryDatabase:
+    @staticmethod
+    def uri() -> str:
+        """A shared-cache in-memory database of its own (the name is the process's)."""
+        return f"file:sessions-{uuid.uuid4().hex}?mode=memory&cache=shared"
+
+    def test_store_objects_on_a_shared_memory_database_deliver_in_turn(self):
+        """A second store object on the database waits for a running delivery; no row twice."""
+        uri = self.uri()
+        with SQLiteStore(uri) as first, SQLiteStore(uri) as second:
+            with_pending_row(first)
+            handed = []
+            racers: list[threading.Thread] = []
+            raced = []
+
+            def handler(effect):
+                handed.append(("first", effect.sequence))
+                racer = threading.Thread(
+                    target=lambda: raced.append(
+                        second.deliver(lambda e: handed.append(("second", e.sequence)))
+                    )
+                )
+                racers.append(racer)
+                racer.start()
+                racer.join(timeout=0.5)  # time enough to hand the row over again
+
+            assert first.deliver(handler) == 1
+            (racer,) = racers
+            racer.join(timeout=60)
+            assert not racer.is_alive(), "the second deliver() never got its turn"
+            assert raced == [0]
+            assert handed == [("first", 1)]
+
+    def test_deliver_from_a_handler_through_another_store_object_is_refused(self):
+        """A handler delivering the database through another store object raises WorkflowError."""
+        uri = self.uri()
+        with SQLiteStore(uri) as first, SQLiteStore(uri) as second:
+            with_pending_row(first)
+            error = nested_delivery_refusal(first, lambda: second.deliver(lambda e: None))
+            assert isinstance(error, WorkflowError)
+            assert "from a handler of a delivery of the same outbox" in str(error)
+            assert [e.attempts for e in second.pending()] == [1]
+            assert second.deliver(lambda e: None) == 1
+
+    def test_a_handler_may_deliver_another_memory_database(self):
+        """Store objects on different in-memory databases deliver independently."""
+        with SQLiteStore(self.uri()) as first, SQLiteStore(":memory:") as private:
+            for store in (first, private):
+                with_pending_row(store)
+            inner = []
+            assert first.deliver(lambda e: inner.append(private.deliver(lambda e: None))) == 1
+            assert inner == [1]

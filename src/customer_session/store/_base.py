@@ -700,8 +700,9 @@ class BaseStore(StoreCore[_S], ABC):
         Deliveries run one at a time: through one store object, and across store
         objects and processes on PostgreSQL (an advisory lock) and on an SQLite
         file (a lock on the file ``<database>-deliver`` beside it, except on
-        Windows). With nothing pending, it returns 0 at once, without waiting
-        for its turn.
+        Windows), and across the store objects of a process on a shared-cache
+        in-memory SQLite database (``file:name?mode=memory&cache=shared``). With
+        nothing pending, it returns 0 at once, without waiting for its turn.
 
         Args:
             handler: Called with each :class:`Effect`.
@@ -713,8 +714,9 @@ class BaseStore(StoreCore[_S], ABC):
         Raises:
             WorkflowError: ``handler`` returned an awaitable (an ``async def``
                 function, which a sync store cannot await), or called
-                ``deliver()`` on this store; the row stays pending, its failure
-                counted.
+                ``deliver()`` on this store or on another store object whose
+                deliveries would wait for this one (the same SQLite database); the
+                row stays pending, its failure counted.
             StoreError: The delivery lock cannot be taken (on SQLite, the lock
                 file cannot be created or opened: its name and why are given).
             Exception: What ``handler`` raised, with a note naming the row.

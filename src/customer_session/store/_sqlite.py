@@ -11,7 +11,7 @@ import weakref
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overload
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from customer_session._cart import is_number
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
@@ -80,6 +80,13 @@ _SET_VERSION: Final = """
     INSERT INTO customer_session_schema (id, version) VALUES (1, ?)
     ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
 
+# The delivery turns of each shared-cache in-memory database of the process, by its
+# name and VFS (see _shared_memory); weak: an entry lasts while a store object uses it.
+_MEMORY_TURNS: weakref.WeakValueDictionary[tuple[str, str], threading.Lock] = (
+    weakref.WeakValueDictionary()
+)
+_MEMORY_TURNS_LOCK: Final = threading.Lock()
+
 
 class SQLiteStore(BaseStore[_S]):
     """Sessions in an SQLite database: a file in WAL mode, or ``:memory:``.
@@ -93,7 +100,10 @@ class SQLiteStore(BaseStore[_S]):
     Args:
         path: The database file (a ``file:`` URI is opened as one), or ``":memory:"``
             for a private in-memory one (so are the URIs ``file::memory:`` and
-            ``file:...?mode=memory``: the store's threads share one connection).
+            ``file:...?mode=memory``: the store's threads share one connection). With
+            ``cache=shared`` (``file:name?mode=memory&cache=shared``), the store
+            objects of the process that open the same name share one in-memory
+            database, and their deliveries take turns.
         session_class: The class sessions are loaded into.
         workflow: The workflow whose guards and hooks apply to loaded sessions
             (default: the class's ``default_workflow``).
@@ -180,6 +190,12 @@ class SQLiteStore(BaseStore[_S]):
         )
         self._path = os.fspath(path)
         self._memory = _in_memory(self._path)
+        self._shared_memory = _shared_memory(self._path) if self._memory else None
+        # Held while this store object lives, so every store object on the database
+        # finds the same lock.
+        self._memory_turns = (
+            None if self._shared_memory is None else _memory_turns(self._shared_memory)
+        )
         self._synchronous = synchronous
         self._timeout = timeout
         self._local = threading.local()
@@ -348,6 +364,12 @@ class SQLiteStore(BaseStore[_S]):
         # The threads of this store object take turns on a thread lock; other store
         # objects and processes on the same file, on a lock file beside it, which
         # the system releases when its holder dies (as PostgreSQL's advisory lock).
+        # A shared-cache in-memory database lives in this process only: its store
+        # objects take turns on one thread lock of the process.
+        if self._memory_turns is not None:
+            with self._memory_turns:
+                yield
+            return
         with self._delivering:
             outbox = self._outbox_identity()
             if outbox is self:  # a private database: this store object is its only user
@@ -357,10 +379,11 @@ class SQLiteStore(BaseStore[_S]):
                 yield
 
     def _outbox_identity(self) -> object:
-        # The database file as SQLite resolved it: every store object on the file
-        # takes the same lock file (and a handler of one may not deliver another).
+        # The database as every store object on it names it: the file as SQLite
+        # resolved it (they take the same lock file), or the name of a shared-cache
+        # in-memory database. A handler of one may not deliver another.
         if self._memory:
-            return self
+            return self if self._shared_memory is None else self._shared_memory
         if self._main_file is None:
             with self._connection(None) as connection:
                 (self._main_file,) = connection.execute(_MAIN_FILE).fetchone()
@@ -415,6 +438,35 @@ def _in_memory(path: str) -> bool:
         return False
     uri = urlsplit(path)
     return uri.path == ":memory:" or "memory" in parse_qs(uri.query).get("mode", ())
+
+
+def _shared_memory(path: str) -> tuple[str, str] | None:
+    """The name and VFS of a shared-cache in-memory database, or ``None`` for another.
+
+    Every connection of the process that opens an in-memory URI with
+    ``cache=shared`` and the same name and VFS shares one database (each other
+    in-memory database belongs to one connection). SQLite takes the last value of
+    a repeated ``cache`` option.
+    """
+    if not path.startswith("file:"):
+        return None
+    uri = urlsplit(path)
+    options = parse_qs(uri.query)
+    if options.get("cache", [""])[-1] != "shared":
+        return None
+    return unquote(uri.path), options.get("vfs", [""])[-1]
+
+
+def _memory_turns(shared: tuple[str, str]) -> threading.Lock:
+    """The lock the store objects on a shared-cache in-memory database take turns on.
+
+    ``shared`` is the database's name and VFS, from :func:`_shared_memory`.
+    """
+    with _MEMORY_TURNS_LOCK:
+        turns = _MEMORY_TURNS.get(shared)
+        if turns is None:
+            turns = _MEMORY_TURNS[shared] = threading.Lock()
+        return turns
 
 
 def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
