@@ -187,6 +187,55 @@ async def test_deliver_from_an_async_handler_of_the_same_store_is_refused(
     assert await store.deliver(lambda e: None) == 1
 
 
+async def test_deliver_from_an_async_handler_through_another_store_object_is_refused(
+    store: AsyncPostgresStore[CustomerSession], conninfo: str
+) -> None:
+    """Another store object on the schema, awaited by a handler, raises WorkflowError, no hang.
+
+    It would wait for the advisory lock the running delivery holds.
+    """
+    store.on_commit("notify", trigger="close")
+    await store.create(new_session())
+    await store.update("order-1", lambda s: s.close())
+    async with await AsyncPostgresStore.open(conninfo) as other:
+
+        async def handler(effect: Effect) -> None:
+            await other.deliver(lambda e: None)
+
+        with pytest.raises(WorkflowError, match="from a handler of a delivery of the same outbox"):
+            await asyncio.wait_for(store.deliver(handler), timeout=WAIT)
+        assert [e.attempts for e in await other.pending()] == [1]
+        assert await other.deliver(lambda e: None) == 1
+
+
+async def test_another_task_delivering_through_another_store_object_waits(
+    store: AsyncPostgresStore[CustomerSession], conninfo: str
+) -> None:
+    """A task that is no handler's, on another store object, waits for the delivery."""
+    store.on_commit("notify", trigger="close")
+    await store.create(new_session())
+    await store.update("order-1", lambda s: s.close())
+    handed: list[str] = []
+    async with await AsyncPostgresStore.open(conninfo) as other:
+        # Created before the delivery: the task's context has no delivery in it.
+        go = asyncio.Event()
+
+        async def racer() -> int:
+            await go.wait()
+            return await other.deliver(lambda e: handed.append("other"))
+
+        racing = asyncio.create_task(racer())
+
+        async def handler(effect: Effect) -> None:
+            handed.append("store")
+            go.set()
+            await asyncio.sleep(0.5)  # time enough to hand the row over again
+
+        assert await asyncio.wait_for(store.deliver(handler), timeout=WAIT) == 1
+        assert await asyncio.wait_for(racing, timeout=WAIT) == 0
+        assert handed == ["store"]
+
+
 async def test_a_task_started_by_a_handler_may_deliver_once_the_delivery_ended(
     store: AsyncPostgresStore[CustomerSession],
 ) -> None:

@@ -1,19 +1,24 @@
-"""PostgreSQL specifics of the sync and async stores: the connection pool."""
+"""PostgreSQL specifics of the sync and async stores: the connection pool, the delivery lock."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from customer_session import CartItem, CustomerSession, StoreError
+from customer_session import CartItem, CustomerSession, StoreError, WorkflowError
 from customer_session.store import AsyncPostgresStore, PostgresStore
 
-from .conftest import SyncOverAsync
+from .conftest import SyncOverAsync, nested_delivery_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from customer_session.store._pgserver import TemporaryPostgres
 
 pytestmark = pytest.mark.postgres
 
@@ -119,3 +124,141 @@ def test_the_call_after_a_lost_connection_gets_a_working_one(open_pool, database
     assert caught.value.integration_id == "order-1"
     for _ in range(4):
         assert store.get("order-1").integration_id == "order-1"
+
+
+# -- the delivery lock, across store objects --------------------------------------------
+
+
+def schema_whose_key_is(server: TemporaryPostgres, *, negative: bool) -> str:
+    """A URL of a new schema whose delivery lock key (a 32-bit hash) has the sign asked.
+
+    ``pg_locks`` shows a key as two unsigned halves: both signs must be found there.
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    with psycopg.connect(server.url, autocommit=True) as connection:
+        while True:
+            name = f"s_{uuid.uuid4().hex[:12]}"
+            row = connection.execute("SELECT hashtext(%s || '.outbox') < 0", (name,)).fetchone()
+            if row is not None and row[0] is negative:
+                connection.execute(f"CREATE SCHEMA {name}")
+                return f"{server.url}?options=-csearch_path%3D{name}"
+
+
+def wait_until_blocked_by(holder: Any, conninfo: str) -> None:
+    """Wait until a statement of another connection waits for ``holder``'s locks."""
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    deadline = time.monotonic() + 60
+    with psycopg.connect(conninfo, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                (holder.info.backend_pid,),
+            ).fetchone()
+            if row is not None and row[0] > 0:
+                return
+            time.sleep(0.01)
+    raise AssertionError("no statement waited for the lock")
+
+
+class TestDeliveryAcrossStoreObjects:
+    @pytest.mark.parametrize("negative", [False, True], ids=["key>0", "key<0"])
+    def test_deliver_from_a_handler_through_another_store_object_is_refused(
+        self, pg_server, negative
+    ):
+        """A handler delivering the same schema through another store object raises, no hang.
+
+        The other store would wait for the advisory lock the running delivery holds.
+        """
+        conninfo = schema_whose_key_is(pg_server, negative=negative)
+        with PostgresStore(conninfo) as first, PostgresStore(conninfo) as second:
+            first.on_commit("notify")
+            closed_session(first, "order-1")
+            error = nested_delivery_refusal(first, lambda: second.deliver(lambda e: None))
+            assert isinstance(error, WorkflowError)
+            assert "from a handler of a delivery of the same outbox" in str(error)
+            assert [e.attempts for e in second.pending()] == [1]
+            assert second.deliver(lambda e: None) == 1
+
+    def test_an_async_delivery_from_a_sync_handler_on_the_schema_is_refused(self, pg_server):
+        """An AsyncPostgresStore delivering the schema a PostgresStore is delivering raises."""
+        conninfo = pg_server.fresh_schema()
+
+        async def deliver_async() -> int:
+            async with await AsyncPostgresStore.open(conninfo) as other:
+                return await other.deliver(lambda e: None)
+
+        with PostgresStore(conninfo) as store:
+            store.on_commit("notify")
+            closed_session(store, "order-1")
+            error = nested_delivery_refusal(store, lambda: asyncio.run(deliver_async()))
+            assert isinstance(error, WorkflowError)
+            assert "from a handler of a delivery of the same outbox" in str(error)
+
+    def test_another_thread_delivering_through_another_store_object_waits(self, pg_server):
+        """A deliverer in another thread waits for the running delivery; no row twice."""
+        conninfo = pg_server.fresh_schema()
+        with PostgresStore(conninfo) as first, PostgresStore(conninfo) as second:
+            first.on_commit("notify")
+            closed_session(first, "order-1")
+            handed: list[tuple[str, int]] = []
+            racers: list[threading.Thread] = []
+            raced: list[int] = []
+
+            def handler(effect: Any) -> None:
+                handed.append(("first", effect.sequence))
+                racer = threading.Thread(
+                    target=lambda: raced.append(
+                        second.deliver(lambda e: handed.append(("second", e.sequence)))
+                    )
+                )
+                racers.append(racer)
+                racer.start()
+                racer.join(timeout=0.5)  # time enough to hand the row over again
+
+            assert first.deliver(handler) == 1
+            (racer,) = racers
+            racer.join(timeout=60)
+            assert not racer.is_alive(), "the second deliver() never got the lock"
+            assert raced == [0]
+            assert handed == [("first", 1)]
+
+    def test_a_handler_may_deliver_another_schema(self, pg_server):
+        """A handler delivering another schema's outbox is not refused: its lock is another."""
+        with (
+            PostgresStore(pg_server.fresh_schema()) as first,
+            PostgresStore(pg_server.fresh_schema()) as other,
+        ):
+            for store in (first, other):
+                store.on_commit("notify")
+                closed_session(store, "order-1")
+            inner: list[int] = []
+            assert first.deliver(lambda e: inner.append(other.deliver(lambda e: None))) == 1
+            assert inner == [1]
+
+    def test_a_handler_waits_for_a_lock_another_connection_holds(self, pg_server):
+        """A handler delivering a schema whose lock another connection holds waits for it."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        busy = pg_server.fresh_schema()
+        with (
+            PostgresStore(pg_server.fresh_schema()) as first,
+            PostgresStore(busy) as other,
+            psycopg.connect(busy, autocommit=True) as holder,
+        ):
+            for store in (first, other):
+                store.on_commit("notify")
+                closed_session(store, "order-1")
+            holder.execute("SELECT pg_advisory_lock(hashtext(current_schema() || '.outbox'))")
+
+            def release() -> None:
+                wait_until_blocked_by(holder, busy)
+                holder.execute("SELECT pg_advisory_unlock_all()")
+
+            releaser = threading.Thread(target=release)
+            releaser.start()
+            inner: list[int] = []
+            assert first.deliver(lambda e: inner.append(other.deliver(lambda e: None))) == 1
+            releaser.join(timeout=60)
+            assert inner == [1]

@@ -22,6 +22,7 @@ from customer_session.exceptions import (
     KeyAlreadyProcessed,
     SessionExists,
     StoreError,
+    WorkflowError,
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _changes
@@ -39,7 +40,15 @@ from customer_session.store._deferral import deferring, run_queued_async
 from customer_session.store._documents import state_from_row, subject
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._keys import ProcessedKey, processed_key_from_row
-from customer_session.store._outbox import Effect, delivering, effect_from_row, failure
+from customer_session.store._outbox import (
+    Delivery,
+    Effect,
+    delivering,
+    effect_from_row,
+    failure,
+    holders,
+    nested_delivery,
+)
 from customer_session.store._postgres import (
     _COUNTS,
     _DELIVERED,
@@ -55,10 +64,12 @@ from customer_session.store._postgres import (
     _KEY_RECORD,
     _LOCK_OUTBOX,
     _LOCK_SCHEMA,
+    _OUTBOX_HOLDER,
     _PENDING,
     _PURGE,
     _SCHEMA_VERSION,
     _SET_VERSION,
+    _TRY_LOCK_OUTBOX,
     _UNLOCK_OUTBOX,
     _import_psycopg,
     _redact,
@@ -581,34 +592,39 @@ class AsyncPostgresStore(StoreCore[_S]):
         by an advisory lock; with nothing pending, it returns 0 at once.
 
         Raises:
-            WorkflowError: ``handler`` called ``deliver()`` on this store (it
-                would wait for itself); the row stays pending, its failure counted.
+            WorkflowError: ``handler`` called ``deliver()`` on this store, or on
+                another store object (sync or async) on the same database and
+                schema (it would wait for itself); the row stays pending, its
+                failure counted.
         """
         check("deliver", handler=handler, limit=limit)
         await self._ready(None)
         delivered = 0
-        if not await self._fetchall(None, _PENDING, (1,)):
-            return 0  # nothing to deliver needs no turn (as PostgresStore.deliver)
-        async with self._delivery_lock():
-            while limit is None or delivered < limit:
-                batch = (
-                    _DELIVERY_BATCH if limit is None else min(_DELIVERY_BATCH, limit - delivered)
-                )
-                rows = await self._fetchall(None, _PENDING, (batch,))
-                if not rows:
-                    break
-                for row in rows:
-                    effect = effect_from_row(row)
-                    try:
-                        result = handler(effect)
-                        if inspect.isawaitable(result):
-                            await result
-                    except Exception as exc:
-                        error = failure(effect, exc)
-                        await self._execute(None, _FAILED, (error, effect.sequence))
-                        raise
-                    await self._execute(None, _DELIVERED, (effect.sequence,))
-                    delivered += 1
+        with delivering(self, self) as delivery:
+            if not await self._fetchall(None, _PENDING, (1,)):
+                return 0  # nothing to deliver needs no turn (as PostgresStore.deliver)
+            async with self._delivery_lock(delivery):
+                while limit is None or delivered < limit:
+                    batch = (
+                        _DELIVERY_BATCH
+                        if limit is None
+                        else min(_DELIVERY_BATCH, limit - delivered)
+                    )
+                    rows = await self._fetchall(None, _PENDING, (batch,))
+                    if not rows:
+                        break
+                    for row in rows:
+                        effect = effect_from_row(row)
+                        try:
+                            result = handler(effect)
+                            if inspect.isawaitable(result):
+                                await result
+                        except Exception as exc:
+                            error = failure(effect, exc)
+                            await self._execute(None, _FAILED, (error, effect.sequence))
+                            raise
+                        await self._execute(None, _DELIVERED, (effect.sequence,))
+                        delivered += 1
         return delivered
 
     # -- database steps ------------------------------------------------------------------
@@ -716,40 +732,64 @@ class AsyncPostgresStore(StoreCore[_S]):
         return await self._execute(integration_id, _KEY, (key, integration_id, refusal)) == 1
 
     @asynccontextmanager
-    async def _delivery_lock(self) -> AsyncIterator[None]:
+    async def _delivery_lock(self, delivery: Delivery) -> AsyncIterator[None]:
         # As PostgresStore._delivery_lock: a session-level advisory lock on a
         # connection kept out of the pool while the handler runs, which delivery's
         # own queries use too.
-        with delivering(self, self):
-            async with self._delivering:
+        async with self._delivering:
+            try:
+                connection = await self._pool.getconn()
+            except self._psycopg_error as exc:
+                raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+            # Whether the connection may hold the lock: a lock or unlock that failed,
+            # or was interrupted, may have been done by the server all the same.
+            # Closing the connection then releases the lock for sure; back in the
+            # pool, it would keep every other deliverer waiting.
+            held = True
+            try:
                 try:
-                    connection = await self._pool.getconn()
-                except self._psycopg_error as exc:
-                    raise StoreError(f"store: PostgreSQL error: {exc}") from exc
-                # Whether the connection may hold the lock: a lock or unlock that failed,
-                # or was interrupted, may have been done by the server all the same.
-                # Closing the connection then releases the lock for sure; back in the
-                # pool, it would keep every other deliverer waiting.
-                held = True
+                    delivery.holder = await self._lock_outbox(connection)
+                except WorkflowError:
+                    held = False  # refused before waiting: the lock was not taken
+                    raise
+                pinned = _PINNED.set((self, connection))
                 try:
-                    await self._advisory(connection, _LOCK_OUTBOX)
-                    pinned = _PINNED.set((self, connection))
-                    try:
-                        yield
-                    finally:
-                        _PINNED.reset(pinned)
-                        await self._advisory(connection, _UNLOCK_OUTBOX)
-                        held = False
+                    yield
                 finally:
-                    if held:
-                        await connection.close()
-                    await self._pool.putconn(connection)
+                    _PINNED.reset(pinned)
+                    await self._advisory(connection, _UNLOCK_OUTBOX)
+                    held = False
+            finally:
+                if held:
+                    await connection.close()
+                await self._pool.putconn(connection)
+
+    async def _lock_outbox(self, connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> object:
+        """Take the delivery lock on ``connection``, waiting for it; return its holder.
+
+        As ``PostgresStore._lock_outbox``.
+
+        Raises:
+            WorkflowError: A delivery whose handler runs this one holds the lock.
+        """
+        enclosing = holders()
+        if enclosing:
+            # Called by a handler: the delivery running it may hold the lock, through
+            # another store object on this schema, and would wait for this one.
+            ((taken, *session),) = await self._advisory(connection, _TRY_LOCK_OUTBOX)
+            if taken:
+                return tuple(session)
+            held_by = await self._advisory(connection, _OUTBOX_HOLDER)
+            if any(holder in enclosing for holder in held_by):
+                raise nested_delivery(self)
+        ((_, *session),) = await self._advisory(connection, _LOCK_OUTBOX)
+        return tuple(session)
 
     async def _advisory(
         self, connection: psycopg.AsyncConnection[tuple[Any, ...]], statement: str
-    ) -> None:
+    ) -> list[tuple[Any, ...]]:
         try:
-            await connection.execute(statement)
+            return await (await connection.execute(statement)).fetchall()
         except self._psycopg_error as exc:
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
 

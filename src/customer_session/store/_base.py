@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from customer_session.store._changes import Change
-    from customer_session.store._outbox import EffectHandler
+    from customer_session.store._outbox import Delivery, EffectHandler
 
 _S = TypeVar("_S", bound=CustomerSession)
 _T = TypeVar("_T")
@@ -715,8 +715,8 @@ class BaseStore(StoreCore[_S], ABC):
             WorkflowError: ``handler`` returned an awaitable (an ``async def``
                 function, which a sync store cannot await), or called
                 ``deliver()`` on this store or on another store object whose
-                deliveries would wait for this one (the same SQLite database); the
-                row stays pending, its failure counted.
+                deliveries would wait for this one (the same database, and schema
+                on PostgreSQL); the row stays pending, its failure counted.
             StoreError: The delivery lock cannot be taken (on SQLite, the lock
                 file cannot be created or opened: its name and why are given).
             Exception: What ``handler`` raised, with a note naming the row.
@@ -724,13 +724,13 @@ class BaseStore(StoreCore[_S], ABC):
         check("deliver", handler=handler, limit=limit)
         self._ready(None)
         delivered = 0
-        with delivering(self, self._outbox_identity()):
+        with delivering(self, self._outbox_identity()) as delivery:
             if not self._pending_rows(1):
                 # Nothing to deliver needs no turn: an idle deliverer neither waits for
                 # a running one nor needs the lock at all (an SQLite lock file that
                 # cannot be created beside a database in a read-only directory).
                 return 0
-            with self._delivery_lock():
+            with self._delivery_lock(delivery):
                 while limit is None or delivered < limit:
                     batch = (
                         _DELIVERY_BATCH
@@ -966,8 +966,12 @@ class BaseStore(StoreCore[_S], ABC):
         return self
 
     @abstractmethod
-    def _delivery_lock(self) -> AbstractContextManager[None]:
-        """Serialize deliverers."""
+    def _delivery_lock(self, delivery: Delivery) -> AbstractContextManager[None]:
+        """Serialize deliverers; ``delivery`` is the one taking its turn (see ``delivering``).
+
+        Raises:
+            WorkflowError: The lock is held by a delivery whose handler is the caller.
+        """
 
 
 class Statements(NamedTuple):

@@ -35,22 +35,24 @@ _S = TypeVar("_S", bound=CustomerSession)
 _KEY_NAMESPACE: Final = uuid.UUID("5f0b6b1e-4c1a-5d8e-9a57-0c3c8f1d2e64")
 
 
-class _Delivery:
+class Delivery:
     """One running ``deliver()`` call: the outbox it delivers, and whether it still runs.
 
     A task or thread context copied while the delivery ran keeps the entry; the
     flag says it is over, so a later ``deliver()`` from that context is not refused.
     """
 
-    __slots__ = ("outbox", "running")
+    __slots__ = ("holder", "outbox", "running")
 
     def __init__(self, outbox: object) -> None:
         self.outbox = outbox
         self.running = True
+        self.holder: object = None
+        """What holds the delivery's lock in the database, once taken (see :func:`holders`)."""
 
 
 # The deliveries whose handler this context is running, innermost last.
-_DELIVERIES: ContextVar[tuple[_Delivery, ...]] = ContextVar(
+_DELIVERIES: ContextVar[tuple[Delivery, ...]] = ContextVar(
     "customer_session_deliveries", default=()
 )
 
@@ -69,31 +71,50 @@ def check_effect_name(name: object) -> str:
 
 
 @contextmanager
-def delivering(store: object, outbox: object) -> Iterator[None]:
+def delivering(store: object, outbox: object) -> Iterator[Delivery]:
     """Mark ``outbox`` as delivered in this context; refuse a delivery nested in one of it.
 
-    ``outbox`` names what the delivery lock covers: the store object, or for an
-    SQLite file the file (every store object on it takes the same lock file). A
-    handler that calls ``deliver()`` on the outbox running it would wait forever
-    for the delivery lock its own caller holds (a thread lock, an asyncio lock, a
-    lock file or an advisory lock on another connection).
+    ``outbox`` names what the delivery lock covers: the store object, or the
+    database when every store object on it is known to take the same lock (an
+    SQLite file, the name of a shared-cache in-memory SQLite database). A handler
+    that calls ``deliver()`` on the outbox running it would wait forever for the
+    delivery lock its own caller holds (a thread lock, an asyncio lock, a lock file
+    or an advisory lock on another connection). Where the store object cannot name
+    its database (PostgreSQL: another store object may reach the same schema by
+    another URL), the backend records the lock's ``holder`` on the yielded
+    delivery, and checks :func:`holders` before it waits.
 
     Raises:
         WorkflowError: ``outbox`` is already being delivered in this context.
     """
     running = _DELIVERIES.get()
     if any(d.outbox == outbox and d.running for d in running):
-        raise WorkflowError(
-            f"deliver() was called on {store!r} from a handler of a delivery of the same "
-            "outbox; it would wait for that delivery (deliver after it returned)"
-        )
-    delivery = _Delivery(outbox)
+        raise nested_delivery(store)
+    delivery = Delivery(outbox)
     token = _DELIVERIES.set((*running, delivery))
     try:
-        yield
+        yield delivery
     finally:
         delivery.running = False
         _DELIVERIES.reset(token)
+
+
+def holders() -> list[object]:
+    """The lock holders recorded by the deliveries whose handler this context is running.
+
+    A PostgreSQL store records the database session (server and backend) holding its
+    advisory lock: a delivery nested in a handler that finds the lock held by one of
+    these would wait for its own caller.
+    """
+    return [d.holder for d in _DELIVERIES.get() if d.running and d.holder is not None]
+
+
+def nested_delivery(store: object) -> WorkflowError:
+    """The refusal of ``store.deliver()`` called by a handler of a delivery of its outbox."""
+    return WorkflowError(
+        f"deliver() was called on {store!r} from a handler of a delivery of the same "
+        "outbox; it would wait for that delivery (deliver after it returned)"
+    )
 
 
 def failure(effect: Effect, error: Exception) -> str:

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
 
-from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
+from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError, WorkflowError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
+from customer_session.store._outbox import holders, nested_delivery
 from customer_session.store._schema import KEYS_TABLE, TABLE_LIST
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
+    from customer_session.store._outbox import Delivery
 
 _S = TypeVar("_S", bound=CustomerSession)
 
@@ -116,8 +118,27 @@ _FAILED: Final = """
     WHERE sequence = %s"""
 # Advisory locks are per schema, so stores in different schemas do not wait for each other.
 _LOCK_SCHEMA: Final = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.schema'))"
-_LOCK_OUTBOX: Final = "SELECT pg_advisory_lock(hashtext(current_schema() || '.outbox'))"
-_UNLOCK_OUTBOX: Final = "SELECT pg_advisory_unlock(hashtext(current_schema() || '.outbox'))"
+_OUTBOX_KEY: Final = "hashtext(current_schema() || '.outbox')"
+# Taking the delivery lock also names its holder: the database session, as the server
+# (its start time) and the backend serving the connection. A nested delivery compares
+# it with the holder that _OUTBOX_HOLDER finds (see PostgresStore._lock_outbox).
+_LOCK_OUTBOX: Final = (
+    f"SELECT pg_advisory_lock({_OUTBOX_KEY}), pg_postmaster_start_time(), pg_backend_pid()"
+)
+_TRY_LOCK_OUTBOX: Final = (
+    f"SELECT pg_try_advisory_lock({_OUTBOX_KEY}), pg_postmaster_start_time(), pg_backend_pid()"
+)
+_UNLOCK_OUTBOX: Final = f"SELECT pg_advisory_unlock({_OUTBOX_KEY})"
+# Who holds the delivery lock: pg_locks shows a one-bigint advisory key as its high
+# and low 32 bits (classid, objid) with objsubid 1, per database.
+_OUTBOX_HOLDER: Final = f"""
+    SELECT pg_postmaster_start_time(), held.pid
+    FROM pg_catalog.pg_locks AS held, (SELECT {_OUTBOX_KEY}::bigint AS k) AS outbox
+    WHERE held.locktype = 'advisory' AND held.granted AND held.objsubid = 1
+        AND held.database = (SELECT oid FROM pg_catalog.pg_database
+                             WHERE datname = current_database())
+        AND held.classid = ((outbox.k >> 32) & 4294967295)::oid
+        AND held.objid = (outbox.k & 4294967295)::oid"""  # noqa: S608 - no outside input
 # The catalog itself, read under the statement's snapshot: to_regclass() looks in the
 # backend's name cache, which may still say "no such table" after the schema lock
 # was granted to a process whose creator has committed meanwhile.
@@ -318,7 +339,7 @@ class PostgresStore(BaseStore[_S]):
             connection.execute(_DELIVERED, (sequence,))
 
     @contextmanager
-    def _delivery_lock(self) -> Iterator[None]:
+    def _delivery_lock(self, delivery: Delivery) -> Iterator[None]:
         # A session-level advisory lock, released when its connection closes, so a
         # deliverer that dies never blocks the others. The connection stays out of
         # the pool while the handler runs, and the handler's own database errors are
@@ -334,7 +355,11 @@ class PostgresStore(BaseStore[_S]):
         # every other deliverer waiting.
         held = True
         try:
-            self._advisory(connection, _LOCK_OUTBOX)
+            try:
+                delivery.holder = self._lock_outbox(connection)
+            except WorkflowError:
+                held = False  # refused before waiting: the lock was not taken
+                raise
             pinned = _PINNED.set((self, connection))
             try:
                 yield
@@ -347,9 +372,29 @@ class PostgresStore(BaseStore[_S]):
                 connection.close()
             self._pool.putconn(connection)
 
-    def _advisory(self, connection: psycopg.Connection[tuple[Any, ...]], statement: str) -> None:
+    def _lock_outbox(self, connection: psycopg.Connection[tuple[Any, ...]]) -> object:
+        """Take the delivery lock on ``connection``, waiting for it; return its holder.
+
+        Raises:
+            WorkflowError: A delivery whose handler runs this one holds the lock.
+        """
+        enclosing = holders()
+        if enclosing:
+            # Called by a handler: the delivery running it may hold the lock, through
+            # another store object on this schema, and would wait for this one.
+            ((taken, *session),) = self._advisory(connection, _TRY_LOCK_OUTBOX)
+            if taken:
+                return tuple(session)
+            if any(holder in enclosing for holder in self._advisory(connection, _OUTBOX_HOLDER)):
+                raise nested_delivery(self)
+        ((_, *session),) = self._advisory(connection, _LOCK_OUTBOX)
+        return tuple(session)
+
+    def _advisory(
+        self, connection: psycopg.Connection[tuple[Any, ...]], statement: str
+    ) -> list[tuple[Any, ...]]:
         try:
-            connection.execute(statement)
+            return connection.execute(statement).fetchall()
         except self._psycopg_error as exc:
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from customer_session.hooks import Workflow
     from customer_session.store._changes import Change
+    from customer_session.store._outbox import Delivery
 
 _S = TypeVar("_S", bound=CustomerSession)
 
@@ -360,12 +361,13 @@ class SQLiteStore(BaseStore[_S]):
             connection.execute(_DELIVERED, (_now(), sequence))
 
     @contextmanager
-    def _delivery_lock(self) -> Iterator[None]:
+    def _delivery_lock(self, delivery: Delivery) -> Iterator[None]:
         # The threads of this store object take turns on a thread lock; other store
         # objects and processes on the same file, on a lock file beside it, which
         # the system releases when its holder dies (as PostgreSQL's advisory lock).
         # A shared-cache in-memory database lives in this process only: its store
         # objects take turns on one thread lock of the process.
+        del delivery  # nesting is refused by the outbox identity alone
         if self._memory_turns is not None:
             with self._memory_turns:
                 yield
