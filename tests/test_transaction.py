@@ -1,5 +1,7 @@
 import itertools
+import sys
 import threading
+import types
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
@@ -585,3 +587,16 @@ class TestTwin:
         )
         _session(workflow).close()
         assert copies[0].close().destination is State.CLOSED
+
+
+class TestOwner:
+    def test_a_block_opens_while_another_thread_imports_asyncio(self, monkeypatch):
+        """While asyncio is half imported (no names bound yet), a block's owner is its thread."""
+        # What another thread's import leaves in sys.modules until asyncio's names are bound.
+        monkeypatch.setitem(sys.modules, "asyncio", types.ModuleType("asyncio"))
+        session = _session()
+        with session.atomic():
+            session.set_coupon("OUTER")
+            with session.atomic():  # a nested block checks that its owner is the outer one's
+                session.set_coupon("INNER")
+        assert session.coupon == "INNER"

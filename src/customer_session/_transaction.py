@@ -113,11 +113,15 @@ def _owner() -> object:
     # No task can run before asyncio is imported, and importing it costs about a
     # third of the package's import time: only a program that uses it pays.
     asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
-        return threading.current_thread()
+    # sys.modules holds asyncio from the start of its import, before its names are
+    # bound: while another thread imports it, a block here finds no
+    # _get_running_loop, and no task can be running here yet.
     # _get_running_loop (in asyncio's __all__) answers None where current_task()
     # would raise: in sync code, on every block, an exception saved.
-    loop = asyncio._get_running_loop()
+    running_loop = getattr(asyncio, "_get_running_loop", None)
+    if asyncio is None or running_loop is None:
+        return threading.current_thread()
+    loop = running_loop()
     task = None if loop is None else asyncio.current_task(loop)
     return task if task is not None else threading.current_thread()
 
