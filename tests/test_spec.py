@@ -1,4 +1,6 @@
+import copy
 import itertools
+import pickle
 
 import pytest
 
@@ -247,6 +249,28 @@ class TestOwnCopies:
         """States, initial states or edges given as no collection (or a string) are refused."""
         with pytest.raises(SpecificationError, match=f"{field} must be a collection, got"):
             _like_the_seed(**{field: value})
+
+    @pytest.mark.parametrize(
+        "copied",
+        [lambda s: pickle.loads(pickle.dumps(s)), copy.copy, copy.deepcopy],  # noqa: S301 - our own data
+        ids=["pickle", "copy", "deepcopy"],
+    )
+    @pytest.mark.parametrize("spec", [CUSTOMER_SESSION, REOPENABLE_SESSION], ids=["seed", "reopen"])
+    def test_a_pickled_or_copied_specification_is_equal_and_works(self, copied, spec):
+        """A pickled or copied specification equals the original and looks its table up."""
+        again = copied(spec)
+        assert again == spec
+        assert hash(again) == hash(spec)
+        assert again.target(State.OPEN, Trigger.CLOSE) is State.CLOSED
+        assert again.allowed(State.CLOSED) == spec.allowed(State.CLOSED)
+
+    @pytest.mark.parametrize("field", ["states", "edges"])
+    @pytest.mark.parametrize("kind", [set, frozenset])
+    def test_states_or_edges_given_as_a_set_are_refused(self, field, kind):
+        """States or edges given as a set (no order, so no display order) are refused."""
+        given = kind(getattr(CUSTOMER_SESSION, field))
+        with pytest.raises(SpecificationError, match=f"{field} must be in order"):
+            _like_the_seed(**{field: given})
 
     def test_unhashable_initial_state_is_refused(self):
         """An initial state that cannot be in a set is refused as not a State member."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
@@ -65,13 +66,15 @@ class Edge:
 # Converters: a specification keeps its own immutable copy of what it is given, so
 # a list or set the caller still holds cannot change the table after it was checked
 # (and the specification stays hashable). A string or a non-iterable is kept as it
-# is for _check_types to refuse: a string would otherwise become its characters.
+# is for _check_types to refuse: a string would otherwise become its characters. So
+# is a set of states or edges: their order is the display order, which a set's
+# iteration (by string hashes, different in every process) would make random.
 def _edge_tuple(edges: Iterable[Edge]) -> tuple[Edge, ...]:
-    return tuple(edges) if _collection(edges) else edges  # type: ignore[return-value] # refused by _check_types
+    return tuple(edges) if _sequence(edges) else edges  # type: ignore[return-value] # refused by _check_types
 
 
 def _state_tuple(states: Iterable[State]) -> tuple[State, ...]:
-    return tuple(states) if _collection(states) else states  # type: ignore[return-value] # refused by _check_types
+    return tuple(states) if _sequence(states) else states  # type: ignore[return-value] # refused by _check_types
 
 
 def _state_set(states: Iterable[State]) -> frozenset[State]:
@@ -86,6 +89,11 @@ def _state_set(states: Iterable[State]) -> frozenset[State]:
 
 def _collection(value: object) -> bool:
     return isinstance(value, Iterable) and not isinstance(value, str | bytes)
+
+
+def _sequence(value: object) -> bool:
+    """Whether ``value`` is a collection with an order of its own (not a set)."""
+    return _collection(value) and not isinstance(value, AbstractSet)
 
 
 _UNQUOTABLE: Final = re.compile(r'(?<!\\)(?:\\\\)*\\(?:"|\Z)')
@@ -106,14 +114,17 @@ class Specification:
         name: A short identifier, used in diagrams and error messages: printable,
             and not ending in an odd number of backslashes or holding one right
             before a double quote (no DOT identifier can).
-        states: Every state, in display order (kept as a tuple).
+        states: Every state, in display order (kept as a tuple; a set, which has no
+            order, is refused).
         initial_states: The states a new session may be created in (kept as a
             frozenset).
-        edges: The transition table (kept as a tuple).
+        edges: The transition table, in display order (kept as a tuple; a set is
+            refused).
 
-    Each collection may be given as any iterable (a list, a set); the
-    specification keeps its own immutable copy, so changing the caller's list
-    afterwards cannot change a table that was already checked.
+    Each collection may be given as any iterable (a list; a set for the initial
+    states, whose order does not matter); the specification keeps its own
+    immutable copy, so changing the caller's list afterwards cannot change a table
+    that was already checked.
     """
 
     name: str
@@ -160,6 +171,14 @@ class Specification:
             names = ", ".join(sorted(unreachable))
             raise SpecificationError(self.name, f"unreachable from the initial states: {names}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle and deep-copy by the constructor's arguments, which are checked again.
+
+        The derived look-ups are read-only mapping views, which pickle cannot hold;
+        the constructor derives them anew.
+        """
+        return type(self), (self.name, self.states, self.initial_states, self.edges)
+
     def _check_types(self) -> None:
         """Refuse what the annotations forbid but an untyped caller can pass.
 
@@ -186,6 +205,12 @@ class Specification:
         ):
             if not _collection(given):
                 raise SpecificationError(name, f"{what} must be a collection, got {given!r}")
+            if what != "initial_states" and not _sequence(given):
+                raise SpecificationError(
+                    name,
+                    f"{what} must be in order (a tuple or a list), got a "
+                    f"{type(given).__name__}: their order is the order diagrams show",
+                )
         values: list[tuple[str, object, type]] = [
             *(("state", state, State) for state in self.states),
             *(("initial state", state, State) for state in self.initial_states),
