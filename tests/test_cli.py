@@ -1,3 +1,4 @@
+import importlib.metadata
 import io
 import json
 import os
@@ -422,6 +423,18 @@ class TestEntryPoints:
         """--version prints the version the package metadata records, and exits 0."""
         assert main(["--version"]) == 0
         assert capsys.readouterr().out == f"customer-session {version('customer-session')}\n"
+
+    def test_version_without_metadata_is_a_one_line_error(self, monkeypatch, capsys):
+        """--version where the distribution is not installed is a usage error, not a traceback."""
+
+        def not_installed(name):
+            raise importlib.metadata.PackageNotFoundError(name)
+
+        monkeypatch.setattr(importlib.metadata, "version", not_installed)
+        assert main(["--version"]) == 2
+        assert capsys.readouterr().err.endswith(
+            "error: --version: the customer-session distribution is not installed\n"
+        )
 
     def test_python_dash_m(self):
         """python -m customer_session runs the same CLI."""

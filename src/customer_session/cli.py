@@ -68,9 +68,14 @@ class _Version(argparse.Action):
     ) -> NoReturn:
         del namespace, values, option_string  # argparse's signature; none is needed
         # Looked up only when asked: it takes some 50 ms, which every command would pay.
-        from importlib.metadata import version  # noqa: PLC0415 - only --version needs it
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - only --version needs it
 
-        print(f"{parser.prog} {version('customer-session')}")  # standard output, as --help
+        try:
+            installed = version("customer-session")
+        except PackageNotFoundError:
+            # Run from a source tree (PYTHONPATH=src) there is no metadata to read.
+            parser.error("--version: the customer-session distribution is not installed")
+        print(f"{parser.prog} {installed}")  # standard output, as --help
         parser.exit()
 
 
