@@ -51,6 +51,38 @@ def nested_delivery_refusal(deliverer: Any, inner: Callable[[], object]) -> Base
     return error
 
 
+def deliveries_take_turns(first: Any, second: Any) -> None:
+    """Check that ``second.deliver()``, run by a thread while ``first`` delivers, waits.
+
+    ``first`` must hold one pending row. The racer starts from the handler and is
+    given time to hand the row over again; it must get its turn once ``first`` is
+    done, and then find nothing: no row reaches two handlers.
+    """
+    handed: list[tuple[str, int]] = []
+    racers: list[threading.Thread] = []
+    # Apart from the thread: the racer may report as soon as the lock is free,
+    # before or after this thread gets back from deliver().
+    raced: list[int] = []
+
+    def handler(effect: Any) -> None:
+        handed.append(("first", effect.sequence))
+        racer = threading.Thread(
+            target=lambda: raced.append(
+                second.deliver(lambda e: handed.append(("second", e.sequence)))
+            )
+        )
+        racers.append(racer)
+        racer.start()
+        racer.join(timeout=0.5)  # time enough to hand the row over again
+
+    assert first.deliver(handler) == 1
+    (racer,) = racers
+    racer.join(timeout=60)
+    assert not racer.is_alive(), "the second deliver() never got its turn"
+    assert raced == [0]
+    assert handed == [("first", 1)]
+
+
 class SyncOverAsync:
     """A sync face over an ``AsyncPostgresStore``, so the contract tests run on it.
 

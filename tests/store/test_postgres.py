@@ -13,7 +13,7 @@ import pytest
 from customer_session import CartItem, CustomerSession, StoreError, WorkflowError
 from customer_session.store import AsyncPostgresStore, PostgresStore
 
-from .conftest import SyncOverAsync, nested_delivery_refusal
+from .conftest import SyncOverAsync, deliveries_take_turns, nested_delivery_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -202,27 +202,7 @@ class TestDeliveryAcrossStoreObjects:
         with PostgresStore(conninfo) as first, PostgresStore(conninfo) as second:
             first.on_commit("notify")
             closed_session(first, "order-1")
-            handed: list[tuple[str, int]] = []
-            racers: list[threading.Thread] = []
-            raced: list[int] = []
-
-            def handler(effect: Any) -> None:
-                handed.append(("first", effect.sequence))
-                racer = threading.Thread(
-                    target=lambda: raced.append(
-                        second.deliver(lambda e: handed.append(("second", e.sequence)))
-                    )
-                )
-                racers.append(racer)
-                racer.start()
-                racer.join(timeout=0.5)  # time enough to hand the row over again
-
-            assert first.deliver(handler) == 1
-            (racer,) = racers
-            racer.join(timeout=60)
-            assert not racer.is_alive(), "the second deliver() never got the lock"
-            assert raced == [0]
-            assert handed == [("first", 1)]
+            deliveries_take_turns(first, second)
 
     def test_a_handler_may_deliver_another_schema(self, pg_server):
         """A handler delivering another schema's outbox is not refused: its lock is another."""

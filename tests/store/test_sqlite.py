@@ -17,7 +17,7 @@ import pytest
 from customer_session import CustomerSession, State, StoreError, WorkflowError
 from customer_session.store import SQLiteStore
 
-from .conftest import nested_delivery_refusal
+from .conftest import deliveries_take_turns, nested_delivery_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -113,29 +113,7 @@ class TestSQLiteStore:
             first.on_commit("notify")
             first.create(CustomerSession(integration_id="order-1"))
             first.update("order-1", lambda s: s.close())
-            handed = []
-            racers: list[threading.Thread] = []
-            # Apart from the thread: the racer may report as soon as the lock is free,
-            # before or after this thread gets back from deliver().
-            raced = []
-
-            def handler(effect):
-                handed.append(("first", effect.sequence))
-                racer = threading.Thread(
-                    target=lambda: raced.append(
-                        second.deliver(lambda e: handed.append(("second", e.sequence)))
-                    )
-                )
-                racers.append(racer)
-                racer.start()
-                racer.join(timeout=0.5)  # time enough to hand the row over again
-
-            assert first.deliver(handler) == 1
-            (racer,) = racers
-            racer.join(timeout=60)
-            assert not racer.is_alive(), "the second deliver() never got the lock"
-            assert raced == [0]
-            assert handed == [("first", 1)]
+            deliveries_take_turns(first, second)
 
     def test_deliver_from_a_handler_through_another_store_object_is_refused(self, tmp_path):
         """A handler delivering the same file through another store object raises, no hang.
@@ -205,27 +183,7 @@ class TestSharedMemoryDatabase:
         uri = self.uri()
         with SQLiteStore(uri) as first, SQLiteStore(uri) as second:
             with_pending_row(first)
-            handed = []
-            racers: list[threading.Thread] = []
-            raced = []
-
-            def handler(effect):
-                handed.append(("first", effect.sequence))
-                racer = threading.Thread(
-                    target=lambda: raced.append(
-                        second.deliver(lambda e: handed.append(("second", e.sequence)))
-                    )
-                )
-                racers.append(racer)
-                racer.start()
-                racer.join(timeout=0.5)  # time enough to hand the row over again
-
-            assert first.deliver(handler) == 1
-            (racer,) = racers
-            racer.join(timeout=60)
-            assert not racer.is_alive(), "the second deliver() never got its turn"
-            assert raced == [0]
-            assert handed == [("first", 1)]
+            deliveries_take_turns(first, second)
 
     def test_deliver_from_a_handler_through_another_store_object_is_refused(self):
         """A handler delivering the database through another store object raises WorkflowError."""
