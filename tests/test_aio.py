@@ -5,6 +5,7 @@ import gc
 import subprocess
 import sys
 import weakref
+from datetime import UTC, datetime
 from typing import ClassVar
 
 import pytest
@@ -336,6 +337,27 @@ class TestFailureBeforeCommit:
         assert info.value.phase is phase
         assert isinstance(info.value.__cause__, RuntimeError)
         assert _unchanged(session, before)
+
+
+@pytest.mark.asyncio
+class TestTriggerFiredWhileTheClockRuns:
+    async def test_the_awaited_trigger_is_refused_and_changes_nothing(self):
+        """A trigger the clock commits while a face's trigger takes its timestamp wins."""
+        target: list[CustomerSession] = []
+
+        def clock() -> datetime:
+            if target:
+                target.pop().cancel()  # popped first: the inner trigger reads the clock too
+            return datetime(2026, 3, 2, tzinfo=UTC)
+
+        workflow = Workflow(clock=clock)
+        workflow.before(lambda event: None, name="noop")
+        session = _session(workflow)
+        target.append(session)
+        with pytest.raises(TransitionInProgress, match="changed hands"):
+            await AsyncSession(session).close()
+        assert [r.trigger for r in session.history] == [Trigger.CANCEL]
+        assert session._running is None
 
 
 @pytest.mark.asyncio

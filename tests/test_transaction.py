@@ -385,6 +385,64 @@ class TestReentrancy:
         assert "async" in str(info.value.__cause__)
 
 
+# A table in which cancel leads elsewhere from closed than from open, so a cancel whose
+# destination was looked up while open must never commit once the session is closed.
+CANCEL_DEPENDS = Specification(
+    name="cancel_depends",
+    states=tuple(State),
+    initial_states={State.OPEN},
+    edges=[
+        Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+        Edge(Trigger.CANCEL, State.OPEN, State.CANCELLED),
+        Edge(Trigger.CANCEL, State.CLOSED, State.PARTIALLY_RETURNED),
+    ],
+)
+
+
+class CancelDepends(CustomerSession):
+    specification: ClassVar[Specification] = CANCEL_DEPENDS
+    default_workflow: ClassVar[Workflow] = Workflow(CANCEL_DEPENDS, name="tests.cancel_depends")
+
+
+def _clock_firing(trigger: Trigger) -> tuple[Workflow, list[CustomerSession]]:
+    """A workflow whose clock fires ``trigger`` once on the session put in the list."""
+    target: list[CustomerSession] = []
+
+    def clock() -> datetime:
+        if target:
+            _fire(target.pop(), trigger)  # popped first: the inner trigger reads the clock too
+        return datetime(2026, 3, 2, tzinfo=UTC)
+
+    return Workflow(CANCEL_DEPENDS, clock=clock), target
+
+
+class TestTriggerFiredWhileTheClockRuns:
+    @pytest.mark.parametrize("registered", [False, True], ids=["plain", "hooked"])
+    def test_the_outer_trigger_is_refused_and_the_history_follows_the_table(self, registered):
+        """A trigger the clock commits meanwhile wins; the outer one changes nothing."""
+        workflow, target = _clock_firing(Trigger.CLOSE)
+        if registered:
+            workflow.before(lambda event: None, name="noop")
+        s = CancelDepends(integration_id="o", workflow=workflow)
+        target.append(s)
+        with pytest.raises(TransitionInProgress, match="changed hands"):
+            s.cancel()
+        assert [(r.source, r.destination) for r in s.history] == [(State.OPEN, State.CLOSED)]
+        assert s.state is State.CLOSED
+
+    def test_asking_reports_the_change_and_asks_no_guard(self):
+        """why_not() whose clock moves the session answers that it changed, not the guards."""
+        workflow, target = _clock_firing(Trigger.CLOSE)
+        asked: list[State] = []
+        workflow.guard(lambda event: asked.append(event.source), trigger=Trigger.CANCEL)
+        s = CancelDepends(integration_id="o", workflow=workflow)
+        target.append(s)
+        (refusal,) = s.why_not(Trigger.CANCEL)
+        assert "changed hands" in refusal.reason
+        assert asked == []
+        assert s.state is State.CLOSED
+
+
 class TestHistory:
     def test_updated_follows_the_history(self):
         """updated is the timestamp of the last committed transition."""

@@ -173,7 +173,7 @@ async def why_not(
     found: list[Refusal] = []
     # Busy while the guards are awaited: a trigger or edit from another task (or a
     # guard) is refused, so nothing changes the session and nothing is restored.
-    marker = ask(session, trigger, seen)
+    marker = ask(session, trigger, seen, event.source)
     if marker is None:
         return taken_refusal(session, trigger)
     try:

@@ -229,6 +229,7 @@ class Run:
         session: CustomerSession,
         plan: Plan | None,
         trigger: Trigger,
+        source: State,
         destination: State,
         timestamp: datetime,
         items: tuple[ReturnedItem, ...],
@@ -241,7 +242,9 @@ class Run:
         self.orphaned = False
         self.plan = plan
         self.trigger = trigger
-        self.source = source = session.state
+        # The state the checks judged, read before the clock ran: the clock (user
+        # code) or another thread may have moved the session since (see ``begin``).
+        self.source = source
         # The machine's states are keyed by the plain values. A StrEnum member hashes
         # and compares as its value, so it finds them without the ``.value`` descriptor
         # call (the lean events only look states up by key, never by ``get_state``).
@@ -675,8 +678,13 @@ def release(session: CustomerSession, opened: Opened, *, failed: bool) -> None:
 
 def _check_call(
     session: CustomerSession, trigger: Trigger, items: Iterable[ReturnedItem]
-) -> tuple[State, tuple[ReturnedItem, ...], list[Problem]]:
-    """Table and argument checks; raises for the table, returns argument problems."""
+) -> tuple[State, State, tuple[ReturnedItem, ...], list[Problem]]:
+    """Table and argument checks; raises for the table, returns argument problems.
+
+    Returns:
+        ``(source, destination, returned items, problems)``: the state the table was
+        asked about, where ``trigger`` leads from it, and the checked items.
+    """
     workflow = session._workflow
     source = session.state
     if session._running is not None:
@@ -693,10 +701,10 @@ def _check_call(
         )
     if trigger is _RETURN_ITEMS:
         returned, problems = return_problems(session.cart_items, items)
-        return destination, returned, problems
+        return source, destination, returned, problems
     if items:
-        return destination, (), [Problem("items", f"{trigger}() takes no items")]
-    return destination, (), []
+        return source, destination, (), [Problem("items", f"{trigger}() takes no items")]
+    return source, destination, (), []
 
 
 _R = TypeVar("_R", bound=Run)
@@ -707,12 +715,13 @@ def prepare(
 ) -> _R:
     """Table and argument checks, then the run to drive; nothing has run or changed yet."""
     seen = session._running  # as the check finds it: the clock below may take long
-    destination, returned, problems = _check_call(session, trigger, items)
+    source, destination, returned, problems = _check_call(session, trigger, items)
     if problems:
         raise ValidationError(f"session {session.integration_id!r}: {trigger}()", problems)
     workflow = session._workflow
-    plan = workflow.plan(session.state, trigger)
-    run = run_class(session, plan, trigger, destination, _timestamp(session, workflow), returned)
+    plan = workflow.plan(source, trigger)
+    timestamp = _timestamp(session, workflow)
+    run = run_class(session, plan, trigger, source, destination, timestamp, returned)
     run.seen = seen
     return run
 
@@ -824,7 +833,10 @@ def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:
     saved = snapshot(session) if plan.pre_commit else None
     # No call from this test to the mark, where CPython could switch threads.
     running = session._running
-    if running is not run.seen:
+    # A trigger that committed since the checks (fired by the clock, or by another
+    # thread while the clock ran) leaves the marker free but moves the state: the
+    # run's destination was looked up for the old one.
+    if running is not run.seen or session._state is not run.source:
         raise _taken(run)
     if type(running) is Held:  # the running code's own atomic() block holds it
         if running.busy is not None:  # another thread in the same block is at it
@@ -997,7 +1009,7 @@ def why_not(
         return refusals
     found: list[Refusal] = []
     # Busy while the guards run: nothing can change the session, so nothing is restored.
-    marker = ask(session, trigger, seen)
+    marker = ask(session, trigger, seen, event.source)
     if marker is None:
         return taken_refusal(session, trigger)
     try:
@@ -1013,16 +1025,17 @@ def why_not(
     return tuple(found)
 
 
-def ask(session: CustomerSession, trigger: Trigger, seen: object) -> Asking | None:
+def ask(session: CustomerSession, trigger: Trigger, seen: object, source: State) -> Asking | None:
     """Mark ``session`` busy while ``trigger``'s guards are asked; ``None`` if it was taken.
 
-    ``seen`` is the busy marker the checks found free; another thread may have
-    taken the session since (the clock ran in between).
+    ``seen`` is the busy marker the checks found free and ``source`` the state they
+    judged; another thread (or the clock) may have taken or moved the session since
+    (the clock ran in between).
     """
     marker = Asking(trigger)
     # No call from this test to the mark, where CPython could switch threads.
     running = session._running
-    if running is not seen:
+    if running is not seen or session._state is not source:
         return None
     if type(running) is Held:  # the running code's own atomic() block holds it
         if running.busy is not None:  # another thread in the same block is at it
@@ -1060,7 +1073,7 @@ def why_not_before_guards(
         refusals: accepted); otherwise ``((), event, guards)``, to ask every guard.
     """
     try:
-        destination, returned, problems = _check_call(session, trigger, items)
+        source, destination, returned, problems = _check_call(session, trigger, items)
     except (IllegalTransition, TransitionInProgress) as exc:
         return (Refusal(None, str(exc)),), None, ()
     if problems:
@@ -1070,7 +1083,7 @@ def why_not_before_guards(
     if not entries:
         return (), None, ()
     timestamp = _timestamp(session, workflow)
-    event = TransitionEvent(session, trigger, session.state, destination, timestamp, returned)
+    event = TransitionEvent(session, trigger, source, destination, timestamp, returned)
     return (), event, entries
 
 
