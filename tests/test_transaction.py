@@ -190,6 +190,21 @@ class TestGuards:
         assert isinstance(info.value.__cause__, KeyError)
         assert s.state is State.OPEN
 
+    def test_guard_that_edits_then_refuses_rolls_back(self):
+        """A guard's edit made before it refuses is undone with the refusal."""
+        workflow = Workflow()
+
+        def edit_then_refuse(event):
+            event.session.set_attribute("touched", True)
+            return "not today"
+
+        workflow.guard(edit_then_refuse)
+        s = _session(workflow)
+        before = s.snapshot()
+        with pytest.raises(GuardRejected):
+            s.close()
+        assert s.snapshot() == before
+
 
 class TestHookOrder:
     def test_phases_run_in_order_with_the_commit_between(self):
@@ -273,14 +288,16 @@ class TestFailureBeforeCommit:
         """KeyboardInterrupt-like exceptions roll back and are re-raised unwrapped."""
         workflow = Workflow()
 
-        def interrupt(event):
+        def edit_then_interrupt(event):
+            event.session.set_attribute("touched", True)
             raise KeyboardInterrupt
 
-        workflow.register(phase, interrupt)
+        workflow.register(phase, edit_then_interrupt)
         s = _session(workflow)
+        before = s.snapshot()
         with pytest.raises(KeyboardInterrupt):
             s.close()
-        assert s.state is State.OPEN
+        assert s.snapshot() == before
 
 
 # A table where a return leaves the session open, so a hook may edit the cart under it.
