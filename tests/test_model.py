@@ -212,6 +212,41 @@ class TestRestore:
         with pytest.raises(ValidationError, match="history"):
             CustomerSession.restore(integration_id="o", state=State.OPEN, history=s.history)
 
+    @given(
+        session_class=st.sampled_from([CustomerSession, ReopenableCustomerSession]),
+        data=st.data(),
+    )
+    def test_history_is_accepted_exactly_when_its_records_chain(self, session_class, data):
+        """restore() refuses a history whose record starts elsewhere than the previous one ended."""
+        # Edges that neither return nor pass a state only a return leads to, so nothing
+        # but the chain can make restore() refuse the history.
+        spec = session_class.specification
+        edges = [
+            e
+            for e in spec.edges
+            if e.trigger is not Trigger.RETURN_ITEMS and e.source not in spec.states_after_returns
+        ]
+        drawn = data.draw(st.lists(st.sampled_from(edges), min_size=1, max_size=6))
+        history = [TransitionRecord(e.trigger, e.source, e.destination, T0) for e in drawn]
+        breaks = [
+            f"history[{i}].source"
+            for i in range(1, len(drawn))
+            if drawn[i - 1].destination is not drawn[i].source
+        ]
+        fields = {
+            "integration_id": "o",
+            "state": drawn[-1].destination,
+            "history": history,
+            "update_count": len(history) + 1,
+            "created": T0,
+        }
+        if not breaks:
+            assert session_class.restore(**fields).history == tuple(history)
+            return
+        with pytest.raises(ValidationError) as info:
+            session_class.restore(**fields)
+        assert [p.path for p in info.value.problems] == breaks
+
     @given(sessions())
     def test_snapshot_round_trips(self, session):
         """restore(**snapshot()) gives an equal session."""
