@@ -447,6 +447,22 @@ class TestFromDict:
             line.update(returnedQuantity=1, remainingQuantity=line["quantity"] - 1)
         assert from_dict(doc).state is state
 
+    @pytest.mark.parametrize("spelling", ["OPEN", "Closed", " cancelled", "shipped"])
+    def test_a_state_not_spelled_as_on_the_wire_is_refused(self, spelling):
+        """Only the exact wire value names a state: another case or a stray space is refused."""
+        doc = to_dict(order())
+        doc["state"] = spelling
+        assert "$.state" in refused(doc)
+
+    @pytest.mark.parametrize("spelling", ["CLOSE", "Close", "shut"])
+    def test_a_history_trigger_not_spelled_as_on_the_wire_is_refused(self, spelling):
+        """Only the exact wire value names a trigger in the history extension."""
+        session = order()
+        session.close()
+        doc = to_dict(session, include_history=True)
+        doc[EXTENSION_KEY]["history"][0]["trigger"] = spelling
+        assert any(path.endswith("history[0].trigger") for path in refused(doc))
+
     def test_loaded_closed_session_is_read_only(self):
         """A loaded closed session follows the table: it can be cancelled, not closed."""
         session = from_dict(load("session_v1.json"))
