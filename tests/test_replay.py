@@ -111,6 +111,14 @@ class TestRefusing:
             ),
             ([CREATE, CLOSE, event("reopen")], "--reopen"),
             (
+                [CREATE, event("update", customerSession={"state": "shipped"})],
+                "unknown state 'shipped'",
+            ),
+            (
+                [event("create", customerSession={"state": "cancelled"})],
+                "a new session starts closed or open, not 'cancelled'",
+            ),
+            (
                 [CREATE, CLOSE, event("update", customerSession={"cartItems": []})],
                 "cannot set_cart_items() in state 'closed'",
             ),
