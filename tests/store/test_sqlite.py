@@ -10,6 +10,7 @@ import subprocess
 import threading
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,7 +22,6 @@ from .conftest import deliveries_take_turns, nested_delivery_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 def in_thread(function) -> None:
@@ -89,7 +89,15 @@ class TestSQLiteStore:
             assert connection.execute("PRAGMA synchronous").fetchone() == (1,)
 
     @pytest.mark.parametrize(
-        "path", [":memory:", "file::memory:", "file:sessions?mode=memory&cache=shared"]
+        "path",
+        [
+            ":memory:",
+            "file::memory:",
+            "file:%3Amemory%3A",  # SQLite decodes the path: ":memory:"
+            "file:sessions?mode=memory&cache=shared",
+            "file:sessions?mode=rwc&mode=memory",  # SQLite takes the last mode
+            "file:sessions?vfs=memdb",  # one database per connection, as :memory:
+        ],
     )
     def test_memory_database_is_shared_by_threads(self, path):
         """Threads using one in-memory store (a path or a URI) see one database."""
@@ -97,6 +105,30 @@ class TestSQLiteStore:
             in_thread(lambda: store.create(CustomerSession(integration_id="order-1")))
             in_thread(lambda: store.update("order-1", lambda s: s.close()))
             assert store.get("order-1").state is State.CLOSED
+
+    def test_a_uri_whose_last_mode_is_not_memory_opens_a_file(self, tmp_path):
+        """mode=memory followed by another mode is a file database, as SQLite opens it.
+
+        In WAL mode, and its deliveries take turns on the lock file beside it.
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(f"file:{path}?mode=memory&mode=rwc") as store:
+            with_pending_row(store)
+            with store._connection(None) as connection:
+                assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert store.deliver(lambda e: None) == 1
+        assert path.is_file()
+        assert (tmp_path / "x.db-deliver").is_file()
+
+    def test_a_file_uri_path_is_decoded_for_the_lock_file(self, tmp_path):
+        """A file: URI with escaped '?' and '#' in its path locks the file SQLite opened."""
+        with SQLiteStore(f"file:{tmp_path}/a%3Fb%23c.db") as store:
+            with_pending_row(store)
+            assert store.deliver(lambda e: None) == 1
+        assert sorted(p.name for p in tmp_path.glob("a*")) == [
+            "a?b#c.db",
+            "a?b#c.db-deliver",
+        ]
 
     def test_connection_of_a_finished_thread_is_released(self, tmp_path):
         """Each thread gets its own connection, released when the thread ends."""
@@ -162,6 +194,42 @@ class TestDeliveryLockFile:
             assert handed == []
             assert [e.attempts for e in store.pending()] == [0]
 
+    def test_a_fifo_in_place_of_the_lock_file_is_a_store_error(self, tmp_path):
+        """A FIFO named as the lock file is refused at once, not waited on for a writer."""
+        path = tmp_path / "x.db"
+        lock = tmp_path / "x.db-deliver"
+        os.mkfifo(lock)
+        raised: list[BaseException] = []
+        with SQLiteStore(path) as store:
+            with_pending_row(store)
+
+            def deliver() -> None:
+                try:
+                    store.deliver(lambda e: None)
+                except StoreError as exc:
+                    raised.append(exc)
+
+            thread = threading.Thread(target=deliver, daemon=True)
+            thread.start()
+            thread.join(timeout=30)
+            if thread.is_alive():  # let the open go on, so the thread ends
+                os.close(os.open(lock, os.O_WRONLY | os.O_NONBLOCK))
+            assert not thread.is_alive(), "deliver() waits for a writer of the FIFO"
+            (error,) = raised
+            assert str(error).startswith(
+                f"{lock}: cannot open as the delivery lock file (not a regular file)"
+            )
+            assert [e.attempts for e in store.pending()] == [0]
+
+    def test_a_directory_in_place_of_the_lock_file_is_a_store_error(self, tmp_path):
+        """A directory named as the lock file is a StoreError naming it."""
+        path = tmp_path / "x.db"
+        (tmp_path / "x.db-deliver").mkdir()
+        with SQLiteStore(path) as store:
+            with_pending_row(store)
+            with pytest.raises(StoreError, match="cannot open as the delivery lock file"):
+                store.deliver(lambda e: None)
+
     def test_a_lock_file_the_process_may_only_read_serves(self, tmp_path):
         """An existing lock file that this process cannot write still serializes deliveries."""
         path = tmp_path / "x.db"
@@ -185,16 +253,46 @@ class TestSharedMemoryDatabase:
             with_pending_row(first)
             deliveries_take_turns(first, second)
 
-    def test_deliver_from_a_handler_through_another_store_object_is_refused(self):
-        """A handler delivering the database through another store object raises WorkflowError."""
-        uri = self.uri()
-        with SQLiteStore(uri) as first, SQLiteStore(uri) as second:
+    @pytest.mark.parametrize(
+        ("first_uri", "second_uri"),
+        [
+            ("file:{name}?mode=memory&cache=shared", "file:{name}?mode=memory&cache=shared"),
+            # The same database, as SQLite finds it: by decoded name and VFS object.
+            ("file:{name}?mode=memory&cache=shared", "file:{escaped}?cache=shared&mode=memory"),
+            (
+                "file:{name}?mode=memory&cache=shared",
+                "file:{name}?mode=memory&cache=shared&vfs={vfs}",
+            ),
+            # memdb shares a name that starts with "/" (and there is no file to lock).
+            ("file:/{name}?vfs=memdb", "file:/{name}?vfs=memdb"),
+        ],
+    )
+    def test_deliver_from_a_handler_through_another_store_object_is_refused(
+        self, first_uri, second_uri
+    ):
+        """A handler delivering the database through another store object raises WorkflowError.
+
+        Whichever URI each store object was given for it.
+        """
+        # The default VFS by name: a URI without vfs= uses the same VFS object.
+        tail = uuid.uuid4().hex
+        names = {
+            "name": f"s{tail}",
+            "escaped": f"%73{tail}",  # the same name: %73 is "s"
+            "vfs": "win32" if os.name == "nt" else "unix",
+        }
+        with (
+            SQLiteStore(first_uri.format_map(names)) as first,
+            SQLiteStore(second_uri.format_map(names)) as second,
+        ):
             with_pending_row(first)
             error = nested_delivery_refusal(first, lambda: second.deliver(lambda e: None))
             assert isinstance(error, WorkflowError)
             assert "from a handler of a delivery of the same outbox" in str(error)
             assert [e.attempts for e in second.pending()] == [1]
             assert second.deliver(lambda e: None) == 1
+        # No lock file beside a database that is no file (memdb's name starts with "/").
+        assert not Path(f"/{names['name']}-deliver").exists()
 
     def test_a_handler_may_deliver_another_memory_database(self):
         """Store objects on different in-memory databases deliver independently."""

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
+import uuid
 import weakref
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overload
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from customer_session._cart import is_number
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
@@ -410,16 +413,16 @@ def _file_lock(path: str) -> Iterator[None]:
     try:
         # Read-only and created if need be: flock needs no write access, so a lock
         # file another user created (mode 0644 under the usual umask) serves too.
-        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        # Non-blocking: opened read-only, a FIFO would wait for a writer forever
+        # (it is refused below); without a controlling-terminal grab for a device.
+        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY, 0o666)
     except OSError as exc:
-        why = exc.strerror or exc
-        # Path first, unquoted, as the CLI names every file it cannot use.
-        raise StoreError(
-            f"{path}: cannot open as the delivery lock file ({why}); deliveries of the "
-            "database take turns on it, so this process must be able to read it, or to "
-            "create it in the database's directory (create it once there)"
-        ) from exc
+        raise _lock_file_error(path, exc.strerror or str(exc)) from exc
     try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            # Only a regular file is one lock for every process: flock on a FIFO or a
+            # device may fail, or lock something other processes never open.
+            raise _lock_file_error(path, "not a regular file")
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
         except OSError as exc:
@@ -429,34 +432,95 @@ def _file_lock(path: str) -> Iterator[None]:
         os.close(descriptor)  # and with it the lock
 
 
-def _in_memory(path: str) -> bool:
-    """Whether ``path`` opens an in-memory database (one per connection).
+def _uri(path: str) -> tuple[str, dict[str, str]] | None:
+    """The decoded path and options of a ``file:`` URI as SQLite reads them; ``None`` if no URI.
 
-    ``:memory:``, and the URIs ``file::memory:`` and ``file:...?mode=memory``.
+    SQLite decodes ``%HH`` escapes in the path and the options (but not ``+``), ends
+    the query at ``#``, and takes the last value of a repeated option.
+    """
+    if not path.startswith("file:"):
+        return None
+    uri = urlsplit(path)
+    options: dict[str, str] = {}
+    for pair in uri.query.split("&"):
+        name, _, value = pair.partition("=")
+        if name:
+            options[unquote(name)] = unquote(value)
+    return unquote(uri.path), options
+
+
+def _lock_file_error(path: str, why: str) -> StoreError:
+    """The refusal of ``path`` as the delivery lock file, saying why and what it needs."""
+    # Path first, unquoted, as the CLI names every file it cannot use.
+    return StoreError(
+        f"{path}: cannot open as the delivery lock file ({why}); deliveries of the "
+        "database take turns on it, so this process must be able to read it (a regular "
+        "file), or to create it in the database's directory (create it once there)"
+    )
+
+
+def _in_memory(path: str) -> bool:
+    """Whether ``path`` opens an in-memory database (one per connection, unless shared).
+
+    ``:memory:``, and the URIs whose path is ``:memory:``, whose last ``mode`` is
+    ``memory``, or whose VFS is ``memdb``: as SQLite decides, so that a URI SQLite
+    opens as a file gets the file's WAL mode and delivery lock, and a database
+    that lives in one connection is never opened once per thread.
     """
     if path == ":memory:":
         return True
-    if not path.startswith("file:"):
+    parsed = _uri(path)
+    if parsed is None:
         return False
-    uri = urlsplit(path)
-    return uri.path == ":memory:" or "memory" in parse_qs(uri.query).get("mode", ())
+    name, options = parsed
+    return name == ":memory:" or options.get("mode") == "memory" or options.get("vfs") == "memdb"
 
 
 def _shared_memory(path: str) -> tuple[str, str] | None:
-    """The name and VFS of a shared-cache in-memory database, or ``None`` for another.
+    """The name and VFS of an in-memory database the process's connections share.
 
-    Every connection of the process that opens an in-memory URI with
-    ``cache=shared`` and the same name and VFS shares one database (each other
-    in-memory database belongs to one connection). SQLite takes the last value of
-    a repeated ``cache`` option.
+    For an in-memory ``path`` (see :func:`_in_memory`); ``None`` when each
+    connection has its own. Every connection of the process that opens an
+    in-memory URI with ``cache=shared`` (the last ``cache`` option) and the same
+    decoded name and VFS shares one database; so do those that open a name
+    starting with ``/`` on the ``memdb`` VFS. A VFS given by name is the default
+    one when it is SQLite's default (see :func:`_default_vfs`).
     """
-    if not path.startswith("file:"):
+    parsed = _uri(path)
+    if parsed is None:
         return None
-    uri = urlsplit(path)
-    options = parse_qs(uri.query)
-    if options.get("cache", [""])[-1] != "shared":
-        return None
-    return unquote(uri.path), options.get("vfs", [""])[-1]
+    name, options = parsed
+    vfs = options.get("vfs", "")
+    if vfs and _default_vfs(vfs):
+        vfs = ""
+    if options.get("cache") == "shared":
+        return name, vfs
+    memory = name == ":memory:" or options.get("mode") == "memory"
+    if vfs == "memdb" and not memory and name.startswith("/"):
+        # memdb shares such a name itself. Conservative: it is taken for the same
+        # database as a shared-cache one of that name on memdb (which it is only
+        # when both are opened with cache=shared).
+        return name, vfs
+    return None
+
+
+@functools.cache
+def _default_vfs(vfs: str) -> bool:
+    """Whether ``vfs`` names SQLite's default VFS.
+
+    A shared-cache database is one per name and VFS object, and ``vfs=unix`` names
+    the one a URI without ``vfs`` uses (on most builds). SQLite is asked: a
+    database of its own made on the default VFS is found through ``vfs``, or not.
+    """
+    probe = f"file:customer-session-vfs-{uuid.uuid4().hex}?mode=memory&cache=shared"
+    try:
+        with closing(sqlite3.connect(probe, uri=True)) as default:
+            default.execute("CREATE TABLE probe (x)")
+            named = f"{probe}&vfs={quote(vfs, safe='')}"
+            with closing(sqlite3.connect(named, uri=True)) as other:
+                return bool(other.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
+    except sqlite3.Error:
+        return False  # no such VFS: opening the store says so
 
 
 def _memory_turns(shared: tuple[str, str]) -> threading.Lock:
