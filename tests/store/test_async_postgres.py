@@ -542,6 +542,55 @@ class TestWhileTheStoreWrites:
             ]
             assert rebuild(history) == await store.get("order-1")
 
+    async def test_a_cancellation_as_the_commit_returns_its_connection_keeps_what_committed(
+        self, conninfo: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A task cancelled after its commit, while the pool takes the connection back, keeps it.
+
+        The commit's outcome is known by then: the session and the store's copy keep
+        the change, the after-commit hooks do not run, the CancelledError propagates.
+        """
+        workflow = Workflow()
+        seen: list[Trigger] = []
+        workflow.after_commit(lambda event: seen.append(event.trigger))
+        async with await AsyncPostgresStore.open(conninfo, workflow=workflow) as store:
+            await store.create(new_session())
+            blocks: list[CustomerSession] = []
+            armed = []
+            putconn = store._pool.putconn
+
+            async def cancelled_while_put_back(connection: object) -> None:
+                await putconn(connection)  # type: ignore[arg-type]
+                if armed:
+                    armed.clear()
+                    task = asyncio.current_task()
+                    assert task is not None
+                    task.cancel()
+                    await asyncio.sleep(0)  # where the pool may wait: the cancellation lands
+
+            monkeypatch.setattr(store._pool, "putconn", cancelled_while_put_back)
+
+            async def close() -> None:
+                async with store.transaction("order-1") as session:
+                    blocks.append(session)
+                    session.close()
+                    armed.append(True)  # the next connection put back is the commit's
+
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.create_task(close())
+            committed_version(conninfo, 2)
+            session = blocks[0]
+            assert session.state is State.CLOSED
+            assert await store.get("order-1") == session
+            assert seen == []
+            await store.update("order-1", lambda s: s.cancel(), operation="refund")
+            history = await store.history("order-1")
+            assert [(e.version, e.operation) for e in history] == [
+                (1, "create"),
+                (2, "close"),
+                (3, "refund"),
+            ]
+
     async def test_a_cancellation_while_the_commit_waits_commits_nothing(
         self, store: AsyncPostgresStore[CustomerSession], conninfo: str
     ) -> None:

@@ -716,17 +716,27 @@ class AsyncPostgresStore(StoreCore[_S]):
         asked to stop the statement, which it does unless it has committed, and its
         answer is awaited. The caller records a commit and then raises the
         cancellation; when the statement did not write, or failed, the
-        cancellation is raised here, as if nothing had been sent.
+        cancellation is raised here, as if nothing had been sent. A cancellation
+        that arrives once the outcome is known (while the pool takes the connection
+        back) is handed to the caller with it in the same way.
         """
         params = write_params(statement, change, expected)
+        outcome: _Written | None = None
         try:
             async with self._connection(change.integration_id) as connection:
-                return await _to_the_end(connection, statement, params)
+                outcome = await _to_the_end(connection, statement, params)
+        except asyncio.CancelledError as exc:
+            if outcome is None:
+                raise
+            # Raised, the commit would be lost to the session and the store's copy.
+            if outcome.interrupted is None:
+                outcome = outcome._replace(interrupted=exc)
         except StoreError as exc:
             duplicate = duplicate_key(exc, change, self._errors)
             if duplicate is None:
                 raise
             raise duplicate from None
+        return outcome
 
     async def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
         return await self._execute(integration_id, _KEY, (key, integration_id, refusal)) == 1
