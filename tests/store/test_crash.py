@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from customer_session import CartItem, ReopenableCustomerSession, State
+from customer_session import CartItem, CustomerSession, ReopenableCustomerSession, State
 from customer_session.store import open_store, rebuild
 from customer_session.store._outbox import idempotency_key
 
@@ -171,3 +171,39 @@ class TestKilledWorkers:
             assert store.pending() == ()
         assert again[0] == first[2]  # handed over before the kill, never marked delivered
         assert set(first) | set(again) == outbox_keys(sql)
+
+
+class TestInterruptedCommits:
+    def test_an_interrupt_right_after_the_commit_is_neither_lost_nor_repeated(
+        self, database, monkeypatch
+    ):
+        """A KeyboardInterrupt after the database commit: the next update builds on the commit.
+
+        The caller sees the interrupt (the outcome unknown to it, the session object
+        put back); the store's copy is a version behind, which the next update's
+        compare-and-set finds out: it runs its change again on the stored row.
+        """
+        with open_store(database) as store:
+            store.on_commit("notify")
+            store.create(CustomerSession(integration_id="order-1", cart_items=ITEMS))
+            update = store._update
+
+            def interrupted(change, expected):
+                assert update(change, expected)
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(store, "_update", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                store.update("order-1", lambda s: s.add_item(CartItem(sku="B", quantity=1)))
+            monkeypatch.undo()
+            seen = []
+            store.update("order-1", lambda s: (seen.append(len(s.cart_items)), s.close()))
+            assert seen == [1, 2]  # the stale copy first, then the stored row
+            history = store.history("order-1")
+            assert [(e.version, e.operation) for e in history] == [
+                (1, "create"),
+                (2, "edit"),
+                (3, "close"),
+            ]
+            assert rebuild(history) == store.get("order-1")
+            assert [e.version for e in store.pending()] == [3]
