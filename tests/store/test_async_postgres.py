@@ -260,6 +260,57 @@ async def test_a_task_started_by_a_handler_may_deliver_once_the_delivery_ended(
     assert await later[0] == 1
 
 
+async def test_a_task_of_an_ended_delivery_waits_for_the_next_one_on_its_connection(
+    conninfo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler's task that finds the lock held once that delivery ended waits, not refused.
+
+    The pooled connection the ended delivery held the lock on holds it again for
+    another delivery (a pool of one), which the task must wait for.
+    """
+    async with (
+        await AsyncPostgresStore.open(conninfo, max_connections=1) as store,
+        await AsyncPostgresStore.open(conninfo) as other,
+    ):
+        store.on_commit("notify", trigger="close")
+        for integration_id in ("order-1", "order-2"):
+            await store.create(new_session(integration_id))
+        await store.update("order-1", lambda s: s.close())
+        tried, resume = asyncio.Event(), asyncio.Event()
+        advisory = other._advisory
+
+        async def paused_after_the_try(connection: object, statement: str) -> object:
+            result = await advisory(connection, statement)  # type: ignore[arg-type]
+            if "pg_try_advisory_lock" in statement:
+                tried.set()
+                await resume.wait()  # the delivery ends, another takes the lock
+            return result
+
+        monkeypatch.setattr(other, "_advisory", paused_after_the_try)
+        tasks: list[asyncio.Task[int]] = []
+
+        async def handler(effect: Effect) -> None:
+            tasks.append(asyncio.create_task(other.deliver(lambda e: None)))
+            await tried.wait()  # the task found the lock held by this delivery
+
+        assert await asyncio.wait_for(store.deliver(handler), timeout=WAIT) == 1
+        await store.update("order-2", lambda s: s.close())
+        holding, go = asyncio.Event(), asyncio.Event()
+
+        async def slow(effect: Effect) -> None:
+            holding.set()
+            await go.wait()
+
+        next_delivery = asyncio.create_task(store.deliver(slow))
+        await asyncio.wait_for(holding.wait(), timeout=WAIT)
+        resume.set()
+        await asyncio.sleep(0.2)  # time enough for the task to be refused
+        assert not tasks[0].done()
+        go.set()
+        assert await asyncio.wait_for(next_delivery, timeout=WAIT) == 1
+        assert await asyncio.wait_for(tasks[0], timeout=WAIT) == 0
+
+
 class TestOptimisticConcurrency:
     async def test_tasks_on_separate_connections_lose_no_update(self, conninfo: str) -> None:
         """Tasks adding items through separate stores (pools) lose none; versions add up."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 import uuid
@@ -242,3 +243,70 @@ class TestDeliveryAcrossStoreObjects:
             assert first.deliver(lambda e: inner.append(other.deliver(lambda e: None))) == 1
             releaser.join(timeout=60)
             assert inner == [1]
+
+    def test_a_thread_of_an_ended_delivery_waits_for_the_next_one_on_its_connection(
+        self, pg_server, monkeypatch
+    ):
+        """A handler's thread that finds the lock held once that delivery ended waits.
+
+        The thread runs in a copy of the handler's context; the pooled connection the
+        ended delivery held the lock on holds it again for another delivery (a pool of
+        one), which the thread must wait for rather than be refused.
+        """
+        conninfo = pg_server.fresh_schema()
+        with (
+            PostgresStore(conninfo, max_connections=1) as store,
+            PostgresStore(conninfo) as other,
+        ):
+            store.on_commit("notify", trigger="close")
+            for integration_id in ("order-1", "order-2"):
+                store.create(CustomerSession(integration_id=integration_id))
+            store.update("order-1", lambda s: s.close())
+            tried, resume = threading.Event(), threading.Event()
+            advisory = other._advisory
+
+            def paused_after_the_try(connection: Any, statement: str) -> Any:
+                result = advisory(connection, statement)
+                if "pg_try_advisory_lock" in statement:
+                    tried.set()
+                    resume.wait(timeout=60)  # the delivery ends, another takes the lock
+                return result
+
+            monkeypatch.setattr(other, "_advisory", paused_after_the_try)
+            outcome: list[object] = []
+
+            def deliver_other() -> None:
+                try:
+                    outcome.append(other.deliver(lambda e: None))
+                except WorkflowError as exc:
+                    outcome.append(exc)
+
+            threads: list[threading.Thread] = []
+
+            def handler(effect: Any) -> None:
+                context = contextvars.copy_context()
+                thread = threading.Thread(target=context.run, args=(deliver_other,))
+                threads.append(thread)
+                thread.start()
+                assert tried.wait(timeout=60)  # it found the lock held by this delivery
+
+            assert store.deliver(handler) == 1
+            store.update("order-2", lambda s: s.close())
+            holding, go = threading.Event(), threading.Event()
+
+            def slow(effect: Any) -> None:
+                holding.set()
+                go.wait(timeout=60)
+
+            delivered: list[int] = []
+            next_delivery = threading.Thread(target=lambda: delivered.append(store.deliver(slow)))
+            next_delivery.start()
+            assert holding.wait(timeout=60)
+            resume.set()
+            time.sleep(0.2)  # time enough for the thread to be refused
+            assert outcome == []
+            go.set()
+            next_delivery.join(timeout=60)
+            threads[0].join(timeout=60)
+            assert delivered == [1]
+            assert outcome == [0]

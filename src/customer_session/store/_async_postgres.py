@@ -767,6 +767,9 @@ class AsyncPostgresStore(StoreCore[_S]):
                     yield
                 finally:
                     _PINNED.reset(pinned)
+                    # Before the unlock: a nested delivery that finds this backend holding the
+                    # lock from now on finds another delivery on the pooled connection.
+                    delivery.holder = None
                     await self._advisory(connection, _UNLOCK_OUTBOX)
                     held = False
             finally:
@@ -790,7 +793,8 @@ class AsyncPostgresStore(StoreCore[_S]):
             if taken:
                 return tuple(session)
             held_by = await self._advisory(connection, _OUTBOX_HOLDER)
-            if any(holder in enclosing for holder in held_by):
+            # Asked again, as in PostgresStore._lock_outbox.
+            if any(holder in holders() for holder in held_by):
                 raise nested_delivery(self)
         ((_, *session),) = await self._advisory(connection, _LOCK_OUTBOX)
         return tuple(session)

@@ -365,6 +365,9 @@ class PostgresStore(BaseStore[_S]):
                 yield
             finally:
                 _PINNED.reset(pinned)
+                # Before the unlock: a nested delivery that finds this backend holding the
+                # lock from now on finds another delivery on the pooled connection.
+                delivery.holder = None
                 self._advisory(connection, _UNLOCK_OUTBOX)
                 held = False
         finally:
@@ -385,7 +388,11 @@ class PostgresStore(BaseStore[_S]):
             ((taken, *session),) = self._advisory(connection, _TRY_LOCK_OUTBOX)
             if taken:
                 return tuple(session)
-            if any(holder in enclosing for holder in self._advisory(connection, _OUTBOX_HOLDER)):
+            held_by = self._advisory(connection, _OUTBOX_HOLDER)
+            # Asked again: an enclosing delivery that has ended meanwhile (this runs in a
+            # task or thread a handler started) no longer holds what pg_locks shows,
+            # and its pooled connection may hold the lock for another delivery now.
+            if any(holder in holders() for holder in held_by):
                 raise nested_delivery(self)
         ((_, *session),) = self._advisory(connection, _LOCK_OUTBOX)
         return tuple(session)
