@@ -24,6 +24,8 @@ from customer_session.exceptions import (
 from customer_session.model import CustomerSession
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from customer_session._records import TransitionRecord
     from customer_session.hooks import Workflow
 
@@ -48,6 +50,12 @@ class SessionStateMachine(RuleBasedStateMachine):
       transitions its after-commit hooks fired (as ``TransitionInProgress``
       advises), and no committed transition is ever undone;
     - the history holds exactly those records.
+
+    Each rule checks its own promise too: assigning or deleting the state raises
+    ``ProtectedFieldError`` and changes nothing (``write_state``), an edit succeeds
+    exactly while the session is open and idle (``edit``), copies and reloads equal
+    their original (``copy_and_reload``). A failed check raises ``AssertionError``
+    naming the session and what broke.
 
     Attributes:
         sessions: The sessions created so far (at least one after initialization).
@@ -150,7 +158,7 @@ class SessionStateMachine(RuleBasedStateMachine):
         except (TransitionError, ValidationError) as error:
             self.refusals.append(error)
             after = session.snapshot()
-            assert after == before, f"{error!r} changed the session"  # noqa: S101, PT017 - an invariant of the rule
+            assert after == before, f"{error!r} changed session {session.integration_id!r}"  # noqa: S101, PT017 - an invariant of the rule
         else:
             if record is not None:
                 self._note_commit(session, before["history"], record)
@@ -193,42 +201,57 @@ class SessionStateMachine(RuleBasedStateMachine):
         except TransitionError as error:  # a guard raised: HookFailed
             self.refusals.append(error)
         else:
-            assert allowed == (not refusals), (allowed, refusals)  # noqa: S101 - an invariant of the rule
-        assert session.snapshot() == before, "asking changed the session"  # noqa: S101 - an invariant of the rule
+            assert allowed == (not refusals), (  # noqa: S101 - an invariant of the rule
+                f"session {session.integration_id!r}: can({trigger!r}) is {allowed}, "
+                f"but why_not() gives {refusals!r}"
+            )
+        assert session.snapshot() == before, (  # noqa: S101 - an invariant of the rule
+            f"asking about {trigger!r} changed session {session.integration_id!r}"
+        )
 
     # -- attempts to go around the table --------------------------------------------
 
     @rule(data=st.data(), value=st.sampled_from([*State, "bogus"]))
     def write_state(self, data: st.DataObject, value: object) -> None:
-        """Assigning or deleting the state is refused and changes nothing."""
+        """Assigning or deleting the state raises ProtectedFieldError and changes nothing."""
         session = data.draw(st.sampled_from(self.sessions), label="session")
-        before = session.snapshot()
-        try:
-            session.state = value  # type: ignore[misc, assignment] # the write under test
-        except ProtectedFieldError:
-            pass
-        else:
-            raise AssertionError("state assignment was accepted")
-        try:
-            del session.state
-        except ProtectedFieldError:
-            pass
-        else:
-            raise AssertionError("state deletion was accepted")
-        assert session.snapshot() == before  # noqa: S101 - an invariant
+        name = session.integration_id
+
+        def refused(what: str, write: Callable[[], None]) -> None:
+            before = session.snapshot()
+            try:
+                write()
+            except ProtectedFieldError:
+                pass
+            except Exception as error:  # any other outcome fails the check
+                raise AssertionError(
+                    f"state {what} raised {error!r}, not ProtectedFieldError, in session {name!r}"
+                ) from error
+            else:
+                raise AssertionError(f"state {what} was accepted by session {name!r}")
+            # Checked after each write: a refusal that got through must not go unseen.
+            assert session.snapshot() == before, (  # noqa: S101 - an invariant of the rule
+                f"the refused state {what} changed session {name!r}"
+            )
+
+        refused(f"assignment of {value!r}", lambda: setattr(session, "state", value))
+        refused("deletion", lambda: delattr(session, "state"))
 
     @rule(data=st.data())
     def copy_and_reload(self, data: st.DataObject) -> None:
         """A session survives deepcopy, restore and (for named workflows) pickle."""
         index = data.draw(st.integers(0, len(self.sessions) - 1), label="session")
         session = self.sessions[index]
-        clones = [copy.deepcopy(session), type(session).restore(**session.snapshot())]
+        clones = {
+            "deepcopy()": copy.deepcopy(session),
+            "restore(**snapshot())": type(session).restore(**session.snapshot()),
+        }
         if self.workflow.name is not None:
-            clones.append(pickle.loads(pickle.dumps(session)))  # noqa: S301 - our own data
-        for clone in clones:
-            assert clone == session  # noqa: S101 - an invariant
+            clones["pickle"] = pickle.loads(pickle.dumps(session))  # noqa: S301 - our own data
+        for how, clone in clones.items():
+            assert clone == session, f"{how} gave {clone!r}, not {session!r}"  # noqa: S101 - an invariant
         # Continue with a copy, so later steps also exercise reloaded sessions.
-        replacement = clones[-1]
+        replacement = list(clones.values())[-1]
         self.committed[id(replacement)] = self.committed.pop(id(session))
         self.edits[id(replacement)] = self.edits.pop(id(session))
         self.sessions[index] = replacement
@@ -247,16 +270,26 @@ class SessionStateMachine(RuleBasedStateMachine):
         nothing. Use it in your own rules to edit; an edit counts (in
         ``update_count``) only when it changes the coupon.
         """
-        before = session.snapshot()
+        before, state = session.snapshot(), session.state
+        name = session.integration_id
         try:
             session.set_coupon(coupon)
         except Exception as error:  # noqa: BLE001 - checked right below
             busy = isinstance(error, SessionNotEditable) and (
                 error.running is not None or error.held
             )
-            assert busy or session.state is not State.OPEN, repr(error)  # noqa: S101, PT017 - an invariant of the rule
-            assert session.snapshot() == before  # noqa: S101 - an invariant
+            assert busy or session.state is not State.OPEN, (  # noqa: S101, PT017 - an invariant of the rule
+                f"set_coupon({coupon!r}) of open, idle session {name!r} raised {error!r}"
+            )
+            assert session.snapshot() == before, (  # noqa: S101 - an invariant
+                f"the refused set_coupon({coupon!r}) changed session {name!r}"
+            )
         else:
+            # Only an open session takes edits (an atomic() block's own included).
+            assert state is State.OPEN, (  # noqa: S101 - an invariant of the rule
+                f"set_coupon({coupon!r}) was accepted by session {name!r} in '{state}'; "
+                "only an open session takes edits"
+            )
             # Setting the coupon the session has changes nothing, so it is no update.
             self.edits[id(session)] += before["coupon"] != coupon
 
@@ -266,23 +299,40 @@ class SessionStateMachine(RuleBasedStateMachine):
     def states_are_in_the_table(self) -> None:
         """Every session is in a state of its table."""
         for session in self.sessions:
-            assert session.state in session.specification.states  # noqa: S101
+            spec = session.specification
+            assert session.state in spec.states, (  # noqa: S101 - an invariant
+                f"session {session.integration_id!r} is in {session.state!r}, "
+                f"not a state of {spec.name!r}"
+            )
 
     @invariant()
     def histories_are_paths(self) -> None:
         """Every history is a chain of table edges that ends in the current state."""
         for session in self.sessions:
-            spec = session.specification
-            previous = None
-            for record in session.history:
-                assert spec.target(record.source, record.trigger) is record.destination  # noqa: S101
-                assert previous is None or previous.destination is record.source  # noqa: S101
+            spec, name = session.specification, session.integration_id
+            previous: TransitionRecord | None = None
+            for index, record in enumerate(session.history):
+                assert spec.target(record.source, record.trigger) is record.destination, (  # noqa: S101 - an invariant
+                    f"session {name!r}: history[{index}] {record!r} is no edge of {spec.name!r}"
+                )
+                if previous is not None:
+                    assert previous.destination is record.source, (  # noqa: S101 - an invariant
+                        f"session {name!r}: history[{index}] leaves '{record.source}', "
+                        f"but history[{index - 1}] entered '{previous.destination}'"
+                    )
                 previous = record
             if previous is not None:
-                assert previous.destination is session.state  # noqa: S101
+                assert previous.destination is session.state, (  # noqa: S101 - an invariant
+                    f"session {name!r} is in '{session.state}', "
+                    f"but its history ends in '{previous.destination}'"
+                )
 
     @invariant()
     def history_is_what_was_committed(self) -> None:
         """The history holds exactly the records the triggers returned."""
         for session in self.sessions:
-            assert list(session.history) == self.committed[id(session)]  # noqa: S101
+            committed = self.committed[id(session)]
+            assert list(session.history) == committed, (  # noqa: S101 - an invariant
+                f"session {session.integration_id!r}: the history holds "
+                f"{list(session.history)!r}, but the triggers committed {committed!r}"
+            )
