@@ -1,15 +1,19 @@
 import importlib
 import sys
+from datetime import UTC, datetime
 
+import hypothesis
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
 
 from customer_session import (
     CUSTOMER_SESSION,
     REOPENABLE_SESSION,
     CartItem,
     CustomerSession,
+    ProtectedFieldError,
     ReopenableCustomerSession,
     State,
     TransitionRecord,
@@ -136,6 +140,193 @@ def _machine(
     return machine, machine.sessions[0]
 
 
+# -- sessions that break the library's promises, for the kit to catch ------------------
+
+_WHEN = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def _record(trigger: Trigger, source: State, destination: State) -> TransitionRecord:
+    return TransitionRecord(trigger, source, destination, _WHEN)
+
+
+class _Forged(CustomerSession):
+    """Reports the state and history a test forged instead of its own, if any."""
+
+    forged_state: object = None
+    forged_history: tuple[TransitionRecord, ...] | None = None
+
+    @property
+    def state(self):
+        return self._state if self.forged_state is None else self.forged_state
+
+    @property
+    def history(self):
+        return self._history if self.forged_history is None else self.forged_history
+
+
+class _ForgedMachine(SessionStateMachine):
+    session_class = _Forged
+
+
+class _ClosedByCoupon(CustomerSession):
+    """Closes itself when given a coupon: a transition no trigger call returned."""
+
+    def set_coupon(self, code):
+        super().set_coupon(code)
+        self.close()
+
+
+class _ClosedByCouponMachine(SessionStateMachine):
+    session_class = _ClosedByCoupon
+
+
+class _GuardedClose(SessionStateMachine):
+    """A workflow with a guard on close, and no after-commit hook."""
+
+    def make_workflow(self) -> Workflow:
+        """Register one guard that allows every close."""
+        workflow = Workflow()
+        workflow.guard(lambda event: None, trigger=Trigger.CLOSE)
+        return workflow
+
+
+class _IgnoresStateWrites(CustomerSession):
+    """Accepts an assignment to its state, and ignores it."""
+
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        pass
+
+    @state.deleter
+    def state(self):
+        raise ProtectedFieldError("state", "fire a trigger")
+
+
+class _IgnoresStateDeletes(CustomerSession):
+    """Refuses an assignment to its state, but accepts (and ignores) a deletion."""
+
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        raise ProtectedFieldError("state", "fire a trigger")
+
+    @state.deleter
+    def state(self):
+        pass
+
+
+class _WritesStateThenRefuses(CustomerSession):
+    """Stores an assigned state, then refuses the assignment."""
+
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        self._state = value
+        raise ProtectedFieldError("state", "fire a trigger")
+
+
+class _PlainStateProperty(CustomerSession):
+    """Redefines its state as a plain property, which refuses writes with AttributeError."""
+
+    @property
+    def state(self):
+        return self._state
+
+
+class _SkipsToCancelled(CustomerSession):
+    """Closing an open session takes it straight to cancelled, recorded as a close."""
+
+    def fire(self, trigger, *, items=()):
+        if trigger is Trigger.CLOSE and self._state is State.OPEN:
+            record = _record(Trigger.CLOSE, State.OPEN, State.CANCELLED)
+            self._state, self._history = State.CANCELLED, (*self._history, record)
+            return record
+        return super().fire(trigger, items=items)
+
+
+class _EditsBeforeFiring(CustomerSession):
+    """Notes each trigger in an attribute before firing it, refused or not."""
+
+    def fire(self, trigger, *, items=()):
+        if self.state is State.OPEN:
+            self.set_attribute("last trigger", str(trigger))
+        return super().fire(trigger, items=items)
+
+
+class _AlwaysCan(CustomerSession):
+    """can() says yes to everything, whatever why_not() says."""
+
+    def can(self, trigger, *, items=()):
+        return True
+
+
+class _EditsWhenAsked(CustomerSession):
+    """Notes each question in an attribute."""
+
+    def why_not(self, trigger, *, items=()):
+        if self.state is State.OPEN:
+            self.set_attribute("last question", str(trigger))
+        return super().why_not(trigger, items=items)
+
+
+class _LosesCouponInSnapshot(CustomerSession):
+    """Its snapshot, and so its copies and reloads, forget the coupon."""
+
+    def snapshot(self):
+        return {**super().snapshot(), "coupon": None}
+
+
+class _RefusesCoupons(CustomerSession):
+    """Refuses every coupon, even while open."""
+
+    def set_coupon(self, code):
+        raise ValidationError.single(f"session {self.integration_id!r}", "coupon", "no coupons")
+
+
+class _StoresCouponThenRefuses(CustomerSession):
+    """Stores the coupon before the library's check, which refuses it unless open."""
+
+    def set_coupon(self, code):
+        self._coupon = code
+        super().set_coupon(code)
+
+
+class _TakesCouponsWhenClosed(CustomerSession):
+    """Stores every coupon, open or not."""
+
+    def set_coupon(self, code):
+        self._coupon = code
+
+
+# Until the first failure (no shrinking: the message is what the tests check), the
+# same examples every run.
+_UNTIL_IT_FAILS = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[hypothesis.Phase.generate],
+)
+
+
+def _run_with(session_class: type[CustomerSession]) -> None:
+    """Run the kit's machine, unchanged, against sessions of ``session_class``."""
+    machine = type(
+        f"{session_class.__name__}Machine", (SessionStateMachine,), {"session_class": session_class}
+    )
+    run_state_machine_as_test(machine, settings=_UNTIL_IT_FAILS)
+
+
 class TestSessionStateMachine:
     def test_transitions_chained_by_after_commit_hooks_count_as_committed(self):
         """A trigger fired from an after-commit hook joins what the call committed."""
@@ -165,6 +356,164 @@ class TestSessionStateMachine:
 
         with pytest.raises(AssertionError, match="undone"):
             machine.attempt(session, reload_and_close)
+
+    def test_a_record_the_call_did_not_commit_fails(self):
+        """A call that returns a record it did not commit fails the check."""
+        machine, session = _machine(SessionStateMachine)
+        record = _record(Trigger.CLOSE, State.OPEN, State.CLOSED)
+        with pytest.raises(AssertionError, match="is not what the call committed"):
+            machine.attempt(session, lambda: record)
+
+    def test_more_than_the_returned_record_with_only_a_guard_fails(self):
+        """A call whose edge has a guard but no after-commit hook may commit only its record."""
+        machine, session = _machine(_GuardedClose)
+        with pytest.raises(AssertionError, match="came with"):
+            machine.attempt(session, lambda: (session.close(), session.cancel())[0])
+
+
+class TestTheKitCatches:
+    """Each built-in check fails a session that breaks the promise it checks."""
+
+    def test_a_state_outside_the_table(self):
+        """A session in a state its table does not have fails states_are_in_the_table."""
+        machine, session = _machine(_ForgedMachine)
+        session.forged_state = "shipped"
+        with pytest.raises(
+            AssertionError, match="'order-0' is in 'shipped', not a state of 'customer_session'"
+        ):
+            machine.states_are_in_the_table()
+
+    @pytest.mark.parametrize(
+        ("state", "history", "message"),
+        [
+            pytest.param(
+                State.CANCELLED,
+                (_record(Trigger.CLOSE, State.OPEN, State.CANCELLED),),
+                r"'order-0': history\[0\] TransitionRecord\(trigger=<Trigger.CLOSE: 'close'>, "
+                r"source=<State.OPEN: 'open'>, destination=<State.CANCELLED: 'cancelled'>.* "
+                r"is no edge of 'customer_session'",
+                id="no edge",
+            ),
+            pytest.param(
+                State.CANCELLED,
+                (
+                    _record(Trigger.CLOSE, State.OPEN, State.CLOSED),
+                    _record(Trigger.CANCEL, State.OPEN, State.CANCELLED),
+                ),
+                r"'order-0': history\[1\] leaves 'open', but history\[0\] entered 'closed'",
+                id="broken chain",
+            ),
+            pytest.param(
+                None,
+                (_record(Trigger.CLOSE, State.OPEN, State.CLOSED),),
+                "'order-0' is in 'open', but its history ends in 'closed'",
+                id="wrong end",
+            ),
+        ],
+    )
+    def test_a_history_that_is_no_path(self, state, history, message):
+        """A history with a record that is no edge, does not chain, or ends elsewhere fails."""
+        machine, session = _machine(_ForgedMachine)
+        session.forged_state, session.forged_history = state, history
+        with pytest.raises(AssertionError, match=message):
+            machine.histories_are_paths()
+
+    def test_a_transition_no_trigger_call_returned(self):
+        """A transition committed by an edit fails history_is_what_was_committed."""
+        machine, session = _machine(_ClosedByCouponMachine)
+        machine.attempt_edit(session, "ABC")
+        with pytest.raises(
+            AssertionError,
+            match=r"'order-0': the history holds \[TransitionRecord\(trigger=<Trigger.CLOSE.*\)\], "
+            r"but the triggers committed \[\]",
+        ):
+            machine.history_is_what_was_committed()
+
+    def test_a_committed_transition_that_vanished(self):
+        """A history that lost a committed record fails history_is_what_was_committed."""
+        machine, session = _machine(_ForgedMachine)
+        machine.attempt(session, session.close)
+        session.forged_history = ()
+        with pytest.raises(
+            AssertionError, match=r"the history holds \[\], but the triggers committed \[Trans"
+        ):
+            machine.history_is_what_was_committed()
+
+    def test_a_move_off_the_table_in_a_run(self):
+        """A run fails a session whose close records a jump the table does not have."""
+        with pytest.raises(AssertionError, match="is no edge of 'customer_session'"):
+            _run_with(_SkipsToCancelled)
+
+    @pytest.mark.parametrize(
+        ("session_class", "message"),
+        [
+            pytest.param(
+                _IgnoresStateWrites,
+                r"state assignment of .* was accepted by session 'order-\d'",
+                id="assignment accepted",
+            ),
+            pytest.param(
+                _IgnoresStateDeletes,
+                r"state deletion was accepted by session 'order-\d'",
+                id="deletion accepted",
+            ),
+            pytest.param(
+                _WritesStateThenRefuses,
+                r"the refused state assignment of .* changed session 'order-\d'",
+                id="refused write applied",
+            ),
+            pytest.param(
+                _PlainStateProperty,
+                r"state assignment of .* raised AttributeError\(.*\), not ProtectedFieldError, "
+                r"in session 'order-\d'",
+                id="refused with another error",
+            ),
+        ],
+    )
+    def test_a_state_that_can_be_written(self, session_class, message):
+        """A run fails a session whose state takes a write or delete, or refuses it otherwise."""
+        with pytest.raises(AssertionError, match=message):
+            _run_with(session_class)
+
+    def test_a_refused_trigger_that_changed_the_session(self):
+        """A run fails a session that a refused trigger leaves changed."""
+        with pytest.raises(AssertionError, match=r"IllegalTransition.* changed session 'order-\d'"):
+            _run_with(_EditsBeforeFiring)
+
+    def test_can_and_why_not_that_disagree(self):
+        """A run fails a session whose can() says yes where why_not() gives reasons."""
+        with pytest.raises(AssertionError, match=r"can\(.*\) is True, but why_not\(\) gives \(\w"):
+            _run_with(_AlwaysCan)
+
+    def test_asking_that_changes_the_session(self):
+        """A run fails a session that why_not() changes."""
+        with pytest.raises(AssertionError, match=r"asking about .* changed session 'order-\d'"):
+            _run_with(_EditsWhenAsked)
+
+    def test_a_copy_that_differs(self):
+        """A run fails a session whose copies and reloads lose a field."""
+        with pytest.raises(AssertionError, match=r"deepcopy\(\) gave .*coupon=None.*, not "):
+            _run_with(_LosesCouponInSnapshot)
+
+    def test_an_edit_refused_while_open(self):
+        """A run fails a session that refuses an edit while open and idle."""
+        with pytest.raises(
+            AssertionError,
+            match=r"set_coupon\(.*\) of open, idle session 'order-\d' raised ValidationError",
+        ):
+            _run_with(_RefusesCoupons)
+
+    def test_a_refused_edit_that_changed_the_session(self):
+        """A run fails a session that a refused edit leaves changed."""
+        with pytest.raises(AssertionError, match=r"the refused set_coupon\(.*\) changed session"):
+            _run_with(_StoresCouponThenRefuses)
+
+    def test_an_edit_accepted_after_the_close(self):
+        """A run fails a session that takes an edit when it is not open."""
+        with pytest.raises(
+            AssertionError, match=r"set_coupon\(.*\) was accepted by session 'order-\d' in '\w+'"
+        ):
+            _run_with(_TakesCouponsWhenClosed)
 
 
 class TestWithoutHypothesis:
