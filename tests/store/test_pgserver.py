@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from customer_session.store import _pgserver
-from customer_session.store._pgserver import TemporaryPostgres
+from customer_session.store._pgserver import PostgresUnavailable, TemporaryPostgres
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,6 +52,25 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def leftover(root: Path, *, age: float, pid: int | None = None) -> Path:
+    """A directory as the launcher leaves it, last changed ``age`` seconds ago."""
+    directory = Path(tempfile.mkdtemp(prefix=_pgserver._PREFIX, dir=root))
+    data = directory / "data"
+    data.mkdir()
+    if pid is not None:
+        (data / "postmaster.pid").write_text(f"{pid}\n{data}\n")
+    then = time.time() - age
+    os.utime(directory, (then, then))
+    return directory
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
 
 
 def test_a_port_taken_before_the_server_binds_it_is_replaced(pg_server, monkeypatch):
@@ -162,3 +182,57 @@ class TestLifetime:
         assert watchdog.returncode == 0
         assert not running(watchdog.pid)
         assert server._watchdog is None
+
+
+class TestLeftovers:
+    @pytest.fixture
+    def root(self, tmp_path, monkeypatch) -> Path:
+        """The temporary directory where the launcher looks (a test's own)."""
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        return tmp_path
+
+    def test_start_removes_a_directory_without_a_server(self, root, monkeypatch):
+        """start() deletes an old directory of the launcher with no postmaster.pid in it."""
+        old = leftover(root, age=3600)
+        monkeypatch.setenv("PG_BIN", str(root / "nothing"))  # start fails after the sweep
+        with pytest.raises(PostgresUnavailable):
+            TemporaryPostgres().start()
+        assert not old.exists()
+
+    def test_a_directory_naming_a_dead_server_is_removed(self, root):
+        """An old directory whose postmaster.pid names an exited process is deleted."""
+        old = leftover(root, age=3600, pid=dead_pid())
+        _pgserver._remove_leftovers()
+        assert not old.exists()
+
+    def test_a_directory_naming_a_reused_pid_is_removed(self, root):
+        """An old directory whose pid now names a process running elsewhere is deleted."""
+        old = leftover(root, age=3600, pid=os.getpid())
+        _pgserver._remove_leftovers()
+        assert not old.exists()
+
+    def test_a_young_directory_is_kept(self, root):
+        """A directory changed within a start's time may be another start's: it is kept."""
+        young = leftover(root, age=5)
+        _pgserver._remove_leftovers()
+        assert young.exists()
+
+    def test_only_the_launchers_directories_are_removed(self, root):
+        """An old directory without the launcher's prefix is left alone."""
+        other = root / "someone-else"
+        other.mkdir()
+        os.utime(other, (0, 0))
+        _pgserver._remove_leftovers()
+        assert other.exists()
+
+    def test_a_running_servers_directory_is_kept(self, pg_server):
+        """The directory of a running server is kept, however old."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        directory = pg_server.directory
+        assert directory is not None
+        os.utime(directory, (0, 0))
+        _pgserver._remove_leftovers()
+        assert (directory / "data" / "postmaster.pid").exists()
+        with psycopg.connect(pg_server.url) as connection:
+            assert connection.execute("SELECT 1").fetchone() == (1,)

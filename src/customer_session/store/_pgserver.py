@@ -17,7 +17,9 @@ The watchdog runs as the starter's user, so it may signal the server (which runs
 as that user, or as ``postgres`` under root) and delete the directory. A process
 forked from the starter gives up its copy of the write end, or the server would
 outlive the starter for as long as the child lives; spawned and ``exec``-ed
-processes, the server among them, never get it (it is not inheritable).
+processes, the server among them, never get it (it is not inheritable). Finally
+:meth:`TemporaryPostgres.start` deletes the directories of earlier servers of this
+launcher that no longer run, left by a watchdog that could not do its work.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -45,9 +48,10 @@ _SYSTEM_USER: Final = "postgres"
 _FAST: Final = ("-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
 # A port found free can be taken by another program before the server binds it.
 _PORT_ATTEMPTS: Final = 5
-# The name of every directory this launcher creates.
+# The name of every directory this launcher creates, and so of those it may delete.
 _PREFIX: Final = "customer-session-pg-"
-# The longest any step of a start may take.
+# The longest any step of a start may take: a younger directory with no server may be
+# one that another process is still setting up, so the sweep of leftovers spares it.
 _STEP_TIMEOUT: Final = 120
 # How long a server gets to finish an immediate shutdown before it is killed.
 _SHUTDOWN_WAIT: Final = 10
@@ -110,6 +114,26 @@ def _server_pid(data: Path) -> int | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return pid if runs_in == data.resolve() else None
+
+
+def _remove_leftovers() -> None:
+    """Delete this launcher's directories whose server no longer runs.
+
+    Only directories with the launcher's prefix, not symbolic links, untouched for
+    longer than a start can take, and with no server running on them (or none
+    that can be seen: an unreadable one is spared).
+    """
+    now = time.time()
+    for candidate in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*"):
+        try:
+            status = candidate.lstat()
+            if not stat.S_ISDIR(status.st_mode) or now - status.st_mtime < _STEP_TIMEOUT:
+                continue
+            if _server_pid(candidate / "data") is not None:
+                continue
+        except OSError:  # gone meanwhile, or not ours to inspect
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
 
 
 def _reap(directory: Path) -> None:
@@ -210,6 +234,7 @@ class TemporaryPostgres:
         Raises:
             PostgresUnavailable: With the reason and the end of the server's log.
         """
+        _remove_leftovers()
         self._bin = _bin_dir()
         for tool in ("initdb", "pg_ctl"):
             if not (self._bin / tool).exists():
