@@ -406,6 +406,30 @@ class TestOpening:
             SQLiteStore(target)
 
     @pytest.mark.parametrize(
+        ("path", "why"),
+        [
+            ("file:", "a file: URI with an empty path is a temporary database"),
+            ("file://localhost", "a file: URI with an empty path is a temporary database"),
+            # SQLite drops the rest of the path from an escaped NUL.
+            ("file:%00x.db?mode=rwc", "a file: URI with an empty path is a temporary database"),
+            ("file://otherhost/x.db", "invalid uri authority: 'otherhost'"),
+            ("file://[x/y.db", r"invalid uri authority: '\[x'"),
+            ("x\x00.db", "must not contain a NUL character"),
+        ],
+    )
+    def test_a_path_sqlite_refuses_or_opens_per_connection_is_refused(self, path, why):
+        """A path SQLite cannot open, or opens as a database per thread, is refused by name."""
+        with pytest.raises(ValidationError, match=f"path: .*{why}") as caught:
+            SQLiteStore(path)
+        assert repr(path) in str(caught.value)
+
+    @pytest.mark.parametrize("path", ["file:x?mode=memory&vfs=%ff", "file:x.db?vfs=%ff"])
+    def test_a_vfs_named_in_bytes_that_are_no_utf8_is_a_store_error(self, path):
+        """SQLite's refusal of such a VFS (a message sqlite3 cannot decode) is a StoreError."""
+        with pytest.raises(StoreError, match="cannot open as an SQLite database"):
+            SQLiteStore(path).exists("order-1")
+
+    @pytest.mark.parametrize(
         ("target", "scheme"),
         [
             ("mysql://user:secret@host/db", "mysql"),

@@ -265,6 +265,9 @@ class TestSharedMemoryDatabase:
             ),
             # memdb shares a name that starts with "/" (and there is no file to lock).
             ("file:/{name}?vfs=memdb", "file:/{name}?vfs=memdb"),
+            # SQLite drops the rest of a path or value from an escaped NUL.
+            ("file:{name}?mode=memory&cache=shared", "file:{name}%00x?mode=memory&cache=shared"),
+            ("file:{name}?mode=memory&cache=shared", "file:{name}?mode=memory%00x&cache=shared"),
         ],
     )
     def test_deliver_from_a_handler_through_another_store_object_is_refused(
@@ -293,6 +296,31 @@ class TestSharedMemoryDatabase:
             assert second.deliver(lambda e: None) == 1
         # No lock file beside a database that is no file (memdb's name starts with "/").
         assert not Path(f"/{names['name']}-deliver").exists()
+
+    @pytest.mark.parametrize(
+        ("first_uri", "second_uri"),
+        [
+            # Bytes that are no UTF-8 are names of their own (not both U+FFFD).
+            ("file:{name}%ff?mode=memory&cache=shared", "file:{name}%fe?mode=memory&cache=shared"),
+            # A tab is part of the name (urllib would drop it).
+            ("file:{name}\tx?mode=memory&cache=shared", "file:{name}x?mode=memory&cache=shared"),
+            # An empty name is a private database, whatever the cache option says.
+            ("file:?mode=memory&cache=shared", "file:?mode=memory&cache=shared"),
+        ],
+    )
+    def test_a_handler_may_deliver_what_sqlite_opens_as_another_database(
+        self, first_uri, second_uri
+    ):
+        """Store objects on URIs SQLite opens as two databases deliver independently."""
+        names = {"name": f"s{uuid.uuid4().hex}"}
+        first_uri, second_uri = first_uri.format_map(names), second_uri.format_map(names)
+        with SQLiteStore(first_uri) as first, SQLiteStore(second_uri) as second:
+            for store in (first, second):
+                with_pending_row(store)
+            assert [e.attempts for e in second.pending()] == [0]  # not the first's row
+            inner = []
+            assert first.deliver(lambda e: inner.append(second.deliver(lambda e: None))) == 1
+            assert inner == [1]
 
     def test_a_handler_may_deliver_another_memory_database(self):
         """Store objects on different in-memory databases deliver independently."""

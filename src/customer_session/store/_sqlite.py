@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sqlite3
 import stat
 import sys
@@ -14,7 +15,7 @@ import weakref
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overload
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from customer_session._cart import is_number
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
@@ -86,10 +87,15 @@ _SET_VERSION: Final = """
 
 # The delivery turns of each shared-cache in-memory database of the process, by its
 # name and VFS (see _shared_memory); weak: an entry lasts while a store object uses it.
-_MEMORY_TURNS: weakref.WeakValueDictionary[tuple[str, str], threading.Lock] = (
+_MEMORY_TURNS: weakref.WeakValueDictionary[tuple[bytes, bytes], threading.Lock] = (
     weakref.WeakValueDictionary()
 )
 _MEMORY_TURNS_LOCK: Final = threading.Lock()
+# Two hex digits, the only escape SQLite decodes in a URI (an invalid one stays as it is).
+_HEX: Final = re.compile(rb"[0-9A-Fa-f]{2}")
+# The parts of a file: URI as SQLite's parser goes through them, and what ends each.
+_PATH, _NAME, _VALUE = range(3)
+_ENDS: Final = {_PATH: b"?#", _NAME: b"=&#", _VALUE: b"&#"}
 
 
 class SQLiteStore(BaseStore[_S]):
@@ -181,6 +187,8 @@ class SQLiteStore(BaseStore[_S]):
         # "" would be a private temporary database, gone with the connection.
         if not isinstance(given, str | os.PathLike) or not os.fspath(given):
             problems.append(Problem("path", f"must be a file path or ':memory:', got {path!r}"))
+        elif (wrong := _path_problem(os.fspath(path))) is not None:
+            problems.append(Problem("path", f"{wrong}, got {path!r}"))
         if synchronous not in {"FULL", "NORMAL"}:
             problems.append(
                 Problem("synchronous", f"must be 'FULL' or 'NORMAL', got {synchronous!r}")
@@ -247,7 +255,8 @@ class SQLiteStore(BaseStore[_S]):
             if not self._memory:
                 _use_wal(connection, self._timeout)
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
-        except sqlite3.Error as exc:
+        # sqlite3 fails to decode a message quoting bytes that are no UTF-8 (vfs=%ff).
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             # Path first, unquoted, as the CLI names every file it cannot use.
             raise StoreError(f"{self._path}: cannot open as an SQLite database ({exc})") from exc
         with self._opened_lock:
@@ -432,21 +441,83 @@ def _file_lock(path: str) -> Iterator[None]:
         os.close(descriptor)  # and with it the lock
 
 
-def _uri(path: str) -> tuple[str, dict[str, str]] | None:
+def _uri(path: str) -> tuple[bytes, dict[bytes, bytes]] | None:  # noqa: C901, PLR0912 - SQLite's parser, in its order
     """The decoded path and options of a ``file:`` URI as SQLite reads them; ``None`` if no URI.
 
-    SQLite decodes ``%HH`` escapes in the path and the options (but not ``+``), ends
-    the query at ``#``, and takes the last value of a repeated option.
+    A transcription of SQLite's ``sqlite3ParseUri``, on the bytes SQLite is given
+    (``os.fsencode``, as :func:`sqlite3.connect` encodes them): an authority other
+    than none or ``localhost`` is refused; ``%HH`` escapes are decoded (not ``+``,
+    not an invalid one such as ``%zz``), and ``%00`` drops the rest of its path,
+    option name or value; ``#`` ends the URI; an option without a name is ignored,
+    and the last value of a repeated option is the one used.
+
+    Raises:
+        ValueError: An authority SQLite refuses (saying which).
     """
     if not path.startswith("file:"):
         return None
-    uri = urlsplit(path)
-    options: dict[str, str] = {}
-    for pair in uri.query.split("&"):
-        name, _, value = pair.partition("=")
-        if name:
-            options[unquote(name)] = unquote(value)
-    return unquote(uri.path), options
+    uri = os.fsencode(path)
+    at = 5
+    if uri.startswith(b"//", at):
+        at = _until(uri, 7, b"/")
+        if uri[7:at] not in {b"", b"localhost"}:
+            authority = os.fsdecode(uri[7:at])
+            raise ValueError(f"invalid uri authority: {authority!r} (only 'localhost')")
+    # The parts, as SQLite writes them NUL-separated: the path, then names and values.
+    parts: list[bytearray] = [bytearray()]
+    part = _PATH
+    while at < len(uri) and uri[at] != ord("#"):
+        char = uri[at]
+        at += 1
+        if char == ord("%") and _HEX.fullmatch(uri[at : at + 2]):
+            octet = int(uri[at : at + 2], 16)
+            at += 2
+            if octet:
+                parts[-1].append(octet)
+            else:  # the rest of this part is dropped, up to what ends it
+                at = _until(uri, at, _ENDS[part])
+        elif part == _NAME and char in b"&=":
+            if not parts[-1]:  # no name: the option is ignored, up to the next '&'
+                if char == ord("="):
+                    at = _until(uri, at, b"&#")
+                    at += uri.startswith(b"&", at)
+            elif char == ord("&"):  # a name without a value: the value is empty
+                parts += [bytearray(), bytearray()]
+            else:
+                part = _VALUE
+                parts.append(bytearray())
+        elif (part, char) in {(_PATH, ord("?")), (_VALUE, ord("&"))}:
+            part = _NAME
+            parts.append(bytearray())
+        else:
+            parts[-1].append(char)
+    if part == _NAME:  # a last name has an empty value; no name (a last '&') is nothing
+        parts.append(bytearray()) if parts[-1] else parts.pop()
+    options = {
+        bytes(name): bytes(value) for name, value in zip(parts[1::2], parts[2::2], strict=True)
+    }
+    return bytes(parts[0]), options
+
+
+def _until(uri: bytes, at: int, stops: bytes) -> int:
+    """The index of the first byte of ``stops`` in ``uri`` from ``at`` (its length if none)."""
+    while at < len(uri) and uri[at] not in stops:
+        at += 1
+    return at
+
+
+def _path_problem(path: str) -> str | None:
+    """What SQLite would refuse in ``path``, or make a private temporary database of."""
+    try:
+        parsed = _uri(path)
+    except ValueError as exc:
+        return f"must be a path or file: URI SQLite can open ({exc})"
+    if "\0" in path:
+        return "must not contain a NUL character"
+    if parsed is not None and not parsed[0] and not _in_memory(path):
+        # As "": each connection (so each thread) would have a database of its own.
+        return "must name a file: a file: URI with an empty path is a temporary database"
+    return None
 
 
 def _lock_file_error(path: str, why: str) -> StoreError:
@@ -473,10 +544,12 @@ def _in_memory(path: str) -> bool:
     if parsed is None:
         return False
     name, options = parsed
-    return name == ":memory:" or options.get("mode") == "memory" or options.get("vfs") == "memdb"
+    return (
+        name == b":memory:" or options.get(b"mode") == b"memory" or options.get(b"vfs") == b"memdb"
+    )
 
 
-def _shared_memory(path: str) -> tuple[str, str] | None:
+def _shared_memory(path: str) -> tuple[bytes, bytes] | None:
     """The name and VFS of an in-memory database the process's connections share.
 
     For an in-memory ``path`` (see :func:`_in_memory`); ``None`` when each
@@ -484,19 +557,20 @@ def _shared_memory(path: str) -> tuple[str, str] | None:
     in-memory URI with ``cache=shared`` (the last ``cache`` option) and the same
     decoded name and VFS shares one database; so do those that open a name
     starting with ``/`` on the ``memdb`` VFS. A VFS given by name is the default
-    one when it is SQLite's default (see :func:`_default_vfs`).
+    one when it is SQLite's default (see :func:`_default_vfs`). The name and VFS
+    are bytes, as SQLite compares them (two names that are not UTF-8 differ).
     """
     parsed = _uri(path)
-    if parsed is None:
-        return None
+    if parsed is None or not parsed[0]:
+        return None  # an empty name is a private database, never shared
     name, options = parsed
-    vfs = options.get("vfs", "")
+    vfs = options.get(b"vfs", b"")
     if vfs and _default_vfs(vfs):
-        vfs = ""
-    if options.get("cache") == "shared":
+        vfs = b""
+    if options.get(b"cache") == b"shared":
         return name, vfs
-    memory = name == ":memory:" or options.get("mode") == "memory"
-    if vfs == "memdb" and not memory and name.startswith("/"):
+    memory = name == b":memory:" or options.get(b"mode") == b"memory"
+    if vfs == b"memdb" and not memory and name.startswith(b"/"):
         # memdb shares such a name itself. Conservative: it is taken for the same
         # database as a shared-cache one of that name on memdb (which it is only
         # when both are opened with cache=shared).
@@ -505,7 +579,7 @@ def _shared_memory(path: str) -> tuple[str, str] | None:
 
 
 @functools.cache
-def _default_vfs(vfs: str) -> bool:
+def _default_vfs(vfs: bytes) -> bool:
     """Whether ``vfs`` names SQLite's default VFS.
 
     A shared-cache database is one per name and VFS object, and ``vfs=unix`` names
@@ -519,11 +593,11 @@ def _default_vfs(vfs: str) -> bool:
             named = f"{probe}&vfs={quote(vfs, safe='')}"
             with closing(sqlite3.connect(named, uri=True)) as other:
                 return bool(other.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
-    except sqlite3.Error:
+    except (sqlite3.Error, UnicodeDecodeError):  # a message naming a VFS that is no UTF-8
         return False  # no such VFS: opening the store says so
 
 
-def _memory_turns(shared: tuple[str, str]) -> threading.Lock:
+def _memory_turns(shared: tuple[bytes, bytes]) -> threading.Lock:
     """The lock the store objects on a shared-cache in-memory database take turns on.
 
     ``shared`` is the database's name and VFS, from :func:`_shared_memory`.
