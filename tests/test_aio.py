@@ -360,19 +360,24 @@ class TestTriggerFiredWhileTheClockRuns:
         assert session._running is None
 
 
+# A table where a return leaves the session open, so a hook may edit the cart under it.
+# At module level: its named workflow, made in a test, would be registered again
+# when the test runs twice in one process (the class lives on until a collection).
+OPEN_RETURNS = CUSTOMER_SESSION.extend(
+    "aio_open_returns", Edge(Trigger.RETURN_ITEMS, State.OPEN, State.OPEN)
+)
+
+
+class OpenReturns(CustomerSession):
+    specification: ClassVar[Specification] = OPEN_RETURNS
+    default_workflow: ClassVar[Workflow] = Workflow(OPEN_RETURNS, name="tests.aio_open_returns")
+
+
 @pytest.mark.asyncio
 class TestReturnUnderAnEditedCart:
     async def test_a_return_an_async_hook_left_no_room_for_is_refused(self):
         """An async before hook emptying the cart under a return: refused, nothing kept."""
-        spec = CUSTOMER_SESSION.extend(
-            "aio_open_returns", Edge(Trigger.RETURN_ITEMS, State.OPEN, State.OPEN)
-        )
-
-        class OpenReturns(CustomerSession):
-            specification: ClassVar[Specification] = spec
-            default_workflow: ClassVar[Workflow] = Workflow(spec, name="tests.aio_open_returns")
-
-        workflow = Workflow(spec)
+        workflow = Workflow(OPEN_RETURNS)
 
         async def empty_the_cart(event):
             await asyncio.sleep(0)
