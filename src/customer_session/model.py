@@ -159,6 +159,10 @@ def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return value if type(value) is tuple else _to_tuple(value)  # type: ignore[return-value]
 
 
+_NOT_GIVEN: Final[Any] = attrs.NOTHING
+"""An argument left out (typed Any: it stands for a value of each argument's type)."""
+
+
 def _default_workflow(self: CustomerSession) -> Workflow:
     return type(self).default_workflow
 
@@ -173,7 +177,8 @@ def _now(self: CustomerSession) -> datetime:
 
 
 # Fields are private slots behind read-only properties (see ``_readonly``).
-@define(kw_only=True, repr=False, on_setattr=setters.NO_OP)
+# init=False: __init__ is written out below (see there why).
+@define(kw_only=True, repr=False, on_setattr=setters.NO_OP, init=False)
 class CustomerSession:
     """A Talon.One customer session whose state follows the transition table.
 
@@ -242,6 +247,50 @@ class CustomerSession:
     # Set while the session is busy: the trigger under way, what can()/why_not() ask,
     # or the atomic() block that holds it.
     _running: Trigger | Asking | Held | None = field(default=None, init=False, eq=False, repr=False)
+
+    # attrs would generate this __init__, calling a converter or factory for five of
+    # the fields; written out, their common cases are tests in line (a new session
+    # costs a fifth less). The fields keep their converters and factories: they
+    # describe the arguments, and a subclass's generated __init__ uses them.
+    def __init__(
+        self,
+        *,
+        workflow: Workflow = _NOT_GIVEN,
+        integration_id: str,
+        state: State | str = State.OPEN,
+        profile_id: str | None = None,
+        coupon: str | None = None,
+        referral: str | None = None,
+        cart_items: Iterable[CartItem] = (),
+        identifiers: Iterable[str] = (),
+        attributes: Mapping[str, JSONValue] = EMPTY_MAPPING,
+        first_session: bool = True,
+        discounts: Mapping[str, float] = EMPTY_MAPPING,
+        application_id: int = 0,
+        additional_costs: Mapping[str, AdditionalCost] = EMPTY_MAPPING,
+        created: datetime = _NOT_GIVEN,
+        updated: datetime | None = None,
+    ) -> None:
+        """Set the fields, then validate them (see the class's arguments)."""
+        self._workflow = type(self).default_workflow if workflow is _NOT_GIVEN else workflow
+        self._integration_id = integration_id
+        self._state = state if type(state) is State else _to_state(state)
+        self._profile_id = profile_id
+        self._coupon = coupon
+        self._referral = referral
+        self._cart_items = cart_items if type(cart_items) is tuple else _cart_tuple(cart_items)
+        self._identifiers = identifiers if type(identifiers) is tuple else _str_tuple(identifiers)
+        self._attributes = attributes
+        self._first_session = first_session
+        self._discounts = discounts
+        self._application_id = application_id
+        self._additional_costs = additional_costs
+        self._created = _now(self) if created is _NOT_GIVEN else created
+        self._updated = updated  # type: ignore[assignment] # None: made ``created`` below
+        self._update_count = 1
+        self._history = ()
+        self._running = None
+        self.__attrs_post_init__()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a subclass whose default workflow drives another table than its own.
@@ -934,7 +983,7 @@ class CustomerSession:
             )
 
 
-@define(kw_only=True, repr=False, on_setattr=setters.NO_OP)
+@define(kw_only=True, repr=False, on_setattr=setters.NO_OP, init=False)
 class ReopenableCustomerSession(CustomerSession):
     """A session that also allows Talon.One's reopen endpoint: ``closed -> open``.
 
