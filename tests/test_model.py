@@ -1319,6 +1319,27 @@ class TestSubclasses:
 
         assert Tagged(integration_id="o").workflow is CustomerSession.default_workflow
 
+    def test_a_subclass_with_its_own_field_converts_as_the_class_does(self):
+        """attrs' generated __init__ of a subclass takes a list cart, a state name, a new field."""
+
+        @attrs.define(kw_only=True, repr=False, on_setattr=attrs.setters.NO_OP)
+        class Tagged(CustomerSession):
+            _tag: str = "none"
+
+        item = CartItem(sku="A", quantity=1)
+        s = Tagged(
+            integration_id="o", state="closed", cart_items=[item], identifiers=["i"], tag="gift"
+        )
+        assert (s.state, s.cart_items, s.identifiers, s._tag) == (
+            State.CLOSED,
+            (item,),
+            ("i",),
+            "gift",
+        )
+        assert type(s.state) is State
+        assert s.workflow is CustomerSession.default_workflow
+        assert s.updated == s.created
+
     def test_a_reassigned_default_workflow_of_another_table_is_refused(self, monkeypatch):
         """A default workflow replaced by one of another table is refused on construction."""
         monkeypatch.setattr(
