@@ -51,6 +51,15 @@ def nested_delivery_refusal(deliverer: Any, inner: Callable[[], object]) -> Base
     return error
 
 
+def blocks_another(watcher: Any, holder: Any) -> bool:
+    """Whether another connection's statement waits for ``holder``'s locks (asks ``watcher``)."""
+    row = watcher.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+        (holder.info.backend_pid,),
+    ).fetchone()
+    return row is not None and row[0] > 0
+
+
 def deliveries_take_turns(first: Any, second: Any) -> None:
     """Check that ``second.deliver()``, run by a thread while ``first`` delivers, waits.
 

@@ -34,6 +34,8 @@ from customer_session import (
 from customer_session.aio import AsyncSession
 from customer_session.store import AsyncPostgresStore, Effect, JournalKind, rebuild
 
+from .conftest import blocks_another
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -498,11 +500,7 @@ async def blocked_by(holder: psycopg.Connection[tuple[object, ...]], conninfo: s
     deadline = time.monotonic() + WAIT
     with psycopg.connect(conninfo, autocommit=True) as watcher:
         while time.monotonic() < deadline:
-            row = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-                (holder.info.backend_pid,),
-            ).fetchone()
-            if row is not None and row[0] > 0:
+            if blocks_another(watcher, holder):
                 return
             await asyncio.sleep(0.01)
     raise AssertionError("no statement waited for the lock")

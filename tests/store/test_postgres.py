@@ -14,7 +14,7 @@ import pytest
 from customer_session import CartItem, CustomerSession, StoreError, WorkflowError
 from customer_session.store import AsyncPostgresStore, PostgresStore
 
-from .conftest import SyncOverAsync, deliveries_take_turns, nested_delivery_refusal
+from .conftest import SyncOverAsync, blocks_another, deliveries_take_turns, nested_delivery_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -153,11 +153,7 @@ def wait_until_blocked_by(holder: Any, conninfo: str) -> None:
     deadline = time.monotonic() + 60
     with psycopg.connect(conninfo, autocommit=True) as watcher:
         while time.monotonic() < deadline:
-            row = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-                (holder.info.backend_pid,),
-            ).fetchone()
-            if row is not None and row[0] > 0:
+            if blocks_another(watcher, holder):
                 return
             time.sleep(0.01)
     raise AssertionError("no statement waited for the lock")
