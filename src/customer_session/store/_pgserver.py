@@ -156,10 +156,18 @@ def _reap(directory: Path) -> None:
                 time.sleep(0.05)
             if _server_pid(data) == pid:
                 os.kill(pid, signal.SIGKILL)
-    for pid in _processes_naming(directory):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(directory, ignore_errors=True)
+    # Until the directory stays gone: a tool killed mid-write may leave a child
+    # (initdb's bootstrap backend) writing on for a moment, so that one deletion
+    # meets a directory not empty yet.
+    deadline = time.monotonic() + _SHUTDOWN_WAIT
+    while True:
+        for pid in _processes_naming(directory):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(directory, ignore_errors=True)
+        if not directory.exists() or time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
 
 
 def _processes_naming(directory: Path) -> list[int]:
