@@ -1,5 +1,7 @@
 import importlib
+import subprocess
 import sys
+import textwrap
 from datetime import UTC, datetime
 
 import hypothesis
@@ -514,6 +516,38 @@ class TestTheKitCatches:
             AssertionError, match=r"set_coupon\(.*\) was accepted by session 'order-\d' in '\w+'"
         ):
             _run_with(_TakesCouponsWhenClosed)
+
+    def test_a_lying_session_under_optimisation(self):
+        """Under ``python -O``, which strips assert statements, a run still fails."""
+        script = textwrap.dedent(
+            """
+            import hypothesis
+            from hypothesis.stateful import run_state_machine_as_test
+            from customer_session import CustomerSession
+            from customer_session.testing import SessionStateMachine
+
+            class AlwaysCan(CustomerSession):
+                def can(self, trigger, *, items=()):
+                    return True
+
+            class Machine(SessionStateMachine):
+                session_class = AlwaysCan
+
+            run_state_machine_as_test(
+                Machine,
+                settings=hypothesis.settings(
+                    max_examples=200, database=None, derandomize=True, deadline=None,
+                    phases=[hypothesis.Phase.generate],
+                ),
+            )
+            """
+        )
+        run = subprocess.run(
+            [sys.executable, "-O", "-c", script], capture_output=True, text=True, check=False
+        )
+        assert run.returncode == 1
+        assert "AssertionError: session 'order-" in run.stderr
+        assert "but why_not() gives (" in run.stderr
 
 
 class TestWithoutHypothesis:

@@ -158,7 +158,9 @@ class SessionStateMachine(RuleBasedStateMachine):
         except (TransitionError, ValidationError) as error:
             self.refusals.append(error)
             after = session.snapshot()
-            assert after == before, f"{error!r} changed session {session.integration_id!r}"  # noqa: S101, PT017 - an invariant of the rule
+            if after != before:
+                message = f"{error!r} changed session {session.integration_id!r}"
+                raise AssertionError(message) from error
         else:
             if record is not None:
                 self._note_commit(session, before["history"], record)
@@ -176,14 +178,18 @@ class SessionStateMachine(RuleBasedStateMachine):
         may have been undone.
         """
         history = session.history
-        assert history[: len(before)] == before, "a committed transition was undone"  # noqa: S101 - an invariant of the rule
+        if history[: len(before)] != before:
+            raise AssertionError("a committed transition was undone")
         gained = history[len(before) :]
-        assert gained[:1] == (record,), f"{record!r} is not what the call committed"  # noqa: S101 - an invariant of the rule
+        if gained[:1] != (record,):
+            raise AssertionError(f"{record!r} is not what the call committed")
         if len(gained) > 1:
             # Only after-commit hooks may commit more within the same call.
             plan = session.workflow.plan(record.source, record.trigger)
-            assert plan is not None, f"{record!r} came with {gained[1:]!r}"  # noqa: S101 - an invariant of the rule
-            assert plan.after_commit, f"{record!r} came with {gained[1:]!r}"  # noqa: S101 - an invariant of the rule
+            if plan is None:
+                raise AssertionError(f"{record!r} came with {gained[1:]!r}")
+            if not plan.after_commit:
+                raise AssertionError(f"{record!r} came with {gained[1:]!r}")
         self.committed[id(session)].extend(gained)
 
     @rule(data=st.data())
@@ -201,13 +207,15 @@ class SessionStateMachine(RuleBasedStateMachine):
         except TransitionError as error:  # a guard raised: HookFailed
             self.refusals.append(error)
         else:
-            assert allowed == (not refusals), (  # noqa: S101 - an invariant of the rule
-                f"session {session.integration_id!r}: can({trigger!r}) is {allowed}, "
-                f"but why_not() gives {refusals!r}"
+            if allowed != (not refusals):
+                raise AssertionError(
+                    f"session {session.integration_id!r}: can({trigger!r}) is {allowed}, "
+                    f"but why_not() gives {refusals!r}"
+                )
+        if session.snapshot() != before:
+            raise AssertionError(
+                f"asking about {trigger!r} changed session {session.integration_id!r}"
             )
-        assert session.snapshot() == before, (  # noqa: S101 - an invariant of the rule
-            f"asking about {trigger!r} changed session {session.integration_id!r}"
-        )
 
     # -- attempts to go around the table --------------------------------------------
 
@@ -230,9 +238,8 @@ class SessionStateMachine(RuleBasedStateMachine):
             else:
                 raise AssertionError(f"state {what} was accepted by session {name!r}")
             # Checked after each write: a refusal that got through must not go unseen.
-            assert session.snapshot() == before, (  # noqa: S101 - an invariant of the rule
-                f"the refused state {what} changed session {name!r}"
-            )
+            if session.snapshot() != before:
+                raise AssertionError(f"the refused state {what} changed session {name!r}")
 
         refused(f"assignment of {value!r}", lambda: setattr(session, "state", value))
         refused("deletion", lambda: delattr(session, "state"))
@@ -249,7 +256,8 @@ class SessionStateMachine(RuleBasedStateMachine):
         if self.workflow.name is not None:
             clones["pickle"] = pickle.loads(pickle.dumps(session))  # noqa: S301 - our own data
         for how, clone in clones.items():
-            assert clone == session, f"{how} gave {clone!r}, not {session!r}"  # noqa: S101 - an invariant
+            if clone != session:
+                raise AssertionError(f"{how} gave {clone!r}, not {session!r}")
         # Continue with a copy, so later steps also exercise reloaded sessions.
         replacement = list(clones.values())[-1]
         self.committed[id(replacement)] = self.committed.pop(id(session))
@@ -274,22 +282,23 @@ class SessionStateMachine(RuleBasedStateMachine):
         name = session.integration_id
         try:
             session.set_coupon(coupon)
-        except Exception as error:  # noqa: BLE001 - checked right below
+        except Exception as error:  # checked right below
             busy = isinstance(error, SessionNotEditable) and (
                 error.running is not None or error.held
             )
-            assert busy or session.state is not State.OPEN, (  # noqa: S101, PT017 - an invariant of the rule
-                f"set_coupon({coupon!r}) of open, idle session {name!r} raised {error!r}"
-            )
-            assert session.snapshot() == before, (  # noqa: S101 - an invariant
-                f"the refused set_coupon({coupon!r}) changed session {name!r}"
-            )
+            if not busy and session.state is State.OPEN:
+                message = f"set_coupon({coupon!r}) of open, idle session {name!r} raised {error!r}"
+                raise AssertionError(message) from error
+            if session.snapshot() != before:
+                message = f"the refused set_coupon({coupon!r}) changed session {name!r}"
+                raise AssertionError(message) from error
         else:
             # Only an open session takes edits (an atomic() block's own included).
-            assert state is State.OPEN, (  # noqa: S101 - an invariant of the rule
-                f"set_coupon({coupon!r}) was accepted by session {name!r} in '{state}'; "
-                "only an open session takes edits"
-            )
+            if state is not State.OPEN:
+                raise AssertionError(
+                    f"set_coupon({coupon!r}) was accepted by session {name!r} in '{state}'; "
+                    "only an open session takes edits"
+                )
             # Setting the coupon the session has changes nothing, so it is no update.
             self.edits[id(session)] += before["coupon"] != coupon
 
@@ -300,10 +309,11 @@ class SessionStateMachine(RuleBasedStateMachine):
         """Every session is in a state of its table."""
         for session in self.sessions:
             spec = session.specification
-            assert session.state in spec.states, (  # noqa: S101 - an invariant
-                f"session {session.integration_id!r} is in {session.state!r}, "
-                f"not a state of {spec.name!r}"
-            )
+            if session.state not in spec.states:
+                raise AssertionError(
+                    f"session {session.integration_id!r} is in {session.state!r}, "
+                    f"not a state of {spec.name!r}"
+                )
 
     @invariant()
     def histories_are_paths(self) -> None:
@@ -312,17 +322,18 @@ class SessionStateMachine(RuleBasedStateMachine):
             spec, name = session.specification, session.integration_id
             previous: TransitionRecord | None = None
             for index, record in enumerate(session.history):
-                assert spec.target(record.source, record.trigger) is record.destination, (  # noqa: S101 - an invariant
-                    f"session {name!r}: history[{index}] {record!r} is no edge of {spec.name!r}"
-                )
-                if previous is not None:
-                    assert previous.destination is record.source, (  # noqa: S101 - an invariant
+                if spec.target(record.source, record.trigger) is not record.destination:
+                    raise AssertionError(
+                        f"session {name!r}: history[{index}] {record!r} is no edge of {spec.name!r}"
+                    )
+                if previous is not None and previous.destination is not record.source:
+                    raise AssertionError(
                         f"session {name!r}: history[{index}] leaves '{record.source}', "
                         f"but history[{index - 1}] entered '{previous.destination}'"
                     )
                 previous = record
-            if previous is not None:
-                assert previous.destination is session.state, (  # noqa: S101 - an invariant
+            if previous is not None and previous.destination is not session.state:
+                raise AssertionError(
                     f"session {name!r} is in '{session.state}', "
                     f"but its history ends in '{previous.destination}'"
                 )
@@ -332,7 +343,8 @@ class SessionStateMachine(RuleBasedStateMachine):
         """The history holds exactly the records the triggers returned."""
         for session in self.sessions:
             committed = self.committed[id(session)]
-            assert list(session.history) == committed, (  # noqa: S101 - an invariant
-                f"session {session.integration_id!r}: the history holds "
-                f"{list(session.history)!r}, but the triggers committed {committed!r}"
-            )
+            if list(session.history) != committed:
+                raise AssertionError(
+                    f"session {session.integration_id!r}: the history holds "
+                    f"{list(session.history)!r}, but the triggers committed {committed!r}"
+                )
