@@ -424,6 +424,22 @@ class TestEntryPoints:
         assert main(["--version"]) == 0
         assert capsys.readouterr().out == f"customer-session {version('customer-session')}\n"
 
+    @pytest.mark.parametrize(
+        ("argv", "start"),
+        [
+            (["--version"], "customer-session "),
+            (["--help"], "usage: customer-session "),
+            (["replay", "--help"], "usage: customer-session replay "),
+            (["diagram", "-h"], "usage: customer-session diagram "),
+        ],
+    )
+    def test_version_and_help_go_to_out(self, capsys, argv, start):
+        """main(out=...) receives what --version and --help print; standard output gets nothing."""
+        out = io.StringIO()
+        assert main(argv, out=out) == 0
+        assert out.getvalue().startswith(start)
+        assert capsys.readouterr() == ("", "")
+
     def test_version_without_metadata_is_a_one_line_error(self, monkeypatch, capsys):
         """--version where the distribution is not installed is a usage error, not a traceback."""
 

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from customer_session import diagrams, replay, wire
 
@@ -33,6 +33,8 @@ from customer_session.model import CustomerSession, ReopenableCustomerSession
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator, Sequence
+
+    from _typeshed import SupportsWrite
 
 PROG = "customer-session"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -47,6 +49,15 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, like the rest of the CLI."""
+
+    def __init__(self, *, out: TextIO | None = None, **options: Any) -> None:
+        """Take ``out``, where ``--help`` and ``--version`` go (None: standard output)."""
+        super().__init__(**options)
+        self.out = out
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        """Print the help to ``file``, else to :attr:`out`."""
+        super().print_help(file if file is not None else self.out)
 
     def error(self, message: str) -> NoReturn:
         """Print ``prog: error: message`` on one line and exit with status 2."""
@@ -75,16 +86,19 @@ class _Version(argparse.Action):
         except PackageNotFoundError:
             # Run from a source tree (PYTHONPATH=src) there is no metadata to read.
             parser.error("--version: the customer-session distribution is not installed")
-        print(f"{parser.prog} {installed}")  # standard output, as --help
+        out = parser.out if isinstance(parser, _Parser) else None
+        print(f"{parser.prog} {installed}", file=out)  # where --help goes
         parser.exit()
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="The Talon.One customer session state machine.")
+def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG, description="The Talon.One customer session state machine.", out=out
+    )
     parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    diagram = commands.add_parser("diagram", help="print or render the state diagram")
+    diagram = commands.add_parser("diagram", help="print or render the state diagram", out=out)
     diagram.add_argument(
         "--format",
         choices=TEXT_FORMATS + IMAGE_FORMATS,
@@ -103,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
         "required for images)",
     )
 
-    validate = commands.add_parser("validate", help="check session JSON documents")
+    validate = commands.add_parser("validate", help="check session JSON documents", out=out)
     validate.add_argument(
         "files", nargs="+", type=Path, metavar="FILE", help="session JSON documents (v1)"
     )
@@ -111,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         "--reopen", action="store_true", help="read them as sessions of the reopen table"
     )
 
-    run = commands.add_parser("replay", help="apply an order-event log (JSON Lines)")
+    run = commands.add_parser("replay", help="apply an order-event log (JSON Lines)", out=out)
     run.add_argument(
         "log", type=Path, metavar="EVENTS.jsonl", help="the log: one JSON event per line"
     )
@@ -403,11 +417,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
-        out: Where reports go (default: standard output). Errors and the progress
-            bar always go to standard error.
+        out: Where reports, ``--help`` and ``--version`` go (default: standard
+            output). Errors and the progress bar always go to standard error.
     """
     stdout = out if out is not None else sys.stdout
-    parser = _parser()
+    parser = _parser(out)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits for --help and for usage errors
