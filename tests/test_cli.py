@@ -346,6 +346,20 @@ class TestReplay:
             "(unable to open database file)\n"
         )
 
+    def test_a_store_that_cannot_be_opened_leaves_the_log_closed(self, capsys, monkeypatch):
+        """A --db the store refuses is an error line, and the log opened first is closed."""
+        opened = []
+        path_open = Path.open
+
+        def spy(path, *args, **options):
+            opened.append(path_open(path, *args, **options))
+            return opened[-1]
+
+        monkeypatch.setattr(Path, "open", spy)
+        assert run("replay", "--db", "mysql://host/orders", str(EXAMPLE)) == (2, "")
+        assert "unsupported URL scheme 'mysql'" in one_line_error(capsys)
+        assert [handle.closed for handle in opened] == [True]
+
     def test_non_utf8_line_is_applied_once_corrected_under_db(self, tmp_path):
         """With --db a non-UTF-8 line is not recorded, so the next run applies it fixed."""
         log, database = tmp_path / "log.jsonl", str(tmp_path / "store.db")

@@ -331,8 +331,9 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise _UsageError(f"{args.log}: permission denied") from None
     except OSError as error:
         raise _UsageError(f"{args.log}: cannot read ({error.strerror})") from None
-    replayer = _replayer(args)
     with handle, contextlib.ExitStack() as cleanup:
+        # Inside: a store that cannot be opened (a bad option) must close the log too.
+        replayer = _replayer(args)
         if isinstance(replayer, contextlib.AbstractContextManager):
             cleanup.enter_context(replayer)  # a store replay closes its store
         decoded = _LogLines(handle)
