@@ -79,7 +79,8 @@ def store_worker(
     database: str, worker: int, sessions: int, barrier: Barrier
 ) -> tuple[float, float]:
     ids = session_ids(worker, sessions)
-    with open_store(database) as store:
+    # Named, as a worker of a shared store is: the floors write an actor too.
+    with open_store(database, actor=f"bench-worker-{worker}") as store:
         store.exists(ids[0])  # connect and check the schema before the clock starts
         barrier.wait()
         start = time.monotonic()
@@ -146,7 +147,7 @@ def setup_floors(database: str, workers: int, sessions: int) -> None:
         (
             f"CREATE TABLE bench_journal ({floor.key}, integration_id text NOT NULL,"
             " version integer NOT NULL, kind text NOT NULL, operation text NOT NULL,"
-            " event_key text, records text NOT NULL, changes text NOT NULL,"
+            " event_key text, actor text, records text NOT NULL, changes text NOT NULL,"
             " recorded_at text NOT NULL, UNIQUE (integration_id, version))"
         ),
     ):
@@ -223,20 +224,20 @@ def journal_floor_worker(
         "WITH moved AS (UPDATE bench_journal_rows SET state = %s, version = version + 1,"
         " updated = %s, document = %s WHERE id = %s AND version = %s"
         " RETURNING id, version), journal AS (INSERT INTO bench_journal"
-        " (integration_id, version, kind, operation, records, changes, recorded_at)"
-        " SELECT id, version, %s, %s, %s, %s, %s FROM moved) SELECT version FROM moved"
+        " (integration_id, version, kind, operation, actor, records, changes, recorded_at)"
+        " SELECT id, version, %s, %s, %s, %s, %s, %s FROM moved) SELECT version FROM moved"
     )
     # On SQLite, as its store writes it: BEGIN IMMEDIATE, two statements, COMMIT.
     update = (
         "UPDATE bench_journal_rows SET state = ?, version = version + 1, updated = ?,"
         " document = ? WHERE id = ? AND version = ?"
     )
-    journal = "INSERT INTO bench_journal VALUES (NULL, ?, ?, ?, ?, NULL, ?, ?, ?)"
+    journal = "INSERT INTO bench_journal VALUES (NULL, ?, ?, ?, ?, NULL, ?, ?, ?, ?)"
 
     def one_statement(integration_id: str, version: int, state: str) -> None:
         now = datetime.now(UTC).isoformat()
         row = (state, now, document, integration_id, version)
-        entry = ("transition", "close", records, "{}", now)
+        entry = ("transition", "close", "bench", records, "{}", now)
         assert floor.connection.execute(with_statement, row + entry).fetchone()
 
     def statements(integration_id: str, version: int, state: str) -> None:
@@ -244,7 +245,7 @@ def journal_floor_worker(
         floor.execute(floor.begin)
         row = (state, now, document, integration_id, version)
         assert floor.execute(update, row).rowcount == 1
-        entry = (integration_id, version + 1, "transition", "close", records, "{}", now)
+        entry = (integration_id, version + 1, "transition", "close", "bench", records, "{}", now)
         floor.execute(journal, entry)
         floor.execute("COMMIT")
 

@@ -21,6 +21,7 @@ class TestCheck:
             optional_key=None,
             operation="close",
             limit=None,
+            actor="worker-1",
         )
 
     @pytest.mark.parametrize(
@@ -48,6 +49,15 @@ class TestCheck:
             ),
             ("change", None, "change"),
             ("handler", "print", "handler"),
+            ("actor", "", "actor"),
+            ("actor", "   ", "actor"),
+            ("actor", "a" * 201, "actor"),
+            ("actor", "line\nbreak", "actor"),
+            ("actor", "bell\x07", "actor"),
+            ("actor", "del\x7f", "actor"),
+            ("actor", "c1\x9f", "actor"),
+            ("actor", "x\udfff", "actor"),
+            ("actor", 7, "actor"),
         ],
     )
     def test_a_bad_value_is_named_by_its_argument(self, rule, value, shown):
@@ -62,3 +72,16 @@ class TestCheck:
         with pytest.raises(ValidationError) as caught:
             check("update", integration_id=None, change=3, retries=-2)
         assert [p.path for p in caught.value.problems] == ["integration_id", "change", "retries"]
+
+    @pytest.mark.parametrize("actor", [None, "a", "a" * 200, "Zoë (support)", " x ", "x\u2028y"])
+    def test_an_actor_may_be_none_or_any_short_non_blank_text(self, actor):
+        """None and any text of 1 to 200 characters, not blank and without controls, pass."""
+        check("update", actor=actor)
+
+    def test_a_value_cut_short_in_the_message_has_its_length_given(self):
+        """A string too long to show whole is shown cut, with how many characters it has."""
+        with pytest.raises(ValidationError) as caught:
+            check("create", actor="w" * 300)
+        (problem,) = caught.value.problems
+        assert problem.message.endswith(f"got {'w' * 300!r:.80}... (300 characters)")
+        assert "200 characters" in problem.message

@@ -114,6 +114,17 @@ async def test_open_loads_sessions_into_the_class_given(conninfo: str) -> None:
         assert (store.session_class, store.retries) == (ReopenableCustomerSession, 3)
 
 
+async def test_the_actor_of_the_store_or_the_call_is_recorded(conninfo: str) -> None:
+    """open(actor=...) names the store's entries; an awaited call's actor= wins over it."""
+    async with await AsyncPostgresStore.open(conninfo, actor="worker-1") as store:
+        await store.create(new_session(), actor="api")
+        async with store.transaction("order-1", actor="support") as session:
+            session.set_coupon("WELCOME")
+        await store.update("order-1", lambda s: s.close())
+        assert store.actor == "worker-1"
+        assert [e.actor for e in await store.history("order-1")] == ["api", "support", "worker-1"]
+
+
 async def test_async_change_is_awaited(store: AsyncPostgresStore[CustomerSession]) -> None:
     """update() awaits an async change and returns its result."""
     await store.create(new_session())

@@ -195,6 +195,24 @@ class TestCorruptRows:
         with pytest.raises(WorkflowError, match="history holds 'reopen', which CustomerSession"):
             open_db().get("order-1")
 
+    def test_journal_actor_that_is_no_text(self, tmp_path):
+        """A journal actor that is no text is CorruptData naming the session and the entry.
+
+        (SQLite only: PostgreSQL's text column holds nothing else.)
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(path, actor="worker-1") as store:
+            stored(store)
+            with sqlite3.connect(path) as connection:
+                # A TEXT column turns a number into text, but keeps a blob as it is.
+                connection.execute("UPDATE customer_session_journal SET actor = x'6869'")
+            with pytest.raises(
+                CorruptData,
+                match=r"session 'order-1': journal entry 1 has an actor that is no text \(b'hi'\)",
+            ) as caught:
+                store.history("order-1")
+        assert caught.value.integration_id == "order-1"
+
     def test_state_column_that_names_no_state(self, store, sql):
         """counts() over a row whose state column names no state is CorruptData quoting it."""
         stored(store)
@@ -291,6 +309,7 @@ class TestSchemaVersion:
         store.update("order-1", lambda s: s.close(), key="event-1")
         store.deliver(lambda effect: None)
         sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")  # added by version 3
+        sql("ALTER TABLE customer_session_journal DROP COLUMN actor")  # added by version 4
         for index in V2_INDEXES:
             sql(f"DROP INDEX {index}")
         sql("UPDATE customer_session_schema SET version = 1")
@@ -311,6 +330,7 @@ class TestSchemaVersion:
         stored(store)
         store.update("order-1", lambda s: s.close(), key="event-1")
         sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")
+        sql("ALTER TABLE customer_session_journal DROP COLUMN actor")  # added by version 4
         sql("UPDATE customer_session_schema SET version = 2")
 
         later = open_db()
@@ -318,6 +338,22 @@ class TestSchemaVersion:
         assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
         later.mark_processed("event-2", integration_id="order-1", refusal="already closed")
         assert later.processed_key("event-2").refusal == "already closed"
+
+    def test_a_version_3_database_gains_the_actor_column(self, store, open_db, sql):
+        """A version 3 database's journal reads with no actor; new entries record theirs."""
+        stored(store)
+        store.update("order-1", lambda s: s.close(), key="event-1")
+        sql("ALTER TABLE customer_session_journal DROP COLUMN actor")
+        sql("UPDATE customer_session_schema SET version = 3")
+
+        later = open_db(actor="worker-2")
+        assert [entry.actor for entry in later.history("order-1")] == [None, None]
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+        later.update("order-1", lambda s: s.cancel())
+        history = later.history("order-1")
+        assert [entry.actor for entry in history] == [None, None, "worker-2"]
+        assert rebuild(history) == later.get("order-1")
+        assert later.processed("event-1")
 
     def test_every_version_has_its_migration_step(self):
         """Each dialect has one step per version, so every older database can be brought up."""

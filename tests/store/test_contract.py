@@ -617,6 +617,9 @@ class TestBadArguments:
             (lambda st: st.deliver(None, limit=-1), ["handler", "limit"]),
             (lambda st: st.create("order-2"), ["session"]),
             (lambda st: st.create(new_session("order-2"), key=""), ["key"]),
+            (lambda st: st.create(new_session("order-2"), actor=" "), ["actor"]),
+            (lambda st: st.update("order-1", lambda s: s.close(), actor=7), ["actor"]),
+            (lambda st: st.transaction("order-1", actor="").__enter__(), ["actor"]),
             (
                 lambda st: st.ids(updated_before=FAR_FUTURE, limit=2**63),
                 ["updated_before", "limit"],
@@ -791,6 +794,105 @@ class TestJournal:
         broken = attrs.evolve(entry, changes={**entry.changes, "applicationId": -1})
         with pytest.raises(CorruptData, match="does not rebuild a valid session"):
             rebuild([broken])
+
+
+# Refused as an actor: not text, blank, too long, or holding what a log line cannot show.
+BAD_ACTORS = [
+    b"worker-1",
+    "",
+    " \t ",
+    "w" * 201,
+    "worker\n1",
+    "worker\x1b[31m",
+    "worker\x85",  # a C1 control character (NEL)
+    "worker\x00",
+    "worker\ud800",
+]
+
+
+def _close_in_a_block(store, actor) -> None:
+    with store.transaction("order-1", actor=actor) as session:
+        session.close()
+
+
+# A write of each method that takes actor=: order-2 created, or order-1 closed.
+WRITES_BY = {
+    "create": lambda store, actor: store.create(new_session("order-2"), actor=actor),
+    "update": lambda store, actor: store.update("order-1", lambda s: s.close(), actor=actor),
+    "transaction": _close_in_a_block,
+}
+
+
+class TestActor:
+    def test_the_store_s_actor_is_recorded_on_every_entry(self, open_db):
+        """A store opened with an actor names it in the entry of each create, update and block."""
+        store = open_db(actor="worker-1")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.set_coupon("WELCOME"))
+        with store.transaction("order-1") as session:
+            session.close()
+        assert store.actor == "worker-1"
+        assert [e.actor for e in store.history("order-1")] == ["worker-1"] * 3
+
+    def test_a_call_s_actor_wins_over_the_store_s(self, open_db):
+        """An actor given to create, update or transaction is recorded instead of the store's."""
+        store = open_db(actor="worker-1")
+        store.create(new_session(), actor="api")
+        store.update("order-1", lambda s: s.set_coupon("WELCOME"), actor="support:ann")
+        with store.transaction("order-1", actor="sweeper") as session:
+            session.close()
+        store.update("order-1", lambda s: s.cancel())
+        assert [e.actor for e in store.history("order-1")] == [
+            "api",
+            "support:ann",
+            "sweeper",
+            "worker-1",
+        ]
+
+    def test_without_an_actor_entries_name_nobody(self, store):
+        """With no actor given to the store or the call, every entry's actor is None."""
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        assert store.actor is None
+        assert [e.actor for e in store.history("order-1")] == [None, None]
+
+    def test_an_actor_is_kept_as_given(self, store):
+        """Any text of up to 200 characters that is not blank is kept exactly, spaces included."""
+        names = ["José Ñandú 🧾", " padded ", "w" * 200]
+        store.create(new_session(), actor=names[0])
+        store.update("order-1", lambda s: s.set_coupon("WELCOME"), actor=names[1])
+        store.update("order-1", lambda s: s.close(), actor=names[2])
+        assert [e.actor for e in store.history("order-1")] == names
+
+    def test_rebuild_ignores_the_actor(self, open_db):
+        """A journal with actors rebuilds the stored session, as one without does."""
+        store = open_db(actor="worker-1")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close(), actor="sweeper")
+        assert rebuild(store.history("order-1")) == store.get("order-1")
+
+    @pytest.mark.parametrize("actor", BAD_ACTORS)
+    @pytest.mark.parametrize("method", ["create", "update", "transaction"])
+    def test_a_bad_actor_is_refused_and_nothing_is_written(self, store, method, actor):
+        """A bad actor of a call is a ValidationError naming it and showing it; nothing changes."""
+        store.create(new_session())
+        with pytest.raises(ValidationError) as caught:
+            WRITES_BY[method](store, actor)
+        assert caught.value.subject == f"{method}()"
+        (problem,) = caught.value.problems
+        assert problem.path == "actor"
+        assert f"got {actor!r:.20}" in problem.message
+        assert not store.exists("order-2")
+        assert store.get("order-1").state is State.OPEN
+        assert len(store.history("order-1")) == 1
+
+    @pytest.mark.parametrize("actor", BAD_ACTORS)
+    def test_a_store_with_a_bad_actor_is_refused(self, open_db, store, actor):
+        """Opening a store with a bad actor is a ValidationError naming it; nothing is written."""
+        with pytest.raises(ValidationError) as caught:
+            open_db(actor=actor)
+        assert [p.path for p in caught.value.problems] == ["actor"]
+        assert store.ids() == ()
 
 
 def sync_store_with_async_hook(open_db, backend) -> tuple[SessionStore, list[object]]:

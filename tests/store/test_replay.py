@@ -123,6 +123,13 @@ class TestStoreReplay:
         assert history[1].records[0].timestamp.isoformat() == "2026-03-02T11:00:00+00:00"
         assert history[1].operation == "update"
 
+    def test_the_actor_reaches_every_journal_entry_the_replay_writes(self, database):
+        """StoreReplayer(actor=...) names its actor on the entries of the changes it applies."""
+        with StoreReplayer(database, actor="nightly-import") as replayer:
+            replayer.run([CREATE, CLOSE, RETURN])
+            history = replayer.store.history("order-7")
+        assert [e.actor for e in history] == ["nightly-import"] * 3
+
     def test_fast_path_is_refused(self, database):
         """A store replay never takes the in-memory fast path."""
         with StoreReplayer(database) as replayer, pytest.raises(Exception, match="fast"):

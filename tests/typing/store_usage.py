@@ -63,12 +63,13 @@ with SQLiteStore(":memory:") as store:
     store.create(CustomerSession(integration_id="order-1"))
     record: TransitionRecord = store.update("order-1", close)
     assert_type(store.update("order-1", lambda s: s.state), State)
-    with store.transaction("order-1", key="event-7") as session:
+    with store.transaction("order-1", key="event-7", actor="support:ann") as session:
         assert_type(session, CustomerSession)
         if session.state is State.CLOSED:
             session.cancel()
     entries: tuple[JournalEntry, ...] = store.history("order-1")
     kind: JournalKind = entries[-1].kind
+    actor: str | None = entries[-1].actor
     rebuilt: CustomerSession = rebuild(entries)
     effect: DurableEffect = store.on_commit("erp", trigger=Trigger.CLOSE)
     delivered: int = store.deliver(handler, limit=10)
@@ -83,17 +84,20 @@ with SQLiteStore(":memory:", session_class=ReopenableCustomerSession) as reopena
         reopenable.history("order-2"), session_class=ReopenableCustomerSession
     )
 
-any_store: SessionStore[CustomerSession] = open_store(":memory:")
+any_store: SessionStore[CustomerSession] = open_store(":memory:", actor="worker-1")
+assert_type(any_store.actor, str | None)
+any_store.create(CustomerSession(integration_id="order-1"), actor="api")
 any_store.close()
 postgres: type[PostgresStore[CustomerSession]] = PostgresStore
-replayer = StoreReplayer(":memory:", log_id="orders-2026-03")
+replayer = StoreReplayer(":memory:", log_id="orders-2026-03", actor="nightly-replay")
 replayer.close()
 
 
 async def async_store(url: str) -> None:
     """The async store keeps the session class it is opened with."""
-    async with await AsyncPostgresStore.open(url) as opened:
+    async with await AsyncPostgresStore.open(url, actor="worker-1") as opened:
         assert_type(opened, AsyncPostgresStore[CustomerSession])
+        await opened.create(CustomerSession(integration_id="order-1"), actor="api")
         assert_type(await opened.get("order-1"), CustomerSession)
     reopenable = await AsyncPostgresStore.open(url, session_class=ReopenableCustomerSession)
     assert_type(reopenable, AsyncPostgresStore[ReopenableCustomerSession])

@@ -10,6 +10,7 @@ must be ...``).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -28,6 +29,26 @@ def _text(value: object) -> bool:
 
 def _optional_text(value: object) -> bool:
     return value is None or _text(value)
+
+
+ACTOR_MAX_LENGTH: Final = 200
+"""The most characters an actor may have: a name or id for an audit trail, not a note."""
+
+# Unicode's control characters (category Cc): a tab, a newline or an escape in an
+# actor would break the lines of a log or a terminal that shows the journal.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _actor(value: object) -> bool:
+    if value is None:
+        return True
+    return (
+        type(value) is str
+        and 0 < len(value) <= ACTOR_MAX_LENGTH
+        and not value.isspace()
+        and is_text(value)  # no lone surrogate
+        and _CONTROL.search(value) is None
+    )
 
 
 # The largest count a database column or LIMIT holds (a signed 64-bit integer).
@@ -73,6 +94,13 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     ),
     "operation": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
     "refusal": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
+    "actor": (
+        _actor,
+        (
+            f"must be None or a name of 1 to {ACTOR_MAX_LENGTH} characters, not only "
+            "whitespace, without control characters or lone surrogates"
+        ),
+    ),
     "retries": (_at_least(0), "must be an integer from 0 to 2**63 - 1, or None"),
     "default_retries": (_at_least(0, optional=False), "must be an integer from 0 to 2**63 - 1"),
     "session": (_session, "must be a CustomerSession"),
@@ -110,5 +138,8 @@ def problems(**arguments: object) -> list[Problem]:
     for rule, value in arguments.items():
         ok, message = _RULES[rule]
         if not ok(value):
-            found.append(Problem(_SHOWN.get(rule, rule), f"{message}, got {value!r:.80}"))
+            got = f"{value!r:.80}"
+            if isinstance(value, str) and got != repr(value):
+                got += f"... ({len(value)} characters)"  # cut short: say how long it was
+            found.append(Problem(_SHOWN.get(rule, rule), f"{message}, got {got}"))
     return found

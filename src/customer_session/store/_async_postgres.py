@@ -25,7 +25,6 @@ from customer_session.exceptions import (
     WorkflowError,
 )
 from customer_session.model import CustomerSession
-from customer_session.store import _changes
 from customer_session.store._arguments import check
 from customer_session.store._base import (
     _DELIVERY_BATCH,
@@ -144,6 +143,9 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: How many times :meth:`update` re-runs a change that lost a race.
         min_connections: Connections the pool keeps open.
         max_connections: Connections the pool may open.
+        actor: Who the journal entries of this store object's commits name, unless
+            a call gives its own ``actor=`` (default ``None``: nobody); at most 200
+            characters, not only whitespace, without control characters.
 
     Raises:
         ValidationError: Every bad option, each by name.
@@ -162,6 +164,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        actor: str | None = None,
     ) -> None: ...
 
     @overload
@@ -174,6 +177,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        actor: str | None = None,
     ) -> None: ...
 
     def __init__(
@@ -185,12 +189,14 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        actor: str | None = None,
     ) -> None:
         """Check the arguments and make the (closed) pool; :meth:`open` opens it."""
         super().__init__(
             session_class=session_class,
             workflow=workflow,
             retries=retries,
+            actor=actor,
             problems=option_problems(conninfo, min_connections, max_connections),
         )
         pg, pool = _import_psycopg()
@@ -225,6 +231,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        actor: str | None = None,
     ) -> AsyncPostgresStore[CustomerSession]: ...
 
     @overload
@@ -238,6 +245,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        actor: str | None = None,
     ) -> AsyncPostgresStore[_O]: ...
 
     @classmethod
@@ -250,6 +258,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        actor: str | None = None,
     ) -> AsyncPostgresStore[Any]:
         """Create a store and open its pool (arguments as for the class).
 
@@ -265,6 +274,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             retries=retries,
             min_connections=min_connections,
             max_connections=max_connections,
+            actor=actor,
         )
         await store._open()
         return store
@@ -307,7 +317,12 @@ class AsyncPostgresStore(StoreCore[_S]):
     # -- sessions ----------------------------------------------------------------------
 
     async def create(
-        self, session: _S, *, key: str | None = None, operation: str | None = None
+        self,
+        session: _S,
+        *,
+        key: str | None = None,
+        operation: str | None = None,
+        actor: str | None = None,
     ) -> None:
         """Store a new session (row version 1) with its first journal entry.
 
@@ -318,10 +333,10 @@ class AsyncPostgresStore(StoreCore[_S]):
             KeyAlreadyProcessed: ``key`` was already used.
             WorkflowError: The session follows another table than the store's class.
         """
-        self._check_new(session, key, operation)
+        self._check_new(session, key, operation, actor)
         integration_id = session.integration_id
         await self._ready(integration_id)
-        change = _changes.created(session, self._effects, key=key, operation=operation)
+        change = self._created(session, key, operation, actor)
         kept = self._keep(session)
         written, interrupted = await self._write(_INSERT, change, None)
         if written:
@@ -376,7 +391,12 @@ class AsyncPostgresStore(StoreCore[_S]):
 
     @asynccontextmanager
     async def transaction(
-        self, integration_id: str, *, key: str | None = None, operation: str | None = None
+        self,
+        integration_id: str,
+        *,
+        key: str | None = None,
+        operation: str | None = None,
+        actor: str | None = None,
     ) -> AsyncIterator[_S]:
         """Load a session, let the ``async with`` block change it, commit atomically.
 
@@ -399,9 +419,15 @@ class AsyncPostgresStore(StoreCore[_S]):
                 block it opened was still open; nothing is written, and that
                 trigger does not commit.
         """
-        check("transaction", integration_id=integration_id, optional_key=key, operation=operation)
+        check(
+            "transaction",
+            integration_id=integration_id,
+            optional_key=key,
+            operation=operation,
+            actor=actor,
+        )
         try:
-            async with self._attempt(integration_id, key, operation) as session:
+            async with self._attempt(integration_id, key, operation, actor) as session:
                 yield session
         except _Conflict:
             raise ConcurrentUpdate(integration_id, 1) from None
@@ -414,6 +440,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int | None = None,
         key: str | None = None,
         operation: str | None = None,
+        actor: str | None = None,
     ) -> _T:
         """Apply ``change`` and commit, re-running it on fresh state after a lost race.
 
@@ -435,12 +462,14 @@ class AsyncPostgresStore(StoreCore[_S]):
             SessionNotEditable: As for :meth:`transaction`: ``change`` left a
                 trigger running or an ``atomic()`` block open.
         """
-        attempts = self._attempts("update", integration_id, change, retries, key, operation)
+        attempts = self._attempts("update", integration_id, change, retries, key, operation, actor)
         attempt = 0
         optimistic = True  # from the cached copy, if any: see _attempt
         while True:
             try:
-                async with self._attempt(integration_id, key, operation, optimistic) as session:
+                async with self._attempt(
+                    integration_id, key, operation, actor, optimistic
+                ) as session:
                     result = change(session)
                     if inspect.isawaitable(result):
                         result = await result
@@ -461,6 +490,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         integration_id: str,
         key: str | None,
         operation: str | None,
+        actor: str | None,
         optimistic: bool = False,
     ) -> AsyncIterator[_S]:
         """One attempt, as ``BaseStore._attempt``, with the database calls awaited."""
@@ -481,7 +511,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                     raise _Stale from None
                 raise
             with writing(session):
-                change = self._changed(loaded, key, operation)
+                change = self._changed(loaded, key, operation, actor)
                 if change is not None:
                     statement = update_statement(change)
                     written, interrupted = await self._write(statement, change, loaded.version)

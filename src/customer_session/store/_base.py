@@ -118,6 +118,8 @@ class StoreCore(Generic[_S]):
         session_class: The class sessions are loaded into.
         workflow: The workflow whose guards and hooks apply to loaded sessions.
         retries: How many times ``update`` re-runs a change that lost a race.
+        actor: Who the journal entries of this store object's commits name, unless
+            a call gives its own ``actor=`` (``None``: nobody).
     """
 
     dialect: ClassVar[str]
@@ -129,6 +131,7 @@ class StoreCore(Generic[_S]):
         session_class: type[_S],
         workflow: Workflow | None,
         retries: int,
+        actor: str | None = None,
         problems: Sequence[Problem] = (),
     ) -> None:
         """Check the arguments; the database is touched only on first use.
@@ -152,11 +155,13 @@ class StoreCore(Generic[_S]):
                 f"{chosen!r} drives another specification"
             )
         raise_problems(
-            type(self).__name__, [*problems, *argument_problems(default_retries=retries)]
+            type(self).__name__,
+            [*problems, *argument_problems(default_retries=retries, actor=actor)],
         )
         self._session_class = session_class
         self._shadow = Shadow(chosen)
         self._retries = retries
+        self._actor = actor
         self._effects: tuple[DurableEffect, ...] = ()
         self._effects_lock = threading.Lock()
         self._schema_lock = threading.Lock()
@@ -179,6 +184,11 @@ class StoreCore(Generic[_S]):
     def retries(self) -> int:
         """How many times :meth:`update` re-runs a change that lost a race, by default."""
         return self._retries
+
+    @property
+    def actor(self) -> str | None:
+        """Who the journal entries of this store object's commits name, by default."""
+        return self._actor
 
     @property
     def effects(self) -> tuple[DurableEffect, ...]:
@@ -256,6 +266,7 @@ class StoreCore(Generic[_S]):
         retries: int | None,
         key: str | None,
         operation: str | None,
+        actor: str | None,
     ) -> int:
         """How many attempts ``update`` may make, once its arguments are checked."""
         check(
@@ -265,12 +276,15 @@ class StoreCore(Generic[_S]):
             retries=retries,
             optional_key=key,
             operation=operation,
+            actor=actor,
         )
         return 1 + (self._retries if retries is None else retries)
 
-    def _check_new(self, session: _S, key: str | None, operation: str | None) -> None:
+    def _check_new(
+        self, session: _S, key: str | None, operation: str | None, actor: str | None
+    ) -> None:
         """Refuse bad arguments of ``create`` and a session of another transition table."""
-        check("create", session=session, optional_key=key, operation=operation)
+        check("create", session=session, optional_key=key, operation=operation, actor=actor)
         if session.specification != self._session_class.specification:
             raise WorkflowError(
                 f"a store of {self._session_class.__name__} cannot hold a "
@@ -330,7 +344,7 @@ class StoreCore(Generic[_S]):
         return _Loaded(session, version, cached.data, cached.session if cached.written else None)
 
     def _changed(
-        self, loaded: _Loaded[_S], key: str | None, operation: str | None
+        self, loaded: _Loaded[_S], key: str | None, operation: str | None, actor: str | None
     ) -> Change | None:
         """What the attempt that loaded ``loaded`` writes; ``None`` if nothing changed."""
         return _changes.changed(
@@ -339,7 +353,20 @@ class StoreCore(Generic[_S]):
             self._effects,
             key=key,
             operation=operation,
+            actor=self._actor if actor is None else actor,
             written_for=loaded.before,
+        )
+
+    def _created(
+        self, session: _S, key: str | None, operation: str | None, actor: str | None
+    ) -> Change:
+        """What ``create`` writes for ``session``."""
+        return _changes.created(
+            session,
+            self._effects,
+            key=key,
+            operation=operation,
+            actor=self._actor if actor is None else actor,
         )
 
     def _keep(self, session: CustomerSession) -> CustomerSession | None:
@@ -383,7 +410,14 @@ class BaseStore(StoreCore[_S], ABC):
 
     # -- sessions ----------------------------------------------------------------------
 
-    def create(self, session: _S, *, key: str | None = None, operation: str | None = None) -> None:
+    def create(
+        self,
+        session: _S,
+        *,
+        key: str | None = None,
+        operation: str | None = None,
+        actor: str | None = None,
+    ) -> None:
         """Store a new session (row version 1) with its first journal entry.
 
         Durable effects registered for transitions already in ``session.history``
@@ -394,16 +428,19 @@ class BaseStore(StoreCore[_S], ABC):
             session: The session, in any state.
             key: An idempotency key recorded in the same database transaction.
             operation: The journal entry's label (default ``create``).
+            actor: Who the journal entry names (default: the store's :attr:`actor`).
 
         Raises:
             SessionExists: The session is already stored.
             KeyAlreadyProcessed: ``key`` was already used.
             WorkflowError: The session follows another table than the store's class.
+            ValidationError: A bad argument (``actor`` included), each by name;
+                nothing is written.
         """
-        self._check_new(session, key, operation)
+        self._check_new(session, key, operation, actor)
         integration_id = session.integration_id
         self._ready(integration_id)
-        change = _changes.created(session, self._effects, key=key, operation=operation)
+        change = self._created(session, key, operation, actor)
         kept = self._keep(session)
         if not self._insert(change):
             raise SessionExists(integration_id)
@@ -466,7 +503,12 @@ class BaseStore(StoreCore[_S], ABC):
 
     @contextmanager
     def transaction(
-        self, integration_id: str, *, key: str | None = None, operation: str | None = None
+        self,
+        integration_id: str,
+        *,
+        key: str | None = None,
+        operation: str | None = None,
+        actor: str | None = None,
     ) -> Iterator[_S]:
         """Load a session, let the block change it, and commit the change atomically.
 
@@ -492,6 +534,7 @@ class BaseStore(StoreCore[_S], ABC):
                 key already recorded makes the commit fail with ``KeyAlreadyProcessed``.
             operation: The journal entry's label (default: the triggers fired,
                 or ``edit``).
+            actor: Who the journal entry names (default: the store's :attr:`actor`).
 
         Yields:
             The session, bound to the store's copy of :attr:`workflow`.
@@ -508,9 +551,15 @@ class BaseStore(StoreCore[_S], ABC):
                 block it opened was still open; nothing is written, and that
                 trigger does not commit.
         """
-        check("transaction", integration_id=integration_id, optional_key=key, operation=operation)
+        check(
+            "transaction",
+            integration_id=integration_id,
+            optional_key=key,
+            operation=operation,
+            actor=actor,
+        )
         try:
-            with self._attempt(integration_id, key, operation) as session:
+            with self._attempt(integration_id, key, operation, actor) as session:
                 yield session
         except _Conflict:
             raise ConcurrentUpdate(integration_id, 1) from None
@@ -523,6 +572,7 @@ class BaseStore(StoreCore[_S], ABC):
         retries: int | None = None,
         key: str | None = None,
         operation: str | None = None,
+        actor: str | None = None,
     ) -> _T:
         """Apply ``change`` to a session and commit it, re-running it if it lost a race.
 
@@ -545,6 +595,7 @@ class BaseStore(StoreCore[_S], ABC):
             retries: Re-runs after the first attempt (default: :attr:`retries`).
             key: An idempotency key, as for :meth:`transaction`.
             operation: The journal entry's label, as for :meth:`transaction`.
+            actor: Who the journal entry names, as for :meth:`transaction`.
 
         Returns:
             What ``change`` returned on the attempt that committed.
@@ -561,12 +612,12 @@ class BaseStore(StoreCore[_S], ABC):
             SessionNotEditable: As for :meth:`transaction`: ``change`` left a
                 trigger running or an ``atomic()`` block open.
         """
-        attempts = self._attempts("update", integration_id, change, retries, key, operation)
+        attempts = self._attempts("update", integration_id, change, retries, key, operation, actor)
         attempt = 0
         optimistic = True  # from the cached copy, if any: see _attempt
         while True:
             try:
-                with self._attempt(integration_id, key, operation, optimistic) as session:
+                with self._attempt(integration_id, key, operation, actor, optimistic) as session:
                     result = change(session)
                     if inspect.isawaitable(result):
                         raise _awaitable_refused(result, f"update(): the change {change!r:.80}")
@@ -587,6 +638,7 @@ class BaseStore(StoreCore[_S], ABC):
         integration_id: str,
         key: str | None,
         operation: str | None,
+        actor: str | None,
         optimistic: bool = False,
     ) -> Iterator[_S]:
         """One attempt: load, let the caller change the session, commit.
@@ -614,7 +666,7 @@ class BaseStore(StoreCore[_S], ABC):
                 # The block caught it: written, that transition would never get its hook.
                 raise WorkflowError(f"{queue.refused}. Nothing was written")
             with writing(session):
-                change = self._changed(loaded, key, operation)
+                change = self._changed(loaded, key, operation, actor)
                 if change is not None:
                     if not self._update(change, loaded.version):
                         raise _Stale if optimistic else _Conflict

@@ -54,6 +54,7 @@ class Change:
         records: The history records added, as JSON text.
         changes: The changed top-level document keys, as JSON text.
         key: The idempotency key to record, if any.
+        actor: Who made the change, for the journal entry (``None``: not given).
         outbox: The durable effects to write.
         recorded_at: The wall-clock time of the commit (SQLite writes it).
     """
@@ -68,6 +69,7 @@ class Change:
     records: str
     changes: str
     key: str | None
+    actor: str | None
     outbox: tuple[OutboxRow, ...]
     recorded_at: datetime
 
@@ -78,6 +80,7 @@ def created(
     *,
     key: str | None,
     operation: str | None,
+    actor: str | None,
 ) -> Change:
     """The change that stores ``session`` for the first time."""
     after = wire.to_dict(session, include_history=True)
@@ -92,6 +95,7 @@ def created(
         kind=JournalKind.CREATED,
         key=key,
         operation=operation or "create",
+        actor=actor,
     )
 
 
@@ -102,6 +106,7 @@ def changed(
     *,
     key: str | None,
     operation: str | None,
+    actor: str | None,
     written_for: CustomerSession | None = None,
 ) -> Change | None:
     """The change from the stored document ``before`` to ``session``; ``None`` if none.
@@ -139,7 +144,16 @@ def changed(
     kind = JournalKind.TRANSITION if added else JournalKind.EDIT
     label = operation or ("+".join(str(r.trigger) for r in session.history[old:]) or "edit")
     return _change(
-        session, after, changes, added, old, effects, kind=kind, key=key, operation=label
+        session,
+        after,
+        changes,
+        added,
+        old,
+        effects,
+        kind=kind,
+        key=key,
+        operation=label,
+        actor=actor,
     )
 
 
@@ -154,6 +168,7 @@ def _change(  # noqa: PLR0917 - a private step shared by both constructors
     kind: JournalKind,
     key: str | None,
     operation: str,
+    actor: str | None,
 ) -> Change:
     records = session.history[first:]
     return Change(
@@ -167,6 +182,7 @@ def _change(  # noqa: PLR0917 - a private step shared by both constructors
         records=dumps(added, session.integration_id),
         changes=dumps(changes, session.integration_id),
         key=key,
+        actor=actor,
         outbox=tuple(_outbox(session.integration_id, records, added, first, effects)),
         recorded_at=datetime.now(UTC),
     )

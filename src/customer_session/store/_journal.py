@@ -58,6 +58,9 @@ class JournalEntry:
         changes: The top-level keys of the wire document that changed, with their
             new values (deeply immutable); a key that disappeared maps to ``None``.
         key: The idempotency key the change was applied with, if any.
+        actor: Who made the change: the ``actor=`` of the call that committed it,
+            else the store's (``None`` when neither was given, and for entries
+            written before schema version 4). :func:`rebuild` does not use it.
         recorded_at: When it was committed, in UTC (by the clock of the database
             server on PostgreSQL, of the committing process on SQLite).
     """
@@ -70,6 +73,7 @@ class JournalEntry:
     records: tuple[TransitionRecord, ...]
     changes: Mapping[str, Any] = field(converter=freeze)
     key: str | None
+    actor: str | None = None
     recorded_at: datetime
 
 
@@ -164,12 +168,23 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
     """A journal entry from its database row.
 
     The columns are ``sequence, integration_id, version, kind, operation,
-    event_key, records, changes, recorded_at``.
+    event_key, actor, records, changes, recorded_at``.
 
     Raises:
         CorruptData: The row is corrupt.
     """
-    sequence, integration_id, version, kind, operation, key, records, changes, recorded_at = row
+    (
+        sequence,
+        integration_id,
+        version,
+        kind,
+        operation,
+        key,
+        actor,
+        records,
+        changes,
+        recorded_at,
+    ) = row
     try:
         known = JournalKind(kind)
     except ValueError:
@@ -183,6 +198,13 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
         raise CorruptData(
             f"session {integration_id!r}: journal entry {sequence} has no record list; "
             "the row is corrupt",
+            integration_id,
+        )
+    if actor is not None and type(actor) is not str:
+        # SQLite keeps whatever a column is given: a damaged one may hold a number.
+        raise CorruptData(
+            f"session {integration_id!r}: journal entry {sequence} has an actor that is no "
+            f"text ({actor!r:.60}); the row is corrupt",
             integration_id,
         )
     changed = parse(changes, "journal changes", integration_id)
@@ -202,5 +224,6 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
         records=tuple(record_from_json(r, integration_id) for r in parsed),
         changes=changed,
         key=key,
+        actor=actor,
         recorded_at=timestamp(recorded_at, f"time of journal entry {sequence}", integration_id),
     )

@@ -32,6 +32,7 @@ def open_store(
     *,
     workflow: Workflow | None = None,
     retries: int = DEFAULT_RETRIES,
+    actor: str | None = None,
 ) -> SessionStore[CustomerSession]: ...
 
 
@@ -42,6 +43,7 @@ def open_store(
     session_class: type[_S],
     workflow: Workflow | None = None,
     retries: int = DEFAULT_RETRIES,
+    actor: str | None = None,
 ) -> SessionStore[_S]: ...
 
 
@@ -51,6 +53,7 @@ def open_store(
     session_class: type[Any] = CustomerSession,
     workflow: Workflow | None = None,
     retries: int = DEFAULT_RETRIES,
+    actor: str | None = None,
 ) -> SessionStore[Any]:
     """Open the store ``target`` names: a ``postgresql://`` URL or an SQLite file.
 
@@ -61,6 +64,8 @@ def open_store(
         session_class: The class sessions are loaded into.
         workflow: The workflow whose guards and hooks apply to loaded sessions.
         retries: How many times ``update`` re-runs a change that lost a race.
+        actor: Who the journal entries of the store's commits name, unless a call
+            gives its own ``actor=`` (default ``None``: nobody).
 
     Raises:
         ValidationError: ``target`` is empty, not a path or URL, or a URL of another
@@ -79,7 +84,9 @@ def open_store(
             f"must be a postgresql:// URL, a file path or ':memory:', got {target!r:.80}",
         )
     if text.startswith(POSTGRES_SCHEMES):
-        return PostgresStore(text, session_class=session_class, workflow=workflow, retries=retries)
+        return PostgresStore(
+            text, session_class=session_class, workflow=workflow, retries=retries, actor=actor
+        )
     url = None if text.startswith("file:") else _URL.match(text)
     if url is not None:
         # Opened as a path, a URL of another database (or a mistyped scheme) fails
@@ -90,4 +97,6 @@ def open_store(
             "target",
             f"unsupported URL scheme {url.group(1)!r}: give a postgresql:// URL or a file path",
         )
-    return SQLiteStore(text, session_class=session_class, workflow=workflow, retries=retries)
+    return SQLiteStore(
+        text, session_class=session_class, workflow=workflow, retries=retries, actor=actor
+    )

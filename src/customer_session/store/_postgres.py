@@ -48,8 +48,9 @@ INSTALL_HINT: Final = "pip install 'customer-session[postgres]'"
 # row was written. Their later parts are one shared tail.
 _WRITE_TAIL: Final = """), journal AS (
     INSERT INTO customer_session_journal
-        (integration_id, version, kind, operation, event_key, records, changes)
-    SELECT integration_id, version, %(kind)s, %(operation)s, %(key)s, %(records)s, %(changes)s
+        (integration_id, version, kind, operation, event_key, actor, records, changes)
+    SELECT integration_id, version, %(kind)s, %(operation)s, %(key)s, %(actor)s, %(records)s,
+        %(changes)s
     FROM moved
 ), outbox AS (
     INSERT INTO customer_session_outbox
@@ -81,8 +82,8 @@ WITH moved AS (
     RETURNING integration_id, version
 ), journal AS (
     INSERT INTO customer_session_journal
-        (integration_id, version, kind, operation, records, changes)
-    SELECT integration_id, version, %(kind)s, %(operation)s, %(records)s, %(changes)s
+        (integration_id, version, kind, operation, actor, records, changes)
+    SELECT integration_id, version, %(kind)s, %(operation)s, %(actor)s, %(records)s, %(changes)s
     FROM moved
 )
 SELECT version FROM moved"""
@@ -103,8 +104,8 @@ _KEY: Final = """
 _HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = %s"
 _KEY_RECORD: Final = "SELECT integration_id, refusal FROM customer_session_keys WHERE key = %s"
 _HISTORY: Final = """
-    SELECT sequence, integration_id, version, kind, operation, event_key, records, changes,
-        recorded_at
+    SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
+        changes, recorded_at
     FROM customer_session_journal WHERE integration_id = %s ORDER BY version"""
 _PENDING: Final = """
     SELECT sequence, idempotency_key, effect, integration_id, version, position, record,
@@ -181,6 +182,9 @@ class PostgresStore(BaseStore[_S]):
         retries: How many times :meth:`update` re-runs a change that lost a race.
         min_connections: Connections the pool keeps open.
         max_connections: Connections the pool may open.
+        actor: Who the journal entries of this store object's commits name, unless
+            a call gives its own ``actor=`` (default ``None``: nobody); at most 200
+            characters, not only whitespace, without control characters.
 
     Raises:
         ValidationError: Every bad option, each by name.
@@ -216,6 +220,7 @@ class PostgresStore(BaseStore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        actor: str | None = None,
     ) -> None: ...
 
     @overload
@@ -228,6 +233,7 @@ class PostgresStore(BaseStore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        actor: str | None = None,
     ) -> None: ...
 
     def __init__(
@@ -239,12 +245,14 @@ class PostgresStore(BaseStore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        actor: str | None = None,
     ) -> None:
         """Open the connection pool (psycopg is imported here)."""
         super().__init__(
             session_class=session_class,
             workflow=workflow,
             retries=retries,
+            actor=actor,
             problems=option_problems(conninfo, min_connections, max_connections),
         )
         pg, pool = _import_psycopg()
@@ -449,6 +457,7 @@ def write_params(statement: str, change: Change, expected: int | None) -> dict[s
         "expected": expected,
         "kind": change.kind.value,
         "operation": change.operation,
+        "actor": change.actor,
         "records": change.records,
         "changes": change.changes,
     }

@@ -46,7 +46,18 @@ class SessionStore(Protocol[_S]):
     def retries(self) -> int:
         """How many times ``update`` re-runs a change that lost a race, by default."""
 
-    def create(self, session: _S, *, key: str | None = None, operation: str | None = None) -> None:
+    @property
+    def actor(self) -> str | None:
+        """Who the journal entries of the store's commits name, by default."""
+
+    def create(
+        self,
+        session: _S,
+        *,
+        key: str | None = None,
+        operation: str | None = None,
+        actor: str | None = None,
+    ) -> None:
         """Store a new session with its first journal entry."""
 
     def get(self, integration_id: str) -> _S:
@@ -69,7 +80,12 @@ class SessionStore(Protocol[_S]):
         """Integration ids of matching sessions, least recently updated first."""
 
     def transaction(
-        self, integration_id: str, *, key: str | None = None, operation: str | None = None
+        self,
+        integration_id: str,
+        *,
+        key: str | None = None,
+        operation: str | None = None,
+        actor: str | None = None,
     ) -> AbstractContextManager[_S]:
         """Load, change in the block, commit atomically; one attempt."""
 
@@ -81,6 +97,7 @@ class SessionStore(Protocol[_S]):
         retries: int | None = None,
         key: str | None = None,
         operation: str | None = None,
+        actor: str | None = None,
     ) -> _T:
         """Apply ``change`` and commit, re-running it on fresh state after a lost race."""
 

@@ -89,6 +89,8 @@ class StoreReplayer(Replayer):
         log_id: An optional namespace for the keys: lines of logs replayed with
             different ``log_id`` never share a key.
         retries: Re-runs of a change that lost a race to another writer.
+        actor: Who the journal entries of the replay's changes name (the store's
+            ``actor``; default ``None``: nobody).
     """
 
     def __init__(
@@ -98,11 +100,16 @@ class StoreReplayer(Replayer):
         session_class: type[CustomerSession] = CustomerSession,
         log_id: str | None = None,
         retries: int = DEFAULT_RETRIES,
+        actor: str | None = None,
     ) -> None:
         """Open the store, bound to the replay's workflow (whose clock is the log)."""
         super().__init__(session_class=session_class)
         self.store = open_store(
-            database, session_class=session_class, workflow=self.workflow, retries=retries
+            database,
+            session_class=session_class,
+            workflow=self.workflow,
+            retries=retries,
+            actor=actor,
         )
         self.log_id = log_id
         self._skipped = 0

@@ -14,7 +14,8 @@ Tables:
     ``updated`` time (indexed, for queries), the row ``version`` that optimistic
     concurrency compares, and the session as its v1 wire document with history.
 ``customer_session_journal``
-    One row per committed change, appended in the same transaction as the change.
+    One row per committed change, appended in the same transaction as the change;
+    since version 4, with who made it (``actor``, ``NULL`` when nobody was named).
 ``customer_session_outbox``
     One row per durable effect, written with the change, marked once delivered
     (indexed by delivery time since version 2, for ``purge_delivered``).
@@ -34,7 +35,7 @@ from customer_session.exceptions import UnsupportedSchema
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The schema version this library writes and reads."""
 
 KEYS_TABLE: Final = "customer_session_keys"
@@ -158,9 +159,14 @@ _V2: Final = (
 # log reports the line as refused again rather than as applied. Same text in both dialects.
 _V3: Final = ("ALTER TABLE customer_session_keys ADD COLUMN refusal text",)
 
+# Version 4: a journal entry names who made the change (the audit trail of a store many
+# workers share). Nullable: entries written before, and changes nobody was named for,
+# have none. Same text in both dialects.
+_V4: Final = ("ALTER TABLE customer_session_journal ADD COLUMN actor text",)
+
 MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
-    "sqlite": (_SQLITE_V1, _V2, _V3),
-    "postgres": (_POSTGRES_V1, _V2, _V3),
+    "sqlite": (_SQLITE_V1, _V2, _V3, _V4),
+    "postgres": (_POSTGRES_V1, _V2, _V3, _V4),
 }
 """Per dialect, the statements of each migration step, oldest first."""
 

@@ -49,8 +49,9 @@ _UPDATE: Final = """
     WHERE integration_id = ? AND version = ?"""
 _JOURNAL: Final = """
     INSERT INTO customer_session_journal
-        (integration_id, version, kind, operation, event_key, records, changes, recorded_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+        (integration_id, version, kind, operation, event_key, actor, records, changes,
+         recorded_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _OUTBOX: Final = """
     INSERT INTO customer_session_outbox
         (idempotency_key, effect, integration_id, version, position, record, document,
@@ -62,8 +63,8 @@ _KEY: Final = """
 _HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = ?"
 _KEY_RECORD: Final = "SELECT integration_id, refusal FROM customer_session_keys WHERE key = ?"
 _HISTORY: Final = """
-    SELECT sequence, integration_id, version, kind, operation, event_key, records, changes,
-        recorded_at
+    SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
+        changes, recorded_at
     FROM customer_session_journal WHERE integration_id = ? ORDER BY version"""
 _PENDING: Final = """
     SELECT sequence, idempotency_key, effect, integration_id, version, position, record,
@@ -122,6 +123,9 @@ class SQLiteStore(BaseStore[_S]):
             loss (an fsync per commit); ``"NORMAL"`` may lose the last commits on
             power loss, never consistency, and is several times faster.
         timeout: Seconds to wait for another connection's write lock.
+        actor: Who the journal entries of this store object's commits name, unless
+            a call gives its own ``actor=`` (default ``None``: nobody); at most 200
+            characters, not only whitespace, without control characters.
 
     Raises:
         ValidationError: Every bad option, each by name.
@@ -157,6 +161,7 @@ class SQLiteStore(BaseStore[_S]):
         retries: int = DEFAULT_RETRIES,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         timeout: float = 30.0,
+        actor: str | None = None,
     ) -> None: ...
 
     @overload
@@ -169,6 +174,7 @@ class SQLiteStore(BaseStore[_S]):
         retries: int = DEFAULT_RETRIES,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         timeout: float = 30.0,
+        actor: str | None = None,
     ) -> None: ...
 
     def __init__(
@@ -180,6 +186,7 @@ class SQLiteStore(BaseStore[_S]):
         retries: int = DEFAULT_RETRIES,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         timeout: float = 30.0,
+        actor: str | None = None,
     ) -> None:
         """Remember where the database is; connections open on first use."""
         problems = []
@@ -198,7 +205,11 @@ class SQLiteStore(BaseStore[_S]):
                 Problem("timeout", f"must be a number of seconds >= 0, got {timeout!r}")
             )
         super().__init__(
-            session_class=session_class, workflow=workflow, retries=retries, problems=problems
+            session_class=session_class,
+            workflow=workflow,
+            retries=retries,
+            actor=actor,
+            problems=problems,
         )
         self._path = os.fspath(path)
         self._memory = _in_memory(self._path)
@@ -341,6 +352,7 @@ class SQLiteStore(BaseStore[_S]):
             change.kind.value,
             change.operation,
             change.key,
+            change.actor,
             change.records,
             change.changes,
             at,
