@@ -14,6 +14,7 @@ import pytest
 from customer_session import State
 from customer_session.cli import main
 from customer_session.diagrams import to_dot, to_mermaid
+from customer_session.store import open_store
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
@@ -370,6 +371,36 @@ class TestReplay:
         assert status == 0
         assert json.loads(text)["applied"] == 1
         assert json.loads(text)["states"] == {"closed": 1, "open": 1}
+
+    def test_actor_is_recorded_on_the_journal_entries_the_replay_writes(self, tmp_path):
+        """--actor NAME with --db names NAME on each entry; a run without it names nobody."""
+        log, database = tmp_path / "log.jsonl", str(tmp_path / "store.db")
+        log.write_bytes(encoded_log(b"A"))
+        assert run("replay", "--db", database, "--actor", "nightly-import", str(log))[0] == 0
+        cancel = {"at": "2026-03-02T11:00:00Z", "session": "s1", "op": "update"}
+        cancel["customerSession"] = {"state": "cancelled"}
+        log.write_bytes(encoded_log(b"A") + json.dumps(cancel).encode() + b"\n")
+        assert run("replay", "--db", database, str(log))[0] == 0  # applies the new line only
+        with open_store(database) as store:
+            assert [e.actor for e in store.history("s1")] == ["nightly-import"] * 2 + [None]
+            assert [e.actor for e in store.history("s2")] == ["nightly-import"]
+
+    def test_a_bad_actor_is_a_usage_error_before_any_line(self, capsys, tmp_path):
+        """An --actor the store refuses is one error line, exit 2, and nothing is applied."""
+        database = tmp_path / "store.db"
+        assert run("replay", "--db", str(database), "--actor", "a\tb", str(EXAMPLE)) == (2, "")
+        assert one_line_error(capsys).startswith(
+            "customer-session: error: SQLiteStore: actor: must be None or a name of 1 to 200"
+        )
+        assert not database.exists()
+
+    def test_actor_without_db_is_a_usage_error(self, capsys):
+        """--actor without --db is refused: a replay in memory keeps no journal to record it."""
+        assert run("replay", "--actor", "me", str(EXAMPLE)) == (2, "")
+        assert one_line_error(capsys) == (
+            "customer-session: error: --actor names who wrote a store's journal entries: "
+            "give --db\n"
+        )
 
     def test_crlf_log_replays_like_lf(self, tmp_path):
         """A log with CRLF line endings gives the same report as with LF."""

@@ -138,6 +138,12 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
         "resumable: lines an earlier run applied are skipped",
     )
     run.add_argument(
+        "--actor",
+        metavar="NAME",
+        help="with --db: who the journal entries of the replay's changes name "
+        "(at most 200 characters; default: none)",
+    )
+    run.add_argument(
         "--max-refusals",
         type=_count,
         default=20,
@@ -352,10 +358,13 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _replayer(args: argparse.Namespace) -> replay.Replayer:
     session_class = _session_class(args.reopen)
     if args.db is None:
+        if args.actor is not None:
+            # A replay in memory keeps no journal: the name would be dropped unsaid.
+            raise _UsageError("--actor names who wrote a store's journal entries: give --db")
         return replay.Replayer(session_class=session_class)
     from customer_session.store import StoreReplayer  # noqa: PLC0415 - only --db needs it
 
-    return StoreReplayer(args.db, session_class=session_class)
+    return StoreReplayer(args.db, session_class=session_class, actor=args.actor)
 
 
 def _size(path: Path) -> int | None:
