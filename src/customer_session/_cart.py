@@ -260,7 +260,7 @@ def text_problem(value: str) -> str:
         what = f"a NUL character (U+0000) at index {index}, which PostgreSQL cannot store"
     else:
         what = f"a lone surrogate (U+{ord(char):04X}) at index {index}, which UTF-8 cannot encode"
-    return f"holds {what}: {value!r:.80}"
+    return f"holds {what}: {shown(value):.80}"
 
 
 def storable(text: str) -> str:

@@ -544,7 +544,9 @@ class UnsupportedSchema(StoreError):
             )
         else:
             # No library writes this: upgrading would not help, and migrating would fail.
-            what = "no schema version" if found is None else f"the schema version {found!r:.60}"
+            what = (
+                "no schema version" if found is None else f"the schema version {shown(found):.60}"
+            )
             message = (
                 f"the database has customer-session tables but {what}, which no "
                 f"customer-session writes (versions are 1 to {supported}); its table "

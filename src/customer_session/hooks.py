@@ -321,7 +321,7 @@ class Workflow:
         if not isinstance(now, datetime):
             raise WorkflowError(
                 f"the clock {_clock_name(self._clock)} of {self!r} returned "
-                f"{now!r:.80}, not a datetime; a clock must return an aware datetime"
+                f"{shown(now):.80}, not a datetime; a clock must return an aware datetime"
             )
         if now.utcoffset() is None:
             raise WorkflowError(

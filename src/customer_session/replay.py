@@ -43,7 +43,7 @@ from attrs import define, field, frozen
 
 from customer_session import wire
 from customer_session._cart import is_text, key_path, storable, text_problem
-from customer_session._show import counted
+from customer_session._show import counted, shown
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     CustomerSessionError,
@@ -473,7 +473,9 @@ def _envelope_time(event: Mapping[str, Any]) -> datetime:
     moment: datetime | None = None
     session, op, at = event.get("session"), event.get("op"), event.get("at")
     if not isinstance(session, str) or not session:
-        problems.append(Problem("$.session", f"must be a non-empty string, got {session!r:.80}"))
+        problems.append(
+            Problem("$.session", f"must be a non-empty string, got {shown(session):.80}")
+        )
     elif not is_text(session):
         problems.append(Problem("$.session", text_problem(session)))
     if op not in OPERATIONS:
@@ -511,7 +513,9 @@ def _timestamp(text: str) -> datetime:
 def _object(event: Mapping[str, Any], key: str) -> dict[str, Any]:
     value = event.get(key)
     if not isinstance(value, dict):
-        raise ValidationError.single("event", f"$.{key}", f"must be an object, got {value!r:.60}")
+        raise ValidationError.single(
+            "event", f"$.{key}", f"must be an object, got {shown(value):.60}"
+        )
     return value
 
 

@@ -192,7 +192,7 @@ def _describe(value: object) -> str:  # noqa: PLR0911 - one return per JSON type
             else shown(value)
         )
     if isinstance(value, str):
-        return f"string {value!r:.60}"
+        return f"string {shown(value):.60}"
     if isinstance(value, list | tuple):
         return f"array of {len(value)}"
     if isinstance(value, Mapping):
@@ -310,7 +310,7 @@ def _timestamp(value: object, _: object) -> datetime:
         try:
             return _parse_timestamp(value)
         except (ValueError, OverflowError) as exc:
-            raise _Invalid.here(f"{value!r:.60} is not a valid date-time: {exc}") from None
+            raise _Invalid.here(f"{shown(value):.60} is not a valid date-time: {exc}") from None
     # The official SDK's to_dict() gives datetime objects; accept them when aware.
     if isinstance(value, datetime) and value.utcoffset() is not None:
         return value if value.tzinfo is UTC else value.astimezone(UTC)

@@ -10,6 +10,11 @@ from customer_session import ValidationError
 from customer_session.store._arguments import check
 
 
+class _Unshowable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 class TestCheck:
     def test_good_arguments_pass(self):
         """Valid values of every rule raise nothing."""
@@ -85,3 +90,18 @@ class TestCheck:
         (problem,) = caught.value.problems
         assert problem.message.endswith(f"got {'w' * 300!r:.80}... (300 characters)")
         assert "200 characters" in problem.message
+
+    @pytest.mark.parametrize(
+        ("value", "description"),
+        [
+            (10**5000, "an integer of 16610 bits"),
+            (_Unshowable(), "a _Unshowable that cannot be shown"),
+        ],
+        ids=["huge integer", "raising repr"],
+    )
+    def test_a_value_repr_cannot_show_is_described(self, value, description):
+        """A value whose repr() fails (a 5,000-digit integer, a raising __repr__) is described."""
+        with pytest.raises(ValidationError) as caught:
+            check("get", integration_id=value)
+        (problem,) = caught.value.problems
+        assert problem.message.endswith(f"got {description}")

@@ -494,7 +494,9 @@ class TestOpening:
         assert (tmp_path / "x.db").exists()
 
     @pytest.mark.parametrize(
-        ("entries", "path"), [(None, "entries"), ("abc", "entries"), ([1], "entries[0]")]
+        ("entries", "path"),
+        [(None, "entries"), ("abc", "entries"), ([1], "entries[0]"), ([10**5000], "entries[0]")],
+        ids=["None", "text", "a number", "a huge number"],
     )
     def test_rebuild_of_something_else_than_entries_is_refused(self, entries, path):
         """rebuild() names what it was given instead of journal entries."""

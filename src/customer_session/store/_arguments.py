@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from customer_session._cart import is_text, raise_problems
+from customer_session._show import shown
 from customer_session.exceptions import Problem
 from customer_session.model import CustomerSession
 
@@ -138,7 +139,7 @@ def problems(**arguments: object) -> list[Problem]:
     for rule, value in arguments.items():
         ok, message = _RULES[rule]
         if not ok(value):
-            got = f"{value!r:.80}"
+            got = f"{shown(value):.80}"
             if isinstance(value, str) and got != repr(value):
                 got += f"... ({len(value)} characters)"  # cut short: say how long it was
             found.append(Problem(_SHOWN.get(rule, rule), f"{message}, got {got}"))

@@ -18,6 +18,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar, cast
 
 from customer_session._cart import raise_problems
+from customer_session._show import shown
 from customer_session._spec import State, Trigger
 from customer_session._transaction import twin, writing
 from customer_session.exceptions import (
@@ -148,7 +149,7 @@ class StoreCore(Generic[_S]):
             )
         chosen = session_class.default_workflow if workflow is None else workflow
         if not isinstance(chosen, Workflow):
-            raise WorkflowError(f"workflow must be a Workflow or None, got {workflow!r:.80}")
+            raise WorkflowError(f"workflow must be a Workflow or None, got {shown(workflow):.80}")
         if chosen.specification != session_class.specification:
             raise WorkflowError(
                 f"{session_class.__name__} follows {session_class.specification.name!r}; "
@@ -304,7 +305,7 @@ class StoreCore(Generic[_S]):
         version, state, text = row
         if type(version) is not int:
             raise CorruptData(
-                f"session {integration_id!r}: the stored row version {version!r:.60} is no "
+                f"session {integration_id!r}: the stored row version {shown(version):.60} is no "
                 "integer; the row is corrupt",
                 integration_id,
             )
@@ -323,7 +324,7 @@ class StoreCore(Generic[_S]):
             # cached either, or update() would start from the copy and never see it.
             self._cache.pop(integration_id, None)
             raise CorruptData(
-                f"session {integration_id!r}: the stored state column says {state!r:.60} "
+                f"session {integration_id!r}: the stored state column says {shown(state):.60} "
                 f"but its document says {loaded.session.state.value!r}; the row is corrupt",
                 integration_id,
             )
@@ -620,7 +621,9 @@ class BaseStore(StoreCore[_S], ABC):
                 with self._attempt(integration_id, key, operation, actor, optimistic) as session:
                     result = change(session)
                     if inspect.isawaitable(result):
-                        raise _awaitable_refused(result, f"update(): the change {change!r:.80}")
+                        raise _awaitable_refused(
+                            result, f"update(): the change {shown(change):.80}"
+                        )
             except _Stale:
                 optimistic = False  # not a lost race: the next attempt reads the row
                 continue
@@ -1062,7 +1065,7 @@ def _hand_over(handler: EffectHandler, effect: Effect) -> None:
     """Run a sync store's ``handler`` on ``effect``; refuse one it would have to await."""
     result = handler(effect)
     if inspect.isawaitable(result):
-        raise _awaitable_refused(result, f"deliver(): the handler {handler!r:.80}")
+        raise _awaitable_refused(result, f"deliver(): the handler {shown(handler):.80}")
 
 
 def _awaitable_refused(result: Awaitable[object], what: str) -> WorkflowError:

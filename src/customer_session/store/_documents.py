@@ -251,7 +251,7 @@ def timestamp(value: str | datetime, what: str, integration_id: str | None) -> d
     except (ValueError, TypeError, OverflowError) as exc:
         problem = str(exc)
     raise CorruptData(
-        f"{subject(integration_id)}: the stored {what} {value!r:.60} is not a time "
+        f"{subject(integration_id)}: the stored {what} {shown(value):.60} is not a time "
         f"({problem}); the row is corrupt",
         integration_id,
     )
@@ -267,6 +267,6 @@ def state_from_row(value: str) -> State:
         return State(value)
     except ValueError:
         raise CorruptData(
-            f"store: a stored session has the state {value!r:.60}, which is none; "
+            f"store: a stored session has the state {shown(value):.60}, which is none; "
             "the row is corrupt"
         ) from None

@@ -20,6 +20,7 @@ from attrs import field, frozen
 from customer_session import wire
 from customer_session._cart import freeze, thaw
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
+from customer_session._show import shown
 from customer_session.exceptions import CorruptData, CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession
 from customer_session.store._documents import HISTORY_KEY, parse, record_from_json, timestamp
@@ -114,7 +115,7 @@ def rebuild(
     given: object = entries  # typed, but callers may pass anything
     if not isinstance(given, Iterable) or isinstance(given, str | bytes):
         raise ValidationError.single(
-            "rebuild()", "entries", f"must be journal entries, got {entries!r:.80}"
+            "rebuild()", "entries", f"must be journal entries, got {shown(entries):.80}"
         )
     document: dict[str, Any] = {}
     history: list[TransitionRecord] = []
@@ -122,7 +123,9 @@ def rebuild(
     for number, entry in enumerate(entries, start=1):
         if not isinstance(entry, JournalEntry):
             raise ValidationError.single(
-                "rebuild()", f"entries[{number - 1}]", f"must be a JournalEntry, got {entry!r:.80}"
+                "rebuild()",
+                f"entries[{number - 1}]",
+                f"must be a JournalEntry, got {shown(entry):.80}",
             )
         first = first or entry
         _check_order(first, entry, number)
@@ -204,7 +207,7 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
         # SQLite keeps whatever a column is given: a damaged one may hold a number.
         raise CorruptData(
             f"session {integration_id!r}: journal entry {sequence} has an actor that is no "
-            f"text ({actor!r:.60}); the row is corrupt",
+            f"text ({shown(actor):.60}); the row is corrupt",
             integration_id,
         )
     changed = parse(changes, "journal changes", integration_id)

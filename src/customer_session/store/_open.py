@@ -6,6 +6,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Final, TypeVar, overload
 
+from customer_session._show import shown
 from customer_session.exceptions import ValidationError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES
@@ -81,7 +82,7 @@ def open_store(
         raise ValidationError.single(
             "open_store()",
             "target",
-            f"must be a postgresql:// URL, a file path or ':memory:', got {target!r:.80}",
+            f"must be a postgresql:// URL, a file path or ':memory:', got {shown(target):.80}",
         )
     if text.startswith(POSTGRES_SCHEMES):
         return PostgresStore(

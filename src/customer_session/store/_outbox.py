@@ -20,6 +20,7 @@ from attrs import field, frozen
 from customer_session import wire
 from customer_session._cart import freeze, is_text, thaw
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
+from customer_session._show import shown
 from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
 from customer_session.exceptions import WorkflowError
 from customer_session.model import CustomerSession
@@ -65,7 +66,8 @@ def check_effect_name(name: object) -> str:
     """
     if not isinstance(name, str) or not name or not is_text(name):
         raise WorkflowError(
-            f"a durable effect needs a non-empty name (UTF-8 text without NUL), got {name!r:.80}"
+            "a durable effect needs a non-empty name (UTF-8 text without NUL), "
+            f"got {shown(name):.80}"
         )
     return name
 
