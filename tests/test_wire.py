@@ -362,6 +362,24 @@ class TestToDict:
         session = order()
         assert json.loads(to_json(session, indent=2)) == to_dict(session)
 
+    @pytest.mark.parametrize(
+        "indent", [-1, 1001, 10**5000, 2.0, True, "  ", [2]], ids=lambda v: type(v).__name__
+    )
+    def test_to_json_refuses_an_indent_that_is_no_width(self, indent):
+        """An indent that is not None or an integer from 0 to 1000 is a ValidationError."""
+        with pytest.raises(ValidationError) as caught:
+            to_json(order(), indent=indent)
+        assert [p.path for p in caught.value.problems] == ["indent"]
+        assert caught.value.subject == "to_json()"
+
+    @pytest.mark.parametrize("indent", [0, 1000])
+    def test_to_json_takes_an_indent_from_0_to_1000(self, indent):
+        """Indents 0 and 1000 pretty-print the same document."""
+        session = order()
+        text = to_json(session, indent=indent)
+        assert json.loads(text) == to_dict(session)
+        assert "\n" + " " * indent + '"' in text
+
 
 class TestDocumentAfter:
     """The store's writer of a session's next document, reusing the previous one."""

@@ -1016,6 +1016,10 @@ _WRITER: Final = _Writer()
 # -- v1 documents --------------------------------------------------------------------
 
 
+_MAX_INDENT: Final = 1000
+"""The widest ``to_json()`` indent: json would make any width, to the memory's end."""
+
+
 def _check_session(subject: str, session: object) -> None:
     """Refuse a writer's ``session`` that is none, which would fail inside as a bare error."""
     if not isinstance(session, CustomerSession):
@@ -1123,12 +1127,20 @@ def to_json(
     Args:
         session: The session to write.
         include_history: Also write the history (see :func:`to_dict`).
-        indent: Pretty-print with this indent (compact when ``None``).
+        indent: Pretty-print with this many spaces per level, 0 to 1000 (compact
+            when ``None``).
 
     Raises:
-        ValidationError: ``session`` is not a :class:`CustomerSession`.
+        ValidationError: ``session`` is not a :class:`CustomerSession`, or
+            ``indent`` is not ``None`` or an integer from 0 to 1000.
     """
     _check_session("to_json()", session)
+    if indent is not None and (type(indent) is not int or not 0 <= indent <= _MAX_INDENT):
+        raise ValidationError.single(
+            "to_json()",
+            "indent",
+            f"must be None or an integer from 0 to {_MAX_INDENT}, got {shown(indent):.80}",
+        )
     return json.dumps(
         to_dict(session, include_history=include_history),
         ensure_ascii=False,
@@ -1561,7 +1573,7 @@ def _total_problems(
         return []
     if given is None or not is_number(value) or abs(given - value) <= TOTAL_TOLERANCE:
         return []
-    return [Problem(path, f"{given!r} disagrees with {what}, {value!r}")]
+    return [Problem(path, f"{shown(given)} disagrees with {what}, {shown(value)}")]
 
 
 def _session_fields(doc: _SessionV1 | _SessionV2) -> dict[str, Any]:
