@@ -400,11 +400,12 @@ class TestOpening:
             store.exists("order-1")
 
     def test_invalid_options_are_refused(self, tmp_path):
-        """Negative retries and unknown synchronous modes are refused."""
+        """Negative retries and unknown (even unhashable) synchronous modes are refused."""
         with pytest.raises(ValueError, match="retries"):
             SQLiteStore(tmp_path / "x.db", retries=-1)
-        with pytest.raises(ValueError, match="synchronous"):
-            SQLiteStore(tmp_path / "x.db", synchronous="OFF")  # type: ignore[arg-type]
+        for mode in ("OFF", ["FULL"], {"FULL": 1}):
+            with pytest.raises(ValidationError, match="synchronous: must be 'FULL' or 'NORMAL'"):
+                SQLiteStore(tmp_path / "x.db", synchronous=mode)  # type: ignore[arg-type]
 
     def test_every_bad_sqlite_option_is_listed(self):
         """A bad path, mode, timeout and retry count are refused together, by name."""

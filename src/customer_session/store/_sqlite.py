@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overlo
 from urllib.parse import quote
 
 from customer_session._cart import is_number
+from customer_session._show import shown
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
@@ -193,16 +194,18 @@ class SQLiteStore(BaseStore[_S]):
         given: object = path  # typed, but callers may pass anything
         # "" would be a private temporary database, gone with the connection.
         if not isinstance(given, str | os.PathLike) or not os.fspath(given):
-            problems.append(Problem("path", f"must be a file path or ':memory:', got {path!r}"))
-        elif (wrong := _path_problem(os.fspath(path))) is not None:
-            problems.append(Problem("path", f"{wrong}, got {path!r}"))
-        if synchronous not in {"FULL", "NORMAL"}:
             problems.append(
-                Problem("synchronous", f"must be 'FULL' or 'NORMAL', got {synchronous!r}")
+                Problem("path", f"must be a file path or ':memory:', got {shown(path)}")
+            )
+        elif (wrong := _path_problem(os.fspath(path))) is not None:
+            problems.append(Problem("path", f"{wrong}, got {shown(path)}"))
+        if synchronous not in ("FULL", "NORMAL"):  # a tuple: an unhashable value is just wrong
+            problems.append(
+                Problem("synchronous", f"must be 'FULL' or 'NORMAL', got {shown(synchronous)}")
             )
         if not is_number(timeout) or timeout < 0:
             problems.append(
-                Problem("timeout", f"must be a number of seconds >= 0, got {timeout!r}")
+                Problem("timeout", f"must be a number of seconds >= 0, got {shown(timeout)}")
             )
         super().__init__(
             session_class=session_class,
@@ -273,7 +276,7 @@ class SQLiteStore(BaseStore[_S]):
         with self._opened_lock:
             if self._closed:
                 connection.close()
-                raise StoreError(f"{self!r} is closed")
+                raise StoreError(f"{shown(self)} is closed")
             self._opened.add(connection)
         return connection
 
@@ -281,7 +284,7 @@ class SQLiteStore(BaseStore[_S]):
     def _connection(self, integration_id: str | None) -> Iterator[sqlite3.Connection]:
         """This thread's connection; SQLite errors become ``StoreError`` naming the session."""
         if self._closed:
-            raise StoreError(f"{self!r} is closed", integration_id)
+            raise StoreError(f"{shown(self)} is closed", integration_id)
         try:
             if self._memory:
                 with self._shared_lock:
@@ -295,7 +298,7 @@ class SQLiteStore(BaseStore[_S]):
                 yield connection
         except sqlite3.Error as exc:
             raise StoreError(
-                f"{subject(integration_id)}: SQLite error in {self._path!r}: {exc}",
+                f"{subject(integration_id)}: SQLite error in {shown(self._path)}: {exc}",
                 integration_id,
             ) from exc
 
@@ -447,7 +450,7 @@ def _file_lock(path: str) -> Iterator[None]:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)
         except OSError as exc:
-            raise StoreError(f"cannot lock the delivery lock file {path!r}: {exc}") from exc
+            raise StoreError(f"cannot lock the delivery lock file {shown(path)}: {exc}") from exc
         yield
     finally:
         os.close(descriptor)  # and with it the lock
@@ -474,7 +477,7 @@ def _uri(path: str) -> tuple[bytes, dict[bytes, bytes]] | None:  # noqa: C901, P
         at = _until(uri, 7, b"/")
         if uri[7:at] not in {b"", b"localhost"}:
             authority = os.fsdecode(uri[7:at])
-            raise ValueError(f"invalid uri authority: {authority!r} (only 'localhost')")
+            raise ValueError(f"invalid uri authority: {shown(authority)} (only 'localhost')")
     # The parts, as SQLite writes them NUL-separated: the path, then names and values.
     parts: list[bytearray] = [bytearray()]
     part = _PATH
