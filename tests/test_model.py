@@ -1348,6 +1348,12 @@ class TestSubclasses:
         with pytest.raises(WorkflowError, match="drives another specification"):
             ReopenableCustomerSession(integration_id="o")
 
+    @pytest.mark.parametrize("workflow", [None, 1, "customer_session", {}])
+    def test_a_workflow_that_is_no_workflow_is_refused(self, workflow):
+        """A workflow argument that is no Workflow is a WorkflowError naming it."""
+        with pytest.raises(WorkflowError, match=r"^CustomerSession: workflow must be a Workflow"):
+            CustomerSession(integration_id="o", workflow=workflow)
+
 
 class TestEditOrder:
     @pytest.mark.parametrize(

@@ -275,7 +275,7 @@ def storable(text: str) -> str:
 
 def key_path(path: str, key: str) -> str:
     """``path`` extended by a mapping key; a key that is not valid text is escaped."""
-    return f"{path}.{key}" if is_text(key) else f"{path}[{key!r}]"
+    return f"{path}.{key}" if is_text(key) else f"{path}[{shown(key)}]"
 
 
 def finite_total(compute: Callable[[], float]) -> bool:

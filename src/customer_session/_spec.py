@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from attrs import field, frozen
 
+from customer_session._show import shown
 from customer_session.exceptions import SpecificationError
 
 if TYPE_CHECKING:
@@ -189,7 +190,7 @@ class Specification:
         name: object = self.name
         if not isinstance(name, str) or not name or not name.isprintable():
             raise SpecificationError(
-                str(name), f"the name must be a non-empty printable string, got {name!r}"
+                str(name), f"the name must be a non-empty printable string, got {shown(name)}"
             )
         if _UNQUOTABLE.search(name):
             raise SpecificationError(
@@ -204,7 +205,7 @@ class Specification:
             ("edges", self.edges),
         ):
             if not _collection(given):
-                raise SpecificationError(name, f"{what} must be a collection, got {given!r}")
+                raise SpecificationError(name, f"{what} must be a collection, got {shown(given)}")
             if what != "initial_states" and not _sequence(given):
                 raise SpecificationError(
                     name,
@@ -218,7 +219,7 @@ class Specification:
         for edge in self.edges:
             edge_object: object = edge
             if not isinstance(edge_object, Edge):
-                raise SpecificationError(name, f"{edge_object!r} is not an Edge")
+                raise SpecificationError(name, f"{shown(edge_object)} is not an Edge")
             values.extend(
                 (
                     (f"{edge}: its trigger", edge.trigger, Trigger),
@@ -228,7 +229,9 @@ class Specification:
             )
         for what, value, kind in values:
             if type(value) is not kind:
-                raise SpecificationError(name, f"{what}: {value!r} is not a {kind.__name__} member")
+                raise SpecificationError(
+                    name, f"{what}: {shown(value)} is not a {kind.__name__} member"
+                )
 
     @property
     def triggers(self) -> tuple[Trigger, ...]:

@@ -41,6 +41,7 @@ import attrs
 from customer_session._cart import apply_returns, return_problems
 from customer_session._phase import Phase
 from customer_session._records import TransitionEvent, TransitionRecord
+from customer_session._show import shown
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     AfterCommitHookFailed,
@@ -330,7 +331,7 @@ def verdict(entry: Registration, value: object) -> str | None:
     if value is None or (isinstance(value, str) and value):
         return value
     raise WorkflowError(
-        f"guard {entry.name!r} returned {value!r}; return None to allow "
+        f"guard {entry.name!r} returned {shown(value)}; return None to allow "
         "or a non-empty reason to refuse"
     )
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from customer_session import diagrams, replay, wire
 
 # Wording, not behaviour: the CLI counts things in its messages as the library does.
-from customer_session._show import counted
+from customer_session._show import counted, shown
 from customer_session.exceptions import CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
@@ -160,7 +160,7 @@ def _count(text: str) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {shown(text)}")
     return value
 
 

@@ -197,7 +197,7 @@ def extract(
     if workflow is None and session is not None:
         workflow = session.workflow
     if workflow is not None and workflow.specification != spec:
-        raise WorkflowError(f"{workflow!r} drives another specification than {spec.name!r}")
+        raise WorkflowError(f"{shown(workflow)} drives another specification than {spec.name!r}")
     guarded = _guarded_triggers(workflow)
     taken: Counter[tuple[State, Trigger]] = Counter()
     visited: set[State] = set()
@@ -449,7 +449,7 @@ def to_image(
 def _check_format(format: str, subject: str) -> None:  # noqa: A002 - as in to_image
     if format not in _FORMATS:
         raise ValidationError.single(
-            subject, "format", f"must be one of {', '.join(_FORMATS)}, got {format!r}"
+            subject, "format", f"must be one of {', '.join(_FORMATS)}, got {shown(format)}"
         )
 
 
@@ -579,7 +579,7 @@ def render(
         raise ValidationError.single(
             os.fspath(path),
             "format",
-            f"a {Path(path).suffix} file is for {chosen!r}, which is text, not an image; "
+            f"a {Path(path).suffix} file is for {shown(chosen)}, which is text, not an image; "
             f"write the text of to_{chosen}() to it, or give a .svg or .png path",
         )
     image = _draw(to_dot(specification, session=session, workflow=workflow), chosen)

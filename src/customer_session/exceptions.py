@@ -99,7 +99,7 @@ class SpecificationError(CustomerSessionError, ValueError):
 
     def __init__(self, specification: str, reason: str) -> None:
         """Name the specification and what is wrong with it."""
-        super().__init__(f"specification {specification!r}: {reason}")
+        super().__init__(f"specification {shown(specification)}: {reason}")
         self.specification = specification
         self.reason = reason
 
@@ -163,7 +163,7 @@ class GuardRejected(TransitionError):
         """Name the guard and its reason in the message."""
         super().__init__(
             f"session {integration_id!r}: {trigger}() from '{state}' refused by guard "
-            f"{guard!r}: {reason}",
+            f"{shown(guard)}: {reason}",
             trigger=trigger,
             state=state,
             integration_id=integration_id,
@@ -188,7 +188,7 @@ class HookFailed(TransitionError):
         """Name the phase and the hook in the message."""
         super().__init__(
             f"session {integration_id!r}: {trigger}() from '{state}' rolled back: "
-            f"{phase.value} hook {hook!r} raised",
+            f"{phase.value} hook {shown(hook)} raised",
             trigger=trigger,
             state=state,
             integration_id=integration_id,
@@ -309,7 +309,7 @@ class ProtectedFieldError(CustomerSessionError, AttributeError):
 
     def __init__(self, field: str, hint: str) -> None:
         """Name the field and what to use instead."""
-        super().__init__(f"{field!r} cannot be assigned or deleted directly; {hint}")
+        super().__init__(f"{shown(field)} cannot be assigned or deleted directly; {hint}")
         self.field = field
         self.hint = hint
 
@@ -506,7 +506,9 @@ class KeyAlreadyProcessed(StoreError):
     def __init__(self, key: str, integration_id: str | None) -> None:
         """Name the key and the session."""
         where = "store" if integration_id is None else f"session {integration_id!r}"
-        super().__init__(f"{where}: idempotency key {key!r} was already processed", integration_id)
+        super().__init__(
+            f"{where}: idempotency key {shown(key)} was already processed", integration_id
+        )
         self.key = key
 
 
@@ -538,7 +540,7 @@ class UnsupportedSchema(StoreError):
         where = "store" if integration_id is None else f"session {integration_id!r}"
         if isinstance(found, int) and not isinstance(found, bool) and found > supported:
             message = (
-                f"the database has customer-session schema version {found!r}, but this "
+                f"the database has customer-session schema version {shown(found)}, but this "
                 f"library knows versions up to {supported}; it was written by a newer "
                 "customer-session: upgrade the library to use it"
             )
@@ -583,6 +585,6 @@ class RenderingFailed(CustomerSessionError, RuntimeError):
 
     def __init__(self, command: str, reason: str) -> None:
         """Name the command and why it failed."""
-        super().__init__(f"cannot render images: {command!r} failed: {reason}")
+        super().__init__(f"cannot render images: {shown(command)} failed: {reason}")
         self.command = command
         self.reason = reason

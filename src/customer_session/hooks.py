@@ -209,7 +209,7 @@ def _lookup(name: str) -> Workflow:
     workflow = _NAMED.get(name)
     if workflow is None:
         raise WorkflowError(
-            f"no workflow named {name!r} exists in this process; create it before "
+            f"no workflow named {shown(name)} exists in this process; create it before "
             "unpickling sessions bound to it"
         )
     return workflow
@@ -273,7 +273,7 @@ class Workflow:
         if name is not None:
             with _NAMED_LOCK:
                 if name in _NAMED:
-                    raise WorkflowError(f"a workflow named {name!r} already exists")
+                    raise WorkflowError(f"a workflow named {shown(name)} already exists")
                 _NAMED[name] = self
 
     @property
@@ -320,19 +320,19 @@ class Workflow:
         """
         if not isinstance(now, datetime):
             raise WorkflowError(
-                f"the clock {_clock_name(self._clock)} of {self!r} returned "
+                f"the clock {_clock_name(self._clock)} of {shown(self)} returned "
                 f"{shown(now):.80}, not a datetime; a clock must return an aware datetime"
             )
         if now.utcoffset() is None:
             raise WorkflowError(
-                f"the clock {_clock_name(self._clock)} of {self!r} returned "
-                f"a naive datetime: {now!r}"
+                f"the clock {_clock_name(self._clock)} of {shown(self)} returned "
+                f"a naive datetime: {shown(now)}"
             )
         try:
             return now.astimezone(UTC)
         except OverflowError:
             raise WorkflowError(
-                f"the clock {_clock_name(self._clock)} of {self!r} returned {now!r}, "
+                f"the clock {_clock_name(self._clock)} of {shown(self)} returned {shown(now)}, "
                 "which is outside the years 1 to 9999 in UTC"
             ) from None
 
@@ -389,7 +389,7 @@ class Workflow:
             phases = ", ".join(f"Phase.{p.name}" for p in Phase)
             raise WorkflowError(f"phase must be a Phase ({phases}), got {shown(given):.80}")
         if not callable(func):
-            raise WorkflowError(f"{phase.value} hooks must be callable, got {func!r}")
+            raise WorkflowError(f"{phase.value} hooks must be callable, got {shown(func)}")
         _check_name("a registration's name", name)
         checked = self._check_key(phase, key)
         entry = Registration(
@@ -576,7 +576,7 @@ class Workflow:
                 state = State(key)
             except ValueError:
                 raise WorkflowError(
-                    f"{key!r} is not a state; states: {', '.join(spec.states)}"
+                    f"{shown(key)} is not a state; states: {', '.join(spec.states)}"
                 ) from None
             if state not in spec.states:
                 raise WorkflowError(f"'{state}' is not a state of {spec.name!r}")

@@ -168,12 +168,26 @@ def _default_workflow(self: CustomerSession) -> Workflow:
 
 
 def _now(self: CustomerSession) -> datetime:
-    workflow = self._workflow
+    workflow: object = self._workflow
+    if not isinstance(workflow, Workflow):  # before its clock is asked: it may have none
+        raise _foreign_workflow(self, workflow)
     # Workflow.now()'s common case inline (one call less for every new session).
     now = workflow._tick()
     if type(now) is datetime and now.tzinfo is UTC:
         return now
     return workflow._checked_time(now)
+
+
+def _foreign_workflow(session: CustomerSession, workflow: object) -> WorkflowError:
+    """The error for a session given ``workflow``, which does not drive its table."""
+    if not isinstance(workflow, Workflow):
+        return WorkflowError(
+            f"{type(session).__name__}: workflow must be a Workflow, got {shown(workflow):.80}"
+        )
+    return WorkflowError(
+        f"{type(session).__name__} follows {session.specification.name!r}; "
+        f"{shown(workflow)} drives another specification"
+    )
 
 
 # Fields are private slots behind read-only properties (see ``_readonly``).
@@ -308,7 +322,7 @@ class CustomerSession:
             how = "sets" if "default_workflow" in vars(cls) else "inherits"
             raise WorkflowError(
                 f"{cls.__name__} follows {spec.name!r} but {how} the default workflow "
-                f"{workflow!r}, which drives another specification; give it its own: "
+                f"{shown(workflow)}, which drives another specification; give it its own: "
                 f"default_workflow: ClassVar[Workflow] = Workflow(<its specification>)"
             )
 
@@ -519,10 +533,7 @@ class CustomerSession:
         spec = self.specification
         workflow: object = self._workflow
         if not isinstance(workflow, Workflow) or workflow.specification != spec:
-            raise WorkflowError(
-                f"{type(self).__name__} follows {spec.name!r}; "
-                f"{workflow!r} drives another specification"
-            )
+            raise _foreign_workflow(self, workflow)
         problems: list[Problem] = []
         values: dict[str, object] = {
             a.alias: getattr(self, a.name) for a in attrs.fields(type(self))
@@ -653,7 +664,7 @@ class CustomerSession:
         """
         _transaction.check_idle(self, "__setstate__")
         if not isinstance(values, Mapping):
-            raise ValidationError.single("session", "$", f"cannot load from {values!r}")
+            raise ValidationError.single("session", "$", f"cannot load from {shown(values)}")
         raise_problems("session", _value_name_problems(type(self), values))
         loaded = _restore(type(self), dict(values))
         # The busy marker is this object's, not the values': an atomic() block that
@@ -1031,7 +1042,7 @@ def _aware_problems(name: str, value: object) -> list[Problem]:
     if isinstance(value, datetime) and value.utcoffset() is not None:
         if _utc_or_none(value) is not None:
             return []
-        return [Problem(name, f"must be within the years 1 to 9999 in UTC, got {value!r}")]
+        return [Problem(name, f"must be within the years 1 to 9999 in UTC, got {shown(value)}")]
     return [Problem(name, f"must be an aware datetime, got {shown(value)}")]
 
 

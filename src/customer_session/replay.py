@@ -153,7 +153,7 @@ class ReplayReport:
             raise ValidationError.single(
                 "to_text()",
                 "max_refusals",
-                f"must be an integer >= 0 or None, got {max_refusals!r}",
+                f"must be an integer >= 0 or None, got {shown(max_refusals)}",
             )
         skipped = f", {self.skipped} applied by an earlier run" if self.skipped else ""
         # No colon after the count of sessions when there are none to list.
@@ -164,11 +164,11 @@ class ReplayReport:
             *(f"  {state:<20} {count}" for state, count in sorted(self.states.items())),
         ]
         if self.refused:
-            shown = self.refused if max_refusals is None else self.refused[:max_refusals]
+            listed = self.refused if max_refusals is None else self.refused[:max_refusals]
             out.append("refused:")
-            out.extend(f"  {refused}" for refused in shown)
-            if len(shown) < len(self.refused):
-                out.append(f"  ... and {len(self.refused) - len(shown)} more (use --json)")
+            out.extend(f"  {refused}" for refused in listed)
+            if len(listed) < len(self.refused):
+                out.append(f"  ... and {len(self.refused) - len(listed)} more (use --json)")
         return "\n".join(out) + "\n"
 
 
@@ -479,9 +479,9 @@ def _envelope_time(event: Mapping[str, Any]) -> datetime:
     elif not is_text(session):
         problems.append(Problem("$.session", text_problem(session)))
     if op not in OPERATIONS:
-        problems.append(Problem("$.op", f"must be one of {', '.join(OPERATIONS)}, got {op!r}"))
+        problems.append(Problem("$.op", f"must be one of {', '.join(OPERATIONS)}, got {shown(op)}"))
     if not isinstance(at, str):
-        problems.append(Problem("$.at", f"must be an RFC 3339 timestamp, got {at!r}"))
+        problems.append(Problem("$.at", f"must be an RFC 3339 timestamp, got {shown(at)}"))
     else:
         try:
             moment = _timestamp(at)
@@ -501,12 +501,12 @@ def _timestamp(text: str) -> datetime:
     """
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
-        msg = f"{text!r} has no time zone"
+        msg = f"{shown(text)} has no time zone"
         raise ValueError(msg)
     try:
         return moment.astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
-        msg = f"{text!r} is outside the years 1 to 9999 once converted to UTC"
+        msg = f"{shown(text)} is outside the years 1 to 9999 once converted to UTC"
         raise ValueError(msg) from None
 
 
@@ -536,7 +536,7 @@ def _target(body: Mapping[str, Any]) -> State | None:
         return State(value)
     except ValueError:
         raise ValidationError.single(
-            "event", "$.customerSession.state", f"unknown state {value!r}"
+            "event", "$.customerSession.state", f"unknown state {shown(value)}"
         ) from None
 
 

@@ -145,15 +145,15 @@ class StoreCore(Generic[_S]):
         """
         if not (isinstance(session_class, type) and issubclass(session_class, CustomerSession)):
             raise WorkflowError(
-                f"session_class must be a CustomerSession class, got {session_class!r}"
+                f"session_class must be a CustomerSession class, got {shown(session_class)}"
             )
         chosen = session_class.default_workflow if workflow is None else workflow
         if not isinstance(chosen, Workflow):
             raise WorkflowError(f"workflow must be a Workflow or None, got {shown(workflow):.80}")
         if chosen.specification != session_class.specification:
             raise WorkflowError(
-                f"{session_class.__name__} follows {session_class.specification.name!r}; "
-                f"{chosen!r} drives another specification"
+                f"{session_class.__name__} follows {shown(session_class.specification.name)}; "
+                f"{shown(chosen)} drives another specification"
             )
         raise_problems(
             type(self).__name__,
@@ -223,7 +223,7 @@ class StoreCore(Generic[_S]):
         effect = DurableEffect(name, checked, remove=self._remove_effect)
         with self._effects_lock:
             if any(e.name == name for e in self._effects):
-                raise WorkflowError(f"a durable effect named {name!r} is already registered")
+                raise WorkflowError(f"a durable effect named {shown(name)} is already registered")
             self._effects = (*self._effects, effect)
         return effect
 
@@ -325,7 +325,7 @@ class StoreCore(Generic[_S]):
             self._cache.pop(integration_id, None)
             raise CorruptData(
                 f"session {integration_id!r}: the stored state column says {shown(state):.60} "
-                f"but its document says {loaded.session.state.value!r}; the row is corrupt",
+                f"but its document says {shown(loaded.session.state.value)}; the row is corrupt",
                 integration_id,
             )
         if cached is None:

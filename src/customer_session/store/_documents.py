@@ -99,7 +99,7 @@ def _plain(value: object) -> dict[str, Any]:
 def _unwritable(value: Any, path: str) -> str | None:
     """The first part of ``value`` that JSON cannot hold as itself, with its path."""
     if isinstance(value, float) and not math.isfinite(value):
-        return f"{path} is {value!r}, not a finite number"
+        return f"{path} is {shown(value)}, not a finite number"
     if isinstance(value, int) and not isinstance(value, bool) and not is_number(value):
         return f"{path} is {shown(value)}"
     if isinstance(value, str) and not is_text(value):
@@ -109,7 +109,7 @@ def _unwritable(value: Any, path: str) -> str | None:
         for key in value:
             if isinstance(key, str) and not is_text(key):
                 return f"a key of {path} {text_problem(key)}"
-        items = ((f"{path}[{key!r}]", item) for key, item in value.items())
+        items = ((f"{path}[{shown(key)}]", item) for key, item in value.items())
     elif isinstance(value, list | tuple):
         items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
     for where, item in items:

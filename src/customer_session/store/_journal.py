@@ -193,7 +193,7 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
     except ValueError:
         raise CorruptData(
             f"session {integration_id!r}: journal entry {sequence} has an unknown kind "
-            f"{kind!r}; the row is corrupt",
+            f"{shown(kind)}; the row is corrupt",
             integration_id,
         ) from None
     parsed = parse(records, "journal records", integration_id)

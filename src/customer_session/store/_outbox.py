@@ -114,7 +114,7 @@ def holders() -> list[object]:
 def nested_delivery(store: object) -> WorkflowError:
     """The refusal of ``store.deliver()`` called by a handler of a delivery of its outbox."""
     return WorkflowError(
-        f"deliver() was called on {store!r} from a handler of a delivery of the same "
+        f"deliver() was called on {shown(store)} from a handler of a delivery of the same "
         "outbox; it would wait for that delivery (deliver after it returned)"
     )
 
@@ -126,7 +126,7 @@ def failure(effect: Effect, error: Exception) -> str:
     surrogate), so recording the failure never fails in its place.
     """
     error.add_note(
-        f"while delivering outbox row {effect.sequence} ({effect.name!r} for session "
+        f"while delivering outbox row {effect.sequence} ({shown(effect.name)} for session "
         f"{effect.integration_id!r}, key {effect.key}); it stays pending"
     )
     try:

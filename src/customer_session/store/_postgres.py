@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
 
+from customer_session._show import shown
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError, WorkflowError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
@@ -425,13 +426,17 @@ def option_problems(conninfo: object, smallest: object, largest: object) -> list
     problems = []
     if not isinstance(conninfo, str):
         problems.append(
-            Problem("conninfo", f"must be a connection string or URL, got {conninfo!r}")
+            Problem("conninfo", f"must be a connection string or URL, got {shown(conninfo)}")
         )
     if not isinstance(smallest, int) or isinstance(smallest, bool) or smallest < 0:
-        problems.append(Problem("min_connections", f"must be an integer >= 0, got {smallest!r}"))
+        problems.append(
+            Problem("min_connections", f"must be an integer >= 0, got {shown(smallest)}")
+        )
         smallest = 0
     if not isinstance(largest, int) or isinstance(largest, bool) or largest < 1:
-        problems.append(Problem("max_connections", f"must be an integer >= 1, got {largest!r}"))
+        problems.append(
+            Problem("max_connections", f"must be an integer >= 1, got {shown(largest)}")
+        )
     elif largest < smallest:
         problems.append(
             Problem(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from customer_session._cart import raise_problems
+from customer_session._show import shown
 from customer_session._spec import State
 from customer_session.exceptions import Problem
 from customer_session.store._arguments import problems
@@ -76,7 +77,7 @@ def _states(
         member = _state(value)
         if member is None or member not in specification.states:
             names = ", ".join(specification.states)
-            problems.append(Problem("state", f"must be one of {names}, got {value!r}"))
+            problems.append(Problem("state", f"must be one of {names}, got {shown(value)}"))
         else:
             chosen[member.value] = None
     return tuple(chosen)
