@@ -9,8 +9,9 @@ from customer_session import (
     State,
     Trigger,
     ValidationError,
+    WorkflowError,
 )
-from customer_session.replay import MAX_DEPTH, Replayer
+from customer_session.replay import MAX_DEPTH, Replayer, with_progress
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "orders.jsonl"
@@ -219,6 +220,60 @@ class TestRefusing:
         assert refused.session is None
         assert refused.reason.startswith("event: $.session: holds a")
         str(refused).encode()  # the report prints, whatever the log held
+
+
+class TestWhatRunTakes:
+    @pytest.mark.parametrize("fast", [True, False])
+    def test_a_line_that_is_no_text_is_refused_as_such(self, fast):
+        """A bytes or other non-str line is refused, the same on both paths; the rest apply."""
+        report = Replayer().run([CREATE.encode(), CREATE, 7, CLOSE], fast=fast)
+        assert [str(r) for r in report.refused] == [
+            "line 1: not text: a line must be a str, got bytes (open the log in text mode)",
+            "line 3: not text: a line must be a str, got int",
+        ]
+        assert (report.lines, report.applied) == (4, 2)
+
+    @pytest.mark.parametrize(
+        ("lines", "fragment"),
+        [
+            (CREATE, "not one str; split it into lines first"),
+            (CREATE.encode(), "not one bytes"),
+            (5, r"must be an iterable of lines \(a file, a list\), got 5"),
+        ],
+        ids=["str", "bytes", "number"],
+    )
+    @pytest.mark.parametrize("fast", [True, False])
+    def test_lines_that_are_no_iterable_of_lines_are_refused(self, lines, fragment, fast):
+        """A whole log as one str or bytes, or no iterable, is a ValidationError; nothing runs."""
+        replayer = Replayer()
+        with pytest.raises(ValidationError, match=fragment) as caught:
+            replayer.run(lines, fast=fast)
+        assert caught.value.subject == "run()"
+        assert len(replayer.sessions) == 0
+
+    @pytest.mark.parametrize("session_class", [dict, 5, None])
+    def test_a_session_class_that_is_none_is_refused(self, session_class):
+        """A session_class that is no CustomerSession class is a WorkflowError naming it."""
+        with pytest.raises(WorkflowError, match="session_class must be a CustomerSession class"):
+            Replayer(session_class=session_class)
+
+
+class TestWithProgress:
+    def test_bad_arguments_are_refused_by_name(self):
+        """Lines, a byte count and a stream of the wrong kind are refused together."""
+        with pytest.raises(ValidationError) as caught:
+            with_progress("x", total_bytes=-1, stream=3)
+        assert [p.path for p in caught.value.problems] == ["lines"]
+        with pytest.raises(ValidationError) as caught:
+            with_progress([], total_bytes=-1, stream=3)
+        assert [p.path for p in caught.value.problems] == ["total_bytes", "stream"]
+
+    def test_lines_pass_through_when_the_stream_is_no_terminal(self, tmp_path):
+        """Written to a file (no terminal), the lines come back unchanged, with no bar."""
+        lines = [CREATE, CLOSE]
+        with (tmp_path / "err").open("w") as stream:
+            assert list(with_progress(lines, total_bytes=None, stream=stream)) == lines
+        assert (tmp_path / "err").read_text() == ""
 
 
 class TestExampleLog:

@@ -69,6 +69,7 @@ from customer_session.replay import (
     RefusedLine,
     ReplayReport,
     _already_exists,
+    _not_text,
     _reason,
     _reopen_disabled,
     _staying,
@@ -552,7 +553,11 @@ class FastReplay:
         recognize = _COMPACT.fullmatch
         compact_ops = self._compact_ops
         for number, line in enumerate(lines, start=1):
-            match = recognize(line)
+            try:
+                match = recognize(line)
+            except TypeError:  # no str: the live path refuses it the same way
+                refused.append(_not_text(number, line))
+                continue
             if match is not None:
                 outcome = compact_ops[match.lastindex](number, match)  # type: ignore[index] # an op group always matched
             elif not line or line.isspace():

@@ -52,7 +52,7 @@ from customer_session.exceptions import (
     WorkflowError,
 )
 from customer_session.hooks import Workflow
-from customer_session.model import CustomerSession, ReopenableCustomerSession
+from customer_session.model import CustomerSession, ReopenableCustomerSession, _check_session_class
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
@@ -207,12 +207,16 @@ class Replayer:
     Args:
         session_class: ``CustomerSession``, or ``ReopenableCustomerSession`` to
             accept ``reopen`` events.
+
+    Raises:
+        WorkflowError: ``session_class`` is no ``CustomerSession`` class.
     """
 
     def __init__(self, *, session_class: type[CustomerSession] = CustomerSession) -> None:
         """Start with no sessions and a workflow whose clock is the log."""
         from customer_session._fastreplay import SessionView  # noqa: PLC0415 - it imports this module
 
+        _check_session_class(session_class)
         self.session_class = session_class
         self._clock = _LogClock()
         self.workflow = Workflow(session_class.specification, clock=self._clock)
@@ -228,11 +232,17 @@ class Replayer:
                 registered on :attr:`workflow` and ``session_class`` is one of the
                 library's; ``True`` forces it, ``False`` forces the live path.
 
+        A line that is no text (``bytes`` from a log opened in binary mode, say) is
+        refused, like a malformed one.
+
         Raises:
             WorkflowError: ``fast=True`` while guards or hooks are registered (the
                 fast path would skip them), or on a replayer that keeps its sessions
                 elsewhere than in memory.
+            ValidationError: ``lines`` is not an iterable of lines: a ``str`` or
+                ``bytes`` (which iterate characters), or no iterable at all.
         """
+        _check_lines(lines)
         if self._fast(fast):
             from customer_session._fastreplay import FastReplay  # noqa: PLC0415 - it imports this module
 
@@ -240,7 +250,7 @@ class Replayer:
         report = ReplayReport()
         for number, line in enumerate(lines, start=1):
             report.lines = number
-            if not line.strip():
+            if isinstance(line, str) and not line.strip():
                 continue
             refused = self.apply(number, line)
             if refused is None:
@@ -252,6 +262,9 @@ class Replayer:
 
     def apply(self, number: int, line: str) -> RefusedLine | None:
         """Apply one line; return why it was refused, or ``None`` when it was applied."""
+        given: object = line  # a caller may pass bytes, whatever the type says
+        if not isinstance(given, str):
+            return _not_text(number, given)
         event = _decode(number, line)
         if isinstance(event, RefusedLine):
             return event
@@ -346,6 +359,26 @@ Real events nest a few levels. The limit keeps every line well inside what the
 parser, the session's checks and the store's writer can handle without running out
 of stack, so a pathological line is refused like any other, on every path.
 """
+
+
+def _check_lines(lines: object, subject: str = "run()") -> None:
+    """Refuse ``lines`` that are no iterable of lines, before any line is applied."""
+    if isinstance(lines, (str, bytes, bytearray)):
+        hint = "; split it into lines first (text.splitlines())"
+        problem = f"must be an iterable of lines, not one {type(lines).__name__}{hint}"
+    elif not hasattr(lines, "__iter__"):
+        problem = f"must be an iterable of lines (a file, a list), got {shown(lines):.80}"
+    else:
+        return
+    raise ValidationError.single(subject, "lines", problem)
+
+
+def _not_text(number: int, line: object) -> RefusedLine:
+    """The refusal of line ``number``, which is no ``str``."""
+    hint = " (open the log in text mode)" if isinstance(line, (bytes, bytearray)) else ""
+    return RefusedLine(
+        number, None, None, f"not text: a line must be a str, got {type(line).__name__}{hint}"
+    )
 
 
 def _decode(number: int, line: str) -> Any | RefusedLine:
@@ -593,7 +626,24 @@ def _staying(state: State, target: State) -> ValidationError | None:
 def with_progress(
     lines: Iterable[str], *, total_bytes: int | None, stream: TextIO
 ) -> Iterable[str]:
-    """``lines`` with a progress bar on ``stream`` when it is a terminal (tqdm)."""
+    """``lines`` with a progress bar on ``stream`` when it is a terminal (tqdm).
+
+    Raises:
+        ValidationError: ``lines`` is no iterable of lines, ``total_bytes`` no
+            integer >= 0 or ``None``, or ``stream`` no text stream; each by name.
+    """
+    _check_lines(lines, "with_progress()")
+    problems: list[Problem] = []
+    if total_bytes is not None and (type(total_bytes) is not int or total_bytes < 0):
+        problems.append(
+            Problem("total_bytes", f"must be an integer >= 0 or None, got {shown(total_bytes):.80}")
+        )
+    if not all(callable(getattr(stream, method, None)) for method in ("isatty", "write")):
+        problems.append(
+            Problem("stream", f"must be a text stream (a file), got {shown(stream):.80}")
+        )
+    if problems:
+        raise ValidationError("with_progress()", problems)
     if not stream.isatty():
         return lines
     from tqdm import tqdm  # noqa: PLC0415 - only needed for interactive runs

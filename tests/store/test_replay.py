@@ -68,6 +68,17 @@ class TestStoreReplay:
             for integration_id, session in memory.sessions.items():
                 assert replayer.store.get(integration_id) == session
 
+    def test_a_line_that_is_no_text_is_refused_and_not_recorded(self, database):
+        """A bytes line is refused as in memory, and a rerun with the text applies it."""
+        create = example(1)[0]
+        with StoreReplayer(database) as replayer:
+            report = replayer.run([create.encode()])
+            assert [r.reason for r in report.refused] == [
+                "not text: a line must be a str, got bytes (open the log in text mode)"
+            ]
+            again = replayer.run([create])
+            assert (again.applied, again.refused) == (1, [])
+
     def test_rerun_applies_nothing_twice(self, database):
         """Running the same log again applies nothing, and reports the same refusals."""
         lines = example(120)

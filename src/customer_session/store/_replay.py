@@ -31,6 +31,7 @@ from customer_session.replay import (
     _already_exists,
     _decode,
     _named,
+    _not_text,
 )
 from customer_session.store._base import DEFAULT_RETRIES
 from customer_session.store._open import open_store
@@ -166,6 +167,10 @@ class StoreReplayer(Replayer):
             ConcurrentUpdate: The change kept losing races to other writers.
             WorkflowError: The store holds sessions of a larger table.
         """
+        given: object = line  # a caller may pass bytes, whatever the type says
+        if not isinstance(given, str):
+            # Not recorded: it says how the log was read, not what the log holds.
+            return _not_text(number, given)
         event = _decode(number, line)
         self._key = key = self._key_of(line, event)
         done = self.store.processed_key(key)
