@@ -227,6 +227,42 @@ class TestNamedWorkflows:
         assert s.snapshot() == before
 
 
+class TestLookups:
+    def test_plan_is_what_runs_for_a_registered_edge(self):
+        """plan() gives the registered callables of an edge, and None for an edge without any."""
+        workflow = Workflow()
+
+        registration = workflow.after(lambda event: None, trigger=Trigger.CLOSE)
+        plan = workflow.plan(State.OPEN, Trigger.CLOSE)
+        assert plan is not None
+        assert plan.after == (registration,)
+        assert workflow.plan(State.OPEN, Trigger.CANCEL) is None
+
+    def test_plain_destination_is_the_target_of_an_edge_without_callables(self):
+        """plain_destination() gives an unhooked edge's target, None for a hooked one."""
+        workflow = Workflow()
+        workflow.after(lambda event: None, trigger=Trigger.CLOSE)
+        assert workflow.plain_destination(State.OPEN, Trigger.CLOSE) is None
+        assert workflow.plain_destination(State.OPEN, Trigger.CANCEL) is State.CANCELLED
+        assert workflow.plain_destination(State.CANCELLED, Trigger.CLOSE) is None
+
+    @pytest.mark.parametrize(
+        ("source", "trigger"),
+        [
+            (State.OPEN, Trigger.REOPEN),  # a trigger of another table
+            (State.OPEN, 1),
+            (State.OPEN, ["close"]),
+            (["open"], Trigger.CLOSE),
+        ],
+        ids=["reopen", "number", "list trigger", "list state"],
+    )
+    def test_no_edge_of_the_table_has_no_plan_and_no_destination(self, source, trigger):
+        """A pair that is no edge of the table has neither (None), whatever its values are."""
+        workflow = Workflow()
+        assert workflow.plan(source, trigger) is None
+        assert workflow.plain_destination(source, trigger) is None
+
+
 class TestModule:
     def test_all_is_pinned(self):
         """customer_session.hooks exports exactly its documented names, none it imports."""

@@ -176,7 +176,11 @@ def _like_the_seed(**changes: object) -> Specification:
 
 
 class TestTypesAtDefinition:
-    @pytest.mark.parametrize("name", ["", "two\nlines", "tab\there", "\ud800", "nul\x00", 42])
+    @pytest.mark.parametrize(
+        "name",
+        ["", "two\nlines", "tab\there", "\ud800", "nul\x00", 42, 10**5000],
+        ids=["empty", "newline", "tab", "surrogate", "nul", "number", "huge number"],
+    )
     def test_name_that_is_not_printable_text_is_refused(self, name):
         """A name that is empty, not a string or has control characters or surrogates is refused."""
         with pytest.raises(SpecificationError, match="non-empty printable string"):

@@ -1205,6 +1205,29 @@ class TestFromV2Response:
         assert refused(doc, from_v2_response).keys() == {"$.couponCodes[0]"}
 
 
+class TestArguments:
+    @pytest.mark.parametrize("session_class", [dict, 5, None], ids=["dict", "number", "None"])
+    @pytest.mark.parametrize(
+        ("reader", "document"),
+        [(from_dict, "session_v1.json"), (from_v2_response, "session_v2_response.json")],
+        ids=["v1", "v2"],
+    )
+    def test_a_session_class_that_is_none_is_refused(self, reader, document, session_class):
+        """A session_class that is no CustomerSession class is a WorkflowError, not a crash."""
+        with pytest.raises(WorkflowError, match="session_class must be a CustomerSession class"):
+            reader(load(document), session_class=session_class)
+
+    @pytest.mark.parametrize("path", ["", 7, None], ids=["empty", "number", "None"])
+    @pytest.mark.parametrize(
+        "reader", [new_session_fields, returned_items_from_json], ids=["session", "return"]
+    )
+    def test_a_path_that_is_no_json_path_is_refused(self, reader, path):
+        """A path= that is no non-empty text is a ValidationError naming the argument."""
+        with pytest.raises(ValidationError) as caught:
+            reader({}, path=path)
+        assert [p.path for p in caught.value.problems] == ["path"]
+
+
 class TestNothingButValidationError:
     """No input makes a reader raise anything but ValidationError."""
 

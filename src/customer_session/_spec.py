@@ -190,7 +190,8 @@ class Specification:
         name: object = self.name
         if not isinstance(name, str) or not name or not name.isprintable():
             raise SpecificationError(
-                str(name), f"the name must be a non-empty printable string, got {shown(name)}"
+                name if isinstance(name, str) else shown(name),
+                f"the name must be a non-empty printable string, got {shown(name):.80}",
             )
         if _UNQUOTABLE.search(name):
             raise SpecificationError(

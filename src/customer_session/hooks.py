@@ -539,7 +539,10 @@ class Workflow:
         ``None`` when nothing is registered for it, or when the table has no such
         transition (which the machine then reports).
         """
-        return self._plans.get((source, trigger))
+        try:
+            return self._plans.get((source, trigger))
+        except TypeError:  # unhashable: no state or trigger of any table
+            return None
 
     def plain_destination(self, source: State, trigger: Trigger) -> State | None:
         """Where ``trigger`` leads from ``source`` when nothing is registered for it.
@@ -547,9 +550,12 @@ class Workflow:
         ``None`` when a guard or hook is registered for that edge (the caller then
         runs the full transaction), or when the table has no such transition.
         """
-        if self._plans.get((source, trigger)) is not None:
+        try:
+            if self._plans.get((source, trigger)) is not None:
+                return None
+            return self._engine.move(source, trigger)
+        except (KeyError, TypeError):  # a trigger the table lacks, or none at all
             return None
-        return self._engine.move(source, trigger)
 
     def _register_or_decorate(
         self,

@@ -178,6 +178,14 @@ def _now(self: CustomerSession) -> datetime:
     return workflow._checked_time(now)
 
 
+def _check_session_class(session_class: object) -> None:
+    """Refuse a ``session_class=`` argument that is no :class:`CustomerSession` class."""
+    if not (isinstance(session_class, type) and issubclass(session_class, CustomerSession)):
+        raise WorkflowError(
+            f"session_class must be a CustomerSession class, got {shown(session_class):.80}"
+        )
+
+
 def _foreign_workflow(session: CustomerSession, workflow: object) -> WorkflowError:
     """The error for a session given ``workflow``, which does not drive its table."""
     if not isinstance(workflow, Workflow):

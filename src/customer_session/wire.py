@@ -80,7 +80,7 @@ from customer_session._records import TransitionRecord
 from customer_session._show import shown, shown_number
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import Problem, ValidationError
-from customer_session.model import CustomerSession
+from customer_session.model import CustomerSession, _check_session_class
 
 if TYPE_CHECKING:
     from customer_session.hooks import Workflow
@@ -1182,8 +1182,10 @@ def from_dict(
     Raises:
         ValidationError: Every problem, each with its JSON path, e.g.
             ``$.cartItems[2].quantity``.
-        WorkflowError: ``workflow`` drives another specification than ``session_class``.
+        WorkflowError: ``workflow`` drives another specification than ``session_class``,
+            or ``session_class`` is no ``CustomerSession`` class.
     """
+    _check_session_class(session_class)
     subject = _subject("customer session document", data)
     try:
         doc: _SessionV1 = _STRICT.read(data, _SessionV1)
@@ -1366,8 +1368,10 @@ def from_v2_response(
 
     Raises:
         ValidationError: Every problem, each with its JSON path.
-        WorkflowError: ``workflow`` drives another specification than ``session_class``.
+        WorkflowError: ``workflow`` drives another specification than ``session_class``,
+            or ``session_class`` is no ``CustomerSession`` class.
     """
+    _check_session_class(session_class)
     subject = _subject("CustomerSessionV2 document", data)
     try:
         doc: _SessionV2 = _LENIENT.read(data, _SessionV2)
@@ -1421,6 +1425,7 @@ def new_session_fields(body: object, *, path: str = "$") -> dict[str, Any]:
         ValidationError: Every problem, each with its JSON path.
     """
     subject = "customer session request"
+    _check_path(subject, path)
     try:
         doc: _NewSessionV2 = _STRICT.read(body, _NewSessionV2, path)
     except _Invalid as exc:
@@ -1462,6 +1467,7 @@ def returned_items_from_json(data: object, *, path: str = "$") -> tuple[Returned
     Raises:
         ValidationError: Every problem, each with its JSON path.
     """
+    _check_path("return request", path)
     try:
         doc: _NewReturn = _STRICT.read(data, _NewReturn, path)
     except _Invalid as exc:
@@ -1470,6 +1476,14 @@ def returned_items_from_json(data: object, *, path: str = "$") -> tuple[Returned
 
 
 # -- helpers of the public functions ----------------------------------------------------
+
+
+def _check_path(subject: str, path: object) -> None:
+    """Refuse a ``path=`` argument that is no JSON path text (it prefixes every problem)."""
+    if not isinstance(path, str) or not path:
+        raise ValidationError.single(
+            subject, "path", f"must be a non-empty JSON path such as '$', got {shown(path):.80}"
+        )
 
 
 def _subject(kind: str, data: object) -> str:

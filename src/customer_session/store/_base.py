@@ -32,7 +32,7 @@ from customer_session.exceptions import (
     WorkflowError,
 )
 from customer_session.hooks import Workflow
-from customer_session.model import CustomerSession
+from customer_session.model import CustomerSession, _check_session_class
 from customer_session.store import _changes
 from customer_session.store._arguments import check
 from customer_session.store._arguments import problems as argument_problems
@@ -143,10 +143,7 @@ class StoreCore(Generic[_S]):
             WorkflowError: ``session_class`` or ``workflow`` does not fit.
             ValidationError: Every bad option, each by name.
         """
-        if not (isinstance(session_class, type) and issubclass(session_class, CustomerSession)):
-            raise WorkflowError(
-                f"session_class must be a CustomerSession class, got {shown(session_class)}"
-            )
+        _check_session_class(session_class)
         chosen = session_class.default_workflow if workflow is None else workflow
         if not isinstance(chosen, Workflow):
             raise WorkflowError(f"workflow must be a Workflow or None, got {shown(workflow):.80}")
