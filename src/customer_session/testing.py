@@ -189,7 +189,11 @@ def trigger_sequences(
 
 @overload
 def sessions(
-    *, state: State | None = None, workflow: Workflow | None = None, min_items: int = 1
+    *,
+    state: State | None = None,
+    workflow: Workflow | None = None,
+    min_items: int = 1,
+    ids: st.SearchStrategy[str] | None = None,
 ) -> st.SearchStrategy[CustomerSession]: ...
 
 
@@ -200,6 +204,7 @@ def sessions(
     session_class: type[_S],
     workflow: Workflow | None = None,
     min_items: int = 1,
+    ids: st.SearchStrategy[str] | None = None,
 ) -> st.SearchStrategy[_S]: ...
 
 
@@ -209,6 +214,7 @@ def sessions(
     session_class: type[CustomerSession] = CustomerSession,
     workflow: Workflow | None = None,
     min_items: int = 1,
+    ids: st.SearchStrategy[str] | None = None,
 ) -> st.SearchStrategy[CustomerSession]:
     """Valid sessions in ``state`` (any state when ``None``), built through the API.
 
@@ -221,8 +227,11 @@ def sessions(
         workflow: A workflow to bind the sessions to (its guards must allow the
             path, or drawing fails).
         min_items: The smallest cart (returns need at least one item).
+        ids: Where integration ids are drawn from (default :func:`integration_ids`);
+            a few fixed ones (``st.sampled_from``) give sessions that collide.
     """
     spec = session_class.specification
+    drawn_ids = integration_ids() if ids is None else ids
     targets = list(spec.states) if state is None else [state]
     paths = spec.shortest_paths()
 
@@ -231,7 +240,7 @@ def sessions(
         target = draw(st.sampled_from(targets))
         path = paths[target]
         session = session_class(
-            integration_id=draw(integration_ids()),
+            integration_id=draw(drawn_ids),
             state=path[0].source if path else target,
             profile_id=draw(st.none() | st.text("abcdef0123456789", min_size=1, max_size=8)),
             cart_items=draw(carts(min_size=max(min_items, 1), max_size=4)),
