@@ -13,6 +13,7 @@ import contextvars
 import os
 import sqlite3
 import threading
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -238,6 +239,33 @@ def pg_server() -> Iterator[TemporaryPostgres]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def collated_schemas(pg_server: TemporaryPostgres) -> Callable[[], str]:
+    """New, empty schemas of a database that sorts text by a language (ICU ``en-US``).
+
+    The server's own databases sort text by code point (``--no-locale``), as SQLite
+    does; most production databases sort by a language, which puts ``"Order-2"``
+    between ``"order-1"`` and ``"order-3"``.
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    name = f"d_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.url, autocommit=True) as connection:
+        connection.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 LOCALE 'C' "
+            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+        )
+    url = f"{pg_server.url.rsplit('/', 1)[0]}/{name}"
+
+    def fresh_schema() -> str:
+        schema = f"s_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(f"CREATE SCHEMA {schema}")
+        return f"{url}?options=-csearch_path%3D{schema}"
+
+    return fresh_schema
 
 
 @pytest.fixture(params=BACKENDS)

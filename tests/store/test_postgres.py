@@ -7,6 +7,7 @@ import contextvars
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from customer_session.store._pgserver import TemporaryPostgres
 
 pytestmark = pytest.mark.postgres
+MOMENT = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
 
 
 @pytest.fixture(params=["postgres", "postgres-async"])
@@ -43,6 +45,22 @@ def open_pool(backend: str, database: str) -> Iterator[Callable[..., Any]]:
 
     yield open_
     for store in opened:
+        store.close()
+
+
+def test_ids_ties_are_ordered_by_code_point_whatever_the_collation(backend, collated_schemas):
+    """ids() orders sessions updated together by id in code point order, as SQLite does.
+
+    The database sorts text by a language (en-US), which would put "Order-2"
+    between "order-1" and "order-3".
+    """
+    store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+    store = store_class(collated_schemas())
+    try:
+        for integration_id in ("order-3", "Order-2", "order-1"):
+            store.create(CustomerSession(integration_id=integration_id, created=MOMENT))
+        assert store.ids() == ("Order-2", "order-1", "order-3")
+    finally:
         store.close()
 
 

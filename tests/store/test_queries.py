@@ -69,7 +69,7 @@ class TestSelect:
         """Whatever the combination, the statement has as many placeholders as parameters."""
         q = Query(None if states is None else tuple(states), before, since, limit)
         for mark in ("?", "%s"):
-            statement, params = select_ids(q, mark)
+            statement, params = select_ids(q, mark, by_id="integration_id")
             assert statement.count(mark) == len(params)
             assert params[-1] == limit
             assert statement.endswith(f"ORDER BY updated, integration_id LIMIT {mark}")
@@ -78,9 +78,9 @@ class TestSelect:
         """SQLite gets ISO text for the bounds, PostgreSQL the datetimes themselves."""
         moment = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
         q = Query(None, moment, moment, None)
-        assert select_ids(q, "?", datetime.isoformat)[1] == [
+        assert select_ids(q, "?", datetime.isoformat, by_id="integration_id")[1] == [
             "2026-03-02T10:15:00+00:00",
             "2026-03-02T10:15:00+00:00",
             None,
         ]
-        assert select_ids(q, "%s")[1] == [moment, moment, None]
+        assert select_ids(q, "%s", by_id="integration_id")[1] == [moment, moment, None]

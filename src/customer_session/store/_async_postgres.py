@@ -70,6 +70,7 @@ from customer_session.store._postgres import (
     _SET_VERSION,
     _TRY_LOCK_OUTBOX,
     _UNLOCK_OUTBOX,
+    BY_ID,
     _import_psycopg,
     _redact,
     duplicate_key,
@@ -386,7 +387,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         """
         checked = self._query(state, updated_before, updated_since, limit)
         await self._ready(None)
-        statement, params = select_ids(checked, "%s")  # LIMIT NULL: no limit
+        statement, params = select_ids(checked, "%s", by_id=BY_ID)  # LIMIT NULL: no limit
         return tuple(row[0] for row in await self._fetchall(None, statement, params))
 
     @asynccontextmanager

@@ -480,7 +480,8 @@ class BaseStore(StoreCore[_S], ABC):
         """The integration ids of the stored sessions that match, least recently updated first.
 
         The query runs on the indexed ``state`` and ``updated`` columns, without
-        loading a session; ties in ``updated`` are ordered by integration id. A
+        loading a session; ties in ``updated`` are ordered by integration id, in code
+        point order (on every backend, whatever the database's collation). A
         sweeper that cancels carts left open for two hours, say, may take a batch
         at a time: a session it changes leaves the result (one it could not
         change stays in it).
@@ -927,7 +928,7 @@ class BaseStore(StoreCore[_S], ABC):
 
     def _ids(self, checked: Query) -> Sequence[str]:
         """Integration ids matching ``checked``, by ``updated`` then integration id."""
-        statement, params = select_ids(checked, self._sql.mark, self._moment)
+        statement, params = select_ids(checked, self._sql.mark, self._moment, by_id=self._sql.by_id)
         if params[-1] is None:
             params[-1] = self._sql.no_limit
         with self._connection(None) as connection:
@@ -1036,6 +1037,8 @@ class Statements(NamedTuple):
     mark: str
     no_limit: int | None
     """What the dialect's ``LIMIT`` takes for "no limit"."""
+    by_id: str
+    """The integration id in code point order, to order ``ids()`` ties alike everywhere."""
     has_schema: str
     """The names of the store's tables (``_schema.TABLES``) that exist, one a row."""
     schema_version: str

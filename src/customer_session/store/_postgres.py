@@ -96,6 +96,10 @@ WITH moved AS (
     RETURNING integration_id, version
 """
 _INSERT: Final = _INSERT_HEAD + _WRITE_TAIL
+# The database's collation may sort text by a language (en_US puts "Order-2" before
+# "order-3" and "order-1" before "Order-2" alike): ids() breaks ties by code point,
+# as SQLite does, whatever the database's collation.
+BY_ID: Final = 'integration_id COLLATE "C"'
 _FETCH: Final = "SELECT version, state, document FROM customer_sessions WHERE integration_id = %s"
 _EXISTS: Final = "SELECT 1 FROM customer_sessions WHERE integration_id = %s"
 _COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state ORDER BY state"
@@ -197,6 +201,7 @@ class PostgresStore(BaseStore[_S]):
     _sql: ClassVar[Statements] = Statements(
         mark="%s",
         no_limit=None,  # LIMIT NULL
+        by_id=BY_ID,
         has_schema=_HAS_SCHEMA,
         schema_version=_SCHEMA_VERSION,
         set_version=_SET_VERSION,

@@ -93,7 +93,11 @@ def _state(value: object) -> State | None:
 
 
 def select_ids(
-    checked: Query, mark: str, moment: Callable[[datetime], Any] | None = None
+    checked: Query,
+    mark: str,
+    moment: Callable[[datetime], Any] | None = None,
+    *,
+    by_id: str,
 ) -> tuple[str, list[Any]]:
     """The ``SELECT`` of matching integration ids, least recently updated first.
 
@@ -102,6 +106,9 @@ def select_ids(
         mark: The dialect's placeholder (``?`` or ``%s``).
         moment: How the dialect passes a time (ISO text in SQLite, as it is
             stored); a ``datetime`` as it is when ``None``.
+        by_id: What ties in ``updated`` are ordered by: the integration id in
+            code point order, in the dialect's words (SQLite compares text so;
+            PostgreSQL by the database's collation unless told ``COLLATE "C"``).
 
     Returns:
         The statement and its parameters; a ``None`` limit is passed as ``None``
@@ -122,7 +129,7 @@ def select_ids(
     params.append(checked.limit)
     statement = (
         f"SELECT integration_id FROM customer_sessions{where}"  # noqa: S608 - fixed fragments; values are parameters
-        f" ORDER BY updated, integration_id LIMIT {mark}"
+        f" ORDER BY updated, {by_id} LIMIT {mark}"
     )
     return statement, params
 

@@ -138,6 +138,7 @@ class SQLiteStore(BaseStore[_S]):
     _sql: ClassVar[Statements] = Statements(
         mark="?",
         no_limit=-1,
+        by_id="integration_id",  # SQLite's BINARY collation: code point order of UTF-8
         has_schema=_HAS_SCHEMA,
         schema_version=_SCHEMA_VERSION,
         set_version=_SET_VERSION,
