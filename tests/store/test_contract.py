@@ -580,16 +580,8 @@ class TestHousekeeping:
         assert store.deliver(delivered.append) == 1
         assert [e.integration_id for e in delivered] == ["order-1", "order-2"]
 
-    def test_a_purged_rows_sequence_is_not_given_again(self, store, backend, request):
-        """A row written after a purge gets a sequence above every row delivered before it.
-
-        SQLite gives the largest rowid plus one, so the number of a purged last row
-        comes back (found by the differential test; not fixed yet: the fix is an
-        AUTOINCREMENT outbox, a schema migration).
-        """
-        if backend == "sqlite":
-            reason = "SQLite reuses the sequence of the last row once it is purged"
-            request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+    def test_a_purged_rows_sequence_is_not_given_again(self, store):
+        """A row written after a purge gets a sequence above every row delivered before it."""
         store.on_commit("erp")
         store.create(new_session())
         store.update("order-1", lambda s: s.close())

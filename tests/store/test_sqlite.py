@@ -10,6 +10,7 @@ import subprocess
 import threading
 import uuid
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -161,6 +162,59 @@ class TestSQLiteStore:
             assert isinstance(error, WorkflowError)
             assert "from a handler of a delivery of the same outbox" in str(error)
             assert second.deliver(lambda e: None) == 1
+
+
+class TestOutboxSequences:
+    def test_a_version_3_outbox_is_kept_and_never_repeats_a_number(self, tmp_path):
+        """Migrating a version 3 database keeps its outbox rows; purged numbers never return."""
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store:
+            store.on_commit("erp")
+            for name in ("order-1", "order-2"):
+                store.create(CustomerSession(integration_id=name))
+                store.update(name, lambda s: s.close())
+            assert store.deliver(lambda effect: None, limit=1) == 1
+        connection = sqlite3.connect(path, isolation_level=None)
+        # Back to version 3: the outbox without AUTOINCREMENT, the journal without actor.
+        connection.executescript(
+            """
+            CREATE TABLE old_outbox AS SELECT * FROM customer_session_outbox;
+            DROP TABLE customer_session_outbox;
+            CREATE TABLE customer_session_outbox (
+                sequence INTEGER PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE,
+                effect TEXT NOT NULL, integration_id TEXT NOT NULL, version INTEGER NOT NULL,
+                position INTEGER NOT NULL, record TEXT NOT NULL, document TEXT NOT NULL,
+                created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT, delivered_at TEXT);
+            INSERT INTO customer_session_outbox SELECT * FROM old_outbox;
+            DROP TABLE old_outbox;
+            ALTER TABLE customer_session_journal DROP COLUMN actor;
+            UPDATE customer_session_schema SET version = 3;
+            """
+        )
+        rows = connection.execute("SELECT * FROM customer_session_outbox").fetchall()
+        assert len(rows) == 2
+        with SQLiteStore(path) as store:
+            store.on_commit("erp")
+            assert [e.integration_id for e in store.pending()] == ["order-2"]
+            assert connection.execute("SELECT * FROM customer_session_outbox").fetchall() == rows
+            indexes = connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index'"
+                " AND tbl_name = 'customer_session_outbox'"
+                " AND sql IS NOT NULL"
+            ).fetchall()
+            assert sorted(indexes) == [
+                ("customer_session_outbox_delivered",),
+                ("customer_session_outbox_pending",),
+            ]
+            # Deliver and purge the last row: the next one still gets a new number.
+            last = max(sequence for (sequence, *_) in rows)
+            assert store.deliver(lambda effect: None) == 1
+            assert store.purge_delivered(before=datetime.now(UTC) + timedelta(seconds=5)) == 2
+            store.update("order-1", lambda s: s.cancel())
+            (row,) = store.pending()
+            assert row.sequence == last + 1
+        connection.close()
 
 
 class TestDeliveryLockFile:

@@ -18,7 +18,8 @@ Tables:
     since version 4, with who made it (``actor``, ``NULL`` when nobody was named).
 ``customer_session_outbox``
     One row per durable effect, written with the change, marked once delivered
-    (indexed by delivery time since version 2, for ``purge_delivered``).
+    (indexed by delivery time since version 2, for ``purge_delivered``). Its
+    sequence numbers never repeat (on SQLite since version 4: ``AUTOINCREMENT``).
 ``customer_session_keys``
     Idempotency keys of changes already applied (a replayed log's lines), indexed
     by the time they were recorded since version 2 (for ``forget_keys``); since
@@ -56,6 +57,12 @@ TABLES: Final = (
 TABLE_LIST: Final = ", ".join(f"'{name}'" for name in TABLES)
 """The tables as an SQL list, for the backends' catalog queries."""
 
+# The outbox's indexes, by name: SQLite's version 4 makes them again (see there).
+_OUTBOX_PENDING: Final = """CREATE INDEX customer_session_outbox_pending
+    ON customer_session_outbox (sequence) WHERE delivered_at IS NULL"""
+_OUTBOX_DELIVERED: Final = """CREATE INDEX customer_session_outbox_delivered
+    ON customer_session_outbox (delivered_at) WHERE delivered_at IS NOT NULL"""
+
 _SQLITE_V1: Final = (
     """CREATE TABLE customer_session_schema (
         id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -92,8 +99,7 @@ _SQLITE_V1: Final = (
         attempts INTEGER NOT NULL DEFAULT 0,
         last_error TEXT,
         delivered_at TEXT)""",
-    """CREATE INDEX customer_session_outbox_pending ON customer_session_outbox (sequence)
-        WHERE delivered_at IS NULL""",
+    _OUTBOX_PENDING,
     """CREATE TABLE customer_session_keys (
         key TEXT PRIMARY KEY,
         integration_id TEXT,
@@ -138,8 +144,7 @@ _POSTGRES_V1: Final = (
         attempts integer NOT NULL DEFAULT 0,
         last_error text,
         delivered_at timestamptz)""",
-    """CREATE INDEX customer_session_outbox_pending ON customer_session_outbox (sequence)
-        WHERE delivered_at IS NULL""",
+    _OUTBOX_PENDING,
     """CREATE TABLE customer_session_keys (
         key text PRIMARY KEY,
         integration_id text,
@@ -150,8 +155,7 @@ _POSTGRES_V1: Final = (
 # they find old rows without reading the whole outbox or every key. Partial on the
 # outbox: pending rows (delivered_at NULL) are never purged. Same text in both dialects.
 _V2: Final = (
-    """CREATE INDEX customer_session_outbox_delivered ON customer_session_outbox (delivered_at)
-        WHERE delivered_at IS NOT NULL""",
+    _OUTBOX_DELIVERED,
     "CREATE INDEX customer_session_keys_recorded ON customer_session_keys (recorded_at)",
 )
 
@@ -164,8 +168,40 @@ _V3: Final = ("ALTER TABLE customer_session_keys ADD COLUMN refusal text",)
 # have none. Same text in both dialects.
 _V4: Final = ("ALTER TABLE customer_session_journal ADD COLUMN actor text",)
 
+# On SQLite, version 4 also makes outbox sequences never come back: an INTEGER PRIMARY
+# KEY gives the largest rowid plus one, so purging the last delivered row handed its
+# number to the next row, where PostgreSQL's identity never repeats one. Only
+# AUTOINCREMENT prevents that, and SQLite cannot add it to a table: the outbox is
+# copied into a new one (its indexes go with the old table and are made again).
+_OUTBOX_COLUMNS: Final = (
+    "sequence, idempotency_key, effect, integration_id, version, position, record,"
+    " document, created_at, attempts, last_error, delivered_at"
+)
+_SQLITE_V4: Final = (
+    *_V4,
+    """CREATE TABLE customer_session_outbox_v4 (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        idempotency_key TEXT NOT NULL UNIQUE,
+        effect TEXT NOT NULL,
+        integration_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        document TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        delivered_at TEXT)""",
+    f"""INSERT INTO customer_session_outbox_v4 ({_OUTBOX_COLUMNS})
+        SELECT {_OUTBOX_COLUMNS} FROM customer_session_outbox""",  # noqa: S608 - our own names
+    "DROP TABLE customer_session_outbox",
+    "ALTER TABLE customer_session_outbox_v4 RENAME TO customer_session_outbox",
+    _OUTBOX_PENDING,
+    _OUTBOX_DELIVERED,
+)
+
 MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
-    "sqlite": (_SQLITE_V1, _V2, _V3, _V4),
+    "sqlite": (_SQLITE_V1, _V2, _V3, _SQLITE_V4),
     "postgres": (_POSTGRES_V1, _V2, _V3, _V4),
 }
 """Per dialect, the statements of each migration step, oldest first."""
