@@ -63,6 +63,24 @@ _OUTBOX_PENDING: Final = """CREATE INDEX customer_session_outbox_pending
 _OUTBOX_DELIVERED: Final = """CREATE INDEX customer_session_outbox_delivered
     ON customer_session_outbox (delivered_at) WHERE delivered_at IS NOT NULL"""
 
+
+def _sqlite_outbox(name: str, sequence: str) -> str:
+    """The SQLite outbox table ``name`` whose ``sequence`` column is declared ``sequence``."""
+    return f"""CREATE TABLE {name} (
+        sequence {sequence},
+        idempotency_key TEXT NOT NULL UNIQUE,
+        effect TEXT NOT NULL,
+        integration_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        position INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        document TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        delivered_at TEXT)"""
+
+
 _SQLITE_V1: Final = (
     """CREATE TABLE customer_session_schema (
         id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -86,19 +104,7 @@ _SQLITE_V1: Final = (
         changes TEXT NOT NULL,
         recorded_at TEXT NOT NULL,
         UNIQUE (integration_id, version))""",
-    """CREATE TABLE customer_session_outbox (
-        sequence INTEGER PRIMARY KEY,
-        idempotency_key TEXT NOT NULL UNIQUE,
-        effect TEXT NOT NULL,
-        integration_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        position INTEGER NOT NULL,
-        record TEXT NOT NULL,
-        document TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        delivered_at TEXT)""",
+    _sqlite_outbox("customer_session_outbox", "INTEGER PRIMARY KEY"),
     _OUTBOX_PENDING,
     """CREATE TABLE customer_session_keys (
         key TEXT PRIMARY KEY,
@@ -179,19 +185,7 @@ _OUTBOX_COLUMNS: Final = (
 )
 _SQLITE_V4: Final = (
     *_V4,
-    """CREATE TABLE customer_session_outbox_v4 (
-        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
-        idempotency_key TEXT NOT NULL UNIQUE,
-        effect TEXT NOT NULL,
-        integration_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        position INTEGER NOT NULL,
-        record TEXT NOT NULL,
-        document TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        delivered_at TEXT)""",
+    _sqlite_outbox("customer_session_outbox_v4", "INTEGER PRIMARY KEY AUTOINCREMENT"),
     f"""INSERT INTO customer_session_outbox_v4 ({_OUTBOX_COLUMNS})
         SELECT {_OUTBOX_COLUMNS} FROM customer_session_outbox""",  # noqa: S608 - our own names
     "DROP TABLE customer_session_outbox",
