@@ -457,18 +457,37 @@ class TestUpdate:
         loaded = store.get("order-1")
         assert (loaded.coupon, loaded.referral) == ("THEIRS", "MINE")
 
+    def test_a_change_that_lost_a_race_runs_again_on_the_stored_row(self, store, open_db):
+        """After a lost race the change runs on the row, never again on the copy that lost."""
+        other = open_db()
+        other.create(new_session())  # this store object holds no copy: it reads the row
+        seen: list[str | None] = []
+
+        def change(session):
+            seen.append(session.coupon)
+            if len(seen) == 1:
+                other.update("order-1", lambda s: s.set_coupon("THEIRS"))
+            session.set_referral("MINE")
+
+        store.update("order-1", change, retries=1)
+        assert seen == [None, "THEIRS"]
+
     def test_gives_up_after_the_retries(self, store, open_db):
         """A change that loses every race raises ConcurrentUpdate with the attempts made."""
         other = open_db()
-        store.create(new_session())
+        # Created by the other store object: this one has no copy whose first run
+        # would not count (see test_cached_copy_out_of_date_is_not_trusted).
+        other.create(new_session())
+        runs = []
 
         def change(session):
+            runs.append(1)
             other.update("order-1", lambda s: s.set_coupon(uuid.uuid4().hex[:8]))
             session.set_referral("MINE")
 
         with pytest.raises(ConcurrentUpdate, match="gave up after 3 attempt") as caught:
             store.update("order-1", change, retries=2)
-        assert caught.value.attempts == 3
+        assert caught.value.attempts == len(runs) == 3
         assert store.get("order-1").referral is None
 
     def test_transition_illegal_on_fresh_state_raises(self, store, open_db):

@@ -517,6 +517,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                     statement = update_statement(change)
                     written, interrupted = await self._write(statement, change, loaded.version)
                     if not written:
+                        self._forget_stale(integration_id, loaded.version)
                         if interrupted is not None:
                             raise interrupted  # nothing committed: roll back and stop
                         raise _Stale if optimistic else _Conflict

@@ -389,6 +389,17 @@ class StoreCore(Generic[_S]):
             _Cached(change.document, change.data, kept, version, written=True),
         )
 
+    def _forget_stale(self, integration_id: str, version: int) -> None:
+        """Drop the cached copy of a session whose row moved on from ``version``.
+
+        A compare-and-set from ``version`` lost: a copy that old is known to be out
+        of date, and the next attempt must load the row rather than run the change
+        on it again. A newer copy (another thread's commit) is kept.
+        """
+        cached = self._cache.get(integration_id)
+        if cached is not None and cached.version <= version:
+            self._cache.pop(integration_id, None)
+
     def _cache_put(self, integration_id: str, cached: _Cached) -> None:
         cache = self._cache
         cache.pop(integration_id, None)
@@ -670,6 +681,7 @@ class BaseStore(StoreCore[_S], ABC):
                 change = self._changed(loaded, key, operation, actor)
                 if change is not None:
                     if not self._update(change, loaded.version):
+                        self._forget_stale(integration_id, loaded.version)
                         raise _Stale if optimistic else _Conflict
                     self._remember(change, self._keep(session), loaded.version + 1)
                 else:
