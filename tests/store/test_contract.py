@@ -36,7 +36,14 @@ from customer_session import (
     wire,
 )
 from customer_session.aio import AsyncSession
-from customer_session.store import JournalKind, ProcessedKey, SessionStore, rebuild
+from customer_session.store import (
+    JournalKind,
+    ProcessedKey,
+    SessionStore,
+    _async_postgres,
+    _base,
+    rebuild,
+)
 
 from .conftest import nested_delivery_refusal
 
@@ -263,6 +270,15 @@ class TestTransaction:
         assert session.coupon is None
         assert store.get("order-1").coupon == "THEIRS"
         assert version(store) == 2
+
+    def test_raising_block_raises_its_own_error_when_the_row_moved_meanwhile(self, store, open_db):
+        """A block that raises after another writer committed propagates its own exception."""
+        other = open_db()
+        store.create(new_session())
+        with pytest.raises(RuntimeError, match="the block's own"), store.transaction("order-1"):  # noqa: PT012 - the block is what is tested
+            other.update("order-1", lambda s: s.set_coupon("THEIRS"))
+            raise RuntimeError("the block's own")
+        assert store.get("order-1").coupon == "THEIRS"
 
     def test_illegal_transition_raises_as_usual(self, store):
         """An illegal trigger in the block raises IllegalTransition and writes nothing."""
@@ -529,6 +545,20 @@ class TestUpdate:
         store.update("order-1", lambda s: s.return_items(RETURN))
         assert store.get("order-1").state is State.PARTIALLY_RETURNED
 
+    def test_a_change_after_the_store_objects_own_commits_runs_once(self, store):
+        """The copy kept by create() and by each commit is current: the next change runs once."""
+        store.create(new_session())
+        runs = []
+
+        def change(session):
+            runs.append(session.coupon)
+            session.set_coupon(f"C{len(runs)}")
+
+        for _ in range(3):
+            store.update("order-1", change)
+        assert runs == [None, "C1", "C2"]
+        assert version(store) == 4
+
     def test_cached_copy_out_of_date_is_not_trusted(self, store, open_db):
         """A change decided on an out-of-date copy is run again on the stored row."""
         other = open_db()
@@ -621,6 +651,42 @@ class TestHousekeeping:
         assert not store.processed("event-1")
         store.update("order-1", lambda s: s.close(), key="event-1")
         assert store.processed("event-1")
+
+    def test_a_row_of_exactly_the_time_stays(self, store, sql):
+        """The time is exclusive: a row delivered or a key recorded at that very moment stays."""
+        store.on_commit("erp", trigger="close")
+        store.create(new_session(), key="event-1")
+        store.update("order-1", lambda s: s.close())
+        assert store.deliver(lambda e: None) == 1
+        ((delivered,),) = sql("SELECT delivered_at FROM customer_session_outbox")
+        ((recorded,),) = sql("SELECT recorded_at FROM customer_session_keys")
+        delivered, recorded = (
+            value if isinstance(value, datetime) else datetime.fromisoformat(value)
+            for value in (delivered, recorded)
+        )
+        tick = timedelta(microseconds=1)
+        assert (store.purge_delivered(before=delivered), store.forget_keys(before=recorded)) == (
+            0,
+            0,
+        )
+        assert (
+            store.purge_delivered(before=delivered + tick),
+            store.forget_keys(before=recorded + tick),
+        ) == (1, 1)
+
+    def test_a_time_in_another_zone_is_the_same_moment(self, store):
+        """purge_delivered() and forget_keys() compare moments, whatever zone the time is in."""
+        store.on_commit("erp", trigger="close")
+        store.create(new_session(), key="event-1")
+        store.update("order-1", lambda s: s.close())
+        assert store.deliver(lambda e: None) == 1
+        now = datetime.now(UTC)
+        east, west = timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))
+        hour_ago, soon = (now - timedelta(hours=1)).astimezone(east), now + timedelta(seconds=5)
+        assert store.purge_delivered(before=hour_ago) == 0
+        assert store.forget_keys(before=hour_ago) == 0
+        assert store.purge_delivered(before=soon.astimezone(west)) == 1
+        assert store.forget_keys(before=soon.astimezone(west)) == 1
 
     def test_a_naive_time_is_refused(self, store):
         """The time must be aware, as every time the store keeps is."""
@@ -760,12 +826,33 @@ class TestJournal:
         store.update("order-1", lambda s: s.cancel())
         assert rebuild(store.history("order-1")) == store.get("order-1")
 
+    def test_entry_time_is_the_commit_time_not_the_sessions(self, open_db):
+        """recorded_at is when the change was committed, whatever the session's clock says."""
+        next_year = datetime.now(UTC) + timedelta(days=365)
+        store = open_db(workflow=Workflow(clock=_Clock(next_year)))
+        store.create(new_session(workflow=store.workflow))
+        store.update("order-1", lambda s: s.close())
+        checked = datetime.now(UTC)
+        assert store.get("order-1").updated == next_year
+        for entry in store.history("order-1"):
+            assert checked - timedelta(minutes=5) < entry.recorded_at <= checked
+
     def test_entry_keeps_only_what_changed(self, store):
         """A transition's entry holds the changed document keys and the added record."""
         store.create(new_session())
         store.update("order-1", lambda s: s.close())
         entry = store.history("order-1")[-1]
         assert set(entry.changes) == {"state", "updated", "updateCount"}
+        assert [r.trigger for r in entry.records] == [Trigger.CLOSE]
+
+    def test_creation_entry_keeps_the_history_as_records_only(self, store):
+        """A creation's entry holds the document without its history; the records hold that."""
+        session = new_session()
+        session.close()
+        store.create(session)
+        (entry,) = store.history("order-1")
+        assert "history" not in entry.changes
+        assert entry.changes["state"] == "closed"
         assert [r.trigger for r in entry.records] == [Trigger.CLOSE]
 
     def test_removed_key_is_recorded_as_none(self, store):
@@ -1011,6 +1098,43 @@ class TestAfterCommitHooks:
         assert caught.value.record.trigger is Trigger.CLOSE
         assert store.get("order-1").state is State.CLOSED
 
+    def test_failing_hook_leaves_the_session_object_committed(self, open_db):
+        """After AfterCommitHookFailed, the block's session keeps the change that was written."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+
+        def fail(event):
+            raise ValueError("mail server down")
+
+        workflow.after_commit(fail, trigger="close")
+        store.create(new_session())
+        with pytest.raises(AfterCommitHookFailed), store.transaction("order-1") as session:
+            session.close()
+        assert (session.state, [r.trigger for r in session.history]) == (
+            State.CLOSED,
+            [Trigger.CLOSE],
+        )
+
+    def test_failing_hooks_report_the_first_failed_transition(self, open_db):
+        """When hooks of several transitions fail, the error's record is the first one's."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+
+        def fail(event):
+            raise ValueError(f"{event.trigger} failed")
+
+        workflow.after_commit(fail)
+        store.create(new_session())
+
+        def close_and_cancel(session):
+            session.close()
+            session.cancel()
+
+        with pytest.raises(AfterCommitHookFailed) as caught:
+            store.update("order-1", close_and_cancel)
+        assert caught.value.record.trigger is Trigger.CLOSE
+        assert [str(e) for e in caught.value.exceptions] == ["close failed", "cancel failed"]
+
     def test_hook_registered_later_applies(self, open_db):
         """Hooks registered after the store was opened apply to later commits."""
         workflow = Workflow()
@@ -1129,6 +1253,24 @@ class TestDurableEffects:
         assert (effect.name, effect.integration_id, effect.version) == ("notify-erp", "order-1", 3)
         assert effect.record.trigger is Trigger.CLOSE
         assert effect.session().state is State.CLOSED
+
+    def test_transitions_committed_together_get_a_row_each_in_firing_order(self, store):
+        """One commit of two transitions writes a row per transition, each with its own record."""
+        store.on_commit("audit")
+        store.on_commit("refund", trigger="cancel")
+        store.create(new_session())
+
+        def close_and_cancel(session):
+            session.close()
+            session.cancel()
+
+        store.update("order-1", close_and_cancel)
+        rows = [(e.name, e.position, e.record.trigger, e.version) for e in store.pending()]
+        assert rows == [
+            ("audit", 0, Trigger.CLOSE, 2),
+            ("audit", 1, Trigger.CANCEL, 2),
+            ("refund", 1, Trigger.CANCEL, 2),
+        ]
 
     def test_deliver_hands_rows_over_in_commit_order(self, store):
         """deliver() calls the handler for each row in order, then none are pending."""
@@ -1252,6 +1394,19 @@ class TestDurableEffects:
             store.update(name, lambda s: s.close())
         assert store.deliver(lambda e: None, limit=2) == 2
         assert len(store.pending()) == 1
+
+    def test_deliveries_span_batches_and_stop_at_the_limit(self, store, monkeypatch):
+        """Rows are read a batch at a time: a limit spanning batches delivers exactly that many."""
+        for module in (_base, _async_postgres):
+            monkeypatch.setattr(module, "_DELIVERY_BATCH", 2)
+        store.on_commit("notify")
+        for name in ("a", "b", "c", "d", "e", "f"):
+            store.create(new_session(name))
+            store.update(name, lambda s: s.close())
+        delivered = []
+        assert store.deliver(lambda e: delivered.append(e.integration_id), limit=3) == 3
+        assert store.deliver(lambda e: delivered.append(e.integration_id)) == 3
+        assert delivered == ["a", "b", "c", "d", "e", "f"]
 
     def test_an_effect_name_the_database_cannot_hold_is_refused(self, store):
         """A name with NUL or a lone surrogate is refused at registration, not at each commit."""
