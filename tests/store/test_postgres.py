@@ -12,8 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from customer_session import CartItem, CustomerSession, StoreError, WorkflowError
+from customer_session import (
+    CartItem,
+    CustomerSession,
+    KeyAlreadyProcessed,
+    StoreError,
+    WorkflowError,
+)
 from customer_session.store import AsyncPostgresStore, PostgresStore
+from customer_session.store._outbox import idempotency_key
 
 from .conftest import SyncOverAsync, blocks_another, deliveries_take_turns, nested_delivery_refusal
 
@@ -93,6 +100,27 @@ def test_a_handler_may_use_the_store_it_is_called_by(pg_server):
         states: list[str] = []
         assert store.deliver(lambda e: states.append(store.get(e.integration_id).state)) == 1
         assert states == ["closed"]
+
+
+def test_another_unique_violation_of_a_keyed_commit_is_no_reused_key(open_pool, sql):
+    """A keyed commit refused by another unique constraint is a StoreError, not the key's reuse.
+
+    Here the outbox row the commit writes exists already (only damage can do that):
+    the key was never used, and the error says what the database refused.
+    """
+    store = open_pool()
+    store.on_commit("notify", trigger="close")
+    store.create(CustomerSession(integration_id="a", cart_items=(CartItem(sku="A", quantity=1),)))
+    sql(
+        "INSERT INTO customer_session_outbox (idempotency_key, effect, integration_id, version,"
+        " position, record, document) VALUES (?, 'notify', 'a', 9, 0, '{}', '{}')",
+        idempotency_key("a", 0, "notify"),
+    )
+    with pytest.raises(StoreError, match="customer_session_outbox") as caught:
+        store.update("a", lambda s: s.close(), key="event-1")
+    assert not isinstance(caught.value, KeyAlreadyProcessed)
+    assert not store.processed("event-1")
+    assert store.get("a").state == "open"
 
 
 def test_deliver_on_a_closed_store_is_a_store_error(database, backend):
