@@ -559,6 +559,15 @@ class TestUpdate:
         assert runs == [None, "C1", "C2"]
         assert version(store) == 4
 
+    def test_an_out_of_date_copy_costs_no_retry(self, store, open_db):
+        """A change first run on an out-of-date copy still commits with retries=0."""
+        other = open_db()
+        store.create(new_session())
+        other.update("order-1", lambda s: s.set_coupon("THEIRS"))
+        store.update("order-1", lambda s: s.set_referral("MINE"), retries=0)
+        loaded = store.get("order-1")
+        assert (loaded.coupon, loaded.referral) == ("THEIRS", "MINE")
+
     def test_cached_copy_out_of_date_is_not_trusted(self, store, open_db):
         """A change decided on an out-of-date copy is run again on the stored row."""
         other = open_db()
