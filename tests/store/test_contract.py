@@ -860,7 +860,7 @@ class TestJournal:
         session.close()
         store.create(session)
         (entry,) = store.history("order-1")
-        assert "history" not in entry.changes
+        assert wire.EXTENSION_KEY not in entry.changes
         assert entry.changes["state"] == "closed"
         assert [r.trigger for r in entry.records] == [Trigger.CLOSE]
 
