@@ -560,13 +560,22 @@ class TestUpdate:
         assert version(store) == 4
 
     def test_an_out_of_date_copy_costs_no_retry(self, store, open_db):
-        """A change first run on an out-of-date copy still commits with retries=0."""
+        """A run on an out-of-date cached copy is not counted: the retries are left for races."""
         other = open_db()
         store.create(new_session())
-        other.update("order-1", lambda s: s.set_coupon("THEIRS"))
-        store.update("order-1", lambda s: s.set_referral("MINE"), retries=0)
+        other.update("order-1", lambda s: s.set_coupon("THEIRS"))  # this store's copy is old
+        runs: list[str | None] = []
+
+        def change(session):
+            runs.append(session.coupon)
+            if len(runs) == 2:  # the first run on the row loses a race
+                other.update("order-1", lambda s: s.set_profile_id("P"))
+            session.set_referral("MINE")
+
+        store.update("order-1", change, retries=1)
+        assert runs == [None, "THEIRS", "THEIRS"]
         loaded = store.get("order-1")
-        assert (loaded.coupon, loaded.referral) == ("THEIRS", "MINE")
+        assert (loaded.coupon, loaded.profile_id, loaded.referral) == ("THEIRS", "P", "MINE")
 
     def test_cached_copy_out_of_date_is_not_trusted(self, store, open_db):
         """A change decided on an out-of-date copy is run again on the stored row."""
