@@ -75,6 +75,18 @@ class TestStrategies:
         session.return_items(items)
         assert session.state is State.PARTIALLY_RETURNED
 
+    @given(st.data())
+    def test_refused_returned_items_are_refused(self, data):
+        """returned_items(session, valid=False) yields returns the session refuses, unchanged."""
+        session = data.draw(sessions(state=data.draw(st.sampled_from(list(State)))))
+        items = data.draw(returned_items(session, valid=False))
+        before = session.snapshot()
+        assert session.why_not(Trigger.RETURN_ITEMS, items=items)
+        if session.state in {State.CLOSED, State.PARTIALLY_RETURNED}:
+            with pytest.raises(ValidationError):
+                session.return_items(items)
+        assert session.snapshot() == before
+
     def test_returned_items_of_a_session_with_nothing_left_is_refused(self):
         """returned_items() of a cart with no unit left to return is a ValidationError."""
         session = CustomerSession(integration_id="order-1")

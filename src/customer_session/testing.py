@@ -117,12 +117,22 @@ def carts(
     ).map(tuple)
 
 
-def returned_items(session: CustomerSession) -> st.SearchStrategy[tuple[ReturnedItem, ...]]:
-    """Valid returns for ``session``'s cart: distinct positions, units that remain.
+def returned_items(
+    session: CustomerSession, *, valid: bool = True
+) -> st.SearchStrategy[tuple[ReturnedItem, ...]]:
+    """Returns for ``session``'s cart; valid ones by default (distinct positions, units left).
+
+    Args:
+        session: The session whose cart the returns are for.
+        valid: ``False`` gives returns the cart refuses, each with at least one defect:
+            no item at all, a position past the cart, a position twice, more units
+            than remain, or the SKU of another item. Any session has them.
 
     Raises:
-        ValidationError: Nothing in the cart can be returned any more.
+        ValidationError: ``valid`` and nothing in the cart can be returned any more.
     """
+    if not valid:
+        return _refused_returns(session.cart_items)
     open_positions = [i for i, line in enumerate(session.cart_items) if line.remaining_quantity]
     if not open_positions:
         raise ValidationError.single(
@@ -147,6 +157,28 @@ def returned_items(session: CustomerSession) -> st.SearchStrategy[tuple[Returned
         )
 
     return draw_return()
+
+
+@st.composite
+def _refused_returns(draw: st.DrawFn, cart: tuple[CartItem, ...]) -> tuple[ReturnedItem, ...]:
+    """A return ``cart`` refuses: one defect, alone or after an entry that may be valid."""
+    defects = ["empty", "past the cart"]
+    if cart:
+        defects += ["twice", "too many", "other sku"]
+    defect = draw(st.sampled_from(defects))
+    if defect == "empty":
+        return ()
+    if defect == "past the cart":
+        position = draw(st.integers(min_value=len(cart), max_value=len(cart) + 3))
+        return (ReturnedItem(position=position, quantity=1),)
+    position = draw(st.integers(min_value=0, max_value=len(cart) - 1))
+    line = cart[position]
+    if defect == "twice":
+        return (ReturnedItem(position=position, quantity=1),) * 2
+    if defect == "too many":
+        extra = draw(st.integers(min_value=1, max_value=3))
+        return (ReturnedItem(position=position, quantity=line.remaining_quantity + extra),)
+    return (ReturnedItem(position=position, quantity=1, sku=f"{line.sku}-X"),)
 
 
 def triggers(specification: Specification = CUSTOMER_SESSION) -> st.SearchStrategy[Trigger]:
