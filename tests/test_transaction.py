@@ -110,6 +110,18 @@ class TestTable:
         with pytest.raises(ValidationError, match="takes no items"):
             _session().fire(Trigger.CLOSE, items=ONE)
 
+    @pytest.mark.parametrize("registered", [False, True])
+    def test_a_refused_return_from_an_iterator_names_its_problems(self, registered):
+        """A return given as an iterator is refused for its own problems, read once."""
+        workflow = Workflow()
+        if registered:
+            workflow.before(lambda event: None)
+        s = _session(workflow, State.CLOSED)
+        with pytest.raises(ValidationError) as info:
+            s.return_items(iter([ReturnedItem(position=7, quantity=1)]))
+        assert [p.path for p in info.value.problems] == ["items[0].position"]
+        assert (s.state, s.history) == (State.CLOSED, ())
+
 
 class TestGuards:
     def test_refusal_names_trigger_guard_and_reason(self):

@@ -718,13 +718,20 @@ def prepare(
     seen = session._running  # as the check finds it: the clock below may take long
     source, destination, returned, problems = _check_call(session, trigger, items)
     if problems:
-        raise ValidationError(f"session {session.integration_id!r}: {trigger}()", problems)
+        raise _bad_items(session, trigger, problems)
     workflow = session._workflow
     plan = workflow.plan(source, trigger)
     timestamp = _timestamp(session, workflow)
     run = run_class(session, plan, trigger, source, destination, timestamp, returned)
     run.seen = seen
     return run
+
+
+def _bad_items(
+    session: CustomerSession, trigger: Trigger, problems: list[Problem]
+) -> ValidationError:
+    """The refusal of ``trigger``'s arguments (its items), before anything ran."""
+    return ValidationError(f"session {session.integration_id!r}: {trigger}()", problems)
 
 
 def fire(
@@ -738,10 +745,15 @@ def fire(
     if destination is not None and (seen is None or _free(seen)):
         # Nothing registered for this edge: no user code can run before the commit
         # point, so there is nothing to snapshot and no run to keep. Anything unusual
-        # (hooks, no transition, a bad return, a busy session) takes the full path.
+        # (hooks, no transition, items for a trigger that takes none, a busy session)
+        # takes the full path.
         if trigger is _RETURN_ITEMS:
             returned, problems = return_problems(session._cart_items, items)
-            plain = not problems
+            if problems:
+                # Refused here, as the full path would: ``items`` may be an iterator
+                # these checks used up, which the full path would read empty.
+                raise _bad_items(session, trigger, problems)
+            plain = True
         else:
             returned, plain = (), not items
         if plain:
