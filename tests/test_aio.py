@@ -257,6 +257,27 @@ class TestGuards:
             assert "async face" in str(info.value.__cause__)
         assert session.state is State.OPEN
 
+    async def test_what_a_plain_callable_returns_is_awaited(self):
+        """A plain guard or hook returning an awaitable is awaited (the sync methods refuse it)."""
+        workflow = Workflow()
+        seen = []
+
+        async def remote(event, phase):
+            await asyncio.sleep(0)
+            seen.append(phase)
+            return "the payment service says no" if event.trigger is Trigger.CANCEL else None
+
+        for phase in Phase:
+            workflow.register(phase, lambda event, phase=phase: remote(event, phase))
+        face = AsyncSession(_session(workflow))
+        await face.close()
+        assert seen == list(Phase)
+        with pytest.raises(GuardRejected, match="the payment service says no"):
+            await face.cancel()
+        with pytest.raises(HookFailed) as info:
+            face.session.cancel()
+        assert "returned an awaitable" in str(info.value.__cause__)
+
 
 @pytest.mark.asyncio
 class TestHookOrder:

@@ -27,6 +27,7 @@ from customer_session import (
     UnknownTrigger,
     ValidationError,
     Workflow,
+    WorkflowError,
 )
 from customer_session._transaction import twin
 
@@ -386,6 +387,53 @@ class TestAfterCommit:
         s = _session(workflow)
         s.close()
         assert s.state is State.CANCELLED
+
+
+async def _published(event):
+    return None
+
+
+def _wrapped(event):
+    """A decorator's plain wrapper around an async hook: nothing marks it as async."""
+    return _published(event)
+
+
+class TestPlainCallableReturningAnAwaitable:
+    @pytest.mark.parametrize("phase", [p for p in Phase if p is not Phase.AFTER_COMMIT])
+    def test_before_the_commit_it_is_refused_and_rolled_back(self, phase):
+        """A plain guard or hook that returns an awaitable fails the trigger; nothing changes."""
+        workflow = Workflow()
+        workflow.register(phase, _wrapped, name="publish")
+        s = _session(workflow)
+        before = s.snapshot()
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        kind = "guard" if phase is Phase.GUARD else "hook"
+        assert str(info.value.__cause__) == (
+            f"{kind} 'publish' returned an awaitable (coroutine), so it is async; "
+            "fire triggers through the async face"
+        )
+        assert s.snapshot() == before
+
+    def test_after_the_commit_it_is_reported_not_dropped(self):
+        """A plain after-commit hook returning an awaitable fails after the commit, not dropped."""
+        workflow = Workflow()
+        workflow.after_commit(_wrapped, name="publish")
+        s = _session(workflow)
+        with pytest.raises(AfterCommitHookFailed) as info:
+            s.close()
+        (error,) = info.value.exceptions
+        assert isinstance(error, WorkflowError)
+        assert "returned an awaitable" in str(error)
+        assert s.state is State.CLOSED
+
+    def test_asking_refuses_it_too(self):
+        """why_not() refuses a plain guard that returns an awaitable, naming the async face."""
+        workflow = Workflow()
+        workflow.guard(_wrapped, name="publish")
+        with pytest.raises(HookFailed) as info:
+            _session(workflow).why_not(Trigger.CLOSE)
+        assert "async face" in str(info.value.__cause__)
 
 
 class TestReentrancy:

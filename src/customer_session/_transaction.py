@@ -29,8 +29,10 @@ below, so both faces follow one set of rules.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
+from collections.abc import Coroutine
 from contextlib import suppress
 from contextvars import ContextVar, Token
 from operator import attrgetter
@@ -323,7 +325,10 @@ def call_guard(entry: Registration, event: TransitionEvent) -> str | None:
     """Run one guard; ``None`` allows, a non-empty string is the refusal's reason."""
     if entry.is_async:
         raise WorkflowError(f"guard {entry.name!r} is async; fire triggers through the async face")
-    return verdict(entry, entry.func(event))
+    value = entry.func(event)
+    if value is not None and type(value) is not str:
+        refuse_awaitable(entry, value)
+    return verdict(entry, value)
 
 
 def verdict(entry: Registration, value: object) -> str | None:
@@ -340,7 +345,29 @@ def call_hook(entry: Registration, event: TransitionEvent) -> None:
     """Run one hook (sync face: async hooks are refused with a clear error)."""
     if entry.is_async:
         raise WorkflowError(f"hook {entry.name!r} is async; fire triggers through the async face")
-    entry.func(event)
+    result = entry.func(event)
+    if result is not None:
+        refuse_awaitable(entry, result)
+
+
+def refuse_awaitable(entry: Registration, value: object) -> None:
+    """Refuse an awaitable that a plain guard or hook returned: the sync face cannot await it.
+
+    A plain function may still be async in effect (one that returns an async
+    function's call, a decorator's wrapper): the async face awaits what it returns,
+    so the sync face must not drop it unawaited, as if it had run.
+
+    Raises:
+        WorkflowError: ``value`` is awaitable (a coroutine is closed first, unrun).
+    """
+    if inspect.isawaitable(value):
+        if isinstance(value, Coroutine):
+            value.close()  # never started: closing it keeps it from warning unawaited
+        kind = "guard" if entry.phase is _GUARD else "hook"
+        raise WorkflowError(
+            f"{kind} {entry.name!r} returned an awaitable ({type(value).__name__}), so it is "
+            "async; fire triggers through the async face"
+        )
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

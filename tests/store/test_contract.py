@@ -1153,6 +1153,32 @@ class TestAfterCommitHooks:
         assert caught.value.record.trigger is Trigger.CLOSE
         assert [str(e) for e in caught.value.exceptions] == ["close failed", "cancel failed"]
 
+    def test_a_plain_hook_returning_an_awaitable_is_never_dropped(self, open_db, backend):
+        """A plain after-commit hook's awaitable: the async store awaits it, others refuse it."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+        seen = []
+
+        async def publish(event):
+            seen.append(event.trigger)
+
+        def wrapper(event):  # a decorator's plain wrapper: nothing marks it as async
+            return publish(event)
+
+        workflow.after_commit(wrapper, trigger="close", name="publish")
+        store.create(new_session())
+        if backend == "postgres-async":
+            store.update("order-1", lambda s: s.close())
+            assert seen == [Trigger.CLOSE]
+        else:
+            with pytest.raises(AfterCommitHookFailed) as caught:
+                store.update("order-1", lambda s: s.close())
+            (error,) = caught.value.exceptions
+            assert isinstance(error, WorkflowError)
+            assert "'publish' returned an awaitable" in str(error)
+            assert seen == []
+        assert store.get("order-1").state is State.CLOSED
+
     def test_hook_registered_later_applies(self, open_db):
         """Hooks registered after the store was opened apply to later commits."""
         workflow = Workflow()

@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from customer_session._phase import Phase
+from customer_session._transaction import refuse_awaitable
 from customer_session.exceptions import AfterCommitHookFailed, WorkflowError
 from customer_session.hooks import Workflow
 
@@ -86,13 +87,14 @@ class _Deferred:
     def __init__(self, entry: Registration) -> None:
         self.entry = entry
 
-    def __call__(self, event: TransitionEvent) -> None:
+    def __call__(self, event: TransitionEvent) -> object:
         deferral = _open_for(event.session)
         if deferral is None:
             # No store transaction waits for it: the in-memory commit is the only one.
-            self.entry.func(event)
-        else:
-            deferral.queue.append((self.entry, event))
+            # What it returns goes to the face, which awaits an awaitable or refuses it.
+            return self.entry.func(event)
+        deferral.queue.append((self.entry, event))
+        return None
 
 
 class _AsyncDeferred:
@@ -196,7 +198,9 @@ def run_queued(queue: Queue) -> None:
     failed: TransitionEvent | None = None
     for entry, event in queue:
         try:
-            entry.func(event)
+            result = entry.func(event)
+            if result is not None:
+                refuse_awaitable(entry, result)  # as the sync face does: never dropped unrun
         except Exception as exc:  # noqa: BLE001 - every hook runs; failures are grouped
             failed = failed or event
             errors.append(_named(exc, entry, event))
