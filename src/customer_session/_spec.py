@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from attrs import field, frozen
 
@@ -40,6 +40,25 @@ class Trigger(StrEnum):
     CANCEL = "cancel"
     RETURN_ITEMS = "return_items"
     REOPEN = "reopen"
+
+
+_Member = TypeVar("_Member", State, Trigger)
+
+
+def member(kind: type[_Member], value: object) -> _Member | None:
+    """The member of ``kind`` (``State``, ``Trigger``) ``value`` names; ``None`` for anything else.
+
+    The one lookup of text given for a state or a trigger. Only text can name one
+    (their values are text); looking up anything else would put its ``repr()`` in
+    the enum's ``ValueError``, which fails (``RecursionError``) for a list nested
+    too deep to show.
+    """
+    if not isinstance(value, str):
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        return None
 
 
 @frozen
@@ -294,12 +313,21 @@ class Specification:
         return frozenset(found)
 
     def allowed(self, state: State) -> frozenset[Trigger]:
-        """The triggers the table allows from ``state``."""
-        return self._allowed[state]
+        """The triggers the table allows from ``state``; none for a state the table lacks."""
+        try:
+            return self._allowed.get(state, frozenset())
+        except TypeError:  # unhashable: no state of any table
+            return frozenset()
 
     def target(self, state: State, trigger: Trigger) -> State | None:
-        """Where ``trigger`` leads from ``state``, or ``None`` when the table forbids it."""
-        return self._targets.get((state, trigger))
+        """Where ``trigger`` leads from ``state``, or ``None`` when the table forbids it.
+
+        ``None`` too for anything that is no state or trigger of the table.
+        """
+        try:
+            return self._targets.get((state, trigger))
+        except TypeError:  # unhashable: no state or trigger of any table
+            return None
 
     def edges_from(self, state: State) -> tuple[Edge, ...]:
         """The edges leaving ``state`` (internal ones included)."""

@@ -35,7 +35,7 @@ from attrs import frozen
 from customer_session._machine import Engine, engine_for
 from customer_session._phase import Phase
 from customer_session._show import shown
-from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
+from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger, member
 from customer_session.exceptions import UnknownTrigger, WorkflowError
 
 if TYPE_CHECKING:
@@ -530,8 +530,15 @@ class Workflow:
     # -- internals used by the transaction ----------------------------------
 
     def entries(self, phase: Phase, key: Trigger | State) -> tuple[Registration, ...]:
-        """The registrations that run for ``phase`` and ``key``, in registration order."""
-        return self._table[phase, key]
+        """The registrations that run for ``phase`` and ``key``, in registration order.
+
+        Empty for a pair the table has no registrations for, as :meth:`plan` answers
+        ``None`` for an edge the table lacks: asking is never an error.
+        """
+        try:
+            return self._table.get((phase, key), ())
+        except TypeError:  # unhashable: no phase, trigger or state of any table
+            return ()
 
     def plan(self, source: State, trigger: Trigger) -> Plan | None:
         """What runs for ``trigger`` from ``source``.
@@ -578,20 +585,16 @@ class Workflow:
         if key is None:
             return None
         if phase.keyed_by_state:
-            try:
-                state = State(key)
-            except ValueError:
+            state = member(State, key)
+            if state is None:
                 raise WorkflowError(
                     f"{shown(key)} is not a state; states: {', '.join(spec.states)}"
-                ) from None
+                )
             if state not in spec.states:
                 raise WorkflowError(f"'{state}' is not a state of {spec.name!r}")
             return state
-        try:
-            trigger = Trigger(key)
-        except ValueError:
-            raise UnknownTrigger(key, spec.triggers) from None
-        if trigger not in spec.triggers:
+        trigger = member(Trigger, key)
+        if trigger is None or trigger not in spec.triggers:
             raise UnknownTrigger(key, spec.triggers)
         return trigger
 

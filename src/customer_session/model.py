@@ -55,6 +55,7 @@ from customer_session._spec import (
     Specification,
     State,
     Trigger,
+    member,
 )
 from customer_session.exceptions import (
     Problem,
@@ -92,10 +93,9 @@ _EDITS: Final = {
 def _to_state(value: State | str) -> State:
     if type(value) is State:
         return value
-    try:
-        return State(value)
-    except ValueError:
-        return value  # type: ignore[return-value] # reported with its path by the validation
+    known = member(State, value)
+    # Anything else is reported with its path by the validation.
+    return value if known is None else known  # type: ignore[return-value]
 
 
 _RESTORING: ContextVar[object] = ContextVar("customer_session.restoring", default=None)
@@ -755,10 +755,7 @@ class CustomerSession:
         return _transaction.fire(self, Trigger.RETURN_ITEMS, items)
 
     def _trigger(self, trigger: Trigger | str) -> Trigger:
-        try:
-            known = Trigger(trigger)
-        except ValueError:
-            known = None
+        known = member(Trigger, trigger)
         if known is None or known not in self.specification.triggers:
             raise UnknownTrigger(trigger, self.specification.triggers)
         return known

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Sel
 
 from customer_session._cart import raise_problems
 from customer_session._show import shown
-from customer_session._spec import State, Trigger
+from customer_session._spec import State, Trigger, member
 from customer_session._transaction import twin, writing
 from customer_session.exceptions import (
     ConcurrentUpdate,
@@ -230,11 +230,8 @@ class StoreCore(Generic[_S]):
 
     def _trigger(self, trigger: Trigger | str) -> Trigger:
         triggers = self._session_class.specification.triggers
-        try:
-            known = Trigger(trigger)
-        except ValueError:
-            raise UnknownTrigger(trigger, triggers) from None
-        if known not in triggers:
+        known = member(Trigger, trigger)
+        if known is None or known not in triggers:
             raise UnknownTrigger(trigger, triggers)
         return known
 
