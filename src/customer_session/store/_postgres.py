@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
 
+from customer_session._cart import is_text
 from customer_session._show import shown
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError, WorkflowError
 from customer_session.model import CustomerSession
@@ -429,7 +430,8 @@ def option_problems(conninfo: object, smallest: object, largest: object) -> list
         largest: The ``max_connections`` given.
     """
     problems = []
-    if not isinstance(conninfo, str):
+    # libpq takes UTF-8 without NUL: a lone surrogate or a NUL would fail in its encoder.
+    if not isinstance(conninfo, str) or not is_text(conninfo):
         problems.append(
             Problem("conninfo", f"must be a connection string or URL, got {shown(conninfo)}")
         )
@@ -446,7 +448,7 @@ def option_problems(conninfo: object, smallest: object, largest: object) -> list
         problems.append(
             Problem(
                 "max_connections",
-                f"must be at least min_connections ({smallest}), got {largest}",
+                f"must be at least min_connections ({shown(smallest)}), got {shown(largest)}",
             )
         )
     return problems
