@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias, get_args
 
 from attrs import frozen
 
+from customer_session._cart import is_text
 from customer_session._phase import Phase
 from customer_session._show import shown
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
@@ -474,7 +475,8 @@ def output_format(path: str | PathLike[str], format: Format | None = None) -> Fo
     Raises:
         ValidationError: ``format`` is not one of ``mermaid``, ``dot``, ``table``,
             ``svg``, ``png`` or ``None``; the extension names another format; or
-            ``path`` is not a path. The error's subject is the path.
+            ``path`` is not a path, or one no file can have (empty, NUL, a lone
+            surrogate). The error's subject is the path.
     """
     try:
         suffix = Path(path).suffix
@@ -482,6 +484,12 @@ def output_format(path: str | PathLike[str], format: Format | None = None) -> Fo
         raise ValidationError.single(
             "output_format()", "path", f"must be a str or os.PathLike, got {shown(path):.80}"
         ) from None
+    # No file can have these names: the OS refuses NUL, and a lone surrogate has no
+    # UTF-8 encoding; "" names no file (pathlib reads it as the directory ".").
+    if os.fspath(path) == "" or not is_text(os.fspath(path)):
+        raise ValidationError.single(
+            "output_format()", "path", f"must name a file, got {shown(path):.80}"
+        )
     if format is not None and format not in _ALL_FORMATS:
         raise ValidationError.single(
             os.fspath(path),
