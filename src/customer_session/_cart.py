@@ -206,6 +206,18 @@ def freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
         return value  # nested beyond MAX_NESTING: reported by the validation that follows
 
 
+def frozen_document(value: Any, subject: str, path: str) -> Any:
+    """:func:`freeze` for a record's document (an effect's, a journal entry's).
+
+    A value nested too deep to walk is a :class:`ValidationError` naming the field
+    (``subject`` and ``path``) instead of a ``RecursionError``.
+    """
+    try:
+        return freeze(value)
+    except RecursionError:
+        raise ValidationError.single(subject, path, "is nested too deep") from None
+
+
 def is_int(value: object) -> bool:
     """Whether ``value`` is an ``int`` and not a ``bool``."""
     return isinstance(value, int) and not isinstance(value, bool)

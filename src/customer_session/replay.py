@@ -77,6 +77,13 @@ _CREATE_KEYS: Final = _EDITABLE | {"state"}
 _TARGETS: Final = {State.CLOSED: Trigger.CLOSE, State.CANCELLED: Trigger.CANCEL}
 
 
+def _reason_text(value: str) -> str:
+    """A refusal's reason, made storable; it must be text."""
+    if not isinstance(value, str):
+        raise ValidationError.single("RefusedLine", "reason", f"must be text, got {shown(value)}")
+    return storable(value)
+
+
 @frozen
 class RefusedLine:
     """A line that was not applied, and why.
@@ -91,7 +98,7 @@ class RefusedLine:
     line: int
     session: str | None
     op: str | None
-    reason: str = field(converter=storable)
+    reason: str = field(converter=_reason_text)
 
     def __str__(self) -> str:
         """Render as ``line N: session op: reason``."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from attrs import field, frozen
 
 from customer_session import wire
-from customer_session._cart import freeze, thaw
+from customer_session._cart import frozen_document, thaw
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session._show import shown
 from customer_session.exceptions import CorruptData, CustomerSessionError, ValidationError
@@ -42,6 +42,10 @@ class JournalKind(StrEnum):
     """One or more triggers committed (possibly with cart edits in the same change)."""
     EDIT = "edit"
     """Fields changed without a transition (a cart or code edit)."""
+
+
+def _changes(value: Any) -> Any:
+    return frozen_document(value, "JournalEntry", "changes")
 
 
 @frozen(kw_only=True)
@@ -72,7 +76,7 @@ class JournalEntry:
     kind: JournalKind
     operation: str
     records: tuple[TransitionRecord, ...]
-    changes: Mapping[str, Any] = field(converter=freeze)
+    changes: Mapping[str, Any] = field(converter=_changes)
     key: str | None
     actor: str | None = None
     recorded_at: datetime

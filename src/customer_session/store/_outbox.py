@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, overload
 from attrs import field, frozen
 
 from customer_session import wire
-from customer_session._cart import freeze, is_text, thaw
+from customer_session._cart import frozen_document, is_text, thaw
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session._show import shown
 from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
@@ -170,6 +170,10 @@ class DurableEffect:
         self._remove(self)
 
 
+def _document(value: Any) -> Any:
+    return frozen_document(value, "Effect", "document")
+
+
 @frozen(kw_only=True)
 class Effect:
     """One outbox row: a durable effect of one committed transition.
@@ -199,7 +203,7 @@ class Effect:
     version: int
     position: int
     record: TransitionRecord
-    document: Mapping[str, Any] = field(converter=freeze)
+    document: Mapping[str, Any] = field(converter=_document)
     attempts: int
     last_error: str | None = None
     created_at: datetime
