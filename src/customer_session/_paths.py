@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from attrs import frozen
 
-from customer_session._cart import CartItem, ReturnedItem
+from customer_session._cart import CartItem, ReturnedItem, is_int, raise_problems
 from customer_session._show import shown
 from customer_session._spec import CUSTOMER_SESSION, Edge, Specification, State, Trigger
-from customer_session.exceptions import ValidationError
-from customer_session.model import CustomerSession
+from customer_session.exceptions import Problem, ValidationError
+from customer_session.model import CustomerSession, _check_session_class
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -24,6 +24,54 @@ if TYPE_CHECKING:
 
 _S = TypeVar("_S", bound=CustomerSession)
 _F = TypeVar("_F", bound="Callable[..., Any]")
+
+LARGEST_SIZE = 10_000
+"""The largest size or count the test kit's functions take (Hypothesis draws far smaller)."""
+
+
+def count(minimum: int, maximum: int = LARGEST_SIZE) -> tuple[Callable[[object], bool], str]:
+    """The rule of a size or count argument: an integer from ``minimum`` to ``maximum``."""
+    return (
+        lambda value: is_int(value) and minimum <= value <= maximum,
+        f"must be an integer from {minimum} to {maximum}",
+    )
+
+
+def instance(kind: type, *, optional: bool = False) -> tuple[Callable[[object], bool], str]:
+    """The rule of an argument that must be a ``kind`` (or ``None``, if ``optional``)."""
+    return (
+        lambda value: isinstance(value, kind) or (optional and value is None),
+        f"must be a {kind.__name__}{' or None' if optional else ''}",
+    )
+
+
+SPECIFICATION = instance(Specification)
+
+
+def check_arguments(
+    function: str, **arguments: tuple[object, tuple[Callable[[object], bool], str]]
+) -> None:
+    """Refuse the arguments of a test kit function that break their rule, all in one error.
+
+    The one check of the arguments of :mod:`customer_session.testing`: a bad one is
+    refused when the function is called, not as a bare error (or Hypothesis's own)
+    from deep inside when a strategy is drawn from.
+
+    Args:
+        function: The function's name, for the message (``carts``).
+        **arguments: Each argument's value and its rule (:func:`count`, :func:`instance`).
+
+    Raises:
+        ValidationError: Every argument that breaks its rule, by name.
+    """
+    raise_problems(
+        f"{function}()",
+        [
+            Problem(name, f"{message}, got {shown(value):.80}")
+            for name, (value, (ok, message)) in arguments.items()
+            if not ok(value)
+        ],
+    )
 
 
 @frozen
@@ -55,6 +103,7 @@ class Path:
 
 def shortest_paths(specification: Specification = CUSTOMER_SESSION) -> dict[State, Path]:
     """A shortest path from an initial state to every state, in table order."""
+    check_arguments("shortest_paths", specification=(specification, SPECIFICATION))
     return {
         state: Path(edges[0].source if edges else state, edges)
         for state, edges in specification.shortest_paths().items()
@@ -68,6 +117,7 @@ def covering_paths(specification: Specification = CUSTOMER_SESSION) -> tuple[Pat
     then keeps taking edges not yet taken while one leaves the current state. The
     result is deterministic and small (one path per uncovered branch).
     """
+    check_arguments("covering_paths", specification=(specification, SPECIFICATION))
     to_state = specification.shortest_paths()
     taken: set[Edge] = set()
     paths: list[Path] = []
@@ -118,9 +168,13 @@ def follow(
     ``return_items`` returns one unit of it.
 
     Raises:
+        ValidationError: ``path`` is not a :class:`Path`.
+        WorkflowError: ``session_class`` is not a ``CustomerSession`` class.
         CustomerSessionError: Whatever the session raises (a guard of ``workflow``
             refusing a step, for instance).
     """
+    check_arguments("follow", path=(path, instance(Path)))
+    _check_session_class(session_class)
     returns = sum(1 for t in path.triggers if t is Trigger.RETURN_ITEMS)
     session = session_class(
         integration_id=integration_id,
@@ -153,8 +207,10 @@ def parametrize_paths(
         keeps the test function's type).
 
     Raises:
-        ValidationError: ``kind`` is neither ``"edges"`` nor ``"states"``.
+        ValidationError: ``kind`` is neither ``"edges"`` nor ``"states"``, or
+            ``specification`` is not a :class:`Specification`.
     """
+    check_arguments("parametrize_paths", specification=(specification, SPECIFICATION))
     given: object = kind  # typed, but callers may pass anything
     if given == "edges":
         paths = list(covering_paths(specification))

@@ -13,8 +13,8 @@ through the table (:func:`shortest_paths`, :func:`covering_paths`, :func:`follow
 from __future__ import annotations
 
 import copy
-from datetime import UTC
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
 
 import attrs
 
@@ -37,21 +37,32 @@ from customer_session._cart import (
     Product,
     ReturnedItem,
 )
-from customer_session._paths import Path, covering_paths, follow, parametrize_paths, shortest_paths
+from customer_session._paths import (
+    SPECIFICATION,
+    Path,
+    check_arguments,
+    count,
+    covering_paths,
+    follow,
+    instance,
+    parametrize_paths,
+    shortest_paths,
+)
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
 from customer_session._stateful import SessionStateMachine
 from customer_session.exceptions import ValidationError
-from customer_session.model import CustomerSession
-
-if TYPE_CHECKING:
-    from customer_session.hooks import Workflow
+from customer_session.hooks import Workflow
+from customer_session.model import CustomerSession, _check_session_class
 
 _S = TypeVar("_S", bound=CustomerSession)
+# The largest cart sessions() draws.
+_MOST_ITEMS = 4
 
 __all__ = [
     "Path",
     "SessionStateMachine",
     "attribute_maps",
+    "bad_values",
     "cart_items",
     "carts",
     "covering_paths",
@@ -90,7 +101,11 @@ def cart_items(
     Args:
         max_quantity: The largest quantity drawn.
         with_price: ``True`` always sets a price, ``False`` never, ``None`` either.
+
+    Raises:
+        ValidationError: ``max_quantity`` is not an integer from 1 to 10,000.
     """
+    check_arguments("cart_items", max_quantity=(max_quantity, count(1)))
     prices: st.SearchStrategy[float | None] = st.integers(min_value=0, max_value=100_000).map(
         lambda cents: cents / 100
     )
@@ -111,7 +126,22 @@ def cart_items(
 def carts(
     *, min_size: int = 0, max_size: int = 5, max_quantity: int = 5
 ) -> st.SearchStrategy[tuple[CartItem, ...]]:
-    """Valid carts (tuples of cart items) within the API's limits."""
+    """Valid carts (tuples of cart items) within the API's limits.
+
+    Raises:
+        ValidationError: A size is not an integer from 0 to 10,000 (``max_quantity``
+            from 1), or ``min_size`` is above ``max_size``.
+    """
+    check_arguments(
+        "carts",
+        min_size=(min_size, count(0)),
+        max_size=(max_size, count(0)),
+        max_quantity=(max_quantity, count(1)),
+    )
+    if min_size > max_size:
+        raise ValidationError.single(
+            "carts()", "max_size", f"must be at least min_size ({min_size}), got {max_size}"
+        )
     return st.lists(
         cart_items(max_quantity=max_quantity), min_size=min_size, max_size=max_size
     ).map(tuple)
@@ -129,8 +159,10 @@ def returned_items(
             than remain, or the SKU of another item. Any session has them.
 
     Raises:
-        ValidationError: ``valid`` and nothing in the cart can be returned any more.
+        ValidationError: ``session`` is not a session, or ``valid`` and nothing in
+            its cart can be returned any more.
     """
+    check_arguments("returned_items", session=(session, instance(CustomerSession)))
     if not valid:
         return _refused_returns(session.cart_items)
     open_positions = [i for i, line in enumerate(session.cart_items) if line.remaining_quantity]
@@ -183,6 +215,7 @@ def _refused_returns(draw: st.DrawFn, cart: tuple[CartItem, ...]) -> tuple[Retur
 
 def triggers(specification: Specification = CUSTOMER_SESSION) -> st.SearchStrategy[Trigger]:
     """Any trigger of ``specification`` (legal or not in a given state)."""
+    check_arguments("triggers", specification=(specification, SPECIFICATION))
     return st.sampled_from(specification.triggers)
 
 
@@ -197,7 +230,17 @@ def trigger_sequences(
 
     With ``legal_only`` every trigger is allowed by the table where it is fired
     (the walk stops early in a terminal state); otherwise any trigger may appear.
+
+    Raises:
+        ValidationError: An argument of the wrong kind, or ``max_size`` not an
+            integer from 0 to 10,000.
     """
+    check_arguments(
+        "trigger_sequences",
+        start=(start, instance(State)),
+        max_size=(max_size, count(0)),
+        specification=(specification, SPECIFICATION),
+    )
     if not legal_only:
         return st.lists(triggers(specification), max_size=max_size)
 
@@ -261,8 +304,27 @@ def sessions(
         min_items: The smallest cart (returns need at least one item).
         ids: Where integration ids are drawn from (default :func:`integration_ids`);
             a few fixed ones (``st.sampled_from``) give sessions that collide.
+
+    Raises:
+        ValidationError: An argument of the wrong kind, ``state`` not a state of
+            ``session_class``'s table, or ``min_items`` not from 0 to 4.
+        WorkflowError: ``session_class`` is not a ``CustomerSession`` class.
     """
+    _check_session_class(session_class)
     spec = session_class.specification
+    check_arguments(
+        "sessions",
+        state=(
+            state,
+            (
+                lambda value: value is None or value in spec.states,
+                "must be a state of the table or None",
+            ),
+        ),
+        workflow=(workflow, instance(Workflow, optional=True)),
+        min_items=(min_items, count(0, _MOST_ITEMS)),
+        ids=(ids, instance(st.SearchStrategy, optional=True)),
+    )
     drawn_ids = integration_ids() if ids is None else ids
     targets = list(spec.states) if state is None else [state]
     paths = spec.shortest_paths()
@@ -275,7 +337,7 @@ def sessions(
             integration_id=draw(drawn_ids),
             state=path[0].source if path else target,
             profile_id=draw(st.none() | st.text("abcdef0123456789", min_size=1, max_size=8)),
-            cart_items=draw(carts(min_size=max(min_items, 1), max_size=4)),
+            cart_items=draw(carts(min_size=max(min_items, 1), max_size=_MOST_ITEMS)),
             workflow=session_class.default_workflow if workflow is None else workflow,
         )
         for edge in path:
@@ -315,8 +377,106 @@ def json_values() -> st.SearchStrategy[JSONValue]:
 
 
 def attribute_maps(*, max_size: int = 3) -> st.SearchStrategy[dict[str, JSONValue]]:
-    """Custom attributes as callers give them: dicts of :func:`json_values`."""
+    """Custom attributes as callers give them: dicts of :func:`json_values`.
+
+    Raises:
+        ValidationError: ``max_size`` is not an integer from 0 to 10,000.
+    """
+    check_arguments("attribute_maps", max_size=(max_size, count(0)))
     return st.dictionaries(_texts(max_size=5), _JSON_VALUES, max_size=max_size)
+
+
+class _Opaque:
+    """An object of no type any parameter takes, with a stable ``repr``."""
+
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+class _DeeplyNested(list[Any]):
+    """A list nested deeper than the recursion limit: walking it recursively fails.
+
+    ``repr()`` of it fails too, as of any such list; Hypothesis's own printer is
+    given a short name for it, to report a failing example.
+    """
+
+    def __init__(self) -> None:
+        value: list[Any] = []
+        for _ in range(5_000):
+            value = [value]
+        super().__init__(value)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        del cycle  # nothing holds it
+        printer.text("<a list nested 5000 deep>")
+
+
+_DEEPLY_NESTED = _DeeplyNested()
+_BAD_SCALARS: tuple[object, ...] = (
+    None,
+    True,
+    -1,
+    0,
+    1.5,
+    2**63,  # one past the largest SQL integer
+    -(2**63) - 1,
+    10**5000,  # more digits than int -> str converts; too large for a float
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    "",
+    " ",
+    "\x00",
+    "\ud800",  # a lone surrogate: no UTF-8 for it
+    b"x",
+    bytearray(b"x"),
+    datetime(2024, 1, 1),  # noqa: DTZ001 - naive on purpose: no time zone is a bad moment
+    _Opaque(),
+    frozenset({1, 2}),
+    (),
+    [],
+    {},
+)
+_HASHABLE_BAD = [value for value in _BAD_SCALARS if value.__hash__ is not None]
+
+
+def _bad_scalar(index: int) -> object:
+    return _BAD_SCALARS[index]
+
+
+def _hashable_bad(index: int) -> object:
+    return _HASHABLE_BAD[index]
+
+
+def _deeply_nested() -> list[Any]:
+    return _DEEPLY_NESTED
+
+
+def bad_values() -> st.SearchStrategy[object]:
+    """Values an argument should be refused for, to test that bad input gets a clear error.
+
+    Odd scalars (``None``, booleans, ``-1``, a float, integers too large for SQL or
+    for a float, ``nan`` and infinities, empty, blank, NUL and lone-surrogate text,
+    bytes, a naive datetime, an object of no useful type, a frozenset, empty
+    containers), containers holding them (lists, tuples, sets, dicts with them as
+    keys or values) and a list nested too deep to walk recursively. Some are fine
+    for some parameters (``None`` where a value is optional, ``""`` as a JSON
+    value): a caller checks that each is either accepted or refused with the
+    library's error, never that each is refused.
+    """
+    # Drawn by index through named functions: a strategy's repr shows what it samples
+    # (or the function it maps with), and repr() of these values fails.
+    scalars = st.integers(0, len(_BAD_SCALARS) - 1).map(_bad_scalar)
+    hashable = st.integers(0, len(_HASHABLE_BAD) - 1).map(_hashable_bad)
+    return st.one_of(
+        scalars,
+        st.lists(scalars, min_size=1, max_size=2),
+        st.lists(scalars, min_size=1, max_size=2).map(tuple),
+        st.frozensets(hashable, min_size=1, max_size=2).map(set),
+        st.dictionaries(st.sampled_from(["a", "sku", "price"]), scalars, min_size=1, max_size=2),
+        st.dictionaries(hashable, st.just(1), min_size=1, max_size=1),
+        st.builds(_deeply_nested),
+    )
 
 
 _NAMES = st.text("abcdefghijklmnopqrstuvwxyz _", min_size=1, max_size=10)
