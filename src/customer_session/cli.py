@@ -105,13 +105,13 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
         help="output format (default: the one OUT's extension names, else mermaid)",
     )
     diagram.add_argument(
-        "--session", type=Path, metavar="FILE", help="highlight this session (a JSON document)"
+        "--session", type=_path, metavar="FILE", help="highlight this session (a JSON document)"
     )
     diagram.add_argument("--reopen", action="store_true", help="the opt-in table with reopen")
     diagram.add_argument(
         "-o",
         "--output",
-        type=Path,
+        type=_path,
         metavar="OUT",
         help="file to write instead of standard output ('-' for standard output; "
         "required for images)",
@@ -119,7 +119,7 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check session JSON documents", out=out)
     validate.add_argument(
-        "files", nargs="+", type=Path, metavar="FILE", help="session JSON documents (v1)"
+        "files", nargs="+", type=_path, metavar="FILE", help="session JSON documents (v1)"
     )
     validate.add_argument(
         "--reopen", action="store_true", help="read them as sessions of the reopen table"
@@ -127,7 +127,7 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
 
     run = commands.add_parser("replay", help="apply an order-event log (JSON Lines)", out=out)
     run.add_argument(
-        "log", type=Path, metavar="EVENTS.jsonl", help="the log: one JSON event per line"
+        "log", type=_path, metavar="EVENTS.jsonl", help="the log: one JSON event per line"
     )
     run.add_argument("--reopen", action="store_true", help="allow reopen events")
     run.add_argument("--json", action="store_true", help="print a machine-readable report")
@@ -151,6 +151,24 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
         help="refused lines to list in the text report (all are counted; 0 lists none; default 20)",
     )
     return parser
+
+
+def _path(text: str) -> Path:
+    r"""A file argument: a name the system can take (argparse reports the error).
+
+    The system refuses NUL in a name, and encodes names with ``surrogateescape``:
+    a lone surrogate it did not decode itself (``\ud800``, given to :func:`main`)
+    has no bytes, and opening it would raise ``ValueError``/``UnicodeEncodeError``.
+    """
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError:
+        valid = False
+    else:
+        valid = "\x00" not in text
+    if not valid:
+        raise argparse.ArgumentTypeError(f"not a file name the system can take: {shown(text)}")
+    return Path(text)
 
 
 def _count(text: str) -> int:
