@@ -1,11 +1,20 @@
-"""Shared pytest configuration: Hypothesis profiles, a stand-in for Graphviz's dot."""
+"""Shared pytest configuration: Hypothesis profiles, a stand-in for Graphviz's dot, PostgreSQL.
+
+The PostgreSQL server is started once per test session, as the ``postgres`` system
+user when the tests run as root (``initdb`` refuses root). Under CI (``CI`` set)
+a server that cannot start fails the run: those tests are never skipped there.
+"""
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from customer_session.store._pgserver import TemporaryPostgres
 
 # A fast default for the edit-test loop and a thorough profile that CI selects.
 settings.register_profile("fast", max_examples=60, deadline=None)
@@ -40,3 +49,27 @@ def fake_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str],
         monkeypatch.setenv("PATH", str(directory))
 
     return install
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator["TemporaryPostgres"]:
+    """A PostgreSQL server for the whole run (skipped outside CI when it cannot start)."""
+    # Imported here: most tests need no store, and the package's import stays light.
+    from customer_session.store._pgserver import (  # noqa: PLC0415
+        PostgresUnavailable,
+        TemporaryPostgres,
+    )
+
+    try:
+        import psycopg  # noqa: F401, PLC0415 - only checks that the extra is installed
+
+        server = TemporaryPostgres().start()
+    except (ImportError, PostgresUnavailable) as exc:
+        reason = f"PostgreSQL tests need a server: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI is set: these tests must run)", pytrace=False)
+        pytest.skip(reason)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,8 +1,6 @@
 """Fixtures of the store tests: one contract, every backend, real databases.
 
-The PostgreSQL server is started once per test session, as the ``postgres`` system
-user when the tests run as root (``initdb`` refuses root). Under CI (``CI`` set)
-a server that cannot start fails the run: those tests are never skipped there.
+The PostgreSQL server is the suite's ``pg_server`` (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import os
 import sqlite3
 import threading
 import uuid
@@ -21,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from customer_session.store import AsyncPostgresStore, open_store
-from customer_session.store._pgserver import PostgresUnavailable, TemporaryPostgres
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
+
+    from customer_session.store._pgserver import TemporaryPostgres
 
 HERE = Path(__file__).parent
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -221,24 +219,6 @@ def _reset(tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any
     """Undo the context variables set from a task's context, last first."""
     for var, token in reversed(tokens):
         var.reset(token)
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[TemporaryPostgres]:
-    """A PostgreSQL server for the whole run (skipped outside CI when it cannot start)."""
-    try:
-        import psycopg  # noqa: F401, PLC0415 - only checks that the extra is installed
-
-        server = TemporaryPostgres().start()
-    except (ImportError, PostgresUnavailable) as exc:
-        reason = f"PostgreSQL tests need a server: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason} (CI is set: these tests must run)", pytrace=False)
-        pytest.skip(reason)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
