@@ -847,7 +847,8 @@ def _problems(exc: BaseException, path: str, owner: Any) -> list[tuple[str, str]
     if isinstance(exc, ForbiddenExtraKeysError):
         return [
             (_member(path, key), _unknown_key_message(key, owner))
-            for key in sorted(exc.extra_fields, key=str)
+            # Keys the way messages show them: str() of a huge integer key raises.
+            for key in sorted(exc.extra_fields, key=_key_order)
         ]
     if isinstance(exc, ValidationError):
         # A model class refused the values in its __attrs_post_init__.
@@ -855,6 +856,11 @@ def _problems(exc: BaseException, path: str, owner: Any) -> list[tuple[str, str]
     if isinstance(exc, RecursionError):
         return [(path, "is nested too deeply")]
     return [(path, f"cannot be read ({type(exc).__name__}: {exc})")]
+
+
+def _key_order(key: object) -> str:
+    """How unknown keys are sorted in a report: text as it is, anything else as shown."""
+    return key if isinstance(key, str) else shown(key)
 
 
 def _located(inner: BaseException, path: str, container: Any) -> str:
