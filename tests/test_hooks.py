@@ -6,8 +6,12 @@ from datetime import time as dt_time
 import pytest
 
 from customer_session import (
+    CartItem,
     CustomerSession,
+    Edge,
     Phase,
+    ReturnedItem,
+    Specification,
     State,
     Trigger,
     UnknownTrigger,
@@ -75,6 +79,55 @@ class TestRegistration:
         assert workflow.remove(hook) == 2
         assert workflow.registrations == ()
 
+    def test_remove_by_bound_method(self):
+        """remove(obj.method) drops that object's registrations of it, and no other object's."""
+        workflow = Workflow()
+
+        class Mailer:
+            def send(self, event):
+                return None
+
+        mailer, other = Mailer(), Mailer()
+        workflow.after_commit(mailer.send)
+        workflow.before(mailer.send)
+        kept = workflow.after_commit(other.send)
+        assert workflow.remove(mailer.send) == 2
+        assert workflow.registrations == (kept,)
+
+    def test_remove_by_builtin_bound_method(self):
+        """remove(seen.append) drops the registrations of that list's append."""
+        workflow = Workflow()
+        seen: list[object] = []
+        workflow.after_commit(seen.append)
+        assert workflow.remove([].append) == 0
+        assert workflow.remove(seen.append) == 1
+        assert workflow.registrations == ()
+
+    def test_an_object_with_an_async_call_is_async(self):
+        """A callable object whose __call__ is a coroutine function registers as async."""
+
+        class Publisher:
+            async def __call__(self, event):
+                return None
+
+        assert Workflow().after_commit(Publisher()).is_async
+
+    def test_a_state_the_table_lacks_is_refused(self):
+        """An exit or enter hook for a state outside the workflow's table is a WorkflowError."""
+        three_states = Specification(
+            name="three_states",
+            states=(State.OPEN, State.CLOSED, State.CANCELLED),
+            initial_states={State.OPEN},
+            edges=[
+                Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+                Edge(Trigger.CANCEL, State.OPEN, State.CANCELLED),
+            ],
+        )
+        workflow = Workflow(three_states)
+        with pytest.raises(WorkflowError, match="'partially_returned' is not a state of"):
+            workflow.on_enter(lambda event: None, state=State.PARTIALLY_RETURNED)
+        assert workflow.registrations == ()
+
     def test_unknown_trigger_is_refused(self):
         """Registering for a trigger the table does not have is refused."""
         with pytest.raises(UnknownTrigger, match="reopen"):
@@ -139,6 +192,24 @@ class TestScopes:
         finally:
             registration.remove()
         assert calls == ["a"]
+
+    def test_async_exit_hook_does_not_hold_up_an_internal_transition(self):
+        """An async exit hook, which no internal transition runs, leaves those to the sync face."""
+        workflow = Workflow()
+
+        async def leaving(event):
+            return None  # pragma: no cover - an internal transition never exits
+
+        workflow.on_exit(leaving, state=State.PARTIALLY_RETURNED)
+        s = CustomerSession(
+            integration_id="a",
+            state=State.CLOSED,
+            cart_items=[CartItem(sku="A", quantity=2)],
+            workflow=workflow,
+        )
+        s.return_items([ReturnedItem(position=0, quantity=1)])
+        s.return_items([ReturnedItem(position=0, quantity=1)])
+        assert [r.destination for r in s.history] == [State.PARTIALLY_RETURNED] * 2
 
     def test_wildcard_and_specific_keep_registration_order(self):
         """Hooks for all triggers and for one trigger run in registration order."""
@@ -209,6 +280,14 @@ class TestNamedWorkflows:
             CustomerSession(integration_id="o", workflow=workflow)
         assert name in str(info.value)
         assert shown in str(info.value)
+
+    def test_aware_clock_times_become_utc(self):
+        """An aware clock time in another zone is given as the same instant in UTC."""
+        plus_two = timezone(timedelta(hours=2))
+        workflow = Workflow(clock=lambda: datetime(2026, 3, 2, 12, tzinfo=plus_two))
+        now = workflow.now()
+        assert now.tzinfo is UTC
+        assert now == datetime(2026, 3, 2, 10, tzinfo=UTC)
 
     def test_clock_beyond_the_utc_range_is_refused(self):
         """A clock time that cannot be expressed in UTC is a WorkflowError, not OverflowError."""

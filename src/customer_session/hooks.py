@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import types
 import weakref
 from datetime import UTC, datetime
 from functools import partial
@@ -112,6 +113,21 @@ def _clock_name(clock: Clock) -> str:
     name = _callable_name(clock)
     module = getattr(clock, "__module__", None)
     return f"{module}.{name}" if isinstance(module, str) and module != "builtins" else name
+
+
+def _same_callable(registered: Callable[..., object], func: Callable[..., object]) -> bool:
+    """Whether ``registered`` is ``func``, or the same method bound to the same object.
+
+    Bound methods compare their object by identity, so no user ``__eq__`` runs;
+    any other callable is matched by identity alone.
+    """
+    if registered is func:
+        return True
+    return type(func) in _BOUND_METHODS and type(registered) is type(func) and registered == func
+
+
+# Method objects that ``obj.name`` makes anew on each access (Python and builtin methods).
+_BOUND_METHODS: Final = frozenset({types.MethodType, types.BuiltinMethodType})
 
 
 def _is_async(func: Callable[..., object]) -> bool:
@@ -399,8 +415,13 @@ class Workflow:
         return entry
 
     def remove(self, func: Callable[..., Any]) -> int:
-        """Remove every registration of ``func``; return how many there were."""
-        kept = tuple(e for e in self._entries if e.func is not func)
+        """Remove every registration of ``func``; return how many there were.
+
+        A bound method (``workflow.remove(mailer.send)``) matches the registrations
+        of the same method of the same object, though each attribute access makes
+        a new method object.
+        """
+        kept = tuple(e for e in self._entries if not _same_callable(e.func, func))
         removed = len(self._entries) - len(kept)
         self._rebuild(kept)
         return removed
