@@ -55,6 +55,17 @@ def _session(workflow: Workflow | None = None, state: State = State.OPEN) -> Cus
     )
 
 
+def _edit_every_field(session: CustomerSession) -> None:
+    """Change every field an edit can change."""
+    session.set_profile_id("profile-2")
+    session.set_coupon("COUPON")
+    session.set_referral("REFERRAL")
+    session.set_identifiers(["device-1"])
+    session.set_attribute("gift", True)
+    session.set_additional_cost("shipping", 4.5)
+    session.add_item(CartItem(sku="HAT", quantity=1, price=2.0))
+
+
 def _unchanged(session: CustomerSession, before: dict) -> bool:
     return session.snapshot() == before and session._running is None
 
@@ -169,7 +180,7 @@ class TestFaceConstruction:
 @pytest.mark.asyncio
 class TestGuards:
     async def test_async_guard_refuses(self):
-        """An async guard's refusal raises GuardRejected with its name and reason."""
+        """An async guard's refusal raises GuardRejected with the source, its name and reason."""
         workflow = Workflow()
 
         @workflow.guard(trigger=Trigger.CLOSE)
@@ -181,6 +192,7 @@ class TestGuards:
         before = session.snapshot()
         with pytest.raises(GuardRejected) as info:
             await AsyncSession(session).close()
+        assert info.value.state is State.OPEN
         assert info.value.guard.endswith("stock_reserved")
         assert info.value.reason == "the warehouse said no"
         assert _unchanged(session, before)
@@ -205,6 +217,39 @@ class TestGuards:
         ]
         assert await face.can("cancel")
         assert _unchanged(session, before)
+
+    async def test_guards_after_a_refusal_are_not_awaited(self):
+        """Firing stops at the first guard that refuses: the guards after it do not run."""
+        workflow = Workflow()
+        asked: list[str] = []
+
+        async def first(event):
+            asked.append("first")
+            return "no"
+
+        async def second(event):
+            asked.append("second")  # pragma: no cover - never asked
+
+        workflow.guard(first, trigger=Trigger.CLOSE, name="first")
+        workflow.guard(second, trigger=Trigger.CLOSE)
+        with pytest.raises(GuardRejected, match="guard 'first': no"):
+            await AsyncSession(_session(workflow)).close()
+        assert asked == ["first"]
+
+    async def test_async_guard_returning_an_empty_reason_is_an_error(self):
+        """A refusal needs a reason: an async guard returning "" is reported, not taken as one."""
+        workflow = Workflow()
+
+        async def silent(event):
+            return ""
+
+        workflow.guard(silent, name="silent")
+        session = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            await AsyncSession(session).close()
+        assert (info.value.phase, info.value.hook) == (Phase.GUARD, "silent")
+        assert "non-empty reason" in str(info.value.__cause__)
+        assert session.state is State.OPEN
 
     async def test_why_not_reports_the_table_and_the_items(self):
         """why_not() explains the table's refusal and invalid items without guards."""
@@ -231,7 +276,7 @@ class TestGuards:
         assert session.state is State.OPEN
 
     async def test_why_not_with_a_raising_guard(self):
-        """A guard that raises while asked why not is a HookFailed naming it."""
+        """A guard that raises while asked why not is a HookFailed of the guard phase naming it."""
         workflow = Workflow()
 
         async def broken(event):
@@ -240,6 +285,7 @@ class TestGuards:
         workflow.guard(broken, name="broken")
         with pytest.raises(HookFailed, match="broken") as info:
             await AsyncSession(_session(workflow)).why_not("close")
+        assert (info.value.phase, info.value.hook) == (Phase.GUARD, "broken")
         assert isinstance(info.value.__cause__, KeyError)
 
     async def test_the_sync_face_still_refuses_async_guards(self):
@@ -359,6 +405,40 @@ class TestFailureBeforeCommit:
         assert isinstance(info.value.__cause__, RuntimeError)
         assert _unchanged(session, before)
 
+    async def test_the_error_names_the_hook_that_raised(self, phase):
+        """HookFailed names the async guard or hook that raised, not one awaited before it."""
+        workflow = Workflow()
+
+        async def broken(event):
+            await asyncio.sleep(0)
+            raise RuntimeError(phase.value)
+
+        workflow.register(phase, lambda event: None, name="fine")
+        workflow.register(phase, broken, name="broken")
+        with pytest.raises(HookFailed) as info:
+            await AsyncSession(_session(workflow)).close()
+        assert (info.value.hook, info.value.phase, info.value.state) == (
+            "broken",
+            phase,
+            State.OPEN,
+        )
+
+    async def test_every_field_a_hook_edited_is_put_back(self, phase):
+        """An async hook that edits every editable field and then raises leaves each as it was."""
+        workflow = Workflow()
+
+        async def edit_everything_then_fail(event):
+            _edit_every_field(event.session)
+            await asyncio.sleep(0)
+            raise RuntimeError(phase.value)
+
+        workflow.register(phase, edit_everything_then_fail)
+        session = _session(workflow)
+        before = session.snapshot()
+        with pytest.raises(HookFailed):
+            await AsyncSession(session).close()
+        assert _unchanged(session, before)
+
 
 @pytest.mark.asyncio
 class TestTriggerFiredWhileTheClockRuns:
@@ -372,13 +452,28 @@ class TestTriggerFiredWhileTheClockRuns:
             return datetime(2026, 3, 2, tzinfo=UTC)
 
         workflow = Workflow(clock=clock)
-        workflow.before(lambda event: None, name="noop")
+        ran: list[Trigger] = []
+        workflow.before(lambda event: ran.append(event.trigger), name="spy")
         session = _session(workflow)
         target.append(session)
         with pytest.raises(TransitionInProgress, match="changed hands"):
             await AsyncSession(session).close()
         assert [r.trigger for r in session.history] == [Trigger.CANCEL]
         assert session._running is None
+        assert ran == [Trigger.CANCEL]  # the clock's cancel only: the close ran no hook
+
+    @pytest.mark.parametrize("registered", [False, True], ids=["plain", "hooked"])
+    async def test_a_clock_going_back_never_dates_a_transition_before_the_last_change(
+        self, registered
+    ):
+        """Under a clock that went back, an awaited transition is dated at the last change."""
+        times = iter([datetime(2026, 3, 2, 12, tzinfo=UTC), datetime(2026, 3, 2, 11, tzinfo=UTC)])
+        workflow = Workflow(clock=lambda: next(times))
+        if registered:
+            workflow.before(lambda event: None)
+        session = _session(workflow)
+        record = await AsyncSession(session).close()
+        assert record.timestamp == session.created
 
 
 # A table where a return leaves the session open, so a hook may edit the cart under it.
@@ -533,6 +628,21 @@ class TestAfterCommit:
         assert info.value.record == session.history[-1]
         assert [type(e) for e in info.value.exceptions] == [ValueError, OSError]
 
+    async def test_each_failure_names_its_hook(self):
+        """Each exception in the group has a note naming the after-commit hook that raised it."""
+        workflow = Workflow()
+
+        async def fail(event):
+            await asyncio.sleep(0)
+            raise ValueError("mail server down")
+
+        workflow.after_commit(lambda event: None, name="fine")
+        workflow.after_commit(fail, name="mailer")
+        with pytest.raises(AfterCommitHookFailed) as info:
+            await AsyncSession(_session(workflow)).close()
+        (error,) = info.value.exceptions
+        assert error.__notes__ == ["after-commit hook 'mailer'"]
+
     async def test_after_commit_may_await_a_trigger_on_its_session(self):
         """An async after-commit hook may fire the next trigger through a face."""
         workflow = Workflow()
@@ -579,6 +689,38 @@ class TestSerialization:
 
         workflow.guard(start)
         workflow.after_commit(end)
+
+    async def test_a_task_whose_trigger_failed_waits_its_turn_next_time(self):
+        """After a task's trigger raised, its next trigger still holds off another task's."""
+        workflow, gate = Workflow(), Gate()
+        failures = [RuntimeError("once")]
+
+        def fail_once(event):
+            if failures:
+                raise failures.pop()
+
+        workflow.before(fail_once, trigger=Trigger.CLOSE)
+        workflow.before(gate, trigger=Trigger.CLOSE)
+        face = AsyncSession(_session(workflow))
+        with pytest.raises(HookFailed):
+            await face.close()
+
+        async def cancel_meanwhile():
+            await gate.entered.wait()
+            return await face.cancel()
+
+        async def open_the_gate():
+            await gate.entered.wait()
+            await _spin()
+            gate.release.set()
+
+        cancelling = asyncio.create_task(cancel_meanwhile())
+        opening = asyncio.create_task(open_the_gate())
+        async with asyncio.timeout(HANG):
+            await face.close()
+            await cancelling
+            await opening
+        assert [r.trigger for r in face.session.history] == [Trigger.CLOSE, Trigger.CANCEL]
 
     @pytest.mark.parametrize("shared_face", [True, False])
     async def test_triggers_on_one_session_never_interleave(self, shared_face):
@@ -806,6 +948,71 @@ class TestAtomicAcrossAwaits:
             await tasks[0]
         assert (session.state, session.history) == (State.OPEN, ())
         session.set_coupon("FREE")  # the session is free again
+
+    async def test_an_orphaned_trigger_whose_hook_raises_restores_nothing(self):
+        """A block rolls back under its task's trigger, whose hook then raises: no resurrection."""
+        workflow = Workflow()
+
+        async def slow_failure(event):
+            await asyncio.sleep(0.01)
+            raise RuntimeError("too late")
+
+        workflow.before(slow_failure, trigger=Trigger.CANCEL)
+        session = _session(workflow)
+        tasks: list[asyncio.Task[object]] = []
+
+        async def failing_block() -> None:
+            with session.atomic():
+                session.close()
+                tasks.append(asyncio.create_task(AsyncSession(session).cancel()))
+                await asyncio.sleep(0)
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            await failing_block()
+        with pytest.raises(HookFailed):
+            await tasks[0]
+        assert (session.state, session.history) == (State.OPEN, ())
+        session.set_coupon("FREE")  # the session is free again
+
+    @pytest.mark.parametrize("asking", [False, True], ids=["trigger", "asking"])
+    async def test_the_block_fires_again_after_a_nested_rollback_under_its_task(self, asking):
+        """After a nested block rolled back under a task's trigger or asking, the block fires."""
+        workflow, started = Workflow(), asyncio.Event()
+
+        async def slow(event):
+            started.set()
+            await asyncio.sleep(0.01)
+
+        workflow.register(Phase.GUARD if asking else Phase.BEFORE, slow, key=Trigger.CLOSE)
+        session = _session(workflow)
+        face = AsyncSession(session)
+        with session.atomic():
+            with pytest.raises(RuntimeError), session.atomic():  # noqa: PT012 - the block is what is tested
+                task = asyncio.create_task(face.can(Trigger.CLOSE) if asking else face.close())
+                await started.wait()
+                raise RuntimeError
+            with contextlib.suppress(TransitionInProgress):  # the orphaned close
+                await task
+            await face.close()
+        assert [r.trigger for r in session.history] == [Trigger.CLOSE]
+
+    async def test_asking_under_way_when_the_block_ends_frees_the_session_once_answered(self):
+        """A block ending while its task's can() awaits a guard frees the session once answered."""
+        workflow, started = Workflow(), asyncio.Event()
+
+        async def slow(event):
+            started.set()
+            await asyncio.sleep(0.01)
+
+        workflow.guard(slow, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        with session.atomic():
+            asking = asyncio.create_task(AsyncSession(session).can(Trigger.CLOSE))
+            await started.wait()
+        assert await asking
+        session.set_coupon("FREE")  # the session is free again
+        assert session._running is None
 
     async def test_a_task_of_the_block_cannot_nest_a_block_on_its_session(self):
         """Blocks of several tasks would roll back over each other: a child task's is refused."""

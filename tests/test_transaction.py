@@ -1,3 +1,4 @@
+import contextvars
 import itertools
 import sys
 import threading
@@ -6,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 import pytest
+from hypothesis import given
 
 from customer_session import (
     CUSTOMER_SESSION,
@@ -30,6 +32,7 @@ from customer_session import (
     WorkflowError,
 )
 from customer_session._transaction import twin
+from customer_session.testing import sessions
 
 ITEM = CartItem(sku="SOCK", quantity=100, price=1.0)
 ONE = (ReturnedItem(position=0, quantity=1),)
@@ -49,6 +52,23 @@ def _session(workflow: Workflow | None = None, state: State = State.OPEN) -> Cus
         cart_items=[ITEM],
         workflow=workflow or CustomerSession.default_workflow,
     )
+
+
+def _edit_every_field(session: CustomerSession) -> None:
+    """Change every field an edit can change."""
+    session.set_profile_id("profile-2")
+    session.set_coupon("COUPON")
+    session.set_referral("REFERRAL")
+    session.set_identifiers(["device-1"])
+    session.set_attribute("gift", True)
+    session.set_additional_cost("shipping", 4.5)
+    session.add_item(CartItem(sku="HAT", quantity=1, price=2.0))
+
+
+def _nested_block(session: CustomerSession):
+    """A block nested in the running code's block, left open while the generator is suspended."""
+    with session.atomic():
+        yield
 
 
 class TestTable:
@@ -126,7 +146,7 @@ class TestTable:
 
 class TestGuards:
     def test_refusal_names_trigger_guard_and_reason(self):
-        """A refusing guard raises GuardRejected with its name and reason; nothing changes."""
+        """A refusing guard raises GuardRejected naming trigger, source, guard and reason."""
         workflow = Workflow()
 
         @workflow.guard(trigger=Trigger.CLOSE)
@@ -138,6 +158,7 @@ class TestGuards:
         with pytest.raises(GuardRejected) as info:
             s.close()
         assert info.value.trigger is Trigger.CLOSE
+        assert info.value.state is State.OPEN
         assert info.value.guard.endswith("cart_not_empty")
         assert info.value.reason == "the cart is empty"
         assert s.snapshot() == before
@@ -202,6 +223,46 @@ class TestGuards:
             s.close()
         assert isinstance(info.value.__cause__, KeyError)
         assert s.state is State.OPEN
+
+    def test_guards_after_a_refusal_are_not_asked(self):
+        """Firing stops at the first guard that refuses: the guards after it do not run."""
+        workflow = Workflow()
+        asked: list[str] = []
+
+        def first(event):
+            asked.append("first")
+            return "no"
+
+        workflow.guard(first, trigger=Trigger.CLOSE, name="first")
+        workflow.guard(lambda event: asked.append("second"), trigger=Trigger.CLOSE)
+        with pytest.raises(GuardRejected, match="guard 'first': no"):
+            _session(workflow).close()
+        assert asked == ["first"]
+
+    def test_guard_returning_an_empty_reason_is_an_error(self):
+        """A refusal needs a reason: a guard returning "" is reported, not taken as one."""
+        workflow = Workflow()
+        workflow.guard(lambda event: "", trigger=Trigger.CLOSE, name="silent")
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        assert (info.value.phase, info.value.hook) == (Phase.GUARD, "silent")
+        assert "non-empty reason" in str(info.value.__cause__)
+        assert s.state is State.OPEN
+
+    def test_a_guard_raising_while_asked_is_named_with_its_phase(self):
+        """A guard that raises while why_not() asks is a HookFailed of the guard phase naming it."""
+        workflow = Workflow()
+
+        def broken(event):
+            raise KeyError("missing")
+
+        workflow.guard(lambda event: None, name="fine")
+        workflow.guard(broken, name="broken")
+        with pytest.raises(HookFailed) as info:
+            _session(workflow).why_not(Trigger.CLOSE)
+        assert (info.value.phase, info.value.hook) == (Phase.GUARD, "broken")
+        assert isinstance(info.value.__cause__, KeyError)
 
     def test_guard_that_edits_then_refuses_rolls_back(self):
         """A guard's edit made before it refuses is undone with the refusal."""
@@ -297,6 +358,38 @@ class TestFailureBeforeCommit:
         assert isinstance(info.value.__cause__, RuntimeError)
         assert s.snapshot() == before
 
+    def test_the_error_names_the_hook_that_raised(self, phase):
+        """HookFailed names the guard or hook that raised, not one that ran before it."""
+        workflow = Workflow()
+
+        def broken(event):
+            raise RuntimeError(phase.value)
+
+        workflow.register(phase, lambda event: None, name="fine")
+        workflow.register(phase, broken, name="broken")
+        with pytest.raises(HookFailed) as info:
+            _session(workflow).close()
+        assert (info.value.hook, info.value.phase, info.value.state) == (
+            "broken",
+            phase,
+            State.OPEN,
+        )
+
+    def test_every_field_a_hook_edited_is_put_back(self, phase):
+        """A hook that edits every editable field and then raises leaves each as it was."""
+        workflow = Workflow()
+
+        def edit_everything_then_fail(event):
+            _edit_every_field(event.session)
+            raise RuntimeError(phase.value)
+
+        workflow.register(phase, edit_everything_then_fail)
+        s = _session(workflow)
+        before = s.snapshot()
+        with pytest.raises(HookFailed):
+            s.close()
+        assert s.snapshot() == before
+
     def test_base_exceptions_roll_back_and_pass_through(self, phase):
         """KeyboardInterrupt-like exceptions roll back and are re-raised unwrapped."""
         workflow = Workflow()
@@ -367,6 +460,20 @@ class TestAfterCommit:
         assert info.value.record == s.history[-1]
         assert [type(e) for e in info.value.exceptions] == [ValueError, OSError]
         assert isinstance(info.value, ExceptionGroup)
+
+    def test_each_failure_names_its_hook(self):
+        """Each exception in the group has a note naming the after-commit hook that raised it."""
+        workflow = Workflow()
+
+        def fail(event):
+            raise ValueError("mail server down")
+
+        workflow.after_commit(lambda event: None, name="fine")
+        workflow.after_commit(fail, name="mailer")
+        with pytest.raises(AfterCommitHookFailed) as info:
+            _session(workflow).close()
+        (error,) = info.value.exceptions
+        assert error.__notes__ == ["after-commit hook 'mailer'"]
 
     def test_except_star_keeps_the_record(self):
         """Splitting the group with except* keeps the committed record."""
@@ -496,16 +603,18 @@ def _clock_firing(trigger: Trigger) -> tuple[Workflow, list[CustomerSession]]:
 class TestTriggerFiredWhileTheClockRuns:
     @pytest.mark.parametrize("registered", [False, True], ids=["plain", "hooked"])
     def test_the_outer_trigger_is_refused_and_the_history_follows_the_table(self, registered):
-        """A trigger the clock commits meanwhile wins; the outer one changes nothing."""
+        """The clock's trigger wins; the outer one runs no hook and changes nothing."""
         workflow, target = _clock_firing(Trigger.CLOSE)
+        ran: list[Trigger] = []
         if registered:
-            workflow.before(lambda event: None, name="noop")
+            workflow.before(lambda event: ran.append(event.trigger), name="spy")
         s = CancelDepends(integration_id="o", workflow=workflow)
         target.append(s)
         with pytest.raises(TransitionInProgress, match="changed hands"):
             s.cancel()
         assert [(r.source, r.destination) for r in s.history] == [(State.OPEN, State.CLOSED)]
         assert s.state is State.CLOSED
+        assert ran == ([Trigger.CLOSE] if registered else [])  # the clock's close only
 
     def test_asking_reports_the_change_and_asks_no_guard(self):
         """why_not() whose clock moves the session answers that it changed, not the guards."""
@@ -536,6 +645,24 @@ class TestHistory:
         s = _session(Workflow(clock=lambda: next(times)))
         s.close()
         assert s.updated == s.created
+
+    @pytest.mark.parametrize("registered", [False, True], ids=["plain", "hooked"])
+    def test_a_clock_going_back_never_dates_a_transition_before_the_last_change(self, registered):
+        """Under a clock that went back, a transition is dated at the last change, not before."""
+        times = iter([datetime(2026, 3, 2, 12, tzinfo=UTC), datetime(2026, 3, 2, 11, tzinfo=UTC)])
+        workflow = Workflow(clock=lambda: next(times))
+        if registered:
+            workflow.before(lambda event: None)
+        s = _session(workflow)
+        record = s.close()
+        assert record.timestamp == s.created
+
+    def test_a_clock_going_back_never_moves_updated_back_on_an_edit(self):
+        """An edit under a clock that went back keeps updated where it was, and still counts."""
+        times = iter([datetime(2026, 3, 2, 12, tzinfo=UTC), datetime(2026, 3, 2, 11, tzinfo=UTC)])
+        s = _session(Workflow(clock=lambda: next(times)))
+        s.set_coupon("X")
+        assert (s.updated, s.update_count) == (s.created, 2)
 
     def test_records_are_immutable(self):
         """History records cannot be changed."""
@@ -735,3 +862,103 @@ class TestOwner:
             with session.atomic():  # a nested block checks that its owner is the outer one's
                 session.set_coupon("INNER")
         assert session.coupon == "INNER"
+
+
+class TestBlocks:
+    @given(session=sessions(), other=sessions())
+    def test_a_failed_block_puts_back_every_field_it_replaced(self, session, other):
+        """A block that loads every field of another session and fails leaves each as it was."""
+        before = session.snapshot()
+        with pytest.raises(RuntimeError), session.atomic():  # noqa: PT012 - the block is what is tested
+            session.__setstate__(other.snapshot())
+            raise RuntimeError
+        assert session.snapshot() == before
+
+    def test_no_block_opens_from_a_hook_inside_a_block(self):
+        """Inside a block, a hook before the commit point cannot open a nested block either."""
+        workflow = Workflow()
+
+        def nested_block(event):
+            with event.session.atomic():
+                event.session.set_coupon("X")  # pragma: no cover - refused before
+
+        workflow.before(nested_block, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        with s.atomic():
+            with pytest.raises(HookFailed) as info:
+                s.close()
+            refused = info.value.__cause__
+            assert isinstance(refused, SessionNotEditable)
+            assert (refused.operation, refused.running) == ("atomic", Trigger.CLOSE)
+            s.cancel()
+        assert (s.state, s.coupon, s._running) == (State.CANCELLED, None, None)
+
+    def test_blocks_left_open_never_restore_what_the_outer_rollback_undid(self):
+        """Blocks nested in a block that rolled back, closed later, bring nothing back."""
+        s = _session()
+        with pytest.raises(RuntimeError), s.atomic():  # noqa: PT012 - the block is what is tested
+            s.set_coupon("OUTER")
+            first = _nested_block(s)
+            next(first)
+            s.set_coupon("FIRST")
+            second = _nested_block(s)
+            next(second)
+            s.set_coupon("SECOND")
+            raise RuntimeError
+        second.close()
+        assert s.coupon is None
+        first.close()
+        assert (s.coupon, s._running) == (None, None)
+
+    def test_code_after_a_block_is_outside_a_nested_block_left_open(self):
+        """Once a block has ended, its code is refused while a block nested in it is still open."""
+        s = _session()
+        with s.atomic():
+            nested = _nested_block(s)
+            next(nested)
+        with pytest.raises(TransitionInProgress) as info:
+            s.close()
+        assert info.value.held
+        nested.close()
+        s.close()  # free once the nested block has closed
+        assert s.state is State.CLOSED
+
+    @pytest.mark.parametrize("registered", [False, True], ids=["plain", "hooked"])
+    def test_a_thread_of_the_block_is_refused_while_the_block_fires(self, registered):
+        """A block thread's trigger that read the clock while the block's own ran is refused."""
+        in_clock, go_on = threading.Event(), threading.Event()
+
+        def clock() -> datetime:
+            if threading.current_thread().name == "late":
+                in_clock.set()
+                go_on.wait(WAIT)
+            return datetime.now(UTC)
+
+        workflow = Workflow(clock=clock)
+        if registered:
+            workflow.before(lambda event: None, trigger=Trigger.CANCEL)
+        outcome: list[object] = []
+
+        def cancel() -> None:
+            try:
+                outcome.append(s.cancel())
+            except TransitionInProgress as exc:
+                outcome.append(exc)
+
+        def let_it_go_on(event) -> None:
+            go_on.set()
+            late.join(WAIT)
+
+        workflow.before(let_it_go_on, trigger=Trigger.CLOSE)
+        s = CustomerSession(integration_id="o", workflow=workflow)
+        with s.atomic():
+            # A copy of the block's context: the thread belongs to the block.
+            late = threading.Thread(
+                target=contextvars.copy_context().run, args=(cancel,), name="late"
+            )
+            late.start()
+            assert in_clock.wait(WAIT)
+            s.close()
+        assert not late.is_alive()
+        assert isinstance(outcome[0], TransitionInProgress)
+        assert [r.trigger for r in s.history] == [Trigger.CLOSE]
