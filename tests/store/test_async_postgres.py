@@ -460,6 +460,17 @@ class TestAsyncAfterCommitHooks:
                 assert seen == []
             assert seen == ["order-1"]
 
+    async def test_an_async_hook_fired_after_the_block_is_awaited_at_once(
+        self, conninfo: str
+    ) -> None:
+        """Fired after the block, an async after-commit hook is awaited at once."""
+        seen: list[str] = []
+        async with await self._store(conninfo, seen) as store:
+            async with store.transaction("order-1") as session:
+                pass
+            await AsyncSession(session).close()
+            assert seen == ["order-1"]
+
     async def test_an_async_hook_does_not_run_when_nothing_commits(self, conninfo: str) -> None:
         """An async after-commit hook of a block that raises never runs."""
         seen: list[str] = []

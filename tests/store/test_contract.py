@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import threading
 import uuid
+import weakref
 from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -1178,6 +1180,77 @@ class TestAfterCommitHooks:
             assert "'publish' returned an awaitable" in str(error)
             assert seen == []
         assert store.get("order-1").state is State.CLOSED
+
+    def test_each_queued_failure_names_its_hook_and_trigger(self, open_db):
+        """Each exception of a failed queued hook carries a note naming the hook and its trigger."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+
+        def fail(event):
+            raise ValueError("mail server down")
+
+        workflow.after_commit(fail, trigger="close", name="mailer")
+        store.create(new_session())
+        with pytest.raises(AfterCommitHookFailed) as caught:
+            store.update("order-1", lambda s: s.close())
+        (error,) = caught.value.exceptions
+        assert error.__notes__ == ["after-commit hook 'mailer' (close())"]
+
+    def test_a_plain_hook_returning_an_awaitable_after_the_block_is_refused(self, open_db):
+        """After the block, a plain after-commit hook's awaitable is refused, never dropped."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+        seen = []
+
+        async def publish(event):
+            seen.append(event.trigger)  # pragma: no cover - refused unawaited
+
+        def wrapper(event):  # a decorator's plain wrapper: nothing marks it as async
+            return publish(event)
+
+        workflow.after_commit(wrapper, trigger="close", name="publish")
+        store.create(new_session())
+        with store.transaction("order-1") as session:
+            pass
+        with pytest.raises(AfterCommitHookFailed) as caught:
+            session.close()  # no transaction left to wait for: the hook runs at once
+        (error,) = caught.value.exceptions
+        assert "'publish' returned an awaitable" in str(error)
+        assert (session.state, seen) == (State.CLOSED, [])
+
+    def test_hook_registered_after_a_transaction_applies_to_the_next(self, open_db):
+        """A hook registered once the store has run a transaction applies to its next ones."""
+        workflow = Workflow()
+        workflow.after_commit(lambda event: None, trigger="cancel")  # one to hold back
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+        store.update("order-1", lambda s: s.set_coupon("X"))
+        seen = []
+        workflow.after_commit(seen.append, trigger="close")
+        store.update("order-1", lambda s: s.close())
+        assert [event.trigger for event in seen] == [Trigger.CLOSE]
+
+    def test_the_blocks_session_is_not_kept_alive_once_it_ended(self, open_db):
+        """Nothing the block's context keeps for its hooks holds the session after the block."""
+        store = open_db()
+        store.create(new_session())
+        with store.transaction("order-1") as session:
+            session.close()
+        collected = weakref.ref(session)
+        del session
+        gc.collect()
+        assert collected() is None
+
+    def test_triggers_in_the_block_take_the_workflows_clock(self, open_db):
+        """With after-commit hooks held back, a trigger in the block is still dated by the clock."""
+        noon = datetime(2999, 3, 2, 12, tzinfo=UTC)  # after the session's creation
+        workflow = Workflow(clock=lambda: noon)
+        workflow.after_commit(lambda event: None, trigger="close")
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+        with store.transaction("order-1") as session:
+            record = session.close()
+        assert record.timestamp == noon
 
     def test_hook_registered_later_applies(self, open_db):
         """Hooks registered after the store was opened apply to later commits."""
