@@ -20,7 +20,7 @@ from customer_session import (
     State,
     ValidationError,
 )
-from customer_session._cart import MAX_NESTING, freeze, is_text, same, storable, thaw
+from customer_session._cart import MAX_NESTING, MAX_UNITS, freeze, is_text, same, storable, thaw
 from customer_session.testing import json_values
 
 
@@ -69,6 +69,35 @@ class TestReturnBookkeeping:
         assert after.returned_quantity == 4
         assert attrs.evolve(after, returned_quantity=1) == item
         assert item.returned_quantity == 1  # the original item is untouched
+
+    def test_more_returned_units_than_ordered_are_refused(self):
+        """An item with one unit more returned than ordered is refused at returned_quantity."""
+        with pytest.raises(ValidationError) as error:
+            CartItem(sku="A", quantity=2, returned_quantity=3)
+        assert [p.path for p in error.value.problems] == ["returned_quantity"]
+
+    def test_a_return_just_past_the_cart_is_refused(self):
+        """A return at the position right after the last item names the position."""
+        session = _returnable(CartItem(sku="A", quantity=1))
+        with pytest.raises(ValidationError) as error:
+            session.return_items([ReturnedItem(position=1, quantity=1)])
+        assert [str(p) for p in error.value.problems] == [
+            "items[0].position: no cart item at position 1 (the cart has 1)"
+        ]
+
+    def test_a_wrong_sku_is_the_only_problem_of_a_return_of_every_unit(self):
+        """Returning every remaining unit under another SKU is refused for the SKU alone."""
+        session = _returnable(CartItem(sku="A", quantity=2, returned_quantity=1))
+        with pytest.raises(ValidationError) as error:
+            session.return_items([ReturnedItem(position=0, quantity=1, sku="B")])
+        assert [p.path for p in error.value.problems] == ["items[0].sku"]
+
+
+def _returnable(*cart: CartItem) -> CustomerSession:
+    """A session that takes returns holding ``cart``: partially returned if a unit came back."""
+    returned = any(line.returned_quantity for line in cart)
+    state = State.PARTIALLY_RETURNED if returned else State.CLOSED
+    return CustomerSession.restore(integration_id="o", cart_items=cart, state=state)
 
 
 class TestFreeze:
@@ -152,9 +181,19 @@ class TestSame:
             ({"a": [1]}, {"a": [1.0]}),
             ((1,), [1]),
             ({"a": 1}, {"a": 1, "b": 2}),
+            ({"a": None}, {"b": None}),
             (CartItem(sku="A", quantity=1, price=5.0), CartItem(sku="A", quantity=1, price=5)),
         ],
-        ids=["bool", "float", "negative-zero", "nested", "tuple-list", "keys", "cart-item"],
+        ids=[
+            "bool",
+            "float",
+            "negative-zero",
+            "nested",
+            "tuple-list",
+            "keys",
+            "other-key",
+            "cart-item",
+        ],
     )
     def test_equal_values_of_other_types_differ(self, first, second):
         """Values == calls equal but written differently in JSON are not the same."""
@@ -319,6 +358,14 @@ class TestIntegerBounds:
     def test_the_largest_quantity_is_an_integer_of_64_bits(self):
         """2**63 - 1 units are a valid cart item on their own (the session limits the cart)."""
         assert CartItem(sku="A", quantity=2**63 - 1, price=1.0).line_total == float(2**63 - 1)
+
+
+class TestCartLimits:
+    @pytest.mark.parametrize("returned", [0, 1], ids=["new", "returned"])
+    def test_a_cart_may_hold_the_most_units(self, returned):
+        """A session's cart may hold exactly MAX_UNITS units, some of them returned or not."""
+        item = CartItem(sku="A", quantity=MAX_UNITS, returned_quantity=returned)
+        assert _returnable(item).cart_items == (item,)
 
 
 class TestAdditionalCosts:
