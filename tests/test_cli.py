@@ -247,6 +247,15 @@ class TestValidate:
             f"customer-session: error: {tmp_path}: is a directory",
         ]
 
+    def test_an_invalid_file_after_an_unreadable_one_keeps_status_2(self, capsys, tmp_path):
+        """A missing file then an invalid one exit with 2, the worse of their statuses."""
+        bad = tmp_path / "bad.json"
+        bad.write_text("{}")
+        status, text = run("validate", str(tmp_path / "nope.json"), str(bad))
+        assert status == 2
+        assert text.startswith(f"{bad}: invalid (")
+        assert "no such file" in one_line_error(capsys)
+
     def test_missing_file_is_one_line(self, capsys, tmp_path):
         """A missing file is a one-line error with exit status 2."""
         assert run("validate", str(tmp_path / "nope.json"))[0] == 2

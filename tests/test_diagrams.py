@@ -623,6 +623,12 @@ class TestRenderErrors:
             render(target, format="pdf")  # type: ignore[arg-type]
         assert not target.exists()
 
+    @pytest.mark.parametrize("format_", ["mermaid", "dot", "table"])
+    def test_to_image_refuses_a_text_format(self, format_):
+        """to_image() draws only images: a text format is a ValidationError naming svg and png."""
+        with pytest.raises(ValidationError, match="format: must be one of svg, png, got"):
+            to_image(format=format_)  # type: ignore[arg-type]
+
     @pytest.mark.parametrize(("name", "format_"), [("x.svg", "png"), ("x.PNG", "svg")])
     def test_an_extension_naming_another_format_is_refused(self, tmp_path, name, format_):
         """An image format the path's extension contradicts names both; nothing is written."""

@@ -237,9 +237,9 @@ class TestCopies:
         assert rest is not None
         assert (matched.record, rest.record) == (error.record, error.record)
 
-    def test_notes_survive_pickling(self):
+    @pytest.mark.parametrize("error", _one_of_each(), ids=lambda e: type(e).__name__)
+    def test_notes_survive_pickling(self, error):
         """Notes added to an error (add_note) are pickled with it."""
-        error = exceptions.ConcurrentUpdate("o", 3)
         error.add_note("while replaying line 7")
         assert pickle.loads(pickle.dumps(error)).__notes__ == ["while replaying line 7"]  # noqa: S301 - our own data
 

@@ -982,7 +982,9 @@ class TestReturnRequest:
             ("items", "items"),
             ([ReturnedItem(0, 1), {"position": 1}], "items[1]"),
             ([ReturnedItem(0, 1), ReturnedItem(0, 2)], "items[1].position"),
+            ({ReturnedItem(0, 1): 1}, "items"),
         ],
+        ids=["empty", "text", "not-an-item", "repeated", "mapping"],
     )
     def test_bad_items_are_refused(self, items, path):
         """Empty returns, entries that are not ReturnedItem and repeated positions are refused."""
