@@ -38,6 +38,22 @@ class TestPhases:
         assert [p for p in Phase if not p.before_commit] == [Phase.AFTER_COMMIT]
 
 
+class TestEvents:
+    def test_record_is_the_committed_history_record(self):
+        """An event's record() is the record its transition commits, returned items included."""
+        events = []
+        workflow = Workflow()
+        workflow.register(Phase.AFTER_COMMIT, events.append, key=Trigger.RETURN_ITEMS)
+        session = CustomerSession(
+            integration_id="o", cart_items=[CartItem(sku="A", quantity=2)], workflow=workflow
+        )
+        session.close()
+        session.return_items([ReturnedItem(position=0, quantity=1)])
+        (event,) = events
+        assert event.record() == session.history[-1]
+        assert event.record().returned_items == (ReturnedItem(position=0, quantity=1),)
+
+
 class TestRegistration:
     def test_decorator_returns_the_function(self):
         """Used as a decorator, registration returns the function unchanged."""
