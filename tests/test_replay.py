@@ -233,6 +233,18 @@ class TestWhatRunTakes:
         ]
         assert (report.lines, report.applied) == (4, 2)
 
+    @pytest.mark.parametrize("fast", [True, False])
+    def test_malformed_json_is_placed_in_its_line(self, fast):
+        """A line cut short is refused at its end, not at column 1; others at their column."""
+        cut = CREATE[: CREATE.index(",") + 1]  # '{"at": "...",' as a writer left it
+        report = Replayer().run([cut + "\n", cut + "\r\n", '{"a" 1}\n'], fast=fast)
+        cut_short = "malformed JSON: Expecting property name enclosed in double quotes"
+        assert [r.reason for r in report.refused] == [
+            f"{cut_short} (the end of the line)",
+            f"{cut_short} (the end of the line)",
+            "malformed JSON: Expecting ':' delimiter (column 6)",
+        ]
+
     @pytest.mark.parametrize(
         ("lines", "fragment"),
         [

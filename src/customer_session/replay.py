@@ -400,7 +400,11 @@ def _decode(number: int, line: str) -> Any | RefusedLine:
     try:
         value = json.loads(line)
     except json.JSONDecodeError as error:
-        reason = f"malformed JSON: {error.msg} (column {error.colno})"
+        # Counted in the line itself: the parser's position may lie past its newline
+        # (a line cut short while it was written), which it would call column 1.
+        end = len(line.rstrip("\r\n"))
+        where = "the end of the line" if error.pos >= end else f"column {error.pos + 1}"
+        reason = f"malformed JSON: {error.msg} ({where})"
     except ValueError:
         # The only other ValueError json.loads raises: int()'s limit on digits.
         reason = f"unsupported JSON: a number has more than {sys.get_int_max_str_digits()} digits"
