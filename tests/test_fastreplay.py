@@ -563,6 +563,40 @@ class TestStateRefusals:
         for refused, fragment in zip(report.refused, fragments, strict=True):
             assert fragment in refused.reason
 
+    @pytest.mark.parametrize("target", ["shipped", "partially_returned", "closed", "open"])
+    def test_a_cart_edit_of_a_closed_session_is_checked_in_the_live_order(self, target):
+        """A cart edit with a target on a closed session gets the live path's first reason."""
+        update = CART_EDIT.replace("}]}}", f'}}],"state":"{target}"}}}}')
+        report = assert_same_replay([CREATE, CLOSE, update]).run([])
+        assert report.states == {"closed": 1}
+
+
+class TestDecidedHere:
+    def test_plain_events_build_no_session(self, monkeypatch):
+        """Creates, cart edits, moves, reopens and a return of every unit are decided on records."""
+
+        def refuse_to_build(*_args):
+            raise AssertionError("a session was built")
+
+        monkeypatch.setattr(SessionView, "materialize", refuse_to_build)
+        reopen = CLOSE.replace('"update"', '"reopen"').replace(
+            ',"customerSession":{"state":"closed"}', ""
+        )
+        lines = [
+            CREATE,
+            json.dumps(json.loads(CART_EDIT)),  # spaced: decoded, then decided here
+            CLOSE,
+            reopen,
+            CLOSE.replace("11:00", "11:30"),
+            RETURN.replace('"quantity":1', '"quantity":3'),  # every unit there is
+            CLOSE.replace('"closed"', '"cancelled"').replace("11:00", "13:00"),
+        ]
+        replayer = Replayer(session_class=ReopenableCustomerSession)
+        report = replayer.run(lines)
+        assert (report.applied, report.refused) == (len(lines), [])
+        record = entries(replayer)["order-1"]
+        assert (record.state, record.returned) == ("cancelled", (3,))
+
 
 class TestCompactForm:
     @pytest.mark.parametrize(
@@ -629,3 +663,79 @@ class TestCompactForm:
         line = CREATE.replace('[{"sku":"SOCK","quantity":3}]', json.dumps(cart).replace(" ", ""))
         fast = assert_same_replay([line])
         assert "order-1" not in fast.sessions
+
+    @pytest.mark.parametrize(
+        ("old", "new"),
+        [
+            ('"quantity":3}]', '"quantity":0}]'),
+            ('"sku":"SOCK"', '"sku":""'),
+            ('"sku":"SOCK"', '"sku":"SO\x01CK"'),
+            ('"quantity":3}]', '"quantity":3,"price":07}]'),
+            ('"quantity":3}]', '"quantity":3,"price":-07.5}]'),
+            ('"quantity":3}]', '"quantity":3,"price":7.}]'),
+            ('"quantity":3}]', '"quantity":3,"weight":2}]'),
+            ('"quantity":3}]', '"quantity":3},{"sku":"X","quantity":1,"color":"red"}]'),
+            ('"quantity":3}]', '"quantity":3}' + ',{"sku":"A","quantity":1}' * 1_000 + "]"),
+            ('"session":"order-1"', '"session":""'),
+            ('"session":"order-1"', '"session":"' + "x" * 1_001 + '"'),
+            ("}]}", '}],"couponCodes":[""]}'),
+            ("}]}", '}],"couponCodes":["' + "X" * 101 + '"]}'),
+            ("}]}", '}],"profileId":"a\x1fb"}'),
+            ("}]}}", "}]}}\x0b"),
+            ("}]}}", "}]}}\xa0"),
+            ("}]}}", "}]}}\x1c"),
+        ],
+        ids=[
+            "no-units",
+            "empty-sku",
+            "raw-control-character",
+            "leading-zero",
+            "negative-leading-zero",
+            "no-fraction-digits",
+            "unknown-item-key",
+            "unknown-key-in-a-later-item",
+            "too-many-items",
+            "empty-session",
+            "long-session",
+            "empty-coupon",
+            "long-coupon",
+            "control-character-in-profile",
+            "trailing-vertical-tab",
+            "trailing-no-break-space",
+            "trailing-file-separator",
+        ],
+    )
+    def test_a_create_just_outside_the_compact_form_gets_the_live_verdict(self, old, new):
+        """A compact create just past what the pattern accepts replays as on the live path."""
+        assert old in CREATE
+        assert_same_replay([CREATE.replace(old, new), CLOSE, RETURN])
+
+    @pytest.mark.parametrize(
+        "entries",
+        [
+            '{"position":00,"quantity":1}',
+            '{"position":01,"quantity":1}',
+            '{"position":0,"quantity":0}',
+            '{"position":0,"quantity":01}',
+            '{"position":-1,"quantity":1}',
+            '{"position":0,"quantity":1},{"position":0,"quantity":1}',
+            '{"position":0,"quantity":2},{"position":0,"quantity":2}',
+            '{"position":1,"quantity":1}',
+            '{"position":0,"quantity":1,"sku":"SOCK"}',
+        ],
+        ids=[
+            "double-zero",
+            "leading-zero-position",
+            "no-units",
+            "leading-zero-quantity",
+            "negative-position",
+            "a-position-twice",
+            "a-position-twice-too-many-units",
+            "past-the-cart",
+            "another-key",
+        ],
+    )
+    def test_a_return_just_outside_the_compact_form_gets_the_live_verdict(self, entries):
+        """A compact return one step past what the fast path applies replays as on the live path."""
+        line = RETURN.replace('{"position":0,"quantity":1}', entries)
+        assert_same_replay([CREATE, CLOSE, line, RETURN])
