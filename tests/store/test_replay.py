@@ -203,6 +203,49 @@ class TestEventKeys:
         assert (second.skipped, second.applied) == (4, 1)
         assert item.returned_quantity == 3
 
+    def test_a_key_digests_the_event_with_non_ascii_text_escaped(self, database):
+        """The digest is of the canonical JSON, non-ASCII escaped however the line wrote it."""
+        body = {"cartItems": [{"sku": "GRÖSSE-\u2028", "quantity": 1}]}
+        line = json.dumps(
+            {
+                "at": "2026-03-02T10:00:00Z",
+                "session": "bestellung-ä",
+                "op": "create",
+                "customerSession": body,
+            },
+            ensure_ascii=False,
+        )
+        with StoreReplayer(database) as replayer:
+            replayer.run([line])
+            (entry,) = replayer.store.history("bestellung-ä")
+        assert entry.key == f"replay:{digest(line)}:0"
+
+    def test_running_one_replayer_again_applies_nothing_twice(self, database):
+        """A second run of the same replayer object counts keys and skips from its first line."""
+        with StoreReplayer(database) as replayer:
+            replayer.run([CREATE])
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([CREATE, CLOSE, RETURN, RETURN])
+            second = replayer.run([CREATE, CLOSE, RETURN, RETURN])
+        assert (first.applied, first.skipped) == (3, 1)
+        assert (second.applied, second.skipped, second.refused) == (0, 4, [])
+
+    def test_a_malformed_line_is_the_same_event_with_or_without_its_newline(self, database):
+        """The digest of a line that is no JSON leaves out surrounding whitespace."""
+        with StoreReplayer(database) as replayer:
+            replayer.run([CREATE, "{not json\n"])
+        with StoreReplayer(database) as replayer:
+            (refused,) = replayer.run([CREATE, " {not json"]).refused
+        assert refused.reason.startswith("refused by an earlier run: malformed JSON")
+
+    def test_a_refusal_is_recorded_with_its_session(self, database):
+        """A refused line's key records the session it named and the reason."""
+        with StoreReplayer(database) as replayer:
+            (refused,) = replayer.run([CLOSE]).refused
+            recorded = replayer.store.processed_key(f"replay:{digest(CLOSE)}:0")
+        assert recorded is not None
+        assert (recorded.integration_id, recorded.refusal) == ("order-7", refused.reason)
+
     def test_log_id_keeps_the_keys_of_two_logs_apart(self, database):
         """With another log_id, the same events are new events (here a second create)."""
         with StoreReplayer(database, log_id="monday") as replayer:
