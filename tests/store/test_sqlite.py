@@ -8,8 +8,9 @@ import shutil
 import sqlite3
 import subprocess
 import threading
+import time
 import uuid
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,6 +84,31 @@ class TestSQLiteStore:
             f"{tmp_path}: cannot open as an SQLite database (unable to open database file)"
         )
 
+    def test_a_new_file_locked_by_another_connection_is_a_store_error_after_timeout(self, tmp_path):
+        """The switch to WAL waits for another connection's lock for ``timeout``, then fails."""
+        path = tmp_path / "x.db"
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")
+            start = time.monotonic()
+            with (
+                pytest.raises(StoreError, match="database is locked"),
+                SQLiteStore(path, timeout=0.2) as store,
+            ):
+                store.get("order-1")
+            assert 0.2 <= time.monotonic() - start < 3
+
+    def test_a_write_waits_for_another_writer_for_timeout(self, tmp_path):
+        """A write waits ``timeout`` seconds for another connection's write lock, then fails."""
+        path = tmp_path / "x.db"
+        with SQLiteStore(path, timeout=0.2) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+            with closing(sqlite3.connect(path, isolation_level=None)) as other:
+                other.execute("BEGIN IMMEDIATE")
+                start = time.monotonic()
+                with pytest.raises(StoreError, match="database is locked"):
+                    store.update("order-1", lambda s: s.close())
+                assert 0.2 <= time.monotonic() - start < 3
+
     def test_synchronous_mode_is_applied(self, tmp_path):
         """synchronous= sets the durability of each connection."""
         store = SQLiteStore(tmp_path / "x.db", synchronous="NORMAL")
@@ -95,6 +121,7 @@ class TestSQLiteStore:
             ":memory:",
             "file::memory:",
             "file:%3Amemory%3A",  # SQLite decodes the path: ":memory:"
+            "file:%3amemory%3a",  # in either case of hex digit
             "file:sessions?mode=memory&cache=shared",
             "file:sessions?mode=rwc&mode=memory",  # SQLite takes the last mode
             "file:sessions?vfs=memdb",  # one database per connection, as :memory:
@@ -230,6 +257,14 @@ class TestDeliveryLockFile:
                 assert store.deliver(lambda e: None) == 0
                 store.update("order-1", lambda s: s.close())  # the database stays writable
         assert not (tmp_path / "x.db-deliver").exists()
+
+    def test_a_private_memory_database_delivers_without_a_lock_file(self, tmp_path, monkeypatch):
+        """A ``:memory:`` database has one user, its store object: no lock file anywhere."""
+        monkeypatch.chdir(tmp_path)
+        with SQLiteStore(":memory:") as store:
+            with_pending_row(store)
+            assert store.deliver(lambda e: None) == 1
+        assert list(tmp_path.iterdir()) == []
 
     def test_a_lock_file_that_cannot_be_created_is_a_store_error_naming_it(self, tmp_path):
         """With rows pending, a lock file the process cannot create is a StoreError saying so.
