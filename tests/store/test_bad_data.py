@@ -451,6 +451,8 @@ class TestOpening:
             ("file:%00x.db?mode=rwc", "a file: URI with an empty path is a temporary database"),
             ("file://otherhost/x.db", "invalid uri authority: 'otherhost'"),
             ("file://[x/y.db", r"invalid uri authority: '\[x'"),
+            # The authority ends at "/" only, as SQLite parses it.
+            ("file://localhost?mode=memory", "invalid uri authority: 'localhost\\?mode=memory'"),
             ("x\x00.db", "must not contain a NUL character"),
         ],
     )

@@ -158,6 +158,12 @@ class TestSQLiteStore:
             "a?b#c.db-deliver",
         ]
 
+    def test_a_thread_uses_one_connection(self, tmp_path):
+        """A thread's calls share the connection it opened first."""
+        store = SQLiteStore(tmp_path / "x.db")
+        with store, store._connection(None) as first, store._connection(None) as second:
+            assert first is second
+
     def test_connection_of_a_finished_thread_is_released(self, tmp_path):
         """Each thread gets its own connection, released when the thread ends."""
         with SQLiteStore(tmp_path / "x.db") as store:
