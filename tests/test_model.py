@@ -1468,6 +1468,17 @@ class TestStorableValues:
             )
 
     @pytest.mark.parametrize(
+        ("key", "path"),
+        [(5, "discounts[5]"), (10**5000, "discounts[an integer of 16610 bits]")],
+        ids=["number", "huge number"],
+    )
+    def test_a_discount_label_that_is_no_text_is_refused_at_its_key(self, key, path):
+        """A discount keyed by a number, however large, is refused with the key in its path."""
+        with pytest.raises(ValidationError) as error:
+            CustomerSession(integration_id="o", discounts={key: 1.0})
+        assert [p.path for p in error.value.problems] == [path]
+
+    @pytest.mark.parametrize(
         ("text", "fragment"),
         [("o\x00", "NUL character"), ("o\udfff", "lone surrogate")],
         ids=["nul", "surrogate"],

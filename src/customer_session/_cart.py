@@ -285,9 +285,9 @@ def storable(text: str) -> str:
     return _UNSTORABLE.sub(lambda found: repr(found.group())[1:-1], text)
 
 
-def key_path(path: str, key: str) -> str:
-    """``path`` extended by a mapping key; a key that is not valid text is escaped."""
-    return f"{path}.{key}" if is_text(key) else f"{path}[{shown(key)}]"
+def key_path(path: str, key: object) -> str:
+    """``path`` extended by a mapping key; a key that is not valid text is shown escaped."""
+    return f"{path}.{key}" if isinstance(key, str) and is_text(key) else f"{path}[{shown(key)}]"
 
 
 def finite_total(compute: Callable[[], float]) -> bool:

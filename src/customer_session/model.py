@@ -1125,7 +1125,9 @@ def _discount_problems(discounts: object) -> list[Problem]:
     if not isinstance(discounts, Mapping):
         return [Problem("discounts", f"must be a mapping, got {shown(discounts)}")]
     return [
-        Problem(f"discounts.{k}", f"must map a label to a finite number, got {shown_number(v)}")
+        Problem(
+            key_path("discounts", k), f"must map a label to a finite number, got {shown_number(v)}"
+        )
         for k, v in discounts.items()
         if not isinstance(k, str) or not is_number(v)
     ] + key_problems("discounts", discounts)
