@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from immutabledict import immutabledict
 
 from customer_session import (
+    CUSTOMER_SESSION,
     AdditionalCost,
     CartItem,
     CustomerSession,
@@ -105,6 +106,19 @@ class TestCreation:
         cart.append(CartItem(sku="B", quantity=1))
         assert len(s.cart_items) == 1
 
+    def test_discounts_are_copied(self):
+        """A discounts dict passed in is copied, so the caller's dict cannot change it."""
+        discounts = {"10%": 1.5}
+        s = CustomerSession(integration_id="o", discounts=discounts)
+        discounts["10%"] = 99.0
+        assert s.discounts == {"10%": 1.5}
+
+    def test_a_discount_label_that_is_no_string_is_refused(self):
+        """A discount under a label that is not a string is refused, even with a valid value."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(integration_id="o", discounts={1: 1.0})
+        assert [p.path.split(".")[0] for p in info.value.problems] == ["discounts"]
+
     def test_clock_sets_created_and_updated(self):
         """created and updated come from the workflow's clock."""
         s = CustomerSession(integration_id="o", workflow=Workflow(clock=fixed_clock()))
@@ -117,6 +131,15 @@ class TestCreation:
         assert s.created.tzinfo is UTC
         assert s.created.hour == 11
 
+    def test_updated_is_normalized_to_utc(self):
+        """An aware ``updated`` in another zone is stored in UTC, as ``created`` is."""
+        cet = timezone(timedelta(hours=1))
+        s = CustomerSession(
+            integration_id="o", created=T0, updated=datetime(2026, 3, 2, 12, tzinfo=cet)
+        )
+        assert s.updated.tzinfo is UTC
+        assert s.updated.hour == 11
+
     def test_naive_timestamp_is_refused(self):
         """A naive created timestamp is refused."""
         with pytest.raises(ValidationError, match="aware"):
@@ -126,6 +149,53 @@ class TestCreation:
         """A session cannot be bound to a workflow of another table."""
         with pytest.raises(WorkflowError):
             CustomerSession(integration_id="o", workflow=ReopenableCustomerSession.default_workflow)
+
+
+class TestLimits:
+    """Each limit holds at its boundary, on the quick check of a new session as on the full one."""
+
+    @pytest.mark.parametrize(
+        ("field", "largest", "beyond"),
+        [
+            ("integration_id", "i" * 1000, "i" * 1001),
+            ("coupon", "C" * 100, "C" * 101),
+            ("referral", "R" * 100, "R" * 101),
+            (
+                "cart_items",
+                [CartItem(sku="A", quantity=1)] * 1000,
+                [CartItem(sku="A", quantity=1)] * 1001,
+            ),
+        ],
+        ids=["integration_id", "coupon", "referral", "cart_items"],
+    )
+    def test_a_value_one_beyond_its_limit_is_refused(self, field, largest, beyond):
+        """A field at its limit is accepted and one beyond it is refused, naming the field."""
+        fields = {"integration_id": "o"}
+        assert getattr(CustomerSession(**{**fields, field: largest}), field) is not None
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(**{**fields, field: beyond})
+        assert [p.path for p in info.value.problems] == [field]
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [("first_session", 1), ("first_session", None), ("application_id", True)],
+        ids=["first_session-int", "first_session-none", "application_id-bool"],
+    )
+    def test_a_value_of_a_look_alike_type_is_refused(self, field, value):
+        """An int for the bool ``first_session`` or a bool for ``application_id`` is refused."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(integration_id="o", **{field: value})
+        assert [p.path for p in info.value.problems] == [field]
+
+    def test_updated_before_created_is_refused(self):
+        """A new session whose ``updated`` is earlier than ``created`` is refused."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(integration_id="o", created=T0, updated=T0 - timedelta(seconds=1))
+        assert [p.path for p in info.value.problems] == ["updated"]
+
+    def test_updated_equal_to_created_is_accepted(self):
+        """``updated`` may equal ``created``."""
+        assert CustomerSession(integration_id="o", created=T0, updated=T0).updated == T0
 
 
 class TestTimesBeyondUTC:
@@ -1051,6 +1121,15 @@ class TestRestoredHistory:
             "history[0].timestamp",
         }
 
+    def test_a_record_after_an_unreadable_one_is_checked_on_its_own(self):
+        """After a record that is no TransitionRecord, only that record is reported."""
+        close = _record(Trigger.CLOSE, State.OPEN, State.CLOSED, T0)
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(
+                integration_id="o", state="closed", created=T0, history=["junk", close]
+            )
+        assert [p.path for p in info.value.problems] == ["history[0]"]
+
     def test_a_naive_timestamp_is_refused(self):
         """A naive history timestamp is refused rather than taken as UTC."""
         naive = _record(Trigger.CLOSE, State.OPEN, State.CLOSED, datetime(2026, 3, 2, 11))  # noqa: DTZ001 - naive on purpose
@@ -1124,6 +1203,16 @@ class TestRestoredHistory:
         assert (
             "does not match 'A'"
             in _restore_problems(history=history)["history[1].returned_items[0].sku"]
+        )
+
+    def test_a_return_naming_the_position_after_the_last_is_refused(self):
+        """A returned item at the position just past the cart's end is refused by path."""
+        history = _replaced(
+            _returned_session().history, 1, items=[ReturnedItem(position=2, quantity=1)]
+        )
+        assert (
+            "no cart item at position 2"
+            in (_restore_problems(history=history)["history[1].returned_items[0].position"])
         )
 
     def test_returned_units_must_add_up_to_the_history(self):
@@ -1289,7 +1378,35 @@ _STRICT = Specification(
 )
 
 
+_RETURN_THEN_REOPEN = CUSTOMER_SESSION.extend(
+    "return_then_reopen", Edge(Trigger.REOPEN, State.PARTIALLY_RETURNED, State.OPEN)
+)
+
+
 class TestSubclasses:
+    def test_a_history_back_to_open_after_a_return_needs_no_returned_units(self):
+        """A session restored open after a return and a reopen may have no returned unit left."""
+
+        @attrs.define(kw_only=True, repr=False, on_setattr=attrs.setters.NO_OP)
+        class ReturnThenReopen(CustomerSession):
+            specification: ClassVar[Specification] = _RETURN_THEN_REOPEN
+            default_workflow: ClassVar[Workflow] = Workflow(_RETURN_THEN_REOPEN)
+
+        history = [
+            _record(Trigger.CLOSE, State.OPEN, State.CLOSED),
+            _record(
+                Trigger.RETURN_ITEMS,
+                State.CLOSED,
+                State.PARTIALLY_RETURNED,
+                items=[ReturnedItem(position=0, quantity=1)],
+            ),
+            _record(Trigger.REOPEN, State.PARTIALLY_RETURNED, State.OPEN),
+        ]
+        s = ReturnThenReopen.restore(
+            integration_id="o", state="open", created=T0, update_count=5, history=history
+        )
+        assert s.state is State.OPEN
+
     def test_own_table_without_own_workflow_is_refused_when_defined(self):
         """A subclass with its own table that inherits the default workflow cannot be defined."""
         with pytest.raises(WorkflowError, match="StrictSession follows 'strict' but inherits"):
@@ -1438,6 +1555,15 @@ class TestStorableValues:
             CustomerSession(integration_id="o", cart_items=[huge, huge])
         assert [p.path for p in error.value.problems] == ["cart_items"]
         assert "more than a float can hold" in error.value.problems[0].message
+
+    def test_item_costs_whose_sum_overflows_are_refused(self):
+        """Cheap lines whose item costs add up beyond a float are refused at ``cart_items``."""
+        line = CartItem(
+            sku="A", quantity=1, price=0.0, additional_costs={"x": AdditionalCost(1e308)}
+        )
+        with pytest.raises(ValidationError) as error:
+            CustomerSession(integration_id="o", cart_items=[line, line])
+        assert [p.path for p in error.value.problems] == ["cart_items"]
 
     def test_an_item_that_would_overflow_the_cart_is_not_added(self):
         """``add_item`` refuses a line that makes the total infinite; the cart is unchanged."""
