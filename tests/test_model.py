@@ -821,6 +821,27 @@ class TestAtomic:
 
 
 class TestEdits:
+    @pytest.mark.parametrize("operation", ["update_item", "remove_item"])
+    def test_a_bool_is_no_position(self, operation):
+        """``True`` is refused as a position rather than read as 1; nothing changes."""
+        cart = [CartItem(sku="A", quantity=1), CartItem(sku="B", quantity=1)]
+        s = CustomerSession(integration_id="o", cart_items=cart)
+        args = (True, CartItem(sku="C", quantity=1)) if operation == "update_item" else (True,)
+        with pytest.raises(ValidationError, match="no cart item at position True"):
+            getattr(s, operation)(*args)
+        assert s.cart_items == tuple(cart)
+
+    @pytest.mark.parametrize("operation", ["update_item", "remove_item"])
+    def test_a_negative_position_is_refused(self, operation):
+        """A negative position names no cart item (no counting from the end); nothing changes."""
+        item = CartItem(sku="A", quantity=1)
+        s = CustomerSession(integration_id="o", cart_items=[item])
+        args = (-1, CartItem(sku="B", quantity=1)) if operation == "update_item" else (-1,)
+        with pytest.raises(ValidationError, match="no cart item at position -1"):
+            getattr(s, operation)(*args)
+        assert s.cart_items == (item,)
+        assert s.update_count == 1
+
     def test_add_update_remove_item(self):
         """Cart edits work while open and keep the total consistent."""
         s = CustomerSession(integration_id="o")
