@@ -821,6 +821,13 @@ class TestAtomic:
 
 
 class TestEdits:
+    def test_remove_attribute_removes_it(self):
+        """``remove_attribute`` removes a set attribute, keeps the others, and is an update."""
+        s = CustomerSession(integration_id="o", attributes={"a": 1, "b": 2})
+        s.remove_attribute("a")
+        assert s.attributes == {"b": 2}
+        assert s.update_count == 2
+
     @pytest.mark.parametrize("operation", ["update_item", "remove_item"])
     def test_a_bool_is_no_position(self, operation):
         """``True`` is refused as a position rather than read as 1; nothing changes."""
@@ -1143,13 +1150,14 @@ class TestRestoredHistory:
         }
 
     def test_a_record_after_an_unreadable_one_is_checked_on_its_own(self):
-        """After a record that is no TransitionRecord, only that record is reported."""
+        """The chain restarts after a record that is no TransitionRecord: only it is reported."""
         close = _record(Trigger.CLOSE, State.OPEN, State.CLOSED, T0)
+        cancel = _record(Trigger.CANCEL, State.OPEN, State.CANCELLED, T0)
         with pytest.raises(ValidationError) as info:
             CustomerSession.restore(
-                integration_id="o", state="closed", created=T0, history=["junk", close]
+                integration_id="o", state="cancelled", created=T0, history=[close, "junk", cancel]
             )
-        assert [p.path for p in info.value.problems] == ["history[0]"]
+        assert [p.path for p in info.value.problems] == ["history[1]"]
 
     def test_a_naive_timestamp_is_refused(self):
         """A naive history timestamp is refused rather than taken as UTC."""
