@@ -333,6 +333,25 @@ class TestProtectedFields:
             del s.state
         assert s.state is State.OPEN
 
+    @pytest.mark.parametrize(
+        ("name", "edit"),
+        [
+            ("cart_items", "add_item(), update_item(), remove_item() or set_cart_items()"),
+            ("coupon", "set_coupon()"),
+            ("referral", "set_referral()"),
+            ("profile_id", "set_profile_id()"),
+            ("identifiers", "set_identifiers()"),
+            ("attributes", "set_attribute() or remove_attribute()"),
+            ("additional_costs", "set_additional_cost()"),
+        ],
+    )
+    def test_an_editable_field_names_its_edit(self, name, edit):
+        """Writing an editable field says which edit method changes it."""
+        s = CustomerSession(integration_id="o")
+        with pytest.raises(ProtectedFieldError) as info:
+            setattr(s, name, getattr(s, name))
+        assert str(info.value).endswith(f"; use {edit} (only while the session is open)")
+
     @pytest.mark.parametrize("name", ["cart_items", "coupon", "history", "update_count"])
     def test_other_fields_cannot_be_assigned(self, name):
         """Every field is read-only; the error names the operation to use."""

@@ -155,8 +155,13 @@ class TestDerivedSets:
 
     def test_no_initial_state_is_refused(self):
         """A specification needs an initial state."""
-        with pytest.raises(SpecificationError, match="initial"):
+        with pytest.raises(SpecificationError, match="there must be at least one initial state"):
             self._spec(initial=frozenset())
+
+    def test_a_state_listed_twice_is_refused(self):
+        """Each state is listed once: a repeated one is refused when declared."""
+        with pytest.raises(SpecificationError, match="a state is listed twice"):
+            _like_the_seed(states=(*CUSTOMER_SESSION.states, State.OPEN))
 
     def test_specification_error_is_a_value_error(self):
         """Definition errors are also ValueErrors."""
