@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, settings
 
+from customer_session import CartItem, CustomerSession
+
 if TYPE_CHECKING:
     from customer_session.store._pgserver import TemporaryPostgres
 
@@ -73,3 +75,14 @@ def pg_server() -> Iterator["TemporaryPostgres"]:
         yield server
     finally:
         server.stop()
+
+
+def edit_every_field(session: CustomerSession) -> None:
+    """Change every field an edit can change (for tests that check they are put back)."""
+    session.set_profile_id("profile-2")
+    session.set_coupon("COUPON")
+    session.set_referral("REFERRAL")
+    session.set_identifiers(["device-1"])
+    session.set_attribute("gift", True)
+    session.set_additional_cost("shipping", 4.5)
+    session.add_item(CartItem(sku="HAT", quantity=1, price=2.0))

@@ -38,6 +38,8 @@ from customer_session import (
 from customer_session._machine import engine_for
 from customer_session.aio import AsyncReopenableSession, AsyncSession
 
+from .conftest import edit_every_field
+
 ITEM = CartItem(sku="SOCK", quantity=100, price=1.0)
 ONE = (ReturnedItem(position=0, quantity=1),)
 PRE_COMMIT = [Phase.GUARD, Phase.BEFORE, Phase.EXIT, Phase.ENTER, Phase.AFTER]
@@ -53,17 +55,6 @@ def _session(workflow: Workflow | None = None, state: State = State.OPEN) -> Cus
         cart_items=[ITEM],
         workflow=workflow or CustomerSession.default_workflow,
     )
-
-
-def _edit_every_field(session: CustomerSession) -> None:
-    """Change every field an edit can change."""
-    session.set_profile_id("profile-2")
-    session.set_coupon("COUPON")
-    session.set_referral("REFERRAL")
-    session.set_identifiers(["device-1"])
-    session.set_attribute("gift", True)
-    session.set_additional_cost("shipping", 4.5)
-    session.add_item(CartItem(sku="HAT", quantity=1, price=2.0))
 
 
 def _unchanged(session: CustomerSession, before: dict) -> bool:
@@ -428,7 +419,7 @@ class TestFailureBeforeCommit:
         workflow = Workflow()
 
         async def edit_everything_then_fail(event):
-            _edit_every_field(event.session)
+            edit_every_field(event.session)
             await asyncio.sleep(0)
             raise RuntimeError(phase.value)
 
@@ -923,41 +914,18 @@ class TestAtomicAcrossAwaits:
         session.set_referral("OUTSIDER")  # free again
         assert session.referral == "OUTSIDER"
 
-    async def test_an_orphaned_trigger_a_guard_refuses_restores_nothing(self):
-        """A block rolls back under its task's trigger, a guard then refuses it: no resurrection."""
-        workflow = Workflow()
-
-        async def slow_no(event):
-            await asyncio.sleep(0.01)
-            return "not now"
-
-        workflow.guard(slow_no, trigger=Trigger.CANCEL)
-        session = _session(workflow)
-        tasks: list[asyncio.Task[object]] = []
-
-        async def failing_block() -> None:
-            with session.atomic():
-                session.close()
-                tasks.append(asyncio.create_task(AsyncSession(session).cancel()))
-                await asyncio.sleep(0)
-                raise RuntimeError
-
-        with pytest.raises(RuntimeError):
-            await failing_block()
-        with pytest.raises(GuardRejected):
-            await tasks[0]
-        assert (session.state, session.history) == (State.OPEN, ())
-        session.set_coupon("FREE")  # the session is free again
-
-    async def test_an_orphaned_trigger_whose_hook_raises_restores_nothing(self):
-        """A block rolls back under its task's trigger, whose hook then raises: no resurrection."""
+    @pytest.mark.parametrize("phase", [Phase.GUARD, Phase.BEFORE], ids=["guard", "hook"])
+    async def test_an_orphaned_trigger_that_fails_restores_nothing(self, phase):
+        """A trigger orphaned by a rolled-back block, whose guard or hook fails, restores none."""
         workflow = Workflow()
 
         async def slow_failure(event):
             await asyncio.sleep(0.01)
+            if phase is Phase.GUARD:
+                return "not now"
             raise RuntimeError("too late")
 
-        workflow.before(slow_failure, trigger=Trigger.CANCEL)
+        workflow.register(phase, slow_failure, key=Trigger.CANCEL)
         session = _session(workflow)
         tasks: list[asyncio.Task[object]] = []
 
@@ -970,7 +938,7 @@ class TestAtomicAcrossAwaits:
 
         with pytest.raises(RuntimeError):
             await failing_block()
-        with pytest.raises(HookFailed):
+        with pytest.raises(GuardRejected if phase is Phase.GUARD else HookFailed):
             await tasks[0]
         assert (session.state, session.history) == (State.OPEN, ())
         session.set_coupon("FREE")  # the session is free again

@@ -34,6 +34,8 @@ from customer_session import (
 from customer_session._transaction import twin
 from customer_session.testing import sessions
 
+from .conftest import edit_every_field
+
 ITEM = CartItem(sku="SOCK", quantity=100, price=1.0)
 ONE = (ReturnedItem(position=0, quantity=1),)
 # How long a thread waits for another: only a safety net against a hang, long enough
@@ -52,17 +54,6 @@ def _session(workflow: Workflow | None = None, state: State = State.OPEN) -> Cus
         cart_items=[ITEM],
         workflow=workflow or CustomerSession.default_workflow,
     )
-
-
-def _edit_every_field(session: CustomerSession) -> None:
-    """Change every field an edit can change."""
-    session.set_profile_id("profile-2")
-    session.set_coupon("COUPON")
-    session.set_referral("REFERRAL")
-    session.set_identifiers(["device-1"])
-    session.set_attribute("gift", True)
-    session.set_additional_cost("shipping", 4.5)
-    session.add_item(CartItem(sku="HAT", quantity=1, price=2.0))
 
 
 def _nested_block(session: CustomerSession):
@@ -380,7 +371,7 @@ class TestFailureBeforeCommit:
         workflow = Workflow()
 
         def edit_everything_then_fail(event):
-            _edit_every_field(event.session)
+            edit_every_field(event.session)
             raise RuntimeError(phase.value)
 
         workflow.register(phase, edit_everything_then_fail)
