@@ -1105,14 +1105,7 @@ class TestAfterCommitHooks:
 
     def test_failing_hook_reports_the_committed_transition(self, open_db):
         """A failing after-commit hook raises AfterCommitHookFailed; the commit stands."""
-        workflow = Workflow()
-        store = open_db(workflow=workflow)
-
-        def fail(event):
-            raise ValueError("mail server down")
-
-        workflow.after_commit(fail, trigger="close")
-        store.create(new_session())
+        store = _with_failing_close_hook(open_db)
         with pytest.raises(AfterCommitHookFailed) as caught:
             store.update("order-1", lambda s: s.close())
         assert caught.value.record.trigger is Trigger.CLOSE
@@ -1120,14 +1113,7 @@ class TestAfterCommitHooks:
 
     def test_failing_hook_leaves_the_session_object_committed(self, open_db):
         """After AfterCommitHookFailed, the block's session keeps the change that was written."""
-        workflow = Workflow()
-        store = open_db(workflow=workflow)
-
-        def fail(event):
-            raise ValueError("mail server down")
-
-        workflow.after_commit(fail, trigger="close")
-        store.create(new_session())
+        store = _with_failing_close_hook(open_db)
         with pytest.raises(AfterCommitHookFailed), store.transaction("order-1") as session:
             session.close()
         assert (session.state, [r.trigger for r in session.history]) == (
@@ -1183,14 +1169,7 @@ class TestAfterCommitHooks:
 
     def test_each_queued_failure_names_its_hook_and_trigger(self, open_db):
         """Each exception of a failed queued hook carries a note naming the hook and its trigger."""
-        workflow = Workflow()
-        store = open_db(workflow=workflow)
-
-        def fail(event):
-            raise ValueError("mail server down")
-
-        workflow.after_commit(fail, trigger="close", name="mailer")
-        store.create(new_session())
+        store = _with_failing_close_hook(open_db)
         with pytest.raises(AfterCommitHookFailed) as caught:
             store.update("order-1", lambda s: s.close())
         (error,) = caught.value.exceptions
@@ -1700,3 +1679,16 @@ class TestWireDocument:
         )
         assert wire.from_json(text) == session
         assert sql("SELECT state, version FROM customer_sessions") == [("closed", 1)]
+
+
+def _with_failing_close_hook(open_db):
+    """A store holding ``order-1`` (open), whose after-commit hook ``mailer`` fails on close."""
+    workflow = Workflow()
+    store = open_db(workflow=workflow)
+
+    def fail(event):
+        raise ValueError("mail server down")
+
+    workflow.after_commit(fail, trigger="close", name="mailer")
+    store.create(new_session())
+    return store
