@@ -148,6 +148,19 @@ class TestSQLiteStore:
         assert path.is_file()
         assert (tmp_path / "x.db-deliver").is_file()
 
+    def test_a_question_mark_in_an_option_value_is_part_of_the_value(self, tmp_path):
+        """A '?' in an option's value starts no option: 'x=a?mode=memory' opens a file.
+
+        As SQLite reads it: the value of x is 'a?mode=memory', and the database
+        is the file, in WAL mode.
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(f"file:{path}?x=a?mode=memory") as store:
+            store.create(CustomerSession(integration_id="order-1"))
+            with store._connection(None) as connection:
+                assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert path.is_file()
+
     def test_a_file_uri_path_is_decoded_for_the_lock_file(self, tmp_path):
         """A file: URI with escaped '?' and '#' in its path locks the file SQLite opened."""
         with SQLiteStore(f"file:{tmp_path}/a%3Fb%23c.db") as store:
@@ -360,6 +373,15 @@ class TestSharedMemoryDatabase:
             ),
             # memdb shares a name that starts with "/" (and there is no file to lock).
             ("file:/{name}?vfs=memdb", "file:/{name}?vfs=memdb"),
+            # ... or with a backslash, as memdbOpen reads it.
+            ("file:%5C{name}?vfs=memdb", "file:%5C{name}?vfs=memdb"),
+            # A VFS other than the default keeps a shared cache of its own: the same one.
+            (
+                "file:{name}?mode=memory&cache=shared&vfs={other_vfs}",
+                "file:{name}?cache=shared&vfs={other_vfs}&mode=memory",
+            ),
+            # An option without a value ('foo', empty) leaves the options after it.
+            ("file:{name}?mode=memory&cache=shared", "file:{name}?foo&mode=memory&cache=shared"),
             # SQLite drops the rest of a path or value from an escaped NUL.
             ("file:{name}?mode=memory&cache=shared", "file:{name}%00x?mode=memory&cache=shared"),
             ("file:{name}?mode=memory&cache=shared", "file:{name}?mode=memory%00x&cache=shared"),
@@ -378,6 +400,7 @@ class TestSharedMemoryDatabase:
             "name": f"s{tail}",
             "escaped": f"%73{tail}",  # the same name: %73 is "s"
             "vfs": "win32" if os.name == "nt" else "unix",
+            "other_vfs": "win32-none" if os.name == "nt" else "unix-dotfile",
         }
         with (
             SQLiteStore(first_uri.format_map(names)) as first,
@@ -401,6 +424,9 @@ class TestSharedMemoryDatabase:
             ("file:{name}\tx?mode=memory&cache=shared", "file:{name}x?mode=memory&cache=shared"),
             # An empty name is a private database, whatever the cache option says.
             ("file:?mode=memory&cache=shared", "file:?mode=memory&cache=shared"),
+            # memdb shares only a name of two bytes or more that starts with "/" or "\\".
+            ("file:{name}?vfs=memdb", "file:{name}?vfs=memdb"),
+            ("file:/?vfs=memdb", "file:/?vfs=memdb"),
         ],
     )
     def test_a_handler_may_deliver_what_sqlite_opens_as_another_database(

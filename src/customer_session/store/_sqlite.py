@@ -566,15 +566,16 @@ def _in_memory(path: str) -> bool:
 
 
 def _shared_memory(path: str) -> tuple[bytes, bytes] | None:
-    """The name and VFS of an in-memory database the process's connections share.
+    r"""The name and VFS of an in-memory database the process's connections share.
 
     For an in-memory ``path`` (see :func:`_in_memory`); ``None`` when each
     connection has its own. Every connection of the process that opens an
     in-memory URI with ``cache=shared`` (the last ``cache`` option) and the same
-    decoded name and VFS shares one database; so do those that open a name
-    starting with ``/`` on the ``memdb`` VFS. A VFS given by name is the default
-    one when it is SQLite's default (see :func:`_default_vfs`). The name and VFS
-    are bytes, as SQLite compares them (two names that are not UTF-8 differ).
+    decoded name and VFS shares one database; so do those that open a name of
+    two bytes or more starting with ``/`` or ``\`` on the ``memdb`` VFS. A VFS
+    given by name is the default one when it is SQLite's default (see
+    :func:`_default_vfs`). The name and VFS are bytes, as SQLite compares them
+    (two names that are not UTF-8 differ).
     """
     parsed = _uri(path)
     if parsed is None or not parsed[0]:
@@ -586,10 +587,11 @@ def _shared_memory(path: str) -> tuple[bytes, bytes] | None:
     if options.get(b"cache") == b"shared":
         return name, vfs
     memory = name == b":memory:" or options.get(b"mode") == b"memory"
-    if vfs == b"memdb" and not memory and name.startswith(b"/"):
-        # memdb shares such a name itself. Conservative: it is taken for the same
-        # database as a shared-cache one of that name on memdb (which it is only
-        # when both are opened with cache=shared).
+    if vfs == b"memdb" and not memory and len(name) > 1 and name[:1] in {b"/", b"\\"}:
+        # memdb shares such a name itself (memdbOpen: longer than one byte and
+        # starting with "/" or "\\"; a lone "/" is a database of each connection).
+        # Conservative: it is taken for the same database as a shared-cache one of
+        # that name on memdb (which it is only when both are opened with cache=shared).
         return name, vfs
     return None
 
