@@ -1,6 +1,8 @@
 import gc
 import weakref
+from types import SimpleNamespace
 
+import pytest
 from transitions import Machine
 
 from customer_session import (
@@ -8,9 +10,11 @@ from customer_session import (
     REOPENABLE_SESSION,
     CustomerSession,
     ReopenableCustomerSession,
+    Specification,
+    SpecificationError,
     Workflow,
 )
-from customer_session._machine import engine_for
+from customer_session._machine import _Compiled, engine_for
 
 
 def _machine_edges(machine: Machine) -> set[tuple[str, str, str]]:
@@ -86,3 +90,35 @@ class TestMachineHoldsNoSession:
             assert ref() is None
         finally:
             gc.enable()
+
+
+def _machine_of(spec: Specification, *, extra_state: bool = False, **options: object) -> Machine:
+    """A ``transitions`` machine of ``spec``'s table, built by hand (to feed the check)."""
+    states = [s.value for s in spec.states] + (["elsewhere"] if extra_state else [])
+    edges = [
+        {"trigger": e.trigger.value, "source": e.source.value, "dest": e.destination.value}
+        for e in spec.edges
+    ]
+    # No "initial" state of its own (transitions adds one unless told which).
+    options.setdefault("initial", None)
+    return Machine(states=states, transitions=edges, auto_transitions=False, **options)
+
+
+class TestMachineIsChecked:
+    def test_a_machine_with_a_state_the_table_lacks_is_refused(self):
+        """An engine refuses a machine whose states differ from the table's."""
+        machine = _machine_of(CUSTOMER_SESSION, extra_state=True, model=None)
+        with pytest.raises(SpecificationError, match="the machine's states differ"):
+            _Compiled(CUSTOMER_SESSION, machine)
+
+    def test_a_machine_with_an_edge_the_table_lacks_is_refused(self):
+        """An engine refuses a machine whose transitions differ from the table's edges."""
+        machine = _machine_of(REOPENABLE_SESSION, model=None)  # with closed -> open
+        with pytest.raises(SpecificationError, match="the machine's transitions differ"):
+            _Compiled(CUSTOMER_SESSION, machine)
+
+    def test_a_machine_holding_a_model_is_refused(self):
+        """An engine refuses a machine that holds a model (it would keep sessions alive)."""
+        machine = _machine_of(CUSTOMER_SESSION, model=SimpleNamespace(), initial="open")
+        with pytest.raises(SpecificationError, match="must not hold any model"):
+            _Compiled(CUSTOMER_SESSION, machine)

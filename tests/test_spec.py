@@ -1,6 +1,7 @@
 import copy
 import itertools
 import pickle
+import sys
 
 import pytest
 
@@ -13,6 +14,7 @@ from customer_session import (
     State,
     Trigger,
 )
+from customer_session._spec import member
 
 # The seed's four paths, written out once here as the test oracle.
 SEED_EDGES = {
@@ -152,6 +154,48 @@ class TestDerivedSets:
                 initial_states=frozenset({State.OPEN}),
                 edges=(Edge(Trigger.CANCEL, State.OPEN, State.CANCELLED),),
             )
+
+    def test_triggers_follow_the_declaration_order_of_trigger(self):
+        """triggers lists the table's triggers in Trigger's order, whatever the edges' order."""
+        spec = self._spec(
+            Edge(Trigger.REOPEN, State.CLOSED, State.OPEN),
+            Edge(Trigger.RETURN_ITEMS, State.CLOSED, State.PARTIALLY_RETURNED),
+            Edge(Trigger.CANCEL, State.PARTIALLY_RETURNED, State.CANCELLED),
+            Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+        )
+        assert spec.triggers == (
+            Trigger.CLOSE,
+            Trigger.CANCEL,
+            Trigger.RETURN_ITEMS,
+            Trigger.REOPEN,
+        )
+
+    def test_a_value_nested_too_deep_to_show_names_no_member(self):
+        """member() of a list nested too deep for repr() is None, not a RecursionError."""
+        value: object = []
+        for _ in range(sys.getrecursionlimit() * 2):
+            value = [value]
+        assert member(State, value) is None
+        assert member(Trigger, value) is None
+
+    def test_an_initial_state_that_is_not_listed_is_refused(self):
+        """An initial state missing from the states is refused, by name."""
+        with pytest.raises(SpecificationError, match="initial state 'open' is not a state"):
+            Specification(
+                name="t",
+                states=(State.CLOSED,),
+                initial_states=frozenset({State.OPEN, State.CLOSED}),
+                edges=(),
+            )
+
+    def test_a_state_with_one_way_out_is_not_terminal(self):
+        """Only a state without any edge out is terminal, not one with a single edge."""
+        spec = self._spec(
+            Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+            Edge(Trigger.RETURN_ITEMS, State.CLOSED, State.PARTIALLY_RETURNED),
+            Edge(Trigger.CANCEL, State.PARTIALLY_RETURNED, State.CANCELLED),
+        )
+        assert spec.terminal_states == {State.CANCELLED}
 
     def test_no_initial_state_is_refused(self):
         """A specification needs an initial state."""
