@@ -19,6 +19,7 @@ import pytest
 
 from customer_session import CustomerSession, State, StoreError, WorkflowError
 from customer_session.store import SQLiteStore
+from customer_session.store._sqlite import _Connection, _use_wal
 
 from .conftest import deliveries_take_turns, nested_delivery_refusal
 
@@ -108,6 +109,24 @@ class TestSQLiteStore:
                 with pytest.raises(StoreError, match="database is locked"):
                     store.update("order-1", lambda s: s.close())
                 assert 0.2 <= time.monotonic() - start < 3
+
+    def test_an_extended_busy_code_is_retried_when_switching_to_wal(self, tmp_path):
+        """The switch to WAL is retried on any SQLITE_BUSY code, extended ones too."""
+        busy = sqlite3.OperationalError("database is locked")
+        busy.sqlite_errorcode = 261  # SQLITE_BUSY_RECOVERY: SQLITE_BUSY in its low byte
+        connection = sqlite3.connect(tmp_path / "x.db", factory=_Connection)
+        calls = []
+
+        def execute(sql):
+            calls.append(sql)
+            if len(calls) == 1:
+                raise busy
+            return sqlite3.Connection.execute(connection, sql)
+
+        connection.execute = execute
+        with closing(connection):
+            _use_wal(connection, timeout=5)
+            assert calls == ["PRAGMA journal_mode = WAL"] * 2
 
     def test_synchronous_mode_is_applied(self, tmp_path):
         """synchronous= sets the durability of each connection."""
