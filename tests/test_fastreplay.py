@@ -598,6 +598,65 @@ class TestDecidedHere:
         assert (record.state, record.returned) == ("cancelled", (3,))
 
 
+def _spaced(line: str, change) -> str:
+    """``line``'s event changed by ``change``, written with spaces (not the compact form)."""
+    event = json.loads(line)
+    change(event)
+    return json.dumps(event)
+
+
+class TestSpacedForm:
+    @pytest.mark.parametrize(
+        "change",
+        [
+            lambda e: e["customerSession"].update(loyaltyCards=[]),
+            lambda e: e["customerSession"]["cartItems"][0].update(quantity=True),
+            lambda e: e["customerSession"]["cartItems"][0].update(price=True),
+            lambda e: e["customerSession"].update(profileId=7),
+            lambda e: e["customerSession"].update(profileId="cust\u0000-7"),
+            lambda e: e["customerSession"].update(profileId="cust-7", firstSession=False),
+            lambda e: e["customerSession"].update(profileId="cust-7", applicationId=4),
+        ],
+        ids=[
+            "unknown-key",
+            "bool-quantity",
+            "bool-price",
+            "number-profile",
+            "nul-in-profile",
+            "first-session",
+            "application-id",
+        ],
+    )
+    def test_a_create_the_fast_path_decodes_gets_the_live_verdict(self, change):
+        """A create outside the compact form, odd or not, replays as on the live path."""
+        assert_same_replay([_spaced(CREATE, change), CLOSE, RETURN])
+
+    @pytest.mark.parametrize(
+        "items",
+        [[], [{"position": 0, "quantity": True}], [{"position": False, "quantity": 1}]],
+        ids=["no-items", "bool-quantity", "bool-position"],
+    )
+    def test_a_return_the_fast_path_decodes_gets_the_live_verdict(self, items):
+        """A return outside the compact form with no item or bools replays as on the live path."""
+        line = _spaced(RETURN, lambda e: e["return"].update(returnedCartItems=items))
+        assert_same_replay([CREATE, CLOSE, line, RETURN])
+
+
+class TestSessionsPutIn:
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [("first_session", False), ("application_id", 4), ("discounts", {"spring": 2.0})],
+    )
+    def test_a_session_a_record_cannot_hold_keeps_its_field(self, field, value):
+        """A session put in with a field a record lacks keeps it through fast-path events."""
+        replayer = Replayer()
+        replayer.sessions["order-1"] = CustomerSession(integration_id="order-1", **{field: value})
+        report = replayer.run([CLOSE], fast=True)
+        assert (report.applied, report.refused) == (1, [])
+        session = replayer.sessions["order-1"]
+        assert (session.state, getattr(session, field)) == (State.CLOSED, value)
+
+
 class TestCompactForm:
     @pytest.mark.parametrize(
         "name",

@@ -195,11 +195,14 @@ class TestRefusing:
         assert reason in refused.reason
         assert report.applied == 2
 
-    def test_nesting_up_to_the_limit_is_accepted(self):
-        """An event whose arrays and objects nest exactly MAX_DEPTH levels is applied."""
+    @pytest.mark.parametrize("siblings", [0, 5], ids=["alone", "with-siblings"])
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_nesting_up_to_the_limit_is_accepted(self, siblings, fast):
+        """An event nesting exactly MAX_DEPTH levels is applied, however many containers it has."""
         inner = json.loads("[" * (MAX_DEPTH - 3) + "]" * (MAX_DEPTH - 3))  # event, body, attributes
-        update = event("update", customerSession={"attributes": {"x": inner}})
-        report = Replayer().run([CREATE, update])
+        attributes = {"x": inner} | {f"y{n}": [] for n in range(siblings)}
+        update = event("update", customerSession={"attributes": attributes})
+        report = Replayer().run([CREATE, update], fast=fast)
         assert (report.applied, report.refused) == (2, [])
 
     def test_malformed_lines_never_stop_the_replay(self):
