@@ -11,7 +11,7 @@ from customer_session import (
     ValidationError,
     WorkflowError,
 )
-from customer_session.replay import MAX_DEPTH, Replayer, with_progress
+from customer_session.replay import MAX_DEPTH, Replayer, ReplayReport, with_progress
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "orders.jsonl"
@@ -126,6 +126,12 @@ class TestRefusing:
             ([CREATE, "{not json"], "malformed JSON"),
             ([CREATE, "[1, 2]"], "JSON object"),
             ([CREATE, event("ship")], "$.op"),
+            ([CREATE, event("delete")], "$.op"),
+            (
+                [event("create", customerSession={"state": "open", "loyaltyCards": []})],
+                "$.customerSession.loyaltyCards",
+            ),
+            ([event("create", at="2026-03-02T10:00:00", customerSession={})], "has no time zone"),
             ([CREATE, json.dumps({"session": "order-1", "op": "reopen"})], "$.at"),
             (
                 [event("create", customerSession={"cartItems": [{"sku": "", "quantity": -1}]})],
@@ -205,6 +211,47 @@ class TestRefusing:
         report = Replayer().run([CREATE, update], fast=fast)
         assert (report.applied, report.refused) == (2, [])
 
+    @pytest.mark.parametrize("siblings", [0, 5], ids=["alone", "with-siblings"])
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_nesting_one_past_the_limit_is_refused(self, siblings, fast):
+        """An event nesting MAX_DEPTH + 1 levels is refused, however many containers it has."""
+        inner = json.loads("[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2))
+        attributes = {"x": inner} | {f"y{n}": [] for n in range(siblings)}
+        update = event("update", customerSession={"attributes": attributes})
+        report = Replayer().run([CREATE, update], fast=fast)
+        assert [r.reason for r in report.refused] == [
+            f"unsupported JSON: arrays and objects nested more than {MAX_DEPTH} levels deep"
+        ]
+
+    @pytest.mark.parametrize(
+        ("key", "first", "second"),
+        [
+            ("attributes", {"a": 1}, {"b": 2}),
+            ("additionalCosts", {"ship": {"price": 4.5}}, {"wrap": {"price": 1.0}}),
+        ],
+    )
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_an_update_replaces_the_whole_map(self, key, first, second, fast):
+        """An update's attributes or additionalCosts replace the session's: old keys go."""
+        lines = [
+            CREATE,
+            event("update", customerSession={key: first}),
+            event("update", customerSession={key: second}),
+        ]
+        replayer = Replayer()
+        report = replayer.run(lines, fast=fast)
+        assert (report.applied, report.refused) == (3, [])
+        session = replayer.sessions["order-1"]
+        field = session.attributes if key == "attributes" else session.additional_costs
+        assert set(field) == set(second)
+
+    def test_a_reason_of_several_problems_is_one_line(self):
+        """A refusal with several problems is worded on one line, as a report lists it."""
+        bad = event("create", customerSession={"cartItems": [{"sku": "", "quantity": -1}]})
+        (refused,) = Replayer().run([bad]).refused
+        assert "problems" in refused.reason
+        assert "\n" not in refused.reason
+
     def test_malformed_lines_never_stop_the_replay(self):
         """Lines after a malformed one are still applied."""
         report = Replayer().run([CREATE, "\x00garbage", "", CLOSE])
@@ -253,9 +300,10 @@ class TestWhatRunTakes:
         [
             (CREATE, "not one str; split it into lines first"),
             (CREATE.encode(), "not one bytes"),
+            (bytearray(CREATE.encode()), "not one bytearray"),
             (5, r"must be an iterable of lines \(a file, a list\), got 5"),
         ],
-        ids=["str", "bytes", "number"],
+        ids=["str", "bytes", "bytearray", "number"],
     )
     @pytest.mark.parametrize("fast", [True, False])
     def test_lines_that_are_no_iterable_of_lines_are_refused(self, lines, fragment, fast):
@@ -330,6 +378,18 @@ class TestReportText:
         assert "2 refused" in text
         assert "line 3" not in text
         assert "... and 2 more" in text
+
+    def test_no_more_line_when_every_refusal_is_listed(self):
+        """When max_refusals covers them all, the text lists each and promises no more."""
+        text = Replayer().run([CREATE, CLOSE, CLOSE, CLOSE]).to_text(max_refusals=2)
+        assert "line 3" in text
+        assert "line 4" in text
+        assert "more" not in text
+
+    def test_to_dict_lists_states_in_name_order(self):
+        """to_dict() gives the session counts with the states sorted by name, however kept."""
+        report = ReplayReport(states={"open": 1, "closed": 2, "cancelled": 3})
+        assert list(report.to_dict()["states"]) == ["cancelled", "closed", "open"]
 
     def test_counts_of_one_are_singular(self):
         """A report of one line, one event and one session says so in the singular."""
