@@ -420,13 +420,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 block it opened was still open; nothing is written, and that
                 trigger does not commit.
         """
-        check(
-            "transaction",
-            integration_id=integration_id,
-            optional_key=key,
-            operation=operation,
-            actor=actor,
-        )
+        self._check_transaction(integration_id, key, operation, actor)
         try:
             async with self._attempt(integration_id, key, operation, actor) as session:
                 yield session

@@ -253,6 +253,18 @@ class StoreCore(Generic[_S]):
             limit=limit,
         )
 
+    def _check_transaction(
+        self, integration_id: str, key: str | None, operation: str | None, actor: str | None
+    ) -> None:
+        """Refuse bad arguments of ``transaction`` (sync and async alike)."""
+        check(
+            "transaction",
+            integration_id=integration_id,
+            optional_key=key,
+            operation=operation,
+            actor=actor,
+        )
+
     def _attempts(  # noqa: PLR0917 - the arguments of update(), checked as one
         self,
         method: str,
@@ -558,13 +570,7 @@ class BaseStore(StoreCore[_S], ABC):
                 block it opened was still open; nothing is written, and that
                 trigger does not commit.
         """
-        check(
-            "transaction",
-            integration_id=integration_id,
-            optional_key=key,
-            operation=operation,
-            actor=actor,
-        )
+        self._check_transaction(integration_id, key, operation, actor)
         try:
             with self._attempt(integration_id, key, operation, actor) as session:
                 yield session
