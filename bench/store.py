@@ -41,6 +41,7 @@ import argparse
 import multiprocessing
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -49,7 +50,10 @@ from typing import TYPE_CHECKING, Any
 
 from customer_session import CartItem, CustomerSession, ReturnedItem, wire
 from customer_session.store import open_store
-from customer_session.store._pgserver import PostgresUnavailable, TemporaryPostgres
+
+# The server launcher is a test helper, not part of the package: it lives in the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
+from pgserver import PostgresUnavailable, TemporaryPostgres
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from customer_session import CartItem, CustomerSession
 
 if TYPE_CHECKING:
-    from customer_session.store._pgserver import TemporaryPostgres
+    from pgserver import TemporaryPostgres
 
 # A fast default for the edit-test loop and a thorough profile that CI selects.
 settings.register_profile("fast", max_examples=60, deadline=None)
@@ -57,7 +57,7 @@ def fake_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str],
 def pg_server() -> Iterator["TemporaryPostgres"]:
     """A PostgreSQL server for the whole run (skipped outside CI when it cannot start)."""
     # Imported here: most tests need no store, and the package's import stays light.
-    from customer_session.store._pgserver import (  # noqa: PLC0415
+    from pgserver import (  # noqa: PLC0415
         PostgresUnavailable,
         TemporaryPostgres,
     )

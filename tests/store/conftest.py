@@ -22,7 +22,7 @@ from customer_session.store import AsyncPostgresStore, open_store
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
 
-    from customer_session.store._pgserver import TemporaryPostgres
+    from pgserver import TemporaryPostgres
 
 HERE = Path(__file__).parent
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from customer_session._records import TransitionEvent
-    from customer_session.store._pgserver import TemporaryPostgres
+    from pgserver import TemporaryPostgres
 
 pytestmark = [pytest.mark.postgres, pytest.mark.asyncio]
 # How long to wait for the server or a task: only a safety net against a hang, long

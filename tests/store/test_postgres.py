@@ -27,7 +27,7 @@ from .conftest import SyncOverAsync, blocks_another, deliveries_take_turns, nest
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from customer_session.store._pgserver import TemporaryPostgres
+    from pgserver import TemporaryPostgres
 
 pytestmark = pytest.mark.postgres
 MOMENT = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The throwaway PostgreSQL server the store tests start for themselves."""
+"""The throwaway PostgreSQL server the store tests start for themselves (``pgserver``)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from customer_session.store import _pgserver
-from customer_session.store._pgserver import PostgresUnavailable, TemporaryPostgres
+import pgserver
+from pgserver import PostgresUnavailable, TemporaryPostgres
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,10 +23,12 @@ pytestmark = pytest.mark.postgres
 
 # A process that starts a server, optionally forks a child that outlives it, prints
 # the server's directory and the child's pid, then waits to be killed. Told "initdb",
-# it prints them as it runs initdb, to be killed in the middle of its start.
+# it prints them as it runs initdb, to be killed in the middle of its start. The
+# launcher's directory comes second: pytest's ``pythonpath`` does not reach a child.
 STARTER = """
 import os, sys, time
-from customer_session.store._pgserver import TemporaryPostgres
+sys.path.insert(0, sys.argv[2])
+from pgserver import TemporaryPostgres
 
 if sys.argv[1] == "initdb":
     run = TemporaryPostgres._run
@@ -43,6 +45,7 @@ if sys.argv[1] == "fork" and child == 0:
 print(server.directory, child, flush=True)
 time.sleep(600)
 """
+SUPPORT = str(Path(pgserver.__file__).parent)
 DEADLINE = 60.0
 
 
@@ -56,7 +59,7 @@ def running(pid: int) -> bool:
 
 def leftover(root: Path, *, age: float, pid: int | None = None) -> Path:
     """A directory as the launcher leaves it, last changed ``age`` seconds ago."""
-    directory = Path(tempfile.mkdtemp(prefix=_pgserver._PREFIX, dir=root))
+    directory = Path(tempfile.mkdtemp(prefix=pgserver._PREFIX, dir=root))
     data = directory / "data"
     data.mkdir()
     if pid is not None:
@@ -77,14 +80,14 @@ def test_a_port_taken_before_the_server_binds_it_is_replaced(pg_server, monkeypa
     """A port another program takes between the probe and the start: the server takes another."""
     import psycopg  # noqa: PLC0415 - optional dependency
 
-    probed = _pgserver._free_port
+    probed = pgserver._free_port
 
     def ports() -> Iterator[int]:
         yield pg_server.port  # found free, then bound by another server before this one
         while True:
             yield probed()
 
-    monkeypatch.setattr(_pgserver, "_free_port", ports().__next__)
+    monkeypatch.setattr(pgserver, "_free_port", ports().__next__)
     with TemporaryPostgres() as server:
         assert server.port != pg_server.port
         with psycopg.connect(server.url) as connection:
@@ -105,7 +108,7 @@ class TestLifetime:
     def test_a_killed_starter_leaves_no_server_and_no_directory(self, how, signum, group):
         """A starter killed (as ``timeout`` kills, or with a forked child alive) leaves nothing."""
         starter = subprocess.Popen(
-            [sys.executable, "-c", STARTER, how],
+            [sys.executable, "-c", STARTER, how, SUPPORT],
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,  # a process group of its own, as under ``timeout``
@@ -135,13 +138,13 @@ class TestLifetime:
             if child:
                 os.kill(child, signal.SIGKILL)
             if directory is not None:  # a failed test leaves no stray server either
-                _pgserver._reap(directory)
+                pgserver._reap(directory)
             starter.stdout.close()
 
     def test_a_starter_killed_during_initdb_leaves_nothing(self):
         """A starter killed while initdb runs leaves no directory and no initdb running."""
         starter = subprocess.Popen(
-            [sys.executable, "-c", STARTER, "initdb"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", STARTER, "initdb", SUPPORT], stdout=subprocess.PIPE, text=True
         )
         assert starter.stdout is not None
         directory = None
@@ -155,17 +158,17 @@ class TestLifetime:
             starter.kill()
             starter.wait()
             while (
-                directory.exists() or _pgserver._processes_naming(directory)
+                directory.exists() or pgserver._processes_naming(directory)
             ) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert not _pgserver._processes_naming(directory), "initdb outlived its starter"
+            assert not pgserver._processes_naming(directory), "initdb outlived its starter"
             assert not directory.exists(), "the directory outlived its starter"
         finally:
             if starter.poll() is None:
                 starter.kill()
                 starter.wait()
             if directory is not None:  # a failed test leaves no stray either
-                _pgserver._reap(directory)
+                pgserver._reap(directory)
             starter.stdout.close()
 
     def test_a_normal_stop_leaves_no_watchdog_behind(self):
@@ -202,19 +205,19 @@ class TestLeftovers:
     def test_a_directory_naming_a_dead_server_is_removed(self, root):
         """An old directory whose postmaster.pid names an exited process is deleted."""
         old = leftover(root, age=3600, pid=dead_pid())
-        _pgserver._remove_leftovers()
+        pgserver._remove_leftovers()
         assert not old.exists()
 
     def test_a_directory_naming_a_reused_pid_is_removed(self, root):
         """An old directory whose pid now names a process running elsewhere is deleted."""
         old = leftover(root, age=3600, pid=os.getpid())
-        _pgserver._remove_leftovers()
+        pgserver._remove_leftovers()
         assert not old.exists()
 
     def test_a_young_directory_is_kept(self, root):
         """A directory changed within a start's time may be another start's: it is kept."""
         young = leftover(root, age=5)
-        _pgserver._remove_leftovers()
+        pgserver._remove_leftovers()
         assert young.exists()
 
     def test_only_the_launchers_directories_are_removed(self, root):
@@ -222,7 +225,7 @@ class TestLeftovers:
         other = root / "someone-else"
         other.mkdir()
         os.utime(other, (0, 0))
-        _pgserver._remove_leftovers()
+        pgserver._remove_leftovers()
         assert other.exists()
 
     def test_a_running_servers_directory_is_kept(self, pg_server):
@@ -232,7 +235,7 @@ class TestLeftovers:
         directory = pg_server.directory
         assert directory is not None
         os.utime(directory, (0, 0))
-        _pgserver._remove_leftovers()
+        pgserver._remove_leftovers()
         assert (directory / "data" / "postmaster.pid").exists()
         with psycopg.connect(pg_server.url) as connection:
             assert connection.execute("SELECT 1").fetchone() == (1,)

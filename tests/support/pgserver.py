@@ -1,11 +1,14 @@
 """A throwaway PostgreSQL server, for this library's tests and benchmarks.
 
-Not part of the API. It runs ``initdb`` and ``pg_ctl`` from the PostgreSQL
-binaries (``$PG_BIN``, else the newest ``/usr/lib/postgresql/*/bin``, else the
-``PATH``) on a temporary directory, listening on 127.0.0.1 only, on a free port,
-with trust authentication and its Unix socket inside that directory. ``initdb``
-refuses to run as root, so under root the server runs as the ``postgres`` system
-user (through ``runuser``).
+Not part of the library, so not in its wheel: the tests import it as ``pgserver``
+(pytest's ``pythonpath`` holds ``tests/support``), and ``bench/store.py`` puts this
+directory on ``sys.path`` itself.
+
+It runs ``initdb`` and ``pg_ctl`` from the PostgreSQL binaries (``$PG_BIN``, else
+the newest ``/usr/lib/postgresql/*/bin``, else the ``PATH``) on a temporary
+directory, listening on 127.0.0.1 only, on a free port, with trust authentication
+and its Unix socket inside that directory. ``initdb`` refuses to run as root, so
+under root the server runs as the ``postgres`` system user (through ``runuser``).
 
 The server lives no longer than the process that started it. Next to it runs a
 watchdog: this file run as a script, in a session of its own (so that a signal to
@@ -206,7 +209,7 @@ _STARTED: weakref.WeakSet[TemporaryPostgres] = weakref.WeakSet()
 
 def _disown_after_fork() -> None:
     for server in list(_STARTED):
-        server._disown()  # noqa: SLF001 - the launcher's own bookkeeping
+        server._disown()  # the launcher's own bookkeeping
     _STARTED.clear()
 
 
@@ -257,12 +260,12 @@ class TemporaryPostgres:
         return self
 
     def _start_watchdog(self) -> None:
-        assert self.directory is not None  # noqa: S101 - set by start()
+        assert self.directory is not None  # set by start()
         # os.pipe() makes both ends non-inheritable: only pass_fds hands the read end on.
         read_end, self._lifeline = os.pipe()
         _STARTED.add(self)
         try:
-            self._watchdog = subprocess.Popen(  # noqa: S603 - our own command line, no shell
+            self._watchdog = subprocess.Popen(  # our own command line, no shell
                 [sys.executable, "-I", "-S", __file__, str(read_end)],
                 pass_fds=(read_end,),
                 stdin=subprocess.DEVNULL,
@@ -283,7 +286,7 @@ class TemporaryPostgres:
         self._watchdog = None
 
     def _start_server(self) -> None:
-        assert self.directory is not None  # noqa: S101 - set by start()
+        assert self.directory is not None  # set by start()
         if os.geteuid() == 0:
             self._run_as_system_user()
         data = self.directory / "data"
@@ -326,7 +329,7 @@ class TemporaryPostgres:
             return
 
     def _run_as_system_user(self) -> None:
-        assert self.directory is not None  # noqa: S101 - set by start()
+        assert self.directory is not None  # set by start()
         try:
             user = pwd.getpwnam(_SYSTEM_USER)
         except KeyError:
@@ -341,7 +344,7 @@ class TemporaryPostgres:
 
     def _run(self, tool: str, *args: str) -> None:
         command = [*self._as_user, str(self._bin / tool), *args]
-        result = subprocess.run(  # noqa: S603 - our own command line, no shell
+        result = subprocess.run(  # our own command line, no shell
             command, capture_output=True, text=True, check=False, timeout=_STEP_TIMEOUT
         )
         if result.returncode != 0:
