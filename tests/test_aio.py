@@ -133,6 +133,30 @@ class TestFace:
             await AsyncSession(session).return_items([ReturnedItem(9, 1)])
         assert _unchanged(session, before)
 
+    async def test_an_empty_generator_is_no_items(self):
+        """fire(), can() and why_not() take an empty generator for close() as no items."""
+        face = AsyncSession(_session())
+        assert await face.can("close", items=iter(()))
+        assert await face.why_not("close", items=iter(())) == ()
+        record = await face.fire("close", items=(n for n in ()))
+        assert record.destination is State.CLOSED
+
+    async def test_a_generator_with_items_is_refused_after_one_read(self):
+        """A non-empty generator for close() is refused, having been read once only."""
+        session = _session()
+        before = session.snapshot()
+        read: list[int] = []
+
+        def entries():
+            for n in range(3):
+                read.append(n)
+                yield ReturnedItem(position=0, quantity=1)
+
+        with pytest.raises(ValidationError, match=r"close\(\) takes no items"):
+            await AsyncSession(session).fire("close", items=entries())
+        assert read == [0]
+        assert _unchanged(session, before)
+
     async def test_sync_and_async_faces_drive_one_session(self):
         """The sync methods and the face change the same session and history."""
         session = _session()

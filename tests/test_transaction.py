@@ -135,6 +135,75 @@ class TestTable:
         assert (s.state, s.history) == (State.CLOSED, ())
 
 
+def _entries(read: list[int], count: int):
+    """A generator of ``count`` returned items that notes each one it hands out."""
+    for n in range(count):
+        read.append(n)
+        yield ReturnedItem(position=0, quantity=1)
+
+
+class _Unreadable:
+    """An iterable whose iteration fails."""
+
+    def __iter__(self):
+        raise OSError("gone")
+
+
+class TestItemsForATriggerThatTakesNone:
+    @pytest.mark.parametrize("registered", [False, True])
+    def test_an_empty_generator_is_no_items(self, registered):
+        """An empty generator given to close() by name is accepted, as an empty list is."""
+        workflow = Workflow()
+        if registered:
+            workflow.before(lambda event: None)
+        s = _session(workflow)
+        record = s.fire(Trigger.CLOSE, items=iter(()))
+        assert (record.destination, s.state) == (State.CLOSED, State.CLOSED)
+
+    @pytest.mark.parametrize("registered", [False, True])
+    def test_a_generator_with_items_is_refused_after_one_read(self, registered):
+        """A non-empty generator given to close() is refused, having been read once only."""
+        workflow = Workflow()
+        if registered:
+            workflow.before(lambda event: None)
+        s = _session(workflow)
+        read: list[int] = []
+        with pytest.raises(ValidationError, match=r"close\(\) takes no items"):
+            s.fire(Trigger.CLOSE, items=_entries(read, 3))
+        assert read == [0]
+        assert (s.state, s.history) == (State.OPEN, ())
+
+    def test_a_generator_of_one_item_is_refused(self):
+        """A generator of exactly one item is refused: the entry read to decide is not lost."""
+        s = _session()
+        with pytest.raises(ValidationError, match="takes no items"):
+            s.fire(Trigger.CANCEL, items=_entries([], 1))
+        assert s.state is State.OPEN
+
+    def test_can_and_why_not_take_an_empty_generator_as_no_items(self):
+        """can() and why_not() accept an empty generator for close() and name no problem."""
+        s = _session()
+        assert s.can(Trigger.CLOSE, items=iter(()))
+        assert s.why_not(Trigger.CLOSE, items=(n for n in ())) == ()
+
+    def test_why_not_refuses_a_generator_with_items(self):
+        """why_not() reports items given as a non-empty generator to a trigger taking none."""
+        (refusal,) = _session().why_not(Trigger.CLOSE, items=_entries([], 2))
+        assert "close() takes no items" in refusal.reason
+
+    def test_an_iterable_that_cannot_be_read_is_refused(self):
+        """An iterable whose iteration raises is refused as items given, not taken as empty."""
+        s = _session()
+        with pytest.raises(ValidationError, match="takes no items"):
+            s.fire(Trigger.CLOSE, items=_Unreadable())
+        assert s.state is State.OPEN
+
+    def test_a_true_value_that_is_not_iterable_is_still_refused(self):
+        """A value that is no iterable and is true (a number) is refused as before."""
+        with pytest.raises(ValidationError, match="takes no items"):
+            _session().fire(Trigger.CLOSE, items=5)  # type: ignore[arg-type]
+
+
 class TestGuards:
     def test_refusal_names_trigger_guard_and_reason(self):
         """A refusing guard raises GuardRejected naming trigger, source, guard and reason."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 import inspect
 import sys
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable, Sized
 from contextlib import suppress
 from contextvars import ContextVar, Token
 from operator import attrgetter
@@ -59,7 +59,7 @@ from customer_session.exceptions import (
 from customer_session.hooks import Refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
     from contextlib import AbstractContextManager
     from datetime import datetime
 
@@ -730,9 +730,36 @@ def _check_call(
     if trigger is _RETURN_ITEMS:
         returned, problems = return_problems(session.cart_items, items)
         return source, destination, returned, problems
-    if items:
-        return source, destination, (), [Problem("items", f"{trigger}() takes no items")]
-    return source, destination, (), []
+    return source, destination, (), _unwanted_items(trigger, items)
+
+
+def _unwanted_items(trigger: Trigger, items: object) -> list[Problem]:
+    """The refusal of items given to ``trigger``, which takes none; empty ones are none.
+
+    An iterator is always true, so its emptiness is decided by reading its first
+    entry (no more: one is enough to refuse). Anything else goes by its truth value,
+    as a list or a tuple does.
+    """
+    # A tuple (what the trigger methods pass) skips the abstract-class checks.
+    if type(items) is not tuple and isinstance(items, Iterable) and not isinstance(items, Sized):
+        given = _yields_any(items)
+    else:
+        given = bool(items)
+    return [Problem("items", f"{trigger}() takes no items")] if given else []
+
+
+def _yields_any(items: Iterable[object]) -> bool:
+    """Whether ``items`` yields an entry, reading at most one.
+
+    One whose iteration raises counts as given: refused, never taken for empty.
+    """
+    try:
+        next(iter(items))
+    except StopIteration:
+        return False
+    except Exception:  # noqa: BLE001 - any failure to read is refused as items given
+        return True
+    return True
 
 
 _R = TypeVar("_R", bound=Run)
@@ -772,22 +799,22 @@ def fire(
     if destination is not None and (seen is None or _free(seen)):
         # Nothing registered for this edge: no user code can run before the commit
         # point, so there is nothing to snapshot and no run to keep. Anything unusual
-        # (hooks, no transition, items for a trigger that takes none, a busy session)
-        # takes the full path.
+        # (hooks, no transition, a busy session) takes the full path.
+        problems: list[Problem] | None
         if trigger is _RETURN_ITEMS:
             returned, problems = return_problems(session._cart_items, items)
-            if problems:
-                # Refused here, as the full path would: ``items`` may be an iterator
-                # these checks used up, which the full path would read empty.
-                raise _bad_items(session, trigger, problems)
-            plain = True
+        elif type(items) is tuple and not items:  # what close() and cancel() pass: no call
+            returned, problems = (), None
         else:
-            returned, plain = (), not items
-        if plain:
-            timestamp = _timestamp(session, workflow)
-            record = TransitionRecord(trigger, source, destination, timestamp, returned)
-            commit(session, record, seen)
-            return record
+            returned, problems = (), _unwanted_items(trigger, items)
+        if problems:
+            # Refused here, as the full path would: ``items`` may be an iterator these
+            # checks read from, which the full path would find with fewer entries.
+            raise _bad_items(session, trigger, problems)
+        timestamp = _timestamp(session, workflow)
+        record = TransitionRecord(trigger, source, destination, timestamp, returned)
+        commit(session, record, seen)
+        return record
     return _fire(session, trigger, items)
 
 
