@@ -58,7 +58,6 @@ from customer_session.store._postgres import (
     _HAS_KEY,
     _HAS_SCHEMA,
     _HISTORY,
-    _INSERT,
     _KEY,
     _KEY_RECORD,
     _LOCK_OUTBOX,
@@ -66,6 +65,7 @@ from customer_session.store._postgres import (
     _OUTBOX_HOLDER,
     _PENDING,
     _PURGE,
+    _REVISE_KEY,
     _SCHEMA_VERSION,
     _SET_VERSION,
     _TRY_LOCK_OUTBOX,
@@ -74,6 +74,7 @@ from customer_session.store._postgres import (
     _import_psycopg,
     _redact,
     duplicate_key,
+    insert_statement,
     option_problems,
     update_statement,
     write_params,
@@ -339,7 +340,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         await self._ready(integration_id)
         change = self._created(session, key, operation, actor)
         kept = self._keep(session)
-        written, interrupted = await self._write(_INSERT, change, None)
+        written, interrupted = await self._write(insert_statement(change), change, None)
         if written:
             self._remember(change, kept, 1)
         if interrupted is not None:
@@ -519,7 +520,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 else:
                     if optimistic and not await self._current(integration_id, loaded.version):
                         raise _Stale
-                    if key is not None and not await self._record_key(key, integration_id, None):
+                    if key is not None and not await self._record_key_alone(key, integration_id):
                         raise KeyAlreadyProcessed(key, integration_id)
         if interrupted is not None:
             # Committed: the session keeps the change; the after-commit hooks do not
@@ -766,6 +767,11 @@ class AsyncPostgresStore(StoreCore[_S]):
 
     async def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
         return await self._execute(integration_id, _KEY, (key, integration_id, refusal)) == 1
+
+    async def _record_key_alone(self, key: str, integration_id: str) -> bool:
+        """Record the key of a commit that changed nothing (see ``_record_key_or_fail``)."""
+        statement = _REVISE_KEY if self._revises(key) else _KEY
+        return await self._execute(integration_id, statement, (key, integration_id, None)) == 1
 
     @asynccontextmanager
     async def _delivery_lock(self, delivery: Delivery) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager, suppress
+from contextvars import ContextVar
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar, cast
 
@@ -67,6 +68,13 @@ DEFAULT_RETRIES: Final = 8
 
 _CACHE_SIZE: Final = 4096
 _DELIVERY_BATCH: Final = 100
+
+# The store object and the key whose refusal the commits in this context may replace
+# (see StoreCore._revising); a context variable, so other threads and tasks writing
+# through the same store object are not affected.
+_REVISING: ContextVar[tuple[object, str] | None] = ContextVar(
+    "customer_session_revising", default=None
+)
 
 
 Row = tuple[object, object, str]
@@ -362,6 +370,7 @@ class StoreCore(Generic[_S]):
             operation=operation,
             actor=self._actor if actor is None else actor,
             written_for=loaded.before,
+            revises=self._revises(key),
         )
 
     def _created(
@@ -374,7 +383,32 @@ class StoreCore(Generic[_S]):
             key=key,
             operation=operation,
             actor=self._actor if actor is None else actor,
+            revises=self._revises(key),
         )
+
+    # -- revising a refusal (a replay's re-evaluated line) -----------------------------
+
+    @contextmanager
+    def _revising(self, key: str) -> Iterator[None]:
+        """Let the commits of this context with ``key`` take over its recorded refusal.
+
+        For ``StoreReplayer``, which re-evaluates a line an earlier run refused: a
+        change (or a change of nothing) committed with ``key`` in the block turns
+        the key's record from refused to applied in its own database transaction, a
+        compare-and-set that fails with ``KeyAlreadyProcessed`` when the key is
+        recorded as applied (by another replay, meanwhile). A key that is not
+        recorded at all is recorded as usual.
+        """
+        token = _REVISING.set((self, key))
+        try:
+            yield
+        finally:
+            _REVISING.reset(token)
+
+    def _revises(self, key: str | None) -> bool:
+        """Whether a commit with ``key`` may take over its refusal (see :meth:`_revising`)."""
+        revising = _REVISING.get()
+        return key is not None and revising is not None and revising == (self, key)
 
     def _keep(self, session: CustomerSession) -> CustomerSession | None:
         """The store's own copy of ``session`` as it is now, for :meth:`_remember`.
@@ -891,8 +925,28 @@ class BaseStore(StoreCore[_S], ABC):
         return row is not None and row[0] == version
 
     def _record_key_or_fail(self, key: str, integration_id: str) -> None:
-        if not self._record_key(key, integration_id, None):
+        if self._revises(key):
+            recorded = self._revise_key(key, integration_id, None)
+        else:
+            recorded = self._record_key(key, integration_id, None)
+        if not recorded:
             raise KeyAlreadyProcessed(key, integration_id)
+
+    def _key_recorded(self, key: str) -> tuple[ProcessedKey, datetime] | None:
+        """What was recorded with ``key`` and when (by the database's clock), or ``None``."""
+        self._ready(None)
+        with self._connection(None) as connection:
+            row = connection.execute(self._sql.key_record, (key,)).fetchone()
+        record = processed_key_from_row(key, row)
+        return None if record is None else (record, self._time_of(row[2]))
+
+    def _time_of(self, value: Any) -> datetime:
+        """A time as the backend's driver returns it, as an aware ``datetime``."""
+        return cast("datetime", value)
+
+    @abstractmethod
+    def _database_now(self) -> datetime:
+        """The time by the clock the database records keys with."""
 
     # -- the plain queries, in the backend's SQL ------------------------------------------
 
@@ -1026,6 +1080,16 @@ class BaseStore(StoreCore[_S], ABC):
         """Record ``key`` alone (with why its event was refused); ``False`` if it already was."""
 
     @abstractmethod
+    def _revise_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
+        """Record ``key`` alone, replacing a refusal recorded with it.
+
+        A compare-and-set: a key recorded as refused gets ``refusal`` (``None``: its
+        event was applied now, with no change to write) and the current time; a key
+        not recorded is recorded. ``False``, writing nothing, when the key is
+        recorded as applied.
+        """
+
+    @abstractmethod
     def _mark_delivered(self, sequence: int) -> None:
         """Mark an outbox row delivered."""
 
@@ -1063,7 +1127,7 @@ class Statements(NamedTuple):
     counts: str
     has_key: str
     key_record: str
-    """The ``integration_id`` and ``refusal`` recorded with a key."""
+    """The ``integration_id``, ``refusal`` and ``recorded_at`` recorded with a key."""
     history: str
     pending: str
     failed: str

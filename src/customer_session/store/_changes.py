@@ -54,6 +54,11 @@ class Change:
         records: The history records added, as JSON text.
         changes: The changed top-level document keys, as JSON text.
         key: The idempotency key to record, if any.
+        revises: Whether ``key`` may already be recorded as the key of a refused
+            event (a replayed line refused by an earlier run, applied now): the
+            record becomes the change's, in the same transaction, only while it is
+            still a refusal; a key recorded as applied fails the commit with
+            ``KeyAlreadyProcessed``, as any used key does.
         actor: Who made the change, for the journal entry (``None``: not given).
         outbox: The durable effects to write.
         recorded_at: The wall-clock time of the commit (SQLite writes it).
@@ -72,6 +77,7 @@ class Change:
     actor: str | None
     outbox: tuple[OutboxRow, ...]
     recorded_at: datetime
+    revises: bool = False
 
 
 def created(
@@ -81,6 +87,7 @@ def created(
     key: str | None,
     operation: str | None,
     actor: str | None,
+    revises: bool = False,
 ) -> Change:
     """The change that stores ``session`` for the first time."""
     after = wire.to_dict(session, include_history=True)
@@ -96,6 +103,7 @@ def created(
         key=key,
         operation=operation or "create",
         actor=actor,
+        revises=revises,
     )
 
 
@@ -108,6 +116,7 @@ def changed(
     operation: str | None,
     actor: str | None,
     written_for: CustomerSession | None = None,
+    revises: bool = False,
 ) -> Change | None:
     """The change from the stored document ``before`` to ``session``; ``None`` if none.
 
@@ -154,6 +163,7 @@ def changed(
         key=key,
         operation=label,
         actor=actor,
+        revises=revises,
     )
 
 
@@ -169,6 +179,7 @@ def _change(  # noqa: PLR0917 - a private step shared by both constructors
     key: str | None,
     operation: str,
     actor: str | None,
+    revises: bool,
 ) -> Change:
     records = session.history[first:]
     return Change(
@@ -185,6 +196,7 @@ def _change(  # noqa: PLR0917 - a private step shared by both constructors
         actor=actor,
         outbox=tuple(_outbox(session.integration_id, records, added, first, effects)),
         recorded_at=datetime.now(UTC),
+        revises=revises,
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast, overload
 
 from customer_session._cart import is_text
 from customer_session._show import shown
@@ -28,6 +28,7 @@ from customer_session.store._schema import KEYS_TABLE, TABLE_LIST
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from datetime import datetime
 
     import psycopg
     from psycopg_pool import ConnectionPool
@@ -47,8 +48,8 @@ INSTALL_HINT: Final = "pip install 'customer-session[postgres]'"
 
 # Both statements write the session row in ``moved`` first; the journal entry, the
 # outbox rows and the key are selected from ``moved``, so they exist exactly when the
-# row was written. Their later parts are one shared tail.
-_WRITE_TAIL: Final = """), journal AS (
+# row was written. Their later parts are shared tails.
+_EFFECTS_TAIL: Final = """), journal AS (
     INSERT INTO customer_session_journal
         (integration_id, version, kind, operation, event_key, actor, records, changes)
     SELECT integration_id, version, %(kind)s, %(operation)s, %(key)s, %(actor)s, %(records)s,
@@ -62,11 +63,30 @@ _WRITE_TAIL: Final = """), journal AS (
         unnest(%(e_keys)s::text[], %(e_effects)s::text[], %(e_positions)s::int[],
                %(e_records)s::text[]) WITH ORDINALITY AS e(key, effect, position, record, n)
     ORDER BY e.n
-), processed AS (
+"""
+_KEY_TAIL: Final = """), processed AS (
     INSERT INTO customer_session_keys (key, integration_id)
     SELECT %(key)s, integration_id FROM moved WHERE %(key)s::text IS NOT NULL
 )
 SELECT version FROM moved"""
+_WRITE_TAIL: Final = _EFFECTS_TAIL + _KEY_TAIL
+# A change that takes over its key's refusal (Change.revises): ``processed`` turns a
+# refused key into the change's (or records a key not recorded); a key recorded as
+# applied is left alone, and ``taken`` then inserts it again, whose unique violation
+# fails the whole statement, row change included (reported as KeyAlreadyProcessed).
+_REVISING_KEY_TAIL: Final = """), processed AS (
+    INSERT INTO customer_session_keys (key, integration_id)
+    SELECT %(key)s, integration_id FROM moved
+    ON CONFLICT (key) DO UPDATE
+    SET integration_id = excluded.integration_id, recorded_at = now(), refusal = NULL
+    WHERE customer_session_keys.refusal IS NOT NULL
+    RETURNING key
+), taken AS (
+    INSERT INTO customer_session_keys (key, integration_id)
+    SELECT %(key)s, integration_id FROM moved WHERE NOT EXISTS (SELECT FROM processed)
+)
+SELECT version FROM moved"""
+_REVISING_TAIL: Final = _EFFECTS_TAIL + _REVISING_KEY_TAIL
 _UPDATE_HEAD: Final = """
 WITH moved AS (
     UPDATE customer_sessions
@@ -75,6 +95,7 @@ WITH moved AS (
     RETURNING integration_id, version
 """
 _UPDATE: Final = _UPDATE_HEAD + _WRITE_TAIL
+_UPDATE_REVISING: Final = _UPDATE_HEAD + _REVISING_TAIL
 # The common commit, with neither outbox rows nor a key: fewer parameters to send.
 _UPDATE_PLAIN: Final = """
 WITH moved AS (
@@ -97,6 +118,7 @@ WITH moved AS (
     RETURNING integration_id, version
 """
 _INSERT: Final = _INSERT_HEAD + _WRITE_TAIL
+_INSERT_REVISING: Final = _INSERT_HEAD + _REVISING_TAIL
 # The database's collation may sort text by a language (en_US puts "Order-2" before
 # "order-3" and "order-1" before "Order-2" alike): ids() breaks ties by code point,
 # as SQLite does, whatever the database's collation.
@@ -107,8 +129,18 @@ _COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state O
 _KEY: Final = """
     INSERT INTO customer_session_keys (key, integration_id, refusal) VALUES (%s, %s, %s)
     ON CONFLICT (key) DO NOTHING"""
+# As SQLite's: a refusal is replaced, a key recorded as applied is not (row count 0).
+_REVISE_KEY: Final = """
+    INSERT INTO customer_session_keys (key, integration_id, refusal) VALUES (%s, %s, %s)
+    ON CONFLICT (key) DO UPDATE SET integration_id = excluded.integration_id,
+        recorded_at = now(), refusal = excluded.refusal
+    WHERE customer_session_keys.refusal IS NOT NULL"""
 _HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = %s"
-_KEY_RECORD: Final = "SELECT integration_id, refusal FROM customer_session_keys WHERE key = %s"
+_KEY_RECORD: Final = (
+    "SELECT integration_id, refusal, recorded_at FROM customer_session_keys WHERE key = %s"
+)
+# The clock keys are recorded by (recorded_at's default).
+_NOW: Final = "SELECT now()"
 _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
         changes, recorded_at
@@ -329,7 +361,7 @@ class PostgresStore(BaseStore[_S]):
             yield connection
 
     def _insert(self, change: Change) -> bool:
-        return self._write(_INSERT, change, None)
+        return self._write(insert_statement(change), change, None)
 
     def _update(self, change: Change, expected: int) -> bool:
         return self._write(update_statement(change), change, expected)
@@ -348,6 +380,15 @@ class PostgresStore(BaseStore[_S]):
     def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
         with self._connection(integration_id) as connection:
             return connection.execute(_KEY, (key, integration_id, refusal)).rowcount == 1
+
+    def _revise_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
+        with self._connection(integration_id) as connection:
+            return connection.execute(_REVISE_KEY, (key, integration_id, refusal)).rowcount == 1
+
+    def _database_now(self) -> datetime:
+        with self._connection(None) as connection:
+            (now,) = connection.execute(_NOW).fetchall()
+        return cast("datetime", now[0])
 
     def _mark_delivered(self, sequence: int) -> None:
         with self._connection(None) as connection:
@@ -456,11 +497,18 @@ def option_problems(conninfo: object, smallest: object, largest: object) -> list
 
 def update_statement(change: Change) -> str:
     """The compare-and-set statement for ``change`` (the plain one when it can be)."""
+    if change.revises:
+        return _UPDATE_REVISING
     return _UPDATE if change.outbox or change.key is not None else _UPDATE_PLAIN
 
 
+def insert_statement(change: Change) -> str:
+    """The statement that writes ``change`` as a new row."""
+    return _INSERT_REVISING if change.revises else _INSERT
+
+
 def write_params(statement: str, change: Change, expected: int | None) -> dict[str, Any]:
-    """The parameters of ``statement`` (``_INSERT``, ``_UPDATE`` or ``_UPDATE_PLAIN``)."""
+    """The parameters of ``statement`` (from ``insert_statement`` or ``update_statement``)."""
     params: dict[str, Any] = {
         "id": change.integration_id,
         "state": change.state,

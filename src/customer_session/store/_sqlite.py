@@ -61,8 +61,19 @@ _OUTBOX: Final = """
 _KEY: Final = """
     INSERT INTO customer_session_keys (key, integration_id, recorded_at, refusal)
     VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"""
+# A refused event's key taken over: by the change that applies the event now (refusal
+# NULL), or by a newer reason. Only a refusal is replaced: the row count is 0, and
+# nothing is written, for a key recorded as applied.
+_REVISE_KEY: Final = """
+    INSERT INTO customer_session_keys (key, integration_id, recorded_at, refusal)
+    VALUES (?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET integration_id = excluded.integration_id,
+        recorded_at = excluded.recorded_at, refusal = excluded.refusal
+    WHERE customer_session_keys.refusal IS NOT NULL"""
 _HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = ?"
-_KEY_RECORD: Final = "SELECT integration_id, refusal FROM customer_session_keys WHERE key = ?"
+_KEY_RECORD: Final = (
+    "SELECT integration_id, refusal, recorded_at FROM customer_session_keys WHERE key = ?"
+)
 _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
         changes, recorded_at
@@ -372,17 +383,39 @@ class SQLiteStore(BaseStore[_S]):
             connection.execute(_JOURNAL, journal)
             if outbox:
                 connection.executemany(_OUTBOX, outbox)
-            if (
-                change.key is not None
-                and connection.execute(_KEY, (change.key, integration_id, at, None)).rowcount != 1
-            ):
-                raise KeyAlreadyProcessed(change.key, integration_id)
+            if change.key is not None:
+                recording = _REVISE_KEY if change.revises else _KEY
+                key = (change.key, integration_id, at, None)
+                if connection.execute(recording, key).rowcount != 1:
+                    # Raised in the transaction: the row change is rolled back with it.
+                    raise KeyAlreadyProcessed(change.key, integration_id)
         return True
 
     def _record_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
         with self._connection(integration_id) as connection:
             cursor = connection.execute(_KEY, (key, integration_id, _now(), refusal))
             return cursor.rowcount == 1
+
+    def _revise_key(self, key: str, integration_id: str | None, refusal: str | None) -> bool:
+        with self._connection(integration_id) as connection:
+            cursor = connection.execute(_REVISE_KEY, (key, integration_id, _now(), refusal))
+            return cursor.rowcount == 1
+
+    def _database_now(self) -> datetime:
+        return datetime.now(UTC)  # what _now() and the commits record
+
+    def _time_of(self, value: Any) -> datetime:
+        # Written by _now() or a commit; a damaged column is no time this store wrote.
+        try:
+            moment = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise StoreError(
+                f"store: an idempotency key's recorded_at {shown(value):.60} is no time this "
+                "store wrote; the row is corrupt"
+            )
+        return moment
 
     def _mark_delivered(self, sequence: int) -> None:
         with self._connection(None) as connection:
