@@ -42,6 +42,12 @@ RETURN = event(
     "2026-03-02T12:00:00Z",
     **{"return": {"returnedCartItems": [{"position": 0, "quantity": 1}]}},
 )
+EDIT = event(
+    "update",
+    "order-7",
+    "2026-03-02T10:30:00Z",
+    customerSession={"cartItems": [SOCKS, {"sku": "CAP", "quantity": 1, "price": 19.0}]},
+)
 
 
 def earlier(refused: RefusedLine) -> RefusedLine:
@@ -53,6 +59,34 @@ def digest(line: str) -> str:
     """The digest of a line's event in its key: SHA-256 of its canonical JSON."""
     canonical = json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def cut(line: str) -> str:
+    """``line`` as a log holds it when its writer stopped halfway: malformed JSON."""
+    return line[:40]
+
+
+# An AFTER UPDATE trigger on the key table that fails the statement, per dialect: a
+# failure once a re-evaluated line's change and its key's new record are written,
+# before the commit.
+FAIL_KEY_UPDATES = {
+    "sqlite": [
+        (
+            "CREATE TRIGGER fail_key_updates AFTER UPDATE ON customer_session_keys "
+            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+    ],
+    "postgres": [
+        (
+            "CREATE FUNCTION fail_key_updates() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$"
+        ),
+        (
+            "CREATE TRIGGER fail_key_updates AFTER UPDATE ON customer_session_keys "
+            "FOR EACH ROW EXECUTE FUNCTION fail_key_updates()"
+        ),
+    ],
+}
 
 
 class TestStoreReplay:
@@ -307,6 +341,159 @@ class TestEventKeys:
         assert "session 'order-7' already exists" in report.refused[0].reason
 
 
+class TestCorrectedLogs:
+    def test_a_corrected_create_resumes_to_what_a_new_replay_gives(self, database):
+        """Once a malformed create is mended, the lines it made fail are applied too."""
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([cut(CREATE), CLOSE, RETURN])
+        assert (first.applied, len(first.refused)) == (0, 3)
+        memory = Replayer()
+        fresh = memory.run([CREATE, CLOSE, RETURN], fast=False)
+        with StoreReplayer(database) as replayer:
+            resumed = replayer.run([CREATE, CLOSE, RETURN])
+            assert replayer.store.get("order-7") == memory.sessions["order-7"]
+            recorded = replayer.store.processed_key(f"replay:{digest(RETURN)}:0")
+        assert (resumed.applied, resumed.skipped, resumed.refused) == (3, 0, [])
+        assert (resumed.states, fresh.refused) == (fresh.states, [])
+        assert recorded is not None
+        assert recorded.refusal is None
+
+    def test_the_example_log_with_a_mended_line_resumes_as_a_new_replay(self, database, tmp_path):
+        """A cut line of the example log (a close), mended, gives the states of a new replay.
+
+        Line 24 closes order-0000007, whose later returns were refused while it was
+        open: they are applied once the close is, as a new replay applies them.
+        """
+        lines = example()
+        broken = [*lines[:23], cut(lines[23]), *lines[24:]]
+        with StoreReplayer(database) as replayer:
+            replayer.run(broken)
+        with StoreReplayer(database) as replayer:
+            resumed = replayer.run(lines)
+            stored = {i: replayer.store.get(i) for i in _ids(lines)}
+        with StoreReplayer(tmp_path / "new.db") as new:
+            fresh = new.run(lines)
+            assert {i: new.store.get(i) for i in _ids(lines)} == stored
+        assert stored["order-0000007"].state is State.PARTIALLY_RETURNED
+        assert resumed.states == fresh.states
+        assert resumed.applied + resumed.skipped == fresh.applied
+        assert [r.line for r in resumed.refused] == [r.line for r in fresh.refused]
+
+    def test_a_refusal_holds_when_only_another_session_was_touched(self, database):
+        """A rerun keeps line 1 "close A" refused (A did not exist yet), though B is new."""
+        other = event("create", "order-8", "2026-03-02T09:00:00Z", customerSession={})
+        with StoreReplayer(database) as replayer:
+            (refused,) = replayer.run([CLOSE, CREATE]).refused
+        with StoreReplayer(database) as replayer:
+            report = replayer.run([other, CLOSE, CREATE])
+            assert replayer.store.get("order-7").state is State.OPEN
+        assert (report.applied, report.skipped) == (1, 1)
+        assert report.refused == [attrs.evolve(earlier(refused), line=2)]
+
+    def test_a_line_still_refused_gets_its_current_reason(self, database):
+        """A line evaluated again and still refused is reported and recorded with the new reason."""
+        too_many = event(
+            "return",
+            "order-7",
+            "2026-03-02T12:00:00Z",
+            **{"return": {"returnedCartItems": [{"position": 0, "quantity": 99}]}},
+        )
+        key = f"replay:{digest(too_many)}:0"
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([cut(CREATE), CLOSE, too_many])
+        assert "unknown session 'order-7'" in first.refused[-1].reason
+        with StoreReplayer(database) as replayer:
+            (now,) = replayer.run([CREATE, CLOSE, too_many]).refused
+            recorded = replayer.store.processed_key(key)
+        assert now.reason.startswith("session 'order-7': return_items(): items[0].quantity: 99")
+        assert recorded is not None
+        assert recorded.refusal == now.reason
+        with StoreReplayer(database) as replayer:
+            (again,) = replayer.run([CREATE, CLOSE, too_many]).refused
+        assert again == earlier(now)
+
+    def test_a_failure_before_the_commit_keeps_the_refusal_and_writes_no_change(
+        self, backend, database, sql
+    ):
+        """A re-evaluated line whose commit fails leaves its old refusal and the session as was."""
+        key = f"replay:{digest(RETURN)}:0"
+        with StoreReplayer(database) as replayer:
+            replayer.run([CREATE, cut(CLOSE), RETURN])
+            before = replayer.store.processed_key(key)
+        for statement in FAIL_KEY_UPDATES[backend]:
+            sql(statement)
+        with (
+            StoreReplayer(database) as replayer,
+            pytest.raises(StoreError, match="injected failure"),
+        ):
+            replayer.run([CREATE, CLOSE, RETURN])
+        with StoreReplayer(database) as replayer:
+            assert replayer.store.processed_key(key) == before
+            assert replayer.store.get("order-7").state is State.CLOSED  # the close applied
+            assert [e.operation for e in replayer.store.history("order-7")] == [
+                "create",
+                "update",
+            ]
+        assert before is not None
+        assert "from state 'open'" in (before.refusal or "")
+
+    def test_two_replays_evaluating_one_line_again_apply_it_once(self, database, monkeypatch):
+        """Two replays that both touched a session race on a line refused before: one applies it.
+
+        The first replay applies the mended edit, the second the mended close; the
+        second then applies the return, refused before, while the first is about to
+        commit it: the first's commit loses, and it counts the line as applied by
+        another run.
+        """
+        with StoreReplayer(database) as replayer:
+            replayer.run([CREATE, cut(EDIT), cut(CLOSE), RETURN])
+        mended = [CREATE, EDIT, CLOSE, RETURN]
+        with StoreReplayer(database) as first, StoreReplayer(database) as second:
+            verdicts = []
+            update = first.store._update
+
+            def second_commits_first(change, expected):
+                if not verdicts:
+                    verdicts.append(second.apply(4, RETURN))
+                return update(change, expected)
+
+            def lines():
+                yield from mended[:2]
+                assert [second.apply(n, line) for n, line in enumerate(mended[:3], 1)] == [None] * 3
+                monkeypatch.setattr(first.store, "_update", second_commits_first)
+                yield from mended[2:]
+
+            report = first.run(lines())
+            stored = first.store.get("order-7")
+            history = first.store.history("order-7")
+        assert verdicts == [None]
+        assert (report.applied, report.skipped, report.refused) == (1, 3, [])
+        assert stored.cart_items[0].returned_quantity == 1
+        assert [e.key for e in history].count(f"replay:{digest(RETURN)}:0") == 1
+
+    def test_a_refusal_by_a_replay_running_meanwhile_holds(self, database):
+        """A line another replay of the log refused since this run began keeps its verdict.
+
+        That replay reached it in the log's order; evaluated again here, after the
+        close it then applied, the return would be applied, as no replay of the log
+        alone applies it.
+        """
+        lines = [CREATE, EDIT, RETURN, CLOSE]
+        expected = Replayer().run(lines, fast=False)
+        with StoreReplayer(database) as first, StoreReplayer(database) as second:
+
+            def overtaken():
+                yield from lines[:2]  # the first replay creates and edits order-7
+                second.run(lines)  # the second refuses the return, then closes
+                yield from lines[2:]
+
+            report = first.run(overtaken())
+            stored = first.store.get("order-7")
+        assert stored.state is State.CLOSED
+        assert stored.cart_items[0].returned_quantity == 0
+        assert report.refused == [earlier(r) for r in expected.refused]
+
+
 class TestCommandLine:
     def test_replay_into_a_database_then_again(self, database, tmp_path, capsys):
         """replay --db applies the log once; the second run reports every line as done."""
@@ -328,6 +515,20 @@ class TestCommandLine:
         out = capsys.readouterr().out
         assert "0 events applied, 1 refused, 1 applied by an earlier run" in out
         assert "line 1: order-7 update: refused by an earlier run: " in out
+
+    def test_a_corrected_log_applies_the_lines_its_bad_line_made_fail(
+        self, database, tmp_path, capsys
+    ):
+        """replay --db of a log whose bad create was mended applies the lines after it too."""
+        log = tmp_path / "events.jsonl"
+        log.write_text(f"{cut(CREATE)}\n{CLOSE}\n{RETURN}\n", encoding="utf-8")
+        assert main(["replay", "--db", database, str(log)]) == 1
+        assert "0 events applied, 3 refused" in capsys.readouterr().out
+        log.write_text(f"{CREATE}\n{CLOSE}\n{RETURN}\n", encoding="utf-8")
+        assert main(["replay", "--db", database, "--json", str(log)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["applied"], report["skipped"], report["refused"]) == (3, 0, [])
+        assert report["states"] == {"partially_returned": 1}
 
     def test_a_byte_order_mark_does_not_change_the_first_event(self, database, tmp_path, capsys):
         """A log saved with a byte order mark applies its first line, as the same log without."""

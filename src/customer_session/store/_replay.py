@@ -6,7 +6,8 @@ differs. Each line's idempotency key names its *event*, not its position (see
 :class:`StoreReplayer`), and is recorded in the same database transaction as the
 change the line makes, or on its own with the reason for a refused line, so
 running the same log again applies nothing twice, reports the same refusals and
-goes on where an interrupted run stopped.
+goes on where an interrupted run stopped; a log whose bad line was corrected has
+the lines after it that it made fail evaluated again.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, cast
 
 from customer_session._spec import Trigger
 from customer_session.exceptions import (
@@ -39,9 +41,12 @@ from customer_session.store._open import open_store
 if TYPE_CHECKING:
     import os
     from collections.abc import Iterable
+    from contextlib import AbstractContextManager
+    from datetime import datetime
     from types import TracebackType
 
     from customer_session.replay import ReplayReport
+    from customer_session.store._base import BaseStore
     from customer_session.store._keys import ProcessedKey
 
 
@@ -69,6 +74,23 @@ class StoreReplayer(Replayer):
     earlier run: <reason>``) when an earlier run refused it. A store failure (a
     corrupt row, the database unreachable, a change that kept losing races) stops
     the run with its error; running again resumes.
+
+    A log whose bad line was corrected (a malformed ``create``, say) is a log with a
+    new event, applied by the next run; the lines after it that failed only for
+    want of it are evaluated again. In one run, a session is *touched* when a line
+    applied for the first time in this run (not a skipped one) created or changed
+    it. A line an earlier run refused is evaluated again when its session was
+    touched earlier in this run: applied if it applies now (its key's record turns
+    from refused to applied in the same transaction as the change, and it counts in
+    ``report.applied``), else refused with the current reason, which replaces the
+    recorded one. Otherwise the recorded verdict holds, so a rerun of an unchanged
+    log (its line 1 ``close A`` refused as A did not exist yet, line 2 ``create A``,
+    say) ends as its first run did. A line an earlier run applied is never applied
+    again. A refusal recorded after this run began (by a replay of the log running
+    at the same time, which reached the line in the log's order) holds too. A
+    corrected line is applied to its session as the earlier runs left it: when
+    lines after it had already changed that session, the result may differ from a
+    replay of the corrected log into a new database.
 
     A line's key is ``replay:<digest>:<k>`` (``replay:<log id>:<digest>:<k>`` with
     ``log_id``). The digest is the SHA-256 of the event: of its JSON value written
@@ -116,6 +138,10 @@ class StoreReplayer(Replayer):
         self._skipped = 0
         self._seen: Counter[str] = Counter()
         self._key = ""
+        # The sessions lines of this run created or changed, and when it began (by the
+        # database's clock, taken at its first line): see "touched" in the class.
+        self._touched: set[str] = set()
+        self._began: datetime | None = None
 
     def close(self) -> None:
         """Close the store."""
@@ -138,9 +164,11 @@ class StoreReplayer(Replayer):
         """Apply every line not applied before; return the report.
 
         ``report.states`` counts every session in the store, ``report.skipped``
-        the lines an earlier run applied, and ``report.refused`` the lines refused
-        now or by an earlier run. ``fast`` is as for :meth:`Replayer.run`; the fast
-        path never applies to a store (``fast=True`` is refused).
+        the lines an earlier run applied, ``report.applied`` the lines applied now
+        (an earlier refusal evaluated again included, see the class), and
+        ``report.refused`` the lines refused now or by an earlier run. ``fast`` is
+        as for :meth:`Replayer.run`; the fast path never applies to a store
+        (``fast=True`` is refused).
 
         Raises:
             StoreError: The store failed; what was applied stays applied.
@@ -150,6 +178,8 @@ class StoreReplayer(Replayer):
         """
         self._skipped = 0
         self._seen = Counter()  # k of each key counts from the log's first line
+        self._touched = set()
+        self._began = None
         report = super().run(lines, fast=fast)
         # Replayer.run counts a skipped line as applied: it returned no refusal.
         report.applied -= self._skipped
@@ -173,14 +203,18 @@ class StoreReplayer(Replayer):
             return _not_text(number, given)
         event = _decode(number, line)
         self._key = key = self._key_of(line, event)
-        done = self.store.processed_key(key)
-        if done is not None:
-            return self._done_before(number, event, done)
+        if self._began is None:
+            self._began = self._backend._database_now()  # noqa: SLF001 - the clock of the keys
+        recorded = self._backend._key_recorded(key)  # noqa: SLF001 - with its time, see _again
+        again = recorded is not None and self._again(event, *recorded)
+        if recorded is not None and not again:
+            return self._done_before(number, event, recorded[0])
         if isinstance(event, RefusedLine):
             refused: RefusedLine | None = event
         else:
             try:
-                refused = self._apply_event(number, event)
+                with self._revising(key) if again else nullcontext():
+                    refused = self._apply_event(number, event)
             except _Abort as abort:
                 if not isinstance(abort.error, KeyAlreadyProcessed):
                     raise abort.error from abort.error.__cause__
@@ -188,11 +222,42 @@ class StoreReplayer(Replayer):
                 return self._done_before(number, event, self.store.processed_key(key))
         if refused is None or not self._final(event):
             return refused
-        if self.store.mark_processed(key, integration_id=refused.session, refusal=refused.reason):
+        if again:
+            # The recorded refusal gets the current reason, unless another replay
+            # applied the event meanwhile (a compare-and-set, as for the change).
+            kept = self._backend._revise_key(key, refused.session, refused.reason)  # noqa: SLF001 - the replay's own record
+        else:
+            kept = self.store.mark_processed(
+                key, integration_id=refused.session, refusal=refused.reason
+            )
+        if kept:
             return refused
         # Another replay recorded the event meanwhile; the refusal may be only
         # what its change left (a second close of the session, say): its verdict holds.
         return self._done_before(number, event, self.store.processed_key(key))
+
+    def _again(self, event: object, done: ProcessedKey, at: datetime) -> bool:
+        """Whether a line whose key is recorded is evaluated again (see the class).
+
+        Only a refusal an earlier run recorded (before this run began), for a session
+        a line of this run touched before.
+        """
+        session, _ = _named(event)
+        return (
+            done.refusal is not None
+            and session in self._touched
+            and self._began is not None
+            and at < self._began
+        )
+
+    def _revising(self, key: str) -> AbstractContextManager[None]:
+        """Let the line's change take over the refusal recorded with ``key``."""
+        return self._backend._revising(key)  # noqa: SLF001 - the replay's own record
+
+    @property
+    def _backend(self) -> BaseStore[CustomerSession]:
+        """:attr:`store` with the steps of a sync backend, which ``open_store`` always makes."""
+        return cast("BaseStore[CustomerSession]", self.store)
 
     def _done_before(
         self, number: int, event: object, done: ProcessedKey | None
@@ -245,11 +310,23 @@ class StoreReplayer(Replayer):
             self.store.create(session, key=self._key)
         except SessionExists:  # created by another writer since _has() said no
             raise _already_exists(session.integration_id) from None
+        self._touched.add(session.integration_id)
 
     def _modify(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
-        self.store.update(
-            integration_id, lambda s: self._change(s, op, event), key=self._key, operation=op
-        )
+        if self.store.update(
+            integration_id, lambda s: self._changes(s, op, event), key=self._key, operation=op
+        ):
+            self._touched.add(integration_id)
+
+    def _changes(self, session: CustomerSession, op: str, event: dict[str, Any]) -> bool:
+        """Apply the event to ``session``; return whether it changed it.
+
+        ``update_count`` counts every edit and transition; an update that changes
+        nothing (the same cart again, say) leaves it, and writes nothing.
+        """
+        before = session.update_count
+        self._change(session, op, event)
+        return session.update_count != before
 
     def _states(self) -> dict[str, int]:
         return {str(state): count for state, count in self.store.counts().items()}
