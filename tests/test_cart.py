@@ -20,7 +20,17 @@ from customer_session import (
     State,
     ValidationError,
 )
-from customer_session._cart import MAX_NESTING, MAX_UNITS, freeze, is_text, same, storable, thaw
+from customer_session._cart import (
+    MAX_NESTING,
+    MAX_UNITS,
+    Unreadable,
+    freeze,
+    is_text,
+    read_entries,
+    same,
+    storable,
+    thaw,
+)
 from customer_session.testing import json_values
 
 
@@ -382,3 +392,21 @@ class TestAdditionalCosts:
         assert [str(p) for p in info.value.problems] == [
             "additional_costs.wrap: must be an AdditionalCost, got 2.0"
         ]
+
+
+def _failing_after_one():
+    yield 1
+    raise OSError("gone")
+
+
+class TestReadEntries:
+    def test_an_iterable_is_read_into_a_tuple(self):
+        """The entries of an iterable that reads are returned as a tuple, in order."""
+        assert read_entries(iter([3, 1, 2])) == (3, 1, 2)
+
+    def test_an_iterable_that_raises_gives_its_error(self):
+        """An iterable that raises part-way gives an Unreadable holding that error."""
+        read = read_entries(_failing_after_one())
+        assert isinstance(read, Unreadable)
+        assert isinstance(read.error, OSError)
+        assert repr(read) == "an iterable that cannot be read (OSError: gone)"

@@ -1049,6 +1049,19 @@ class TestReturns:
             ],
         )
 
+    def test_items_that_cannot_be_read_are_refused_with_their_error(self):
+        """Returned items from an iterable that raises are refused, naming the error."""
+        s = self._closed()
+
+        def items():
+            yield ReturnedItem(position=0, quantity=1)
+            raise OSError("gone")
+
+        with pytest.raises(ValidationError, match=r"items: cannot be read \(OSError: gone\)"):
+            s.return_items(items())
+        assert s.state is State.CLOSED
+        assert s.cart_items[0].returned_quantity == 0
+
     def test_return_updates_quantities_not_total(self):
         """A return raises returned_quantity; total keeps the ordered value."""
         s = self._closed()
@@ -1685,3 +1698,25 @@ class TestStorableValues:
         with pytest.raises(ValidationError, match="profile_id"):
             s.set_profile_id("cust\x00")
         assert s.profile_id == "cust-1"
+
+
+def _cart_that_fails():
+    yield CartItem(sku="A", quantity=1, price=1.0)
+    raise OSError("gone")
+
+
+class TestUnreadableIterables:
+    def test_a_new_session_refuses_a_cart_that_cannot_be_read(self):
+        """A cart given as an iterable that raises is refused, naming the error."""
+        with pytest.raises(
+            ValidationError, match=r"cart_items: .*cannot be read \(OSError: gone\)"
+        ):
+            CustomerSession(integration_id="o", cart_items=_cart_that_fails())
+
+    def test_set_cart_items_refuses_a_cart_that_cannot_be_read_and_keeps_the_cart(self):
+        """set_cart_items() with an iterable that raises is refused; the cart is unchanged."""
+        s = CustomerSession(integration_id="o", cart_items=[CartItem(sku="B", quantity=2)])
+        with pytest.raises(ValidationError, match=r"cannot be read \(OSError: gone\)"):
+            s.set_cart_items(_cart_that_fails())
+        assert [item.sku for item in s.cart_items] == ["B"]
+        assert s.update_count == 1

@@ -2,7 +2,7 @@
 
 import pytest
 
-from customer_session._show import counted, shown, shown_number
+from customer_session._show import counted, shown, shown_number, unreadable
 
 
 class _BrokenRepr:
@@ -27,6 +27,22 @@ class TestShown:
     def test_a_broken_repr_is_named_by_its_type(self):
         """A value whose __repr__ raises is named by its type."""
         assert shown(_BrokenRepr()) == "a _BrokenRepr that cannot be shown"
+
+
+class _BrokenStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError
+
+
+class TestUnreadable:
+    def test_an_error_is_named_by_its_type_and_message(self):
+        """Why a value could not be read names the error's type and its message."""
+        assert unreadable(OSError("gone")) == "cannot be read (OSError: gone)"
+
+    @pytest.mark.parametrize("error", [ValueError(), _BrokenStr("x")], ids=["empty", "broken"])
+    def test_an_error_without_a_message_is_named_by_its_type(self, error):
+        """An error with no message, or one whose __str__ raises, is named by its type alone."""
+        assert unreadable(error) == f"cannot be read ({type(error).__name__})"
 
 
 class TestShownNumber:

@@ -886,6 +886,17 @@ class TestUpdateRequest:
             update_request(order(), response_content=["customerSession", entry])
         assert problems_of(error).keys() == {"response_content[1]"}
 
+    def test_returned_items_that_cannot_be_read_are_refused(self):
+        """A return request's items from an iterable that raises are refused with the error."""
+
+        def items():
+            yield ReturnedItem(0, 1)
+            raise OSError("gone")
+
+        with pytest.raises(ValidationError, match=r"cannot be read \(OSError: gone\)") as error:
+            return_request(items())
+        assert problems_of(error).keys() == {"items"}
+
     def test_response_content_as_bytes_is_refused(self):
         """Bytes are no sequence of names, as a string is not."""
         with pytest.raises(ValidationError) as error:

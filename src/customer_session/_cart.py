@@ -6,13 +6,13 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
 from attrs import define, field, fields, frozen, has, setters
 from immutabledict import immutabledict
 
 from customer_session._readonly import protect, public_repr
-from customer_session._show import INT_LIMIT, counted, shown, shown_number
+from customer_session._show import INT_LIMIT, counted, shown, shown_number, unreadable
 from customer_session.exceptions import Problem, ValidationError
 
 if TYPE_CHECKING:
@@ -824,6 +824,32 @@ class ReturnedItem:
 _NOT_SEQUENCES: Final = (ReturnedItem, str, bytes, Mapping)
 
 
+class Unreadable:
+    """What :func:`read_entries` gives for an iterable whose reading raised.
+
+    It stands in for the entries until the validation refuses it; messages show it
+    with the error (``an iterable that cannot be read (ValueError: ...)``).
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        """Keep the error the iterable raised."""
+        self.error = error
+
+    def __repr__(self) -> str:
+        """The iterable and why it could not be read, for messages."""
+        return f"an iterable that {unreadable(self.error)}"
+
+
+def read_entries(items: Iterable[object]) -> tuple[object, ...] | Unreadable:
+    """The entries of the caller's iterable ``items``, or :class:`Unreadable` when it raised."""
+    try:
+        return tuple(items)
+    except Exception as exc:  # noqa: BLE001 - the caller's iterable failed: refused, named
+        return Unreadable(exc)
+
+
 def return_problems(
     cart: Sequence[CartItem], items: Iterable[ReturnedItem], path: str = "items"
 ) -> tuple[tuple[ReturnedItem, ...], list[Problem]]:
@@ -841,7 +867,10 @@ def return_problems(
     elif isinstance(items, _NOT_SEQUENCES) or not isinstance(items, Iterable):
         return (), [Problem(path, f"must be a sequence of ReturnedItem, got {shown(items)}")]
     else:
-        returned = tuple(items)
+        entries = read_entries(items)
+        if isinstance(entries, Unreadable):
+            return (), [Problem(path, unreadable(entries.error))]
+        returned = cast("tuple[ReturnedItem, ...]", entries)  # each entry is checked below
     problems: list[Problem] = []
     if not returned:
         problems.append(Problem(path, "a return needs at least one item"))

@@ -24,6 +24,20 @@ def shown(value: object) -> str:
         return f"a {type(value).__name__} that cannot be shown"
 
 
+def unreadable(error: BaseException) -> str:
+    """Why a value could not be read, for a problem's message: ``cannot be read (<error>)``.
+
+    The error is named by its type and message; a message that cannot be made
+    (a raising ``__str__``) is left out.
+    """
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001 - a message must not fail because of the error it names
+        message = ""
+    named = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return f"cannot be read ({named})"
+
+
 def shown_number(value: object) -> str:
     """:func:`shown`, for a value that had to be a finite number: says why a huge integer is not."""
     return f"{shown(value)} (too large for a float)" if _huge(value) else shown(value)

@@ -43,7 +43,7 @@ import attrs
 from customer_session._cart import apply_returns, return_problems
 from customer_session._phase import Phase
 from customer_session._records import TransitionEvent, TransitionRecord
-from customer_session._show import shown
+from customer_session._show import shown, unreadable
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     AfterCommitHookFailed,
@@ -737,29 +737,21 @@ def _unwanted_items(trigger: Trigger, items: object) -> list[Problem]:
     """The refusal of items given to ``trigger``, which takes none; empty ones are none.
 
     An iterator is always true, so its emptiness is decided by reading its first
-    entry (no more: one is enough to refuse). Anything else goes by its truth value,
-    as a list or a tuple does.
+    entry (no more: one is enough to refuse); one that fails to read is refused
+    with why. Anything else goes by its truth value, as a list or a tuple does.
     """
     # A tuple (what the trigger methods pass) skips the abstract-class checks.
     if type(items) is not tuple and isinstance(items, Iterable) and not isinstance(items, Sized):
-        given = _yields_any(items)
+        try:
+            given = next(iter(items), _NOTHING) is not _NOTHING
+        except Exception as exc:  # noqa: BLE001 - the caller's iterable failed: refused, named
+            return [Problem("items", unreadable(exc))]
     else:
         given = bool(items)
     return [Problem("items", f"{trigger}() takes no items")] if given else []
 
 
-def _yields_any(items: Iterable[object]) -> bool:
-    """Whether ``items`` yields an entry, reading at most one.
-
-    One whose iteration raises counts as given: refused, never taken for empty.
-    """
-    try:
-        next(iter(items))
-    except StopIteration:
-        return False
-    except Exception:  # noqa: BLE001 - any failure to read is refused as items given
-        return True
-    return True
+_NOTHING: Final = object()
 
 
 _R = TypeVar("_R", bound=Run)

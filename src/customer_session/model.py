@@ -41,6 +41,7 @@ from customer_session._cart import (
     key_path,
     key_problems,
     raise_problems,
+    read_entries,
     returned_list_problems,
     same,
     str_problems,
@@ -145,7 +146,7 @@ def _to_tuple(value: object) -> object:
     if type(value) is tuple:
         return value
     if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
-        return tuple(value)
+        return read_entries(value)  # an unreadable one is refused by the validation
     return value  # reported by the validation
 
 

@@ -66,18 +66,20 @@ from customer_session._cart import (
     PriceDetail,
     Product,
     ReturnedItem,
+    Unreadable,
     cart_total,
     costs_total,
     freeze_mapping,
     is_int,
     is_number,
     is_text,
+    read_entries,
     returned_list_problems,
     text_problem,
     thaw,
 )
 from customer_session._records import TransitionRecord
-from customer_session._show import shown, shown_number
+from customer_session._show import shown, shown_number, unreadable
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import Problem, ValidationError
 from customer_session.model import CustomerSession, _check_session_class
@@ -855,7 +857,7 @@ def _problems(exc: BaseException, path: str, owner: Any) -> list[tuple[str, str]
         return [(_model_path(path, p.path), p.message) for p in exc.problems]
     if isinstance(exc, RecursionError):
         return [(path, "is nested too deeply")]
-    return [(path, f"cannot be read ({type(exc).__name__}: {exc})")]
+    return [(path, unreadable(exc))]
 
 
 def _key_order(key: object) -> str:
@@ -1328,8 +1330,12 @@ def return_request(
     if isinstance(items, str | bytes | Mapping | ReturnedItem) or not isinstance(items, Iterable):
         problems.append(Problem("items", f"must be a sequence of ReturnedItem, got {shown(items)}"))
     else:
-        returned = tuple(items)
-        problems.extend(_returned_problems(returned))
+        read = read_entries(items)
+        if isinstance(read, Unreadable):
+            problems.append(Problem("items", unreadable(read.error)))
+        else:
+            returned = read
+            problems.extend(_returned_problems(returned))
     content: list[str] | None = None
     try:
         content = _response_content(subject, response_content, RETURN_RESPONSE_CONTENT)
