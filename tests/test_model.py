@@ -1720,3 +1720,13 @@ class TestUnreadableIterables:
             s.set_cart_items(_cart_that_fails())
         assert [item.sku for item in s.cart_items] == ["B"]
         assert s.update_count == 1
+
+    def test_a_new_session_refuses_identifiers_that_cannot_be_read(self):
+        """Identifiers given as an iterable that raises are refused, naming the error."""
+
+        def identifiers():
+            yield "a"
+            raise OSError("gone")
+
+        with pytest.raises(ValidationError, match=r"identifiers: .*cannot be read \(OSError"):
+            CustomerSession(integration_id="o", identifiers=identifiers())
