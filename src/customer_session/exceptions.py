@@ -25,6 +25,7 @@ bad input is a :class:`ValueError`), so code that catches builtins keeps working
     │   ├── SessionNotFound (KeyError)     no session with that integration id
     │   ├── SessionExists                  create() of an integration id already stored
     │   ├── KeyAlreadyProcessed            an idempotency key used a second time
+    │   ├── EffectNotPending (KeyError)    discard() of an outbox row that is not pending
     │   ├── CorruptData (ValueError)       a stored document or journal that does not load
     │   └── UnsupportedSchema              a database written by a newer customer-session
     ├── RenderingUnavailable (RuntimeError)     graphviz or dot is missing
@@ -51,6 +52,7 @@ __all__ = [
     "ConcurrentUpdate",
     "CorruptData",
     "CustomerSessionError",
+    "EffectNotPending",
     "GuardRejected",
     "HookFailed",
     "IllegalTransition",
@@ -510,6 +512,30 @@ class KeyAlreadyProcessed(StoreError):
             f"{where}: idempotency key {shown(key)} was already processed", integration_id
         )
         self.key = key
+
+
+class EffectNotPending(StoreError, KeyError):
+    """``discard()`` was given an outbox row that is not pending; nothing was changed.
+
+    A ``KeyError``: no pending row has that sequence number.
+
+    Attributes:
+        sequence: The outbox row's sequence number.
+        found: What the row is instead: ``"delivered"``, ``"discarded"``, or
+            ``None`` when the outbox has no row of that number (never written, or
+            purged).
+    """
+
+    def __init__(self, sequence: int, found: str | None) -> None:
+        """Name the row and what it is instead of pending."""
+        what = "is not in the outbox" if found is None else f"was already {found}"
+        super().__init__(f"outbox row {sequence} {what}; only a pending row can be discarded")
+        self.sequence = sequence
+        self.found = found
+
+    def __str__(self) -> str:
+        """The message (a ``KeyError`` would show its quoted repr)."""
+        return str(self.args[0])
 
 
 class CorruptData(StoreError, ValueError):

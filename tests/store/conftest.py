@@ -172,6 +172,14 @@ class SyncOverAsync:
         """As ``store.deliver``."""
         return int(self._run(self.store.deliver(handler, **options)))
 
+    def discard(self, sequence: int, **options: Any) -> Any:
+        """As ``store.discard``."""
+        return self._run(self.store.discard(sequence, **options))
+
+    def discarded(self, **options: Any) -> Any:
+        """As ``store.discarded``."""
+        return self._run(self.store.discarded(**options))
+
     @contextmanager
     def transaction(self, integration_id: str, **options: Any) -> Iterator[Any]:
         """Run the ``async with`` in one task that waits while the caller runs the block."""

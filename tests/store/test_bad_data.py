@@ -309,7 +309,7 @@ class TestSchemaVersion:
         store.update("order-1", lambda s: s.close(), key="event-1")
         store.deliver(lambda effect: None)
         sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")  # added by version 3
-        sql("ALTER TABLE customer_session_journal DROP COLUMN actor")  # added by version 4
+        _undo_version_4(sql)
         for index in V2_INDEXES:
             sql(f"DROP INDEX {index}")
         sql("UPDATE customer_session_schema SET version = 1")
@@ -330,7 +330,7 @@ class TestSchemaVersion:
         stored(store)
         store.update("order-1", lambda s: s.close(), key="event-1")
         sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")
-        sql("ALTER TABLE customer_session_journal DROP COLUMN actor")  # added by version 4
+        _undo_version_4(sql)
         sql("UPDATE customer_session_schema SET version = 2")
 
         later = open_db()
@@ -343,7 +343,7 @@ class TestSchemaVersion:
         """A version 3 database's journal reads with no actor; new entries record theirs."""
         stored(store)
         store.update("order-1", lambda s: s.close(), key="event-1")
-        sql("ALTER TABLE customer_session_journal DROP COLUMN actor")
+        _undo_version_4(sql)
         sql("UPDATE customer_session_schema SET version = 3")
 
         later = open_db(actor="worker-2")
@@ -355,6 +355,31 @@ class TestSchemaVersion:
         assert rebuild(history) == later.get("order-1")
         assert later.processed("event-1")
 
+    def test_a_version_3_outbox_keeps_its_rows_and_can_discard(self, store, open_db, sql):
+        """A version 3 outbox keeps every row, none discarded; a pending one can be discarded."""
+        stored(store)
+        store.create(CustomerSession(integration_id="order-2"))
+        store.on_commit("erp")
+        for integration_id in ("order-1", "order-2"):
+            store.update(integration_id, lambda s: s.close())
+        assert store.deliver(lambda effect: None, limit=1) == 1
+        _undo_version_4(sql)
+        sql("UPDATE customer_session_schema SET version = 3")
+        rows = sql("SELECT sequence, delivered_at FROM customer_session_outbox ORDER BY sequence")
+
+        later = open_db()
+        (pending,) = later.pending()
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+        assert (pending.integration_id, pending.discarded_at) == ("order-2", None)
+        assert later.discarded() == ()
+        assert (
+            sql("SELECT sequence, delivered_at FROM customer_session_outbox ORDER BY sequence")
+            == rows
+        )
+        assert later.discard(pending.sequence, reason="gave up").discard_reason == "gave up"
+        assert [e.integration_id for e in later.discarded()] == ["order-2"]
+        assert later.pending() == ()
+
     def test_every_version_has_its_migration_step(self):
         """Each dialect has one step per version, so every older database can be brought up."""
         for steps in MIGRATIONS.values():
@@ -363,6 +388,14 @@ class TestSchemaVersion:
 
 
 V2_INDEXES = ("customer_session_outbox_delivered", "customer_session_keys_recorded")
+
+
+def _undo_version_4(sql) -> None:
+    """Take away what version 4 added: the journal's actor, the outbox's discards."""
+    sql("ALTER TABLE customer_session_journal DROP COLUMN actor")
+    sql("DROP INDEX customer_session_outbox_discarded")  # SQLite drops no indexed column
+    sql("ALTER TABLE customer_session_outbox DROP COLUMN discarded_at")
+    sql("ALTER TABLE customer_session_outbox DROP COLUMN discard_reason")
 
 
 def _indexes(sql, database: str) -> set[str]:

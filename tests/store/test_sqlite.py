@@ -240,10 +240,14 @@ class TestOutboxSequences:
                 store.update(name, lambda s: s.close())
             assert store.deliver(lambda effect: None, limit=1) == 1
         connection = sqlite3.connect(path, isolation_level=None)
-        # Back to version 3: the outbox without AUTOINCREMENT, the journal without actor.
+        # Back to version 3: the outbox without AUTOINCREMENT nor discards, the journal
+        # without actor.
         connection.executescript(
             """
-            CREATE TABLE old_outbox AS SELECT * FROM customer_session_outbox;
+            CREATE TABLE old_outbox AS SELECT sequence, idempotency_key, effect,
+                integration_id, version, position, record, document, created_at, attempts,
+                last_error, delivered_at
+            FROM customer_session_outbox;
             DROP TABLE customer_session_outbox;
             CREATE TABLE customer_session_outbox (
                 sequence INTEGER PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE,
@@ -262,7 +266,10 @@ class TestOutboxSequences:
         with SQLiteStore(path) as store:
             store.on_commit("erp")
             assert [e.integration_id for e in store.pending()] == ["order-2"]
-            assert connection.execute("SELECT * FROM customer_session_outbox").fetchall() == rows
+            assert connection.execute("SELECT * FROM customer_session_outbox").fetchall() == [
+                (*row, None, None)
+                for row in rows  # not discarded
+            ]
             indexes = connection.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'index'"
                 " AND tbl_name = 'customer_session_outbox'"
@@ -270,6 +277,7 @@ class TestOutboxSequences:
             ).fetchall()
             assert sorted(indexes) == [
                 ("customer_session_outbox_delivered",),
+                ("customer_session_outbox_discarded",),
                 ("customer_session_outbox_pending",),
             ]
             # Deliver and purge the last row: the next one still gets a new number.

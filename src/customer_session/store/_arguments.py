@@ -40,16 +40,28 @@ ACTOR_MAX_LENGTH: Final = 200
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _actor(value: object) -> bool:
-    if value is None:
-        return True
+def _line(value: object, longest: int) -> bool:
+    """Whether ``value`` is text of 1 to ``longest`` characters that shows on one line."""
     return (
         type(value) is str
-        and 0 < len(value) <= ACTOR_MAX_LENGTH
+        and 0 < len(value) <= longest
         and not value.isspace()
         and is_text(value)  # no lone surrogate
         and _CONTROL.search(value) is None
     )
+
+
+def _actor(value: object) -> bool:
+    return value is None or _line(value, ACTOR_MAX_LENGTH)
+
+
+REASON_MAX_LENGTH: Final = 1000
+"""The most characters a discard reason may have: why, for the operator who reads it."""
+
+
+def _reason(value: object) -> bool:
+    # Shown on a line of a log or a terminal too, as an actor; longer, and never None.
+    return _line(value, REASON_MAX_LENGTH)
 
 
 # The largest count a database column or LIMIT holds (a signed 64-bit integer).
@@ -102,10 +114,19 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
             "whitespace, without control characters or lone surrogates"
         ),
     ),
+    "reason": (
+        _reason,
+        (
+            f"must be a text of 1 to {REASON_MAX_LENGTH} characters, not only whitespace, "
+            "without control characters or lone surrogates"
+        ),
+    ),
     "retries": (_at_least(0), "must be an integer from 0 to 2**63 - 1, or None"),
     "default_retries": (_at_least(0, optional=False), "must be an integer from 0 to 2**63 - 1"),
     "session": (_session, "must be a CustomerSession"),
     "limit": (_at_least(1), "must be an integer from 1 to 2**63 - 1, or None"),
+    "max_attempts": (_at_least(1), "must be an integer from 1 to 2**63 - 1, or None"),
+    "sequence": (_at_least(1, optional=False), "must be an integer from 1 to 2**63 - 1"),
     "change": (callable, "must be callable"),
     "handler": (callable, "must be callable"),
     "before": (_aware, "must be an aware datetime (in range in UTC)"),

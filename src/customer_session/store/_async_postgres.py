@@ -47,10 +47,13 @@ from customer_session.store._outbox import (
     failure,
     holders,
     nested_delivery,
+    note_failure,
 )
 from customer_session.store._postgres import (
     _COUNTS,
     _DELIVERED,
+    _DISCARD,
+    _DISCARDED,
     _EXISTS,
     _FAILED,
     _FETCH,
@@ -63,11 +66,13 @@ from customer_session.store._postgres import (
     _LOCK_OUTBOX,
     _LOCK_SCHEMA,
     _OUTBOX_HOLDER,
+    _OUTBOX_STATUS,
     _PENDING,
     _PURGE,
     _REVISE_KEY,
     _SCHEMA_VERSION,
     _SET_VERSION,
+    _STILL_PENDING,
     _TRY_LOCK_OUTBOX,
     _UNLOCK_OUTBOX,
     BY_ID,
@@ -548,7 +553,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         return await self._fetchone(None, _HAS_KEY, (key,)) is not None
 
     async def purge_delivered(self, *, before: datetime) -> int:
-        """Delete the outbox rows delivered before ``before``; return how many.
+        """Delete the outbox rows delivered or discarded before ``before``; return how many.
 
         As :meth:`PostgresStore.purge_delivered
         <customer_session.store.PostgresStore.purge_delivered>`.
@@ -601,13 +606,51 @@ class AsyncPostgresStore(StoreCore[_S]):
         return await self._record_key(key, integration_id, refusal)
 
     async def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
-        """The outbox rows not delivered yet, in delivery order."""
+        """The outbox rows not delivered (nor discarded) yet, in delivery order."""
         check("pending", limit=limit)
         await self._ready(None)
         return tuple(effect_from_row(row) for row in await self._fetchall(None, _PENDING, (limit,)))
 
+    async def discard(self, sequence: int, *, reason: str) -> Effect:
+        """Give up on the pending outbox row ``sequence``: it is never handed over again.
+
+        As :meth:`PostgresStore.discard <customer_session.store.PostgresStore.discard>`:
+        one compare-and-set on the row being pending, which does not wait for a
+        running delivery; a handler that has the row already goes on, and the row
+        stays discarded.
+
+        Returns:
+            The row as discarded.
+
+        Raises:
+            EffectNotPending: No pending row has that sequence number; nothing changed.
+            ValidationError: A bad argument, each by name; nothing changed.
+        """
+        check("discard", sequence=sequence, reason=reason)
+        await self._ready(None)
+        async with self._connection(None) as connection:
+            cursor = await connection.execute(_DISCARD, self._discard_params(sequence, reason))
+            rows = await cursor.fetchall()
+            found = (
+                None
+                if rows
+                else await (await connection.execute(_OUTBOX_STATUS, (sequence,))).fetchone()
+            )
+        return self._discarded(sequence, rows, found)
+
+    async def discarded(self, *, limit: int | None = None) -> tuple[Effect, ...]:
+        """The discarded outbox rows, in the order they were discarded (oldest first)."""
+        check("discarded", limit=limit)
+        await self._ready(None)
+        rows = await self._fetchall(None, _DISCARDED, (limit,))
+        return tuple(effect_from_row(row) for row in rows)
+
     async def deliver(
-        self, handler: Callable[[Effect], object], *, limit: int | None = None
+        self,
+        handler: Callable[[Effect], object],
+        *,
+        limit: int | None = None,
+        max_attempts: int | None = None,
     ) -> int:
         """Hand each pending outbox row to ``handler``, in commit order; return how many.
 
@@ -615,8 +658,9 @@ class AsyncPostgresStore(StoreCore[_S]):
         awaited); otherwise as :meth:`PostgresStore.deliver
         <customer_session.store.PostgresStore.deliver>`: at least once, a row is
         marked delivered after the handler returned, a failure stops the delivery
-        and propagates (with a note naming the row). Deliverers are serialized
-        by an advisory lock; with nothing pending, it returns 0 at once.
+        and propagates (with a note naming the row), and with ``max_attempts`` a
+        row whose failures reach it is discarded. Deliverers are serialized by an
+        advisory lock; with nothing pending, it returns 0 at once.
 
         Raises:
             WorkflowError: ``handler`` called ``deliver()`` on this store, or on
@@ -624,7 +668,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 schema (it would wait for itself); the row stays pending, its
                 failure counted.
         """
-        check("deliver", handler=handler, limit=limit)
+        check("deliver", handler=handler, limit=limit, max_attempts=max_attempts)
         await self._ready(None)
         delivered = 0
         with delivering(self, self) as delivery:
@@ -640,18 +684,25 @@ class AsyncPostgresStore(StoreCore[_S]):
                     rows = await self._fetchall(None, _PENDING, (batch,))
                     if not rows:
                         break
-                    for row in rows:
+                    for index, row in enumerate(rows):
                         effect = effect_from_row(row)
+                        if index and not await self._fetchone(
+                            None, _STILL_PENDING, (effect.sequence,)
+                        ):
+                            continue  # discarded since the batch was read
                         try:
                             result = handler(effect)
                             if inspect.isawaitable(result):
                                 await result
                         except Exception as exc:
-                            error = failure(effect, exc)
-                            await self._execute(None, _FAILED, (error, effect.sequence))
+                            error = failure(exc)
+                            params = self._failed_params(effect.sequence, error, max_attempts)
+                            counted = await self._fetchall(None, _FAILED, params)
+                            discarded = None if not counted else bool(counted[0][0])
+                            note_failure(effect, exc, discarded, max_attempts)
                             raise
-                        await self._execute(None, _DELIVERED, (effect.sequence,))
-                        delivered += 1
+                        if await self._execute(None, _DELIVERED, (effect.sequence,)) == 1:
+                            delivered += 1
         return delivered
 
     # -- database steps ------------------------------------------------------------------

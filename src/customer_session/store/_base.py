@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar, cast
 
 from customer_session._cart import raise_problems
@@ -25,6 +25,7 @@ from customer_session._transaction import twin, writing
 from customer_session.exceptions import (
     ConcurrentUpdate,
     CorruptData,
+    EffectNotPending,
     KeyAlreadyProcessed,
     Problem,
     SessionExists,
@@ -48,13 +49,13 @@ from customer_session.store._outbox import (
     delivering,
     effect_from_row,
     failure,
+    note_failure,
 )
 from customer_session.store._queries import Query, query, select_ids
 from customer_session.store._schema import SCHEMA_VERSION, found_version, steps_from
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-    from datetime import datetime
     from types import TracebackType
 
     from customer_session.store._changes import Change
@@ -305,6 +306,48 @@ class StoreCore(Generic[_S]):
                 f"a store of {self._session_class.__name__} cannot hold a "
                 f"{type(session).__name__} (it follows another transition table)"
             )
+
+    # -- the outbox's writes, shared by the sync and async stores -------------------------
+
+    def _moment(self, value: datetime) -> Any:
+        """A time as the backend's driver passes it (a ``datetime`` unless overridden)."""
+        return value
+
+    def _failed_params(self, sequence: int, error: str, max_attempts: int | None) -> dict[str, Any]:
+        """The parameters of the statement that counts a failed delivery (``failed``).
+
+        The row is discarded in the same statement when its failures reach
+        ``max_attempts``, with ``error`` as the reason; ``now`` is the time a dialect
+        that does not ask the server for it stores.
+        """
+        return {
+            "sequence": sequence,
+            "error": error,
+            "max_attempts": max_attempts,
+            "now": self._moment(datetime.now(UTC)),
+        }
+
+    def _discard_params(self, sequence: int, reason: str) -> dict[str, Any]:
+        """The parameters of the compare-and-set that discards a pending row (``discard``)."""
+        return {"sequence": sequence, "reason": reason, "now": self._moment(datetime.now(UTC))}
+
+    def _discarded(self, sequence: int, rows: Sequence[Sequence[Any]], found: object) -> Effect:
+        """The effect ``discard`` returns, from what its compare-and-set returned.
+
+        Args:
+            sequence: The row asked for.
+            rows: The rows the compare-and-set discarded (one, or none).
+            found: When none, the row's ``(discarded,)`` status, or ``None``: no such row.
+
+        Raises:
+            EffectNotPending: The row was not pending (delivered, discarded, or none).
+        """
+        if rows:
+            return effect_from_row(rows[0])
+        if found is None:
+            raise EffectNotPending(sequence, None)
+        (discarded,) = cast("Sequence[object]", found)
+        raise EffectNotPending(sequence, "discarded" if discarded else "delivered")
 
     def _from_row(self, integration_id: str, row: Row | None, workflow: Workflow) -> _Loaded[_S]:
         """The session a fetched row holds (``None``: not stored), bound to ``workflow``.
@@ -784,12 +827,73 @@ class BaseStore(StoreCore[_S], ABC):
     # -- durable effects -------------------------------------------------------------------
 
     def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
-        """The outbox rows not delivered yet, in delivery order."""
+        """The outbox rows not delivered (nor discarded) yet, in delivery order."""
         check("pending", limit=limit)
         self._ready(None)
         return tuple(effect_from_row(row) for row in self._pending_rows(limit))
 
-    def deliver(self, handler: EffectHandler, *, limit: int | None = None) -> int:
+    def discard(self, sequence: int, *, reason: str) -> Effect:
+        """Give up on the pending outbox row ``sequence``: it is never handed over again.
+
+        For a row the receiver refuses for good (a *poison* row), which would
+        otherwise stop every delivery at it. The row is kept, marked discarded with
+        ``reason`` and the time (:meth:`discarded` lists it), until
+        :meth:`purge_delivered` deletes it; deliveries go on with the next rows.
+
+        The discard is one compare-and-set on the row being pending; it does not
+        wait for a running delivery. A handler that has the row already (it was
+        handed over just before) goes on with it, and when it returns, the row stays
+        discarded: it is not marked delivered, nor is a failure counted on it. A
+        handler may discard the row it was handed (and then return).
+
+        Args:
+            sequence: The row's :attr:`Effect.sequence`.
+            reason: Why it is given up on, for the operator (1 to 1000 characters,
+                not only whitespace, without control characters).
+
+        Returns:
+            The row as discarded (with :attr:`Effect.discarded_at` and
+            :attr:`Effect.discard_reason`).
+
+        Raises:
+            EffectNotPending: No pending row has that sequence number (it was
+                delivered, discarded already, or never written or purged); nothing
+                is changed.
+            ValidationError: A bad argument, each by name; nothing is changed.
+        """
+        check("discard", sequence=sequence, reason=reason)
+        self._ready(None)
+        with self._connection(None) as connection:
+            rows = connection.execute(
+                self._sql.discard, self._discard_params(sequence, reason)
+            ).fetchall()
+            found = (
+                None
+                if rows
+                else connection.execute(self._sql.outbox_status, (sequence,)).fetchone()
+            )
+        return self._discarded(sequence, rows, found)
+
+    def discarded(self, *, limit: int | None = None) -> tuple[Effect, ...]:
+        """The discarded outbox rows, in the order they were discarded (oldest first).
+
+        They stay until :meth:`purge_delivered` deletes them (by the time they were
+        discarded).
+        """
+        check("discarded", limit=limit)
+        self._ready(None)
+        given = self._sql.no_limit if limit is None else limit
+        with self._connection(None) as connection:
+            rows = connection.execute(self._sql.discarded, (given,)).fetchall()
+        return tuple(effect_from_row(row) for row in rows)
+
+    def deliver(
+        self,
+        handler: EffectHandler,
+        *,
+        limit: int | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
         """Hand each pending outbox row to ``handler``, in commit order; return how many.
 
         A row is marked delivered only after ``handler`` returned, so every row
@@ -798,6 +902,10 @@ class BaseStore(StoreCore[_S], ABC):
         order, which is commit order for each session. If ``handler`` raises, the
         row stays pending with its failure counted, delivery stops (so later rows
         of the session are not delivered before it), and the exception propagates.
+        With ``max_attempts``, a row whose failures reach it is discarded instead
+        (see :meth:`discard`), in the statement that counts the failure, with its
+        last error as the reason: the exception still propagates, and the next
+        delivery goes on with the next rows. Discarded rows are skipped.
 
         Deliveries run one at a time: through one store object, and across store
         objects and processes on PostgreSQL (an advisory lock) and on an SQLite
@@ -809,9 +917,11 @@ class BaseStore(StoreCore[_S], ABC):
         Args:
             handler: Called with each :class:`Effect`.
             limit: Deliver at most this many rows (default: until none is pending).
+            max_attempts: Discard a row once this many deliveries of it failed
+                (default ``None``: never; it stays pending).
 
         Returns:
-            The number of rows delivered.
+            The number of rows delivered (not those discarded while their handler ran).
 
         Raises:
             WorkflowError: ``handler`` returned an awaitable (an ``async def``
@@ -823,7 +933,7 @@ class BaseStore(StoreCore[_S], ABC):
                 file cannot be created or opened: its name and why are given).
             Exception: What ``handler`` raised, with a note naming the row.
         """
-        check("deliver", handler=handler, limit=limit)
+        check("deliver", handler=handler, limit=limit, max_attempts=max_attempts)
         self._ready(None)
         delivered = 0
         with delivering(self, self._outbox_identity()) as delivery:
@@ -842,25 +952,29 @@ class BaseStore(StoreCore[_S], ABC):
                     rows = self._pending_rows(batch)
                     if not rows:
                         break
-                    for row in rows:
+                    for index, row in enumerate(rows):
                         effect = effect_from_row(row)
+                        if index and not self._still_pending(effect.sequence):
+                            continue  # discarded since the batch was read
                         try:
                             _hand_over(handler, effect)
                         except Exception as exc:
-                            self._mark_failed(effect.sequence, failure(effect, exc))
+                            error = failure(exc)
+                            discarded = self._mark_failed(effect.sequence, error, max_attempts)
+                            note_failure(effect, exc, discarded, max_attempts)
                             raise
-                        self._mark_delivered(effect.sequence)
-                        delivered += 1
+                        if self._mark_delivered(effect.sequence):
+                            delivered += 1
         return delivered
 
     # -- housekeeping ----------------------------------------------------------------------
 
     def purge_delivered(self, *, before: datetime) -> int:
-        """Delete the outbox rows delivered before ``before``; return how many.
+        """Delete the outbox rows delivered or discarded before ``before``; return how many.
 
-        Delivered rows are kept until purged (each holds the session's document
-        as it was committed), so a long-running service purges them from time
-        to time, e.g. daily. Pending rows are never deleted.
+        Delivered and discarded rows are kept until purged (each holds the
+        session's document as it was committed), so a long-running service purges
+        them from time to time, e.g. daily. Pending rows are never deleted.
 
         Raises:
             ValidationError: ``before`` is not an aware ``datetime``.
@@ -1031,10 +1145,21 @@ class BaseStore(StoreCore[_S], ABC):
             ).fetchall()
             return rows
 
-    def _mark_failed(self, sequence: int, error: str) -> None:
-        """Count a failed delivery of an outbox row."""
+    def _still_pending(self, sequence: int) -> bool:
+        """Whether the outbox row is still pending (not discarded since it was read)."""
         with self._connection(None) as connection:
-            connection.execute(self._sql.failed, (error, sequence))
+            return connection.execute(self._sql.still_pending, (sequence,)).fetchone() is not None
+
+    def _mark_failed(self, sequence: int, error: str, max_attempts: int | None) -> bool | None:
+        """Count a failed delivery of a pending outbox row; whether that discarded it.
+
+        ``None`` when the row was no longer pending (discarded while it was handed over).
+        """
+        with self._connection(None) as connection:
+            rows = connection.execute(
+                self._sql.failed, self._failed_params(sequence, error, max_attempts)
+            ).fetchall()
+        return None if not rows else bool(rows[0][0])
 
     def _purge_delivered(self, before: datetime) -> int:
         """Delete outbox rows delivered before ``before`` (UTC); how many."""
@@ -1047,10 +1172,6 @@ class BaseStore(StoreCore[_S], ABC):
         with self._connection(None) as connection:
             count: int = connection.execute(self._sql.forget, (self._moment(before),)).rowcount
             return count
-
-    def _moment(self, value: datetime) -> Any:
-        """A time as the backend's driver passes it (a ``datetime`` unless overridden)."""
-        return value
 
     # -- what a backend provides ---------------------------------------------------------
 
@@ -1090,8 +1211,8 @@ class BaseStore(StoreCore[_S], ABC):
         """
 
     @abstractmethod
-    def _mark_delivered(self, sequence: int) -> None:
-        """Mark an outbox row delivered."""
+    def _mark_delivered(self, sequence: int) -> bool:
+        """Mark a pending outbox row delivered; ``False`` if it was discarded meanwhile."""
 
     def _outbox_identity(self) -> object:
         """What :meth:`_delivery_lock` covers: deliveries of equal identities take turns."""
@@ -1130,7 +1251,17 @@ class Statements(NamedTuple):
     """The ``integration_id``, ``refusal`` and ``recorded_at`` recorded with a key."""
     history: str
     pending: str
+    still_pending: str
+    """``1`` if the row ``sequence`` is pending, else no row."""
     failed: str
+    """Counts a failure of a pending row, discarding it at ``max_attempts`` (named
+    parameters, see ``StoreCore._failed_params``); returns whether it discarded it."""
+    discard: str
+    """The compare-and-set of a discard (named parameters, see
+    ``StoreCore._discard_params``); returns the row's ``EFFECT_COLUMNS``."""
+    outbox_status: str
+    """Whether the row ``sequence`` is discarded, or no row when there is none."""
+    discarded: str
     purge: str
     forget: str
 

@@ -119,16 +119,12 @@ def nested_delivery(store: object) -> WorkflowError:
     )
 
 
-def failure(effect: Effect, error: Exception) -> str:
-    """Why ``effect`` failed, as its row stores it; ``error`` is noted with the row.
+def failure(error: Exception) -> str:
+    """Why a delivery failed with ``error``, as the row stores it.
 
     The text is made storable (a handler's message may hold NUL or a lone
     surrogate), so recording the failure never fails in its place.
     """
-    error.add_note(
-        f"while delivering outbox row {effect.sequence} ({shown(effect.name)} for session "
-        f"{effect.integration_id!r}, key {effect.key}); it stays pending"
-    )
     try:
         text = f"{type(error).__name__}: {error}"
     except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure
@@ -137,6 +133,31 @@ def failure(effect: Effect, error: Exception) -> str:
         return text
     # A lone surrogate becomes \udc80, a NUL \x00: the message stays readable.
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def note_failure(
+    effect: Effect, error: Exception, discarded: bool | None, max_attempts: int | None
+) -> None:
+    """Note on ``error`` the row it failed, and what became of the row.
+
+    Args:
+        effect: The row handed over.
+        error: What the handler raised.
+        discarded: Whether recording the failure discarded the row (it reached
+            ``max_attempts``); ``None`` when it was no longer pending (discarded
+            while the handler ran).
+        max_attempts: The delivery's ``max_attempts``.
+    """
+    if discarded is None:
+        outcome = "it was discarded meanwhile"
+    elif discarded:
+        outcome = f"it is discarded (its failures reached max_attempts={max_attempts})"
+    else:
+        outcome = "it stays pending"
+    error.add_note(
+        f"while delivering outbox row {effect.sequence} ({shown(effect.name)} for session "
+        f"{effect.integration_id!r}, key {effect.key}); {outcome}"
+    )
 
 
 def idempotency_key(integration_id: str, position: int, effect: str) -> str:
@@ -194,6 +215,11 @@ class Effect:
             message), or ``None``.
         created_at: When the row was written, in UTC (by the clock of the
             database server on PostgreSQL, of the committing process on SQLite).
+        discarded_at: When the row was given up on (``store.discard()``, or a
+            delivery's ``max_attempts``), in UTC as ``created_at``; ``None`` for a
+            row that was not. A discarded row is never handed over again.
+        discard_reason: Why it was given up on: the reason ``discard()`` was
+            given, or the row's last error when ``max_attempts`` discarded it.
     """
 
     sequence: int
@@ -207,6 +233,8 @@ class Effect:
     attempts: int
     last_error: str | None = None
     created_at: datetime
+    discarded_at: datetime | None = None
+    discard_reason: str | None = None
 
     @overload
     def session(self, *, workflow: Workflow | None = None) -> CustomerSession: ...
@@ -235,11 +263,15 @@ class EffectHandler(Protocol):
         """Deliver ``effect``; its return value is ignored."""
 
 
-def effect_from_row(row: Sequence[Any]) -> Effect:
-    """An effect from its outbox row.
+EFFECT_COLUMNS: Final = (
+    "sequence, idempotency_key, effect, integration_id, version, position, record,"
+    " document, attempts, last_error, created_at, discarded_at, discard_reason"
+)
+"""The outbox columns :func:`effect_from_row` reads, in its order (both dialects)."""
 
-    The columns are ``sequence, idempotency_key, effect, integration_id, version,
-    position, record, document, attempts, last_error, created_at``.
+
+def effect_from_row(row: Sequence[Any]) -> Effect:
+    """An effect from its outbox row (the columns of :data:`EFFECT_COLUMNS`).
 
     Raises:
         CorruptData: The row is corrupt.
@@ -256,6 +288,8 @@ def effect_from_row(row: Sequence[Any]) -> Effect:
         attempts,
         error,
         at,
+        discarded_at,
+        reason,
     ) = row
     return Effect(
         sequence=sequence,
@@ -269,4 +303,10 @@ def effect_from_row(row: Sequence[Any]) -> Effect:
         attempts=attempts,
         last_error=error,
         created_at=timestamp(at, f"time of outbox row {sequence}", integration_id),
+        discarded_at=(
+            None
+            if discarded_at is None
+            else timestamp(discarded_at, f"discard time of outbox row {sequence}", integration_id)
+        ),
+        discard_reason=reason,
     )

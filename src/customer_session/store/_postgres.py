@@ -23,7 +23,7 @@ from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
-from customer_session.store._outbox import holders, nested_delivery
+from customer_session.store._outbox import EFFECT_COLUMNS, holders, nested_delivery
 from customer_session.store._schema import KEYS_TABLE, TABLE_LIST
 
 if TYPE_CHECKING:
@@ -145,16 +145,35 @@ _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
         changes, recorded_at
     FROM customer_session_journal WHERE integration_id = %s ORDER BY version"""
-_PENDING: Final = """
-    SELECT sequence, idempotency_key, effect, integration_id, version, position, record,
-        document, attempts, last_error, created_at
-    FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT %s"""
-_DELIVERED: Final = "UPDATE customer_session_outbox SET delivered_at = now() WHERE sequence = %s"
+_PENDING: Final = f"""
+    SELECT {EFFECT_COLUMNS}
+    FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT %s"""  # noqa: S608 - our own names
+_STILL_PENDING: Final = """
+    SELECT 1 FROM customer_session_outbox WHERE sequence = %s AND delivered_at IS NULL"""
+# As in SQLite (see there); times are the server's, as created_at's.
+_DELIVERED: Final = """
+    UPDATE customer_session_outbox SET delivered_at = now()
+    WHERE sequence = %s AND delivered_at IS NULL"""
 _PURGE: Final = "DELETE FROM customer_session_outbox WHERE delivered_at < %s"
 _FORGET: Final = "DELETE FROM customer_session_keys WHERE recorded_at < %s"
+# The parameter "now" (see StoreCore._failed_params) is SQLite's and goes unused here.
 _FAILED: Final = """
-    UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = %s
-    WHERE sequence = %s"""
+    UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = %(error)s,
+        delivered_at = CASE WHEN attempts + 1 >= %(max_attempts)s::integer THEN now() END,
+        discarded_at = CASE WHEN attempts + 1 >= %(max_attempts)s::integer THEN now() END,
+        discard_reason = CASE WHEN attempts + 1 >= %(max_attempts)s::integer THEN %(error)s END
+    WHERE sequence = %(sequence)s AND delivered_at IS NULL
+    RETURNING discarded_at IS NOT NULL"""
+_DISCARD: Final = f"""
+    UPDATE customer_session_outbox
+    SET delivered_at = now(), discarded_at = now(), discard_reason = %(reason)s
+    WHERE sequence = %(sequence)s AND delivered_at IS NULL
+    RETURNING {EFFECT_COLUMNS}"""  # noqa: S608 - our own names
+_OUTBOX_STATUS: Final = """
+    SELECT discarded_at IS NOT NULL FROM customer_session_outbox WHERE sequence = %s"""
+_DISCARDED: Final = f"""
+    SELECT {EFFECT_COLUMNS} FROM customer_session_outbox
+    WHERE discarded_at IS NOT NULL ORDER BY discarded_at, sequence LIMIT %s"""  # noqa: S608 - our own names
 # Advisory locks are per schema, so stores in different schemas do not wait for each other.
 _LOCK_SCHEMA: Final = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.schema'))"
 _OUTBOX_KEY: Final = "hashtext(current_schema() || '.outbox')"
@@ -245,7 +264,11 @@ class PostgresStore(BaseStore[_S]):
         key_record=_KEY_RECORD,
         history=_HISTORY,
         pending=_PENDING,
+        still_pending=_STILL_PENDING,
         failed=_FAILED,
+        discard=_DISCARD,
+        outbox_status=_OUTBOX_STATUS,
+        discarded=_DISCARDED,
         purge=_PURGE,
         forget=_FORGET,
     )
@@ -390,9 +413,9 @@ class PostgresStore(BaseStore[_S]):
             (now,) = connection.execute(_NOW).fetchall()
         return cast("datetime", now[0])
 
-    def _mark_delivered(self, sequence: int) -> None:
+    def _mark_delivered(self, sequence: int) -> bool:
         with self._connection(None) as connection:
-            connection.execute(_DELIVERED, (sequence,))
+            return connection.execute(_DELIVERED, (sequence,)).rowcount == 1
 
     @contextmanager
     def _delivery_lock(self, delivery: Delivery) -> Iterator[None]:

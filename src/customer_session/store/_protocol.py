@@ -119,13 +119,25 @@ class SessionStore(Protocol[_S]):
         """Register a durable effect."""
 
     def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
-        """The outbox rows not delivered yet."""
+        """The outbox rows not delivered (nor discarded) yet."""
 
-    def deliver(self, handler: EffectHandler, *, limit: int | None = None) -> int:
+    def deliver(
+        self,
+        handler: EffectHandler,
+        *,
+        limit: int | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
         """Hand pending outbox rows to ``handler``, at least once, in commit order."""
 
+    def discard(self, sequence: int, *, reason: str) -> Effect:
+        """Give up on a pending outbox row; it is never handed over again."""
+
+    def discarded(self, *, limit: int | None = None) -> tuple[Effect, ...]:
+        """The discarded outbox rows, in the order they were discarded."""
+
     def purge_delivered(self, *, before: datetime) -> int:
-        """Delete outbox rows delivered before ``before``; how many."""
+        """Delete outbox rows delivered or discarded before ``before``; how many."""
 
     def forget_keys(self, *, before: datetime) -> int:
         """Delete idempotency keys recorded before ``before``; how many."""

@@ -20,6 +20,8 @@ Tables:
     One row per durable effect, written with the change, marked once delivered
     (indexed by delivery time since version 2, for ``purge_delivered``). Its
     sequence numbers never repeat (on SQLite since version 4: ``AUTOINCREMENT``).
+    Since version 4, a row given up on is marked discarded, with why
+    (``discarded_at``, ``discard_reason``; see there).
 ``customer_session_keys``
     Idempotency keys of changes already applied (a replayed log's lines), indexed
     by the time they were recorded since version 2 (for ``forget_keys``); since
@@ -62,10 +64,15 @@ _OUTBOX_PENDING: Final = """CREATE INDEX customer_session_outbox_pending
     ON customer_session_outbox (sequence) WHERE delivered_at IS NULL"""
 _OUTBOX_DELIVERED: Final = """CREATE INDEX customer_session_outbox_delivered
     ON customer_session_outbox (delivered_at) WHERE delivered_at IS NOT NULL"""
+_OUTBOX_DISCARDED: Final = """CREATE INDEX customer_session_outbox_discarded
+    ON customer_session_outbox (discarded_at, sequence) WHERE discarded_at IS NOT NULL"""
 
 
-def _sqlite_outbox(name: str, sequence: str) -> str:
-    """The SQLite outbox table ``name`` whose ``sequence`` column is declared ``sequence``."""
+def _sqlite_outbox(name: str, sequence: str, more: str = "") -> str:
+    """The SQLite outbox table ``name`` whose ``sequence`` column is declared ``sequence``.
+
+    ``more`` declares the columns of later versions, after the others.
+    """
     return f"""CREATE TABLE {name} (
         sequence {sequence},
         idempotency_key TEXT NOT NULL UNIQUE,
@@ -78,7 +85,7 @@ def _sqlite_outbox(name: str, sequence: str) -> str:
         created_at TEXT NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         last_error TEXT,
-        delivered_at TEXT)"""
+        delivered_at TEXT{more})"""
 
 
 _SQLITE_V1: Final = (
@@ -174,6 +181,20 @@ _V3: Final = ("ALTER TABLE customer_session_keys ADD COLUMN refusal text",)
 # have none. Same text in both dialects.
 _V4: Final = ("ALTER TABLE customer_session_journal ADD COLUMN actor text",)
 
+# Version 4 also lets an outbox row be given up on (discard(), or deliver()'s
+# max_attempts): discarded_at and discard_reason, NULL for every other row. A discard
+# also sets delivered_at to the same time, so that delivered_at says when the row left
+# the pending ones, delivered or not: the pending index, the pending query and
+# purge_delivered (and its index) stay as they are, and one "delivered_at IS NULL"
+# compare-and-set decides between a discard and a delivery that finish together. The
+# partial index lists the discarded rows (discarded()) without reading the outbox.
+_POSTGRES_V4: Final = (
+    *_V4,
+    """ALTER TABLE customer_session_outbox
+        ADD COLUMN discarded_at timestamptz, ADD COLUMN discard_reason text""",
+    _OUTBOX_DISCARDED,
+)
+
 # On SQLite, version 4 also makes outbox sequences never come back: an INTEGER PRIMARY
 # KEY gives the largest rowid plus one, so purging the last delivered row handed its
 # number to the next row, where PostgreSQL's identity never repeats one. Only
@@ -185,18 +206,23 @@ _OUTBOX_COLUMNS: Final = (
 )
 _SQLITE_V4: Final = (
     *_V4,
-    _sqlite_outbox("customer_session_outbox_v4", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+    _sqlite_outbox(
+        "customer_session_outbox_v4",
+        "INTEGER PRIMARY KEY AUTOINCREMENT",
+        ",\n        discarded_at TEXT,\n        discard_reason TEXT",
+    ),
     f"""INSERT INTO customer_session_outbox_v4 ({_OUTBOX_COLUMNS})
         SELECT {_OUTBOX_COLUMNS} FROM customer_session_outbox""",  # noqa: S608 - our own names
     "DROP TABLE customer_session_outbox",
     "ALTER TABLE customer_session_outbox_v4 RENAME TO customer_session_outbox",
     _OUTBOX_PENDING,
     _OUTBOX_DELIVERED,
+    _OUTBOX_DISCARDED,
 )
 
 MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
     "sqlite": (_SQLITE_V1, _V2, _V3, _SQLITE_V4),
-    "postgres": (_POSTGRES_V1, _V2, _V3, _V4),
+    "postgres": (_POSTGRES_V1, _V2, _V3, _POSTGRES_V4),
 }
 """Per dialect, the statements of each migration step, oldest first."""
 

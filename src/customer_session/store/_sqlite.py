@@ -23,6 +23,7 @@ from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
+from customer_session.store._outbox import EFFECT_COLUMNS
 from customer_session.store._schema import TABLE_LIST
 
 if sys.platform != "win32":
@@ -78,17 +79,39 @@ _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
         changes, recorded_at
     FROM customer_session_journal WHERE integration_id = ? ORDER BY version"""
-_PENDING: Final = """
-    SELECT sequence, idempotency_key, effect, integration_id, version, position, record,
-        document, attempts, last_error, created_at
-    FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT ?"""
-_DELIVERED: Final = "UPDATE customer_session_outbox SET delivered_at = ? WHERE sequence = ?"
+_PENDING: Final = f"""
+    SELECT {EFFECT_COLUMNS}
+    FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT ?"""  # noqa: S608 - our own names
+_STILL_PENDING: Final = """
+    SELECT 1 FROM customer_session_outbox WHERE sequence = ? AND delivered_at IS NULL"""
+# Only a pending row: a row discarded while its handler ran stays discarded.
+_DELIVERED: Final = """
+    UPDATE customer_session_outbox SET delivered_at = ?
+    WHERE sequence = ? AND delivered_at IS NULL"""
 # Times are ISO text in UTC (written by _now() and the commits), which sorts as the times do.
+# Discarded rows have delivered_at too (see _schema.py): they are purged alike.
 _PURGE: Final = "DELETE FROM customer_session_outbox WHERE delivered_at < ?"
 _FORGET: Final = "DELETE FROM customer_session_keys WHERE recorded_at < ?"
+# A failure counted and, at max_attempts (NULL: never), the row discarded: one statement.
+# SET reads the old values, so attempts + 1 is the count with this failure.
 _FAILED: Final = """
-    UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = ?
-    WHERE sequence = ?"""
+    UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = :error,
+        delivered_at = CASE WHEN attempts + 1 >= :max_attempts THEN :now END,
+        discarded_at = CASE WHEN attempts + 1 >= :max_attempts THEN :now END,
+        discard_reason = CASE WHEN attempts + 1 >= :max_attempts THEN :error END
+    WHERE sequence = :sequence AND delivered_at IS NULL
+    RETURNING discarded_at IS NOT NULL"""
+# The compare-and-set of discard(): it wins only while the row is pending.
+_DISCARD: Final = f"""
+    UPDATE customer_session_outbox
+    SET delivered_at = :now, discarded_at = :now, discard_reason = :reason
+    WHERE sequence = :sequence AND delivered_at IS NULL
+    RETURNING {EFFECT_COLUMNS}"""  # noqa: S608 - our own names
+_OUTBOX_STATUS: Final = """
+    SELECT discarded_at IS NOT NULL FROM customer_session_outbox WHERE sequence = ?"""
+_DISCARDED: Final = f"""
+    SELECT {EFFECT_COLUMNS} FROM customer_session_outbox
+    WHERE discarded_at IS NOT NULL ORDER BY discarded_at, sequence LIMIT ?"""  # noqa: S608 - our own names
 _MAIN_FILE: Final = "SELECT file FROM pragma_database_list WHERE name = 'main'"
 _HAS_SCHEMA: Final = (
     f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({TABLE_LIST})"  # noqa: S608 - the store's own table names
@@ -160,7 +183,11 @@ class SQLiteStore(BaseStore[_S]):
         key_record=_KEY_RECORD,
         history=_HISTORY,
         pending=_PENDING,
+        still_pending=_STILL_PENDING,
         failed=_FAILED,
+        discard=_DISCARD,
+        outbox_status=_OUTBOX_STATUS,
+        discarded=_DISCARDED,
         purge=_PURGE,
         forget=_FORGET,
     )
@@ -417,9 +444,9 @@ class SQLiteStore(BaseStore[_S]):
             )
         return moment
 
-    def _mark_delivered(self, sequence: int) -> None:
+    def _mark_delivered(self, sequence: int) -> bool:
         with self._connection(None) as connection:
-            connection.execute(_DELIVERED, (_now(), sequence))
+            return connection.execute(_DELIVERED, (_now(), sequence)).rowcount == 1
 
     @contextmanager
     def _delivery_lock(self, delivery: Delivery) -> Iterator[None]:
