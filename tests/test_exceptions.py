@@ -59,6 +59,7 @@ def _one_of_each() -> list[CustomerSessionError]:
         exceptions.SessionNotFound("o"),
         exceptions.SessionExists("o"),
         exceptions.KeyAlreadyProcessed("event-1", "o"),
+        exceptions.EffectNotPending(7, "delivered"),
         exceptions.CorruptData("bad document", "o"),
         exceptions.UnsupportedSchema(9, 3, "o"),
         exceptions.RenderingUnavailable("dot", "install Graphviz"),
@@ -91,6 +92,7 @@ class TestTree:
             (customer_session.RenderingFailed, RuntimeError),
             (customer_session.AfterCommitHookFailed, ExceptionGroup),
             (customer_session.SessionNotFound, KeyError),
+            (customer_session.EffectNotPending, KeyError),
             (customer_session.CorruptData, ValueError),
         ],
     )
@@ -104,6 +106,7 @@ class TestTree:
             customer_session.SessionNotFound,
             customer_session.SessionExists,
             customer_session.KeyAlreadyProcessed,
+            customer_session.EffectNotPending,
             customer_session.CorruptData,
             customer_session.UnsupportedSchema,
         ):
@@ -198,6 +201,16 @@ class TestData:
         error = customer_session.SessionNotFound("order-9")
         assert str(error) == "session 'order-9' is not in the store"
         assert error.integration_id == "order-9"
+
+    def test_effect_not_pending_reads_as_its_message(self):
+        """EffectNotPending is a KeyError whose text names the row and what it is instead."""
+        error = customer_session.EffectNotPending(7, None)
+        assert (
+            str(error) == "outbox row 7 is not in the outbox; only a pending row can be discarded"
+        )
+        assert (error.sequence, error.found, error.integration_id) == (7, None, None)
+        delivered = customer_session.EffectNotPending(7, "delivered")
+        assert str(delivered).startswith("outbox row 7 was already delivered;")
 
     def test_key_already_processed_names_the_store_without_a_session(self):
         """A key recorded outside a session's change is reported against the store."""

@@ -571,7 +571,10 @@ STORE_RECIPES: dict[str, Callable[[Given], Call]] = {
             "actor": "a",
         },
     ),
-    "deliver": lambda g: Call(g.store.deliver, {"handler": _hook, "limit": 1}),
+    "deliver": lambda g: Call(g.store.deliver, {"handler": _hook, "limit": 1, "max_attempts": 3}),
+    # The pending effect of "o2" is row 1 (discarded by the first call that succeeds).
+    "discard": lambda g: Call(g.store.discard, {"sequence": 1, "reason": "gave up"}),
+    "discarded": lambda g: Call(g.store.discarded, {"limit": 1}),
     "exists": lambda g: Call(g.store.exists, {"integration_id": "o1"}),
     "forget_keys": lambda g: Call(
         g.store.forget_keys, {"before": datetime(2000, 1, 1, tzinfo=UTC)}
@@ -755,7 +758,7 @@ KEYS = ("k", "k3", "k4", "k5", "k6")
 
 
 def store_contents(store: Any, g: Given) -> object:
-    """Every session, journal, pending effect and recipe key of a store."""
+    """Every session, journal, pending and discarded effect and recipe key of a store."""
 
     def run(value: Any) -> Any:
         return g.run(_awaited(value)) if inspect.isawaitable(value) else value
@@ -764,6 +767,7 @@ def store_contents(store: Any, g: Given) -> object:
     return (
         {key: (run(store.get(key)).snapshot(), run(store.history(key))) for key in ids},
         run(store.pending()),
+        run(store.discarded()),
         run(store.counts()),
         [run(store.processed_key(key)) for key in KEYS],
     )

@@ -183,6 +183,77 @@ async def test_async_handler_delivers(store: AsyncPostgresStore[CustomerSession]
     assert await store.pending() == ()
 
 
+async def test_an_async_handler_may_discard_the_row_it_was_handed(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """A handler that awaits discard() of its own row returns; the row stays discarded."""
+    store.on_commit("notify", trigger="close")
+    for integration_id in ("order-1", "order-2"):
+        await store.create(new_session(integration_id))
+        await store.update(integration_id, lambda s: s.close())
+    handed: list[str] = []
+
+    async def handler(effect: Effect) -> None:
+        handed.append(effect.integration_id)
+        if effect.integration_id == "order-1":
+            await store.discard(effect.sequence, reason="the receiver answered 400")
+
+    assert await asyncio.wait_for(store.deliver(handler), timeout=WAIT) == 1
+    assert handed == ["order-1", "order-2"]
+    assert [(e.integration_id, e.discard_reason) for e in await store.discarded()] == [
+        ("order-1", "the receiver answered 400")
+    ]
+    assert await store.pending() == ()
+
+
+async def test_a_task_discards_a_row_while_an_async_handler_has_it(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """Another task's discard does not wait for the handler; the delivery then marks nothing."""
+    store.on_commit("notify", trigger="close")
+    await store.create(new_session())
+    await store.update("order-1", lambda s: s.close())
+    (row,) = await store.pending()
+    handing = asyncio.Event()
+    resume = asyncio.Event()
+
+    async def handler(effect: Effect) -> None:
+        handing.set()
+        await resume.wait()
+
+    delivery = asyncio.create_task(store.deliver(handler))
+    await asyncio.wait_for(handing.wait(), timeout=WAIT)
+    discarded = await asyncio.wait_for(store.discard(row.sequence, reason="gave up"), WAIT)
+    resume.set()
+    assert await asyncio.wait_for(delivery, timeout=WAIT) == 0
+    assert await store.discarded() == (discarded,)
+    assert await store.pending() == ()
+
+
+async def test_max_attempts_discards_with_an_async_handler(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """An awaited handler failing max_attempts times discards its row; the next goes on."""
+    store.on_commit("notify", trigger="close")
+    for integration_id in ("order-1", "order-2"):
+        await store.create(new_session(integration_id))
+        await store.update(integration_id, lambda s: s.close())
+
+    async def handler(effect: Effect) -> None:
+        if effect.integration_id == "order-1":
+            raise ValueError("400 Bad Request")
+
+    with pytest.raises(ValueError, match="400") as raised:
+        await store.deliver(handler, max_attempts=1)
+    assert raised.value.__notes__[-1].endswith("its failures reached max_attempts=1)")
+    (effect,) = await store.discarded()
+    assert (effect.integration_id, effect.discard_reason) == (
+        "order-1",
+        "ValueError: 400 Bad Request",
+    )
+    assert await store.deliver(handler, max_attempts=1) == 1
+
+
 async def test_deliver_from_an_async_handler_of_the_same_store_is_refused(
     store: AsyncPostgresStore[CustomerSession],
 ) -> None:

@@ -72,7 +72,12 @@ with SQLiteStore(":memory:") as store:
     actor: str | None = entries[-1].actor
     rebuilt: CustomerSession = rebuild(entries)
     effect: DurableEffect = store.on_commit("erp", trigger=Trigger.CLOSE)
-    delivered: int = store.deliver(handler, limit=10)
+    delivered: int = store.deliver(handler, limit=10, max_attempts=5)
+    for poison in store.pending(limit=1):
+        given_up: Effect = store.discard(poison.sequence, reason="refused for good")
+        when: datetime | None = given_up.discarded_at
+        why: str | None = given_up.discard_reason
+    discarded: tuple[Effect, ...] = store.discarded(limit=10)
     total: dict[State, int] = states(store)
 
 with SQLiteStore(":memory:", session_class=ReopenableCustomerSession) as reopenable:
