@@ -9,16 +9,19 @@ reused keys, bad arguments), transaction blocks and ``update()`` changes (legal 
 illegal triggers, valid and invalid returns, cart and code edits, no-op edits, a
 guard's refusal, a failing after-commit hook, blocks that raise, reused keys, a
 lost race against the rival), deliveries (handlers that fail, or use the store,
-or deliver again), purges, keys recorded and forgotten, and ``ids()`` queries.
+or deliver again, or discard their row; with or without ``max_attempts``),
+discards of outbox rows (pending, delivered or unknown ones, with good and bad
+reasons), purges, keys recorded and forgotten, and ``ids()`` queries.
 
 After each step it compares what every store returned (sessions by their wire
 documents with history) or raised (class, message, public attributes, notes),
 then everything they hold: each session (``get``, ``exists``), its journal and
-what ``rebuild`` makes of it, the counts, the ids, the pending outbox and every
-idempotency key. Sequence numbers, ``recorded_at`` and ``created_at`` are
-compared for their order only. Messages are normalised where they name the store
-(its file or server, as ``repr(store)`` shows it) and the outbox row a delivery
-failure's note names by sequence number; nothing else.
+what ``rebuild`` makes of it, the counts, the ids, the pending and the discarded
+outbox rows and every idempotency key. Sequence numbers, ``recorded_at``,
+``created_at`` and ``discarded_at`` are compared for their order (or presence)
+only. Messages are normalised where they name the store (its file or server, as
+``repr(store)`` shows it) and the outbox row a delivery failure's note or a
+refused discard names by sequence number; nothing else.
 
 Any difference is a bug in a backend (or a difference the docs must state); the
 regression test of each one found lives beside its backend.
@@ -182,6 +185,8 @@ class SyncFace:
                 self.store.update(effect.integration_id, reentrant_change)
             elif reentrant == "deliver":
                 self.rival.deliver(lambda _: None)
+            elif reentrant == "discard":
+                self.store.discard(effect.sequence, reason="the handler gave up")
 
         return self.store.deliver(handler, **options)
 
@@ -245,6 +250,8 @@ class AsyncFace:
                 await self.store.update(effect.integration_id, reentrant_change)
             elif reentrant == "deliver":
                 await self.rival.deliver(lambda _: None)
+            elif reentrant == "discard":
+                await self.store.discard(effect.sequence, reason="the handler gave up")
 
         return self.runner.run(self.store.deliver(handler, **options))
 
@@ -280,6 +287,7 @@ def comparable(value: Any, text: Callable[[str], str]) -> Any:  # noqa: PLR0911 
     if isinstance(value, Effect):
         fields = attrs.asdict(value, recurse=False)
         del fields["sequence"], fields["created_at"]
+        fields["discarded_at"] = fields["discarded_at"] is not None  # clocks differ
         return ("effect", comparable(fields, text))
     if isinstance(value, BaseException):
         return (type(value), text(str(value)), comparable(public(value), text))
@@ -291,8 +299,12 @@ def comparable(value: Any, text: Callable[[str], str]) -> Any:  # noqa: PLR0911 
 
 
 def public(exc: BaseException) -> dict[str, Any]:
-    """The public attributes of ``exc`` (an exception group's too)."""
-    attributes = {k: v for k, v in vars(exc).items() if not k.startswith("_")}
+    """The public attributes of ``exc`` (an exception group's too).
+
+    An outbox row's ``sequence`` (``EffectNotPending``) is left out, as the
+    sequence numbers of messages are (see ``Lockstep.normalised``).
+    """
+    attributes = {k: v for k, v in vars(exc).items() if not k.startswith("_") and k != "sequence"}
     if isinstance(exc, BaseExceptionGroup):
         attributes["exceptions"] = exc.exceptions
     return attributes
@@ -459,9 +471,10 @@ class Lockstep(RuleBasedStateMachine):
     @rule(
         fail_at=st.none() | st.integers(min_value=0, max_value=3),
         limit=st.none() | st.integers(1, 3),
-        reentrant=st.sampled_from([None, None, "get", "update", "deliver"]),
+        reentrant=st.sampled_from([None, None, "get", "update", "deliver", "discard"]),
+        max_attempts=st.none() | st.integers(1, 2),
     )
-    def deliver(self, fail_at, limit, reentrant):
+    def deliver(self, fail_at, limit, reentrant, max_attempts):
         """Deliver the outbox; the handler may fail on its n-th row, or use the store."""
         self.tick()
 
@@ -474,12 +487,35 @@ class Lockstep(RuleBasedStateMachine):
                     raise RuntimeError("the handler failed")
 
             try:
-                return face.deliver(core, reentrant, limit=limit)
+                return face.deliver(core, reentrant, limit=limit, max_attempts=max_attempts)
             finally:
                 self.handled[backend].extend(handed)
 
         self.each(run)
         self.each(lambda backend, _: self.handled[backend])
+
+    @rule(
+        which=st.sampled_from(["first pending", "last pending", "last handled", "unknown"]),
+        reason=st.sampled_from(["the receiver refuses it", "", "two\nlines"]),
+    )
+    def discard(self, which, reason):
+        """Discard an outbox row: a pending one, the last one handed over, or none at all.
+
+        Each store picks its own row of that place (sequence numbers differ).
+        """
+        self.tick()
+
+        def run(backend: str, face: Any) -> Any:
+            pending = face.call("pending")
+            handled = self.handled[backend]
+            sequence = 10**9  # no such row
+            if which.endswith("pending") and pending:
+                sequence = pending[0 if which == "first pending" else -1].sequence
+            elif which == "last handled" and handled:
+                sequence = handled[-1].sequence
+            return face.call("discard", sequence, reason=reason)
+
+        self.each(run)
 
     @rule(future=st.booleans())
     def purge_delivered(self, future):
@@ -553,6 +589,11 @@ def held(face: Any) -> Any:
     pending = face.call("pending")
     found["pending"] = pending
     found["outbox order"] = sorted(pending, key=lambda e: e.sequence) == list(pending)
+    discarded = face.call("discarded")
+    found["discarded"] = discarded
+    found["discard order"] = [e.key for e in discarded] == [
+        e.key for e in sorted(discarded, key=lambda e: (e.discarded_at, e.sequence))
+    ]
     found["counts"] = face.call("counts")
     found["ids"] = face.call("ids")
     found["keys"] = [face.call("processed_key", key) for key in KEYS]
