@@ -379,6 +379,23 @@ class TestCorrectedLogs:
         assert resumed.applied + resumed.skipped == fresh.applied
         assert [r.line for r in resumed.refused] == [r.line for r in fresh.refused]
 
+    def test_a_run_interrupted_after_the_corrected_line_leaves_the_rest_to_the_next(self, database):
+        """A corrected line applied by a run that then stopped still reopens the lines after it.
+
+        The next run skips the corrected create (applied before), yet the close and
+        the return, refused before it was applied, are evaluated again and applied.
+        """
+        with StoreReplayer(database) as replayer:
+            replayer.run([cut(CREATE), CLOSE, RETURN])
+        with StoreReplayer(database) as replayer:
+            assert replayer.run([CREATE]).applied == 1  # stopped after the corrected line
+        memory = Replayer()
+        memory.run([CREATE, CLOSE, RETURN], fast=False)
+        with StoreReplayer(database) as replayer:
+            resumed = replayer.run([CREATE, CLOSE, RETURN])
+            assert replayer.store.get("order-7") == memory.sessions["order-7"]
+        assert (resumed.applied, resumed.skipped, resumed.refused) == (2, 1, [])
+
     def test_a_refusal_holds_when_only_another_session_was_touched(self, database):
         """A rerun keeps line 1 "close A" refused (A did not exist yet), though B is new."""
         other = event("create", "order-8", "2026-03-02T09:00:00Z", customerSession={})

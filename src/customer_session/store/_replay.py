@@ -77,20 +77,20 @@ class StoreReplayer(Replayer):
 
     A log whose bad line was corrected (a malformed ``create``, say) is a log with a
     new event, applied by the next run; the lines after it that failed only for
-    want of it are evaluated again. In one run, a session is *touched* when a line
-    applied for the first time in this run (not a skipped one) created or changed
-    it. A line an earlier run refused is evaluated again when its session was
-    touched earlier in this run: applied if it applies now (its key's record turns
-    from refused to applied in the same transaction as the change, and it counts in
+    want of it are evaluated again. A session is *touched* by a line when the line
+    was applied to it (by this run, or as an earlier run's change this run skips).
+    A line an earlier run refused is evaluated again when a line read before it in
+    this run touched its session after the refusal was recorded (the refusal did
+    not see that change): applied if it applies now (its key's record turns from
+    refused to applied in the same transaction as the change, and it counts in
     ``report.applied``), else refused with the current reason, which replaces the
     recorded one. Otherwise the recorded verdict holds, so a rerun of an unchanged
     log (its line 1 ``close A`` refused as A did not exist yet, line 2 ``create A``,
-    say) ends as its first run did. A line an earlier run applied is never applied
-    again. A refusal recorded after this run began (by a replay of the log running
-    at the same time, which reached the line in the log's order) holds too. A
-    corrected line is applied to its session as the earlier runs left it: when
-    lines after it had already changed that session, the result may differ from a
-    replay of the corrected log into a new database.
+    say) ends as its first run did, and so does a refusal recorded by a replay of
+    the log running at the same time. A line an earlier run applied is never
+    applied again. A corrected line is applied to its session as the earlier runs
+    left it: when lines after it had already changed that session, the result may
+    differ from a replay of the corrected log into a new database.
 
     A line's key is ``replay:<digest>:<k>`` (``replay:<log id>:<digest>:<k>`` with
     ``log_id``). The digest is the SHA-256 of the event: of its JSON value written
@@ -138,9 +138,10 @@ class StoreReplayer(Replayer):
         self._skipped = 0
         self._seen: Counter[str] = Counter()
         self._key = ""
-        # The sessions lines of this run created or changed, and when it began (by the
-        # database's clock, taken at its first line): see "touched" in the class.
-        self._touched: set[str] = set()
+        # For each session, the latest time a line read so far in this run was applied
+        # to it (by the database's clock), and when this run began (taken at its first
+        # line; the time given to the lines it applies): see "touched" in the class.
+        self._touched: dict[str, datetime] = {}
         self._began: datetime | None = None
 
     def close(self) -> None:
@@ -178,7 +179,7 @@ class StoreReplayer(Replayer):
         """
         self._skipped = 0
         self._seen = Counter()  # k of each key counts from the log's first line
-        self._touched = set()
+        self._touched = {}
         self._began = None
         report = super().run(lines, fast=fast)
         # Replayer.run counts a skipped line as applied: it returned no refusal.
@@ -203,12 +204,11 @@ class StoreReplayer(Replayer):
             return _not_text(number, given)
         event = _decode(number, line)
         self._key = key = self._key_of(line, event)
-        if self._began is None:
-            self._began = self._backend._database_now()  # noqa: SLF001 - the clock of the keys
+        self._start()  # before anything of this run is applied
         recorded = self._backend._key_recorded(key)  # noqa: SLF001 - with its time, see _again
         again = recorded is not None and self._again(event, *recorded)
         if recorded is not None and not again:
-            return self._done_before(number, event, recorded[0])
+            return self._done_before(number, event, recorded)
         if isinstance(event, RefusedLine):
             refused: RefusedLine | None = event
         else:
@@ -219,7 +219,7 @@ class StoreReplayer(Replayer):
                 if not isinstance(abort.error, KeyAlreadyProcessed):
                     raise abort.error from abort.error.__cause__
                 # Another replay of the log applied this event after the check above.
-                return self._done_before(number, event, self.store.processed_key(key))
+                return self._done_before(number, event, self._recorded(key))
         if refused is None or not self._final(event):
             return refused
         if again:
@@ -234,21 +234,35 @@ class StoreReplayer(Replayer):
             return refused
         # Another replay recorded the event meanwhile; the refusal may be only
         # what its change left (a second close of the session, say): its verdict holds.
-        return self._done_before(number, event, self.store.processed_key(key))
+        return self._done_before(number, event, self._recorded(key))
 
     def _again(self, event: object, done: ProcessedKey, at: datetime) -> bool:
         """Whether a line whose key is recorded is evaluated again (see the class).
 
-        Only a refusal an earlier run recorded (before this run began), for a session
-        a line of this run touched before.
+        Only a refusal recorded before a line read earlier in this run was applied to
+        the same session: the refusal did not see that line's change.
         """
+        if done.refusal is None:
+            return False
         session, _ = _named(event)
-        return (
-            done.refusal is not None
-            and session in self._touched
-            and self._began is not None
-            and at < self._began
-        )
+        touched = None if session is None else self._touched.get(session)
+        return touched is not None and at < touched
+
+    def _touch(self, integration_id: str, at: datetime) -> None:
+        """Note that a line read in this run was applied to the session at ``at``."""
+        touched = self._touched.get(integration_id)
+        if touched is None or touched < at:
+            self._touched[integration_id] = at
+
+    def _start(self) -> datetime:
+        """When this run began (by the database's clock), taken at its first line."""
+        if self._began is None:
+            self._began = self._backend._database_now()  # noqa: SLF001 - the clock of the keys
+        return self._began
+
+    def _recorded(self, key: str) -> tuple[ProcessedKey, datetime] | None:
+        """What is recorded with ``key``, and when."""
+        return self._backend._key_recorded(key)  # noqa: SLF001 - the replay's own record
 
     def _revising(self, key: str) -> AbstractContextManager[None]:
         """Let the line's change take over the refusal recorded with ``key``."""
@@ -260,15 +274,18 @@ class StoreReplayer(Replayer):
         return cast("BaseStore[CustomerSession]", self.store)
 
     def _done_before(
-        self, number: int, event: object, done: ProcessedKey | None
+        self, number: int, event: object, recorded: tuple[ProcessedKey, datetime] | None
     ) -> RefusedLine | None:
         """The verdict an earlier (or concurrent) run recorded for the line's event."""
-        if done is None:  # pragma: no cover - keys are forgotten only by forget_keys()
+        if recorded is None:  # pragma: no cover - keys are forgotten only by forget_keys()
             raise StoreError(f"store: the key of line {number} was recorded, then forgotten")
+        done, at = recorded
+        session, op = _named(event)
         if done.refusal is None:
             self._skipped += 1
+            if session is not None:
+                self._touch(session, at)
             return None
-        session, op = _named(event)
         return RefusedLine(number, session, op, f"refused by an earlier run: {done.refusal}")
 
     def _final(self, event: object) -> bool:
@@ -310,13 +327,13 @@ class StoreReplayer(Replayer):
             self.store.create(session, key=self._key)
         except SessionExists:  # created by another writer since _has() said no
             raise _already_exists(session.integration_id) from None
-        self._touched.add(session.integration_id)
+        self._touch(session.integration_id, self._start())
 
     def _modify(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
         if self.store.update(
             integration_id, lambda s: self._changes(s, op, event), key=self._key, operation=op
         ):
-            self._touched.add(integration_id)
+            self._touch(integration_id, self._start())
 
     def _changes(self, session: CustomerSession, op: str, event: dict[str, Any]) -> bool:
         """Apply the event to ``session``; return whether it changed it.
