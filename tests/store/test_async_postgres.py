@@ -67,6 +67,19 @@ def new_session(integration_id: str = "order-1") -> CustomerSession:
     )
 
 
+async def closed_with_effects(
+    store: AsyncPostgresStore[CustomerSession], *integration_ids: str
+) -> None:
+    """Register the durable effect "notify" on close; create and close the sessions.
+
+    Each session closed leaves one pending outbox row; ``order-1`` when none is named.
+    """
+    store.on_commit("notify", trigger="close")
+    for integration_id in integration_ids or ("order-1",):
+        await store.create(new_session(integration_id))
+        await store.update(integration_id, lambda s: s.close())
+
+
 async def test_lifecycle_through_the_async_api(store: AsyncPostgresStore[CustomerSession]) -> None:
     """create, transaction, update, get, exists, counts and history are awaited."""
     await store.create(new_session())
@@ -169,9 +182,7 @@ async def test_async_guards_and_hooks_through_async_session(conninfo: str) -> No
 
 async def test_async_handler_delivers(store: AsyncPostgresStore[CustomerSession]) -> None:
     """deliver() awaits an async handler for each pending row."""
-    store.on_commit("notify", trigger="close")
-    await store.create(new_session())
-    await store.update("order-1", lambda s: s.close())
+    await closed_with_effects(store)
     delivered: list[Effect] = []
 
     async def handler(effect: Effect) -> None:
@@ -187,10 +198,7 @@ async def test_an_async_handler_may_discard_the_row_it_was_handed(
     store: AsyncPostgresStore[CustomerSession],
 ) -> None:
     """A handler that awaits discard() of its own row returns; the row stays discarded."""
-    store.on_commit("notify", trigger="close")
-    for integration_id in ("order-1", "order-2"):
-        await store.create(new_session(integration_id))
-        await store.update(integration_id, lambda s: s.close())
+    await closed_with_effects(store, "order-1", "order-2")
     handed: list[str] = []
 
     async def handler(effect: Effect) -> None:
@@ -210,9 +218,7 @@ async def test_a_task_discards_a_row_while_an_async_handler_has_it(
     store: AsyncPostgresStore[CustomerSession],
 ) -> None:
     """Another task's discard does not wait for the handler; the delivery then marks nothing."""
-    store.on_commit("notify", trigger="close")
-    await store.create(new_session())
-    await store.update("order-1", lambda s: s.close())
+    await closed_with_effects(store)
     (row,) = await store.pending()
     handing = asyncio.Event()
     resume = asyncio.Event()
@@ -234,10 +240,7 @@ async def test_max_attempts_discards_with_an_async_handler(
     store: AsyncPostgresStore[CustomerSession],
 ) -> None:
     """An awaited handler failing max_attempts times discards its row; the next goes on."""
-    store.on_commit("notify", trigger="close")
-    for integration_id in ("order-1", "order-2"):
-        await store.create(new_session(integration_id))
-        await store.update(integration_id, lambda s: s.close())
+    await closed_with_effects(store, "order-1", "order-2")
 
     async def handler(effect: Effect) -> None:
         if effect.integration_id == "order-1":
@@ -258,9 +261,7 @@ async def test_deliver_from_an_async_handler_of_the_same_store_is_refused(
     store: AsyncPostgresStore[CustomerSession],
 ) -> None:
     """deliver() awaited by one of the store's own handlers raises WorkflowError, no hang."""
-    store.on_commit("notify", trigger="close")
-    await store.create(new_session())
-    await store.update("order-1", lambda s: s.close())
+    await closed_with_effects(store)
 
     async def handler(effect: Effect) -> None:
         await store.deliver(lambda e: None)
@@ -278,9 +279,7 @@ async def test_deliver_from_an_async_handler_through_another_store_object_is_ref
 
     It would wait for the advisory lock the running delivery holds.
     """
-    store.on_commit("notify", trigger="close")
-    await store.create(new_session())
-    await store.update("order-1", lambda s: s.close())
+    await closed_with_effects(store)
     async with await AsyncPostgresStore.open(conninfo) as other:
 
         async def handler(effect: Effect) -> None:
@@ -296,9 +295,7 @@ async def test_another_task_delivering_through_another_store_object_waits(
     store: AsyncPostgresStore[CustomerSession], conninfo: str
 ) -> None:
     """A task that is no handler's, on another store object, waits for the delivery."""
-    store.on_commit("notify", trigger="close")
-    await store.create(new_session())
-    await store.update("order-1", lambda s: s.close())
+    await closed_with_effects(store)
     handed: list[str] = []
     async with await AsyncPostgresStore.open(conninfo) as other:
         # Created before the delivery: the task's context has no delivery in it.
@@ -324,9 +321,7 @@ async def test_a_task_started_by_a_handler_may_deliver_once_the_delivery_ended(
     store: AsyncPostgresStore[CustomerSession],
 ) -> None:
     """A task that inherited a handler's context is not refused after that delivery ended."""
-    store.on_commit("notify", trigger="close")
-    await store.create(new_session())
-    await store.update("order-1", lambda s: s.close())
+    await closed_with_effects(store)
     started = asyncio.Event()
     later: list[asyncio.Task[int]] = []
 
@@ -782,9 +777,7 @@ class TestWhileTheStoreWrites:
         Its pooled connection would otherwise hold the lock, and every other
         deliverer would wait for it forever.
         """
-        store.on_commit("notify", trigger="close")
-        await store.create(new_session())
-        await store.update("order-1", lambda s: s.close())
+        await closed_with_effects(store)
         lock = "SELECT pg_advisory_lock(hashtext(current_schema() || '.outbox'))"
         with psycopg.connect(conninfo, autocommit=True) as holder:
             holder.execute(lock)
