@@ -737,6 +737,8 @@ class TestBadArguments:
             (lambda st: st.discard("1", reason=""), ["sequence", "reason"]),
             (lambda st: st.discard(True, reason="a\nb"), ["sequence", "reason"]),
             (lambda st: st.discard(1, reason="x" * 1001), ["reason"]),
+            (lambda st: st.discard(0, reason=None), ["sequence", "reason"]),
+            (lambda st: st.discard(None, reason="gave up"), ["sequence"]),
             (lambda st: st.discarded(limit=0), ["limit"]),
             (lambda st: st.create("order-2"), ["session"]),
             (lambda st: st.create(new_session("order-2"), key=""), ["key"]),
@@ -1809,6 +1811,16 @@ class TestMaxAttempts:
         )
         assert store.deliver(_rejected("order-1"), max_attempts=2) == 1
         assert store.pending() == ()
+
+    def test_a_failure_below_max_attempts_leaves_no_discard_mark(self, store):
+        """A failure that does not reach max_attempts leaves the row pending, unmarked."""
+        _closed_with_effect(store, "order-1")
+        with pytest.raises(ValueError, match="400"):
+            store.deliver(_rejected("order-1"), max_attempts=3)
+        (row,) = store.pending()
+        assert (row.attempts, row.discarded_at, row.discard_reason) == (1, None, None)
+        assert row.last_error == "ValueError: 400 Bad Request: return exceeds the order"
+        assert store.discarded() == ()
 
     def test_failures_counted_before_count_towards_max_attempts(self, store):
         """Failures counted without max_attempts count: the next failure past it discards."""
