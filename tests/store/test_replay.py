@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 
@@ -47,6 +48,18 @@ EDIT = event(
     "order-7",
     "2026-03-02T10:30:00Z",
     customerSession={"cartItems": [SOCKS, {"sku": "CAP", "quantity": 1, "price": 19.0}]},
+)
+
+# A return of every unit of CREATE's cart: refused while order-7 is open, and again once done.
+RETURN_ALL = event(
+    "return",
+    "order-7",
+    "2026-03-02T12:00:00Z",
+    **{"return": {"returnedCartItems": [{"position": 0, "quantity": 3}]}},
+)
+# An edit that sets order-7's cart to the cart it has: applied, it changes nothing.
+SAME_CART = event(
+    "update", "order-7", "2026-03-02T10:15:00Z", customerSession={"cartItems": [SOCKS]}
 )
 
 
@@ -406,6 +419,102 @@ class TestCorrectedLogs:
             assert replayer.store.get("order-7").state is State.OPEN
         assert (report.applied, report.skipped) == (1, 1)
         assert report.refused == [attrs.evolve(earlier(refused), line=2)]
+
+    def test_a_line_that_changes_nothing_touches_no_session(self, database):
+        """A rerun keeps "close A" refused when its new line before it left A as it was."""
+        with StoreReplayer(database) as replayer:
+            (refused,) = replayer.run([CLOSE, CREATE]).refused
+        with StoreReplayer(database) as replayer:
+            report = replayer.run([SAME_CART, CLOSE, CREATE])
+            assert replayer.store.get("order-7").state is State.OPEN
+        assert (report.applied, report.skipped) == (1, 1)
+        assert report.refused == [attrs.evolve(earlier(refused), line=2)]
+
+    def test_a_second_run_of_a_replayer_starts_with_no_session_touched(self, database):
+        """run() again on one replayer keeps the refusals the log made, as a new replayer would."""
+        with StoreReplayer(database) as replayer:
+            (refused,) = replayer.run([CLOSE, CREATE]).refused
+            again = replayer.run([CLOSE, CREATE])
+            assert replayer.store.get("order-7").state is State.OPEN
+        assert (again.applied, again.skipped, again.refused) == (0, 1, [earlier(refused)])
+
+    def test_a_second_run_of_a_replayer_evaluates_its_first_runs_refusals_again(self, database):
+        """run() again on one replayer, with the bad line mended, applies what it made fail."""
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([cut(CREATE), CLOSE])
+            mended = replayer.run([CREATE, CLOSE])
+            assert replayer.store.get("order-7").state is State.CLOSED
+        assert (first.applied, len(first.refused)) == (0, 2)
+        assert (mended.applied, mended.skipped, mended.refused) == (2, 0, [])
+
+    def test_a_refused_line_that_now_changes_nothing_is_applied(self, database):
+        """A line evaluated again that applies now without a change is recorded as applied."""
+        key = f"replay:{digest(SAME_CART)}:0"
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([cut(CREATE), SAME_CART])
+        assert "unknown session 'order-7'" in first.refused[-1].reason
+        with StoreReplayer(database) as replayer:
+            report = replayer.run([CREATE, SAME_CART])
+            recorded = replayer.store.processed_key(key)
+        assert (report.applied, report.skipped, report.refused) == (2, 0, [])
+        assert recorded is not None
+        assert recorded.refusal is None
+
+    def test_a_key_evaluated_again_is_recorded_anew(self, database):
+        """A line evaluated again, applied or refused, has its key's time renewed (forget_keys)."""
+        with StoreReplayer(database) as replayer:
+            replayer.run([cut(CREATE), CLOSE, RETURN_ALL, RETURN_ALL])
+        between = datetime.now(UTC)
+        with StoreReplayer(database) as replayer:
+            report = replayer.run([CREATE, CLOSE, RETURN_ALL, RETURN_ALL])
+            forgotten = replayer.store.forget_keys(before=between)  # the cut line's key only
+            kept = [
+                replayer.store.processed_key(f"replay:{digest(line)}:{k}")
+                for line, k in ((CLOSE, 0), (RETURN_ALL, 0), (RETURN_ALL, 1))
+            ]
+        assert (report.applied, [r.line for r in report.refused]) == (3, [4])
+        assert forgotten == 1
+        assert [k is not None and k.refusal is None for k in kept] == [True, True, False]
+        assert kept[2] is not None
+
+    def test_a_line_refused_again_once_another_replay_applied_it_keeps_that_verdict(
+        self, database, monkeypatch
+    ):
+        """A line evaluated again, refused as another replay applied it meanwhile, is skipped.
+
+        Both replays touched order-7. Once the first found the return of every unit
+        refused before, the second applies it; the first then finds no unit left to
+        return: it leaves the second's record as it is and counts the line as applied
+        by another run.
+        """
+        key = f"replay:{digest(RETURN_ALL)}:0"
+        with StoreReplayer(database) as replayer:
+            replayer.run([CREATE, cut(EDIT), cut(CLOSE), RETURN_ALL])
+        mended = [CREATE, EDIT, CLOSE, RETURN_ALL]
+        with StoreReplayer(database) as first, StoreReplayer(database) as second:
+            verdicts = []
+            recorded = first.store._key_recorded
+
+            def second_applies_meanwhile(looked_up):
+                found = recorded(looked_up)
+                if looked_up == key:
+                    verdicts.append(second.apply(4, RETURN_ALL))
+                return found
+
+            def lines():
+                yield from mended[:2]
+                assert [second.apply(n, line) for n, line in enumerate(mended[:3], 1)] == [None] * 3
+                monkeypatch.setattr(first.store, "_key_recorded", second_applies_meanwhile)
+                yield from mended[2:]
+
+            report = first.run(lines())
+            stored = first.store.get("order-7")
+            record = first.store.processed_key(key)
+        assert verdicts == [None]
+        assert (report.applied, report.skipped, report.refused) == (1, 3, [])
+        assert stored.cart_items[0].returned_quantity == 3
+        assert record is not None
+        assert record.refusal is None
 
     def test_a_line_still_refused_gets_its_current_reason(self, database):
         """A line evaluated again and still refused is reported and recorded with the new reason."""
