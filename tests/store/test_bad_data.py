@@ -28,6 +28,7 @@ from customer_session.store import (
     PostgresStore,
     ProcessedKey,
     SQLiteStore,
+    StoreReplayer,
     open_store,
     rebuild,
 )
@@ -246,6 +247,23 @@ class TestCorruptRows:
                 match=f"session 'order-1': the stored time of .* '{value}' is not a time",
             ):
                 read(store)
+
+    @pytest.mark.parametrize("value", ["yesterday", "2026-03-02T10:15:00"])
+    def test_key_time_that_does_not_read(self, tmp_path, value):
+        """A replay that meets a key whose recorded_at is no aware time stops with a StoreError.
+
+        (SQLite only, as above.)
+        """
+        path = tmp_path / "x.db"
+        with StoreReplayer(path) as replayer:
+            replayer.run(["{"])  # a malformed line: its key is recorded with the refusal
+        with sqlite3.connect(path) as connection:
+            connection.execute("UPDATE customer_session_keys SET recorded_at = ?", (value,))
+        with (
+            StoreReplayer(path) as replayer,
+            pytest.raises(StoreError, match=f"recorded_at '{value}' is no time this store wrote"),
+        ):
+            replayer.run(["{"])
 
 
 class TestSchemaVersion:
