@@ -32,7 +32,7 @@ from customer_session import (
     WorkflowError,
 )
 from customer_session.aio import AsyncSession
-from customer_session.store import AsyncPostgresStore, Effect, JournalKind, rebuild
+from customer_session.store import AsyncPostgresStore, Effect, JournalKind, ProcessedKey, rebuild
 
 from .conftest import blocks_another
 
@@ -388,6 +388,32 @@ async def test_a_task_of_an_ended_delivery_waits_for_the_next_one_on_its_connect
         go.set()
         assert await asyncio.wait_for(next_delivery, timeout=WAIT) == 1
         assert await asyncio.wait_for(tasks[0], timeout=WAIT) == 0
+
+
+class TestRevisingARefusal:
+    """The replay's ``_revising(key)`` (StoreCore's) on the async store, as on the sync ones."""
+
+    async def test_a_change_takes_over_its_keys_refusal(
+        self, store: AsyncPostgresStore[CustomerSession]
+    ) -> None:
+        """A change committed with a key recorded as refused records the key as applied."""
+        await store.create(new_session())
+        await store.mark_processed("k", integration_id="order-1", refusal="unknown session")
+        with store._revising("k"):
+            await store.update("order-1", lambda s: s.close(), key="k")
+        assert await store.processed_key("k") == ProcessedKey("k", "order-1", None)
+        assert [e.key for e in await store.history("order-1")] == [None, "k"]
+
+    async def test_a_commit_of_no_change_takes_over_its_keys_refusal(
+        self, store: AsyncPostgresStore[CustomerSession]
+    ) -> None:
+        """A commit that changes nothing, with a key recorded as refused, records it as applied."""
+        await store.create(new_session())
+        await store.mark_processed("k", integration_id="order-1", refusal="unknown session")
+        with store._revising("k"):
+            await store.update("order-1", lambda s: None, key="k")
+        assert await store.processed_key("k") == ProcessedKey("k", "order-1", None)
+        assert len(await store.history("order-1")) == 1
 
 
 class TestOptimisticConcurrency:
