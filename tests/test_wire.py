@@ -455,6 +455,21 @@ class TestFromDict:
         assert [r.trigger for r in session.history] == [Trigger.CLOSE, Trigger.RETURN_ITEMS]
         assert session.history[1].returned_items == (ReturnedItem(position=0, quantity=1),)
 
+    def test_a_value_whose_reading_raises_is_refused_with_the_error(self):
+        """A mapping that raises when a key is read is refused at that key, naming the error."""
+
+        class Broken(dict):
+            def __getitem__(self, key):
+                if key == "sku":
+                    raise OSError("gone")
+                return super().__getitem__(key)
+
+        doc = to_dict(order())
+        doc["cartItems"] = [Broken(doc["cartItems"][0])]
+        with pytest.raises(ValidationError) as error:
+            from_dict(doc)
+        assert problems_of(error) == {"$.cartItems[0].sku": "cannot be read (OSError: gone)"}
+
     @pytest.mark.parametrize("state", list(State))
     def test_every_state_loads(self, state):
         """A document in any of the four states loads (restore, not the constructor)."""
