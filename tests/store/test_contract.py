@@ -1905,6 +1905,45 @@ class TestIdempotencyKeys:
         assert store.processed_key("event-1").refusal == "first"
 
 
+class TestRevisingARefusal:
+    """What ``_revising(key)`` (the replay's, on StoreCore) lets take over a refusal: no more."""
+
+    @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+    def backend(self, request: pytest.FixtureRequest) -> str:
+        """The sync backends: the block's context does not reach SyncOverAsync's loop.
+
+        (``test_async_postgres.py`` has the async store's own tests.)
+        """
+        return str(request.param)
+
+    @pytest.fixture(autouse=True)
+    def _refused(self, store) -> None:
+        store.create(new_session())
+        for key in ("event-1", "event-2"):
+            store.mark_processed(key, integration_id="order-1", refusal="unknown session")
+
+    def test_a_commit_with_another_key_is_refused_as_usual(self, store):
+        """In the block of one key, a commit with another refused key is KeyAlreadyProcessed."""
+        with store._revising("event-1"), pytest.raises(KeyAlreadyProcessed):
+            store.update("order-1", lambda s: s.close(), key="event-2")
+        assert store.get("order-1").state is State.OPEN
+
+    def test_a_commit_through_another_store_object_is_refused_as_usual(self, store, open_db):
+        """The block covers its store object: another one's commit with the key is refused."""
+        other = open_db()
+        with store._revising("event-1"), pytest.raises(KeyAlreadyProcessed):
+            other.update("order-1", lambda s: s.close(), key="event-1")
+        assert store.get("order-1").state is State.OPEN
+
+    def test_a_commit_after_the_block_is_refused_as_usual(self, store):
+        """Once the block ended, a commit with its key is KeyAlreadyProcessed again."""
+        with store._revising("event-1"):
+            pass
+        with pytest.raises(KeyAlreadyProcessed):
+            store.update("order-1", lambda s: s.close(), key="event-1")
+        assert store.processed_key("event-1").refusal == "unknown session"
+
+
 class TestThreads:
     def test_threads_sharing_one_store_lose_no_update(self, store):
         """Eight threads adding items through one store object lose none of them."""
