@@ -497,7 +497,7 @@ class TestCorrectedLogs:
 
             def second_applies_meanwhile(looked_up):
                 found = recorded(looked_up)
-                if looked_up == key:
+                if looked_up == key and not verdicts:  # the first lookup only
                     verdicts.append(second.apply(4, RETURN_ALL))
                 return found
 
