@@ -27,6 +27,7 @@ from customer_session._cart import (
     CartItem,
     JSONValue,
     ReturnedItem,
+    Unreadable,
     cart_problems,
     cart_total,
     costs_problems,
@@ -41,7 +42,6 @@ from customer_session._cart import (
     key_path,
     key_problems,
     raise_problems,
-    read_entries,
     returned_list_problems,
     same,
     str_problems,
@@ -146,7 +146,10 @@ def _to_tuple(value: object) -> object:
     if type(value) is tuple:
         return value
     if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
-        return read_entries(value)  # an unreadable one is refused by the validation
+        try:  # read_entries() inline: one call less for every new session given a list
+            return tuple(value)
+        except Exception as exc:  # noqa: BLE001 - the caller's iterable failed: refused, named
+            return Unreadable(exc)  # by the validation
     return value  # reported by the validation
 
 
