@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from customer_session import CustomerSession, State, StoreError, WorkflowError
-from customer_session.store import SQLiteStore
+from customer_session.store import SQLiteStore, StoreReplayer
 from customer_session.store._sqlite import _Connection, _use_wal
 
 from .conftest import deliveries_take_turns, nested_delivery_refusal
@@ -478,3 +478,58 @@ class TestSharedMemoryDatabase:
             inner = []
             assert first.deliver(lambda e: inner.append(private.deliver(lambda e: None))) == 1
             assert inner == [1]
+
+
+class TestSQLiteVersion:
+    def test_no_statement_needs_sqlite_3_35(self, tmp_path, monkeypatch):
+        """Every statement the store runs works on SQLite 3.34 (RHEL 9, Debian 11): no RETURNING.
+
+        The statements are traced while the store runs its writes, deliveries (a
+        failure counted, a row discarded at max_attempts and by hand), reads and
+        housekeeping, and a replay that takes over a refused line's key.
+        """
+        traced: list[str] = []
+        connect = sqlite3.connect
+
+        def tracing(*args, **kwargs):
+            connection = connect(*args, **kwargs)
+            connection.set_trace_callback(traced.append)
+            return connection
+
+        monkeypatch.setattr(sqlite3, "connect", tracing)
+        path = tmp_path / "sessions.db"
+        with SQLiteStore(path) as store:
+            store.on_commit("notify", trigger="close")
+            for integration_id in ("order-1", "order-2", "order-3"):
+                store.create(CustomerSession(integration_id=integration_id))
+                store.update(integration_id, lambda s: s.close(), key=f"k-{integration_id}")
+
+            def fails(effect):
+                raise ConnectionError("down")
+
+            for _ in range(2):
+                with pytest.raises(ConnectionError):
+                    store.deliver(fails, max_attempts=2)
+            store.discard(store.pending()[0].sequence, reason="given up")
+            assert len(store.discarded()) == 2
+            assert store.deliver(lambda effect: None) == 1
+            store.history("order-1")
+            store.ids(state=State.CLOSED)
+            store.counts()
+            store.purge_delivered(before=datetime.now(UTC) + timedelta(seconds=1))
+            store.forget_keys(before=datetime.now(UTC) - timedelta(days=1))
+        create = (
+            '{"op": "create", "session": "order-9", "at": "2026-03-02T10:00:00Z", '
+            '"customerSession": {}}'
+        )
+        close = (
+            '{"op": "update", "session": "order-9", "at": "2026-03-02T11:00:00Z", '
+            '"customerSession": {"state": "closed"}}'
+        )
+        with StoreReplayer(path) as replayer:
+            replayer.run([create[:20], close])
+        with StoreReplayer(path) as replayer:
+            assert replayer.run([create, close]).refused == []
+        assert any("DO UPDATE" in statement for statement in traced)  # the key taken over
+        assert any("discard_reason" in statement for statement in traced)
+        assert [s for s in traced if "RETURNING" in s.upper()] == []

@@ -863,16 +863,7 @@ class BaseStore(StoreCore[_S], ABC):
         """
         check("discard", sequence=sequence, reason=reason)
         self._ready(None)
-        with self._connection(None) as connection:
-            rows = connection.execute(
-                self._sql.discard, self._discard_params(sequence, reason)
-            ).fetchall()
-            found = (
-                None
-                if rows
-                else connection.execute(self._sql.outbox_status, (sequence,)).fetchone()
-            )
-        return self._discarded(sequence, rows, found)
+        return self._discarded(sequence, *self._discard_row(sequence, reason))
 
     def discarded(self, *, limit: int | None = None) -> tuple[Effect, ...]:
         """The discarded outbox rows, in the order they were discarded (oldest first).
@@ -1149,6 +1140,20 @@ class BaseStore(StoreCore[_S], ABC):
         """Whether the outbox row is still pending (not discarded since it was read)."""
         with self._connection(None) as connection:
             return connection.execute(self._sql.still_pending, (sequence,)).fetchone() is not None
+
+    def _discard_row(self, sequence: int, reason: str) -> tuple[Sequence[Sequence[Any]], object]:
+        """Discard the row if it is pending: the rows discarded, and else its status.
+
+        What :meth:`StoreCore._discarded` takes: the row (one, or none), and when
+        none, the row's ``(discarded,)`` status or ``None`` if there is no such row.
+        """
+        with self._connection(None) as connection:
+            rows = connection.execute(
+                self._sql.discard, self._discard_params(sequence, reason)
+            ).fetchall()
+            if rows:
+                return rows, None
+            return rows, connection.execute(self._sql.outbox_status, (sequence,)).fetchone()
 
     def _mark_failed(self, sequence: int, error: str, max_attempts: int | None) -> bool | None:
         """Count a failed delivery of a pending outbox row; whether that discarded it.

@@ -30,7 +30,7 @@ if sys.platform != "win32":
     import fcntl
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from contextlib import AbstractContextManager
 
     from customer_session.hooks import Workflow
@@ -93,20 +93,23 @@ _DELIVERED: Final = """
 _PURGE: Final = "DELETE FROM customer_session_outbox WHERE delivered_at < ?"
 _FORGET: Final = "DELETE FROM customer_session_keys WHERE recorded_at < ?"
 # A failure counted and, at max_attempts (NULL: never), the row discarded: one statement.
-# SET reads the old values, so attempts + 1 is the count with this failure.
+# SET reads the old values, so attempts + 1 is the count with this failure. No
+# RETURNING (SQLite 3.35; RHEL 9 and Debian 11 have 3.34): the status is read after
+# it, in its transaction.
 _FAILED: Final = """
     UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = :error,
         delivered_at = CASE WHEN attempts + 1 >= :max_attempts THEN :now END,
         discarded_at = CASE WHEN attempts + 1 >= :max_attempts THEN :now END,
         discard_reason = CASE WHEN attempts + 1 >= :max_attempts THEN :error END
-    WHERE sequence = :sequence AND delivered_at IS NULL
-    RETURNING discarded_at IS NOT NULL"""
-# The compare-and-set of discard(): it wins only while the row is pending.
-_DISCARD: Final = f"""
+    WHERE sequence = :sequence AND delivered_at IS NULL"""
+# The compare-and-set of discard(): it wins only while the row is pending. The row is
+# read after it, in its transaction (no RETURNING, as for _FAILED).
+_DISCARD: Final = """
     UPDATE customer_session_outbox
     SET delivered_at = :now, discarded_at = :now, discard_reason = :reason
-    WHERE sequence = :sequence AND delivered_at IS NULL
-    RETURNING {EFFECT_COLUMNS}"""  # noqa: S608 - our own names
+    WHERE sequence = :sequence AND delivered_at IS NULL"""
+_OUTBOX_ROW: Final = f"""
+    SELECT {EFFECT_COLUMNS} FROM customer_session_outbox WHERE sequence = ?"""  # noqa: S608 - our own names
 _OUTBOX_STATUS: Final = """
     SELECT discarded_at IS NOT NULL FROM customer_session_outbox WHERE sequence = ?"""
 _DISCARDED: Final = f"""
@@ -447,6 +450,20 @@ class SQLiteStore(BaseStore[_S]):
     def _mark_delivered(self, sequence: int) -> bool:
         with self._connection(None) as connection:
             return connection.execute(_DELIVERED, (_now(), sequence)).rowcount == 1
+
+    def _discard_row(self, sequence: int, reason: str) -> tuple[Sequence[Sequence[Any]], object]:
+        with self._writing(None) as connection:
+            if connection.execute(_DISCARD, self._discard_params(sequence, reason)).rowcount:
+                return connection.execute(_OUTBOX_ROW, (sequence,)).fetchall(), None
+            return [], connection.execute(_OUTBOX_STATUS, (sequence,)).fetchone()
+
+    def _mark_failed(self, sequence: int, error: str, max_attempts: int | None) -> bool | None:
+        with self._writing(None) as connection:
+            params = self._failed_params(sequence, error, max_attempts)
+            if not connection.execute(_FAILED, params).rowcount:
+                return None  # no longer pending
+            (discarded,) = connection.execute(_OUTBOX_STATUS, (sequence,)).fetchone()
+        return bool(discarded)
 
     @contextmanager
     def _delivery_lock(self, delivery: Delivery) -> Iterator[None]:
