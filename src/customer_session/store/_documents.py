@@ -226,6 +226,16 @@ def record_from_json(data: Any, integration_id: str) -> TransitionRecord:
     return TransitionRecord(trigger, source, destination, moment.astimezone(UTC), items)
 
 
+def record_to_json(record: TransitionRecord) -> dict[str, Any]:
+    """A history record as the wire writes it (the inverse of :func:`record_from_json`)."""
+    return wire._WRITER.record(record)  # noqa: SLF001 - the wire format's one writer of records
+
+
+def time_to_json(moment: datetime) -> str:
+    """A time as the wire writes one: RFC 3339 in UTC with a ``Z``."""
+    return wire._format_timestamp(moment)  # noqa: SLF001 - the wire format's one writer of times
+
+
 def _bad_record(integration_id: str, reason: str) -> CorruptData:
     return CorruptData(
         f"{subject(integration_id)}: a stored history record cannot be read ({reason}); "

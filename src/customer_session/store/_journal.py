@@ -23,7 +23,14 @@ from customer_session._records import TransitionRecord  # noqa: TC001 - attrs re
 from customer_session._show import shown
 from customer_session.exceptions import CorruptData, CustomerSessionError, ValidationError
 from customer_session.model import CustomerSession
-from customer_session.store._documents import HISTORY_KEY, parse, record_from_json, timestamp
+from customer_session.store._documents import (
+    HISTORY_KEY,
+    parse,
+    record_from_json,
+    record_to_json,
+    time_to_json,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -80,6 +87,27 @@ class JournalEntry:
     key: str | None
     actor: str | None = None
     recorded_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as JSON-ready data (``customer-session history --json``).
+
+        Keys are camelCase; ``recordedAt`` is RFC 3339 in UTC with a ``Z``, and each
+        of ``records`` is written as the wire format's history extension writes it
+        (see :func:`customer_session.wire.to_dict`). The dict shares nothing with
+        the entry.
+        """
+        return {
+            "sequence": self.sequence,
+            "integrationId": self.integration_id,
+            "version": self.version,
+            "kind": self.kind.value,
+            "operation": self.operation,
+            "key": self.key,
+            "actor": self.actor,
+            "recordedAt": time_to_json(self.recorded_at),
+            "records": [record_to_json(record) for record in self.records],
+            "changes": thaw(self.changes),
+        }
 
 
 @overload

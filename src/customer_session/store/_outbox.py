@@ -24,7 +24,13 @@ from customer_session._show import shown
 from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
 from customer_session.exceptions import WorkflowError
 from customer_session.model import CustomerSession
-from customer_session.store._documents import parse, record_from_json, timestamp
+from customer_session.store._documents import (
+    parse,
+    record_from_json,
+    record_to_json,
+    time_to_json,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -250,6 +256,30 @@ class Effect:
     ) -> CustomerSession:
         """The session as it was right after the commit (loaded from :attr:`document`)."""
         return wire.from_dict(thaw(self.document), session_class=session_class, workflow=workflow)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as JSON-ready data (``customer-session outbox list --json``).
+
+        Keys are camelCase; times are RFC 3339 in UTC with a ``Z`` (``discardedAt``
+        is ``None`` for a row not discarded), and ``record`` is written as the wire
+        format's history extension writes it (see
+        :func:`customer_session.wire.to_dict`). The dict shares nothing with the row.
+        """
+        return {
+            "sequence": self.sequence,
+            "key": self.key,
+            "name": self.name,
+            "integrationId": self.integration_id,
+            "version": self.version,
+            "position": self.position,
+            "record": record_to_json(self.record),
+            "attempts": self.attempts,
+            "lastError": self.last_error,
+            "createdAt": time_to_json(self.created_at),
+            "discardedAt": None if self.discarded_at is None else time_to_json(self.discarded_at),
+            "discardReason": self.discard_reason,
+            "document": thaw(self.document),
+        }
 
 
 class EffectHandler(Protocol):
