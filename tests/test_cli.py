@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from customer_session import State
+from customer_session import CustomerSession, State, wire
 from customer_session.cli import main
 from customer_session.diagrams import to_dot, to_mermaid
 from customer_session.store import open_store
@@ -433,13 +433,225 @@ class TestReplay:
         assert "is a directory" in one_line_error(capsys)
 
 
-COMMANDS = ("diagram", "validate", "replay")
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request, tmp_path) -> str:
+    """A store with sessions, journal entries and outbox rows: an SQLite file or a PG schema.
+
+    ``order-42`` was created and closed by ``nightly-import``; ``order-43`` was created,
+    closed (outbox row 1, ``notify``, failed once) and cancelled (outbox row 2).
+    """
+    if request.param == "sqlite":
+        database = str(tmp_path / "store.db")
+    else:
+        database = request.getfixturevalue("pg_server").fresh_schema()
+    with open_store(database, actor="nightly-import") as store:
+        store.create(CustomerSession(integration_id="order-42"))
+        store.update("order-42", lambda session: session.close(), key="evt-1")
+        store.on_commit("notify")  # from here on: order-43's transitions only
+        store.create(CustomerSession(integration_id="order-43"), actor="shop")
+        store.update("order-43", lambda session: session.close())
+        store.update("order-43", lambda session: session.cancel())
+
+        def refuse(effect):
+            raise ConnectionError("receiver down")
+
+        with pytest.raises(ConnectionError):
+            store.deliver(refuse, limit=1)
+    return database
+
+
+def rows_of(database: str, *, discarded: bool = False):
+    with open_store(database) as store:
+        return store.discarded() if discarded else store.pending()
+
+
+class TestShow:
+    def test_prints_the_stored_document_with_history(self, db):
+        """show ID prints the session's wire document with its history, as wire writes it."""
+        with open_store(db) as store:
+            expected = wire.to_json(store.get("order-42"), include_history=True, indent=2)
+        assert run("show", "order-42", "--db", db) == (0, expected + "\n")
+        assert json.loads(expected)["x-customerSession"]["history"][0]["trigger"] == "close"
+
+    def test_an_unknown_session_exits_1_naming_it(self, capsys, db):
+        """show of a session the store does not hold is one error line naming it, exit 1."""
+        assert run("show", "order-99", "--db", db) == (1, "")
+        assert one_line_error(capsys) == (
+            "customer-session: error: session 'order-99' is not in the store\n"
+        )
+
+    def test_a_missing_database_file_is_refused_and_not_created(self, capsys, tmp_path):
+        """show on a path that does not exist is an error, exit 2, and leaves no file behind."""
+        typo = tmp_path / "stroe.db"
+        assert run("show", "order-42", "--db", str(typo)) == (2, "")
+        assert one_line_error(capsys) == f"customer-session: error: {typo}: no such file\n"
+        assert list(tmp_path.iterdir()) == []
+
+    def test_an_unreachable_url_is_one_line(self, capsys):
+        """show on a PostgreSQL URL nobody listens on is one error line, exit 2."""
+        assert run("show", "order-42", "--db", "postgresql://127.0.0.1:1/orders") == (2, "")
+        assert "cannot connect to PostgreSQL" in one_line_error(capsys)
+
+    def test_db_is_required(self, capsys):
+        """show without --db is a usage error, exit 2."""
+        assert run("show", "order-42") == (2, "")
+        assert "the following arguments are required: --db" in one_line_error(capsys)
+
+
+class TestHistory:
+    def test_lists_every_entry_with_its_transitions(self, db):
+        """history ID prints each entry's version, time, kind, operation, key and actor."""
+        with open_store(db) as store:
+            entries = store.history("order-42")
+        times = [entry.to_dict()["recordedAt"] for entry in entries]
+        closed_at = entries[1].to_dict()["records"][0]["timestamp"]
+        assert run("history", "order-42", "--db", db) == (
+            0,
+            (
+                "session 'order-42': 2 journal entries\n"
+                f"version 1 at {times[0]}: created (create), by 'nightly-import'\n"
+                f"version 2 at {times[1]}: transition (close), key 'evt-1', by 'nightly-import'\n"
+                f"  close: open -> closed at {closed_at}\n"
+            ),
+        )
+
+    def test_json_is_one_entry_a_line(self, db):
+        """history --json prints one JSON object a line: each entry's to_dict()."""
+        with open_store(db) as store:
+            expected = [entry.to_dict() for entry in store.history("order-43")]
+        status, text = run("history", "order-43", "--db", db, "--json")
+        assert status == 0
+        assert [json.loads(line) for line in text.splitlines()] == expected
+        assert [entry["actor"] for entry in expected] == [
+            "shop",
+            "nightly-import",
+            "nightly-import",
+        ]
+
+    def test_an_unknown_session_exits_1_naming_it(self, capsys, db):
+        """history of a session the store does not hold is an error naming it, exit 1."""
+        assert run("history", "order-99", "--db", db, "--json") == (1, "")
+        assert "session 'order-99' is not in the store" in one_line_error(capsys)
+
+    def test_a_missing_database_file_is_not_created(self, capsys, tmp_path):
+        """history on a path that does not exist is an error, exit 2, and creates nothing."""
+        assert run("history", "order-42", "--db", str(tmp_path / "nope.db"))[0] == 2
+        assert "nope.db: no such file" in one_line_error(capsys)
+        assert list(tmp_path.iterdir()) == []
+
+
+class TestOutbox:
+    def test_list_shows_the_pending_rows(self, db):
+        """outbox list prints each pending row: sequence, effect, session, attempts, error, time."""
+        first, second = rows_of(db)
+        created = [row.to_dict()["createdAt"] for row in (first, second)]
+        status, text = run("outbox", "list", "--db", db)
+        assert status == 0
+        assert text.splitlines() == [
+            "2 pending rows",
+            (
+                f"row {first.sequence}: 'notify' for session 'order-43' (version 2, close: open -> "
+                f"closed at {first.to_dict()['record']['timestamp']}), 1 failed attempt, "
+                f"created {created[0]}"
+            ),
+            "  last error: 'ConnectionError: receiver down'",
+            (
+                f"row {second.sequence}: 'notify' for session 'order-43' (version 3, cancel: "
+                f"closed -> cancelled at {second.to_dict()['record']['timestamp']}), "
+                "0 failed attempts, "
+                f"created {created[1]}"
+            ),
+        ]
+
+    def test_list_json_is_one_row_a_line(self, db):
+        """outbox list --json prints one JSON object a line: each row's to_dict()."""
+        status, text = run("outbox", "list", "--json", "--db", db)
+        assert status == 0
+        assert [json.loads(line) for line in text.splitlines()] == [
+            row.to_dict() for row in rows_of(db)
+        ]
+
+    def test_limit_lists_the_first_rows_only(self, db):
+        """outbox list --limit N lists at most N rows, the first ones."""
+        status, text = run("outbox", "list", "--json", "--limit", "1", "--db", db)
+        assert status == 0
+        assert [json.loads(line)["sequence"] for line in text.splitlines()] == [
+            rows_of(db)[0].sequence
+        ]
+
+    @pytest.mark.parametrize("value", ["0", "-1", "many"])
+    def test_a_bad_limit_is_a_usage_error(self, capsys, tmp_path, value):
+        """A --limit that is not an integer >= 1 is a usage error, before any store is opened."""
+        database = tmp_path / "store.db"
+        assert run("outbox", "list", "--limit", value, "--db", str(database)) == (2, "")
+        assert f"must be an integer >= 1, got '{value}'" in one_line_error(capsys)
+        assert not database.exists()
+
+    def test_discard_gives_up_on_the_row_and_prints_it(self, db):
+        """outbox discard SEQUENCE --reason marks the row discarded and prints it so."""
+        poison = rows_of(db)[0]
+        argv = ("outbox", "discard", str(poison.sequence), "--reason", "ticket 881", "--db", db)
+        status, text = run(*argv)
+        (discarded,) = rows_of(db, discarded=True)
+        assert status == 0
+        assert text.splitlines()[1:] == [
+            "  last error: 'ConnectionError: receiver down'",
+            f"  discarded at {discarded.to_dict()['discardedAt']}: 'ticket 881'",
+        ]
+        assert (discarded.sequence, discarded.discard_reason) == (poison.sequence, "ticket 881")
+        assert [row.sequence for row in rows_of(db)] == [poison.sequence + 1]
+
+    def test_discarded_lists_the_discarded_rows_with_reason(self, db):
+        """outbox list --discarded --json lists the discarded rows with their reason and time."""
+        sequence = rows_of(db)[1].sequence
+        assert run("outbox", "discard", str(sequence), "--reason", "dup", "--db", db)[0] == 0
+        status, text = run("outbox", "list", "--discarded", "--json", "--db", db)
+        (row,) = [json.loads(line) for line in text.splitlines()]
+        assert status == 0
+        assert (row["sequence"], row["discardReason"]) == (sequence, "dup")
+        assert row["discardedAt"].endswith("Z")
+
+    def test_discarding_a_row_that_is_not_pending_exits_1_naming_it(self, capsys, db):
+        """Discarding a row discarded already, or never written, is an error naming it, exit 1."""
+        sequence = rows_of(db)[0].sequence
+        assert run("outbox", "discard", str(sequence), "--reason", "x", "--db", db)[0] == 0
+        capsys.readouterr()
+        assert run("outbox", "discard", str(sequence), "--reason", "x", "--db", db) == (1, "")
+        assert f"outbox row {sequence} was already discarded" in one_line_error(capsys)
+        assert run("outbox", "discard", "999", "--reason", "x", "--db", db) == (1, "")
+        assert "outbox row 999 is not in the outbox" in one_line_error(capsys)
+
+    @pytest.mark.parametrize("reason", ["", "   ", "a\nb"])
+    def test_a_bad_reason_is_a_usage_error_and_changes_nothing(self, capsys, db, reason):
+        """A --reason the store refuses is one error line, exit 2, and the row stays pending."""
+        before = rows_of(db)
+        argv = ("outbox", "discard", str(before[0].sequence), "--reason", reason, "--db", db)
+        assert run(*argv) == (2, "")
+        assert "discard(): reason: must be a text of 1 to 1000 characters" in one_line_error(capsys)
+        assert rows_of(db) == before
+
+    @pytest.mark.parametrize("value", ["0", "x"])
+    def test_a_bad_sequence_is_a_usage_error(self, capsys, tmp_path, value):
+        """A SEQUENCE that is not an integer >= 1 is a usage error, exit 2."""
+        argv = ("outbox", "discard", value, "--reason", "r", "--db", str(tmp_path / "s.db"))
+        assert run(*argv) == (2, "")
+        assert f"must be an integer >= 1, got '{value}'" in one_line_error(capsys)
+
+    @pytest.mark.parametrize("action", [("list",), ("discard", "1", "--reason", "r")])
+    def test_a_missing_database_file_is_not_created(self, capsys, tmp_path, action):
+        """outbox list and discard on a path that does not exist fail, exit 2, creating nothing."""
+        assert run("outbox", *action, "--db", str(tmp_path / "nope.db")) == (2, "")
+        assert "nope.db: no such file" in one_line_error(capsys)
+        assert list(tmp_path.iterdir()) == []
+
+
+COMMANDS = ("diagram", "validate", "replay", "show", "history", "outbox list", "outbox discard")
 CLI_DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
 
 
 def help_of(capsys: pytest.CaptureFixture[str], command: str) -> str:
     """What ``customer-session COMMAND --help`` prints."""
-    assert main([command, "--help"]) == 0
+    assert main([*command.split(), "--help"]) == 0
     return capsys.readouterr().out
 
 

@@ -1,10 +1,12 @@
-"""The ``customer-session`` command line: diagrams, document validation, log replay.
+"""The ``customer-session`` command line: diagrams, validation, log replay, store inspection.
 
 Every command uses only the public API. Errors are one line on standard error with
 a non-zero exit status, never a traceback. Exit statuses:
 
 - ``0``: success (every document valid, every event applied);
-- ``1``: the input was read but is invalid (an invalid document, a refused event);
+- ``1``: the input was read but is invalid (an invalid document, a refused event),
+  or what was asked of a store is not there (no such session, no pending outbox
+  row of that number);
 - ``2``: the command could not run (bad arguments, a missing or unreadable file, an
   unknown format or one the output's extension contradicts, an output that cannot be
   written (standard output included, when
@@ -28,13 +30,20 @@ from customer_session import diagrams, replay, wire
 
 # Wording, not behaviour: the CLI counts things in its messages as the library does.
 from customer_session._show import counted, shown
-from customer_session.exceptions import CustomerSessionError, ValidationError
+from customer_session.exceptions import (
+    CustomerSessionError,
+    EffectNotPending,
+    SessionNotFound,
+    ValidationError,
+)
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator, Sequence
+    from collections.abc import Generator, Iterable, Iterator, Sequence
 
     from _typeshed import SupportsWrite
+
+    from customer_session.store import Effect, JournalEntry, SessionStore
 
 PROG = "customer-session"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -131,11 +140,10 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
     )
     run.add_argument("--reopen", action="store_true", help="allow reopen events")
     run.add_argument("--json", action="store_true", help="print a machine-readable report")
-    run.add_argument(
-        "--db",
-        metavar="PATH_OR_URL",
-        help="apply the log to a session store (an SQLite file, or a postgresql:// URL); "
-        "resumable: lines an earlier run applied are skipped",
+    _db_option(
+        run,
+        f"apply the log to {_STORE}; resumable: lines an earlier run applied are skipped",
+        required=False,
     )
     run.add_argument(
         "--actor",
@@ -150,7 +158,53 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
         metavar="N",
         help="refused lines to list in the text report (all are counted; 0 lists none; default 20)",
     )
+    _operator_commands(commands, out)
     return parser
+
+
+_STORE = "a session store (an SQLite file, or a postgresql:// URL)"
+
+
+def _db_option(parser: argparse.ArgumentParser, help_: str, *, required: bool = True) -> None:
+    """Add ``--db PATH_OR_URL``, the session store a command uses (read by ``open_store``)."""
+    parser.add_argument("--db", metavar="PATH_OR_URL", required=required, help=help_)
+
+
+def _operator_commands(commands: Any, out: TextIO | None) -> None:
+    """Add the commands that inspect a session store, or discard one of its outbox rows."""
+    existing = f"{_STORE}, which must exist"
+    show = commands.add_parser("show", help="print a stored session's document", out=out)
+    show.add_argument("id", metavar="ID", help="the session's integration id")
+    _db_option(show, existing)
+    show.add_argument(
+        "--reopen", action="store_true", help="load it as a session of the reopen table"
+    )
+
+    history = commands.add_parser("history", help="print a stored session's journal", out=out)
+    history.add_argument("id", metavar="ID", help="the session's integration id")
+    _db_option(history, existing)
+    history.add_argument("--json", action="store_true", help="one JSON object per entry")
+
+    outbox = commands.add_parser("outbox", help="list or discard outbox rows", out=out)
+    actions = outbox.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    listing = actions.add_parser("list", help="list the pending (or discarded) rows", out=out)
+    _db_option(listing, existing)
+    listing.add_argument(
+        "--discarded", action="store_true", help="the discarded rows instead of the pending ones"
+    )
+    listing.add_argument(
+        "--limit", type=_positive, metavar="N", help="at most N rows (default: all)"
+    )
+    listing.add_argument("--json", action="store_true", help="one JSON object per row")
+    discard = actions.add_parser("discard", help="give up on one pending row", out=out)
+    discard.add_argument(
+        "sequence", type=_positive, metavar="SEQUENCE", help="the row's sequence number"
+    )
+    discard.add_argument(
+        "--reason", required=True, metavar="TEXT", help="why (1 to 1000 characters)"
+    )
+    _db_option(discard, existing)
+    discard.add_argument("--json", action="store_true", help="print the row as JSON")
 
 
 def _path(text: str) -> Path:
@@ -173,12 +227,21 @@ def _path(text: str) -> Path:
 
 def _count(text: str) -> int:
     """An argument that counts something: an integer >= 0 (argparse reports the error)."""
+    return _integer(text, 0)
+
+
+def _positive(text: str) -> int:
+    """A limit or a sequence number: an integer >= 1 (argparse reports the error)."""
+    return _integer(text, 1)
+
+
+def _integer(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {shown(text)}")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {shown(text)}")
     return value
 
 
@@ -385,6 +448,118 @@ def _replayer(args: argparse.Namespace) -> replay.Replayer:
     return StoreReplayer(args.db, session_class=session_class, actor=args.actor)
 
 
+@contextlib.contextmanager
+def _existing_store(
+    args: argparse.Namespace, session_class: type[CustomerSession] = CustomerSession
+) -> Iterator[SessionStore[CustomerSession]]:
+    """The store ``--db`` names, which must exist: an SQLite file is not created.
+
+    A mistyped path would otherwise leave an empty database behind, and every
+    session would seem unknown. ``:memory:`` and ``file:`` URIs are opened as given.
+    """
+    from customer_session.store import SQLiteStore, open_store  # noqa: PLC0415 - only --db needs it
+
+    with open_store(args.db, session_class=session_class) as store:
+        path = store.path if isinstance(store, SQLiteStore) else None
+        named = path is not None and path != ":memory:" and not path.startswith("file:")
+        if named and not Path(str(path)).exists():
+            raise _UsageError(f"{path}: no such file")
+        yield store
+
+
+def _show(args: argparse.Namespace, out: TextIO) -> int:
+    with _existing_store(args, _session_class(args.reopen)) as store:
+        session = store.get(args.id)
+    out.write(wire.to_json(session, include_history=True, indent=2))
+    out.write("\n")
+    return EXIT_OK
+
+
+def _history(args: argparse.Namespace, out: TextIO) -> int:
+    with _existing_store(args) as store:
+        entries = store.history(args.id)
+        # Every stored session has its creation's entry: none means no session.
+        if not entries and not store.exists(args.id):
+            raise SessionNotFound(args.id)
+    if args.json:
+        _json_lines((entry.to_dict() for entry in entries), out)
+    else:
+        out.write(_entries_text(args.id, entries))
+    return EXIT_OK
+
+
+def _outbox(args: argparse.Namespace, out: TextIO) -> int:
+    with _existing_store(args) as store:
+        if args.action == "discard":
+            rows: Sequence[Effect] = (store.discard(args.sequence, reason=args.reason),)
+            heading = None
+        else:
+            rows = (
+                store.discarded(limit=args.limit)
+                if args.discarded
+                else store.pending(limit=args.limit)
+            )
+            heading = counted(len(rows), "discarded row" if args.discarded else "pending row")
+    if args.json:
+        _json_lines((row.to_dict() for row in rows), out)
+    else:
+        out.write(_rows_text(heading, rows))
+    return EXIT_OK
+
+
+def _json_lines(items: Iterable[dict[str, Any]], out: TextIO) -> None:
+    """JSON Lines: one compact JSON object a line."""
+    for item in items:
+        out.write(json.dumps(item, separators=(",", ":")))
+        out.write("\n")
+
+
+def _entries_text(integration_id: str, entries: Sequence[JournalEntry]) -> str:
+    """The journal for a reader: an entry a line, then its transitions, indented."""
+    lines = [
+        f"session {integration_id!r}: {counted(len(entries), 'journal entry', 'journal entries')}"
+    ]
+    for entry in entries:
+        data = entry.to_dict()  # the times and records as the JSON form writes them
+        who = [f"key {shown(entry.key)}"] if entry.key is not None else []
+        who += [f"by {shown(entry.actor)}"] if entry.actor is not None else []
+        lines.append(
+            f"version {entry.version} at {data['recordedAt']}: {entry.kind} ({entry.operation})"
+            + (f", {', '.join(who)}" if who else "")
+        )
+        lines.extend(f"  {_record_text(record)}" for record in data["records"])
+    return "\n".join(lines) + "\n"
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    """``close: open -> closed at <time>``, and what a return returned."""
+    edge = f"{record['source']} -> {record['destination']}"
+    text = f"{record['trigger']}: {edge} at {record['timestamp']}"
+    returned = [
+        f"{item['quantity']} of item {item['position']}"
+        + (f" ({shown(item['sku'])})" if "sku" in item else "")
+        for item in record.get("returnedItems", ())
+    ]
+    return text + (f", returned {', '.join(returned)}" if returned else "")
+
+
+def _rows_text(heading: str | None, rows: Sequence[Effect]) -> str:
+    """Outbox rows for a reader: a row a line, then its error and discard, indented."""
+    lines = [] if heading is None else [heading]
+    for row in rows:
+        data = row.to_dict()
+        lines.append(
+            f"row {row.sequence}: {shown(row.name)} for session {shown(row.integration_id)} "
+            f"(version {row.version}, {_record_text(data['record'])}), "
+            f"{counted(row.attempts, 'failed attempt')}, created {data['createdAt']}"
+        )
+        if row.last_error is not None:
+            lines.append(f"  last error: {shown(row.last_error)}")
+        if row.discarded_at is not None:
+            lines.append(f"  discarded at {data['discardedAt']}: {shown(row.discard_reason)}")
+    return "".join(f"{line}\n" for line in lines)
+
+
 def _size(path: Path) -> int | None:
     try:
         return path.stat().st_size
@@ -416,7 +591,15 @@ def _command(args: argparse.Namespace, out: TextIO) -> int:
         return _diagram(args, out)
     if args.command == "validate":
         return _validate(args, out, sys.stderr)
-    return _replay(args, out, sys.stderr)
+    if args.command == "replay":
+        return _replay(args, out, sys.stderr)
+    inspect = {"show": _show, "history": _history, "outbox": _outbox}[args.command]
+    try:
+        return inspect(args, out)
+    except (SessionNotFound, EffectNotPending) as error:
+        # The store was read and the answer is "not there": an answer, not a failure.
+        _print_error(error, sys.stderr)
+        return EXIT_INVALID
 
 
 @contextlib.contextmanager
