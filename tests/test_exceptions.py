@@ -62,6 +62,7 @@ def _one_of_each() -> list[CustomerSessionError]:
         exceptions.EffectNotPending(7, "delivered"),
         exceptions.CorruptData("bad document", "o"),
         exceptions.UnsupportedSchema(9, 3, "o"),
+        exceptions.SchemaNotReady("shop.db", 3, 4, "o"),
         exceptions.RenderingUnavailable("dot", "install Graphviz"),
         exceptions.RenderingFailed("dot -Tpng", "exit status 1"),
     ]
@@ -109,6 +110,7 @@ class TestTree:
             customer_session.EffectNotPending,
             customer_session.CorruptData,
             customer_session.UnsupportedSchema,
+            customer_session.SchemaNotReady,
         ):
             assert issubclass(cls, customer_session.StoreError)
 
@@ -119,6 +121,19 @@ class TestTree:
 
 
 class TestData:
+    def test_schema_not_ready_names_the_database_its_version_and_the_remedy(self):
+        """SchemaNotReady keeps the database and both versions, and says to migrate it."""
+        older = exceptions.SchemaNotReady("shop.db", 3, 4)
+        assert str(older) == (
+            "shop.db has customer-session schema version 3, this library needs 4: migrate it "
+            "(open it with migrate=True once, at deploy time)"
+        )
+        assert (older.database, older.found, older.required) == ("shop.db", 3, 4)
+        empty = exceptions.SchemaNotReady("shop.db", 0, 4, why="no such file")
+        assert str(empty) == (
+            "shop.db holds no session store (no such file); open it with migrate=True to create one"
+        )
+
     def test_illegal_transition_carries_its_data(self):
         """IllegalTransition keeps trigger, state and allowed triggers."""
         error = IllegalTransition(

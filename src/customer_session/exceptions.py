@@ -27,7 +27,8 @@ bad input is a :class:`ValueError`), so code that catches builtins keeps working
     │   ├── KeyAlreadyProcessed            an idempotency key used a second time
     │   ├── EffectNotPending (KeyError)    discard() of an outbox row that is not pending
     │   ├── CorruptData (ValueError)       a stored document or journal that does not load
-    │   └── UnsupportedSchema              a database written by a newer customer-session
+    │   ├── UnsupportedSchema              a database written by a newer customer-session
+    │   └── SchemaNotReady                 no store, or an older schema, and migrate=False
     ├── RenderingUnavailable (RuntimeError)     graphviz or dot is missing
     └── RenderingFailed (RuntimeError)          dot ran but gave no image
 """
@@ -61,6 +62,7 @@ __all__ = [
     "ProtectedFieldError",
     "RenderingFailed",
     "RenderingUnavailable",
+    "SchemaNotReady",
     "SessionExists",
     "SessionNotEditable",
     "SessionNotFound",
@@ -583,6 +585,51 @@ class UnsupportedSchema(StoreError):
         super().__init__(f"{where}: {message}", integration_id)
         self.found = found
         self.supported = supported
+
+
+class SchemaNotReady(StoreError):
+    """The database holds no session store, or an older schema, and may not be migrated.
+
+    Raised on first use by a store opened with ``migrate=False`` (a worker whose
+    database is migrated at deploy time), which neither creates the store's tables
+    nor migrates them: nothing was written. Open the database once with
+    ``migrate=True`` (the default) to create or migrate its schema.
+
+    Attributes:
+        database: The database, as the store names it (an SQLite file; a
+            PostgreSQL URL without its password, and the schema).
+        found: The schema version the database records (0: no session store at all).
+        required: The schema version this library reads and writes.
+        integration_id: The session the caller was about to use, when there is one.
+    """
+
+    def __init__(
+        self,
+        database: str,
+        found: int,
+        required: int,
+        integration_id: str | None = None,
+        *,
+        why: str = "no customer_session tables",
+    ) -> None:
+        """Say which database holds what, and how to get it ready.
+
+        ``why`` says how a database of version 0 was found empty (``no such file``).
+        """
+        if found == 0:
+            message = (
+                f"{database} holds no session store ({why}); "
+                "open it with migrate=True to create one"
+            )
+        else:
+            message = (
+                f"{database} has customer-session schema version {found}, this library "
+                f"needs {required}: migrate it (open it with migrate=True once, at deploy time)"
+            )
+        super().__init__(message, integration_id)
+        self.database = database
+        self.found = found
+        self.required = required
 
 
 class RenderingUnavailable(CustomerSessionError, RuntimeError):

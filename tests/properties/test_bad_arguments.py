@@ -467,7 +467,8 @@ RECIPES: dict[str, Callable[[Given], Call]] = {
         },
     ),
     "store.open_store": lambda g: Call(
-        open_store, {"target": g.tmp / "open.db", **_READER, "retries": 1, "actor": None}
+        open_store,
+        {"target": g.tmp / "open.db", **_READER, "retries": 1, "actor": None, "migrate": True},
     ),
     "store.rebuild": lambda g: Call(rebuild, {"entries": [g.entry()], **_READER}),
     "store.SQLiteStore": lambda g: Call(
@@ -479,6 +480,7 @@ RECIPES: dict[str, Callable[[Given], Call]] = {
             "synchronous": "FULL",
             "timeout": 1.0,
             "actor": None,
+            "migrate": True,
         },
     ),
     "store.StoreReplayer.apply": lambda g: _store_replayer_call(g, "apply", number=1, line=LOG[0]),
@@ -623,6 +625,7 @@ def _pg_constructor(cls: type) -> Callable[[Given], Call]:
                 "min_connections": 1,
                 "max_connections": 1,
                 "actor": None,
+                "migrate": True,
             },
         )
 

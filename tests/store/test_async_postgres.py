@@ -22,6 +22,7 @@ from customer_session import (
     CustomerSession,
     GuardRejected,
     ReopenableCustomerSession,
+    SchemaNotReady,
     SessionNotEditable,
     State,
     StoreError,
@@ -852,3 +853,49 @@ class TestDamagedRows:
             with pytest.raises(UnsupportedSchema, match="tables but no schema version") as caught:
                 await later.get("order-1")
         assert caught.value.found is None
+
+
+def schema_tables(conninfo: str) -> list[str]:
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+        ).fetchall()
+    return [name for (name,) in rows]
+
+
+class TestWithoutMigrating:
+    async def test_an_empty_schema_is_refused_and_left_empty(self, conninfo: str) -> None:
+        """An async store opened with migrate=False on an empty schema creates no table."""
+        async with await AsyncPostgresStore.open(conninfo, migrate=False) as worker:
+            assert worker.migrate is False
+            with pytest.raises(SchemaNotReady, match="holds no session store") as caught:
+                await worker.create(new_session())
+        assert caught.value.found == 0
+        assert caught.value.database.startswith("PostgreSQL database ")
+        assert "password" not in caught.value.database
+        assert schema_tables(conninfo) == []
+
+    async def test_an_older_schema_is_refused_and_not_migrated(
+        self, store: AsyncPostgresStore[CustomerSession], conninfo: str
+    ) -> None:
+        """An async store opened with migrate=False refuses version 3 and leaves it at 3."""
+        await store.create(new_session())
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute("UPDATE customer_session_schema SET version = 3")
+        async with AsyncPostgresStore(conninfo, migrate=False) as worker:
+            with pytest.raises(SchemaNotReady, match="schema version 3, this library needs"):
+                await worker.get("order-1")
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            version = connection.execute("SELECT version FROM customer_session_schema").fetchall()
+        assert version == [(3,)]
+
+    async def test_a_current_schema_serves_concurrent_first_calls(
+        self, store: AsyncPostgresStore[CustomerSession], conninfo: str
+    ) -> None:
+        """With migrate=False, concurrent first calls on a current schema all succeed."""
+        await store.create(new_session())
+        async with AsyncPostgresStore(conninfo, migrate=False) as worker:
+            states = await asyncio.gather(*(worker.get("order-1") for _ in range(5)))
+            assert {session.state for session in states} == {State.OPEN}
+            await worker.update("order-1", lambda s: s.close())
+        assert (await store.get("order-1")).state is State.CLOSED

@@ -10,6 +10,7 @@ import threading
 import uuid
 import weakref
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -26,6 +27,7 @@ from customer_session import (
     KeyAlreadyProcessed,
     ReopenableCustomerSession,
     ReturnedItem,
+    SchemaNotReady,
     SessionExists,
     SessionNotEditable,
     SessionNotFound,
@@ -33,6 +35,7 @@ from customer_session import (
     TransitionInProgress,
     Trigger,
     UnknownTrigger,
+    UnsupportedSchema,
     ValidationError,
     Workflow,
     WorkflowError,
@@ -40,6 +43,7 @@ from customer_session import (
 )
 from customer_session.aio import AsyncSession
 from customer_session.store import (
+    SCHEMA_VERSION,
     JournalKind,
     ProcessedKey,
     SessionStore,
@@ -762,6 +766,128 @@ class TestBadArguments:
         assert store.get("order-1").state is State.OPEN
         assert not store.exists("order-2")
         assert len(store.history("order-1")) == 1
+
+
+def store_tables(backend: str, database: str, sql) -> list[str] | None:
+    """The tables of the database (``None``: an SQLite file that does not exist)."""
+    if backend == "sqlite":
+        if not Path(database).exists():
+            return None
+        return [name for (name,) in sql("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    query = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+    return [name for (name,) in sql(query)]
+
+
+class TestWithoutMigrating:
+    """``migrate=False``: a worker whose database is migrated at deploy time."""
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda st: st.get("order-1"),
+            lambda st: st.create(new_session()),
+            lambda st: st.counts(),
+            lambda st: st.pending(),
+            lambda st: st.mark_processed("k"),
+        ],
+    )
+    def test_a_database_without_a_store_is_refused_and_nothing_is_created(
+        self, open_db, backend, database, sql, call
+    ):
+        """With migrate=False, a database without a store is SchemaNotReady; nothing is created."""
+        worker = open_db(migrate=False)
+        with pytest.raises(SchemaNotReady, match="holds no session store") as caught:
+            call(worker)
+        assert (caught.value.found, caught.value.required) == (0, SCHEMA_VERSION)
+        assert "open it with migrate=True to create one" in str(caught.value)
+        if backend == "sqlite":
+            assert caught.value.database == database
+            assert "(no such file)" in str(caught.value)
+        else:
+            assert "(schema 's_" in caught.value.database
+            assert "(no customer_session tables)" in str(caught.value)
+        assert store_tables(backend, database, sql) in (None, [])
+
+    def test_another_applications_tables_are_left_as_they_are(
+        self, open_db, backend, database, sql
+    ):
+        """With migrate=False, a database of other tables only is refused and keeps just those."""
+        sql("CREATE TABLE orders (id integer PRIMARY KEY)")
+        with pytest.raises(SchemaNotReady, match=r"\(no customer_session tables\)"):
+            open_db(migrate=False).exists("order-1")
+        assert store_tables(backend, database, sql) == ["orders"]
+
+    def test_an_older_schema_is_refused_and_not_migrated(self, store, open_db, sql):
+        """With migrate=False, a database at an older version raises SchemaNotReady, unchanged."""
+        store.create(new_session())
+        sql("UPDATE customer_session_schema SET version = 3")
+        with pytest.raises(
+            SchemaNotReady,
+            match=(
+                f"has customer-session schema version 3, this library needs {SCHEMA_VERSION}: "
+                r"migrate it \(open it with migrate=True once, at deploy time\)"
+            ),
+        ) as caught:
+            open_db(migrate=False).get("order-1")
+        assert (caught.value.found, caught.value.integration_id) == (3, "order-1")
+        assert sql("SELECT version FROM customer_session_schema") == [(3,)]
+
+    def test_a_newer_schema_is_unsupported_as_with_migrating(self, store, open_db, sql):
+        """With migrate=False, a database of a newer version is still UnsupportedSchema."""
+        store.create(new_session())
+        sql("UPDATE customer_session_schema SET version = ?", SCHEMA_VERSION + 1)
+        with pytest.raises(UnsupportedSchema, match="upgrade the library"):
+            open_db(migrate=False).counts()
+
+    def test_a_current_schema_serves_every_operation(self, store, open_db):
+        """With migrate=False, a store at the current version works as any other."""
+        store.create(new_session("order-0"))  # the deploy: creates the schema
+        worker = open_db(migrate=False)
+        assert (store.migrate, worker.migrate) == (True, False)
+        worker.on_commit("erp")
+        worker.create(new_session(), key="k1")
+        assert worker.get("order-1").state is State.OPEN
+        with worker.transaction("order-1", key="k2") as session:
+            session.close()
+        worker.update("order-1", lambda s: s.cancel(), actor="w")
+        assert worker.exists("order-1")
+        assert worker.counts() == {State.OPEN: 1, State.CANCELLED: 1}
+        assert worker.ids(state="cancelled") == ("order-1",)
+        assert [entry.operation for entry in worker.history("order-1")] == [
+            "create",
+            "close",
+            "cancel",
+        ]
+        assert worker.processed("k1")
+        assert worker.processed_key("k2") == ProcessedKey("k2", "order-1", None)
+        assert worker.mark_processed("k3", refusal="no")
+        first, second = worker.pending()
+        assert worker.discard(first.sequence, reason="gave up").discard_reason == "gave up"
+        assert worker.deliver(lambda effect: None) == 1
+        assert [e.sequence for e in worker.discarded()] == [first.sequence]
+        assert worker.pending() == ()
+        later = datetime.now(UTC) + timedelta(minutes=1)
+        assert worker.purge_delivered(before=later) == 2
+        assert worker.forget_keys(before=later) == 3
+        assert second.integration_id == "order-1"
+
+    def test_the_schema_is_checked_once_per_store_object(self, store, open_db, sql):
+        """The check runs on first use only: later calls read no schema version."""
+        store.create(new_session())
+        worker = open_db(migrate=False)
+        assert worker.exists("order-1")
+        sql("UPDATE customer_session_schema SET version = 3")  # seen only by a new check
+        assert worker.get("order-1").state is State.OPEN
+        assert worker.counts() == {State.OPEN: 1}
+        with pytest.raises(SchemaNotReady):
+            open_db(migrate=False).exists("order-1")
+
+    @pytest.mark.parametrize("value", [None, 0, 1, "no", "False"])
+    def test_migrate_must_be_a_bool(self, open_db, value):
+        """A migrate that is not True or False is a ValidationError naming it."""
+        with pytest.raises(ValidationError, match=r"migrate: must be True or False") as caught:
+            open_db(migrate=value)
+        assert [p.path for p in caught.value.problems] == ["migrate"]
 
 
 class TestIds:

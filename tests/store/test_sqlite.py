@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from customer_session import CustomerSession, State, StoreError, WorkflowError
+from customer_session import CustomerSession, SchemaNotReady, State, StoreError, WorkflowError
 from customer_session.store import SQLiteStore, StoreReplayer
 from customer_session.store._sqlite import _Connection, _use_wal
 
@@ -227,6 +227,44 @@ class TestSQLiteStore:
             assert isinstance(error, WorkflowError)
             assert "from a handler of a delivery of the same outbox" in str(error)
             assert second.deliver(lambda e: None) == 1
+
+
+class TestWithoutMigrating:
+    def test_another_applications_file_is_not_changed_at_all(self, tmp_path):
+        """migrate=False on a file of other tables leaves every byte, and its journal mode."""
+        path = tmp_path / "shop.db"
+        with closing(sqlite3.connect(path)) as connection:
+            connection.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+            connection.commit()
+        before = path.read_bytes()
+        with SQLiteStore(path, migrate=False) as store, pytest.raises(SchemaNotReady):
+            store.counts()
+        assert path.read_bytes() == before
+        with closing(sqlite3.connect(path)) as connection:
+            assert connection.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+
+    @pytest.mark.parametrize("name", ["a?b#c.db", "50%.db", "caf\u00e9 db"])
+    def test_a_file_name_that_a_uri_escapes_is_opened(self, tmp_path, monkeypatch, name):
+        """migrate=False opens a store's file whatever its name holds, relative paths too."""
+        monkeypatch.chdir(tmp_path)
+        with SQLiteStore(name) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+        with SQLiteStore(name, migrate=False) as store:
+            assert store.get("order-1").state is State.OPEN
+        missing = SQLiteStore(f"missing {name}", migrate=False)
+        with missing, pytest.raises(SchemaNotReady, match=r"no session store \(no such file\)"):
+            missing.exists("order-1")
+        assert sorted(
+            p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))
+        ) == [name]
+
+    def test_a_file_uri_is_opened_as_given(self, tmp_path):
+        """migrate=False leaves a file: URI's own options to it (a read-only mode, say)."""
+        path = tmp_path / "sessions.db"
+        with SQLiteStore(path) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+        with SQLiteStore(f"{path.as_uri()}?mode=ro", migrate=False) as store:
+            assert store.get("order-1").state is State.OPEN
 
 
 class TestOutboxSequences:

@@ -93,6 +93,19 @@ any_store: SessionStore[CustomerSession] = open_store(":memory:", actor="worker-
 assert_type(any_store.actor, str | None)
 any_store.create(CustomerSession(integration_id="order-1"), actor="api")
 any_store.close()
+
+
+def worker(url: str) -> None:
+    """A worker of a database migrated at deploy time: it only checks the schema."""
+    checked: SessionStore[CustomerSession] = open_store(url, migrate=False)
+    assert_type(checked.migrate, bool)
+    sqlite: SQLiteStore[CustomerSession] = SQLiteStore(url, migrate=False)
+    postgres_worker = PostgresStore(url, session_class=ReopenableCustomerSession, migrate=False)
+    assert_type(postgres_worker, PostgresStore[ReopenableCustomerSession])
+    for store in (checked, sqlite, postgres_worker):
+        store.close()
+
+
 postgres: type[PostgresStore[CustomerSession]] = PostgresStore
 replayer = StoreReplayer(":memory:", log_id="orders-2026-03", actor="nightly-replay")
 replayer.close()

@@ -124,6 +124,8 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "retries": (_at_least(0), "must be an integer from 0 to 2**63 - 1, or None"),
     "default_retries": (_at_least(0, optional=False), "must be an integer from 0 to 2**63 - 1"),
     "session": (_session, "must be a CustomerSession"),
+    # Exactly a bool: a truthy string ("no") or number would be taken for a yes.
+    "migrate": (lambda value: type(value) is bool, "must be True or False"),
     "limit": (_at_least(1), "must be an integer from 1 to 2**63 - 1, or None"),
     "max_attempts": (_at_least(1), "must be an integer from 1 to 2**63 - 1, or None"),
     "sequence": (_at_least(1, optional=False), "must be an integer from 1 to 2**63 - 1"),

@@ -76,8 +76,10 @@ from customer_session.store._postgres import (
     _TRY_LOCK_OUTBOX,
     _UNLOCK_OUTBOX,
     BY_ID,
+    CURRENT_SCHEMA,
     _import_psycopg,
     _redact,
+    database_name,
     duplicate_key,
     insert_statement,
     option_problems,
@@ -153,11 +155,16 @@ class AsyncPostgresStore(StoreCore[_S]):
         actor: Who the journal entries of this store object's commits name, unless
             a call gives its own ``actor=`` (default ``None``: nobody); at most 200
             characters, not only whitespace, without control characters.
+        migrate: ``True`` (default): the first use creates the schema, or migrates an
+            older one. ``False`` (a worker whose database is migrated at deploy
+            time): it only checks it, and creates or changes no table.
 
     Raises:
         ValidationError: Every bad option, each by name.
         WorkflowError: ``session_class`` or ``workflow`` does not fit.
         StoreError: psycopg is not installed.
+        SchemaNotReady: With ``migrate=False``, the database holds no store or an
+            older schema (raised on first use).
     """
 
     dialect: ClassVar[str] = "postgres"
@@ -172,6 +179,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         min_connections: int = 1,
         max_connections: int = 10,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> None: ...
 
     @overload
@@ -185,6 +193,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         min_connections: int = 1,
         max_connections: int = 10,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> None: ...
 
     def __init__(
@@ -197,6 +206,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         min_connections: int = 1,
         max_connections: int = 10,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> None:
         """Check the arguments and make the (closed) pool; :meth:`open` opens it."""
         super().__init__(
@@ -204,6 +214,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             workflow=workflow,
             retries=retries,
             actor=actor,
+            migrate=migrate,
             problems=option_problems(conninfo, min_connections, max_connections),
         )
         pg, pool = _import_psycopg()
@@ -239,6 +250,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         min_connections: int = 1,
         max_connections: int = 10,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> AsyncPostgresStore[CustomerSession]: ...
 
     @overload
@@ -253,6 +265,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         min_connections: int = 1,
         max_connections: int = 10,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> AsyncPostgresStore[_O]: ...
 
     @classmethod
@@ -266,6 +279,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         min_connections: int = 1,
         max_connections: int = 10,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> AsyncPostgresStore[Any]:
         """Create a store and open its pool (arguments as for the class).
 
@@ -282,6 +296,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             min_connections=min_connections,
             max_connections=max_connections,
             actor=actor,
+            migrate=migrate,
         )
         await store._open()
         return store
@@ -750,7 +765,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             return (await connection.execute(statement, params)).rowcount
 
     async def _ready(self, integration_id: str | None) -> None:
-        """Create or migrate the schema on first use; refuse an unknown version."""
+        """Create or migrate (or, with ``migrate=False``, check) the schema on first use."""
         if self._is_ready:
             return
         async with self._ready_lock:
@@ -761,9 +776,13 @@ class AsyncPostgresStore(StoreCore[_S]):
     async def _migrate(self, integration_id: str | None) -> None:
         async with self._connection(integration_id) as connection:
             found = await _schema_version(connection)
-            if found == SCHEMA_VERSION:
+            if not self._needs_migrating(found, integration_id):
                 return
-            steps_from(self.dialect, found, integration_id)  # refuses a newer schema
+            if not self._migrates:  # checked, never changed: it is migrated at deploy time
+                cursor = await connection.execute(CURRENT_SCHEMA)
+                (schema,) = await cursor.fetchall()
+                where = database_name(self._conninfo, schema[0])
+                raise self._not_ready(where, found, integration_id)
             async with connection.transaction():
                 # Two processes starting together must not both create the tables.
                 await connection.execute(_LOCK_SCHEMA)

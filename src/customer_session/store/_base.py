@@ -28,6 +28,7 @@ from customer_session.exceptions import (
     EffectNotPending,
     KeyAlreadyProcessed,
     Problem,
+    SchemaNotReady,
     SessionExists,
     SessionNotFound,
     UnknownTrigger,
@@ -130,6 +131,8 @@ class StoreCore(Generic[_S]):
         retries: How many times ``update`` re-runs a change that lost a race.
         actor: Who the journal entries of this store object's commits name, unless
             a call gives its own ``actor=`` (``None``: nobody).
+        migrate: Whether the first use creates or migrates the schema; with
+            ``False`` it only checks it, and refuses any but the current one.
     """
 
     dialect: ClassVar[str]
@@ -142,6 +145,7 @@ class StoreCore(Generic[_S]):
         workflow: Workflow | None,
         retries: int,
         actor: str | None = None,
+        migrate: bool = True,
         problems: Sequence[Problem] = (),
     ) -> None:
         """Check the arguments; the database is touched only on first use.
@@ -163,12 +167,16 @@ class StoreCore(Generic[_S]):
             )
         raise_problems(
             type(self).__name__,
-            [*problems, *argument_problems(default_retries=retries, actor=actor)],
+            [
+                *problems,
+                *argument_problems(default_retries=retries, actor=actor, migrate=migrate),
+            ],
         )
         self._session_class = session_class
         self._shadow = Shadow(chosen)
         self._retries = retries
         self._actor = actor
+        self._migrates = migrate
         self._effects: tuple[DurableEffect, ...] = ()
         self._effects_lock = threading.Lock()
         self._schema_lock = threading.Lock()
@@ -196,6 +204,16 @@ class StoreCore(Generic[_S]):
     def actor(self) -> str | None:
         """Who the journal entries of this store object's commits name, by default."""
         return self._actor
+
+    @property
+    def migrate(self) -> bool:
+        """Whether this store object creates or migrates the schema on first use.
+
+        ``False``: it only checks that the database is at :data:`SCHEMA_VERSION`,
+        and raises :class:`~customer_session.exceptions.SchemaNotReady` when it holds
+        no store or an older schema (migrations are run at deploy time).
+        """
+        return self._migrates
 
     @property
     def effects(self) -> tuple[DurableEffect, ...]:
@@ -243,6 +261,30 @@ class StoreCore(Generic[_S]):
         if known is None or known not in triggers:
             raise UnknownTrigger(trigger, triggers)
         return known
+
+    # -- the schema ------------------------------------------------------------------------
+
+    def _needs_migrating(self, found: object, integration_id: str | None) -> bool:
+        """Whether a database at version ``found`` is older than this library's schema.
+
+        Raises:
+            UnsupportedSchema: ``found`` is newer than this library, or none (damaged).
+        """
+        if found == SCHEMA_VERSION:
+            return False
+        steps_from(self.dialect, found, integration_id)  # refuses a newer or damaged schema
+        return True
+
+    @staticmethod
+    def _not_ready(database: str, found: object, integration_id: str | None) -> SchemaNotReady:
+        """The refusal of a store opened with ``migrate=False`` to migrate an older database.
+
+        Args:
+            database: The database, as messages name it (see ``_database_name``).
+            found: Its schema version, older than this library's (0: no store at all).
+            integration_id: The session the caller was about to use.
+        """
+        return SchemaNotReady(database, cast("int", found), SCHEMA_VERSION, integration_id)
 
     # -- rows and the cache ----------------------------------------------------------------
 
@@ -1011,7 +1053,10 @@ class BaseStore(StoreCore[_S], ABC):
     # -- loading ---------------------------------------------------------------------------
 
     def _ready(self, integration_id: str | None) -> None:
-        """Create or migrate the schema on first use; refuse an unknown version."""
+        """Create or migrate (or, with ``migrate=False``, check) the schema on first use.
+
+        Once per store object: later calls cost one check of an event.
+        """
         if self._schema_ready.is_set():
             return
         with self._schema_lock:
@@ -1056,15 +1101,16 @@ class BaseStore(StoreCore[_S], ABC):
     # -- the plain queries, in the backend's SQL ------------------------------------------
 
     def _migrate(self, integration_id: str | None) -> None:
-        """Create or migrate the schema; raise ``UnsupportedSchema`` for an unknown version.
+        """Create or migrate the schema, unless ``migrate=False`` (see ``_needs_migrating``).
 
         ``integration_id`` is the session the caller is about to use (for messages).
         """
         with self._connection(integration_id) as connection:
             found = self._schema_version(connection)
-            if found == SCHEMA_VERSION:
+            if not self._needs_migrating(found, integration_id):
                 return
-            steps_from(self.dialect, found, integration_id)  # refuses a newer schema
+            if not self._migrates:  # checked, never changed: it is migrated at deploy time
+                raise self._not_ready(self._database_name(connection), found, integration_id)
             with self._migrating(connection, integration_id) as locked:
                 found = self._schema_version(locked)  # another process may have migrated
                 steps = steps_from(self.dialect, found, integration_id)
@@ -1186,6 +1232,10 @@ class BaseStore(StoreCore[_S], ABC):
     @abstractmethod
     def _connection(self, integration_id: str | None) -> AbstractContextManager[Any]:
         """A connection whose database errors become ``StoreError`` naming the session."""
+
+    @abstractmethod
+    def _database_name(self, connection: Any) -> str:
+        """The database, for messages, without a password (read on ``connection``)."""
 
     @abstractmethod
     def _migrating(

@@ -34,6 +34,7 @@ def open_store(
     workflow: Workflow | None = None,
     retries: int = DEFAULT_RETRIES,
     actor: str | None = None,
+    migrate: bool = True,
 ) -> SessionStore[CustomerSession]: ...
 
 
@@ -45,6 +46,7 @@ def open_store(
     workflow: Workflow | None = None,
     retries: int = DEFAULT_RETRIES,
     actor: str | None = None,
+    migrate: bool = True,
 ) -> SessionStore[_S]: ...
 
 
@@ -55,6 +57,7 @@ def open_store(
     workflow: Workflow | None = None,
     retries: int = DEFAULT_RETRIES,
     actor: str | None = None,
+    migrate: bool = True,
 ) -> SessionStore[Any]:
     """Open the store ``target`` names: a ``postgresql://`` URL or an SQLite file.
 
@@ -67,12 +70,17 @@ def open_store(
         retries: How many times ``update`` re-runs a change that lost a race.
         actor: Who the journal entries of the store's commits name, unless a call
             gives its own ``actor=`` (default ``None``: nobody).
+        migrate: Whether the first use creates or migrates the schema (default);
+            ``False`` only checks it, for workers of a database migrated at deploy
+            time (and readers that must change nothing).
 
     Raises:
         ValidationError: ``target`` is empty, not a path or URL, or a URL of another
             scheme than ``postgresql://`` (``mysql://``, ``sqlite:///``), or an
             option is bad.
         StoreError: The database cannot be opened (or psycopg is missing for a URL).
+        SchemaNotReady: With ``migrate=False``, the database holds no store or an
+            older schema (raised on first use).
     """
     given: object = target  # typed, but callers may pass anything
     text = os.fspath(target) if isinstance(given, str | os.PathLike) else None
@@ -86,7 +94,12 @@ def open_store(
         )
     if text.startswith(POSTGRES_SCHEMES):
         return PostgresStore(
-            text, session_class=session_class, workflow=workflow, retries=retries, actor=actor
+            text,
+            session_class=session_class,
+            workflow=workflow,
+            retries=retries,
+            actor=actor,
+            migrate=migrate,
         )
     url = None if text.startswith("file:") else _URL.match(text)
     if url is not None:
@@ -99,5 +112,10 @@ def open_store(
             f"unsupported URL scheme {url.group(1)!r}: give a postgresql:// URL or a file path",
         )
     return SQLiteStore(
-        text, session_class=session_class, workflow=workflow, retries=retries, actor=actor
+        text,
+        session_class=session_class,
+        workflow=workflow,
+        retries=retries,
+        actor=actor,
+        migrate=migrate,
     )

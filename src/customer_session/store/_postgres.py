@@ -204,6 +204,8 @@ _HAS_SCHEMA: Final = f"""
     SELECT tablename FROM pg_catalog.pg_tables
     WHERE schemaname = current_schema() AND tablename IN ({TABLE_LIST})"""  # noqa: S608 - the store's own table names
 _SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id = 1"
+# Where the store's tables are (or would be created): for messages.
+CURRENT_SCHEMA: Final = "SELECT current_schema()"
 _SET_VERSION: Final = """
     INSERT INTO customer_session_schema (id, version) VALUES (1, %s)
     ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
@@ -226,7 +228,7 @@ class PostgresStore(BaseStore[_S]):
     """Sessions in a PostgreSQL database, shared by many worker processes.
 
     The schema is created (or migrated) on first use, in the first schema of the
-    connection's ``search_path``. Connections come from a
+    connection's ``search_path``, unless ``migrate=False``. Connections come from a
     ``psycopg_pool.ConnectionPool`` in autocommit mode; a store object may be
     shared by threads. Needs the ``[postgres]`` extra
     (``pip install 'customer-session[postgres]'``).
@@ -242,11 +244,16 @@ class PostgresStore(BaseStore[_S]):
         actor: Who the journal entries of this store object's commits name, unless
             a call gives its own ``actor=`` (default ``None``: nobody); at most 200
             characters, not only whitespace, without control characters.
+        migrate: ``True`` (default): the first use creates the schema, or migrates an
+            older one. ``False`` (a worker whose database is migrated at deploy
+            time): it only checks it, and creates or changes no table.
 
     Raises:
         ValidationError: Every bad option, each by name.
         WorkflowError: ``session_class`` or ``workflow`` does not fit.
         StoreError: psycopg is not installed, or the server cannot be reached.
+        SchemaNotReady: With ``migrate=False``, the database holds no store or an
+            older schema (raised on first use).
     """
 
     dialect: ClassVar[str] = "postgres"
@@ -283,6 +290,7 @@ class PostgresStore(BaseStore[_S]):
         min_connections: int = 1,
         max_connections: int = 10,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> None: ...
 
     @overload
@@ -296,6 +304,7 @@ class PostgresStore(BaseStore[_S]):
         min_connections: int = 1,
         max_connections: int = 10,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> None: ...
 
     def __init__(
@@ -308,6 +317,7 @@ class PostgresStore(BaseStore[_S]):
         min_connections: int = 1,
         max_connections: int = 10,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> None:
         """Open the connection pool (psycopg is imported here)."""
         super().__init__(
@@ -315,6 +325,7 @@ class PostgresStore(BaseStore[_S]):
             workflow=workflow,
             retries=retries,
             actor=actor,
+            migrate=migrate,
             problems=option_problems(conninfo, min_connections, max_connections),
         )
         pg, pool = _import_psycopg()
@@ -372,6 +383,10 @@ class PostgresStore(BaseStore[_S]):
             ) from exc
 
     # -- the steps BaseStore needs -------------------------------------------------------
+
+    def _database_name(self, connection: psycopg.Connection[tuple[Any, ...]]) -> str:
+        (schema,) = connection.execute(CURRENT_SCHEMA).fetchall()
+        return database_name(self._conninfo, schema[0])
 
     @contextmanager
     def _migrating(
@@ -569,6 +584,20 @@ def duplicate_key(exc: StoreError, change: Change, errors: Any) -> StoreError | 
     ):
         return KeyAlreadyProcessed(change.key, change.integration_id)
     return None
+
+
+def database_name(conninfo: str, schema: object) -> str:
+    """A PostgreSQL database as messages name it: the server and database, and the schema.
+
+    Args:
+        conninfo: The connection string (shown without its password).
+        schema: The connection's ``current_schema()`` (``None``: no schema of its
+            ``search_path`` exists).
+    """
+    where = (
+        "no schema: none of the search_path exists" if schema is None else f"schema {shown(schema)}"
+    )
+    return f"PostgreSQL database {_redact(conninfo)} ({where})"
 
 
 def _redact(conninfo: str) -> str:

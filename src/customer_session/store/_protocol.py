@@ -50,6 +50,10 @@ class SessionStore(Protocol[_S]):
     def actor(self) -> str | None:
         """Who the journal entries of the store's commits name, by default."""
 
+    @property
+    def migrate(self) -> bool:
+        """Whether the store creates or migrates the schema on first use (else only checks it)."""
+
     def create(
         self,
         session: _S,

@@ -14,17 +14,18 @@ import uuid
 import weakref
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overload
 from urllib.parse import quote
 
 from customer_session._cart import is_number
 from customer_session._show import shown
-from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError
+from customer_session.exceptions import KeyAlreadyProcessed, Problem, SchemaNotReady, StoreError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
 from customer_session.store._outbox import EFFECT_COLUMNS
-from customer_session.store._schema import TABLE_LIST
+from customer_session.store._schema import SCHEMA_VERSION, TABLE_LIST
 
 if sys.platform != "win32":
     import fcntl
@@ -140,7 +141,8 @@ _ENDS: Final = {_PATH: b"?#", _NAME: b"=&#", _VALUE: b"&#"}
 class SQLiteStore(BaseStore[_S]):
     """Sessions in an SQLite database: a file in WAL mode, or ``:memory:``.
 
-    The schema is created (or migrated) on first use. One store object may be
+    The schema is created (or migrated) on first use, unless ``migrate=False``. One
+    store object may be
     shared by the threads of a process: each thread gets its own connection to a
     file (``:memory:`` has one connection, used under a lock). Processes open
     their own store on the same file; SQLite serializes their commits, and their
@@ -164,11 +166,18 @@ class SQLiteStore(BaseStore[_S]):
         actor: Who the journal entries of this store object's commits name, unless
             a call gives its own ``actor=`` (default ``None``: nobody); at most 200
             characters, not only whitespace, without control characters.
+        migrate: ``True`` (default): the first use creates the schema, or migrates an
+            older one. ``False`` (a worker whose database is migrated at deploy
+            time): it only checks it, and changes nothing in the file: a missing file
+            is not created, nor is the file put in WAL mode (a store's file is, when
+            the schema is created).
 
     Raises:
         ValidationError: Every bad option, each by name.
         WorkflowError: ``session_class`` or ``workflow`` does not fit.
         StoreError: The database cannot be opened (raised on first use).
+        SchemaNotReady: With ``migrate=False``, the database holds no store (or
+            there is no such file), or an older schema (raised on first use).
     """
 
     dialect: ClassVar[str] = "sqlite"
@@ -205,6 +214,7 @@ class SQLiteStore(BaseStore[_S]):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         timeout: float = 30.0,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> None: ...
 
     @overload
@@ -218,6 +228,7 @@ class SQLiteStore(BaseStore[_S]):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         timeout: float = 30.0,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> None: ...
 
     def __init__(
@@ -230,6 +241,7 @@ class SQLiteStore(BaseStore[_S]):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         timeout: float = 30.0,
         actor: str | None = None,
+        migrate: bool = True,
     ) -> None:
         """Remember where the database is; connections open on first use."""
         problems = []
@@ -254,6 +266,7 @@ class SQLiteStore(BaseStore[_S]):
             workflow=workflow,
             retries=retries,
             actor=actor,
+            migrate=migrate,
             problems=problems,
         )
         self._path = os.fspath(path)
@@ -299,20 +312,32 @@ class SQLiteStore(BaseStore[_S]):
     # -- connections -------------------------------------------------------------------
 
     def _open(self) -> _Connection:
+        uri = self._path.startswith("file:")
+        target = self._path
+        # A store that may not change the database does not create a missing file (a
+        # mistyped path would leave an empty one behind): a plain path is opened as a
+        # URI in mode rw. A file: URI is opened as given (it may say its own mode).
+        existing = not self._migrates and not uri and not self._memory
+        if existing:
+            target, uri = f"{Path(self._path).absolute().as_uri()}?mode=rw", True
         try:
             connection = sqlite3.connect(
-                self._path,
+                target,
                 factory=_Connection,
                 timeout=self._timeout,
                 isolation_level=None,  # autocommit: transactions are explicit BEGIN/COMMIT
                 check_same_thread=False,  # close() may run in another thread
-                uri=self._path.startswith("file:"),
+                uri=uri,
             )
-            if not self._memory:
+            # WAL mode is kept in the file: set when the store may create its schema,
+            # not in another application's database that a reader was pointed at.
+            if not self._memory and self._migrates:
                 _use_wal(connection, self._timeout)
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
         # sqlite3 fails to decode a message quoting bytes that are no UTF-8 (vfs=%ff).
         except (sqlite3.Error, UnicodeDecodeError) as exc:
+            if existing and not Path(self._path).exists():
+                raise SchemaNotReady(self._path, 0, SCHEMA_VERSION, why="no such file") from exc
             # Path first, unquoted, as the CLI names every file it cannot use.
             raise StoreError(f"{self._path}: cannot open as an SQLite database ({exc})") from exc
         with self._opened_lock:
@@ -359,6 +384,10 @@ class SQLiteStore(BaseStore[_S]):
                 connection.execute("COMMIT")
 
     # -- the steps BaseStore needs -------------------------------------------------------
+
+    def _database_name(self, connection: sqlite3.Connection) -> str:
+        del connection  # the path says it
+        return self._path
 
     def _migrating(
         self, connection: sqlite3.Connection, integration_id: str | None
