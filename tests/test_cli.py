@@ -3,6 +3,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -643,6 +644,94 @@ class TestOutbox:
         assert run("outbox", *action, "--db", str(tmp_path / "nope.db")) == (2, "")
         assert "nope.db: no such file" in one_line_error(capsys)
         assert list(tmp_path.iterdir()) == []
+
+
+# Each command that reads a store (outbox discard writes a row, but creates nothing).
+READ_COMMANDS = [
+    pytest.param(("show", "order-42"), id="show"),
+    pytest.param(("history", "order-42"), id="history"),
+    pytest.param(("outbox", "list"), id="outbox list"),
+    pytest.param(("outbox", "discard", "1", "--reason", "r"), id="outbox discard"),
+]
+
+
+def sqlite_tables(path: Path) -> list[str]:
+    connection = sqlite3.connect(path)
+    try:
+        return [name for (name,) in connection.execute("SELECT name FROM sqlite_master")]
+    finally:
+        connection.close()
+
+
+class TestReadCommandsChangeNoDatabase:
+    @pytest.mark.parametrize("command", READ_COMMANDS)
+    def test_another_applications_sqlite_file_is_left_as_it_was(self, capsys, tmp_path, command):
+        """A read command on an SQLite file that holds no store fails, exit 2, adding no table."""
+        other = tmp_path / "shop.db"
+        connection = sqlite3.connect(other)
+        connection.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        connection.commit()
+        connection.close()
+        before = other.read_bytes()
+        assert run(*command, "--db", str(other)) == (2, "")
+        assert one_line_error(capsys) == (
+            f"customer-session: error: {other} holds no session store (no customer_session "
+            "tables); open it with migrate=True to create one\n"
+        )
+        assert sqlite_tables(other) == ["orders"]
+        assert other.read_bytes() == before  # not even put in WAL mode
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.db"]
+
+    @pytest.mark.postgres
+    @pytest.mark.parametrize("command", READ_COMMANDS)
+    def test_an_empty_postgresql_schema_stays_empty(self, capsys, pg_server, command):
+        """A read command on a PostgreSQL schema without a store fails, exit 2, creating nothing."""
+        database = pg_server.fresh_schema()
+        assert run(*command, "--db", database) == (2, "")
+        error = one_line_error(capsys)
+        assert "holds no session store (no customer_session tables)" in error
+        assert "(schema 's_" in error
+        with psycopg_connection(database) as connection:
+            tables = connection.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchall()
+        assert tables == []
+
+    @pytest.mark.parametrize("command", READ_COMMANDS)
+    def test_an_older_store_is_not_migrated(self, capsys, tmp_path, command):
+        """A read command on a store of an older schema version fails, exit 2, migrating nothing."""
+        path = tmp_path / "store.db"
+        with open_store(path) as store:
+            store.create(CustomerSession(integration_id="order-42"))
+        connection = sqlite3.connect(path)
+        connection.execute("UPDATE customer_session_schema SET version = 3")
+        connection.commit()
+        connection.close()
+        assert run(*command, "--db", str(path)) == (2, "")
+        assert f"{path} has customer-session schema version 3, this library needs" in (
+            one_line_error(capsys)
+        )
+        connection = sqlite3.connect(path)
+        try:
+            assert connection.execute("SELECT version FROM customer_session_schema").fetchall() == [
+                (3,)
+            ]
+        finally:
+            connection.close()
+
+    def test_replay_still_creates_its_store(self, tmp_path):
+        """replay --db creates the store's schema in a new database, as before."""
+        path = tmp_path / "store.db"
+        status, _ = run("replay", str(EXAMPLE), "--db", str(path))
+        assert status in {0, 1}  # 1: the example log holds refused lines, on purpose
+        with open_store(path, migrate=False) as store:
+            assert store.counts()
+
+
+def psycopg_connection(database: str):
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    return psycopg.connect(database, autocommit=True)
 
 
 COMMANDS = ("diagram", "validate", "replay", "show", "history", "outbox list", "outbox discard")

@@ -456,10 +456,13 @@ def _existing_store(
 
     A mistyped path would otherwise leave an empty database behind, and every
     session would seem unknown. ``:memory:`` and ``file:`` URIs are opened as given.
+    Opened with ``migrate=False``: a command that reads must never create the
+    store's tables in another application's database, nor migrate a store that its
+    workers (of an older library) still use.
     """
     from customer_session.store import SQLiteStore, open_store  # noqa: PLC0415 - only --db needs it
 
-    with open_store(args.db, session_class=session_class) as store:
+    with open_store(args.db, session_class=session_class, migrate=False) as store:
         path = store.path if isinstance(store, SQLiteStore) else None
         named = path is not None and path != ":memory:" and not path.startswith("file:")
         if named and not Path(str(path)).exists():
