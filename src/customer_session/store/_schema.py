@@ -2,11 +2,12 @@
 
 The schema belongs to the store: it is created on first use and migrated forward
 by the library, never by hand (a store opened with ``migrate=False`` only checks
-that it is at :data:`SCHEMA_VERSION`, for migrations run at deploy time). ``MIGRATIONS[dialect][n]`` takes a database from
-schema version ``n`` to ``n + 1`` (version 0 is an empty database); the version
-reached is kept in a one-row table. A database whose version is newer than
-:data:`SCHEMA_VERSION` was written by a newer customer-session and is refused,
-since an older library cannot know what the newer columns mean.
+that it is at :data:`SCHEMA_VERSION`, for migrations run at deploy time).
+``MIGRATIONS[dialect][n]`` takes a database from schema version ``n`` to ``n + 1``
+(version 0 is an empty database); the version reached is kept in a one-row table.
+A database whose version is newer than :data:`SCHEMA_VERSION` was written by a
+newer customer-session and is refused, since an older library cannot know what the
+newer columns mean.
 
 Tables:
 
