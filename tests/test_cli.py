@@ -15,7 +15,7 @@ import pytest
 from customer_session import CustomerSession, State, wire
 from customer_session.cli import main
 from customer_session.diagrams import to_dot, to_mermaid
-from customer_session.store import open_store
+from customer_session.store import SCHEMA_VERSION, open_store
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
@@ -676,7 +676,7 @@ class TestReadCommandsChangeNoDatabase:
         assert run(*command, "--db", str(other)) == (2, "")
         assert one_line_error(capsys) == (
             f"customer-session: error: {other} holds no session store (no customer_session "
-            "tables); open it with migrate=True to create one\n"
+            "tables); `customer-session migrate` creates one\n"
         )
         assert sqlite_tables(other) == ["orders"]
         assert other.read_bytes() == before  # not even put in WAL mode
@@ -708,8 +708,9 @@ class TestReadCommandsChangeNoDatabase:
         connection.commit()
         connection.close()
         assert run(*command, "--db", str(path)) == (2, "")
-        assert f"{path} has customer-session schema version 3, this library needs" in (
-            one_line_error(capsys)
+        assert one_line_error(capsys) == (
+            f"customer-session: error: {path} has customer-session schema version 3, this "
+            f"library needs {SCHEMA_VERSION}; `customer-session migrate` migrates it\n"
         )
         connection = sqlite3.connect(path)
         try:
@@ -728,13 +729,110 @@ class TestReadCommandsChangeNoDatabase:
             assert store.counts()
 
 
+def version_3_store(path: Path) -> None:
+    """An SQLite store as a library of schema version 3 left it, holding order-42."""
+    with open_store(path) as store:
+        store.create(CustomerSession(integration_id="order-42"))
+    connection = sqlite3.connect(path)
+    try:
+        # What version 4 added: the journal's actor, the outbox's discards.
+        for statement in (
+            "ALTER TABLE customer_session_journal DROP COLUMN actor",
+            "DROP INDEX customer_session_outbox_discarded",
+            "ALTER TABLE customer_session_outbox DROP COLUMN discarded_at",
+            "ALTER TABLE customer_session_outbox DROP COLUMN discard_reason",
+            "UPDATE customer_session_schema SET version = 3",
+        ):
+            connection.execute(statement)
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def schema_version(path: Path) -> list[tuple[int]]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute("SELECT version FROM customer_session_schema").fetchall()
+    finally:
+        connection.close()
+
+
+class TestMigrate:
+    def test_a_missing_file_gets_a_new_store(self, tmp_path):
+        """migrate creates a store in a new SQLite file and says so."""
+        path = tmp_path / "orders.db"
+        assert run("migrate", "--db", str(path)) == (
+            0,
+            f"created a session store (schema version {SCHEMA_VERSION})\n",
+        )
+        with open_store(path, migrate=False) as store:
+            assert store.counts() == {}
+
+    def test_an_older_store_is_migrated_and_then_read(self, tmp_path):
+        """migrate takes a version 3 store to this version; the read commands then work."""
+        path = tmp_path / "orders.db"
+        version_3_store(path)
+        assert run("migrate", "--db", str(path)) == (
+            0,
+            f"migrated the session store from schema version 3 to {SCHEMA_VERSION}\n",
+        )
+        assert schema_version(path) == [(SCHEMA_VERSION,)]
+        status, shown = run("history", "order-42", "--db", str(path))
+        assert status == 0
+        assert shown.startswith("session 'order-42': 1 journal entry\n")
+
+    def test_a_current_store_is_left_as_it_was(self, tmp_path):
+        """migrate on a store at this version changes nothing and says it is current."""
+        path = tmp_path / "orders.db"
+        with open_store(path) as store:
+            store.create(CustomerSession(integration_id="order-42"))
+        before = path.read_bytes()
+        assert run("migrate", "--db", str(path)) == (
+            0,
+            f"the session store is at schema version {SCHEMA_VERSION} already\n",
+        )
+        assert path.read_bytes() == before
+
+    def test_a_newer_store_is_refused_and_left_as_it_was(self, capsys, tmp_path):
+        """migrate on a store of a newer library fails, exit 2, and changes nothing."""
+        path = tmp_path / "orders.db"
+        with open_store(path) as store:
+            store.create(CustomerSession(integration_id="order-42"))
+        connection = sqlite3.connect(path)
+        connection.execute("UPDATE customer_session_schema SET version = 99")
+        connection.commit()
+        connection.close()
+        assert run("migrate", "--db", str(path)) == (2, "")
+        assert "schema version 99" in one_line_error(capsys)
+        assert schema_version(path) == [(99,)]
+
+    @pytest.mark.postgres
+    def test_an_empty_postgresql_schema_gets_a_store(self, pg_server):
+        """migrate creates the store's tables in an empty PostgreSQL schema."""
+        database = pg_server.fresh_schema()
+        assert run("migrate", "--db", database) == (
+            0,
+            f"created a session store (schema version {SCHEMA_VERSION})\n",
+        )
+        assert run("outbox", "list", "--db", database) == (0, "0 pending rows\n")
+
+
 def psycopg_connection(database: str):
     import psycopg  # noqa: PLC0415 - optional dependency
 
     return psycopg.connect(database, autocommit=True)
 
 
-COMMANDS = ("diagram", "validate", "replay", "show", "history", "outbox list", "outbox discard")
+COMMANDS = (
+    "diagram",
+    "validate",
+    "replay",
+    "migrate",
+    "show",
+    "history",
+    "outbox list",
+    "outbox discard",
+)
 CLI_DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
 
 

@@ -1,4 +1,4 @@
-"""The ``customer-session`` command line: diagrams, validation, log replay, store inspection.
+"""The ``customer-session`` command line: diagrams, validation, replay, store set-up, inspection.
 
 Every command uses only the public API. Errors are one line on standard error with
 a non-zero exit status, never a traceback. Exit statuses:
@@ -33,6 +33,7 @@ from customer_session._show import counted, shown
 from customer_session.exceptions import (
     CustomerSessionError,
     EffectNotPending,
+    SchemaNotReady,
     SessionNotFound,
     ValidationError,
 )
@@ -171,7 +172,11 @@ def _db_option(parser: argparse.ArgumentParser, help_: str, *, required: bool = 
 
 
 def _operator_commands(commands: Any, out: TextIO | None) -> None:
-    """Add the commands that inspect a session store, or discard one of its outbox rows."""
+    """Add the commands that prepare or inspect a store, or discard one of its outbox rows."""
+    migrate = commands.add_parser(
+        "migrate", help="create a session store, or migrate its schema to this version", out=out
+    )
+    _db_option(migrate, f"{_STORE}; a missing SQLite file is created")
     existing = f"{_STORE}, which must exist"
     show = commands.add_parser("show", help="print a stored session's document", out=out)
     show.add_argument("id", metavar="ID", help="the session's integration id")
@@ -470,6 +475,29 @@ def _existing_store(
         yield store
 
 
+def _migrate(args: argparse.Namespace, out: TextIO) -> int:
+    """Create the store, or migrate its schema; say which, or that it was current."""
+    from customer_session.store import SCHEMA_VERSION, open_store  # noqa: PLC0415 - only --db needs it
+
+    found: int | None = None  # the version before, when it was not current
+    with open_store(args.db, migrate=False) as store:
+        try:
+            store.counts()  # the first use checks the schema, writing nothing
+        except SchemaNotReady as error:
+            found = error.found
+    if found is not None:
+        with open_store(args.db) as store:
+            store.counts()  # the first use creates or migrates it
+    if found is None:
+        said = f"the session store is at schema version {SCHEMA_VERSION} already"
+    elif found == 0:
+        said = f"created a session store (schema version {SCHEMA_VERSION})"
+    else:
+        said = f"migrated the session store from schema version {found} to {SCHEMA_VERSION}"
+    out.write(f"{said}\n")
+    return EXIT_OK
+
+
 def _show(args: argparse.Namespace, out: TextIO) -> int:
     with _existing_store(args, _session_class(args.reopen)) as store:
         session = store.get(args.id)
@@ -596,6 +624,8 @@ def _command(args: argparse.Namespace, out: TextIO) -> int:
         return _validate(args, out, sys.stderr)
     if args.command == "replay":
         return _replay(args, out, sys.stderr)
+    if args.command == "migrate":
+        return _migrate(args, out)
     inspect = {"show": _show, "history": _history, "outbox": _outbox}[args.command]
     try:
         return inspect(args, out)
@@ -603,6 +633,18 @@ def _command(args: argparse.Namespace, out: TextIO) -> int:
         # The store was read and the answer is "not there": an answer, not a failure.
         _print_error(error, sys.stderr)
         return EXIT_INVALID
+    except SchemaNotReady as error:
+        # The library's advice (migrate=True) is for Python; here it is a command.
+        if error.found == 0:
+            held = "holds no session store (no customer_session tables)"
+            done = "creates one"
+        else:
+            held = (
+                f"has customer-session schema version {error.found}, "
+                f"this library needs {error.required}"
+            )
+            done = "migrates it"
+        raise _UsageError(f"{error.database} {held}; `{PROG} migrate` {done}") from error
 
 
 @contextlib.contextmanager
