@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from customer_session import CustomerSession, State, wire
+from customer_session import (
+    CartItem,
+    CustomerSession,
+    ReopenableCustomerSession,
+    ReturnedItem,
+    State,
+    wire,
+)
 from customer_session.cli import main
 from customer_session.diagrams import to_dot, to_mermaid
 from customer_session.store import SCHEMA_VERSION, open_store
@@ -498,6 +505,31 @@ class TestShow:
         assert run("show", "order-42") == (2, "")
         assert "the following arguments are required: --db" in one_line_error(capsys)
 
+    def test_reopen_loads_a_session_of_the_reopen_table(self, tmp_path):
+        """show --reopen prints a session whose history holds a reopen."""
+        path = tmp_path / "store.db"
+        with open_store(path, session_class=ReopenableCustomerSession) as store:
+            store.create(ReopenableCustomerSession(integration_id="order-42"))
+            store.update("order-42", lambda session: session.close())
+            store.update("order-42", lambda session: session.reopen())
+            expected = wire.to_json(store.get("order-42"), include_history=True, indent=2)
+        assert run("show", "order-42", "--reopen", "--db", str(path)) == (0, expected + "\n")
+
+    def test_a_file_uri_is_opened_as_given(self, tmp_path):
+        """show --db file:URI reads the store the URI names (it is not taken for a file name)."""
+        path = tmp_path / "store.db"
+        with open_store(path) as store:
+            store.create(CustomerSession(integration_id="order-42"))
+        status, text = run("show", "order-42", "--db", f"{path.as_uri()}?mode=ro")
+        assert (status, json.loads(text)["integrationId"]) == (0, "order-42")
+
+    def test_memory_is_an_empty_database_not_a_missing_file(self, capsys):
+        """show --db :memory: opens an empty database, not a file: no session store, exit 2."""
+        assert run("show", "order-42", "--db", ":memory:") == (2, "")
+        assert one_line_error(capsys).startswith(
+            "customer-session: error: :memory: holds no session store"
+        )
+
 
 class TestHistory:
     def test_lists_every_entry_with_its_transitions(self, db):
@@ -533,6 +565,54 @@ class TestHistory:
         """history of a session the store does not hold is an error naming it, exit 1."""
         assert run("history", "order-99", "--db", db, "--json") == (1, "")
         assert "session 'order-99' is not in the store" in one_line_error(capsys)
+
+    def test_every_transition_of_an_entry_is_listed_with_what_it_returned(self, tmp_path):
+        """history lists each transition of a commit, and each returned item with its SKU."""
+        path = tmp_path / "store.db"
+        cart = [CartItem(sku="SOCK", quantity=2), CartItem(sku="HAT", quantity=1)]
+        returned = [
+            ReturnedItem(position=0, quantity=1, sku="SOCK"),
+            ReturnedItem(position=1, quantity=1),
+        ]
+        with open_store(path) as store:
+            store.create(CustomerSession(integration_id="order-42", cart_items=cart))
+            store.update(
+                "order-42", lambda session: (session.close(), session.return_items(returned))
+            )
+            (close, give_back) = store.history("order-42")[1].to_dict()["records"]
+        status, text = run("history", "order-42", "--db", str(path))
+        assert status == 0
+        assert text.splitlines()[-2:] == [
+            f"  close: open -> closed at {close['timestamp']}",
+            (
+                f"  return_items: closed -> partially_returned at {give_back['timestamp']}, "
+                "returned 1 of item 0 ('SOCK'), 1 of item 1"
+            ),
+        ]
+
+    def test_a_stored_session_without_journal_entries_has_an_empty_history(self, tmp_path):
+        """history of a stored session whose journal rows are gone lists none, exit 0."""
+        path = tmp_path / "store.db"
+        with open_store(path) as store:
+            store.create(CustomerSession(integration_id="order-42"))
+        connection = sqlite3.connect(path)
+        connection.execute("DELETE FROM customer_session_journal")
+        connection.commit()
+        connection.close()
+        assert run("history", "order-42", "--db", str(path)) == (
+            0,
+            "session 'order-42': 0 journal entries\n",
+        )
+
+    def test_json_lines_are_compact(self, db):
+        """history --json writes each entry as compact JSON: no space after , or :."""
+        with open_store(db) as store:
+            expected = [entry.to_dict() for entry in store.history("order-42")]
+        status, text = run("history", "order-42", "--db", db, "--json")
+        assert (status, text.splitlines()) == (
+            0,
+            [json.dumps(entry, separators=(",", ":")) for entry in expected],
+        )
 
     def test_a_missing_database_file_is_not_created(self, capsys, tmp_path):
         """history on a path that does not exist is an error, exit 2, and creates nothing."""
@@ -611,6 +691,29 @@ class TestOutbox:
         assert status == 0
         assert (row["sequence"], row["discardReason"]) == (sequence, "dup")
         assert row["discardedAt"].endswith("Z")
+
+    def test_discarded_text_counts_discarded_rows(self, db):
+        """outbox list --discarded (text) heads its list with the count of discarded rows."""
+        sequence = rows_of(db)[0].sequence
+        assert run("outbox", "discard", str(sequence), "--reason", "dup", "--db", db)[0] == 0
+        status, text = run("outbox", "list", "--discarded", "--db", db)
+        assert (status, text.splitlines()[0]) == (0, "1 discarded row")
+        assert text.splitlines()[-1].startswith("  discarded at ")
+
+    def test_limit_applies_to_the_discarded_rows(self, db):
+        """outbox list --discarded --limit N lists at most N discarded rows, the first ones."""
+        first, second = rows_of(db)
+        for row in (first, second):
+            argv = ("outbox", "discard", str(row.sequence), "--reason", "dup", "--db", db)
+            assert run(*argv)[0] == 0
+        status, text = run("outbox", "list", "--discarded", "--limit", "1", "--json", "--db", db)
+        assert status == 0
+        assert [json.loads(line)["sequence"] for line in text.splitlines()] == [first.sequence]
+
+    def test_an_action_is_required(self, capsys):
+        """outbox without list or discard is a usage error, exit 2."""
+        assert run("outbox") == (2, "")
+        assert "the following arguments are required: action" in one_line_error(capsys)
 
     def test_discarding_a_row_that_is_not_pending_exits_1_naming_it(self, capsys, db):
         """Discarding a row discarded already, or never written, is an error naming it, exit 1."""
