@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from customer_session import CustomerSession, wire
 from customer_session.store import SQLiteStore
 
@@ -40,4 +42,26 @@ class TestEffectToDict:
         assert data["discardReason"] == "poison"
         assert data["discardedAt"].endswith("Z")
         assert json.loads(json.dumps(data)) == data
+        store.close()
+
+    def test_a_failed_then_discarded_row_has_its_error_and_discard_time(self):
+        """to_dict() gives a row's last error, and discardedAt is the discard's time."""
+        store = SQLiteStore(":memory:")
+        store.on_commit("notify")
+        store.create(CustomerSession(integration_id="order-42"))
+        store.update("order-42", lambda session: session.close())
+
+        def refuse(effect):
+            raise ConnectionError("receiver down")
+
+        with pytest.raises(ConnectionError):
+            store.deliver(refuse)
+        row = store.discard(store.pending()[0].sequence, reason="poison")
+        data = row.to_dict()
+        assert data["lastError"] == "ConnectionError: receiver down"
+        assert (data["discardedAt"], data["discardReason"]) == (
+            row.discarded_at.replace(tzinfo=None).isoformat() + "Z",
+            "poison",
+        )
+        assert data["discardedAt"] != data["createdAt"]
         store.close()
