@@ -518,6 +518,74 @@ class TestSharedMemoryDatabase:
             assert inner == [1]
 
 
+@contextmanager
+def intruder_at(monkeypatch, path: Path, select: str, write: str) -> Iterator[list[str]]:
+    """Let another connection try ``write`` when a store starts a ``select``, once.
+
+    Yields the outcome, filled as the store runs: ``"locked"`` when the store's
+    transaction kept the other connection out, ``"written"`` when it got in.
+    """
+    outcomes: list[str] = []
+    connect = sqlite3.connect
+
+    def intrude(statement: str) -> None:
+        if statement.lstrip().startswith(select) and not outcomes:
+            try:
+                other.execute(write)
+            except sqlite3.OperationalError as exc:
+                outcomes.append("locked" if "locked" in str(exc) else str(exc))
+            else:
+                outcomes.append("written")
+
+    def tracing(*args, **kwargs):
+        connection = connect(*args, **kwargs)
+        connection.set_trace_callback(intrude)
+        return connection
+
+    with closing(connect(path, timeout=0, isolation_level=None)) as other:
+        monkeypatch.setattr(sqlite3, "connect", tracing)
+        yield outcomes
+
+
+class TestOutboxReadsInItsTransaction:
+    def test_discard_reads_the_row_it_discarded_before_any_other_write(self, tmp_path, monkeypatch):
+        """discard() reads its row back in its UPDATE's transaction: no writer comes between."""
+        path = tmp_path / "sessions.db"
+        with SQLiteStore(path) as store:
+            store.on_commit("notify")
+            store.create(CustomerSession(integration_id="order-1"))
+            store.update("order-1", lambda session: session.close())
+        write = "DELETE FROM customer_session_outbox"
+        with (
+            intruder_at(monkeypatch, path, "SELECT sequence", write) as outcomes,
+            SQLiteStore(path) as store,
+        ):
+            discarded = store.discard(1, reason="poison")
+        assert (discarded.sequence, discarded.discard_reason) == (1, "poison")
+        assert outcomes == ["locked"]
+
+    def test_a_failure_reads_the_rows_status_before_any_other_write(self, tmp_path, monkeypatch):
+        """A counted failure reads whether it discarded the row in its UPDATE's transaction."""
+        path = tmp_path / "sessions.db"
+        with SQLiteStore(path) as store:
+            store.on_commit("notify")
+            store.create(CustomerSession(integration_id="order-1"))
+            store.update("order-1", lambda session: session.close())
+        write = "UPDATE customer_session_outbox SET delivered_at = 'x', discarded_at = 'x'"
+
+        def refuse(effect):
+            raise ConnectionError("receiver down")
+
+        with (
+            intruder_at(monkeypatch, path, "SELECT discarded_at IS NOT NULL", write) as outcomes,
+            SQLiteStore(path) as store,
+            pytest.raises(ConnectionError) as caught,
+        ):
+            store.deliver(refuse, max_attempts=5)
+        assert caught.value.__notes__[-1].endswith("it stays pending")
+        assert outcomes == ["locked"]
+
+
 class TestSQLiteVersion:
     def test_no_statement_needs_sqlite_3_35(self, tmp_path, monkeypatch):
         """Every statement the store runs works on SQLite 3.34 (RHEL 9, Debian 11): no RETURNING.
