@@ -21,6 +21,7 @@ from customer_session import (
 )
 from customer_session.store import AsyncPostgresStore, PostgresStore
 from customer_session.store._outbox import idempotency_key
+from customer_session.store._postgres import database_name
 
 from .conftest import SyncOverAsync, blocks_another, deliveries_take_turns, nested_delivery_refusal
 
@@ -352,3 +353,17 @@ class TestDeliveryAcrossStoreObjects:
             threads[0].join(timeout=60)
             assert delivered == [1]
             assert outcome == [0]
+
+
+class TestDatabaseName:
+    def test_names_the_schema_and_hides_the_password(self):
+        """A database in messages (SchemaNotReady) names its schema, never the password."""
+        named = database_name("postgresql://shop:hunter2@db.example:5432/orders", "public")
+        assert "hunter2" not in named
+        assert named.startswith("PostgreSQL database ")
+        assert named.endswith("(schema 'public')")
+
+    def test_a_search_path_without_an_existing_schema_is_said(self):
+        """A connection whose current_schema() is None is named as having no schema."""
+        named = database_name("postgresql://db.example/orders", None)
+        assert named.endswith("(no schema: none of the search_path exists)")
