@@ -635,16 +635,8 @@ def _command(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_INVALID
     except SchemaNotReady as error:
         # The library's advice (migrate=True) is for Python; here it is a command.
-        if error.found == 0:
-            held = "holds no session store (no customer_session tables)"
-            done = "creates one"
-        else:
-            held = (
-                f"has customer-session schema version {error.found}, "
-                f"this library needs {error.required}"
-            )
-            done = "migrates it"
-        raise _UsageError(f"{error.database} {held}; `{PROG} migrate` {done}") from error
+        done = "creates one" if error.found == 0 else "migrates it"
+        raise _UsageError(f"{error.database} {error.condition}; `{PROG} migrate` {done}") from error
 
 
 @contextlib.contextmanager

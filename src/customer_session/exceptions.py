@@ -600,6 +600,9 @@ class SchemaNotReady(StoreError):
             PostgreSQL URL without its password, and the schema).
         found: The schema version the database records (0: no session store at all).
         required: The schema version this library reads and writes.
+        condition: What the database holds, as the message says it without its
+            advice (``holds no session store (no customer_session tables)``), for
+            callers that give their own (the command line names its command).
         integration_id: The session the caller was about to use, when there is one.
     """
 
@@ -617,16 +620,15 @@ class SchemaNotReady(StoreError):
         ``why`` says how a database of version 0 was found empty (``no such file``).
         """
         if found == 0:
-            message = (
-                f"{database} holds no session store ({why}); "
-                "open it with migrate=True to create one"
-            )
+            condition = f"holds no session store ({why})"
+            advice = "; open it with migrate=True to create one"
         else:
-            message = (
-                f"{database} has customer-session schema version {found}, this library "
-                f"needs {required}: migrate it (open it with migrate=True once, at deploy time)"
+            condition = (
+                f"has customer-session schema version {found}, this library needs {required}"
             )
-        super().__init__(message, integration_id)
+            advice = ": migrate it (open it with migrate=True once, at deploy time)"
+        super().__init__(f"{database} {condition}{advice}", integration_id)
+        self.condition = condition
         self.database = database
         self.found = found
         self.required = required
