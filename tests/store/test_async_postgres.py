@@ -340,6 +340,49 @@ async def test_a_task_started_by_a_handler_may_deliver_once_the_delivery_ended(
     assert await later[0] == 1
 
 
+async def test_a_task_started_by_a_handler_takes_its_own_connection_once_the_delivery_ended(
+    conninfo: str,
+) -> None:
+    """A handler's task that outlives the delivery does not keep using its connection.
+
+    That connection went back to the pool, and another task has it: a commit of the
+    handler's task cancelled there would stop the other task's statement.
+    """
+    async with await AsyncPostgresStore.open(conninfo, max_connections=1) as store:
+        await closed_with_effects(store, "order-3")
+        for integration_id in ("order-1", "order-2"):
+            await store.create(new_session(integration_id))
+        loaded, go = asyncio.Event(), asyncio.Event()
+
+        async def later_change() -> None:
+            async with store.transaction("order-1") as session:
+                loaded.set()
+                await go.wait()
+                session.set_coupon("LATER")
+
+        later: list[asyncio.Task[None]] = []
+
+        def handler(effect: Effect) -> None:
+            later.append(asyncio.create_task(later_change()))
+
+        assert await asyncio.wait_for(store.deliver(handler), timeout=WAIT) == 1
+        await asyncio.wait_for(loaded.wait(), timeout=WAIT)
+        holder = lock_row(conninfo, "order-2")
+        closing = asyncio.create_task(store.update("order-2", lambda s: s.close()))
+        await blocked_by(holder, conninfo)  # the pool's one connection waits for the lock
+        go.set()
+        for _ in range(10):  # the handler's task reaches its commit, and waits there
+            await asyncio.sleep(0)
+        later[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(later[0], timeout=WAIT)
+        holder.rollback()
+        holder.close()
+        await asyncio.wait_for(closing, timeout=WAIT)
+        assert (await store.get("order-2")).state is State.CLOSED
+        assert (await store.get("order-1")).coupon is None
+
+
 async def test_a_task_of_an_ended_delivery_waits_for_the_next_one_on_its_connection(
     conninfo: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

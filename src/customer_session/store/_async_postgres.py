@@ -108,15 +108,28 @@ if TYPE_CHECKING:
 
 _S = TypeVar("_S", bound=CustomerSession)
 _O = TypeVar("_O", bound=CustomerSession)  # the session class open() is given
-
-# The store and connection this task's delivery holds (see _delivery_lock), if any.
-_PINNED: ContextVar[tuple[object, psycopg.AsyncConnection[tuple[Any, ...]]] | None] = ContextVar(
-    "customer_session_pinned_async", default=None
-)
 _T = TypeVar("_T")
 
 # Seconds a cancelled commit waits for the server to take its cancel request.
 _CANCEL_TIMEOUT: Final = 5.0
+
+
+class _Pin:
+    """The connection a running delivery holds the outbox lock on (see ``_delivery_lock``)."""
+
+    __slots__ = ("connection", "running", "store")
+
+    def __init__(self, store: object, connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        self.store = store
+        self.connection = connection
+        # Cleared when the delivery ends: a task its handler created keeps the pin in
+        # its copy of the context, and must not use the connection once it is back
+        # in the pool (another task has it then).
+        self.running = True
+
+
+# The delivery this task's store calls run in (its handler's), if any.
+_PINNED: ContextVar[_Pin | None] = ContextVar("customer_session_pinned_async", default=None)
 
 
 class AsyncPostgresStore(StoreCore[_S]):
@@ -730,8 +743,8 @@ class AsyncPostgresStore(StoreCore[_S]):
         connection = None
         try:
             pinned = _PINNED.get()
-            if pinned is not None and pinned[0] is self:
-                connection = pinned[1]
+            if pinned is not None and pinned.store is self and pinned.running:
+                connection = pinned.connection
                 yield connection
                 return
             async with self._pool.connection() as connection:
@@ -864,10 +877,12 @@ class AsyncPostgresStore(StoreCore[_S]):
                 except WorkflowError:
                     held = False  # refused before waiting: the lock was not taken
                     raise
-                pinned = _PINNED.set((self, connection))
+                pin = _Pin(self, connection)
+                pinned = _PINNED.set(pin)
                 try:
                     yield
                 finally:
+                    pin.running = False
                     _PINNED.reset(pinned)
                     # Before the unlock: a nested delivery that finds this backend holding the
                     # lock from now on finds another delivery on the pooled connection.
