@@ -38,7 +38,7 @@ from customer_session.store import AsyncPostgresStore, Effect, JournalKind, Proc
 from .conftest import blocks_another
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from customer_session._records import TransitionEvent
     from pgserver import TemporaryPostgres
@@ -109,6 +109,48 @@ async def test_async_with_opens_an_unopened_store(conninfo: str) -> None:
         assert await store.mark_processed("k")
         assert await store.processed("k")
         assert not await store.mark_processed("k")
+
+
+class TestAnotherEventLoop:
+    async def test_a_call_from_another_event_loop_is_a_store_error(
+        self, store: AsyncPostgresStore[CustomerSession]
+    ) -> None:
+        """Each call made in an event loop other than the store's raises StoreError, saying so.
+
+        The store's pool and locks belong to the loop that opened it; the call
+        changes nothing, and the store goes on serving its own loop.
+        """
+        await closed_with_effects(store)
+        calls = {
+            "get": lambda: store.get("order-1"),
+            "counts": store.counts,
+            "update": lambda: store.update("order-1", lambda s: s.cancel()),
+            "deliver": lambda: store.deliver(lambda effect: None),
+            "close": store.close,
+        }
+
+        async def in_another_loop(call: Callable[[], Awaitable[object]]) -> str:
+            with pytest.raises(StoreError) as caught:
+                await call()
+            return str(caught.value)
+
+        for name, call in calls.items():
+            message = await asyncio.to_thread(asyncio.run, in_another_loop(call))
+            assert "opened in another event loop" in message, name
+        assert (await store.get("order-1")).state is State.CLOSED
+        assert await store.deliver(lambda effect: None) == 1
+
+    async def test_a_store_opened_by_an_ended_loop_refuses_a_later_one(self, conninfo: str) -> None:
+        """A store opened by ``asyncio.run()`` raises StoreError under the next one, close() too."""
+
+        async def opened() -> AsyncPostgresStore[CustomerSession]:
+            return await AsyncPostgresStore.open(conninfo)
+
+        store = await asyncio.to_thread(asyncio.run, opened())
+        with pytest.raises(StoreError, match="opened in another event loop"):
+            await store.counts()
+        with pytest.raises(StoreError, match="opened in another event loop"):
+            await store.close()
 
 
 async def test_unreachable_server_is_a_store_error() -> None:

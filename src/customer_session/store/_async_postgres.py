@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC
@@ -139,9 +140,11 @@ class AsyncPostgresStore(StoreCore[_S]):
     :class:`~customer_session.store.PostgresStore` (both may work on one database
     at the same time), with the database calls awaited. Connections come from a
     ``psycopg_pool.AsyncConnectionPool`` in autocommit mode; tasks of one event
-    loop may share a store object. Open it with :meth:`open` (or
-    ``async with await AsyncPostgresStore.open(...) as store:``) and close it with
-    :meth:`close`. Needs the ``[postgres]`` extra.
+    loop may share a store object, and a call made in another event loop (a later
+    ``asyncio.run()``, another thread's loop) raises
+    :class:`~customer_session.StoreError`: open a store in each loop. Open it with
+    :meth:`open` (or ``async with await AsyncPostgresStore.open(...) as store:``)
+    and close it with :meth:`close`. Needs the ``[postgres]`` extra.
 
     The session a :meth:`transaction` block or an :meth:`update` change receives
     is a plain :class:`~customer_session.CustomerSession` (of ``session_class``):
@@ -175,7 +178,8 @@ class AsyncPostgresStore(StoreCore[_S]):
     Raises:
         ValidationError: Every bad option, each by name.
         WorkflowError: ``session_class`` or ``workflow`` does not fit.
-        StoreError: psycopg is not installed.
+        StoreError: psycopg is not installed; or (raised by a call) the call runs
+            in another event loop than the one that opened the store.
         SchemaNotReady: With ``migrate=False``, the database holds no store or an
             older schema (raised on first use).
     """
@@ -249,6 +253,8 @@ class AsyncPostgresStore(StoreCore[_S]):
         self._ready_lock = asyncio.Lock()
         self._delivering = asyncio.Lock()
         self._is_ready = False
+        # The event loop that opened the pool: its tasks and locks belong to it.
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     # The overloads of __init__, repeated: with ``**options`` the session class was
     # lost, and the store came back as AsyncPostgresStore[Any].
@@ -320,6 +326,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             # now with libpq's reason, instead of after the pool's reconnection attempts.
             await (await self._pg.AsyncConnection.connect(self._conninfo)).close()
             await self._pool.open(wait=True, timeout=30.0)
+            self._loop = weakref.ref(asyncio.get_running_loop())
         except self._pool_errors as exc:
             await self._pool.close()
             raise StoreError(
@@ -331,8 +338,30 @@ class AsyncPostgresStore(StoreCore[_S]):
         return f"<AsyncPostgresStore {_redact(self._conninfo)}>"
 
     async def close(self) -> None:
-        """Close the connection pool; the store cannot be used after."""
+        """Close the connection pool; the store cannot be used after.
+
+        Raises:
+            StoreError: Called in another event loop than the one that opened the
+                store (its pool cannot be closed from there).
+        """
+        self._check_loop()
         await self._pool.close()
+
+    def _check_loop(self) -> None:
+        """Refuse a call made in another event loop than the one that opened the pool.
+
+        The pool's tasks and the store's locks belong to that loop: from another
+        one, a call would share connections with it across threads, hang, or fail
+        with asyncio's ``RuntimeError``, depending on the moment.
+
+        Raises:
+            StoreError: The running loop is not the store's.
+        """
+        if self._loop is not None and self._loop() is not asyncio.get_running_loop():
+            raise StoreError(
+                f"{self!r} was opened in another event loop: a store serves the tasks "
+                "of the event loop that opened it (open a store in each event loop)"
+            )
 
     async def __aenter__(self) -> Self:
         """Open the pool if it is not open yet; return the store."""
@@ -523,6 +552,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         optimistic: bool = False,
     ) -> AsyncIterator[_S]:
         """One attempt, as ``BaseStore._attempt``, with the database calls awaited."""
+        await self._ready(integration_id)  # also before a change made on the cached copy
         workflow = self._shadow.get()
         loaded = self._cached(integration_id, workflow) if optimistic else None
         if loaded is None:
@@ -778,7 +808,12 @@ class AsyncPostgresStore(StoreCore[_S]):
             return (await connection.execute(statement, params)).rowcount
 
     async def _ready(self, integration_id: str | None) -> None:
-        """Create or migrate (or, with ``migrate=False``, check) the schema on first use."""
+        """Create or migrate (or, with ``migrate=False``, check) the schema on first use.
+
+        Every call of the store comes here first, and is refused here when it runs in
+        another event loop than the store's.
+        """
+        self._check_loop()
         if self._is_ready:
             return
         async with self._ready_lock:
