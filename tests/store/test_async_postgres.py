@@ -153,6 +153,16 @@ class TestAnotherEventLoop:
             await store.close()
 
 
+async def test_async_with_on_a_closed_store_says_it_is_closed(conninfo: str) -> None:
+    """``async with`` a store that was closed raises StoreError saying so, not "cannot connect"."""
+    store = await AsyncPostgresStore.open(conninfo)
+    await store.close()
+    with pytest.raises(StoreError, match="is closed") as caught:
+        async with store:
+            pass
+    assert "cannot connect" not in str(caught.value)
+
+
 async def test_unreachable_server_is_a_store_error() -> None:
     """Opening a store on a server that is not there raises StoreError."""
     with pytest.raises(StoreError, match="cannot connect"):

@@ -255,6 +255,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         self._is_ready = False
         # The event loop that opened the pool: its tasks and locks belong to it.
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._closed = False  # by close(): psycopg's pool cannot be opened again
 
     # The overloads of __init__, repeated: with ``**options`` the session class was
     # lost, and the store came back as AsyncPostgresStore[Any].
@@ -345,6 +346,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 store (its pool cannot be closed from there).
         """
         self._check_loop()
+        self._closed = True
         await self._pool.close()
 
     def _check_loop(self) -> None:
@@ -364,7 +366,13 @@ class AsyncPostgresStore(StoreCore[_S]):
             )
 
     async def __aenter__(self) -> Self:
-        """Open the pool if it is not open yet; return the store."""
+        """Open the pool if it is not open yet; return the store.
+
+        Raises:
+            StoreError: The store was closed, or the server cannot be reached.
+        """
+        if self._closed:
+            raise StoreError(f"{self!r} is closed: open a new store")
         if self._pool.closed:
             await self._open()
         return self
