@@ -1958,6 +1958,14 @@ class TestMaxAttempts:
             store.deliver(_rejected("order-1"), max_attempts=2)
         assert [e.attempts for e in store.discarded()] == [4]
 
+    def test_the_largest_max_attempts_counts_a_failure_like_any_other(self, store):
+        """max_attempts=2**63 - 1, the largest taken, counts the failure and keeps the row."""
+        _closed_with_effect(store, "order-1")
+        with pytest.raises(ValueError, match="400") as raised:
+            store.deliver(_rejected("order-1"), max_attempts=2**63 - 1)
+        assert raised.value.__notes__[-1].endswith("it stays pending")
+        assert [(e.attempts, e.discarded_at) for e in store.pending()] == [(1, None)]
+
     def test_without_max_attempts_a_row_stays_pending(self, store):
         """By default a row that keeps failing is never discarded."""
         _closed_with_effect(store, "order-1")

@@ -157,11 +157,13 @@ _DELIVERED: Final = """
 _PURGE: Final = "DELETE FROM customer_session_outbox WHERE delivered_at < %s"
 _FORGET: Final = "DELETE FROM customer_session_keys WHERE recorded_at < %s"
 # The parameter "now" (see StoreCore._failed_params) is SQLite's and goes unused here.
+# max_attempts is a bigint: deliver() takes up to 2**63 - 1, and as an integer a
+# larger one would fail the statement, so the failure would go uncounted.
 _FAILED: Final = """
     UPDATE customer_session_outbox SET attempts = attempts + 1, last_error = %(error)s,
-        delivered_at = CASE WHEN attempts + 1 >= %(max_attempts)s::integer THEN now() END,
-        discarded_at = CASE WHEN attempts + 1 >= %(max_attempts)s::integer THEN now() END,
-        discard_reason = CASE WHEN attempts + 1 >= %(max_attempts)s::integer THEN %(error)s END
+        delivered_at = CASE WHEN attempts + 1 >= %(max_attempts)s::bigint THEN now() END,
+        discarded_at = CASE WHEN attempts + 1 >= %(max_attempts)s::bigint THEN now() END,
+        discard_reason = CASE WHEN attempts + 1 >= %(max_attempts)s::bigint THEN %(error)s END
     WHERE sequence = %(sequence)s AND delivered_at IS NULL
     RETURNING discarded_at IS NOT NULL"""
 _DISCARD: Final = f"""
