@@ -424,6 +424,13 @@ def _indexes(sql, database: str) -> set[str]:
     return {name for (name,) in rows}
 
 
+class _BytesPath:
+    """A path-like object whose path is bytes, which the stores do not take."""
+
+    def __fspath__(self) -> bytes:
+        return b"x.db"
+
+
 class TestOpening:
     def test_open_store_picks_the_backend(self, tmp_path):
         """A path opens SQLite; a postgresql:// URL opens PostgreSQL."""
@@ -485,7 +492,7 @@ class TestOpening:
         with pytest.raises(WorkflowError, match="drives another specification"):
             SQLiteStore(tmp_path / "x.db", workflow=ReopenableCustomerSession.default_workflow)
 
-    @pytest.mark.parametrize("target", ["", 123, None])
+    @pytest.mark.parametrize("target", ["", 123, None, b"x.db", _BytesPath()])
     def test_an_empty_or_missing_target_is_refused(self, target):
         """open_store("") would be a throwaway database; it and non-paths are refused."""
         with pytest.raises(ValidationError, match=r"open_store\(\): target: must be"):

@@ -84,7 +84,7 @@ def open_store(
     """
     given: object = target  # typed, but callers may pass anything
     text = os.fspath(target) if isinstance(given, str | os.PathLike) else None
-    if not text:
+    if not isinstance(text, str) or not text:  # a path-like may give bytes
         # An empty string would open a private temporary database: data written
         # there is gone with the process, so an unset setting must not get there.
         raise ValidationError.single(

@@ -246,12 +246,14 @@ class SQLiteStore(BaseStore[_S]):
         """Remember where the database is; connections open on first use."""
         problems = []
         given: object = path  # typed, but callers may pass anything
-        # "" would be a private temporary database, gone with the connection.
-        if not isinstance(given, str | os.PathLike) or not os.fspath(given):
+        named = os.fspath(path) if isinstance(given, str | os.PathLike) else None
+        # "" would be a private temporary database, gone with the connection; a
+        # path-like may give bytes, which no text check below could read.
+        if not isinstance(named, str) or not named:
             problems.append(
                 Problem("path", f"must be a file path or ':memory:', got {shown(path)}")
             )
-        elif (wrong := _path_problem(os.fspath(path))) is not None:
+        elif (wrong := _path_problem(named)) is not None:
             problems.append(Problem("path", f"{wrong}, got {shown(path)}"))
         if synchronous not in ("FULL", "NORMAL"):  # a tuple: an unhashable value is just wrong
             problems.append(
