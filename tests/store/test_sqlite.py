@@ -110,6 +110,34 @@ class TestSQLiteStore:
                     store.update("order-1", lambda s: s.close())
                 assert 0.2 <= time.monotonic() - start < 3
 
+    def test_a_commit_that_fails_is_rolled_back(self, tmp_path):
+        """A COMMIT refused (a reader's lock outlasts timeout) writes nothing and holds no lock.
+
+        Outside WAL mode (a file migrate=False leaves as it is), a commit must wait
+        for readers; when it gives up, the transaction must not stay open on the
+        thread's connection, holding the write lock and showing its own reads the
+        change that failed.
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("PRAGMA journal_mode = DELETE")
+            with SQLiteStore(path, migrate=False, timeout=0.1) as store:
+                store.exists("order-1")
+                other.execute("BEGIN")
+                other.execute("SELECT count(*) FROM customer_sessions").fetchone()
+                with pytest.raises(StoreError, match="database is locked"):
+                    store.update("order-1", lambda s: s.set_coupon("FAILED"))
+                other.execute("COMMIT")
+                assert store.get("order-1").coupon is None
+                other.execute("BEGIN IMMEDIATE")  # the write lock is free
+                other.execute("ROLLBACK")
+                store.update("order-1", lambda s: s.set_coupon("NEXT"))
+            assert other.execute("SELECT document LIKE '%NEXT%' FROM customer_sessions").fetchone()[
+                0
+            ]
+
     def test_an_extended_busy_code_is_retried_when_switching_to_wal(self, tmp_path):
         """The switch to WAL is retried on any SQLITE_BUSY code, extended ones too."""
         busy = sqlite3.OperationalError("database is locked")

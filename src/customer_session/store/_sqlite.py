@@ -375,15 +375,18 @@ class SQLiteStore(BaseStore[_S]):
     def _writing(self, integration_id: str | None) -> Iterator[sqlite3.Connection]:
         """A write transaction, taking the write lock at once (no upgrade deadlocks)."""
         with self._connection(integration_id) as connection:
-            connection.execute("BEGIN IMMEDIATE")
             try:
+                connection.execute("BEGIN IMMEDIATE")
                 yield connection
+                if connection.in_transaction:
+                    # A COMMIT that fails (outside WAL mode it waits for readers, up
+                    # to timeout) leaves the transaction open: rolled back below, or
+                    # it would hold the write lock and show this thread its change.
+                    connection.execute("COMMIT")
             except BaseException:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
-            if connection.in_transaction:
-                connection.execute("COMMIT")
 
     # -- the steps BaseStore needs -------------------------------------------------------
 
