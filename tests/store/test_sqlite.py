@@ -218,6 +218,39 @@ class TestSQLiteStore:
             "a?b#c.db-deliver",
         ]
 
+    def test_close_waits_for_a_statement_another_thread_runs(self, tmp_path):
+        """close() from one thread lets another's running write finish before it closes.
+
+        Closing a connection while another thread is inside one of its statements
+        crashes the interpreter (or fails the write half-way).
+        """
+        path = tmp_path / "x.db"
+        store = SQLiteStore(path)
+        store.create(CustomerSession(integration_id="order-1"))
+        closer = threading.Thread(target=store.close)
+        outcome: list[object] = []
+
+        def on_statement(statement: str) -> None:
+            if statement == "BEGIN IMMEDIATE" and not closer.is_alive():
+                closer.start()
+                closer.join(timeout=0.2)  # time for close() to get at the connection
+
+        def update() -> None:
+            store.exists("order-1")  # this thread's connection, opened
+            store._local.connection.set_trace_callback(on_statement)
+            outcome.append(store.update("order-1", lambda s: s.close()).destination)
+
+        in_thread(update)
+        closer.join(timeout=60)
+        assert not closer.is_alive()
+        assert outcome == [State.CLOSED]
+        with closing(sqlite3.connect(path)) as connection:
+            assert connection.execute("SELECT state FROM customer_sessions").fetchall() == [
+                ("closed",)
+            ]
+        with pytest.raises(StoreError, match="is closed"):
+            store.get("order-1")
+
     def test_a_thread_uses_one_connection(self, tmp_path):
         """A thread's calls share the connection it opened first."""
         store = SQLiteStore(tmp_path / "x.db")

@@ -302,14 +302,22 @@ class SQLiteStore(BaseStore[_S]):
         return f"<SQLiteStore {self._path!r}>"
 
     def close(self) -> None:
-        """Close every connection this store opened; the store cannot be used after."""
+        """Close every connection this store opened; the store cannot be used after.
+
+        A statement or write transaction another thread is running on one of them
+        is waited for: it finishes (a commit is written whole), and that thread's
+        next call finds the store closed.
+        """
         with self._opened_lock:
             self._closed = True
             opened = list(self._opened)
             self._opened = weakref.WeakSet()
             self._shared = None
         for connection in opened:
-            connection.close()
+            # Closing a connection while another thread is inside one of its statements
+            # crashes the interpreter: wait until it is not in use (see _connection).
+            with connection.in_use:
+                connection.close()
 
     # -- connections -------------------------------------------------------------------
 
@@ -355,15 +363,20 @@ class SQLiteStore(BaseStore[_S]):
         if self._closed:
             raise StoreError(f"{shown(self)} is closed", integration_id)
         try:
+            connection: _Connection | None
             if self._memory:
                 with self._shared_lock:
                     if self._shared is None:
                         self._shared = self._open()
-                    yield self._shared
+                    connection = self._shared
             else:
                 connection = getattr(self._local, "connection", None)
                 if connection is None:
                     connection = self._local.connection = self._open()
+            with connection.in_use:
+                # Checked again while close() cannot close it: it may have run since.
+                if self._closed:
+                    raise StoreError(f"{shown(self)} is closed", integration_id)
                 yield connection
         except sqlite3.Error as exc:
             raise StoreError(
@@ -760,7 +773,16 @@ def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that can be referenced weakly (``sqlite3.Connection`` cannot)."""
+    """A connection that can be referenced weakly (``sqlite3.Connection`` cannot).
+
+    ``in_use`` is held while a thread uses it (see ``SQLiteStore._connection``), so
+    that ``close()`` from another thread waits; reentrant, as the store's steps nest.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Open the connection (as ``sqlite3.Connection``)."""
+        super().__init__(*args, **kwargs)
+        self.in_use = threading.RLock()
 
 
 def _now() -> str:
