@@ -41,6 +41,15 @@ class TestQuery:
         ):
             checked(state="x")
 
+    @pytest.mark.parametrize("state", [b"open", bytearray(b"open")])
+    def test_bytes_are_refused_as_one_value(self, state):
+        """A state given as bytes is one wrong value, not a sequence of numbers."""
+        with pytest.raises(ValidationError) as caught:
+            checked(state=state)
+        (problem,) = caught.value.problems
+        assert problem.path == "state"
+        assert problem.message.endswith(f"got {state!r}")
+
     @pytest.mark.parametrize(
         ("arguments", "path"),
         [

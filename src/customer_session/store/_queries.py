@@ -67,9 +67,9 @@ def _states(
     state: State | str | Iterable[State | str],
     problems: list[Problem],
 ) -> tuple[str, ...]:
-    given: tuple[object, ...] = (
-        (state,) if isinstance(state, str) or not isinstance(state, Iterable) else tuple(state)
-    )
+    # Bytes are iterable too, but of numbers: one wrong value, as a message shows it.
+    single = isinstance(state, str | bytes | bytearray) or not isinstance(state, Iterable)
+    given: tuple[object, ...] = (state,) if single else tuple(state)
     if not given:
         problems.append(Problem("state", "must name at least one state"))
     chosen: dict[str, None] = {}
