@@ -1,4 +1,6 @@
 import pickle
+import sys
+import threading
 import time
 from datetime import UTC, date, datetime, timedelta, timezone
 from datetime import time as dt_time
@@ -183,6 +185,33 @@ class TestRegistration:
         with pytest.raises(WorkflowError, match="registration's name must be a non-empty string"):
             workflow.guard(lambda event: None, name=name)
         assert workflow.registrations == ()
+
+    def test_registrations_from_several_threads_are_all_kept(self):
+        """Threads registering and removing at once lose no change and revive no removed guard."""
+        workflow = Workflow()
+        removed = [workflow.guard(lambda event: "no", name=f"old-{i}") for i in range(100)]
+
+        def register():
+            for _ in range(200):
+                workflow.after(lambda event: None)
+
+        def remove():
+            for registration in removed:
+                registration.remove()
+
+        threads = [threading.Thread(target=register) for _ in range(4)]
+        threads.append(threading.Thread(target=remove))
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads often, as a loaded server may
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        finally:
+            sys.setswitchinterval(interval)
+        assert len(workflow.registrations) == 4 * 200
+        assert not set(removed) & set(workflow.registrations)
 
 
 class TestScopes:

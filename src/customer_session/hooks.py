@@ -247,6 +247,7 @@ class Workflow:
         "_clock",
         "_engine",
         "_entries",
+        "_lock",
         "_name",
         "_plans",
         "_specification",
@@ -284,6 +285,9 @@ class Workflow:
         # every trigger and every new session.
         self._tick: Clock = _UTC_NOW if clock is utc_now else clock
         self._entries: tuple[Registration, ...] = ()
+        # Registrations change by read, rebuild, swap: without it, two threads that
+        # register (or remove) at once lose one change, or bring a removed guard back.
+        self._lock = threading.Lock()
         self._table: dict[tuple[Phase, Trigger | State], tuple[Registration, ...]] = {}
         self._rebuild(())
         if name is not None:
@@ -411,7 +415,8 @@ class Workflow:
         entry = Registration(
             self, phase, checked, func, name or _callable_name(func), _is_async(func)
         )
-        self._rebuild((*self._entries, entry))
+        with self._lock:
+            self._rebuild((*self._entries, entry))
         return entry
 
     def remove(self, func: Callable[..., Any]) -> int:
@@ -421,14 +426,16 @@ class Workflow:
         of the same method of the same object, though each attribute access makes
         a new method object.
         """
-        kept = tuple(e for e in self._entries if not _same_callable(e.func, func))
-        removed = len(self._entries) - len(kept)
-        self._rebuild(kept)
-        return removed
+        with self._lock:
+            entries = self._entries
+            kept = tuple(e for e in entries if not _same_callable(e.func, func))
+            self._rebuild(kept)
+        return len(entries) - len(kept)
 
     def clear(self) -> None:
         """Remove every guard and hook."""
-        self._rebuild(())
+        with self._lock:
+            self._rebuild(())
 
     @overload
     def guard(
@@ -620,7 +627,8 @@ class Workflow:
         return trigger
 
     def _remove(self, entry: Registration) -> None:
-        self._rebuild(tuple(e for e in self._entries if e is not entry))
+        with self._lock:
+            self._rebuild(tuple(e for e in self._entries if e is not entry))
 
     def _rebuild(self, entries: Iterable[Registration]) -> None:
         entries = tuple(entries)
