@@ -1730,3 +1730,15 @@ class TestUnreadableIterables:
 
         with pytest.raises(ValidationError, match=r"identifiers: .*cannot be read \(OSError"):
             CustomerSession(integration_id="o", identifiers=identifiers())
+
+    def test_restore_refuses_a_history_that_cannot_be_read(self):
+        """restore() with a history iterable that raises is a ValidationError naming the error."""
+
+        def history():
+            yield TransitionRecord(
+                Trigger.CLOSE, State.OPEN, State.CLOSED, datetime(2026, 3, 2, tzinfo=UTC)
+            )
+            raise OSError("gone")
+
+        with pytest.raises(ValidationError, match=r"history: .*cannot be read \(OSError: gone\)"):
+            CustomerSession.restore(integration_id="o", state="closed", history=history())

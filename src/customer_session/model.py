@@ -42,6 +42,7 @@ from customer_session._cart import (
     key_path,
     key_problems,
     raise_problems,
+    read_entries,
     returned_list_problems,
     same,
     str_problems,
@@ -619,7 +620,8 @@ class CustomerSession:
         """
         spec = cls.specification
         if isinstance(history, Iterable) and not isinstance(history, str | bytes | Mapping):
-            records: object = tuple(history)
+            # An iterable that raises is refused with its error, as a cart's is.
+            records: object = read_entries(history)
         else:
             records = history
         problems = int_problems("update_count", update_count, 1)
