@@ -912,6 +912,20 @@ class TestUpdateRequest:
             return_request(items())
         assert problems_of(error).keys() == {"items"}
 
+    def test_response_content_that_cannot_be_read_is_refused(self):
+        """responseContent from an iterable that raises is refused with the error, by both."""
+
+        def content():
+            yield "customerSession"
+            raise OSError("gone")
+
+        with pytest.raises(ValidationError, match=r"cannot be read \(OSError: gone\)") as error:
+            update_request(order(), response_content=content())
+        assert problems_of(error).keys() == {"response_content"}
+        with pytest.raises(ValidationError, match=r"cannot be read \(OSError: gone\)") as error:
+            return_request([ReturnedItem(0, 1)], response_content=content())
+        assert problems_of(error).keys() == {"response_content"}
+
     def test_response_content_as_bytes_is_refused(self):
         """Bytes are no sequence of names, as a string is not."""
         with pytest.raises(ValidationError) as error:

@@ -33,6 +33,7 @@ from typing import (
     Final,
     TypeVar,
     Union,
+    cast,
     get_args,
     get_origin,
     overload,
@@ -1678,7 +1679,9 @@ def _response_content(
         raise ValidationError.single(
             subject, "response_content", f"must be a sequence of names, got {shown(values)}"
         )
-    content = list(values)
+    content = read_entries(values)
+    if isinstance(content, Unreadable):
+        raise ValidationError.single(subject, "response_content", unreadable(content.error))
     # The type first: ``in`` on a frozenset raises TypeError for a list or a dict.
     problems = [
         Problem(
@@ -1690,7 +1693,7 @@ def _response_content(
     ]
     if problems:
         raise ValidationError(subject, problems)
-    return content
+    return cast("list[str]", list(content))  # every entry is a known name, checked above
 
 
 def _with_content(body: dict[str, Any], content: list[str] | None) -> dict[str, Any]:
