@@ -676,6 +676,41 @@ class TestTriggerFiredWhileTheClockRuns:
         assert s.state is State.CLOSED
         assert ran == ([Trigger.CLOSE] if registered else [])  # the clock's close only
 
+    @pytest.mark.parametrize("registered", [False, True], ids=["plain", "hooked"])
+    def test_a_further_return_committed_meanwhile_refuses_the_outer_one(self, registered):
+        """A return committed while another return reads the clock wins; no unit is returned twice.
+
+        Further returns stay in their state, so the state alone cannot tell that the
+        session moved on under the outer return, whose items were checked against a
+        cart that no longer has those units.
+        """
+        moment = [datetime(2026, 3, 2, 10, tzinfo=UTC)]
+        inner: list[CustomerSession] = []
+        two = [ReturnedItem(position=0, quantity=2)]
+
+        def clock() -> datetime:
+            if inner:
+                inner.pop().return_items(two)  # popped first: it reads the clock too
+            return moment[0]
+
+        workflow = Workflow(clock=clock)
+        if registered:
+            workflow.before(lambda event: None, name="spy")
+        s = CustomerSession(
+            integration_id="o",
+            state=State.CLOSED,
+            cart_items=[CartItem(sku="SOCK", quantity=3, price=1.0)],
+            workflow=workflow,
+        )
+        s.return_items([ReturnedItem(position=0, quantity=1)])
+        moment[0] -= timedelta(minutes=1)  # the inner return reads the clock later
+        inner.append(s)
+        with pytest.raises(TransitionInProgress, match="changed hands"):
+            s.return_items(two)
+        assert s.cart_items[0].returned_quantity == 3
+        assert len(s.history) == 2
+        assert CustomerSession.restore(**s.snapshot()) == s
+
     def test_asking_reports_the_change_and_asks_no_guard(self):
         """why_not() whose clock moves the session answers that it changed, not the guards."""
         workflow, target = _clock_firing(Trigger.CLOSE)

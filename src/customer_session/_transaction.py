@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from datetime import datetime
 
-    from customer_session._cart import ReturnedItem
+    from customer_session._cart import CartItem, ReturnedItem
     from customer_session._machine import Engine
     from customer_session.hooks import Plan, Registration, Workflow
     from customer_session.model import CustomerSession
@@ -212,8 +212,10 @@ class Run:
 
     __slots__ = (
         "_event",
+        "cart",
         "current",
         "destination",
+        "history",
         "items",
         "orphaned",
         "phase",
@@ -241,6 +243,11 @@ class Run:
         # The busy marker when the trigger was checked; nobody else may have taken
         # the session by the time it begins and commits (see ``commit``).
         self.seen = session._running
+        # The history when the trigger was checked: every commit replaces it, so a
+        # transition committed meanwhile shows even when the state stayed the same.
+        self.history = session._history
+        # The cart the returned items were checked against (see ``commit``).
+        self.cart = session._cart_items
         # Set when the atomic() block the trigger was fired in rolled back under it.
         self.orphaned = False
         self.plan = plan
@@ -762,6 +769,7 @@ def prepare(
 ) -> _R:
     """Table and argument checks, then the run to drive; nothing has run or changed yet."""
     seen = session._running  # as the check finds it: the clock below may take long
+    history, cart = session._history, session._cart_items
     source, destination, returned, problems = _check_call(session, trigger, items)
     if problems:
         raise _bad_items(session, trigger, problems)
@@ -769,7 +777,7 @@ def prepare(
     plan = workflow.plan(source, trigger)
     timestamp = _timestamp(session, workflow)
     run = run_class(session, plan, trigger, source, destination, timestamp, returned)
-    run.seen = seen
+    run.seen, run.history, run.cart = seen, history, cart
     return run
 
 
@@ -788,13 +796,14 @@ def fire(
     source = session._state
     destination = workflow.plain_destination(source, trigger)
     seen = session._running
+    history, cart = session._history, session._cart_items
     if destination is not None and (seen is None or _free(seen)):
         # Nothing registered for this edge: no user code can run before the commit
         # point, so there is nothing to snapshot and no run to keep. Anything unusual
         # (hooks, no transition, a busy session) takes the full path.
         problems: list[Problem] | None
         if trigger is _RETURN_ITEMS:
-            returned, problems = return_problems(session._cart_items, items)
+            returned, problems = return_problems(cart, items)
         elif type(items) is tuple and not items:  # what close() and cancel() pass: no call
             returned, problems = (), None
         else:
@@ -805,7 +814,7 @@ def fire(
             raise _bad_items(session, trigger, problems)
         timestamp = _timestamp(session, workflow)
         record = TransitionRecord(trigger, source, destination, timestamp, returned)
-        commit(session, record, seen)
+        commit(session, record, seen, history, cart)
         return record
     return _fire(session, trigger, items)
 
@@ -872,7 +881,8 @@ def recheck_returns(run: Run, saved: tuple[Any, ...] | None) -> None:
     if not run.items or saved is None:  # no return, or no hook that could edit
         return
     session = run.session
-    _, problems = return_problems(session._cart_items, run.items)
+    cart = session._cart_items
+    _, problems = return_problems(cart, run.items)
     if problems:
         undo(run, saved)
         raise ValidationError(
@@ -880,6 +890,7 @@ def recheck_returns(run: Run, saved: tuple[Any, ...] | None) -> None:
             "hooks had changed the cart",
             problems,
         )
+    run.cart = cart
 
 
 def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:
@@ -893,9 +904,14 @@ def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:
     # No call from this test to the mark, where CPython could switch threads.
     running = session._running
     # A trigger that committed since the checks (fired by the clock, or by another
-    # thread while the clock ran) leaves the marker free but moves the state: the
-    # run's destination was looked up for the old one.
-    if running is not run.seen or session._state is not run.source:
+    # thread while the clock ran) leaves the marker free but moves the state (the
+    # run's destination was looked up for the old one), or at least the history (a
+    # further return: the run's items were checked against the old cart).
+    if (
+        running is not run.seen
+        or session._state is not run.source
+        or session._history is not run.history
+    ):
         raise _taken(run)
     if type(running) is Held:  # the running code's own atomic() block holds it
         if running.busy is not None:  # another thread in the same block is at it
@@ -954,23 +970,32 @@ def finish(run: Run) -> TransitionRecord:
     if run.orphaned:
         raise _taken(run, "the atomic() block it was fired in rolled back before it committed")
     record = TransitionRecord(run.trigger, run.source, run.destination, run.timestamp, run.items)
-    commit(run.session, record, run.seen)
+    commit(run.session, record, run.seen, run.history, run.cart)
     return record
 
 
-def commit(session: CustomerSession, record: TransitionRecord, seen: object) -> None:
+def commit(
+    session: CustomerSession,
+    record: TransitionRecord,
+    seen: object,
+    history: tuple[TransitionRecord, ...],
+    cart: tuple[CartItem, ...],
+) -> None:
     """The commit point: state, cart returns, history, ``updated`` and count together.
 
-    ``seen`` is the busy marker the caller found free; the commit happens only if
-    it is still there and the session is still in the record's source state, so a
-    session that changed hands meanwhile (another thread took it, a block rolled
-    back under the trigger) never gets an edge its table does not have.
+    ``seen`` is the busy marker the caller found free, ``history`` the history it
+    checked the trigger on and ``cart`` the cart it checked the returned items
+    against. The commit happens only if all three are still there and the session
+    is still in the record's source state, so a session that changed hands
+    meanwhile (another thread took it or committed a transition, even one that
+    stays in its state, a block rolled back under the trigger) never gets an edge
+    its table does not have, a unit returned twice or a history that goes back.
 
     Raises:
         TransitionInProgress: The session changed hands; nothing was changed.
     """
     returned = record._returned_items
-    cart = apply_returns(session._cart_items, returned) if returned else session._cart_items
+    returned_cart = apply_returns(cart, returned) if returned else None
     timestamp = record._timestamp
     # From this test to the last store: no call, where CPython could switch threads.
     running = session._running
@@ -978,9 +1003,12 @@ def commit(session: CustomerSession, record: TransitionRecord, seen: object) -> 
         running is not seen
         or (type(running) is Held and running.busy is not None)
         or session._state is not record._source
+        or session._history is not history
+        or (returned_cart is not None and session._cart_items is not cart)
     ):
         raise _changed_hands(session, record._trigger, record._source)
-    session._cart_items = cart
+    if returned_cart is not None:
+        session._cart_items = returned_cart
     session._state = record._destination
     session._history = (*session._history, record)
     # A pre-commit hook may have edited the session after the run's timestamp was
