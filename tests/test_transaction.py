@@ -30,6 +30,7 @@ from customer_session import (
     ValidationError,
     Workflow,
     WorkflowError,
+    _transaction,
 )
 from customer_session._transaction import twin
 from customer_session.testing import sessions
@@ -968,6 +969,26 @@ class TestBlocks:
             session.__setstate__(other.snapshot())
             raise RuntimeError
         assert session.snapshot() == before
+
+    def test_a_block_opens_on_a_session_freed_while_it_looked(self, monkeypatch):
+        """A block whose session another thread frees between its two looks opens, no assert.
+
+        The first look finds a trigger under way; by the second, that trigger has ended
+        (here its end is played where the thread switch would happen).
+        """
+        session = _session()
+        session._running = Trigger.CLOSE  # another thread's close() is under way
+        checked = _transaction._free
+
+        def free_meanwhile(running):
+            session._running = None  # that close() ends right now
+            return checked(running)
+
+        monkeypatch.setattr(_transaction, "_free", free_meanwhile)
+        with session.atomic():
+            session.set_coupon("X")
+        assert session.coupon == "X"
+        assert session._running is None
 
     def test_no_block_opens_from_a_hook_inside_a_block(self):
         """Inside a block, a hook before the commit point cannot open a nested block either."""

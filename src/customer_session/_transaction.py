@@ -557,32 +557,35 @@ def hold(session: CustomerSession) -> Opened:
     """
     block = Block(_BLOCK.get())
     held = Held(block)
-    # Test and take with no call in between, where CPython could switch threads.
-    running = session._running
-    if running is None:
-        session._running = held
-    elif _free(running):
-        # Nested: the block it is opened in keeps holding the session, until this
-        # one has closed too.
-        assert type(running) is Held  # noqa: S101 - only a hold is free
-        if running.owner is not _owner():
-            # Blocks of several tasks would roll back over each other's changes.
-            raise SessionNotEditable(
-                operation="atomic",
-                state=session.state,
-                integration_id=session.integration_id,
-                held=True,
-                why=(
-                    "in another task or thread than the atomic() block that holds the "
-                    "session; nest blocks in the task that opened it"
-                ),
-            )
-        held = running
-        held.blocks.append(block)
-    else:
+    while True:
+        # Test and take with no call in between, where CPython could switch threads.
+        running = session._running
+        if running is None:
+            session._running = held
+            break
+        if _free(running):
+            # Nested: the block it is opened in keeps holding the session, until this
+            # one has closed too.
+            assert type(running) is Held  # noqa: S101 - only a hold is free
+            if running.owner is not _owner():
+                # Blocks of several tasks would roll back over each other's changes.
+                raise SessionNotEditable(
+                    operation="atomic",
+                    state=session.state,
+                    integration_id=session.integration_id,
+                    held=True,
+                    why=(
+                        "in another task or thread than the atomic() block that holds the "
+                        "session; nest blocks in the task that opened it"
+                    ),
+                )
+            held = running
+            held.blocks.append(block)
+            break
         busy = _busy(session)
-        assert busy is not None  # noqa: S101 - a marker that is not free is busy
-        raise _not_editable(session, "atomic", busy)
+        if busy is not None:
+            raise _not_editable(session, "atomic", busy)
+        # Another thread freed the session between the two looks: test and take again.
     return held, block, _BLOCK.set(block)
 
 
