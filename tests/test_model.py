@@ -1295,7 +1295,11 @@ class TestRestoredHistory:
         ("index", "items", "message"),
         [
             (1, [], "a return needs at least one item"),
-            (0, [ReturnedItem(position=0, quantity=1)], "only a return_items record returns items"),
+            (
+                0,
+                [ReturnedItem(position=0, quantity=1)],
+                "only a return_items record returns items, not 'close'",
+            ),
         ],
     )
     def test_only_returns_list_returned_items(self, index, items, message):

@@ -1283,9 +1283,10 @@ def _returned_items_problems(record: TransitionRecord, path: str) -> list[Proble
     if record.trigger is Trigger.RETURN_ITEMS and not items:
         problems.append(Problem(path, "a return needs at least one item"))
     elif record.trigger is not Trigger.RETURN_ITEMS and items:
-        problems.append(
-            Problem(path, f"only a return_items record returns items, not {shown(record.trigger)}")
-        )
+        trigger = record.trigger
+        # A trigger by its value, as every message names one (not its enum repr).
+        what = f"'{trigger}'" if type(trigger) is Trigger else shown(trigger)
+        problems.append(Problem(path, f"only a return_items record returns items, not {what}"))
     return problems
 
 
