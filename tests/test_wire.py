@@ -1280,6 +1280,19 @@ class TestNothingButValidationError:
             problems = outcome(reader, value)
             assert all(p.path.startswith("$") for p in problems)
 
+    def test_a_document_whose_id_cannot_be_read(self):
+        """A document that raises when its integrationId is read is refused, by both readers."""
+
+        class Broken(dict):
+            def get(self, key, default=None):
+                raise OSError("gone")
+
+            def __getitem__(self, key):
+                raise OSError("gone")
+
+        for reader in (from_dict, from_v2_response):
+            assert outcome(reader, Broken(to_dict(order())))
+
     @given(JSON_VALUES)
     def test_arbitrary_json_text(self, value):
         """Arbitrary JSON text (NaN included) is loaded or refused with ValidationError."""

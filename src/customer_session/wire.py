@@ -1501,7 +1501,10 @@ def _check_path(subject: str, path: object) -> None:
 
 def _subject(kind: str, data: object) -> str:
     if isinstance(data, Mapping):
-        integration_id = data.get("integrationId")
+        try:
+            integration_id = data.get("integrationId")
+        except Exception:  # noqa: BLE001 - the reader reports what cannot be read, at its path
+            return kind
         if isinstance(integration_id, str):
             return f"{kind} {shown(integration_id):.80}"
     return kind
