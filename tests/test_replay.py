@@ -201,6 +201,49 @@ class TestRefusing:
         assert reason in refused.reason
         assert report.applied == 2
 
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    @pytest.mark.parametrize(
+        "at",
+        [
+            "2026-03-02T10:00:00+05:99",  # was read as 6 hours 39 minutes
+            "2026-03-02T10:00:00+0530",
+            "20260302T100000Z",
+            "2026-W10-1T10:00:00Z",
+            "2026-03-02 10:00:00Z",
+            "2026-03-02T10:00Z",
+            "2026-03-02T10:00:00,5Z",
+        ],
+    )
+    def test_a_time_that_is_not_rfc_3339_is_refused(self, at, fast):
+        """An ``at`` that is no RFC 3339 date-time is refused at $.at, on both paths."""
+        compact = event("update", at=at, customerSession={"state": "closed"})
+        for line in (compact, compact.replace(", ", ",").replace(": ", ":")):
+            replayer = Replayer()
+            report = replayer.run([CREATE, line], fast=fast)
+            reason = f"event: $.at: {at!r} is not a valid date-time: not an RFC 3339 date-time"
+            assert [r.reason for r in report.refused] == [f"{reason} (e.g. 2026-03-02T10:15:00Z)"]
+            assert replayer.sessions["order-1"].state is State.OPEN
+
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_lower_case_t_and_z_are_rfc_3339(self, fast):
+        """RFC 3339 allows ``t`` and ``z`` in lower case: such a time is read as upper case."""
+        lower = event("update", at="2026-03-02t11:00:00z", customerSession={"state": "closed"})
+        replayer = Replayer()
+        report = replayer.run([CREATE, lower], fast=fast)
+        assert (report.applied, report.refused) == (2, [])
+        (record,) = replayer.sessions["order-1"].history
+        assert record.timestamp.isoformat() == "2026-03-02T11:00:00+00:00"
+
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_an_impossible_date_is_refused_with_why(self, fast):
+        """An RFC 3339 shape with an impossible date is refused, saying what is wrong."""
+        line = event("update", at="2026-02-30T10:00:00Z", customerSession={})
+        (refused,) = Replayer().run([CREATE, line], fast=fast).refused
+        assert refused.reason == (
+            "event: $.at: '2026-02-30T10:00:00Z' is not a valid date-time: "
+            "day is out of range for month"
+        )
+
     @pytest.mark.parametrize("siblings", [0, 5], ids=["alone", "with-siblings"])
     @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
     def test_nesting_up_to_the_limit_is_accepted(self, siblings, fast):

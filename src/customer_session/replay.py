@@ -54,6 +54,9 @@ from customer_session.exceptions import (
 from customer_session.hooks import Workflow
 from customer_session.model import CustomerSession, ReopenableCustomerSession, _check_session_class
 
+# The wire format's reader: an event's time is read as a session document's is.
+from customer_session.wire import _parse_timestamp
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 
@@ -537,21 +540,30 @@ def _envelope_time(event: Mapping[str, Any]) -> datetime:
 
 
 def _timestamp(text: str) -> datetime:
-    """``text`` (ISO 8601 with a time zone) as an aware UTC datetime.
+    """``text`` (an RFC 3339 date-time, as the wire format reads it) as an aware UTC datetime.
 
     Raises:
-        ValueError: ``text`` is not such a timestamp, or its time in UTC falls
-            outside the years 1 to 9999 that ``datetime`` holds.
+        ValueError: ``text`` is not such a timestamp (or has no time zone), or its
+            time in UTC falls outside the years 1 to 9999 that ``datetime`` holds.
     """
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        msg = f"{shown(text)} has no time zone"
-        raise ValueError(msg)
     try:
-        return moment.astimezone(UTC)
+        return _parse_timestamp(text)
     except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
         msg = f"{shown(text)} is outside the years 1 to 9999 once converted to UTC"
-        raise ValueError(msg) from None
+    except ValueError as error:
+        msg = f"{shown(text)} is not a valid date-time: {error}"
+        if _has_no_zone(text):
+            msg = f"{shown(text)} has no time zone"
+    raise ValueError(msg) from None
+
+
+def _has_no_zone(text: str) -> bool:
+    """Whether ``text`` is an RFC 3339 date-time but for its missing time zone."""
+    try:
+        _parse_timestamp(f"{text}Z")
+    except (ValueError, OverflowError):
+        return False
+    return True
 
 
 def _object(event: Mapping[str, Any], key: str) -> dict[str, Any]:
