@@ -449,3 +449,21 @@ class TestReportText:
         report = Replayer().run([CREATE, CLOSE, CLOSE])
         with pytest.raises(ValidationError, match="max_refusals: must be an integer >= 0"):
             report.to_text(max_refusals=value)
+
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    @pytest.mark.parametrize("name", ["evil\nline 9: x", "red\x1b[31m", "a\u2028b", "tab\tx"])
+    def test_a_session_or_op_that_is_not_printable_is_shown_quoted(self, name, fast):
+        """A refusal's session or op with control characters is shown by repr, on one line."""
+        bad_session = event("update", session=name, customerSession={"state": "closed"})
+        bad_op = event(name, session="order-1")
+        report = Replayer().run([CREATE, bad_session, bad_op], fast=fast)
+        listed = report.to_text().splitlines()[-2:]
+        assert listed[0].startswith(f"  line 2: {name!r} update: ")
+        assert listed[1].startswith(f"  line 3: order-1 {name!r}: ")
+        assert len(report.to_text().splitlines()) == 6  # summary, sessions, state, heading, 2
+
+    def test_a_printable_session_is_shown_as_it_is(self):
+        """A refusal's session and op that are printable (spaces, accents) are shown unquoted."""
+        line = event("update", session="Bestellung Nr. 7 für Zoë", customerSession={})
+        (refused,) = Replayer().run([line]).refused
+        assert str(refused).startswith("line 1: Bestellung Nr. 7 für Zoë update: event: ")

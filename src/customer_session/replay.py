@@ -87,6 +87,11 @@ def _reason_text(value: str) -> str:
     return storable(value)
 
 
+def _printable(value: str) -> str:
+    """``value`` as it is when it is printable, else by its ``repr`` (one line, no escapes)."""
+    return value if value.isprintable() else shown(value)
+
+
 @frozen
 class RefusedLine:
     """A line that was not applied, and why.
@@ -104,8 +109,13 @@ class RefusedLine:
     reason: str = field(converter=_reason_text)
 
     def __str__(self) -> str:
-        """Render as ``line N: session op: reason``."""
-        where = " ".join(part for part in (self.session, self.op) if part)
+        """Render as ``line N: session op: reason``, on one line.
+
+        A session or op that is not printable (a newline, a terminal's escape
+        character) is shown by its ``repr``: written as it is, it would break the
+        line, or start what reads as another refusal.
+        """
+        where = " ".join(_printable(part) for part in (self.session, self.op) if part)
         return f"line {self.line}: {where + ': ' if where else ''}{self.reason}"
 
 
