@@ -48,6 +48,14 @@ def encoded_log(sku: bytes) -> bytes:
     return line("s1", "create", create("A")) + second + line("s1", "update", {"state": "closed"})
 
 
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal, so the progress bar is drawn on it."""
+
+    def isatty(self) -> bool:
+        """Say it is a terminal."""
+        return True
+
+
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
@@ -1019,6 +1027,15 @@ class TestEntryPoints:
         )
         assert result.returncode == 0
         assert "| open |" in result.stdout or "open" in result.stdout
+
+    def test_the_progress_bar_ends_at_the_size_of_the_file(self, monkeypatch, tmp_path):
+        """On a terminal, the bar reaches 100% for a log with a BOM, CRLF and bad bytes too."""
+        log = tmp_path / "log.jsonl"
+        log.write_bytes(b"\xef\xbb\xbf" + encoded_log(b"A\xff").replace(b"\n", b"\r\n"))
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        assert run("replay", str(log))[0] == 1
+        assert terminal.getvalue().split("\r")[-1].startswith("100%|##########|")
 
     def test_no_progress_bar_when_not_a_terminal(self):
         """Without a terminal on stderr, replay prints no progress bar."""

@@ -1,3 +1,4 @@
+import io
 import json
 from pathlib import Path
 
@@ -380,6 +381,22 @@ class TestWithProgress:
         with (tmp_path / "err").open("w") as stream:
             assert list(with_progress(lines, total_bytes=None, stream=stream)) == lines
         assert (tmp_path / "err").read_text() == ""
+
+    def test_a_line_with_a_lone_surrogate_is_counted_on_a_terminal(self):
+        """A line UTF-8 cannot encode (a lone surrogate) passes the bar, counted, to be refused."""
+        line = event("create", customerSession={}).replace("order-1", "order-\ud800")
+        terminal = Terminal()
+        lines = with_progress([line], total_bytes=len(line), stream=terminal)
+        assert list(lines) == [line]
+        assert terminal.getvalue().split("\r")[-1].startswith("100%|##########|")
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal, so the progress bar is drawn on it."""
+
+    def isatty(self) -> bool:
+        """Say it is a terminal."""
+        return True
 
 
 class TestExampleLog:

@@ -299,8 +299,8 @@ class _LogLines:
         refused: The lines that are not UTF-8 text, in order.
     """
 
-    def __init__(self, handle: TextIO) -> None:
-        """Wrap ``handle``, opened with ``errors="surrogateescape", newline=""``."""
+    def __init__(self, handle: Iterable[str]) -> None:
+        """Wrap ``handle``'s lines, read with ``errors="surrogateescape", newline=""``."""
         self._handle = handle
         self.refused: list[replay.RefusedLine] = []
 
@@ -428,9 +428,10 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         replayer = _replayer(args)
         if isinstance(replayer, contextlib.AbstractContextManager):
             cleanup.enter_context(replayer)  # a store replay closes its store
-        decoded = _LogLines(handle)
-        lines = replay.with_progress(decoded, total_bytes=_size(args.log), stream=err)
-        report = replayer.run(lines)
+        # The bar counts the lines as read, every byte of the file included.
+        read = replay.with_progress(handle, total_bytes=_size(args.log), stream=err)
+        decoded = _LogLines(read)
+        report = replayer.run(decoded)
     if decoded.refused:
         report.refused = sorted([*report.refused, *decoded.refused], key=lambda r: r.line)
     if args.json:

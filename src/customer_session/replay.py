@@ -661,6 +661,11 @@ def with_progress(
 ) -> Iterable[str]:
     """``lines`` with a progress bar on ``stream`` when it is a terminal (tqdm).
 
+    The bar counts each line's UTF-8 bytes (a character UTF-8 cannot encode counts
+    as one), so it reaches ``total_bytes`` when the lines are a file's, as read
+    with ``newline=""`` (and ``errors="surrogateescape"`` for a file that may hold
+    bytes that are not UTF-8).
+
     Raises:
         ValidationError: ``lines`` is no iterable of lines, ``total_bytes`` no
             integer >= 0 or ``None``, or ``stream`` no text stream; each by name.
@@ -684,7 +689,9 @@ def with_progress(
     def counted() -> Iterator[str]:
         with tqdm(total=total_bytes, unit="B", unit_scale=True, file=stream) as bar:
             for line in lines:
-                bar.update(len(line.encode("utf-8")))
+                # A character UTF-8 cannot encode (surrogateescape's stand-in for a byte
+                # that was not UTF-8, a lone surrogate) counts as one byte, never raises.
+                bar.update(len(line.encode("utf-8", "replace")))
                 yield line
 
     return counted()
