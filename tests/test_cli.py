@@ -961,6 +961,23 @@ def docs_section(command: str) -> tuple[str, str]:
     return synopsis.removeprefix("text\n").strip(), prose
 
 
+class TestFileArguments:
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ("replay", ""),
+            ("validate", ""),
+            ("diagram", "--session", ""),
+            ("diagram", "--format", "table", "-o", ""),
+        ],
+        ids=["replay", "validate", "diagram-session", "diagram-output"],
+    )
+    def test_an_empty_file_name_is_a_usage_error(self, capsys, argv):
+        """An empty file name is refused as such, not read or written as the directory '.'."""
+        assert run(*argv) == (2, "")
+        assert one_line_error(capsys).endswith(": an empty file name\n")
+
+
 class TestHelpAndDocs:
     @pytest.mark.parametrize("command", COMMANDS)
     def test_synopsis_in_the_docs_is_the_help_usage(self, capsys, command):

@@ -218,7 +218,11 @@ def _path(text: str) -> Path:
     The system refuses NUL in a name, and encodes names with ``surrogateescape``:
     a lone surrogate it did not decode itself (``\ud800``, given to :func:`main`)
     has no bytes, and opening it would raise ``ValueError``/``UnicodeEncodeError``.
+    An empty name (an unset shell variable, say) would be ``Path(".")``, the
+    current directory, which errors would then name instead of what was given.
     """
+    if not text:
+        raise argparse.ArgumentTypeError("an empty file name")
     try:
         os.fsencode(text)
     except UnicodeEncodeError:
