@@ -179,7 +179,7 @@ class TestDiagram:
         target = tmp_path / name
         assert run("diagram", "--format", kind, "-o", str(target)) == (2, "")
         named = {".svg": "svg", ".png": "png", ".dot": "dot", ".mmd": "mermaid"}[target.suffix]
-        assert f"{target}: format: a {target.suffix} file is for {named!r}, not {kind!r}" in (
+        assert f"{target}: --format: a {target.suffix} file is for {named!r}, not {kind!r}" in (
             one_line_error(capsys)
         )
         assert not target.exists()
@@ -411,11 +411,11 @@ class TestReplay:
             assert [e.actor for e in store.history("s2")] == ["nightly-import"]
 
     def test_a_bad_actor_is_a_usage_error_before_any_line(self, capsys, tmp_path):
-        """An --actor the store refuses is one error line, exit 2, and nothing is applied."""
+        """A refused --actor is one error line naming --actor, exit 2, and nothing is applied."""
         database = tmp_path / "store.db"
         assert run("replay", "--db", str(database), "--actor", "a\tb", str(EXAMPLE)) == (2, "")
         assert one_line_error(capsys).startswith(
-            "customer-session: error: SQLiteStore: actor: must be None or a name of 1 to 200"
+            "customer-session: error: --actor: must be None or a name of 1 to 200"
         )
         assert not database.exists()
 
@@ -739,7 +739,9 @@ class TestOutbox:
         before = rows_of(db)
         argv = ("outbox", "discard", str(before[0].sequence), "--reason", reason, "--db", db)
         assert run(*argv) == (2, "")
-        assert "discard(): reason: must be a text of 1 to 1000 characters" in one_line_error(capsys)
+        assert one_line_error(capsys).startswith(
+            "customer-session: error: --reason: must be a text of 1 to 1000 characters"
+        )
         assert rows_of(db) == before
 
     @pytest.mark.parametrize("value", ["0", "x"])
@@ -976,6 +978,66 @@ class TestFileArguments:
         """An empty file name is refused as such, not read or written as the directory '.'."""
         assert run(*argv) == (2, "")
         assert one_line_error(capsys).endswith(": an empty file name\n")
+
+
+# Every option or argument whose value the library checks, with a value it refuses.
+REFUSED_VALUES = [
+    pytest.param(("replay", "--db", "", str(EXAMPLE)), "--db", id="replay --db"),
+    pytest.param(("migrate", "--db", ""), "--db", id="migrate --db"),
+    pytest.param(("show", "order-42", "--db", ""), "--db", id="show --db"),
+    pytest.param(("history", "order-42", "--db", ""), "--db", id="history --db"),
+    pytest.param(("outbox", "list", "--db", ""), "--db", id="outbox list --db"),
+    pytest.param(
+        ("outbox", "discard", "1", "--reason", "r", "--db", ""), "--db", id="outbox discard --db"
+    ),
+    pytest.param(("show", "order-42", "--db", "mysql://host/db"), "--db", id="--db scheme"),
+    pytest.param(("show", "order-42", "--db", "orders\x00.db"), "--db", id="--db NUL"),
+    pytest.param(("show", "", "--db", "@db"), "argument ID", id="show ID"),
+    pytest.param(("history", "", "--db", "@db"), "argument ID", id="history ID"),
+    pytest.param(("outbox", "list", "--limit", str(2**63), "--db", "@db"), "--limit", id="--limit"),
+    pytest.param(
+        ("outbox", "discard", str(2**63), "--reason", "r", "--db", "@db"),
+        "argument SEQUENCE",
+        id="SEQUENCE",
+    ),
+    pytest.param(
+        ("outbox", "discard", "1", "--reason", " ", "--db", "@db"), "--reason", id="--reason"
+    ),
+    pytest.param(
+        ("replay", "--db", "@db", "--actor", "", str(EXAMPLE)), "--actor", id="replay --actor"
+    ),
+]
+
+
+class TestOptionsAsTyped:
+    @pytest.mark.parametrize(("argv", "typed"), REFUSED_VALUES)
+    def test_a_refused_value_is_named_by_its_option(self, capsys, tmp_path, argv, typed):
+        """A value the library refuses is one error line naming the option as typed, exit 2."""
+        database = tmp_path / "store.db"
+        with open_store(database) as store:
+            store.counts()  # a store, so that only the value given can be wrong
+        argv = tuple(str(database) if arg == "@db" else arg for arg in argv)
+        assert run(*argv) == (2, "")
+        error = one_line_error(capsys)
+        assert error.startswith(f"customer-session: error: {typed}: "), error
+        assert "()" not in error
+        assert "Store" not in error
+
+    def test_every_problem_of_one_refusal_is_named_by_its_option(self, capsys, tmp_path):
+        """A --db and an --actor both refused are both named, each by its option."""
+        argv = ("replay", "--db", "file:?cache=shared", "--actor", "", str(EXAMPLE))
+        assert run(*argv) == (2, "")
+        error = one_line_error(capsys)
+        assert error.startswith("customer-session: error: --db: must name a file")
+        assert "; --actor: must be None or a name" in error
+
+    def test_the_librarys_explanation_is_kept(self, capsys):
+        """The option leads the line, followed by the library's words for what is wrong."""
+        assert run("show", "order-42", "--db", "") == (2, "")
+        assert one_line_error(capsys) == (
+            "customer-session: error: --db: must be a postgresql:// URL, a file path or "
+            "':memory:', got ''\n"
+        )
 
 
 class TestHelpAndDocs:

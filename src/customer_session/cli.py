@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
 from customer_session import diagrams, replay, wire
 
@@ -40,7 +40,7 @@ from customer_session.exceptions import (
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterable, Iterator, Sequence
+    from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 
     from _typeshed import SupportsWrite
 
@@ -254,6 +254,39 @@ def _integer(text: str, minimum: int) -> int:
     return value
 
 
+# The library's names of the values a store's options give it (open_store's ``target``,
+# the backends' ``path`` and ``conninfo``): all of them are what --db was given.
+_DB: Final = {"target": "--db", "path": "--db", "conninfo": "--db"}
+
+
+@contextlib.contextmanager
+def _as_typed(options: Mapping[str, str], *, keep_subject: bool = False) -> Iterator[None]:
+    """Word the library's refusal of the values the user gave by the options they typed.
+
+    The library names its own arguments (``open_store(): target: ...``), which the
+    user of the command never typed. A :class:`ValidationError` whose every problem
+    is at one of ``options`` (the library's name of an argument: the option that
+    gave it, ``{"actor": "--actor"}``) is the one-line ``--actor: <the library's
+    explanation>`` instead; any other refusal is left as it is, since it is not
+    about a value the command was given.
+
+    Args:
+        options: The option as typed, by the library's name of the value.
+        keep_subject: Keep the error's subject in front: it names a file as given.
+    """
+    try:
+        yield
+    except ValidationError as error:
+        said = []
+        for problem in error.problems:
+            typed = options.get(problem.path)
+            if typed is None:
+                raise
+            said.append(f"{typed}: {problem.message}")
+        subject = f"{error.subject}: " if keep_subject else ""
+        raise _UsageError(subject + "; ".join(said)) from None
+
+
 def _session_class(reopen: bool) -> type[CustomerSession]:
     return ReopenableCustomerSession if reopen else CustomerSession
 
@@ -350,7 +383,11 @@ def _diagram(args: argparse.Namespace, out: TextIO) -> int:
     spec = None if session is not None else session_class.specification
     output = None if args.output == STDOUT else args.output
     # The library's rule: an extension that names another format than --format is refused.
-    format_ = args.format if output is None else diagrams.output_format(output, args.format)
+    if output is None:
+        format_ = args.format
+    else:
+        with _as_typed({"format": "--format"}, keep_subject=True):  # the subject is OUT
+            format_ = diagrams.output_format(output, args.format)
     format_ = format_ or "mermaid"
     if format_ in IMAGE_FORMATS:
         if args.output is None:
@@ -455,7 +492,8 @@ def _replayer(args: argparse.Namespace) -> replay.Replayer:
         return replay.Replayer(session_class=session_class)
     from customer_session.store import StoreReplayer  # noqa: PLC0415 - only --db needs it
 
-    return StoreReplayer(args.db, session_class=session_class, actor=args.actor)
+    with _as_typed({**_DB, "actor": "--actor"}):
+        return StoreReplayer(args.db, session_class=session_class, actor=args.actor)
 
 
 @contextlib.contextmanager
@@ -472,7 +510,9 @@ def _existing_store(
     """
     from customer_session.store import SQLiteStore, open_store  # noqa: PLC0415 - only --db needs it
 
-    with open_store(args.db, session_class=session_class, migrate=False) as store:
+    with _as_typed(_DB):
+        opened = open_store(args.db, session_class=session_class, migrate=False)
+    with opened as store:
         path = store.path if isinstance(store, SQLiteStore) else None
         named = path is not None and path != ":memory:" and not path.startswith("file:")
         if named and not Path(str(path)).exists():
@@ -485,7 +525,9 @@ def _migrate(args: argparse.Namespace, out: TextIO) -> int:
     from customer_session.store import SCHEMA_VERSION, open_store  # noqa: PLC0415 - only --db needs it
 
     found: int | None = None  # the version before, when it was not current
-    with open_store(args.db, migrate=False) as store:
+    with _as_typed(_DB):
+        opened = open_store(args.db, migrate=False)
+    with opened as store:
         try:
             store.counts()  # the first use checks the schema, writing nothing
         except SchemaNotReady as error:
@@ -503,8 +545,11 @@ def _migrate(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+_ID: Final = {"integration_id": "argument ID"}
+
+
 def _show(args: argparse.Namespace, out: TextIO) -> int:
-    with _existing_store(args, _session_class(args.reopen)) as store:
+    with _existing_store(args, _session_class(args.reopen)) as store, _as_typed(_ID):
         session = store.get(args.id)
     out.write(wire.to_json(session, include_history=True, indent=2))
     out.write("\n")
@@ -512,7 +557,7 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _history(args: argparse.Namespace, out: TextIO) -> int:
-    with _existing_store(args) as store:
+    with _existing_store(args) as store, _as_typed(_ID):
         entries = store.history(args.id)
         # Every stored session has its creation's entry: none means no session.
         if not entries and not store.exists(args.id):
@@ -525,7 +570,8 @@ def _history(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _outbox(args: argparse.Namespace, out: TextIO) -> int:
-    with _existing_store(args) as store:
+    options = {"sequence": "argument SEQUENCE", "reason": "--reason", "limit": "--limit"}
+    with _existing_store(args) as store, _as_typed(options):
         if args.action == "discard":
             rows: Sequence[Effect] = (store.discard(args.sequence, reason=args.reason),)
             heading = None
