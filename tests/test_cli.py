@@ -523,6 +523,23 @@ class TestShow:
             expected = wire.to_json(store.get("order-42"), include_history=True, indent=2)
         assert run("show", "order-42", "--reopen", "--db", str(path)) == (0, expected + "\n")
 
+    def test_a_session_of_the_reopen_table_without_reopen_names_this_commands_option(
+        self, capsys, tmp_path
+    ):
+        """show without --reopen of a session that reopened is exit 2, advising show's --reopen."""
+        path = tmp_path / "store.db"
+        with open_store(path, session_class=ReopenableCustomerSession) as store:
+            store.create(ReopenableCustomerSession(integration_id="order-42"))
+            store.update("order-42", lambda session: session.close())
+            store.update("order-42", lambda session: session.reopen())
+        assert run("show", "order-42", "--db", str(path)) == (2, "")
+        error = one_line_error(capsys)
+        assert "replay" not in error
+        assert error.endswith(
+            "open the store with the session class that wrote it "
+            "(ReopenableCustomerSession; on the command line: --reopen)\n"
+        )
+
     def test_a_file_uri_is_opened_as_given(self, tmp_path):
         """show --db file:URI reads the store the URI names (it is not taken for a file name)."""
         path = tmp_path / "store.db"

@@ -196,6 +196,18 @@ class TestCorruptRows:
         with pytest.raises(WorkflowError, match="history holds 'reopen', which CustomerSession"):
             open_db().get("order-1")
 
+    def test_a_session_of_the_reopen_table_names_the_class_that_reads_it(self, open_db):
+        """The WorkflowError of a reopened session names ReopenableCustomerSession and --reopen."""
+        writer = open_db(session_class=ReopenableCustomerSession)
+        writer.create(ReopenableCustomerSession(integration_id="order-1"))
+        writer.update("order-1", lambda s: s.close())
+        writer.update("order-1", lambda s: s.reopen())
+        with pytest.raises(WorkflowError) as raised:
+            open_db().get("order-1")
+        assert str(raised.value).endswith(
+            "(ReopenableCustomerSession; on the command line: --reopen)"
+        )
+
     def test_journal_actor_that_is_no_text(self, tmp_path):
         """A journal actor that is no text is CorruptData naming the session and the entry.
 

@@ -21,7 +21,7 @@ from customer_session import wire
 from customer_session._cart import ReturnedItem, is_number, is_text, text_problem
 from customer_session._records import TransitionRecord
 from customer_session._show import shown
-from customer_session._spec import State, Trigger
+from customer_session._spec import REOPENABLE_SESSION, State, Trigger
 from customer_session.exceptions import (
     CorruptData,
     CustomerSessionError,
@@ -171,8 +171,8 @@ def load_session(
             raise WorkflowError(
                 f"{subject(integration_id)}: its stored history holds "
                 f"{', '.join(map(repr, foreign))}, which {session_class.__name__}'s table "
-                "does not have; open the store with the session class that wrote it "
-                "(for a replay: --reopen)"
+                "does not have; open the store with the session class that wrote it"
+                + _hint(foreign)
             ) from exc
         raise CorruptData(
             f"{subject(integration_id)}: the stored document cannot be loaded; the row "
@@ -186,6 +186,20 @@ def load_session(
             integration_id,
         )
     return data, session
+
+
+_REOPEN_TABLE: Final = frozenset(str(trigger) for trigger in REOPENABLE_SESSION.triggers)
+
+
+def _hint(foreign: list[str]) -> str:
+    """Which class reads a history of the ``foreign`` triggers, when the library has it.
+
+    Every command that loads stored sessions (``show``, ``replay``) reads the reopen
+    table with its own ``--reopen``: the advice fits whichever of them meets this.
+    """
+    if _REOPEN_TABLE.issuperset(foreign):
+        return " (ReopenableCustomerSession; on the command line: --reopen)"
+    return ""
 
 
 def _foreign_triggers(data: Any, session_class: type[CustomerSession]) -> list[str]:
