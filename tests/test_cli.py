@@ -443,6 +443,19 @@ class TestReplay:
         assert expected[0] == 0
         assert run("replay", str(marked)) == expected
 
+    def test_a_second_byte_order_mark_refuses_the_first_line_saying_what_it_is(self, tmp_path):
+        """Of two byte order marks before the first line, the second refuses it, in plain words."""
+        marked = tmp_path / "bom.jsonl"
+        marked.write_bytes(b"\xef\xbb\xbf" * 2 + encoded_log(b"A"))
+        status, text = run("replay", "--json", str(marked))
+        refused = json.loads(text)["refused"][0]  # then the close of the session it made
+        assert status == 1
+        assert refused["line"] == 1
+        assert refused["reason"] == (
+            "malformed JSON: a byte order mark (U+FEFF), which JSON allows only inside a "
+            "string (column 1)"
+        )
+
     def test_directory_is_one_line(self, capsys, tmp_path):
         """A directory instead of a log is a one-line error with exit status 2."""
         assert run("replay", str(tmp_path))[0] == 2

@@ -339,6 +339,34 @@ class TestWhatRunTakes:
             "malformed JSON: Expecting ':' delimiter (column 6)",
         ]
 
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    @pytest.mark.parametrize(
+        ("line", "column"),
+        [
+            ("\ufeff" + CLOSE, 1),
+            ("\ufeff\ufeff" + CLOSE, 1),
+            ("  \ufeff" + CLOSE, 3),
+            (CLOSE.replace(', "op"', ',\ufeff "op"'), CLOSE.index(', "op"') + 2),
+            (CLOSE + "\ufeff", len(CLOSE) + 1),
+        ],
+        ids=["start", "two-at-start", "after-spaces", "between-members", "after-the-object"],
+    )
+    def test_a_byte_order_mark_outside_a_string_is_refused_in_the_librarys_words(
+        self, line, column, fast
+    ):
+        """A U+FEFF outside a string is refused saying so, where it is, on both paths."""
+        report = Replayer().run([CREATE, line + "\n"], fast=fast)
+        reason = "malformed JSON: a byte order mark (U+FEFF), which JSON allows only inside a"
+        assert [r.reason for r in report.refused] == [f"{reason} string (column {column})"]
+
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_a_byte_order_mark_inside_a_string_is_text(self, fast):
+        """A U+FEFF inside a string is part of that string: the line is applied."""
+        create = CREATE.replace('"SOCK"', '"SO\ufeffCK"')
+        replayer = Replayer()
+        assert replayer.run([create], fast=fast).refused == []
+        assert replayer.sessions["order-1"].cart_items[0].sku == "SO\ufeffCK"
+
     @pytest.mark.parametrize(
         ("lines", "fragment"),
         [
