@@ -253,6 +253,8 @@ def lines_of(draw, event):
         lambda: compact[: draw(st.integers(0, len(compact) - 1))],
         lambda: compact.replace('":"', '":"\x01', 1),
         lambda: compact[:-1] + ',"session":"order-2"}',
+        lambda: compact.replace('"state":', '"state":"closed","state":', 1),
+        lambda: compact.replace('"quantity":', '"quantity":1,"quantity":', 1),
         lambda: draw(st.sampled_from(["", "   ", "\n", "[1, 2]", "null", "{not json"])),
     ]
     kind = draw(st.integers(0, 19))

@@ -360,6 +360,69 @@ class TestWhatRunTakes:
         assert [r.reason for r in report.refused] == [f"{reason} string (column {column})"]
 
     @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    @pytest.mark.parametrize(
+        ("line", "path"),
+        [
+            (
+                (
+                    '{"at":"2026-03-02T10:00:00Z","session":"order-2","op":"create",'
+                    '"customerSession":{"state":"open","state":"closed","cartItems":[]}}'
+                ),
+                "$.customerSession.state",
+            ),
+            (
+                (
+                    '{"at": "2026-03-02T10:00:00Z", "session": "order-2", "op": "create", '
+                    '"customerSession": {"state": "open", "cartItems": [], "state": "closed"}}'
+                ),
+                "$.customerSession.state",
+            ),
+            (
+                (
+                    '{"at":"2026-03-02T10:00:00Z","session":"order-1","session":"order-2",'
+                    '"op":"create","customerSession":{"state":"open","cartItems":[]}}'
+                ),
+                "$.session",
+            ),
+            (
+                (
+                    '{"at":"2026-03-02T10:00:00Z","session":"order-2","op":"create",'
+                    '"customerSession":{"state":"open","cartItems":'
+                    '[{"sku":"SOCK","quantity":1},{"sku":"SOCK","quantity":1,"quantity":2}]}}'
+                ),
+                "$.customerSession.cartItems[1].quantity",
+            ),
+            (
+                (
+                    '{"at":"2026-03-02T10:00:00Z","session":"order-2","op":"create",'
+                    '"note":{"by":"a","by":"b"},"customerSession":{"state":"open","cartItems":[]}}'
+                ),
+                "$.note.by",
+            ),
+        ],
+        ids=["compact-body", "spaced-body", "envelope", "cart-item", "ignored-member"],
+    )
+    def test_a_key_repeated_in_an_object_is_refused_naming_it(self, line, path, fast):
+        """A key twice in one object refuses the line at its path, on both paths: none wins."""
+        replayer = Replayer()
+        report = replayer.run([CREATE, line], fast=fast)
+        assert [(r.line, r.session, r.op, r.reason) for r in report.refused] == [
+            (2, None, None, f"event: {path}: appears 2 times in one object; a key must be unique")
+        ]
+        assert list(replayer.sessions) == ["order-1"]
+
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_every_repeated_key_of_a_line_is_named(self, fast):
+        """Keys repeated in several objects of one line are all named, in one reason."""
+        line = (
+            '{"at":"x","at":"y","session":"order-2","op":"update",'
+            '"customerSession":{"state":"closed","state":"closed","state":"open"}}'
+        )
+        (refused,) = Replayer().run([line], fast=fast).refused
+        assert refused.reason.startswith("event: 2 problems: $.at: appears 2 times in one object")
+        assert "$.customerSession.state: appears 3 times in one object" in refused.reason
+
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
     def test_a_byte_order_mark_inside_a_string_is_text(self, fast):
         """A U+FEFF inside a string is part of that string: the line is applied."""
         create = CREATE.replace('"SOCK"', '"SO\ufeffCK"')

@@ -70,8 +70,10 @@ from customer_session.replay import (
     ReplayReport,
     _already_exists,
     _not_text,
+    _read_json,
     _reason,
     _reopen_disabled,
+    _RepeatedKey,
     _staying,
     _timestamp,
     _unknown_session,
@@ -822,8 +824,8 @@ class FastReplay:
     def _decoded(self, number: int, line: str) -> _Outcome:
         """Decide a line that is not in compact form, from its decoded JSON."""
         try:
-            event = json.loads(line)
-        except (ValueError, RecursionError):
+            event = _read_json(line)
+        except (ValueError, RecursionError, _RepeatedKey):
             return _LIVE  # the live path words why (replay._decode)
         if type(event) is not dict:
             return _LIVE

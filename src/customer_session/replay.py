@@ -54,8 +54,9 @@ from customer_session.exceptions import (
 from customer_session.hooks import Workflow
 from customer_session.model import CustomerSession, ReopenableCustomerSession, _check_session_class
 
-# The wire format's reader: an event's time is read as a session document's is.
-from customer_session.wire import _parse_timestamp
+# The wire format's readers: an event's time is read as a session document's is, and
+# a key repeated in an object is named with the same path and words.
+from customer_session.wire import _parse_timestamp, _Repeated, _repeated_keys
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
@@ -401,6 +402,35 @@ def _not_text(number: int, line: object) -> RefusedLine:
     )
 
 
+class _RepeatedKey(Exception):
+    """Raised by :func:`_read_json` at the first JSON object that repeats a key."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members; a repeated key raises :class:`_RepeatedKey`."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise _RepeatedKey
+    return members
+
+
+_read_json: Final = json.JSONDecoder(object_pairs_hook=_unique_members).decode
+"""``json.loads`` of a line, raising :class:`_RepeatedKey` for a key repeated in an object.
+
+``json.loads`` keeps a repeated key's last value, other JSON readers its first (RFC
+8259 leaves it open): such an event means different things to different readers,
+so the replay refuses it, as ``wire.from_json`` refuses such a document. The check
+costs a call per object; the fast path's compact lines, whose pattern fixes every
+key, are never decoded.
+"""
+
+
+def _keeping_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members; one that repeats a key is kept with its counts (wire)."""
+    members = dict(pairs)
+    return members if len(members) == len(pairs) else _Repeated(pairs)
+
+
 def _decode(number: int, line: str) -> Any | RefusedLine:
     """The JSON value of line ``number``, or its refusal when it is not JSON the replay reads.
 
@@ -408,10 +438,18 @@ def _decode(number: int, line: str) -> Any | RefusedLine:
     an integer with more digits than ``sys.get_int_max_str_digits()`` (``ValueError``)
     and nesting deeper than the interpreter's recursion limit (``RecursionError``).
     Both are refused like malformed lines, as is nesting deeper than
-    :data:`MAX_DEPTH`, so no line stops the replay.
+    :data:`MAX_DEPTH`, so no line stops the replay. A key repeated in an object is
+    refused at its path (see :data:`_read_json`).
     """
+    repeated: list[Problem] = []
     try:
-        value = json.loads(line)
+        try:
+            value = _read_json(line)
+        except _RepeatedKey:
+            # Rare: read it again, whole (it may be malformed further on), to name
+            # every repeated key at its path.
+            value = json.loads(line, object_pairs_hook=_keeping_repeats)
+            repeated = [Problem(path, message) for path, message in _repeated_keys(value)]
     except json.JSONDecodeError as error:
         # Counted in the line itself: the parser's position may lie past its newline
         # (a line cut short while it was written), which it would call column 1.
@@ -424,9 +462,12 @@ def _decode(number: int, line: str) -> Any | RefusedLine:
     except RecursionError:
         reason = _TOO_DEEP
     else:
-        if not _too_deep(line, value):
+        if _too_deep(line, value):
+            reason = _TOO_DEEP
+        elif repeated:
+            reason = _reason(ValidationError("event", repeated))
+        else:
             return value
-        reason = _TOO_DEEP
     return RefusedLine(number, None, None, reason)
 
 

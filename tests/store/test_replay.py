@@ -37,6 +37,10 @@ def event(op: str, session: str, at: str, **body) -> str:
 
 CREATE = event("create", "order-7", "2026-03-02T10:00:00Z", customerSession={"cartItems": [SOCKS]})
 CLOSE = event("update", "order-7", "2026-03-02T11:00:00Z", customerSession={"state": "closed"})
+CANCEL = event("update", "order-7", "2026-03-02T11:30:00Z", customerSession={"state": "cancelled"})
+# CREATE of a closed session, and with its state twice: json.loads reads "closed".
+CLOSED_CREATE = CREATE.replace('{"cartItems"', '{"state": "closed", "cartItems"')
+REPEATED_CREATE = CREATE.replace('{"cartItems"', '{"state": "open", "state": "closed", "cartItems"')
 RETURN = event(
     "return",
     "order-7",
@@ -341,6 +345,50 @@ class TestEventKeys:
             second = replayer.run([CREATE, line, CLOSE])
         assert (first.applied, first.refused) == (2, expected.refused)
         assert second.refused == [earlier(r) for r in expected.refused]
+
+    def test_a_repeated_key_is_refused_as_in_memory_and_again_by_a_rerun(self, database):
+        """A line repeating a key is refused as in memory, creates nothing, and stays refused."""
+        lines = [REPEATED_CREATE, CLOSE]
+        expected = Replayer().run(lines)
+        with StoreReplayer(database) as replayer:
+            first = replayer.run(lines)
+            assert not replayer.store.exists("order-7")
+        with StoreReplayer(database) as replayer:
+            second = replayer.run(lines)
+        assert "$.customerSession.state: appears 2 times" in expected.refused[0].reason
+        assert (first.applied, first.refused) == (0, expected.refused)
+        assert second.refused == [earlier(r) for r in expected.refused]
+
+    def test_a_repeated_key_line_an_older_replay_applied_is_skipped(self, database):
+        """A line an older replay applied as its last value counts as applied: not refused now.
+
+        The older replay recorded the line's key from the event ``json.loads`` read, each
+        repeated key with its last value: the key of a line holding that event once.
+        """
+        closed, repeated = CLOSED_CREATE, REPEATED_CREATE
+        assert digest(repeated) == digest(closed)  # json.loads keeps the last value
+        with StoreReplayer(database) as replayer:  # the older replay's records
+            assert replayer.run([closed, CANCEL]).applied == 2
+            journal = replayer.store.history("order-7")
+        with StoreReplayer(database) as replayer:
+            again = replayer.run([repeated, CANCEL, closed])
+            assert replayer.store.history("order-7") == journal
+        assert (again.skipped, again.applied) == (2, 0)
+        assert [(r.line, r.reason) for r in again.refused] == [
+            (3, "event: $.session: session 'order-7' already exists")
+        ]
+
+    def test_a_refused_repeated_key_line_leaves_the_keys_of_its_event_to_others(self, database):
+        """A refused line repeating a key takes no key of its last value: that event applies."""
+        closed, repeated = CLOSED_CREATE, REPEATED_CREATE
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([repeated, closed])
+        with StoreReplayer(database) as replayer:
+            second = replayer.run([repeated, closed])
+            assert replayer.store.get("order-7").state is State.CLOSED
+        assert (first.applied, len(first.refused)) == (1, 1)
+        assert (second.applied, second.skipped, len(second.refused)) == (0, 1, 1)
+        assert second.refused[0].reason.startswith("refused by an earlier run: event: $.custo")
 
     def test_duplicate_create_is_refused_as_in_memory(self, database):
         """A second create is refused as existing, whatever its body, like in memory."""

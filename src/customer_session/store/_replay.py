@@ -34,6 +34,7 @@ from customer_session.replay import (
     _decode,
     _named,
     _not_text,
+    _too_deep,
 )
 from customer_session.store._base import DEFAULT_RETRIES
 from customer_session.store._open import open_store
@@ -48,6 +49,11 @@ if TYPE_CHECKING:
     from customer_session.replay import ReplayReport
     from customer_session.store._base import BaseStore
     from customer_session.store._keys import ProcessedKey
+
+
+def _canonical(event: object) -> str:
+    """The JSON text of a decoded event that keys it: keys sorted, no spaces, ASCII only."""
+    return json.dumps(event, sort_keys=True, separators=(",", ":"))
 
 
 class _Abort(Exception):
@@ -95,7 +101,10 @@ class StoreReplayer(Replayer):
     A line's key is ``replay:<digest>:<k>`` (``replay:<log id>:<digest>:<k>`` with
     ``log_id``). The digest is the SHA-256 of the event: of its JSON value written
     canonically (keys sorted, no spaces, non-ASCII escaped), or of the line's text
-    without surrounding whitespace when it is not JSON the replay reads. ``k``
+    without surrounding whitespace when it is not JSON the replay reads (a key
+    repeated in an object included: earlier versions read such a line as
+    ``json.loads`` does, its last value counting, and a line they applied is still
+    skipped as that event, never refused by a later run). ``k``
     counts the identical events on earlier lines of the same run, so a log that
     holds one event twice applies it twice. The same event is therefore the same
     JSON value, however it is spaced, ordered or escaped, wherever it stands in
@@ -206,9 +215,21 @@ class StoreReplayer(Replayer):
         self._key = key = self._key_of(line, event)
         self._start()  # before anything of this run is applied
         recorded = self._backend._key_recorded(key)  # noqa: SLF001 - with its time, see _again
+        older = None
+        if recorded is None and isinstance(event, RefusedLine):
+            older = self._older_record(line)
+        if older is not None:
+            value, done = older
+            # Applied then: skipped, as its event. Refused then: refused now for its
+            # repeated key, and not recorded, so that every run counts it alike.
+            return self._done_before(number, value, done) if done[0].refusal is None else event
         again = recorded is not None and self._again(event, *recorded)
         if recorded is not None and not again:
             return self._done_before(number, event, recorded)
+        return self._evaluate(number, event, key, again=again)
+
+    def _evaluate(self, number: int, event: object, key: str, *, again: bool) -> RefusedLine | None:
+        """Apply a line whose key is not recorded, or is to be evaluated ``again``."""
         if isinstance(event, RefusedLine):
             refused: RefusedLine | None = event
         else:
@@ -301,21 +322,47 @@ class StoreReplayer(Replayer):
 
     def _key_of(self, line: str, event: object) -> str:
         """The key of the line's event (see the class): its digest and how many came before."""
-        if isinstance(event, RefusedLine):
-            text = line.strip()
-        else:
-            # Canonical: the same JSON value always gives the same text (ASCII only,
-            # so a lone surrogate in a string is written as its escape).
-            text = json.dumps(event, sort_keys=True, separators=(",", ":"))
+        key, counted_as = self._next_key(line.strip() if isinstance(event, RefusedLine) else event)
+        self._seen[counted_as] += 1
+        return key
+
+    def _next_key(self, event: object) -> tuple[str, bytes]:
+        """The key the next line of ``event`` gets (a line's text: its own), and its count's."""
+        # Canonical: the same JSON value always gives the same text (ASCII only, so a
+        # lone surrogate in a string is written as its escape).
+        text = event if isinstance(event, str) else _canonical(event)
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
         # Every event of the log stays counted until the run ends: half the digest
         # keeps that a third smaller. Two events sharing it (never seen for 128 bits)
         # would only share a count: their keys still differ by the whole digest.
         counted_as = digest[:16]
-        earlier = self._seen[counted_as]
-        self._seen[counted_as] = earlier + 1
         namespace = "" if self.log_id is None else f"{self.log_id}:"
-        return f"replay:{namespace}{digest.hex()}:{earlier}"
+        return f"replay:{namespace}{digest.hex()}:{self._seen[counted_as]}", counted_as
+
+    def _older_record(self, line: str) -> tuple[object, tuple[ProcessedKey, datetime]] | None:
+        """The event and record of a refused line that earlier versions read as an event.
+
+        They read a key repeated in an object as ``json.loads`` does (its last value
+        counts), and keyed the line by that event; the replay now refuses such a line,
+        keyed by its text. A store they filled must still skip what they applied. Only
+        a line they read (the key of its text unknown, which it also is for a line
+        this replay refuses for the first time) is looked up: of any other refused
+        line they recorded the key of its text too. The count of the event's key is
+        taken only when the key is recorded, as they took it, so that the keys of the
+        event's later lines are theirs; a refusal of this replay takes none.
+        """
+        try:
+            value = json.loads(line)
+        except (ValueError, RecursionError):
+            return None
+        if _too_deep(line, value):
+            return None
+        key, counted_as = self._next_key(value)
+        recorded = self._recorded(key)
+        if recorded is None:
+            return None
+        self._seen[counted_as] += 1
+        return value, recorded
 
     def _dispatch(self, integration_id: str, op: str, event: dict[str, Any]) -> None:
         try:
