@@ -801,6 +801,24 @@ class TestFromJson:
         assert problems.keys() == {"$"}
         assert problems["$"].startswith(message)
 
+    @pytest.mark.parametrize(
+        ("text", "where"),
+        [
+            ("\ufeff{}", "line 1, column 1"),
+            ("{\n\ufeff}", "line 2, column 1"),
+            (b"\xef\xbb\xbf\xef\xbb\xbf{}", "line 1, column 1"),  # bytes: one is dropped
+        ],
+    )
+    def test_a_byte_order_mark_outside_a_string_is_named(self, text, where):
+        """A byte order mark outside a string is named, not given Python's decoding advice."""
+        problems = refused(text, from_json)
+        assert problems == {
+            "$": (
+                "malformed JSON: a byte order mark (U+FEFF), which JSON allows only inside "
+                f"a string ({where})"
+            )
+        }
+
     def test_text_is_required(self):
         """Only str, bytes or bytearray are JSON text."""
         assert refused(42, from_json) == {"$": "must be JSON text (str or bytes), got int"}

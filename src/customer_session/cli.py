@@ -39,6 +39,9 @@ from customer_session.exceptions import (
 )
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
+# The byte order mark an editor may put before a file's text, as the wire format names it.
+from customer_session.wire import _BOM
+
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 
@@ -314,9 +317,6 @@ def _read(path: Path) -> str:
 def _not_utf8(error: UnicodeDecodeError, where: str) -> str:
     """E.g. ``not UTF-8 text: byte 0xff at <where> (invalid start byte)``."""
     return f"not UTF-8 text: byte 0x{error.object[error.start]:02x} at {where} ({error.reason})"
-
-
-_BOM = "\ufeff"
 
 
 class _LogLines:

@@ -56,7 +56,7 @@ from customer_session.model import CustomerSession, ReopenableCustomerSession, _
 
 # The wire format's readers: an event's time is read as a session document's is, and
 # a key repeated in an object is named with the same path and words.
-from customer_session.wire import _parse_timestamp, _Repeated, _repeated_keys
+from customer_session.wire import _json_problem, _parse_timestamp, _Repeated, _repeated_keys
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
@@ -455,7 +455,7 @@ def _decode(number: int, line: str) -> Any | RefusedLine:
         # (a line cut short while it was written), which it would call column 1.
         end = len(line.rstrip("\r\n"))
         where = "the end of the line" if error.pos >= end else f"column {error.pos + 1}"
-        reason = f"malformed JSON: {_what_is_wrong(error)} ({where})"
+        reason = f"malformed JSON: {_json_problem(error)} ({where})"
     except ValueError:
         # The only other ValueError json.loads raises: int()'s limit on digits.
         reason = f"unsupported JSON: a number has more than {sys.get_int_max_str_digits()} digits"
@@ -470,21 +470,6 @@ def _decode(number: int, line: str) -> Any | RefusedLine:
             return value
     return RefusedLine(number, None, None, reason)
 
-
-def _what_is_wrong(error: json.JSONDecodeError) -> str:
-    """The parser's message, unless the line holds a byte order mark where it stopped.
-
-    The parser's own words for one (``Unexpected UTF-8 BOM (decode using
-    utf-8-sig)``, or ``Expecting value`` and ``Extra data`` for one it meets later)
-    either say nothing of it, invisible as it is, or give advice for decoding a
-    whole document, which a line of a log is not.
-    """
-    if error.doc[error.pos : error.pos + 1] == _BOM:
-        return f"a byte order mark (U+{ord(_BOM):04X}), which JSON allows only inside a string"
-    return error.msg
-
-
-_BOM: Final = "\ufeff"
 
 _TOO_DEEP: Final = f"unsupported JSON: arrays and objects nested more than {MAX_DEPTH} levels deep"
 

@@ -1524,6 +1524,23 @@ class _Repeated(dict[str, Any]):
         }
 
 
+_BOM: Final = "\ufeff"
+"""The byte order mark: JSON text may hold it only inside a string."""
+
+
+def _json_problem(error: json.JSONDecodeError) -> str:
+    """The parser's message, unless the text holds a byte order mark where it stopped.
+
+    The parser's own words for one (``Unexpected UTF-8 BOM (decode using
+    utf-8-sig)``, or ``Expecting value`` and ``Extra data`` for one it meets later)
+    either say nothing of it, invisible as it is, or give Python's advice on
+    decoding, which says nothing to whoever wrote the JSON.
+    """
+    if error.doc[error.pos : error.pos + 1] == _BOM:
+        return f"a byte order mark (U+{ord(_BOM):04X}), which JSON allows only inside a string"
+    return error.msg
+
+
 def _loads(text: object, subject: str) -> Any:
     """``text`` parsed as JSON; malformed text is one problem at ``$``.
 
@@ -1547,7 +1564,7 @@ def _loads(text: object, subject: str) -> Any:
     try:
         data = json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=members)
     except json.JSONDecodeError as exc:
-        message = f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        message = f"malformed JSON: {_json_problem(exc)} (line {exc.lineno}, column {exc.colno})"
     except RecursionError:
         message = "malformed JSON: nested too deeply"
     except ValueError as exc:  # NaN, invalid UTF-8, over-long integers
