@@ -423,6 +423,14 @@ class TestWhatRunTakes:
         assert "$.customerSession.state: appears 3 times in one object" in refused.reason
 
     @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
+    def test_the_problems_of_one_reason_are_kept_apart(self, fast):
+        """A reason of several problems separates them by ' | ', on one line."""
+        line = '{"at":"x","at":"y","session":"order-2","session":"z","op":"update"}'
+        (refused,) = Replayer().run([line], fast=fast).refused
+        unique = "appears 2 times in one object; a key must be unique"
+        assert refused.reason == f"event: 2 problems: $.at: {unique} | $.session: {unique}"
+
+    @pytest.mark.parametrize("fast", [True, False], ids=["fast", "live"])
     def test_a_byte_order_mark_inside_a_string_is_text(self, fast):
         """A U+FEFF inside a string is part of that string: the line is applied."""
         create = CREATE.replace('"SOCK"', '"SO\ufeffCK"')

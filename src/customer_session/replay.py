@@ -507,8 +507,13 @@ def _named(event: object) -> tuple[str | None, str | None]:
 
 
 def _reason(error: CustomerSessionError) -> str:
-    """A refused line's reason: the error's message on one line."""
-    return " ".join(str(error).split())
+    """A refused line's reason: the error's message on one line.
+
+    A message of several problems has one per line: they are kept apart by `` | ``
+    (a problem's own words may hold a semicolon).
+    """
+    lines = [" ".join(line.split()) for line in str(error).splitlines() if line.strip()]
+    return f"{lines[0]} {' | '.join(lines[1:])}" if len(lines) > 1 else "".join(lines)
 
 
 # The refusals below are built here once, for this module and the fast path alike.
