@@ -1069,6 +1069,19 @@ class TestReturnRequest:
         )
         assert problems == {"$.return.returnedCartItems[0].position": "is required"}
 
+    def test_an_empty_return_is_refused_when_reading(self):
+        """Reading a return with no item is refused at its list, as return_request refuses it."""
+        problems = refused(
+            {"returnedCartItems": []}, lambda d: returned_items_from_json(d, path="$.return")
+        )
+        assert problems == {"$.return.returnedCartItems": "a return needs at least one item"}
+
+    def test_a_repeated_position_is_refused_when_reading(self):
+        """Reading a return that names a position twice is refused at the second entry."""
+        entry = {"position": 1, "quantity": 1}
+        problems = refused({"returnedCartItems": [entry, entry]}, returned_items_from_json)
+        assert problems == {"$.returnedCartItems[1].position": "position 1 appears more than once"}
+
 
 class TestStorableValues:
     """Values a session could hold in memory but never write are refused by every reader."""

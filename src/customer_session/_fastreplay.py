@@ -716,6 +716,8 @@ class FastReplay:
         record = self._entries.get(integration_id)
         if type(record) is not SessionRecord:
             return self._missing(number, "return", integration_id, record)
+        if len(items) > 1 and len({position for position, _ in items}) != len(items):
+            return _LIVE  # the live path's reader refuses a repeated position, state aside
         state = record.state
         destination = self._table.get((state, _RETURN))
         if destination is None:

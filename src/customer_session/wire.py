@@ -1470,8 +1470,10 @@ def returned_items_from_json(data: object, *, path: str = "$") -> tuple[Returned
     """The items of a ``NewReturn`` (a return request's ``return`` object).
 
     This library identifies a returned item by ``position``, so ``position`` and
-    ``quantity`` are required in each entry; ``sku`` is optional. Whether the
-    items fit the cart is checked by :meth:`CustomerSession.return_items`.
+    ``quantity`` are required in each entry; ``sku`` is optional. As
+    :func:`return_request` writes them, there is at least one item, each position
+    once. Whether the items fit the cart is checked by
+    :meth:`CustomerSession.return_items`.
 
     Args:
         data: The ``{"returnedCartItems": [...]}`` object.
@@ -1485,7 +1487,11 @@ def returned_items_from_json(data: object, *, path: str = "$") -> tuple[Returned
         doc: _NewReturn = _STRICT.read(data, _NewReturn, path)
     except _Invalid as exc:
         raise _validation_error("return request", exc.problems) from None
-    return doc.returned_cart_items
+    items = doc.returned_cart_items
+    problems = _returned_problems(items, _member(path, "returnedCartItems"))
+    if problems:
+        raise ValidationError("return request", problems)
+    return items
 
 
 # -- helpers of the public functions ----------------------------------------------------
@@ -1722,7 +1728,7 @@ def _with_content(body: dict[str, Any], content: list[str] | None) -> dict[str, 
     return body
 
 
-def _returned_problems(items: tuple[Any, ...]) -> list[Problem]:
+def _returned_problems(items: tuple[Any, ...], path: str = "items") -> list[Problem]:
     if not items:
-        return [Problem("items", "a return needs at least one item")]
-    return returned_list_problems(items, "items")
+        return [Problem(path, "a return needs at least one item")]
+    return returned_list_problems(items, path)
