@@ -269,6 +269,34 @@ class TestRestore:
             CustomerSession.restore(state=State.OPEN, update_count=0)
         assert [p.path for p in info.value.problems] == ["integration_id", "update_count"]
 
+    @pytest.mark.parametrize("session_class", [CustomerSession, ReopenableCustomerSession])
+    def test_a_missing_state_is_a_validation_error_naming_it(self, session_class):
+        """restore() without state is a ValidationError naming it, not a TypeError."""
+        with pytest.raises(ValidationError) as info:
+            session_class.restore(integration_id="o")
+        assert info.value.subject == f"{session_class.__name__}.restore()"
+        assert [str(p) for p in info.value.problems] == ["state: is required"]
+
+    def test_every_missing_argument_is_named_with_the_other_problems(self):
+        """restore() with no argument names both required ones, and the other problems too."""
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(update_count=0)
+        assert [str(p) for p in info.value.problems] == [
+            "integration_id: is required",
+            "state: is required",
+            "update_count: must be an integer >= 1, got 0",
+        ]
+
+    def test_a_history_is_not_compared_with_a_missing_state(self):
+        """Without a state, a history's records are checked, but not where they end."""
+        history = [
+            TransitionRecord(Trigger.CLOSE, State.OPEN, State.CLOSED, T0),
+            TransitionRecord(Trigger.CLOSE, State.CLOSED, State.OPEN, T0),
+        ]
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(integration_id="o", history=history)
+        assert [p.path for p in info.value.problems] == ["state", "history[1]"]
+
     def test_history_must_follow_the_table(self):
         """A restored history must be a chain of table edges ending in the state."""
         s = CustomerSession(integration_id="o")

@@ -580,7 +580,7 @@ class CustomerSession:
     def restore(
         cls,
         *,
-        state: State | str,
+        state: State | str = _NOT_GIVEN,
         update_count: int = 1,
         history: Iterable[TransitionRecord] = (),
         **fields: Any,
@@ -615,8 +615,9 @@ class CustomerSession:
 
         Raises:
             ValidationError: Every problem, each with its path; a keyword that is not
-                a constructor argument, or a required one missing (``integration_id``),
-                is one too (with ``Cls.restore()`` as the subject), not a ``TypeError``.
+                a constructor argument, or a required one missing (``integration_id``,
+                ``state``), is one too (with ``Cls.restore()`` as the subject), not a
+                ``TypeError``.
         """
         spec = cls.specification
         if isinstance(history, Iterable) and not isinstance(history, str | bytes | Mapping):
@@ -624,12 +625,14 @@ class CustomerSession:
             records: object = read_entries(history)
         else:
             records = history
+        given = state is not _NOT_GIVEN
         problems = int_problems("update_count", update_count, 1)
-        problems.extend(_record_problems(spec, records, _to_state(state)))
+        problems.extend(_record_problems(spec, records, _to_state(state) if given else None))
         accepted, required = _init_arguments(cls)
-        if not (fields.keys() <= accepted and required <= fields.keys()):
-            # The constructor cannot even be called: its TypeError would name no field.
-            wrong = _argument_problems(cls, fields.keys(), accepted, required)
+        if not (given and fields.keys() <= accepted and required <= fields.keys()):
+            # The constructor cannot even be called: its TypeError would name no field
+            # (and restore's own, for a missing state, names no problem of the data).
+            wrong = _argument_problems(cls, fields.keys(), accepted, required, state=given)
             raise ValidationError(f"{cls.__name__}.restore()", [*wrong, *problems])
         session = cls.__new__(cls)
         token = _RESTORING.set(session)
@@ -1192,8 +1195,14 @@ def _argument_problems(
     given: Iterable[str],
     accepted: frozenset[str],
     required: frozenset[str],
+    *,
+    state: bool,
 ) -> list[Problem]:
-    """A problem for each keyword ``restore()`` does not take, and each required one missing."""
+    """A problem for each keyword ``restore()`` does not take, and each required one missing.
+
+    ``given`` are the keywords for the constructor, ``state`` whether restore's own
+    required argument was given.
+    """
     problems = []
     known = sorted([*accepted, "state", "update_count", "history"])
     for name in given:
@@ -1201,16 +1210,17 @@ def _argument_problems(
             near = get_close_matches(name, known, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             problems.append(Problem(name, f"is not a field of {cls.__name__}{hint}"))
-    given = set(given)
-    problems.extend(Problem(name, "is required") for name in sorted(required - given))
+    missing = required - set(given) if state else (required - set(given)) | {"state"}
+    problems.extend(Problem(name, "is required") for name in sorted(missing))
     return problems
 
 
-def _record_problems(spec: Specification, records: object, state: State) -> list[Problem]:
+def _record_problems(spec: Specification, records: object, state: State | None) -> list[Problem]:
     """What keeps ``records`` from being a history of ``spec`` that ends in ``state``.
 
     Each record's fields, its edge, the chain of records and the order of their
     timestamps; :func:`_explained_problems` compares them with the rest of the session.
+    Where the chain ends is not checked without a ``state`` (``None``: none was given).
     """
     if not isinstance(records, tuple):
         return [
@@ -1250,7 +1260,12 @@ def _record_problems(spec: Specification, records: object, state: State) -> list
                 )
             )
         previous = record
-    if previous is not None and previous is records[-1] and previous.destination is not state:
+    if (
+        state is not None
+        and previous is not None
+        and previous is records[-1]
+        and previous.destination is not state
+    ):
         problems.append(
             Problem("history", f"ends in '{previous.destination}' but the state is '{state}'")
         )
