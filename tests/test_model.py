@@ -1,6 +1,9 @@
+import contextlib
 import copy
 import pickle
+import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
 
@@ -1064,6 +1067,217 @@ class TestEdits:
         s = CustomerSession(integration_id="o")
         with pytest.raises(ValidationError, match="position"):
             s.remove_item(0)
+
+
+# Every edit method, each with arguments that change the session built by _edited().
+_EDITS = {
+    "add_item": lambda s: s.add_item(CartItem(sku="HAT", quantity=1, price=2.0)),
+    "update_item": lambda s: s.update_item(0, CartItem(sku="HAT", quantity=1, price=2.0)),
+    "remove_item": lambda s: s.remove_item(0),
+    "set_cart_items": lambda s: s.set_cart_items([CartItem(sku="HAT", quantity=1)]),
+    "set_coupon": lambda s: s.set_coupon("WELCOME10"),
+    "set_referral": lambda s: s.set_referral("FRIEND"),
+    "set_profile_id": lambda s: s.set_profile_id("cust-2"),
+    "set_identifiers": lambda s: s.set_identifiers(["ip-2"]),
+    "set_attribute": lambda s: s.set_attribute("gift", True),
+    "remove_attribute": lambda s: s.remove_attribute("city"),
+    "set_additional_cost": lambda s: s.set_additional_cost("shipping", 4.9),
+}
+
+
+def _edited(workflow: Workflow) -> CustomerSession:
+    """An open session that every edit of :data:`_EDITS` changes."""
+    return CustomerSession(
+        integration_id="o",
+        cart_items=[CartItem(sku="SOCK", quantity=2, price=7.5)],
+        attributes={"city": "Leipzig"},
+        workflow=workflow,
+    )
+
+
+def _clock_that(action: list[Callable[[], object]]) -> Workflow:
+    """A workflow whose clock runs the action put in ``action`` once, then gives T0."""
+
+    def clock() -> datetime:
+        if action:
+            action.pop()()  # popped first: the action reads the clock too
+        return T0
+
+    return Workflow(clock=clock)
+
+
+class TestEditsRacingTriggers:
+    @pytest.mark.parametrize("edit", _EDITS.values(), ids=_EDITS.keys())
+    @pytest.mark.parametrize("registered", [False, True], ids=["plain", "hooked"])
+    def test_an_edit_that_a_close_overtook_is_refused_whole(self, edit, registered):
+        """A close committed while an edit reads its clock wins; the edit changes nothing.
+
+        The close never sees the edit's values, and the closed session stays one that
+        restore() accepts.
+        """
+        action: list[Callable[[], object]] = []
+        workflow = _clock_that(action)
+        seen: list[dict[str, object]] = []
+        if registered:
+            workflow.before(lambda event: seen.append(event.session.snapshot()), name="spy")
+        s = _edited(workflow)
+        before = s.snapshot()
+        action.append(s.close)
+        with pytest.raises(SessionNotEditable, match="in state 'closed'") as info:
+            edit(s)
+        assert (info.value.state, info.value.running) == (State.CLOSED, None)
+        assert [r.trigger for r in s.history] == [Trigger.CLOSE]
+        after = s.snapshot()
+        unchanged = ("state", "update_count", "history", "updated")
+        assert {k: v for k, v in after.items() if k not in unchanged} == {
+            k: v for k, v in before.items() if k not in unchanged
+        }
+        assert s.update_count == 2  # the creation and the close
+        assert seen == ([before] if registered else [])
+        assert CustomerSession.restore(**after) == s
+
+    @pytest.mark.parametrize("edit", _EDITS.values(), ids=_EDITS.keys())
+    def test_an_edit_that_another_edit_overtook_is_refused_whole(self, edit):
+        """An edit made while another edit reads its clock wins; the outer one changes nothing.
+
+        The outer edit was built on values that are no longer the session's: applying
+        it would undo the inner one.
+        """
+        action: list[Callable[[], object]] = []
+        s = _edited(_clock_that(action))
+        action.append(lambda: s.set_attribute("note", "inner"))
+        with pytest.raises(SessionNotEditable, match="changed") as info:
+            edit(s)
+        assert (info.value.state, info.value.running) == (State.OPEN, None)
+        assert s.attributes == {"city": "Leipzig", "note": "inner"}
+        assert s.update_count == 2
+        assert s.cart_items == (CartItem(sku="SOCK", quantity=2, price=7.5),)
+        assert (s.coupon, s.referral, s.profile_id, s.identifiers) == (None, None, None, ())
+        assert s.additional_costs == {}
+
+    def test_an_edit_that_a_trigger_of_another_thread_overtook_is_refused(self):
+        """An edit checked while idle is refused once another thread's trigger took the session.
+
+        The trigger's guards and hooks judged the session without the edit, so it must
+        not slip in before the commit; the close then commits what they saw.
+        """
+        in_clock, go_on, in_hook, hook_go = (threading.Event() for _ in range(4))
+
+        def clock() -> datetime:
+            if threading.current_thread().name == "editing":
+                in_clock.set()
+                go_on.wait(WAIT)
+            return T0
+
+        def slow_before(event) -> None:
+            in_hook.set()
+            hook_go.wait(WAIT)
+
+        workflow = Workflow(clock=clock)
+        workflow.before(slow_before, trigger=Trigger.CLOSE)
+        s = _edited(workflow)
+        refused: list[BaseException] = []
+
+        def edit() -> None:
+            try:
+                s.set_coupon("WELCOME10")
+            except SessionNotEditable as error:
+                refused.append(error)
+
+        editing = threading.Thread(target=edit, name="editing")
+        editing.start()
+        assert in_clock.wait(WAIT)
+        closing = threading.Thread(target=s.close)
+        closing.start()
+        assert in_hook.wait(WAIT)  # the close is under way: it has the session
+        go_on.set()
+        editing.join(WAIT)
+        hook_go.set()
+        closing.join(WAIT)
+        assert not editing.is_alive()
+        assert not closing.is_alive()
+        assert len(refused) == 1
+        assert (s.state, s.coupon, s.update_count) == (State.CLOSED, None, 2)
+        assert CustomerSession.restore(**s.snapshot()) == s
+
+    def test_an_edit_made_by_the_triggers_own_hook_still_applies(self):
+        """A hook of the trigger under way edits the session; the trigger commits the edit."""
+        workflow = Workflow(clock=fixed_clock())
+        workflow.before(lambda event: event.session.set_coupon("LAST"), trigger=Trigger.CLOSE)
+        s = _edited(workflow)
+        s.close()
+        assert (s.state, s.coupon, s.update_count) == (State.CLOSED, "LAST", 3)
+        assert s.updated >= s.history[-1].timestamp
+        assert CustomerSession.restore(**s.snapshot()) == s
+
+    def test_threads_editing_while_one_closes_lose_nothing(self):
+        """Threads adding items while another closes: each add is in the cart or refused whole.
+
+        No thread ever sees a value an edit had not validated, and the session stays
+        one that restore() accepts.
+        """
+        crowd = _Crowd(CustomerSession(integration_id="o", identifiers=["1", "2", "3", "4", "5"]))
+        crowd.run(adders=3)
+        s = crowd.session
+        assert s.state is State.CLOSED
+        assert sorted(line.sku for line in s.cart_items) == sorted(crowd.added)
+        assert s.update_count == 1 + len(crowd.added) + 1  # creation, each add, the close
+        assert crowd.invalid == []
+        assert CustomerSession.restore(**s.snapshot()) == s
+
+
+class _Crowd:
+    """Threads at one session: adders, one breaking a limit, a reader, and a closer."""
+
+    def __init__(self, session: CustomerSession) -> None:
+        self.session = session
+        self.added: list[str] = []  # the SKUs whose add_item() returned
+        self.invalid: list[object] = []  # values the reader saw beyond the limit
+        self.halfway, self.done = threading.Event(), threading.Event()
+
+    def add(self, thread: int) -> None:
+        try:
+            for i in range(150):
+                if i == 75:
+                    self.halfway.set()
+                sku = f"{thread}-{i}"
+                with contextlib.suppress(SessionNotEditable):
+                    self.session.add_item(CartItem(sku=sku, quantity=1))
+                    self.added.append(sku)
+        finally:
+            self.halfway.set()  # an adder that failed must not keep the close waiting
+
+    def break_a_limit(self) -> None:
+        while not self.done.is_set():
+            with contextlib.suppress(SessionNotEditable, ValidationError):
+                self.session.set_identifiers(["1", "2", "3", "4", "5", "6"])
+
+    def read(self) -> None:
+        while not self.done.is_set():
+            identifiers = self.session.identifiers
+            if len(identifiers) > 5:
+                self.invalid.append(identifiers)
+
+    def close(self) -> None:
+        self.halfway.wait(WAIT)
+        self.session.close()
+
+    def run(self, adders: int) -> None:
+        workers = [threading.Thread(target=self.add, args=(i,)) for i in range(adders)]
+        workers.append(threading.Thread(target=self.close))
+        others = [threading.Thread(target=f) for f in (self.break_a_limit, self.read)]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads often, as a loaded server may
+        try:
+            for thread in [*workers, *others]:
+                thread.start()
+            for thread in workers:
+                thread.join(WAIT)
+        finally:
+            self.done.set()
+            sys.setswitchinterval(interval)
+            for thread in others:
+                thread.join(WAIT)
 
 
 class TestReturns:

@@ -4,6 +4,9 @@ The session is written in exactly one place, :func:`commit`, after every phase
 before the commit point has returned. Anything raised before that restores the
 session from a snapshot taken when the trigger started (taken only when the
 workflow has guards or pre-commit hooks, since nothing else can change it).
+An edit has a commit point of its own, :func:`commit_edit`: both are a
+check-and-set against what the trigger or edit was checked on, so neither ever
+lands on a session that the other changed meanwhile.
 
 While a trigger runs its guards and hooks, and while ``can()``/``why_not()`` ask
 the guards, the session is busy (its ``_running`` marker is set): a trigger fired
@@ -59,11 +62,11 @@ from customer_session.exceptions import (
 from customer_session.hooks import Refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from contextlib import AbstractContextManager
     from datetime import datetime
 
-    from customer_session._cart import CartItem, ReturnedItem
+    from customer_session._cart import AdditionalCost, CartItem, JSONValue, ReturnedItem
     from customer_session._machine import Engine
     from customer_session.hooks import Plan, Registration, Workflow
     from customer_session.model import CustomerSession
@@ -78,6 +81,7 @@ _GUARD, _BEFORE, _EXIT, _ENTER, _AFTER, _AFTER_COMMIT = (
     Phase.AFTER_COMMIT,
 )
 _RETURN_ITEMS = Trigger.RETURN_ITEMS
+_OPEN = State.OPEN
 
 
 class Asking:
@@ -461,13 +465,24 @@ def _busy(session: CustomerSession) -> tuple[Trigger | None, bool, bool] | None:
         session (then ``running`` is ``None``).
     """
     marker = session._running
-    running: Trigger | Asking | Rolling | None
     if isinstance(marker, Held):
-        running = marker.busy
-        if isinstance(running, Rolling) or not _in_block(marker.blocks[-1]):
-            return None, False, True
-    else:
-        running = marker
+        return _held_busy(marker.busy, marker.blocks[-1])
+    return _running_busy(marker)
+
+
+def _held_busy(
+    busy: Trigger | Asking | Rolling | None, inner: Block
+) -> tuple[Trigger | None, bool, bool] | None:
+    """:func:`_busy` for a hold whose code does ``busy`` and whose innermost block is ``inner``."""
+    if isinstance(busy, Rolling) or not _in_block(inner):
+        return None, False, True
+    return _running_busy(busy)
+
+
+def _running_busy(
+    running: Trigger | Asking | Rolling | None,
+) -> tuple[Trigger | None, bool, bool] | None:
+    """:func:`_busy` of a session (or a block's code) doing ``running``."""
     if running is None or isinstance(running, Rolling):
         return None
     if isinstance(running, Asking):
@@ -497,25 +512,192 @@ def _writing_why(session: CustomerSession) -> str | None:
     return _WRITING_WHY if type(marker) is Held and marker.busy is WRITING else None
 
 
-def check_edit(session: CustomerSession, operation: str) -> None:
-    """Refuse an edit of the busy ``session`` that could only be lost.
+class Edit:
+    """What an edit was checked on: the busy marker, and the fields an edit may change.
 
-    An edit made while a trigger runs (by its hooks) commits or rolls back with
-    it; one made while ``can()``/``why_not()`` ask, or from outside an ``atomic()``
-    block that holds the session, could be undone by a rollback it had no part in.
+    :func:`check_edit` takes it, the edit builds its new values on it, and
+    :func:`commit_edit` applies them only to a session that still holds all of it.
+    """
+
+    __slots__ = (
+        "additional_costs",
+        "attributes",
+        "busy",
+        "cart_items",
+        "count",
+        "coupon",
+        "held",
+        "history",
+        "identifiers",
+        "inner",
+        "profile_id",
+        "referral",
+        "rolled_back",
+        "running",
+    )
+
+    running: Trigger | Asking | Held | None
+    held: Held | None  # ``running`` if it is a hold
+    # Of a held session only: what its block's code was doing and its innermost block.
+    busy: Trigger | Asking | Rolling | None
+    inner: Block
+    # Whether a block rolled back under the trigger under way (never, unless held).
+    rolled_back: bool
+    history: tuple[TransitionRecord, ...]
+    count: int
+    profile_id: str | None
+    coupon: str | None
+    referral: str | None
+    cart_items: tuple[CartItem, ...]
+    identifiers: tuple[str, ...]
+    attributes: Mapping[str, JSONValue]
+    additional_costs: Mapping[str, AdditionalCost]
+
+    def fields(self) -> dict[str, Any]:
+        """The editable fields as they were, by constructor name."""
+        return {
+            "profile_id": self.profile_id,
+            "coupon": self.coupon,
+            "referral": self.referral,
+            "cart_items": self.cart_items,
+            "identifiers": self.identifiers,
+            "attributes": self.attributes,
+            "additional_costs": self.additional_costs,
+        }
+
+
+def check_edit(session: CustomerSession, operation: str) -> Edit:
+    """Check that ``session`` may be edited now; what the edit is to be built on.
+
+    Only an open session can be edited. An edit made while a trigger runs (by its
+    hooks) commits or rolls back with it; one made while ``can()``/``why_not()``
+    ask, or from outside an ``atomic()`` block that holds the session, could be
+    undone by a rollback it had no part in.
 
     Raises:
-        SessionNotEditable: ``can()`` or ``why_not()`` are asking the guards, or an
-            ``atomic()`` block the running code is not in holds the session.
+        SessionNotEditable: The session is not open, ``can()`` or ``why_not()`` are
+            asking the guards, or an ``atomic()`` block the running code is not in
+            holds the session.
     """
-    busy = _busy(session)
-    if busy is not None and (busy[1] or busy[2]):
-        raise _not_editable(session, operation, busy)
+    seen = Edit()
+    # Read before any check: the checks judge these values, not the session, and
+    # commit_edit() applies the edit only to a session that still holds every one
+    # of them (so another thread may run between two of these reads).
+    running = seen.running = session._running
+    state = session._state
+    seen.history = session._history
+    seen.count = session._update_count
+    seen.profile_id = session._profile_id
+    seen.coupon = session._coupon
+    seen.referral = session._referral
+    seen.cart_items = session._cart_items
+    seen.identifiers = session._identifiers
+    seen.attributes = session._attributes
+    seen.additional_costs = session._additional_costs
+    if type(running) is Held:
+        seen.held = running
+        seen.busy, seen.inner, seen.rolled_back = (
+            running.busy,
+            running.blocks[-1],
+            running.rolled_back,
+        )
+    else:
+        seen.held = None
+        seen.rolled_back = False
+    if state is not _OPEN:
+        raise SessionNotEditable(
+            operation=operation, state=state, integration_id=session.integration_id
+        )
+    if running is not None:
+        if isinstance(running, Held):
+            busy = _held_busy(seen.busy, seen.inner)
+        else:
+            busy = _running_busy(running)
+        # A trigger whose block rolled back under it: nothing of it is kept or undone,
+        # so the edits of its hooks would outlive the rollback.
+        if busy is not None and (busy[1] or busy[2] or seen.rolled_back):
+            raise _not_editable(session, operation, busy)
+    return seen
+
+
+def commit_edit(
+    session: CustomerSession,
+    seen: Edit,
+    operation: str,
+    values: Mapping[str, Any],
+    timestamp: datetime,
+) -> None:
+    """The edit's commit point: the editable fields, ``updated`` and the count together.
+
+    ``values`` are every editable field (constructor names) as the edit leaves them,
+    built on ``seen`` and validated. They are applied only if the session still
+    holds all of ``seen`` (the busy marker, the state, the history, the update count
+    and every editable field), so an edit never lands on a session that a trigger
+    took or committed on since it was checked, nor undoes another edit; and no other
+    thread ever sees a value of it before it is whole and valid.
+
+    Raises:
+        SessionNotEditable: The session changed since the check; nothing was changed.
+    """
+    profile_id = values["profile_id"]
+    coupon = values["coupon"]
+    referral = values["referral"]
+    cart_items = values["cart_items"]
+    identifiers = values["identifiers"]
+    attributes = values["attributes"]
+    additional_costs = values["additional_costs"]
+    held = seen.held  # the session's marker too, as long as it is still seen's
+    # From this test to the last store: no call, where CPython could switch threads.
     running = session._running
-    if busy is not None and type(running) is Held and running.rolled_back:
-        # The hooks of a trigger whose block rolled back under it: nothing of that
-        # trigger is kept or undone, so its edits would outlive the rollback.
-        raise _not_editable(session, operation, busy)
+    if (
+        running is not seen.running
+        or session._state is not _OPEN
+        or session._history is not seen.history
+        or session._update_count != seen.count
+        or session._profile_id is not seen.profile_id
+        or session._coupon is not seen.coupon
+        or session._referral is not seen.referral
+        or session._cart_items is not seen.cart_items
+        or session._identifiers is not seen.identifiers
+        or session._attributes is not seen.attributes
+        or session._additional_costs is not seen.additional_costs
+        or (
+            held is not None
+            and (
+                held.busy is not seen.busy
+                or held.blocks[-1] is not seen.inner
+                or held.rolled_back is not seen.rolled_back
+            )
+        )
+    ):
+        raise _edit_overtaken(session, operation)
+    session._profile_id = profile_id
+    session._coupon = coupon
+    session._referral = referral
+    session._cart_items = cart_items
+    session._identifiers = identifiers
+    session._attributes = attributes
+    session._additional_costs = additional_costs
+    if timestamp > session._updated:  # noqa: PLR1730 - max() is a call: see above
+        session._updated = timestamp
+    session._update_count += 1
+
+
+_OVERTAKEN: Final = (
+    "because the session changed hands after the edit was checked (a trigger or "
+    "another edit, from another task or thread or from the workflow's clock); "
+    "nothing was changed"
+)
+
+
+def _edit_overtaken(session: CustomerSession, operation: str) -> SessionNotEditable:
+    """The refusal of an edit that something else changed the session under."""
+    state = session._state
+    # A trigger committed first: refused as the edit would be now, for the state.
+    why = None if state is not _OPEN else _OVERTAKEN
+    return SessionNotEditable(
+        operation=operation, state=state, integration_id=session.integration_id, why=why
+    )
 
 
 def check_idle(session: CustomerSession, operation: str) -> None:
@@ -1064,10 +1246,9 @@ def _changed_hands(
     return _in_progress(session, trigger, state, None)
 
 
-def touch(session: CustomerSession) -> None:
-    """Record a change that is not a transition (a cart edit)."""
-    session._updated = _timestamp(session, session._workflow)
-    session._update_count += 1
+def edit_timestamp(session: CustomerSession) -> datetime:
+    """When an edit of ``session`` happens: the clock's time, never before ``updated``."""
+    return _timestamp(session, session._workflow)
 
 
 def _after_commit(run: _Run, entries: tuple[Registration, ...], record: TransitionRecord) -> None:

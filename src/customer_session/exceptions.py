@@ -325,7 +325,9 @@ class SessionNotEditable(CustomerSessionError):
     ``why_not()`` ask its guards, nor by another task or thread while an
     ``atomic()`` block holds it, nor reloaded (``__setstate__``) while a trigger on
     it is in progress or its guards are being asked (see
-    :class:`TransitionInProgress`). An ``atomic()`` block cannot be opened on a
+    :class:`TransitionInProgress`). An edit that a trigger or another edit
+    overtook (the session changed after the edit was checked) is refused whole.
+    An ``atomic()`` block cannot be opened on a
     session that is busy in any of these ways. A store refuses to commit (operation
     ``commit``, nothing written) a transaction whose block ended while a trigger it
     started was still running or an ``atomic()`` block it opened was still open.
@@ -335,7 +337,8 @@ class SessionNotEditable(CustomerSessionError):
         state: The session's state.
         integration_id: The session's integration id.
         running: The trigger that keeps the session busy; ``None`` when the edit
-            was refused for the state or for an ``atomic()`` block.
+            was refused for the state, for an ``atomic()`` block, or because the
+            session changed under it.
         asking: Whether ``can()`` or ``why_not()`` are asking ``running``'s guards.
         held: Whether an ``atomic()`` block of another task or thread holds the
             session.

@@ -61,7 +61,6 @@ from customer_session._spec import (
 )
 from customer_session.exceptions import (
     Problem,
-    SessionNotEditable,
     UnknownTrigger,
     ValidationError,
     WorkflowError,
@@ -69,7 +68,7 @@ from customer_session.exceptions import (
 from customer_session.hooks import Workflow
 
 if TYPE_CHECKING:
-    from customer_session._transaction import Asking, Held
+    from customer_session._transaction import Asking, Edit, Held
     from customer_session.hooks import Refusal
 
 
@@ -541,16 +540,20 @@ class CustomerSession:
         self._discounts = freeze_mapping(self._discounts)
         self._additional_costs = freeze_mapping(self._additional_costs)
 
-    def _field_problems(self) -> list[Problem]:
-        """Every field that breaks a rule (normalizing timestamps to UTC on the way)."""
+    def _field_problems(self, changes: Mapping[str, object] = EMPTY_MAPPING) -> list[Problem]:
+        """Every field that breaks a rule (normalizing timestamps to UTC on the way).
+
+        ``changes`` (constructor names to values) are judged in place of those
+        fields, which are left as they are: an edit validates its new values so
+        before it applies them.
+        """
         spec = self.specification
         workflow: object = self._workflow
         if not isinstance(workflow, Workflow) or workflow.specification != spec:
             raise _foreign_workflow(self, workflow)
         problems: list[Problem] = []
-        values: dict[str, object] = {
-            a.alias: getattr(self, a.name) for a in attrs.fields(type(self))
-        }
+        values: dict[str, Any] = {a.alias: getattr(self, a.name) for a in attrs.fields(type(self))}
+        values.update(changes)
         for name, check in _FIELD_CHECKS.items():
             problems.extend(check(name, values[name]))
         state = values["state"]
@@ -566,12 +569,13 @@ class CustomerSession:
             self._updated = updated = _utc_or_none(updated) or updated
         if not problems and updated < created:
             problems.append(Problem("updated", "must not be earlier than created"))
+        cart = values["cart_items"]
         if isinstance(state, State) and state not in spec.states_with_returns:
-            problems.extend(_unexplained_returns(self._cart_items, state))
+            problems.extend(_unexplained_returns(cart, state))
         if isinstance(state, State) and state in spec.states_after_returns:
-            problems.extend(_missing_returns(self._cart_items, f"the session is '{state}'"))
+            problems.extend(_missing_returns(cart, f"the session is '{state}'"))
         if not problems:  # the sums of a cart and costs whose entries are all valid
-            problems.extend(value_problems(self._cart_items, self._additional_costs))
+            problems.extend(value_problems(cart, values["additional_costs"]))
         return problems
 
     # -- restoring, copying, pickling ---------------------------------------
@@ -844,14 +848,13 @@ class CustomerSession:
 
     # -- edits (open sessions only) ------------------------------------------
 
-    def _require_open(self, operation: str) -> None:
-        """The first check of every edit: the state, before any argument."""
-        if self._state is not State.OPEN:
-            raise SessionNotEditable(
-                operation=operation, state=self._state, integration_id=self._integration_id
-            )
-        if self._running is not None:
-            _transaction.check_edit(self, operation)
+    def _editing(self, operation: str) -> Edit:
+        """The first check of every edit: the state, before any argument.
+
+        Returns:
+            What the edit builds its new values on (see :meth:`_edit`).
+        """
+        return _transaction.check_edit(self, operation)
 
     def _require_name(self, operation: str, name: object) -> None:
         if not isinstance(name, str):
@@ -859,35 +862,37 @@ class CustomerSession:
                 f"{self._subject()}: {operation}()", "name", f"must be a string, got {shown(name)}"
             )
 
-    def _edit(self, operation: str, **changes: Any) -> None:
+    def _edit(self, operation: str, seen: Edit, **changes: Any) -> None:
         """Apply ``changes`` (field names to new values) as one edit, or none of them.
+
+        The new values are built on ``seen`` (what :meth:`_editing` found) and
+        validated with the other fields as it found them, without touching the
+        session; the commit point then applies them only if the session still is
+        as it was checked (see :func:`~customer_session._transaction.commit_edit`).
+        No other thread sees them before they are whole and valid.
 
         An edit that changes nothing (every value is the same as before, types
         included: see :func:`~customer_session._cart.same`) is not an update:
         ``updated`` and ``update_count`` stay, so a store has nothing to write.
-        """
-        self._require_open(operation)
-        slots = {f"_{name}": value for name, value in changes.items()}
-        before = {slot: getattr(self, slot) for slot in slots}
-        if all(same(before[slot], value) for slot, value in slots.items()):
-            return
-        for slot, value in slots.items():
-            setattr(self, slot, value)
-        # Every field was valid before, so any problem now comes from these changes.
-        problems = self._field_problems()
-        if problems:
-            self._put_back(before)
-            raise ValidationError(f"{self._subject()}: {operation}()", problems)
-        try:
-            _transaction.touch(self)
-        except BaseException:
-            # The clock failed (it raised, or gave a naive time): the edit goes with it.
-            self._put_back(before)
-            raise
 
-    def _put_back(self, before: Mapping[str, object]) -> None:
-        for slot, value in before.items():
-            setattr(self, slot, value)
+        Raises:
+            ValidationError: A new value breaks a rule; nothing changed.
+            SessionNotEditable: A trigger or another edit changed the session since
+                it was checked (from another task or thread, or the clock); nothing
+                changed.
+        """
+        values = seen.fields()
+        if all(same(values[name], value) for name, value in changes.items()):
+            return
+        values.update(changes)
+        # Judged as the open session it was checked on (the commit point makes sure it
+        # still is); every field was valid, so any problem comes from these changes.
+        problems = self._field_problems({**values, "state": State.OPEN})
+        if problems:
+            raise ValidationError(f"{self._subject()}: {operation}()", problems)
+        # A clock that fails (it raises, or gives a naive time) takes the edit with it.
+        timestamp = _transaction.edit_timestamp(self)
+        _transaction.commit_edit(self, seen, operation, values, timestamp)
 
     def add_item(self, item: CartItem) -> int:
         """Append ``item`` to the cart; return its position.
@@ -896,8 +901,10 @@ class CustomerSession:
             SessionNotEditable: The session is not open.
             ValidationError: A limit would be exceeded; nothing changed.
         """
-        self._edit("add_item", cart_items=(*self.cart_items, item))
-        return len(self.cart_items) - 1
+        seen = self._editing("add_item")
+        cart = (*seen.cart_items, item)
+        self._edit("add_item", seen, cart_items=cart)
+        return len(cart) - 1
 
     def update_item(self, position: int, item: CartItem) -> None:
         """Replace the cart item at ``position``.
@@ -906,11 +913,11 @@ class CustomerSession:
             SessionNotEditable: The session is not open.
             ValidationError: No item at ``position``, or a limit would be exceeded.
         """
-        self._require_open("update_item")
-        self._check_position("update_item", position)
-        cart = list(self.cart_items)
+        seen = self._editing("update_item")
+        cart = list(seen.cart_items)
+        self._check_position("update_item", position, len(cart))
         cart[position] = item
-        self._edit("update_item", cart_items=tuple(cart))
+        self._edit("update_item", seen, cart_items=tuple(cart))
 
     def remove_item(self, position: int) -> CartItem:
         """Remove and return the cart item at ``position``; later items move up.
@@ -919,13 +926,11 @@ class CustomerSession:
             SessionNotEditable: The session is not open.
             ValidationError: No item at ``position``.
         """
-        self._require_open("remove_item")
-        self._check_position("remove_item", position)
-        removed = self.cart_items[position]
-        self._edit(
-            "remove_item", cart_items=self.cart_items[:position] + self.cart_items[position + 1 :]
-        )
-        return removed
+        seen = self._editing("remove_item")
+        cart = seen.cart_items
+        self._check_position("remove_item", position, len(cart))
+        self._edit("remove_item", seen, cart_items=cart[:position] + cart[position + 1 :])
+        return cart[position]
 
     def set_cart_items(self, items: Iterable[CartItem]) -> None:
         """Replace the whole cart (as a Talon.One update with ``cartItems`` does).
@@ -934,7 +939,8 @@ class CustomerSession:
             SessionNotEditable: The session is not open.
             ValidationError: An entry is not a CartItem or a limit would be exceeded.
         """
-        self._edit("set_cart_items", cart_items=_cart_tuple(items))
+        cart = _cart_tuple(items)  # the caller's iterable runs before the check, not under it
+        self._edit("set_cart_items", self._editing("set_cart_items"), cart_items=cart)
 
     def set_coupon(self, code: str | None) -> None:
         """Set the coupon code (``None`` removes it; an empty code is refused).
@@ -943,7 +949,7 @@ class CustomerSession:
             SessionNotEditable: The session is not open.
             ValidationError: The code is empty, longer than 100 characters or not text.
         """
-        self._edit("set_coupon", coupon=code)
+        self._edit("set_coupon", self._editing("set_coupon"), coupon=code)
 
     def set_referral(self, code: str | None) -> None:
         """Set the referral code (``None`` removes it; an empty code is refused).
@@ -952,15 +958,16 @@ class CustomerSession:
             SessionNotEditable: The session is not open.
             ValidationError: The code is empty, longer than 100 characters or not text.
         """
-        self._edit("set_referral", referral=code)
+        self._edit("set_referral", self._editing("set_referral"), referral=code)
 
     def set_profile_id(self, profile_id: str | None) -> None:
         """Set the customer profile (``None`` for an anonymous session)."""
-        self._edit("set_profile_id", profile_id=profile_id)
+        self._edit("set_profile_id", self._editing("set_profile_id"), profile_id=profile_id)
 
     def set_identifiers(self, identifiers: Iterable[str]) -> None:
         """Replace the custom identifiers (at most 5)."""
-        self._edit("set_identifiers", identifiers=_str_tuple(identifiers))
+        given = _str_tuple(identifiers)
+        self._edit("set_identifiers", self._editing("set_identifiers"), identifiers=given)
 
     def set_attribute(self, name: str, value: JSONValue) -> None:
         """Set one custom session attribute to a JSON value (a frozen copy of it).
@@ -968,25 +975,26 @@ class CustomerSession:
         To change a value inside an attribute, set the attribute to a new value,
         e.g. ``s.set_attribute("tags", [*s.attributes["tags"], "gift"])``.
         """
-        self._require_open("set_attribute")
+        seen = self._editing("set_attribute")
         self._require_name("set_attribute", name)
-        self._edit("set_attribute", attributes=freeze_mapping({**self.attributes, name: value}))
+        attributes = freeze_mapping({**seen.attributes, name: value})
+        self._edit("set_attribute", seen, attributes=attributes)
 
     def remove_attribute(self, name: str) -> None:
         """Remove one custom session attribute.
 
         Removing a name that is not set changes nothing, so it is no update.
         """
-        self._require_open("remove_attribute")
+        seen = self._editing("remove_attribute")
         self._require_name("remove_attribute", name)
-        kept = {k: v for k, v in self.attributes.items() if k != name}
-        self._edit("remove_attribute", attributes=freeze_mapping(kept))
+        kept = {k: v for k, v in seen.attributes.items() if k != name}
+        self._edit("remove_attribute", seen, attributes=freeze_mapping(kept))
 
     def set_additional_cost(self, name: str, price: float | None) -> None:
         """Set a session-level additional cost (``None`` removes it)."""
-        self._require_open("set_additional_cost")
+        seen = self._editing("set_additional_cost")
         self._require_name("set_additional_cost", name)
-        costs = {k: v for k, v in self.additional_costs.items() if k != name}
+        costs = {k: v for k, v in seen.additional_costs.items() if k != name}
         if price is not None:
             try:
                 costs[name] = AdditionalCost(price)
@@ -997,14 +1005,15 @@ class CustomerSession:
                     f"{self._subject()}: set_additional_cost()",
                     [Problem(f"{where}.{p.path}", p.message) for p in exc.problems],
                 ) from None
-        self._edit("set_additional_cost", additional_costs=freeze_mapping(costs))
+        self._edit("set_additional_cost", seen, additional_costs=freeze_mapping(costs))
 
-    def _check_position(self, operation: str, position: int) -> None:
-        if not is_int(position) or not 0 <= position < len(self.cart_items):
+    def _check_position(self, operation: str, position: int, size: int) -> None:
+        """Refuse a ``position`` that names no line of a cart of ``size`` lines."""
+        if not is_int(position) or not 0 <= position < size:
             raise ValidationError.single(
                 f"{self._subject()}: {operation}()",
                 "position",
-                f"no cart item at position {shown(position)} (the cart has {len(self.cart_items)})",
+                f"no cart item at position {shown(position)} (the cart has {size})",
             )
 
 
