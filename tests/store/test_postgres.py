@@ -355,6 +355,75 @@ class TestDeliveryAcrossStoreObjects:
             assert outcome == [0]
 
 
+class TestThreadsOfAHandler:
+    """A thread a handler starts in a copy of its context (``copy_context().run``)."""
+
+    def test_a_thread_running_during_the_delivery_takes_its_own_connection(self, pg_server):
+        """A handler's thread does not run its store calls on the delivery's connection.
+
+        There they would run among the handler's own, from another thread. With a
+        pool of one connection, the thread waits for the delivery to end instead.
+        """
+        with PostgresStore(pg_server.fresh_schema(), max_connections=1) as store:
+            store.on_commit("notify", trigger="close")
+            closed_session(store, "order-1")
+            threads: list[threading.Thread] = []
+            read: list[str] = []
+            done_during: list[bool] = []
+
+            def handler(effect: Any) -> None:
+                context = contextvars.copy_context()
+                thread = threading.Thread(
+                    target=context.run, args=(lambda: read.append(store.get("order-1").state),)
+                )
+                threads.append(thread)
+                thread.start()
+                thread.join(timeout=0.5)  # time enough to read on a shared connection
+                done_during.append(not thread.is_alive())
+
+            assert store.deliver(handler) == 1
+            threads[0].join(timeout=60)
+            assert done_during == [False]
+            assert read == ["closed"]
+
+    def test_a_thread_outliving_the_delivery_takes_its_own_connection(self, pg_server):
+        """A handler's thread that runs on once the delivery ended does not use its connection.
+
+        That connection is back in the pool, and here another delivery holds it (a
+        pool of one): the thread waits for that delivery to end, rather than run
+        its store calls on a connection the pool gave to someone else.
+        """
+        with PostgresStore(pg_server.fresh_schema(), max_connections=1) as store:
+            store.on_commit("notify", trigger="close")
+            closed_session(store, "order-1")
+            go = threading.Event()
+            threads: list[threading.Thread] = []
+            read: list[str] = []
+
+            def later() -> None:
+                go.wait(timeout=60)
+                read.append(store.get("order-1").state)
+
+            def handler(effect: Any) -> None:
+                thread = threading.Thread(target=contextvars.copy_context().run, args=(later,))
+                threads.append(thread)
+                thread.start()
+
+            assert store.deliver(handler) == 1
+            closed_session(store, "order-2")
+            done_during: list[bool] = []
+
+            def next_handler(effect: Any) -> None:
+                go.set()
+                threads[0].join(timeout=0.5)  # time enough to read on a shared connection
+                done_during.append(not threads[0].is_alive())
+
+            assert store.deliver(next_handler) == 1
+            threads[0].join(timeout=60)
+            assert done_during == [False]
+            assert read == ["closed"]
+
+
 class TestDatabaseName:
     def test_names_the_schema_and_hides_the_password(self):
         """A database in messages (SchemaNotReady) names its schema, never the password."""

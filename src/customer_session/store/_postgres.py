@@ -13,6 +13,7 @@ Run in autocommit mode, the statement is its own transaction: one round trip.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast, overload
@@ -39,10 +40,29 @@ if TYPE_CHECKING:
 
 _S = TypeVar("_S", bound=CustomerSession)
 
-# The store and connection this thread's delivery holds (see _delivery_lock), if any.
-_PINNED: ContextVar[tuple[object, psycopg.Connection[tuple[Any, ...]]] | None] = ContextVar(
-    "customer_session_pinned", default=None
-)
+
+class _Pin:
+    """The connection a running delivery holds the outbox lock on (see ``_delivery_lock``)."""
+
+    __slots__ = ("connection", "running", "store", "thread")
+
+    def __init__(self, store: object, connection: psycopg.Connection[tuple[Any, ...]]) -> None:
+        self.store = store
+        self.connection = connection
+        # A thread started in a copy of the handler's context carries the pin too
+        # (copy_context().run, asyncio.to_thread, tracing's context propagation): only
+        # the delivering thread may use the connection, and only while its delivery
+        # runs. An ident is reused only once its thread ended, after the delivery did.
+        self.thread = threading.get_ident()
+        self.running = True
+
+    def serves(self, store: object) -> bool:
+        """Whether ``store``'s calls made here run on the pinned connection."""
+        return self.store is store and self.running and self.thread == threading.get_ident()
+
+
+# The delivery whose handler this context runs, and its connection (see _delivery_lock).
+_PINNED: ContextVar[_Pin | None] = ContextVar("customer_session_pinned", default=None)
 
 INSTALL_HINT: Final = "pip install 'customer-session[postgres]'"
 
@@ -368,8 +388,8 @@ class PostgresStore(BaseStore[_S]):
         connection = None
         try:
             pinned = _PINNED.get()
-            if pinned is not None and pinned[0] is self:
-                connection = pinned[1]
+            if pinned is not None and pinned.serves(self):
+                connection = pinned.connection
                 yield connection
                 return
             with self._pool.connection() as connection:
@@ -456,10 +476,12 @@ class PostgresStore(BaseStore[_S]):
             except WorkflowError:
                 held = False  # refused before waiting: the lock was not taken
                 raise
-            pinned = _PINNED.set((self, connection))
+            pin = _Pin(self, connection)
+            pinned = _PINNED.set(pin)
             try:
                 yield
             finally:
+                pin.running = False
                 _PINNED.reset(pinned)
                 # Before the unlock: a nested delivery that finds this backend holding the
                 # lock from now on finds another delivery on the pooled connection.
