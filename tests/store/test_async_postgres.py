@@ -742,8 +742,9 @@ class TestWhileTheStoreWrites:
         await store.counts()  # creates the schema
         holder = psycopg.connect(conninfo)
         holder.execute(
-            "INSERT INTO customer_sessions (integration_id, state, version, updated, document) "
-            "VALUES ('order-1', 'open', 1, now(), '{}')"
+            "INSERT INTO customer_sessions"
+            " (integration_id, integration_id_digest, state, version, updated, document)"
+            " VALUES ('order-1', sha256('order-1'), 'open', 1, now(), '{}')"
         )
         session = new_session()
         task = asyncio.create_task(store.create(session))
@@ -875,8 +876,9 @@ class TestWhileTheStoreWrites:
         await store.counts()  # creates the schema
         holder = psycopg.connect(conninfo)
         holder.execute(
-            "INSERT INTO customer_sessions (integration_id, state, version, updated, document) "
-            "VALUES ('order-1', 'open', 1, now(), '{}')"
+            "INSERT INTO customer_sessions"
+            " (integration_id, integration_id_digest, state, version, updated, document)"
+            " VALUES ('order-1', sha256('order-1'), 'open', 1, now(), '{}')"
         )
         task = asyncio.create_task(store.create(new_session()))
         await blocked_by(holder, conninfo)

@@ -15,7 +15,9 @@ from customer_session import (
     CartItem,
     CorruptData,
     CustomerSession,
+    KeyAlreadyProcessed,
     ReopenableCustomerSession,
+    SessionExists,
     State,
     StoreError,
     UnsupportedSchema,
@@ -339,7 +341,7 @@ class TestSchemaVersion:
         store.update("order-1", lambda s: s.close(), key="event-1")
         store.deliver(lambda effect: None)
         sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")  # added by version 3
-        _undo_version_4(sql)
+        _undo_version_4(sql, database)
         for index in V2_INDEXES:
             sql(f"DROP INDEX {index}")
         sql("UPDATE customer_session_schema SET version = 1")
@@ -355,12 +357,12 @@ class TestSchemaVersion:
         assert later.purge_delivered(before=moment) == 1
         assert later.forget_keys(before=moment) == 1
 
-    def test_a_version_2_database_gains_the_refusal_column(self, store, open_db, sql):
+    def test_a_version_2_database_gains_the_refusal_column(self, store, open_db, sql, database):
         """A version 2 database's keys read as applied; refusals are recorded after migrating."""
         stored(store)
         store.update("order-1", lambda s: s.close(), key="event-1")
         sql("ALTER TABLE customer_session_keys DROP COLUMN refusal")
-        _undo_version_4(sql)
+        _undo_version_4(sql, database)
         sql("UPDATE customer_session_schema SET version = 2")
 
         later = open_db()
@@ -369,11 +371,11 @@ class TestSchemaVersion:
         later.mark_processed("event-2", integration_id="order-1", refusal="already closed")
         assert later.processed_key("event-2").refusal == "already closed"
 
-    def test_a_version_3_database_gains_the_actor_column(self, store, open_db, sql):
+    def test_a_version_3_database_gains_the_actor_column(self, store, open_db, sql, database):
         """A version 3 database's journal reads with no actor; new entries record theirs."""
         stored(store)
         store.update("order-1", lambda s: s.close(), key="event-1")
-        _undo_version_4(sql)
+        _undo_version_4(sql, database)
         sql("UPDATE customer_session_schema SET version = 3")
 
         later = open_db(actor="worker-2")
@@ -385,7 +387,7 @@ class TestSchemaVersion:
         assert rebuild(history) == later.get("order-1")
         assert later.processed("event-1")
 
-    def test_a_version_3_outbox_keeps_its_rows_and_can_discard(self, store, open_db, sql):
+    def test_a_version_3_outbox_keeps_its_rows_and_can_discard(self, store, open_db, sql, database):
         """A version 3 outbox keeps every row, none discarded; a pending one can be discarded."""
         stored(store)
         store.create(CustomerSession(integration_id="order-2"))
@@ -393,7 +395,7 @@ class TestSchemaVersion:
         for integration_id in ("order-1", "order-2"):
             store.update(integration_id, lambda s: s.close())
         assert store.deliver(lambda effect: None, limit=1) == 1
-        _undo_version_4(sql)
+        _undo_version_4(sql, database)
         sql("UPDATE customer_session_schema SET version = 3")
         rows = sql("SELECT sequence, delivered_at FROM customer_session_outbox ORDER BY sequence")
 
@@ -410,6 +412,34 @@ class TestSchemaVersion:
         assert [e.integration_id for e in later.discarded()] == ["order-2"]
         assert later.pending() == ()
 
+    @pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
+    def test_a_version_3_postgres_database_is_keyed_by_digests(self, store, open_db, sql, database):
+        """Migrating version 3 keys PostgreSQL's rows by digest, every row kept as it was."""
+        stored(store)
+        store.create(CustomerSession(integration_id="order-2"))
+        store.on_commit("erp")
+        store.update("order-1", lambda s: s.close(), key="event-1")
+        store.mark_processed("event-2", integration_id="order-2", refusal="not yet")
+        _undo_version_4(sql, database)
+        sql("UPDATE customer_session_schema SET version = 3")
+        before = {table: _rows(sql, table) for table in V3_TABLES}
+        assert _unique_keys(sql) == {*OTHER_KEYS, *TEXT_KEYS}
+
+        later = open_db()
+        assert later.get("order-1").state is State.CLOSED
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+        assert _unique_keys(sql) == {*OTHER_KEYS, *DIGEST_KEYS}
+        assert {table: _rows(sql, table) for table in V3_TABLES} == before
+        with pytest.raises(SessionExists):
+            later.create(CustomerSession(integration_id="order-1"))
+        with pytest.raises(KeyAlreadyProcessed):
+            later.update("order-2", lambda s: s.close(), key="event-1")
+        # 1,000 CJK characters, none twice (text that repeats would compress): 3,000 bytes.
+        wide = "".join(chr(0x4E00 + n * 7919 % 20_000) for n in range(1000))
+        later.create(CustomerSession(integration_id=wide), key=wide)
+        assert later.processed_key(wide) == ProcessedKey(wide, wide, None)
+        assert later.processed_key("event-2") == ProcessedKey("event-2", "order-2", "not yet")
+
     def test_every_version_has_its_migration_step(self):
         """Each dialect has one step per version, so every older database can be brought up."""
         for steps in MIGRATIONS.values():
@@ -420,12 +450,94 @@ class TestSchemaVersion:
 V2_INDEXES = ("customer_session_outbox_delivered", "customer_session_keys_recorded")
 
 
-def _undo_version_4(sql) -> None:
-    """Take away what version 4 added: the journal's actor, the outbox's discards."""
+# The tables whose version 3 columns version 4 keeps as they were, with those columns.
+V3_TABLES = {
+    "customer_sessions": ("integration_id", "state", "version", "updated", "document"),
+    "customer_session_journal": (
+        "sequence",
+        "integration_id",
+        "version",
+        "kind",
+        "operation",
+        "event_key",
+        "records",
+        "changes",
+        "recorded_at",
+    ),
+    "customer_session_outbox": (
+        "sequence",
+        "idempotency_key",
+        "effect",
+        "integration_id",
+        "version",
+        "position",
+        "record",
+        "document",
+        "created_at",
+        "attempts",
+        "last_error",
+        "delivered_at",
+    ),
+    "customer_session_keys": ("key", "integration_id", "recorded_at", "refusal"),
+}
+# The unique keys of version 3, on the text of ids and keys; and those of version 4.
+TEXT_KEYS = (
+    ("customer_sessions", ("integration_id",)),
+    ("customer_session_journal", ("integration_id", "version")),
+    ("customer_session_keys", ("key",)),
+)
+DIGEST_KEYS = (
+    ("customer_sessions", ("integration_id_digest",)),
+    ("customer_session_journal", ("integration_id_digest", "version")),
+    ("customer_session_keys", ("key_digest",)),
+)
+OTHER_KEYS = (
+    ("customer_session_schema", ("id",)),
+    ("customer_session_journal", ("sequence",)),
+    ("customer_session_outbox", ("sequence",)),
+    ("customer_session_outbox", ("idempotency_key",)),
+)
+
+
+def _rows(sql, table: str) -> list[tuple[object, ...]]:
+    """The rows of ``table``, its version 3 columns only, in the order of the first two."""
+    return sql(f"SELECT {', '.join(V3_TABLES[table])} FROM {table} ORDER BY 1, 2")  # noqa: S608 - our own names
+
+
+def _unique_keys(sql) -> set[tuple[str, tuple[str, ...]]]:
+    """The primary and unique keys of the store's PostgreSQL tables: each table and columns."""
+    rows = sql(
+        "SELECT rel.relname, array_agg(att.attname::text ORDER BY k.n) FROM pg_constraint AS con"
+        " JOIN pg_class AS rel ON rel.oid = con.conrelid"
+        " CROSS JOIN unnest(con.conkey) WITH ORDINALITY AS k(attnum, n)"
+        " JOIN pg_attribute AS att ON att.attrelid = rel.oid AND att.attnum = k.attnum"
+        " WHERE con.contype IN ('p', 'u')"
+        " AND rel.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+        " GROUP BY con.oid, rel.relname"
+    )
+    return {(table, tuple(columns)) for table, columns in rows}
+
+
+def _undo_version_4(sql, database: str) -> None:
+    """Take away what version 4 added: the journal's actor, the outbox's discards.
+
+    On PostgreSQL also the digests: the text is the key again, as in version 3.
+    """
     sql("ALTER TABLE customer_session_journal DROP COLUMN actor")
     sql("DROP INDEX customer_session_outbox_discarded")  # SQLite drops no indexed column
     sql("ALTER TABLE customer_session_outbox DROP COLUMN discarded_at")
     sql("ALTER TABLE customer_session_outbox DROP COLUMN discard_reason")
+    if database.startswith("postgresql://"):
+        for statement in (
+            # Dropping a digest column drops the primary key or unique key on it.
+            "ALTER TABLE customer_sessions DROP COLUMN integration_id_digest",
+            "ALTER TABLE customer_sessions ADD PRIMARY KEY (integration_id)",
+            "ALTER TABLE customer_session_journal DROP COLUMN integration_id_digest",
+            "ALTER TABLE customer_session_journal ADD UNIQUE (integration_id, version)",
+            "ALTER TABLE customer_session_keys DROP COLUMN key_digest",
+            "ALTER TABLE customer_session_keys ADD PRIMARY KEY (key)",
+        ):
+            sql(statement)
 
 
 def _indexes(sql, database: str) -> set[str]:

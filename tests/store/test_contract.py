@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import random
 import threading
 import uuid
 import weakref
@@ -41,6 +42,7 @@ from customer_session import (
     WorkflowError,
     wire,
 )
+from customer_session._cart import MAX_INTEGRATION_ID_LENGTH
 from customer_session.aio import AsyncSession
 from customer_session.store import (
     SCHEMA_VERSION,
@@ -2039,6 +2041,75 @@ class TestIdempotencyKeys:
         assert store.processed_key("event-1").refusal == "first"
 
 
+def wide_text(alphabet: str, length: int, seed: int = 0) -> str:
+    """``length`` characters drawn from CJK ideographs (3 UTF-8 bytes) or emoji (4).
+
+    Drawn at random (with a fixed seed): text that repeats would compress, and a
+    PostgreSQL index entry is limited to 2,704 bytes after compression.
+    """
+    first, last = {"cjk": (0x4E00, 0x9FFF), "emoji": (0x1F300, 0x1F64F)}[alphabet]
+    draw = random.Random(f"{alphabet}-{seed}")  # noqa: S311 - test data, not a secret
+    return "".join(chr(draw.randint(first, last)) for _ in range(length))
+
+
+# Keys have no length limit: these hold 10,000 characters (30,000 or 40,000 bytes).
+KEY_LENGTH = 10_000
+
+
+@pytest.mark.parametrize("alphabet", ["cjk", "emoji"])
+class TestWideIdsAndKeys:
+    """Ids and keys of many bytes: what the model and the store take, every backend stores."""
+
+    def test_the_longest_id_serves_every_operation(self, store, alphabet):
+        """A session whose 1,000-character id is 3,000 or 4,000 bytes is stored like any other."""
+        integration_id = wide_text(alphabet, MAX_INTEGRATION_ID_LENGTH)
+        store.on_commit("notify", trigger="close")
+        store.create(new_session(integration_id))
+        store.update(integration_id, lambda s: s.close())
+        assert store.get(integration_id).state is State.CLOSED
+        assert store.exists(integration_id)
+        assert store.ids(state="closed") == (integration_id,)
+        history = store.history(integration_id)
+        assert [(entry.integration_id, entry.version) for entry in history] == [
+            (integration_id, 1),
+            (integration_id, 2),
+        ]
+        assert rebuild(history) == store.get(integration_id)
+        handed: list[str] = []
+        assert store.deliver(lambda effect: handed.append(effect.integration_id)) == 1
+        assert handed == [integration_id]
+        with pytest.raises(SessionExists):
+            store.create(new_session(integration_id))
+
+    def test_ids_differing_in_their_last_character_are_two_sessions(self, store, alphabet):
+        """Two longest ids alike but for their last character are stored and found apart."""
+        first = wide_text(alphabet, MAX_INTEGRATION_ID_LENGTH)
+        second = first[:-1] + ("a" if first[-1] != "a" else "b")
+        store.create(new_session(first))
+        store.create(new_session(second))
+        store.update(second, lambda s: s.cancel())
+        assert (store.get(first).state, store.get(second).state) == (State.OPEN, State.CANCELLED)
+        assert [len(store.history(i)) for i in (first, second)] == [1, 2]
+
+    def test_long_keys_of_wide_characters_guard_their_changes(self, store, alphabet):
+        """Keys of 10,000 wide characters are recorded, read back and refused when reused."""
+        integration_id = wide_text(alphabet, MAX_INTEGRATION_ID_LENGTH)
+        created, closed, refused = (wide_text(alphabet, KEY_LENGTH, seed) for seed in (1, 2, 3))
+        store.create(new_session(integration_id), key=created)
+        store.update(integration_id, lambda s: s.close(), key=closed)
+        assert store.processed_key(created) == ProcessedKey(created, integration_id, None)
+        assert store.processed(closed)
+        assert store.mark_processed(refused, integration_id=integration_id, refusal="closed")
+        assert not store.mark_processed(refused, integration_id=integration_id)
+        assert store.processed_key(refused).refusal == "closed"
+        with pytest.raises(KeyAlreadyProcessed):
+            store.update(integration_id, lambda s: s.cancel(), key=closed)
+        assert store.get(integration_id).state is State.CLOSED
+        assert [entry.key for entry in store.history(integration_id)] == [created, closed]
+        assert store.forget_keys(before=datetime.now(UTC) + timedelta(minutes=1)) == 3
+        assert not store.processed(created)
+
+
 class TestRevisingARefusal:
     """What ``_revising(key)`` (the replay's, on StoreCore) lets take over a refusal: no more."""
 
@@ -2068,6 +2139,20 @@ class TestRevisingARefusal:
         with store._revising("event-1"), pytest.raises(KeyAlreadyProcessed):
             other.update("order-1", lambda s: s.close(), key="event-1")
         assert store.get("order-1").state is State.OPEN
+
+    @pytest.mark.parametrize("alphabet", ["cjk", "emoji"])
+    def test_a_long_key_of_wide_characters_is_taken_over(self, store, alphabet):
+        """In its block, a commit takes over the refusal of a key of 10,000 wide characters."""
+        key, unchanged = (wide_text(alphabet, KEY_LENGTH, seed) for seed in (1, 2))
+        for refused in (key, unchanged):
+            store.mark_processed(refused, integration_id="order-1", refusal="unknown session")
+        with store._revising(key):
+            store.update("order-1", lambda s: s.close(), key=key)
+        with store._revising(unchanged):
+            store.update("order-1", lambda s: None, key=unchanged)  # changes nothing
+        assert store.processed_key(key) == ProcessedKey(key, "order-1", None)
+        assert store.processed_key(unchanged) == ProcessedKey(unchanged, "order-1", None)
+        assert store.get("order-1").state is State.CLOSED
 
     def test_a_commit_after_the_block_is_refused_as_usual(self, store):
         """Once the block ended, a commit with its key is KeyAlreadyProcessed again."""

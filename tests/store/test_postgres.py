@@ -7,6 +7,7 @@ import contextvars
 import threading
 import time
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from customer_session import (
     StoreError,
     WorkflowError,
 )
-from customer_session.store import AsyncPostgresStore, PostgresStore
+from customer_session.store import AsyncPostgresStore, PostgresStore, _postgres
 from customer_session.store._outbox import idempotency_key
 from customer_session.store._postgres import database_name
 
@@ -172,6 +173,58 @@ def test_the_call_after_a_lost_connection_gets_a_working_one(open_pool, database
     assert caught.value.integration_id == "order-1"
     for _ in range(4):
         assert store.get("order-1").integration_id == "order-1"
+
+
+# Every statement that finds rows by an integration id or a key, by name in _postgres.
+LOOKUPS = (
+    "_FETCH",
+    "_EXISTS",
+    "_HISTORY",
+    "_HAS_KEY",
+    "_KEY_RECORD",
+    "_KEY",
+    "_REVISE_KEY",
+    "_INSERT",
+    "_INSERT_REVISING",
+    "_UPDATE_PLAIN",
+    "_UPDATE",
+    "_UPDATE_REVISING",
+)
+
+
+def scans(plan: Any) -> Iterator[tuple[str, str]]:
+    """Each node of an ``EXPLAIN (FORMAT JSON)`` plan that reads a table: its type and table."""
+    if "Relation Name" in plan:
+        yield plan["Node Type"], plan["Relation Name"]
+    for child in plan.get("Plans", ()):
+        yield from scans(child)
+
+
+@pytest.mark.parametrize("name", LOOKUPS)
+def test_a_lookup_by_id_or_key_reads_an_index(pg_server, name):
+    """Each statement that finds rows by an integration id or a key reads them by an index.
+
+    Sequential scans are disabled, which the planner still chooses when no index
+    serves the statement (as it may for a table this small).
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    conninfo = pg_server.fresh_schema()
+    with PostgresStore(conninfo) as store:
+        store.exists("order-1")  # creates the schema
+    statement: str = getattr(_postgres, name)
+    named = statement.count("%(") > 0
+    params: Any = (
+        defaultdict(lambda: None, id="order-1", key="event-1", expected=1)
+        if named
+        else ("event-1",) * statement.count("%s")
+    )
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute("SET enable_seqscan = off")
+        ((plan,),) = connection.execute(f"EXPLAIN (FORMAT JSON) {statement}", params).fetchall()
+    read = list(scans(plan[0]["Plan"]))
+    assert read
+    assert [node for node in read if node[0] == "Seq Scan"] == []
 
 
 # -- the delivery lock, across store objects --------------------------------------------

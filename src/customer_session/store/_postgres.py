@@ -5,7 +5,7 @@ package is imported, so ``customer_session.store`` works without the
 ``[postgres]`` extra.
 
 Each commit is one statement: a data-modifying ``WITH`` query whose first part is
-the compare-and-set ``UPDATE ... WHERE integration_id = $1 AND version = $2`` and
+the compare-and-set ``UPDATE ... WHERE integration_id_digest = sha256($1) AND version = $2`` and
 whose other parts insert the journal entry, the outbox rows and the idempotency
 key *from the updated row*, so they are written exactly when the update wins.
 Run in autocommit mode, the statement is its own transaction: one round trip.
@@ -66,14 +66,20 @@ _PINNED: ContextVar[_Pin | None] = ContextVar("customer_session_pinned", default
 
 INSTALL_HINT: Final = "pip install 'customer-session[postgres]'"
 
+
+# Rows are found by the SHA-256 of the integration id's or key's UTF-8 bytes, which
+# the indexes hold instead of the text (see _schema._POSTGRES_DIGESTS): each statement
+# computes it from the value it is given, sha256(convert_to(%s::text, 'UTF8')).
+#
 # Both statements write the session row in ``moved`` first; the journal entry, the
 # outbox rows and the key are selected from ``moved``, so they exist exactly when the
 # row was written. Their later parts are shared tails.
 _EFFECTS_TAIL: Final = """), journal AS (
     INSERT INTO customer_session_journal
-        (integration_id, version, kind, operation, event_key, actor, records, changes)
-    SELECT integration_id, version, %(kind)s, %(operation)s, %(key)s, %(actor)s, %(records)s,
-        %(changes)s
+        (integration_id, integration_id_digest, version, kind, operation, event_key, actor,
+         records, changes)
+    SELECT integration_id, integration_id_digest, version, %(kind)s, %(operation)s, %(key)s,
+        %(actor)s, %(records)s, %(changes)s
     FROM moved
 ), outbox AS (
     INSERT INTO customer_session_outbox
@@ -85,8 +91,9 @@ _EFFECTS_TAIL: Final = """), journal AS (
     ORDER BY e.n
 """
 _KEY_TAIL: Final = """), processed AS (
-    INSERT INTO customer_session_keys (key, integration_id)
-    SELECT %(key)s, integration_id FROM moved WHERE %(key)s::text IS NOT NULL
+    INSERT INTO customer_session_keys (key, key_digest, integration_id)
+    SELECT %(key)s, sha256(convert_to(%(key)s::text, 'UTF8')), integration_id FROM moved
+    WHERE %(key)s::text IS NOT NULL
 )
 SELECT version FROM moved"""
 _WRITE_TAIL: Final = _EFFECTS_TAIL + _KEY_TAIL
@@ -95,15 +102,16 @@ _WRITE_TAIL: Final = _EFFECTS_TAIL + _KEY_TAIL
 # applied is left alone, and ``taken`` then inserts it again, whose unique violation
 # fails the whole statement, row change included (reported as KeyAlreadyProcessed).
 _REVISING_KEY_TAIL: Final = """), processed AS (
-    INSERT INTO customer_session_keys (key, integration_id)
-    SELECT %(key)s, integration_id FROM moved
-    ON CONFLICT (key) DO UPDATE
+    INSERT INTO customer_session_keys (key, key_digest, integration_id)
+    SELECT %(key)s, sha256(convert_to(%(key)s::text, 'UTF8')), integration_id FROM moved
+    ON CONFLICT (key_digest) DO UPDATE
     SET integration_id = excluded.integration_id, recorded_at = now(), refusal = NULL
     WHERE customer_session_keys.refusal IS NOT NULL
     RETURNING key
 ), taken AS (
-    INSERT INTO customer_session_keys (key, integration_id)
-    SELECT %(key)s, integration_id FROM moved WHERE NOT EXISTS (SELECT FROM processed)
+    INSERT INTO customer_session_keys (key, key_digest, integration_id)
+    SELECT %(key)s, sha256(convert_to(%(key)s::text, 'UTF8')), integration_id FROM moved
+    WHERE NOT EXISTS (SELECT FROM processed)
 )
 SELECT version FROM moved"""
 _REVISING_TAIL: Final = _EFFECTS_TAIL + _REVISING_KEY_TAIL
@@ -111,8 +119,9 @@ _UPDATE_HEAD: Final = """
 WITH moved AS (
     UPDATE customer_sessions
     SET state = %(state)s, version = version + 1, updated = %(updated)s, document = %(document)s
-    WHERE integration_id = %(id)s AND version = %(expected)s
-    RETURNING integration_id, version
+    WHERE integration_id_digest = sha256(convert_to(%(id)s::text, 'UTF8'))
+        AND version = %(expected)s
+    RETURNING integration_id, integration_id_digest, version
 """
 _UPDATE: Final = _UPDATE_HEAD + _WRITE_TAIL
 _UPDATE_REVISING: Final = _UPDATE_HEAD + _REVISING_TAIL
@@ -121,21 +130,26 @@ _UPDATE_PLAIN: Final = """
 WITH moved AS (
     UPDATE customer_sessions
     SET state = %(state)s, version = version + 1, updated = %(updated)s, document = %(document)s
-    WHERE integration_id = %(id)s AND version = %(expected)s
-    RETURNING integration_id, version
+    WHERE integration_id_digest = sha256(convert_to(%(id)s::text, 'UTF8'))
+        AND version = %(expected)s
+    RETURNING integration_id, integration_id_digest, version
 ), journal AS (
     INSERT INTO customer_session_journal
-        (integration_id, version, kind, operation, actor, records, changes)
-    SELECT integration_id, version, %(kind)s, %(operation)s, %(actor)s, %(records)s, %(changes)s
+        (integration_id, integration_id_digest, version, kind, operation, actor, records,
+         changes)
+    SELECT integration_id, integration_id_digest, version, %(kind)s, %(operation)s, %(actor)s,
+        %(records)s, %(changes)s
     FROM moved
 )
 SELECT version FROM moved"""
 _INSERT_HEAD: Final = """
 WITH moved AS (
-    INSERT INTO customer_sessions (integration_id, state, version, updated, document)
-    VALUES (%(id)s, %(state)s, 1, %(updated)s, %(document)s)
-    ON CONFLICT (integration_id) DO NOTHING
-    RETURNING integration_id, version
+    INSERT INTO customer_sessions
+        (integration_id, integration_id_digest, state, version, updated, document)
+    VALUES (%(id)s, sha256(convert_to(%(id)s::text, 'UTF8')), %(state)s, 1, %(updated)s,
+        %(document)s)
+    ON CONFLICT (integration_id_digest) DO NOTHING
+    RETURNING integration_id, integration_id_digest, version
 """
 _INSERT: Final = _INSERT_HEAD + _WRITE_TAIL
 _INSERT_REVISING: Final = _INSERT_HEAD + _REVISING_TAIL
@@ -143,28 +157,38 @@ _INSERT_REVISING: Final = _INSERT_HEAD + _REVISING_TAIL
 # "order-3" and "order-1" before "Order-2" alike): ids() breaks ties by code point,
 # as SQLite does, whatever the database's collation.
 BY_ID: Final = 'integration_id COLLATE "C"'
-_FETCH: Final = "SELECT version, state, document FROM customer_sessions WHERE integration_id = %s"
-_EXISTS: Final = "SELECT 1 FROM customer_sessions WHERE integration_id = %s"
+_FETCH: Final = """
+    SELECT version, state, document FROM customer_sessions
+    WHERE integration_id_digest = sha256(convert_to(%s::text, 'UTF8'))"""
+_EXISTS: Final = """
+    SELECT 1 FROM customer_sessions
+    WHERE integration_id_digest = sha256(convert_to(%s::text, 'UTF8'))"""
 _COUNTS: Final = "SELECT state, count(*) FROM customer_sessions GROUP BY state ORDER BY state"
 _KEY: Final = """
-    INSERT INTO customer_session_keys (key, integration_id, refusal) VALUES (%s, %s, %s)
-    ON CONFLICT (key) DO NOTHING"""
+    INSERT INTO customer_session_keys (key, key_digest, integration_id, refusal)
+    SELECT key, sha256(convert_to(key, 'UTF8')), integration_id, refusal
+    FROM (VALUES (%s::text, %s::text, %s::text)) AS given(key, integration_id, refusal)
+    ON CONFLICT (key_digest) DO NOTHING"""
 # As SQLite's: a refusal is replaced, a key recorded as applied is not (row count 0).
 _REVISE_KEY: Final = """
-    INSERT INTO customer_session_keys (key, integration_id, refusal) VALUES (%s, %s, %s)
-    ON CONFLICT (key) DO UPDATE SET integration_id = excluded.integration_id,
+    INSERT INTO customer_session_keys (key, key_digest, integration_id, refusal)
+    SELECT key, sha256(convert_to(key, 'UTF8')), integration_id, refusal
+    FROM (VALUES (%s::text, %s::text, %s::text)) AS given(key, integration_id, refusal)
+    ON CONFLICT (key_digest) DO UPDATE SET integration_id = excluded.integration_id,
         recorded_at = now(), refusal = excluded.refusal
     WHERE customer_session_keys.refusal IS NOT NULL"""
-_HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = %s"
-_KEY_RECORD: Final = (
-    "SELECT integration_id, refusal, recorded_at FROM customer_session_keys WHERE key = %s"
-)
+_HAS_KEY: Final = """
+    SELECT 1 FROM customer_session_keys WHERE key_digest = sha256(convert_to(%s::text, 'UTF8'))"""
+_KEY_RECORD: Final = """
+    SELECT integration_id, refusal, recorded_at FROM customer_session_keys
+    WHERE key_digest = sha256(convert_to(%s::text, 'UTF8'))"""
 # The clock keys are recorded by (recorded_at's default).
 _NOW: Final = "SELECT now()"
 _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
         changes, recorded_at
-    FROM customer_session_journal WHERE integration_id = %s ORDER BY version"""
+    FROM customer_session_journal WHERE integration_id_digest = sha256(convert_to(%s::text, 'UTF8'))
+    ORDER BY version"""
 _PENDING: Final = f"""
     SELECT {EFFECT_COLUMNS}
     FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT %s"""  # noqa: S608 - our own names

@@ -15,6 +15,9 @@ Tables:
     One row per session: the integration id (primary key), the state and the
     ``updated`` time (indexed, for queries), the row ``version`` that optimistic
     concurrency compares, and the session as its v1 wire document with history.
+    On PostgreSQL since version 4, the primary key is the id's SHA-256
+    (``integration_id_digest``, also in the journal), as the keys table's is the
+    key's (``key_digest``): see ``_POSTGRES_DIGESTS``.
 ``customer_session_journal``
     One row per committed change, appended in the same transaction as the change;
     since version 4, with who made it (``actor``, ``NULL`` when nobody was named).
@@ -183,6 +186,41 @@ _V3: Final = ("ALTER TABLE customer_session_keys ADD COLUMN refusal text",)
 # have none. Same text in both dialects.
 _V4: Final = ("ALTER TABLE customer_session_journal ADD COLUMN actor text",)
 
+# On PostgreSQL, version 4 also keys rows by a digest of their integration id or key.
+# A btree index entry holds at most 2,704 bytes (after compression): an id of 1,000
+# characters (the model's limit) is up to 4,000 bytes in UTF-8, and keys have no
+# limit, so an index on the text refused ids and keys SQLite stores. Each table that
+# indexed the text has the SHA-256 of its UTF-8 bytes instead (32 bytes whatever the
+# length): the primary key of the sessions and of the keys, the journal's unique key
+# with the version. The statements compute the digest of the id or key they are given
+# (``_postgres._digest``), so uniqueness, ON CONFLICT and every lookup use these
+# indexes; rows written before get theirs here. Computed by each statement rather
+# than by the database per row (a generated column, an expression index): those need
+# an IMMUTABLE function, which convert_to() is not, and a wrapper declared so, called
+# per row, with hash indexes of the text for lookups, cost 10 to 20% of the commit rate.
+_POSTGRES_DIGESTS: Final = (
+    "ALTER TABLE customer_sessions ADD COLUMN integration_id_digest bytea",
+    """UPDATE customer_sessions
+        SET integration_id_digest = sha256(convert_to(integration_id, 'UTF8'))""",
+    """ALTER TABLE customer_sessions
+        ALTER COLUMN integration_id_digest SET NOT NULL,
+        DROP CONSTRAINT customer_sessions_pkey,
+        ADD CONSTRAINT customer_sessions_pkey PRIMARY KEY (integration_id_digest)""",
+    "ALTER TABLE customer_session_journal ADD COLUMN integration_id_digest bytea",
+    """UPDATE customer_session_journal
+        SET integration_id_digest = sha256(convert_to(integration_id, 'UTF8'))""",
+    """ALTER TABLE customer_session_journal
+        ALTER COLUMN integration_id_digest SET NOT NULL,
+        DROP CONSTRAINT customer_session_journal_integration_id_version_key,
+        ADD CONSTRAINT customer_session_journal_version UNIQUE (integration_id_digest, version)""",
+    "ALTER TABLE customer_session_keys ADD COLUMN key_digest bytea",
+    "UPDATE customer_session_keys SET key_digest = sha256(convert_to(key, 'UTF8'))",
+    """ALTER TABLE customer_session_keys
+        ALTER COLUMN key_digest SET NOT NULL,
+        DROP CONSTRAINT customer_session_keys_pkey,
+        ADD CONSTRAINT customer_session_keys_pkey PRIMARY KEY (key_digest)""",
+)
+
 # Version 4 also lets an outbox row be given up on (discard(), or deliver()'s
 # max_attempts): discarded_at and discard_reason, NULL for every other row. A discard
 # also sets delivered_at to the same time, so that delivered_at says when the row left
@@ -195,6 +233,7 @@ _POSTGRES_V4: Final = (
     """ALTER TABLE customer_session_outbox
         ADD COLUMN discarded_at timestamptz, ADD COLUMN discard_reason text""",
     _OUTBOX_DISCARDED,
+    *_POSTGRES_DIGESTS,
 )
 
 # On SQLite, version 4 also makes outbox sequences never come back: an INTEGER PRIMARY
