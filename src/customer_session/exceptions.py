@@ -544,7 +544,7 @@ class EffectNotPending(StoreError, KeyError):
 
 
 class CorruptData(StoreError, ValueError):
-    """Stored data does not load: a session document, a journal entry or an outbox row.
+    """Stored data does not load: a session document, a journal entry, an outbox row or a key.
 
     Also raised by ``rebuild`` for a journal that does not rebuild a session.
 

@@ -264,7 +264,7 @@ class TestCorruptRows:
 
     @pytest.mark.parametrize("value", ["yesterday", "2026-03-02T10:15:00"])
     def test_key_time_that_does_not_read(self, tmp_path, value):
-        """A replay that meets a key whose recorded_at is no aware time stops with a StoreError.
+        """A replay that meets a key whose recorded_at is no aware time stops with CorruptData.
 
         (SQLite only, as above.)
         """
@@ -275,7 +275,13 @@ class TestCorruptRows:
             connection.execute("UPDATE customer_session_keys SET recorded_at = ?", (value,))
         with (
             StoreReplayer(path) as replayer,
-            pytest.raises(StoreError, match=f"recorded_at '{value}' is no time this store wrote"),
+            pytest.raises(
+                CorruptData,
+                match=(
+                    r"store: idempotency key 'replay:[0-9a-f]{64}:0': its "
+                    f"recorded_at '{value}' is no time this store wrote"
+                ),
+            ),
         ):
             replayer.run(["{"])
 

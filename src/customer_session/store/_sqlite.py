@@ -20,7 +20,13 @@ from urllib.parse import quote
 
 from customer_session._cart import is_number
 from customer_session._show import shown
-from customer_session.exceptions import KeyAlreadyProcessed, Problem, SchemaNotReady, StoreError
+from customer_session.exceptions import (
+    CorruptData,
+    KeyAlreadyProcessed,
+    Problem,
+    SchemaNotReady,
+    StoreError,
+)
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
@@ -481,16 +487,16 @@ class SQLiteStore(BaseStore[_S]):
     def _database_now(self) -> datetime:
         return datetime.now(UTC)  # what _now() and the commits record
 
-    def _time_of(self, value: Any) -> datetime:
+    def _time_of(self, value: Any, key: str) -> datetime:
         # Written by _now() or a commit; a damaged column is no time this store wrote.
         try:
             moment = datetime.fromisoformat(value)
         except (TypeError, ValueError):
             moment = None
         if moment is None or moment.tzinfo is None:
-            raise StoreError(
-                f"store: an idempotency key's recorded_at {shown(value):.60} is no time this "
-                "store wrote; the row is corrupt"
+            raise CorruptData(
+                f"store: idempotency key {shown(key):.80}: its recorded_at {shown(value):.60} "
+                "is no time this store wrote; the row is corrupt"
             )
         return moment
 
