@@ -1,6 +1,8 @@
 import copy
 import pickle
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -288,3 +290,24 @@ class TestModule:
         """Every name of exceptions.__all__ is the same object in customer_session."""
         for name in exceptions.__all__:
             assert getattr(customer_session, name) is getattr(exceptions, name), name
+
+
+def _documented_attributes() -> dict[str, set[str]]:
+    """The attributes docs/errors.md lists for each error class, from its attribute table."""
+    page = (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+    section = page.split("## Every error's attributes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (.*?) \|$", section, flags=re.MULTILINE)
+    # An attribute is named outside parentheses; inside them, the cell explains it.
+    return {
+        name: set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", cells))) for name, cells in rows
+    }
+
+
+class TestDocs:
+    def test_errors_page_lists_every_attribute_of_every_error(self):
+        """docs/errors.md names every error class with exactly the attributes it carries."""
+        carried = {
+            type(error).__name__: {name for name in vars(error) if not name.startswith("_")}
+            for error in _one_of_each()
+        }
+        assert _documented_attributes() == carried

@@ -99,7 +99,12 @@ class CustomerSessionError(Exception):
 
 
 class SpecificationError(CustomerSessionError, ValueError):
-    """A specification (transition table) is inconsistent; raised when it is defined."""
+    """A specification (transition table) is inconsistent; raised when it is defined.
+
+    Attributes:
+        specification: The specification's name.
+        reason: What is wrong with it.
+    """
 
     def __init__(self, specification: str, reason: str) -> None:
         """Name the specification and what is wrong with it."""
@@ -529,6 +534,7 @@ class EffectNotPending(StoreError, KeyError):
         found: What the row is instead: ``"delivered"``, ``"discarded"``, or
             ``None`` when the outbox has no row of that number (never written, or
             purged).
+        integration_id: ``None``: the row is named by its sequence number.
     """
 
     def __init__(self, sequence: int, found: str | None) -> None:
