@@ -1090,6 +1090,27 @@ class TestHelpAndDocs:
         prose = docs_section(command)[1]
         assert {option for option in options if f"`{option}" not in prose} == set()
 
+    def test_outbox_examples_show_the_last_error_as_the_command_prints_it(self, tmp_path):
+        """docs/cli.md's outbox list and discard examples quote the last error as printed."""
+
+        class HTTPError(Exception):
+            """What a receiver's client raises."""
+
+        def refuse(effect):
+            raise HTTPError("422 Unprocessable Entity")
+
+        database = str(tmp_path / "store.db")
+        with open_store(database) as store:
+            store.on_commit("release-shipment")
+            store.create(CustomerSession(integration_id="order-47"))
+            store.update("order-47", lambda session: session.close())
+            with pytest.raises(HTTPError):
+                store.deliver(refuse)
+        status, text = run("outbox", "list", "--db", database)
+        (printed,) = [line for line in text.splitlines() if "last error" in line]
+        page = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+        assert (status, page.count(f"\n{printed}\n")) == (0, 2)
+
 
 class TestEntryPoints:
     def test_version_is_the_installed_metadata(self, capsys):
