@@ -900,6 +900,20 @@ class TestReplayOptions:
             assert replayer.store.get("order-7").state is State.OPEN
         assert (second.applied, second.skipped, second.refused) == (1, 2, [])
 
+    def test_a_reopen_refused_without_the_reopen_table_meets_the_session_as_left(self, database):
+        """With --reopen, that reopen is judged on the session as the earlier run left it."""
+        reopen = event("reopen", "order-7", "2026-03-02T11:45:00Z")
+        with StoreReplayer(database) as replayer:
+            replayer.run([CREATE, CLOSE, reopen, RETURN])
+        with StoreReplayer(database, session_class=ReopenableCustomerSession) as replayer:
+            second = replayer.run([CREATE, CLOSE, reopen, RETURN])
+            assert replayer.store.get("order-7").state is State.PARTIALLY_RETURNED
+        refusal = (
+            "session 'order-7': cannot reopen() from state 'partially_returned'; "
+            "allowed: cancel(), return_items()"
+        )
+        assert [(r.line, r.reason) for r in second.refused] == [(3, refusal)]
+
     def test_a_store_of_the_reopen_table_without_it_stops_the_run(self, database):
         """Replaying without --reopen into sessions that reopened stops, naming --reopen."""
         reopen = event("reopen", "order-7", "2026-03-02T12:00:00Z")
