@@ -333,7 +333,7 @@ class TestReplay:
         status, text = run("replay", "--max-refusals", "0", str(EXAMPLE))
         assert status == 1
         assert "\n  line " not in text
-        assert "more (use --json)" in text
+        assert "\n  ... and 148 more (--max-refusals N or --json lists them)\n" in text
 
     @pytest.mark.parametrize("value", ["-5", "-1", "many"])
     def test_max_refusals_must_be_a_count(self, capsys, tmp_path, value):

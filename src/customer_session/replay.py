@@ -189,7 +189,8 @@ class ReplayReport:
             out.append("refused:")
             out.extend(f"  {refused}" for refused in listed)
             if len(listed) < len(self.refused):
-                out.append(f"  ... and {len(self.refused) - len(listed)} more (use --json)")
+                more = len(self.refused) - len(listed)
+                out.append(f"  ... and {more} more (--max-refusals N or --json lists them)")
         return "\n".join(out) + "\n"
 
 
