@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import pickle
 import random
 import threading
 import uuid
@@ -24,6 +25,7 @@ from customer_session import (
     CorruptData,
     CustomerSession,
     EffectNotPending,
+    GuardRejected,
     IllegalTransition,
     KeyAlreadyProcessed,
     ReopenableCustomerSession,
@@ -1471,6 +1473,78 @@ class TestAfterCommitHooks:
         assert not thread.is_alive()
         assert (session.state, seen) == (State.CANCELLED, [Trigger.CANCEL])
         assert store.get("order-1").state is State.CLOSED
+
+
+class TestRegistrationsDuringABlock:
+    """The block's session follows its workflow's registrations as they change."""
+
+    def test_a_guard_registered_in_the_block_applies_at_once(self, open_db):
+        """A guard registered while a block is open refuses the block's next trigger."""
+        workflow = Workflow()
+        workflow.after_commit(lambda event: None, trigger="cancel")  # one to hold back
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+        with store.transaction("order-1") as session:
+            with (
+                workflow.guard(lambda event: "frozen", trigger="close", name="freeze"),
+                pytest.raises(GuardRejected, match="'freeze'"),
+            ):
+                session.close()
+            session.close()
+        assert store.get("order-1").state is State.CLOSED
+
+    def test_a_guard_removed_in_the_block_no_longer_applies(self, open_db):
+        """A guard removed while a block is open (here, by another thread) refuses nothing more."""
+        workflow = Workflow()
+        workflow.after_commit(lambda event: None, trigger="cancel")
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+        freeze = workflow.guard(lambda event: "frozen", trigger="close", name="freeze")
+        with store.transaction("order-1") as session:
+            thread = threading.Thread(target=freeze.remove)
+            thread.start()
+            thread.join(WAIT)
+            session.close()
+        assert store.get("order-1").state is State.CLOSED
+
+    def test_an_after_commit_hook_registered_in_the_block_waits_for_the_commit(self, open_db):
+        """An after-commit hook registered while a block is open runs after its database commit."""
+        workflow = Workflow()
+        store, reader = open_db(workflow=workflow), open_db()
+        store.create(new_session())
+        seen: list[State] = []
+        with store.transaction("order-1") as session:
+            workflow.after_commit(
+                lambda event: seen.append(reader.get("order-1").state), trigger="close"
+            )
+            session.close()
+            assert seen == []
+        assert seen == [State.CLOSED]
+
+    def test_a_registration_through_the_blocks_session_is_the_workflows(self, open_db):
+        """A hook registered on the block's session.workflow is registered on the workflow."""
+        workflow = Workflow()
+        workflow.after_commit(lambda event: None, trigger="cancel")
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+        seen: list[object] = []
+        with store.transaction("order-1") as session:
+            registration = session.workflow.after_commit(seen.append, trigger="close")
+        assert registration.workflow is workflow
+        assert registration in workflow.registrations
+        store.update("order-1", lambda s: s.close())
+        assert [event.trigger for event in seen] == [Trigger.CLOSE]
+
+    def test_the_blocks_session_pickles_by_its_workflows_name(self, open_db):
+        """A block's session of a named workflow pickles, and loads bound to that workflow."""
+        workflow = Workflow(name=f"contract.{uuid.uuid4().hex}")
+        workflow.after_commit(lambda event: None, trigger="cancel")
+        store = open_db(workflow=workflow)
+        store.create(new_session())
+        with store.transaction("order-1") as session:
+            session.set_coupon("X")
+            loaded = pickle.loads(pickle.dumps(session))  # noqa: S301 - our own pickle
+        assert (loaded, loaded.workflow) == (session, workflow)
 
 
 class TestDurableEffects:

@@ -4,7 +4,8 @@ A trigger fired inside a store transaction commits in memory first; the database
 commit comes when the block ends, and may not happen at all (a conflict, an error
 later in the block). The session's after-commit hooks must therefore not run at
 the in-memory commit. The store binds the sessions it hands out to a *shadow* of
-its workflow: the same guards and pre-commit hooks, and, in place of each
+its workflow: the same guards and pre-commit hooks (kept current as they are
+registered and removed, also while a block is open), and, in place of each
 after-commit hook, a stand-in that queues the event while the store transaction
 that loaded the event's session is open, and calls the hook at once otherwise
 (the in-memory commit is then the only one). The queue runs after the database
@@ -18,21 +19,21 @@ session inside another transaction nested in it waits for its own.
 from __future__ import annotations
 
 import inspect
-import threading
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from customer_session._phase import Phase
 from customer_session._transaction import refuse_awaitable
 from customer_session.exceptions import AfterCommitHookFailed, WorkflowError
-from customer_session.hooks import Workflow
+from customer_session.hooks import Registration, Workflow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
 
     from customer_session._records import TransitionEvent
-    from customer_session.hooks import Registration
+    from customer_session._spec import State, Trigger
+    from customer_session.hooks import Plan
     from customer_session.model import CustomerSession
 
 
@@ -122,42 +123,108 @@ class _AsyncDeferred:
 
 
 class Shadow:
-    """The store-side copy of a workflow, rebuilt whenever its registrations change.
+    """The store-side copy of a workflow, which the sessions a store hands out are bound to.
 
     Args:
         workflow: The workflow whose guards and hooks apply to stored sessions.
     """
 
     def __init__(self, workflow: Workflow) -> None:
-        """Build nothing yet: the first :meth:`get` builds the copy."""
+        """Make the copy; it follows the workflow's registrations as they change."""
         self.workflow = workflow
-        self._lock = threading.Lock()
-        self._source: tuple[Registration, ...] | None = None
-        self._shadow = workflow
+        self._copy = _StoreWorkflow(workflow)
 
     def get(self) -> Workflow:
-        """The shadow workflow, current with the workflow's registrations."""
-        # A workflow replaces its tuple on every change, so identity says "unchanged".
-        entries = self.workflow.registrations
-        if entries is self._source:
-            return self._shadow
+        """The copy: the same guards and hooks as the workflow, after-commit ones deferred."""
+        return self._copy
+
+
+class _StoreWorkflow(Workflow):
+    """A workflow's store-side copy: its registrations, each after-commit hook deferred.
+
+    One object for the store's lifetime, whose tables are rebuilt from the
+    workflow's registrations whenever they changed: a session loaded in an open
+    block then follows a registration or a removal at once, as a session bound to
+    the workflow does. Registering through it registers on the workflow, and it
+    pickles, shows and is named as the workflow is.
+    """
+
+    __slots__ = ("_origin", "_synced")
+
+    def __init__(self, origin: Workflow) -> None:
+        super().__init__(origin.specification, clock=origin.clock)
+        self._origin = origin
+        # The workflow's registrations the tables were built from (a workflow replaces
+        # its tuple on every change, so identity says "unchanged").
+        self._synced: tuple[Registration, ...] = ()
+        # Not registered by name (the workflow is): pickled by it, so a loaded session
+        # is bound to the workflow itself.
+        self._name = origin.name
+
+    def _sync(self) -> None:
+        """Rebuild the tables if the workflow's registrations changed since."""
+        origin = self._origin
+        if origin.registrations is self._synced:
+            return
         with self._lock:
-            if entries is not self._source:
-                self._shadow = _copy(self.workflow, entries)
-                self._source = entries
-            return self._shadow
+            entries = origin.registrations
+            if entries is not self._synced:
+                self._rebuild(_deferred(self, entries))
+                self._synced = entries
+
+    @property
+    def registrations(self) -> tuple[Registration, ...]:
+        """The workflow's registrations."""
+        return self._origin.registrations
+
+    def entries(self, phase: Phase, key: Trigger | State) -> tuple[Registration, ...]:
+        """As :meth:`Workflow.entries`, current with the workflow's registrations."""
+        self._sync()
+        return super().entries(phase, key)
+
+    def plan(self, source: State, trigger: Trigger) -> Plan | None:
+        """As :meth:`Workflow.plan`, current with the workflow's registrations."""
+        self._sync()
+        return super().plan(source, trigger)
+
+    def plain_destination(self, source: State, trigger: Trigger) -> State | None:
+        """As :meth:`Workflow.plain_destination`, current with the workflow's registrations."""
+        self._sync()
+        return super().plain_destination(source, trigger)
+
+    def register(
+        self,
+        phase: Phase,
+        func: Callable[[TransitionEvent], Any],
+        *,
+        key: Trigger | State | str | None = None,
+        name: str | None = None,
+    ) -> Registration:
+        """Register on the workflow (a registration here would be lost at the next change)."""
+        return self._origin.register(phase, func, key=key, name=name)
+
+    def remove(self, func: Callable[..., Any]) -> int:
+        """Remove ``func``'s registrations from the workflow."""
+        return self._origin.remove(func)
+
+    def clear(self) -> None:
+        """Remove every guard and hook of the workflow."""
+        self._origin.clear()
+
+    def __repr__(self) -> str:
+        """Show the workflow (errors name the one the user made)."""
+        return repr(self._origin)
 
 
-def _copy(workflow: Workflow, entries: tuple[Registration, ...]) -> Workflow:
-    if not any(entry.phase is Phase.AFTER_COMMIT for entry in entries):
-        return workflow  # nothing to defer: the workflow itself will do
-    shadow = Workflow(workflow.specification, clock=workflow.clock)
+def _deferred(copy: Workflow, entries: tuple[Registration, ...]) -> Iterator[Registration]:
+    """``entries`` registered on ``copy``, with a stand-in for each after-commit hook."""
     for entry in entries:
-        func: Callable[[TransitionEvent], object] = entry.func
         if entry.phase is Phase.AFTER_COMMIT:
-            func = _AsyncDeferred(entry) if entry.is_async else _Deferred(entry)
-        shadow.register(entry.phase, func, key=entry.key, name=entry.name)
-    return shadow
+            func: Callable[[TransitionEvent], Any] = (
+                _AsyncDeferred(entry) if entry.is_async else _Deferred(entry)
+            )
+            entry = Registration(copy, entry.phase, entry.key, func, entry.name, entry.is_async)  # noqa: PLW2901 - the stand-in takes its place
+        yield entry
 
 
 def deferring(session: CustomerSession, *, awaits: bool = False) -> AbstractContextManager[Queue]:
