@@ -1223,6 +1223,35 @@ class TestAfterCommitHooks:
             other.update("order-1", lambda s: s.set_coupon("X"))
         assert seen == []
 
+    def test_hook_of_a_transition_rolled_back_in_the_block_never_runs(self, open_db):
+        """A trigger an atomic() block in the change rolled back gets no after-commit hook.
+
+        Only the transitions the commit wrote run theirs, in firing order, also
+        when a rolled-back one is equal to a written one (a fixed clock).
+        """
+        workflow = Workflow(clock=lambda: datetime(2999, 3, 2, 12, tzinfo=UTC))
+        store = open_db(workflow=workflow)
+        seen: list[object] = []
+        workflow.after_commit(lambda event: seen.append(event.trigger))
+        store.create(new_session())
+
+        def rolled_back(session: CustomerSession, trigger: Callable[[], object]) -> None:
+            with contextlib.suppress(RuntimeError), session.atomic():
+                trigger()
+                raise RuntimeError
+
+        def change(session: CustomerSession) -> None:
+            rolled_back(session, session.cancel)
+            session.close()
+            rolled_back(session, lambda: session.return_items(RETURN))
+            session.return_items(RETURN)
+
+        store.update("order-1", change)
+        assert seen == [Trigger.CLOSE, Trigger.RETURN_ITEMS]
+        seen.clear()
+        store.update("order-1", lambda session: rolled_back(session, session.cancel))
+        assert (seen, store.get("order-1").state) == ([], State.PARTIALLY_RETURNED)
+
     def test_hook_runs_once_for_the_attempt_that_committed(self, open_db):
         """With update() re-running a change, the hook runs once, for the commit."""
         workflow = Workflow()

@@ -31,14 +31,19 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
 
-    from customer_session._records import TransitionEvent
+    from customer_session._records import TransitionEvent, TransitionRecord
     from customer_session._spec import State, Trigger
     from customer_session.hooks import Plan
     from customer_session.model import CustomerSession
 
 
-class Queue(list[tuple["Registration", "TransitionEvent"]]):
-    """The after-commit hooks one store transaction holds back, in firing order."""
+class Queue(list[tuple["Registration", "TransitionEvent", "TransitionRecord"]]):
+    """The after-commit hooks one store transaction holds back, in firing order.
+
+    Each with the record its transition committed in memory: an ``atomic()`` block
+    in the transaction may roll that back, and then it is not written, and its
+    hook does not run (see :func:`run_queued`).
+    """
 
     __slots__ = ("refused",)
 
@@ -94,7 +99,7 @@ class _Deferred:
             # No store transaction waits for it: the in-memory commit is the only one.
             # What it returns goes to the face, which awaits an awaitable or refuses it.
             return self.entry.func(event)
-        deferral.queue.append((self.entry, event))
+        deferral.queue.append((self.entry, event, _committed(event)))
         return None
 
 
@@ -112,7 +117,7 @@ class _AsyncDeferred:
         if deferral is None:
             await entry.func(event)
         elif deferral.awaits:
-            deferral.queue.append((entry, event))
+            deferral.queue.append((entry, event, _committed(event)))
         else:
             refused = WorkflowError(
                 f"after-commit hook {entry.name!r} is async; a sync store cannot await it "
@@ -254,16 +259,47 @@ class _Deferring:
         _DEFERRAL.reset(self.token)
 
 
+def _committed(event: TransitionEvent) -> TransitionRecord:
+    """The record ``event``'s transition just committed in memory (an after-commit hook runs).
+
+    The last one of the session's history equal to it: the session is held by the
+    transaction's block, so the transition is among the last ones committed.
+    """
+    record = event.record()
+    return next((r for r in reversed(event.session.history) if r == record), record)
+
+
+def _written(queue: Queue) -> list[tuple[Registration, TransitionEvent]]:
+    """The queued hooks whose transitions the commit wrote, in firing order.
+
+    A transition an ``atomic()`` block in the transaction rolled back is not in its
+    session's history, so not written: its hook never runs, as for a transaction
+    that does not commit. Records are told apart by identity (two transitions may
+    be equal).
+    """
+    histories: dict[int, set[int]] = {}
+    written = []
+    for entry, event, record in queue:
+        session = event.session
+        kept = histories.get(id(session))
+        if kept is None:
+            kept = histories[id(session)] = {id(r) for r in session.history}
+        if id(record) in kept:
+            written.append((entry, event))
+    return written
+
+
 def run_queued(queue: Queue) -> None:
     """Run queued after-commit hooks, in the order their triggers fired.
 
-    Every hook runs; failures are grouped in one
+    Every hook of a transition the commit wrote runs (see :func:`_written`);
+    failures are grouped in one
     :class:`~customer_session.exceptions.AfterCommitHookFailed` whose ``record``
     is the transition of the first hook that failed.
     """
     errors: list[Exception] = []
     failed: TransitionEvent | None = None
-    for entry, event in queue:
+    for entry, event in _written(queue):
         try:
             result = entry.func(event)
             if result is not None:
@@ -278,7 +314,7 @@ async def run_queued_async(queue: Queue) -> None:
     """As :func:`run_queued`, awaiting the async hooks."""
     errors: list[Exception] = []
     failed: TransitionEvent | None = None
-    for entry, event in queue:
+    for entry, event in _written(queue):
         try:
             result = entry.func(event)
             if inspect.isawaitable(result):
