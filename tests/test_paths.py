@@ -6,8 +6,10 @@ from customer_session import (
     CUSTOMER_SESSION,
     REOPENABLE_SESSION,
     CustomerSession,
+    Edge,
     ReopenableCustomerSession,
     State,
+    Trigger,
     ValidationError,
 )
 from customer_session._paths import (
@@ -87,3 +89,63 @@ class TestParametrize:
         """A path renders as states joined by triggers."""
         path = shortest_paths()[State.CANCELLED]
         assert str(path) == "open --cancel--> cancelled"
+
+
+_CLOSE = Edge(Trigger.CLOSE, State.OPEN, State.CLOSED)
+_CANCEL_CLOSED = Edge(Trigger.CANCEL, State.CLOSED, State.CANCELLED)
+
+
+class TestPath:
+    def test_edges_given_as_any_iterable_are_kept_as_a_tuple(self):
+        """Edges given as a list or a generator are kept as a tuple: following takes every one."""
+        path = Path(State.OPEN, iter([_CLOSE, _CANCEL_CLOSED]))
+        assert path.edges == (_CLOSE, _CANCEL_CLOSED)
+        assert follow(path).state is State.CANCELLED
+        assert hash(Path(State.OPEN, [_CLOSE])) == hash(Path(State.OPEN, (_CLOSE,)))
+
+    @pytest.mark.parametrize(
+        ("start", "edges", "message"),
+        [
+            pytest.param("open", (), r"start: must be a State, got 'open'", id="text start"),
+            pytest.param(
+                State.OPEN, 7, r"edges: must be an iterable of Edges, got 7", id="no iterable"
+            ),
+            pytest.param(
+                State.OPEN, (_CLOSE, 2), r"edges\[1\]: must be an Edge, got 2", id="no edge"
+            ),
+            pytest.param(
+                State.OPEN,
+                (Edge("close", "open", "closed"),),  # type: ignore[arg-type]
+                r"edges\[0\]: must be an Edge of State and Trigger members, got Edge\(",
+                id="edge of text",
+            ),
+            pytest.param(
+                State.CLOSED,
+                (_CLOSE,),
+                r"edges\[0\]: open --close--> closed leaves 'open', but the path is in 'closed'",
+                id="broken chain",
+            ),
+        ],
+    )
+    def test_a_malformed_path_is_refused(self, start, edges, message):
+        """A start that is no state, or edges that are no edges or do not chain: ValidationError."""
+        with pytest.raises(ValidationError, match=message):
+            Path(start, edges)
+
+    def test_an_edge_the_table_lacks_is_refused_before_any_trigger(self):
+        """follow() refuses, by name, an edge its table lacks, instead of ending elsewhere."""
+        path = Path(State.OPEN, (Edge(Trigger.CANCEL, State.OPEN, State.CLOSED),))
+        with pytest.raises(
+            ValidationError,
+            match=r"follow\(\): path\.edges\[0\]: open --cancel--> closed is no edge of "
+            r"'customer_session'",
+        ):
+            follow(path)
+
+    def test_a_trigger_the_table_lacks_is_refused(self):
+        """follow() refuses a reopen for a session class without reopen: a ValidationError."""
+        path = shortest_paths(REOPENABLE_SESSION)[State.OPEN]
+        reopen = Path(State.CLOSED, (Edge(Trigger.REOPEN, State.CLOSED, State.OPEN),))
+        assert follow(path).state is State.OPEN
+        with pytest.raises(ValidationError, match=r"is no edge of 'customer_session'"):
+            follow(reopen)

@@ -7,11 +7,19 @@ a path, and a pytest helper that parametrizes a test over paths.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from attrs import frozen
+from attrs import field, frozen
 
-from customer_session._cart import CartItem, ReturnedItem, is_int, raise_problems
+from customer_session._cart import (
+    CartItem,
+    ReturnedItem,
+    Unreadable,
+    is_int,
+    raise_problems,
+    read_entries,
+)
 from customer_session._show import shown
 from customer_session._spec import CUSTOMER_SESSION, Edge, Specification, State, Trigger
 from customer_session.exceptions import Problem, ValidationError
@@ -74,17 +82,35 @@ def check_arguments(
     )
 
 
+def _edge_tuple(edges: Iterable[Edge]) -> tuple[Edge, ...]:
+    # Kept as a tuple: a path is hashable, and its edges are read more than once (a
+    # generator would be used up by the first). Anything else is left for the check.
+    given: object = edges
+    if isinstance(given, Iterable) and not isinstance(given, str | bytes):
+        return read_entries(given)  # type: ignore[return-value] # an Unreadable is refused by the check
+    return given  # type: ignore[return-value] # refused by the check
+
+
 @frozen
 class Path:
     """A walk through the table: consecutive edges from a start state.
 
     Attributes:
         start: The state the walk starts in (an initial state for generated paths).
-        edges: The edges taken, in order.
+        edges: The edges taken, in order (any iterable of them, kept as a tuple).
+
+    Raises:
+        ValidationError: ``start`` is not a :class:`State`, ``edges`` are not
+            :class:`Edge` objects of states and triggers, or an edge does not leave
+            the state the one before it entered (the first, ``start``).
     """
 
     start: State
-    edges: tuple[Edge, ...] = ()
+    edges: tuple[Edge, ...] = field(default=(), converter=_edge_tuple)
+
+    def __attrs_post_init__(self) -> None:
+        """Refuse a start or edges that are no walk, as no table could follow them."""
+        raise_problems("path", _walk_problems(self.start, self.edges))
 
     @property
     def end(self) -> State:
@@ -99,6 +125,30 @@ class Path:
     def __str__(self) -> str:
         """Render as ``open --close--> closed --cancel--> cancelled``."""
         return str(self.start) + "".join(f" --{e.trigger}--> {e.destination}" for e in self.edges)
+
+
+def _walk_problems(start: object, edges: object) -> list[Problem]:
+    if type(start) is not State:
+        return [Problem("start", f"must be a State, got {shown(start):.80}")]
+    if not isinstance(edges, tuple):
+        got = repr(edges) if isinstance(edges, Unreadable) else f"{shown(edges):.80}"
+        return [Problem("edges", f"must be an iterable of Edges, got {got}")]
+    state = start
+    for index, edge in enumerate(edges):
+        where = f"edges[{index}]"
+        if not isinstance(edge, Edge):
+            return [Problem(where, f"must be an Edge, got {shown(edge):.80}")]
+        if not (
+            type(edge.trigger) is Trigger
+            and type(edge.source) is State
+            and type(edge.destination) is State
+        ):
+            message = f"must be an Edge of State and Trigger members, got {shown(edge):.120}"
+            return [Problem(where, message)]
+        if edge.source is not state:
+            return [Problem(where, f"{edge} leaves '{edge.source}', but the path is in '{state}'")]
+        state = edge.destination
+    return []
 
 
 def shortest_paths(specification: Specification = CUSTOMER_SESSION) -> dict[State, Path]:
@@ -168,13 +218,24 @@ def follow(
     ``return_items`` returns one unit of it.
 
     Raises:
-        ValidationError: ``path`` is not a :class:`Path`.
+        ValidationError: ``path`` is not a :class:`Path`, or takes an edge that
+            ``session_class``'s table does not have (checked before the session is
+            made: the session would end elsewhere than ``path.end``).
         WorkflowError: ``session_class`` is not a ``CustomerSession`` class.
         CustomerSessionError: Whatever the session raises (a guard of ``workflow``
             refusing a step, for instance).
     """
     check_arguments("follow", path=(path, instance(Path)))
     _check_session_class(session_class)
+    spec = session_class.specification
+    raise_problems(
+        "follow()",
+        [
+            Problem(f"path.edges[{index}]", f"{edge} is no edge of {spec.name!r}")
+            for index, edge in enumerate(path.edges)
+            if spec.target(edge.source, edge.trigger) is not edge.destination
+        ],
+    )
     returns = sum(1 for t in path.triggers if t is Trigger.RETURN_ITEMS)
     session = session_class(
         integration_id=integration_id,
