@@ -1,3 +1,4 @@
+import gc
 import pickle
 import sys
 import threading
@@ -294,6 +295,22 @@ class TestNamedWorkflows:
         with pytest.raises(WorkflowError, match="already exists"):
             Workflow(name="test_hooks.dup")
         assert keep.name == "test_hooks.dup"
+
+    def test_a_name_held_only_by_garbage_is_free(self):
+        """A named workflow that nothing reaches frees its name, even in a reference cycle."""
+
+        def make() -> Workflow:
+            workflow = Workflow(name="test_hooks.cycle")
+            # A hook that refers to its own workflow: a cycle only the collector frees.
+            workflow.after_commit(lambda event: workflow.now(), trigger=Trigger.CLOSE)
+            return workflow
+
+        gc.disable()  # the collector must not free the first one on its own
+        try:
+            make()
+            assert make().name == "test_hooks.cycle"
+        finally:
+            gc.enable()
 
     def test_unpickling_needs_the_workflow(self):
         """Loading a session whose workflow no longer exists says so."""

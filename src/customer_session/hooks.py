@@ -23,6 +23,7 @@ re-raised as ``HookFailed`` with the original chained.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import threading
 import types
@@ -231,14 +232,32 @@ def _lookup(name: str) -> Workflow:
     return workflow
 
 
+def _claim(name: str, workflow: Workflow) -> None:
+    """Register ``workflow`` under ``name``, unless a live workflow has it."""
+    with _NAMED_LOCK:
+        if name not in _NAMED:
+            _NAMED[name] = workflow
+            return
+    # The holder may be garbage that only the cycle collector frees: a hook that refers
+    # to its own workflow is enough.
+    # Collected outside the lock: a finalizer it runs may create a workflow itself.
+    gc.collect()
+    with _NAMED_LOCK:
+        if name in _NAMED:
+            raise WorkflowError(f"a workflow named {shown(name)} already exists")
+        _NAMED[name] = workflow
+
+
 class Workflow:
     """A registry of guards and hooks for one specification, and the clock.
 
     Args:
         specification: The transition table; it must be the one of the session
             classes bound to this workflow.
-        name: A process-wide unique name. Sessions bound to a named workflow can be
-            pickled (they are re-bound by name when loaded).
+        name: A process-wide unique name, free again once its workflow is garbage
+            (a workflow no longer referenced, even from a reference cycle). Sessions
+            bound to a named workflow can be pickled (they are re-bound by name when
+            loaded).
         clock: Where ``created``, ``updated`` and transition timestamps come from.
     """
 
@@ -291,10 +310,7 @@ class Workflow:
         self._table: dict[tuple[Phase, Trigger | State], tuple[Registration, ...]] = {}
         self._rebuild(())
         if name is not None:
-            with _NAMED_LOCK:
-                if name in _NAMED:
-                    raise WorkflowError(f"a workflow named {shown(name)} already exists")
-                _NAMED[name] = self
+            _claim(name, self)
 
     @property
     def specification(self) -> Specification:
