@@ -8,7 +8,7 @@ import hypothesis
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis.stateful import invariant, run_state_machine_as_test
 
 from customer_session import (
     CUSTOMER_SESSION,
@@ -22,6 +22,7 @@ from customer_session import (
     Trigger,
     ValidationError,
     Workflow,
+    WorkflowError,
 )
 from customer_session.testing import (
     SessionStateMachine,
@@ -385,6 +386,45 @@ class TestSessionStateMachine:
             machine.attempt(session, lambda: (session.close(), session.cancel())[0])
 
 
+class _NamedPerRun(SessionStateMachine):
+    """Creates its named workflow in every run, so copies are pickled too."""
+
+    def make_workflow(self) -> Workflow:
+        """The same name in every run."""
+        return Workflow(name="test_testing.per-run")
+
+
+class _NamedPerRunNoCancel(_NamedPerRun):
+    """Fails as soon as a session is cancelled."""
+
+    @invariant()
+    def never_cancelled(self) -> None:
+        """No session is cancelled (false: the run fails)."""
+        for session in self.sessions:
+            assert session.state is not State.CANCELLED, "a session was cancelled"
+
+
+class TestNamedWorkflowPerRun:
+    def test_every_run_may_create_the_same_named_workflow(self):
+        """make_workflow() may create a workflow of one name in every run."""
+        run_state_machine_as_test(
+            _NamedPerRun, settings=settings(max_examples=50, deadline=None, database=None)
+        )
+
+    def test_a_failing_run_reports_its_own_failure(self):
+        """After a failing run, the next one creates the named workflow again: it fails alike."""
+        with pytest.raises(AssertionError, match="a session was cancelled"):
+            run_state_machine_as_test(_NamedPerRunNoCancel, settings=_UNTIL_IT_FAILS)
+
+    def test_a_workflow_from_before_the_run_keeps_its_name(self):
+        """A named workflow that existed before the run is still found by name after it."""
+        shared = Workflow(name="test_testing.shared")
+        machine = type("Shared", (SessionStateMachine,), {"make_workflow": lambda self: shared})()
+        machine.teardown()
+        with pytest.raises(WorkflowError, match="already exists"):
+            Workflow(name="test_testing.shared")
+
+
 class TestTheKitCatches:
     """Each built-in check fails a session that breaks the promise it checks."""
 
@@ -534,7 +574,7 @@ class TestTheKitCatches:
         script = textwrap.dedent(
             """
             import hypothesis
-            from hypothesis.stateful import run_state_machine_as_test
+            from hypothesis.stateful import invariant, run_state_machine_as_test
             from customer_session import CustomerSession
             from customer_session.testing import SessionStateMachine
 

@@ -21,6 +21,7 @@ from customer_session.exceptions import (
     TransitionError,
     ValidationError,
 )
+from customer_session.hooks import _release_name, _taken_names
 from customer_session.model import CustomerSession
 
 if TYPE_CHECKING:
@@ -71,15 +72,35 @@ class SessionStateMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         """Create the workflow once per run."""
         super().__init__()
+        taken = _taken_names()
         self.workflow = self.make_workflow()
+        # Only a workflow this run created gives its name up when the run ends.
+        self._made_named_workflow = self.workflow.name not in taken | {None}
         self.sessions: list[CustomerSession] = []
         self.committed: dict[int, list[TransitionRecord]] = {}
         self.edits: dict[int, int] = {}
         self.refusals: list[Exception] = []
 
     def make_workflow(self) -> Workflow:
-        """The workflow sessions are bound to; override to register your hooks."""
+        """The workflow sessions are bound to; override to register your hooks.
+
+        It is called once per run. A workflow it creates with a name (so that the
+        ``copy_and_reload`` rule pickles sessions too) gives the name up when the
+        run ends, so the next run may create it again; one that existed before the
+        run keeps its name.
+        """
         return self.session_class.default_workflow
+
+    def teardown(self) -> None:
+        """End the run: a named workflow ``make_workflow()`` created gives up its name.
+
+        Hypothesis may keep a finished run's machine and sessions (a failing run's
+        traceback holds them), so the name would stay taken and the next run's
+        ``Workflow(name=...)`` be refused. If you override this, call it too.
+        """
+        super().teardown()
+        if self._made_named_workflow:
+            _release_name(self.workflow)
 
     # -- creation -------------------------------------------------------------
 

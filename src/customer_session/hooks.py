@@ -248,6 +248,22 @@ def _claim(name: str, workflow: Workflow) -> None:
         _NAMED[name] = workflow
 
 
+def _taken_names() -> frozenset[str]:
+    """The names of the named workflows alive now (for the test kit)."""
+    with _NAMED_LOCK:
+        return frozenset(_NAMED.keys())
+
+
+def _release_name(workflow: Workflow) -> None:
+    """Free ``workflow``'s name for a new workflow while it may still be alive.
+
+    For the test kit: a finished run's workflow gives its name to the next run's.
+    """
+    with _NAMED_LOCK:
+        if workflow.name is not None and _NAMED.get(workflow.name) is workflow:
+            del _NAMED[workflow.name]
+
+
 class Workflow:
     """A registry of guards and hooks for one specification, and the clock.
 

@@ -60,12 +60,9 @@ class ReopenableMachine(SessionStateMachine):
 class NamedWorkflowMachine(SessionStateMachine):
     """Sessions of a named workflow, so the pickle round trip runs too."""
 
-    workflow_counter = 0
-
     def make_workflow(self) -> Workflow:
-        """A fresh named workflow per run (names are unique per process)."""
-        NamedWorkflowMachine.workflow_counter += 1
-        return Workflow(name=f"stateful-{NamedWorkflowMachine.workflow_counter}")
+        """A fresh named workflow per run, of the same name (a run frees it when it ends)."""
+        return Workflow(name="stateful-named")
 
 
 class ChainingMachine(SessionStateMachine):
