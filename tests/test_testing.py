@@ -27,6 +27,7 @@ from customer_session import (
 from customer_session.testing import (
     SessionStateMachine,
     attribute_maps,
+    bad_values,
     cart_items,
     carts,
     json_values,
@@ -124,6 +125,31 @@ class TestStrategies:
         """attribute_maps() yields attributes a session takes and writes back equal."""
         session = CustomerSession(integration_id="order-1", attributes=attributes)
         assert to_dict(session)["attributes"] == attributes
+
+    def test_bad_values_are_new_in_every_example(self):
+        """A container bad_values() gave, changed by the code under test, is never given again."""
+        marker = object()
+
+        def holds_marker(value: object) -> bool:
+            if isinstance(value, list | tuple | set):
+                return any(item is marker for item in value) or any(
+                    isinstance(item, list) and marker in item for item in value
+                )
+            return isinstance(value, dict) and marker in value
+
+        @settings(max_examples=300, database=None)
+        @given(bad_values())
+        def change_what_is_given(value):
+            assert not holds_marker(value)
+            for item in (value, *(value if isinstance(value, list | tuple) else ())):
+                if isinstance(item, list):
+                    item.append(marker)
+                elif isinstance(item, set):
+                    item.add(marker)
+                elif isinstance(item, dict):
+                    item[marker] = 1
+
+        change_what_is_given()
 
     @given(wire_documents(valid=True))
     def test_valid_documents_load(self, document):

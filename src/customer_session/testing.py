@@ -411,7 +411,6 @@ class _DeeplyNested(list[Any]):
         printer.text("<a list nested 5000 deep>")
 
 
-_DEEPLY_NESTED = _DeeplyNested()
 _BAD_SCALARS: tuple[object, ...] = (
     None,
     True,
@@ -440,16 +439,18 @@ _BAD_SCALARS: tuple[object, ...] = (
 _HASHABLE_BAD = [value for value in _BAD_SCALARS if value.__hash__ is not None]
 
 
+# Each example gets its own copy: the code under test may change a list or a dict it
+# is given, which must not change what later examples (and later tests) are given.
 def _bad_scalar(index: int) -> object:
-    return _BAD_SCALARS[index]
+    return copy.copy(_BAD_SCALARS[index])
 
 
 def _hashable_bad(index: int) -> object:
-    return _HASHABLE_BAD[index]
+    return copy.copy(_HASHABLE_BAD[index])
 
 
 def _deeply_nested() -> list[Any]:
-    return _DEEPLY_NESTED
+    return _DeeplyNested()
 
 
 def bad_values() -> st.SearchStrategy[object]:
@@ -462,7 +463,8 @@ def bad_values() -> st.SearchStrategy[object]:
     keys or values) and a list nested too deep to walk recursively. Some are fine
     for some parameters (``None`` where a value is optional, ``""`` as a JSON
     value): a caller checks that each is either accepted or refused with the
-    library's error, never that each is refused.
+    library's error, never that each is refused. Every example gets values of its
+    own, so code that changes a list or dict it is given changes no other example.
     """
     # Drawn by index through named functions: a strategy's repr shows what it samples
     # (or the function it maps with), and repr() of these values fails.
