@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import hypothesis
 import pytest
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, run_state_machine_as_test
 
@@ -52,6 +52,16 @@ class TestStrategies:
                 assert session.history[-1].destination is state
 
         check()
+
+    def test_sessions_with_min_items_zero_may_have_an_empty_cart(self):
+        """sessions(min_items=0) draws empty carts too, where no return is on the way."""
+        session = find(sessions(min_items=0), lambda session: not session.cart_items)
+        assert session.state in {State.OPEN, State.CLOSED, State.CANCELLED}
+
+    @given(sessions(state=State.PARTIALLY_RETURNED, min_items=0))
+    def test_sessions_after_a_return_keep_an_item(self, session):
+        """sessions(min_items=0) still gives a session that returned items an item to return."""
+        assert session.cart_items
 
     @given(sessions(session_class=ReopenableCustomerSession))
     def test_sessions_of_another_class(self, session):

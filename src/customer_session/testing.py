@@ -301,7 +301,8 @@ def sessions(
         session_class: The session class (e.g. ``ReopenableCustomerSession``).
         workflow: A workflow to bind the sessions to (its guards must allow the
             path, or drawing fails).
-        min_items: The smallest cart (returns need at least one item).
+        min_items: The smallest cart; a session whose path takes a return (to
+            ``partially_returned``) has at least one item whatever it says.
         ids: Where integration ids are drawn from (default :func:`integration_ids`);
             a few fixed ones (``st.sampled_from``) give sessions that collide.
 
@@ -328,6 +329,11 @@ def sessions(
     drawn_ids = integration_ids() if ids is None else ids
     targets = list(spec.states) if state is None else [state]
     paths = spec.shortest_paths()
+    # A return on the way needs an item to return, whatever min_items says.
+    smallest = {
+        state: max(min_items, 1) if Trigger.RETURN_ITEMS in {e.trigger for e in path} else min_items
+        for state, path in paths.items()
+    }
 
     @st.composite
     def build(draw: st.DrawFn) -> CustomerSession:
@@ -337,7 +343,7 @@ def sessions(
             integration_id=draw(drawn_ids),
             state=path[0].source if path else target,
             profile_id=draw(st.none() | st.text("abcdef0123456789", min_size=1, max_size=8)),
-            cart_items=draw(carts(min_size=max(min_items, 1), max_size=_MOST_ITEMS)),
+            cart_items=draw(carts(min_size=smallest[target], max_size=_MOST_ITEMS)),
             workflow=session_class.default_workflow if workflow is None else workflow,
         )
         for edge in path:
