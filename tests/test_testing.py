@@ -99,6 +99,16 @@ class TestStrategies:
                 session.return_items(items)
         assert session.snapshot() == before
 
+    @given(st.data())
+    def test_returned_items_follow_the_cart_as_it_is_when_drawn(self, data):
+        """A returned_items() strategy drawn from again after a return draws what remains."""
+        session = data.draw(sessions(state=State.CLOSED))
+        returns = returned_items(session)
+        while any(line.remaining_quantity for line in session.cart_items):
+            session.return_items(data.draw(returns))
+        with pytest.raises(ValidationError, match="cart_items: has no units left to return"):
+            data.draw(returns)
+
     def test_returned_items_of_a_session_with_nothing_left_is_refused(self):
         """returned_items() of a cart with no unit left to return is a ValidationError."""
         session = CustomerSession(integration_id="order-1")

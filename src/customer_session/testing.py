@@ -152,6 +152,9 @@ def returned_items(
 ) -> st.SearchStrategy[tuple[ReturnedItem, ...]]:
     """Returns for ``session``'s cart; valid ones by default (distinct positions, units left).
 
+    The cart is read at each draw, so a strategy drawn from again after a return
+    draws returns of what remains.
+
     Args:
         session: The session whose cart the returns are for.
         valid: ``False`` gives returns the cart refuses, each with at least one defect:
@@ -160,30 +163,24 @@ def returned_items(
 
     Raises:
         ValidationError: ``session`` is not a session, or ``valid`` and nothing in
-            its cart can be returned any more.
+            its cart can be returned any more (when called, and when drawn from).
     """
     check_arguments("returned_items", session=(session, instance(CustomerSession)))
     if not valid:
-        return _refused_returns(session.cart_items)
-    open_positions = [i for i, line in enumerate(session.cart_items) if line.remaining_quantity]
-    if not open_positions:
-        raise ValidationError.single(
-            f"returned_items(): session {session.integration_id!r}",
-            "cart_items",
-            "has no units left to return",
-        )
+        return _refused_returns(session)
+    _open_positions(session)  # refused now, not only when drawn from
 
+    # The cart is read when drawing, not now: a return in between leaves fewer units.
     @st.composite
     def draw_return(draw: st.DrawFn) -> tuple[ReturnedItem, ...]:
+        cart = session.cart_items
         positions = draw(
-            st.lists(st.sampled_from(open_positions), min_size=1, unique=True, max_size=5)
+            st.lists(st.sampled_from(_open_positions(session)), min_size=1, unique=True, max_size=5)
         )
         return tuple(
             ReturnedItem(
                 position=p,
-                quantity=draw(
-                    st.integers(min_value=1, max_value=session.cart_items[p].remaining_quantity)
-                ),
+                quantity=draw(st.integers(min_value=1, max_value=cart[p].remaining_quantity)),
             )
             for p in sorted(positions)
         )
@@ -191,9 +188,22 @@ def returned_items(
     return draw_return()
 
 
+def _open_positions(session: CustomerSession) -> list[int]:
+    """The positions of ``session``'s cart with units left to return; refused if none."""
+    positions = [i for i, line in enumerate(session.cart_items) if line.remaining_quantity]
+    if not positions:
+        raise ValidationError.single(
+            f"returned_items(): session {session.integration_id!r}",
+            "cart_items",
+            "has no units left to return",
+        )
+    return positions
+
+
 @st.composite
-def _refused_returns(draw: st.DrawFn, cart: tuple[CartItem, ...]) -> tuple[ReturnedItem, ...]:
-    """A return ``cart`` refuses: one defect, alone or after an entry that may be valid."""
+def _refused_returns(draw: st.DrawFn, session: CustomerSession) -> tuple[ReturnedItem, ...]:
+    """A return ``session``'s cart, as it is when drawn, refuses: one defect."""
+    cart = session.cart_items
     defects = ["empty", "past the cart"]
     if cart:
         defects += ["twice", "too many", "other sku"]
