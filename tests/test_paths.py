@@ -79,6 +79,12 @@ class TestParametrize:
         with pytest.raises(ValidationError, match="kind: must be 'edges' or 'states', got 'loops'"):
             parametrize_paths("loops")  # type: ignore[arg-type]
 
+    @pytest.mark.parametrize("argname", ["", "a path", 5])
+    def test_an_argname_that_is_no_identifier_is_refused(self, argname):
+        """parametrize_paths() refuses an argname no test argument can have."""
+        with pytest.raises(ValidationError, match="argname: must be the name of a test argument"):
+            parametrize_paths(argname=argname)
+
     def test_follow_builds_the_given_class(self):
         """follow() drives a session of the class it is given."""
         path = shortest_paths(REOPENABLE_SESSION)[State.CANCELLED]

@@ -17,6 +17,7 @@ from customer_session import (
     CustomerSession,
     ProtectedFieldError,
     ReopenableCustomerSession,
+    Specification,
     State,
     TransitionRecord,
     Trigger,
@@ -181,6 +182,57 @@ class TestStrategies:
         """wire_documents(valid=False) yields documents from_dict refuses."""
         with pytest.raises(ValidationError):
             from_dict(document)
+
+
+_NO_EDGES = Specification("no_edges", (State.OPEN,), {State.OPEN}, ())
+_OPEN_AND_CLOSED = Specification(
+    "open_and_closed", (State.OPEN, State.CLOSED), {State.OPEN}, (CUSTOMER_SESSION.edges[0],)
+)
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        ("call", "message"),
+        [
+            (lambda: cart_items(with_price="yes"), r"cart_items\(\): with_price: must be a bool"),
+            (
+                lambda: returned_items(CustomerSession(integration_id="o"), valid="no"),
+                r"returned_items\(\): valid: must be a bool",
+            ),
+            (lambda: trigger_sequences(legal_only=1), r"legal_only: must be a bool"),
+            (lambda: wire_documents(valid=None), r"wire_documents\(\): valid: must be a bool"),
+            (lambda: wire_documents(include_history="yes"), r"include_history: must be a bool"),
+            (lambda: wire_documents(session_costs=0), r"session_costs: must be a bool"),
+        ],
+    )
+    def test_a_flag_that_is_no_bool_is_refused(self, call, message):
+        """A flag given another value than True or False is a ValidationError naming it."""
+        with pytest.raises(ValidationError, match=message):
+            call()
+
+    def test_a_start_outside_the_table_is_refused(self):
+        """trigger_sequences() refuses a start its table lacks, instead of drawing only []."""
+        with pytest.raises(
+            ValidationError, match=r"start: must be a state of 'open_and_closed', got <State\.CANC"
+        ):
+            trigger_sequences(
+                legal_only=True, start=State.CANCELLED, specification=_OPEN_AND_CLOSED
+            )
+
+    def test_triggers_of_a_table_without_edges_is_refused(self):
+        """triggers() of a table with no edges is a ValidationError, not Hypothesis's own."""
+        with pytest.raises(ValidationError, match="'no_edges' has no edges, so no triggers"):
+            triggers(_NO_EDGES)
+
+    @given(trigger_sequences(specification=_NO_EDGES))
+    def test_trigger_sequences_of_a_table_without_edges_are_empty(self, sequence):
+        """trigger_sequences() of a table with no edges draws the one sequence there is: []."""
+        assert sequence == []
+
+    def test_a_workflow_of_another_table_is_refused_when_called(self):
+        """sessions() refuses a workflow of another table when called, not when drawn from."""
+        with pytest.raises(WorkflowError, match="ReopenableCustomerSession follows"):
+            sessions(session_class=ReopenableCustomerSession, workflow=Workflow())
 
 
 class _Chaining(SessionStateMachine):

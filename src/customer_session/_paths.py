@@ -54,6 +54,7 @@ def instance(kind: type, *, optional: bool = False) -> tuple[Callable[[object], 
 
 
 SPECIFICATION = instance(Specification)
+NAME = "must be the name of a test argument (a Python identifier)"
 
 
 def check_arguments(
@@ -268,10 +269,15 @@ def parametrize_paths(
         keeps the test function's type).
 
     Raises:
-        ValidationError: ``kind`` is neither ``"edges"`` nor ``"states"``, or
-            ``specification`` is not a :class:`Specification`.
+        ValidationError: ``kind`` is neither ``"edges"`` nor ``"states"``,
+            ``specification`` is not a :class:`Specification`, or ``argname`` is not
+            a Python identifier.
     """
-    check_arguments("parametrize_paths", specification=(specification, SPECIFICATION))
+    check_arguments(
+        "parametrize_paths",
+        specification=(specification, SPECIFICATION),
+        argname=(argname, (lambda name: isinstance(name, str) and name.isidentifier(), NAME)),
+    )
     given: object = kind  # typed, but callers may pass anything
     if given == "edges":
         paths = list(covering_paths(specification))

@@ -48,9 +48,10 @@ from customer_session._paths import (
     parametrize_paths,
     shortest_paths,
 )
+from customer_session._show import shown
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
 from customer_session._stateful import SessionStateMachine
-from customer_session.exceptions import ValidationError
+from customer_session.exceptions import ValidationError, WorkflowError
 from customer_session.hooks import Workflow
 from customer_session.model import CustomerSession, _check_session_class
 
@@ -105,7 +106,11 @@ def cart_items(
     Raises:
         ValidationError: ``max_quantity`` is not an integer from 1 to 10,000.
     """
-    check_arguments("cart_items", max_quantity=(max_quantity, count(1)))
+    check_arguments(
+        "cart_items",
+        max_quantity=(max_quantity, count(1)),
+        with_price=(with_price, instance(bool, optional=True)),
+    )
     prices: st.SearchStrategy[float | None] = st.integers(min_value=0, max_value=100_000).map(
         lambda cents: cents / 100
     )
@@ -165,7 +170,11 @@ def returned_items(
         ValidationError: ``session`` is not a session, or ``valid`` and nothing in
             its cart can be returned any more (when called, and when drawn from).
     """
-    check_arguments("returned_items", session=(session, instance(CustomerSession)))
+    check_arguments(
+        "returned_items",
+        session=(session, instance(CustomerSession)),
+        valid=(valid, instance(bool)),
+    )
     if not valid:
         return _refused_returns(session)
     _open_positions(session)  # refused now, not only when drawn from
@@ -224,8 +233,17 @@ def _refused_returns(draw: st.DrawFn, session: CustomerSession) -> tuple[Returne
 
 
 def triggers(specification: Specification = CUSTOMER_SESSION) -> st.SearchStrategy[Trigger]:
-    """Any trigger of ``specification`` (legal or not in a given state)."""
+    """Any trigger of ``specification`` (legal or not in a given state).
+
+    Raises:
+        ValidationError: ``specification`` is not a specification, or has no edges
+            (so no trigger to draw).
+    """
     check_arguments("triggers", specification=(specification, SPECIFICATION))
+    if not specification.triggers:
+        raise ValidationError.single(
+            "triggers()", "specification", f"{specification.name!r} has no edges, so no triggers"
+        )
     return st.sampled_from(specification.triggers)
 
 
@@ -242,15 +260,24 @@ def trigger_sequences(
     (the walk stops early in a terminal state); otherwise any trigger may appear.
 
     Raises:
-        ValidationError: An argument of the wrong kind, or ``max_size`` not an
-            integer from 0 to 10,000.
+        ValidationError: An argument of the wrong kind, ``start`` not a state of
+            ``specification``, or ``max_size`` not an integer from 0 to 10,000.
     """
     check_arguments(
         "trigger_sequences",
+        legal_only=(legal_only, instance(bool)),
         start=(start, instance(State)),
         max_size=(max_size, count(0)),
         specification=(specification, SPECIFICATION),
     )
+    if start not in specification.states:
+        raise ValidationError.single(
+            "trigger_sequences()",
+            "start",
+            f"must be a state of {specification.name!r}, got {shown(start)}",
+        )
+    if not specification.triggers:  # a table without edges: nothing to fire
+        return st.builds(list)
     if not legal_only:
         return st.lists(triggers(specification), max_size=max_size)
 
@@ -319,7 +346,8 @@ def sessions(
     Raises:
         ValidationError: An argument of the wrong kind, ``state`` not a state of
             ``session_class``'s table, or ``min_items`` not from 0 to 4.
-        WorkflowError: ``session_class`` is not a ``CustomerSession`` class.
+        WorkflowError: ``session_class`` is not a ``CustomerSession`` class, or
+            ``workflow`` drives another table than its.
     """
     _check_session_class(session_class)
     spec = session_class.specification
@@ -336,6 +364,11 @@ def sessions(
         min_items=(min_items, count(0, _MOST_ITEMS)),
         ids=(ids, instance(st.SearchStrategy, optional=True)),
     )
+    if workflow is not None and workflow.specification != spec:
+        raise WorkflowError(
+            f"{session_class.__name__} follows {spec.name!r}; {shown(workflow)} drives "
+            "another specification"
+        )
     drawn_ids = integration_ids() if ids is None else ids
     targets = list(spec.states) if state is None else [state]
     paths = spec.shortest_paths()
@@ -631,9 +664,18 @@ def wire_documents(
         include_history: Write the history extension (``"x-customerSession"``).
         session_costs: Draw session-level ``additionalCosts`` (a key the v1 model
             of the official SDKs does not have).
+
+    Raises:
+        ValidationError: A flag is not a bool.
     """
     from customer_session.wire import to_dict  # noqa: PLC0415 - testing needs no wire import otherwise
 
+    check_arguments(
+        "wire_documents",
+        valid=(valid, instance(bool)),
+        include_history=(include_history, instance(bool)),
+        session_costs=(session_costs, instance(bool)),
+    )
     documents = _detailed_sessions(session_costs=session_costs).map(
         lambda session: to_dict(session, include_history=include_history)
     )
