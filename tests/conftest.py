@@ -5,7 +5,9 @@ user when the tests run as root (``initdb`` refuses root). Under CI (``CI`` set)
 a server that cannot start fails the run: those tests are never skipped there.
 """
 
+import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +53,29 @@ def fake_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str],
         monkeypatch.setenv("PATH", str(directory))
 
     return install
+
+
+@pytest.fixture
+def full_disk() -> Callable[[int], contextlib.AbstractContextManager[None]]:
+    """A context in which a write past ``size`` bytes of any file fails, as on a full disk.
+
+    It lowers the file size limit (``RLIMIT_FSIZE``) of this process, so a write
+    fails half-way whichever code does it, with ``EFBIG`` (``SIGXFSZ`` ignored).
+    """
+    resource = pytest.importorskip("resource")
+
+    @contextlib.contextmanager
+    def limited(size: int) -> Iterator[None]:
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, ignored)
+
+    return limited
 
 
 @pytest.fixture(scope="session")

@@ -124,6 +124,22 @@ class TestDiagram:
         assert run("diagram", "--format", kind, "-o", str(output)) == (2, "")
         assert f"{output}: cannot write ({why})" in one_line_error(capsys)
 
+    @pytest.mark.parametrize(
+        ("kind", "name"), [("mermaid", "states.mmd"), pytest.param("png", "x.png", marks=GRAPHVIZ)]
+    )
+    def test_a_write_failing_half_way_keeps_the_old_file(
+        self, capsys, tmp_path, full_disk, kind, name
+    ):
+        """A disk that fills up mid-write is one line, exit 2; the old file stays whole."""
+        target = tmp_path / name
+        target.write_bytes(b"the old diagram")
+        with full_disk(64):
+            status = run("diagram", "--format", kind, "-o", str(target))
+        assert status == (2, "")
+        assert f"{target}: cannot write (File too large)" in one_line_error(capsys)
+        assert target.read_bytes() == b"the old diagram"
+        assert [p.name for p in tmp_path.iterdir()] == [name]
+
     def test_dash_output_is_standard_output(self, tmp_path, monkeypatch):
         """-o - prints the text on standard output and creates no file named '-'."""
         monkeypatch.chdir(tmp_path)

@@ -586,6 +586,15 @@ class TestRender:
         path = render(tmp_path / f"diagram.{kind}", format=kind)
         assert to_image(format=kind) == path.read_bytes()
 
+    def test_a_write_failing_half_way_keeps_the_old_file(self, tmp_path, full_disk):
+        """A disk that fills up mid-write leaves the old image whole and no temporary file."""
+        target = tmp_path / "diagram.svg"
+        target.write_bytes(b"<svg>the old diagram</svg>")
+        with full_disk(64), pytest.raises(OSError, match="File too large"):
+            render(target)
+        assert target.read_bytes() == b"<svg>the old diagram</svg>"
+        assert [p.name for p in tmp_path.iterdir()] == ["diagram.svg"]
+
     def test_unwritable_path_is_the_os_error_of_the_write(self, tmp_path):
         """render() to a path in a missing directory raises the OSError of the write."""
         with pytest.raises(FileNotFoundError):

@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
 from customer_session import diagrams, replay, wire
 
+# The library's one way to write an output file: whole, or not at all (render() uses it).
+from customer_session._files import write_atomically
+
 # Wording, not behaviour: the CLI counts things in its messages as the library does.
 from customer_session._show import counted, shown
 from customer_session.exceptions import (
@@ -421,12 +424,12 @@ def _write_binary_stdout(image: bytes, out: TextIO) -> None:
 
 
 def _write(path: Path, data: str | bytes) -> None:
-    """Write a diagram, text or image: the one place a CLI output file is written."""
+    """Write a diagram, text or image: the one place a CLI output file is written.
+
+    The file is replaced whole, or not at all (the old one stays when the write fails).
+    """
     try:
-        if isinstance(data, bytes):
-            path.write_bytes(data)
-        else:
-            path.write_text(data, encoding="utf-8")
+        write_atomically(path, data if isinstance(data, bytes) else data.encode("utf-8"))
     except OSError as error:
         raise _UsageError(f"{path}: cannot write ({error.strerror})") from None
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias, get_args
 from attrs import frozen
 
 from customer_session._cart import is_text
+from customer_session._files import write_atomically
 from customer_session._phase import Phase
 from customer_session._show import shown
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
@@ -555,8 +556,12 @@ def render(
 
     The format is ``format``, else the one ``path``'s extension names (``.svg``,
     ``.png``), else SVG; an extension that names another format is refused, as
-    :func:`output_format` says. The image is made first (:func:`to_image`), so
-    ``path`` is not touched when anything fails.
+    :func:`output_format` says. The image is made first (:func:`to_image`), then
+    written to a temporary file beside ``path`` and renamed over it, so ``path``
+    holds either its old content or the whole new image, never part of it: when
+    anything fails, a full disk or an interrupt during the write included, it is
+    not touched and no temporary file is left. A new file gets the mode a plain
+    write gives it; an existing one keeps its own.
 
     Args:
         path: The file to write (overwritten; its directory must exist).
@@ -578,7 +583,8 @@ def render(
             missing; the message says what to install.
         RenderingFailed: ``dot`` is installed but did not produce the image.
         OSError: ``path`` cannot be written (a directory, a missing parent, no
-            permission), as for :meth:`pathlib.Path.write_bytes`.
+            permission to write it or to create a file in its directory, a full
+            disk); the error's ``filename`` is ``path``.
     """
     if format is not None:
         _check_format(format, "render()")
@@ -591,6 +597,5 @@ def render(
             f"write the text of to_{chosen}() to it, or give a .svg or .png path",
         )
     image = _draw(to_dot(specification, session=session, workflow=workflow), chosen)
-    target = Path(path)
-    target.write_bytes(image)
-    return target
+    write_atomically(path, image)
+    return Path(path)
