@@ -125,6 +125,22 @@ class TestDiagram:
         assert f"{output}: cannot write ({why})" in one_line_error(capsys)
 
     @pytest.mark.parametrize(
+        ("kind", "name"),
+        [
+            ("mermaid", "states.mmd"),
+            ("dot", "states.dot"),
+            ("table", "states.md"),
+            pytest.param("svg", "states.svg", marks=GRAPHVIZ),
+            pytest.param("png", "states.png", marks=GRAPHVIZ),
+        ],
+    )
+    def test_every_format_written_to_a_file_says_so(self, tmp_path, kind, name):
+        """-o FILE prints 'wrote FILE' and nothing else, for text as for images."""
+        target = tmp_path / name
+        assert run("diagram", "--format", kind, "-o", str(target)) == (0, f"wrote {target}\n")
+        assert target.stat().st_size > 0
+
+    @pytest.mark.parametrize(
         ("kind", "name"), [("mermaid", "states.mmd"), pytest.param("png", "x.png", marks=GRAPHVIZ)]
     )
     def test_a_write_failing_half_way_keeps_the_old_file(

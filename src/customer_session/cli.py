@@ -401,15 +401,14 @@ def _diagram(args: argparse.Namespace, out: TextIO) -> int:
         if output is None:
             _write_binary_stdout(image, out)
         else:
-            _write(output, image)
-            print(f"wrote {output}", file=out)
+            _write(output, image, out)
         return EXIT_OK
     render = {"mermaid": diagrams.to_mermaid, "dot": diagrams.to_dot, "table": diagrams.to_table}
     text = render[format_](spec, session=session)
     if output is None:
         out.write(text)
     else:
-        _write(output, text)
+        _write(output, text, out)
     return EXIT_OK
 
 
@@ -423,8 +422,8 @@ def _write_binary_stdout(image: bytes, out: TextIO) -> None:
     buffer.flush()
 
 
-def _write(path: Path, data: str | bytes) -> None:
-    """Write a diagram, text or image: the one place a CLI output file is written.
+def _write(path: Path, data: str | bytes, out: TextIO) -> None:
+    """Write a diagram, text or image, and say so: the one place a CLI output file is written.
 
     The file is replaced whole, or not at all (the old one stays when the write fails).
     """
@@ -432,6 +431,7 @@ def _write(path: Path, data: str | bytes) -> None:
         write_atomically(path, data if isinstance(data, bytes) else data.encode("utf-8"))
     except OSError as error:
         raise _UsageError(f"{path}: cannot write ({error.strerror})") from None
+    print(f"wrote {path}", file=out)
 
 
 def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
