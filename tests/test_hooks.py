@@ -1,4 +1,5 @@
 import gc
+import inspect
 import pickle
 import sys
 import threading
@@ -405,6 +406,17 @@ class TestLookups:
 
 
 class TestModule:
+    def test_every_public_name_it_defines_is_exported(self):
+        """Each class and function hooks defines under a public name is in its __all__."""
+        defined = {
+            name
+            for name, obj in vars(hooks).items()
+            if not name.startswith("_")
+            and (isinstance(obj, type) or inspect.isfunction(obj))
+            and obj.__module__ == hooks.__name__
+        }
+        assert defined <= set(hooks.__all__)
+
     def test_all_is_pinned(self):
         """customer_session.hooks exports exactly its documented names, none it imports."""
         assert hooks.__all__ == [

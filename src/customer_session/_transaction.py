@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 
     from customer_session._cart import AdditionalCost, CartItem, JSONValue, ReturnedItem
     from customer_session._machine import Engine
-    from customer_session.hooks import Plan, Registration, Workflow
+    from customer_session.hooks import Registration, Workflow, _Plan
     from customer_session.model import CustomerSession
 
 # Enum members bound once: looking a member up on its class costs a Python call.
@@ -236,7 +236,7 @@ class Run:
     def __init__(  # noqa: PLR0917 - built on the hot path; keywords would cost
         self,
         session: CustomerSession,
-        plan: Plan | None,
+        plan: _Plan | None,
         trigger: Trigger,
         source: State,
         destination: State,
@@ -1036,7 +1036,7 @@ def _async_refused(run: _Run, entry: Registration) -> HookFailed:
     return error
 
 
-def _run_hooked(run: _Run, plan: Plan, engine: Engine) -> None:
+def _run_hooked(run: _Run, plan: _Plan, engine: Engine) -> None:
     """Run the machine with user code in it; restore the session if anything fails."""
     saved = begin(run, plan)
     try:
@@ -1078,7 +1078,7 @@ def recheck_returns(run: Run, saved: tuple[Any, ...] | None) -> None:
     run.cart = cart
 
 
-def begin(run: Run, plan: Plan) -> tuple[Any, ...] | None:
+def begin(run: Run, plan: _Plan) -> tuple[Any, ...] | None:
     """Mark the session busy with ``run``; return the snapshot to roll back to.
 
     Only pre-commit guards and hooks can change the session before the commit

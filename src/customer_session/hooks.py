@@ -172,8 +172,12 @@ class Registration:
         self.remove()
 
 
-class Plan:
-    """The guards and hooks of one edge, per phase, resolved when registrations change."""
+class _Plan:
+    """The guards and hooks of one edge, per phase, resolved when registrations change.
+
+    Private: the transaction's lookup table, shaped for its speed (``pre_commit``,
+    ``first_async``), not a promise to users; :attr:`Workflow.registrations` is theirs.
+    """
 
     __slots__ = (
         "after",
@@ -600,11 +604,18 @@ class Workflow:
         except TypeError:  # unhashable: no phase, trigger or state of any table
             return ()
 
-    def plan(self, source: State, trigger: Trigger) -> Plan | None:
-        """What runs for ``trigger`` from ``source``.
+    def plan(self, source: State, trigger: Trigger) -> _Plan | None:
+        """What runs for ``trigger`` from ``source``, for the transaction (not documented API).
 
-        ``None`` when nothing is registered for it, or when the table has no such
-        transition (which the machine then reports).
+        The registrations of that edge per phase, in the order they run, as the
+        attributes ``guards``, ``before``, ``exit``, ``enter``, ``after`` and
+        ``after_commit`` (tuples of :class:`Registration`); ``exit`` and ``enter``
+        are empty for an internal transition. Its class is private: to see what a
+        workflow holds, read :attr:`registrations`.
+
+        Returns:
+            ``None`` when nothing is registered for the edge, or when the table has
+            no such transition (which the machine then reports).
         """
         try:
             return self._plans.get((source, trigger))
@@ -674,9 +685,9 @@ class Workflow:
                 table[phase, key] = tuple(
                     e for e in entries if e.phase is phase and e.key in (None, key)
                 )
-        plans: dict[tuple[State, Trigger], Plan | None] = {}
+        plans: dict[tuple[State, Trigger], _Plan | None] = {}
         for edge in spec.edges:
-            plan = Plan(
+            plan = _Plan(
                 guards=table[Phase.GUARD, edge.trigger],
                 before=table[Phase.BEFORE, edge.trigger],
                 exit=() if edge.internal else table[Phase.EXIT, edge.source],

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from customer_session._records import TransitionEvent, TransitionRecord
     from customer_session._spec import State, Trigger
-    from customer_session.hooks import Plan
+    from customer_session.hooks import _Plan
     from customer_session.model import CustomerSession
 
 
@@ -187,7 +187,7 @@ class _StoreWorkflow(Workflow):
         self._sync()
         return super().entries(phase, key)
 
-    def plan(self, source: State, trigger: Trigger) -> Plan | None:
+    def plan(self, source: State, trigger: Trigger) -> _Plan | None:
         """As :meth:`Workflow.plan`, current with the workflow's registrations."""
         self._sync()
         return super().plan(source, trigger)
