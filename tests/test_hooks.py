@@ -1,5 +1,4 @@
 import gc
-import inspect
 import pickle
 import sys
 import threading
@@ -21,7 +20,6 @@ from customer_session import (
     UnknownTrigger,
     Workflow,
     WorkflowError,
-    hooks,
 )
 
 
@@ -403,28 +401,3 @@ class TestLookups:
         workflow = Workflow()
         assert workflow.plan(source, trigger) is None
         assert workflow.plain_destination(source, trigger) is None
-
-
-class TestModule:
-    def test_every_public_name_it_defines_is_exported(self):
-        """Each class and function hooks defines under a public name is in its __all__."""
-        defined = {
-            name
-            for name, obj in vars(hooks).items()
-            if not name.startswith("_")
-            and (isinstance(obj, type) or inspect.isfunction(obj))
-            and obj.__module__ == hooks.__name__
-        }
-        assert defined <= set(hooks.__all__)
-
-    def test_all_is_pinned(self):
-        """customer_session.hooks exports exactly its documented names, none it imports."""
-        assert hooks.__all__ == [
-            "Clock",
-            "Guard",
-            "Hook",
-            "Refusal",
-            "Registration",
-            "Workflow",
-            "utc_now",
-        ]

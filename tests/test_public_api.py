@@ -1,23 +1,230 @@
+import importlib
+import inspect
+import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import customer_session
+
+# The public API, name by name: the package and every module whose dotted name has no
+# part starting with an underscore, each with its __all__ exactly. Adding, removing or
+# renaming a public name or module is a deliberate change: of this table, of the API
+# reference (docs/api.md) and of the changelog.
+PUBLIC_API: dict[str, list[str]] = {
+    "customer_session": [
+        "CUSTOMER_SESSION",
+        "REOPENABLE_SESSION",
+        "AdditionalCost",
+        "AfterCommitHookFailed",
+        "CartItem",
+        "ConcurrentUpdate",
+        "CorruptData",
+        "CustomerSession",
+        "CustomerSessionError",
+        "Edge",
+        "EffectNotPending",
+        "Guard",
+        "GuardRejected",
+        "Hook",
+        "HookFailed",
+        "IllegalTransition",
+        "JSONValue",
+        "KeyAlreadyProcessed",
+        "Phase",
+        "PriceDetail",
+        "Problem",
+        "Product",
+        "ProtectedFieldError",
+        "Refusal",
+        "Registration",
+        "RenderingFailed",
+        "RenderingUnavailable",
+        "ReopenableCustomerSession",
+        "ReturnedItem",
+        "SchemaNotReady",
+        "SessionExists",
+        "SessionNotEditable",
+        "SessionNotFound",
+        "Specification",
+        "SpecificationError",
+        "State",
+        "StoreError",
+        "TransitionError",
+        "TransitionEvent",
+        "TransitionInProgress",
+        "TransitionRecord",
+        "Trigger",
+        "UnknownTrigger",
+        "UnsupportedSchema",
+        "ValidationError",
+        "Workflow",
+        "WorkflowError",
+        "utc_now",
+    ],
+    "customer_session.aio": ["AsyncReopenableSession", "AsyncSession"],
+    "customer_session.cli": ["main"],
+    "customer_session.diagrams": [
+        "Arrow",
+        "Format",
+        "Graph",
+        "Node",
+        "extract",
+        "output_format",
+        "render",
+        "to_dot",
+        "to_image",
+        "to_mermaid",
+        "to_table",
+    ],
+    "customer_session.exceptions": [
+        "AfterCommitHookFailed",
+        "ConcurrentUpdate",
+        "CorruptData",
+        "CustomerSessionError",
+        "EffectNotPending",
+        "GuardRejected",
+        "HookFailed",
+        "IllegalTransition",
+        "KeyAlreadyProcessed",
+        "Problem",
+        "ProtectedFieldError",
+        "RenderingFailed",
+        "RenderingUnavailable",
+        "SchemaNotReady",
+        "SessionExists",
+        "SessionNotEditable",
+        "SessionNotFound",
+        "SpecificationError",
+        "StoreError",
+        "TransitionError",
+        "TransitionInProgress",
+        "UnknownTrigger",
+        "UnsupportedSchema",
+        "ValidationError",
+        "WorkflowError",
+    ],
+    "customer_session.hooks": [
+        "Clock",
+        "Guard",
+        "Hook",
+        "Refusal",
+        "Registration",
+        "Workflow",
+        "utc_now",
+    ],
+    "customer_session.model": ["CustomerSession", "ReopenableCustomerSession"],
+    "customer_session.replay": [
+        "MAX_DEPTH",
+        "OPERATIONS",
+        "RefusedLine",
+        "ReplayReport",
+        "Replayer",
+        "with_progress",
+    ],
+    "customer_session.store": [
+        "DEFAULT_RETRIES",
+        "SCHEMA_VERSION",
+        "AsyncPostgresStore",
+        "DurableEffect",
+        "Effect",
+        "EffectHandler",
+        "JournalEntry",
+        "JournalKind",
+        "PostgresStore",
+        "ProcessedKey",
+        "SQLiteStore",
+        "SessionStore",
+        "StoreReplayer",
+        "open_store",
+        "rebuild",
+    ],
+    "customer_session.testing": [
+        "Path",
+        "SessionStateMachine",
+        "attribute_maps",
+        "bad_values",
+        "cart_items",
+        "carts",
+        "covering_paths",
+        "follow",
+        "integration_ids",
+        "json_values",
+        "parametrize_paths",
+        "returned_items",
+        "sessions",
+        "shortest_paths",
+        "trigger_sequences",
+        "triggers",
+        "wire_documents",
+    ],
+    "customer_session.wire": [
+        "EXTENSION_KEY",
+        "RETURN_RESPONSE_CONTENT",
+        "TOTAL_TOLERANCE",
+        "UPDATE_RESPONSE_CONTENT",
+        "from_dict",
+        "from_json",
+        "from_v2_response",
+        "new_session_fields",
+        "return_request",
+        "returned_items_from_json",
+        "to_dict",
+        "to_json",
+        "update_request",
+    ],
+}
+
+
+def public_modules() -> list[str]:
+    """The package and every module in it whose dotted name has no private part."""
+    found = pkgutil.walk_packages(customer_session.__path__, f"{customer_session.__name__}.")
+    names = [m.name for m in found if not any(p.startswith("_") for p in m.name.split("."))]
+    return sorted([customer_session.__name__, *names])
+
+
+def kind(name: str) -> tuple[int, str]:
+    """isort's order: constants, then classes, then functions, each alphabetical."""
+    rank = 0 if name.isupper() else 1 if name[0].isupper() else 2
+    return rank, name
 
 
 class TestPublicApi:
-    def test_all_is_sorted(self):
-        """__all__ is sorted isort-style: constants, then classes, then functions."""
+    def test_the_public_modules_are_pinned(self):
+        """The public modules are exactly those PUBLIC_API pins, no more and no fewer."""
+        assert public_modules() == sorted(PUBLIC_API)
 
-        def kind(name: str) -> tuple[int, str]:
-            rank = 0 if name.isupper() else 1 if name[0].isupper() else 2
-            return rank, name
+    @pytest.mark.parametrize("module_name", PUBLIC_API)
+    def test_all_is_pinned(self, module_name):
+        """Each public module's __all__ is exactly the names PUBLIC_API pins, in its order."""
+        assert importlib.import_module(module_name).__all__ == PUBLIC_API[module_name]
 
-        assert customer_session.__all__ == sorted(customer_session.__all__, key=kind)
+    @pytest.mark.parametrize("module_name", PUBLIC_API)
+    def test_all_is_sorted(self, module_name):
+        """Each __all__ is sorted isort-style: constants, then classes, then functions."""
+        names = importlib.import_module(module_name).__all__
+        assert names == sorted(names, key=kind)
 
-    def test_all_names_exist(self):
-        """Every name in __all__ is importable from the package."""
-        for name in customer_session.__all__:
-            assert hasattr(customer_session, name), name
+    @pytest.mark.parametrize("module_name", PUBLIC_API)
+    def test_all_names_exist(self, module_name):
+        """Every name in a public module's __all__ can be imported from it."""
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            assert hasattr(module, name), name
+
+    @pytest.mark.parametrize("module_name", PUBLIC_API)
+    def test_every_public_name_it_defines_is_exported(self, module_name):
+        """Each class and function a public module defines under a public name is in __all__."""
+        module = importlib.import_module(module_name)
+        defined = {
+            name
+            for name, obj in vars(module).items()
+            if not name.startswith("_")
+            and (isinstance(obj, type) or inspect.isfunction(obj))
+            and obj.__module__ == module_name
+        }
+        assert defined <= set(module.__all__)
 
     def test_public_names_have_docstrings(self):
         """Every exported class and function has a docstring."""

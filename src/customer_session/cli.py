@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
     from customer_session.store import Effect, JournalEntry, SessionStore
 
+__all__ = ["main"]
+
 PROG = "customer-session"
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 TEXT_FORMATS = ("mermaid", "dot", "table")

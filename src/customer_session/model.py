@@ -71,6 +71,9 @@ if TYPE_CHECKING:
     from customer_session._transaction import Asking, Edit, Held
     from customer_session.hooks import Refusal
 
+# Also exported by the package, whose name users import them by.
+__all__ = ["CustomerSession", "ReopenableCustomerSession"]
+
 
 def _hint(name: str) -> str:
     if name == "state":
