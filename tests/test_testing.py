@@ -15,12 +15,17 @@ from customer_session import (
     REOPENABLE_SESSION,
     CartItem,
     CustomerSession,
+    GuardRejected,
+    IllegalTransition,
     ProtectedFieldError,
     ReopenableCustomerSession,
+    SessionNotEditable,
     Specification,
     State,
+    TransitionInProgress,
     TransitionRecord,
     Trigger,
+    UnknownTrigger,
     ValidationError,
     Workflow,
     WorkflowError,
@@ -482,6 +487,83 @@ class TestSessionStateMachine:
         machine, session = _machine(_GuardedClose)
         with pytest.raises(AssertionError, match="came with"):
             machine.attempt(session, lambda: (session.close(), session.cancel())[0])
+
+
+# Each library error attempt() takes for a refusal (nothing changed), and each it does not.
+_REFUSALS = {
+    "IllegalTransition": lambda: IllegalTransition(
+        trigger=Trigger.CLOSE, state=State.CLOSED, integration_id="x", allowed=frozenset()
+    ),
+    "GuardRejected": lambda: GuardRejected(
+        trigger=Trigger.CLOSE, state=State.OPEN, integration_id="x", guard="g", reason="no"
+    ),
+    "TransitionInProgress": lambda: TransitionInProgress(
+        trigger=Trigger.CLOSE, state=State.OPEN, integration_id="x", running=Trigger.CANCEL
+    ),
+    "SessionNotEditable": lambda: SessionNotEditable(
+        operation="set_coupon", state=State.CLOSED, integration_id="x"
+    ),
+    "ValidationError": lambda: ValidationError.single("session 'x'", "coupon", "too long"),
+}
+_NOT_REFUSALS = {
+    "ProtectedFieldError": lambda: ProtectedFieldError("state", "fire a trigger"),
+    "UnknownTrigger": lambda: UnknownTrigger("ship", CUSTOMER_SESSION.triggers),
+    "WorkflowError": lambda: WorkflowError("a workflow of another table"),
+    "AssertionError": lambda: AssertionError("your own check failed"),
+    "KeyError": lambda: KeyError("a bug in your rule"),
+}
+
+
+def _raise(error: BaseException) -> None:
+    raise error
+
+
+class TestAttemptRefusals:
+    def test_an_atomic_block_refused_by_a_closed_session_is_a_refusal(self):
+        """An atomic() block that edits, then fires, on a closed session is a refusal."""
+        machine = SessionStateMachine()
+        machine.create_first(state=State.CLOSED, items=[CartItem(sku="A", quantity=1)])
+        session = machine.sessions[0]
+        before = session.snapshot()
+
+        def edit_then_cancel() -> TransitionRecord:
+            with session.atomic():
+                session.set_coupon("SPRING")
+                return session.cancel()
+
+        machine.attempt(session, edit_then_cancel)
+        assert [type(e) for e in machine.refusals] == [SessionNotEditable]
+        assert session.snapshot() == before
+
+    @pytest.mark.parametrize("make", _REFUSALS.values(), ids=_REFUSALS.keys())
+    def test_a_refusal_is_recorded(self, make):
+        """Each error that means "refused, nothing changed" is recorded in refusals, not raised."""
+        machine, session = _machine(SessionStateMachine)
+        error = make()
+        machine.attempt(session, lambda: _raise(error))
+        assert machine.refusals == [error]
+
+    @pytest.mark.parametrize("make", _REFUSALS.values(), ids=_REFUSALS.keys())
+    def test_a_refusal_that_changed_the_session_fails(self, make):
+        """A refusal after the action changed the session fails the check, whatever its kind."""
+        machine, session = _machine(SessionStateMachine)
+
+        def edit_then_refuse() -> None:
+            session.set_coupon("SPRING")
+            raise make()
+
+        with pytest.raises(AssertionError, match=r"changed session 'order-0'"):
+            machine.attempt(session, edit_then_refuse)
+
+    @pytest.mark.parametrize("make", _NOT_REFUSALS.values(), ids=_NOT_REFUSALS.keys())
+    def test_any_other_error_fails_the_run(self, make):
+        """An error that is no refusal (a mistake in the rule, a failed check) propagates as is."""
+        machine, session = _machine(SessionStateMachine)
+        error = make()
+        with pytest.raises(type(error)) as caught:
+            machine.attempt(session, lambda: _raise(error))
+        assert caught.value is error
+        assert machine.refusals == []
 
 
 class _NamedPerRun(SessionStateMachine):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 
 _SKUS = st.sampled_from(["SOCK-42", "JKT-RN-M", "CAP-01"])
 _MAX_SESSIONS = 4  # a few sessions are enough to mix their histories
+# What attempt() takes for "refused, nothing changed": the errors whose promise (see
+# docs/errors.md) is that the session is as it was, and that another state or input
+# could have avoided. The rest (ProtectedFieldError, UnknownTrigger, WorkflowError:
+# mistakes in the calling code; a failed check; any other error) fail the run.
+_REFUSALS: Final = (TransitionError, SessionNotEditable, ValidationError)
 
 
 class SessionStateMachine(RuleBasedStateMachine):
@@ -45,7 +50,8 @@ class SessionStateMachine(RuleBasedStateMachine):
 
     - every session's state is a state of its table;
     - every session's history is a path through the table ending in its state;
-    - a refused or failed trigger changed nothing (checked inside each rule);
+    - a refused or failed trigger changed nothing (checked inside each rule;
+      :meth:`attempt` says which errors are refusals);
     - ``can()`` and ``why_not()`` change nothing and agree (the ``ask`` rule);
     - a trigger that commits adds its record to the history, followed only by the
       transitions its after-commit hooks fired (as ``TransitionInProgress``
@@ -168,7 +174,21 @@ class SessionStateMachine(RuleBasedStateMachine):
     def attempt(self, session: CustomerSession, action: Any) -> None:
         """Run ``action``; a refusal must leave ``session`` exactly as it was.
 
-        Use it in your own rules for anything that may fire a trigger.
+        Use it in your own rules for anything that may fire a trigger, alone or in
+        an ``atomic()`` block with edits. A refusal is one of the library's errors
+        that promise the session did not change:
+
+        - ``TransitionError``: ``IllegalTransition``, ``GuardRejected``,
+          ``HookFailed``, ``TransitionInProgress``;
+        - ``SessionNotEditable`` (an edit of a session that is not open, or busy);
+        - ``ValidationError`` (bad input, such as a return the cart refuses).
+
+        A refusal is appended to ``refusals``, and fails the run if ``session``
+        changed. ``AfterCommitHookFailed`` counts what the trigger committed. Any
+        other error propagates and fails the run: an ``AssertionError`` of a check,
+        and the errors no state of the session would avoid, which are mistakes in
+        the calling code (``ProtectedFieldError``, ``UnknownTrigger``,
+        ``WorkflowError``).
         """
         before = session.snapshot()
         try:
@@ -176,7 +196,7 @@ class SessionStateMachine(RuleBasedStateMachine):
         except AfterCommitHookFailed as error:
             self.refusals.append(error)
             self._note_commit(session, before["history"], error.record)
-        except (TransitionError, ValidationError) as error:
+        except _REFUSALS as error:
             self.refusals.append(error)
             after = session.snapshot()
             if after != before:
