@@ -489,3 +489,45 @@ class TestDatabaseName:
         """A connection whose current_schema() is None is named as having no schema."""
         named = database_name("postgresql://db.example/orders", None)
         assert named.endswith("(no schema: none of the search_path exists)")
+
+
+class TestSearchPathWithoutASchema:
+    @pytest.mark.parametrize("migrate", [True, False])
+    def test_the_error_names_the_search_path_and_what_to_do(self, pg_server, backend, migrate):
+        """A search_path naming no existing schema is a StoreError naming it, with the cure."""
+        url = f"{pg_server.url}?options=-csearch_path%3Dnope_{uuid.uuid4().hex[:8]}%2Cnope_b"
+        missing = url.rsplit("%3D", 1)[1].split("%2C", maxsplit=1)[0]
+        store = (
+            PostgresStore(url, migrate=migrate)
+            if backend == "postgres"
+            else SyncOverAsync(url, migrate=migrate)
+        )
+        try:
+            with pytest.raises(StoreError) as caught:
+                store.get("order-1")
+        finally:
+            store.close()
+        message = str(caught.value)
+        assert message.startswith("session 'order-1': PostgreSQL database ")
+        assert f"no schema of its search_path ({missing}, nope_b) exists" in message
+        assert f"create one (CREATE SCHEMA {missing})" in message
+        assert "options=-csearch_path=" in message
+        assert "no schema has been selected" not in message
+        assert "migrate=True" not in message  # it would not help
+        assert caught.value.integration_id == "order-1"
+
+    def test_the_user_schema_is_not_offered_and_the_password_never_shown(self):
+        """The '"$user"' entry is not offered as the schema to create; no password shown."""
+        error = _postgres.no_schema(
+            "postgresql://shop:hunter2@db.example/orders", '"$user", public', None
+        )
+        assert str(error).startswith("store: PostgreSQL database ")
+        assert 'search_path ("$user", public)' in str(error)
+        assert "(CREATE SCHEMA public)" in str(error)
+        assert "hunter2" not in str(error)
+
+    def test_an_empty_search_path_is_said(self):
+        """An empty search_path is called empty, and a schema name left to the reader."""
+        message = str(_postgres.no_schema("postgresql://db.example/orders", "", "order-1"))
+        assert "no schema of its search_path (empty) exists" in message
+        assert "(CREATE SCHEMA <name>)" in message

@@ -78,11 +78,13 @@ from customer_session.store._postgres import (
     _UNLOCK_OUTBOX,
     BY_ID,
     CURRENT_SCHEMA,
+    SCHEMA_PLACE,
     _import_psycopg,
     _redact,
     database_name,
     duplicate_key,
     insert_statement,
+    no_schema,
     option_problems,
     update_statement,
     write_params,
@@ -831,7 +833,7 @@ class AsyncPostgresStore(StoreCore[_S]):
 
     async def _migrate(self, integration_id: str | None) -> None:
         async with self._connection(integration_id) as connection:
-            found = await _schema_version(connection)
+            found = await _schema_version(connection, self._conninfo, integration_id)
             if not self._needs_migrating(found, integration_id):
                 return
             if not self._migrates:  # checked, never changed: it is migrated at deploy time
@@ -842,7 +844,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             async with connection.transaction():
                 # Two processes starting together must not both create the tables.
                 await connection.execute(_LOCK_SCHEMA)
-                found = await _schema_version(connection)
+                found = await _schema_version(connection, self._conninfo, integration_id)
                 steps = steps_from(self.dialect, found, integration_id)
                 for step in steps:
                     for statement in step:
@@ -1015,11 +1017,21 @@ async def _first_row(
     return await (await connection.execute(statement, params)).fetchone()
 
 
-async def _schema_version(connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> object:
+async def _schema_version(
+    connection: psycopg.AsyncConnection[tuple[Any, ...]],
+    conninfo: str,
+    integration_id: str | None,
+) -> object:
+    """As ``PostgresStore._schema_version``: a search_path without a schema is refused."""
     names = {name for (name,) in await (await connection.execute(_HAS_SCHEMA)).fetchall()}
     row = (
         await (await connection.execute(_SCHEMA_VERSION)).fetchone()
         if SCHEMA_TABLE in names
         else None
     )
-    return found_version(names, lambda: None if row is None else row[0])
+    found = found_version(names, lambda: None if row is None else row[0])
+    if found == 0:  # no store's table found: maybe no schema to look in
+        ((missing, search_path),) = await (await connection.execute(SCHEMA_PLACE)).fetchall()
+        if missing:
+            raise no_schema(conninfo, search_path, integration_id)
+    return found

@@ -1107,13 +1107,14 @@ class BaseStore(StoreCore[_S], ABC):
         ``integration_id`` is the session the caller is about to use (for messages).
         """
         with self._connection(integration_id) as connection:
-            found = self._schema_version(connection)
+            found = self._schema_version(connection, integration_id)
             if not self._needs_migrating(found, integration_id):
                 return
             if not self._migrates:  # checked, never changed: it is migrated at deploy time
                 raise self._not_ready(self._database_name(connection), found, integration_id)
             with self._migrating(connection, integration_id) as locked:
-                found = self._schema_version(locked)  # another process may have migrated
+                # Read again under the lock: another process may have migrated meanwhile.
+                found = self._schema_version(locked, integration_id)
                 steps = steps_from(self.dialect, found, integration_id)
                 for step in steps:
                     for statement in step:
@@ -1121,8 +1122,13 @@ class BaseStore(StoreCore[_S], ABC):
                 if steps:
                     locked.execute(self._sql.set_version, (SCHEMA_VERSION,))
 
-    def _schema_version(self, connection: Any) -> object:
-        """The version the database records (0 when it has no schema yet, see ``found_version``)."""
+    def _schema_version(self, connection: Any, integration_id: str | None) -> object:
+        """The version the database records (0 when it has no schema yet, see ``found_version``).
+
+        ``integration_id`` names the session the caller is about to use in the
+        errors of a backend that finds no place for the store (see PostgresStore).
+        """
+        del integration_id  # a backend that checks more needs it
         tables = [name for (name,) in connection.execute(self._sql.has_schema).fetchall()]
 
         def read() -> object:

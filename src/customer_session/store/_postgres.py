@@ -13,6 +13,7 @@ Run in autocommit mode, the statement is its own transaction: one round trip.
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -252,6 +253,8 @@ _HAS_SCHEMA: Final = f"""
 _SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id = 1"
 # Where the store's tables are (or would be created): for messages.
 CURRENT_SCHEMA: Final = "SELECT current_schema()"
+# Whether the search_path names no existing schema, and what it names (see no_schema).
+SCHEMA_PLACE: Final = "SELECT current_schema() IS NULL, current_setting('search_path')"
 _SET_VERSION: Final = """
     INSERT INTO customer_session_schema (id, version) VALUES (1, %s)
     ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
@@ -429,6 +432,16 @@ class PostgresStore(BaseStore[_S]):
             ) from exc
 
     # -- the steps BaseStore needs -------------------------------------------------------
+
+    def _schema_version(
+        self, connection: psycopg.Connection[tuple[Any, ...]], integration_id: str | None
+    ) -> object:
+        found = super()._schema_version(connection, integration_id)
+        if found == 0:  # no store's table found: maybe no schema to look in
+            ((missing, search_path),) = connection.execute(SCHEMA_PLACE).fetchall()
+            if missing:
+                raise no_schema(self._conninfo, search_path, integration_id)
+        return found
 
     def _database_name(self, connection: psycopg.Connection[tuple[Any, ...]]) -> str:
         (schema,) = connection.execute(CURRENT_SCHEMA).fetchall()
@@ -646,6 +659,35 @@ def database_name(conninfo: str, schema: object) -> str:
         "no schema: none of the search_path exists" if schema is None else f"schema {shown(schema)}"
     )
     return f"PostgreSQL database {_redact(conninfo)} ({where})"
+
+
+# An entry of a search_path: a quoted identifier (its quotes doubled inside) or a name.
+_SEARCH_PATH_ENTRY: Final = re.compile(r'"(?:[^"]|"")*"|[^,\s]+')
+
+
+def no_schema(conninfo: str, search_path: str, integration_id: str | None) -> StoreError:
+    """The error of a connection whose ``search_path`` names no schema that exists.
+
+    PostgreSQL then has nowhere to look for the store's tables nor to create them
+    (its own words: "no schema has been selected to create in"); with
+    ``migrate=False`` too, opening it with ``migrate=True`` would not help.
+
+    Args:
+        conninfo: The connection string (shown without its password).
+        search_path: The connection's ``search_path`` setting, as the server has it.
+        integration_id: The session the caller was about to use, for the message.
+    """
+    entries = _SEARCH_PATH_ENTRY.findall(search_path)
+    # "$user" stands for a schema named as the user, when there is one.
+    named = [entry for entry in entries if entry.strip('"') != "$user"]
+    create = f"CREATE SCHEMA {named[0]}" if named else "CREATE SCHEMA <name>"
+    return StoreError(
+        f"{subject(integration_id)}: PostgreSQL database {_redact(conninfo)} has no schema "
+        f"to hold the store: no schema of its search_path ({', '.join(entries) or 'empty'}) "
+        f"exists; create one ({create}), or name an existing schema in the connection "
+        "string (options=-csearch_path=<schema>)",
+        integration_id,
+    )
 
 
 def _redact(conninfo: str) -> str:
