@@ -163,6 +163,30 @@ async def test_async_with_on_a_closed_store_says_it_is_closed(conninfo: str) -> 
     assert "cannot connect" not in str(caught.value)
 
 
+class TestNotOpen:
+    async def test_a_store_used_before_it_is_opened_says_how(self, conninfo: str) -> None:
+        """A call on a store made but not opened is a StoreError naming the ways to open it."""
+        store = AsyncPostgresStore(conninfo)
+        for call in (lambda: store.get("order-1"), store.counts, store.pending):
+            with pytest.raises(StoreError) as caught:
+                await call()
+            message = str(caught.value)
+            assert "is not open" in message
+            assert "async with" in message
+            assert "AsyncPostgresStore.open(" in message
+            assert "pool" not in message  # psycopg's words, not the library's
+        async with store:  # the store is unharmed: it opens as usual
+            assert await store.counts() == {}
+
+    async def test_a_closed_store_says_it_is_closed(self, conninfo: str) -> None:
+        """A call on a closed store is a StoreError saying so, and that a new one is needed."""
+        store = await AsyncPostgresStore.open(conninfo)
+        await store.close()
+        with pytest.raises(StoreError, match="is closed: open a new store") as caught:
+            await store.get("order-1")
+        assert "pool" not in str(caught.value)
+
+
 async def test_unreachable_server_is_a_store_error() -> None:
     """Opening a store on a server that is not there raises StoreError."""
     with pytest.raises(StoreError, match="cannot connect"):

@@ -180,8 +180,10 @@ class AsyncPostgresStore(StoreCore[_S]):
     Raises:
         ValidationError: Every bad option, each by name.
         WorkflowError: ``session_class`` or ``workflow`` does not fit.
-        StoreError: psycopg is not installed; or (raised by a call) the call runs
-            in another event loop than the one that opened the store.
+        StoreError: psycopg is not installed; or (raised by a call) the store is
+            not open (made with the constructor and not opened by ``async with``,
+            or closed), or the call runs in another event loop than the one that
+            opened the store.
         SchemaNotReady: With ``migrate=False``, the database holds no store or an
             older schema (raised on first use).
     """
@@ -374,10 +376,19 @@ class AsyncPostgresStore(StoreCore[_S]):
             StoreError: The store was closed, or the server cannot be reached.
         """
         if self._closed:
-            raise StoreError(f"{self!r} is closed: open a new store")
+            raise self._not_open()
         if self._pool.closed:
             await self._open()
         return self
+
+    def _not_open(self) -> StoreError:
+        """The error of a call on a store that is not open: never opened, or closed."""
+        if self._closed:  # psycopg's pool cannot be opened again
+            return StoreError(f"{self!r} is closed: open a new store")
+        return StoreError(
+            f"{self!r} is not open: open it with 'async with store:', or make it open with "
+            "'await AsyncPostgresStore.open(...)'"
+        )
 
     async def __aexit__(
         self,
@@ -820,9 +831,11 @@ class AsyncPostgresStore(StoreCore[_S]):
     async def _ready(self, integration_id: str | None) -> None:
         """Create or migrate (or, with ``migrate=False``, check) the schema on first use.
 
-        Every call of the store comes here first, and is refused here when it runs in
-        another event loop than the store's.
+        Every call of the store comes here first, and is refused here when the store
+        is not open, or when it runs in another event loop than the store's.
         """
+        if self._pool.closed:  # not opened yet, or closed: psycopg would name its pool
+            raise self._not_open()
         self._check_loop()
         if self._is_ready:
             return
