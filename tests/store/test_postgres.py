@@ -18,9 +18,10 @@ from customer_session import (
     CustomerSession,
     KeyAlreadyProcessed,
     StoreError,
+    ValidationError,
     WorkflowError,
 )
-from customer_session.store import AsyncPostgresStore, PostgresStore, _postgres
+from customer_session.store import AsyncPostgresStore, PostgresStore, _postgres, open_store
 from customer_session.store._outbox import idempotency_key
 from customer_session.store._postgres import database_name
 
@@ -531,3 +532,92 @@ class TestSearchPathWithoutASchema:
         message = str(_postgres.no_schema("postgresql://db.example/orders", "", "order-1"))
         assert "no schema of its search_path (empty) exists" in message
         assert "(CREATE SCHEMA <name>)" in message
+
+
+# Connection strings libpq refuses without connecting, and a word of its reason.
+MALFORMED = [
+    ("postgresql://db.example:notaport/orders", "invalid port 'notaport'"),
+    ("postgresql://db.example:70000/orders", "invalid port '70000'"),
+    ("postgresql://db.example/orders?port=x5432", "invalid port 'x5432'"),
+    ("host=db.example port=x5432", "invalid port 'x5432'"),
+    ("postgresql://a:1,b:2,c:3/orders?host=d,e", "3 ports for 2 hosts"),
+    ("host=a,b port=1,2,3", "3 ports for 2 hosts"),
+    ("postgresql://db.example/orders?foo=bar", "invalid URI query parameter"),
+    ("host=db.example bogus=1", 'invalid connection option "bogus"'),
+    ("host=db.example dbname", 'missing "=" after "dbname"'),
+]
+# Each malformed in a way whose libpq message quotes the password ("hunter2").
+SECRET = [
+    "postgresql://shop:hunter2%zz@db.example/orders",
+    "postgresql://shop:hunter2@[::1/orders",
+    "host=db.example password=hun ter2",
+    "host=db.example password='hunter2",
+    "postgresql://db.example/orders?password=hunter2%zz",
+]
+
+
+# Each way of making a PostgreSQL store, and how its refusal names the argument.
+ARGUMENTS = {
+    "PostgresStore": "PostgresStore: conninfo: ",
+    "AsyncPostgresStore": "AsyncPostgresStore: conninfo: ",
+    "open_store": "open_store(): target: ",
+}
+
+
+def made(kind: str, conninfo: str) -> object:
+    """Make a store of ``kind`` on ``conninfo`` (an async one is made, not opened)."""
+    if kind == "open_store":
+        return open_store(conninfo)
+    store_class = PostgresStore if kind == "PostgresStore" else AsyncPostgresStore
+    return store_class(conninfo)
+
+
+def each_maker(conninfos: list[Any]) -> list[Any]:
+    """``(kind, case)`` for each maker and case; open_store takes only the URLs."""
+    return [
+        pytest.param(kind, case, id=f"{kind}-{n}")
+        for kind in ARGUMENTS
+        for n, case in enumerate(conninfos)
+        if kind != "open_store" or "://" in (case if isinstance(case, str) else case[0])
+    ]
+
+
+class TestMalformedConninfo:
+    @pytest.mark.parametrize(("kind", "case"), each_maker(MALFORMED))
+    def test_is_refused_when_the_store_is_made(self, kind, case):
+        """A connection string libpq cannot use is a ValidationError naming the argument."""
+        conninfo, reason = case
+        with pytest.raises(ValidationError) as caught:
+            made(kind, conninfo)
+        assert str(caught.value).startswith(ARGUMENTS[kind] + "is not a valid connection string")
+        assert reason in str(caught.value)
+
+    @pytest.mark.parametrize(("kind", "conninfo"), each_maker(SECRET))
+    def test_never_shows_the_password(self, kind, conninfo):
+        """The reason libpq gives is shown without the password, even where libpq quotes it."""
+        with pytest.raises(ValidationError) as caught:
+            made(kind, conninfo)
+        assert str(caught.value).startswith(ARGUMENTS[kind])
+        assert "hunter2" not in str(caught.value)
+        assert "ter2" not in str(caught.value)
+
+    def test_a_reason_showing_the_password_unquoted_is_withheld(self):
+        """A reason that would show the password outside quotes is withheld whole."""
+        reason = _postgres._without_secrets(
+            "bad token hunter2 here", "postgresql://shop:hunter2@db.example/orders"
+        )
+        assert "hunter2" not in reason
+        assert "withheld" in reason
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_well_formed_url_stays_a_store_error_on_opening():
+    """A URL libpq takes but whose server is not there is a StoreError when opened."""
+    url = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+    store = AsyncPostgresStore(url)  # made: nothing to refuse yet
+    with pytest.raises(StoreError, match="cannot connect"):
+        await store.__aenter__()
+    with pytest.raises(StoreError, match="cannot connect"):
+        PostgresStore(url)
+    with pytest.raises(StoreError, match="cannot connect"):
+        open_store(url)

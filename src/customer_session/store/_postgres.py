@@ -575,6 +575,8 @@ def option_problems(conninfo: object, smallest: object, largest: object) -> list
         problems.append(
             Problem("conninfo", f"must be a connection string or URL, got {shown(conninfo)}")
         )
+    elif (malformed := conninfo_problem(conninfo, "conninfo")) is not None:
+        problems.append(malformed)
     if not isinstance(smallest, int) or isinstance(smallest, bool) or smallest < 0:
         problems.append(
             Problem("min_connections", f"must be an integer >= 0, got {shown(smallest)}")
@@ -592,6 +594,83 @@ def option_problems(conninfo: object, smallest: object, largest: object) -> list
             )
         )
     return problems
+
+
+# A port libpq reads (strtol, then a range check): spaces and a sign allowed.
+_PORT: Final = re.compile(r"\s*[+-]?[0-9]+\s*")
+# Where a password may be in a connection string, for keeping it out of libpq's
+# reasons: a URL's user information, its password parameter, and a password
+# keyword's value up to the next keyword (a space in a password unquoted splits it,
+# and libpq names the second half).
+_SECRETS: Final = (
+    re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:([^/?#]*)@"),
+    re.compile(r"[?&]password=([^&#]*)"),
+    re.compile(r"(?:^|\s)password\s*=\s*(.*?)(?=\s+\w+\s*=|$)", re.DOTALL),
+)
+# What libpq quotes in its reasons.
+_QUOTED: Final = re.compile(r'"([^"]*)"')
+
+
+def conninfo_problem(conninfo: str, argument: str) -> Problem | None:
+    """What libpq refuses in ``conninfo`` without connecting, as a problem of ``argument``.
+
+    libpq parses a connection string without connecting (its syntax, the
+    parameters it knows), and checks the port numbers before it connects: a store
+    refuses such a string when it is made, instead of failing to connect with it.
+    The password is never shown, even where libpq's reason quotes it.
+
+    Returns:
+        ``None`` when libpq takes it (or psycopg, which the store then asks for, is
+        missing).
+    """
+    try:
+        import psycopg  # noqa: PLC0415 - optional dependency
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - same as above
+    except ImportError:
+        return None
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        reason = _without_secrets(str(exc).strip(), conninfo)
+    else:
+        found = _port_problem(parts)
+        if found is None:
+            return None
+        reason = found
+    return Problem(argument, f"is not a valid connection string or URL: {reason}")
+
+
+def _port_problem(parts: dict[str, Any]) -> str | None:
+    """Why libpq would refuse the ports of a parsed connection string, before connecting."""
+    port = parts.get("port")
+    if port is None:
+        return None
+    ports = str(port).split(",")
+    for item in ports:
+        # An empty item is the default port (5432), as an empty port is.
+        if item.strip() and not (_PORT.fullmatch(item) and 1 <= int(item) <= 65535):  # noqa: PLR2004 - the TCP port range
+            return f"invalid port {shown(item)}: a port is a number from 1 to 65535"
+    hosts = parts.get("hostaddr") or parts.get("host")
+    count = len(str(hosts).split(",")) if hosts else 1
+    if len(ports) > 1 and len(ports) != count:
+        return f"{len(ports)} ports for {count} hosts: give one port, or one per host"
+    return None
+
+
+def _without_secrets(reason: str, conninfo: str) -> str:
+    """The reason libpq gave for refusing ``conninfo``, the password quoted in it hidden."""
+    secrets = [m.group(1) for pattern in _SECRETS for m in pattern.finditer(conninfo)]
+    secrets = [secret for secret in secrets if secret]
+
+    def hide(quoted: re.Match[str]) -> str:
+        text = quoted.group(1)
+        touches = any(text in secret or secret in text for secret in secrets)
+        return '"***"' if touches else quoted.group(0)
+
+    hidden = _QUOTED.sub(hide, reason)
+    if any(secret in hidden for secret in secrets):  # unquoted: say less rather than leak
+        return "libpq refuses it (its reason is withheld: it shows the password)"
+    return hidden
 
 
 def update_statement(change: Change) -> str:
