@@ -126,7 +126,6 @@ class TestAnotherEventLoop:
             "counts": store.counts,
             "update": lambda: store.update("order-1", lambda s: s.cancel()),
             "deliver": lambda: store.deliver(lambda effect: None),
-            "close": store.close,
         }
 
         async def in_another_loop(call: Callable[[], Awaitable[object]]) -> str:
@@ -140,17 +139,63 @@ class TestAnotherEventLoop:
         assert (await store.get("order-1")).state is State.CLOSED
         assert await store.deliver(lambda effect: None) == 1
 
-    async def test_a_store_opened_by_an_ended_loop_refuses_a_later_one(self, conninfo: str) -> None:
-        """A store opened by ``asyncio.run()`` raises StoreError under the next one, close() too."""
+    async def test_a_store_opened_by_an_ended_loop_is_closed_by_a_later_one(
+        self, named: tuple[str, Callable[[], int]]
+    ) -> None:
+        """close() under a later ``asyncio.run()`` ends the server sessions; the store is closed."""
+        conninfo, server_sessions = named
 
         async def opened() -> AsyncPostgresStore[CustomerSession]:
-            return await AsyncPostgresStore.open(conninfo)
+            store = await AsyncPostgresStore.open(conninfo, min_connections=2)
+            await store.create(new_session())
+            return store
 
         store = await asyncio.to_thread(asyncio.run, opened())
         with pytest.raises(StoreError, match="opened in another event loop"):
             await store.counts()
-        with pytest.raises(StoreError, match="opened in another event loop"):
-            await store.close()
+        assert server_sessions() == 2
+        await store.close()
+        await until(lambda: server_sessions() == 0)
+        with pytest.raises(StoreError, match="is closed: open a new store"):
+            await store.counts()
+        await store.close()  # closing a closed store does nothing
+
+    async def test_close_from_another_loop_closes_the_store_in_its_own(
+        self, named: tuple[str, Callable[[], int]]
+    ) -> None:
+        """close() from another thread's loop has the opening loop close the pool, while it runs."""
+        conninfo, server_sessions = named
+        store = await AsyncPostgresStore.open(conninfo, min_connections=2)
+        await store.create(new_session())
+        # This loop runs while the other thread's closes the store.
+        await asyncio.to_thread(asyncio.run, store.close())
+        await until(lambda: server_sessions() == 0)
+        with pytest.raises(StoreError, match="is closed: open a new store"):
+            await store.get("order-1")
+
+
+@pytest.fixture
+def named(conninfo: str, pg_server: TemporaryPostgres) -> tuple[str, Callable[[], int]]:
+    """A fresh schema's URL with an application name, and a count of its server sessions."""
+    name = f"cs-{time.monotonic_ns()}"
+
+    def server_sessions() -> int:
+        with psycopg.connect(pg_server.url, autocommit=True) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    return f"{conninfo}&application_name={name}", server_sessions
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` (the server ends a session a moment after its client left)."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.05)
 
 
 async def test_async_with_on_a_closed_store_says_it_is_closed(conninfo: str) -> None:

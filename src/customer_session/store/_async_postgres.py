@@ -115,6 +115,9 @@ _T = TypeVar("_T")
 
 # Seconds a cancelled commit waits for the server to take its cancel request.
 _CANCEL_TIMEOUT: Final = 5.0
+# Seconds close() from another loop waits for the opening loop to close the pool (its
+# own wait for the pool's tasks is 5 s): a loop that stops first never answers.
+_CLOSE_TIMEOUT: Final = 30.0
 
 
 class _Pin:
@@ -146,7 +149,8 @@ class AsyncPostgresStore(StoreCore[_S]):
     ``asyncio.run()``, another thread's loop) raises
     :class:`~customer_session.StoreError`: open a store in each loop. Open it with
     :meth:`open` (or ``async with await AsyncPostgresStore.open(...) as store:``)
-    and close it with :meth:`close`. Needs the ``[postgres]`` extra.
+    and close it with :meth:`close`, which works in any loop, even once the one that
+    opened the store has ended. Needs the ``[postgres]`` extra.
 
     The session a :meth:`transaction` block or an :meth:`update` change receives
     is a plain :class:`~customer_session.CustomerSession` (of ``session_class``):
@@ -252,7 +256,13 @@ class AsyncPostgresStore(StoreCore[_S]):
                 kwargs={"autocommit": True},
                 open=False,
                 name="customer-session-async",
+                configure=self._track,
             )
+        )
+        # Every connection the pool made and still holds (weakly: the pool drops one it
+        # closed), so that close() can end them without the event loop that opened it.
+        self._connections: weakref.WeakSet[psycopg.AsyncConnection[tuple[Any, ...]]] = (
+            weakref.WeakSet()
         )
         self._ready_lock = asyncio.Lock()
         self._delivering = asyncio.Lock()
@@ -345,13 +355,42 @@ class AsyncPostgresStore(StoreCore[_S]):
     async def close(self) -> None:
         """Close the connection pool; the store cannot be used after.
 
-        Raises:
-            StoreError: Called in another event loop than the one that opened the
-                store (its pool cannot be closed from there).
+        It may be called in any event loop. The pool's tasks belong to the loop
+        that opened the store: while that loop runs (in another thread), it is
+        asked to close the pool and awaited. When it has ended (a store opened by
+        an earlier ``asyncio.run()``) or stopped, the store's connections are
+        closed from here: their server sessions end, and with them any lock they
+        held; the pool's tasks ended with their loop, or never run again. A
+        call on a closed store raises :class:`~customer_session.StoreError`;
+        closing it again does nothing.
         """
-        self._check_loop()
-        self._closed = True
-        await self._pool.close()
+        self._closed = True  # first: a call made while it closes is refused
+        opener = None if self._loop is None else self._loop()
+        if self._loop is None or opener is asyncio.get_running_loop():
+            await self._pool.close()  # never opened (nothing to do), or in its own loop
+            return
+        if opener is not None and opener.is_running():
+            closing = asyncio.run_coroutine_threadsafe(self._pool.close(), opener)
+            try:
+                # Bounded: a loop that stops before it runs the request never answers.
+                await asyncio.wait_for(asyncio.wrap_future(closing), _CLOSE_TIMEOUT)
+            except TimeoutError:
+                closing.cancel()
+            else:
+                return
+        # Not run again by this store: running a stopped loop would run its other tasks.
+        self._close_connections()
+
+    def _close_connections(self) -> None:
+        """Close the store's connections without their event loop (see :meth:`close`)."""
+        for connection in list(self._connections):
+            # libpq's own close: it needs no event loop, and ends the server session.
+            connection.pgconn.finish()
+        self._connections.clear()
+
+    async def _track(self, connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        """Note a connection the pool made, for :meth:`close` without its event loop."""
+        self._connections.add(connection)
 
     def _check_loop(self) -> None:
         """Refuse a call made in another event loop than the one that opened the pool.
@@ -834,7 +873,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         Every call of the store comes here first, and is refused here when the store
         is not open, or when it runs in another event loop than the store's.
         """
-        if self._pool.closed:  # not opened yet, or closed: psycopg would name its pool
+        if self._closed or self._pool.closed:  # not opened yet, or closed (see close())
             raise self._not_open()
         self._check_loop()
         if self._is_ready:
