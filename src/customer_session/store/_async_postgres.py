@@ -34,6 +34,7 @@ from customer_session.store._base import (
     _Conflict,
     _Loaded,
     _Stale,
+    migration_failed,
     pause_before,
 )
 from customer_session.store._deferral import deferring, run_queued_async
@@ -884,25 +885,32 @@ class AsyncPostgresStore(StoreCore[_S]):
                 self._is_ready = True
 
     async def _migrate(self, integration_id: str | None) -> None:
-        async with self._connection(integration_id) as connection:
-            found = await _schema_version(connection, self._conninfo, integration_id)
-            if not self._needs_migrating(found, integration_id):
-                return
-            if not self._migrates:  # checked, never changed: it is migrated at deploy time
+        migrating: tuple[str, object] | None = None  # as in StoreCore._migrate
+        try:
+            async with self._connection(integration_id) as connection:
+                found = await _schema_version(connection, self._conninfo, integration_id)
+                if not self._needs_migrating(found, integration_id):
+                    return
                 cursor = await connection.execute(CURRENT_SCHEMA)
                 (schema,) = await cursor.fetchall()
                 where = database_name(self._conninfo, schema[0])
-                raise self._not_ready(where, found, integration_id)
-            async with connection.transaction():
-                # Two processes starting together must not both create the tables.
-                await connection.execute(_LOCK_SCHEMA)
-                found = await _schema_version(connection, self._conninfo, integration_id)
-                steps = steps_from(self.dialect, found, integration_id)
-                for step in steps:
-                    for statement in step:
-                        await connection.execute(statement)
-                if steps:
-                    await connection.execute(_SET_VERSION, (SCHEMA_VERSION,))
+                if not self._migrates:  # checked, never changed: it is migrated at deploy time
+                    raise self._not_ready(where, found, integration_id)
+                async with connection.transaction():
+                    # Two processes starting together must not both create the tables.
+                    await connection.execute(_LOCK_SCHEMA)
+                    found = await _schema_version(connection, self._conninfo, integration_id)
+                    steps = steps_from(self.dialect, found, integration_id)
+                    migrating = (where, found)
+                    for step in steps:
+                        for statement in step:
+                            await connection.execute(statement)
+                    if steps:
+                        await connection.execute(_SET_VERSION, (SCHEMA_VERSION,))
+        except StoreError as exc:
+            if migrating is None or type(exc) is not StoreError:
+                raise
+            raise migration_failed(*migrating, exc, integration_id) from exc
 
     async def _load(self, integration_id: str, workflow: Workflow) -> _Loaded[_S]:
         await self._ready(integration_id)

@@ -31,6 +31,7 @@ from customer_session.exceptions import (
     SchemaNotReady,
     SessionExists,
     SessionNotFound,
+    StoreError,
     UnknownTrigger,
     WorkflowError,
 )
@@ -40,7 +41,7 @@ from customer_session.store import _changes
 from customer_session.store._arguments import check
 from customer_session.store._arguments import problems as argument_problems
 from customer_session.store._deferral import Shadow, deferring, run_queued
-from customer_session.store._documents import load_session, state_from_row
+from customer_session.store._documents import load_session, state_from_row, subject
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._keys import ProcessedKey, processed_key_from_row
 from customer_session.store._outbox import (
@@ -1106,21 +1107,29 @@ class BaseStore(StoreCore[_S], ABC):
 
         ``integration_id`` is the session the caller is about to use (for messages).
         """
-        with self._connection(integration_id) as connection:
-            found = self._schema_version(connection, integration_id)
-            if not self._needs_migrating(found, integration_id):
-                return
-            if not self._migrates:  # checked, never changed: it is migrated at deploy time
-                raise self._not_ready(self._database_name(connection), found, integration_id)
-            with self._migrating(connection, integration_id) as locked:
-                # Read again under the lock: another process may have migrated meanwhile.
-                found = self._schema_version(locked, integration_id)
-                steps = steps_from(self.dialect, found, integration_id)
-                for step in steps:
-                    for statement in step:
-                        locked.execute(statement)
-                if steps:
-                    locked.execute(self._sql.set_version, (SCHEMA_VERSION,))
+        migrating: tuple[str, object] | None = None  # the database and its version, while migrating
+        try:
+            with self._connection(integration_id) as connection:
+                found = self._schema_version(connection, integration_id)
+                if not self._needs_migrating(found, integration_id):
+                    return
+                database = self._database_name(connection)
+                if not self._migrates:  # checked, never changed: it is migrated at deploy time
+                    raise self._not_ready(database, found, integration_id)
+                with self._migrating(connection, integration_id) as locked:
+                    # Read again under the lock: another process may have migrated meanwhile.
+                    found = self._schema_version(locked, integration_id)
+                    steps = steps_from(self.dialect, found, integration_id)
+                    migrating = (database, found)
+                    for step in steps:
+                        for statement in step:
+                            locked.execute(statement)
+                    if steps:
+                        locked.execute(self._sql.set_version, (SCHEMA_VERSION,))
+        except StoreError as exc:
+            if migrating is None or type(exc) is not StoreError:
+                raise
+            raise migration_failed(*migrating, exc, integration_id) from exc
 
     def _schema_version(self, connection: Any, integration_id: str | None) -> object:
         """The version the database records (0 when it has no schema yet, see ``found_version``).
@@ -1356,3 +1365,24 @@ def _awaitable_refused(result: Awaitable[object], what: str) -> WorkflowError:
 
 def _pause(attempt: int) -> None:
     time.sleep(pause_before(attempt))
+
+
+def migration_failed(
+    database: str, found: object, error: StoreError, integration_id: str | None
+) -> StoreError:
+    """The error of a migration a statement failed, which the transaction rolled back.
+
+    Args:
+        database: The database, as messages name it.
+        found: The version it is at (still: every step runs in one transaction).
+        error: The store's error of the failed statement (the database's chained).
+        integration_id: The session the caller was about to use, for the message.
+    """
+    reason = str(error.__cause__ or error)
+    if found == 0:
+        what = f"cannot create the store's tables in {database}"
+        after = "nothing was created"
+    else:
+        what = f"cannot migrate {database} from schema version {found} to {SCHEMA_VERSION}"
+        after = f"it is still at version {found}, unchanged"
+    return StoreError(f"{subject(integration_id)}: {what}: {reason}; {after}", integration_id)
