@@ -7,7 +7,11 @@ read back the same and every operation must work after.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -216,3 +220,78 @@ class TestFailedMigration:
         assert caught.value.integration_id == "order-1"
         assert run(old, "SELECT version FROM customer_session_schema") == [(3,)]
         assert rows(old, 3) == before
+
+
+# A process that opens the store at argv[1] and waits for argv[2] to exist first.
+OPENER = """
+import os, sys, time
+from customer_session.store import open_store
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+with open_store(sys.argv[1]) as store:
+    print(store.get("order-1").state)
+"""
+
+
+def opener(database: str, go: str) -> subprocess.Popen[str]:
+    """Start a process that opens ``database`` once ``go`` exists."""
+    return subprocess.Popen(
+        [sys.executable, "-c", OPENER, database, go], stdout=subprocess.PIPE, text=True
+    )
+
+
+class TestConcurrentAndInterrupted:
+    @pytest.mark.parametrize("version", OLDER)
+    def test_two_processes_migrating_at_once_both_work(
+        self, version, databases, scratch_store, tmp_path
+    ):
+        """Two processes opening one old database together migrate it once; both read it."""
+        old, scratch = databases
+        filled_at(version, old, scratch)
+        before = rows(old, version)
+        go = str(tmp_path / "go")
+        processes = [opener(old, go) for _ in range(2)]
+        (tmp_path / "go").touch()
+        for process in processes:
+            out, _ = process.communicate(timeout=120)
+            assert process.returncode == 0
+            assert out.strip() == "closed"
+        assert run(old, "SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+        assert rows(old, version) == before
+
+    @pytest.mark.postgres
+    def test_a_migration_killed_half_way_leaves_the_old_version_whole(self, pg_server, tmp_path):
+        """A migration killed half-way leaves version 3 as it was; the next one works."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        old, scratch = pg_server.fresh_schema(), pg_server.fresh_schema()
+        with open_store(scratch) as store:
+            fill(store)
+        filled_at(3, old, scratch)
+        before = rows(old, 3)
+        with psycopg.connect(old) as blocker:
+            # The step to version 4 alters the keys table last: it waits here.
+            blocker.execute("LOCK TABLE customer_session_keys IN ACCESS SHARE MODE")
+            (tmp_path / "go").touch()
+            process = opener(old, str(tmp_path / "go"))
+            deadline = time.monotonic() + 60
+            while not run(
+                pg_server.url,
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'ALTER TABLE customer_session_keys%%'",
+            ):
+                assert time.monotonic() < deadline, "the migration never reached the keys"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+            process.communicate(timeout=60)  # reaps it and closes its pipe
+            blocker.rollback()
+        assert run(old, "SELECT version FROM customer_session_schema") == [(3,)]
+        assert rows(old, 3) == before
+        names = run(
+            old,
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND column_name LIKE '%%digest'",
+        )
+        assert names == []
+        with open_store(old) as store:
+            assert store.get("order-1").state is State.CLOSED
