@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import sqlite3
 import threading
 import uuid
@@ -295,24 +296,57 @@ def store(open_db: Callable[..., Any]) -> Any:
     return open_db()
 
 
+# The columns every version has, per table (later versions only add columns).
+COLUMNS = {
+    "customer_sessions": ("integration_id", "state", "version", "updated", "document"),
+    "customer_session_journal": (
+        "sequence",
+        "integration_id",
+        "version",
+        "kind",
+        "operation",
+        "event_key",
+        "records",
+        "changes",
+        "recorded_at",
+    ),
+    "customer_session_outbox": (
+        "sequence",
+        "idempotency_key",
+        "effect",
+        "integration_id",
+        "version",
+        "position",
+        "record",
+        "document",
+        "created_at",
+        "attempts",
+        "last_error",
+        "delivered_at",
+    ),
+    "customer_session_keys": ("key", "integration_id", "recorded_at"),
+}
+
+
+def run_sql(database: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on ``database`` in autocommit mode (``?`` placeholders)."""
+    if database.startswith("postgresql://"):
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        with psycopg.connect(database, autocommit=True) as connection:
+            cursor = connection.execute(statement.replace("?", "%s"), params)
+            return list(cursor.fetchall()) if cursor.description else []
+    connection = sqlite3.connect(database, isolation_level=None)
+    try:
+        return connection.execute(statement, params).fetchall()
+    finally:
+        connection.close()
+
+
 @pytest.fixture
 def sql(database: str) -> Callable[..., list[tuple[Any, ...]]]:
     """Run raw SQL on the database (``?`` placeholders), to inspect or damage it."""
-
-    def run(statement: str, *params: Any) -> list[tuple[Any, ...]]:
-        if database.startswith("postgresql://"):
-            import psycopg  # noqa: PLC0415 - optional dependency
-
-            with psycopg.connect(database, autocommit=True) as connection:
-                cursor = connection.execute(statement.replace("?", "%s"), params)
-                return list(cursor.fetchall()) if cursor.description else []
-        connection = sqlite3.connect(database, isolation_level=None)
-        try:
-            return connection.execute(statement, params).fetchall()
-        finally:
-            connection.close()
-
-    return run
+    return functools.partial(run_sql, database)
 
 
 @pytest.fixture

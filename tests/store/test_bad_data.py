@@ -36,6 +36,8 @@ from customer_session.store import (
 )
 from customer_session.store._schema import MIGRATIONS
 
+from .conftest import COLUMNS
+
 
 def stored(store, integration_id: str = "order-1") -> None:
     session = CustomerSession(
@@ -458,33 +460,8 @@ V2_INDEXES = ("customer_session_outbox_delivered", "customer_session_keys_record
 
 # The tables whose version 3 columns version 4 keeps as they were, with those columns.
 V3_TABLES = {
-    "customer_sessions": ("integration_id", "state", "version", "updated", "document"),
-    "customer_session_journal": (
-        "sequence",
-        "integration_id",
-        "version",
-        "kind",
-        "operation",
-        "event_key",
-        "records",
-        "changes",
-        "recorded_at",
-    ),
-    "customer_session_outbox": (
-        "sequence",
-        "idempotency_key",
-        "effect",
-        "integration_id",
-        "version",
-        "position",
-        "record",
-        "document",
-        "created_at",
-        "attempts",
-        "last_error",
-        "delivered_at",
-    ),
-    "customer_session_keys": ("key", "integration_id", "recorded_at", "refusal"),
+    **COLUMNS,
+    "customer_session_keys": (*COLUMNS["customer_session_keys"], "refusal"),
 }
 # The unique keys of version 3, on the text of ids and keys; and those of version 4.
 TEXT_KEYS = (

@@ -8,7 +8,6 @@ read back the same and every operation must work after.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,54 +20,10 @@ from customer_session import CartItem, CustomerSession, State, StoreError
 from customer_session.store import SCHEMA_VERSION, ProcessedKey, open_store, rebuild
 from customer_session.store._schema import MIGRATIONS
 
-from .conftest import BACKENDS
+from .conftest import BACKENDS, COLUMNS
+from .conftest import run_sql as run
 
 OLDER = range(1, SCHEMA_VERSION)
-# The columns every version has, per table (later versions only add columns).
-COLUMNS = {
-    "customer_sessions": ("integration_id", "state", "version", "updated", "document"),
-    "customer_session_journal": (
-        "sequence",
-        "integration_id",
-        "version",
-        "kind",
-        "operation",
-        "event_key",
-        "records",
-        "changes",
-        "recorded_at",
-    ),
-    "customer_session_outbox": (
-        "sequence",
-        "idempotency_key",
-        "effect",
-        "integration_id",
-        "version",
-        "position",
-        "record",
-        "document",
-        "created_at",
-        "attempts",
-        "last_error",
-        "delivered_at",
-    ),
-    "customer_session_keys": ("key", "integration_id", "recorded_at"),
-}
-
-
-def run(database: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Run one statement on ``database`` in autocommit mode (``?`` placeholders)."""
-    if database.startswith("postgresql://"):
-        import psycopg  # noqa: PLC0415 - optional dependency
-
-        with psycopg.connect(database, autocommit=True) as connection:
-            cursor = connection.execute(statement.replace("?", "%s"), params)
-            return list(cursor.fetchall()) if cursor.description else []
-    connection = sqlite3.connect(database, isolation_level=None)
-    try:
-        return connection.execute(statement, params).fetchall()
-    finally:
-        connection.close()
 
 
 def dialect(database: str) -> str:
