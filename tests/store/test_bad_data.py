@@ -437,6 +437,7 @@ class TestSchemaVersion:
         assert later.get("order-1").state is State.CLOSED
         assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
         assert _unique_keys(sql) == {*OTHER_KEYS, *DIGEST_KEYS}
+        assert "customer_sessions_integration_id" in _indexes(sql, database)
         assert {table: _rows(sql, table) for table in V3_TABLES} == before
         with pytest.raises(SessionExists):
             later.create(CustomerSession(integration_id="order-1"))
@@ -512,6 +513,7 @@ def _undo_version_4(sql, database: str) -> None:
     sql("ALTER TABLE customer_session_outbox DROP COLUMN discard_reason")
     if database.startswith("postgresql://"):
         for statement in (
+            "DROP INDEX customer_sessions_integration_id",
             # Dropping a digest column drops the primary key or unique key on it.
             "ALTER TABLE customer_sessions DROP COLUMN integration_id_digest",
             "ALTER TABLE customer_sessions ADD PRIMARY KEY (integration_id)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import threading
 import time
 import uuid
@@ -226,6 +227,23 @@ def test_a_lookup_by_id_or_key_reads_an_index(pg_server, name):
     read = list(scans(plan[0]["Plan"]))
     assert read
     assert [node for node in read if node[0] == "Seq Scan"] == []
+
+
+def test_a_query_written_by_hand_finds_a_session_by_its_id_through_an_index(pg_server):
+    """WHERE integration_id = ... reads an index, for any id length (the key is a digest)."""
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    conninfo = pg_server.fresh_schema()
+    long_id = "订单" * 500  # 1,000 characters, 3,000 bytes: past a btree entry's limit
+    with PostgresStore(conninfo) as store:
+        store.create(CustomerSession(integration_id=long_id))
+    query = "SELECT state FROM customer_sessions WHERE integration_id = %s"
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        assert connection.execute(query, (long_id,)).fetchall() == [("open",)]
+        connection.execute("SET enable_seqscan = off")
+        ((plan,),) = connection.execute(f"EXPLAIN (FORMAT JSON) {query}", (long_id,)).fetchall()
+    assert [node for node in scans(plan[0]["Plan"]) if node[0] == "Seq Scan"] == []
+    assert '"Index Name": "customer_sessions_integration_id"' in json.dumps(plan)
 
 
 # -- the delivery lock, across store objects --------------------------------------------
