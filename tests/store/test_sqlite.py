@@ -464,6 +464,45 @@ class TestDeliveryLockFile:
             with pytest.raises(StoreError, match="cannot open as the delivery lock file"):
                 store.deliver(lambda e: None)
 
+    def test_a_child_forked_during_a_delivery_does_not_hold_its_lock(self, tmp_path):
+        """A process forked by a handler leaves the lock to the deliveries after it.
+
+        The child (a worker pool started by the handler, say) outlives the delivery;
+        had it kept the lock file open, the next delivery would wait for it to exit.
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store, SQLiteStore(path) as other:
+            with_pending_row(store)
+            store.update("order-1", lambda s: s.cancel())
+            wait_end, hold_end = os.pipe()
+            children: list[int] = []
+            delivered: list[int] = []
+            thread = threading.Thread(
+                target=lambda: delivered.append(other.deliver(lambda e: None)), daemon=True
+            )
+
+            def fork_a_child(effect: object) -> None:
+                pid = os.fork()
+                if pid == 0:  # the child: wait for the test to end it, touching nothing
+                    os.close(hold_end)
+                    os.read(wait_end, 1)
+                    os._exit(0)
+                children.append(pid)
+
+            try:
+                assert store.deliver(fork_a_child, limit=1) == 1
+                thread.start()
+                thread.join(timeout=30)
+                assert not thread.is_alive(), "deliver() waits for the forked child"
+                assert delivered == [1]
+            finally:
+                os.close(hold_end)  # the child reads the end of the pipe, and exits
+                os.close(wait_end)
+                for pid in children:
+                    os.waitpid(pid, 0)
+                if thread.ident is not None:
+                    thread.join(timeout=30)
+
     def test_a_lock_file_the_process_may_only_read_serves(self, tmp_path):
         """An existing lock file that this process cannot write still serializes deliveries."""
         path = tmp_path / "x.db"
