@@ -138,6 +138,27 @@ def deliver_and_hang(database: str, journal: str, hang_at: int, ready: Event) ->
         store.deliver(handler)
 
 
+def deliver_fork_and_hang(database: str, children: str, ready: Event) -> None:
+    """Deliver, and in the handler fork a child that outlives this process; then hang.
+
+    The child's pid is written to ``children`` (for the test to end it); it sleeps,
+    touching nothing, as a worker pool started by a handler would.
+    """
+
+    def handler(effect: Any) -> None:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(600)
+            os._exit(0)
+        with open(children, "a", encoding="utf-8") as out:  # noqa: PTH123 - a plain append
+            out.write(f"{pid}\n")
+        ready.set()
+        time.sleep(600)
+
+    with open_reopenable(database) as store:
+        store.deliver(handler)
+
+
 def deliver_together(
     database: str, ready: Barrier, out: Queue[list[tuple[float, int, str, int]]]
 ) -> None:

@@ -8,6 +8,8 @@ These tests use the async API directly.
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,7 @@ from customer_session import (
 )
 from customer_session.aio import AsyncSession
 from customer_session.store import AsyncPostgresStore, Effect, JournalKind, ProcessedKey, rebuild
+from customer_session.store import _forks as forks
 
 from .conftest import blocks_another
 
@@ -313,6 +316,38 @@ async def test_async_handler_delivers(store: AsyncPostgresStore[CustomerSession]
 
     assert await store.deliver(handler) == 1
     assert [e.record.trigger for e in delivered] == [Trigger.CLOSE]
+    assert await store.pending() == ()
+
+
+async def test_a_child_forked_by_a_handler_lets_go_of_the_lock_connection(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """In a child forked while a delivery runs, the lock connection's socket is no socket.
+
+    A child keeping it (alive after a kill of the deliverer) would keep the server's
+    session, and the advisory lock, until it exits.
+    """
+    await closed_with_effects(store)
+    held: list[int] = []
+    reported: list[bytes] = []
+
+    async def handler(effect: Effect) -> None:
+        held.extend(forks._HELD)
+        readable, writable = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: say whether each is still a socket, touching nothing else
+            modes = [os.fstat(descriptor).st_mode for descriptor in held]
+            os.write(writable, bytes(int(stat.S_ISSOCK(mode)) for mode in modes))
+            os._exit(0)
+        os.close(writable)
+        reported.append(os.read(readable, 64))
+        os.close(readable)
+        await asyncio.to_thread(os.waitpid, pid, 0)  # the child has written: it ends
+
+    assert await store.deliver(handler) == 1
+    assert len(held) == 1
+    assert reported == [b"\x00"]  # the child's copy points elsewhere
+    assert stat.S_ISSOCK(os.fstat(held[0]).st_mode)  # and the pool's connection still works
     assert await store.pending() == ()
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
+import signal
+import threading
 import time
 
 import pytest
@@ -171,6 +174,45 @@ class TestKilledWorkers:
             assert store.pending() == ()
         assert again[0] == first[2]  # handed over before the kill, never marked delivered
         assert set(first) | set(again) == outbox_keys(sql)
+
+    def test_a_child_forked_by_a_killed_deliverer_does_not_hold_the_lock(
+        self, database, spawn, tmp_path
+    ):
+        """A deliverer killed while a child its handler forked lives: others deliver at once.
+
+        The child shares the lock's file (SQLite) or socket (PostgreSQL) unless it let
+        go of it: the lock would outlive the deliverer until the child exits.
+        """
+        import store_workers  # noqa: PLC0415 - importable once the fixture ran
+
+        populate(database)
+        with store_workers.open_reopenable(database) as store:
+            store.update(IDS[0], lambda s: s.close())
+        children = tmp_path / "children.txt"
+        process, ready = spawn(store_workers.deliver_fork_and_hang, database, str(children))
+        try:
+            assert ready.wait(60), "the worker never got ready"
+            process.kill()
+            # Not join(): it waits for the end of a pipe the child has a copy of too.
+            deadline = time.monotonic() + 60
+            while process.exitcode is None:
+                assert time.monotonic() < deadline, "the killed worker never ended"
+                time.sleep(0.01)
+            assert process.exitcode == -9
+            delivered: list[int] = []
+
+            def deliver() -> None:
+                with store_workers.open_reopenable(database) as store:
+                    delivered.append(store.deliver(lambda effect: None))
+
+            thread = threading.Thread(target=deliver, daemon=True)
+            thread.start()
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "deliver() waits for the killed deliverer's child"
+            assert delivered == [1]  # the row handed over before the kill, never marked
+        finally:
+            for pid in children.read_text().split() if children.exists() else ():
+                os.kill(int(pid), signal.SIGKILL)
 
 
 class TestInterruptedCommits:

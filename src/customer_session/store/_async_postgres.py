@@ -26,6 +26,7 @@ from customer_session.exceptions import (
     WorkflowError,
 )
 from customer_session.model import CustomerSession
+from customer_session.store import _forks as forks
 from customer_session.store._arguments import check
 from customer_session.store._base import (
     _DELIVERY_BATCH,
@@ -976,7 +977,11 @@ class AsyncPostgresStore(StoreCore[_S]):
             # Closing the connection then releases the lock for sure; back in the
             # pool, it would keep every other deliverer waiting.
             held = True
+            socket = None
             try:
+                # A child forked while the lock is held must not keep the session alive.
+                socket = self._socket(connection)
+                forks.hold(socket)
                 try:
                     delivery.holder = await self._lock_outbox(connection)
                 except WorkflowError:
@@ -995,6 +1000,10 @@ class AsyncPostgresStore(StoreCore[_S]):
                     await self._advisory(connection, _UNLOCK_OUTBOX)
                     held = False
             finally:
+                if socket is not None:
+                    # Before the close, which tells the server to end the session (and a
+                    # child forked meanwhile keeps a socket the server no longer serves).
+                    forks.let_go(socket)
                 if held:
                     await connection.close()
                 await self._pool.putconn(connection)
@@ -1026,6 +1035,13 @@ class AsyncPostgresStore(StoreCore[_S]):
     ) -> list[tuple[Any, ...]]:
         try:
             return await (await connection.execute(statement)).fetchall()
+        except self._psycopg_error as exc:
+            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+
+    def _socket(self, connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> int:
+        """The descriptor of ``connection``'s socket (see ``_forks``)."""
+        try:
+            return connection.fileno()
         except self._psycopg_error as exc:
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
 

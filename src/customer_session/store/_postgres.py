@@ -23,6 +23,7 @@ from customer_session._cart import is_text
 from customer_session._show import shown
 from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError, WorkflowError
 from customer_session.model import CustomerSession
+from customer_session.store import _forks as forks
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
 from customer_session.store._outbox import EFFECT_COLUMNS, holders, nested_delivery
@@ -507,7 +508,11 @@ class PostgresStore(BaseStore[_S]):
         # connection then releases the lock for sure; back in the pool, it would keep
         # every other deliverer waiting.
         held = True
+        socket = None
         try:
+            # A child forked while the lock is held must not keep the session alive.
+            socket = self._socket(connection)
+            forks.hold(socket)
             try:
                 delivery.holder = self._lock_outbox(connection)
             except WorkflowError:
@@ -526,6 +531,10 @@ class PostgresStore(BaseStore[_S]):
                 self._advisory(connection, _UNLOCK_OUTBOX)
                 held = False
         finally:
+            if socket is not None:
+                # Before the close, which tells the server to end the session (and a
+                # child forked meanwhile keeps a socket the server no longer serves).
+                forks.let_go(socket)
             if held:
                 connection.close()
             self._pool.putconn(connection)
@@ -557,6 +566,13 @@ class PostgresStore(BaseStore[_S]):
     ) -> list[tuple[Any, ...]]:
         try:
             return connection.execute(statement).fetchall()
+        except self._psycopg_error as exc:
+            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+
+    def _socket(self, connection: psycopg.Connection[tuple[Any, ...]]) -> int:
+        """The descriptor of ``connection``'s socket (see ``_forks``)."""
+        try:
+            return connection.fileno()
         except self._psycopg_error as exc:
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
 

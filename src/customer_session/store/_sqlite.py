@@ -28,6 +28,7 @@ from customer_session.exceptions import (
     StoreError,
 )
 from customer_session.model import CustomerSession
+from customer_session.store import _forks as forks
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
 from customer_session.store._outbox import EFFECT_COLUMNS
@@ -550,47 +551,13 @@ class SQLiteStore(BaseStore[_S]):
         return self._main_file
 
 
-# The descriptors of the delivery lock files this process has open, and the lock a
-# fork waits for while one is being opened or closed (see _file_lock).
-_LOCK_FILES: set[int] = set()
-_LOCK_FILES_GUARD = threading.Lock()
-
-
-def _release_lock_files_in_child() -> None:
-    """In a forked child: let go of the lock files the parent's deliveries hold.
-
-    A ``flock`` lock belongs to the open file, which a fork shares: a child that
-    outlives the delivery (a worker pool a handler started, a fork by another
-    thread) would hold the lock until it exits, and every later delivery would wait
-    for it, even once the parent died. Each descriptor is pointed at ``/dev/null``
-    rather than closed, so that a delivery the child goes on with closes its own.
-    """
-    if _LOCK_FILES:
-        null = os.open(os.devnull, os.O_RDONLY)
-        try:
-            for descriptor in _LOCK_FILES:
-                os.dup2(null, descriptor, inheritable=False)
-        finally:
-            os.close(null)
-        _LOCK_FILES.clear()
-    _LOCK_FILES_GUARD.release()
-
-
-if sys.platform != "win32":
-    os.register_at_fork(
-        before=_LOCK_FILES_GUARD.acquire,
-        after_in_parent=_LOCK_FILES_GUARD.release,
-        after_in_child=_release_lock_files_in_child,
-    )
-
-
 @contextmanager
 def _file_lock(path: str) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created if need be), waiting for it.
 
     A ``flock`` lock belongs to the open file, so it also excludes other store
     objects of this process, and it ends when the file is closed or the process
-    dies; a forked child does not keep it (see ``_release_lock_files_in_child``).
+    dies; a forked child does not keep it (see ``_forks``).
     Windows has no ``flock``: there, only this store object's threads are
     serialized (run one deliverer per database).
 
@@ -606,11 +573,11 @@ def _file_lock(path: str) -> Iterator[None]:
         # Non-blocking: opened read-only, a FIFO would wait for a writer forever
         # (it is refused below); without a controlling-terminal grab for a device.
         # Noted before a fork can copy it (a fork waits for the guard).
-        with _LOCK_FILES_GUARD:
+        with forks.GUARD:
             descriptor = os.open(
                 path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY, 0o666
             )
-            _LOCK_FILES.add(descriptor)
+            forks.hold(descriptor)
     except OSError as exc:
         raise _lock_file_error(path, exc.strerror or str(exc)) from exc
     try:
@@ -624,8 +591,8 @@ def _file_lock(path: str) -> Iterator[None]:
             raise StoreError(f"cannot lock the delivery lock file {shown(path)}: {exc}") from exc
         yield
     finally:
-        with _LOCK_FILES_GUARD:  # no fork copies it between the two
-            _LOCK_FILES.discard(descriptor)
+        with forks.GUARD:  # no fork copies it between the two
+            forks.let_go(descriptor)
             os.close(descriptor)  # and with it the lock
 
 
