@@ -20,7 +20,9 @@ from typing import Final
 
 _HELD: Final[set[int]] = set()
 
-GUARD: Final = threading.Lock()
+# Reentrant: a fork from a signal handler, on the thread holding it, must not wait
+# for itself.
+GUARD: Final = threading.RLock()
 """Held by a fork (between its before and after hooks): take it around the open of a
 descriptor and :func:`hold`, or :func:`let_go` and its close, so that no fork copies
 the descriptor unnoted."""
