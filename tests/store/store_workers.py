@@ -196,3 +196,45 @@ def first_use(databases: list[str], ready: Barrier, failures: Queue[str]) -> Non
                 store.exists("order-1")
         except Exception as exc:  # reported to the test, which fails on it
             failures.put(f"{database}: {type(exc).__name__}: {exc}")
+
+
+def replay_and_hang(database: str, log: list[str], commits: int, ready: Event) -> None:
+    """Replay ``log`` into the store, and hang once ``commits`` changes committed."""
+    from customer_session.store import StoreReplayer  # noqa: PLC0415 - only this worker
+
+    with StoreReplayer(database, session_class=ReopenableCustomerSession) as replayer:
+        update = replayer.store._update
+        committed = 0
+
+        def update_then_hang(change: Any, expected: int) -> bool:
+            nonlocal committed
+            written = update(change, expected)
+            committed += written
+            if committed == commits:
+                ready.set()
+                time.sleep(600)
+            return written
+
+        replayer.store._update = update_then_hang
+        replayer.run(log)
+
+
+def migrate_and_hang(database: str, ready: Event) -> None:
+    """Create the schema on first use, and hang after its first step, before the commit."""
+    from customer_session.store import _base  # noqa: PLC0415 - only this worker
+
+    steps_from = _base.steps_from
+
+    def first_step_then_hang(*args: Any) -> list[Any]:
+        steps = list(steps_from(*args))
+
+        def hang() -> Any:
+            ready.set()
+            time.sleep(600)
+            yield from ()
+
+        return [steps[0], hang()]
+
+    _base.steps_from = first_step_then_hang
+    with open_store(database) as store:
+        store.exists("order-1")

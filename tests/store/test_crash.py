@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import random
 import signal
 import threading
 import time
+from itertools import islice
+from pathlib import Path
 
 import pytest
 
 from customer_session import CartItem, CustomerSession, ReopenableCustomerSession, State
-from customer_session.store import open_store, rebuild
+from customer_session.store import StoreReplayer, open_store, rebuild
 from customer_session.store._outbox import idempotency_key
 
 IDS = [f"order-{n}" for n in range(10)]
+EXAMPLE = Path(__file__).parent.parent.parent / "examples" / "orders.jsonl"
+
+
+def example(lines: int) -> list[str]:
+    """The first ``lines`` lines of the example event log."""
+    with EXAMPLE.open(encoding="utf-8") as log:
+        return list(islice(log, lines))
+
+
+def ids_of(log: list[str]) -> set[str]:
+    """The sessions the lines of ``log`` that are JSON objects name."""
+    named = (json.loads(line).get("session") for line in log if line.lstrip().startswith("{"))
+    return {name for name in named if isinstance(name, str)}
+
+
 ITEMS = (CartItem(sku="A", quantity=5, price=1.0),)
 
 
@@ -213,6 +231,34 @@ class TestKilledWorkers:
         finally:
             for pid in children.read_text().split() if children.exists() else ():
                 os.kill(int(pid), signal.SIGKILL)
+
+    def test_a_replay_killed_midway_resumes_to_what_one_run_gives(self, database, spawn, tmp_path):
+        """A store replay killed between two commits, run again, ends as one run of the log."""
+        import store_workers  # noqa: PLC0415 - importable once the fixture ran
+
+        log = example(300)
+        process, ready = spawn(store_workers.replay_and_hang, database, log, 40)
+        kill_when_ready(process, ready)
+        with StoreReplayer(database, session_class=ReopenableCustomerSession) as replayer:
+            resumed = replayer.run(log)
+            stored = {i: replayer.store.history(i) for i in ids_of(log)}
+        assert resumed.skipped >= 40  # the killed run's changes are kept, not repeated
+        with StoreReplayer(tmp_path / "one.db", session_class=ReopenableCustomerSession) as one:
+            whole = one.run(log)
+            expected = {i: one.store.history(i) for i in ids_of(log)}
+        assert resumed.skipped + resumed.applied == whole.applied
+        assert {i: [e.records for e in h] for i, h in stored.items()} == {
+            i: [e.records for e in h] for i, h in expected.items()
+        }
+
+    def test_a_first_use_killed_while_creating_the_schema_leaves_none(self, database, spawn):
+        """A worker killed midway through creating the schema: the next store creates it whole."""
+        import store_workers  # noqa: PLC0415 - importable once the fixture ran
+
+        process, ready = spawn(store_workers.migrate_and_hang, database)
+        kill_when_ready(process, ready)
+        populate(database)  # creates the schema, not waiting for the dead worker
+        assert_consistent(database)
 
 
 class TestInterruptedCommits:
