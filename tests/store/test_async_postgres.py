@@ -241,6 +241,28 @@ async def test_unreachable_server_is_a_store_error() -> None:
         await AsyncPostgresStore.open("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
 
 
+async def test_a_cancelled_open_closes_the_pool_it_started(
+    conninfo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open() cancelled while its pool connects (a timeout around it) leaves no pool task."""
+    connecting = asyncio.Event()
+
+    async def stuck(self: object, connection: object) -> None:
+        del self, connection
+        connecting.set()
+        await asyncio.sleep(0.5)  # the pool's first connection is slow to get ready
+
+    monkeypatch.setattr(AsyncPostgresStore, "_track", stuck)
+    store = AsyncPostgresStore(conninfo)
+    opening = asyncio.create_task(store.__aenter__())
+    await asyncio.wait_for(connecting.wait(), WAIT)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    left = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("customer-")]
+    assert (store._pool.closed, left) == (True, [])
+
+
 async def test_open_loads_sessions_into_the_class_given(conninfo: str) -> None:
     """open(session_class=...) passes the class and the other options on to the store."""
     async with await AsyncPostgresStore.open(

@@ -349,6 +349,11 @@ class AsyncPostgresStore(StoreCore[_S]):
             raise StoreError(
                 f"cannot connect to PostgreSQL ({_redact(self._conninfo)}): {exc}"
             ) from exc
+        except BaseException:
+            # Cancelled (a timeout around open()) or interrupted: the pool's tasks and
+            # connections would outlive the store nobody can close, one set per attempt.
+            await self._pool.close()
+            raise
 
     def __repr__(self) -> str:
         """Show the server (without a password)."""
