@@ -5,6 +5,7 @@ import gc
 import subprocess
 import sys
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -1274,6 +1275,32 @@ class TestLocks:
         asyncio.run(two_returns())
         asyncio.run(two_returns())
         assert len(session.history) == 4
+
+    def test_another_loop_using_the_session_does_not_split_a_loops_turns(self):
+        """Tasks of one loop still take turns after a loop in another thread used the session."""
+        workflow = Workflow()
+        session = _session(workflow)
+
+        async def ask_from_another_loop():
+            return await AsyncSession(session).can(Trigger.CANCEL)
+
+        async def close_then_cancel():
+            gate = Gate()
+            workflow.before(gate, trigger=Trigger.CLOSE)
+            closing = asyncio.create_task(AsyncSession(session).close())
+            await gate.entered.wait()
+            # Another thread's loop asks meanwhile (refused: the session is busy).
+            with ThreadPoolExecutor(1) as pool:
+                assert not pool.submit(asyncio.run, ask_from_another_loop()).result(HANG)
+            cancelling = asyncio.create_task(AsyncSession(session).cancel())
+            await _spin()
+            gate.release.set()
+            async with asyncio.timeout(HANG):
+                return await closing, await cancelling
+
+        closed, cancelled = asyncio.run(close_then_cancel())
+        assert (closed.destination, cancelled.source) == (State.CLOSED, State.CLOSED)
+        assert session.state is State.CANCELLED
 
 
 @pytest.mark.asyncio

@@ -13,7 +13,9 @@ or plain functions, in every phase.
 - Triggers on one session are serialized: a trigger, ``can()`` or ``why_not()``
   waits until the one in progress on that session has finished, after-commit
   hooks included. Every face over a session shares its lock, so tasks may share
-  a face or make their own. Triggers on different sessions run concurrently.
+  a face or make their own; the lock is per event loop (a task of a loop in
+  another thread is refused as a sync trigger is, below). Triggers on different
+  sessions run concurrently.
   The session's sync methods do not take the lock: a sync trigger during an
   async one, or while ``can()``/``why_not()`` await its guards, raises
   ``TransitionInProgress``; an edit from another task is refused while they
@@ -32,6 +34,7 @@ that fires on its own session (``gather()``, ``shield()`` and, on Python 3.11,
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -60,18 +63,24 @@ _T = TypeVar("_T")
 class _Turn:
     """Whose turn it is on one session, within one event loop."""
 
-    __slots__ = ("lock", "loop", "owner")
+    __slots__ = ("lock", "owner")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = weakref.ref(loop)
+    def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.owner: asyncio.Task[Any] | None = None
 
 
-# One turn per live session, shared by every face over it. Sessions compare by
-# value and are not hashable, so the key is id(session), guarded by a weak
-# reference whose callback drops the entry when the session is collected.
-_TURNS: dict[int, tuple[weakref.ref[CustomerSession], _Turn]] = {}
+# The turns of each live session, one per event loop, shared by every face over it.
+# Sessions compare by value and are not hashable, so the key is id(session), guarded
+# by a weak reference whose callback drops the entry when the session is collected.
+# An asyncio.Lock belongs to one event loop, so each loop that uses the session
+# (asyncio.run() again, a loop in another thread) gets its own turn, and keeps it
+# while other loops use the session: replacing it would let the loop's next task
+# in while one of its tasks still holds the old turn.
+_Loops = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn]
+_TURNS: dict[int, tuple[weakref.ref[CustomerSession], _Loops]] = {}
+# Threads running their own loops may reach a session's first turn at once.
+_TURNS_LOCK = threading.Lock()
 
 
 def _forget(key: int, ref: weakref.ref[CustomerSession]) -> None:
@@ -84,12 +93,17 @@ def _turn(session: CustomerSession) -> _Turn:
     loop = asyncio.get_running_loop()
     key = id(session)
     entry = _TURNS.get(key)
-    if entry is not None and entry[0]() is session and entry[1].loop() is loop:
-        return entry[1]
-    # An asyncio.Lock belongs to one event loop; a session used under a later loop
-    # (asyncio.run() again, a test's fresh loop) gets a fresh turn.
-    turn = _Turn(loop)
-    _TURNS[key] = (weakref.ref(session, partial(_forget, key)), turn)
+    if entry is None or entry[0]() is not session:
+        with _TURNS_LOCK:
+            entry = _TURNS.get(key)
+            if entry is None or entry[0]() is not session:
+                entry = (weakref.ref(session, partial(_forget, key)), _Loops())
+                _TURNS[key] = entry
+    loops = entry[1]
+    turn = loops.get(loop)
+    if turn is None:
+        # Only this loop's thread adds this loop's turn.
+        turn = loops[loop] = _Turn()
     return turn
 
 
