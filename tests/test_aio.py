@@ -599,6 +599,33 @@ class TestCancellation:
         assert session._running is None
         assert ran == []
 
+    async def test_a_cancellation_after_the_commit_keeps_the_failures_before_it(self):
+        """A cancelled after-commit hook passes on the failures of the hooks before it."""
+        workflow = Workflow()
+
+        def fail(event):
+            raise ValueError("mail server down")
+
+        workflow.after_commit(fail, name="mail")
+        workflow.after_commit(_forever, name="crm")
+        workflow.after_commit(lambda event: None, name="audit")
+        session = _session(workflow)
+        task = asyncio.create_task(AsyncSession(session).close())
+        await _spin()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as info:
+            await task
+        (note,) = info.value.__notes__
+        assert note == (
+            "close() committed (open -> closed), then after-commit hook 'crm' was "
+            "interrupted; 'audit' did not run; 1 after-commit hook had raised before "
+            "(the AfterCommitHookFailed in this exception's __context__)"
+        )
+        group = info.value.__context__
+        assert isinstance(group, AfterCommitHookFailed)
+        assert group.record == session.history[-1]
+        assert [str(e) for e in group.exceptions] == ["mail server down"]
+
     async def test_cancel_requested_by_the_last_hook_lands_after_the_commit(self):
         """The commit point does not yield, so a cancellation cannot split it."""
         workflow = Workflow()

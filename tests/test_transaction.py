@@ -556,6 +556,42 @@ class TestAfterCommit:
         s.close()
         assert s.state is State.CANCELLED
 
+    def test_an_interrupt_keeps_the_failures_before_it(self):
+        """An interrupt in an after-commit hook carries the failures of the hooks before it."""
+        workflow = Workflow()
+
+        def interrupt(event):
+            raise KeyboardInterrupt
+
+        workflow.after_commit(lambda event: (_ for _ in ()).throw(ValueError("x")), name="mail")
+        workflow.after_commit(interrupt, name="crm")
+        s = _session(workflow)
+        with pytest.raises(KeyboardInterrupt) as info:
+            s.close()
+        group = info.value.__context__
+        assert isinstance(group, AfterCommitHookFailed)
+        assert group.record == s.history[-1]
+        assert [str(e) for e in group.exceptions] == ["x"]
+
+    def test_an_interrupt_says_what_committed_and_what_did_not_run(self):
+        """An interrupt in an after-commit hook notes the commit, its hook and those skipped."""
+        workflow = Workflow()
+
+        def interrupt(event):
+            raise KeyboardInterrupt
+
+        workflow.after_commit(interrupt, name="crm")
+        workflow.after_commit(lambda event: None, name="audit")
+        workflow.after_commit(lambda event: None, name="stats")
+        with pytest.raises(KeyboardInterrupt) as info:
+            _session(workflow).close()
+        (note,) = info.value.__notes__
+        assert note == (
+            "close() committed (open -> closed), then after-commit hook 'crm' was "
+            "interrupted; 'audit', 'stats' did not run"
+        )
+        assert info.value.__context__ is None
+
 
 async def _published(event):
     return None

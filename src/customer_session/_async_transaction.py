@@ -10,7 +10,8 @@ is rolled back, and the ``CancelledError`` propagates unchanged (so
 ``asyncio.timeout()`` around a trigger works). The commit point itself does not
 await, so it happens entirely or not at all. A cancellation during the
 after-commit hooks propagates at once; the transition stays committed and the
-remaining after-commit hooks do not run.
+remaining after-commit hooks do not run (it says so in a note, and carries the
+failures of the hooks before it: see ``after_commit_interrupted``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from customer_session._phase import Phase
 from customer_session._transaction import (
     Run,
     after_commit_failure,
+    after_commit_interrupted,
     ask,
     begin,
     done_asking,
@@ -153,11 +155,15 @@ async def _after_commit(
     run.phase = Phase.AFTER_COMMIT
     event = run.event()
     errors: list[Exception] = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         try:
             await call_hook(entry, event)
         except Exception as exc:  # noqa: BLE001 - every hook runs; failures are grouped
             errors.append(after_commit_failure(entry, exc))
+        except BaseException as stop:
+            # A cancellation (a timeout) stops the hooks; it says what it left undone.
+            after_commit_interrupted(stop, record, entries, index, errors)
+            raise
     if errors:
         raise AfterCommitHookFailed(record, errors)
 

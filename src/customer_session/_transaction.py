@@ -46,7 +46,7 @@ import attrs
 from customer_session._cart import apply_returns, return_problems
 from customer_session._phase import Phase
 from customer_session._records import TransitionEvent, TransitionRecord
-from customer_session._show import shown, unreadable
+from customer_session._show import counted, shown, unreadable
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     AfterCommitHookFailed,
@@ -1255,13 +1255,49 @@ def _after_commit(run: _Run, entries: tuple[Registration, ...], record: Transiti
     run.phase = _AFTER_COMMIT
     event = run.event()
     errors: list[Exception] = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         try:
             call_hook(entry, event)
         except Exception as exc:  # noqa: BLE001 - every hook runs; failures are grouped
             errors.append(after_commit_failure(entry, exc))
+        except BaseException as stop:
+            after_commit_interrupted(stop, record, entries, index, errors)
+            raise
     if errors:
         raise AfterCommitHookFailed(record, errors)
+
+
+def after_commit_interrupted(
+    stop: BaseException,
+    record: TransitionRecord,
+    entries: tuple[Registration, ...],
+    index: int,
+    errors: list[Exception],
+) -> None:
+    """Tell on ``stop`` (an interrupt, a cancellation) what it cut short after the commit.
+
+    It propagates as it is, but not silently: a note says that ``record`` committed,
+    which after-commit hook it interrupted and which did not run; the failures of the
+    hooks before it, which would have been raised as an :class:`AfterCommitHookFailed`,
+    become that group in ``stop``'s ``__context__`` (the context it had moves onto the
+    group), so a traceback shows them and a handler can find them.
+    """
+    note = (
+        f"{record.trigger}() committed ({record.source} -> {record.destination}), then "
+        f"after-commit hook {entries[index].name!r} was interrupted"
+    )
+    skipped = entries[index + 1 :]
+    if skipped:
+        note += f"; {', '.join(repr(entry.name) for entry in skipped)} did not run"
+    if errors:
+        group = AfterCommitHookFailed(record, errors)
+        group.__context__ = stop.__context__
+        stop.__context__ = group
+        note += (
+            f"; {counted(len(errors), 'after-commit hook')} had raised before (the "
+            "AfterCommitHookFailed in this exception's __context__)"
+        )
+    stop.add_note(note)
 
 
 def after_commit_failure(entry: Registration, exc: Exception) -> Exception:
