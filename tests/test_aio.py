@@ -304,6 +304,20 @@ class TestGuards:
         assert (info.value.phase, info.value.hook) == (Phase.GUARD, "broken")
         assert isinstance(info.value.__cause__, KeyError)
 
+    async def test_a_guard_raising_while_asked_says_nothing_was_fired(self):
+        """The HookFailed of an async guard raising while can() asks says it asked."""
+        workflow = Workflow()
+
+        async def broken(event):
+            raise KeyError("missing")
+
+        workflow.guard(broken, name="broken")
+        with pytest.raises(HookFailed) as info:
+            await AsyncSession(_session(workflow)).can("close")
+        assert info.value.asking
+        assert "rolled back" not in str(info.value)
+        assert str(info.value).endswith("nothing was fired or changed")
+
     async def test_the_sync_face_still_refuses_async_guards(self):
         """Firing or asking the sync methods with an async guard fails with a clear error."""
         workflow = Workflow()

@@ -325,6 +325,18 @@ class TestGuards:
         assert (info.value.phase, info.value.hook) == (Phase.GUARD, "broken")
         assert isinstance(info.value.__cause__, KeyError)
 
+    def test_a_guard_raising_while_asked_says_nothing_was_fired(self):
+        """The HookFailed of a guard raising while can() asks says it asked, not rolled back."""
+        workflow = Workflow()
+        workflow.guard(lambda event: 1 / 0, name="broken")
+        with pytest.raises(HookFailed) as info:
+            _session(workflow).can(Trigger.CLOSE)
+        assert info.value.asking
+        assert str(info.value) == (
+            "session 'order-1': can() or why_not() for close() from 'open' failed: "
+            "guard hook 'broken' raised; nothing was fired or changed"
+        )
+
     def test_guard_that_edits_then_refuses_rolls_back(self):
         """A guard's edit made before it refuses is undone with the refusal."""
         workflow = Workflow()

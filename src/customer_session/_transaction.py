@@ -1402,4 +1402,5 @@ def guard_failed(event: TransitionEvent, entry: Registration) -> HookFailed:
         integration_id=event.session.integration_id,
         phase=Phase.GUARD,
         hook=entry.name,
+        asking=True,
     )

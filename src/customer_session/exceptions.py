@@ -184,26 +184,42 @@ class GuardRejected(TransitionError):
 class HookFailed(TransitionError):
     """A guard or hook raised before the commit point; nothing was changed.
 
-    The original exception is chained as ``__cause__``.
+    The original exception is chained as ``__cause__``. ``can()`` and ``why_not()``
+    raise it too, for a guard that raised while they asked it (``asking``); then
+    nothing was fired.
 
     Attributes:
         phase: The phase whose callable raised.
         hook: The callable's name.
+        asking: Whether ``can()`` or ``why_not()`` were asking the guards (rather
+            than the trigger being fired and rolled back).
     """
 
     def __init__(
-        self, *, trigger: Trigger, state: State, integration_id: str, phase: Phase, hook: str
+        self,
+        *,
+        trigger: Trigger,
+        state: State,
+        integration_id: str,
+        phase: Phase,
+        hook: str,
+        asking: bool = False,
     ) -> None:
-        """Name the phase and the hook in the message."""
-        super().__init__(
-            f"session {integration_id!r}: {trigger}() from '{state}' rolled back: "
-            f"{phase.value} hook {shown(hook)} raised",
-            trigger=trigger,
-            state=state,
-            integration_id=integration_id,
-        )
+        """Name the phase and the hook in the message, and what was under way."""
+        failed = f"{phase.value} hook {shown(hook)} raised"
+        if asking:
+            message = (
+                f"session {integration_id!r}: can() or why_not() for {trigger}() from "
+                f"'{state}' failed: {failed}; nothing was fired or changed"
+            )
+        else:
+            message = (
+                f"session {integration_id!r}: {trigger}() from '{state}' rolled back: {failed}"
+            )
+        super().__init__(message, trigger=trigger, state=state, integration_id=integration_id)
         self.phase = phase
         self.hook = hook
+        self.asking = asking
 
 
 class TransitionInProgress(TransitionError):
