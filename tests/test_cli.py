@@ -553,6 +553,25 @@ class TestShow:
         assert run("show", "order-42", "--db", "postgresql://127.0.0.1:1/orders") == (2, "")
         assert "cannot connect to PostgreSQL" in one_line_error(capsys)
 
+    def test_a_bad_libpq_option_in_the_url_is_one_line(self, capsys):
+        """A --db URL whose numeric libpq option is no number is one --db error line."""
+        url = "postgresql://127.0.0.1:1/orders?connect_timeout=abc"
+        assert run("show", "order-42", "--db", url) == (2, "")
+        assert one_line_error(capsys) == (
+            "customer-session: error: --db: is not a valid connection string or URL: "
+            "invalid connect_timeout 'abc': libpq takes a number of seconds\n"
+        )
+
+    def test_a_bad_libpq_environment_variable_is_one_line(self, capsys, monkeypatch):
+        """A bad PGPORT is one --db error line naming the variable and its value."""
+        monkeypatch.setenv("PGPORT", "abc")
+        assert run("show", "order-42", "--db", "postgresql://127.0.0.1/orders") == (2, "")
+        assert one_line_error(capsys) == (
+            "customer-session: error: --db: the environment variable PGPORT='abc', libpq's "
+            "port where the connection string gives none, is invalid: "
+            "a port is a number from 1 to 65535\n"
+        )
+
     def test_db_is_required(self, capsys):
         """show without --db is a usage error, exit 2."""
         assert run("show", "order-42") == (2, "")

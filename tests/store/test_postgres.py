@@ -563,6 +563,22 @@ MALFORMED = [
     ("postgresql://db.example/orders?foo=bar", "invalid URI query parameter"),
     ("host=db.example bogus=1", 'invalid connection option "bogus"'),
     ("host=db.example dbname", 'missing "=" after "dbname"'),
+    ("postgresql://db.example/orders?connect_timeout=abc", "invalid connect_timeout 'abc'"),
+    ("postgresql://db.example/orders?connect_timeout=", "invalid connect_timeout ''"),
+    ("postgresql://db.example/orders?keepalives_idle=-x", "invalid keepalives_idle '-x'"),
+    ("host=db.example keepalives=yes", "invalid keepalives 'yes'"),
+    ("host=db.example keepalives_interval=1.5", "invalid keepalives_interval '1.5'"),
+    ("host=db.example keepalives_count=9999999999", "invalid keepalives_count '9999999999'"),
+    ("postgresql://db.example/orders?tcp_user_timeout=10s", "invalid tcp_user_timeout '10s'"),
+]
+# Values of libpq's numeric options that it (or psycopg, for connect_timeout) takes.
+NUMERIC_TAKEN = [
+    "connect_timeout=2.5",  # psycopg reads the timeout itself, as a float
+    "connect_timeout=-1",  # no timeout
+    "keepalives_idle= 30 ",
+    "keepalives=+0",
+    "tcp_user_timeout=-2147483648",
+    "port=",  # the default port
 ]
 # Each malformed in a way whose libpq message quotes the password ("hunter2").
 SECRET = [
@@ -626,6 +642,58 @@ class TestMalformedConninfo:
         )
         assert "hunter2" not in reason
         assert "withheld" in reason
+
+
+class TestNumericOptions:
+    @pytest.mark.parametrize("option", NUMERIC_TAKEN)
+    def test_a_value_libpq_takes_is_not_refused(self, option):
+        """A numeric option libpq (or psycopg) reads as a number passes the check."""
+        assert _postgres.conninfo_problems(f"host=db.example {option}", "conninfo") == []
+
+    @pytest.mark.parametrize("kind", list(ARGUMENTS))
+    @pytest.mark.parametrize(
+        ("variable", "value", "reason"),
+        [
+            ("PGPORT", "abc", "a port is a number from 1 to 65535"),
+            ("PGPORT", "99999", "a port is a number from 1 to 65535"),
+            ("PGCONNECT_TIMEOUT", "soon", "a number of seconds"),
+            ("PGCONNECT_TIMEOUT", "", "a number of seconds"),
+        ],
+    )
+    def test_a_bad_environment_variable_is_refused_naming_it(
+        self, monkeypatch, kind, variable, value, reason
+    ):
+        """A bad PGPORT or PGCONNECT_TIMEOUT is a ValidationError naming the variable and value."""
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ValidationError) as caught:
+            made(kind, "postgresql://shop:hunter2@db.example/orders")
+        message = str(caught.value)
+        assert message.startswith(ARGUMENTS[kind] + f"the environment variable {variable}=")
+        assert f"{variable}={value!r}" in message
+        assert reason in message
+        assert "hunter2" not in message
+
+    def test_the_connection_string_wins_over_the_environment(self, monkeypatch):
+        """An environment variable the connection string overrides is not checked."""
+        monkeypatch.setenv("PGPORT", "abc")
+        monkeypatch.setenv("PGCONNECT_TIMEOUT", "soon")
+        conninfo = "host=db.example port=5433 connect_timeout=5"
+        assert _postgres.conninfo_problems(conninfo, "conninfo") == []
+
+    def test_ports_from_the_environment_are_counted_against_the_hosts(self, monkeypatch):
+        """PGPORT's list of ports must match the hosts, as psycopg requires when connecting."""
+        monkeypatch.setenv("PGPORT", "1,2,3")
+        (problem,) = _postgres.conninfo_problems("host=a,b", "conninfo")
+        assert "3 ports for 2 hosts" in problem.message
+        assert "PGPORT" in problem.message
+
+    def test_every_bad_option_is_listed(self):
+        """Several bad numeric options are each a problem of the argument."""
+        conninfo = "host=db.example connect_timeout=x keepalives_idle=y"
+        problems = _postgres.conninfo_problems(conninfo, "conninfo")
+        assert [problem.path for problem in problems] == ["conninfo", "conninfo"]
+        assert "connect_timeout 'x'" in problems[0].message
+        assert "keepalives_idle 'y'" in problems[1].message
 
 
 @pytest.mark.asyncio

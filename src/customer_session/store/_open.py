@@ -10,7 +10,7 @@ from customer_session._show import shown
 from customer_session.exceptions import ValidationError
 from customer_session.model import CustomerSession
 from customer_session.store._base import DEFAULT_RETRIES
-from customer_session.store._postgres import PostgresStore, conninfo_problem
+from customer_session.store._postgres import PostgresStore, conninfo_problems
 from customer_session.store._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -93,9 +93,9 @@ def open_store(
             f"must be a postgresql:// URL, a file path or ':memory:', got {shown(target):.80}",
         )
     if text.startswith(POSTGRES_SCHEMES):
-        malformed = conninfo_problem(text, "target")
-        if malformed is not None:  # named by this function's argument, not the store's
-            raise ValidationError("open_store()", [malformed])
+        malformed = conninfo_problems(text, "target")
+        if malformed:  # named by this function's argument, not the store's
+            raise ValidationError("open_store()", malformed)
         return PostgresStore(
             text,
             session_class=session_class,

@@ -13,6 +13,8 @@ Run in autocommit mode, the statement is its own transaction: one round trip.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import threading
 from contextlib import contextmanager
@@ -591,8 +593,8 @@ def option_problems(conninfo: object, smallest: object, largest: object) -> list
         problems.append(
             Problem("conninfo", f"must be a connection string or URL, got {shown(conninfo)}")
         )
-    elif (malformed := conninfo_problem(conninfo, "conninfo")) is not None:
-        problems.append(malformed)
+    else:
+        problems += conninfo_problems(conninfo, "conninfo")
     if not isinstance(smallest, int) or isinstance(smallest, bool) or smallest < 0:
         problems.append(
             Problem("min_connections", f"must be an integer >= 0, got {shown(smallest)}")
@@ -614,6 +616,20 @@ def option_problems(conninfo: object, smallest: object, largest: object) -> list
 
 # A port libpq reads (strtol, then a range check): spaces and a sign allowed.
 _PORT: Final = re.compile(r"\s*[+-]?[0-9]+\s*")
+# libpq's other options it reads as integers (pqParseIntParam: strtol into a C int,
+# blanks around it allowed); a value it cannot read fails only when connecting.
+# connect_timeout is not here: psycopg, which connects, reads it (as a float).
+_INTEGER_OPTIONS: Final = (
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
+_INTEGER: Final = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+[ \t\n\v\f\r]*")
+_C_INT: Final = range(-(2**31), 2**31)
+# The options whose values are checked, and the hosts the ports are counted against.
+_CHECKED: Final = ("host", "hostaddr", "port", "connect_timeout", *_INTEGER_OPTIONS)
 # Where a password may be in a connection string, for keeping it out of libpq's
 # reasons: a URL's user information, its password parameter, and a password
 # keyword's value up to the next keyword (a space in a password unquoted splits it,
@@ -627,50 +643,136 @@ _SECRETS: Final = (
 _QUOTED: Final = re.compile(r'"([^"]*)"')
 
 
-def conninfo_problem(conninfo: str, argument: str) -> Problem | None:
-    """What libpq refuses in ``conninfo`` without connecting, as a problem of ``argument``.
+def conninfo_problems(conninfo: str, argument: str) -> list[Problem]:
+    """What libpq refuses in ``conninfo`` without connecting, as problems of ``argument``.
 
     libpq parses a connection string without connecting (its syntax, the
-    parameters it knows), and checks the port numbers before it connects: a store
-    refuses such a string when it is made, instead of failing to connect with it.
-    The password is never shown, even where libpq's reason quotes it.
+    parameters it knows), but reads the values of its numeric options (``port``,
+    ``connect_timeout``, ``keepalives`` and the like) only when it connects, from
+    the string or, for those it leaves out, from their environment variables
+    (``PGPORT``, ``PGCONNECT_TIMEOUT``). A store refuses a string it cannot use
+    when it is made, instead of failing to connect with it; each problem names
+    the option, its value and where it came from. The password is never shown,
+    even where libpq's reason quotes it.
 
     Returns:
-        ``None`` when libpq takes it (or psycopg, which the store then asks for, is
+        Nothing when libpq takes it (or psycopg, which the store then asks for, is
         missing).
     """
     try:
         import psycopg  # noqa: PLC0415 - optional dependency
         from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - same as above
     except ImportError:
-        return None
+        return []
     try:
         parts = conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
         reason = _without_secrets(str(exc).strip(), conninfo)
-    else:
-        found = _port_problem(parts)
-        if found is None:
-            return None
-        reason = found
-    return Problem(argument, f"is not a valid connection string or URL: {reason}")
+        return [Problem(argument, f"is not a valid connection string or URL: {reason}")]
+    settings = _settings(parts)
+    reasons = [_timeout_problem(settings), _port_problem(settings)]
+    reasons += [_integer_problem(settings, keyword) for keyword in _INTEGER_OPTIONS]
+    return [Problem(argument, reason) for reason in reasons if reason is not None]
 
 
-def _port_problem(parts: dict[str, Any]) -> str | None:
-    """Why libpq would refuse the ports of a parsed connection string, before connecting."""
-    port = parts.get("port")
+class _Setting:
+    """The value libpq uses for an option, and the environment variable it came from."""
+
+    __slots__ = ("value", "variable")
+
+    def __init__(self, value: str, variable: str | None) -> None:
+        self.value = value
+        self.variable = variable  # None: from the connection string
+
+
+def _settings(parts: dict[str, Any]) -> dict[str, _Setting]:
+    """The checked options' values, each from ``parts`` or else its environment variable.
+
+    As psycopg reads them when it connects (``_conninfo_utils.get_param``): a
+    value in the connection string, even empty, wins over the environment.
+    """
+    found: dict[str, _Setting] = {}
+    variables = _environment_variables()
+    for keyword in _CHECKED:
+        if keyword in parts:
+            found[keyword] = _Setting(str(parts[keyword]), None)
+        elif (variable := variables.get(keyword)) and variable in os.environ:
+            found[keyword] = _Setting(os.environ[variable], variable)
+    return found
+
+
+@functools.cache
+def _environment_variables() -> dict[str, str]:
+    """Each libpq option's environment variable, as libpq names them (``port``: ``PGPORT``)."""
+    from psycopg import pq  # noqa: PLC0415 - optional dependency, there when this is called
+
+    return {
+        option.keyword.decode(): option.envvar.decode()
+        for option in pq.Conninfo.get_defaults()
+        if option.envvar
+    }
+
+
+def _invalid(keyword: str, setting: _Setting, rule: str) -> str:
+    """Why ``setting`` of ``keyword`` is refused, saying where it came from."""
+    if setting.variable is None:
+        given = f"is not a valid connection string or URL: invalid {keyword} {shown(setting.value)}"
+        return f"{given}: {rule}"
+    return (
+        f"the environment variable {setting.variable}={shown(setting.value)}, libpq's "
+        f"{keyword} where the connection string gives none, is invalid: {rule}"
+    )
+
+
+def _timeout_problem(settings: dict[str, _Setting]) -> str | None:
+    """Why psycopg, which reads ``connect_timeout`` itself, would refuse it when connecting."""
+    from psycopg import Error  # noqa: PLC0415 - optional dependency, there when this is called
+    from psycopg.conninfo import timeout_from_conninfo  # noqa: PLC0415 - same as above
+
+    setting = settings.get("connect_timeout")
+    if setting is None:
+        return None
+    try:
+        timeout_from_conninfo({"connect_timeout": setting.value})
+    except Error:
+        return _invalid("connect_timeout", setting, "libpq takes a number of seconds")
+    return None
+
+
+def _integer_problem(settings: dict[str, _Setting], keyword: str) -> str | None:
+    """Why libpq would refuse the integer option ``keyword`` when it connects."""
+    setting = settings.get(keyword)
+    if setting is None:
+        return None
+    value = setting.value
+    if _INTEGER.fullmatch(value) and int(value) in _C_INT:
+        return None
+    rule = f"libpq takes a whole number from {_C_INT.start} to {_C_INT.stop - 1}"
+    return _invalid(keyword, setting, rule)
+
+
+def _port_problem(settings: dict[str, _Setting]) -> str | None:
+    """Why libpq would refuse the ports, or psycopg their number, before connecting."""
+    port = settings.get("port")
     if port is None:
         return None
-    ports = str(port).split(",")
+    ports = port.value.split(",")
     for item in ports:
         # An empty item is the default port (5432), as an empty port is.
         if item.strip() and not (_PORT.fullmatch(item) and 1 <= int(item) <= 65535):  # noqa: PLR2004 - the TCP port range
-            return f"invalid port {shown(item)}: a port is a number from 1 to 65535"
-    hosts = parts.get("hostaddr") or parts.get("host")
-    count = len(str(hosts).split(",")) if hosts else 1
-    if len(ports) > 1 and len(ports) != count:
-        return f"{len(ports)} ports for {count} hosts: give one port, or one per host"
-    return None
+            rule = "a port is a number from 1 to 65535"
+            if port.variable is not None and len(ports) > 1:  # say which of them
+                rule = f"{shown(item)} is not a port: {rule}"
+            return _invalid("port", _Setting(item, None) if port.variable is None else port, rule)
+    hosts = settings.get("hostaddr") or settings.get("host")
+    count = len(hosts.value.split(",")) if hosts and hosts.value else 1
+    if len(ports) == 1 or len(ports) == count:
+        return None
+    counted_ = f"{len(ports)} ports for {count} hosts: give one port, or one per host"
+    if port.variable is None and (hosts is None or hosts.variable is None):
+        return f"is not a valid connection string or URL: {counted_}"
+    given = [f"{s.variable}={shown(s.value)}" for s in (port, hosts) if s and s.variable]
+    return f"{counted_} ({' and '.join(given)} from the environment)"
 
 
 def _without_secrets(reason: str, conninfo: str) -> str:
