@@ -322,9 +322,16 @@ class TestValidate:
         document.write_bytes(b'{\n  "profileId": "Jos\xe9"\n}\n')
         assert run("validate", str(document))[0] == 2
         assert (
-            "latin1.json: not UTF-8 text: byte 0xe9 at line 2, byte 19 of the line, "
-            "byte 21 of the file (invalid continuation byte)"
+            "latin1.json: not UTF-8 text: byte 0xe9 at line 2, column 20, "
+            "file offset 21 (invalid continuation byte)"
         ) in one_line_error(capsys)
+
+    def test_non_utf8_column_counts_characters_from_1(self, capsys, tmp_path):
+        """The column of a non-UTF-8 byte counts characters from 1, as JSON errors do."""
+        document = tmp_path / "mixed.json"
+        document.write_bytes('{"a": "\u00e9'.encode() + b'\xff"}\n')
+        assert run("validate", str(document))[0] == 2
+        assert "byte 0xff at line 1, column 9, file offset 9 " in one_line_error(capsys)
 
 
 class TestReplay:
@@ -391,8 +398,8 @@ class TestReplay:
                 "line": 2,
                 "session": None,
                 "op": None,
-                "reason": f"not UTF-8 text: byte 0xff at byte {in_line} of the line, "
-                f"byte {first_line + in_line} of the file (invalid start byte)",
+                "reason": f"not UTF-8 text: byte 0xff at column {in_line + 1}, "
+                f"file offset {first_line + in_line} (invalid start byte)",
             }
         ]
 

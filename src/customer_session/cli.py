@@ -312,11 +312,24 @@ def _read(path: Path) -> str:
     except UnicodeDecodeError as error:
         data = error.object
         line = data.count(b"\n", 0, error.start) + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1)
-        where = f"line {line}, byte {column} of the line, byte {error.start} of the file"
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        in_line = error.start - line_start
+        where = f"line {line}, {_position(data[line_start : error.start], in_line, line_start)}"
         raise _UsageError(f"{path}: {_not_utf8(error, where)}") from None
     except OSError as error:
         raise _UsageError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def _position(line: bytes, start: int, offset: int) -> str:
+    """Where byte ``start`` of ``line``, at ``offset`` in its file, is: for people and ``xxd``.
+
+    The column counts characters from 1, as the CLI's other messages (malformed
+    JSON's) do; the bytes before ``start`` are UTF-8, since a decoder stops at the
+    first byte that is not. The file offset counts bytes from 0, as ``dd skip=``
+    and ``xxd -s`` do.
+    """
+    column = len(line[:start].decode("utf-8")) + 1
+    return f"column {column}, file offset {offset + start}"
 
 
 def _not_utf8(error: UnicodeDecodeError, where: str) -> str:
@@ -372,7 +385,7 @@ class _LogLines:
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            where = f"byte {error.start} of the line, byte {offset + error.start} of the file"
+            where = _position(raw, error.start, offset)
             return replay.RefusedLine(number, None, None, _not_utf8(error, where))
         raise AssertionError(raw)  # pragma: no cover - only undecodable lines get here
 
