@@ -548,6 +548,20 @@ class TestAfterCommit:
         (error,) = info.value.exceptions
         assert error.__notes__ == ["after-commit hook 'mailer'"]
 
+    def test_an_exception_raised_again_is_noted_once(self):
+        """A hook raising one exception object on each failure leaves one note on it."""
+        workflow = Workflow()
+        down = ValueError("mail server down")  # a circuit breaker's stored error
+
+        def fail(event):
+            raise down
+
+        workflow.after_commit(fail, name="mailer")
+        for _ in range(3):
+            with pytest.raises(AfterCommitHookFailed):
+                _session(workflow).close()
+        assert down.__notes__ == ["after-commit hook 'mailer'"]
+
     def test_except_star_keeps_the_record(self):
         """Splitting the group with except* keeps the committed record."""
         workflow = Workflow()

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 
 from customer_session._cart import apply_returns, return_problems
+from customer_session._notes import add_note_once
 from customer_session._phase import Phase
 from customer_session._records import TransitionEvent, TransitionRecord
 from customer_session._show import counted, shown, unreadable
@@ -1302,7 +1303,7 @@ def after_commit_interrupted(
 
 def after_commit_failure(entry: Registration, exc: Exception) -> Exception:
     """Name the after-commit hook in ``exc``, which joins the group raised at the end."""
-    exc.add_note(f"after-commit hook {entry.name!r}")
+    add_note_once(exc, f"after-commit hook {entry.name!r}")
     return exc
 
 

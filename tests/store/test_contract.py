@@ -1342,6 +1342,22 @@ class TestAfterCommitHooks:
         (error,) = caught.value.exceptions
         assert error.__notes__ == ["after-commit hook 'mailer' (close())"]
 
+    def test_a_queued_exception_raised_again_is_noted_once(self, open_db):
+        """A queued hook raising one exception object on each failure leaves one note on it."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+        down = ValueError("mail server down")  # a circuit breaker's stored error
+
+        def fail(event):
+            raise down
+
+        workflow.after_commit(fail, trigger="close", name="mailer")
+        for integration_id in ("order-1", "order-2", "order-3"):
+            store.create(new_session(integration_id))
+            with pytest.raises(AfterCommitHookFailed):
+                store.update(integration_id, lambda s: s.close())
+        assert down.__notes__ == ["after-commit hook 'mailer' (close())"]
+
     def test_a_plain_hook_returning_an_awaitable_after_the_block_is_refused(self, open_db):
         """After the block, a plain after-commit hook's awaitable is refused, never dropped."""
         workflow = Workflow()
@@ -2021,6 +2037,24 @@ class TestDiscardDuringDelivery:
 
 
 class TestMaxAttempts:
+    def test_a_handler_raising_one_exception_again_leaves_one_note_per_outcome(self, store):
+        """A handler re-raising one exception object gets each distinct note once."""
+        _closed_with_effect(store, "order-1")
+        down = ValueError("503 Service Unavailable")  # a circuit breaker's stored error
+
+        def handler(effect):
+            raise down
+
+        for _ in range(3):
+            with pytest.raises(ValueError, match="503"):
+                store.deliver(handler, max_attempts=4)
+        with pytest.raises(ValueError, match="503"):
+            store.deliver(handler, max_attempts=4)
+        assert [note.rsplit("; ", 1)[1] for note in down.__notes__] == [
+            "it stays pending",
+            "it is discarded (its failures reached max_attempts=4)",
+        ]
+
     def test_a_row_is_discarded_when_its_failures_reach_max_attempts(self, store):
         """With max_attempts=2 the second failure discards the row, its last error the reason."""
         _closed_with_effect(store, "order-1", "order-2")

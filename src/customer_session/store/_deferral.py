@@ -22,6 +22,7 @@ import inspect
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from customer_session._notes import add_note_once
 from customer_session._phase import Phase
 from customer_session._transaction import refuse_awaitable
 from customer_session.exceptions import AfterCommitHookFailed, WorkflowError
@@ -326,7 +327,7 @@ async def run_queued_async(queue: Queue) -> None:
 
 
 def _named(exc: Exception, entry: Registration, event: TransitionEvent) -> Exception:
-    exc.add_note(f"after-commit hook {entry.name!r} ({event.trigger}())")
+    add_note_once(exc, f"after-commit hook {entry.name!r} ({event.trigger}())")
     return exc
 
 

@@ -19,6 +19,7 @@ from attrs import field, frozen
 
 from customer_session import wire
 from customer_session._cart import frozen_document, is_text, thaw
+from customer_session._notes import add_note_once
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session._show import shown
 from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
@@ -160,9 +161,10 @@ def note_failure(
         outcome = f"it is discarded (its failures reached max_attempts={max_attempts})"
     else:
         outcome = "it stays pending"
-    error.add_note(
+    add_note_once(
+        error,
         f"while delivering outbox row {effect.sequence} ({shown(effect.name)} for session "
-        f"{effect.integration_id!r}, key {effect.key}); {outcome}"
+        f"{effect.integration_id!r}, key {effect.key}); {outcome}",
     )
 
 
