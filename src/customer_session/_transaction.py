@@ -1298,7 +1298,7 @@ def after_commit_interrupted(
             f"; {counted(len(errors), 'after-commit hook')} had raised before (the "
             "AfterCommitHookFailed in this exception's __context__)"
         )
-    stop.add_note(note)
+    add_note_once(stop, note)
 
 
 def after_commit_failure(entry: Registration, exc: Exception) -> Exception:
