@@ -38,7 +38,7 @@ OPTIONAL = ["psycopg", "psycopg_pool", "graphviz", "hypothesis"]
 
 @pytest.fixture(scope="module")
 def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sdist of a copy of the project."""
+    """The sdist of a copy of the project that also holds a developer's stray files."""
     project = tmp_path_factory.mktemp("project")
     for name in [*SHIPPED, ".gitignore"]:
         source = ROOT / name
@@ -47,10 +47,19 @@ def sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(source, project / name, ignore=ignore)
         elif source.exists():  # an unpacked sdist has no .gitignore
             shutil.copy2(source, project / name)
+    (project / ".env").write_text("PGPASSWORD=secret\n")
+    (project / "notes.txt").write_text("to do\n")
     (built,) = SdistBuilder(str(project)).build(
         directory=str(tmp_path_factory.mktemp("sdist")), versions=["standard"]
     )
     return Path(built)
+
+
+@pytest.fixture(scope="module")
+def sdist_names(sdist: Path) -> set[str]:
+    """The sdist's file names, without the leading ``customer_session-VERSION/``."""
+    with tarfile.open(sdist) as archive:
+        return {name.partition("/")[2] for name in archive.getnames()}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +79,32 @@ def wheel(sdist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[zip
 def _dist_info(wheel: zipfile.ZipFile, name: str) -> str:
     (path,) = [p for p in wheel.namelist() if p.endswith(f".dist-info/{name}")]
     return wheel.read(path).decode()
+
+
+class TestSdist:
+    def test_ships_what_builds_and_tests_the_package(self, sdist_names):
+        """The sdist holds the sources, tests, test data, docs, examples and licence."""
+        expected = {
+            "pyproject.toml",
+            "LICENSE",
+            "README.md",
+            "CHANGELOG.md",
+            "src/customer_session/py.typed",
+            "tests/conftest.py",
+            "tests/support/pgserver.py",
+            "tests/data/session_v1.json",
+            "docs/index.md",
+            "docs/conf.py",
+            "examples/orders.jsonl",
+        }
+        assert expected <= sdist_names
+
+    def test_leaves_out_stray_files_beside_the_project(self, sdist_names):
+        """Files in the project directory that are not the project's stay out of it."""
+        top_level = {name.split("/")[0] for name in sdist_names}
+        # hatchling adds the metadata and, so that a rebuild ignores the same files,
+        # the .gitignore.
+        assert top_level <= {*SHIPPED, "PKG-INFO", ".gitignore"}
 
 
 class TestWheel:
