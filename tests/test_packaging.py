@@ -33,6 +33,7 @@ SHIPPED = [
     "src",
     "tests",
 ]
+SCHEMA = "customer_session/schemas/order-event.schema.json"
 OPTIONAL = ["psycopg", "psycopg_pool", "graphviz", "hypothesis"]
 
 
@@ -90,6 +91,7 @@ class TestSdist:
             "README.md",
             "CHANGELOG.md",
             "src/customer_session/py.typed",
+            f"src/{SCHEMA}",
             "tests/conftest.py",
             "tests/support/pgserver.py",
             "tests/data/session_v1.json",
@@ -117,9 +119,9 @@ class TestWheel:
         ]
         assert outside == []
 
-    def test_ships_the_type_marker(self, wheel):
-        """py.typed is in the installed package."""
-        assert "customer_session/py.typed" in wheel.namelist()
+    def test_ships_the_type_marker_and_the_event_schema(self, wheel):
+        """py.typed and the order-event JSON Schema are in the installed package."""
+        assert {"customer_session/py.typed", SCHEMA} <= set(wheel.namelist())
 
     def test_declares_the_extras_the_docs_name(self, wheel):
         """The metadata offers the diagrams, postgres and testing extras."""

@@ -1,5 +1,6 @@
 import io
 import json
+from importlib.resources import files
 from pathlib import Path
 
 import jsonschema
@@ -16,7 +17,8 @@ from customer_session.replay import MAX_DEPTH, Replayer, ReplayReport, with_prog
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "examples" / "orders.jsonl"
-SCHEMA = ROOT / "docs" / "schemas" / "order-event.schema.json"
+# Read as a user reads it: from the installed package.
+SCHEMA = files("customer_session").joinpath("schemas", "order-event.schema.json")
 
 
 def event(op: str, session: str = "order-1", at: str = "2026-03-02T10:00:00Z", **body) -> str:

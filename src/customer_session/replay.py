@@ -24,7 +24,7 @@ body, shaped like the Talon.One request it stands for::
     }
     {"at": "...", "session": "order-42", "op": "reopen"}
 
-The JSON Schema is ``docs/schemas/order-event.schema.json``. Every event is applied
+The JSON Schema is ``schemas/order-event.schema.json`` in the package. Every event is applied
 with the session's own methods (guards, hooks and domain rules included) as one
 atomic change: an update that edits the cart and closes the session does both or
 neither. A refused or malformed line is reported with its number and reason and the
