@@ -18,10 +18,11 @@ from customer_session.exceptions import Problem, ValidationError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-JSONValue: TypeAlias = (
-    "str | int | float | bool | list[JSONValue] | tuple[JSONValue, ...] "
-    "| Mapping[str, JSONValue] | None"
-)
+# One string: pyright reads no implicitly concatenated string as a type (the alias was Unknown).
+JSONValue: TypeAlias = """(
+    str | int | float | bool | list[JSONValue] | tuple[JSONValue, ...]
+    | Mapping[str, JSONValue] | None
+)"""
 """A JSON value as Python holds it (the type of custom attributes).
 
 Given as lists or tuples and dicts (any mapping); held, and read back, frozen:
@@ -548,6 +549,8 @@ _ITEM_CHECKS: Final[Mapping[str, Callable[[str, object], list[Problem]]]] = {
 
 # Private slots behind read-only properties (see ``_readonly``), so that building an
 # item, and copying one when a return changes it, is not slowed by a __setattr__.
+# Each slot names its argument (``alias=``): attrs strips the underscore itself, but
+# type checkers other than mypy's attrs plugin (pyright) read the alias, not attrs' rule.
 @define(kw_only=True, unsafe_hash=True, repr=False, on_setattr=setters.NO_OP)
 class CartItem:
     """One line of a cart, with the fields of Talon.One's ``CartItem``.
@@ -561,27 +564,35 @@ class CartItem:
         ValidationError: Every field that breaks a rule, with its name.
     """
 
-    _sku: str
-    _quantity: int
-    _name: str | None = None
-    _price: float | None = None
-    _category: str | None = None
-    _product: Product | None = None
-    _weight: float | None = None
-    _height: float | None = None
-    _width: float | None = None
-    _length: float | None = None
-    _attributes: Mapping[str, JSONValue] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
-    _additional_costs: Mapping[str, AdditionalCost] = field(
-        default=EMPTY_MAPPING, converter=freeze_mapping
+    _sku: str = field(alias="sku")
+    _quantity: int = field(alias="quantity")
+    _name: str | None = field(default=None, alias="name")
+    _price: float | None = field(default=None, alias="price")
+    _category: str | None = field(default=None, alias="category")
+    _product: Product | None = field(default=None, alias="product")
+    _weight: float | None = field(default=None, alias="weight")
+    _height: float | None = field(default=None, alias="height")
+    _width: float | None = field(default=None, alias="width")
+    _length: float | None = field(default=None, alias="length")
+    _attributes: Mapping[str, JSONValue] = field(
+        default=EMPTY_MAPPING, converter=freeze_mapping, alias="attributes"
     )
-    _returned_quantity: int = 0
-    _catalog_item_id: int | None = None
-    _selected_price_type: str | None = None
-    _adjustment_reference_id: str | None = None
-    _adjustment_effective_from: datetime | None = None
-    _adjustment_effective_until: datetime | None = None
-    _prices: Mapping[str, PriceDetail] = field(default=EMPTY_MAPPING, converter=freeze_mapping)
+    _additional_costs: Mapping[str, AdditionalCost] = field(
+        default=EMPTY_MAPPING, converter=freeze_mapping, alias="additional_costs"
+    )
+    _returned_quantity: int = field(default=0, alias="returned_quantity")
+    _catalog_item_id: int | None = field(default=None, alias="catalog_item_id")
+    _selected_price_type: str | None = field(default=None, alias="selected_price_type")
+    _adjustment_reference_id: str | None = field(default=None, alias="adjustment_reference_id")
+    _adjustment_effective_from: datetime | None = field(
+        default=None, alias="adjustment_effective_from"
+    )
+    _adjustment_effective_until: datetime | None = field(
+        default=None, alias="adjustment_effective_until"
+    )
+    _prices: Mapping[str, PriceDetail] = field(
+        default=EMPTY_MAPPING, converter=freeze_mapping, alias="prices"
+    )
 
     def __attrs_post_init__(self) -> None:
         """Check every field and report all problems at once."""

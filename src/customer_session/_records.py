@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime  # noqa: TC003 - attrs resolves field types at run time
 from typing import TYPE_CHECKING
 
-from attrs import define, setters
+from attrs import define, field, setters
 
 from customer_session._cart import ReturnedItem  # noqa: TC001 - cattrs resolves annotations at run time
 from customer_session._readonly import protect, public_repr
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 # Private slots behind read-only properties (see ``_readonly``): records are made on
 # the hot path, and attrs' frozen or on_setattr ``__init__`` costs about 4x as much.
+# Each slot names its argument (``alias=``) for type checkers (see ``CartItem``).
 @define(unsafe_hash=True, repr=False, on_setattr=setters.NO_OP)
 class TransitionRecord:
     """One committed transition, as kept in ``session.history``.
@@ -29,11 +30,11 @@ class TransitionRecord:
         returned_items: The items of a ``return_items`` trigger; empty otherwise.
     """
 
-    _trigger: Trigger
-    _source: State
-    _destination: State
-    _timestamp: datetime
-    _returned_items: tuple[ReturnedItem, ...] = ()
+    _trigger: Trigger = field(alias="trigger")
+    _source: State = field(alias="source")
+    _destination: State = field(alias="destination")
+    _timestamp: datetime = field(alias="timestamp")
+    _returned_items: tuple[ReturnedItem, ...] = field(default=(), alias="returned_items")
 
     @property
     def trigger(self) -> Trigger:

@@ -250,27 +250,31 @@ class CustomerSession:
     :class:`~customer_session.exceptions.WorkflowError`.
     """
 
-    # Each private field's constructor argument is its name without the underscore.
+    # Each private field's constructor argument is its name without the underscore,
+    # named by ``alias=`` too: type checkers other than mypy's attrs plugin (pyright)
+    # read the alias, not attrs' rule, for the __init__ a subclass generates.
     # Mappings are frozen in ``_normalize`` rather than by converters: a converter
     # runs on every construction, and the common session keeps the empty default.
     _workflow: Workflow = field(
-        default=Factory(_default_workflow, takes_self=True), eq=False, repr=False
+        default=Factory(_default_workflow, takes_self=True), eq=False, repr=False, alias="workflow"
     )
-    _integration_id: str
-    _state: State = field(default=State.OPEN, converter=_to_state)
-    _profile_id: str | None = None
-    _coupon: str | None = None
-    _referral: str | None = None
-    _cart_items: tuple[CartItem, ...] = field(default=(), converter=_cart_tuple)
-    _identifiers: tuple[str, ...] = field(default=(), converter=_str_tuple)
-    _attributes: Mapping[str, JSONValue] = EMPTY_MAPPING
-    _first_session: bool = True
-    _discounts: Mapping[str, float] = EMPTY_MAPPING
-    _application_id: int = 0
-    _additional_costs: Mapping[str, AdditionalCost] = EMPTY_MAPPING
-    _created: datetime = field(default=Factory(_now, takes_self=True))
+    _integration_id: str = field(alias="integration_id")
+    _state: State = field(default=State.OPEN, converter=_to_state, alias="state")
+    _profile_id: str | None = field(default=None, alias="profile_id")
+    _coupon: str | None = field(default=None, alias="coupon")
+    _referral: str | None = field(default=None, alias="referral")
+    _cart_items: tuple[CartItem, ...] = field(default=(), converter=_cart_tuple, alias="cart_items")
+    _identifiers: tuple[str, ...] = field(default=(), converter=_str_tuple, alias="identifiers")
+    _attributes: Mapping[str, JSONValue] = field(default=EMPTY_MAPPING, alias="attributes")
+    _first_session: bool = field(default=True, alias="first_session")
+    _discounts: Mapping[str, float] = field(default=EMPTY_MAPPING, alias="discounts")
+    _application_id: int = field(default=0, alias="application_id")
+    _additional_costs: Mapping[str, AdditionalCost] = field(
+        default=EMPTY_MAPPING, alias="additional_costs"
+    )
+    _created: datetime = field(default=Factory(_now, takes_self=True), alias="created")
     # None until __attrs_post_init__ makes it ``created`` (cheaper than a factory).
-    _updated: datetime = field(default=None)
+    _updated: datetime = field(default=None, alias="updated")
     _update_count: int = field(default=1, init=False)
     _history: tuple[TransitionRecord, ...] = field(default=(), init=False)
     # Set while the session is busy: the trigger under way, what can()/why_not() ask,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import assert_type
+
+import attrs
 
 from customer_session import (
     CartItem,
     CustomerSession,
     GuardRejected,
     IllegalTransition,
+    JSONValue,
     Refusal,
     Registration,
     ReopenableCustomerSession,
@@ -78,3 +83,30 @@ def no_event() -> None:
 
 
 printed: Registration = workflow.on_enter(print, state=State.CLOSED)
+
+
+# Constructors take the argument names, not the private slots' (pyright reads the
+# fields' aliases; mypy's attrs plugin strips the underscore).
+item = CartItem(sku="SOCK-42", quantity=2, price=7.5, attributes={"sizes": [42, "EU"]})
+assert_type(item.attributes, Mapping[str, JSONValue])
+assert_type(session.attributes, Mapping[str, JSONValue])
+CartItem(_sku="SOCK-42", quantity=1)  # type: ignore[call-arg] # a slot, not an argument
+record = TransitionRecord(
+    trigger=Trigger.CLOSE,
+    source=State.OPEN,
+    destination=State.CLOSED,
+    timestamp=datetime(2026, 3, 2, tzinfo=UTC),
+)
+# A JSON value is checked all the way down (the alias was Unknown to pyright).
+CustomerSession(integration_id="o", attributes={"at": [datetime.now(UTC)]})  # type: ignore[list-item] # not JSON
+
+
+@attrs.define(kw_only=True, repr=False, on_setattr=attrs.setters.NO_OP)
+class GiftSession(CustomerSession):
+    """A subclass whose attrs-generated __init__ takes the parent's arguments by name."""
+
+    gift_note: str = ""
+
+
+gift = GiftSession(integration_id="order-44", cart_items=(item,), gift_note="Happy birthday")
+GiftSession(integration_id=44)  # type: ignore[arg-type] # an id is a string
