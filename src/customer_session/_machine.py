@@ -387,7 +387,7 @@ class _Compiled(Generic[_E]):
 
     def __init__(self, specification: Specification, machine: Machine) -> None:
         """Read the table back out of ``machine`` and check it against ``specification``."""
-        self.specification = specification
+        self.specification: Specification = specification
         self._machine = machine
         self._events = cast("Mapping[str, _E]", dict(machine.events))
         # The machine names states by value; a run reads its new state back as the member.

@@ -79,7 +79,7 @@ class SessionStateMachine(RuleBasedStateMachine):
         """Create the workflow once per run."""
         super().__init__()
         taken = _taken_names()
-        self.workflow = self.make_workflow()
+        self.workflow: Workflow = self.make_workflow()
         # Only a workflow this run created gives its name up when the run ends.
         self._made_named_workflow = self.workflow.name not in taken | {None}
         self.sessions: list[CustomerSession] = []

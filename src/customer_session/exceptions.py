@@ -426,7 +426,7 @@ class ValidationError(CustomerSessionError, ValueError):
     def __init__(self, subject: str, problems: Sequence[Problem]) -> None:
         """List every problem in the message, one per line when there are several."""
         self.subject = subject
-        self.problems = tuple(problems)
+        self.problems: tuple[Problem, ...] = tuple(problems)
         if len(self.problems) == 1:
             text = f"{subject}: {self.problems[0]}"
         else:
@@ -451,7 +451,7 @@ class UnknownTrigger(CustomerSessionError, ValueError):
     def __init__(self, trigger: object, known: Iterable[str]) -> None:
         """Name the unknown trigger and the known ones."""
         self.trigger = trigger
-        self.known = tuple(sorted(str(k) for k in known))
+        self.known: tuple[str, ...] = tuple(sorted(str(k) for k in known))
         super().__init__(f"unknown trigger {shown(trigger):.80}; known: {', '.join(self.known)}")
 
 

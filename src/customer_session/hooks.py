@@ -201,13 +201,13 @@ class _Plan:
         after_commit: tuple[Registration, ...],
     ) -> None:
         """Keep each phase's registrations; note whether anything runs pre-commit."""
-        self.guards = guards
-        self.before = before
-        self.exit = exit
-        self.enter = enter
-        self.after = after
-        self.after_commit = after_commit
-        self.pre_commit = bool(guards or before or exit or enter or after)
+        self.guards: tuple[Registration, ...] = guards
+        self.before: tuple[Registration, ...] = before
+        self.exit: tuple[Registration, ...] = exit
+        self.enter: tuple[Registration, ...] = enter
+        self.after: tuple[Registration, ...] = after
+        self.after_commit: tuple[Registration, ...] = after_commit
+        self.pre_commit: bool = bool(guards or before or exit or enter or after)
         everything = (*guards, *before, *exit, *enter, *after, *after_commit)
         self.first_async: Registration | None = next((e for e in everything if e.is_async), None)
 

@@ -241,7 +241,7 @@ class Replayer:
         _check_session_class(session_class)
         self.session_class = session_class
         self._clock = _LogClock()
-        self.workflow = Workflow(session_class.specification, clock=self._clock)
+        self.workflow: Workflow = Workflow(session_class.specification, clock=self._clock)
         self._view = SessionView(session_class, self.workflow)
         self.sessions: MutableMapping[str, CustomerSession] = self._view
 

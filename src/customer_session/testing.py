@@ -20,14 +20,14 @@ import attrs
 
 try:
     from hypothesis import strategies as st
-except ModuleNotFoundError as missing:
-    if missing.name != "hypothesis":
+except ModuleNotFoundError as _missing:
+    if _missing.name != "hypothesis":
         raise
     # The bare "No module named 'hypothesis'" does not say which extra provides it.
     raise ModuleNotFoundError(
         "customer_session.testing needs Hypothesis: pip install 'customer-session[testing]'",
         name="hypothesis",
-    ) from missing
+    ) from _missing
 
 from customer_session._cart import (
     AdditionalCost,

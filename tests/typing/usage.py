@@ -14,6 +14,7 @@ from customer_session import (
     GuardRejected,
     IllegalTransition,
     JSONValue,
+    Problem,
     Refusal,
     Registration,
     ReopenableCustomerSession,
@@ -22,6 +23,8 @@ from customer_session import (
     TransitionEvent,
     TransitionRecord,
     Trigger,
+    UnknownTrigger,
+    ValidationError,
     Workflow,
 )
 
@@ -110,3 +113,14 @@ class GiftSession(CustomerSession):
 
 gift = GiftSession(integration_id="order-44", cart_items=(item,), gift_note="Happy birthday")
 GiftSession(integration_id=44)  # type: ignore[arg-type] # an id is a string
+
+
+# Errors' attributes are declared, so every checker reads the same types.
+try:
+    session.fire("reopen")
+except UnknownTrigger as error:
+    assert_type(error.known, tuple[str, ...])
+    assert_type(error.trigger, object)
+except ValidationError as error:
+    assert_type(error.problems, tuple[Problem, ...])
+    assert_type(error.subject, str)

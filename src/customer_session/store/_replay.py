@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from customer_session.replay import ReplayReport
     from customer_session.store._base import BaseStore
     from customer_session.store._keys import ProcessedKey
+    from customer_session.store._protocol import SessionStore
 
 
 def _canonical(event: object) -> str:
@@ -136,7 +137,7 @@ class StoreReplayer(Replayer):
     ) -> None:
         """Open the store, bound to the replay's workflow (whose clock is the log)."""
         super().__init__(session_class=session_class)
-        self.store = open_store(
+        self.store: SessionStore[CustomerSession] = open_store(
             database,
             session_class=session_class,
             workflow=self.workflow,
