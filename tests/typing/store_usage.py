@@ -111,12 +111,24 @@ replayer = StoreReplayer(":memory:", log_id="orders-2026-03", actor="nightly-rep
 replayer.close()
 
 
+async def close_later(session: CustomerSession) -> TransitionRecord:
+    """An async change for the async store's update()."""
+    return session.close()
+
+
 async def async_store(url: str) -> None:
     """The async store keeps the session class it is opened with."""
     async with await AsyncPostgresStore.open(url, actor="worker-1") as opened:
         assert_type(opened, AsyncPostgresStore[CustomerSession])
         await opened.create(CustomerSession(integration_id="order-1"), actor="api")
         assert_type(await opened.get("order-1"), CustomerSession)
+        # update() takes a plain or an async change and returns what it returns (awaited).
+        assert_type(await opened.update("order-1", close_later), TransitionRecord)
+        assert_type(await opened.update("order-1", lambda s: s.state), State)
+        assert_type(await opened.update("order-1", close), TransitionRecord)
+        async with opened.transaction("order-1") as session:
+            assert_type(session, CustomerSession)
+        assert_type(await opened.history("order-1"), tuple[JournalEntry, ...])
     reopenable = await AsyncPostgresStore.open(url, session_class=ReopenableCustomerSession)
     assert_type(reopenable, AsyncPostgresStore[ReopenableCustomerSession])
     assert_type(await reopenable.get("order-2"), ReopenableCustomerSession)

@@ -557,6 +557,33 @@ class AsyncPostgresStore(StoreCore[_S]):
         except _Conflict:
             raise ConcurrentUpdate(integration_id, 1) from None
 
+    # Overloads, the awaitable first: with one parameter typed as the union of both
+    # kinds of callable, mypy refused an ``async def`` change and typed a lambda's
+    # result as Any.
+    @overload
+    async def update(
+        self,
+        integration_id: str,
+        change: Callable[[_S], Awaitable[_T]],
+        *,
+        retries: int | None = None,
+        key: str | None = None,
+        operation: str | None = None,
+        actor: str | None = None,
+    ) -> _T: ...
+
+    @overload
+    async def update(
+        self,
+        integration_id: str,
+        change: Callable[[_S], _T],
+        *,
+        retries: int | None = None,
+        key: str | None = None,
+        operation: str | None = None,
+        actor: str | None = None,
+    ) -> _T: ...
+
     async def update(
         self,
         integration_id: str,
