@@ -55,8 +55,8 @@ class Guard(Protocol):
     ``async def`` function (the latter only for the async face).
     """
 
-    def __call__(self, event: TransitionEvent, /) -> str | None:
-        """Decide on the transition described by ``event``."""
+    def __call__(self, event: TransitionEvent, /) -> str | Awaitable[str | None] | None:
+        """Decide on the transition described by ``event`` (an async guard returns an awaitable)."""
 
 
 class Hook(Protocol):
@@ -215,11 +215,9 @@ class _Plan:
 _F = TypeVar("_F", bound="Callable[..., Any]")
 # What the registration methods accept, so a type checker flags a guard that
 # returns a bool or a hook that takes no event where it is registered, not when it
-# first runs. Async ones (for the async face) return an awaitable of the same.
-_GuardFunc = TypeVar(
-    "_GuardFunc", bound="Callable[[TransitionEvent], str | Awaitable[str | None] | None]"
-)
-_HookFunc = TypeVar("_HookFunc", bound="Callable[[TransitionEvent], object]")
+# first runs: the protocols, which users annotate their own guards and hooks with.
+_GuardFunc = TypeVar("_GuardFunc", bound=Guard)
+_HookFunc = TypeVar("_HookFunc", bound=Hook)
 
 _NAMED: weakref.WeakValueDictionary[str, Workflow] = weakref.WeakValueDictionary()
 _NAMED_LOCK = threading.Lock()

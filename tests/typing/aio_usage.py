@@ -7,6 +7,8 @@ import asyncio
 from customer_session import (
     CartItem,
     CustomerSession,
+    Guard,
+    Hook,
     Refusal,
     ReopenableCustomerSession,
     ReturnedItem,
@@ -32,6 +34,18 @@ async def stock_reserved(event: TransitionEvent) -> str | None:
 async def publish(event: TransitionEvent) -> None:
     """Publish every committed transition."""
     await asyncio.sleep(0)
+
+
+async def notify(event: TransitionEvent) -> None:
+    """Notify someone of every committed transition."""
+    await asyncio.sleep(0)
+
+
+# An async guard is a Guard and an async hook a Hook, as their docs say.
+guards: list[Guard] = [stock_reserved]
+hooks: list[Hook] = [notify]
+for hook in hooks:
+    workflow.after_commit(hook)
 
 
 async def handler() -> None:

@@ -71,7 +71,7 @@ restored: CustomerSession = CustomerSession.restore(integration_id="o", state="c
 
 
 # Guards and hooks of the wrong shape are flagged where they are registered.
-workflow.guard(lambda event: True, trigger="cancel")  # type: ignore[type-var] # a bool, not a reason
+workflow.guard(lambda event: True, trigger="cancel")  # type: ignore[call-overload] # a bool, not a reason
 
 
 @workflow.guard(trigger=Trigger.CANCEL)  # type: ignore[type-var] # a bool, not a reason
@@ -80,7 +80,7 @@ def boolean_guard(event: TransitionEvent) -> bool:
     return event.session.total > 0
 
 
-@workflow.after_commit  # type: ignore[type-var] # a hook receives the event
+@workflow.after_commit  # type: ignore[call-overload] # a hook receives the event
 def no_event() -> None:
     """Take no event."""
 
