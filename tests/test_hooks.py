@@ -1,3 +1,4 @@
+import asyncio
 import gc
 import pickle
 import sys
@@ -21,6 +22,7 @@ from customer_session import (
     Workflow,
     WorkflowError,
 )
+from customer_session.aio import AsyncSession
 
 
 class TestPhases:
@@ -365,6 +367,102 @@ class TestNamedWorkflows:
         with pytest.raises(WorkflowError, match="returned None"):
             s.close()
         assert s.snapshot() == before
+
+
+def _failing_clock() -> datetime:
+    """A clock that raises, as a broken user clock would."""
+    return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=1 / 0)
+
+
+class _Switch:
+    """A clock that gives a fixed time until it is told to raise."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def __call__(self) -> datetime:
+        if self.broken:
+            return _failing_clock()
+        return datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _guarded(clock: _Switch) -> Workflow:
+    """A workflow of ``clock`` with a guard and a hook on close (the trigger's full path)."""
+    workflow = Workflow(clock=clock)
+    workflow.guard(lambda event: None, trigger=Trigger.CLOSE)
+    workflow.before(lambda event: None, trigger=Trigger.CLOSE)
+    return workflow
+
+
+class TestFailingClock:
+    def test_a_clock_that_raises_is_a_workflow_error_naming_it(self):
+        """A clock that raises makes now() a WorkflowError naming the clock and the error."""
+        workflow = Workflow(clock=_failing_clock)
+        with pytest.raises(WorkflowError) as info:
+            workflow.now()
+        assert "test_hooks._failing_clock of <Workflow" in str(info.value)
+        assert "raised ZeroDivisionError: division by zero" in str(info.value)
+        assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+    def test_a_new_session_whose_clock_raises_is_refused(self):
+        """A new session whose workflow's clock raises is a WorkflowError, the cause chained."""
+        with pytest.raises(WorkflowError, match="raised ZeroDivisionError") as info:
+            CustomerSession(integration_id="o", workflow=Workflow(clock=_failing_clock))
+        assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+    @pytest.mark.parametrize(
+        ("hooked", "call"),
+        [
+            (False, lambda s: s.close()),
+            (True, lambda s: s.close()),
+            (False, lambda s: s.fire("cancel")),
+            (False, lambda s: s.set_coupon("GIFT")),
+            (False, lambda s: s.add_item(CartItem(sku="A", quantity=1))),
+            (True, lambda s: s.can(Trigger.CLOSE)),
+            (True, lambda s: s.why_not(Trigger.CLOSE)),
+        ],
+        ids=["close", "close with hooks", "fire", "edit", "cart edit", "can", "why_not"],
+    )
+    def test_a_call_whose_clock_raises_changes_nothing(self, hooked, call):
+        """A trigger, edit or question whose clock raises is a WorkflowError; nothing changed."""
+        clock = _Switch()
+        workflow = _guarded(clock) if hooked else Workflow(clock=clock)
+        session = CustomerSession(integration_id="o", workflow=workflow)
+        before = session.snapshot()
+        clock.broken = True
+        with pytest.raises(WorkflowError, match="raised ZeroDivisionError") as info:
+            call(session)
+        assert isinstance(info.value.__cause__, ZeroDivisionError)
+        assert session.snapshot() == before
+        clock.broken = False
+        session.close()  # the session is not left busy
+        assert session.state is State.CLOSED
+
+    @pytest.mark.parametrize("hooked", [False, True], ids=["plain", "with hooks"])
+    def test_an_async_trigger_whose_clock_raises_changes_nothing(self, hooked):
+        """The async face refuses a trigger whose clock raises as the sync one does."""
+        clock = _Switch()
+        workflow = _guarded(clock) if hooked else Workflow(clock=clock)
+        session = CustomerSession(integration_id="o", workflow=workflow)
+        before = session.snapshot()
+        clock.broken = True
+        with pytest.raises(WorkflowError, match="raised ZeroDivisionError"):
+            asyncio.run(AsyncSession(session).close())
+        assert session.snapshot() == before
+
+    def test_a_store_update_whose_clock_raises_writes_nothing(self):
+        """A store update whose trigger's clock raises is a WorkflowError; nothing is written."""
+        from customer_session.store import SQLiteStore  # noqa: PLC0415 - the store's own case
+
+        clock = _Switch()
+        with SQLiteStore(":memory:", workflow=Workflow(clock=clock)) as store:
+            store.create(CustomerSession(integration_id="o", workflow=store.workflow))
+            clock.broken = True
+            with pytest.raises(WorkflowError, match="raised ZeroDivisionError"):
+                store.update("o", lambda session: session.close())
+            clock.broken = False
+            assert store.get("o").state is State.OPEN
+            assert len(store.history("o")) == 1
 
 
 class TestLookups:

@@ -30,12 +30,20 @@ def unreadable(error: BaseException) -> str:
     The error is named by its type and message; a message that cannot be made
     (a raising ``__str__``) is left out.
     """
+    return f"cannot be read ({described(error)})"
+
+
+def described(error: BaseException) -> str:
+    """An error for a message: its type and message (``ZeroDivisionError: division by zero``).
+
+    A message that cannot be made (a raising ``__str__``) is left out, and so is an
+    empty one.
+    """
     try:
         message = str(error)
     except Exception:  # noqa: BLE001 - a message must not fail because of the error it names
         message = ""
-    named = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    return f"cannot be read ({named})"
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def shown_number(value: object) -> str:

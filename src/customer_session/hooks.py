@@ -36,7 +36,7 @@ from attrs import frozen
 
 from customer_session._machine import Engine, engine_for
 from customer_session._phase import Phase
-from customer_session._show import shown
+from customer_session._show import described, shown
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger, member
 from customer_session.exceptions import UnknownTrigger, WorkflowError
 
@@ -359,12 +359,26 @@ class Workflow:
         """The clock's current time, as an aware UTC datetime.
 
         Raises:
-            WorkflowError: The clock returned something other than an aware datetime.
+            WorkflowError: The clock raised (the error chained as the cause), or
+                returned something other than an aware datetime.
         """
-        now = self._tick()
+        try:
+            now = self._tick()
+        except Exception as exc:
+            raise self._clock_failed(exc) from exc
         if type(now) is datetime and now.tzinfo is UTC:
             return now
         return self._checked_time(now)
+
+    def _clock_failed(self, error: Exception) -> WorkflowError:
+        """The error for the clock having raised ``error`` (which the caller chains).
+
+        User code, like a guard or a hook: what it raised is named in the library's
+        error tree, not let out bare from whichever call happened to read the time.
+        """
+        return WorkflowError(
+            f"the clock {_clock_name(self._clock)} of {shown(self)} raised {described(error)}"
+        )
 
     def _checked_time(self, now: object) -> datetime:
         """``now``, a time the clock gave, as an aware UTC datetime (see ``now()``).

@@ -179,7 +179,10 @@ def _now(self: CustomerSession) -> datetime:
     if not isinstance(workflow, Workflow):  # before its clock is asked: it may have none
         raise _foreign_workflow(self, workflow)
     # Workflow.now()'s common case inline (one call less for every new session).
-    now = workflow._tick()
+    try:
+        now = workflow._tick()
+    except Exception as exc:
+        raise workflow._clock_failed(exc) from exc
     if type(now) is datetime and now.tzinfo is UTC:
         return now
     return workflow._checked_time(now)
