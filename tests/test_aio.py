@@ -173,8 +173,10 @@ class TestFace:
 class TestFaceConstruction:
     def test_reopenable_face_needs_the_reopen_table(self):
         """A reopenable face over a session without reopen is refused."""
-        with pytest.raises(UnknownTrigger, match="reopen"):
+        with pytest.raises(UnknownTrigger, match="reopen") as info:
             AsyncReopenableSession(_session())  # type: ignore[type-var]
+        assert str(info.value).startswith("unknown trigger 'reopen'; known: cancel, close")
+        assert "use a ReopenableCustomerSession" in str(info.value)
 
     def test_face_needs_a_session(self):
         """Anything but a customer session is a ValidationError naming the argument."""

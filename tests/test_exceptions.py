@@ -8,6 +8,7 @@ import pytest
 
 import customer_session
 from customer_session import (
+    CUSTOMER_SESSION,
     CustomerSessionError,
     GuardRejected,
     HookFailed,
@@ -173,6 +174,26 @@ class TestData:
         """UnknownTrigger's message can be built for a 5000-digit integer."""
         error = UnknownTrigger(10**5000, [Trigger.CLOSE])
         assert str(error) == ("unknown trigger an integer of 16610 bits; known: close")
+
+    def test_unknown_trigger_names_an_enum_member_by_its_text(self):
+        """UnknownTrigger names a Trigger member as 'reopen', not by its enum repr."""
+        error = UnknownTrigger(Trigger.REOPEN, [Trigger.CLOSE])
+        assert str(error).startswith("unknown trigger 'reopen'; known: close (")
+        assert "Trigger." not in str(error)
+
+    @pytest.mark.parametrize("trigger", [Trigger.REOPEN, "reopen"], ids=["member", "text"])
+    def test_unknown_trigger_says_which_table_has_reopen(self, trigger):
+        """A table without reopen says the reopenable table and session class have it."""
+        error = UnknownTrigger(trigger, CUSTOMER_SESSION.triggers)
+        assert str(error) == (
+            "unknown trigger 'reopen'; known: cancel, close, return_items (only the "
+            "reopenable table has reopen(): use a ReopenableCustomerSession, and a Workflow "
+            "of REOPENABLE_SESSION)"
+        )
+
+    def test_unknown_trigger_gives_no_advice_for_a_trigger_of_no_table(self):
+        """A name that no table of the library has gets no advice about one."""
+        assert str(UnknownTrigger("ship", ["close"])) == "unknown trigger 'ship'; known: close"
 
     def test_not_editable_names_operation_and_state(self):
         """SessionNotEditable says which edit was refused in which state."""

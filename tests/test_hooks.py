@@ -153,6 +153,17 @@ class TestRegistration:
         with pytest.raises(UnknownTrigger, match="reopen"):
             Workflow().before(lambda event: None, trigger="reopen")
 
+    def test_a_trigger_of_another_table_is_named_by_its_text(self):
+        """A guard for Trigger.REOPEN on the plain table names it 'reopen', not its enum repr."""
+        with pytest.raises(UnknownTrigger, match=r"^unknown trigger 'reopen'; known: ") as info:
+            Workflow().guard(lambda event: None, trigger=Trigger.REOPEN)
+        assert "Workflow of REOPENABLE_SESSION" in str(info.value)
+
+    def test_a_trigger_given_for_a_state_is_named_by_its_text(self):
+        """A Trigger member given where a state is wanted is named by its text."""
+        with pytest.raises(WorkflowError, match=r"^'close' is not a state; states: "):
+            Workflow().on_enter(lambda event: None, state=Trigger.CLOSE)  # type: ignore[arg-type]
+
     def test_unknown_state_is_refused(self):
         """Registering for a state that does not exist is refused."""
         with pytest.raises(WorkflowError, match="shipped"):

@@ -1716,6 +1716,25 @@ class TestSubclasses:
             class StrictSession(CustomerSession):
                 specification: ClassVar[Specification] = _STRICT
 
+    def test_a_state_outside_the_table_is_named_by_its_text(self):
+        """Restoring a session in a state its table lacks names the state as 'cancelled'."""
+        two_states = Specification(
+            name="two_states",
+            states=(State.OPEN, State.CLOSED),
+            initial_states=frozenset({State.OPEN}),
+            edges=(Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),),
+        )
+
+        @attrs.define(kw_only=True, repr=False, on_setattr=attrs.setters.NO_OP)
+        class TwoStates(CustomerSession):
+            specification: ClassVar[Specification] = two_states
+            default_workflow: ClassVar[Workflow] = Workflow(two_states)
+
+        with pytest.raises(
+            ValidationError, match="state: must be one of open, closed, got 'cancelled'"
+        ):
+            TwoStates.restore(integration_id="o", state=State.CANCELLED, created=T0)
+
     def test_own_table_with_own_workflow_follows_it(self):
         """A subclass with its own table and default workflow follows its own table."""
 

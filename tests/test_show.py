@@ -2,7 +2,8 @@
 
 import pytest
 
-from customer_session._show import counted, shown, shown_number, unreadable
+from customer_session._show import counted, shown, shown_name, shown_number, unreadable
+from customer_session._spec import State, Trigger
 
 
 class _BrokenRepr:
@@ -27,6 +28,21 @@ class TestShown:
     def test_a_broken_repr_is_named_by_its_type(self):
         """A value whose __repr__ raises is named by its type."""
         assert shown(_BrokenRepr()) == "a _BrokenRepr that cannot be shown"
+
+
+class TestShownName:
+    @pytest.mark.parametrize(
+        ("value", "text"),
+        [(Trigger.REOPEN, "'reopen'"), (State.OPEN, "'open'"), ("reopen", "'reopen'")],
+        ids=["trigger", "state", "text"],
+    )
+    def test_a_trigger_or_state_is_shown_by_its_text(self, value, text):
+        """A Trigger or State member is shown as its text is, not as its enum repr."""
+        assert shown_name(value) == text
+
+    def test_anything_else_is_shown(self):
+        """A value that is no text is shown as shown() shows it."""
+        assert shown_name(10**5000) == shown(10**5000)
 
 
 class _BrokenStr(Exception):

@@ -24,6 +24,16 @@ def shown(value: object) -> str:
         return f"a {type(value).__name__} that cannot be shown"
 
 
+def shown_name(value: object) -> str:
+    """:func:`shown`, for a value given as the name of a trigger or a state: text as text.
+
+    A ``Trigger`` or ``State`` member (a ``StrEnum``) is shown by its text,
+    ``'reopen'``, as messages name them, not by its enum ``repr``
+    (``<Trigger.REOPEN: 'reopen'>``); any other value as :func:`shown` shows it.
+    """
+    return shown(str.__str__(value)) if isinstance(value, str) else shown(value)
+
+
 def unreadable(error: BaseException) -> str:
     """Why a value could not be read, for a problem's message: ``cannot be read (<error>)``.
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from customer_session._cart import CartItem, ReturnedItem
+from customer_session._show import shown_name
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     AfterCommitHookFailed,
@@ -250,12 +251,12 @@ class SessionStateMachine(RuleBasedStateMachine):
         else:
             if allowed != (not refusals):
                 raise AssertionError(
-                    f"session {session.integration_id!r}: can({trigger!r}) is {allowed}, "
+                    f"session {session.integration_id!r}: can({shown_name(trigger)}) is {allowed}, "
                     f"but why_not() gives {refusals!r}"
                 )
         if session.snapshot() != before:
             raise AssertionError(
-                f"asking about {trigger!r} changed session {session.integration_id!r}"
+                f"asking about {shown_name(trigger)} changed session {session.integration_id!r}"
             )
 
     # -- attempts to go around the table --------------------------------------------
@@ -352,7 +353,7 @@ class SessionStateMachine(RuleBasedStateMachine):
             spec = session.specification
             if session.state not in spec.states:
                 raise AssertionError(
-                    f"session {session.integration_id!r} is in {session.state!r}, "
+                    f"session {session.integration_id!r} is in {shown_name(session.state)}, "
                     f"not a state of {spec.name!r}"
                 )
 

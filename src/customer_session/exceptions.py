@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Self
 
 from attrs import frozen
 
-from customer_session._show import counted, shown
+from customer_session._show import counted, shown, shown_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -449,10 +449,28 @@ class UnknownTrigger(CustomerSessionError, ValueError):
     """
 
     def __init__(self, trigger: object, known: Iterable[str]) -> None:
-        """Name the unknown trigger and the known ones."""
+        """Name the unknown trigger and the known ones, and the table that has it, if one does."""
         self.trigger = trigger
         self.known: tuple[str, ...] = tuple(sorted(str(k) for k in known))
-        super().__init__(f"unknown trigger {shown(trigger):.80}; known: {', '.join(self.known)}")
+        super().__init__(
+            f"unknown trigger {shown_name(trigger):.80}; known: {', '.join(self.known)}"
+            + _elsewhere(trigger, self.known)
+        )
+
+
+def _elsewhere(trigger: object, known: Sequence[str]) -> str:
+    """Where the library's other table has ``trigger`` (``reopen``), as advice; else ``""``."""
+    # Imported here: the specification module raises this module's errors.
+    from customer_session._spec import CUSTOMER_SESSION, REOPENABLE_SESSION  # noqa: PLC0415 - an import cycle
+
+    name = str.__str__(trigger) if isinstance(trigger, str) else None
+    reopen_only = set(REOPENABLE_SESSION.triggers).difference(CUSTOMER_SESSION.triggers)
+    if name is None or name in known or name not in reopen_only:
+        return ""
+    return (
+        f" (only the reopenable table has {name}(): use a ReopenableCustomerSession, "
+        "and a Workflow of REOPENABLE_SESSION)"
+    )
 
 
 class WorkflowError(CustomerSessionError, ValueError):

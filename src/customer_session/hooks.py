@@ -36,7 +36,7 @@ from attrs import frozen
 
 from customer_session._machine import Engine, engine_for
 from customer_session._phase import Phase
-from customer_session._show import described, shown
+from customer_session._show import described, shown, shown_name
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger, member
 from customer_session.exceptions import UnknownTrigger, WorkflowError
 
@@ -671,7 +671,7 @@ class Workflow:
             state = member(State, key)
             if state is None:
                 raise WorkflowError(
-                    f"{shown(key)} is not a state; states: {', '.join(spec.states)}"
+                    f"{shown_name(key)} is not a state; states: {', '.join(spec.states)}"
                 )
             if state not in spec.states:
                 raise WorkflowError(f"'{state}' is not a state of {spec.name!r}")

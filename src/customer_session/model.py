@@ -50,7 +50,7 @@ from customer_session._cart import (
 )
 from customer_session._readonly import protect, public_repr
 from customer_session._records import TransitionRecord
-from customer_session._show import counted, shown, shown_number
+from customer_session._show import counted, shown, shown_name, shown_number
 from customer_session._spec import (
     CUSTOMER_SESSION,
     REOPENABLE_SESSION,
@@ -569,7 +569,9 @@ class CustomerSession:
         state = values["state"]
         if not isinstance(state, State) or state not in spec.states:
             problems.append(
-                Problem("state", f"must be one of {', '.join(spec.states)}, got {shown(state)}")
+                Problem(
+                    "state", f"must be one of {', '.join(spec.states)}, got {shown_name(state)}"
+                )
             )
         created, updated = self._created, self._updated
         # Converted only when in range (_aware_problems reports the others).
@@ -1317,9 +1319,7 @@ def _returned_items_problems(record: TransitionRecord, path: str) -> list[Proble
     if record.trigger is Trigger.RETURN_ITEMS and not items:
         problems.append(Problem(path, "a return needs at least one item"))
     elif record.trigger is not Trigger.RETURN_ITEMS and items:
-        trigger = record.trigger
-        # A trigger by its value, as every message names one (not its enum repr).
-        what = f"'{trigger}'" if type(trigger) is Trigger else shown(trigger)
+        what = shown_name(record.trigger)  # a trigger by its text, not its enum repr
         problems.append(Problem(path, f"only a return_items record returns items, not {what}"))
     return problems
 
