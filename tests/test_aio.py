@@ -924,6 +924,38 @@ class TestSerialization:
         await closing
         assert [r.trigger for r in session.history] == [Trigger.CLOSE]
 
+    async def test_a_sync_trigger_from_another_task_is_told_to_await_it(self):
+        """A sync trigger refused for another task's async one is advised to use the face."""
+        workflow = Workflow()
+        gate = Gate()
+        workflow.before(gate, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        closing = asyncio.create_task(AsyncSession(session).close())
+        await gate.entered.wait()
+        with pytest.raises(TransitionInProgress) as info:
+            session.cancel()
+        gate.release.set()
+        await closing
+        assert info.value.elsewhere is True
+        assert "in progress in another task or thread" in str(info.value)
+        assert "await cancel() through AsyncSession, which waits for it" in str(info.value)
+
+    async def test_a_trigger_from_an_async_hook_is_told_to_use_an_after_commit_hook(self):
+        """A trigger refused inside an async pre-commit hook is advised as in the sync face."""
+        workflow = Workflow()
+
+        async def cancel_instead(event):
+            await AsyncSession(event.session).cancel()
+
+        workflow.before(cancel_instead, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            await AsyncSession(session).close()
+        refused = info.value.__cause__
+        assert isinstance(refused, TransitionInProgress)
+        assert refused.elsewhere is False
+        assert str(refused).endswith("fire it from an after-commit hook instead")
+
 
 @pytest.mark.asyncio
 class TestAtomicAcrossAwaits:

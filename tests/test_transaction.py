@@ -678,6 +678,49 @@ class TestReentrancy:
         assert s.state is State.OPEN
         assert s.history == ()
 
+    def test_a_trigger_from_its_own_hook_is_told_to_use_an_after_commit_hook(self):
+        """A trigger refused inside a pre-commit hook is told to fire from an after-commit one."""
+        workflow = Workflow()
+        workflow.before(lambda event: event.session.cancel(), trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        refused = info.value.__cause__
+        assert isinstance(refused, TransitionInProgress)
+        assert refused.elsewhere is False
+        assert str(refused) == (
+            "session 'order-1': cannot cancel() while close() is in progress; "
+            "fire it from an after-commit hook instead"
+        )
+
+    def test_a_trigger_from_another_thread_is_told_to_wait(self):
+        """A trigger refused while another thread's trigger runs is told to try again after it."""
+        in_hook, go_on = threading.Event(), threading.Event()
+
+        def slow_before(event) -> None:
+            in_hook.set()
+            go_on.wait(WAIT)
+
+        workflow = Workflow()
+        workflow.before(slow_before, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        closing = threading.Thread(target=s.close)
+        closing.start()
+        try:
+            assert in_hook.wait(WAIT)
+            with pytest.raises(TransitionInProgress) as info:
+                s.cancel()
+        finally:
+            go_on.set()
+            closing.join(WAIT)
+        assert info.value.elsewhere is True
+        assert str(info.value).startswith(
+            "session 'order-1': cannot cancel() while close() is in progress in another task or "
+            "thread; try again once it has finished"
+        )
+        assert "after-commit" not in str(info.value)
+        assert [r.trigger for r in s.history] == [Trigger.CLOSE]
+
     def test_async_hook_is_refused_on_the_sync_face(self):
         """An async hook cannot run from a sync trigger; the error says so."""
         workflow = Workflow()

@@ -115,6 +115,15 @@ class Block:
 
 _BLOCK: ContextVar[Block | None] = ContextVar("customer_session_atomic_block", default=None)
 
+_HOOKED: ContextVar[tuple[CustomerSession, ...]] = ContextVar("customer_session_hooked", default=())
+"""The sessions whose trigger's pre-commit guards and hooks the running code is in.
+
+Set from a trigger's start to its commit point, in its thread or task (and so in
+the tasks its hooks create): a trigger refused on one of them came from that
+trigger's own hooks, anything else from another task or thread, which needs
+other advice (see :func:`_in_progress`).
+"""
+
 
 def _owner() -> object:
     """The running asyncio task, else the running thread (who opens a block)."""
@@ -231,6 +240,7 @@ class Run:
         "source",
         "state",
         "timestamp",
+        "token",
         "trigger",
     )
 
@@ -271,6 +281,8 @@ class Run:
         self.refusal: Refusal | None = None
         self.phase = _GUARD
         self.current: Registration | None = None
+        # Set while the run's user code may run (see ``begin`` and ``end``).
+        self.token: Token[tuple[CustomerSession, ...]] | None = None
 
     def event(self) -> TransitionEvent:
         """The event hooks receive, built on first use."""
@@ -1105,12 +1117,16 @@ def begin(run: Run, plan: _Plan) -> tuple[Any, ...] | None:
         running.busy = run.trigger
     else:
         session._running = run.trigger
+    run.token = _HOOKED.set((*_HOOKED.get(), session))
     return saved
 
 
 def end(run: Run) -> None:
     """The session is no longer busy with ``run`` (committed or not)."""
     session = run.session
+    if run.token is not None:
+        _HOOKED.reset(run.token)
+        run.token = None
     running = session._running
     if type(running) is Held:
         running.busy = None
@@ -1230,8 +1246,14 @@ def _in_progress(
         running=running,
         asking=asking,
         held=held,
+        elsewhere=running is not None and not asking and not _hooked(session),
         why=why,
     )
+
+
+def _hooked(session: CustomerSession) -> bool:
+    """Whether the running code is in a pre-commit guard or hook of a trigger on ``session``."""
+    return any(hooked is session for hooked in _HOOKED.get())
 
 
 _CHANGED_HANDS: Final = (

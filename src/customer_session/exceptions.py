@@ -237,6 +237,10 @@ class TransitionInProgress(TransitionError):
             (rather than a transition being in progress).
         held: Whether an ``atomic()`` block of another task or thread holds the
             session (then ``running`` is ``None``).
+        elsewhere: Whether ``running`` is in progress in another task or thread
+            (then the refused call should wait for it), rather than the call coming
+            from one of its own hooks before the commit point (which should fire it
+            from an after-commit hook instead).
     """
 
     def __init__(
@@ -248,6 +252,7 @@ class TransitionInProgress(TransitionError):
         running: Trigger | None,
         asking: bool = False,
         held: bool = False,
+        elsewhere: bool = False,
         why: str | None = None,
     ) -> None:
         """Name both triggers, or the block that holds the session (unless ``why`` says).
@@ -260,6 +265,14 @@ class TransitionInProgress(TransitionError):
                 why = _HELD
             elif asking:
                 why = _asking(running)
+            elif elsewhere:
+                # Only an async trigger can be under way in another task of the loop
+                # the call runs in, and a face waits for those.
+                why = (
+                    f"while {running}() is in progress in another task or thread; try again "
+                    f"once it has finished, or, from a task of the event loop running it, "
+                    f"await {trigger}() through AsyncSession, which waits for it"
+                )
             else:
                 why = f"while {running}() is in progress; fire it from an after-commit hook instead"
         super().__init__(
@@ -271,6 +284,7 @@ class TransitionInProgress(TransitionError):
         self.running = running
         self.asking = asking
         self.held = held
+        self.elsewhere = elsewhere
 
 
 def _asking(running: Trigger | None) -> str:
