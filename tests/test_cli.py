@@ -1068,6 +1068,75 @@ class TestFileArguments:
         assert one_line_error(capsys).endswith(": an empty file name\n")
 
 
+def run_with_stdin(*argv: str, stdin: bytes) -> subprocess.CompletedProcess[str]:
+    """Run the command in a new process with ``stdin`` as its standard input."""
+    command = [sys.executable, "-m", "customer_session", *argv]
+    done = subprocess.run(command, input=stdin, capture_output=True, check=False)
+    return subprocess.CompletedProcess(
+        done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+    )
+
+
+class TestStandardInput:
+    def test_validate_reads_a_document_from_standard_input(self):
+        """validate - checks the document on standard input, named as standard input."""
+        document = (DATA / "session_v1.json").read_bytes()
+        done = run_with_stdin("validate", "-", stdin=b"\xef\xbb\xbf" + document)
+        assert (done.returncode, done.stderr) == (0, "")
+        assert done.stdout == ("standard input: valid (session 'order-2026-000871', closed)\n")
+
+    def test_validate_reports_an_invalid_document_on_standard_input(self):
+        """An invalid document on standard input is listed with its problems; the status is 1."""
+        done = run_with_stdin("validate", "-", stdin=b'{"integrationId": 3}\r\n')
+        assert done.returncode == 1
+        assert done.stdout.startswith("standard input: invalid (")
+
+    def test_validate_names_standard_input_that_is_not_utf8(self):
+        """Standard input that is not UTF-8 is a usage error naming it and the byte."""
+        done = run_with_stdin("validate", "-", stdin=b'{"integrationId": "\xff"}')
+        assert done.returncode == 2
+        assert done.stderr == (
+            "customer-session: error: standard input: not UTF-8 text: byte 0xff at line 1, "
+            "byte 19 of the line, byte 19 of the file (invalid start byte)\n"
+        )
+
+    def test_validate_takes_standard_input_only_once(self):
+        """Giving '-' twice is a usage error: the second read would find it empty."""
+        done = run_with_stdin("validate", "-", "-", stdin=b"{}")
+        assert (done.returncode, done.stdout) == (2, "")
+        assert "standard input ('-') can be given only once" in done.stderr
+
+    def test_a_file_named_dash_is_read_as_dot_slash_dash(self, tmp_path):
+        """./- names a file called '-', not standard input."""
+        (tmp_path / "-").write_bytes((DATA / "session_v1.json").read_bytes())
+        command = [sys.executable, "-m", "customer_session", "validate", "./-"]
+        done = subprocess.run(
+            command, capture_output=True, text=True, check=False, cwd=tmp_path, input=""
+        )
+        assert (done.returncode, done.stdout) == (
+            0,
+            "-: valid (session 'order-2026-000871', closed)\n",
+        )
+
+    def test_replay_reads_the_log_from_standard_input(self, tmp_path):
+        """replay - applies the log on standard input, as it would the same file."""
+        log = tmp_path / "events.jsonl"
+        log.write_bytes(encoded_log(b"A\xff").replace(b"\n", b"\r\n"))
+        from_file = run_with_stdin("replay", "--json", str(log), stdin=b"")
+        from_stdin = run_with_stdin("replay", "--json", "-", stdin=log.read_bytes())
+        assert from_stdin.returncode == from_file.returncode == 1
+        assert json.loads(from_stdin.stdout) == json.loads(from_file.stdout)
+        assert from_stdin.stderr == ""
+
+    def test_diagram_reads_the_session_from_standard_input(self):
+        """diagram --session - highlights the session on standard input."""
+        document = (DATA / "session_v1.json").read_bytes()
+        done = run_with_stdin("diagram", "--session", "-", stdin=document)
+        from_file = run_with_stdin("diagram", "--session", str(DATA / "session_v1.json"), stdin=b"")
+        assert (done.returncode, done.stderr) == (0, "")
+        assert done.stdout == from_file.stdout
+
+
 # Every option or argument whose value the library checks, with a value it refuses.
 REFUSED_VALUES = [
     pytest.param(("replay", "--db", "", str(EXAMPLE)), "--db", id="replay --db"),

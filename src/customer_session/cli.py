@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import logging
 import os
@@ -59,6 +60,8 @@ EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 TEXT_FORMATS = ("mermaid", "dot", "table")
 IMAGE_FORMATS = ("svg", "png")
 STDOUT = Path("-")
+STDIN: Final = Path("-")
+"""An input file given as ``-``: standard input (told apart by identity: ``./-`` is a file)."""
 
 
 class _UsageError(Exception):
@@ -123,7 +126,10 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
         help="output format (default: the one OUT's extension names, else mermaid)",
     )
     diagram.add_argument(
-        "--session", type=_path, metavar="FILE", help="highlight this session (a JSON document)"
+        "--session",
+        type=_input,
+        metavar="FILE",
+        help="highlight this session (a JSON document; '-' for standard input)",
     )
     diagram.add_argument("--reopen", action="store_true", help="the opt-in table with reopen")
     diagram.add_argument(
@@ -137,7 +143,11 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check session JSON documents", out=out)
     validate.add_argument(
-        "files", nargs="+", type=_path, metavar="FILE", help="session JSON documents (v1)"
+        "files",
+        nargs="+",
+        type=_input,
+        metavar="FILE",
+        help="session JSON documents (v1; '-' for standard input)",
     )
     validate.add_argument(
         "--reopen", action="store_true", help="read them as sessions of the reopen table"
@@ -145,7 +155,10 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
 
     run = commands.add_parser("replay", help="apply an order-event log (JSON Lines)", out=out)
     run.add_argument(
-        "log", type=_path, metavar="EVENTS.jsonl", help="the log: one JSON event per line"
+        "log",
+        type=_input,
+        metavar="EVENTS.jsonl",
+        help="the log: one JSON event per line ('-' for standard input)",
     )
     run.add_argument("--reopen", action="store_true", help="allow reopen events")
     run.add_argument("--json", action="store_true", help="print a machine-readable report")
@@ -242,6 +255,16 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _input(text: str) -> Path:
+    """An input file argument (see :func:`_path`); ``-`` is standard input (:data:`STDIN`)."""
+    return STDIN if text == "-" else _path(text)
+
+
+def _named(path: Path) -> str:
+    """How messages name an input file: as given, or ``standard input`` for ``-``."""
+    return "standard input" if path is STDIN else str(path)
+
+
 def _count(text: str) -> int:
     """An argument that counts something: an integer >= 0 (argparse reports the error)."""
     return _integer(text, 0)
@@ -301,6 +324,8 @@ def _session_class(reopen: bool) -> type[CustomerSession]:
 
 def _read(path: Path) -> str:
     """The file's text, without a byte order mark (as editors on Windows save one)."""
+    if path is STDIN:
+        return _read_stdin()
     try:
         return path.read_text(encoding="utf-8").removeprefix(_BOM)
     except FileNotFoundError:
@@ -310,12 +335,7 @@ def _read(path: Path) -> str:
     except PermissionError:
         raise _UsageError(f"{path}: permission denied") from None
     except UnicodeDecodeError as error:
-        data = error.object
-        line = data.count(b"\n", 0, error.start) + 1
-        line_start = data.rfind(b"\n", 0, error.start) + 1
-        in_line = error.start - line_start
-        where = f"line {line}, {_position(data[line_start : error.start], in_line, line_start)}"
-        raise _UsageError(f"{path}: {_not_utf8(error, where)}") from None
+        raise _not_text(path, error) from None
     except OSError as error:
         raise _UsageError(f"{path}: cannot read ({error.strerror})") from None
 
@@ -330,6 +350,33 @@ def _position(line: bytes, start: int, offset: int) -> str:
     """
     column = len(line[:start].decode("utf-8")) + 1
     return f"column {column}, file offset {offset + start}"
+
+
+def _read_stdin() -> str:
+    """Standard input's text, read as :func:`_read` reads a file's."""
+    try:
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:  # a text stream that main()'s caller put there: already text
+            text = sys.stdin.read()
+        else:
+            # Decoded whole, not by a text wrapper, so an error has the offsets of the
+            # input; newlines are then made "\n", as text mode makes them for a file.
+            text = buffer.read().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as error:
+        raise _not_text(STDIN, error) from None
+    except OSError as error:
+        raise _UsageError(f"standard input: cannot read ({error.strerror})") from None
+    return text.removeprefix(_BOM)
+
+
+def _not_text(path: Path, error: UnicodeDecodeError) -> _UsageError:
+    """The error for an input that is not UTF-8 text, naming where the byte is."""
+    data = error.object
+    line = data.count(b"\n", 0, error.start) + 1
+    line_start = data.rfind(b"\n", 0, error.start) + 1
+    in_line = error.start - line_start
+    where = f"line {line}, {_position(data[line_start : error.start], in_line, line_start)}"
+    return _UsageError(f"{_named(path)}: {_not_utf8(error, where)}")
 
 
 def _not_utf8(error: UnicodeDecodeError, where: str) -> str:
@@ -397,7 +444,7 @@ def _diagram(args: argparse.Namespace, out: TextIO) -> int:
         try:
             session = wire.from_json(_read(args.session), session_class=session_class)
         except ValidationError as error:
-            raise _UsageError(f"{args.session}: {_one_line(error)}") from None
+            raise _UsageError(f"{_named(args.session)}: {_one_line(error)}") from None
     spec = None if session is not None else session_class.specification
     output = None if args.output == STDOUT else args.output
     # The library's rule: an extension that names another format than --format is refused.
@@ -452,6 +499,9 @@ def _write(path: Path, data: str | bytes, out: TextIO) -> None:
 def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Check every file, whatever happens to the others; exit with the worst status."""
     session_class = _session_class(args.reopen)
+    if sum(path is STDIN for path in args.files) > 1:
+        # Read once, it is empty the next time: that document would seem invalid.
+        raise _UsageError("standard input ('-') can be given only once")
     status = EXIT_OK
     for path in args.files:
         try:
@@ -462,18 +512,22 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             status = EXIT_USAGE
         except ValidationError as error:
             status = max(status, EXIT_INVALID)
-            print(f"{path}: invalid ({counted(len(error.problems), 'problem')})", file=out)
+            print(f"{_named(path)}: invalid ({counted(len(error.problems), 'problem')})", file=out)
             for problem in error.problems:
                 print(f"  {problem}", file=out)
         else:
-            print(f"{path}: valid (session {session.integration_id!r}, {session.state})", file=out)
+            verdict = f"valid (session {session.integration_id!r}, {session.state})"
+            print(f"{_named(path)}: {verdict}", file=out)
     return status
 
 
 def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         # surrogateescape and newline="": _LogLines decodes and splits each line itself.
-        handle = args.log.open(encoding="utf-8", errors="surrogateescape", newline="")
+        if args.log is STDIN:
+            handle = _stdin_lines()
+        else:
+            handle = args.log.open(encoding="utf-8", errors="surrogateescape", newline="")
     except FileNotFoundError:
         raise _UsageError(f"{args.log}: no such file") from None
     except IsADirectoryError:
@@ -482,13 +536,13 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise _UsageError(f"{args.log}: permission denied") from None
     except OSError as error:
         raise _UsageError(f"{args.log}: cannot read ({error.strerror})") from None
-    with handle, contextlib.ExitStack() as cleanup:
+    with handle as lines, contextlib.ExitStack() as cleanup:
         # Inside: a store that cannot be opened (a bad option) must close the log too.
         replayer = _replayer(args)
         if isinstance(replayer, contextlib.AbstractContextManager):
             cleanup.enter_context(replayer)  # a store replay closes its store
         # The bar counts the lines as read, every byte of the file included.
-        read = replay.with_progress(handle, total_bytes=_size(args.log), stream=err)
+        read = replay.with_progress(lines, total_bytes=_size(args.log), stream=err)
         decoded = _LogLines(read)
         report = replayer.run(decoded)
     if decoded.refused:
@@ -660,7 +714,23 @@ def _rows_text(heading: str | None, rows: Sequence[Effect]) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
+@contextlib.contextmanager
+def _stdin_lines() -> Iterator[TextIO]:
+    """Standard input, read as a log file is (see :func:`_replay`), left open after."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream that main()'s caller put there: already text
+        yield sys.stdin
+        return
+    lines = io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape", newline="")
+    try:
+        yield lines
+    finally:
+        lines.detach()  # closing the wrapper would close standard input
+
+
 def _size(path: Path) -> int | None:
+    if path is STDIN:  # no size known in advance (the bar counts without a total)
+        return None
     try:
         return path.stat().st_size
     except OSError:
