@@ -1097,7 +1097,7 @@ class TestStandardInput:
         assert done.returncode == 2
         assert done.stderr == (
             "customer-session: error: standard input: not UTF-8 text: byte 0xff at line 1, "
-            "byte 19 of the line, byte 19 of the file (invalid start byte)\n"
+            "column 20, file offset 19 (invalid start byte)\n"
         )
 
     def test_validate_takes_standard_input_only_once(self):
