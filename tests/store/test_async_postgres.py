@@ -373,6 +373,49 @@ async def test_a_child_forked_by_a_handler_lets_go_of_the_lock_connection(
     assert await store.pending() == ()
 
 
+async def _in_a_fork(call: Callable[[], Awaitable[object]]) -> str:
+    """Run ``call`` in a new event loop of a forked child; return what it raised, or ``ok``."""
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running the parent's cleanup
+
+        async def main() -> None:
+            await call()
+
+        try:
+            asyncio.run(main())
+            outcome = "ok"
+        except BaseException as exc:  # reported to the parent
+            outcome = f"{type(exc).__name__}: {exc}"
+        os.write(writable, outcome.encode())
+        os._exit(0)
+    os.close(writable)
+    with os.fdopen(readable, "rb") as reader:
+        reported = await asyncio.to_thread(reader.read)
+    await asyncio.to_thread(os.waitpid, pid, 0)
+    return reported.decode()
+
+
+async def test_a_forked_child_may_not_use_its_parents_store(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """A store used in a process forked from its opener is a StoreError saying to open one."""
+    await store.create(new_session())
+    outcome = await _in_a_fork(lambda: store.get("order-1"))
+    assert outcome.startswith("StoreError: ")
+    assert "is a fork of the process that opened it" in outcome
+
+
+async def test_closing_the_store_in_a_forked_child_leaves_the_parents_open(
+    store: AsyncPostgresStore[CustomerSession],
+) -> None:
+    """close() in a forked child does not end the parent's connections."""
+    await store.create(new_session())
+    assert await _in_a_fork(store.close) == "ok"
+    await store.update("order-1", lambda s: s.close())
+    assert (await store.get("order-1")).state is State.CLOSED
+
+
 async def test_an_async_handler_may_discard_the_row_it_was_handed(
     store: AsyncPostgresStore[CustomerSession],
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import os
 import pickle
 import random
 import threading
@@ -2351,6 +2352,53 @@ class TestThreads:
         assert errors == []
         stores[0].create(new_session())
         assert all(store.exists("order-1") for store in stores)
+
+
+def _in_a_fork(call: Callable[[], object]) -> str:
+    """Run ``call`` in a forked child; return what it raised (``type: message``), or ``ok``."""
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running the parent's cleanup
+        try:
+            call()
+            outcome = "ok"
+        except BaseException as exc:  # reported to the parent
+            outcome = f"{type(exc).__name__}: {exc}"
+        os.write(writable, outcome.encode())
+        os._exit(0)
+    os.close(writable)
+    with os.fdopen(readable, "rb") as reader:
+        reported = reader.read().decode()
+    os.waitpid(pid, 0)
+    return reported
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+class TestProcesses:
+    @pytest.fixture(autouse=True)
+    def _sync_only(self, backend):
+        if backend == "postgres-async":
+            pytest.skip("an event loop does not survive a fork: see test_async_postgres")
+
+    def test_a_forked_child_may_not_use_its_parents_store(self, store):
+        """A store used in a process forked from its opener is a StoreError saying to open one.
+
+        The child would share the parent's connections (on PostgreSQL their sockets,
+        so the two would read each other's answers); nothing is written.
+        """
+        store.create(new_session())
+        outcome = _in_a_fork(lambda: store.update("order-1", lambda s: s.close()))
+        assert outcome.startswith("StoreError: ")
+        assert "is a fork of the process that opened it" in outcome
+        assert "open a store in each process" in outcome
+        assert store.get("order-1").state is State.OPEN
+
+    def test_closing_the_store_in_a_forked_child_leaves_the_parents_open(self, store):
+        """close() in a forked child does not end the parent's connections."""
+        store.create(new_session())
+        assert _in_a_fork(store.close) == "ok"
+        store.update("order-1", lambda s: s.close())
+        assert store.get("order-1").state is State.CLOSED
 
 
 class TestWireDocument:

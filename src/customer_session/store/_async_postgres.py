@@ -369,9 +369,13 @@ class AsyncPostgresStore(StoreCore[_S]):
         closed from here: their server sessions end, and with them any lock they
         held; the pool's tasks ended with their loop, or never run again. A
         call on a closed store raises :class:`~customer_session.StoreError`;
-        closing it again does nothing.
+        closing it again does nothing. In a process forked from the one that opened
+        the store, it closes nothing: the connections are the parent's, and closing
+        one would end its server session for the parent too.
         """
         self._closed = True  # first: a call made while it closes is refused
+        if self._forked:
+            return
         opener = None if self._loop is None else self._loop()
         if self._loop is None or opener is asyncio.get_running_loop():
             await self._pool.close()  # never opened (nothing to do), or in its own loop
@@ -905,8 +909,10 @@ class AsyncPostgresStore(StoreCore[_S]):
         """Create or migrate (or, with ``migrate=False``, check) the schema on first use.
 
         Every call of the store comes here first, and is refused here when the store
-        is not open, or when it runs in another event loop than the store's.
+        is not open, when it runs in another event loop than the store's, or in a
+        process forked from the one that opened it.
         """
+        self._refuse_in_a_fork(integration_id)
         if self._closed or self._pool.closed:  # not opened yet, or closed (see close())
             raise self._not_open()
         self._check_loop()

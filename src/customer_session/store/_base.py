@@ -9,6 +9,7 @@ follow one set of rules and pass one contract test suite.
 from __future__ import annotations
 
 import inspect
+import os
 import random
 import threading
 import time
@@ -183,6 +184,35 @@ class StoreCore(Generic[_S]):
         self._schema_lock = threading.Lock()
         self._schema_ready = threading.Event()
         self._cache: dict[str, _Cached] = {}
+        # A forked child inherits the store object, and with it the parent's open
+        # connections (see _refuse_in_a_fork).
+        self._opener = os.getpid()
+
+    # -- processes ---------------------------------------------------------------------
+
+    @property
+    def _forked(self) -> bool:
+        """Whether this process is not the one that opened the store (a fork of it)."""
+        return os.getpid() != self._opener
+
+    def _refuse_in_a_fork(self, integration_id: str | None) -> None:
+        """Refuse a call in a process forked from the one that opened the store.
+
+        The child holds copies of the parent's connections: on PostgreSQL their
+        sockets, on which the two processes would read each other's answers (or wait
+        forever for one the other read), and on SQLite connections that SQLite
+        forbids using across a fork, since they may corrupt the database.
+
+        Raises:
+            StoreError: This process is a fork of the store's.
+        """
+        if self._forked:
+            raise StoreError(
+                f"{shown(self)} was opened by process {self._opener}, and this process "
+                f"({os.getpid()}) is a fork of the process that opened it: it would share "
+                "that process's connections; open a store in each process",
+                integration_id,
+            )
 
     # -- configuration ---------------------------------------------------------------
 

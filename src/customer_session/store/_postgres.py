@@ -407,14 +407,21 @@ class PostgresStore(BaseStore[_S]):
         return f"<PostgresStore {_redact(self._conninfo)}>"
 
     def close(self) -> None:
-        """Close the connection pool; the store cannot be used after."""
-        self._pool.close()
+        """Close the connection pool; the store cannot be used after.
+
+        In a process forked from the one that opened the store, it closes nothing:
+        the connections are the parent's, and closing one would end its server
+        session for the parent too.
+        """
+        if not self._forked:
+            self._pool.close()
 
     @contextmanager
     def _connection(
         self, integration_id: str | None
     ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         """A pooled connection; database errors become ``StoreError`` naming the session."""
+        self._refuse_in_a_fork(integration_id)
         connection = None
         try:
             pinned = _PINNED.get()
@@ -501,6 +508,7 @@ class PostgresStore(BaseStore[_S]):
         # the pool while the handler runs, and the handler's own database errors are
         # not reported as the store's. Delivery's own queries (and the handler's
         # calls to this store) run on it too: a pool of one connection still delivers.
+        self._refuse_in_a_fork(None)
         try:
             connection = self._pool.getconn()
         except self._psycopg_error as exc:

@@ -313,8 +313,13 @@ class SQLiteStore(BaseStore[_S]):
 
         A statement or write transaction another thread is running on one of them
         is waited for: it finishes (a commit is written whole), and that thread's
-        next call finds the store closed.
+        next call finds the store closed. In a process forked from the one that
+        opened the store, it closes nothing: the connections are the parent's.
         """
+        if self._forked:
+            # The connections are the parent's: SQLite forbids touching them here.
+            self._closed = True
+            return
         with self._opened_lock:
             self._closed = True
             opened = list(self._opened)
@@ -367,6 +372,7 @@ class SQLiteStore(BaseStore[_S]):
     @contextmanager
     def _connection(self, integration_id: str | None) -> Iterator[sqlite3.Connection]:
         """This thread's connection; SQLite errors become ``StoreError`` naming the session."""
+        self._refuse_in_a_fork(integration_id)
         if self._closed:
             raise StoreError(f"{shown(self)} is closed", integration_id)
         try:
