@@ -384,6 +384,7 @@ class PostgresStore(BaseStore[_S]):
         self._errors = pg.errors
         self._psycopg_error: type[Exception] = pg.Error
         self._conninfo = conninfo
+        self._closed = False
         try:
             # One plain connection first: a wrong URL or a server that is down fails
             # now with libpq's reason, instead of after the pool's reconnection attempts.
@@ -413,6 +414,7 @@ class PostgresStore(BaseStore[_S]):
         the connections are the parent's, and closing one would end its server
         session for the parent too.
         """
+        self._closed = True  # first: a call made while it closes says so
         if not self._forked:
             self._pool.close()
 
@@ -429,6 +431,8 @@ class PostgresStore(BaseStore[_S]):
                 connection = pinned.connection
                 yield connection
                 return
+            if self._closed:  # else psycopg's "the pool is already closed", a database error
+                raise StoreError(f"{shown(self)} is closed", integration_id)
             with self._pool.connection() as connection:
                 yield connection
         except self._psycopg_error as exc:
@@ -509,6 +513,8 @@ class PostgresStore(BaseStore[_S]):
         # not reported as the store's. Delivery's own queries (and the handler's
         # calls to this store) run on it too: a pool of one connection still delivers.
         self._refuse_in_a_fork(None)
+        if self._closed:
+            raise StoreError(f"{shown(self)} is closed")
         try:
             connection = self._pool.getconn()
         except self._psycopg_error as exc:
