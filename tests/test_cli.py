@@ -756,6 +756,18 @@ class TestOutbox:
             rows_of(db)[0].sequence
         ]
 
+    def test_a_limited_list_does_not_pass_for_every_pending_row(self, db):
+        """outbox list --limit N (text) that leaves rows out says so, not that N are pending."""
+        first, second = rows_of(db)
+        status, text = run("outbox", "list", "--limit", "1", "--db", db)
+        assert status == 0
+        assert text.splitlines()[0] == "the first 1 pending row (--limit 1; more are pending)"
+        assert f"row {first.sequence}:" in text
+        assert f"row {second.sequence}:" not in text
+        assert run("outbox", "list", "--limit", "2", "--db", db)[1].splitlines()[0] == (
+            "2 pending rows"
+        )
+
     @pytest.mark.parametrize("value", ["0", "-1", "many"])
     def test_a_bad_limit_is_a_usage_error(self, capsys, tmp_path, value):
         """A --limit that is not an integer >= 1 is a usage error, before any store is opened."""
@@ -805,6 +817,17 @@ class TestOutbox:
         status, text = run("outbox", "list", "--discarded", "--limit", "1", "--json", "--db", db)
         assert status == 0
         assert [json.loads(line)["sequence"] for line in text.splitlines()] == [first.sequence]
+
+    def test_a_limited_discarded_list_says_it_leaves_rows_out(self, db):
+        """outbox list --discarded --limit N (text) that leaves rows out says so."""
+        for row in rows_of(db):
+            argv = ("outbox", "discard", str(row.sequence), "--reason", "dup", "--db", db)
+            assert run(*argv)[0] == 0
+        status, text = run("outbox", "list", "--discarded", "--limit", "1", "--db", db)
+        assert (status, text.splitlines()[0]) == (
+            0,
+            "the first 1 discarded row (--limit 1; more are discarded)",
+        )
 
     def test_an_action_is_required(self, capsys):
         """outbox without list or discard is a usage error, exit 2."""

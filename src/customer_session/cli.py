@@ -288,6 +288,7 @@ def _integer(text: str, minimum: int) -> int:
 # The library's names of the values a store's options give it (open_store's ``target``,
 # the backends' ``path`` and ``conninfo``): all of them are what --db was given.
 _DB: Final = {"target": "--db", "path": "--db", "conninfo": "--db"}
+_LARGEST_LIMIT: Final = 2**63 - 1  # the largest limit a store's listings take
 
 
 @contextlib.contextmanager
@@ -648,12 +649,18 @@ def _outbox(args: argparse.Namespace, out: TextIO) -> int:
             rows: Sequence[Effect] = (store.discard(args.sequence, reason=args.reason),)
             heading = None
         else:
-            rows = (
-                store.discarded(limit=args.limit)
-                if args.discarded
-                else store.pending(limit=args.limit)
-            )
-            heading = counted(len(rows), "discarded row" if args.discarded else "pending row")
+            kind = "discarded" if args.discarded else "pending"
+            listed = store.discarded if args.discarded else store.pending
+            limit: int | None = args.limit
+            # One row more than asked for tells whether the limit left rows out: the
+            # heading must not pass the rows shown for all of them.
+            asked = limit + 1 if limit is not None and limit < _LARGEST_LIMIT else limit
+            rows = listed(limit=asked)
+            cut = limit is not None and len(rows) > limit
+            rows = rows[:limit] if cut else rows
+            heading = counted(len(rows), f"{kind} row")
+            if cut:
+                heading = f"the first {heading} (--limit {limit}; more are {kind})"
     if args.json:
         _json_lines((row.to_dict() for row in rows), out)
     else:
