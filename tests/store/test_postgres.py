@@ -177,6 +177,62 @@ def test_the_call_after_a_lost_connection_gets_a_working_one(open_pool, database
         assert store.get("order-1").integration_id == "order-1"
 
 
+def drop_the_connections_of(database: str) -> None:
+    """Have the server end every other client session on ``database`` (an administrator's kill)."""
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+
+
+class TestLosingTheDeliveryConnection:
+    """The server drops the connection a delivery holds its lock on, while a handler runs."""
+
+    def test_the_error_is_the_statement_that_met_the_loss_not_the_unlock(self, open_pool, database):
+        """deliver() raises the failure of marking the row, not the failed unlock after it.
+
+        The lock ended with the server session; the connection is closed, and the
+        row, handed over but not marked delivered, is handed over again next time.
+        """
+        store = open_pool(min_connections=1, max_connections=2)
+        store.on_commit("notify", trigger="close")
+        closed_session(store, "order-1")
+        with pytest.raises(StoreError, match="terminating connection") as caught:
+            store.deliver(lambda effect: drop_the_connections_of(database))
+        assert "the connection is closed" not in str(caught.value)
+        (note,) = caught.value.__notes__
+        assert "outbox row 1 ('notify' for session 'order-1'" in note
+        assert "it stays pending" in note
+        handed: list[str] = []
+        assert store.deliver(lambda effect: handed.append(effect.integration_id)) == 1
+        assert handed == ["order-1"]
+
+    def test_a_handler_that_raises_is_not_hidden_by_the_unlock(self, open_pool, database):
+        """When the handler failed too, the error raised is not the unlock's, and names it.
+
+        Counting the failure met the lost connection: the row stays pending, its
+        failure not counted, as the note on the error says.
+        """
+        store = open_pool(min_connections=1, max_connections=2)
+        store.on_commit("notify", trigger="close")
+        closed_session(store, "order-1")
+
+        def handler(effect: Any) -> None:
+            drop_the_connections_of(database)
+            raise ConnectionError("warehouse unreachable")
+
+        with pytest.raises(StoreError, match="terminating connection") as caught:
+            store.deliver(handler)
+        (note,) = caught.value.__notes__
+        assert "ConnectionError: warehouse unreachable" in note
+        assert "not counted; it stays pending" in note
+        assert [(e.integration_id, e.attempts) for e in store.pending()] == [("order-1", 0)]
+
+
 # Every statement that finds rows by an integration id or a key, by name in _postgres.
 LOOKUPS = (
     "_FETCH",

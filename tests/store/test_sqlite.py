@@ -389,6 +389,37 @@ class TestOutboxSequences:
         connection.close()
 
 
+class TestRecordingADeliveryFails:
+    """Another program holds the write lock when a delivery records what its handler did."""
+
+    @pytest.mark.parametrize("fails", [False, True], ids=["returned", "raised"])
+    def test_the_error_names_the_row_and_leaves_it_pending(self, tmp_path, fails):
+        """The StoreError notes the row and what the handler did; the row stays pending."""
+        path = tmp_path / "x.db"
+        holder = sqlite3.connect(path, isolation_level=None)
+        with closing(holder), SQLiteStore(path, timeout=0) as store:
+            with_pending_row(store)
+
+            def handler(effect: object) -> None:
+                holder.execute("BEGIN IMMEDIATE")
+                if fails:
+                    raise ConnectionError("warehouse unreachable")
+
+            with pytest.raises(StoreError, match="database is locked") as caught:
+                store.deliver(handler)
+            holder.execute("ROLLBACK")
+            (note,) = caught.value.__notes__
+            assert "outbox row 1 ('notify' for session 'order-1'" in note
+            did = (
+                "raised ConnectionError: warehouse unreachable, and this failure is not counted"
+                if fails
+                else "returned, but the row could not be marked delivered"
+            )
+            assert did in note
+            assert [e.attempts for e in store.pending()] == [0]
+            assert store.deliver(lambda e: None) == 1
+
+
 class TestDeliveryLockFile:
     def test_deliver_with_nothing_pending_needs_no_lock_file(self, tmp_path):
         """With nothing pending, deliver() returns 0 even where no lock file can be created.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import weakref
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self, TypeVar, overload
@@ -51,6 +51,7 @@ from customer_session.store._outbox import (
     holders,
     nested_delivery,
     note_failure,
+    unrecorded,
 )
 from customer_session.store._postgres import (
     _COUNTS,
@@ -853,11 +854,14 @@ class AsyncPostgresStore(StoreCore[_S]):
                         except Exception as exc:
                             error = failure(exc)
                             params = self._failed_params(effect.sequence, error, max_attempts)
-                            counted = await self._fetchall(None, _FAILED, params)
+                            with unrecorded(effect, exc):
+                                counted = await self._fetchall(None, _FAILED, params)
                             discarded = None if not counted else bool(counted[0][0])
                             note_failure(effect, exc, discarded, max_attempts)
                             raise
-                        if await self._execute(None, _DELIVERED, (effect.sequence,)) == 1:
+                        with unrecorded(effect, None):
+                            marked = await self._execute(None, _DELIVERED, (effect.sequence,))
+                        if marked == 1:
                             delivered += 1
         return delivered
 
@@ -1035,8 +1039,13 @@ class AsyncPostgresStore(StoreCore[_S]):
                     # Before the unlock: a nested delivery that finds this backend holding the
                     # lock from now on finds another delivery on the pooled connection.
                     delivery.holder = None
-                    await self._advisory(connection, _UNLOCK_OUTBOX)
-                    held = False
+                    # An unlock that fails (the server dropped the connection: the
+                    # error the delivery met already says so) must not replace the
+                    # delivery's outcome: the connection is closed below, which ends
+                    # its server session and the lock for sure.
+                    with suppress(StoreError):
+                        await self._advisory(connection, _UNLOCK_OUTBOX)
+                        held = False
             finally:
                 if socket is not None:
                     # Before the close, which tells the server to end the session (and a

@@ -53,6 +53,7 @@ from customer_session.store._outbox import (
     effect_from_row,
     failure,
     note_failure,
+    unrecorded,
 )
 from customer_session.store._queries import Query, query, select_ids
 from customer_session.store._schema import SCHEMA_VERSION, found_version, steps_from
@@ -1024,10 +1025,13 @@ class BaseStore(StoreCore[_S], ABC):
                             _hand_over(handler, effect)
                         except Exception as exc:
                             error = failure(exc)
-                            discarded = self._mark_failed(effect.sequence, error, max_attempts)
+                            with unrecorded(effect, exc):
+                                discarded = self._mark_failed(effect.sequence, error, max_attempts)
                             note_failure(effect, exc, discarded, max_attempts)
                             raise
-                        if self._mark_delivered(effect.sequence):
+                        with unrecorded(effect, None):
+                            marked = self._mark_delivered(effect.sequence)
+                        if marked:
                             delivered += 1
         return delivered
 

@@ -23,7 +23,7 @@ from customer_session._notes import add_note_once
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session._show import shown
 from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
-from customer_session.exceptions import WorkflowError
+from customer_session.exceptions import StoreError, WorkflowError
 from customer_session.model import CustomerSession
 from customer_session.store._documents import (
     parse,
@@ -161,10 +161,42 @@ def note_failure(
         outcome = f"it is discarded (its failures reached max_attempts={max_attempts})"
     else:
         outcome = "it stays pending"
-    add_note_once(
-        error,
-        f"while delivering outbox row {effect.sequence} ({shown(effect.name)} for session "
-        f"{effect.integration_id!r}, key {effect.key}); {outcome}",
+    add_note_once(error, f"while delivering {_row(effect)}; {outcome}")
+
+
+@contextmanager
+def unrecorded(effect: Effect, failed: Exception | None) -> Iterator[None]:
+    """Note on a store error of the block what it stopped: recording ``effect``'s outcome.
+
+    The block marks the row delivered, or counts its failure. When the database
+    fails it (a lost connection, a full disk), the row is left as it was (pending,
+    no failure counted), so the next delivery hands it over again; the database's
+    error alone would say neither which row nor that the handler had run.
+
+    Args:
+        effect: The row handed over.
+        failed: What the handler raised, or ``None`` when it returned.
+    """
+    try:
+        yield
+    except StoreError as exc:
+        if failed is None:
+            what = "the handler returned, but the row could not be marked delivered"
+        else:
+            what = f"the handler raised {failure(failed)}, and this failure is not counted"
+        add_note_once(
+            exc,
+            f"while delivering {_row(effect)}: {what}; it stays pending, and the next "
+            "delivery hands it over again",
+        )
+        raise
+
+
+def _row(effect: Effect) -> str:
+    """An outbox row, as notes name it."""
+    return (
+        f"outbox row {effect.sequence} ({shown(effect.name)} for session "
+        f"{effect.integration_id!r}, key {effect.key})"
     )
 
 

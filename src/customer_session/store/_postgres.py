@@ -17,7 +17,7 @@ import functools
 import os
 import re
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast, overload
 
@@ -544,8 +544,13 @@ class PostgresStore(BaseStore[_S]):
                 # Before the unlock: a nested delivery that finds this backend holding the
                 # lock from now on finds another delivery on the pooled connection.
                 delivery.holder = None
-                self._advisory(connection, _UNLOCK_OUTBOX)
-                held = False
+                # An unlock that fails (the server dropped the connection: the error
+                # the delivery met already says so) must not replace the delivery's
+                # outcome: the connection is closed below, which ends its server
+                # session and the lock for sure.
+                with suppress(StoreError):
+                    self._advisory(connection, _UNLOCK_OUTBOX)
+                    held = False
         finally:
             if socket is not None:
                 # Before the close, which tells the server to end the session (and a
