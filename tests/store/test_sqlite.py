@@ -389,6 +389,41 @@ class TestOutboxSequences:
         connection.close()
 
 
+class TestTheFileGoneFromUnderTheStore:
+    """The database file is deleted or replaced while a store object has it open."""
+
+    def test_a_deleted_file_is_a_store_error_not_a_lost_commit(self, tmp_path):
+        """A commit to a file deleted since it was opened is refused, naming the file.
+
+        SQLite would write it to the deleted file, which no other connection sees
+        and which vanishes when the store closes: a commit reported done, then lost.
+        """
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+            for name in ("x.db", "x.db-wal", "x.db-shm"):
+                (tmp_path / name).unlink()
+            with pytest.raises(StoreError, match="deleted or replaced") as caught:
+                store.update("order-1", lambda s: s.close())
+            assert str(path) in str(caught.value)
+            assert caught.value.integration_id == "order-1"
+            with pytest.raises(StoreError, match="deleted or replaced"):
+                store.create(CustomerSession(integration_id="order-2"))
+
+    def test_a_replaced_file_is_a_store_error_not_a_write_to_the_old_one(self, tmp_path):
+        """A file replaced by another database is refused, as are reads: they would be stale."""
+        path = tmp_path / "x.db"
+        with SQLiteStore(path) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+            with closing(sqlite3.connect(tmp_path / "new.db")) as other:
+                other.execute("CREATE TABLE unrelated (x)")
+            (tmp_path / "new.db").replace(path)
+            with pytest.raises(StoreError, match="deleted or replaced"):
+                store.update("order-1", lambda s: s.close())
+            with pytest.raises(StoreError, match="open a new store object"):
+                store.get("order-1")
+
+
 class TestRecordingADeliveryFails:
     """Another program holds the write lock when a delivery records what its handler did."""
 

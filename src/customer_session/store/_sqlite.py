@@ -15,7 +15,7 @@ import weakref
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple, TypeVar, overload
 from urllib.parse import quote
 
 from customer_session._cart import is_number
@@ -356,6 +356,7 @@ class SQLiteStore(BaseStore[_S]):
             if not self._memory and self._migrates:
                 _use_wal(connection, self._timeout)
             connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+            connection.opened = _file_identity(connection)
         # sqlite3 fails to decode a message quoting bytes that are no UTF-8 (vfs=%ff).
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             if existing and not Path(self._path).exists():
@@ -390,12 +391,26 @@ class SQLiteStore(BaseStore[_S]):
                 # Checked again while close() cannot close it: it may have run since.
                 if self._closed:
                     raise StoreError(f"{shown(self)} is closed", integration_id)
+                if connection.opened is not None and connection.opened != _identity(
+                    connection.opened.name
+                ):
+                    raise self._gone(integration_id)
                 yield connection
         except sqlite3.Error as exc:
             raise StoreError(
                 f"{subject(integration_id)}: SQLite error in {shown(self._path)}: {exc}",
                 integration_id,
             ) from exc
+
+    def _gone(self, integration_id: str | None) -> StoreError:
+        """The refusal to use a file that was deleted or replaced since it was opened."""
+        return StoreError(
+            f"{subject(integration_id)}: the SQLite database {shown(self._path)} was deleted "
+            "or replaced since this store object opened it; nothing was read or written (a "
+            "change written now would go to the old file, which no other connection sees): "
+            "open a new store object on the file",
+            integration_id,
+        )
 
     @contextmanager
     def _writing(self, integration_id: str | None) -> Iterator[sqlite3.Connection]:
@@ -798,12 +813,44 @@ class _Connection(sqlite3.Connection):
 
     ``in_use`` is held while a thread uses it (see ``SQLiteStore._connection``), so
     that ``close()`` from another thread waits; reentrant, as the store's steps nest.
+    ``opened`` is the file it opened (see :func:`_file_identity`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Open the connection (as ``sqlite3.Connection``)."""
         super().__init__(*args, **kwargs)
         self.in_use = threading.RLock()
+        self.opened: _FileIdentity | None = None
+
+
+class _FileIdentity(NamedTuple):
+    """A file by its name and the file system's identity of it (device and inode)."""
+
+    name: str
+    device: int
+    inode: int
+
+
+def _identity(name: str) -> _FileIdentity | None:
+    """The file ``name`` names now; ``None`` when it names none."""
+    try:
+        found = os.stat(name)  # noqa: PTH116 - checked on every call: no Path built each time
+    except OSError:
+        return None
+    return _FileIdentity(name, found.st_dev, found.st_ino)
+
+
+def _file_identity(connection: sqlite3.Connection) -> _FileIdentity | None:
+    """The database file ``connection`` opened; ``None`` for one in memory.
+
+    SQLite goes on using the file it opened when its name is deleted, or given to
+    another file: it would write to a file no other connection sees, which
+    vanishes when it closes (a commit reported done, then lost). Comparing this
+    with :func:`_identity` of the name before each use finds that out. Read from
+    SQLite (``pragma_database_list``), which resolved the path or ``file:`` URI.
+    """
+    (name,) = connection.execute(_MAIN_FILE).fetchone()
+    return _identity(name) if name else None
 
 
 def _now() -> str:
