@@ -189,6 +189,39 @@ def drop_the_connections_of(database: str) -> None:
         )
 
 
+def test_no_connection_in_time_names_the_database_and_the_likely_causes(backend, database):
+    """A call that gets no pooled connection in time says from which database, and why.
+
+    psycopg's own words ("couldn't get a connection after 30.00 sec") name neither.
+    Here the pool's one connection is taken; a server that is down or unreachable
+    ends the same way.
+    """
+    conninfo = database.replace("postgresql://postgres@", "postgresql://postgres:s3cret@", 1)
+    if backend == "postgres":
+        store: Any = PostgresStore(conninfo, min_connections=1, max_connections=1)
+        pool, run = store._pool, lambda result: result
+    else:
+        store = SyncOverAsync(conninfo, min_connections=1, max_connections=1)
+        pool, run = store.store._pool, store._run
+    try:
+        store.create(CustomerSession(integration_id="order-1"))
+        pool.timeout = 0.2
+        taken = run(pool.getconn())
+        try:
+            with pytest.raises(StoreError) as caught:
+                store.get("order-1")
+        finally:
+            run(pool.putconn(taken))
+    finally:
+        store.close()
+    message = str(caught.value)
+    assert message.startswith("session 'order-1': no connection to PostgreSQL database ")
+    assert "within 0.2 seconds" in message
+    assert "all max_connections=1 of them were in use" in message
+    assert "is the server up and reachable" in message
+    assert "s3cret" not in message
+
+
 class TestLosingTheDeliveryConnection:
     """The server drops the connection a delivery holds its lock on, while a handler runs."""
 

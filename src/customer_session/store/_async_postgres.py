@@ -84,6 +84,7 @@ from customer_session.store._postgres import (
     SCHEMA_PLACE,
     _import_psycopg,
     _redact,
+    database_error,
     database_name,
     duplicate_key,
     insert_statement,
@@ -888,7 +889,8 @@ class AsyncPostgresStore(StoreCore[_S]):
                 # let each fail a call of its own.
                 await self._pool.check()
             raise StoreError(
-                f"{subject(integration_id)}: PostgreSQL error: {exc}", integration_id
+                f"{subject(integration_id)}: {database_error(exc, self._conninfo, self._pool)}",
+                integration_id,
             ) from exc
 
     async def _fetchone(
@@ -1013,7 +1015,9 @@ class AsyncPostgresStore(StoreCore[_S]):
             try:
                 connection = await self._pool.getconn()
             except self._psycopg_error as exc:
-                raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+                raise StoreError(
+                    f"store: {database_error(exc, self._conninfo, self._pool)}"
+                ) from exc
             # Whether the connection may hold the lock: a lock or unlock that failed,
             # or was interrupted, may have been done by the server all the same.
             # Closing the connection then releases the lock for sure; back in the

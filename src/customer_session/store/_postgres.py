@@ -442,7 +442,8 @@ class PostgresStore(BaseStore[_S]):
                 # let each fail a call of its own.
                 self._pool.check()
             raise StoreError(
-                f"{subject(integration_id)}: PostgreSQL error: {exc}", integration_id
+                f"{subject(integration_id)}: {database_error(exc, self._conninfo, self._pool)}",
+                integration_id,
             ) from exc
 
     # -- the steps BaseStore needs -------------------------------------------------------
@@ -518,7 +519,7 @@ class PostgresStore(BaseStore[_S]):
         try:
             connection = self._pool.getconn()
         except self._psycopg_error as exc:
-            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+            raise StoreError(f"store: {database_error(exc, self._conninfo, self._pool)}") from exc
         # Whether the connection may hold the lock: a lock or unlock that failed, or
         # was interrupted, may have been done by the server all the same. Closing the
         # connection then releases the lock for sure; back in the pool, it would keep
@@ -861,6 +862,23 @@ def duplicate_key(exc: StoreError, change: Change, errors: Any) -> StoreError | 
     ):
         return KeyAlreadyProcessed(change.key, change.integration_id)
     return None
+
+
+def database_error(error: Exception, conninfo: str, pool: Any) -> str:
+    """What a store error says of ``error``, a psycopg error met using ``pool``.
+
+    The pool's timeout names neither the database nor why no connection came
+    (psycopg's "couldn't get a connection after 30.00 sec"): it is said here.
+    """
+    from psycopg_pool import PoolTimeout  # noqa: PLC0415 - optional dependency, there when used
+
+    if isinstance(error, PoolTimeout):
+        return (
+            f"no connection to PostgreSQL database {_redact(conninfo)} within "
+            f"{pool.timeout:g} seconds: all max_connections={pool.max_size} of them were in "
+            "use, or no new one could be made (is the server up and reachable?)"
+        )
+    return f"PostgreSQL error: {error}"
 
 
 def database_name(conninfo: str, schema: object) -> str:
