@@ -544,6 +544,9 @@ class SessionNotFound(StoreError, KeyError):
 class SessionExists(StoreError):
     """``create()`` was given a session whose integration id is already stored.
 
+    Nothing was written. A create whose idempotency key is recorded raises
+    :class:`KeyAlreadyProcessed` instead (a redelivery of the create).
+
     Attributes:
         integration_id: The session.
     """

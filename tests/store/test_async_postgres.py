@@ -25,6 +25,7 @@ from customer_session import (
     GuardRejected,
     ReopenableCustomerSession,
     SchemaNotReady,
+    SessionExists,
     SessionNotEditable,
     State,
     StoreError,
@@ -679,6 +680,16 @@ class TestRevisingARefusal:
             await store.update("order-1", lambda s: None, key="k")
         assert await store.processed_key("k") == ProcessedKey("k", "order-1", None)
         assert len(await store.history("order-1")) == 1
+
+    async def test_a_create_of_a_stored_session_is_session_exists(
+        self, store: AsyncPostgresStore[CustomerSession]
+    ) -> None:
+        """In its block, a refused key does not stop a create: a stored session is SessionExists."""
+        await store.create(new_session())
+        await store.mark_processed("k", integration_id="order-1", refusal="unknown session")
+        with store._revising("k"), pytest.raises(SessionExists):
+            await store.create(new_session(), key="k")
+        assert await store.processed_key("k") == ProcessedKey("k", "order-1", "unknown session")
 
 
 class TestOptimisticConcurrency:

@@ -2147,6 +2147,33 @@ class TestIdempotencyKeys:
         assert store.get("order-1").state is State.OPEN
         assert len(store.history("order-1")) == 1
 
+    def test_redelivered_create_is_refused_for_its_key(self, store):
+        """A create whose key is recorded raises KeyAlreadyProcessed, not SessionExists."""
+        store.create(new_session(), key="event-1")
+        with pytest.raises(KeyAlreadyProcessed, match="'event-1' was already processed") as caught:
+            store.create(new_session(coupon="AGAIN"), key="event-1")
+        assert (caught.value.key, caught.value.integration_id) == ("event-1", "order-1")
+        assert store.get("order-1").coupon is None
+        assert len(store.history("order-1")) == 1
+
+    def test_create_of_a_stored_session_under_a_refused_key_is_refused_for_the_key(self, store):
+        """A key recorded as refused wins over SessionExists too, and keeps its refusal."""
+        store.create(new_session())
+        store.mark_processed("event-1", integration_id="order-1", refusal="unknown coupon")
+        with pytest.raises(KeyAlreadyProcessed, match="'event-1' was already processed"):
+            store.create(new_session(), key="event-1")
+        assert store.processed_key("event-1") == ProcessedKey(
+            "event-1", "order-1", "unknown coupon"
+        )
+
+    def test_create_of_a_stored_session_under_a_new_key_records_nothing(self, store):
+        """A create with a key never recorded, of a stored session, is SessionExists; no key."""
+        store.create(new_session(), key="event-1")
+        with pytest.raises(SessionExists, match="'order-1' is already stored"):
+            store.create(new_session(), key="event-2")
+        assert not store.processed("event-2")
+        assert [entry.key for entry in store.history("order-1")] == ["event-1"]
+
     def test_key_of_a_change_that_changed_nothing_is_recorded(self, store):
         """A block that changes nothing still records its key."""
         store.create(new_session())
@@ -2303,6 +2330,12 @@ class TestRevisingARefusal:
         assert store.processed_key(key) == ProcessedKey(key, "order-1", None)
         assert store.processed_key(unchanged) == ProcessedKey(unchanged, "order-1", None)
         assert store.get("order-1").state is State.CLOSED
+
+    def test_a_create_of_a_stored_session_in_the_block_is_session_exists(self, store):
+        """In its block, a refused key does not stop a create: a stored session is SessionExists."""
+        with store._revising("event-1"), pytest.raises(SessionExists):
+            store.create(new_session(), key="event-1")
+        assert store.processed_key("event-1").refusal == "unknown session"
 
     def test_a_commit_after_the_block_is_refused_as_usual(self, store):
         """Once the block ended, a commit with its key is KeyAlreadyProcessed again."""

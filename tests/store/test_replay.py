@@ -14,7 +14,13 @@ from pathlib import Path
 import attrs
 import pytest
 
-from customer_session import ReopenableCustomerSession, State, StoreError, WorkflowError
+from customer_session import (
+    KeyAlreadyProcessed,
+    ReopenableCustomerSession,
+    State,
+    StoreError,
+    WorkflowError,
+)
 from customer_session.cli import main
 from customer_session.replay import RefusedLine, Replayer
 from customer_session.store import StoreReplayer
@@ -856,6 +862,43 @@ class TestConcurrentReplays:
         assert (report.applied, report.skipped, report.refused) == (0, 3, [])
         assert stored.state is State.PARTIALLY_RETURNED
         assert stored.cart_items[0].returned_quantity == 1
+
+    def test_a_create_another_replay_committed_meanwhile_is_refused_for_its_key(
+        self, database, monkeypatch
+    ):
+        """A create that meets its session stored by another replay counts as applied by it.
+
+        Its key and the session were checked just before the other replay's commit:
+        create() is refused for the key, as a redelivery, not as a session that exists.
+        """
+        with StoreReplayer(database) as first:
+            first.run([CREATE])
+        with StoreReplayer(database) as second:
+            store = second.store
+            recorded, create = store._key_recorded, store.create
+            answered: set[str] = set()
+            raised: list[type[Exception]] = []
+
+            def before_the_commit(key: str):
+                if key not in answered:
+                    answered.add(key)
+                    return None
+                return recorded(key)
+
+            def watched(*args, **kwargs):
+                try:
+                    create(*args, **kwargs)
+                except Exception as error:
+                    raised.append(type(error))
+                    raise
+
+            monkeypatch.setattr(store, "_key_recorded", before_the_commit)
+            monkeypatch.setattr(store, "exists", lambda integration_id: False)
+            monkeypatch.setattr(store, "create", watched)
+            report = second.run([CREATE])
+            assert store.processed_key(second._key).refusal is None
+        assert (report.applied, report.skipped, report.refused) == (0, 1, [])
+        assert raised == [KeyAlreadyProcessed]
 
     def test_replays_of_one_log_at_once_agree_with_one_replay(self, database, tmp_path):
         """Three CLI processes replaying one log into one database: none fails or misreports."""

@@ -21,7 +21,6 @@ from customer_session._transaction import writing
 from customer_session.exceptions import (
     ConcurrentUpdate,
     KeyAlreadyProcessed,
-    SessionExists,
     StoreError,
     WorkflowError,
 )
@@ -466,8 +465,10 @@ class AsyncPostgresStore(StoreCore[_S]):
         As :meth:`PostgresStore.create <customer_session.store.PostgresStore.create>`.
 
         Raises:
-            SessionExists: The session is already stored.
-            KeyAlreadyProcessed: ``key`` was already used.
+            SessionExists: The session is already stored (and ``key``, if given,
+                is not recorded: nothing is written, the key included).
+            KeyAlreadyProcessed: ``key`` was already used; this error wins when
+                the session is stored too (a redelivered create).
             WorkflowError: The session follows another table than the store's class.
         """
         self._check_new(session, key, operation, actor)
@@ -481,7 +482,11 @@ class AsyncPostgresStore(StoreCore[_S]):
         if interrupted is not None:
             raise interrupted
         if not written:
-            raise SessionExists(integration_id)
+            recorded = None
+            if key is not None:
+                row = await self._fetchone(integration_id, _KEY_RECORD, (key,))
+                recorded = processed_key_from_row(key, row)
+            raise self._not_created(integration_id, key, recorded)
 
     async def get(self, integration_id: str) -> _S:
         """The stored session, bound to :attr:`workflow`.

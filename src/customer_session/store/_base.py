@@ -527,6 +527,22 @@ class StoreCore(Generic[_S]):
         revising = _REVISING.get()
         return key is not None and revising is not None and revising == (self, key)
 
+    def _not_created(
+        self, integration_id: str, key: str | None, recorded: ProcessedKey | None
+    ) -> StoreError:
+        """Why ``create`` wrote nothing: its session is stored already.
+
+        ``recorded`` is ``key``'s record, read after the insert failed. A recorded
+        key wins, as it does for ``update``: the create is a redelivery, and a
+        consumer needs no racy ``processed(key)`` check first. A session and its
+        key are committed together, so a redelivery that finds the one finds the
+        other. A refusal the create may take over (see :meth:`_revising`) does not
+        stop it: that create is refused as ``SessionExists``.
+        """
+        if key is None or recorded is None or (recorded.refusal is not None and self._revises(key)):
+            return SessionExists(integration_id)
+        return KeyAlreadyProcessed(key, integration_id)
+
     def _keep(self, session: CustomerSession) -> CustomerSession | None:
         """The store's own copy of ``session`` as it is now, for :meth:`_remember`.
 
@@ -600,8 +616,10 @@ class BaseStore(StoreCore[_S], ABC):
             actor: Who the journal entry names (default: the store's :attr:`actor`).
 
         Raises:
-            SessionExists: The session is already stored.
-            KeyAlreadyProcessed: ``key`` was already used.
+            SessionExists: The session is already stored (and ``key``, if given,
+                is not recorded: nothing is written, the key included).
+            KeyAlreadyProcessed: ``key`` was already used; this error wins when
+                the session is stored too (a redelivered create).
             WorkflowError: The session follows another table than the store's class.
             ValidationError: A bad argument (``actor`` included), each by name;
                 nothing is written.
@@ -612,7 +630,8 @@ class BaseStore(StoreCore[_S], ABC):
         change = self._created(session, key, operation, actor)
         kept = self._keep(session)
         if not self._insert(change):
-            raise SessionExists(integration_id)
+            recorded = None if key is None else self._key_record(key)
+            raise self._not_created(integration_id, key, recorded)
         self._remember(change, kept, 1)
 
     def get(self, integration_id: str) -> _S:

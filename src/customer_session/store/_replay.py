@@ -378,6 +378,8 @@ class StoreReplayer(Replayer):
         try:
             self.store.create(session, key=self._key)
         except SessionExists:  # created by another writer since _has() said no
+            # (by another replay of this event, create() raised KeyAlreadyProcessed
+            # instead, which _evaluate counts as applied by that replay)
             raise _already_exists(session.integration_id) from None
         self._touch(session.integration_id, self._start())
 
