@@ -847,7 +847,7 @@ class TestConcurrentReplays:
             first.run(lines)
         with StoreReplayer(database) as second:
             # Each key check answers as it would have before the first replay committed.
-            checked = second.store.processed_key
+            checked = second.store._key_recorded
             answers: set[str] = set()
 
             def before_the_commit(key: str):
@@ -856,8 +856,9 @@ class TestConcurrentReplays:
                     return None
                 return checked(key)
 
-            monkeypatch.setattr(second.store, "processed_key", before_the_commit)
+            monkeypatch.setattr(second.store, "_key_recorded", before_the_commit)
             report = second.run(lines)
+            assert len(answers) == len(lines)  # every line's key was checked as if unrecorded
             stored = second.store.get("order-7")
         assert (report.applied, report.skipped, report.refused) == (0, 3, [])
         assert stored.state is State.PARTIALLY_RETURNED
