@@ -66,6 +66,14 @@ def _one_of_each() -> list[CustomerSessionError]:
         exceptions.CorruptData("bad document", "o"),
         exceptions.UnsupportedSchema(9, 3, "o"),
         exceptions.SchemaNotReady("shop.db", 3, 4, "o"),
+        exceptions.StoreTimeout(
+            "gave up waiting",
+            database="shop.db",
+            waited_for="the write lock",
+            setting="timeout",
+            timeout=0.5,
+            integration_id="o",
+        ),
         exceptions.RenderingUnavailable("dot", "install Graphviz"),
         exceptions.RenderingFailed("dot -Tpng", "exit status 1"),
     ]
@@ -98,6 +106,7 @@ class TestTree:
             (customer_session.SessionNotFound, KeyError),
             (customer_session.EffectNotPending, KeyError),
             (customer_session.CorruptData, ValueError),
+            (customer_session.StoreTimeout, TimeoutError),
         ],
     )
     def test_subclasses_the_builtin_it_is(self, cls, builtin):
@@ -114,6 +123,7 @@ class TestTree:
             customer_session.CorruptData,
             customer_session.UnsupportedSchema,
             customer_session.SchemaNotReady,
+            customer_session.StoreTimeout,
         ):
             assert issubclass(cls, customer_session.StoreError)
 

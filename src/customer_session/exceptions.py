@@ -26,6 +26,7 @@ bad input is a :class:`ValueError`), so code that catches builtins keeps working
     │   ├── SessionExists                  create() of an integration id already stored
     │   ├── KeyAlreadyProcessed            an idempotency key used a second time
     │   ├── EffectNotPending (KeyError)    discard() of an outbox row that is not pending
+    │   ├── StoreTimeout (TimeoutError)    gave up waiting for a lock or a connection
     │   ├── CorruptData (ValueError)       a stored document or journal that does not load
     │   ├── UnsupportedSchema              a database written by a newer customer-session
     │   └── SchemaNotReady                 no store, or an older schema, and migrate=False
@@ -68,6 +69,7 @@ __all__ = [
     "SessionNotFound",
     "SpecificationError",
     "StoreError",
+    "StoreTimeout",
     "TransitionError",
     "TransitionInProgress",
     "UnknownTrigger",
@@ -79,7 +81,10 @@ __all__ = [
 
 def _rebuilt(cls: type[BaseException], args: tuple[object, ...]) -> BaseException:
     """An error of ``cls`` with ``args``, made without its ``__init__`` (for pickle and copy)."""
-    return cls.__new__(cls, *args)
+    error = cls.__new__(cls, *args)
+    # OSError's __new__ leaves args to __init__ for a subclass with its own __init__.
+    error.args = args
+    return error
 
 
 class CustomerSessionError(Exception):
@@ -598,6 +603,49 @@ class EffectNotPending(StoreError, KeyError):
     def __str__(self) -> str:
         """The message (a ``KeyError`` would show its quoted repr)."""
         return str(self.args[0])
+
+
+class StoreTimeout(StoreError, TimeoutError):
+    """A store call gave up waiting: for a lock another connection held, or for a connection.
+
+    The wait was the limit already (the store's ``timeout``, or the server's
+    ``lock_timeout`` or ``statement_timeout``), so no store call retries it; in
+    particular ``update()`` retries lost races only. The statement that waited
+    did not run: a change the call was to commit was not written. Call again
+    later, raise the limit, or find what holds the lock that long (a long
+    transaction of another connection or program; with every pooled connection in
+    use, a larger ``max_connections``).
+
+    A ``TimeoutError``, so code that handles timeouts of any kind catches it too.
+
+    Attributes:
+        database: The database, as the store names it (an SQLite file; a PostgreSQL
+            URL without its password).
+        waited_for: What the call waited for (``"the write lock"``, ``"a lock"``,
+            ``"a connection"``, ``"its statement"``).
+        setting: The setting whose limit ran out: ``"timeout"`` (the store's
+            argument), or the server's ``"lock_timeout"`` or ``"statement_timeout"``.
+        timeout: The limit in seconds when it is the store's ``timeout``; ``None``
+            for a server setting (the store does not know its value).
+        integration_id: The session concerned, when there is one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        database: str,
+        waited_for: str,
+        setting: str,
+        timeout: float | None,
+        integration_id: str | None = None,
+    ) -> None:
+        """Keep what was waited for, where, and the limit that ran out."""
+        super().__init__(message, integration_id)
+        self.database = database
+        self.waited_for = waited_for
+        self.setting = setting
+        self.timeout = timeout
 
 
 class CorruptData(StoreError, ValueError):

@@ -19,6 +19,7 @@ from customer_session import (
     CustomerSession,
     KeyAlreadyProcessed,
     StoreError,
+    StoreTimeout,
     ValidationError,
     WorkflowError,
 )
@@ -208,18 +209,110 @@ def test_no_connection_in_time_names_the_database_and_the_likely_causes(backend,
         pool.timeout = 0.2
         taken = run(pool.getconn())
         try:
-            with pytest.raises(StoreError) as caught:
+            with pytest.raises(StoreTimeout) as caught:
                 store.get("order-1")
         finally:
             run(pool.putconn(taken))
     finally:
         store.close()
+    assert (caught.value.waited_for, caught.value.setting) == ("a connection", "timeout")
+    assert caught.value.timeout == 0.2
     message = str(caught.value)
     assert message.startswith("session 'order-1': no connection to PostgreSQL database ")
-    assert "within 0.2 seconds" in message
+    assert "within 0.2 seconds (the store's timeout)" in message
     assert "all max_connections=1 of them were in use" in message
     assert "is the server up and reachable" in message
     assert "s3cret" not in message
+
+
+class TestGivingUpWaitingOnTheServer:
+    """The server's lock_timeout or statement_timeout ends a wait for another connection's lock."""
+
+    @staticmethod
+    def with_setting(database: str, setting: str) -> str:
+        """``database``'s URL with a server setting for its sessions (as one set on the role)."""
+        return f"{database}%20-c{setting}%3D200"
+
+    @staticmethod
+    def locking_the_row(database: str) -> Any:
+        """A connection whose open transaction holds the lock of session order-1's row."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        holder = psycopg.connect(database)
+        holder.execute("SELECT 1 FROM customer_sessions FOR UPDATE").fetchall()
+        return holder
+
+    @pytest.mark.parametrize(
+        ("setting", "waited_for"),
+        [("lock_timeout", "a lock"), ("statement_timeout", "its statement")],
+    )
+    def test_a_commit_is_a_store_timeout_naming_the_setting(
+        self, backend, database, setting, waited_for
+    ):
+        """A commit that waited for a row lock longer than the server allows gives up clearly."""
+        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+        store = store_class(self.with_setting(database, setting))
+        try:
+            store.create(CustomerSession(integration_id="order-1"))
+            with self.locking_the_row(database), pytest.raises(StoreTimeout) as caught:
+                store.update("order-1", lambda s: s.close())
+            assert store.get("order-1").state == "open"
+        finally:
+            store.close()
+        error = caught.value
+        assert (error.setting, error.waited_for, error.timeout) == (setting, waited_for, None)
+        assert error.integration_id == "order-1"
+        message = str(error)
+        assert message.startswith("session 'order-1': ")
+        assert f"longer than the server's {setting}" in message
+        assert "nothing was written" in message
+        assert error.database in message
+
+    def test_a_delivery_waiting_for_the_outbox_lock_is_a_store_timeout(self, backend, database):
+        """deliver() that waits for another deliverer's lock past lock_timeout gives up clearly."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+        store = store_class(self.with_setting(database, "lock_timeout"))
+        try:
+            store.on_commit("notify")
+            closed_session(store, "order-1")
+            with psycopg.connect(database, autocommit=True) as holder:
+                holder.execute("SELECT pg_advisory_lock(hashtext(current_schema() || '.outbox'))")
+                with pytest.raises(StoreTimeout, match="lock_timeout") as caught:
+                    store.deliver(lambda effect: None)
+            assert caught.value.setting == "lock_timeout"
+            assert store.deliver(lambda effect: None) == 1
+        finally:
+            store.close()
+
+    def test_a_cancelled_statement_is_no_timeout(self, backend, database):
+        """A statement an administrator cancels (pg_cancel_backend) stays a plain StoreError."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+        store = store_class(database, max_connections=1)
+        try:
+            store.create(CustomerSession(integration_id="order-1"))
+            with self.locking_the_row(database) as holder:
+
+                def cancel() -> None:
+                    with psycopg.connect(database, autocommit=True) as admin:
+                        wait_until_blocked_by(holder, database)
+                        admin.execute(
+                            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                            "WHERE %s = ANY(pg_blocking_pids(pid))",
+                            (holder.info.backend_pid,),
+                        )
+
+                canceller = threading.Thread(target=cancel)
+                canceller.start()
+                with pytest.raises(StoreError) as caught:
+                    store.update("order-1", lambda s: s.close())
+                canceller.join(timeout=60)
+        finally:
+            store.close()
+        assert not isinstance(caught.value, StoreTimeout)
 
 
 class TestLosingTheDeliveryConnection:

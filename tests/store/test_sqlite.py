@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from customer_session import CustomerSession, SchemaNotReady, State, StoreError, WorkflowError
+from customer_session import (
+    CustomerSession,
+    SchemaNotReady,
+    State,
+    StoreError,
+    StoreTimeout,
+    WorkflowError,
+)
 from customer_session.store import SQLiteStore, StoreReplayer
 from customer_session.store._sqlite import _Connection, _use_wal
 
@@ -85,28 +92,30 @@ class TestSQLiteStore:
             f"{tmp_path}: cannot open as an SQLite database (unable to open database file)"
         )
 
-    def test_a_new_file_locked_by_another_connection_is_a_store_error_after_timeout(self, tmp_path):
-        """The switch to WAL waits for another connection's lock for ``timeout``, then fails."""
+    def test_a_new_file_locked_by_another_connection_is_a_store_timeout_after_timeout(
+        self, tmp_path
+    ):
+        """The switch to WAL waits for another connection's lock for ``timeout``, then gives up."""
         path = tmp_path / "x.db"
         with closing(sqlite3.connect(path, isolation_level=None)) as other:
             other.execute("BEGIN EXCLUSIVE")
             start = time.monotonic()
             with (
-                pytest.raises(StoreError, match="database is locked"),
+                pytest.raises(StoreTimeout, match=r"^session 'order-1': gave up waiting for "),
                 SQLiteStore(path, timeout=0.2) as store,
             ):
                 store.get("order-1")
             assert 0.2 <= time.monotonic() - start < 3
 
     def test_a_write_waits_for_another_writer_for_timeout(self, tmp_path):
-        """A write waits ``timeout`` seconds for another connection's write lock, then fails."""
+        """A write waits ``timeout`` seconds for another connection's write lock, then gives up."""
         path = tmp_path / "x.db"
         with SQLiteStore(path, timeout=0.2) as store:
             store.create(CustomerSession(integration_id="order-1"))
             with closing(sqlite3.connect(path, isolation_level=None)) as other:
                 other.execute("BEGIN IMMEDIATE")
                 start = time.monotonic()
-                with pytest.raises(StoreError, match="database is locked"):
+                with pytest.raises(StoreTimeout, match=r"timeout of 0\.2 seconds"):
                     store.update("order-1", lambda s: s.close())
                 assert 0.2 <= time.monotonic() - start < 3
 
@@ -127,7 +136,7 @@ class TestSQLiteStore:
                 store.exists("order-1")
                 other.execute("BEGIN")
                 other.execute("SELECT count(*) FROM customer_sessions").fetchone()
-                with pytest.raises(StoreError, match="database is locked"):
+                with pytest.raises(StoreTimeout, match="gave up waiting for the write lock"):
                     store.update("order-1", lambda s: s.set_coupon("FAILED"))
                 other.execute("COMMIT")
                 assert store.get("order-1").coupon is None
@@ -424,6 +433,55 @@ class TestTheFileGoneFromUnderTheStore:
                 store.get("order-1")
 
 
+class TestGivingUpOnTheWriteLock:
+    """Another connection holds SQLite's write lock for longer than the store's timeout."""
+
+    def test_a_write_is_a_store_timeout_naming_the_file_the_timeout_and_the_session(self, tmp_path):
+        """The error says who held what for longer than which timeout, and what to do."""
+        path = tmp_path / "x.db"
+        with SQLiteStore(path, timeout=0.2) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+            with closing(sqlite3.connect(path, isolation_level=None)) as other:
+                other.execute("BEGIN IMMEDIATE")
+                with pytest.raises(StoreTimeout) as caught:
+                    store.update("order-1", lambda s: s.close())
+        error = caught.value
+        assert str(error) == (
+            f"session 'order-1': gave up waiting for the write lock of the SQLite database "
+            f"'{path}': another connection or program held it for longer than the store's "
+            "timeout of 0.2 seconds, so nothing was written; raise the store's timeout, or "
+            "find the long writer (in WAL mode, reads go on while it writes)"
+        )
+        assert (error.database, error.waited_for, error.setting, error.timeout) == (
+            str(path),
+            "the write lock",
+            "timeout",
+            0.2,
+        )
+        assert error.integration_id == "order-1"
+        assert isinstance(error.__cause__, sqlite3.OperationalError)
+
+    def test_update_does_not_retry_it(self, tmp_path):
+        """update() runs its change once: the timeout was the wait, retrying would double it."""
+        path = tmp_path / "x.db"
+        runs = []
+        with SQLiteStore(path, timeout=0.1) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+            with closing(sqlite3.connect(path, isolation_level=None)) as other:
+                other.execute("BEGIN IMMEDIATE")
+                with pytest.raises(StoreTimeout):
+                    store.update("order-1", lambda s: runs.append(s.close()), retries=5)
+        assert len(runs) == 1
+
+    def test_another_sqlite_error_stays_a_plain_store_error(self, tmp_path):
+        """Only SQLite's busy code is a timeout: a file that is no database is not."""
+        path = tmp_path / "x.db"
+        path.write_bytes(b"not a database" * 100)
+        with pytest.raises(StoreError) as caught, SQLiteStore(path) as store:
+            store.get("order-1")
+        assert not isinstance(caught.value, StoreTimeout)
+
+
 class TestRecordingADeliveryFails:
     """Another program holds the write lock when a delivery records what its handler did."""
 
@@ -440,7 +498,7 @@ class TestRecordingADeliveryFails:
                 if fails:
                     raise ConnectionError("warehouse unreachable")
 
-            with pytest.raises(StoreError, match="database is locked") as caught:
+            with pytest.raises(StoreTimeout, match="gave up waiting for the write lock") as caught:
                 store.deliver(handler)
             holder.execute("ROLLBACK")
             (note,) = caught.value.__notes__

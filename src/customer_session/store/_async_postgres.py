@@ -38,7 +38,7 @@ from customer_session.store._base import (
     pause_before,
 )
 from customer_session.store._deferral import deferring, run_queued_async
-from customer_session.store._documents import state_from_row, subject
+from customer_session.store._documents import state_from_row
 from customer_session.store._journal import JournalEntry, entry_from_row
 from customer_session.store._keys import ProcessedKey, processed_key_from_row
 from customer_session.store._outbox import (
@@ -83,12 +83,12 @@ from customer_session.store._postgres import (
     SCHEMA_PLACE,
     _import_psycopg,
     _redact,
-    database_error,
     database_name,
     duplicate_key,
     insert_statement,
     no_schema,
     option_problems,
+    store_error,
     update_statement,
     write_params,
 )
@@ -191,6 +191,9 @@ class AsyncPostgresStore(StoreCore[_S]):
             not open (made with the constructor and not opened by ``async with``,
             or closed), or the call runs in another event loop than the one that
             opened the store.
+        StoreTimeout: (Raised by a call.) It gave up waiting: no pooled connection
+            in time, or a lock or statement past the server's ``lock_timeout`` or
+            ``statement_timeout``; nothing was written.
         SchemaNotReady: With ``migrate=False``, the database holds no store or an
             older schema (raised on first use).
     """
@@ -617,6 +620,8 @@ class AsyncPostgresStore(StoreCore[_S]):
 
         Raises:
             ConcurrentUpdate: Every attempt lost a race.
+            StoreTimeout: It gave up waiting for a lock (or, on PostgreSQL, a
+                connection); not retried, as the wait was the timeout already.
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
             WorkflowError: It holds a trigger the store's table lacks.
@@ -893,10 +898,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 # likely the pool's idle connections too: replace those now, rather than
                 # let each fail a call of its own.
                 await self._pool.check()
-            raise StoreError(
-                f"{subject(integration_id)}: {database_error(exc, self._conninfo, self._pool)}",
-                integration_id,
-            ) from exc
+            raise store_error(exc, self._conninfo, self._pool, integration_id) from exc
 
     async def _fetchone(
         self, integration_id: str | None, statement: str, params: Sequence[Any] | Mapping[str, Any]
@@ -1020,9 +1022,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             try:
                 connection = await self._pool.getconn()
             except self._psycopg_error as exc:
-                raise StoreError(
-                    f"store: {database_error(exc, self._conninfo, self._pool)}"
-                ) from exc
+                raise store_error(exc, self._conninfo, self._pool, None) from exc
             # Whether the connection may hold the lock: a lock or unlock that failed,
             # or was interrupted, may have been done by the server all the same.
             # Closing the connection then releases the lock for sure; back in the
@@ -1091,8 +1091,8 @@ class AsyncPostgresStore(StoreCore[_S]):
     ) -> list[tuple[Any, ...]]:
         try:
             return await (await connection.execute(statement)).fetchall()
-        except self._psycopg_error as exc:
-            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+        except self._psycopg_error as exc:  # the lock's wait may run out (lock_timeout)
+            raise store_error(exc, self._conninfo, self._pool, None) from exc
 
     def _socket(self, connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> int:
         """The descriptor of ``connection``'s socket (see ``_forks``)."""

@@ -785,6 +785,8 @@ class BaseStore(StoreCore[_S], ABC):
 
         Raises:
             ConcurrentUpdate: Every attempt lost a race.
+            StoreTimeout: It gave up waiting for a lock (or, on PostgreSQL, a
+                connection); not retried, as the wait was the timeout already.
             SessionNotFound: No such session.
             CorruptData: Its stored document does not load.
             WorkflowError: It holds a trigger the store's table lacks, or

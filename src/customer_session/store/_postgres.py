@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast, overload
 
 from customer_session._cart import is_text
 from customer_session._show import shown
-from customer_session.exceptions import KeyAlreadyProcessed, Problem, StoreError, WorkflowError
+from customer_session.exceptions import (
+    KeyAlreadyProcessed,
+    Problem,
+    StoreError,
+    StoreTimeout,
+    WorkflowError,
+)
 from customer_session.model import CustomerSession
 from customer_session.store import _forks as forks
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
@@ -304,6 +310,9 @@ class PostgresStore(BaseStore[_S]):
         ValidationError: Every bad option, each by name.
         WorkflowError: ``session_class`` or ``workflow`` does not fit.
         StoreError: psycopg is not installed, or the server cannot be reached.
+        StoreTimeout: (Raised by a call.) It gave up waiting: no pooled connection
+            in time, or a lock or statement past the server's ``lock_timeout`` or
+            ``statement_timeout``; nothing was written.
         SchemaNotReady: With ``migrate=False``, the database holds no store or an
             older schema (raised on first use).
     """
@@ -441,10 +450,7 @@ class PostgresStore(BaseStore[_S]):
                 # likely the pool's idle connections too: replace those now, rather than
                 # let each fail a call of its own.
                 self._pool.check()
-            raise StoreError(
-                f"{subject(integration_id)}: {database_error(exc, self._conninfo, self._pool)}",
-                integration_id,
-            ) from exc
+            raise store_error(exc, self._conninfo, self._pool, integration_id) from exc
 
     # -- the steps BaseStore needs -------------------------------------------------------
 
@@ -519,7 +525,7 @@ class PostgresStore(BaseStore[_S]):
         try:
             connection = self._pool.getconn()
         except self._psycopg_error as exc:
-            raise StoreError(f"store: {database_error(exc, self._conninfo, self._pool)}") from exc
+            raise store_error(exc, self._conninfo, self._pool, None) from exc
         # Whether the connection may hold the lock: a lock or unlock that failed, or
         # was interrupted, may have been done by the server all the same. Closing the
         # connection then releases the lock for sure; back in the pool, it would keep
@@ -588,8 +594,8 @@ class PostgresStore(BaseStore[_S]):
     ) -> list[tuple[Any, ...]]:
         try:
             return connection.execute(statement).fetchall()
-        except self._psycopg_error as exc:
-            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+        except self._psycopg_error as exc:  # the lock's wait may run out (lock_timeout)
+            raise store_error(exc, self._conninfo, self._pool, None) from exc
 
     def _socket(self, connection: psycopg.Connection[tuple[Any, ...]]) -> int:
         """The descriptor of ``connection``'s socket (see ``_forks``)."""
@@ -864,21 +870,60 @@ def duplicate_key(exc: StoreError, change: Change, errors: Any) -> StoreError | 
     return None
 
 
-def database_error(error: Exception, conninfo: str, pool: Any) -> str:
-    """What a store error says of ``error``, a psycopg error met using ``pool``.
+# What PostgreSQL says when statement_timeout cancels a statement: the same SQLSTATE
+# (57014, query_canceled) as a cancel request (pg_cancel_backend) has, which is no
+# timeout. A server whose lc_messages is another language says it in that language:
+# the error then stays a plain StoreError with the server's words.
+_STATEMENT_TIMEOUT: Final = "canceling statement due to statement timeout"
 
-    The pool's timeout names neither the database nor why no connection came
-    (psycopg's "couldn't get a connection after 30.00 sec"): it is said here.
+
+def store_error(
+    error: Exception, conninfo: str, pool: Any, integration_id: str | None
+) -> StoreError:
+    """The store error of ``error``, a psycopg error met using ``pool``, for ``integration_id``.
+
+    A wait that ran out (see :class:`StoreTimeout`) is said as one: the pool's timeout,
+    whose own words ("couldn't get a connection after 30.00 sec") name neither the
+    database nor why no connection came, and the server's ``lock_timeout`` and
+    ``statement_timeout``. Any other error is a ``StoreError`` quoting psycopg.
     """
-    from psycopg_pool import PoolTimeout  # noqa: PLC0415 - optional dependency, there when used
+    from psycopg import errors  # noqa: PLC0415 - optional dependency, there when used
+    from psycopg_pool import PoolTimeout  # noqa: PLC0415 - same as above
 
+    where = subject(integration_id)
+    database = _redact(conninfo)
     if isinstance(error, PoolTimeout):
-        return (
-            f"no connection to PostgreSQL database {_redact(conninfo)} within "
-            f"{pool.timeout:g} seconds: all max_connections={pool.max_size} of them were in "
-            "use, or no new one could be made (is the server up and reachable?)"
+        return StoreTimeout(
+            f"{where}: no connection to PostgreSQL database {database} within "
+            f"{pool.timeout:g} seconds (the store's timeout): all max_connections="
+            f"{pool.max_size} of them were in use, or no new one could be made (is the "
+            "server up and reachable?)",
+            database=database,
+            waited_for="a connection",
+            setting="timeout",
+            timeout=pool.timeout,
+            integration_id=integration_id,
         )
-    return f"PostgreSQL error: {error}"
+    if isinstance(error, errors.LockNotAvailable):
+        setting, waited_for, what = "lock_timeout", "a lock", "held a lock it needed"
+    elif (
+        isinstance(error, errors.QueryCanceled) and error.diag.message_primary == _STATEMENT_TIMEOUT
+    ):
+        setting, waited_for = "statement_timeout", "its statement"
+        what = "made its statement wait (for a lock, or on a busy server)"
+    else:
+        return StoreError(f"{where}: PostgreSQL error: {error}", integration_id)
+    return StoreTimeout(
+        f"{where}: gave up waiting in PostgreSQL database {database}: another connection "
+        f"{what} for longer than the server's {setting}, so nothing was written; raise "
+        f"{setting} (set on the role or the database), or find the long transaction "
+        "(pg_stat_activity, pg_locks)",
+        database=database,
+        waited_for=waited_for,
+        setting=setting,
+        timeout=None,
+        integration_id=integration_id,
+    )
 
 
 def database_name(conninfo: str, schema: object) -> str:

@@ -26,6 +26,7 @@ from customer_session.exceptions import (
     Problem,
     SchemaNotReady,
     StoreError,
+    StoreTimeout,
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _forks as forks
@@ -169,7 +170,9 @@ class SQLiteStore(BaseStore[_S]):
         synchronous: ``"FULL"`` (default) makes every commit durable across power
             loss (an fsync per commit); ``"NORMAL"`` may lose the last commits on
             power loss, never consistency, and is several times faster.
-        timeout: Seconds to wait for another connection's write lock.
+        timeout: Seconds to wait for another connection's write lock (and, outside
+            WAL mode, its readers); a call that waits longer raises
+            :class:`~customer_session.StoreTimeout`.
         actor: Who the journal entries of this store object's commits name, unless
             a call gives its own ``actor=`` (default ``None``: nobody); at most 200
             characters, not only whitespace, without control characters.
@@ -183,6 +186,8 @@ class SQLiteStore(BaseStore[_S]):
         ValidationError: Every bad option, each by name.
         WorkflowError: ``session_class`` or ``workflow`` does not fit.
         StoreError: The database cannot be opened (raised on first use).
+        StoreTimeout: (Raised by a call.) Another connection or program held the
+            write lock for longer than ``timeout``; nothing was written.
         SchemaNotReady: With ``migrate=False``, the database holds no store (or
             there is no such file), or an older schema (raised on first use).
     """
@@ -361,6 +366,8 @@ class SQLiteStore(BaseStore[_S]):
         except (sqlite3.Error, UnicodeDecodeError) as exc:
             if existing and not Path(self._path).exists():
                 raise SchemaNotReady(self._path, 0, SCHEMA_VERSION, why="no such file") from exc
+            if _busy(exc):  # waited for timeout (see _use_wal): _connection names the session
+                raise
             # Path first, unquoted, as the CLI names every file it cannot use.
             raise StoreError(f"{self._path}: cannot open as an SQLite database ({exc})") from exc
         with self._opened_lock:
@@ -397,10 +404,27 @@ class SQLiteStore(BaseStore[_S]):
                     raise self._gone(integration_id)
                 yield connection
         except sqlite3.Error as exc:
+            if _busy(exc):
+                raise self._gave_up(integration_id) from exc
             raise StoreError(
                 f"{subject(integration_id)}: SQLite error in {shown(self._path)}: {exc}",
                 integration_id,
             ) from exc
+
+    def _gave_up(self, integration_id: str | None) -> StoreTimeout:
+        """The error of a call that waited ``timeout`` for another connection's lock."""
+        return StoreTimeout(
+            f"{subject(integration_id)}: gave up waiting for the write lock of the SQLite "
+            f"database {shown(self._path)}: another connection or program held it for longer "
+            f"than the store's timeout of {self._timeout:g} seconds, so nothing was written; "
+            "raise the store's timeout, or find the long writer (in WAL mode, reads go on "
+            "while it writes)",
+            database=self._path,
+            waited_for="the write lock",
+            setting="timeout",
+            timeout=self._timeout,
+            integration_id=integration_id,
+        )
 
     def _gone(self, integration_id: str | None) -> StoreError:
         """The refusal to use a file that was deleted or replaced since it was opened."""
@@ -787,6 +811,17 @@ def _memory_turns(shared: tuple[bytes, bytes]) -> threading.Lock:
         return turns
 
 
+def _busy(error: sqlite3.Error | UnicodeDecodeError) -> bool:
+    """Whether ``error`` is SQLite's "database is locked": its busy code, extended ones too.
+
+    SQLite returns it once its busy handler has waited the connection's timeout for
+    another connection's lock (or at once, for what the handler does not wait for,
+    such as the switch to WAL, which ``_use_wal`` retries for the timeout itself).
+    """
+    code = getattr(error, "sqlite_errorcode", None)  # set only on SQLite's own errors
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
 def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
     """Put the file in WAL mode (kept in the file: a no-op once any connection did).
 
@@ -800,7 +835,7 @@ def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
         try:
             connection.execute("PRAGMA journal_mode = WAL")
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+            if not _busy(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
