@@ -468,7 +468,14 @@ RECIPES: dict[str, Callable[[Given], Call]] = {
     ),
     "store.open_store": lambda g: Call(
         open_store,
-        {"target": g.tmp / "open.db", **_READER, "retries": 1, "actor": None, "migrate": True},
+        {
+            "target": g.tmp / "open.db",
+            **_READER,
+            "retries": 1,
+            "timeout": 1.0,
+            "actor": None,
+            "migrate": True,
+        },
     ),
     "store.rebuild": lambda g: Call(rebuild, {"entries": [g.entry()], **_READER}),
     "store.SQLiteStore": lambda g: Call(
@@ -624,6 +631,7 @@ def _pg_constructor(cls: type) -> Callable[[Given], Call]:
                 "retries": 1,
                 "min_connections": 1,
                 "max_connections": 1,
+                "timeout": 1.0,
                 "actor": None,
                 "migrate": True,
             },

@@ -683,6 +683,20 @@ class TestOpening:
         with pytest.raises(ValidationError, match="at least min_connections \\(4\\), got 2"):
             store_class("postgresql://nowhere.invalid/x", min_connections=4, max_connections=2)
 
+    @pytest.mark.parametrize(
+        "opener",
+        [PostgresStore, AsyncPostgresStore, open_store],
+        ids=["PostgresStore", "AsyncPostgresStore", "open_store"],
+    )
+    @pytest.mark.parametrize("timeout", [0, -1, "5", None, True, float("nan"), float("inf"), 1e10])
+    def test_a_bad_pool_timeout_is_refused_before_connecting(self, opener, timeout):
+        """A wait for a pooled connection must be seconds the pool can wait; else named."""
+        with pytest.raises(ValidationError) as caught:
+            opener("postgresql://nowhere.invalid/x", timeout=timeout)
+        (problem,) = caught.value.problems
+        assert problem.path == "timeout"
+        assert problem.message.startswith("must be a number of seconds > 0 and at most ")
+
     def test_unreachable_server_is_a_store_error(self):
         """A server that does not answer gives StoreError without the password."""
         with pytest.raises(StoreError, match="cannot connect to PostgreSQL") as caught:

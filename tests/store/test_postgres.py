@@ -225,6 +225,67 @@ def test_no_connection_in_time_names_the_database_and_the_likely_causes(backend,
     assert "s3cret" not in message
 
 
+@pytest.mark.parametrize("opener", ["PostgresStore", "AsyncPostgresStore", "open_store"])
+def test_a_stopped_server_fails_a_call_within_the_stores_timeout(opener):
+    """With the server stopped, a call waits the store's timeout for a connection, then says so."""
+    from pgserver import TemporaryPostgres  # noqa: PLC0415 - the tests' own launcher
+
+    server = TemporaryPostgres().start()
+    try:
+        options: dict[str, Any] = {"timeout": 1.0}
+        if opener == "AsyncPostgresStore":
+            store: Any = SyncOverAsync(server.url, **options)
+        else:
+            store = (PostgresStore if opener == "PostgresStore" else open_store)(
+                server.url, **options
+            )
+        try:
+            store.create(CustomerSession(integration_id="order-1"))
+            server.stop()
+            # The call that meets the pool's dropped connection fails at once (as in
+            # test_the_call_after_a_lost_connection_gets_a_working_one); the next waits.
+            outcomes: list[tuple[BaseException, float]] = []
+            while not outcomes or not isinstance(outcomes[-1][0], StoreTimeout):
+                assert len(outcomes) < 3, outcomes
+                start = time.monotonic()
+                with pytest.raises(StoreError) as caught:
+                    store.get("order-1")
+                outcomes.append((caught.value, time.monotonic() - start))
+        finally:
+            store.close()
+    finally:
+        server.stop()
+    error, waited = outcomes[-1]
+    assert 1.0 <= waited < 5
+    assert error.timeout == 1.0
+    assert "within 1 seconds (the store's timeout)" in str(error)
+
+
+def test_a_pool_that_cannot_open_in_time_fails_opening_within_the_timeout(backend, pg_server):
+    """Opening waits the store's timeout for min_connections, then says what it waited for."""
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    role = f"limited_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+    try:
+        url = pg_server.url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+        start = time.monotonic()
+        with pytest.raises(StoreTimeout) as caught:
+            store_class(url, min_connections=2, max_connections=2, timeout=0.5)
+        waited = time.monotonic() - start
+    finally:
+        with psycopg.connect(pg_server.url, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {role}")
+    assert 0.5 <= waited < 5
+    assert str(caught.value).startswith("cannot connect to PostgreSQL (")
+    assert "min_connections=2 connections within 0.5 seconds (the store's timeout)" in str(
+        caught.value
+    )
+    assert (caught.value.setting, caught.value.timeout) == ("timeout", 0.5)
+
+
 class TestGivingUpWaitingOnTheServer:
     """The server's lock_timeout or statement_timeout ends a wait for another connection's lock."""
 

@@ -97,10 +97,12 @@ any_store.close()
 
 def worker(url: str) -> None:
     """A worker of a database migrated at deploy time: it only checks the schema."""
-    checked: SessionStore[CustomerSession] = open_store(url, migrate=False)
+    checked: SessionStore[CustomerSession] = open_store(url, migrate=False, timeout=5.0)
     assert_type(checked.migrate, bool)
     sqlite: SQLiteStore[CustomerSession] = SQLiteStore(url, migrate=False)
-    postgres_worker = PostgresStore(url, session_class=ReopenableCustomerSession, migrate=False)
+    postgres_worker = PostgresStore(
+        url, session_class=ReopenableCustomerSession, migrate=False, timeout=5.0
+    )
     assert_type(postgres_worker, PostgresStore[ReopenableCustomerSession])
     for store in (checked, sqlite, postgres_worker):
         store.close()
@@ -118,7 +120,7 @@ async def close_later(session: CustomerSession) -> TransitionRecord:
 
 async def async_store(url: str) -> None:
     """The async store keeps the session class it is opened with."""
-    async with await AsyncPostgresStore.open(url, actor="worker-1") as opened:
+    async with await AsyncPostgresStore.open(url, actor="worker-1", timeout=5.0) as opened:
         assert_type(opened, AsyncPostgresStore[CustomerSession])
         await opened.create(CustomerSession(integration_id="order-1"), actor="api")
         assert_type(await opened.get("order-1"), CustomerSession)

@@ -11,10 +11,11 @@ must be ...``).
 from __future__ import annotations
 
 import re
+import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from customer_session._cart import is_text, raise_problems
+from customer_session._cart import is_number, is_text, raise_problems
 from customer_session._show import shown
 from customer_session.exceptions import Problem
 from customer_session.model import CustomerSession
@@ -79,6 +80,16 @@ def _at_least(minimum: int, *, optional: bool = True) -> Callable[[object], bool
     return ok
 
 
+# The longest a thread can wait (Python's bound, about 292 years): a pool waiting
+# longer fails with OverflowError instead of waiting.
+LONGEST_WAIT: Final = int(threading.TIMEOUT_MAX)
+
+
+def _wait(value: object) -> bool:
+    # Not 0: the pool could never wait for the first connection when the store opens.
+    return is_number(value) and isinstance(value, int | float) and 0 < value <= LONGEST_WAIT
+
+
 def _session(value: object) -> bool:
     return isinstance(value, CustomerSession)
 
@@ -124,6 +135,7 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "retries": (_at_least(0), "must be an integer from 0 to 2**63 - 1, or None"),
     "default_retries": (_at_least(0, optional=False), "must be an integer from 0 to 2**63 - 1"),
     "session": (_session, "must be a CustomerSession"),
+    "pool_timeout": (_wait, f"must be a number of seconds > 0 and at most {LONGEST_WAIT}"),
     # Exactly a bool: a truthy string ("no") or number would be taken for a yes.
     "migrate": (lambda value: type(value) is bool, "must be True or False"),
     "limit": (_at_least(1), "must be an integer from 1 to 2**63 - 1, or None"),
@@ -140,6 +152,7 @@ _SHOWN: Final = {
     "optional_key": "key",
     "optional_integration_id": "integration_id",
     "default_retries": "retries",
+    "pool_timeout": "timeout",
 }
 
 

@@ -87,6 +87,7 @@ from customer_session.store._postgres import (
     duplicate_key,
     insert_statement,
     no_schema,
+    opening_error,
     option_problems,
     store_error,
     update_statement,
@@ -177,6 +178,11 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: How many times :meth:`update` re-runs a change that lost a race.
         min_connections: Connections the pool keeps open.
         max_connections: Connections the pool may open.
+        timeout: Seconds a call waits for a connection from the pool (all in use,
+            or none can be made: the server is down), and :meth:`open` for the
+            pool's first ``min_connections``; then it raises
+            :class:`~customer_session.StoreTimeout`. Each connection attempt is
+            bounded by libpq's own ``connect_timeout`` (in ``conninfo``).
         actor: Who the journal entries of this store object's commits name, unless
             a call gives its own ``actor=`` (default ``None``: nobody); at most 200
             characters, not only whitespace, without control characters.
@@ -209,6 +215,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        timeout: float = 30.0,
         actor: str | None = None,
         migrate: bool = True,
     ) -> None: ...
@@ -223,6 +230,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        timeout: float = 30.0,
         actor: str | None = None,
         migrate: bool = True,
     ) -> None: ...
@@ -236,6 +244,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        timeout: float = 30.0,
         actor: str | None = None,
         migrate: bool = True,
     ) -> None:
@@ -246,7 +255,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             retries=retries,
             actor=actor,
             migrate=migrate,
-            problems=option_problems(conninfo, min_connections, max_connections),
+            problems=option_problems(conninfo, min_connections, max_connections, timeout),
         )
         pg, pool = _import_psycopg()
         self._pg = pg
@@ -263,6 +272,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 open=False,
                 name="customer-session-async",
                 configure=self._track,
+                timeout=timeout,
             )
         )
         # Every connection the pool made and still holds (weakly: the pool drops one it
@@ -289,6 +299,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        timeout: float = 30.0,  # noqa: ASYNC109 - the pool's wait, not open()'s deadline
         actor: str | None = None,
         migrate: bool = True,
     ) -> AsyncPostgresStore[CustomerSession]: ...
@@ -304,6 +315,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        timeout: float = 30.0,  # noqa: ASYNC109 - the pool's wait, not open()'s deadline
         actor: str | None = None,
         migrate: bool = True,
     ) -> AsyncPostgresStore[_O]: ...
@@ -318,6 +330,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        timeout: float = 30.0,  # noqa: ASYNC109 - the pool's wait, not open()'s deadline
         actor: str | None = None,
         migrate: bool = True,
     ) -> AsyncPostgresStore[Any]:
@@ -335,6 +348,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             retries=retries,
             min_connections=min_connections,
             max_connections=max_connections,
+            timeout=timeout,
             actor=actor,
             migrate=migrate,
         )
@@ -346,12 +360,12 @@ class AsyncPostgresStore(StoreCore[_S]):
             # One plain connection first: a wrong URL or a server that is down fails
             # now with libpq's reason, instead of after the pool's reconnection attempts.
             await (await self._pg.AsyncConnection.connect(self._conninfo)).close()
-            await self._pool.open(wait=True, timeout=30.0)
+            await self._pool.open(wait=True, timeout=self._pool.timeout)
             self._loop = weakref.ref(asyncio.get_running_loop())
         except self._pool_errors as exc:
             await self._pool.close()
-            raise StoreError(
-                f"cannot connect to PostgreSQL ({_redact(self._conninfo)}): {exc}"
+            raise opening_error(
+                exc, self._conninfo, self._pool.min_size, self._pool.timeout
             ) from exc
         except BaseException:
             # Cancelled (a timeout around open()) or interrupted: the pool's tasks and

@@ -33,6 +33,7 @@ def open_store(
     *,
     workflow: Workflow | None = None,
     retries: int = DEFAULT_RETRIES,
+    timeout: float = 30.0,
     actor: str | None = None,
     migrate: bool = True,
 ) -> SessionStore[CustomerSession]: ...
@@ -45,6 +46,7 @@ def open_store(
     session_class: type[_S],
     workflow: Workflow | None = None,
     retries: int = DEFAULT_RETRIES,
+    timeout: float = 30.0,
     actor: str | None = None,
     migrate: bool = True,
 ) -> SessionStore[_S]: ...
@@ -56,6 +58,7 @@ def open_store(
     session_class: type[Any] = CustomerSession,
     workflow: Workflow | None = None,
     retries: int = DEFAULT_RETRIES,
+    timeout: float = 30.0,
     actor: str | None = None,
     migrate: bool = True,
 ) -> SessionStore[Any]:
@@ -68,6 +71,9 @@ def open_store(
         session_class: The class sessions are loaded into.
         workflow: The workflow whose guards and hooks apply to loaded sessions.
         retries: How many times ``update`` re-runs a change that lost a race.
+        timeout: Seconds a call waits before it raises
+            :class:`~customer_session.StoreTimeout`: for another connection's write
+            lock (SQLite), or for a connection from the pool (PostgreSQL).
         actor: Who the journal entries of the store's commits name, unless a call
             gives its own ``actor=`` (default ``None``: nobody).
         migrate: Whether the first use creates or migrates the schema (default);
@@ -101,6 +107,7 @@ def open_store(
             session_class=session_class,
             workflow=workflow,
             retries=retries,
+            timeout=timeout,
             actor=actor,
             migrate=migrate,
         )
@@ -119,6 +126,7 @@ def open_store(
         session_class=session_class,
         workflow=workflow,
         retries=retries,
+        timeout=timeout,
         actor=actor,
         migrate=migrate,
     )

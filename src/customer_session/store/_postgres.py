@@ -32,6 +32,7 @@ from customer_session.exceptions import (
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _forks as forks
+from customer_session.store._arguments import problems as argument_problems
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
 from customer_session.store._outbox import EFFECT_COLUMNS, holders, nested_delivery
@@ -299,6 +300,11 @@ class PostgresStore(BaseStore[_S]):
         retries: How many times :meth:`update` re-runs a change that lost a race.
         min_connections: Connections the pool keeps open.
         max_connections: Connections the pool may open.
+        timeout: Seconds a call waits for a connection from the pool (all in use,
+            or none can be made: the server is down), and opening the store for the
+            pool's first ``min_connections``; then it raises
+            :class:`~customer_session.StoreTimeout`. Each connection attempt is
+            bounded by libpq's own ``connect_timeout`` (in ``conninfo``).
         actor: Who the journal entries of this store object's commits name, unless
             a call gives its own ``actor=`` (default ``None``: nobody); at most 200
             characters, not only whitespace, without control characters.
@@ -350,6 +356,7 @@ class PostgresStore(BaseStore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        timeout: float = 30.0,
         actor: str | None = None,
         migrate: bool = True,
     ) -> None: ...
@@ -364,6 +371,7 @@ class PostgresStore(BaseStore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        timeout: float = 30.0,
         actor: str | None = None,
         migrate: bool = True,
     ) -> None: ...
@@ -377,6 +385,7 @@ class PostgresStore(BaseStore[_S]):
         retries: int = DEFAULT_RETRIES,
         min_connections: int = 1,
         max_connections: int = 10,
+        timeout: float = 30.0,
         actor: str | None = None,
         migrate: bool = True,
     ) -> None:
@@ -387,7 +396,7 @@ class PostgresStore(BaseStore[_S]):
             retries=retries,
             actor=actor,
             migrate=migrate,
-            problems=option_problems(conninfo, min_connections, max_connections),
+            problems=option_problems(conninfo, min_connections, max_connections, timeout),
         )
         pg, pool = _import_psycopg()
         self._errors = pg.errors
@@ -405,12 +414,13 @@ class PostgresStore(BaseStore[_S]):
                 kwargs={"autocommit": True},
                 open=True,
                 name="customer-session",
+                timeout=timeout,
             )
-            self._pool.wait(timeout=30.0)
+            self._pool.wait(timeout=timeout)
         except (pg.Error, pool.PoolTimeout) as exc:
             if hasattr(self, "_pool"):
                 self._pool.close()
-            raise StoreError(f"cannot connect to PostgreSQL ({_redact(conninfo)}): {exc}") from exc
+            raise opening_error(exc, conninfo, min_connections, timeout) from exc
 
     def __repr__(self) -> str:
         """Show the server (without a password)."""
@@ -605,13 +615,16 @@ class PostgresStore(BaseStore[_S]):
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
 
 
-def option_problems(conninfo: object, smallest: object, largest: object) -> list[Problem]:
+def option_problems(
+    conninfo: object, smallest: object, largest: object, timeout: object
+) -> list[Problem]:
     """The bad options of a PostgreSQL store, each by name (see ``StoreCore``).
 
     Args:
         conninfo: The connection string given.
         smallest: The ``min_connections`` given.
         largest: The ``max_connections`` given.
+        timeout: The ``timeout`` given.
     """
     problems = []
     # libpq takes UTF-8 without NUL: a lone surrogate or a NUL would fail in its encoder.
@@ -637,7 +650,7 @@ def option_problems(conninfo: object, smallest: object, largest: object) -> list
                 f"must be at least min_connections ({shown(smallest)}), got {shown(largest)}",
             )
         )
-    return problems
+    return problems + argument_problems(pool_timeout=timeout)
 
 
 # A port libpq reads (strtol, then a range check): spaces and a sign allowed.
@@ -924,6 +937,28 @@ def store_error(
         timeout=None,
         integration_id=integration_id,
     )
+
+
+def opening_error(error: Exception, conninfo: str, smallest: int, timeout: float) -> StoreError:
+    """The error of a store whose pool did not open: ``error``, psycopg's, said for its database.
+
+    The pool's own words for a wait that ran out ("pool initialization incomplete
+    after 30.0 sec") say neither how many connections it waited for nor which limit.
+    """
+    from psycopg_pool import PoolTimeout  # noqa: PLC0415 - optional dependency, there when used
+
+    database = _redact(conninfo)
+    if isinstance(error, PoolTimeout):
+        return StoreTimeout(
+            f"cannot connect to PostgreSQL ({database}): the pool did not open its "
+            f"min_connections={smallest} connections within {timeout:g} seconds (the "
+            "store's timeout): is the server slow, or at its max_connections?",
+            database=database,
+            waited_for="a connection",
+            setting="timeout",
+            timeout=timeout,
+        )
+    return StoreError(f"cannot connect to PostgreSQL ({database}): {error}")
 
 
 def database_name(conninfo: str, schema: object) -> str:
