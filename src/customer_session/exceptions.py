@@ -19,7 +19,7 @@ bad input is a :class:`ValueError`), so code that catches builtins keeps working
     ├── SessionNotEditable                 an edit outside the open state, or while busy
     ├── ValidationError (ValueError)       bad input, each problem with its path
     ├── UnknownTrigger (ValueError)        a trigger name the table does not know
-    ├── WorkflowError (ValueError)         a workflow used with the wrong session class
+    ├── WorkflowError (ValueError)         a workflow misused, or its clock failing
     ├── ConcurrentUpdate                   a store could not commit after its retries
     ├── StoreError                         a store's data cannot be read or written
     │   ├── SessionNotFound (KeyError)     no session with that integration id
@@ -493,7 +493,13 @@ def _elsewhere(trigger: object, known: Sequence[str]) -> str:
 
 
 class WorkflowError(CustomerSessionError, ValueError):
-    """A workflow was misused: wrong specification, unknown name, bad registration."""
+    """A workflow was misused, or its clock failed.
+
+    A wrong specification or session class, an unknown or duplicate name, a bad
+    registration, a guard returning something other than ``None`` or a reason, or
+    a clock that returned no aware datetime or raised (what it raised is the
+    ``__cause__``).
+    """
 
 
 class ConcurrentUpdate(CustomerSessionError):
@@ -518,7 +524,9 @@ class StoreError(CustomerSessionError):
     """A store's data could not be read or written.
 
     The base of the store's errors; raised as itself when the database cannot
-    be reached or fails, or the store object was closed.
+    be reached or fails, the store object was closed or is used in a process
+    forked from the one that opened it, or its SQLite file was deleted or replaced
+    while it was open.
 
     Attributes:
         integration_id: The session concerned, when there is one.
