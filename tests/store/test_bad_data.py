@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -184,7 +185,7 @@ class TestCorruptRows:
         path = tmp_path / "x.db"
         with SQLiteStore(path) as store:
             stored(store)
-            with sqlite3.connect(path) as connection:
+            with closing(sqlite3.connect(path)) as connection, connection:
                 connection.execute("UPDATE customer_sessions SET version = 'two'")
             with pytest.raises(
                 CorruptData, match="session 'order-1': the stored row version 'two' is no"
@@ -220,7 +221,7 @@ class TestCorruptRows:
         path = tmp_path / "x.db"
         with SQLiteStore(path, actor="worker-1") as store:
             stored(store)
-            with sqlite3.connect(path) as connection:
+            with closing(sqlite3.connect(path)) as connection, connection:
                 # A TEXT column turns a number into text, but keeps a blob as it is.
                 connection.execute("UPDATE customer_session_journal SET actor = x'6869'")
             with pytest.raises(
@@ -256,7 +257,7 @@ class TestCorruptRows:
             store.on_commit("notify")
             stored(store)
             store.update("order-1", lambda s: s.close())
-            with sqlite3.connect(path) as connection:
+            with closing(sqlite3.connect(path)) as connection, connection:
                 connection.execute(f"UPDATE {table} SET {column} = ?", (value,))  # noqa: S608 - the test's own names
             with pytest.raises(
                 CorruptData,
@@ -273,7 +274,7 @@ class TestCorruptRows:
         path = tmp_path / "x.db"
         with StoreReplayer(path) as replayer:
             replayer.run(["{"])  # a malformed line: its key is recorded with the refusal
-        with sqlite3.connect(path) as connection:
+        with closing(sqlite3.connect(path)) as connection, connection:
             connection.execute("UPDATE customer_session_keys SET recorded_at = ?", (value,))
         with (
             StoreReplayer(path) as replayer,

@@ -274,6 +274,53 @@ class TestSQLiteStore:
             gc.collect()
             assert len(store._opened) == 1
 
+    def test_connection_of_a_finished_thread_is_closed(self, tmp_path, monkeypatch):
+        """A finished thread's connection is closed, not left for sqlite3 to warn about."""
+        closed = []
+        close = _Connection.close
+
+        def recording(connection):
+            closed.append(id(connection))
+            close(connection)
+
+        monkeypatch.setattr(_Connection, "close", recording)
+        with SQLiteStore(tmp_path / "x.db") as store:
+            store.create(CustomerSession(integration_id="order-1"))
+            opened = []
+
+            def read():
+                store.get("order-1")
+                opened.append(id(store._local.connection))
+
+            in_thread(read)
+            gc.collect()
+            assert closed == opened
+
+    def test_connection_dropped_in_a_forked_child_is_left_alone(self, monkeypatch):
+        """A connection dropped in a process forked from its opener is not closed there."""
+        closed = []
+        close = _Connection.close
+
+        def recording(connection):
+            closed.append(id(connection))
+            close(connection)
+
+        monkeypatch.setattr(_Connection, "close", recording)
+        connection = sqlite3.connect(":memory:", factory=_Connection, check_same_thread=False)
+        child = os.getpid() + 1
+        monkeypatch.setattr(os, "getpid", lambda: child)
+        del connection
+        gc.collect()
+        assert closed == []
+
+    def test_connection_that_fails_to_open_leaves_nothing_to_close(self, tmp_path):
+        """A connection whose open failed is dropped without an error from its finalizer."""
+        missing = (tmp_path / "missing.db").as_uri()
+        with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+            sqlite3.connect(f"{missing}?mode=rw", uri=True, factory=_Connection)
+        gc.collect()
+        assert not (tmp_path / "missing.db").exists()
+
     def test_store_objects_on_one_file_deliver_in_turn(self, tmp_path):
         """A second store object on the file waits for a running delivery; no row twice."""
         path = tmp_path / "x.db"

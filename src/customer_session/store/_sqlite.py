@@ -294,7 +294,8 @@ class SQLiteStore(BaseStore[_S]):
         self._synchronous = synchronous
         self._timeout = timeout
         self._local = threading.local()
-        # Weak: a thread's connection closes when the thread ends and its local goes.
+        # Weak: a thread's connection is dropped, and closes (_Connection.__del__),
+        # when the thread ends and its local goes.
         self._opened: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._opened_lock = threading.Lock()
         self._shared: _Connection | None = None
@@ -848,14 +849,31 @@ class _Connection(sqlite3.Connection):
 
     ``in_use`` is held while a thread uses it (see ``SQLiteStore._connection``), so
     that ``close()`` from another thread waits; reentrant, as the store's steps nest.
-    ``opened`` is the file it opened (see :func:`_file_identity`).
+    ``opened`` is the file it opened (see :func:`_file_identity`). It closes itself
+    when it is dropped, in the process that opened it: when its thread ends (the
+    store's local lets it go) or with a store that was never closed.
     """
+
+    # The process that opened it; None until __init__ did (a failed open leaves nothing
+    # to close).
+    _opener: int | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Open the connection (as ``sqlite3.Connection``)."""
         super().__init__(*args, **kwargs)
+        self._opener = os.getpid()
         self.in_use = threading.RLock()
         self.opened: _FileIdentity | None = None
+
+    def __del__(self) -> None:
+        """Close the connection (no one else holds it, so nobody is inside a statement)."""
+        # Dropping a thread's connection is how the store releases it, not a leak:
+        # closing it here keeps Python 3.13+ from warning (ResourceWarning) that it
+        # was never closed; sqlite3 closed it silently on dealloc before 3.13.
+        # In a forked child it is the parent's, which SQLite forbids touching (as
+        # SQLiteStore.close() there leaves it).
+        if self._opener == os.getpid():
+            self.close()
 
 
 class _FileIdentity(NamedTuple):
