@@ -151,7 +151,11 @@ class TestSQLiteStore:
         """The switch to WAL is retried on any SQLITE_BUSY code, extended ones too."""
         busy = sqlite3.OperationalError("database is locked")
         busy.sqlite_errorcode = 261  # SQLITE_BUSY_RECOVERY: SQLITE_BUSY in its low byte
-        connection = sqlite3.connect(tmp_path / "x.db", factory=_Connection)
+        # As the store opens it: the execute below makes a cycle, so the collector may
+        # drop the connection (and _Connection.__del__ close it) in another thread.
+        connection = sqlite3.connect(
+            tmp_path / "x.db", factory=_Connection, check_same_thread=False
+        )
         calls = []
 
         def execute(sql):
