@@ -430,6 +430,30 @@ def entries(replayer):
     return replayer._view.entries
 
 
+@pytest.fixture
+def slow_work(monkeypatch):
+    """What left the fast path: each line lent to the live path and each session built.
+
+    The fast path lends a line through :meth:`Replayer.apply` (the live path, one
+    line) and builds a session from a record only through
+    :meth:`SessionView.materialize`; both still run, so a test shows what went there.
+    """
+    seen = []
+    apply, materialize = Replayer.apply, SessionView.materialize
+
+    def lent(replayer, number, line):
+        seen.append(("lent", number))
+        return apply(replayer, number, line)
+
+    def built(view, integration_id, record):
+        seen.append(("built", integration_id))
+        return materialize(view, integration_id, record)
+
+    monkeypatch.setattr(Replayer, "apply", lent)
+    monkeypatch.setattr(SessionView, "materialize", built)
+    return seen
+
+
 class TestChoosingThePath:
     def test_fast_path_is_automatic_without_registrations(self):
         """With nothing registered, sessions are kept as compact records."""
@@ -533,20 +557,15 @@ class TestLendingToTheLivePath:
 
 
 class TestStateRefusals:
-    def test_refusals_that_depend_on_the_state_build_no_session(self, monkeypatch):
+    def test_refusals_that_depend_on_the_state_build_no_session(self, slow_work):
         """Repeated closes, edits after the close, bad targets and unknown sessions stay fast."""
         replayer = Replayer()
         replayer.run([CREATE, CLOSE])
-
-        def refuse_to_build(*_args):
-            raise AssertionError("a session was built")
-
-        monkeypatch.setattr(SessionView, "materialize", refuse_to_build)
         lines = [
             CLOSE,
             CLOSE.replace('"closed"', '"partially_returned"'),
             CREATE.replace('"state":"open",', ""),
-            COUPON.replace("order-1", "order-9"),
+            CLOSE.replace("order-1", "order-9"),  # plain: a coupon update goes to the live path
             CREATE.replace('"create"', '"update"').replace('"state":"open",', ""),
             CLOSE.replace('"update"', '"reopen"').replace(
                 ',"customerSession":{"state":"closed"}', ""
@@ -564,6 +583,7 @@ class TestStateRefusals:
         assert len(report.refused) == len(fragments)
         for refused, fragment in zip(report.refused, fragments, strict=True):
             assert fragment in refused.reason
+        assert slow_work == []
 
     @pytest.mark.parametrize("target", ["shipped", "partially_returned", "closed", "open"])
     def test_a_cart_edit_of_a_closed_session_is_checked_in_the_live_order(self, target):
@@ -574,13 +594,8 @@ class TestStateRefusals:
 
 
 class TestDecidedHere:
-    def test_plain_events_build_no_session(self, monkeypatch):
+    def test_plain_events_build_no_session(self, slow_work):
         """Creates, cart edits, moves, reopens and a return of every unit are decided on records."""
-
-        def refuse_to_build(*_args):
-            raise AssertionError("a session was built")
-
-        monkeypatch.setattr(SessionView, "materialize", refuse_to_build)
         reopen = CLOSE.replace('"update"', '"reopen"').replace(
             ',"customerSession":{"state":"closed"}', ""
         )
@@ -596,6 +611,7 @@ class TestDecidedHere:
         replayer = Replayer(session_class=ReopenableCustomerSession)
         report = replayer.run(lines)
         assert (report.applied, report.refused) == (len(lines), [])
+        assert slow_work == []
         record = entries(replayer)["order-1"]
         assert (record.state, record.returned) == ("cancelled", (3,))
 
