@@ -544,7 +544,7 @@ class TestLendingToTheLivePath:
         assert "more than the 3 units" in report.refused[0].reason
         assert entries(replayer)["order-1"] is record
 
-    def test_an_illegal_move_is_refused_with_the_table_reason(self):
+    def test_an_illegal_move_is_refused_with_the_table_reason(self, slow_work):
         """A return from an open session is refused on the fast path in the table's words."""
         replayer = Replayer()
         report = replayer.run([CREATE, RETURN])
@@ -553,6 +553,7 @@ class TestLendingToTheLivePath:
         assert refused.reason == (
             "session 'order-1': cannot return_items() from state 'open'; allowed: cancel(), close()"
         )
+        assert slow_work == []
         assert type(entries(replayer)["order-1"]) is SessionRecord
 
 
