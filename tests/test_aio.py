@@ -910,22 +910,9 @@ class TestSerialization:
         record = await closing
         assert session.history == (record,)
 
-    async def test_sync_trigger_during_an_async_one_is_refused(self):
-        """A sync trigger while an async one is under way raises TransitionInProgress."""
-        workflow = Workflow()
-        gate = Gate()
-        workflow.before(gate, trigger=Trigger.CLOSE)
-        session = _session(workflow)
-        closing = asyncio.create_task(AsyncSession(session).close())
-        await gate.entered.wait()
-        with pytest.raises(TransitionInProgress):
-            session.cancel()
-        gate.release.set()
-        await closing
-        assert [r.trigger for r in session.history] == [Trigger.CLOSE]
-
-    async def test_a_sync_trigger_from_another_task_is_told_to_await_it(self):
-        """A sync trigger refused for another task's async one is advised to use the face."""
+    @staticmethod
+    async def _cancel_during_async_close() -> tuple[CustomerSession, TransitionInProgress]:
+        """A sync cancel() from this task while another task's async close() awaits a hook."""
         workflow = Workflow()
         gate = Gate()
         workflow.before(gate, trigger=Trigger.CLOSE)
@@ -936,9 +923,19 @@ class TestSerialization:
             session.cancel()
         gate.release.set()
         await closing
-        assert info.value.elsewhere is True
-        assert "in progress in another task or thread" in str(info.value)
-        assert "await cancel() through AsyncSession, which waits for it" in str(info.value)
+        return session, info.value
+
+    async def test_sync_trigger_during_an_async_one_is_refused(self):
+        """A sync trigger while an async one is under way raises TransitionInProgress."""
+        session, _ = await self._cancel_during_async_close()
+        assert [r.trigger for r in session.history] == [Trigger.CLOSE]
+
+    async def test_a_sync_trigger_from_another_task_is_told_to_await_it(self):
+        """A sync trigger refused for another task's async one is advised to use the face."""
+        _, refusal = await self._cancel_during_async_close()
+        assert refusal.elsewhere is True
+        assert "in progress in another task or thread" in str(refusal)
+        assert "await cancel() through AsyncSession, which waits for it" in str(refusal)
 
     async def test_a_trigger_from_an_async_hook_is_told_to_use_an_after_commit_hook(self):
         """A trigger refused inside an async pre-commit hook is advised as in the sync face."""

@@ -40,6 +40,19 @@ def in_thread(function) -> None:
     thread.join()
 
 
+def closes_recorded(monkeypatch) -> list[int]:
+    """The ids of the store connections closed from now on (they are still closed)."""
+    closed: list[int] = []
+    close = _Connection.close
+
+    def recording(connection: _Connection) -> None:
+        closed.append(id(connection))
+        close(connection)
+
+    monkeypatch.setattr(_Connection, "close", recording)
+    return closed
+
+
 def with_pending_row(store: SQLiteStore) -> None:
     """Commit a transition that writes one outbox row."""
     store.on_commit("notify")
@@ -280,14 +293,7 @@ class TestSQLiteStore:
 
     def test_connection_of_a_finished_thread_is_closed(self, tmp_path, monkeypatch):
         """A finished thread's connection is closed, not left for sqlite3 to warn about."""
-        closed = []
-        close = _Connection.close
-
-        def recording(connection):
-            closed.append(id(connection))
-            close(connection)
-
-        monkeypatch.setattr(_Connection, "close", recording)
+        closed = closes_recorded(monkeypatch)
         with SQLiteStore(tmp_path / "x.db") as store:
             store.create(CustomerSession(integration_id="order-1"))
             opened = []
@@ -302,14 +308,7 @@ class TestSQLiteStore:
 
     def test_connection_dropped_in_a_forked_child_is_left_alone(self, monkeypatch):
         """A connection dropped in a process forked from its opener is not closed there."""
-        closed = []
-        close = _Connection.close
-
-        def recording(connection):
-            closed.append(id(connection))
-            close(connection)
-
-        monkeypatch.setattr(_Connection, "close", recording)
+        closed = closes_recorded(monkeypatch)
         connection = sqlite3.connect(":memory:", factory=_Connection, check_same_thread=False)
         child = os.getpid() + 1
         monkeypatch.setattr(os, "getpid", lambda: child)
