@@ -8,6 +8,8 @@ a server that cannot start fails the run: those tests are never skipped there.
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -100,6 +102,15 @@ def pg_server() -> Iterator["TemporaryPostgres"]:
         yield server
     finally:
         server.stop()
+
+
+def loaded_by_import(module: str, names: list[str]) -> list[str]:
+    """Which of the modules ``names`` a fresh interpreter has loaded after importing ``module``."""
+    script = f"import sys, {module}; print(','.join(m for m in {names!r} if m in sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return loaded.split(",") if loaded else []
 
 
 def edit_every_field(session: CustomerSession) -> None:

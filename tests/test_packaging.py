@@ -19,6 +19,8 @@ import pytest
 from hatchling.builders.sdist import SdistBuilder
 from hatchling.builders.wheel import WheelBuilder
 
+from .conftest import loaded_by_import
+
 ROOT = Path(__file__).resolve().parents[1]
 # What the sdist is made of; anything else in the project directory stays out of it.
 SHIPPED = [
@@ -162,11 +164,4 @@ class TestSuite:
 class TestCommand:
     def test_start_up_loads_no_optional_dependency(self):
         """The command line's module imports none of the extras' packages."""
-        script = (
-            "import sys, customer_session.cli; "
-            f"print(','.join(m for m in {OPTIONAL!r} if m in sys.modules))"
-        )
-        loaded = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        assert loaded == ""
+        assert loaded_by_import("customer_session.cli", OPTIONAL) == []

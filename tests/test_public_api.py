@@ -1,12 +1,12 @@
 import importlib
 import inspect
 import pkgutil
-import subprocess
-import sys
 
 import pytest
 
 import customer_session
+
+from .conftest import loaded_by_import
 
 # The public API, name by name: the package and every module whose dotted name has no
 # part starting with an underscore, each with its __all__ exactly. Adding, removing or
@@ -254,11 +254,4 @@ class TestPublicApi:
             "customer_session.cli",
             "customer_session.store",
         ]
-        script = (
-            "import sys, customer_session; "
-            f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
-        )
-        loaded = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        assert loaded == ""
+        assert loaded_by_import("customer_session", heavy) == []
