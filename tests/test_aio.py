@@ -880,6 +880,55 @@ class TestSerialization:
         session.set_coupon("SAVE10")
         assert session.coupon == "SAVE10"
 
+    async def test_sync_edit_from_another_task_during_a_trigger_is_refused(self):
+        """An edit from another task while an async trigger awaits its hook changes nothing."""
+        workflow = Workflow()
+        gate = Gate()
+        workflow.before(gate, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        before = session.snapshot()
+        closing = asyncio.create_task(AsyncSession(session).close())
+        await gate.entered.wait()
+        with pytest.raises(SessionNotEditable) as info:
+            session.set_cart_items([])
+        assert (info.value.running, info.value.elsewhere) == (Trigger.CLOSE, True)
+        assert session.snapshot() == before
+        gate.release.set()
+        record = await closing
+        assert (session.history, session.cart_items) == ((record,), (ITEM,))
+
+    async def test_a_task_or_thread_its_hook_awaits_may_edit(self):
+        """A hook's own tasks and asyncio.to_thread() helpers carry its context: they edit."""
+        workflow = Workflow()
+
+        async def edit_in_helpers(event):
+            await asyncio.create_task(_edit(event.session.set_coupon, "TASK"))
+            await asyncio.to_thread(event.session.set_referral, "THREAD")
+
+        async def _edit(edit, value):
+            edit(value)
+
+        workflow.before(edit_in_helpers, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        await AsyncSession(session).close()
+        assert (session.coupon, session.referral, session.state) == ("TASK", "THREAD", State.CLOSED)
+
+    async def test_an_executor_thread_without_the_hooks_context_is_refused(self):
+        """run_in_executor() does not copy the hook's context: its edit is from elsewhere."""
+        workflow = Workflow()
+
+        async def edit_in_executor(event):
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, event.session.set_coupon, "POOL")
+
+        workflow.before(edit_in_executor, trigger=Trigger.CLOSE)
+        session = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            await AsyncSession(session).close()
+        assert isinstance(info.value.__cause__, SessionNotEditable)
+        assert info.value.__cause__.elsewhere is True
+        assert (session.coupon, session.state, session.update_count) == (None, State.OPEN, 1)
+
     async def test_async_guard_firing_on_its_session_while_asked_is_refused(self):
         """A guard that awaits a trigger on the session it is asked about is refused."""
         workflow = Workflow()

@@ -221,6 +221,23 @@ class TestData:
         assert "only open sessions" not in str(running) + str(asked)
         assert (asked.running, asked.asking, running.asking) == (Trigger.CLOSE, True, False)
 
+    def test_not_editable_elsewhere_says_to_wait_or_edit_from_a_hook(self):
+        """An edit refused for another task's trigger is told to wait, or to edit from its hooks."""
+        common = {"state": State.OPEN, "integration_id": "o", "running": Trigger.CLOSE}
+        edit = SessionNotEditable(operation="set_coupon", **common, elsewhere=True)
+        reload = SessionNotEditable(operation="__setstate__", **common, elsewhere=True)
+        assert str(edit).endswith(
+            "while close() is in progress in another task or thread; try again once it "
+            "has finished, or make the edit in one of close()'s hooks"
+        )
+        assert str(reload).endswith("try again once it has finished")
+        assert (edit.elsewhere, edit.running, edit.asking, edit.held) == (
+            True,
+            Trigger.CLOSE,
+            False,
+            False,
+        )
+
     def test_transition_in_progress_says_whether_guards_are_asked(self):
         """TransitionInProgress advises an after-commit hook only for a running trigger."""
         common = {"trigger": Trigger.CANCEL, "state": State.OPEN, "integration_id": "o"}

@@ -25,6 +25,7 @@ from customer_session import (
     Specification,
     State,
     TransitionInProgress,
+    TransitionRecord,
     Trigger,
     UnknownTrigger,
     ValidationError,
@@ -733,6 +734,318 @@ class TestReentrancy:
         with pytest.raises(HookFailed) as info:
             s.close()
         assert "async" in str(info.value.__cause__)
+
+
+class _HeldInPhase:
+    """A guard or hook that says when a thread is in it and waits until the test lets it go on."""
+
+    def __init__(self) -> None:
+        """Closed until the test releases it."""
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.carts: list[tuple[CartItem, ...]] = []
+
+    def __call__(self, event) -> None:
+        """Note the cart it sees, say so, then wait for the release."""
+        self.carts.append(event.session.cart_items)
+        self.entered.set()
+        self.release.wait(WAIT)
+
+
+def _closing_in_thread(
+    s: CustomerSession,
+) -> tuple[threading.Thread, list[object]]:
+    """Start ``s.close()`` in a thread; the list gets its record or its error."""
+    outcome: list[object] = []
+
+    def close() -> None:
+        try:
+            outcome.append(s.close())
+        except Exception as exc:
+            outcome.append(exc)
+
+    closing = threading.Thread(target=close)
+    closing.start()
+    return closing, outcome
+
+
+class TestEditsWhileATriggerRuns:
+    """Only the trigger under way may change its session until it has committed or rolled back."""
+
+    @pytest.mark.parametrize("phase", [Phase.GUARD, Phase.BEFORE], ids=["guard", "before"])
+    def test_an_edit_from_another_thread_is_refused_whole(self, phase):
+        """An edit from another thread while a trigger's guard or hook runs changes nothing."""
+        held = _HeldInPhase()
+        workflow = Workflow()
+        workflow.register(phase, held, key=Trigger.CLOSE)
+        s = _session(workflow)
+        before = s.snapshot()
+        closing, outcome = _closing_in_thread(s)
+        try:
+            assert held.entered.wait(WAIT)
+            with pytest.raises(SessionNotEditable) as info:
+                s.add_item(CartItem(sku="HAT", quantity=1, price=2.0))
+            assert s.snapshot() == before
+        finally:
+            held.release.set()
+            closing.join(WAIT)
+        assert (info.value.running, info.value.asking, info.value.held) == (
+            Trigger.CLOSE,
+            False,
+            False,
+        )
+        assert info.value.elsewhere is True
+        record = outcome[0]
+        assert isinstance(record, TransitionRecord)
+        # The transition committed with the cart its guard or hook saw.
+        assert s.history == (record,)
+        assert s.cart_items == held.carts[0] == (ITEM,)
+        assert s.update_count == 2
+
+    def test_the_refusal_says_what_runs_and_what_to_do(self):
+        """An edit refused for another thread's trigger names it and says to wait or use a hook."""
+        held = _HeldInPhase()
+        workflow = Workflow()
+        workflow.before(held, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        closing, _ = _closing_in_thread(s)
+        try:
+            assert held.entered.wait(WAIT)
+            with pytest.raises(SessionNotEditable) as info:
+                s.set_coupon("SAVE10")
+        finally:
+            held.release.set()
+            closing.join(WAIT)
+        assert str(info.value) == (
+            "session 'order-1': cannot set_coupon() while close() is in progress in another "
+            "task or thread; try again once it has finished, or make the edit in one of "
+            "close()'s hooks"
+        )
+
+    def test_every_edit_is_refused(self):
+        """Each edit method is refused from another thread while a trigger runs."""
+        held = _HeldInPhase()
+        workflow = Workflow()
+        workflow.before(held, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        before = s.snapshot()
+        closing, _ = _closing_in_thread(s)
+        try:
+            assert held.entered.wait(WAIT)
+            for edit in (
+                lambda: s.set_cart_items([]),
+                lambda: s.update_item(0, CartItem(sku="HAT", quantity=1)),
+                lambda: s.remove_item(0),
+                edit_every_field,
+            ):
+                with pytest.raises(SessionNotEditable):
+                    edit(s) if edit is edit_every_field else edit()
+            assert s.snapshot() == before
+        finally:
+            held.release.set()
+            closing.join(WAIT)
+        assert s.state is State.CLOSED
+
+    def test_reloading_or_holding_from_another_thread_is_refused_as_elsewhere(self):
+        """A reload or an atomic() block from another thread is refused with ``elsewhere`` set."""
+        held = _HeldInPhase()
+        workflow = Workflow()
+        workflow.before(held, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        before = s.snapshot()
+        closing, _ = _closing_in_thread(s)
+        errors: list[SessionNotEditable] = []
+        try:
+            assert held.entered.wait(WAIT)
+            with pytest.raises(SessionNotEditable) as reload:
+                s.__setstate__(before)
+            errors.append(reload.value)
+            with pytest.raises(SessionNotEditable) as block, s.atomic():
+                pass  # pragma: no cover - refused before the block runs
+            errors.append(block.value)
+        finally:
+            held.release.set()
+            closing.join(WAIT)
+        assert [(e.operation, e.running, e.elsewhere) for e in errors] == [
+            ("__setstate__", Trigger.CLOSE, True),
+            ("atomic", Trigger.CLOSE, True),
+        ]
+
+    def test_asking_from_another_thread_answers_and_changes_nothing(self):
+        """can()/why_not() from another thread while a trigger's guard runs only report it."""
+        held = _HeldInPhase()
+        workflow = Workflow()
+        workflow.guard(held, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        closing, _ = _closing_in_thread(s)
+        try:
+            assert held.entered.wait(WAIT)
+            assert s.can("cancel") is False
+            (refusal,) = s.why_not("cancel")
+        finally:
+            held.release.set()
+            closing.join(WAIT)
+        assert "while close() is in progress in another task or thread" in refusal.reason
+        assert len(held.carts) == 1  # the other thread's question asked no guard
+        assert [r.trigger for r in s.history] == [Trigger.CLOSE]
+
+    def test_a_thread_of_the_block_is_elsewhere_for_the_blocks_trigger(self):
+        """A thread of an atomic() block may not edit while the block's trigger runs a hook."""
+        held = _HeldInPhase()
+        workflow = Workflow()
+        workflow.before(held, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        errors: list[Exception] = []
+
+        def edit() -> None:
+            assert held.entered.wait(WAIT)
+            try:
+                s.set_coupon("BLOCK")
+            except SessionNotEditable as exc:
+                errors.append(exc)
+            finally:
+                held.release.set()
+
+        with s.atomic():
+            # A copy of the block's context (not the hook's): it belongs to the block.
+            helper = threading.Thread(target=contextvars.copy_context().run, args=(edit,))
+            helper.start()
+            s.close()
+            helper.join(WAIT)
+        (refusal,) = errors
+        assert isinstance(refusal, SessionNotEditable)
+        assert (refusal.running, refusal.held, refusal.elsewhere) == (Trigger.CLOSE, False, True)
+        assert (s.coupon, s.state) == (None, State.CLOSED)
+
+    def test_its_own_hook_may_still_edit(self):
+        """A before hook's edit is made, and commits with the trigger."""
+        workflow = Workflow()
+        workflow.before(lambda event: event.session.set_coupon("HOOK"), trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        s.close()
+        assert (s.coupon, s.state, s.update_count) == ("HOOK", State.CLOSED, 3)
+
+    def test_a_thread_carrying_the_hooks_context_may_edit(self):
+        """A hook's helper thread run in a copy of its context edits as the hook would."""
+
+        def edit_in_a_thread(event) -> None:
+            helper = threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(event.session.set_coupon, "HELPER"),
+            )
+            helper.start()
+            helper.join(WAIT)
+
+        workflow = Workflow()
+        workflow.before(edit_in_a_thread, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        s.close()
+        assert (s.coupon, s.state) == ("HELPER", State.CLOSED)
+
+    def test_a_thread_without_the_hooks_context_is_elsewhere(self):
+        """A hook's helper thread without its context is refused, and so is the trigger."""
+
+        def edit_in_a_thread(event) -> None:
+            errors: list[Exception] = []
+
+            def edit() -> None:
+                try:
+                    event.session.set_coupon("HELPER")
+                except SessionNotEditable as exc:
+                    errors.append(exc)
+
+            helper = threading.Thread(target=edit)
+            helper.start()
+            helper.join(WAIT)
+            raise errors[0]
+
+        workflow = Workflow()
+        workflow.before(edit_in_a_thread, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        with pytest.raises(HookFailed) as info:
+            s.close()
+        assert isinstance(info.value.__cause__, SessionNotEditable)
+        assert info.value.__cause__.elsewhere is True
+        assert (s.coupon, s.state, s.update_count) == (None, State.OPEN, 1)
+
+    def test_the_context_of_a_finished_trigger_lets_no_edit_into_a_later_one(self):
+        """Code still in an earlier trigger's context is refused while another thread's runs."""
+        kept: list[contextvars.Context] = []
+        held = _HeldInPhase()
+
+        def first_fails_second_waits(event) -> None:
+            if not kept:
+                kept.append(contextvars.copy_context())
+                raise RuntimeError("the first close fails")
+            held(event)
+
+        workflow = Workflow()
+        workflow.before(first_fails_second_waits, trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        with pytest.raises(HookFailed):
+            s.close()
+        closing, _ = _closing_in_thread(s)
+        try:
+            assert held.entered.wait(WAIT)
+            with pytest.raises(SessionNotEditable) as info:
+                kept[0].run(s.set_coupon, "STALE")
+        finally:
+            held.release.set()
+            closing.join(WAIT)
+        assert info.value.elsewhere is True
+        assert (s.coupon, s.state) == (None, State.CLOSED)
+
+    def test_a_thread_cannot_edit_between_the_last_hook_and_the_commit(self, monkeypatch):
+        """The session stays busy after the hooks until the commit: another thread's edit waits."""
+        at_commit, go_on = threading.Event(), threading.Event()
+        checked = _transaction.recheck_returns
+
+        def pause(run, saved) -> None:
+            # Where the hooks are done and the commit is next: CPython may switch threads.
+            at_commit.set()
+            go_on.wait(WAIT)
+            checked(run, saved)
+
+        monkeypatch.setattr(_transaction, "recheck_returns", pause)
+        seen: list[tuple[CartItem, ...]] = []
+        workflow = Workflow()
+        workflow.guard(lambda event: seen.append(event.session.cart_items), trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        closing, outcome = _closing_in_thread(s)
+        try:
+            assert at_commit.wait(WAIT)
+            with pytest.raises(SessionNotEditable):
+                s.set_cart_items([])
+        finally:
+            go_on.set()
+            closing.join(WAIT)
+        assert isinstance(outcome[0], TransitionRecord)
+        assert s.cart_items == seen[0] == (ITEM,)
+
+    def test_a_guard_refusal_never_undoes_another_threads_change(self, monkeypatch):
+        """A refused trigger rolls back while the session is still busy: nothing else is lost."""
+        at_rollback, go_on = threading.Event(), threading.Event()
+        undo = _transaction.undo
+
+        def pause(run, saved) -> None:
+            at_rollback.set()
+            go_on.wait(WAIT)
+            undo(run, saved)
+
+        monkeypatch.setattr(_transaction, "undo", pause)
+        workflow = Workflow()
+        workflow.guard(lambda event: "not yet", trigger=Trigger.CLOSE)
+        s = _session(workflow)
+        closing, outcome = _closing_in_thread(s)
+        try:
+            assert at_rollback.wait(WAIT)
+            with pytest.raises(SessionNotEditable):
+                s.set_coupon("SAVE10")
+        finally:
+            go_on.set()
+            closing.join(WAIT)
+        assert isinstance(outcome[0], GuardRejected)
+        s.set_coupon("SAVE10")  # free again once the trigger is over
+        assert (s.coupon, s.state, s.update_count) == ("SAVE10", State.OPEN, 2)
 
 
 # A table in which cancel leads elsewhere from closed than from open, so a cancel whose

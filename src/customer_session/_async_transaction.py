@@ -127,6 +127,7 @@ async def fire(
     engine = session.workflow.engine.asynchronous
     if plan is None:
         await engine.run(run, trigger)
+        record = finish(run)
     else:
         saved = begin(run, plan)
         try:
@@ -137,13 +138,16 @@ async def fire(
             # CancelledError (a timeout, a cancelled task) and the like: undo, pass it on.
             undo(run, saved)
             raise
+        else:
+            # Still busy until committed or rolled back (see the sync face's
+            # _run_hooked); no await from here to the commit: a cancellation
+            # cannot split it.
+            if not accepted:
+                raise refused(run, saved)
+            recheck_returns(run, saved)
+            record = finish(run)
         finally:
             end(run)
-        if not accepted:
-            raise refused(run, saved)
-        recheck_returns(run, saved)
-    # No await from here to the commit: a cancellation cannot split it.
-    record = finish(run)
     if plan is not None and plan.after_commit:
         await _after_commit(run, plan.after_commit, record)
     return record

@@ -8,13 +8,17 @@ An edit has a commit point of its own, :func:`commit_edit`: both are a
 check-and-set against what the trigger or edit was checked on, so neither ever
 lands on a session that the other changed meanwhile.
 
-While a trigger runs its guards and hooks, and while ``can()``/``why_not()`` ask
-the guards, the session is busy (its ``_running`` marker is set): a trigger fired
-meanwhile, from a guard or hook or from another task, is refused with
-``TransitionInProgress``, so no rollback can ever undo a transition that committed
-in between. Asking also refuses edits and ``__setstate__`` meanwhile (an edit made
-while a trigger runs commits or rolls back with it; one made while asking could
-only be lost), so asking changes nothing and has nothing to restore.
+While a trigger runs its guards and hooks, and on until it has committed or
+rolled back, and while ``can()``/``why_not()`` ask the guards, the session is busy
+(its ``_running`` marker is set): a trigger fired meanwhile, from a guard or hook
+or from another task, is refused with ``TransitionInProgress``, so no rollback can
+ever undo a transition that committed in between. Edits are refused meanwhile too
+(``SessionNotEditable``), except those of the trigger's own guards and hooks
+(code whose context carries the run: see ``_HOOKED``), which commit or roll back
+with it: so the transition commits with the session its guards and hooks saw,
+and its rollback never undoes another task's edit. Asking refuses every edit and
+``__setstate__`` (one made while asking could only be lost), so asking changes
+nothing and has nothing to restore.
 
 An ``atomic()`` block holds its session the same way, for code outside the block:
 the marker is a :class:`Held` naming the block, and only code whose context
@@ -115,13 +119,17 @@ class Block:
 
 _BLOCK: ContextVar[Block | None] = ContextVar("customer_session_atomic_block", default=None)
 
-_HOOKED: ContextVar[tuple[CustomerSession, ...]] = ContextVar("customer_session_hooked", default=())
-"""The sessions whose trigger's pre-commit guards and hooks the running code is in.
+_HOOKED: ContextVar[tuple[Run, ...]] = ContextVar("customer_session_hooked", default=())
+"""The triggers under way whose pre-commit guards and hooks the running code is in.
 
-Set from a trigger's start to its commit point, in its thread or task (and so in
-the tasks its hooks create): a trigger refused on one of them came from that
-trigger's own hooks, anything else from another task or thread, which needs
-other advice (see :func:`_in_progress`).
+Set from a trigger's start until it has committed or rolled back, in its thread
+or task, and so in what carries a copy of that context: the tasks its hooks
+create, the threads of ``asyncio.to_thread()``. Code in it may edit the session
+(its edits commit or roll back with the trigger); a trigger refused there came
+from the trigger's own hooks. Anything else is another task or thread: its edits
+are refused, and its refusals get other advice (see :func:`_in_progress`). A
+copy that outlives the run (a task left running) no longer counts: the run's
+``token`` is gone.
 """
 
 
@@ -231,7 +239,6 @@ class Run:
         "destination",
         "history",
         "items",
-        "orphaned",
         "phase",
         "plan",
         "refusal",
@@ -256,15 +263,14 @@ class Run:
     ) -> None:
         self.session = session
         # The busy marker when the trigger was checked; nobody else may have taken
-        # the session by the time it begins and commits (see ``commit``).
+        # the session by the time it begins (see ``begin``); from then on, the one
+        # the run put there, which it must still find when it commits (see ``commit``).
         self.seen = session._running
         # The history when the trigger was checked: every commit replaces it, so a
         # transition committed meanwhile shows even when the state stayed the same.
         self.history = session._history
         # The cart the returned items were checked against (see ``commit``).
         self.cart = session._cart_items
-        # Set when the atomic() block the trigger was fired in rolled back under it.
-        self.orphaned = False
         self.plan = plan
         self.trigger = trigger
         # The state the checks judged, read before the clock ran: the clock (user
@@ -281,8 +287,9 @@ class Run:
         self.refusal: Refusal | None = None
         self.phase = _GUARD
         self.current: Registration | None = None
-        # Set while the run's user code may run (see ``begin`` and ``end``).
-        self.token: Token[tuple[CustomerSession, ...]] | None = None
+        # Set while the run is under way: from ``begin`` (its user code may run)
+        # to ``end`` (committed or rolled back).
+        self.token: Token[tuple[Run, ...]] | None = None
 
     def event(self) -> TransitionEvent:
         """The event hooks receive, built on first use."""
@@ -421,9 +428,10 @@ def undo(run: Run, saved: tuple[Any, ...] | None) -> None:
 
     Not when the ``atomic()`` block it was fired in rolled back under it: the
     session is already back where the block started, and ``saved`` is newer.
+    The run is still under way, so nothing else changed the session meanwhile.
     """
     running = run.session._running
-    if not (run.orphaned or (type(running) is Held and running.rolled_back)):
+    if not (type(running) is Held and running.rolled_back):
         rollback(run.session, saved)
 
 
@@ -515,6 +523,7 @@ def _not_editable(
         running=running,
         asking=asking,
         held=held,
+        elsewhere=running is not None and not asking and not _hooked(session),
         why=_writing_why(session),
     )
 
@@ -582,15 +591,19 @@ class Edit:
 def check_edit(session: CustomerSession, operation: str) -> Edit:
     """Check that ``session`` may be edited now; what the edit is to be built on.
 
-    Only an open session can be edited. An edit made while a trigger runs (by its
-    hooks) commits or rolls back with it; one made while ``can()``/``why_not()``
-    ask, or from outside an ``atomic()`` block that holds the session, could be
-    undone by a rollback it had no part in.
+    Only an open session can be edited. An edit made while a trigger is under way
+    by its own guards and hooks commits or rolls back with it; one from another
+    task or thread meanwhile would change the session under the guards that
+    checked it (the transition would commit with values no guard saw) or be undone
+    by its rollback, and one made while ``can()``/``why_not()`` ask, or from
+    outside an ``atomic()`` block that holds the session, could be undone by a
+    rollback it had no part in.
 
     Raises:
-        SessionNotEditable: The session is not open, ``can()`` or ``why_not()`` are
-            asking the guards, or an ``atomic()`` block the running code is not in
-            holds the session.
+        SessionNotEditable: The session is not open, a trigger the running code is
+            not in the guards or hooks of is under way (``elsewhere``), ``can()`` or
+            ``why_not()`` are asking the guards, or an ``atomic()`` block the
+            running code is not in holds the session.
     """
     seen = Edit()
     # Read before any check: the checks judge these values, not the session, and
@@ -627,8 +640,9 @@ def check_edit(session: CustomerSession, operation: str) -> Edit:
         else:
             busy = _running_busy(running)
         # A trigger whose block rolled back under it: nothing of it is kept or undone,
-        # so the edits of its hooks would outlive the rollback.
-        if busy is not None and (busy[1] or busy[2] or seen.rolled_back):
+        # so the edits of its hooks would outlive the rollback. A trigger the code is
+        # not a guard or hook of: its guards checked the session as it is.
+        if busy is not None and (busy[1] or busy[2] or seen.rolled_back or not _hooked(session)):
             raise _not_editable(session, operation, busy)
     return seen
 
@@ -1027,13 +1041,13 @@ def _fire(
     if plan is None:
         # Nothing registered: no user code runs before the commit point.
         engine.run(run, trigger)
+        record = finish(run)
     else:
         if plan.first_async is not None:
             # Refuse before anything runs: an async after-commit hook found only
             # after the commit would leave a committed transition half-reported.
             raise _async_refused(run, plan.first_async)
-        _run_hooked(run, plan, engine)
-    record = finish(run)
+        record = _run_hooked(run, plan, engine)
     if plan is not None and plan.after_commit:
         _after_commit(run, plan.after_commit, record)
     return record
@@ -1049,8 +1063,14 @@ def _async_refused(run: _Run, entry: Registration) -> HookFailed:
     return error
 
 
-def _run_hooked(run: _Run, plan: _Plan, engine: Engine) -> None:
-    """Run the machine with user code in it; restore the session if anything fails."""
+def _run_hooked(run: _Run, plan: _Plan, engine: Engine) -> TransitionRecord:
+    """Run the machine with user code in it and commit; restore the session if anything fails.
+
+    The session stays busy until it has committed or rolled back: another thread
+    could otherwise change it between the last hook and the commit (the record
+    would not be what the guards checked) or before the rollback (which would
+    undo that change).
+    """
     saved = begin(run, plan)
     try:
         accepted = engine.run(run, run.trigger)
@@ -1059,11 +1079,13 @@ def _run_hooked(run: _Run, plan: _Plan, engine: Engine) -> None:
     except BaseException:
         undo(run, saved)
         raise
+    else:
+        if not accepted:
+            raise refused(run, saved)
+        recheck_returns(run, saved)
+        return finish(run)
     finally:
         end(run)
-    if not accepted:
-        raise refused(run, saved)
-    recheck_returns(run, saved)
 
 
 def recheck_returns(run: Run, saved: tuple[Any, ...] | None) -> None:
@@ -1116,13 +1138,14 @@ def begin(run: Run, plan: _Plan) -> tuple[Any, ...] | None:
             raise _taken(run)
         running.busy = run.trigger
     else:
-        session._running = run.trigger
-    run.token = _HOOKED.set((*_HOOKED.get(), session))
+        session._running = running = run.trigger
+    run.seen = running  # what the commit must still find
+    run.token = _HOOKED.set((*_HOOKED.get(), run))
     return saved
 
 
 def end(run: Run) -> None:
-    """The session is no longer busy with ``run`` (committed or not)."""
+    """The session is no longer busy with ``run`` (committed or rolled back)."""
     session = run.session
     if run.token is not None:
         _HOOKED.reset(run.token)
@@ -1130,13 +1153,10 @@ def end(run: Run) -> None:
     running = session._running
     if type(running) is Held:
         running.busy = None
-        if running.rolled_back:  # a block rolled back under it: it must not commit
-            running.rolled_back = False
-            run.orphaned = True
+        running.rolled_back = False  # the run, which it kept from committing, is over
         running.settle(session)
     else:
         session._running = None
-    run.seen = session._running  # what the commit must still find
 
 
 def hook_failed(run: Run, saved: tuple[Any, ...] | None) -> HookFailed:
@@ -1168,26 +1188,36 @@ def refused(run: Run, saved: tuple[Any, ...] | None) -> GuardRejected:
 
 
 def finish(run: Run) -> TransitionRecord:
-    """Commit ``run`` (every phase before the commit point has returned)."""
-    if run.orphaned:
+    """Commit ``run`` (every phase before the commit point has returned).
+
+    A run with guards or hooks commits before :func:`end`, while it still keeps
+    the session busy.
+    """
+    running = run.session._running
+    if type(running) is Held and running.rolled_back and run.token is not None:
         raise _taken(run, "the atomic() block it was fired in rolled back before it committed")
     record = TransitionRecord(run.trigger, run.source, run.destination, run.timestamp, run.items)
-    commit(run.session, record, run.seen, run.history, run.cart)
+    # Under way (begun, not ended), the run's own trigger keeps a hold busy.
+    busy = run.trigger if run.token is not None else None
+    commit(run.session, record, run.seen, run.history, run.cart, busy)
     return record
 
 
-def commit(
+def commit(  # noqa: PLR0917 - the commit point's whole test; keywords would cost
     session: CustomerSession,
     record: TransitionRecord,
     seen: object,
     history: tuple[TransitionRecord, ...],
     cart: tuple[CartItem, ...],
+    busy: Trigger | None = None,
 ) -> None:
     """The commit point: state, cart returns, history, ``updated`` and count together.
 
-    ``seen`` is the busy marker the caller found free, ``history`` the history it
-    checked the trigger on and ``cart`` the cart it checked the returned items
-    against. The commit happens only if all three are still there and the session
+    ``seen`` is the busy marker the caller found free (or, for a run under way,
+    the one it put there), ``history`` the history it checked the trigger on and
+    ``cart`` the cart it checked the returned items against; ``busy`` is what an
+    ``atomic()`` block's hold must be busy with (the run's trigger, or nothing).
+    The commit happens only if all of them are still there and the session
     is still in the record's source state, so a session that changed hands
     meanwhile (another thread took it or committed a transition, even one that
     stays in its state, a block rolled back under the trigger) never gets an edge
@@ -1203,7 +1233,7 @@ def commit(
     running = session._running
     if (
         running is not seen
-        or (type(running) is Held and running.busy is not None)
+        or (type(running) is Held and (running.busy is not busy or running.rolled_back))
         or session._state is not record._source
         or session._history is not history
         or (returned_cart is not None and session._cart_items is not cart)
@@ -1252,8 +1282,12 @@ def _in_progress(
 
 
 def _hooked(session: CustomerSession) -> bool:
-    """Whether the running code is in a pre-commit guard or hook of a trigger on ``session``."""
-    return any(hooked is session for hooked in _HOOKED.get())
+    """Whether the running code is in a guard or hook of the trigger under way on ``session``.
+
+    One trigger at most is under way on a session, so a run of the context that
+    is on ``session`` and not over (its token is set until :func:`end`) is that one.
+    """
+    return any(run.session is session and run.token is not None for run in _HOOKED.get())
 
 
 _CHANGED_HANDS: Final = (

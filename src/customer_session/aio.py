@@ -19,8 +19,9 @@ or plain functions, in every phase.
   The session's sync methods do not take the lock: a sync trigger during an
   async one, or while ``can()``/``why_not()`` await its guards, raises
   ``TransitionInProgress``; an edit from another task is refused while they
-  ask (``SessionNotEditable``), and during an async trigger is undone if that
-  trigger rolls back.
+  ask, and while an async trigger is under way (``SessionNotEditable``, with
+  ``elsewhere`` set): only that trigger's own guards and hooks, and the tasks
+  and ``asyncio.to_thread()`` helpers that carry their context, may edit it.
 - A ``session.atomic()`` block may await: it holds the session meanwhile, so a
   trigger (through a face or not) or edit from any task but the block's own and
   those it creates is refused, not made to wait, and never undone by the block.

@@ -36,7 +36,7 @@ bad input is a :class:`ValueError`), so code that catches builtins keeps working
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from attrs import frozen
 
@@ -358,15 +358,21 @@ class ProtectedFieldError(CustomerSessionError, AttributeError):
         self.hint = hint
 
 
+_WHOLE: Final = frozenset({"__setstate__", "atomic", "commit"})
+"""The operations on a whole session, which a trigger's own hooks may not do either."""
+
+
 class SessionNotEditable(CustomerSessionError):
     """A cart or session edit was refused: the session is not open, or it is busy.
 
     Only open sessions can be edited. No session can be edited while ``can()`` or
-    ``why_not()`` ask its guards, nor by another task or thread while an
-    ``atomic()`` block holds it, nor reloaded (``__setstate__``) while a trigger on
-    it is in progress or its guards are being asked (see
-    :class:`TransitionInProgress`). An edit that a trigger or another edit
-    overtook (the session changed after the edit was checked) is refused whole.
+    ``why_not()`` ask its guards, nor by another task or thread while a trigger on
+    it is in progress (only that trigger's own guards and hooks may edit it until
+    it has committed or rolled back) or an ``atomic()`` block holds it, nor
+    reloaded (``__setstate__``) while a trigger on it is in progress or its guards
+    are being asked (see :class:`TransitionInProgress`). An edit that a trigger or
+    another edit overtook (the session changed after the edit was checked) is
+    refused whole.
     An ``atomic()`` block cannot be opened on a
     session that is busy in any of these ways. A store refuses to commit (operation
     ``commit``, nothing written) a transaction whose block ended while a trigger it
@@ -382,6 +388,10 @@ class SessionNotEditable(CustomerSessionError):
         asking: Whether ``can()`` or ``why_not()`` are asking ``running``'s guards.
         held: Whether an ``atomic()`` block of another task or thread holds the
             session.
+        elsewhere: Whether ``running`` is in progress in another task or thread
+            (then the refused call should wait for it), rather than the call coming
+            from one of its own guards or hooks (which may edit, but not reload the
+            session or open a block on it).
     """
 
     def __init__(
@@ -393,6 +403,7 @@ class SessionNotEditable(CustomerSessionError):
         running: Trigger | None = None,
         asking: bool = False,
         held: bool = False,
+        elsewhere: bool = False,
         why: str | None = None,
     ) -> None:
         """Name the operation and the state, or what keeps the session busy.
@@ -406,6 +417,13 @@ class SessionNotEditable(CustomerSessionError):
                 why = f"in state '{state}'; only open sessions can be edited"
             elif asking:
                 why = _asking(running)
+            elif elsewhere:
+                why = f"while {running}() is in progress in another task or thread; try again "
+                # Its hooks may edit (not reload the session, nor open a block on it).
+                if operation in _WHOLE:
+                    why += "once it has finished"
+                else:
+                    why += f"once it has finished, or make the edit in one of {running}()'s hooks"
             else:
                 why = f"while {running}() is in progress"
         super().__init__(f"session {integration_id!r}: cannot {operation}() {why}")
@@ -415,6 +433,7 @@ class SessionNotEditable(CustomerSessionError):
         self.running = running
         self.asking = asking
         self.held = held
+        self.elsewhere = elsewhere
 
 
 @frozen

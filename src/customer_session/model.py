@@ -891,7 +891,8 @@ class CustomerSession:
             ValidationError: A new value breaks a rule; nothing changed.
             SessionNotEditable: A trigger or another edit changed the session since
                 it was checked (from another task or thread, or the clock); nothing
-                changed.
+                changed. (:meth:`_editing` refuses one from another task or thread
+                while a trigger is under way: only its guards and hooks may edit.)
         """
         values = seen.fields()
         if all(same(values[name], value) for name, value in changes.items()):
