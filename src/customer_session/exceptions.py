@@ -647,7 +647,7 @@ class StoreTimeout(StoreError, TimeoutError):
 
     Attributes:
         database: The database, as the store names it (an SQLite file; a PostgreSQL
-            URL without its password).
+            URL without its password or other secrets).
         waited_for: What the call waited for (``"the write lock"``, ``"a lock"``,
             ``"a connection"``, ``"its statement"``).
         setting: The setting whose limit ran out: ``"timeout"`` (the store's

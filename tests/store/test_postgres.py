@@ -747,6 +747,21 @@ class TestDatabaseName:
         assert named.startswith("PostgreSQL database ")
         assert named.endswith("(schema 'public')")
 
+    @pytest.mark.parametrize(
+        "option", ["sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"]
+    )
+    def test_hides_every_secret_option_not_only_the_password(self, option):
+        """A secret option other than the password (sslpassword, ...) is never shown either."""
+        named = database_name(f"postgresql://db.example/orders?{option}=hunter2", "public")
+        assert "hunter2" not in named
+
+    @pytest.mark.postgres
+    def test_a_stores_repr_hides_the_ssl_keys_password(self, pg_server):
+        """repr() of a store given sslpassword (unused without a client key) does not show it."""
+        with PostgresStore(f"{pg_server.url}?sslpassword=hunter2") as store:
+            assert "hunter2" not in repr(store)
+            assert "sslpassword=***" in repr(store)
+
     def test_a_search_path_without_an_existing_schema_is_said(self):
         """A connection whose current_schema() is None is named as having no schema."""
         named = database_name("postgresql://db.example/orders", None)
@@ -830,6 +845,8 @@ SECRET = [
     "host=db.example password=hun ter2",
     "host=db.example password='hunter2",
     "postgresql://db.example/orders?password=hunter2%zz",
+    "postgresql://db.example/orders?sslpassword=hunter2%zz",
+    "host=db.example sslpassword=hun ter2",
 ]
 
 

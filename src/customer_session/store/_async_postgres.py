@@ -374,7 +374,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             raise
 
     def __repr__(self) -> str:
-        """Show the server (without a password)."""
+        """Show the server (without its password or any other secret option)."""
         return f"<AsyncPostgresStore {_redact(self._conninfo)}>"
 
     async def close(self) -> None:

@@ -423,7 +423,7 @@ class PostgresStore(BaseStore[_S]):
             raise opening_error(exc, conninfo, min_connections, timeout) from exc
 
     def __repr__(self) -> str:
-        """Show the server (without a password)."""
+        """Show the server (without its password or any other secret option)."""
         return f"<PostgresStore {_redact(self._conninfo)}>"
 
     def close(self) -> None:
@@ -669,14 +669,27 @@ _INTEGER: Final = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+[ \t\n\v\f\r]*")
 _C_INT: Final = range(-(2**31), 2**31)
 # The options whose values are checked, and the hosts the ports are counted against.
 _CHECKED: Final = ("host", "hostaddr", "port", "connect_timeout", *_INTEGER_OPTIONS)
-# Where a password may be in a connection string, for keeping it out of libpq's
-# reasons: a URL's user information, its password parameter, and a password
-# keyword's value up to the next keyword (a space in a password unquoted splits it,
+# libpq's options whose values are secrets, never shown: those it marks as such
+# ("*" in PQconndefaults: the password, the SSL key's password, the OAuth client
+# secret) and the SCRAM keys, which it marks as debug options only but which
+# authenticate as the password does. Named here, not asked of libpq, so that a
+# string an older libpq cannot parse (which names no options) is hidden as well.
+_SECRET_OPTIONS: Final = (
+    "password",
+    "sslpassword",
+    "oauth_client_secret",
+    "scram_client_key",
+    "scram_server_key",
+)
+_SECRET_OPTION: Final = "|".join(_SECRET_OPTIONS)
+# Where a secret may be in a connection string, for keeping it out of libpq's
+# reasons: a URL's user information, a secret option's URL parameter, and a secret
+# keyword's value up to the next keyword (a space in a value unquoted splits it,
 # and libpq names the second half).
 _SECRETS: Final = (
     re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:([^/?#]*)@"),
-    re.compile(r"[?&]password=([^&#]*)"),
-    re.compile(r"(?:^|\s)password\s*=\s*(.*?)(?=\s+\w+\s*=|$)", re.DOTALL),
+    re.compile(rf"[?&](?:{_SECRET_OPTION})=([^&#]*)"),
+    re.compile(rf"(?:^|\s)(?:{_SECRET_OPTION})\s*=\s*(.*?)(?=\s+\w+\s*=|$)", re.DOTALL),
 )
 # What libpq quotes in its reasons.
 _QUOTED: Final = re.compile(r'"([^"]*)"')
@@ -691,8 +704,9 @@ def conninfo_problems(conninfo: str, argument: str) -> list[Problem]:
     the string or, for those it leaves out, from their environment variables
     (``PGPORT``, ``PGCONNECT_TIMEOUT``). A store refuses a string it cannot use
     when it is made, instead of failing to connect with it; each problem names
-    the option, its value and where it came from. The password is never shown,
-    even where libpq's reason quotes it.
+    the option, its value and where it came from. The password, or any other
+    secret option (``sslpassword``), is never shown, even where libpq's reason
+    quotes it.
 
     Returns:
         Nothing when libpq takes it (or psycopg, which the store then asks for, is
@@ -815,7 +829,7 @@ def _port_problem(settings: dict[str, _Setting]) -> str | None:
 
 
 def _without_secrets(reason: str, conninfo: str) -> str:
-    """The reason libpq gave for refusing ``conninfo``, the password quoted in it hidden."""
+    """The reason libpq gave for refusing ``conninfo``, the secrets quoted in it hidden."""
     secrets = [m.group(1) for pattern in _SECRETS for m in pattern.finditer(conninfo)]
     secrets = [secret for secret in secrets if secret]
 
@@ -826,7 +840,7 @@ def _without_secrets(reason: str, conninfo: str) -> str:
 
     hidden = _QUOTED.sub(hide, reason)
     if any(secret in hidden for secret in secrets):  # unquoted: say less rather than leak
-        return "libpq refuses it (its reason is withheld: it shows the password)"
+        return "libpq refuses it (its reason is withheld: it shows a secret)"
     return hidden
 
 
@@ -1005,13 +1019,23 @@ def no_schema(conninfo: str, search_path: str, integration_id: str | None) -> St
 
 
 def _redact(conninfo: str) -> str:
-    """The connection string without its password (for messages)."""
+    """The connection string without its password nor any other secret (for messages)."""
     try:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: PLC0415 - optional dependency
 
         parts = conninfo_to_dict(conninfo)
     except Exception:  # noqa: BLE001 - a message helper must not fail
         return "<connection string>"
-    if "password" in parts:
-        parts["password"] = "***"  # noqa: S105 - the redaction itself
+    for keyword in parts.keys() & {*_SECRET_OPTIONS, *_hidden_options()}:
+        parts[keyword] = "***"
     return make_conninfo(**{key: str(value) for key, value in parts.items()})
+
+
+@functools.cache
+def _hidden_options() -> frozenset[str]:
+    """The options this libpq marks as secret ("*"), those of later versions included."""
+    from psycopg import pq  # noqa: PLC0415 - optional dependency, there when this is called
+
+    return frozenset(
+        option.keyword.decode() for option in pq.Conninfo.get_defaults() if option.dispchar == b"*"
+    )
