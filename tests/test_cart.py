@@ -242,6 +242,13 @@ class TestItemAttributes:
         assert problem.path == "attributes.a" + "[0]" * (MAX_NESTING - 1)
         assert f"more than {MAX_NESTING} levels" in problem.message
 
+    def test_a_key_with_a_control_character_is_escaped_in_the_path(self):
+        """A key holding a terminal escape sequence is shown escaped in a path, never raw."""
+        with pytest.raises(ValidationError) as error:
+            CartItem(sku="A", quantity=1, attributes={"a\x1b]0;x\x07\u202e": float("nan")})
+        (problem,) = error.value.problems
+        assert problem.path == "attributes['a\\x1b]0;x\\x07\\u202e']"
+
     def test_attributes_that_are_not_a_mapping_are_refused(self):
         """An empty list is refused as attributes, not taken as no attributes."""
         with pytest.raises(ValidationError, match="attributes: must be a mapping"):

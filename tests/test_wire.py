@@ -596,6 +596,16 @@ class TestFromDict:
         doc["discounts"] = {"Welcome 10%": "2.25", "it's": True}
         assert refused(doc).keys() == {"$.discounts['Welcome 10%']", "$.discounts['it\\'s']"}
 
+    def test_control_characters_in_keys_are_escaped(self):
+        """A key's control characters (a terminal escape sequence) are escaped in its path."""
+        doc = to_dict(order())
+        doc["discounts"] = {"a\x1b]0;x\x07\u202e\n": "2.25"}
+        doc["zz\x9b"] = 1
+        assert refused(doc).keys() == {
+            "$.discounts['a\\u001b]0;x\\u0007\\u202e\\n']",
+            "$['zz\\u009b']",
+        }
+
     def test_total_far_from_the_cart_is_refused(self):
         """A total more than 0.005 away from the cart's value is a problem at $.total."""
         doc = to_dict(order())

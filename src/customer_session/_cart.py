@@ -287,8 +287,15 @@ def storable(text: str) -> str:
 
 
 def key_path(path: str, key: object) -> str:
-    """``path`` extended by a mapping key; a key that is not valid text is shown escaped."""
-    return f"{path}.{key}" if isinstance(key, str) and is_text(key) else f"{path}[{shown(key)}]"
+    """``path`` extended by a mapping key; a key that is not printable text is shown escaped.
+
+    Not printable covers what cannot be stored (NUL, a lone surrogate) and control
+    characters: a path is printed, and a key's terminal escape sequence must not
+    reach a terminal as one.
+    """
+    if isinstance(key, str) and key.isprintable():
+        return f"{path}.{key}"
+    return f"{path}[{shown(key)}]"
 
 
 def finite_total(compute: Callable[[], float]) -> bool:

@@ -159,8 +159,27 @@ def _member(path: str, key: object) -> str:
         return f"{path}.{key}"
     if isinstance(key, str) and is_text(key):
         escaped = key.replace("\\", "\\\\").replace("'", "\\'")
+        if not escaped.isprintable():  # a control character must not reach a terminal raw
+            escaped = "".join(map(_escaped_character, escaped))
         return f"{path}['{escaped}']"
     return f"{path}[{shown(key)}]"
+
+
+# RFC 9535's short escapes; every other character that is not printable is \uXXXX.
+_SHORT_ESCAPES: Final = {"\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped_character(character: str) -> str:
+    """``character`` in an RFC 9535 string literal: as it is if printable, else escaped."""
+    if character.isprintable():
+        return character
+    if character in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[character]
+    code = ord(character)
+    if code < 0x10000:  # noqa: PLR2004 - the Basic Multilingual Plane, one \u escape
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a UTF-16 surrogate pair, as JSON writes such a character
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def _element(path: str, index: int) -> str:
