@@ -257,6 +257,17 @@ class TestValidate:
         assert status == 0
         assert "valid (session 'order-2026-000871', closed)" in text
 
+    def test_a_file_name_with_control_characters_is_printed_escaped(self, tmp_path, capsys):
+        """A file name holding a terminal escape sequence is escaped in verdicts and errors."""
+        named = tmp_path / "a\x1b]0;x\x07.json"
+        named.write_text((DATA / "session_v1.json").read_text())
+        status, text = run("validate", str(named), str(tmp_path / "gone\x1b[2J.json"))
+        assert status == 2
+        assert "a\\x1b]0;x\\x07.json: valid" in text
+        err = one_line_error(capsys)
+        assert "gone\\x1b[2J.json: no such file" in err
+        assert "\x1b" not in text + err
+
     def test_invalid_document_lists_every_problem(self, tmp_path):
         """An invalid document lists each problem with its JSON path; the status is 1."""
         bad = tmp_path / "bad.json"
@@ -643,6 +654,17 @@ class TestHistory:
                 f"  close: open -> closed at {closed_at}\n"
             ),
         )
+
+    def test_an_operation_with_control_characters_is_printed_escaped(self, tmp_path):
+        """An operation label holding a terminal escape sequence is printed escaped, not raw."""
+        path = tmp_path / "store.db"
+        with open_store(path) as store:
+            store.create(CustomerSession(integration_id="order-42"))
+            store.update("order-42", lambda session: session.close(), operation="x\x1b]0;y\x07")
+        status, text = run("history", "order-42", "--db", str(path))
+        assert status == 0
+        assert "transition (x\\x1b]0;y\\x07)" in text
+        assert "\x1b" not in text
 
     def test_json_is_one_entry_a_line(self, db):
         """history --json prints one JSON object a line: each entry's to_dict()."""

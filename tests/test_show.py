@@ -2,7 +2,14 @@
 
 import pytest
 
-from customer_session._show import counted, shown, shown_name, shown_number, unreadable
+from customer_session._show import (
+    counted,
+    printable,
+    shown,
+    shown_name,
+    shown_number,
+    unreadable,
+)
 from customer_session._spec import State, Trigger
 
 
@@ -86,3 +93,13 @@ class TestCounted:
             "1 entry",
             "3 entries",
         )
+
+
+class TestPrintable:
+    def test_printable_text_is_kept_as_it_is(self):
+        """Text of printable characters only (quotes, backslashes, accents) is not changed."""
+        assert printable("orders/n\u00e9 'x'.json") == "orders/n\u00e9 'x'.json"
+
+    def test_control_characters_are_escaped_as_repr_escapes_them(self):
+        """A terminal escape sequence, a C1 control and a bidi override are escaped."""
+        assert printable("a\x1b]0;x\x07\x9b\u202e\n") == "a\\x1b]0;x\\x07\\x9b\\u202e\\n"

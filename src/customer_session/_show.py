@@ -24,6 +24,19 @@ def shown(value: object) -> str:
         return f"a {type(value).__name__} that cannot be shown"
 
 
+def printable(text: str) -> str:
+    r"""``text`` for a terminal: each character that is not printable escaped as ``repr`` does.
+
+    For text shown without quotes (a file name, an operation label, a whole
+    message): a control character (``\x1b``, the start of a terminal escape
+    sequence), a C1 control or a bidirectional override would otherwise act on the
+    reader's terminal instead of being shown. Printable text is returned as it is.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def shown_name(value: object) -> str:
     """:func:`shown`, for a value given as the name of a trigger or a state: text as text.
 

@@ -33,7 +33,7 @@ from customer_session import diagrams, replay, wire
 from customer_session._files import write_atomically
 
 # Wording, not behaviour: the CLI counts things in its messages as the library does.
-from customer_session._show import counted, shown
+from customer_session._show import counted, printable, shown
 from customer_session.exceptions import (
     CustomerSessionError,
     EffectNotPending,
@@ -261,8 +261,8 @@ def _input(text: str) -> Path:
 
 
 def _named(path: Path) -> str:
-    """How messages name an input file: as given, or ``standard input`` for ``-``."""
-    return "standard input" if path is STDIN else str(path)
+    """How messages name an input file: as given (escaped for a terminal), or ``standard input``."""
+    return "standard input" if path is STDIN else printable(str(path))
 
 
 def _count(text: str) -> int:
@@ -494,7 +494,7 @@ def _write(path: Path, data: str | bytes, out: TextIO) -> None:
         write_atomically(path, data if isinstance(data, bytes) else data.encode("utf-8"))
     except OSError as error:
         raise _UsageError(f"{path}: cannot write ({error.strerror})") from None
-    print(f"wrote {path}", file=out)
+    print(f"wrote {printable(str(path))}", file=out)
 
 
 def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -685,8 +685,8 @@ def _entries_text(integration_id: str, entries: Sequence[JournalEntry]) -> str:
         who = [f"key {shown(entry.key)}"] if entry.key is not None else []
         who += [f"by {shown(entry.actor)}"] if entry.actor is not None else []
         lines.append(
-            f"version {entry.version} at {data['recordedAt']}: {entry.kind} ({entry.operation})"
-            + (f", {', '.join(who)}" if who else "")
+            f"version {entry.version} at {data['recordedAt']}: {entry.kind} "
+            f"({printable(entry.operation)})" + (f", {', '.join(who)}" if who else "")
         )
         lines.extend(f"  {_record_text(record)}" for record in data["records"])
     return "\n".join(lines) + "\n"
@@ -748,9 +748,10 @@ def _one_line(error: BaseException) -> str:
     """The message on one line: its lines joined by ``; ``, runs of spaces made one.
 
     Joined by spaces only, ``3 problems:`` followed by its list would run the
-    problems together with nothing to tell where one ends.
+    problems together with nothing to tell where one ends. What is left that is not
+    printable is escaped: a message may quote a file name or an option as given.
     """
-    lines = [" ".join(line.split()) for line in str(error).splitlines()]
+    lines = [printable(" ".join(line.split())) for line in str(error).splitlines()]
     first, *rest = [line for line in lines if line] or [""]
     if not rest:
         return first
