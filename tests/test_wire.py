@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import re
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -810,6 +811,12 @@ class TestFromJson:
         problems = refused(text, from_json)
         assert problems.keys() == {"$"}
         assert problems["$"].startswith(message)
+
+    def test_an_integer_beyond_pythons_digit_limit_is_said_to_be_one(self):
+        """An integer of more digits than Python converts is named, without Python's advice."""
+        limit = sys.get_int_max_str_digits()
+        problems = refused('{"total": 1' + "0" * limit + "}", from_json)
+        assert problems == {"$": f"unsupported JSON: a number has more than {limit} digits"}
 
     @pytest.mark.parametrize(
         ("text", "where"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
@@ -1592,8 +1593,12 @@ def _loads(text: object, subject: str) -> Any:
         message = f"malformed JSON: {_json_problem(exc)} (line {exc.lineno}, column {exc.colno})"
     except RecursionError:
         message = "malformed JSON: nested too deeply"
-    except ValueError as exc:  # NaN, invalid UTF-8, over-long integers
+    except (UnicodeDecodeError, _RefusedConstant) as exc:  # invalid UTF-8, NaN
         message = f"malformed JSON: {exc}"
+    except ValueError:
+        # The only other ValueError json.loads raises: int()'s limit on digits, whose
+        # own words ("use sys.set_int_max_str_digits()") are advice for Python code.
+        message = f"unsupported JSON: a number has more than {sys.get_int_max_str_digits()} digits"
     else:
         if repeated:
             raise _validation_error(subject, _repeated_keys(data))
@@ -1622,8 +1627,12 @@ def _repeated_keys(data: Any) -> list[tuple[str, str]]:
     return sorted(problems)
 
 
+class _RefusedConstant(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity``, which Python's reader takes and JSON has not."""
+
+
 def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _RefusedConstant(f"{name} is not a JSON number")
 
 
 def _cart_value(doc: _SessionV1 | _SessionV2) -> float:
