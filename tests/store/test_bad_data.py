@@ -655,6 +655,25 @@ class TestOpening:
         assert "secret" not in str(info.value)
         assert list(tmp_path.iterdir()) == []
 
+    @pytest.mark.parametrize(
+        "target",
+        [
+            " postgresql://user:secret@host/db",
+            "postgresql:/user:secret@host/db",
+            "postgres:user:secret@host",
+            "\tmysql://user:secret@host/db",
+        ],
+        ids=["leading space", "one slash", "no slash", "leading tab, another scheme"],
+    )
+    def test_a_mistyped_url_is_refused_without_its_password(self, tmp_path, monkeypatch, target):
+        """A mistyped URL is refused without its password, not opened as an SQLite file."""
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(ValidationError) as info:
+            open_store(target)
+        assert str(info.value).startswith("open_store(): target: ")
+        assert "secret" not in str(info.value)
+        assert list(tmp_path.iterdir()) == []
+
     def test_an_sqlite_file_uri_with_an_authority_is_opened(self, tmp_path):
         """A ``file:///`` URI (the form with an empty authority) is an SQLite file, not refused."""
         uri = f"{tmp_path.as_uri()}/x.db?mode=rwc"

@@ -24,7 +24,14 @@ POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
 # ``scheme://``, the scheme two characters or more: ``C:/x.db`` stays a Windows path.
 # ``file:`` (``file:///x.db`` too) is SQLite's own URI form, which SQLiteStore opens.
-_URL: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
+# Leading white space too: a value read from a file or a variable may keep some, and
+# the URL is no file name for it.
+_URL: Final = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]+)://")
+# A PostgreSQL URL mistyped (white space before it, a slash or both missing): opened
+# as a path, it would make a stray file, and the error would quote its password.
+_POSTGRES_MISTYPED: Final = re.compile(
+    r"\s*postgres(?:ql)?:(?!//)|\s+postgres(?:ql)?://", re.IGNORECASE
+)
 
 
 @overload
@@ -82,8 +89,9 @@ def open_store(
 
     Raises:
         ValidationError: ``target`` is empty, not a path or URL, or a URL of another
-            scheme than ``postgresql://`` (``mysql://``, ``sqlite:///``), or an
-            option is bad.
+            scheme than ``postgresql://`` (``mysql://``, ``sqlite:///``), a
+            PostgreSQL URL mistyped (white space before it, a slash missing), or
+            an option is bad.
         StoreError: The database cannot be opened (or psycopg is missing for a URL).
         SchemaNotReady: With ``migrate=False``, the database holds no store or an
             older schema (raised on first use).
@@ -110,6 +118,14 @@ def open_store(
             timeout=timeout,
             actor=actor,
             migrate=migrate,
+        )
+    if _POSTGRES_MISTYPED.match(text):
+        # Only what is wrong is said: the rest may hold a password.
+        raise ValidationError.single(
+            "open_store()",
+            "target",
+            "looks like a PostgreSQL URL but does not start with 'postgresql://' or "
+            "'postgres://' (white space before it, or a slash missing)",
         )
     url = None if text.startswith("file:") else _URL.match(text)
     if url is not None:
