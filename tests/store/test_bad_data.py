@@ -674,6 +674,31 @@ class TestOpening:
         assert "secret" not in str(info.value)
         assert list(tmp_path.iterdir()) == []
 
+    @pytest.mark.parametrize(
+        "target",
+        [
+            "host=db.example password=secret dbname=orders",
+            "dbname = orders password=secret",
+            " user=app password='secret' host=db",
+            "service=orders",
+        ],
+        ids=["host first", "spaces around =", "leading space, quoted", "a service"],
+    )
+    def test_a_keyword_value_connection_string_is_refused(self, tmp_path, monkeypatch, target):
+        """A libpq keyword/value string is refused without its secrets, not made an SQLite file."""
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(ValidationError, match="keyword/value connection string") as info:
+            open_store(target)
+        assert str(info.value).startswith("open_store(): target: ")
+        assert "secret" not in str(info.value)
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_file_named_like_an_option_is_opened_by_its_relative_path(self, tmp_path):
+        """A file whose name starts like a libpq option opens when named as ``./name``."""
+        with open_store(str(tmp_path / "dbname=orders.db")) as store:
+            store.create(CustomerSession(integration_id="a"))
+        assert (tmp_path / "dbname=orders.db").exists()
+
     def test_an_sqlite_file_uri_with_an_authority_is_opened(self, tmp_path):
         """A ``file:///`` URI (the form with an empty authority) is an SQLite file, not refused."""
         uri = f"{tmp_path.as_uri()}/x.db?mode=rwc"

@@ -33,6 +33,21 @@ _POSTGRES_MISTYPED: Final = re.compile(
     r"\s*postgres(?:ql)?:(?!//)|\s+postgres(?:ql)?://", re.IGNORECASE
 )
 
+# A libpq keyword/value connection string ("host=db password=..."): opened as a
+# path, it would make a file named after it, password and all, in the working
+# directory. A file of such a name is still opened when named "./host=...".
+_LIBPQ_KEYWORDS: Final = (
+    "host|hostaddr|port|dbname|user|password|passfile|require_auth|channel_binding"
+    "|connect_timeout|client_encoding|options|application_name"
+    "|fallback_application_name|keepalives|keepalives_idle|keepalives_interval"
+    "|keepalives_count|tcp_user_timeout|replication|gssencmode|sslmode|sslnegotiation"
+    "|sslcompression|sslcert|sslkey|sslcertmode|sslpassword|sslrootcert|sslcrl"
+    "|sslcrldir|sslsni|requirepeer|ssl_min_protocol_version|ssl_max_protocol_version"
+    "|min_protocol_version|max_protocol_version|krbsrvname|gsslib|gssdelegation"
+    "|service|target_session_attrs|load_balance_hosts|oauth_[a-z_]+|scram_[a-z_]+"
+)
+_KEYWORD_VALUE: Final = re.compile(rf"\s*(?:{_LIBPQ_KEYWORDS})\s*=", re.IGNORECASE)
+
 
 @overload
 def open_store(
@@ -90,8 +105,9 @@ def open_store(
     Raises:
         ValidationError: ``target`` is empty, not a path or URL, or a URL of another
             scheme than ``postgresql://`` (``mysql://``, ``sqlite:///``), a
-            PostgreSQL URL mistyped (white space before it, a slash missing), or
-            an option is bad.
+            PostgreSQL URL mistyped (white space before it, a slash missing), a
+            libpq keyword/value connection string (``host=... dbname=...``; a file
+            of such a name is opened as ``./host=...``), or an option is bad.
         StoreError: The database cannot be opened (or psycopg is missing for a URL).
         SchemaNotReady: With ``migrate=False``, the database holds no store or an
             older schema (raised on first use).
@@ -126,6 +142,14 @@ def open_store(
             "target",
             "looks like a PostgreSQL URL but does not start with 'postgresql://' or "
             "'postgres://' (white space before it, or a slash missing)",
+        )
+    if _KEYWORD_VALUE.match(text):
+        raise ValidationError.single(
+            "open_store()",
+            "target",
+            "looks like a libpq keyword/value connection string ('host=... dbname=...'): "
+            "give PostgreSQL as a postgresql:// URL (or the string to PostgresStore), "
+            "or a file of that name as './name'",
         )
     url = None if text.startswith("file:") else _URL.match(text)
     if url is not None:
