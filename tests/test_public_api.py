@@ -45,6 +45,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "ReturnedItem",
         "SchemaNotReady",
         "SessionExists",
+        "SessionFields",
         "SessionNotEditable",
         "SessionNotFound",
         "Specification",
@@ -116,7 +117,7 @@ PUBLIC_API: dict[str, list[str]] = {
         "Workflow",
         "utc_now",
     ],
-    "customer_session.model": ["CustomerSession", "ReopenableCustomerSession"],
+    "customer_session.model": ["CustomerSession", "ReopenableCustomerSession", "SessionFields"],
     "customer_session.replay": [
         "MAX_DEPTH",
         "OPERATIONS",

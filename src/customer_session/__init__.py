@@ -51,7 +51,7 @@ from customer_session.exceptions import (
     WorkflowError,
 )
 from customer_session.hooks import Guard, Hook, Refusal, Registration, Workflow, utc_now
-from customer_session.model import CustomerSession, ReopenableCustomerSession
+from customer_session.model import CustomerSession, ReopenableCustomerSession, SessionFields
 
 __all__ = [
     "CUSTOMER_SESSION",
@@ -85,6 +85,7 @@ __all__ = [
     "ReturnedItem",
     "SchemaNotReady",
     "SessionExists",
+    "SessionFields",
     "SessionNotEditable",
     "SessionNotFound",
     "Specification",

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from difflib import get_close_matches
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Required, Self, TypedDict, Unpack, cast
 from weakref import WeakKeyDictionary
 
 import attrs
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from customer_session.hooks import Refusal
 
 # Also exported by the package, whose name users import them by.
-__all__ = ["CustomerSession", "ReopenableCustomerSession"]
+__all__ = ["CustomerSession", "ReopenableCustomerSession", "SessionFields"]
 
 
 def _hint(name: str) -> str:
@@ -206,6 +206,36 @@ def _foreign_workflow(session: CustomerSession, workflow: object) -> WorkflowErr
         f"{type(session).__name__} follows {session.specification.name!r}; "
         f"{shown(workflow)} drives another specification"
     )
+
+
+class SessionFields(TypedDict, total=False):
+    """The arguments of :meth:`CustomerSession.restore`, by name, each with its type.
+
+    Every constructor argument (see :class:`CustomerSession`), in the order of the
+    fields, and restore's own: ``state`` (required, any state of the table),
+    ``update_count`` and ``history``. A type checker refuses a misspelled or
+    mistyped argument to ``restore()`` as it does the constructor's. A subclass
+    with fields of its own restores them from a ``dict[str, Any]`` (as
+    :meth:`CustomerSession.snapshot` gives), which is checked when it runs.
+    """
+
+    workflow: Workflow
+    integration_id: Required[str]
+    state: Required[State | str]
+    profile_id: str | None
+    coupon: str | None
+    referral: str | None
+    cart_items: Iterable[CartItem]
+    identifiers: Iterable[str]
+    attributes: Mapping[str, JSONValue]
+    first_session: bool
+    discounts: Mapping[str, float]
+    application_id: int
+    additional_costs: Mapping[str, AdditionalCost]
+    created: datetime
+    updated: datetime | None
+    update_count: int
+    history: Iterable[TransitionRecord]
 
 
 # Fields are private slots behind read-only properties (see ``_readonly``).
@@ -593,14 +623,7 @@ class CustomerSession:
     # -- restoring, copying, pickling ---------------------------------------
 
     @classmethod
-    def restore(
-        cls,
-        *,
-        state: State | str = _NOT_GIVEN,
-        update_count: int = 1,
-        history: Iterable[TransitionRecord] = (),
-        **fields: Any,
-    ) -> Self:
+    def restore(cls, **fields: Unpack[SessionFields]) -> Self:
         """Load a session in any state of the table (from a store or the wire).
 
         Unlike the constructor, any state of the specification is accepted. The
@@ -624,10 +647,10 @@ class CustomerSession:
           SKU if given. Without a history only the first rule can be checked.
 
         Args:
-            state: The stored state.
-            update_count: The stored update count (at least 1).
-            history: The stored transition records.
-            **fields: Every other constructor argument.
+            **fields: Every constructor argument (as for :class:`CustomerSession`),
+                and ``state`` (required: the stored state), ``update_count`` (the
+                stored update count, at least 1; default 1) and ``history`` (the
+                stored transition records; default none): see :class:`SessionFields`.
 
         Raises:
             ValidationError: Every problem, each with its path; a keyword that is not
@@ -635,6 +658,12 @@ class CustomerSession:
                 ``state``), is one too (with ``Cls.restore()`` as the subject), not a
                 ``TypeError``.
         """
+        # Checked here, value by value, whatever a caller's type checker saw: a store
+        # or a wire document passes untyped data. (``fields`` is this call's own dict.)
+        arguments = cast("dict[str, Any]", fields)
+        state: State | str = arguments.pop("state", _NOT_GIVEN)
+        update_count: int = arguments.pop("update_count", 1)
+        history: Iterable[TransitionRecord] = arguments.pop("history", ())
         spec = cls.specification
         if isinstance(history, Iterable) and not isinstance(history, str | bytes | Mapping):
             # An iterable that raises is refused with its error, as a cart's is.
@@ -645,15 +674,15 @@ class CustomerSession:
         problems = int_problems("update_count", update_count, 1)
         problems.extend(_record_problems(spec, records, _to_state(state) if given else None))
         accepted, required = _init_arguments(cls)
-        if not (given and fields.keys() <= accepted and required <= fields.keys()):
+        if not (given and arguments.keys() <= accepted and required <= arguments.keys()):
             # The constructor cannot even be called: its TypeError would name no field
             # (and restore's own, for a missing state, names no problem of the data).
-            wrong = _argument_problems(cls, fields.keys(), accepted, required, state=given)
+            wrong = _argument_problems(cls, arguments.keys(), accepted, required, state=given)
             raise ValidationError(f"{cls.__name__}.restore()", [*wrong, *problems])
         session = cls.__new__(cls)
         token = _RESTORING.set(session)
         try:
-            cls.__init__(session, state=state, **fields)
+            cls.__init__(session, state=state, **arguments)
         except ValidationError as exc:
             raise ValidationError(exc.subject, [*exc.problems, *problems]) from None
         finally:

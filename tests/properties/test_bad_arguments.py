@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Unpack, get_args, get_origin, is_typeddict
 
 import attrs
 import pytest
@@ -106,6 +106,9 @@ NOT_CHECKED: dict[str, Callable[[type], bool]] = {
     # Typing protocols (Guard, Hook, Clock, SessionStore, EffectHandler) are types to
     # implement, not callables to call.
     "protocols": lambda cls: bool(getattr(cls, "_is_protocol", False)),
+    # TypedDicts (SessionFields) type the keywords of a callable (restore()), whose
+    # parameters the recipes try one by one; calling one only makes a dict.
+    "typed dicts": is_typeddict,
     # Its rules and invariants are called by Hypothesis's stateful runner with values
     # it draws, never by a user.
     "testing.SessionStateMachine": lambda cls: cls.__name__ == "SessionStateMachine",
@@ -667,8 +670,24 @@ def parameter_names(name: str) -> list[str]:
     for parameter in inspect.signature(PUBLIC[name]).parameters.values():
         if parameter.name in {"self", "cls"}:
             continue
-        names.append(MORE_FIELDS if parameter.kind is parameter.VAR_KEYWORD else parameter.name)
+        if parameter.kind is parameter.VAR_KEYWORD:
+            names.extend(typed_keywords(PUBLIC[name], parameter) or [MORE_FIELDS])
+        else:
+            names.append(parameter.name)
     return names
+
+
+def typed_keywords(func: Callable[..., Any], parameter: inspect.Parameter) -> list[str]:
+    """The keywords of ``**parameter: Unpack[SomeTypedDict]`` (restore()'s), each its own case."""
+    annotation = parameter.annotation
+    if isinstance(annotation, str):  # postponed (from __future__ import annotations)
+        if not annotation.startswith("Unpack["):
+            return []
+        annotation = eval(annotation, vars(sys.modules[func.__module__]))  # noqa: S307 - the library's own annotation
+    if get_origin(annotation) is not Unpack:
+        return []
+    (fields,) = get_args(annotation)
+    return list(fields.__annotations__)
 
 
 def cases(names: list[str]) -> list[Any]:
@@ -701,6 +720,8 @@ def arguments(
             extra = {k: v for k, v in call.args.items() if k not in signature.parameters}
             if parameter == MORE_FIELDS:
                 extra[data.draw(st.sampled_from(sorted(extra)), label="field")] = value
+            elif parameter in typed_keywords(call.func, p):
+                extra[parameter] = value
             kwargs.update(extra)
         elif p.kind is p.VAR_POSITIONAL:
             args.extend((value,) if p.name == parameter else call.args.get(p.name, ()))

@@ -109,6 +109,11 @@ class GiftSession(CustomerSession):
 
 
 gift = GiftSession(integration_id="order-44", cart_items=(item,), gift_note="Happy birthday")
+# A subclass's own fields are no SessionFields: it restores from a snapshot's dict.
+assert_type(GiftSession.restore(**gift.snapshot()), GiftSession)
+assert_type(
+    ReopenableCustomerSession.restore(integration_id="o", state="closed"), ReopenableCustomerSession
+)
 
 
 def refused_arguments() -> None:
@@ -117,6 +122,10 @@ def refused_arguments() -> None:
     GiftSession(integration_id=44)  # type: ignore[arg-type] # an id is a string
     # A JSON value is checked all the way down (the alias was Unknown to pyright).
     CustomerSession(integration_id="o", attributes={"at": [datetime.now(UTC)]})  # type: ignore[list-item] # not JSON
+    # restore() takes the constructor's arguments and its own, each with its type.
+    CustomerSession.restore(integration_id="o", state="closed", cupon="X")  # type: ignore[call-arg] # misspelled
+    CustomerSession.restore(integration_id="o", state="closed", coupon=10)  # type: ignore[arg-type] # a str
+    ReopenableCustomerSession.restore(integration_id="o", stat="closed")  # type: ignore[call-arg] # misspelled
 
 
 # Errors' attributes are declared, so every checker reads the same types.
