@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
-from hypothesis import settings
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -744,10 +744,16 @@ def test_the_backends_agree(collated_schemas: Callable[[], str], tmp_path: Path)
     run_state_machine_as_test(
         lambda: Lockstep(collated_schemas, tmp_path),
         # Each example opens six store objects on three new databases: a modest
-        # count keeps the test within seconds under every profile.
+        # count keeps the test within seconds under every profile. No shrinking:
+        # its runs cost as much, and Hypothesis shrinks for up to five minutes (a
+        # fixed limit, no setting), past the per-test timeout. A failure prints
+        # the steps of the example that failed (up to stateful_step_count) and,
+        # with the ci profile's print_blob, its @reproduce_failure line; the
+        # explain phase, which works on a shrunk example, goes with it.
         settings=settings(
             settings.default,
             max_examples=min(settings.default.max_examples, 12),
             stateful_step_count=min(settings.default.stateful_step_count, 20),
+            phases=[p for p in settings.default.phases if p not in {Phase.shrink, Phase.explain}],
         ),
     )
