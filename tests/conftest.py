@@ -8,6 +8,7 @@ a server that cannot start fails the run: those tests are never skipped there.
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -78,6 +79,20 @@ def full_disk() -> Callable[[int], contextlib.AbstractContextManager[None]]:
             signal.signal(signal.SIGXFSZ, ignored)
 
     return limited
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """The port of a server that takes connections and never says a word (a hung host).
+
+    A listening socket nobody accepts from: the kernel completes the handshakes
+    (then, its queue full, leaves the next ones unanswered), so a client waits for
+    the server's first reply for as long as it lets itself.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        yield listener.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -571,6 +571,20 @@ class TestShow:
         assert run("show", "order-42", "--db", "postgresql://127.0.0.1:1/orders") == (2, "")
         assert "cannot connect to PostgreSQL" in one_line_error(capsys)
 
+    def test_a_server_that_never_answers_is_one_line_in_time(
+        self, capsys, monkeypatch, silent_server
+    ):
+        """show on a URL whose server never answers gives up after connect_timeout, exit 2."""
+        monkeypatch.setenv("PGCONNECT_TIMEOUT", "2")  # the default timeout waits 30 seconds
+        url = f"postgresql://postgres:s3cret@127.0.0.1:{silent_server}/orders"
+        assert run("show", "order-42", "--db", url) == (2, "")
+        assert one_line_error(capsys) == (
+            "customer-session: error: cannot connect to PostgreSQL (user=postgres "
+            f"password=*** dbname=orders host=127.0.0.1 port={silent_server}): no answer "
+            "from the server within 2 seconds (PGCONNECT_TIMEOUT=2): is the server up, "
+            "and reachable at that host and port?\n"
+        )
+
     def test_a_bad_libpq_option_in_the_url_is_one_line(self, capsys):
         """A --db URL whose numeric libpq option is no number is one --db error line."""
         url = "postgresql://127.0.0.1:1/orders?connect_timeout=abc"

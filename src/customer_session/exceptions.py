@@ -651,9 +651,12 @@ class StoreTimeout(StoreError, TimeoutError):
         waited_for: What the call waited for (``"the write lock"``, ``"a lock"``,
             ``"a connection"``, ``"its statement"``).
         setting: The setting whose limit ran out: ``"timeout"`` (the store's
-            argument), or the server's ``"lock_timeout"`` or ``"statement_timeout"``.
-        timeout: The limit in seconds when it is the store's ``timeout``; ``None``
-            for a server setting (the store does not know its value).
+            argument), libpq's ``"connect_timeout"`` (given in a PostgreSQL
+            store's connection string or by ``PGCONNECT_TIMEOUT``), or the server's
+            ``"lock_timeout"`` or ``"statement_timeout"``.
+        timeout: The limit in seconds when it is the store's ``timeout`` or
+            ``connect_timeout`` (``None`` for a ``connect_timeout`` of 0: no limit
+            asked); ``None`` for a server setting (the store does not know its value).
         integration_id: The session concerned, when there is one.
     """
 

@@ -286,6 +286,53 @@ def test_a_pool_that_cannot_open_in_time_fails_opening_within_the_timeout(backen
     assert (caught.value.setting, caught.value.timeout) == ("timeout", 0.5)
 
 
+class TestAServerThatNeverAnswers:
+    """Opening a store on a server that never answers gives up in time, with a StoreTimeout."""
+
+    @pytest.mark.parametrize("opener", ["PostgresStore", "AsyncPostgresStore", "open_store"])
+    def test_the_first_connection_is_bounded_by_the_stores_timeout(self, opener, silent_server):
+        """Without connect_timeout, the store's timeout (whole seconds, at least 2) bounds it."""
+        url = f"postgresql://postgres:s3cret@127.0.0.1:{silent_server}/store"
+        open_it = {
+            "PostgresStore": PostgresStore,
+            "AsyncPostgresStore": SyncOverAsync,
+            "open_store": open_store,
+        }[opener]
+        start = time.monotonic()
+        with pytest.raises(StoreTimeout) as caught:
+            open_it(url, timeout=1.0)
+        waited = time.monotonic() - start
+        error = caught.value
+        assert 1.0 <= waited < 10
+        assert (error.waited_for, error.setting, error.timeout) == ("a connection", "timeout", 1.0)
+        assert "host=127.0.0.1" in error.database
+        assert f"port={silent_server}" in error.database
+        message = str(error)
+        assert message.startswith(f"cannot connect to PostgreSQL ({error.database}): ")
+        assert "no answer from the server within 2 seconds" in message
+        assert "the store's timeout=1" in message
+        assert "s3cret" not in message
+
+    @pytest.mark.parametrize("backend", ["postgres", "postgres-async"])
+    @pytest.mark.parametrize("where", ["conninfo", "environment"])
+    def test_a_connect_timeout_given_is_kept(self, backend, where, silent_server, monkeypatch):
+        """A connect_timeout in the URL or PGCONNECT_TIMEOUT bounds it instead, and is named."""
+        url = f"postgresql://postgres@127.0.0.1:{silent_server}/store"
+        if where == "conninfo":
+            url += "?connect_timeout=2"
+        else:
+            monkeypatch.setenv("PGCONNECT_TIMEOUT", "2")
+        start = time.monotonic()
+        with pytest.raises(StoreTimeout) as caught:
+            (PostgresStore if backend == "postgres" else SyncOverAsync)(url, timeout=60)
+        waited = time.monotonic() - start
+        assert 2 <= waited < 10
+        error = caught.value
+        assert (error.setting, error.timeout) == ("connect_timeout", 2)
+        named = "connect_timeout=2" if where == "conninfo" else "PGCONNECT_TIMEOUT=2"
+        assert f"no answer from the server within 2 seconds ({named})" in str(error)
+
+
 class TestGivingUpWaitingOnTheServer:
     """The server's lock_timeout or statement_timeout ends a wait for another connection's lock."""
 

@@ -83,6 +83,7 @@ from customer_session.store._postgres import (
     SCHEMA_PLACE,
     _import_psycopg,
     _redact,
+    connect_limit,
     database_name,
     duplicate_key,
     insert_statement,
@@ -181,8 +182,10 @@ class AsyncPostgresStore(StoreCore[_S]):
         timeout: Seconds a call waits for a connection from the pool (all in use,
             or none can be made: the server is down), and :meth:`open` for the
             pool's first ``min_connections``; then it raises
-            :class:`~customer_session.StoreTimeout`. Each connection attempt is
-            bounded by libpq's own ``connect_timeout`` (in ``conninfo``).
+            :class:`~customer_session.StoreTimeout`. It bounds each attempt to
+            connect too (a server that does not answer), as libpq's
+            ``connect_timeout``: in whole seconds, rounded up, at least 2; a
+            ``connect_timeout`` in ``conninfo`` (or ``PGCONNECT_TIMEOUT``) is kept.
         actor: Who the journal entries of this store object's commits name, unless
             a call gives its own ``actor=`` (default ``None``: nobody); at most 200
             characters, not only whitespace, without control characters.
@@ -199,7 +202,9 @@ class AsyncPostgresStore(StoreCore[_S]):
             opened the store.
         StoreTimeout: (Raised by a call.) It gave up waiting: no pooled connection
             in time, or a lock or statement past the server's ``lock_timeout`` or
-            ``statement_timeout``; nothing was written.
+            ``statement_timeout``; nothing was written. Or (raised by :meth:`open`)
+            the server did not answer the first connection in time, or the pool did
+            not open ``min_connections`` within ``timeout``.
         SchemaNotReady: With ``migrate=False``, the database holds no store or an
             older schema (raised on first use).
     """
@@ -263,12 +268,13 @@ class AsyncPostgresStore(StoreCore[_S]):
         self._errors = pg.errors
         self._psycopg_error: type[Exception] = pg.Error
         self._conninfo = conninfo
+        self._limit = connect_limit(conninfo, timeout)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = (
             pool.AsyncConnectionPool(
                 conninfo,
                 min_size=min_connections,
                 max_size=max_connections,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, **self._limit.options},
                 open=False,
                 name="customer-session-async",
                 configure=self._track,
@@ -338,6 +344,8 @@ class AsyncPostgresStore(StoreCore[_S]):
 
         Raises:
             StoreError: psycopg is not installed, or the server cannot be reached.
+            StoreTimeout: The server did not answer the first connection in time, or
+                the pool did not open ``min_connections`` within ``timeout``.
             ValidationError: An option is bad (each by name).
             WorkflowError: ``session_class`` or ``workflow`` does not fit.
         """
@@ -359,13 +367,16 @@ class AsyncPostgresStore(StoreCore[_S]):
         try:
             # One plain connection first: a wrong URL or a server that is down fails
             # now with libpq's reason, instead of after the pool's reconnection attempts.
-            await (await self._pg.AsyncConnection.connect(self._conninfo)).close()
+            connection = await self._pg.AsyncConnection.connect(
+                self._conninfo, **self._limit.options
+            )
+            await connection.close()
             await self._pool.open(wait=True, timeout=self._pool.timeout)
             self._loop = weakref.ref(asyncio.get_running_loop())
         except self._pool_errors as exc:
             await self._pool.close()
             raise opening_error(
-                exc, self._conninfo, self._pool.min_size, self._pool.timeout
+                exc, self._conninfo, self._pool.min_size, self._pool.timeout, self._limit
             ) from exc
         except BaseException:
             # Cancelled (a timeout around open()) or interrupted: the pool's tasks and

@@ -95,7 +95,10 @@ def open_store(
         retries: How many times ``update`` re-runs a change that lost a race.
         timeout: Seconds a call waits before it raises
             :class:`~customer_session.StoreTimeout`: for another connection's write
-            lock (SQLite), or for a connection from the pool (PostgreSQL).
+            lock (SQLite), or for a connection from the pool (PostgreSQL, where it
+            bounds each attempt to connect too, unless the URL or
+            ``PGCONNECT_TIMEOUT`` gives a ``connect_timeout``: see
+            :class:`PostgresStore`).
         actor: Who the journal entries of the store's commits name, unless a call
             gives its own ``actor=`` (default ``None``: nobody).
         migrate: Whether the first use creates or migrates the schema (default);

@@ -14,12 +14,13 @@ Run in autocommit mode, the statement is its own transaction: one round trip.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import threading
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, TypeVar, cast, overload
 
 from customer_session._cart import is_text
 from customer_session._show import shown
@@ -303,8 +304,10 @@ class PostgresStore(BaseStore[_S]):
         timeout: Seconds a call waits for a connection from the pool (all in use,
             or none can be made: the server is down), and opening the store for the
             pool's first ``min_connections``; then it raises
-            :class:`~customer_session.StoreTimeout`. Each connection attempt is
-            bounded by libpq's own ``connect_timeout`` (in ``conninfo``).
+            :class:`~customer_session.StoreTimeout`. It bounds each attempt to
+            connect too (a server that does not answer), as libpq's
+            ``connect_timeout``: in whole seconds, rounded up, at least 2; a
+            ``connect_timeout`` in ``conninfo`` (or ``PGCONNECT_TIMEOUT``) is kept.
         actor: Who the journal entries of this store object's commits name, unless
             a call gives its own ``actor=`` (default ``None``: nobody); at most 200
             characters, not only whitespace, without control characters.
@@ -316,9 +319,11 @@ class PostgresStore(BaseStore[_S]):
         ValidationError: Every bad option, each by name.
         WorkflowError: ``session_class`` or ``workflow`` does not fit.
         StoreError: psycopg is not installed, or the server cannot be reached.
-        StoreTimeout: (Raised by a call.) It gave up waiting: no pooled connection
-            in time, or a lock or statement past the server's ``lock_timeout`` or
-            ``statement_timeout``; nothing was written.
+        StoreTimeout: The server did not answer the first connection in time, or
+            the pool did not open ``min_connections`` within ``timeout``. (Raised by
+            a call.) It gave up waiting: no pooled connection in time, or a lock or
+            statement past the server's ``lock_timeout`` or ``statement_timeout``;
+            nothing was written.
         SchemaNotReady: With ``migrate=False``, the database holds no store or an
             older schema (raised on first use).
     """
@@ -403,15 +408,16 @@ class PostgresStore(BaseStore[_S]):
         self._psycopg_error: type[Exception] = pg.Error
         self._conninfo = conninfo
         self._closed = False
+        limit = connect_limit(conninfo, timeout)
         try:
             # One plain connection first: a wrong URL or a server that is down fails
             # now with libpq's reason, instead of after the pool's reconnection attempts.
-            pg.connect(conninfo).close()
+            pg.connect(conninfo, **limit.options).close()
             self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = pool.ConnectionPool(
                 conninfo,
                 min_size=min_connections,
                 max_size=max_connections,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, **limit.options},
                 open=True,
                 name="customer-session",
                 timeout=timeout,
@@ -420,7 +426,7 @@ class PostgresStore(BaseStore[_S]):
         except (pg.Error, pool.PoolTimeout) as exc:
             if hasattr(self, "_pool"):
                 self._pool.close()
-            raise opening_error(exc, conninfo, min_connections, timeout) from exc
+            raise opening_error(exc, conninfo, min_connections, timeout, limit) from exc
 
     def __repr__(self) -> str:
         """Show the server (without its password or any other secret option)."""
@@ -953,15 +959,87 @@ def store_error(
     )
 
 
-def opening_error(error: Exception, conninfo: str, smallest: int, timeout: float) -> StoreError:
+class ConnectLimit(NamedTuple):
+    """What bounds each attempt to connect to the server (see :func:`connect_limit`)."""
+
+    options: dict[str, int]
+    """The connection options to add: a ``connect_timeout``, or none (one is given)."""
+    seconds: int | None
+    """How long an attempt waits, as libpq reads it (``None``: no limit asked)."""
+    setting: str
+    """``StoreTimeout.setting`` when it runs out: ``"timeout"`` or ``"connect_timeout"``."""
+    named: str
+    """The limit as messages name it (``connect_timeout=5``)."""
+
+
+# libpq waits at least 2 seconds for a server (a smaller connect_timeout is taken as
+# 2), in whole seconds; psycopg, which connects, reads it in the same way.
+_SHORTEST_CONNECT: Final = 2
+
+
+def connect_limit(conninfo: str, timeout: float) -> ConnectLimit:
+    """What bounds each attempt of a store to connect: its ``timeout``, unless one is given.
+
+    Without a limit, an attempt on a server that never answers (a host that drops
+    packets, a process that accepts and hangs) waits as long as psycopg's default
+    (130 seconds per address) or the kernel lets it. A ``connect_timeout`` in
+    ``conninfo`` or ``PGCONNECT_TIMEOUT`` (psycopg reads both) is kept as given.
+
+    Args:
+        conninfo: The connection string (a valid one: the store checked it).
+        timeout: The store's ``timeout`` (a valid one).
+    """
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - optional dependency
+
+    given = conninfo_to_dict(conninfo).get("connect_timeout")
+    where = "connect_timeout"
+    if given is None:
+        given, where = os.environ.get("PGCONNECT_TIMEOUT"), "PGCONNECT_TIMEOUT"
+    if given is None:
+        seconds = max(_SHORTEST_CONNECT, math.ceil(timeout))
+        return ConnectLimit(
+            {"connect_timeout": seconds},
+            seconds,
+            "timeout",
+            f"the store's timeout={timeout:g}, as libpq's connect_timeout: whole seconds, "
+            f"at least {_SHORTEST_CONNECT}",
+        )
+    try:
+        asked: int | None = int(float(given))
+    except (ValueError, OverflowError):  # refused by the store's check of conninfo first
+        asked = None
+    if asked is not None:
+        asked = None if asked <= 0 else max(_SHORTEST_CONNECT, asked)
+    named = f"{where}={given}" if asked else f"{where}={given}, which asks for no limit"
+    return ConnectLimit({}, asked, "connect_timeout", named)
+
+
+def opening_error(
+    error: Exception, conninfo: str, smallest: int, timeout: float, limit: ConnectLimit
+) -> StoreError:
     """The error of a store whose pool did not open: ``error``, psycopg's, said for its database.
 
     The pool's own words for a wait that ran out ("pool initialization incomplete
-    after 30.0 sec") say neither how many connections it waited for nor which limit.
+    after 30.0 sec") say neither how many connections it waited for nor which limit;
+    psycopg's for a connection attempt that ran out of time ("connection timeout
+    expired") say neither how long it waited nor which setting made it wait so long.
     """
-    from psycopg_pool import PoolTimeout  # noqa: PLC0415 - optional dependency, there when used
+    from psycopg import errors  # noqa: PLC0415 - optional dependency, there when used
+    from psycopg_pool import PoolTimeout  # noqa: PLC0415 - same as above
 
     database = _redact(conninfo)
+    # psycopg's error for a connect_timeout that ran out (an OperationalError).
+    if isinstance(error, getattr(errors, "ConnectionTimeout", ())):
+        within = "in time" if limit.seconds is None else f"within {limit.seconds} seconds"
+        return StoreTimeout(
+            f"cannot connect to PostgreSQL ({database}): no answer from the server "
+            f"{within} ({limit.named}): is the server up, and reachable at that "
+            "host and port?",
+            database=database,
+            waited_for="a connection",
+            setting=limit.setting,
+            timeout=timeout if limit.setting == "timeout" else limit.seconds,
+        )
     if isinstance(error, PoolTimeout):
         return StoreTimeout(
             f"cannot connect to PostgreSQL ({database}): the pool did not open its "
