@@ -552,6 +552,26 @@ class TestShow:
         assert run("show", "order-42", "--db", db) == (0, expected + "\n")
         assert json.loads(expected)["x-customerSession"]["history"][0]["trigger"] == "close"
 
+    def test_characters_that_act_on_a_terminal_are_printed_escaped(self, tmp_path):
+        """show escapes C1 controls and bidi overrides as JSON does; the document stays the same."""
+        db = str(tmp_path / "odd.db")
+        # \x9b is a CSI to an 8-bit terminal; \u202e reverses what follows; the
+        # private-use plane character above the BMP is escaped as a surrogate pair.
+        odd = "sku\x9b2J\u202eevil\U000e0041 caf\u00e9"
+        session = CustomerSession(
+            integration_id="order-odd", cart_items=(CartItem(sku=odd, quantity=1, price=1),)
+        )
+        with open_store(db) as store:
+            store.create(session)
+        code, out = run("show", "order-odd", "--db", db)
+        assert code == 0
+        assert all(c.isprintable() or c == "\n" for c in out)
+        assert "\\u009b" in out
+        assert "\\u202e" in out
+        assert "\\udb40\\udc41" in out
+        assert "caf\u00e9" in out  # printable text is left as it is
+        assert json.loads(out) == json.loads(wire.to_json(session, include_history=True))
+
     def test_an_unknown_session_exits_1_naming_it(self, capsys, db):
         """show of a session the store does not hold is one error line naming it, exit 1."""
         assert run("show", "order-99", "--db", db) == (1, "")

@@ -624,9 +624,23 @@ _ID: Final = {"integration_id": "argument ID"}
 def _show(args: argparse.Namespace, out: TextIO) -> int:
     with _existing_store(args, _session_class(args.reopen)) as store, _as_typed(_ID):
         session = store.get(args.id)
-    out.write(wire.to_json(session, include_history=True, indent=2))
+    out.write(_terminal_json(wire.to_json(session, include_history=True, indent=2)))
     out.write("\n")
     return EXIT_OK
+
+
+def _terminal_json(text: str) -> str:
+    r"""JSON text with what is not printable in its strings escaped (``\u009b``), lines kept.
+
+    The wire writer keeps text as it is, and the standard library escapes only the
+    C0 controls: a C1 control (``\x9b`` starts an escape sequence on an 8-bit
+    terminal) or a bidirectional override (``\u202e``) in a stored value would act
+    on the reader's terminal. Escaped, the text reads back as the same document.
+    """
+    if text.replace("\n", "").isprintable():
+        return text
+    # json.dumps escapes one character as JSON does (a surrogate pair beyond the BMP).
+    return "".join(c if c.isprintable() or c == "\n" else json.dumps(c)[1:-1] for c in text)
 
 
 def _history(args: argparse.Namespace, out: TextIO) -> int:
