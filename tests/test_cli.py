@@ -1015,12 +1015,13 @@ def version_3_store(path: Path) -> None:
         store.create(CustomerSession(integration_id="order-42"))
     connection = sqlite3.connect(path)
     try:
-        # What version 4 added: the journal's actor, the outbox's discards.
+        # What version 4 added: the journal's actor, the outbox's discards and effect index.
         for statement in (
             "ALTER TABLE customer_session_journal DROP COLUMN actor",
             "DROP INDEX customer_session_outbox_discarded",
             "ALTER TABLE customer_session_outbox DROP COLUMN discarded_at",
             "ALTER TABLE customer_session_outbox DROP COLUMN discard_reason",
+            "DROP INDEX customer_session_outbox_effect",
             "UPDATE customer_session_schema SET version = 3",
         ):
             connection.execute(statement)

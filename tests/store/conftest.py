@@ -181,6 +181,10 @@ class SyncOverAsync:
         """As ``store.discarded``."""
         return self._run(self.store.discarded(**options))
 
+    def outbox_effects(self) -> Any:
+        """As ``store.outbox_effects``."""
+        return self._run(self.store.outbox_effects())
+
     @contextmanager
     def transaction(self, integration_id: str, **options: Any) -> Iterator[Any]:
         """Run the ``async with`` in one task that waits while the caller runs the block."""

@@ -504,11 +504,12 @@ def _unique_keys(sql) -> set[tuple[str, tuple[str, ...]]]:
 
 
 def _undo_version_4(sql, database: str) -> None:
-    """Take away what version 4 added: the journal's actor, the outbox's discards.
+    """Take away what version 4 added: the actor, the discards, the index of effects.
 
     On PostgreSQL also the digests: the text is the key again, as in version 3.
     """
     sql("ALTER TABLE customer_session_journal DROP COLUMN actor")
+    sql("DROP INDEX customer_session_outbox_effect")
     sql("DROP INDEX customer_session_outbox_discarded")  # SQLite drops no indexed column
     sql("ALTER TABLE customer_session_outbox DROP COLUMN discarded_at")
     sql("ALTER TABLE customer_session_outbox DROP COLUMN discard_reason")

@@ -1819,6 +1819,33 @@ class TestDurableEffects:
         store.update("order-1", change)
         assert len(store.pending()) == 1
 
+    def test_outbox_effects_names_each_effect_with_rows_until_they_are_purged(self, store):
+        """outbox_effects() lists the names of pending, delivered and discarded rows, once each."""
+        assert store.outbox_effects() == ()
+        notify = store.on_commit("notify")
+        store.on_commit("erp:close", trigger="close")
+        store.on_commit("refund", trigger="return_items")  # no return: no row, not listed
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        store.create(new_session("order-2"))
+        store.update("order-2", lambda s: s.cancel())
+        notify.remove()  # its rows stay, and so does its name
+        first, *_ = store.pending()
+        assert store.discard(first.sequence, reason="gave up").name == "notify"
+        assert store.deliver(lambda effect: None, limit=1) == 1
+        assert store.outbox_effects() == ("erp:close", "notify")
+        assert store.deliver(lambda effect: None) == 1
+        assert store.purge_delivered(before=datetime.now(UTC) + timedelta(seconds=5)) == 3
+        assert store.outbox_effects() == ()
+
+    def test_outbox_effects_are_in_code_point_order(self, store):
+        """Names are sorted by code point (upper case first), whatever the database's collation."""
+        for name in ("zeta", "Zeta", "alpha", "\u00e9clair"):
+            store.on_commit(name)
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        assert store.outbox_effects() == ("Zeta", "alpha", "zeta", "\u00e9clair")
+
 
 def _closed_with_effect(store, *integration_ids: str) -> None:
     """Sessions closed through ``store``, each writing one row of the effect ``erp``."""
@@ -2257,6 +2284,15 @@ class TestWideIdsAndKeys:
         assert handed == [integration_id]
         with pytest.raises(SessionExists):
             store.create(new_session(integration_id))
+
+    def test_a_long_effect_name_of_wide_characters_is_written_and_listed(self, store, alphabet):
+        """An effect name of 10,000 wide characters (past a btree entry's limit) is stored."""
+        name = wide_text(alphabet, KEY_LENGTH)
+        store.on_commit(name, trigger="close")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        assert [effect.name for effect in store.pending()] == [name]
+        assert store.outbox_effects() == (name,)
 
     def test_ids_differing_in_their_last_character_are_two_sessions(self, store, alphabet):
         """Two longest ids alike but for their last character are stored and found apart."""

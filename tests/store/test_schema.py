@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 from customer_session import CartItem, CustomerSession, State, StoreError
-from customer_session.store import SCHEMA_VERSION, ProcessedKey, open_store, rebuild
+from customer_session.store import (
+    SCHEMA_VERSION,
+    ProcessedKey,
+    _postgres,
+    _sqlite,
+    open_store,
+    rebuild,
+)
 from customer_session.store._schema import MIGRATIONS
 
 from .conftest import BACKENDS, COLUMNS
@@ -80,6 +87,23 @@ def fill(store: Any) -> None:
     store.update("order-2", lambda s: s.cancel(), operation="cancel by support")
 
 
+def effects_plan(database: str) -> str:
+    """The plan of ``outbox_effects()``'s query (PostgreSQL's with sequential scans shunned).
+
+    Rows are few in these tests, so PostgreSQL would read the table anyway: told to
+    avoid that, it still does when no index fits the query.
+    """
+    if dialect(database) == "sqlite":
+        rows = run(database, f"EXPLAIN QUERY PLAN {_sqlite._OUTBOX_EFFECTS}")
+        return "\n".join(str(row[-1]) for row in rows)
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    with psycopg.connect(database, autocommit=True) as connection:
+        connection.execute("SET enable_seqscan = off")
+        rows = connection.execute(f"EXPLAIN {_postgres._OUTBOX_EFFECTS}").fetchall()
+    return "\n".join(str(row[0]) for row in rows)
+
+
 @pytest.fixture(params=BACKENDS)
 def databases(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, str]:
     """Two fresh databases of one backend: the old store to build, and a scratch one."""
@@ -127,6 +151,7 @@ class TestEveryOlderVersion:
         old, scratch = databases
         filled_at(version, old, scratch)
         with open_store(old) as store:
+            assert store.outbox_effects() == ("erp",)  # from the index the step made
             store.on_commit("erp", trigger="close")
             store.update("order-3", lambda s: s.close(), key="close-3")
             assert store.processed("close-3")
@@ -145,6 +170,21 @@ class TestEveryOlderVersion:
             assert store.purge_delivered(before=moment) == 3
             assert store.forget_keys(before=moment) >= 4
             assert sorted(store.ids()) == sorted(["order-1", "order-2", "order-3", wide])
+
+    @pytest.mark.parametrize("version", OLDER)
+    def test_outbox_effects_reads_the_index_of_names_the_migration_makes(
+        self, version, databases, scratch_store
+    ):
+        """A migrated store, as a new one, finds the outbox's effect names by an index alone."""
+        old, scratch = databases
+        filled_at(version, old, scratch)
+        with open_store(old) as store:
+            assert store.outbox_effects() == ("erp",)
+        for database in (old, scratch):
+            plan = effects_plan(database)
+            assert "customer_session_outbox_effect" in plan
+            assert "Seq Scan" not in plan
+            assert "SCAN customer_session_outbox\n" not in f"{plan}\n"
 
 
 # What stops the step to version 4, per backend: a table of the name SQLite's step

@@ -436,6 +436,7 @@ class TestOutboxSequences:
             assert sorted(indexes) == [
                 ("customer_session_outbox_delivered",),
                 ("customer_session_outbox_discarded",),
+                ("customer_session_outbox_effect",),
                 ("customer_session_outbox_pending",),
             ]
             # Deliver and purge the last row: the next one still gets a new number.

@@ -68,6 +68,7 @@ from customer_session.store._postgres import (
     _KEY_RECORD,
     _LOCK_OUTBOX,
     _LOCK_SCHEMA,
+    _OUTBOX_EFFECTS,
     _OUTBOX_HOLDER,
     _OUTBOX_STATUS,
     _PENDING,
@@ -837,6 +838,17 @@ class AsyncPostgresStore(StoreCore[_S]):
         await self._ready(None)
         rows = await self._fetchall(None, _DISCARDED, (limit,))
         return tuple(effect_from_row(row) for row in rows)
+
+    async def outbox_effects(self) -> tuple[str, ...]:
+        """The names of the durable effects the outbox holds rows of, sorted.
+
+        As :meth:`PostgresStore.outbox_effects
+        <customer_session.store.PostgresStore.outbox_effects>`: every row, pending,
+        delivered or discarded, until purged; read from an index, one step per name.
+        """
+        await self._ready(None)
+        rows = await self._fetchall(None, _OUTBOX_EFFECTS, ())
+        return tuple(sorted(name for (name,) in rows))
 
     async def deliver(
         self,

@@ -973,6 +973,21 @@ class BaseStore(StoreCore[_S], ABC):
             rows = connection.execute(self._sql.discarded, (given,)).fetchall()
         return tuple(effect_from_row(row) for row in rows)
 
+    def outbox_effects(self) -> tuple[str, ...]:
+        """The names of the durable effects the outbox holds rows of, sorted.
+
+        Every row counts, pending, delivered or discarded, until
+        :meth:`purge_delivered` deletes it: the effects some process has
+        registered on this database, which every process that writes should
+        register too (``customer-session replay --db`` refuses to run without
+        them). Read from an index, one step per name, however many rows the
+        outbox holds. Sorted by code point, whatever the database's collation.
+        """
+        self._ready(None)
+        with self._connection(None) as connection:
+            rows = connection.execute(self._sql.outbox_effects).fetchall()
+        return tuple(sorted(name for (name,) in rows))
+
     def deliver(
         self,
         handler: EffectHandler,
@@ -1388,6 +1403,8 @@ class Statements(NamedTuple):
     outbox_status: str
     """Whether the row ``sequence`` is discarded, or no row when there is none."""
     discarded: str
+    outbox_effects: str
+    """The distinct effect names of the outbox's rows, one a row, by an index."""
     purge: str
     forget: str
 

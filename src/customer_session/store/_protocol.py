@@ -140,6 +140,9 @@ class SessionStore(Protocol[_S]):
     def discarded(self, *, limit: int | None = None) -> tuple[Effect, ...]:
         """The discarded outbox rows, in the order they were discarded."""
 
+    def outbox_effects(self) -> tuple[str, ...]:
+        """The names of the durable effects the outbox holds rows of, sorted."""
+
     def purge_delivered(self, *, before: datetime) -> int:
         """Delete outbox rows delivered or discarded before ``before``; how many."""
 
