@@ -552,6 +552,23 @@ class TestReportText:
         report = ReplayReport(states={"open": 1, "closed": 2, "cancelled": 3})
         assert list(report.to_dict()["states"]) == ["cancelled", "closed", "open"]
 
+    def test_a_store_replays_outbox_rows_are_counted_on_the_second_line(self):
+        """A report with outbox_rows says how many were written, in text and in JSON."""
+        report = ReplayReport(lines=1, applied=1, states={"closed": 1}, outbox_rows=1)
+        assert report.to_text().splitlines()[:3] == [
+            "1 line: 1 event applied, 0 refused",
+            "1 outbox row written",
+            "1 session:",
+        ]
+        assert report.to_dict()["outboxRows"] == 1
+
+    def test_a_replay_in_memory_counts_no_outbox_rows(self):
+        """A replay in memory has no outbox: its report counts no outbox rows at all."""
+        report = Replayer().run([CREATE, CLOSE])
+        assert report.outbox_rows is None
+        assert "outboxRows" not in report.to_dict()
+        assert "outbox" not in report.to_text()
+
     def test_counts_of_one_are_singular(self):
         """A report of one line, one event and one session says so in the singular."""
         text = Replayer().run([CREATE]).to_text()

@@ -131,6 +131,9 @@ class ReplayReport:
         states: Sessions per final state (for a store: every stored session).
         skipped: Events a store had already applied in an earlier run (those an
             earlier run refused are in ``refused`` again).
+        outbox_rows: The outbox rows a replay into a store wrote (one per durable
+            effect registered on the store, for each transition it matches);
+            ``None`` for a replay in memory, which has no outbox.
     """
 
     lines: int = 0
@@ -138,6 +141,7 @@ class ReplayReport:
     refused: list[RefusedLine] = field(factory=list)
     states: dict[str, int] = field(factory=dict)
     skipped: int = 0
+    outbox_rows: int | None = None
 
     @property
     def sessions(self) -> int:
@@ -145,19 +149,25 @@ class ReplayReport:
         return sum(self.states.values())
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready data (``customer-session replay --json``)."""
-        return {
+        """The report as JSON-ready data (``customer-session replay --json``).
+
+        ``outboxRows`` is there for a replay into a store only.
+        """
+        data: dict[str, Any] = {
             "lines": self.lines,
             "applied": self.applied,
             "refusedCount": len(self.refused),
             "sessions": self.sessions,
             "states": dict(sorted(self.states.items())),
             "skipped": self.skipped,
-            "refused": [
-                {"line": r.line, "session": r.session, "op": r.op, "reason": r.reason}
-                for r in self.refused
-            ],
         }
+        if self.outbox_rows is not None:
+            data["outboxRows"] = self.outbox_rows
+        data["refused"] = [
+            {"line": r.line, "session": r.session, "op": r.op, "reason": r.reason}
+            for r in self.refused
+        ]
+        return data
 
     def to_text(self, *, max_refusals: int | None = 20) -> str:
         """A readable summary; lists at most ``max_refusals`` refused lines.
@@ -181,6 +191,11 @@ class ReplayReport:
         out = [
             f"{counted(self.lines, 'line')}: {counted(self.applied, 'event')} applied, "
             f"{len(self.refused)} refused" + skipped,
+            *(
+                []
+                if self.outbox_rows is None
+                else [f"{counted(self.outbox_rows, 'outbox row')} written"]
+            ),
             f"{counted(self.sessions, 'session')}{':' if self.states else ''}",
             *(f"  {state:<20} {count}" for state, count in sorted(self.states.items())),
         ]

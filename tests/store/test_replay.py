@@ -150,6 +150,25 @@ class TestStoreReplay:
         assert second.refused == [earlier(r) for r in first.refused]
         assert second.states == first.states
 
+    def test_outbox_rows_are_the_rows_each_runs_commits_wrote(self, database):
+        """report.outbox_rows counts a run's rows of the effects registered; a rerun writes none."""
+        lines = example(200)
+        with StoreReplayer(database) as replayer:
+            replayer.store.on_commit("notify")
+            replayer.store.on_commit("erp", trigger="close")
+            prefix = replayer.run(lines[:90])
+            whole = replayer.run(lines)
+            again = replayer.run(lines)
+            rows = replayer.store.pending()
+            transitions = [
+                record.trigger for i in _ids(lines) for record in replayer.store.get(i).history
+            ]
+        expected = len(transitions) + transitions.count("close")
+        assert prefix.outbox_rows is not None
+        assert 0 < prefix.outbox_rows < expected
+        assert (prefix.outbox_rows + whole.outbox_rows, again.outbox_rows) == (expected, 0)
+        assert len(rows) == len({row.key for row in rows}) == expected
+
     def test_interrupted_run_resumes_where_it_stopped(self, database, tmp_path):
         """A run over a prefix, then over the whole log, ends like one run of the log."""
         lines = example(200)

@@ -182,6 +182,9 @@ class StoreCore(Generic[_S]):
         self._migrates = migrate
         self._effects: tuple[DurableEffect, ...] = ()
         self._effects_lock = threading.Lock()
+        # The outbox rows this store object's commits wrote: StoreReplayer reports those
+        # of its run (its store is its own; threads sharing a store may lose a count).
+        self._outbox_written = 0
         self._schema_lock = threading.Lock()
         self._schema_ready = threading.Event()
         self._cache: dict[str, _Cached] = {}
@@ -556,7 +559,11 @@ class StoreCore(Generic[_S]):
         return twin(session, session.workflow)
 
     def _remember(self, change: Change, kept: CustomerSession | None, version: int) -> None:
-        """Cache what was just written (``kept``, from :meth:`_keep`), so the next load is cheap."""
+        """Cache what was just written (``kept``, from :meth:`_keep`), so the next load is cheap.
+
+        Called once per commit, right after it: the outbox rows it wrote are counted.
+        """
+        self._outbox_written += len(change.outbox)
         if kept is None:
             self._cache.pop(change.integration_id, None)
             return

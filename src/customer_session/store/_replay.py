@@ -176,8 +176,10 @@ class StoreReplayer(Replayer):
 
         ``report.states`` counts every session in the store, ``report.skipped``
         the lines an earlier run applied, ``report.applied`` the lines applied now
-        (an earlier refusal evaluated again included, see the class), and
-        ``report.refused`` the lines refused now or by an earlier run. ``fast`` is
+        (an earlier refusal evaluated again included, see the class),
+        ``report.refused`` the lines refused now or by an earlier run, and
+        ``report.outbox_rows`` the outbox rows the run's commits wrote (for the
+        durable effects registered on :attr:`store`). ``fast`` is
         as for :meth:`Replayer.run`; the fast path never applies to a store
         (``fast=True`` is refused).
 
@@ -191,10 +193,12 @@ class StoreReplayer(Replayer):
         self._seen = Counter()  # k of each key counts from the log's first line
         self._touched = {}
         self._began = None
+        written = self._backend._outbox_written  # noqa: SLF001 - the rows of this run's commits
         report = super().run(lines, fast=fast)
         # Replayer.run counts a skipped line as applied: it returned no refusal.
         report.applied -= self._skipped
         report.skipped = self._skipped
+        report.outbox_rows = self._backend._outbox_written - written  # noqa: SLF001 - as above
         return report
 
     def apply(self, number: int, line: str) -> RefusedLine | None:
