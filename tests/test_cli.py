@@ -926,6 +926,187 @@ class TestOutbox:
         assert list(tmp_path.iterdir()) == []
 
 
+def effects_log(path: Path) -> str:
+    """:func:`encoded_log` (s1 and s2 created, s1 closed), then s2 cancelled: the log's path."""
+    cancel = {"at": "2026-03-02T11:00:00Z", "session": "s2", "op": "update"}
+    cancel["customerSession"] = {"state": "cancelled"}
+    path.write_bytes(encoded_log(b"A") + json.dumps(cancel).encode() + b"\n")
+    return str(path)
+
+
+def written_rows(database: str) -> list[tuple[str, str, str]]:
+    """The pending outbox rows of the log's sessions: effect, session, trigger."""
+    return [
+        (row.name, row.integration_id, str(row.record.trigger))
+        for row in rows_of(database)
+        if row.integration_id in {"s1", "s2"}
+    ]
+
+
+class TestReplayEffects:
+    """replay --db registers durable effects (--effect), and refuses to forget the outbox's."""
+
+    def test_effects_write_outbox_rows_for_the_matching_transitions_only(self, db, tmp_path):
+        """Each --effect NAME:TRIGGER writes a row for each transition TRIGGER fires, no other."""
+        log = effects_log(tmp_path / "log.jsonl")
+        argv = ("replay", "--db", db, "--effect", "notify:close", "--effect", "erp:cancel", log)
+        status, text = run(*argv)
+        assert status == 0
+        assert text.splitlines()[1] == "2 outbox rows written"
+        assert written_rows(db) == [("notify", "s1", "close"), ("erp", "s2", "cancel")]
+
+    def test_a_star_writes_for_every_transition_and_a_name_may_hold_colons(self, db, tmp_path):
+        """--effect NAME:* is every transition; the value is split at its last colon."""
+        log = effects_log(tmp_path / "log.jsonl")
+        status, text = run(
+            "replay", "--json", "--db", db, "--effect", "notify:*", "--effect", "talon:one:*", log
+        )
+        assert status == 0
+        assert json.loads(text)["outboxRows"] == 4
+        assert written_rows(db) == [
+            ("notify", "s1", "close"),
+            ("talon:one", "s1", "close"),
+            ("notify", "s2", "cancel"),
+            ("talon:one", "s2", "cancel"),
+        ]
+
+    def test_a_resumed_run_writes_no_outbox_row_twice(self, db, tmp_path):
+        """A run over a log an earlier run partly applied writes the rows of the new lines only."""
+        log = tmp_path / "log.jsonl"
+        log.write_bytes(encoded_log(b"A"))
+        effect = ("--effect", "notify:*")
+        status, text = run("replay", "--json", "--db", db, *effect, str(log))
+        assert (status, json.loads(text)["outboxRows"]) == (0, 1)
+        status, text = run("replay", "--json", "--db", db, *effect, effects_log(log))
+        assert (status, json.loads(text)["skipped"], json.loads(text)["outboxRows"]) == (0, 3, 1)
+        status, text = run("replay", "--json", "--db", db, *effect, str(log))
+        assert (status, json.loads(text)["outboxRows"]) == (0, 0)
+        assert written_rows(db) == [("notify", "s1", "close"), ("notify", "s2", "cancel")]
+
+    @pytest.mark.parametrize(
+        ("value", "why"),
+        [
+            ("notify", "give NAME:TRIGGER, TRIGGER one of close, cancel, return_items, or * for"),
+            (":close", "a durable effect needs a non-empty name (UTF-8 text without NUL), got ''"),
+            ("no\x00tify:close", "a durable effect needs a non-empty name (UTF-8 text without"),
+            ("notify:refund", "unknown trigger 'refund'; give one of close, cancel, return_items,"),
+            ("notify:", "unknown trigger ''; give one of close, cancel, return_items, or * for"),
+            ("notify:reopen", "or * for every transition (reopen needs --reopen)"),
+        ],
+    )
+    def test_a_bad_effect_is_a_usage_error_naming_it(self, capsys, tmp_path, value, why):
+        """A refused --effect is one error line naming it and its value, exit 2, no file made."""
+        database = tmp_path / "store.db"
+        argv = ("replay", "--db", str(database), "--effect", "erp:*", "--effect", value)
+        assert run(*argv, str(EXAMPLE)) == (2, "")
+        error = one_line_error(capsys)
+        assert error.startswith(f"customer-session: error: --effect {value!r}: ")
+        assert why in error
+        assert not database.exists()
+
+    def test_an_effect_given_twice_is_a_usage_error(self, capsys, tmp_path):
+        """Two --effect of one name (whatever their triggers) are refused, as on_commit refuses."""
+        database = tmp_path / "store.db"
+        argv = ("--effect", "erp:close", "--effect", "erp:cancel", str(EXAMPLE))
+        assert run("replay", "--db", str(database), *argv) == (2, "")
+        assert one_line_error(capsys) == (
+            "customer-session: error: --effect 'erp:cancel': a durable effect named 'erp' is "
+            "already registered\n"
+        )
+        assert not database.exists()
+
+    def test_reopen_is_a_trigger_with_reopen(self, tmp_path):
+        """With --reopen, --effect NAME:reopen writes a row for each reopen."""
+        log = tmp_path / "log.jsonl"
+        reopen = {"at": "2026-03-02T12:00:00Z", "session": "s1", "op": "reopen"}
+        log.write_bytes(encoded_log(b"A") + json.dumps(reopen).encode() + b"\n")
+        database = str(tmp_path / "store.db")
+        argv = ("--reopen", "--effect", "notify:reopen", str(log))
+        assert run("replay", "--json", "--db", database, *argv)[0] == 0
+        with open_store(database, session_class=ReopenableCustomerSession) as store:
+            assert [str(row.record.trigger) for row in store.pending()] == ["reopen"]
+
+    @pytest.mark.parametrize(
+        ("argv", "error"),
+        [
+            (
+                ("--effect", "erp:close"),
+                "--effect registers a durable effect on a store's outbox: give --db",
+            ),
+            (("--no-effects",), "--no-effects is about a store's outbox: give --db"),
+            (
+                ("--db", "store.db", "--no-effects", "--effect", "erp:close"),
+                (
+                    "--no-effects applies the log without registering durable effects: "
+                    "give it without --effect"
+                ),
+            ),
+        ],
+    )
+    def test_options_that_do_not_go_together_are_usage_errors(
+        self, capsys, tmp_path, monkeypatch, argv, error
+    ):
+        """--effect or --no-effects without --db, and the two together, are refused, exit 2."""
+        monkeypatch.chdir(tmp_path)
+        assert run("replay", *argv, str(EXAMPLE)) == (2, "")
+        assert one_line_error(capsys) == f"customer-session: error: {error}\n"
+        assert list(tmp_path.iterdir()) == []
+
+    def test_effects_of_the_outbox_left_out_refuse_the_replay_with_nothing_applied(
+        self, capsys, db, tmp_path
+    ):
+        """An outbox effect no --effect registers stops replay --db before its first line."""
+        log = effects_log(tmp_path / "log.jsonl")
+        with open_store(db) as store:
+            before = (store.counts(), store.pending(), store.discarded())
+        for effects in ((), ("--effect", "erp:*")):
+            assert run("replay", "--db", db, *effects, log) == (2, "")
+            assert one_line_error(capsys) == (
+                "customer-session: error: the store's outbox holds rows of 1 durable effect "
+                "that no --effect registers: 'notify'; the replay's transitions would write "
+                "none of theirs. Pass --effect NAME:TRIGGER for each, as the application "
+                "registers them, or --no-effects to apply the log without them; nothing was "
+                "applied\n"
+            )
+        with open_store(db) as store:
+            assert (store.counts(), store.pending(), store.discarded()) == before
+            assert not store.exists("s1")
+
+    def test_the_refusal_names_every_effect_left_out_and_only_those(self, capsys, db, tmp_path):
+        """Of the outbox's effects, the refusal lists those no --effect registers, sorted."""
+        with open_store(db) as store:
+            store.on_commit("Zeta")
+            store.on_commit("erp")
+            store.update("order-42", lambda session: session.cancel())
+        assert run("replay", "--db", db, "--effect", "notify:*", str(EXAMPLE)) == (2, "")
+        assert "2 durable effects that no --effect registers: 'Zeta', 'erp';" in (
+            one_line_error(capsys)
+        )
+
+    def test_no_effects_applies_the_log_writing_no_outbox_row(self, db, tmp_path):
+        """--no-effects lets the replay through on purpose; it writes no outbox row."""
+        log = effects_log(tmp_path / "log.jsonl")
+        status, text = run("replay", "--db", db, "--no-effects", log)
+        assert status == 0
+        assert text.splitlines()[:2] == [
+            "4 lines: 4 events applied, 0 refused",
+            "0 outbox rows written",
+        ]
+        assert written_rows(db) == []
+        with open_store(db) as store:
+            assert store.get("s2").state is State.CANCELLED
+
+    def test_a_new_store_needs_neither_option(self, tmp_path):
+        """A new database's outbox is empty: the replay runs without --effect or --no-effects."""
+        status, text = run("replay", "--json", "--db", str(tmp_path / "new.db"), str(EXAMPLE))
+        assert (status, json.loads(text)["outboxRows"]) == (1, 0)
+
+    def test_a_replay_in_memory_reports_no_outbox_rows(self):
+        """Without --db there is no outbox: neither report counts outbox rows."""
+        assert "outboxRows" not in json.loads(run("replay", "--json", str(EXAMPLE))[1])
+        assert "outbox" not in run("replay", str(EXAMPLE))[1]
+
+
 # Each command that reads a store (outbox discard writes a row, but creates nothing).
 READ_COMMANDS = [
     pytest.param(("show", "order-42"), id="show"),

@@ -11,8 +11,9 @@ a non-zero exit status, never a traceback. Exit statuses:
   unknown format or one the output's extension contradicts, an output that cannot be
   written (standard output included, when
   its reader leaves early), Graphviz missing or failing for images, a store that
-  cannot be opened or fails). ``validate`` checks every file even when one cannot be read, and exits
-  with the worst status of them all.
+  cannot be opened or fails, a replay into a store whose outbox holds rows of
+  durable effects it does not register). ``validate`` checks every file even when
+  one cannot be read, and exits with the worst status of them all.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, cast
 
 from customer_session import diagrams, replay, wire
 
@@ -39,7 +40,9 @@ from customer_session.exceptions import (
     EffectNotPending,
     SchemaNotReady,
     SessionNotFound,
+    UnknownTrigger,
     ValidationError,
+    WorkflowError,
 )
 from customer_session.model import CustomerSession, ReopenableCustomerSession
 
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
 
     from _typeshed import SupportsWrite
 
-    from customer_session.store import Effect, JournalEntry, SessionStore
+    from customer_session.store import Effect, JournalEntry, SessionStore, StoreReplayer
 
 __all__ = ["main"]
 
@@ -172,6 +175,22 @@ def _parser(out: TextIO | None = None) -> argparse.ArgumentParser:
         metavar="NAME",
         help="with --db: who the journal entries of the replay's changes name "
         "(at most 200 characters; default: none)",
+    )
+    run.add_argument(
+        "--effect",
+        action="append",
+        default=[],
+        metavar="NAME:TRIGGER",
+        help="with --db: register the durable effect NAME for TRIGGER, as the application "
+        "does with store.on_commit(NAME, trigger=TRIGGER), so the replay's transitions write "
+        "its outbox rows; TRIGGER is a trigger of the table, or * for every transition "
+        "(repeatable)",
+    )
+    run.add_argument(
+        "--no-effects",
+        action="store_true",
+        help="with --db: apply the log even though the store's outbox holds rows of "
+        "effects no --effect registers (the replay writes no outbox row for them)",
     )
     run.add_argument(
         "--max-refusals",
@@ -542,6 +561,7 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         replayer = _replayer(args)
         if isinstance(replayer, contextlib.AbstractContextManager):
             cleanup.enter_context(replayer)  # a store replay closes its store
+        _durable_effects(args, replayer)  # before any line: nothing applied if refused
         # The bar counts the lines as read, every byte of the file included.
         read = replay.with_progress(lines, total_bytes=_size(args.log), stream=err)
         decoded = _LogLines(read)
@@ -558,15 +578,96 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _replayer(args: argparse.Namespace) -> replay.Replayer:
     session_class = _session_class(args.reopen)
+    if args.effect and args.no_effects:
+        raise _UsageError(
+            "--no-effects applies the log without registering durable effects: "
+            "give it without --effect"
+        )
     if args.db is None:
         if args.actor is not None:
             # A replay in memory keeps no journal: the name would be dropped unsaid.
             raise _UsageError("--actor names who wrote a store's journal entries: give --db")
+        # In memory there is no outbox: an effect would be dropped unsaid.
+        if args.effect:
+            raise _UsageError("--effect registers a durable effect on a store's outbox: give --db")
+        if args.no_effects:
+            raise _UsageError("--no-effects is about a store's outbox: give --db")
         return replay.Replayer(session_class=session_class)
     from customer_session.store import StoreReplayer  # noqa: PLC0415 - only --db needs it
 
     with _as_typed({**_DB, "actor": "--actor"}):
         return StoreReplayer(args.db, session_class=session_class, actor=args.actor)
+
+
+def _durable_effects(args: argparse.Namespace, replayer: replay.Replayer) -> None:
+    """With ``--db``: register each ``--effect`` on the replay's store, then check its outbox."""
+    if args.db is None:
+        return
+    store = cast("StoreReplayer", replayer).store
+    registered = _register_effects(args.effect, store, _session_class(args.reopen))
+    if not args.no_effects:
+        _check_outbox(store, registered)
+
+
+_EVERY_TRANSITION: Final = "*"
+"""The ``TRIGGER`` of ``--effect NAME:TRIGGER`` that stands for every transition."""
+
+
+def _register_effects(
+    values: Sequence[str],
+    store: SessionStore[CustomerSession],
+    session_class: type[CustomerSession],
+) -> set[str]:
+    """Register each ``--effect NAME:TRIGGER`` on ``store``, as ``on_commit`` does; their names.
+
+    Split at the last colon: a name may hold colons, a trigger never does. The
+    store's ``on_commit`` judges the name and the trigger (empty, not storable,
+    registered twice, unknown), and its refusal is worded for the option. Nothing
+    touches the database yet: a refusal leaves a new SQLite file uncreated.
+    """
+    triggers = ", ".join(session_class.specification.triggers)
+    names = set()
+    for value in values:
+        name, colon, trigger = value.rpartition(":")
+        if not colon:
+            raise _UsageError(
+                f"--effect {shown(value)}: give NAME:TRIGGER, TRIGGER one of {triggers}, "
+                f"or {_EVERY_TRANSITION} for every transition"
+            )
+        try:
+            store.on_commit(name, trigger=None if trigger == _EVERY_TRANSITION else trigger)
+        except UnknownTrigger:
+            # A trigger only the reopen table has (reopen): say which option gives it.
+            opt_in = trigger in ReopenableCustomerSession.specification.triggers
+            reopen = f" ({trigger} needs --reopen)" if opt_in else ""
+            raise _UsageError(
+                f"--effect {shown(value)}: unknown trigger {shown(trigger)}; give one of "
+                f"{triggers}, or {_EVERY_TRANSITION} for every transition{reopen}"
+            ) from None
+        except WorkflowError as error:
+            raise _UsageError(f"--effect {shown(value)}: {error}") from None
+        names.add(name)
+    return names
+
+
+def _check_outbox(store: SessionStore[CustomerSession], registered: set[str]) -> None:
+    """Refuse a replay whose transitions would write no rows of effects the outbox has.
+
+    Durable effects are registered per store object, in each process that writes:
+    the rows an application wrote name effects it registers, and a replay without
+    them would change sessions with nobody told. The first use of the store:
+    creates or migrates it, as the replay would.
+    """
+    missing = [name for name in store.outbox_effects() if name not in registered]
+    if missing:
+        names = ", ".join(f"{shown(name):.80}" for name in missing)
+        effects = counted(len(missing), "durable effect")
+        raise _UsageError(
+            f"the store's outbox holds rows of {effects} that no --effect registers: {names}; "
+            "the replay's transitions would write none of theirs. Pass --effect NAME:TRIGGER "
+            "for each, as the application registers them, or --no-effects to apply the log "
+            "without them; nothing was applied"
+        )
 
 
 @contextlib.contextmanager
