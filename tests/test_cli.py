@@ -1196,9 +1196,12 @@ def version_3_store(path: Path) -> None:
         store.create(CustomerSession(integration_id="order-42"))
     connection = sqlite3.connect(path)
     try:
-        # What version 4 added: the journal's actor, the outbox's discards and effect index.
+        # What version 4 added: the journal's actor, the outbox's discards and effect
+        # index, the sessions' (state, updated) index.
         for statement in (
             "ALTER TABLE customer_session_journal DROP COLUMN actor",
+            "DROP INDEX customer_sessions_state_updated",
+            "CREATE INDEX customer_sessions_state ON customer_sessions (state)",
             "DROP INDEX customer_session_outbox_discarded",
             "ALTER TABLE customer_session_outbox DROP COLUMN discarded_at",
             "ALTER TABLE customer_session_outbox DROP COLUMN discard_reason",

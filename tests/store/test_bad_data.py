@@ -396,6 +396,21 @@ class TestSchemaVersion:
         assert rebuild(history) == later.get("order-1")
         assert later.processed("event-1")
 
+    def test_a_version_3_database_indexes_sessions_by_state_and_time(
+        self, store, open_db, sql, database
+    ):
+        """Migrating version 3 replaces the state index by (state, updated), for ids() by state."""
+        stored(store)
+        _undo_version_4(sql, database)
+        sql("UPDATE customer_session_schema SET version = 3")
+        assert "customer_sessions_state" in _indexes(sql, database)
+
+        later = open_db()
+        assert later.ids(state=State.OPEN, limit=1) == ("order-1",)
+        indexes = _indexes(sql, database)
+        assert "customer_sessions_state_updated" in indexes
+        assert "customer_sessions_state" not in indexes
+
     def test_a_version_3_outbox_keeps_its_rows_and_can_discard(self, store, open_db, sql, database):
         """A version 3 outbox keeps every row, none discarded; a pending one can be discarded."""
         stored(store)
@@ -504,12 +519,15 @@ def _unique_keys(sql) -> set[tuple[str, tuple[str, ...]]]:
 
 
 def _undo_version_4(sql, database: str) -> None:
-    """Take away what version 4 added: the actor, the discards, the index of effects.
+    """Take away what version 4 added: the actor, the discards, the index of effects,
+    the sessions' (state, updated) index.
 
     On PostgreSQL also the digests: the text is the key again, as in version 3.
     """
     sql("ALTER TABLE customer_session_journal DROP COLUMN actor")
     sql("DROP INDEX customer_session_outbox_effect")
+    sql("DROP INDEX customer_sessions_state_updated")
+    sql("CREATE INDEX customer_sessions_state ON customer_sessions (state)")
     sql("DROP INDEX customer_session_outbox_discarded")  # SQLite drops no indexed column
     sql("ALTER TABLE customer_session_outbox DROP COLUMN discarded_at")
     sql("ALTER TABLE customer_session_outbox DROP COLUMN discard_reason")

@@ -93,3 +93,62 @@ class TestSelect:
             None,
         ]
         assert select_ids(q, "%s", by_id="integration_id")[1] == [moment, moment, None]
+
+
+# A store of many sessions, nearly all of them finished long ago, and the few open
+# carts the newest: what a sweeper of idle carts runs ids() against.
+PLANNED_SESSIONS = 5_000
+FILL = {
+    "sqlite": """
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+        INSERT INTO customer_sessions (integration_id, state, version, updated, document)
+        SELECT 'order-' || i, CASE WHEN i > ? THEN 'open' ELSE 'closed' END, 1,
+            strftime('%Y-%m-%dT%H:%M:%S+00:00', '2026-01-01', '+' || i || ' seconds'), '{}'
+        FROM n""",
+    "postgres": """
+        INSERT INTO customer_sessions
+            (integration_id, integration_id_digest, state, version, updated, document)
+        SELECT 'order-' || i, sha256(convert_to('order-' || i, 'UTF8')),
+            CASE WHEN i > ? THEN 'open' ELSE 'closed' END, 1,
+            timestamptz '2026-01-01' + i * interval '1 second', '{}'
+        FROM generate_series(1, ?) AS i""",
+}
+
+
+def plan_of(sql, backend: str, statement: str, params: list[object]) -> str:
+    """The database's plan for ``statement`` (``?`` placeholders), as text."""
+    if backend == "sqlite":
+        return "\n".join(row[3] for row in sql(f"EXPLAIN QUERY PLAN {statement}", *params))
+    return "\n".join(row[0] for row in sql(f"EXPLAIN {statement}", *params))
+
+
+class TestPlans:
+    def test_a_sweep_of_one_state_reads_only_the_sessions_in_it(self, backend, store, sql):
+        """ids() of a state and a bound reads that state's rows by an index, not by a filter.
+
+        Otherwise the oldest sessions of every other state are read and thrown away
+        first, on every call: a million finished orders for ten idle carts.
+        """
+        store.counts()  # creates the schema
+        few = PLANNED_SESSIONS // 20
+        fill_params = (
+            (PLANNED_SESSIONS, PLANNED_SESSIONS - few)
+            if backend == "sqlite"
+            else (PLANNED_SESSIONS - few, PLANNED_SESSIONS)
+        )
+        sql(FILL[backend], *fill_params)
+        sql("ANALYZE")
+        cutoff = datetime(2027, 1, 1, tzinfo=UTC)
+        assert len(store.ids(state=State.OPEN, updated_before=cutoff, limit=10)) == 10
+        q = checked(state=State.OPEN, updated_before=cutoff, limit=10)
+        statement, params = select_ids(
+            q,
+            "?",
+            datetime.isoformat if backend == "sqlite" else None,
+            by_id=type(store)._sql.by_id,
+        )
+        plan = plan_of(sql, backend, statement, params)
+        if backend == "sqlite":
+            assert "(state=? AND updated<?)" in plan, plan
+        else:
+            assert "Index Cond: ((state = 'open'::text) AND (updated <" in plan, plan

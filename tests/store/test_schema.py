@@ -122,7 +122,27 @@ def scratch_store(databases: tuple[str, str]) -> Any:
         yield store
 
 
+def indexes(database: str) -> list[str]:
+    """The names of the indexes on the store's tables, sorted."""
+    if dialect(database) == "postgres":
+        found = run(
+            database, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+    else:
+        found = run(database, "SELECT name FROM sqlite_master WHERE type = 'index'")
+    return sorted(name for (name,) in found)
+
+
 class TestEveryOlderVersion:
+    @pytest.mark.parametrize("version", OLDER)
+    def test_ends_with_the_indexes_of_a_new_store(self, version, databases, scratch_store):
+        """A migrated database has exactly the indexes a store created at this version has."""
+        old, scratch = databases
+        filled_at(version, old, scratch)
+        with open_store(old) as store:
+            store.counts()  # migrates
+        assert indexes(old) == indexes(scratch)
+
     @pytest.mark.parametrize("version", OLDER)
     def test_every_row_survives_and_reads_back_the_same(self, version, databases, scratch_store):
         """A database of each older version keeps every row; the store reads them as written."""

@@ -399,7 +399,7 @@ class TestOutboxSequences:
             assert store.deliver(lambda effect: None, limit=1) == 1
         connection = sqlite3.connect(path, isolation_level=None)
         # Back to version 3: the outbox without AUTOINCREMENT nor discards, the journal
-        # without actor.
+        # without actor, sessions indexed by state alone.
         connection.executescript(
             """
             CREATE TABLE old_outbox AS SELECT sequence, idempotency_key, effect,
@@ -416,6 +416,8 @@ class TestOutboxSequences:
             INSERT INTO customer_session_outbox SELECT * FROM old_outbox;
             DROP TABLE old_outbox;
             ALTER TABLE customer_session_journal DROP COLUMN actor;
+            DROP INDEX customer_sessions_state_updated;
+            CREATE INDEX customer_sessions_state ON customer_sessions (state);
             UPDATE customer_session_schema SET version = 3;
             """
         )
