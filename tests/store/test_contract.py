@@ -730,12 +730,68 @@ class TestHousekeeping:
         assert store.purge_delivered(before=soon.astimezone(west)) == 1
         assert store.forget_keys(before=soon.astimezone(west)) == 1
 
+    def test_a_purge_deletes_every_batch(self, store, monkeypatch):
+        """A purge and a forget delete all the old rows, however many batches that takes."""
+        monkeypatch.setattr(_base.StoreCore, "_housekeeping_batch", 2)
+        store.on_commit("erp", trigger="close")
+        for n in range(5):
+            store.create(new_session(f"order-{n}"), key=f"event-{n}")
+            store.update(f"order-{n}", lambda s: s.close())
+        store.update("order-0", lambda s: s.cancel())  # pending: stays
+        assert store.deliver(lambda e: None, limit=4) == 4
+        soon = datetime.now(UTC) + timedelta(seconds=5)
+        assert store.purge_delivered(before=soon) == 4
+        assert store.forget_keys(before=soon) == 5
+        assert [e.integration_id for e in store.pending()] == ["order-4"]
+        assert not any(store.processed(f"event-{n}") for n in range(5))
+
+    def test_a_purge_commits_batch_by_batch(self, store, backend, sql, monkeypatch):
+        """Each batch is its own transaction: writers wait for one batch, not the whole purge.
+
+        So a purge that fails part way has deleted the oldest rows, whole batches of
+        them, and a purge run again deletes the rest.
+        """
+        monkeypatch.setattr(_base.StoreCore, "_housekeeping_batch", 2)
+        store.on_commit("erp", trigger="close")
+        for n in range(5):
+            store.create(new_session(f"order-{n}"))
+            store.update(f"order-{n}", lambda s: s.close())
+        assert store.deliver(lambda e: None) == 5
+        last = max(s for (s,) in sql("SELECT sequence FROM customer_session_outbox"))
+        _refuse_deleting(sql, backend, last)
+        soon = datetime.now(UTC) + timedelta(seconds=5)
+        with pytest.raises(StoreError, match="not this one"):
+            store.purge_delivered(before=soon)
+        assert sql("SELECT sequence FROM customer_session_outbox") == [(last,)]
+        on_table = " ON customer_session_outbox" if backend.startswith("postgres") else ""
+        sql(f"DROP TRIGGER keep_last{on_table}")
+        assert store.purge_delivered(before=soon) == 1
+
     def test_a_naive_time_is_refused(self, store):
         """The time must be aware, as every time the store keeps is."""
         with pytest.raises(ValidationError, match="before: must be an aware datetime"):
             store.purge_delivered(before=datetime(2026, 1, 1))  # noqa: DTZ001 - the naive time under test
         with pytest.raises(ValidationError, match="before: must be an aware datetime"):
             store.forget_keys(before="yesterday")
+
+
+def _refuse_deleting(sql, backend: str, sequence: int) -> None:
+    """Make the database refuse to delete the outbox row ``sequence`` ("not this one")."""
+    if backend == "sqlite":
+        sql(
+            "CREATE TRIGGER keep_last BEFORE DELETE ON customer_session_outbox"
+            f" WHEN old.sequence = {sequence} BEGIN SELECT RAISE(ABORT, 'not this one'); END"
+        )
+        return
+    sql(
+        "CREATE FUNCTION keep_last() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF old.sequence = {sequence} THEN RAISE EXCEPTION 'not this one'; END IF;"
+        " RETURN old; END $$"
+    )
+    sql(
+        "CREATE TRIGGER keep_last BEFORE DELETE ON customer_session_outbox"
+        " FOR EACH ROW EXECUTE FUNCTION keep_last()"
+    )
 
 
 class TestBadArguments:

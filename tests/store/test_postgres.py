@@ -536,6 +536,48 @@ def test_a_query_written_by_hand_finds_a_session_by_its_id_through_an_index(pg_s
     assert '"Index Name": "customer_sessions_integration_id"' in json.dumps(plan)
 
 
+# The housekeeping deletes, and how to fill their table with old rows (many more than
+# a batch holds, most of them past the time: the planner then knows the table is large).
+HOUSEKEEPING = {
+    "_PURGE": """
+        INSERT INTO customer_session_outbox (idempotency_key, effect, integration_id,
+            version, position, record, document, delivered_at)
+        SELECT 'row-' || i, 'erp', 'order-1', 1, 0, '{}', '{}',
+            timestamptz '2026-01-01' + i * interval '1 second'
+        FROM generate_series(1, 20000) AS i""",
+    "_FORGET": """
+        INSERT INTO customer_session_keys (key, key_digest, integration_id, recorded_at)
+        SELECT 'key-' || i, sha256(convert_to('key-' || i, 'UTF8')), 'order-1',
+            timestamptz '2026-01-01' + i * interval '1 second'
+        FROM generate_series(1, 20000) AS i""",
+}
+
+
+@pytest.mark.parametrize("name", HOUSEKEEPING)
+def test_each_housekeeping_batch_reads_only_its_rows(pg_server, name):
+    """A batch of purge_delivered()/forget_keys() reads its rows by index, not the table.
+
+    A purge deletes a large backlog batch by batch: a batch that read the whole
+    table would make the purge quadratic in it.
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    conninfo = pg_server.fresh_schema()
+    with PostgresStore(conninfo) as store:
+        store.exists("order-1")  # creates the schema
+    statement: str = getattr(_postgres, name)
+    moment = datetime(2027, 1, 1, tzinfo=UTC)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        connection.execute(HOUSEKEEPING[name])
+        connection.execute("ANALYZE")
+        ((plan,),) = connection.execute(
+            f"EXPLAIN (FORMAT JSON) {statement}", (moment, 1000, moment)
+        ).fetchall()
+    read = list(scans(plan[0]["Plan"]))
+    assert read
+    assert [node for node in read if node[0] == "Seq Scan"] == []
+
+
 # -- the delivery lock, across store objects --------------------------------------------
 
 

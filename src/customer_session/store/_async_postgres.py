@@ -757,7 +757,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         """
         check("purge_delivered", before=before)
         await self._ready(None)
-        return await self._execute(None, _PURGE, (before.astimezone(UTC),))
+        return await self._delete_in_batches(_PURGE, before)
 
     async def forget_keys(self, *, before: datetime) -> int:
         """Delete the idempotency keys recorded before ``before``; return how many.
@@ -771,7 +771,18 @@ class AsyncPostgresStore(StoreCore[_S]):
         """
         check("forget_keys", before=before)
         await self._ready(None)
-        return await self._execute(None, _FORGET, (before.astimezone(UTC),))
+        return await self._delete_in_batches(_FORGET, before)
+
+    async def _delete_in_batches(self, statement: str, before: datetime) -> int:
+        """Run a housekeeping ``DELETE`` batch by batch, as the sync stores do; how many."""
+        moment = before.astimezone(UTC)
+        batch = self._housekeeping_batch
+        total = 0
+        while True:
+            count = await self._execute(None, statement, (moment, batch, moment))
+            total += count
+            if count < batch:
+                return total
 
     async def processed_key(self, key: str) -> ProcessedKey | None:
         """What was recorded with ``key``, or ``None``.

@@ -141,6 +141,14 @@ class StoreCore(Generic[_S]):
     dialect: ClassVar[str]
     """The SQL dialect of the backend (its migrations are looked up by it)."""
 
+    _housekeeping_batch: ClassVar[int] = 1000
+    """How many rows each statement of ``purge_delivered``/``forget_keys`` deletes.
+
+    Each batch is its own transaction, so the commits of other writers wait for one
+    batch at most (SQLite has one write lock per database), not for the deletion of
+    a backlog of a million rows, and no transaction holds a million row locks.
+    """
+
     def __init__(
         self,
         *,
@@ -1087,6 +1095,11 @@ class BaseStore(StoreCore[_S], ABC):
         session's document as it was committed), so a long-running service purges
         them from time to time, e.g. daily. Pending rows are never deleted.
 
+        The oldest rows go first, in batches of 1,000, each its own transaction, so
+        commits of other writers wait for one batch at most, however large the
+        backlog. A purge that stops part way (an error, an interrupt) has deleted
+        whole batches of the oldest rows; running it again deletes the rest.
+
         Raises:
             ValidationError: ``before`` is not an aware ``datetime``.
         """
@@ -1100,7 +1113,8 @@ class BaseStore(StoreCore[_S], ABC):
         A forgotten key no longer guards against its change being applied a
         second time: forget only keys older than any message could be
         redelivered (Talon.One keeps its own for 24 hours), and never those of an
-        event log that may still be replayed from its start.
+        event log that may still be replayed from its start. Keys are deleted
+        oldest first, in batches, as :meth:`purge_delivered` deletes rows.
 
         Raises:
             ValidationError: ``before`` is not an aware ``datetime``.
@@ -1307,15 +1321,29 @@ class BaseStore(StoreCore[_S], ABC):
 
     def _purge_delivered(self, before: datetime) -> int:
         """Delete outbox rows delivered before ``before`` (UTC); how many."""
-        with self._connection(None) as connection:
-            count: int = connection.execute(self._sql.purge, (self._moment(before),)).rowcount
-            return count
+        return self._delete_in_batches(self._sql.purge, before)
 
     def _forget_keys(self, before: datetime) -> int:
         """Delete idempotency keys recorded before ``before`` (UTC); how many."""
-        with self._connection(None) as connection:
-            count: int = connection.execute(self._sql.forget, (self._moment(before),)).rowcount
-            return count
+        return self._delete_in_batches(self._sql.forget, before)
+
+    def _delete_in_batches(self, statement: str, before: datetime) -> int:
+        """Run a housekeeping ``DELETE`` until a batch finds fewer rows; how many it deleted.
+
+        ``statement`` deletes at most ``limit`` rows older than ``before`` (its
+        parameters: the time, the limit, the time again), in a transaction of its
+        own. The connection is taken per batch, so other threads of the store (one
+        ``:memory:`` connection) get it between batches.
+        """
+        moment = self._moment(before)
+        batch = self._housekeeping_batch
+        total = 0
+        while True:
+            with self._connection(None) as connection:
+                count: int = connection.execute(statement, (moment, batch, moment)).rowcount
+            total += count
+            if count < batch:
+                return total
 
     # -- what a backend provides ---------------------------------------------------------
 

@@ -210,8 +210,18 @@ _STILL_PENDING: Final = """
 _DELIVERED: Final = """
     UPDATE customer_session_outbox SET delivered_at = now()
     WHERE sequence = %s AND delivered_at IS NULL"""
-_PURGE: Final = "DELETE FROM customer_session_outbox WHERE delivered_at < %s"
-_FORGET: Final = "DELETE FROM customer_session_keys WHERE recorded_at < %s"
+# One batch each, the oldest rows first, as SQLite's (see StoreCore._housekeeping_batch).
+# "= ANY(ARRAY(...))" finds the batch's rows by the primary key (IN (SELECT ...) may be
+# planned as a hash join over the whole table, for every batch). The time is compared
+# again on the row deleted: a key revised meanwhile (recorded_at = now()) stays.
+_PURGE: Final = """
+    DELETE FROM customer_session_outbox WHERE sequence = ANY(ARRAY(
+        SELECT sequence FROM customer_session_outbox
+        WHERE delivered_at < %s ORDER BY delivered_at LIMIT %s)) AND delivered_at < %s"""
+_FORGET: Final = """
+    DELETE FROM customer_session_keys WHERE key_digest = ANY(ARRAY(
+        SELECT key_digest FROM customer_session_keys
+        WHERE recorded_at < %s ORDER BY recorded_at LIMIT %s)) AND recorded_at < %s"""
 # The parameter "now" (see StoreCore._failed_params) is SQLite's and goes unused here.
 # max_attempts is a bigint: deliver() takes up to 2**63 - 1, and as an integer a
 # larger one would fail the statement, so the failure would go uncounted.

@@ -98,9 +98,17 @@ _DELIVERED: Final = """
     UPDATE customer_session_outbox SET delivered_at = ?
     WHERE sequence = ? AND delivered_at IS NULL"""
 # Times are ISO text in UTC (written by _now() and the commits), which sorts as the times do.
-# Discarded rows have delivered_at too (see _schema.py): they are purged alike.
-_PURGE: Final = "DELETE FROM customer_session_outbox WHERE delivered_at < ?"
-_FORGET: Final = "DELETE FROM customer_session_keys WHERE recorded_at < ?"
+# Discarded rows have delivered_at too (see _schema.py): they are purged alike. Both
+# delete one batch, the oldest rows first (see StoreCore._housekeeping_batch); the
+# parameters are PostgreSQL's (who compares the time again on the row it deletes).
+_PURGE: Final = """
+    DELETE FROM customer_session_outbox WHERE sequence IN (
+        SELECT sequence FROM customer_session_outbox
+        WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?) AND delivered_at < ?"""
+_FORGET: Final = """
+    DELETE FROM customer_session_keys WHERE rowid IN (
+        SELECT rowid FROM customer_session_keys
+        WHERE recorded_at < ? ORDER BY recorded_at LIMIT ?) AND recorded_at < ?"""
 # A failure counted and, at max_attempts (NULL: never), the row discarded: one statement.
 # SET reads the old values, so attempts + 1 is the count with this failure. No
 # RETURNING (SQLite 3.35; RHEL 9 and Debian 11 have 3.34): the status is read after
