@@ -10,6 +10,7 @@ import os
 import pickle
 import random
 import threading
+import tracemalloc
 import uuid
 import weakref
 from datetime import UTC, datetime, timedelta, timezone
@@ -2436,6 +2437,31 @@ class TestRevisingARefusal:
         with pytest.raises(KeyAlreadyProcessed):
             store.update("order-1", lambda s: s.close(), key="event-1")
         assert store.processed_key("event-1").refusal == "unknown session"
+
+
+class TestMemory:
+    def test_the_sessions_a_store_keeps_are_bounded_by_their_size(self, store, open_db):
+        """A store object keeps copies of sessions it read, but not gigabytes of large ones.
+
+        It keeps the last few thousand for cheap reloads; a worker that reads as many
+        sessions of megabytes (custom attributes have no size limit) must not hold
+        them all.
+        """
+        large = "x" * 2_000_000
+        for n in range(20):
+            store.create(CustomerSession(integration_id=f"order-{n}", attributes={"blob": large}))
+        reader = open_db()
+        reader.exists("order-0")  # connects
+        gc.collect()
+        tracemalloc.start()
+        try:
+            for n in range(20):
+                assert reader.get(f"order-{n}").attributes["blob"] == large
+            gc.collect()
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < 40_000_000, f"{held:,} bytes held after reading 40 MB of sessions"
 
 
 class TestThreads:

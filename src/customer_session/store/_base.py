@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, NamedTuple, Self, TypeVar, cast
@@ -72,6 +72,10 @@ DEFAULT_RETRIES: Final = 8
 """How many times ``update`` re-runs a change that lost a race, by default."""
 
 _CACHE_SIZE: Final = 4096
+# The cache's bound in characters of stored documents: sessions have no size limit
+# (custom attributes), and a cached session costs several times its document (the
+# text, its parsed data, the session), so 4,096 of a megabyte each would be gigabytes.
+_CACHE_CHARACTERS: Final = 8 * 2**20
 _DELIVERY_BATCH: Final = 100
 
 # The store object and the key whose refusal the commits in this context may replace
@@ -110,6 +114,48 @@ class _Cached(NamedTuple):
     session: CustomerSession
     version: int
     written: bool
+
+
+class _SessionCache:
+    """The sessions a store object last read or wrote, by integration id (see ``_Cached``).
+
+    At most :data:`_CACHE_SIZE` of them, and :data:`_CACHE_CHARACTERS` characters of
+    their documents (the newest is kept whatever its size); the oldest entry goes
+    first. Shared by the store object's threads, so its steps run under a lock.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Cached] = {}
+        self._characters = 0
+        self._lock = threading.Lock()
+
+    def get(self, integration_id: str) -> _Cached | None:
+        """The cached copy of the session, or ``None``."""
+        return self._entries.get(integration_id)
+
+    def put(self, integration_id: str, cached: _Cached) -> None:
+        """Cache ``cached`` as the newest entry, evicting the oldest beyond the bounds."""
+        entries = self._entries
+        with self._lock:
+            self._drop(integration_id)
+            entries[integration_id] = cached
+            self._characters += len(cached.text)
+            while len(entries) > 1 and (
+                len(entries) > _CACHE_SIZE or self._characters > _CACHE_CHARACTERS
+            ):
+                self._drop(next(iter(entries)))
+
+    def pop(self, integration_id: str, older_than: int | None = None) -> None:
+        """Drop the session's copy (only a copy of ``older_than`` or an older version, if given)."""
+        with self._lock:
+            cached = self._entries.get(integration_id)
+            if cached is not None and (older_than is None or cached.version <= older_than):
+                self._drop(integration_id)
+
+    def _drop(self, integration_id: str) -> None:
+        cached = self._entries.pop(integration_id, None)
+        if cached is not None:
+            self._characters -= len(cached.text)
 
 
 class _Loaded(NamedTuple, Generic[_S]):
@@ -195,7 +241,7 @@ class StoreCore(Generic[_S]):
         self._outbox_written = 0
         self._schema_lock = threading.Lock()
         self._schema_ready = threading.Event()
-        self._cache: dict[str, _Cached] = {}
+        self._cache = _SessionCache()
         # A forked child inherits the store object, and with it the parent's open
         # connections (see _refuse_in_a_fork).
         self._opener = os.getpid()
@@ -464,7 +510,7 @@ class StoreCore(Generic[_S]):
         if state != loaded.session.state:
             # ids() and counts() read the column: they would disagree with get(). Not
             # cached either, or update() would start from the copy and never see it.
-            self._cache.pop(integration_id, None)
+            self._cache.pop(integration_id)
             raise CorruptData(
                 f"session {integration_id!r}: the stored state column says {shown(state):.60} "
                 f"but its document says {shown(loaded.session.state.value)}; the row is corrupt",
@@ -472,7 +518,7 @@ class StoreCore(Generic[_S]):
             )
         if cached is None:
             kept = twin(loaded.session, workflow)
-            self._cache_put(
+            self._cache.put(
                 integration_id, _Cached(text, loaded.data, kept, version, written=False)
             )
         return loaded
@@ -573,9 +619,9 @@ class StoreCore(Generic[_S]):
         """
         self._outbox_written += len(change.outbox)
         if kept is None:
-            self._cache.pop(change.integration_id, None)
+            self._cache.pop(change.integration_id)
             return
-        self._cache_put(
+        self._cache.put(
             change.integration_id,
             _Cached(change.document, change.data, kept, version, written=True),
         )
@@ -587,18 +633,7 @@ class StoreCore(Generic[_S]):
         of date, and the next attempt must load the row rather than run the change
         on it again. A newer copy (another thread's commit) is kept.
         """
-        cached = self._cache.get(integration_id)
-        if cached is not None and cached.version <= version:
-            self._cache.pop(integration_id, None)
-
-    def _cache_put(self, integration_id: str, cached: _Cached) -> None:
-        cache = self._cache
-        cache.pop(integration_id, None)
-        cache[integration_id] = cached
-        if len(cache) > _CACHE_SIZE:
-            # Another thread may evict the same entry first; the cache is only a shortcut.
-            with suppress(KeyError, StopIteration, RuntimeError):
-                del cache[next(iter(cache))]
+        self._cache.pop(integration_id, older_than=version)
 
 
 class BaseStore(StoreCore[_S], ABC):
