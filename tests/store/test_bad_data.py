@@ -519,8 +519,9 @@ def _unique_keys(sql) -> set[tuple[str, tuple[str, ...]]]:
 
 
 def _undo_version_4(sql, database: str) -> None:
-    """Take away what version 4 added: the actor, the discards, the index of effects,
-    the sessions' (state, updated) index.
+    """Take away what version 4 added: the actor, the discards, two indexes.
+
+    The indexes: of the outbox's effects, and of the sessions by (state, updated).
 
     On PostgreSQL also the digests: the text is the key again, as in version 3.
     """
