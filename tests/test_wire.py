@@ -1023,6 +1023,26 @@ class TestNewSessionFields:
         problems = refused({"couponCodes": ["A", "B"]}, new_session_fields)
         assert problems.keys() == {"$.couponCodes"}
 
+    def test_a_cart_at_the_api_limits_is_read(self):
+        """1000 items and 10,000 units, Talon.One's limits per request, are read."""
+        items = [{"sku": f"S{i}", "quantity": 10} for i in range(1000)]
+        assert len(new_session_fields({"cartItems": items})["cart_items"]) == 1000
+
+    @pytest.mark.parametrize(
+        ("items", "message"),
+        [
+            ([{"sku": f"S{i}", "quantity": 1} for i in range(1001)], "1001 items"),
+            ([{"sku": "A", "quantity": 10_000}, {"sku": "B", "quantity": 1}], "10001 units"),
+        ],
+    )
+    def test_a_cart_beyond_the_api_limits_is_refused(self, items, message):
+        """A request over 1000 items or 10,000 units, which Talon.One refuses, is refused."""
+        problems = refused(
+            {"cartItems": items}, lambda b: new_session_fields(b, path="$.customerSession")
+        )
+        assert problems.keys() == {"$.customerSession.cartItems"}
+        assert message in problems["$.customerSession.cartItems"]
+
 
 class TestReturnRequest:
     """The body of POST /v2/customer_sessions/{id}/returns."""

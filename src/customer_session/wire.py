@@ -69,6 +69,7 @@ from customer_session._cart import (
     Product,
     ReturnedItem,
     Unreadable,
+    cart_problems,
     cart_total,
     costs_total,
     freeze_mapping,
@@ -662,7 +663,10 @@ class _Reader:
     def _request_hooks(self) -> dict[str, _Hook]:
         return {
             **self._session_hooks(),
-            "cart_items": _CartHook(self._array(tuple[CartItem, ...]), _read_only_problems),
+            # A request has no restore() to apply the API's per-request cart limits.
+            "cart_items": _CartHook(
+                self._array(tuple[CartItem, ...]), _read_only_problems, limits=True
+            ),
             "coupon_codes": self._code_list(),
             "referral_code": _non_null(_text(max_length=MAX_CODE_LENGTH)),
         }
@@ -764,12 +768,21 @@ class _CartHook:
 
     For documents, ``check`` verifies the keys the server derives and this library
     does not store (``position``, ``remainingQuantity``); for requests, it refuses
-    the read-only keys.
+    the read-only keys. With ``limits``, the items read are also held to the API's
+    cart limits (items and units), as the model holds a session's cart; documents
+    leave that to the session they are restored into.
     """
 
-    def __init__(self, items: _Hook, check: Callable[[Any], list[tuple[str, str]]]) -> None:
+    def __init__(
+        self,
+        items: _Hook,
+        check: Callable[[Any], list[tuple[str, str]]],
+        *,
+        limits: bool = False,
+    ) -> None:
         self._items = items
         self._check = check
+        self._limits = limits
 
     def __call__(self, value: object, kind: object) -> tuple[CartItem, ...]:
         derived = self._check(value) if isinstance(value, list | tuple) else []
@@ -783,6 +796,8 @@ class _CartHook:
             ) from None
         if derived:
             raise _Invalid(derived)
+        if self._limits and (over := cart_problems(items, "")):
+            raise _Invalid([(p.path, p.message) for p in over])
         return items
 
 
@@ -1446,8 +1461,9 @@ def new_session_fields(body: object, *, path: str = "$") -> dict[str, Any]:
     :meth:`CustomerSession.restore` argument names (``cart_items``, ``coupon``,
     ``referral``, ``profile_id``, ``identifiers``, ``attributes``,
     ``additional_costs``, ``state``). As in Talon.One, ``couponCodes: []`` and
-    ``referralCode: ""`` mean "no code" (``None``). Read-only cart item keys and
-    keys a session cannot hold (``storeIntegrationId``, ``loyaltyCards``, ...) are
+    ``referralCode: ""`` mean "no code" (``None``). Read-only cart item keys, keys
+    a session cannot hold (``storeIntegrationId``, ``loyaltyCards``, ...) and a
+    cart beyond Talon.One's limits per request (1000 items, 10,000 units) are
     problems, as are unknown keys.
 
     Args:
