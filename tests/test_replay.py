@@ -514,6 +514,30 @@ class TestExampleLog:
             checked += 1
         assert checked > 5000
 
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"cartItems": [{"sku": "A", "quantity": 1, "position": 0}]},
+            {"cartItems": [{"sku": "A", "quantity": 1, "returnedQuantity": 0}]},
+            {"cartItems": [{"sku": "A", "quantity": 1, "catalogItemID": 7}]},
+            {"cartItems": [{"sku": "A", "quantity": 1, "catalogItemId": 7}]},
+            {"cartItems": [{"sku": "A", "quantity": 1, "product": {"name": "P", "id": 1}}]},
+            {
+                "cartItems": [
+                    {"sku": "A", "quantity": 1, "additionalCosts": {"g": {"price": 1, "x": 1}}}
+                ]
+            },
+            {"additionalCosts": {"shipping": {"price": 4.9, "vat": 0.9}}},
+            {"couponCodes": [""]},
+        ],
+    )
+    def test_the_schema_refuses_bodies_the_replay_refuses_as_malformed(self, body):
+        """Read-only or unknown keys in an item, product or cost, or an empty code, fail both."""
+        validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+        line = event("create", customerSession={"state": "open", **body})
+        assert not validator.is_valid(json.loads(line))
+        assert Replayer().run([line]).refused
+
     def test_example_replays_with_a_few_refusals(self):
         """The example has thousands of sessions, every kind of event and a few illegal ones."""
         report = Replayer().run(EXAMPLE.read_text().splitlines())
