@@ -591,6 +591,16 @@ class TestFromDict:
             "$.profileID": "unknown key; did you mean 'profileId'?",
         }
 
+    def test_snake_case_keys_get_the_wire_name_as_a_hint(self):
+        """A key in the snake_case of the official SDK's ``to_dict()`` gets its wire name."""
+        doc = to_dict(order(cart_items=[CartItem(sku="A", quantity=1)]))
+        doc["cartItems"][0]["catalog_item_id"] = 7
+        doc["profile_id"] = doc.pop("profileId", "cust-4711")
+        assert refused(doc) == {
+            "$.cartItems[0].catalog_item_id": "unknown key; did you mean 'catalogItemID'?",
+            "$.profile_id": "unknown key; did you mean 'profileId'?",
+        }
+
     def test_keys_that_are_not_identifiers_are_quoted(self):
         """Paths quote keys that are not identifiers, in RFC 9535 notation."""
         doc = to_dict(order())
@@ -1235,7 +1245,9 @@ class TestFromV2Response:
         """Known keys the session does not keep must still have their documented types."""
         doc = load("session_v2_response.json")
         doc.update(id="9120", loyaltyCards=["a", "b"])
-        assert refused(doc, from_v2_response).keys() == {"$.id", "$.loyaltyCards"}
+        problems = refused(doc, from_v2_response)
+        assert problems.keys() == {"$.id", "$.loyaltyCards"}
+        assert problems["$.loyaltyCards"] == "2 entries; at most 1 is allowed"
 
     def test_a_cart_without_returned_quantities_after_a_return_says_why(self):
         """A returned session whose cart has no returnedQuantity at all is refused with a hint.

@@ -709,7 +709,8 @@ class _Reader:
             if not isinstance(value, list | tuple):
                 raise _Invalid.here(f"must be an array, got {_describe(value)}")
             if max_items is not None and len(value) > max_items:
-                raise _Invalid.here(f"{len(value)} entries; at most {max_items} are allowed")
+                verb = "is" if max_items == 1 else "are"
+                raise _Invalid.here(f"{len(value)} entries; at most {max_items} {verb} allowed")
             return tuple(elements(value, kind))
 
         return structure
@@ -958,7 +959,9 @@ def _unknown_key_message(key: object, owner: Any) -> str:
     keys = [_wire_name(a.alias) for a in attrs.fields(owner) if a.init] if attrs.has(owner) else []
     if owner is CartItem:
         keys.extend(_DERIVED_ITEM_KEYS)
-    near = [k for k in keys if isinstance(key, str) and k.lower() == key.lower()]
+    # Letter case, or the snake_case of the official SDK's to_dict() (catalog_item_id).
+    folded = key.replace("_", "").lower() if isinstance(key, str) else None
+    near = [k for k in keys if k.lower() == folded]
     hint = f"; did you mean {near[0]!r}?" if near else ""
     return f"unknown key{hint}"
 
