@@ -92,6 +92,8 @@ with SQLiteStore(":memory:", session_class=ReopenableCustomerSession) as reopena
 any_store: SessionStore[CustomerSession] = open_store(":memory:", actor="worker-1")
 assert_type(any_store.actor, str | None)
 any_store.create(CustomerSession(integration_id="order-1"), actor="api")
+# A tool on any backend checks that it registers the effects the outbox holds.
+unregistered = set(any_store.outbox_effects()) - {e.name for e in any_store.effects}
 any_store.close()
 
 

@@ -54,6 +54,10 @@ class SessionStore(Protocol[_S]):
     def migrate(self) -> bool:
         """Whether the store creates or migrates the schema on first use (else only checks it)."""
 
+    @property
+    def effects(self) -> tuple[DurableEffect, ...]:
+        """The durable effects registered on this store object, in registration order."""
+
     def create(
         self,
         session: _S,
