@@ -359,3 +359,19 @@ class TestDocs:
             for error in _one_of_each()
         }
         assert _documented_attributes() == carried
+
+    @pytest.mark.parametrize("attribute", ["waited_for", "setting"])
+    def test_errors_page_lists_every_value_store_timeout_documents(self, attribute):
+        """The errors page gives each value of StoreTimeout's attribute its docstring gives."""
+        page = (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+        section = page.split("## Every error's attributes", 1)[1]
+        row = re.search(r"^\| `StoreTimeout` \| (.*) \|$", section, flags=re.MULTILINE)
+        assert row is not None
+        cell = re.search(rf"`{attribute}` \(([^)]*)\)", row[1])
+        assert cell is not None
+        doc = exceptions.StoreTimeout.__doc__ or ""
+        flags = re.MULTILINE | re.DOTALL
+        entry = re.search(rf"^\s+{attribute}: (.*?)(?=^\s+\w+: |\Z)", doc, flags=flags)
+        assert entry is not None
+        quoted = r'"(\w[\w ]*)"'
+        assert set(re.findall(quoted, cell[1])) == set(re.findall(quoted, entry[1]))
