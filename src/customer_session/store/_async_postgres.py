@@ -499,6 +499,8 @@ class AsyncPostgresStore(StoreCore[_S]):
             KeyAlreadyProcessed: ``key`` was already used; this error wins when
                 the session is stored too (a redelivered create).
             WorkflowError: The session follows another table than the store's class.
+            ValidationError: A bad argument (``actor`` included), each by name;
+                nothing is written.
         """
         self._check_new(session, key, operation, actor)
         integration_id = session.integration_id

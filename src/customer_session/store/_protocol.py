@@ -30,8 +30,12 @@ class SessionStore(Protocol[_S]):
     needs a store should accept a ``SessionStore``. The methods are documented on
     the backends, which share one implementation of them. Every method refuses
     bad arguments with a :class:`~customer_session.exceptions.ValidationError`
-    naming each, before touching the database, and reports a database that fails
-    or cannot be reached as a :class:`~customer_session.exceptions.StoreError`.
+    naming each, before touching the database (but :meth:`on_commit`, a
+    registration, which refuses a bad name with a
+    :class:`~customer_session.exceptions.WorkflowError` and a bad trigger with an
+    :class:`~customer_session.exceptions.UnknownTrigger`, as a workflow's
+    registrations do), and reports a database that fails or cannot be reached as a
+    :class:`~customer_session.exceptions.StoreError`.
     """
 
     @property
