@@ -841,6 +841,27 @@ class TestBadArguments:
         assert not store.exists("order-2")
         assert len(store.history("order-1")) == 1
 
+    @pytest.mark.parametrize(
+        ("method", "call"),
+        [
+            ("get", lambda st: st.get(42)),
+            ("ids", lambda st: st.ids(limit=0)),
+            ("ids", lambda st: st.ids(state="shipped")),
+            ("pending", lambda st: st.pending(limit=0)),
+            ("discarded", lambda st: st.discarded(limit=0)),
+            ("deliver", lambda st: st.deliver(lambda e: None, limit=0)),
+            ("update", lambda st: st.update("order-1", None)),
+            ("purge_delivered", lambda st: st.purge_delivered(before=FAR_FUTURE)),
+        ],
+    )
+    def test_the_error_names_the_method_given_the_argument(self, store, method, call):
+        """A refused argument's ValidationError names the method it was given to."""
+        store.create(new_session())
+        with pytest.raises(ValidationError) as caught:
+            call(store)
+        assert caught.value.subject == f"{method}()"
+        assert str(caught.value).startswith(f"{method}(): ")
+
 
 def store_tables(backend: str, database: str, sql) -> list[str] | None:
     """The tables of the database (``None``: an SQLite file that does not exist)."""

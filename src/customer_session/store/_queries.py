@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
     from customer_session._spec import Specification
 
-SUBJECT = "store query"
-"""How a refused query is named in its ``ValidationError``."""
+SUBJECT = "ids()"
+"""How a refused query is named in its ``ValidationError``: by its method, as all are."""
 
 
 class Query(NamedTuple):
