@@ -305,8 +305,9 @@ def _integer(text: str, minimum: int) -> int:
 
 
 # The library's names of the values a store's options give it (open_store's ``target``,
-# the backends' ``path`` and ``conninfo``): all of them are what --db was given.
-_DB: Final = {"target": "--db", "path": "--db", "conninfo": "--db"}
+# StoreReplayer's ``database``, the backends' ``path`` and ``conninfo``): all of them
+# are what --db was given.
+_DB: Final = {"target": "--db", "database": "--db", "path": "--db", "conninfo": "--db"}
 _LARGEST_LIMIT: Final = 2**63 - 1  # the largest limit a store's listings take
 
 

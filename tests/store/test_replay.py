@@ -19,6 +19,7 @@ from customer_session import (
     ReopenableCustomerSession,
     State,
     StoreError,
+    ValidationError,
     WorkflowError,
 )
 from customer_session.cli import main
@@ -221,6 +222,23 @@ class TestStoreReplay:
         """A store replay never takes the in-memory fast path."""
         with StoreReplayer(database) as replayer, pytest.raises(Exception, match="fast"):
             replayer.run([CREATE], fast=True)
+
+    @pytest.mark.parametrize("database", [None, "", 42])
+    def test_a_bad_database_is_refused_by_its_own_name(self, database):
+        """A bad ``database`` names StoreReplayer and its argument, not open_store's."""
+        with pytest.raises(ValidationError) as caught:
+            StoreReplayer(database)
+        assert caught.value.subject == "StoreReplayer()"
+        assert [p.path for p in caught.value.problems] == ["database"]
+
+    @pytest.mark.parametrize("log_id", ["", "log\x00one", "\ud800", 7])
+    def test_a_bad_log_id_is_refused_before_the_store_opens(self, tmp_path, log_id):
+        """A log_id that no key can hold is a ValidationError naming it; no file is made."""
+        with pytest.raises(ValidationError) as caught:
+            StoreReplayer(tmp_path / "orders.db", log_id=log_id)
+        assert caught.value.subject == "StoreReplayer()"
+        assert [p.path for p in caught.value.problems] == ["log_id"]
+        assert list(tmp_path.iterdir()) == []
 
     def test_store_failure_stops_the_run(self, database, sql):
         """A corrupt stored session stops the replay with its StoreError."""

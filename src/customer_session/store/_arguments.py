@@ -117,6 +117,7 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
         "must be a non-empty string (UTF-8, no NUL) or None",
     ),
     "operation": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
+    "log_id": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
     "refusal": (_optional_text, "must be a non-empty string (UTF-8, no NUL) or None"),
     "actor": (
         _actor,

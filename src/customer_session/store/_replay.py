@@ -22,8 +22,10 @@ from customer_session._spec import Trigger
 from customer_session.exceptions import (
     ConcurrentUpdate,
     KeyAlreadyProcessed,
+    Problem,
     SessionExists,
     StoreError,
+    ValidationError,
     WorkflowError,
 )
 from customer_session.model import CustomerSession
@@ -36,6 +38,7 @@ from customer_session.replay import (
     _not_text,
     _too_deep,
 )
+from customer_session.store._arguments import check
 from customer_session.store._base import DEFAULT_RETRIES
 from customer_session.store._open import open_store
 
@@ -135,15 +138,28 @@ class StoreReplayer(Replayer):
         retries: int = DEFAULT_RETRIES,
         actor: str | None = None,
     ) -> None:
-        """Open the store, bound to the replay's workflow (whose clock is the log)."""
+        """Open the store, bound to the replay's workflow (whose clock is the log).
+
+        Raises:
+            ValidationError: A bad argument, each by name (``database`` as
+                ``open_store`` refuses a target); nothing is opened.
+        """
+        check("StoreReplayer", log_id=log_id)  # it goes into every key: before any file
         super().__init__(session_class=session_class)
-        self.store: SessionStore[CustomerSession] = open_store(
-            database,
-            session_class=session_class,
-            workflow=self.workflow,
-            retries=retries,
-            actor=actor,
-        )
+        try:
+            self.store: SessionStore[CustomerSession] = open_store(
+                database,
+                session_class=session_class,
+                workflow=self.workflow,
+                retries=retries,
+                actor=actor,
+            )
+        except ValidationError as exc:
+            # Said in the caller's words: it called StoreReplayer, whose argument is database.
+            raise ValidationError(
+                "StoreReplayer()",
+                [Problem("database", p.message) if p.path == "target" else p for p in exc.problems],
+            ) from None
         self.log_id = log_id
         self._skipped = 0
         self._seen: Counter[bytes] = Counter()
