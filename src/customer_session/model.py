@@ -747,6 +747,10 @@ class CustomerSession:
         """Whether ``trigger`` would be accepted now (table, arguments and guards).
 
         Nothing changes; guards run with the event the trigger would have.
+
+        Raises:
+            UnknownTrigger: ``trigger`` is not a trigger of this session's table.
+            HookFailed: A guard raised.
         """
         return not self.why_not(trigger, items=items)
 
