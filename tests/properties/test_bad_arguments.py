@@ -455,6 +455,9 @@ RECIPES: dict[str, Callable[[Given], Call]] = {
     ),
     "store.Effect": lambda g: Call(Effect, _effect_fields(g)),
     "store.Effect.session": lambda g: Call(Effect(**_effect_fields(g)).session, _READER),
+    "store.Effect.to_dict": lambda g: Call(
+        Effect(**_effect_fields(g)).to_dict, {"include_document": False}
+    ),
     "store.JournalEntry": lambda g: Call(JournalEntry, attrs.asdict(g.entry(), recurse=False)),
     "store.ProcessedKey": lambda g: Call(
         ProcessedKey, {"key": "k", "integration_id": None, "refusal": None}
@@ -586,7 +589,8 @@ STORE_RECIPES: dict[str, Callable[[Given], Call]] = {
     "deliver": lambda g: Call(g.store.deliver, {"handler": _hook, "limit": 1, "max_attempts": 3}),
     # The pending effect of "o2" is row 1 (discarded by the first call that succeeds).
     "discard": lambda g: Call(g.store.discard, {"sequence": 1, "reason": "gave up"}),
-    "discarded": lambda g: Call(g.store.discarded, {"limit": 1}),
+    "discarded": lambda g: Call(g.store.discarded, {"limit": 1, "after": None}),
+    "discarded_count": lambda g: Call(g.store.discarded_count),
     "exists": lambda g: Call(g.store.exists, {"integration_id": "o1"}),
     "forget_keys": lambda g: Call(
         g.store.forget_keys, {"before": datetime(2000, 1, 1, tzinfo=UTC)}
@@ -601,7 +605,8 @@ STORE_RECIPES: dict[str, Callable[[Given], Call]] = {
         g.store.mark_processed, {"key": "k4", "integration_id": "o1", "refusal": None}
     ),
     "on_commit": lambda g: Call(g.store.on_commit, {"name": "n2", "trigger": Trigger.CLOSE}),
-    "pending": lambda g: Call(g.store.pending, {"limit": 1}),
+    "pending": lambda g: Call(g.store.pending, {"limit": 1, "after": None}),
+    "pending_count": lambda g: Call(g.store.pending_count),
     "processed": lambda g: Call(g.store.processed, {"key": "k"}),
     "processed_key": lambda g: Call(g.store.processed_key, {"key": "k"}),
     "purge_delivered": lambda g: Call(

@@ -181,6 +181,14 @@ class SyncOverAsync:
         """As ``store.discarded``."""
         return self._run(self.store.discarded(**options))
 
+    def pending_count(self) -> Any:
+        """As ``store.pending_count``."""
+        return self._run(self.store.pending_count())
+
+    def discarded_count(self) -> Any:
+        """As ``store.discarded_count``."""
+        return self._run(self.store.discarded_count())
+
     def outbox_effects(self) -> Any:
         """As ``store.outbox_effects``."""
         return self._run(self.store.outbox_effects())

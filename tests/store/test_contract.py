@@ -64,6 +64,8 @@ from .conftest import nested_delivery_refusal
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from customer_session.store import Effect
+
 ITEMS = (CartItem(sku="SOCK", quantity=3, price=7.5), CartItem(sku="JKT", quantity=1, price=99.0))
 RETURN = (ReturnedItem(position=0, quantity=1),)
 # Beyond datetime's range once in UTC.
@@ -2043,6 +2045,109 @@ class TestDiscard:
             ("order-1", "the receiver answered 400")
         ]
         assert store.pending() == ()
+
+
+def _pages(read: Callable[..., tuple[Effect, ...]], size: int, between=None) -> list[int]:
+    """The sequence numbers of a listing read ``size`` rows a page, ``between(page)`` after each."""
+    listed: list[int] = []
+    page = read(limit=size)
+    while page:
+        listed += [e.sequence for e in page]
+        if between is not None:
+            between(page)
+        page = read(limit=size, after=page[-1])
+    return listed
+
+
+class TestPaging:
+    @pytest.mark.parametrize("size", [1, 2, 3, 5, 6])
+    def test_pending_pages_list_every_row_once_in_order(self, store, size):
+        """pending(after=the last row of a page) pages through every pending row once, in order."""
+        _closed_with_effect(store, *(f"order-{n}" for n in range(5)))
+        every = [e.sequence for e in store.pending()]
+        assert _pages(store.pending, size) == every
+        assert store.pending(after=store.pending()[-1]) == ()
+
+    def test_pending_pages_follow_rows_delivered_discarded_and_written_between_them(self, store):
+        """A row gone between pages is not listed, a row written meanwhile is, and none twice."""
+        _closed_with_effect(store, *(f"order-{n}" for n in range(6)))
+        first, _, third, *_ = store.pending()
+        written = []
+
+        def change(page: tuple[Effect, ...]) -> None:
+            if page[0].sequence == first.sequence:
+                assert store.deliver(lambda e: None, limit=1) == 1  # first, listed already
+                store.discard(third.sequence, reason="gave up")  # not listed yet
+                store.create(new_session("order-late"))
+                store.update("order-late", lambda s: s.close())
+                written.append(store.pending()[-1].sequence)
+
+        listed = _pages(store.pending, 2, change)
+        # first was read before it was delivered; the rest is what is pending now.
+        assert listed == [first.sequence] + [e.sequence for e in store.pending()]
+        assert third.sequence not in listed
+        assert listed[-1] == written[0]
+
+    @pytest.mark.parametrize("size", [1, 2, 4])
+    def test_discarded_pages_list_every_row_once_in_discard_order(self, store, size):
+        """discarded(after=the last row of a page) pages in discard order, each row once."""
+        _closed_with_effect(store, *(f"order-{n}" for n in range(4)))
+        rows = store.pending()
+        for row in (rows[2], rows[0], rows[3], rows[1]):
+            store.discard(row.sequence, reason="gave up")
+        assert _pages(store.discarded, size) == [e.sequence for e in store.discarded()]
+
+    def test_discarded_pages_go_on_after_the_last_row_read_was_purged(self, store):
+        """The cursor is the row's discard time and sequence: purging the row loses nothing."""
+        _closed_with_effect(store, *(f"order-{n}" for n in range(5)))
+        first, second, third, fourth, fifth = store.pending()
+        for row in (first, second, third, fourth):
+            store.discard(row.sequence, reason="gave up")
+
+        def change(page: tuple[Effect, ...]) -> None:
+            if (
+                page[0].sequence == first.sequence
+            ):  # purge both rows read (by their discard time), discard one
+                last = page[-1].discarded_at
+                purged = store.purge_delivered(before=last + timedelta(microseconds=1))
+                assert purged == 2
+                store.discard(fifth.sequence, reason="gave up later")
+
+        listed = _pages(store.discarded, 2, change)
+        assert listed == [e.sequence for e in (first, second, third, fourth, fifth)]
+
+    def test_counts_are_the_rows_pending_and_discarded(self, store):
+        """pending_count() and discarded_count() count the rows pending() and discarded() list."""
+        assert (store.pending_count(), store.discarded_count()) == (0, 0)
+        _closed_with_effect(store, "order-1", "order-2", "order-3")
+        store.discard(store.pending()[0].sequence, reason="gave up")
+        assert store.deliver(lambda e: None, limit=1) == 1
+        assert (store.pending_count(), store.discarded_count()) == (1, 1)
+
+    @pytest.mark.parametrize("after", [1, "1", object()])
+    def test_after_that_is_no_row_is_refused(self, store, after):
+        """pending()/discarded() refuse an after that is not an Effect, naming it."""
+        for listing in (store.pending, store.discarded):
+            with pytest.raises(ValidationError, match=r"\(\): after: must be ") as caught:
+                listing(after=after)
+            assert [p.path for p in caught.value.problems] == ["after"]
+
+    def test_discarded_after_a_row_not_discarded_is_refused(self, store):
+        """discarded(after=a pending row) is refused: a pending row has no place in that order."""
+        _closed_with_effect(store, "order-1")
+        (row,) = store.pending()
+        with pytest.raises(ValidationError, match=r"discarded\(\): after: must be a discarded"):
+            store.discarded(after=row)
+
+    def test_a_listed_row_reads_its_document_as_delivery_hands_it_over(self, store):
+        """A row of pending() (document parsed when read) equals the row deliver() hands over."""
+        _closed_with_effect(store, "order-1")
+        (listed,) = store.pending()
+        handed: list[Effect] = []
+        assert store.deliver(handed.append) == 1
+        assert listed == handed[0]
+        assert listed.document == handed[0].document
+        assert listed.to_dict() == handed[0].to_dict()
 
 
 def _in_thread(call: Callable[[], object]) -> object:

@@ -1,8 +1,11 @@
 import json
+import sqlite3
+from contextlib import closing
 
 import pytest
 
 from customer_session import CustomerSession, wire
+from customer_session.exceptions import CorruptData, ValidationError
 from customer_session.store import SQLiteStore
 
 
@@ -64,4 +67,64 @@ class TestEffectToDict:
             "poison",
         )
         assert data["discardedAt"] != data["createdAt"]
+        store.close()
+
+    def test_without_the_document_it_is_the_rest_of_the_row(self):
+        """to_dict(include_document=False) is to_dict() without its document."""
+        store = SQLiteStore(":memory:")
+        store.on_commit("notify")
+        store.create(CustomerSession(integration_id="order-42"))
+        store.update("order-42", lambda session: session.close())
+        (row,) = store.pending()
+        whole = row.to_dict()
+        del whole["document"]
+        assert row.to_dict(include_document=False) == whole
+        store.close()
+
+    @pytest.mark.parametrize("value", ["no", 0, None])
+    def test_include_document_must_be_a_bool(self, value):
+        """to_dict(include_document=...) refuses anything but True or False, naming it."""
+        store = SQLiteStore(":memory:")
+        store.on_commit("notify")
+        store.create(CustomerSession(integration_id="order-42"))
+        store.update("order-42", lambda session: session.close())
+        (row,) = store.pending()
+        with pytest.raises(ValidationError, match=r"^to_dict\(\): include_document: must be"):
+            row.to_dict(include_document=value)
+        store.close()
+
+
+class TestListedDocument:
+    def test_a_listed_row_with_a_corrupt_document_is_listed_and_its_document_refused(
+        self, tmp_path
+    ):
+        """pending() lists a row whose document is not JSON; reading the document is CorruptData.
+
+        The operator can see the row (and discard it) though its document does not load.
+        """
+        path = tmp_path / "store.db"
+        with SQLiteStore(path) as store:
+            store.on_commit("notify")
+            store.create(CustomerSession(integration_id="order-42"))
+            store.update("order-42", lambda session: session.close())
+        with closing(sqlite3.connect(path)) as connection, connection:
+            connection.execute("UPDATE customer_session_outbox SET document = '{oops'")
+        with SQLiteStore(path) as store:
+            (row,) = store.pending()
+            assert row.to_dict(include_document=False)["integrationId"] == "order-42"
+            with pytest.raises(CorruptData, match="order-42': the stored outbox document is not"):
+                _ = row.document
+            with pytest.raises(CorruptData, match="order-42': the stored outbox document is not"):
+                row.to_dict()
+            assert store.discard(row.sequence, reason="corrupt").sequence == row.sequence
+
+    def test_a_document_is_parsed_once_and_then_kept(self):
+        """A listed row's document, once read, is the same object on each read."""
+        store = SQLiteStore(":memory:")
+        store.on_commit("notify")
+        store.create(CustomerSession(integration_id="order-42"))
+        store.update("order-42", lambda session: session.close())
+        (row,) = store.pending()
+        assert row.document is row.document
+        assert row.session().integration_id == "order-42"
         store.close()

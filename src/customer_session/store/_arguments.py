@@ -19,6 +19,7 @@ from customer_session._cart import is_number, is_text, raise_problems
 from customer_session._show import shown
 from customer_session.exceptions import Problem
 from customer_session.model import CustomerSession
+from customer_session.store._outbox import Effect
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,6 +109,16 @@ def _optional_aware(value: object) -> bool:
     return value is None or _aware(value)
 
 
+def _after(value: object) -> bool:
+    # A row, not its sequence number: discarded() pages by discard time and sequence,
+    # and pending() takes the same argument so a page's last row is always the cursor.
+    return value is None or isinstance(value, Effect)
+
+
+def _after_discarded(value: object) -> bool:
+    return value is None or (isinstance(value, Effect) and value.discarded_at is not None)
+
+
 _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "integration_id": (_text, "must be a non-empty string (UTF-8 text without NUL)"),
     "key": (_text, "must be a non-empty string (UTF-8 text without NUL)"),
@@ -147,6 +158,11 @@ _RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
     "before": (_aware, "must be an aware datetime (in range in UTC)"),
     "updated_before": (_optional_aware, "must be an aware datetime (in range in UTC) or None"),
     "updated_since": (_optional_aware, "must be an aware datetime (in range in UTC) or None"),
+    "after": (_after, "must be an Effect (the last row of the page before) or None"),
+    "discarded_after": (
+        _after_discarded,
+        "must be a discarded Effect (the last row of the page before) or None",
+    ),
 }
 # What the rules above are called in messages (the argument's own name).
 _SHOWN: Final = {
@@ -154,6 +170,7 @@ _SHOWN: Final = {
     "optional_integration_id": "integration_id",
     "default_retries": "retries",
     "pool_timeout": "timeout",
+    "discarded_after": "after",
 }
 
 

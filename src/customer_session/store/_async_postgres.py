@@ -57,6 +57,8 @@ from customer_session.store._postgres import (
     _DELIVERED,
     _DISCARD,
     _DISCARDED,
+    _DISCARDED_AFTER,
+    _DISCARDED_COUNT,
     _EXISTS,
     _FAILED,
     _FETCH,
@@ -72,6 +74,7 @@ from customer_session.store._postgres import (
     _OUTBOX_HOLDER,
     _OUTBOX_STATUS,
     _PENDING,
+    _PENDING_COUNT,
     _PURGE,
     _REVISE_KEY,
     _SCHEMA_VERSION,
@@ -812,11 +815,26 @@ class AsyncPostgresStore(StoreCore[_S]):
         await self._ready(integration_id)
         return await self._record_key(key, integration_id, refusal)
 
-    async def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
-        """The outbox rows not delivered (nor discarded) yet, in delivery order."""
-        check("pending", limit=limit)
+    async def pending(
+        self, *, limit: int | None = None, after: Effect | None = None
+    ) -> tuple[Effect, ...]:
+        """The outbox rows not delivered (nor discarded) yet, in delivery order.
+
+        As :meth:`PostgresStore.pending <customer_session.store.PostgresStore.pending>`:
+        page by page with ``after`` (the last row of the page before), documents
+        parsed when first read.
+        """
+        check("pending", limit=limit, after=after)
         await self._ready(None)
-        return tuple(effect_from_row(row) for row in await self._fetchall(None, _PENDING, (limit,)))
+        params = (0 if after is None else after.sequence, limit)
+        rows = await self._fetchall(None, _PENDING, params)
+        return tuple(effect_from_row(row, unread=True) for row in rows)
+
+    async def pending_count(self) -> int:
+        """How many outbox rows are pending, counted on their index."""
+        await self._ready(None)
+        ((count,),) = await self._fetchall(None, _PENDING_COUNT, ())
+        return int(count)
 
     async def discard(self, sequence: int, *, reason: str) -> Effect:
         """Give up on the pending outbox row ``sequence``: it is never handed over again.
@@ -845,12 +863,29 @@ class AsyncPostgresStore(StoreCore[_S]):
             )
         return self._discarded(sequence, rows, found)
 
-    async def discarded(self, *, limit: int | None = None) -> tuple[Effect, ...]:
-        """The discarded outbox rows, in the order they were discarded (oldest first)."""
-        check("discarded", limit=limit)
+    async def discarded(
+        self, *, limit: int | None = None, after: Effect | None = None
+    ) -> tuple[Effect, ...]:
+        """The discarded outbox rows, in the order they were discarded (oldest first).
+
+        As :meth:`PostgresStore.discarded
+        <customer_session.store.PostgresStore.discarded>`: page by page with
+        ``after`` (the last row of the page before), documents parsed when first read.
+        """
+        check("discarded", limit=limit, discarded_after=after)
         await self._ready(None)
-        rows = await self._fetchall(None, _DISCARDED, (limit,))
-        return tuple(effect_from_row(row) for row in rows)
+        if after is None or after.discarded_at is None:  # checked: a discarded row
+            rows = await self._fetchall(None, _DISCARDED, (limit,))
+        else:
+            params = (after.discarded_at, after.sequence, limit)
+            rows = await self._fetchall(None, _DISCARDED_AFTER, params)
+        return tuple(effect_from_row(row, unread=True) for row in rows)
+
+    async def discarded_count(self) -> int:
+        """How many outbox rows are discarded (until purged), counted on their index."""
+        await self._ready(None)
+        ((count,),) = await self._fetchall(None, _DISCARDED_COUNT, ())
+        return int(count)
 
     async def outbox_effects(self) -> tuple[str, ...]:
         """The names of the durable effects the outbox holds rows of, sorted.
@@ -890,7 +925,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         await self._ready(None)
         delivered = 0
         with delivering(self, self) as delivery:
-            if not await self._fetchall(None, _PENDING, (1,)):
+            if not await self._fetchall(None, _PENDING, (0, 1)):
                 return 0  # nothing to deliver needs no turn (as PostgresStore.deliver)
             async with self._delivery_lock(delivery):
                 while limit is None or delivered < limit:
@@ -899,7 +934,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                         if limit is None
                         else min(_DELIVERY_BATCH, limit - delivered)
                     )
-                    rows = await self._fetchall(None, _PENDING, (batch,))
+                    rows = await self._fetchall(None, _PENDING, (0, batch))
                     if not rows:
                         break
                     for index, row in enumerate(rows):

@@ -474,7 +474,9 @@ class StoreCore(Generic[_S]):
             EffectNotPending: The row was not pending (delivered, discarded, or none).
         """
         if rows:
-            return effect_from_row(rows[0])
+            # Its document unread: the row is discarded already, and a corrupt document
+            # (a reason to discard it) must not turn the discard into an error.
+            return effect_from_row(rows[0], unread=True)
         if found is None:
             raise EffectNotPending(sequence, None)
         (discarded,) = cast("Sequence[object]", found)
@@ -971,11 +973,48 @@ class BaseStore(StoreCore[_S], ABC):
 
     # -- durable effects -------------------------------------------------------------------
 
-    def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
-        """The outbox rows not delivered (nor discarded) yet, in delivery order."""
-        check("pending", limit=limit)
+    def pending(
+        self, *, limit: int | None = None, after: Effect | None = None
+    ) -> tuple[Effect, ...]:
+        """The outbox rows not delivered (nor discarded) yet, in delivery order.
+
+        A backlog is read page by page: pass the last row of a page as ``after``
+        to read the next one. Each page is one query on an index, from the row
+        after ``after`` on, however many rows the outbox holds; a row delivered or
+        discarded between pages is not in the next, and a row written meanwhile is
+        in one of the pages still to come::
+
+            page = store.pending(limit=1000)
+            while page:
+                ...
+                page = store.pending(limit=1000, after=page[-1])
+
+        Each row's :attr:`~Effect.document` is parsed when it is first read (a
+        listing that shows no document parses none); a stored document that is not
+        JSON is then a :class:`~customer_session.exceptions.CorruptData`.
+
+        Args:
+            limit: At most this many rows (default: every one).
+            after: Only the rows after this one (by :attr:`Effect.sequence`, which
+                delivery follows); it need not be pending still.
+
+        Raises:
+            ValidationError: A bad argument, each by name.
+        """
+        check("pending", limit=limit, after=after)
         self._ready(None)
-        return tuple(effect_from_row(row) for row in self._pending_rows(limit))
+        rows = self._pending_rows(limit, 0 if after is None else after.sequence)
+        return tuple(effect_from_row(row, unread=True) for row in rows)
+
+    def pending_count(self) -> int:
+        """How many outbox rows are pending (not delivered nor discarded).
+
+        Counted on the index of the pending rows, without reading the rows.
+        """
+        self._ready(None)
+        with self._connection(None) as connection:
+            (count,) = connection.execute(self._sql.pending_count).fetchone()
+        return int(count)
 
     def discard(self, sequence: int, *, reason: str) -> Effect:
         """Give up on the pending outbox row ``sequence``: it is never handed over again.
@@ -998,7 +1037,8 @@ class BaseStore(StoreCore[_S], ABC):
 
         Returns:
             The row as discarded (with :attr:`Effect.discarded_at` and
-            :attr:`Effect.discard_reason`).
+            :attr:`Effect.discard_reason`); its document is parsed when first read,
+            so a row discarded for a corrupt document is discarded without an error.
 
         Raises:
             EffectNotPending: No pending row has that sequence number (it was
@@ -1010,18 +1050,48 @@ class BaseStore(StoreCore[_S], ABC):
         self._ready(None)
         return self._discarded(sequence, *self._discard_row(sequence, reason))
 
-    def discarded(self, *, limit: int | None = None) -> tuple[Effect, ...]:
+    def discarded(
+        self, *, limit: int | None = None, after: Effect | None = None
+    ) -> tuple[Effect, ...]:
         """The discarded outbox rows, in the order they were discarded (oldest first).
 
         They stay until :meth:`purge_delivered` deletes them (by the time they were
-        discarded).
+        discarded). Rows discarded at the same time are in sequence order. Read page
+        by page as :meth:`pending` is: the last row of a page, as ``after``, starts
+        the next one after its discard time and sequence (a cursor that outlives the
+        row, if it is purged between pages). Documents are parsed when first read,
+        as :meth:`pending`'s.
+
+        Args:
+            limit: At most this many rows (default: every one).
+            after: Only the rows discarded after this discarded row.
+
+        Raises:
+            ValidationError: A bad argument, each by name (``after`` a row that is
+                not discarded).
         """
-        check("discarded", limit=limit)
+        check("discarded", limit=limit, discarded_after=after)
         self._ready(None)
         given = self._sql.no_limit if limit is None else limit
+        params: tuple[Any, ...]
+        if after is None or after.discarded_at is None:  # checked: a discarded row
+            statement, params = self._sql.discarded, (given,)
+        else:
+            statement = self._sql.discarded_after
+            params = (self._moment(after.discarded_at), after.sequence, given)
         with self._connection(None) as connection:
-            rows = connection.execute(self._sql.discarded, (given,)).fetchall()
-        return tuple(effect_from_row(row) for row in rows)
+            rows = connection.execute(statement, params).fetchall()
+        return tuple(effect_from_row(row, unread=True) for row in rows)
+
+    def discarded_count(self) -> int:
+        """How many outbox rows are discarded (until purged).
+
+        Counted on the index of the discarded rows, without reading the rows.
+        """
+        self._ready(None)
+        with self._connection(None) as connection:
+            (count,) = connection.execute(self._sql.discarded_count).fetchone()
+        return int(count)
 
     def outbox_effects(self) -> tuple[str, ...]:
         """The names of the durable effects the outbox holds rows of, sorted.
@@ -1315,12 +1385,15 @@ class BaseStore(StoreCore[_S], ABC):
             ).fetchall()
             return rows
 
-    def _pending_rows(self, limit: int | None) -> Sequence[Sequence[Any]]:
-        """Undelivered outbox rows by sequence (columns as ``effect_from_row`` reads them)."""
+    def _pending_rows(self, limit: int | None, after: int = 0) -> Sequence[Sequence[Any]]:
+        """Undelivered outbox rows by sequence, from the one after ``after`` (0: the first).
+
+        The columns as ``effect_from_row`` reads them.
+        """
         given = self._sql.no_limit if limit is None else limit
         with self._connection(None) as connection:
             rows: Sequence[Sequence[Any]] = connection.execute(
-                self._sql.pending, (given,)
+                self._sql.pending, (after, given)
             ).fetchall()
             return rows
 
@@ -1462,6 +1535,8 @@ class Statements(NamedTuple):
     """The ``integration_id``, ``refusal`` and ``recorded_at`` recorded with a key."""
     history: str
     pending: str
+    """The pending rows with a sequence number above the first parameter, by sequence."""
+    pending_count: str
     still_pending: str
     """``1`` if the row ``sequence`` is pending, else no row."""
     failed: str
@@ -1473,6 +1548,9 @@ class Statements(NamedTuple):
     outbox_status: str
     """Whether the row ``sequence`` is discarded, or no row when there is none."""
     discarded: str
+    discarded_after: str
+    """The discarded rows after a discard time and sequence (the parameters), in order."""
+    discarded_count: str
     outbox_effects: str
     """The distinct effect names of the outbox's rows, one a row, by an index."""
     purge: str

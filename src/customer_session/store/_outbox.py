@@ -15,15 +15,16 @@ from contextvars import ContextVar
 from datetime import datetime  # noqa: TC003 - attrs resolves field types at run time
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, overload
 
+import attrs
 from attrs import field, frozen
 
 from customer_session import wire
-from customer_session._cart import frozen_document, is_text, thaw
+from customer_session._cart import frozen_document, is_text, raise_problems, thaw
 from customer_session._notes import add_note_once
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session._show import shown
 from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
-from customer_session.exceptions import StoreError, WorkflowError
+from customer_session.exceptions import Problem, StoreError, WorkflowError
 from customer_session.model import CustomerSession
 from customer_session.store._documents import (
     parse,
@@ -231,11 +232,39 @@ class DurableEffect:
         self._remove(self)
 
 
+@frozen
+class _Unread:
+    """An outbox row's document as stored, not parsed yet (see :attr:`Effect.document`)."""
+
+    text: str | bytes
+    integration_id: str
+
+    def parse(self) -> Any:
+        """The document as plain JSON values.
+
+        Raises:
+            CorruptData: The stored text is not JSON.
+        """
+        return parse(self.text, "outbox document", self.integration_id)
+
+
 def _document(value: Any) -> Any:
+    if isinstance(value, _Unread):
+        return value
     return frozen_document(value, "Effect", "document")
 
 
-@frozen(kw_only=True)
+def _read(value: Any) -> Any:
+    """The document itself, parsed if it is not yet (for comparing and hashing effects)."""
+    return _document(value.parse()) if isinstance(value, _Unread) else value
+
+
+def _is_bool(value: object) -> bool:
+    # Exactly a bool: a truthy string ("no") or number would be taken for a yes.
+    return type(value) is bool
+
+
+@frozen(kw_only=True, repr=False)
 class Effect:
     """One outbox row: a durable effect of one committed transition.
 
@@ -248,8 +277,6 @@ class Effect:
         version: The session's row version the transition committed as.
         position: The transition's index in ``session.history``.
         record: The committed transition.
-        document: The session's wire document right after the commit (deeply
-            immutable; with history).
         attempts: How many earlier deliveries of this row failed.
         last_error: Why the last of them failed (the exception's type and
             message), or ``None``.
@@ -269,12 +296,38 @@ class Effect:
     version: int
     position: int
     record: TransitionRecord
-    document: Mapping[str, Any] = field(converter=_document)
+    # The row's document, or its text until it is first read (see ``document``).
+    _document: Mapping[str, Any] = field(alias="document", converter=_document, eq=_read)
     attempts: int
     last_error: str | None = None
     created_at: datetime
     discarded_at: datetime | None = None
     discard_reason: str | None = None
+
+    @property
+    def document(self) -> Mapping[str, Any]:
+        """The session's wire document right after the commit (deeply immutable; with history).
+
+        A row read by ``store.pending()``, ``store.discarded()`` or ``store.discard()``
+        parses it when it is first asked for (then keeps it), so listing rows costs
+        no parsing of documents nobody reads.
+
+        Raises:
+            CorruptData: The row was listed with its document unread, and the
+                stored document is not JSON.
+        """
+        value = self._document
+        if isinstance(value, _Unread):
+            value = _document(value.parse())
+            # A cache of what never changes: the effect stays equal to what it was.
+            object.__setattr__(self, "_document", value)
+        return value
+
+    def __repr__(self) -> str:
+        """``Effect(sequence=..., ...)``, with the constructor's argument names."""
+        # The alias: ``document`` is the property, which reads an unread document.
+        names = [a.alias or a.name for a in attrs.fields(Effect)]
+        return f"Effect({', '.join(f'{name}={getattr(self, name)!r}' for name in names)})"
 
     @overload
     def session(self, *, workflow: Workflow | None = None) -> CustomerSession: ...
@@ -291,15 +344,27 @@ class Effect:
         """The session as it was right after the commit (loaded from :attr:`document`)."""
         return wire.from_dict(thaw(self.document), session_class=session_class, workflow=workflow)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, include_document: bool = True) -> dict[str, Any]:
         """The row as JSON-ready data (``customer-session outbox list --json``).
 
         Keys are camelCase; times are RFC 3339 in UTC with a ``Z`` (``discardedAt``
         is ``None`` for a row not discarded), and ``record`` is written as the wire
         format's history extension writes it (see
         :func:`customer_session.wire.to_dict`). The dict shares nothing with the row.
+
+        Args:
+            include_document: Whether the dict has the ``document`` (last); without
+                it, a row listed with its document unread is written without
+                parsing it.
+
+        Raises:
+            CorruptData: The document is included, unread, and not JSON.
+            ValidationError: ``include_document`` is not a bool.
         """
-        return {
+        if not _is_bool(include_document):
+            got = f"must be True or False, got {shown(include_document):.80}"
+            raise_problems("to_dict()", [Problem("include_document", got)])
+        data = {
             "sequence": self.sequence,
             "key": self.key,
             "name": self.name,
@@ -312,8 +377,12 @@ class Effect:
             "createdAt": time_to_json(self.created_at),
             "discardedAt": None if self.discarded_at is None else time_to_json(self.discarded_at),
             "discardReason": self.discard_reason,
-            "document": thaw(self.document),
         }
+        if include_document:
+            value = self._document
+            # Text not parsed yet parses into values nothing else holds: no copy needed.
+            data["document"] = value.parse() if isinstance(value, _Unread) else thaw(value)
+        return data
 
 
 class EffectHandler(Protocol):
@@ -334,11 +403,16 @@ EFFECT_COLUMNS: Final = (
 """The outbox columns :func:`effect_from_row` reads, in its order (both dialects)."""
 
 
-def effect_from_row(row: Sequence[Any]) -> Effect:
+def effect_from_row(row: Sequence[Any], *, unread: bool = False) -> Effect:
     """An effect from its outbox row (the columns of :data:`EFFECT_COLUMNS`).
 
+    Args:
+        row: The columns.
+        unread: Keep the document's text, to parse when it is first read: a listing
+            that shows no document then parses none (a document is most of a row).
+
     Raises:
-        CorruptData: The row is corrupt.
+        CorruptData: The row is corrupt (its document only when it is read).
     """
     (
         sequence,
@@ -363,7 +437,11 @@ def effect_from_row(row: Sequence[Any]) -> Effect:
         version=version,
         position=position,
         record=record_from_json(parse(record, "outbox record", integration_id), integration_id),
-        document=parse(document, "outbox document", integration_id),
+        document=(
+            _Unread(document, integration_id)
+            if unread
+            else parse(document, "outbox document", integration_id)
+        ),
         attempts=attempts,
         last_error=error,
         created_at=timestamp(at, f"time of outbox row {sequence}", integration_id),

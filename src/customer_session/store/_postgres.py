@@ -201,9 +201,11 @@ _HISTORY: Final = """
         changes, recorded_at
     FROM customer_session_journal WHERE integration_id_digest = sha256(convert_to(%s::text, 'UTF8'))
     ORDER BY version"""
+# As in SQLite (see there).
 _PENDING: Final = f"""
-    SELECT {EFFECT_COLUMNS}
-    FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT %s"""  # noqa: S608 - our own names
+    SELECT {EFFECT_COLUMNS} FROM customer_session_outbox
+    WHERE delivered_at IS NULL AND sequence > %s ORDER BY sequence LIMIT %s"""  # noqa: S608 - our own names
+_PENDING_COUNT: Final = "SELECT count(*) FROM customer_session_outbox WHERE delivered_at IS NULL"
 _STILL_PENDING: Final = """
     SELECT 1 FROM customer_session_outbox WHERE sequence = %s AND delivered_at IS NULL"""
 # As in SQLite (see there); times are the server's, as created_at's.
@@ -242,6 +244,15 @@ _OUTBOX_STATUS: Final = """
 _DISCARDED: Final = f"""
     SELECT {EFFECT_COLUMNS} FROM customer_session_outbox
     WHERE discarded_at IS NOT NULL ORDER BY discarded_at, sequence LIMIT %s"""  # noqa: S608 - our own names
+# As in SQLite (see there): a row comparison, which the index on (discarded_at, sequence)
+# answers from the cursor on.
+_DISCARDED_AFTER: Final = f"""
+    SELECT {EFFECT_COLUMNS} FROM customer_session_outbox
+    WHERE discarded_at IS NOT NULL AND (discarded_at, sequence) > (%s, %s)
+    ORDER BY discarded_at, sequence LIMIT %s"""  # noqa: S608 - our own names
+_DISCARDED_COUNT: Final = (
+    "SELECT count(*) FROM customer_session_outbox WHERE discarded_at IS NOT NULL"
+)
 # The names of the outbox's rows, each read once: a loose index scan on the index of the
 # names' MD5 (see _schema), one index seek from each digest to the next, which reads the
 # name of the row it lands on (two names with one MD5 would need a crafted pair).
@@ -364,11 +375,14 @@ class PostgresStore(BaseStore[_S]):
         key_record=_KEY_RECORD,
         history=_HISTORY,
         pending=_PENDING,
+        pending_count=_PENDING_COUNT,
         still_pending=_STILL_PENDING,
         failed=_FAILED,
         discard=_DISCARD,
         outbox_status=_OUTBOX_STATUS,
         discarded=_DISCARDED,
+        discarded_after=_DISCARDED_AFTER,
+        discarded_count=_DISCARDED_COUNT,
         outbox_effects=_OUTBOX_EFFECTS,
         purge=_PURGE,
         forget=_FORGET,

@@ -130,8 +130,13 @@ class SessionStore(Protocol[_S]):
     def on_commit(self, name: str, *, trigger: Trigger | str | None = None) -> DurableEffect:
         """Register a durable effect."""
 
-    def pending(self, *, limit: int | None = None) -> tuple[Effect, ...]:
-        """The outbox rows not delivered (nor discarded) yet."""
+    def pending(
+        self, *, limit: int | None = None, after: Effect | None = None
+    ) -> tuple[Effect, ...]:
+        """The outbox rows not delivered (nor discarded) yet, after ``after``, in delivery order."""
+
+    def pending_count(self) -> int:
+        """How many outbox rows are pending."""
 
     def deliver(
         self,
@@ -145,8 +150,13 @@ class SessionStore(Protocol[_S]):
     def discard(self, sequence: int, *, reason: str) -> Effect:
         """Give up on a pending outbox row; it is never handed over again."""
 
-    def discarded(self, *, limit: int | None = None) -> tuple[Effect, ...]:
-        """The discarded outbox rows, in the order they were discarded."""
+    def discarded(
+        self, *, limit: int | None = None, after: Effect | None = None
+    ) -> tuple[Effect, ...]:
+        """The discarded outbox rows, after ``after``, in the order they were discarded."""
+
+    def discarded_count(self) -> int:
+        """How many outbox rows are discarded (until purged)."""
 
     def outbox_effects(self) -> tuple[str, ...]:
         """The names of the durable effects the outbox holds rows of, sorted."""

@@ -88,9 +88,11 @@ _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
         changes, recorded_at
     FROM customer_session_journal WHERE integration_id = ? ORDER BY version"""
+# The pending rows after a sequence number (0: from the first), by the partial index.
 _PENDING: Final = f"""
-    SELECT {EFFECT_COLUMNS}
-    FROM customer_session_outbox WHERE delivered_at IS NULL ORDER BY sequence LIMIT ?"""  # noqa: S608 - our own names
+    SELECT {EFFECT_COLUMNS} FROM customer_session_outbox
+    WHERE delivered_at IS NULL AND sequence > ? ORDER BY sequence LIMIT ?"""  # noqa: S608 - our own names
+_PENDING_COUNT: Final = "SELECT count(*) FROM customer_session_outbox WHERE delivered_at IS NULL"
 _STILL_PENDING: Final = """
     SELECT 1 FROM customer_session_outbox WHERE sequence = ? AND delivered_at IS NULL"""
 # Only a pending row: a row discarded while its handler ran stays discarded.
@@ -132,6 +134,15 @@ _OUTBOX_STATUS: Final = """
 _DISCARDED: Final = f"""
     SELECT {EFFECT_COLUMNS} FROM customer_session_outbox
     WHERE discarded_at IS NOT NULL ORDER BY discarded_at, sequence LIMIT ?"""  # noqa: S608 - our own names
+# The next page: the rows after the last one read, in the index's order (discard time,
+# then sequence). The times compare as stored, ISO text that sorts as the times do.
+_DISCARDED_AFTER: Final = f"""
+    SELECT {EFFECT_COLUMNS} FROM customer_session_outbox
+    WHERE discarded_at IS NOT NULL AND (discarded_at, sequence) > (?, ?)
+    ORDER BY discarded_at, sequence LIMIT ?"""  # noqa: S608 - our own names
+_DISCARDED_COUNT: Final = (
+    "SELECT count(*) FROM customer_session_outbox WHERE discarded_at IS NOT NULL"
+)
 # The names of the outbox's rows, each read once: a loose index scan on the effect's
 # index (see _schema), one index seek from each name to the next, whatever the rows.
 _OUTBOX_EFFECTS: Final = """
@@ -225,11 +236,14 @@ class SQLiteStore(BaseStore[_S]):
         key_record=_KEY_RECORD,
         history=_HISTORY,
         pending=_PENDING,
+        pending_count=_PENDING_COUNT,
         still_pending=_STILL_PENDING,
         failed=_FAILED,
         discard=_DISCARD,
         outbox_status=_OUTBOX_STATUS,
         discarded=_DISCARDED,
+        discarded_after=_DISCARDED_AFTER,
+        discarded_count=_DISCARDED_COUNT,
         outbox_effects=_OUTBOX_EFFECTS,
         purge=_PURGE,
         forget=_FORGET,
