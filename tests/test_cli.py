@@ -18,11 +18,12 @@ from customer_session import (
     ReopenableCustomerSession,
     ReturnedItem,
     State,
+    cli,
     wire,
 )
 from customer_session.cli import main
 from customer_session.diagrams import to_dot, to_mermaid
-from customer_session.store import SCHEMA_VERSION, open_store
+from customer_session.store import SCHEMA_VERSION, SQLiteStore, open_store
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
@@ -794,6 +795,51 @@ class TestOutbox:
                 "0 failed attempts, "
                 f"created {created[1]}"
             ),
+        ]
+
+    @pytest.mark.parametrize("kind", ["pending", "discarded"])
+    @pytest.mark.parametrize(
+        ("limit", "heading"),
+        [
+            ((), "5 {kind} rows"),
+            (("--limit", "3"), "the first 3 {kind} rows (--limit 3; more are {kind})"),
+            (("--limit", "5"), "5 {kind} rows"),
+        ],
+    )
+    def test_list_reads_the_rows_a_page_at_a_time(
+        self, monkeypatch, tmp_path, kind, limit, heading
+    ):
+        """outbox list asks the store for pages of rows, never all at once; the output is whole."""
+        database = str(tmp_path / "store.db")
+        with open_store(database) as store:
+            store.on_commit("notify")
+            for n in range(5):
+                store.create(CustomerSession(integration_id=f"order-{n}"))
+                store.update(f"order-{n}", lambda session: session.close())
+            if kind == "discarded":
+                for row in store.pending():
+                    store.discard(row.sequence, reason="gave up")
+            rows = store.discarded() if kind == "discarded" else store.pending()
+        asked: list[int | None] = []
+        listing = getattr(SQLiteStore, kind)
+
+        def paged(self, *, limit=None, after=None):
+            asked.append(limit)
+            return listing(self, limit=limit, after=after)
+
+        monkeypatch.setattr(cli, "_PAGE", 2)
+        monkeypatch.setattr(SQLiteStore, kind, paged)
+        flag = ("--discarded",) if kind == "discarded" else ()
+        status, text = run("outbox", "list", *flag, *limit, "--db", database)
+        shown = 3 if "3" in limit else 5
+        assert status == 0
+        assert asked == ([2, 1] if shown == 3 else [2, 2, 1])
+        assert text.splitlines()[0] == heading.format(kind=kind)
+        listed = [line.split(":")[0] for line in text.splitlines() if line.startswith("row ")]
+        assert listed == [f"row {row.sequence}" for row in rows[:shown]]
+        status, text = run("outbox", "list", *flag, *limit, "--json", "--db", database)
+        assert [json.loads(line)["sequence"] for line in text.splitlines()] == [
+            row.sequence for row in rows[:shown]
         ]
 
     def test_list_json_is_one_row_a_line(self, db):

@@ -50,7 +50,7 @@ from customer_session.model import CustomerSession, ReopenableCustomerSession
 from customer_session.wire import _BOM
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 
     from _typeshed import SupportsWrite
 
@@ -308,7 +308,6 @@ def _integer(text: str, minimum: int) -> int:
 # StoreReplayer's ``database``, the backends' ``path`` and ``conninfo``): all of them
 # are what --db was given.
 _DB: Final = {"target": "--db", "database": "--db", "path": "--db", "conninfo": "--db"}
-_LARGEST_LIMIT: Final = 2**63 - 1  # the largest limit a store's listings take
 
 
 @contextlib.contextmanager
@@ -762,26 +761,58 @@ def _outbox(args: argparse.Namespace, out: TextIO) -> int:
     options = {"sequence": "argument SEQUENCE", "reason": "--reason", "limit": "--limit"}
     with _existing_store(args) as store, _as_typed(options):
         if args.action == "discard":
-            rows: Sequence[Effect] = (store.discard(args.sequence, reason=args.reason),)
-            heading = None
-        else:
-            kind = "discarded" if args.discarded else "pending"
-            listed = store.discarded if args.discarded else store.pending
-            limit: int | None = args.limit
-            # One row more than asked for tells whether the limit left rows out: the
-            # heading must not pass the rows shown for all of them.
-            asked = limit + 1 if limit is not None and limit < _LARGEST_LIMIT else limit
-            rows = listed(limit=asked)
-            cut = limit is not None and len(rows) > limit
-            rows = rows[:limit] if cut else rows
-            heading = counted(len(rows), f"{kind} row")
-            if cut:
+            row = store.discard(args.sequence, reason=args.reason)
+            _write_rows([row], out, as_json=args.json)
+            return EXIT_OK
+        # The store's rule for a limit: the listing asks for pages, never for the
+        # limit itself, and --limit 2**63 is refused, not taken for "all".
+        from customer_session.store._arguments import check  # noqa: PLC0415 - only --db needs it
+
+        limit: int | None = args.limit
+        check("pending", limit=limit)
+        kind = "discarded" if args.discarded else "pending"
+        # Counted first, on an index: the heading comes before the rows, which are
+        # then read a page at a time and written as they come, so a backlog of any
+        # size takes one page of memory and its first rows show at once. The count
+        # also bounds the listing: a row written while it runs is not listed.
+        count = store.discarded_count() if args.discarded else store.pending_count()
+        listed = count if limit is None else min(count, limit)
+        if not args.json:
+            heading = counted(listed, f"{kind} row")
+            if listed < count:  # the heading must not pass the rows shown for all of them
                 heading = f"the first {heading} (--limit {limit}; more are {kind})"
-    if args.json:
+            out.write(f"{heading}\n")
+        read = store.discarded if args.discarded else store.pending
+        _write_rows(_pages(read, listed), out, as_json=args.json)
+    return EXIT_OK
+
+
+_PAGE: Final = 500
+"""How many outbox rows ``outbox list`` reads at a time."""
+
+
+def _pages(read: Callable[..., tuple[Effect, ...]], most: int) -> Iterator[Effect]:
+    """At most ``most`` rows of a listing (``store.pending`` or ``.discarded``), a page a read.
+
+    A row delivered or discarded between pages is not listed (the listing may then
+    end short of ``most``); the pages follow each other by the last row read.
+    """
+    after: Effect | None = None
+    while most > 0:
+        page = read(limit=min(_PAGE, most), after=after)
+        yield from page
+        if len(page) < min(_PAGE, most):
+            return
+        most -= len(page)
+        after = page[-1]
+
+
+def _write_rows(rows: Iterable[Effect], out: TextIO, *, as_json: bool) -> None:
+    """Outbox rows as JSON Lines (each row's ``to_dict()``), or for a reader."""
+    if as_json:
         _json_lines((row.to_dict() for row in rows), out)
     else:
-        out.write(_rows_text(heading, rows))
-    return EXIT_OK
+        out.writelines(_row_text(row) for row in rows)
 
 
 def _json_lines(items: Iterable[dict[str, Any]], out: TextIO) -> None:
@@ -820,20 +851,23 @@ def _record_text(record: dict[str, Any]) -> str:
     return text + (f", returned {', '.join(returned)}" if returned else "")
 
 
-def _rows_text(heading: str | None, rows: Sequence[Effect]) -> str:
-    """Outbox rows for a reader: a row a line, then its error and discard, indented."""
-    lines = [] if heading is None else [heading]
-    for row in rows:
-        data = row.to_dict()
-        lines.append(
+def _row_text(row: Effect) -> str:
+    """An outbox row for a reader: a line, then its error and discard, indented.
+
+    Written without the row's document, which it does not show (nor parse).
+    """
+    data = row.to_dict(include_document=False)  # the times and record as JSON writes them
+    lines = [
+        (
             f"row {row.sequence}: {shown(row.name)} for session {shown(row.integration_id)} "
             f"(version {row.version}, {_record_text(data['record'])}), "
             f"{counted(row.attempts, 'failed attempt')}, created {data['createdAt']}"
         )
-        if row.last_error is not None:
-            lines.append(f"  last error: {shown(row.last_error)}")
-        if row.discarded_at is not None:
-            lines.append(f"  discarded at {data['discardedAt']}: {shown(row.discard_reason)}")
+    ]
+    if row.last_error is not None:
+        lines.append(f"  last error: {shown(row.last_error)}")
+    if row.discarded_at is not None:
+        lines.append(f"  discarded at {data['discardedAt']}: {shown(row.discard_reason)}")
     return "".join(f"{line}\n" for line in lines)
 
 
