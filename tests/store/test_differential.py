@@ -320,6 +320,9 @@ def comparable(value: Any, text: Callable[[str], str]) -> Any:  # noqa: PLR0911 
     if isinstance(value, Effect):
         fields = attrs.asdict(value, recurse=False)
         del fields["sequence"], fields["created_at"]
+        # The document as read (the field holds its text until it is first read).
+        fields["document"] = value.document
+        del fields["_document"]
         fields["discarded_at"] = fields["discarded_at"] is not None  # clocks differ
         return ("effect", comparable(fields, text))
     if isinstance(value, BaseException):
