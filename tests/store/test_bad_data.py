@@ -135,6 +135,27 @@ class TestCorruptRows:
         with pytest.raises(CorruptData, match=f"session 'order-1': {message}"):
             store.history("order-1")
 
+    @pytest.mark.parametrize(
+        "read",
+        [lambda store: store.history("order-1"), lambda store: store.pending()],
+        ids=["journal", "outbox"],
+    )
+    def test_stored_record_time_beyond_utc_is_corrupt_data(self, store, sql, read):
+        """A stored record's time that has no UTC equivalent is CorruptData, not OverflowError."""
+        store.on_commit("notify")
+        stored(store)
+        store.update("order-1", lambda s: s.close())
+        record = (
+            '{"trigger": "close", "source": "open", "destination": "closed",'
+            ' "timestamp": "0001-01-01T00:30:00+01:00"}'
+        )
+        sql("UPDATE customer_session_journal SET records = ? WHERE version = 2", f"[{record}]")
+        sql("UPDATE customer_session_outbox SET record = ?", record)
+        with pytest.raises(
+            CorruptData, match=r"session 'order-1': a stored history record .*0001-01-01"
+        ):
+            read(store)
+
     @pytest.mark.parametrize("value", ["[1, 2]", "null", '"cartItems"', "7"])
     def test_journal_changes_that_are_no_object(self, store, sql, value):
         """Journal changes that are no JSON object are CorruptData naming the entry, not a crash."""

@@ -237,7 +237,13 @@ def record_from_json(data: Any, integration_id: str) -> TransitionRecord:
         raise _bad_record(integration_id, f"{type(exc).__name__}: {exc}") from exc
     if moment.utcoffset() is None:
         raise _bad_record(integration_id, f"timestamp {data['timestamp']!r} has no time zone")
-    return TransitionRecord(trigger, source, destination, moment.astimezone(UTC), items)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01 at +01:00: no time in UTC
+        raise _bad_record(
+            integration_id, f"timestamp {data['timestamp']!r} is outside the years 1 to 9999 in UTC"
+        ) from None
+    return TransitionRecord(trigger, source, destination, moment, items)
 
 
 def record_to_json(record: TransitionRecord) -> dict[str, Any]:
