@@ -148,6 +148,25 @@ class TestPath:
         ):
             follow(path)
 
+    @pytest.mark.parametrize(
+        "path",
+        [
+            Path(State.CANCELLED),
+            Path(
+                State.PARTIALLY_RETURNED,
+                (Edge(Trigger.CANCEL, State.PARTIALLY_RETURNED, State.CANCELLED),),
+            ),
+        ],
+        ids=str,
+    )
+    def test_a_start_no_session_is_created_in_is_refused_by_name(self, path):
+        """follow() refuses a path.start outside the initial states, naming path.start alone."""
+        with pytest.raises(ValidationError) as caught:
+            follow(path)
+        assert [problem.path for problem in caught.value.problems] == ["path.start"]
+        assert "a new session starts closed or open" in str(caught.value)
+        assert str(caught.value).startswith("follow(): ")
+
     def test_a_trigger_the_table_lacks_is_refused(self):
         """follow() refuses a reopen for a session class without reopen: a ValidationError."""
         path = shortest_paths(REOPENABLE_SESSION)[State.OPEN]

@@ -219,7 +219,8 @@ def follow(
     ``return_items`` returns one unit of it.
 
     Raises:
-        ValidationError: ``path`` is not a :class:`Path`, or takes an edge that
+        ValidationError: ``path`` is not a :class:`Path`, starts in a state no
+            session of ``session_class`` is created in, or takes an edge that
             ``session_class``'s table does not have (checked before the session is
             made: the session would end elsewhere than ``path.end``).
         WorkflowError: ``session_class`` is not a ``CustomerSession`` class.
@@ -229,14 +230,19 @@ def follow(
     check_arguments("follow", path=(path, instance(Path)))
     _check_session_class(session_class)
     spec = session_class.specification
-    raise_problems(
-        "follow()",
-        [
-            Problem(f"path.edges[{index}]", f"{edge} is no edge of {spec.name!r}")
-            for index, edge in enumerate(path.edges)
-            if spec.target(edge.source, edge.trigger) is not edge.destination
-        ],
-    )
+    problems = [
+        Problem(f"path.edges[{index}]", f"{edge} is no edge of {spec.name!r}")
+        for index, edge in enumerate(path.edges)
+        if spec.target(edge.source, edge.trigger) is not edge.destination
+    ]
+    if path.start not in spec.initial_states:
+        # Named here: the constructor would blame the cart follow() made, and advise restore().
+        allowed = " or ".join(sorted(spec.initial_states))
+        problems.insert(
+            0,
+            Problem("path.start", f"a new session starts {allowed}, not '{path.start}'"),
+        )
+    raise_problems("follow()", problems)
     returns = sum(1 for t in path.triggers if t is Trigger.RETURN_ITEMS)
     session = session_class(
         integration_id=integration_id,
