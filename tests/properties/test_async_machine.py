@@ -20,6 +20,8 @@ from customer_session import (
 from customer_session._stateful import SessionStateMachine
 from customer_session.aio import AsyncReopenableSession, AsyncSession
 
+from .conftest import assert_seed_moves
+
 _ITEMS = st.lists(
     st.builds(ReturnedItem, position=st.integers(0, 3), quantity=st.integers(1, 4)), max_size=3
 )
@@ -224,6 +226,11 @@ class AsyncFaceMachine(SessionStateMachine):
         """Between steps no session is marked as in a transition."""
         for session in self.sessions:
             assert session._running is None
+
+    @invariant()
+    def moves_are_the_seeds(self):
+        """Every session starts open or closed and takes only the moves written out by hand."""
+        assert_seed_moves(self.sessions)
 
 
 class AsyncChaosMachine(AsyncFaceMachine):

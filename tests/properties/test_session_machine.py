@@ -6,8 +6,19 @@ from hypothesis.stateful import invariant, rule
 from customer_session import Phase, ReopenableCustomerSession, ReturnedItem, Trigger, Workflow
 from customer_session._stateful import SessionStateMachine
 
+from .conftest import assert_seed_moves
 
-class ChaosMachine(SessionStateMachine):
+
+class OracleMachine(SessionStateMachine):
+    """The base machine, whose invariants also hold against the hand-written tables."""
+
+    @invariant()
+    def moves_are_the_seeds(self):
+        """Every session starts open or closed and takes only the moves written out by hand."""
+        assert_seed_moves(self.sessions)
+
+
+class ChaosMachine(OracleMachine):
     """Random guards that refuse and hooks that raise in every phase, switched by rules."""
 
     def make_workflow(self) -> Workflow:
@@ -51,13 +62,13 @@ class ChaosMachine(SessionStateMachine):
             assert session.update_count == 1 + len(session.history) + self.edits[id(session)]
 
 
-class ReopenableMachine(SessionStateMachine):
+class ReopenableMachine(OracleMachine):
     """The same invariants on the opt-in reopen table."""
 
     session_class = ReopenableCustomerSession
 
 
-class NamedWorkflowMachine(SessionStateMachine):
+class NamedWorkflowMachine(OracleMachine):
     """Sessions of a named workflow, so the pickle round trip runs too."""
 
     def make_workflow(self) -> Workflow:
@@ -65,7 +76,7 @@ class NamedWorkflowMachine(SessionStateMachine):
         return Workflow(name="stateful-named")
 
 
-class ChainingMachine(SessionStateMachine):
+class ChainingMachine(OracleMachine):
     """After-commit hooks that fire the next trigger, as TransitionInProgress advises."""
 
     def make_workflow(self) -> Workflow:
