@@ -701,6 +701,22 @@ class TestHistory:
         assert "transition (x\\x1b]0;y\\x07)" in text
         assert "\x1b" not in text
 
+    def test_reopen_lists_the_journal_of_a_session_that_reopened(self, capsys, tmp_path):
+        """history --reopen lists a reopen; without it, exit 2 advising history's --reopen."""
+        path = tmp_path / "store.db"
+        with open_store(path, session_class=ReopenableCustomerSession) as store:
+            store.create(ReopenableCustomerSession(integration_id="order-42"))
+            store.update("order-42", lambda session: session.close())
+            store.update("order-42", lambda session: session.reopen())
+        status, text = run("history", "order-42", "--reopen", "--db", str(path))
+        assert status == 0
+        assert "  reopen: closed -> open at " in text
+        assert run("history", "order-42", "--db", str(path)) == (2, "")
+        assert one_line_error(capsys).endswith(
+            "open the store with the session class that wrote it "
+            "(ReopenableCustomerSession; on the command line: --reopen)\n"
+        )
+
     def test_json_is_one_entry_a_line(self, db):
         """history --json prints one JSON object a line: each entry's to_dict()."""
         with open_store(db) as store:

@@ -229,6 +229,9 @@ def _operator_commands(commands: Any, out: TextIO | None) -> None:
     history.add_argument("id", metavar="ID", help="the session's integration id")
     _db_option(history, existing)
     history.add_argument("--json", action="store_true", help="one JSON object per entry")
+    history.add_argument(
+        "--reopen", action="store_true", help="read it as a session of the reopen table"
+    )
 
     outbox = commands.add_parser("outbox", help="list or discard outbox rows", out=out)
     actions = outbox.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -745,7 +748,7 @@ def _terminal_json(text: str) -> str:
 
 
 def _history(args: argparse.Namespace, out: TextIO) -> int:
-    with _existing_store(args) as store, _as_typed(_ID):
+    with _existing_store(args, _session_class(args.reopen)) as store, _as_typed(_ID):
         entries = store.history(args.id)
         # Every stored session has its creation's entry: none means no session.
         if not entries and not store.exists(args.id):

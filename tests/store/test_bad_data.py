@@ -113,6 +113,34 @@ class TestCorruptRows:
         with pytest.raises(CorruptData, match="session 'order-1': a stored history record"):
             store.history("order-1")
 
+    def test_journal_record_of_a_move_the_table_lacks(self, store, sql):
+        """A journal record of a move that is no edge of the table is CorruptData naming it."""
+        stored(store)
+        store.update("order-1", lambda s: s.close())
+        sql(
+            "UPDATE customer_session_journal SET records = ? WHERE version = 2",
+            '[{"trigger": "close", "source": "closed", "destination": "open",'
+            ' "timestamp": "2026-03-02T10:15:00Z"}]',
+        )
+        with pytest.raises(
+            CorruptData,
+            match=r"session 'order-1': journal entry \d+ records close\(\) from 'closed' to "
+            r"'open', which is no move of CustomerSession's table; the row is corrupt",
+        ):
+            store.history("order-1")
+
+    def test_journal_record_of_a_trigger_of_a_larger_table(self, store, sql):
+        """A reopen record in a plain store is a WorkflowError advising the class that has it."""
+        stored(store)
+        store.update("order-1", lambda s: s.cancel())
+        sql(
+            "UPDATE customer_session_journal SET records = ? WHERE version = 2",
+            '[{"trigger": "reopen", "source": "cancelled", "destination": "open",'
+            ' "timestamp": "2026-03-02T10:15:00Z"}]',
+        )
+        with pytest.raises(WorkflowError, match=r"'reopen'.*ReopenableCustomerSession"):
+            store.history("order-1")
+
     @pytest.mark.parametrize(
         ("column", "value", "message"),
         [

@@ -738,12 +738,15 @@ class AsyncPostgresStore(StoreCore[_S]):
         """The session's journal: every committed change, oldest first.
 
         Raises:
-            CorruptData: A journal row is corrupt.
+            CorruptData: A journal row is corrupt, or records a move the store's
+                table lacks.
+            WorkflowError: A record's trigger is not in the store's table (written
+                through a class with a larger one, such as the reopen table).
         """
         check("history", integration_id=integration_id)
         await self._ready(integration_id)
         rows = await self._fetchall(integration_id, _HISTORY, (integration_id,))
-        return tuple(entry_from_row(row) for row in rows)
+        return tuple(entry_from_row(row, self._session_class) for row in rows)
 
     async def processed(self, key: str) -> bool:
         """Whether a change (or :meth:`mark_processed`) already recorded ``key``."""

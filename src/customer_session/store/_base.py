@@ -924,11 +924,15 @@ class BaseStore(StoreCore[_S], ABC):
         """The session's journal: every committed change, oldest first.
 
         Raises:
-            CorruptData: A journal row is corrupt.
+            CorruptData: A journal row is corrupt, or records a move the store's
+                table lacks.
+            WorkflowError: A record's trigger is not in the store's table (written
+                through a class with a larger one, such as the reopen table).
         """
         check("history", integration_id=integration_id)
         self._ready(integration_id)
-        return tuple(entry_from_row(row) for row in self._journal_rows(integration_id))
+        rows = self._journal_rows(integration_id)
+        return tuple(entry_from_row(row, self._session_class) for row in rows)
 
     # -- idempotency keys ----------------------------------------------------------------
 

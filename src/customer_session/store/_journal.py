@@ -21,10 +21,16 @@ from customer_session import wire
 from customer_session._cart import frozen_document, thaw
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session._show import shown
-from customer_session.exceptions import CorruptData, CustomerSessionError, ValidationError
+from customer_session.exceptions import (
+    CorruptData,
+    CustomerSessionError,
+    ValidationError,
+    WorkflowError,
+)
 from customer_session.model import CustomerSession
 from customer_session.store._documents import (
     HISTORY_KEY,
+    _hint,
     parse,
     record_from_json,
     record_to_json,
@@ -199,14 +205,18 @@ def _check_order(first: JournalEntry, entry: JournalEntry, number: int) -> None:
         )
 
 
-def entry_from_row(row: Sequence[Any]) -> JournalEntry:
-    """A journal entry from its database row.
+def entry_from_row(
+    row: Sequence[Any], session_class: type[CustomerSession] = CustomerSession
+) -> JournalEntry:
+    """A journal entry from its database row, its records moves of ``session_class``'s table.
 
     The columns are ``sequence, integration_id, version, kind, operation,
     event_key, actor, records, changes, recorded_at``.
 
     Raises:
-        CorruptData: The row is corrupt.
+        CorruptData: The row is corrupt (a record of a move the table lacks too).
+        WorkflowError: A record's trigger is not in the table at all: the row was
+            written through a class with a larger table (the reopen table).
     """
     (
         sequence,
@@ -256,9 +266,45 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
         version=version,
         kind=known,
         operation=operation,
-        records=tuple(record_from_json(r, integration_id) for r in parsed),
+        records=_moves(
+            tuple(record_from_json(r, integration_id) for r in parsed),
+            session_class,
+            integration_id,
+            sequence,
+        ),
         changes=changed,
         key=key,
         actor=actor,
         recorded_at=timestamp(recorded_at, f"time of journal entry {sequence}", integration_id),
     )
+
+
+def _moves(
+    records: tuple[TransitionRecord, ...],
+    session_class: type[CustomerSession],
+    integration_id: str,
+    sequence: object,
+) -> tuple[TransitionRecord, ...]:
+    """``records``, each checked to be a move of ``session_class``'s table.
+
+    A journal is what the audit trusts: a record of a move the table lacks would
+    show a session taking a path no session can take.
+    """
+    specification = session_class.specification
+    for record in records:
+        if record.trigger not in specification.triggers:
+            raise WorkflowError(
+                f"session {integration_id!r}: journal entry {sequence} holds "
+                f"{str(record.trigger)!r}, which {session_class.__name__}'s table does not "
+                "have; open the store with the session class that wrote it"
+                + _hint([str(record.trigger)])
+            )
+        if specification.target(record.source, record.trigger) is not record.destination:
+            raise CorruptData(
+                f"session {integration_id!r}: journal entry {sequence} records "
+                f"{record.trigger}() from {str(record.source)!r} to "
+                f"{str(record.destination)!r}, which is no move of "
+                f"{session_class.__name__}'s table; the row is corrupt",
+                integration_id,
+            )
+    return records
