@@ -118,6 +118,30 @@ class TestListedDocument:
                 row.to_dict()
             assert store.discard(row.sequence, reason="corrupt").sequence == row.sequence
 
+    def test_a_listed_row_with_a_corrupt_document_has_a_repr_and_compares(self, tmp_path):
+        """A row listed with a corrupt document can be shown, compared and hashed (not raise).
+
+        An operator prints or logs the row before discarding it, and a set of rows
+        seen holds it, though its document does not load.
+        """
+        path = tmp_path / "store.db"
+        with SQLiteStore(path) as store:
+            store.on_commit("notify")
+            store.create(CustomerSession(integration_id="order-42"))
+            store.update("order-42", lambda session: session.close())
+        with closing(sqlite3.connect(path)) as connection, connection:
+            connection.execute("UPDATE customer_session_outbox SET document = '{oops'")
+        with SQLiteStore(path) as store:
+            (row,) = store.pending()
+            (again,) = store.pending()
+            assert "document=<outbox document, not JSON: '{oops'>" in repr(row)
+            assert row == again
+            assert hash(row) == hash(again)
+            assert row.to_dict(include_document=False)["integrationId"] == "order-42"
+            discarded = store.discard(row.sequence, reason="corrupt")
+            assert discarded != row  # discarded since
+            assert "order-42" in repr(discarded)
+
     def test_a_document_is_parsed_once_and_then_kept(self):
         """A listed row's document, once read, is the same object on each read."""
         store = SQLiteStore(":memory:")

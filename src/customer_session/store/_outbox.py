@@ -24,7 +24,7 @@ from customer_session._notes import add_note_once
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session._show import shown
 from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
-from customer_session.exceptions import Problem, StoreError, WorkflowError
+from customer_session.exceptions import CorruptData, Problem, StoreError, WorkflowError
 from customer_session.model import CustomerSession
 from customer_session.store._documents import (
     parse,
@@ -232,12 +232,20 @@ class DurableEffect:
         self._remove(self)
 
 
-@frozen
+@frozen(repr=False)
 class _Unread:
-    """An outbox row's document as stored, not parsed yet (see :attr:`Effect.document`)."""
+    """An outbox row's document as stored, not parsed yet (see :attr:`Effect.document`).
+
+    Compared and hashed by its text: it stands for a document that is not JSON
+    when an effect is compared, hashed or shown (see :func:`_read`).
+    """
 
     text: str | bytes
     integration_id: str
+
+    def __repr__(self) -> str:
+        """What an effect's ``repr()`` shows for a stored document that is not JSON."""
+        return f"<outbox document, not JSON: {shown(self.text):.80}>"
 
     def parse(self) -> Any:
         """The document as plain JSON values.
@@ -255,8 +263,18 @@ def _document(value: Any) -> Any:
 
 
 def _read(value: Any) -> Any:
-    """The document itself, parsed if it is not yet (for comparing and hashing effects)."""
-    return _document(value.parse()) if isinstance(value, _Unread) else value
+    """The document itself, parsed if it is not yet (for comparing, hashing and showing effects).
+
+    A stored text that is not JSON stands for itself: an effect listed with a corrupt
+    document must still compare, hash and show (an operator logs it, then discards
+    it), and only reading its :attr:`Effect.document` is the ``CorruptData``.
+    """
+    if not isinstance(value, _Unread):
+        return value
+    try:
+        return _document(value.parse())
+    except CorruptData:
+        return value
 
 
 def _is_bool(value: object) -> bool:
@@ -325,9 +343,12 @@ class Effect:
 
     def __repr__(self) -> str:
         """``Effect(sequence=..., ...)``, with the constructor's argument names."""
-        # The alias: ``document`` is the property, which reads an unread document.
-        names = [a.alias or a.name for a in attrs.fields(Effect)]
-        return f"Effect({', '.join(f'{name}={getattr(self, name)!r}' for name in names)})"
+        # Named by the alias; the document as compared (a corrupt one shown, not raised).
+        values = [
+            (a.alias, _read(self._document) if a.name == "_document" else getattr(self, a.name))
+            for a in attrs.fields(Effect)
+        ]
+        return f"Effect({', '.join(f'{name}={value!r}' for name, value in values)})"
 
     @overload
     def session(self, *, workflow: Workflow | None = None) -> CustomerSession: ...
