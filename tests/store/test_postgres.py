@@ -936,6 +936,9 @@ SECRET = [
     "postgresql://db.example/orders?password=hunter2%zz",
     "postgresql://db.example/orders?sslpassword=hunter2%zz",
     "host=db.example sslpassword=hun ter2",
+    # libpq decodes a URL parameter's name as it does its value.
+    "postgresql://db.example/orders?pass%77ord=hunter2%zz",
+    "postgresql://db.example/orders?%73sl%70assword=hunter2%zz",
 ]
 
 

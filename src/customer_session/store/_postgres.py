@@ -21,6 +21,7 @@ import threading
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, TypeVar, cast, overload
+from urllib.parse import unquote
 
 from customer_session._cart import is_text
 from customer_session._show import shown
@@ -725,14 +726,15 @@ _SECRET_OPTIONS: Final = (
 )
 _SECRET_OPTION: Final = "|".join(_SECRET_OPTIONS)
 # Where a secret may be in a connection string, for keeping it out of libpq's
-# reasons: a URL's user information, a secret option's URL parameter, and a secret
-# keyword's value up to the next keyword (a space in a value unquoted splits it,
-# and libpq names the second half).
+# reasons: a URL's user information, and a secret keyword's value up to the next
+# keyword (a space in a value unquoted splits it, and libpq names the second half).
 _SECRETS: Final = (
     re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:([^/?#]*)@"),
-    re.compile(rf"[?&](?:{_SECRET_OPTION})=([^&#]*)"),
     re.compile(rf"(?:^|\s)(?:{_SECRET_OPTION})\s*=\s*(.*?)(?=\s+\w+\s*=|$)", re.DOTALL),
 )
+# A URL's parameter, name and value: a secret option's value is a secret whatever
+# the spelling of its name, which libpq percent-decodes as it does the value.
+_URL_PARAMETER: Final = re.compile(r"[?&]([^=&#]*)=([^&#]*)")
 # What libpq quotes in its reasons.
 _QUOTED: Final = re.compile(r'"([^"]*)"')
 
@@ -873,6 +875,11 @@ def _port_problem(settings: dict[str, _Setting]) -> str | None:
 def _without_secrets(reason: str, conninfo: str) -> str:
     """The reason libpq gave for refusing ``conninfo``, the secrets quoted in it hidden."""
     secrets = [m.group(1) for pattern in _SECRETS for m in pattern.finditer(conninfo)]
+    secrets += [
+        m.group(2)
+        for m in _URL_PARAMETER.finditer(conninfo)
+        if unquote(m.group(1)) in _SECRET_OPTIONS
+    ]
     secrets = [secret for secret in secrets if secret]
 
     def hide(quoted: re.Match[str]) -> str:
