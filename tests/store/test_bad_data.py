@@ -762,6 +762,23 @@ class TestOpening:
         assert "secret" not in str(info.value)
         assert list(tmp_path.iterdir()) == []
 
+    def test_a_keyword_value_string_of_any_option_libpq_knows_is_refused(
+        self, tmp_path, monkeypatch
+    ):
+        """A keyword/value string is refused whichever of this libpq's options comes first."""
+        pq = pytest.importorskip("psycopg.pq")
+        monkeypatch.chdir(tmp_path)
+        keywords = [option.keyword.decode() for option in pq.Conninfo.get_defaults()]
+        opened = []
+        for keyword in keywords:
+            try:
+                open_store(f"{keyword}=x password=secret").close()
+            except ValidationError:
+                continue
+            opened.append(keyword)
+        assert opened == []
+        assert list(tmp_path.iterdir()) == []
+
     def test_a_file_named_like_an_option_is_opened_by_its_relative_path(self, tmp_path):
         """A file whose name starts like a libpq option opens when named as ``./name``."""
         with open_store(str(tmp_path / "dbname=orders.db")) as store:

@@ -35,13 +35,14 @@ _POSTGRES_MISTYPED: Final = re.compile(
 
 # A libpq keyword/value connection string ("host=db password=..."): opened as a
 # path, it would make a file named after it, password and all, in the working
-# directory. A file of such a name is still opened when named "./host=...".
+# directory. A file of such a name is still opened when named "./host=...". Every
+# option of libpq 18 (a test checks them against the libpq installed).
 _LIBPQ_KEYWORDS: Final = (
     "host|hostaddr|port|dbname|user|password|passfile|require_auth|channel_binding"
     "|connect_timeout|client_encoding|options|application_name"
     "|fallback_application_name|keepalives|keepalives_idle|keepalives_interval"
     "|keepalives_count|tcp_user_timeout|replication|gssencmode|sslmode|sslnegotiation"
-    "|sslcompression|sslcert|sslkey|sslcertmode|sslpassword|sslrootcert|sslcrl"
+    "|sslcompression|sslcert|sslkey|sslcertmode|sslpassword|sslkeylogfile|sslrootcert|sslcrl"
     "|sslcrldir|sslsni|requirepeer|ssl_min_protocol_version|ssl_max_protocol_version"
     "|min_protocol_version|max_protocol_version|krbsrvname|gsslib|gssdelegation"
     "|service|target_session_attrs|load_balance_hosts|oauth_[a-z_]+|scram_[a-z_]+"
