@@ -985,8 +985,12 @@ class BaseStore(StoreCore[_S], ABC):
         A backlog is read page by page: pass the last row of a page as ``after``
         to read the next one. Each page is one query on an index, from the row
         after ``after`` on, however many rows the outbox holds; a row delivered or
-        discarded between pages is not in the next, and a row written meanwhile is
-        in one of the pages still to come::
+        discarded between pages is not in the next. A row written meanwhile is in
+        one of the pages still to come on SQLite, whose commits take their numbers
+        in turn; on PostgreSQL, where concurrent commits may finish out of sequence
+        order, one committed while the pages are read may have a number below the
+        last row read and is then left out of this listing (not of the next one,
+        nor of :meth:`deliver`, which starts from the oldest pending row)::
 
             page = store.pending(limit=1000)
             while page:
