@@ -1019,10 +1019,7 @@ class BaseStore(StoreCore[_S], ABC):
 
         Counted on the index of the pending rows, without reading the rows.
         """
-        self._ready(None)
-        with self._connection(None) as connection:
-            (count,) = connection.execute(self._sql.pending_count).fetchone()
-        return int(count)
+        return self._count(self._sql.pending_count)
 
     def discard(self, sequence: int, *, reason: str) -> Effect:
         """Give up on the pending outbox row ``sequence``: it is never handed over again.
@@ -1096,9 +1093,13 @@ class BaseStore(StoreCore[_S], ABC):
 
         Counted on the index of the discarded rows, without reading the rows.
         """
+        return self._count(self._sql.discarded_count)
+
+    def _count(self, statement: str) -> int:
+        """The count ``statement`` (a ``SELECT count(*)`` without parameters) gives."""
         self._ready(None)
         with self._connection(None) as connection:
-            (count,) = connection.execute(self._sql.discarded_count).fetchone()
+            (count,) = connection.execute(statement).fetchone()
         return int(count)
 
     def outbox_effects(self) -> tuple[str, ...]:
