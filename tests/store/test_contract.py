@@ -2116,6 +2116,16 @@ class TestPaging:
         listed = _pages(store.discarded, 2, change)
         assert listed == [e.sequence for e in (first, second, third, fourth, fifth)]
 
+    def test_a_cursor_in_another_time_zone_pages_as_the_same_instant(self, store):
+        """discarded(after=row) takes the row's discard time as an instant, whatever its zone."""
+        _closed_with_effect(store, *(f"order-{n}" for n in range(3)))
+        for row in store.pending():
+            store.discard(row.sequence, reason="gave up")
+        first, *rest = store.discarded()
+        east = timezone(timedelta(hours=14))  # the same instant, written a day later
+        cursor = attrs.evolve(first, discarded_at=first.discarded_at.astimezone(east))
+        assert store.discarded(after=cursor) == tuple(rest)
+
     def test_counts_are_the_rows_pending_and_discarded(self, store):
         """pending_count() and discarded_count() count the rows pending() and discarded() list."""
         assert (store.pending_count(), store.discarded_count()) == (0, 0)

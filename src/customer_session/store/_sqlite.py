@@ -501,8 +501,9 @@ class SQLiteStore(BaseStore[_S]):
         return self._writing(integration_id)
 
     def _moment(self, value: datetime) -> str:
-        # Times are stored as ISO text in UTC, which sorts as the times do.
-        return value.isoformat()
+        # Times are stored as ISO text in UTC, which sorts as the times do; a time in
+        # another zone (a cursor's) compares as text only once it is in UTC too.
+        return value.astimezone(UTC).isoformat()
 
     def _insert(self, change: Change) -> bool:
         return self._write(change, None)
