@@ -1049,8 +1049,9 @@ class TestReplayEffects:
         ("value", "why"),
         [
             ("notify", "give NAME:TRIGGER, TRIGGER one of close, cancel, return_items, or * for"),
-            (":close", "a durable effect needs a non-empty name (UTF-8 text without NUL), got ''"),
-            ("no\x00tify:close", "a durable effect needs a non-empty name (UTF-8 text without"),
+            (":close", "a durable effect needs a name of 1 to 200 characters, not only"),
+            ("no\x00tify:close", "without control characters or lone surrogates (NUL, a"),
+            (f"{'x' * 201}:close", "a durable effect needs a name of 1 to 200 characters"),
             ("notify:refund", "unknown trigger 'refund'; give one of close, cancel, return_items,"),
             ("notify:", "unknown trigger ''; give one of close, cancel, return_items, or * for"),
             ("notify:reopen", "or * for every transition (reopen needs --reopen)"),

@@ -263,6 +263,22 @@ def is_text(value: str) -> bool:
     return _UNSTORABLE.search(value) is None
 
 
+# Unicode's control characters (category Cc): a tab, a newline or an escape in a label
+# (an actor, an effect's name) would break the lines of a log or a terminal showing it.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(value: object, longest: int) -> bool:
+    """Whether ``value`` is text of 1 to ``longest`` characters that shows on one line."""
+    return (
+        type(value) is str
+        and 0 < len(value) <= longest
+        and not value.isspace()
+        and is_text(value)  # no lone surrogate
+        and _CONTROL.search(value) is None
+    )
+
+
 def text_problem(value: str) -> str:
     """Why ``value`` breaks the rule of :func:`is_text` (call it only when it does)."""
     found = _UNSTORABLE.search(value)

@@ -58,6 +58,7 @@ from customer_session.store import (
     _base,
     rebuild,
 )
+from customer_session.store._outbox import EFFECT_NAME_MAX_LENGTH
 
 from .conftest import nested_delivery_refusal
 
@@ -1855,8 +1856,15 @@ class TestDurableEffects:
     def test_an_effect_name_the_database_cannot_hold_is_refused(self, store):
         """A name with NUL or a lone surrogate is refused at registration, not at each commit."""
         for name in ("notify\x00erp", "notify\udc80"):
-            with pytest.raises(WorkflowError, match="UTF-8 text without NUL"):
+            with pytest.raises(WorkflowError, match="without control characters or lone"):
                 store.on_commit(name)
+
+    @pytest.mark.parametrize("name", ["notify\nerp", "notify\x1b[2J", "   ", "x" * 201])
+    def test_an_effect_name_that_is_no_label_is_refused(self, store, name):
+        """A name of several lines, with a control character, blank or too long is refused."""
+        with pytest.raises(WorkflowError, match="1 to 200 characters"):
+            store.on_commit(name)
+        assert store.effects == ()
         assert store.effects == ()
         store.create(new_session())
         store.update("order-1", lambda s: s.close())
@@ -1867,7 +1875,7 @@ class TestDurableEffects:
         store.on_commit("notify")
         with pytest.raises(WorkflowError, match="already registered"):
             store.on_commit("notify", trigger="close")
-        with pytest.raises(WorkflowError, match="non-empty name"):
+        with pytest.raises(WorkflowError, match="needs a name of 1 to 200 characters"):
             store.on_commit("")
         with pytest.raises(UnknownTrigger):
             store.on_commit("other", trigger="reopen")
@@ -2478,9 +2486,13 @@ class TestWideIdsAndKeys:
         with pytest.raises(SessionExists):
             store.create(new_session(integration_id))
 
-    def test_a_long_effect_name_of_wide_characters_is_written_and_listed(self, store, alphabet):
-        """An effect name of 10,000 wide characters (past a btree entry's limit) is stored."""
-        name = wide_text(alphabet, KEY_LENGTH)
+    def test_the_longest_effect_name_of_wide_characters_is_written_and_listed(
+        self, store, alphabet
+    ):
+        """An effect name of 200 wide characters (800 bytes at most) is stored and listed."""
+        name = wide_text(alphabet, EFFECT_NAME_MAX_LENGTH)
+        with pytest.raises(WorkflowError, match="1 to 200 characters"):
+            store.on_commit(name + name[-1])
         store.on_commit(name, trigger="close")
         store.create(new_session())
         store.update("order-1", lambda s: s.close())

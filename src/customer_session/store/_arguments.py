@@ -10,12 +10,11 @@ must be ...``).
 
 from __future__ import annotations
 
-import re
 import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from customer_session._cart import is_number, is_text, raise_problems
+from customer_session._cart import is_number, is_text, one_line, raise_problems
 from customer_session._show import shown
 from customer_session.exceptions import Problem
 from customer_session.model import CustomerSession
@@ -37,24 +36,9 @@ def _optional_text(value: object) -> bool:
 ACTOR_MAX_LENGTH: Final = 200
 """The most characters an actor may have: a name or id for an audit trail, not a note."""
 
-# Unicode's control characters (category Cc): a tab, a newline or an escape in an
-# actor would break the lines of a log or a terminal that shows the journal.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _line(value: object, longest: int) -> bool:
-    """Whether ``value`` is text of 1 to ``longest`` characters that shows on one line."""
-    return (
-        type(value) is str
-        and 0 < len(value) <= longest
-        and not value.isspace()
-        and is_text(value)  # no lone surrogate
-        and _CONTROL.search(value) is None
-    )
-
 
 def _actor(value: object) -> bool:
-    return value is None or _line(value, ACTOR_MAX_LENGTH)
+    return value is None or one_line(value, ACTOR_MAX_LENGTH)
 
 
 REASON_MAX_LENGTH: Final = 1000
@@ -63,7 +47,7 @@ REASON_MAX_LENGTH: Final = 1000
 
 def _reason(value: object) -> bool:
     # Shown on a line of a log or a terminal too, as an actor; longer, and never None.
-    return _line(value, REASON_MAX_LENGTH)
+    return one_line(value, REASON_MAX_LENGTH)
 
 
 # The largest count a database column or LIMIT holds (a signed 64-bit integer).

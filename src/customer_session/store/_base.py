@@ -320,15 +320,17 @@ class StoreCore(Generic[_S]):
         effects in every process that writes, e.g. right after opening the store.
 
         Args:
-            name: The effect's name; stored in each row, so keep it stable.
+            name: The effect's name; stored in each row, so keep it stable: 1 to
+                200 characters on one line.
             trigger: The trigger it is written for; ``None`` for every transition.
 
         Returns:
             The registration; its ``remove()`` stops writing the effect.
 
         Raises:
-            WorkflowError: ``name`` is empty, not text the database can hold
-                (NUL, a lone surrogate), or already registered.
+            WorkflowError: ``name`` is not 1 to 200 characters on one line (no
+                control character, not only whitespace, no lone surrogate), or is
+                already registered.
             UnknownTrigger: ``trigger`` is not a trigger of the store's table.
         """
         check_effect_name(name)

@@ -19,7 +19,7 @@ import attrs
 from attrs import field, frozen
 
 from customer_session import wire
-from customer_session._cart import frozen_document, is_text, raise_problems, thaw
+from customer_session._cart import frozen_document, is_text, one_line, raise_problems, thaw
 from customer_session._notes import add_note_once
 from customer_session._records import TransitionRecord  # noqa: TC001 - attrs resolves field types at run time
 from customer_session._show import shown
@@ -66,15 +66,28 @@ _DELIVERIES: ContextVar[tuple[Delivery, ...]] = ContextVar(
 )
 
 
+EFFECT_NAME_MAX_LENGTH: Final = 200
+"""The most characters a durable effect's name may have: a label, stored in each row.
+
+At most 800 bytes, so an index of the names fits every backend (a PostgreSQL btree
+entry holds at most 2,704), with no hash of them in between (``md5()`` is refused
+by a server in FIPS mode)."""
+
+
 def check_effect_name(name: object) -> str:
     """``name`` if it can name a durable effect (stored in each of its outbox rows).
 
+    A label on one line, as an actor is: it is shown on a line of ``outbox list``
+    and of error messages, and given on the command line (``--effect NAME:TRIGGER``).
+
     Raises:
-        WorkflowError: It is not a non-empty string the database can hold.
+        WorkflowError: It is not a text of 1 to :data:`EFFECT_NAME_MAX_LENGTH`
+            characters on one line.
     """
-    if not isinstance(name, str) or not name or not is_text(name):
+    if not isinstance(name, str) or not one_line(name, EFFECT_NAME_MAX_LENGTH):
         raise WorkflowError(
-            "a durable effect needs a non-empty name (UTF-8 text without NUL), "
+            f"a durable effect needs a name of 1 to {EFFECT_NAME_MAX_LENGTH} characters, not "
+            "only whitespace, without control characters or lone surrogates (NUL, a newline), "
             f"got {shown(name):.80}"
         )
     return name

@@ -255,15 +255,14 @@ _DISCARDED_COUNT: Final = (
     "SELECT count(*) FROM customer_session_outbox WHERE discarded_at IS NOT NULL"
 )
 # The names of the outbox's rows, each read once: a loose index scan on the index of the
-# names' MD5 (see _schema), one index seek from each digest to the next, which reads the
-# name of the row it lands on (two names with one MD5 would need a crafted pair).
+# names (see _schema), one index seek from each name to the next.
 _OUTBOX_EFFECTS: Final = """
-    WITH RECURSIVE found (digest, name) AS (
-        (SELECT md5(effect), effect FROM customer_session_outbox ORDER BY md5(effect) LIMIT 1)
+    WITH RECURSIVE found (name) AS (
+        (SELECT effect FROM customer_session_outbox ORDER BY effect LIMIT 1)
         UNION ALL
-        SELECT next.digest, next.name FROM found, LATERAL (
-            SELECT md5(effect) AS digest, effect AS name FROM customer_session_outbox
-            WHERE md5(effect) > found.digest ORDER BY md5(effect) LIMIT 1) AS next)
+        SELECT next.name FROM found, LATERAL (
+            SELECT effect AS name FROM customer_session_outbox
+            WHERE effect > found.name ORDER BY effect LIMIT 1) AS next)
     SELECT name FROM found"""
 # Advisory locks are per schema, so stores in different schemas do not wait for each other.
 _LOCK_SCHEMA: Final = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.schema'))"

@@ -29,7 +29,7 @@ Tables:
     sequence numbers never repeat (on SQLite since version 4: ``AUTOINCREMENT``).
     Since version 4, a row given up on is marked discarded, with why
     (``discarded_at``, ``discard_reason``; see there), and the effect's name is
-    indexed (``outbox_effects()``; see ``_POSTGRES_OUTBOX_EFFECT``).
+    indexed (``outbox_effects()``; see ``_OUTBOX_EFFECT``).
 ``customer_session_keys``
     Idempotency keys of changes already applied (a replayed log's lines), indexed
     by the time they were recorded since version 2 (for ``forget_keys``); since
@@ -76,14 +76,10 @@ _OUTBOX_DISCARDED: Final = """CREATE INDEX customer_session_outbox_discarded
     ON customer_session_outbox (discarded_at, sequence) WHERE discarded_at IS NOT NULL"""
 # Version 4 indexes the outbox by effect name, so outbox_effects() finds the few names of
 # an outbox of millions of rows by a walk that jumps from one name to the next (a loose
-# index scan) instead of reading every row. On PostgreSQL the index holds the name's MD5
-# rather than the name: a btree entry holds at most 2,704 bytes and effect names have no
-# limit (see _POSTGRES_DIGESTS); md5() is IMMUTABLE, so the index is an expression index
-# the statements need not feed. The query reads one row's name per digest.
-_SQLITE_OUTBOX_EFFECT: Final = """CREATE INDEX customer_session_outbox_effect
+# index scan) instead of reading every row. The names themselves: at most 200 characters
+# (EFFECT_NAME_MAX_LENGTH), so an entry fits a PostgreSQL btree's 2,704 bytes.
+_OUTBOX_EFFECT: Final = """CREATE INDEX customer_session_outbox_effect
     ON customer_session_outbox (effect)"""
-_POSTGRES_OUTBOX_EFFECT: Final = """CREATE INDEX customer_session_outbox_effect
-    ON customer_session_outbox (md5(effect))"""
 
 
 def _sqlite_outbox(name: str, sequence: str, more: str = "") -> str:
@@ -259,7 +255,7 @@ _POSTGRES_V4: Final = (
     """ALTER TABLE customer_session_outbox
         ADD COLUMN discarded_at timestamptz, ADD COLUMN discard_reason text""",
     _OUTBOX_DISCARDED,
-    _POSTGRES_OUTBOX_EFFECT,
+    _OUTBOX_EFFECT,
     *_POSTGRES_DIGESTS,
 )
 
@@ -286,7 +282,7 @@ _SQLITE_V4: Final = (
     _OUTBOX_PENDING,
     _OUTBOX_DELIVERED,
     _OUTBOX_DISCARDED,
-    _SQLITE_OUTBOX_EFFECT,
+    _OUTBOX_EFFECT,
 )
 
 MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
