@@ -240,9 +240,7 @@ def _operator_commands(commands: Any, out: TextIO | None) -> None:
     listing.add_argument(
         "--discarded", action="store_true", help="the discarded rows instead of the pending ones"
     )
-    listing.add_argument(
-        "--limit", type=_positive, metavar="N", help="at most N rows (default: all)"
-    )
+    listing.add_argument("--limit", type=_limit, metavar="N", help="at most N rows (default: all)")
     listing.add_argument("--json", action="store_true", help="one JSON object per row")
     discard = actions.add_parser("discard", help="give up on one pending row", out=out)
     discard.add_argument(
@@ -293,8 +291,22 @@ def _count(text: str) -> int:
 
 
 def _positive(text: str) -> int:
-    """A limit or a sequence number: an integer >= 1 (argparse reports the error)."""
+    """A sequence number: an integer >= 1 (argparse reports the error)."""
     return _integer(text, 1)
+
+
+def _limit(text: str) -> int:
+    """A listing's limit: an integer from 1 to the largest a store takes.
+
+    Checked here: the listing asks the store for pages, never for the limit itself,
+    and a limit past any count (2**63) must be refused, not taken for "all".
+    """
+    value = _integer(text, 1)
+    if value > _LARGEST_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 1 to 2**63 - 1, got {shown(text)}"
+        )
+    return value
 
 
 def _integer(text: str, minimum: int) -> int:
@@ -311,6 +323,7 @@ def _integer(text: str, minimum: int) -> int:
 # StoreReplayer's ``database``, the backends' ``path`` and ``conninfo``): all of them
 # are what --db was given.
 _DB: Final = {"target": "--db", "database": "--db", "path": "--db", "conninfo": "--db"}
+_LARGEST_LIMIT: Final = 2**63 - 1  # the largest limit a store's listings take (a SQL bigint)
 
 
 @contextlib.contextmanager
@@ -767,12 +780,7 @@ def _outbox(args: argparse.Namespace, out: TextIO) -> int:
             row = store.discard(args.sequence, reason=args.reason)
             _write_rows([row], out, as_json=args.json)
             return EXIT_OK
-        # The store's rule for a limit: the listing asks for pages, never for the
-        # limit itself, and --limit 2**63 is refused, not taken for "all".
-        from customer_session.store._arguments import check  # noqa: PLC0415 - only --db needs it
-
         limit: int | None = args.limit
-        check("pending", limit=limit)
         kind = "discarded" if args.discarded else "pending"
         # Counted first, on an index: the heading comes before the rows, which are
         # then read a page at a time and written as they come, so a backlog of any
