@@ -858,6 +858,28 @@ class TestOutbox:
             row.sequence for row in rows[:shown]
         ]
 
+    def test_a_row_discarded_while_the_list_prints_is_left_out(self, monkeypatch, db):
+        """A row that leaves the pending ones between pages is not listed; the list ends short."""
+        first, second = rows_of(db)
+        with open_store(db) as store:
+            backend = type(store)
+        listing = backend.pending
+
+        def paged(self, *, limit=None, after=None):
+            if after is not None:  # another process gives up on the next row meanwhile
+                with open_store(db) as other:
+                    other.discard(second.sequence, reason="gave up")
+            return listing(self, limit=limit, after=after)
+
+        monkeypatch.setattr(cli, "_PAGE", 1)
+        monkeypatch.setattr(backend, "pending", paged)
+        status, text = run("outbox", "list", "--db", db)
+        assert status == 0
+        lines = text.splitlines()
+        assert lines[0] == "2 pending rows"
+        listed = [line.split(":")[0] for line in lines if line.startswith("row ")]
+        assert listed == [f"row {first.sequence}"]
+
     def test_list_json_is_one_row_a_line(self, db):
         """outbox list --json prints one JSON object a line: each row's to_dict()."""
         status, text = run("outbox", "list", "--json", "--db", db)
