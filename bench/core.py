@@ -19,8 +19,10 @@ Contenders:
 - transitions' stock ``Event.trigger`` on one shared machine (no model registered);
 - python-statemachine 3.x (one machine per session).
 
-Rounds are interleaved and medians reported, since the machines are shared and
-noisy. Run: ``python bench/core.py [--rounds N] [--sessions N]``.
+Times are the process's CPU time (as in ``bench/replay.py``): wall-clock time would
+count whatever else a shared machine runs while a batch of a few milliseconds is
+timed. Rounds are interleaved and medians reported, since the machines are shared
+and noisy. Run: ``python bench/core.py [--rounds N] [--sessions N]``.
 """
 
 from __future__ import annotations
@@ -229,7 +231,7 @@ def _per_item(seconds: float, n: int) -> float:
 
 
 def measure_round(n: int) -> dict[str, tuple[float, float]]:
-    """One round: (create us, lifecycle us) for each contender."""
+    """One round: (create us, lifecycle us) of CPU time for each contender."""
     out = {}
     for name, (create, life) in CONTENDERS.items():
         size = n if "Machine per" not in name and "python-statemachine" not in name else n // 10
@@ -237,14 +239,14 @@ def measure_round(n: int) -> dict[str, tuple[float, float]]:
         # collection (of the whole heap, and of the garbage the contender before left
         # in reference cycles) falls in whichever part its counters happen to trigger.
         gc.collect()
-        start = time.perf_counter()
+        start = time.process_time()
         objects = [create() for _ in range(size)]
-        created = time.perf_counter() - start
+        created = time.process_time() - start
         gc.collect()
-        start = time.perf_counter()
+        start = time.process_time()
         for obj in objects:
             life(obj)
-        lived = time.perf_counter() - start
+        lived = time.process_time() - start
         out[name] = (_per_item(created, size), _per_item(lived, size))
         del objects
     return out
@@ -288,7 +290,7 @@ def main() -> None:
         )
         for name in CONTENDERS
     }
-    print(f"medians of {args.rounds} interleaved rounds, {args.sessions} sessions each\n")
+    print(f"medians of {args.rounds} interleaved rounds, {args.sessions} sessions each, CPU time\n")
     print(f"{'contender':38} {'create µs':>10} {'lifecycle µs':>13} {'bytes/session':>14}")
     for name, (create_us, life_us, mem) in results.items():
         print(f"{name:38} {create_us:10.2f} {life_us:13.2f} {mem:14.0f}")
