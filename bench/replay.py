@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.util
 import itertools
 import json
@@ -166,7 +167,14 @@ def with_transitions(lines: Sequence[str]) -> int:
 
 
 def timed(run: Callable[[], object]) -> float:
-    """The CPU time ``run`` takes: one core's time, whatever else the machine runs."""
+    """The CPU time ``run`` takes: one core's time, whatever else the machine runs.
+
+    Each run starts right after a full collection, so that every round and path pays
+    for the collections its own allocations trigger: otherwise the first round runs
+    on the collector's state the log's generation left (no full collection falls
+    due in it, though one does in each later round), and the best round is that one.
+    """
+    gc.collect()
     start = time.process_time()
     run()
     return time.process_time() - start
