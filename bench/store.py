@@ -9,12 +9,14 @@ script starts, with its default durable settings), with 1 and 8 worker processes
   AND version = ?`` loop on a three-column table of the same database, through the
   plain driver in autocommit mode (the least a store that compares versions does);
 - *row floor*: the same bare compare-and-set, also writing what a store row holds
-  (the session's JSON document and its ``updated`` time) to a table shaped like
-  the store's (same columns, same indexes): the cost of persisting the session
-  itself is then in the floor, and the ratio is the library's own overhead
-  (loading, running the trigger, and the journal entry of the same transaction);
+  (the session's JSON document and its ``updated`` time) to a copy of the store's
+  own table, made from its schema (same columns, keys and indexes; on PostgreSQL the
+  row found by the digest of its id, the store's primary key): the cost of
+  persisting the session itself is then in the floor, and the ratio is the
+  library's own overhead (loading, running the trigger, and the journal entry of
+  the same transaction);
 - *journal floor*: the row floor plus what the issue requires in the same
-  transaction, a journal row (same columns and unique index as the store's), written
+  transaction, a journal row (in a copy of the store's journal table), written
   the way the store writes it: on SQLite, BEGIN IMMEDIATE, the compare-and-set, the
   INSERT and COMMIT; on PostgreSQL, one data-modifying ``WITH`` statement in
   autocommit (one round trip). It is the least any store meeting the journal
@@ -108,17 +110,37 @@ class Floor:
             self.connection: Any = psycopg.connect(database, autocommit=True)
             self.mark = "%s"
             self.begin = "BEGIN"
-            self.key = "sequence bigserial PRIMARY KEY"
+            # The store's primary key is the id's digest (see its schema): rows are
+            # found by it, as the store finds them.
+            self.where_id = "integration_id_digest = sha256(convert_to(%s::text, 'UTF8'))"
         else:
             self.connection = sqlite3.connect(database, isolation_level=None, timeout=30)
             self.connection.execute("PRAGMA journal_mode = WAL")
             self.connection.execute("PRAGMA synchronous = FULL")
             self.mark = "?"
             self.begin = "BEGIN IMMEDIATE"
-            self.key = "sequence INTEGER PRIMARY KEY"
+            self.where_id = "integration_id = ?"
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         return self.connection.execute(sql.replace("?", self.mark), params)
+
+    def copy_table(self, table: str, copy: str) -> None:
+        """Create ``copy`` with the columns, keys and indexes of the store's ``table``."""
+        if self.mark == "%s":
+            self.execute(f"CREATE TABLE {copy} (LIKE {table} INCLUDING ALL)")
+            return
+        # SQLite has no LIKE: the store's own statements, renamed (its indexes too).
+        for (sql,) in self.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL"
+            " ORDER BY type DESC",  # the table before its indexes
+            (table,),
+        ).fetchall():
+            self.execute(sql.replace(table, copy))
+
+    def now(self) -> Any:
+        """An ``updated`` value as the store writes it (ISO text on SQLite)."""
+        now = datetime.now(UTC)
+        return now if self.mark == "%s" else now.isoformat()
 
     def close(self) -> None:
         self.connection.close()
@@ -133,38 +155,34 @@ def document_text() -> str:
 
 
 def setup_floors(database: str, workers: int, sessions: int) -> None:
+    """The floors' tables, after the store's (whose tables the row floors copy)."""
     floor = Floor(database)
-    for statement in (
-        "CREATE TABLE bench_floor (id text PRIMARY KEY, version integer, state text)",
-        (
-            "CREATE TABLE bench_rows (id text PRIMARY KEY, state text, version integer,"
-            " updated text, document text)"
-        ),
-        "CREATE INDEX bench_rows_state ON bench_rows (state)",
-        "CREATE INDEX bench_rows_updated ON bench_rows (updated)",
-        (
-            "CREATE TABLE bench_journal_rows (id text PRIMARY KEY, state text,"
-            " version integer, updated text, document text)"
-        ),
-        "CREATE INDEX bench_journal_rows_state ON bench_journal_rows (state)",
-        "CREATE INDEX bench_journal_rows_updated ON bench_journal_rows (updated)",
-        (
-            f"CREATE TABLE bench_journal ({floor.key}, integration_id text NOT NULL,"
-            " version integer NOT NULL, kind text NOT NULL, operation text NOT NULL,"
-            " event_key text, actor text, records text NOT NULL, changes text NOT NULL,"
-            " recorded_at text NOT NULL, UNIQUE (integration_id, version))"
-        ),
+    floor.execute("CREATE TABLE bench_floor (id text PRIMARY KEY, version integer, state text)")
+    # Copies of the store's own tables, so that the row floors write what a store row
+    # and a journal row cost in this schema version, digests and indexes included.
+    for table, copy in (
+        ("customer_sessions", "bench_rows"),
+        ("customer_sessions", "bench_journal_rows"),
+        ("customer_session_journal", "bench_journal"),
     ):
-        floor.execute(statement)
+        floor.copy_table(table, copy)
     document = document_text()
-    now = datetime.now(UTC).isoformat()
+    now = floor.now()
+    digest = "sha256(convert_to(?::text, 'UTF8'))"
+    columns, values = (
+        ("integration_id, integration_id_digest", f"?, {digest}")
+        if floor.mark == "%s"
+        else ("integration_id", "?")
+    )
     for worker in range(workers):
         for integration_id in session_ids(worker, sessions):
             floor.execute("INSERT INTO bench_floor VALUES (?, 1, 'open')", (integration_id,))
+            ids = (integration_id,) * values.count("?")
             for table in ("bench_rows", "bench_journal_rows"):
                 floor.execute(
-                    f"INSERT INTO {table} VALUES (?, 'open', 1, ?, ?)",  # noqa: S608 - our names
-                    (integration_id, now, document),
+                    f"INSERT INTO {table} ({columns}, state, version, updated, document)"  # noqa: S608 - our names
+                    f" VALUES ({values}, 'open', 1, ?, ?)",
+                    (*ids, now, document),
                 )
     floor.close()
 
@@ -205,12 +223,12 @@ def row_floor_worker(
     floor = Floor(database)
     document = document_text()
     update = (
-        "UPDATE bench_rows SET state = ?, version = version + 1, updated = ?, document = ?"
-        " WHERE id = ? AND version = ?"
+        "UPDATE bench_rows SET state = ?, version = version + 1, updated = ?, document = ?"  # noqa: S608 - our names
+        f" WHERE {floor.where_id} AND version = ?"
     )
 
     def commit(integration_id: str, version: int, state: str) -> None:
-        row = (state, datetime.now(UTC).isoformat(), document, integration_id, version)
+        row = (state, floor.now(), document, integration_id, version)
         assert floor.execute(update, row).rowcount == 1
 
     return timed(floor, worker, sessions, barrier, commit)
@@ -225,27 +243,31 @@ def journal_floor_worker(
     # One round trip on PostgreSQL, as its store sends it: the journal row is inserted
     # from the updated row by a data-modifying WITH, in autocommit.
     with_statement = (
-        "WITH moved AS (UPDATE bench_journal_rows SET state = %s, version = version + 1,"
-        " updated = %s, document = %s WHERE id = %s AND version = %s"
-        " RETURNING id, version), journal AS (INSERT INTO bench_journal"
-        " (integration_id, version, kind, operation, actor, records, changes, recorded_at)"
-        " SELECT id, version, %s, %s, %s, %s, %s, %s FROM moved) SELECT version FROM moved"
+        "WITH moved AS (UPDATE bench_journal_rows SET state = %s, version = version + 1,"  # noqa: S608 - our names
+        f" updated = %s, document = %s WHERE {floor.where_id} AND version = %s"
+        " RETURNING integration_id, integration_id_digest, version),"
+        " journal AS (INSERT INTO bench_journal (integration_id, integration_id_digest,"
+        " version, kind, operation, actor, records, changes)"
+        " SELECT integration_id, integration_id_digest, version, %s, %s, %s, %s, %s"
+        " FROM moved) SELECT version FROM moved"
     )
     # On SQLite, as its store writes it: BEGIN IMMEDIATE, two statements, COMMIT.
     update = (
-        "UPDATE bench_journal_rows SET state = ?, version = version + 1, updated = ?,"
-        " document = ? WHERE id = ? AND version = ?"
+        "UPDATE bench_journal_rows SET state = ?, version = version + 1, updated = ?,"  # noqa: S608 - our names
+        f" document = ? WHERE {floor.where_id} AND version = ?"
     )
-    journal = "INSERT INTO bench_journal VALUES (NULL, ?, ?, ?, ?, NULL, ?, ?, ?, ?)"
+    journal = (
+        "INSERT INTO bench_journal (integration_id, version, kind, operation, event_key,"
+        " actor, records, changes, recorded_at) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, ?)"
+    )
 
     def one_statement(integration_id: str, version: int, state: str) -> None:
-        now = datetime.now(UTC).isoformat()
-        row = (state, now, document, integration_id, version)
-        entry = ("transition", "close", "bench", records, "{}", now)
+        row = (state, floor.now(), document, integration_id, version)
+        entry = ("transition", "close", "bench", records, "{}")
         assert floor.connection.execute(with_statement, row + entry).fetchone()
 
     def statements(integration_id: str, version: int, state: str) -> None:
-        now = datetime.now(UTC).isoformat()
+        now = floor.now()
         floor.execute(floor.begin)
         row = (state, now, document, integration_id, version)
         assert floor.execute(update, row).rowcount == 1
