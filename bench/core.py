@@ -118,6 +118,7 @@ ProtectedFloor = attrs.make_class(
         for a in attrs.fields(FloorSession)
     },
     kw_only=True,
+    slots=True,  # as FloorSession (attrs.define); make_class's attr.s default is a __dict__
     on_setattr=attrs.setters.frozen,
 )
 
