@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 TARGET = 100_000
 """Events per second the fast path must reach on one core."""
+TARGET_EVENTS = 1_000_000
+"""The length of the log the target is stated on."""
 
 # Derived from the one specification: the table, and the trigger an update's target
 # state stands for (the edges into it that are not returns).
@@ -193,7 +195,7 @@ def spaced(lines: Sequence[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=TARGET_EVENTS)
     parser.add_argument("--sessions", type=int, help="default: events / 10")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the full-log runs")
@@ -259,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "MET" if fast >= TARGET else "NOT MET"
     if not same:  # a rate of wrong answers meets no target
         verdict = "NOT MET: the fast path's answer differs from the live path's"
+    elif len(lines) < TARGET_EVENTS:
+        verdict = f"not judged on {len(lines):,} events (it is stated on {TARGET_EVENTS:,})"
     print(f"target {TARGET:,} events/s on one core: {verdict} ({fast:,.0f} events/s)")
     return 0 if same else 1
 
