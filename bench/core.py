@@ -306,6 +306,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sessions", type=int, default=5000)
     args = parser.parse_args()
+    if args.sessions < 10:  # the slow contenders run a tenth of them
+        parser.error("--sessions must be at least 10")
     for life in (ours_life, floor_life):  # sanity: both do the same observable work
         create = ours_create if life is ours_life else floor_create
         s = create()

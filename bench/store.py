@@ -31,7 +31,8 @@ worker's first commit on a session reads and validates the stored document, as a
 worker of a real order workflow does. Each contender starts on a checkpointed
 database (SQLite's WAL written back, a PostgreSQL ``CHECKPOINT``), so none pays
 for the log another left. Rounds are repeated, each starting with another
-contender, and the median rate reported, since the machine is shared and noisy.
+contender (by default one round per contender, so each starts one), and the median
+rate reported, since the machine is shared and noisy.
 A default run takes a few minutes.
 
 Run: ``python bench/store.py [--sessions N] [--rounds N] [--only sqlite|postgres]``.
@@ -338,7 +339,10 @@ def main() -> None:
     # Runs of a few hundred commits swing by 30% with the machine's load; 1,000
     # sessions (3,000 commits) per worker keep the ratios steady.
     parser.add_argument("--sessions", type=int, default=1000, help="sessions per worker")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (the median is shown)")
+    # Four rounds: each round starts with another contender, so each starts one.
+    parser.add_argument(
+        "--rounds", type=int, default=len(CONTENDERS), help="rounds (the median is shown)"
+    )
     parser.add_argument("--only", choices=("sqlite", "postgres"))
     args = parser.parse_args()
     print(
