@@ -996,16 +996,8 @@ class TestEditsWhileATriggerRuns:
 
     def test_a_thread_cannot_edit_between_the_last_hook_and_the_commit(self, monkeypatch):
         """The session stays busy after the hooks until the commit: another thread's edit waits."""
-        at_commit, go_on = threading.Event(), threading.Event()
-        checked = _transaction.recheck_returns
-
-        def pause(run, saved) -> None:
-            # Where the hooks are done and the commit is next: CPython may switch threads.
-            at_commit.set()
-            go_on.wait(WAIT)
-            checked(run, saved)
-
-        monkeypatch.setattr(_transaction, "recheck_returns", pause)
+        # Where the hooks are done and the commit is next: CPython may switch threads.
+        at_commit, go_on = _pausing(monkeypatch, "recheck_returns")
         seen: list[tuple[CartItem, ...]] = []
         workflow = Workflow()
         workflow.guard(lambda event: seen.append(event.session.cart_items), trigger=Trigger.CLOSE)
@@ -1023,15 +1015,7 @@ class TestEditsWhileATriggerRuns:
 
     def test_a_guard_refusal_never_undoes_another_threads_change(self, monkeypatch):
         """A refused trigger rolls back while the session is still busy: nothing else is lost."""
-        at_rollback, go_on = threading.Event(), threading.Event()
-        undo = _transaction.undo
-
-        def pause(run, saved) -> None:
-            at_rollback.set()
-            go_on.wait(WAIT)
-            undo(run, saved)
-
-        monkeypatch.setattr(_transaction, "undo", pause)
+        at_rollback, go_on = _pausing(monkeypatch, "undo")
         workflow = Workflow()
         workflow.guard(lambda event: "not yet", trigger=Trigger.CLOSE)
         s = _session(workflow)
@@ -1046,6 +1030,24 @@ class TestEditsWhileATriggerRuns:
         assert isinstance(outcome[0], GuardRejected)
         s.set_coupon("SAVE10")  # free again once the trigger is over
         assert (s.coupon, s.state, s.update_count) == ("SAVE10", State.OPEN, 2)
+
+
+def _pausing(monkeypatch, step: str) -> tuple[threading.Event, threading.Event]:
+    """Make the trigger's ``step`` (a function of _transaction) wait to be let go on.
+
+    Returns:
+        The event set when a trigger reaches the step, and the one that lets it go on.
+    """
+    reached, go_on = threading.Event(), threading.Event()
+    original = getattr(_transaction, step)
+
+    def pause(run, saved) -> None:
+        reached.set()
+        go_on.wait(WAIT)
+        original(run, saved)
+
+    monkeypatch.setattr(_transaction, step, pause)
+    return reached, go_on
 
 
 # A table in which cancel leads elsewhere from closed than from open, so a cancel whose
