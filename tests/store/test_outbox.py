@@ -1,6 +1,7 @@
 import json
 import sqlite3
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -102,13 +103,7 @@ class TestListedDocument:
 
         The operator can see the row (and discard it) though its document does not load.
         """
-        path = tmp_path / "store.db"
-        with SQLiteStore(path) as store:
-            store.on_commit("notify")
-            store.create(CustomerSession(integration_id="order-42"))
-            store.update("order-42", lambda session: session.close())
-        with closing(sqlite3.connect(path)) as connection, connection:
-            connection.execute("UPDATE customer_session_outbox SET document = '{oops'")
+        path = _row_with_a_corrupt_document(tmp_path)
         with SQLiteStore(path) as store:
             (row,) = store.pending()
             assert row.to_dict(include_document=False)["integrationId"] == "order-42"
@@ -124,13 +119,7 @@ class TestListedDocument:
         An operator prints or logs the row before discarding it, and a set of rows
         seen holds it, though its document does not load.
         """
-        path = tmp_path / "store.db"
-        with SQLiteStore(path) as store:
-            store.on_commit("notify")
-            store.create(CustomerSession(integration_id="order-42"))
-            store.update("order-42", lambda session: session.close())
-        with closing(sqlite3.connect(path)) as connection, connection:
-            connection.execute("UPDATE customer_session_outbox SET document = '{oops'")
+        path = _row_with_a_corrupt_document(tmp_path)
         with SQLiteStore(path) as store:
             (row,) = store.pending()
             (again,) = store.pending()
@@ -152,3 +141,15 @@ class TestListedDocument:
         assert row.document is row.document
         assert row.session().integration_id == "order-42"
         store.close()
+
+
+def _row_with_a_corrupt_document(tmp_path: Path) -> Path:
+    """An SQLite store holding one pending outbox row whose document is not JSON."""
+    path = tmp_path / "store.db"
+    with SQLiteStore(path) as store:
+        store.on_commit("notify")
+        store.create(CustomerSession(integration_id="order-42"))
+        store.update("order-42", lambda session: session.close())
+    with closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute("UPDATE customer_session_outbox SET document = '{oops'")
+    return path
