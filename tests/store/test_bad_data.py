@@ -184,6 +184,21 @@ class TestCorruptRows:
         ):
             read(store)
 
+    @pytest.mark.parametrize("value", ["[1]", "null", '"order-1"', "7"])
+    def test_outbox_document_that_is_no_object(self, store, sql, value):
+        """An outbox document of JSON but no object is CorruptData; no handler is handed it."""
+        store.on_commit("notify")
+        stored(store)
+        store.update("order-1", lambda s: s.close())
+        sql("UPDATE customer_session_outbox SET document = ?", value)
+        handed: list[object] = []
+        with pytest.raises(CorruptData, match=r"session 'order-1': .*outbox document is no JSON"):
+            store.deliver(lambda effect: handed.append(effect.document))
+        assert handed == []
+        (row,) = store.pending()  # still listed, for the operator to discard
+        with pytest.raises(CorruptData, match="outbox document is no JSON object"):
+            _ = row.document
+
     @pytest.mark.parametrize("value", ["[1, 2]", "null", '"cartItems"', "7"])
     def test_journal_changes_that_are_no_object(self, store, sql, value):
         """Journal changes that are no JSON object are CorruptData naming the entry, not a crash."""

@@ -266,7 +266,24 @@ class _Unread:
         Raises:
             CorruptData: The stored text is not JSON.
         """
-        return parse(self.text, "outbox document", self.integration_id)
+        return parse_document(self.text, self.integration_id)
+
+
+def parse_document(text: str | bytes, integration_id: str) -> dict[str, Any]:
+    """An outbox row's stored document: the session's wire document, a JSON object.
+
+    Raises:
+        CorruptData: The text is not JSON, or JSON of another kind (``[1]``, ``null``):
+            no handler may be handed that as a session's document.
+    """
+    document = parse(text, "outbox document", integration_id)
+    if not isinstance(document, dict):
+        raise CorruptData(
+            f"session {integration_id!r}: the stored outbox document is no JSON object "
+            f"(got {shown(document):.60}); the row is corrupt",
+            integration_id,
+        )
+    return document
 
 
 def _document(value: Any) -> Any:
@@ -474,7 +491,7 @@ def effect_from_row(row: Sequence[Any], *, unread: bool = False) -> Effect:
         document=(
             _Unread(document, integration_id)
             if unread
-            else parse(document, "outbox document", integration_id)
+            else parse_document(document, integration_id)
         ),
         attempts=attempts,
         last_error=error,
