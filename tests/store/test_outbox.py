@@ -13,10 +13,7 @@ from customer_session.store import SQLiteStore
 class TestEffectToDict:
     def test_is_the_row_as_json_ready_data(self):
         """to_dict() gives every field, camelCase, times and the record as the wire writes them."""
-        store = SQLiteStore(":memory:")
-        store.on_commit("notify")
-        store.create(CustomerSession(integration_id="order-42"))
-        store.update("order-42", lambda session: session.close())
+        store = _one_pending_row()
         (row,) = store.pending()
         written = wire.to_dict(store.get("order-42"), include_history=True)
         assert row.to_dict() == {
@@ -38,10 +35,7 @@ class TestEffectToDict:
 
     def test_a_discarded_row_has_its_time_and_reason(self):
         """to_dict() of a discarded row gives discardedAt and discardReason; it is plain JSON."""
-        store = SQLiteStore(":memory:")
-        store.on_commit("notify")
-        store.create(CustomerSession(integration_id="order-42"))
-        store.update("order-42", lambda session: session.close())
+        store = _one_pending_row()
         data = store.discard(store.pending()[0].sequence, reason="poison").to_dict()
         assert data["discardReason"] == "poison"
         assert data["discardedAt"].endswith("Z")
@@ -50,10 +44,7 @@ class TestEffectToDict:
 
     def test_a_failed_then_discarded_row_has_its_error_and_discard_time(self):
         """to_dict() gives a row's last error, and discardedAt is the discard's time."""
-        store = SQLiteStore(":memory:")
-        store.on_commit("notify")
-        store.create(CustomerSession(integration_id="order-42"))
-        store.update("order-42", lambda session: session.close())
+        store = _one_pending_row()
 
         def refuse(effect):
             raise ConnectionError("receiver down")
@@ -72,10 +63,7 @@ class TestEffectToDict:
 
     def test_without_the_document_it_is_the_rest_of_the_row(self):
         """to_dict(include_document=False) is to_dict() without its document."""
-        store = SQLiteStore(":memory:")
-        store.on_commit("notify")
-        store.create(CustomerSession(integration_id="order-42"))
-        store.update("order-42", lambda session: session.close())
+        store = _one_pending_row()
         (row,) = store.pending()
         whole = row.to_dict()
         del whole["document"]
@@ -85,10 +73,7 @@ class TestEffectToDict:
     @pytest.mark.parametrize("value", ["no", 0, None])
     def test_include_document_must_be_a_bool(self, value):
         """to_dict(include_document=...) refuses anything but True or False, naming it."""
-        store = SQLiteStore(":memory:")
-        store.on_commit("notify")
-        store.create(CustomerSession(integration_id="order-42"))
-        store.update("order-42", lambda session: session.close())
+        store = _one_pending_row()
         (row,) = store.pending()
         with pytest.raises(ValidationError, match=r"^to_dict\(\): include_document: must be"):
             row.to_dict(include_document=value)
@@ -133,10 +118,7 @@ class TestListedDocument:
 
     def test_a_document_is_parsed_once_and_then_kept(self):
         """A listed row's document, once read, is the same object on each read."""
-        store = SQLiteStore(":memory:")
-        store.on_commit("notify")
-        store.create(CustomerSession(integration_id="order-42"))
-        store.update("order-42", lambda session: session.close())
+        store = _one_pending_row()
         (row,) = store.pending()
         assert row.document is row.document
         assert row.session().integration_id == "order-42"
@@ -153,3 +135,12 @@ def _row_with_a_corrupt_document(tmp_path: Path) -> Path:
     with closing(sqlite3.connect(path)) as connection, connection:
         connection.execute("UPDATE customer_session_outbox SET document = '{oops'")
     return path
+
+
+def _one_pending_row() -> SQLiteStore:
+    """An in-memory store holding one pending outbox row: order-42's close, effect notify."""
+    store = SQLiteStore(":memory:")
+    store.on_commit("notify")
+    store.create(CustomerSession(integration_id="order-42"))
+    store.update("order-42", lambda session: session.close())
+    return store
