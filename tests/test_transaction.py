@@ -3,8 +3,10 @@ import itertools
 import sys
 import threading
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import pytest
 from hypothesis import given
@@ -768,53 +770,64 @@ def _closing_in_thread(
     return closing, outcome
 
 
+class _Closing(NamedTuple):
+    """A close() held in one of its guards or hooks, in a thread of its own."""
+
+    session: CustomerSession
+    held: _HeldInPhase
+    outcome: list[object]
+    before: dict[str, object]
+
+
+@contextmanager
+def _closing_held_in(phase: Phase = Phase.BEFORE) -> Iterator[_Closing]:
+    """A session whose close() runs in a thread, held in a ``phase`` guard or hook meanwhile.
+
+    The block runs while the trigger waits in it; on leaving, the trigger goes on and
+    its thread is joined. ``before`` is the session's snapshot from before the close.
+    """
+    held = _HeldInPhase()
+    workflow = Workflow()
+    workflow.register(phase, held, key=Trigger.CLOSE)
+    s = _session(workflow)
+    before = s.snapshot()
+    closing, outcome = _closing_in_thread(s)
+    try:
+        assert held.entered.wait(WAIT)
+        yield _Closing(s, held, outcome, before)
+    finally:
+        held.release.set()
+        closing.join(WAIT)
+
+
 class TestEditsWhileATriggerRuns:
     """Only the trigger under way may change its session until it has committed or rolled back."""
 
     @pytest.mark.parametrize("phase", [Phase.GUARD, Phase.BEFORE], ids=["guard", "before"])
     def test_an_edit_from_another_thread_is_refused_whole(self, phase):
         """An edit from another thread while a trigger's guard or hook runs changes nothing."""
-        held = _HeldInPhase()
-        workflow = Workflow()
-        workflow.register(phase, held, key=Trigger.CLOSE)
-        s = _session(workflow)
-        before = s.snapshot()
-        closing, outcome = _closing_in_thread(s)
-        try:
-            assert held.entered.wait(WAIT)
+        with _closing_held_in(phase) as closing:
+            s = closing.session
             with pytest.raises(SessionNotEditable) as info:
                 s.add_item(CartItem(sku="HAT", quantity=1, price=2.0))
-            assert s.snapshot() == before
-        finally:
-            held.release.set()
-            closing.join(WAIT)
+            assert s.snapshot() == closing.before
         assert (info.value.running, info.value.asking, info.value.held) == (
             Trigger.CLOSE,
             False,
             False,
         )
         assert info.value.elsewhere is True
-        record = outcome[0]
+        record = closing.outcome[0]
         assert isinstance(record, TransitionRecord)
         # The transition committed with the cart its guard or hook saw.
         assert s.history == (record,)
-        assert s.cart_items == held.carts[0] == (ITEM,)
+        assert s.cart_items == closing.held.carts[0] == (ITEM,)
         assert s.update_count == 2
 
     def test_the_refusal_says_what_runs_and_what_to_do(self):
         """An edit refused for another thread's trigger names it and says to wait or use a hook."""
-        held = _HeldInPhase()
-        workflow = Workflow()
-        workflow.before(held, trigger=Trigger.CLOSE)
-        s = _session(workflow)
-        closing, _ = _closing_in_thread(s)
-        try:
-            assert held.entered.wait(WAIT)
-            with pytest.raises(SessionNotEditable) as info:
-                s.set_coupon("SAVE10")
-        finally:
-            held.release.set()
-            closing.join(WAIT)
+        with _closing_held_in() as closing, pytest.raises(SessionNotEditable) as info:
+            closing.session.set_coupon("SAVE10")
         assert str(info.value) == (
             "session 'order-1': cannot set_coupon() while close() is in progress in another "
             "task or thread; try again once it has finished, or make the edit in one of "
@@ -823,14 +836,8 @@ class TestEditsWhileATriggerRuns:
 
     def test_every_edit_is_refused(self):
         """Each edit method is refused from another thread while a trigger runs."""
-        held = _HeldInPhase()
-        workflow = Workflow()
-        workflow.before(held, trigger=Trigger.CLOSE)
-        s = _session(workflow)
-        before = s.snapshot()
-        closing, _ = _closing_in_thread(s)
-        try:
-            assert held.entered.wait(WAIT)
+        with _closing_held_in() as closing:
+            s = closing.session
             for edit in (
                 lambda: s.set_cart_items([]),
                 lambda: s.update_item(0, CartItem(sku="HAT", quantity=1)),
@@ -839,32 +846,20 @@ class TestEditsWhileATriggerRuns:
             ):
                 with pytest.raises(SessionNotEditable):
                     edit(s) if edit is edit_every_field else edit()
-            assert s.snapshot() == before
-        finally:
-            held.release.set()
-            closing.join(WAIT)
+            assert s.snapshot() == closing.before
         assert s.state is State.CLOSED
 
     def test_reloading_or_holding_from_another_thread_is_refused_as_elsewhere(self):
         """A reload or an atomic() block from another thread is refused with ``elsewhere`` set."""
-        held = _HeldInPhase()
-        workflow = Workflow()
-        workflow.before(held, trigger=Trigger.CLOSE)
-        s = _session(workflow)
-        before = s.snapshot()
-        closing, _ = _closing_in_thread(s)
         errors: list[SessionNotEditable] = []
-        try:
-            assert held.entered.wait(WAIT)
+        with _closing_held_in() as closing:
+            s = closing.session
             with pytest.raises(SessionNotEditable) as reload:
-                s.__setstate__(before)
+                s.__setstate__(closing.before)
             errors.append(reload.value)
             with pytest.raises(SessionNotEditable) as block, s.atomic():
                 pass  # pragma: no cover - refused before the block runs
             errors.append(block.value)
-        finally:
-            held.release.set()
-            closing.join(WAIT)
         assert [(e.operation, e.running, e.elsewhere) for e in errors] == [
             ("__setstate__", Trigger.CLOSE, True),
             ("atomic", Trigger.CLOSE, True),
@@ -872,20 +867,12 @@ class TestEditsWhileATriggerRuns:
 
     def test_asking_from_another_thread_answers_and_changes_nothing(self):
         """can()/why_not() from another thread while a trigger's guard runs only report it."""
-        held = _HeldInPhase()
-        workflow = Workflow()
-        workflow.guard(held, trigger=Trigger.CLOSE)
-        s = _session(workflow)
-        closing, _ = _closing_in_thread(s)
-        try:
-            assert held.entered.wait(WAIT)
+        with _closing_held_in(Phase.GUARD) as closing:
+            s = closing.session
             assert s.can("cancel") is False
             (refusal,) = s.why_not("cancel")
-        finally:
-            held.release.set()
-            closing.join(WAIT)
         assert "while close() is in progress in another task or thread" in refusal.reason
-        assert len(held.carts) == 1  # the other thread's question asked no guard
+        assert len(closing.held.carts) == 1  # the other thread's question asked no guard
         assert [r.trigger for r in s.history] == [Trigger.CLOSE]
 
     def test_a_thread_of_the_block_is_elsewhere_for_the_blocks_trigger(self):
