@@ -167,12 +167,8 @@ def load_session(
     except CustomerSessionError as exc:
         foreign = _foreign_triggers(data, session_class)
         if foreign:
-            # Not damage: the row was written through a class with a larger table.
-            raise WorkflowError(
-                f"{subject(integration_id)}: its stored history holds "
-                f"{', '.join(map(repr, foreign))}, which {session_class.__name__}'s table "
-                "does not have; open the store with the session class that wrote it"
-                + _hint(foreign)
+            raise foreign_triggers(
+                f"{subject(integration_id)}: its stored history", foreign, session_class
             ) from exc
         raise CorruptData(
             f"{subject(integration_id)}: the stored document cannot be loaded; the row "
@@ -191,15 +187,25 @@ def load_session(
 _REOPEN_TABLE: Final = frozenset(str(trigger) for trigger in REOPENABLE_SESSION.triggers)
 
 
-def _hint(foreign: list[str]) -> str:
-    """Which class reads a history of the ``foreign`` triggers, when the library has it.
+def foreign_triggers(
+    where: str, foreign: list[str], session_class: type[CustomerSession]
+) -> WorkflowError:
+    """The refusal of stored history (at ``where``) holding triggers the class's table lacks.
 
-    Every command that loads stored sessions (``show``, ``replay``) reads the reopen
-    table with its own ``--reopen``: the advice fits whichever of them meets this.
+    Not damage: the row was written through a class with a larger table. The advice
+    names the library's class that has them, when it has one; every command that
+    loads stored sessions (``show``, ``history``, ``replay``) reads the reopen table
+    with its own ``--reopen``, so the advice fits whichever of them meets this.
     """
-    if _REOPEN_TABLE.issuperset(foreign):
-        return " (ReopenableCustomerSession; on the command line: --reopen)"
-    return ""
+    hint = (
+        " (ReopenableCustomerSession; on the command line: --reopen)"
+        if _REOPEN_TABLE.issuperset(foreign)
+        else ""
+    )
+    return WorkflowError(
+        f"{where} holds {', '.join(map(repr, foreign))}, which {session_class.__name__}'s "
+        f"table does not have; open the store with the session class that wrote it{hint}"
+    )
 
 
 def _foreign_triggers(data: Any, session_class: type[CustomerSession]) -> list[str]:

@@ -25,12 +25,11 @@ from customer_session.exceptions import (
     CorruptData,
     CustomerSessionError,
     ValidationError,
-    WorkflowError,
 )
 from customer_session.model import CustomerSession
 from customer_session.store._documents import (
     HISTORY_KEY,
-    _hint,
+    foreign_triggers,
     parse,
     record_from_json,
     record_to_json,
@@ -293,11 +292,10 @@ def _moves(
     specification = session_class.specification
     for record in records:
         if record.trigger not in specification.triggers:
-            raise WorkflowError(
-                f"session {integration_id!r}: journal entry {sequence} holds "
-                f"{str(record.trigger)!r}, which {session_class.__name__}'s table does not "
-                "have; open the store with the session class that wrote it"
-                + _hint([str(record.trigger)])
+            raise foreign_triggers(
+                f"session {integration_id!r}: journal entry {sequence}",
+                [str(record.trigger)],
+                session_class,
             )
         if specification.target(record.source, record.trigger) is not record.destination:
             raise CorruptData(
