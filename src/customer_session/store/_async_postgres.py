@@ -835,8 +835,12 @@ class AsyncPostgresStore(StoreCore[_S]):
 
     async def pending_count(self) -> int:
         """How many outbox rows are pending, counted on their index."""
+        return await self._count(_PENDING_COUNT)
+
+    async def _count(self, statement: str) -> int:
+        """The count a ``SELECT count(*)`` of the outbox gives."""
         await self._ready(None)
-        ((count,),) = await self._fetchall(None, _PENDING_COUNT, ())
+        ((count,),) = await self._fetchall(None, statement, ())
         return int(count)
 
     async def discard(self, sequence: int, *, reason: str) -> Effect:
@@ -886,9 +890,7 @@ class AsyncPostgresStore(StoreCore[_S]):
 
     async def discarded_count(self) -> int:
         """How many outbox rows are discarded (until purged), counted on their index."""
-        await self._ready(None)
-        ((count,),) = await self._fetchall(None, _DISCARDED_COUNT, ())
-        return int(count)
+        return await self._count(_DISCARDED_COUNT)
 
     async def outbox_effects(self) -> tuple[str, ...]:
         """The names of the durable effects the outbox holds rows of, sorted.
