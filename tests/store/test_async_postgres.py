@@ -235,6 +235,64 @@ class TestNotOpen:
             await store.get("order-1")
         assert "pool" not in str(caught.value)
 
+    async def test_a_store_closed_while_a_block_runs_says_it_is_closed(self, conninfo: str) -> None:
+        """A block whose store another task closed commits nothing and says the store is closed.
+
+        Not psycopg's "the pool is already closed" as a PostgreSQL error: the
+        server had nothing to do with it.
+        """
+        store = await AsyncPostgresStore.open(conninfo)
+        await store.create(new_session())
+        inside, closed = asyncio.Event(), asyncio.Event()
+
+        async def close_it() -> None:
+            await inside.wait()
+            await store.close()
+            closed.set()
+
+        seen: list[CustomerSession] = []
+
+        async def edit_meanwhile() -> None:
+            async with store.transaction("order-1") as session:
+                seen.append(session)
+                session.set_coupon("LATE")
+                inside.set()
+                await closed.wait()
+
+        closing = asyncio.create_task(close_it())
+        with pytest.raises(StoreError, match="is closed: open a new store") as caught:
+            await edit_meanwhile()
+        await closing
+        assert caught.value.integration_id == "order-1"
+        assert "pool" not in str(caught.value)  # psycopg's words, not the library's
+        assert seen[0].coupon is None  # put back: nothing was written
+
+    async def test_a_delivery_waiting_for_another_when_the_store_closes_says_so(
+        self, conninfo: str
+    ) -> None:
+        """A deliver() that waited for a running one, on a store closed meanwhile, says so."""
+        store = await AsyncPostgresStore.open(conninfo)
+        await closed_with_effects(store)
+        inside, gate = asyncio.Event(), asyncio.Event()
+
+        async def held(effect: Effect) -> None:
+            del effect
+            inside.set()
+            await gate.wait()
+
+        first = asyncio.create_task(store.deliver(held))
+        await asyncio.wait_for(inside.wait(), WAIT)
+        second = asyncio.create_task(store.deliver(lambda effect: None))
+        await asyncio.sleep(0.05)  # it waits for the first delivery's turn
+        closing = asyncio.create_task(store.close())
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await first == 1
+        with pytest.raises(StoreError, match="is closed: open a new store") as caught:
+            await second
+        assert "pool" not in str(caught.value)
+        await closing
+
 
 async def test_unreachable_server_is_a_store_error() -> None:
     """Opening a store on a server that is not there raises StoreError."""

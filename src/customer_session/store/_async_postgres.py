@@ -464,13 +464,14 @@ class AsyncPostgresStore(StoreCore[_S]):
             await self._open()
         return self
 
-    def _not_open(self) -> StoreError:
+    def _not_open(self, integration_id: str | None = None) -> StoreError:
         """The error of a call on a store that is not open: never opened, or closed."""
         if self._closed:  # psycopg's pool cannot be opened again
-            return StoreError(f"{self!r} is closed: open a new store")
+            return StoreError(f"{self!r} is closed: open a new store", integration_id)
         return StoreError(
             f"{self!r} is not open: open it with 'async with store:', or make it open with "
-            "'await AsyncPostgresStore.open(...)'"
+            "'await AsyncPostgresStore.open(...)'",
+            integration_id,
         )
 
     async def __aexit__(
@@ -980,6 +981,10 @@ class AsyncPostgresStore(StoreCore[_S]):
                 connection = pinned.connection
                 yield connection
                 return
+            if self._closed:
+                # Closed by another task since the call began (_ready let it in): else
+                # psycopg's "the pool is already closed", said as a database error.
+                raise self._not_open(integration_id)
             async with self._pool.connection() as connection:
                 yield connection
         except self._psycopg_error as exc:
@@ -1017,7 +1022,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         """
         self._refuse_in_a_fork(integration_id)
         if self._closed or self._pool.closed:  # not opened yet, or closed (see close())
-            raise self._not_open()
+            raise self._not_open(integration_id)
         self._check_loop()
         if self._is_ready:
             return
@@ -1109,6 +1114,8 @@ class AsyncPostgresStore(StoreCore[_S]):
         # connection kept out of the pool while the handler runs, which delivery's
         # own queries use too.
         async with self._delivering:
+            if self._closed:  # while this delivery waited for another one (see _connection)
+                raise self._not_open()
             try:
                 connection = await self._pool.getconn()
             except self._psycopg_error as exc:
