@@ -1333,25 +1333,47 @@ def after_commit_interrupted(
 ) -> None:
     """Tell on ``stop`` (an interrupt, a cancellation) what it cut short after the commit.
 
+    ``entries[index]`` is the hook it interrupted, ``errors`` the failures of the
+    hooks before it; see :func:`interrupted_after_commit`.
+    """
+    interrupted_after_commit(
+        stop,
+        record,
+        entries[index].name,
+        [repr(entry.name) for entry in entries[index + 1 :]],
+        AfterCommitHookFailed(record, errors) if errors else None,
+    )
+
+
+def interrupted_after_commit(
+    stop: BaseException,
+    record: TransitionRecord,
+    hook: str,
+    skipped: Iterable[str],
+    group: AfterCommitHookFailed | None,
+) -> None:
+    """Note on ``stop`` that ``record`` committed and after-commit hook ``hook`` was cut short.
+
     It propagates as it is, but not silently: a note says that ``record`` committed,
-    which after-commit hook it interrupted and which did not run; the failures of the
-    hooks before it, which would have been raised as an :class:`AfterCommitHookFailed`,
-    become that group in ``stop``'s ``__context__`` (the context it had moves onto the
-    group), so a traceback shows them and a handler can find them.
+    which after-commit hook it interrupted and which did not run (``skipped``, as
+    shown); ``group``, the failures of the hooks before it, which would have been
+    raised as an :class:`AfterCommitHookFailed`, goes in ``stop``'s ``__context__``
+    (the context it had moves onto the group), so a traceback shows them and a
+    handler can find them. Shared by the session's faces and the stores, which run
+    the hooks of a transaction's triggers after its database commit.
     """
     note = (
         f"{record.trigger}() committed ({record.source} -> {record.destination}), then "
-        f"after-commit hook {entries[index].name!r} was interrupted"
+        f"after-commit hook {hook!r} was interrupted"
     )
-    skipped = entries[index + 1 :]
-    if skipped:
-        note += f"; {', '.join(repr(entry.name) for entry in skipped)} did not run"
-    if errors:
-        group = AfterCommitHookFailed(record, errors)
+    not_run = ", ".join(skipped)
+    if not_run:
+        note += f"; {not_run} did not run"
+    if group is not None:
         group.__context__ = stop.__context__
         stop.__context__ = group
         note += (
-            f"; {counted(len(errors), 'after-commit hook')} had raised before (the "
+            f"; {counted(len(group.exceptions), 'after-commit hook')} had raised before (the "
             "AfterCommitHookFailed in this exception's __context__)"
         )
     add_note_once(stop, note)

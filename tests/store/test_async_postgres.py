@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 
 from customer_session import (
+    AfterCommitHookFailed,
     CartItem,
     ConcurrentUpdate,
     CorruptData,
@@ -907,6 +908,36 @@ class TestAsyncAfterCommitHooks:
                     raise RuntimeError
             assert seen == []
             assert (await store.get("order-1")).state is State.OPEN
+
+    async def test_a_timeout_in_an_async_hook_says_what_committed(self, conninfo: str) -> None:
+        """A cancellation in a hook run after the commit notes it, and keeps earlier failures."""
+        workflow = Workflow()
+
+        def mailer(event: TransitionEvent) -> None:
+            raise ConnectionError("mail server down")
+
+        async def crm(event: TransitionEvent) -> None:
+            await asyncio.sleep(WAIT)  # the CRM does not answer
+
+        workflow.after_commit(mailer, trigger="close", name="mailer")
+        workflow.after_commit(crm, trigger="close", name="crm")
+        async with await AsyncPostgresStore.open(conninfo, workflow=workflow) as store:
+            await store.create(new_session())
+            with pytest.raises(TimeoutError) as caught:
+                async with asyncio.timeout(0.2):
+                    await store.update("order-1", lambda s: AsyncSession(s).close())
+            cancelled = caught.value.__context__
+            assert isinstance(cancelled, asyncio.CancelledError)
+            (note,) = cancelled.__notes__
+            assert note == (
+                "close() committed (open -> closed), then after-commit hook 'crm' was "
+                "interrupted; 1 after-commit hook had raised before (the "
+                "AfterCommitHookFailed in this exception's __context__)"
+            )
+            group = cancelled.__context__
+            assert isinstance(group, AfterCommitHookFailed)
+            assert [str(e) for e in group.exceptions] == ["mail server down"]
+            assert (await store.get("order-1")).state is State.CLOSED
 
 
 async def test_a_nested_block_still_open_when_the_block_ends_is_refused(

@@ -1402,6 +1402,61 @@ class TestAfterCommitHooks:
         assert caught.value.record.trigger is Trigger.CLOSE
         assert [str(e) for e in caught.value.exceptions] == ["close failed", "cancel failed"]
 
+    def test_an_interrupt_keeps_the_failures_before_it_and_says_what_did_not_run(self, open_db):
+        """An interrupt in a queued after-commit hook notes the commit, and keeps earlier failures.
+
+        As for a session's own after-commit hooks: the failures of the hooks before
+        it are the AfterCommitHookFailed in its ``__context__``, not lost.
+        """
+        store = _with_failing_close_hook(open_db)
+        ran: list[str] = []
+
+        def interrupt(event):
+            raise _Interrupt
+
+        store.workflow.after_commit(interrupt, trigger="close", name="crm")
+        store.workflow.after_commit(lambda e: ran.append("audit"), trigger="close", name="audit")
+        with pytest.raises(_Interrupt) as caught:
+            store.update("order-1", lambda s: s.close())
+        (note,) = caught.value.__notes__
+        assert note == (
+            "close() committed (open -> closed), then after-commit hook 'crm' was "
+            "interrupted; 'audit' did not run; 1 after-commit hook had raised before (the "
+            "AfterCommitHookFailed in this exception's __context__)"
+        )
+        group = caught.value.__context__
+        assert isinstance(group, AfterCommitHookFailed)
+        assert group.record.trigger is Trigger.CLOSE
+        assert [str(e) for e in group.exceptions] == ["mail server down"]
+        assert (ran, store.get("order-1").state) == ([], State.CLOSED)
+
+    def test_an_interrupt_names_the_hooks_of_later_transitions_it_skipped(self, open_db):
+        """The hooks an interrupt skipped that belong to a later transition name its trigger."""
+        workflow = Workflow()
+        store = open_db(workflow=workflow)
+
+        def interrupt(event):
+            if event.trigger is Trigger.CLOSE:
+                raise _Interrupt
+
+        workflow.after_commit(interrupt, name="crm")
+        workflow.after_commit(lambda event: None, name="audit")
+        store.create(new_session())
+
+        def close_and_cancel(session):
+            session.close()
+            session.cancel()
+
+        with pytest.raises(_Interrupt) as caught:
+            store.update("order-1", close_and_cancel)
+        (note,) = caught.value.__notes__
+        assert note == (
+            "close() committed (open -> closed), then after-commit hook 'crm' was "
+            "interrupted; 'audit', 'crm' (cancel()), 'audit' (cancel()) did not run"
+        )
+        assert caught.value.__context__ is None
+        assert store.get("order-1").state is State.CANCELLED
+
     def test_a_plain_hook_returning_an_awaitable_is_never_dropped(self, open_db, backend):
         """A plain after-commit hook's awaitable: the async store awaits it, others refuse it."""
         workflow = Workflow()
@@ -2723,6 +2778,14 @@ class TestWireDocument:
         )
         assert wire.from_json(text) == session
         assert sql("SELECT state, version FROM customer_sessions") == [("closed", 1)]
+
+
+class _Interrupt(BaseException):
+    """An exception that is not an ``Exception``, as ``KeyboardInterrupt`` is.
+
+    Not ``KeyboardInterrupt`` itself: on the async store's event loop thread (see
+    ``SyncOverAsync``) that one would stop the loop instead of failing the call.
+    """
 
 
 def _with_failing_close_hook(open_db):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from customer_session._notes import add_note_once
 from customer_session._phase import Phase
-from customer_session._transaction import refuse_awaitable
+from customer_session._transaction import interrupted_after_commit, refuse_awaitable
 from customer_session.exceptions import AfterCommitHookFailed, WorkflowError
 from customer_session.hooks import Registration, Workflow
 
@@ -300,7 +300,8 @@ def run_queued(queue: Queue) -> None:
     """
     errors: list[Exception] = []
     failed: TransitionEvent | None = None
-    for entry, event in _written(queue):
+    written = _written(queue)
+    for index, (entry, event) in enumerate(written):
         try:
             result = entry.func(event)
             if result is not None:
@@ -308,6 +309,9 @@ def run_queued(queue: Queue) -> None:
         except Exception as exc:  # noqa: BLE001 - every hook runs; failures are grouped
             failed = failed or event
             errors.append(_named(exc, entry, event))
+        except BaseException as stop:
+            _interrupted(stop, written, index, failed, errors)
+            raise
     _raise_failed(failed, errors)
 
 
@@ -315,7 +319,8 @@ async def run_queued_async(queue: Queue) -> None:
     """As :func:`run_queued`, awaiting the async hooks."""
     errors: list[Exception] = []
     failed: TransitionEvent | None = None
-    for entry, event in _written(queue):
+    written = _written(queue)
+    for index, (entry, event) in enumerate(written):
         try:
             result = entry.func(event)
             if inspect.isawaitable(result):
@@ -323,7 +328,32 @@ async def run_queued_async(queue: Queue) -> None:
         except Exception as exc:  # noqa: BLE001 - every hook runs; failures are grouped
             failed = failed or event
             errors.append(_named(exc, entry, event))
+        except BaseException as stop:
+            # A cancellation (a timeout) stops the hooks; it says what it left undone.
+            _interrupted(stop, written, index, failed, errors)
+            raise
     _raise_failed(failed, errors)
+
+
+def _interrupted(
+    stop: BaseException,
+    written: list[tuple[Registration, TransitionEvent]],
+    index: int,
+    failed: TransitionEvent | None,
+    errors: list[Exception],
+) -> None:
+    """Note on ``stop`` what it cut short, as an interrupt after a session's own commit does.
+
+    The hooks not run may be those of later transitions of the transaction: those
+    name their trigger.
+    """
+    entry, event = written[index]
+    skipped = [
+        repr(later.name) if after is event else f"{later.name!r} ({after.trigger}())"
+        for later, after in written[index + 1 :]
+    ]
+    group = None if failed is None else AfterCommitHookFailed(failed.record(), errors)
+    interrupted_after_commit(stop, event.record(), entry.name, skipped, group)
 
 
 def _named(exc: Exception, entry: Registration, event: TransitionEvent) -> Exception:
