@@ -1060,6 +1060,27 @@ class TestAtomicAcrossAwaits:
         session.set_referral("OUTSIDER")  # free again
         assert session.referral == "OUTSIDER"
 
+    async def test_the_refusal_of_a_trigger_the_block_rolled_back_under_says_why(self):
+        """The refused trigger's message gives the rollback as the reason, in one sentence."""
+        workflow, started = self._slow_close()
+        session = _session(workflow)
+        tasks: list[asyncio.Task[object]] = []
+
+        async def failing_block() -> None:
+            with session.atomic():
+                tasks.append(asyncio.create_task(AsyncSession(session).close()))
+                await started.wait()
+                raise RuntimeError
+
+        with pytest.raises(RuntimeError):
+            await failing_block()
+        with pytest.raises(TransitionInProgress) as caught:
+            await tasks[0]
+        assert str(caught.value) == (
+            f"session {session.integration_id!r}: cannot close() because the atomic() block "
+            "it was fired in rolled back before it committed"
+        )
+
     @pytest.mark.parametrize("phase", [Phase.GUARD, Phase.BEFORE], ids=["guard", "hook"])
     async def test_an_orphaned_trigger_that_fails_restores_nothing(self, phase):
         """A trigger orphaned by a rolled-back block, whose guard or hook fails, restores none."""

@@ -1195,7 +1195,9 @@ def finish(run: Run) -> TransitionRecord:
     """
     running = run.session._running
     if type(running) is Held and running.rolled_back and run.token is not None:
-        raise _taken(run, "the atomic() block it was fired in rolled back before it committed")
+        raise _taken(
+            run, "because the atomic() block it was fired in rolled back before it committed"
+        )
     record = TransitionRecord(run.trigger, run.source, run.destination, run.timestamp, run.items)
     # Under way (begun, not ended), the run's own trigger keeps a hold busy.
     busy = run.trigger if run.token is not None else None
