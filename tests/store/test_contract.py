@@ -1823,6 +1823,24 @@ class TestDurableEffects:
         assert f"outbox row {effect.sequence}" in note
         assert all(part in note for part in ("'notify'", "'order-1'", effect.key))
 
+    def test_an_interrupted_handler_leaves_the_row_pending_uncounted_and_named(self, store):
+        """An interrupted handler (not an Exception) leaves its row pending, uncounted and named."""
+        store.on_commit("notify", trigger="close")
+        store.create(new_session())
+        store.update("order-1", lambda s: s.close())
+        (effect,) = store.pending()
+
+        def interrupted(effect):
+            raise _Interrupt
+
+        with pytest.raises(_Interrupt) as raised:
+            store.deliver(interrupted)
+        (note,) = raised.value.__notes__
+        assert f"outbox row {effect.sequence}" in note
+        assert "stays pending" in note
+        assert "not counted" in note
+        assert store.pending() == (effect,)
+
     def test_a_failure_message_the_database_cannot_hold_is_still_counted(self, store):
         """A handler error whose text has NUL or a lone surrogate is counted; it propagates."""
         store.on_commit("notify", trigger="close")

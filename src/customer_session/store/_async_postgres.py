@@ -50,6 +50,7 @@ from customer_session.store._outbox import (
     holders,
     nested_delivery,
     note_failure,
+    note_interrupted,
     unrecorded,
 )
 from customer_session.store._postgres import (
@@ -960,6 +961,9 @@ class AsyncPostgresStore(StoreCore[_S]):
                                 counted = await self._fetchall(None, _FAILED, params)
                             discarded = None if not counted else bool(counted[0][0])
                             note_failure(effect, exc, discarded, max_attempts)
+                            raise
+                        except BaseException as exc:
+                            note_interrupted(effect, exc)
                             raise
                         with unrecorded(effect, None):
                             marked = await self._execute(None, _DELIVERED, (effect.sequence,))

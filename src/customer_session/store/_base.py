@@ -53,6 +53,7 @@ from customer_session.store._outbox import (
     effect_from_row,
     failure,
     note_failure,
+    note_interrupted,
     unrecorded,
 )
 from customer_session.store._queries import Query, query, select_ids
@@ -1195,6 +1196,9 @@ class BaseStore(StoreCore[_S], ABC):
                             with unrecorded(effect, exc):
                                 discarded = self._mark_failed(effect.sequence, error, max_attempts)
                             note_failure(effect, exc, discarded, max_attempts)
+                            raise
+                        except BaseException as exc:
+                            note_interrupted(effect, exc)
                             raise
                         with unrecorded(effect, None):
                             marked = self._mark_delivered(effect.sequence)

@@ -178,6 +178,19 @@ def note_failure(
     add_note_once(error, f"while delivering {_row(effect)}; {outcome}")
 
 
+def note_interrupted(effect: Effect, interrupt: BaseException) -> None:
+    """Note on an interrupt of the handler (Ctrl-C, a cancellation) the row it stopped.
+
+    No failure is counted: an interrupt says nothing of the effect's target, so the
+    row stays pending as it was, and the next delivery hands it over again.
+    """
+    add_note_once(
+        interrupt,
+        f"while delivering {_row(effect)}; interrupted, it stays pending "
+        "(an interrupt is not counted as a failure)",
+    )
+
+
 @contextmanager
 def unrecorded(effect: Effect, failed: Exception | None) -> Iterator[None]:
     """Note on a store error of the block what it stopped: recording ``effect``'s outcome.
