@@ -2684,6 +2684,18 @@ class TestMemory:
             tracemalloc.stop()
         assert held < 40_000_000, f"{held:,} bytes held after reading 40 MB of sessions"
 
+    def test_the_last_session_written_is_kept_whatever_its_size(self, store, sql):
+        """A session larger than the cache's bound is still kept: its next update reads no row.
+
+        Only older entries make way for the newest; a worker that updates one large
+        session again and again must not read its megabytes for each change.
+        """
+        large = "x" * (8 * 2**20)  # the document is larger: the bound alone
+        store.create(CustomerSession(integration_id="order-1", attributes={"blob": large}))
+        sql("UPDATE customer_sessions SET document = 'garbage'")  # a read would fail
+        store.update("order-1", lambda s: s.set_coupon("C"))  # from the kept copy
+        assert store.get("order-1").coupon == "C"
+
 
 class TestThreads:
     def test_threads_sharing_one_store_lose_no_update(self, store):
