@@ -1,3 +1,4 @@
+import contextvars
 import json
 import sqlite3
 from contextlib import closing
@@ -122,6 +123,22 @@ class TestListedDocument:
         (row,) = store.pending()
         assert row.document is row.document
         assert row.session().integration_id == "order-42"
+        store.close()
+
+
+class TestNestedDelivery:
+    def test_a_context_copied_during_a_delivery_may_deliver_once_it_is_over(self):
+        """A context a handler copied (for a thread or task) may deliver once that delivery is over.
+
+        The copy keeps the delivery's entry; only a delivery still running refuses
+        one nested in it, as it would wait for itself.
+        """
+        store = _one_pending_row()
+        copied: list[contextvars.Context] = []
+        assert store.deliver(lambda effect: copied.append(contextvars.copy_context())) == 1
+        store.update("order-42", lambda session: session.cancel())
+        (context,) = copied
+        assert context.run(store.deliver, lambda effect: None) == 1
         store.close()
 
 
