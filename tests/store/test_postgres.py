@@ -76,6 +76,23 @@ def test_ids_ties_are_ordered_by_code_point_whatever_the_collation(backend, coll
         store.close()
 
 
+def test_outbox_effects_are_in_code_point_order_whatever_the_collation(backend, collated_schemas):
+    """outbox_effects() sorts names by code point, as SQLite does, in a database that does not.
+
+    The database sorts text by a language (en-US), which puts "alpha" before "Zeta".
+    """
+    store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+    store = store_class(collated_schemas())
+    try:
+        for name in ("zeta", "Zeta", "alpha"):
+            store.on_commit(name)
+        store.create(CustomerSession(integration_id="order-1"))
+        store.update("order-1", lambda s: s.close())
+        assert store.outbox_effects() == ("Zeta", "alpha", "zeta")
+    finally:
+        store.close()
+
+
 def closed_session(store: Any, integration_id: str) -> None:
     item = CartItem(sku="A", quantity=1)
     store.create(CustomerSession(integration_id=integration_id, cart_items=(item,)))
