@@ -126,6 +126,21 @@ class TestDerivedSets:
         # Every path to cancelled takes a return, then passes open.
         assert spec.states_after_returns == {State.PARTIALLY_RETURNED}
 
+    def test_states_after_returns_include_those_past_a_later_edge(self):
+        """A state reached only by an edge after a return (not open) is one after returns."""
+        spec = Specification(
+            name="strict",
+            states=(State.OPEN, State.CLOSED, State.PARTIALLY_RETURNED, State.CANCELLED),
+            initial_states=frozenset({State.OPEN}),
+            edges=(
+                Edge(Trigger.CLOSE, State.OPEN, State.CLOSED),
+                Edge(Trigger.RETURN_ITEMS, State.CLOSED, State.PARTIALLY_RETURNED),
+                Edge(Trigger.CANCEL, State.PARTIALLY_RETURNED, State.CANCELLED),
+            ),
+        )
+        # The only way into cancelled is a cancel after a return.
+        assert spec.states_after_returns == {State.PARTIALLY_RETURNED, State.CANCELLED}
+
     def _spec(self, *edges: Edge, initial=frozenset({State.OPEN})) -> Specification:
         return Specification(name="t", states=tuple(State), initial_states=initial, edges=edges)
 
