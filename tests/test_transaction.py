@@ -1119,6 +1119,27 @@ class TestTriggerFiredWhileTheClockRuns:
         assert len(s.history) == 2
         assert CustomerSession.restore(**s.snapshot()) == s
 
+    @pytest.mark.parametrize("registered", [False, True], ids=["plain", "after-commit"])
+    def test_a_cart_edited_while_a_return_reads_the_clock_refuses_the_return(self, registered):
+        """A return whose cart the clock's edit emptied is refused; nothing is returned."""
+        armed: list[CustomerSession] = []
+
+        def clock() -> datetime:
+            if armed:
+                armed.pop().set_cart_items([])  # popped first: the edit reads the clock too
+            return datetime(2026, 3, 2, tzinfo=UTC)
+
+        workflow = Workflow(OPEN_RETURNS, clock=clock)
+        if registered:  # no pre-commit hook: nothing checks the cart again before the commit
+            workflow.after_commit(lambda event: None, name="spy")
+        s = OpenReturns(
+            integration_id="o", cart_items=[CartItem(sku="A", quantity=5)], workflow=workflow
+        )
+        armed.append(s)
+        with pytest.raises(TransitionInProgress, match="changed hands"):
+            s.return_items([ReturnedItem(position=0, quantity=3)])
+        assert (s.cart_items, s.history) == ((), ())
+
     def test_asking_reports_the_change_and_asks_no_guard(self):
         """why_not() whose clock moves the session answers that it changed, not the guards."""
         workflow, target = _clock_firing(Trigger.CLOSE)
