@@ -33,6 +33,7 @@ from customer_session import (
     WorkflowError,
 )
 from customer_session._cart import MAX_NESTING
+from customer_session._show import shown
 from customer_session._transaction import twin
 from customer_session.testing import returned_items, sessions, wire_documents
 from customer_session.wire import (
@@ -234,6 +235,24 @@ class TestTimestamps:
         doc = to_dict(order())
         doc["created"] = text
         assert "$.created" in refused(doc)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "0001-01-01T00:30:00+01:00",
+            "9999-12-31T23:30:00-01:00",
+            datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),
+            datetime(9999, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1))),
+        ],
+        ids=["text-year-0", "text-year-10000", "datetime-year-0", "datetime-year-10000"],
+    )
+    def test_a_time_outside_the_years_datetime_holds_is_named_as_such(self, value):
+        """A valid date-time that falls outside the years 1 to 9999 in UTC is refused as that."""
+        doc = to_dict(order())
+        doc["created"] = value
+        assert refused(doc)["$.created"] == (
+            f"{shown(value)} is outside the years 1 to 9999 once converted to UTC"
+        )
 
 
 def _containers(value: Any, kinds: tuple[type, ...], *, exclude: bool = False) -> list[Any]:

@@ -56,7 +56,13 @@ from customer_session.model import CustomerSession, ReopenableCustomerSession, _
 
 # The wire format's readers: an event's time is read as a session document's is, and
 # a key repeated in an object is named with the same path and words.
-from customer_session.wire import _json_problem, _parse_timestamp, _Repeated, _repeated_keys
+from customer_session.wire import (
+    _json_problem,
+    _outside_years,
+    _parse_timestamp,
+    _Repeated,
+    _repeated_keys,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
@@ -621,7 +627,7 @@ def _timestamp(text: str) -> datetime:
     try:
         return _parse_timestamp(text)
     except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
-        msg = f"{shown(text)} is outside the years 1 to 9999 once converted to UTC"
+        msg = _outside_years(text)
     except ValueError as error:
         msg = f"{shown(text)} is not a valid date-time: {error}"
         if _has_no_zone(text):

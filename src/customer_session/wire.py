@@ -305,6 +305,8 @@ def _parse_timestamp(text: str) -> datetime:
 
     Raises:
         ValueError: ``text`` is not an RFC 3339 date-time Python can represent.
+        OverflowError: ``text`` is one, but its offset moves it out of the years 1
+            to 9999 in UTC (see :func:`_outside_years`).
     """
     if _CANONICAL.fullmatch(text):
         return datetime.fromisoformat(text)
@@ -329,15 +331,29 @@ def _format_timestamp(moment: datetime) -> str:
     return utc.replace(tzinfo=None).isoformat() + "Z"
 
 
+def _outside_years(value: object) -> str:
+    """Why a date-time ``value`` is refused whose time in UTC ``datetime`` cannot hold.
+
+    Valid as written (an offset moves it past year 1 or year 9999), so it is named
+    as such, not as an invalid date-time nor in ``OverflowError``'s own words.
+    """
+    return f"{shown(value)} is outside the years 1 to 9999 once converted to UTC"
+
+
 def _timestamp(value: object, _: object) -> datetime:
     if isinstance(value, str):
         try:
             return _parse_timestamp(value)
-        except (ValueError, OverflowError) as exc:
+        except OverflowError:
+            raise _Invalid.here(_outside_years(value)) from None
+        except ValueError as exc:
             raise _Invalid.here(f"{shown(value):.60} is not a valid date-time: {exc}") from None
     # The official SDK's to_dict() gives datetime objects; accept them when aware.
     if isinstance(value, datetime) and value.utcoffset() is not None:
-        return value if value.tzinfo is UTC else value.astimezone(UTC)
+        try:
+            return value if value.tzinfo is UTC else value.astimezone(UTC)
+        except OverflowError:
+            raise _Invalid.here(_outside_years(value)) from None
     raise _Invalid.here(f"must be an RFC 3339 date-time string, got {_describe(value)}")
 
 
