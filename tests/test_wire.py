@@ -636,6 +636,18 @@ class TestFromDict:
             "$['zz\\u009b']",
         }
 
+    def test_control_characters_with_a_short_escape_take_it(self):
+        """Backspace, form feed, newline, carriage return and tab take RFC 9535's short escapes."""
+        doc = to_dict(order())
+        doc["\b\f\n\r\t"] = 1
+        assert refused(doc).keys() == {"$['\\b\\f\\n\\r\\t']"}
+
+    def test_a_character_beyond_the_basic_plane_is_a_surrogate_pair(self):
+        """A character past U+FFFF that is not printable is escaped as a UTF-16 pair, as in JSON."""
+        doc = to_dict(order())
+        doc["tag\U000e0001"] = 1  # LANGUAGE TAG: a format character, not printable
+        assert refused(doc).keys() == {"$['tag\\udb40\\udc01']"}
+
     def test_total_far_from_the_cart_is_refused(self):
         """A total more than 0.005 away from the cart's value is a problem at $.total."""
         doc = to_dict(order())
