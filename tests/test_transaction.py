@@ -724,6 +724,29 @@ class TestReentrancy:
         assert "after-commit" not in str(info.value)
         assert [r.trigger for r in s.history] == [Trigger.CLOSE]
 
+    def test_a_hook_of_a_trigger_fired_from_a_hook_may_edit_the_outer_session(self):
+        """A hook of another session's trigger, fired from a hook, still edits the outer session."""
+        workflow = Workflow()
+
+        def stamp_outer(event) -> None:
+            if event.session is inner:
+                outer.set_coupon("FROM-INNER")
+
+        def close_inner(event) -> None:
+            if event.session is outer:
+                inner.close()
+
+        workflow.before(stamp_outer, trigger=Trigger.CLOSE)
+        workflow.before(close_inner, trigger=Trigger.CLOSE)
+        outer = _session(workflow)
+        inner = CustomerSession(integration_id="order-2", workflow=workflow)
+        outer.close()
+        assert (outer.state, outer.coupon, inner.state) == (
+            State.CLOSED,
+            "FROM-INNER",
+            State.CLOSED,
+        )
+
     def test_async_hook_is_refused_on_the_sync_face(self):
         """An async hook cannot run from a sync trigger; the error says so."""
         workflow = Workflow()
