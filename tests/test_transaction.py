@@ -1240,10 +1240,12 @@ class TestAskingChangesNothing:
             s.can(Trigger.CLOSE)
         refused = info.value.__cause__
         assert isinstance(refused, SessionNotEditable)
-        assert (refused.operation, refused.running, refused.asking) == (
+        # Asking is not a trigger in progress elsewhere (that flag advises waiting for one).
+        assert (refused.operation, refused.running, refused.asking, refused.elsewhere) == (
             "set_coupon",
             Trigger.CLOSE,
             True,
+            False,
         )
         assert s.snapshot() == before
         assert s._running is None
