@@ -668,12 +668,15 @@ class TestFromDict:
         doc["cartItems"][1]["position"] = 0
         assert refused(doc).keys() == {"$.cartItems[1].position"}
 
-    def test_remaining_quantity_must_agree(self):
-        """remainingQuantity must be quantity minus returnedQuantity."""
+    @pytest.mark.parametrize("remaining", [1, 4], ids=["fewer", "more"])
+    def test_remaining_quantity_must_agree(self, remaining):
+        """remainingQuantity must be quantity minus returnedQuantity, neither less nor more."""
         doc = to_dict(order())
-        doc["cartItems"][0]["remainingQuantity"] = 1
+        doc["cartItems"][0]["remainingQuantity"] = remaining
         assert refused(doc) == {
-            "$.cartItems[0].remainingQuantity": "must be quantity - returnedQuantity = 3, got 1"
+            "$.cartItems[0].remainingQuantity": (
+                f"must be quantity - returnedQuantity = 3, got {remaining}"
+            )
         }
 
     def test_returned_quantity_above_quantity_is_refused(self):
