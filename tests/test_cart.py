@@ -26,6 +26,7 @@ from customer_session._cart import (
     Unreadable,
     freeze,
     is_text,
+    one_line,
     read_entries,
     same,
     storable,
@@ -278,6 +279,26 @@ class TestStorableValues:
         """storable() writes NUL and lone surrogates as escapes and leaves the rest."""
         assert storable(text) == shown
         assert is_text(storable(text))
+
+    @pytest.mark.parametrize(
+        "label",
+        [" ", "\u3000", "a\tb", "a\x7fb", "a\x85b", "a\x9bb", "\ud800", "", "x" * 11],
+        ids=[
+            "space",
+            "ideographic-space",
+            "tab",
+            "del",
+            "c1-nel",
+            "c1-csi",
+            "surrogate",
+            "empty",
+            "long",
+        ],
+    )
+    def test_a_label_that_does_not_show_on_one_line_is_refused(self, label):
+        """one_line() refuses blank text, C0 and C1 controls, DEL, a lone surrogate, and length."""
+        assert one_line("label ok", 10)
+        assert not one_line(label, 10)
 
     def test_an_integer_price_too_large_for_a_float_is_refused(self):
         """A price of 400 digits is a ValidationError naming the price, not an OverflowError."""
