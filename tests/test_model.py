@@ -1417,6 +1417,21 @@ class TestRestoredHistory:
             "history[0].timestamp",
         }
 
+    def test_text_naming_a_member_is_refused_with_the_member_to_write(self):
+        """A record's trigger or state given as text that names a member says which member."""
+        record = TransitionRecord("close", "open", State.CLOSED, T0)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(
+                integration_id="o", state="closed", created=T0, history=[record]
+            )
+        messages = {p.path: p.message for p in info.value.problems}
+        assert messages == {
+            "history[0].trigger": (
+                "must be a Trigger member, got the text 'close': use Trigger.CLOSE"
+            ),
+            "history[0].source": "must be a State member, got the text 'open': use State.OPEN",
+        }
+
     def test_a_record_after_an_unreadable_one_is_checked_on_its_own(self):
         """The chain restarts after a record that is no TransitionRecord: only it is reported."""
         close = _record(Trigger.CLOSE, State.OPEN, State.CLOSED, T0)

@@ -1332,16 +1332,31 @@ def _field_problems_of(record: object, where: str) -> list[Problem]:
     if not isinstance(record, TransitionRecord):
         return [Problem(where, f"must be a TransitionRecord, got {shown(record):.80}")]
     problems: list[Problem] = []
-    if type(record.trigger) is not Trigger:
-        problems.append(
-            Problem(f"{where}.trigger", f"must be a Trigger, got {shown(record.trigger):.80}")
-        )
-    for name, value in (("source", record.source), ("destination", record.destination)):
-        if type(value) is not State:
-            problems.append(Problem(f"{where}.{name}", f"must be a State, got {shown(value):.80}"))
+    for name, value, kind in (
+        ("trigger", record.trigger, Trigger),
+        ("source", record.source, State),
+        ("destination", record.destination, State),
+    ):
+        if type(value) is not kind:
+            problems.append(Problem(f"{where}.{name}", _member_needed(kind, value)))
     problems.extend(_aware_problems(f"{where}.timestamp", record.timestamp))
     problems.extend(_returned_items_problems(record, f"{where}.returned_items"))
     return problems
+
+
+def _member_needed(kind: type[Trigger | State], value: object) -> str:
+    """The refusal of ``value`` where a member of ``kind`` is needed.
+
+    Text naming a member compares equal to it (they are ``StrEnum`` members), so the
+    message says which member to write instead of repeating what looks the same.
+    """
+    if isinstance(value, str) and value in kind._value2member_map_:
+        member = kind(value)
+        return (
+            f"must be a {kind.__name__} member, got the text {shown(value):.80}: "
+            f"use {kind.__name__}.{member.name}"
+        )
+    return f"must be a {kind.__name__}, got {shown(value):.80}"
 
 
 def _returned_items_problems(record: TransitionRecord, path: str) -> list[Problem]:
