@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from itertools import islice
@@ -15,6 +16,7 @@ import attrs
 import pytest
 
 from customer_session import (
+    CustomerSession,
     KeyAlreadyProcessed,
     ReopenableCustomerSession,
     State,
@@ -169,6 +171,35 @@ class TestStoreReplay:
         assert 0 < prefix.outbox_rows < expected
         assert (prefix.outbox_rows + whole.outbox_rows, again.outbox_rows) == (expected, 0)
         assert len(rows) == len({row.key for row in rows}) == expected
+
+    def test_outbox_rows_leave_out_the_rows_of_other_threads_sharing_the_store(self, database):
+        """outbox_rows leaves out what other threads commit through the run's store meanwhile."""
+        lines = example(200)
+        others = 4
+
+        def close_another(n: int) -> None:
+            replayer.store.create(CustomerSession(integration_id=f"other-{n}"))
+            replayer.store.update(f"other-{n}", lambda session: session.close())
+
+        class CommittingMeanwhile(StoreReplayer):
+            def apply(self, number: int, line: str) -> RefusedLine | None:
+                if number == 100:  # halfway: the run has written rows, and will write more
+                    threads = [
+                        threading.Thread(target=close_another, args=(n,)) for n in range(others)
+                    ]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        thread.join()
+                return super().apply(number, line)
+
+        with CommittingMeanwhile(database) as replayer:
+            replayer.store.on_commit("notify")
+            report = replayer.run(lines)
+            transitions = sum(len(replayer.store.get(i).history) for i in _ids(lines))
+            written = len(replayer.store.pending())
+        assert written == transitions + others  # the other threads' closes did commit
+        assert report.outbox_rows == transitions
 
     def test_interrupted_run_resumes_where_it_stopped(self, database, tmp_path):
         """A run over a prefix, then over the whole log, ends like one run of the log."""

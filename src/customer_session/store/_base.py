@@ -87,6 +87,30 @@ _REVISING: ContextVar[tuple[object, str] | None] = ContextVar(
 )
 
 
+class _OutboxTally:
+    """The outbox rows the commits of a :meth:`StoreCore._counting_outbox` block wrote."""
+
+    def __init__(self, store: object) -> None:
+        self.store = store
+        self.rows = 0
+        # Its thread's commits only, unless code in the block runs others in a copy
+        # of its context (copy_context().run in a pool): those may add at once.
+        self._lock = threading.Lock()
+
+    def add(self, rows: int) -> None:
+        """Count ``rows`` more rows."""
+        with self._lock:
+            self.rows += rows
+
+
+# The tallies open in this context (see StoreCore._counting_outbox): a context variable,
+# so a commit counts only in the blocks of its own thread or task, never in those of
+# other threads writing through the same store object at the same time.
+_TALLIES: ContextVar[tuple[_OutboxTally, ...]] = ContextVar(
+    "customer_session_outbox_tallies", default=()
+)
+
+
 Row = tuple[object, object, str]
 """A fetched session row: its ``version``, ``state`` and ``document`` columns.
 
@@ -237,9 +261,6 @@ class StoreCore(Generic[_S]):
         self._migrates = migrate
         self._effects: tuple[DurableEffect, ...] = ()
         self._effects_lock = threading.Lock()
-        # The outbox rows this store object's commits wrote: StoreReplayer reports those
-        # of its run (its store is its own; threads sharing a store may lose a count).
-        self._outbox_written = 0
         self._schema_lock = threading.Lock()
         self._schema_ready = threading.Event()
         self._cache = _SessionCache()
@@ -617,12 +638,30 @@ class StoreCore(Generic[_S]):
             return None
         return twin(session, session.workflow)
 
+    @contextmanager
+    def _counting_outbox(self) -> Iterator[_OutboxTally]:
+        """Count the outbox rows this store object's commits in the block write.
+
+        Only the commits of the block's own thread (or task) count, whatever other
+        threads write through the same store object meanwhile: ``StoreReplayer``
+        reports the rows of its run. Blocks may nest; each counts its own commits.
+        """
+        tally = _OutboxTally(self)
+        token = _TALLIES.set((*_TALLIES.get(), tally))
+        try:
+            yield tally
+        finally:
+            _TALLIES.reset(token)
+
     def _remember(self, change: Change, kept: CustomerSession | None, version: int) -> None:
         """Cache what was just written (``kept``, from :meth:`_keep`), so the next load is cheap.
 
-        Called once per commit, right after it: the outbox rows it wrote are counted.
+        Called once per commit, right after it: the outbox rows it wrote are counted
+        in the open :meth:`_counting_outbox` blocks of this store object.
         """
-        self._outbox_written += len(change.outbox)
+        for tally in _TALLIES.get():
+            if tally.store is self:
+                tally.add(len(change.outbox))
         if kept is None:
             self._cache.pop(change.integration_id)
             return

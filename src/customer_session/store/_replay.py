@@ -209,12 +209,12 @@ class StoreReplayer(Replayer):
         self._seen = Counter()  # k of each key counts from the log's first line
         self._touched = {}
         self._began = None
-        written = self._backend._outbox_written  # noqa: SLF001 - the rows of this run's commits
-        report = super().run(lines, fast=fast)
+        with self._backend._counting_outbox() as written:  # noqa: SLF001 - this run's rows
+            report = super().run(lines, fast=fast)
         # Replayer.run counts a skipped line as applied: it returned no refusal.
         report.applied -= self._skipped
         report.skipped = self._skipped
-        report.outbox_rows = self._backend._outbox_written - written  # noqa: SLF001 - as above
+        report.outbox_rows = written.rows
         return report
 
     def apply(self, number: int, line: str) -> RefusedLine | None:
