@@ -8,7 +8,7 @@ import hypothesis
 import pytest
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import invariant, run_state_machine_as_test
+from hypothesis.stateful import invariant, rule, run_state_machine_as_test
 
 from customer_session import (
     CUSTOMER_SESSION,
@@ -488,6 +488,37 @@ class TestSessionStateMachine:
         with pytest.raises(AssertionError, match="came with"):
             machine.attempt(session, lambda: (session.close(), session.cancel())[0])
 
+    def test_the_type_argument_is_the_session_class(self):
+        """SessionStateMachine[C] makes sessions of C, which its rules may reopen."""
+
+        class ReopenMachine(SessionStateMachine[ReopenableCustomerSession]):
+            @rule()
+            def reopen_first(self) -> None:
+                self.attempt(self.sessions[0], self.sessions[0].reopen)
+
+        machine, session = _machine(ReopenMachine)
+        assert ReopenMachine.session_class is ReopenableCustomerSession
+        assert type(session) is ReopenableCustomerSession
+        machine.attempt(session, session.close)
+        machine.reopen_first()
+        assert session.state is State.OPEN
+        run_state_machine_as_test(ReopenMachine, settings=settings(max_examples=10))
+
+    def test_a_session_class_of_the_type_argument_s_subclass_is_kept(self):
+        """A subclass may set session_class to a subclass of its type argument."""
+
+        class ForgedMachine(SessionStateMachine[CustomerSession]):
+            session_class = _Forged
+
+        assert ForgedMachine.session_class is _Forged
+
+    def test_a_session_class_that_is_not_the_type_argument_s_is_refused(self):
+        """A session_class outside the type argument's classes is refused when declared."""
+        with pytest.raises(WorkflowError, match="session_class must be ReopenableCustomerSession"):
+
+            class Mismatched(SessionStateMachine[ReopenableCustomerSession]):
+                session_class = CustomerSession
+
 
 # Each library error attempt() takes for a refusal (nothing changed), and each it does not.
 _REFUSALS = {
@@ -754,7 +785,7 @@ class TestTheKitCatches:
         script = textwrap.dedent(
             """
             import hypothesis
-            from hypothesis.stateful import invariant, run_state_machine_as_test
+            from hypothesis.stateful import invariant, rule, run_state_machine_as_test
             from customer_session import CustomerSession
             from customer_session.testing import SessionStateMachine
 

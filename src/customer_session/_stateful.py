@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import copy
 import pickle
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, cast, get_args, get_origin
 
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+# typing's own TypeVar takes a default only from Python 3.13 on.
+from typing_extensions import TypeVar
+
 from customer_session._cart import CartItem, ReturnedItem
-from customer_session._show import shown_name
+from customer_session._show import shown, shown_name
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
     AfterCommitHookFailed,
@@ -21,6 +24,7 @@ from customer_session.exceptions import (
     SessionNotEditable,
     TransitionError,
     ValidationError,
+    WorkflowError,
 )
 from customer_session.hooks import _release_name, _taken_names
 from customer_session.model import CustomerSession
@@ -31,6 +35,10 @@ if TYPE_CHECKING:
     from customer_session._records import TransitionRecord
     from customer_session.hooks import Workflow
 
+# The session class of a machine; unsubscripted, SessionStateMachine is one of
+# CustomerSession, as it was before it took a type argument.
+_S = TypeVar("_S", bound=CustomerSession, default=CustomerSession)
+
 _SKUS = st.sampled_from(["SOCK-42", "JKT-RN-M", "CAP-01"])
 _MAX_SESSIONS = 4  # a few sessions are enough to mix their histories
 # What attempt() takes for "refused, nothing changed": the errors whose promise (see
@@ -40,12 +48,18 @@ _MAX_SESSIONS = 4  # a few sessions are enough to mix their histories
 _REFUSALS: Final = (TransitionError, SessionNotEditable, ValidationError)
 
 
-class SessionStateMachine(RuleBasedStateMachine):
+class SessionStateMachine(RuleBasedStateMachine, Generic[_S]):
     """Random legal and illegal triggers against sessions bound to *your* workflow.
 
     Subclass it, override :meth:`make_workflow` to return a workflow with your
     guards and hooks registered, add ``@invariant()`` or ``@rule()`` methods for
     your own properties, and expose it to pytest with ``TestX = MyMachine.TestCase``.
+
+    It is generic over the session class: subclass
+    ``SessionStateMachine[ReopenableCustomerSession]`` to test sessions of that
+    class, which then is :attr:`session_class`, and :attr:`sessions` and the
+    sessions your rules are given have that type for a type checker
+    (``SessionStateMachine`` alone is ``SessionStateMachine[CustomerSession]``).
 
     Built-in invariants, checked after every step:
 
@@ -73,8 +87,31 @@ class SessionStateMachine(RuleBasedStateMachine):
         refusals: Every error a trigger raised, in order (for your invariants).
     """
 
-    session_class: ClassVar[type[CustomerSession]] = CustomerSession
-    """The session class under test (set it in your subclass)."""
+    # Not a ClassVar, which may not hold a type variable; the cast is the default of
+    # the type argument (_S), which __init_subclass__ sets from a subclass's own.
+    session_class: type[_S] = cast("type[_S]", CustomerSession)
+    """The session class under test: the type argument, or set it in your subclass."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Take :attr:`session_class` from the type argument of a subclass's base.
+
+        Raises:
+            WorkflowError: The subclass sets a ``session_class`` that is not the
+                class of its type argument (nor a subclass of it).
+        """
+        super().__init_subclass__(**kwargs)
+        argument = _session_argument(cls)
+        if argument is None:
+            return
+        if "session_class" not in cls.__dict__:
+            cls.session_class = cast("type[_S]", argument)
+            return
+        own: object = cls.__dict__["session_class"]
+        if not (isinstance(own, type) and issubclass(own, argument)):
+            raise WorkflowError(
+                f"{cls.__name__}: session_class must be {argument.__name__} (its type "
+                f"argument) or a subclass of it, got {shown(own):.80}"
+            )
 
     def __init__(self) -> None:
         """Create the workflow once per run."""
@@ -83,7 +120,7 @@ class SessionStateMachine(RuleBasedStateMachine):
         self.workflow: Workflow = self.make_workflow()
         # Only a workflow this run created gives its name up when the run ends.
         self._made_named_workflow = self.workflow.name not in taken | {None}
-        self.sessions: list[CustomerSession] = []
+        self.sessions: list[_S] = []
         self.committed: dict[int, list[TransitionRecord]] = {}
         self.edits: dict[int, int] = {}
         self.refusals: list[Exception] = []
@@ -172,7 +209,7 @@ class SessionStateMachine(RuleBasedStateMachine):
             )
         self.attempt(session, lambda: session.fire(trigger, items=items))
 
-    def attempt(self, session: CustomerSession, action: Any) -> None:
+    def attempt(self, session: _S, action: Any) -> None:
         """Run ``action``; a refusal must leave ``session`` exactly as it was.
 
         Use it in your own rules for anything that may fire a trigger, alone or in
@@ -209,7 +246,7 @@ class SessionStateMachine(RuleBasedStateMachine):
 
     def _note_commit(
         self,
-        session: CustomerSession,
+        session: _S,
         before: tuple[TransitionRecord, ...],
         record: TransitionRecord,
     ) -> None:
@@ -312,7 +349,7 @@ class SessionStateMachine(RuleBasedStateMachine):
         session = data.draw(st.sampled_from(self.sessions), label="session")
         self.attempt_edit(session, coupon)
 
-    def attempt_edit(self, session: CustomerSession, coupon: str) -> None:
+    def attempt_edit(self, session: _S, coupon: str) -> None:
         """Set the coupon; it must succeed if the session is open and not busy.
 
         Refused (a closed session, one whose guards ``can()``/``why_not()`` are
@@ -390,3 +427,21 @@ class SessionStateMachine(RuleBasedStateMachine):
                     f"session {session.integration_id!r}: the history holds "
                     f"{list(session.history)!r}, but the triggers committed {committed!r}"
                 )
+
+
+def _session_argument(cls: type) -> type[CustomerSession] | None:
+    """The session class a subclass of :class:`SessionStateMachine` gives as type argument.
+
+    ``None`` when its bases take none (``SessionStateMachine`` unsubscripted), or a
+    type variable (a generic subclass of its own).
+    """
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        origin = get_origin(base)
+        if not (isinstance(origin, type) and issubclass(origin, SessionStateMachine)):
+            continue
+        arguments = get_args(base)
+        if len(arguments) == 1 and isinstance(arguments[0], type):
+            argument: type = arguments[0]
+            if issubclass(argument, CustomerSession):
+                return argument
+    return None
