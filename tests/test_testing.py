@@ -74,6 +74,59 @@ class TestStrategies:
         """sessions() builds instances of the class it is given."""
         assert isinstance(session, ReopenableCustomerSession)
 
+    @pytest.mark.parametrize("session_class", [CustomerSession, ReopenableCustomerSession])
+    @pytest.mark.parametrize("state", list(State))
+    def test_sessions_shrink_to_a_shortest_walk_without_edits(self, session_class, state):
+        """The smallest session sessions(state=s) draws took a shortest walk to s, unedited."""
+        session = find(sessions(state=state, session_class=session_class), lambda _: True)
+        shortest = session_class.specification.shortest_paths()[state]
+        assert len(session.history) == len(shortest)
+        assert session.update_count == 1 + len(shortest)  # its creation, then each transition
+
+    def test_sessions_of_the_reopen_table_may_go_round_its_cycle(self):
+        """sessions(state=closed) of the reopen table draws histories that reopened."""
+        session = find(
+            sessions(state=State.CLOSED, session_class=ReopenableCustomerSession),
+            lambda session: Trigger.REOPEN in {r.trigger for r in session.history},
+        )
+        # The smallest such walk starts closed (an initial state) and goes round once.
+        assert [r.trigger for r in session.history] == [Trigger.REOPEN, Trigger.CLOSE]
+
+    def test_sessions_may_be_edited_between_transitions(self):
+        """sessions() draws carts edited while the session was open, before it moved on."""
+        session = find(
+            sessions(state=State.CANCELLED),
+            lambda session: session.update_count > 1 + len(session.history),
+        )
+        assert session.history[0].source is State.OPEN
+
+    @given(st.data())
+    def test_sessions_take_at_most_four_edges_more_than_a_shortest_walk(self, data):
+        """A drawn walk is bounded: at most four edges longer than a shortest one."""
+        session_class = data.draw(st.sampled_from([CustomerSession, ReopenableCustomerSession]))
+        session = data.draw(sessions(session_class=session_class))
+        shortest = session_class.specification.shortest_paths()[session.state]
+        assert len(session.history) <= len(shortest) + 4
+
+    @given(sessions(min_items=2))
+    def test_sessions_keep_min_items_through_edits(self, session):
+        """Edits on the way never leave a cart smaller than min_items."""
+        assert len(session.cart_items) >= 2
+
+    def test_sessions_skip_a_detour_the_workflow_refuses(self):
+        """A workflow whose guard refuses reopen still gets closed sessions, none reopened."""
+        workflow = Workflow(specification=REOPENABLE_SESSION)
+        workflow.guard(lambda event: "no reopening", trigger=Trigger.REOPEN)
+
+        @given(
+            sessions(state=State.CLOSED, session_class=ReopenableCustomerSession, workflow=workflow)
+        )
+        def check(session):
+            assert session.state is State.CLOSED
+            assert Trigger.REOPEN not in {r.trigger for r in session.history}
+
+        check()
+
     @given(cart_items())
     def test_cart_items_are_valid(self, item):
         """cart_items() yields valid items within the limits."""

@@ -13,6 +13,8 @@ through the table (:func:`shortest_paths`, :func:`covering_paths`, :func:`follow
 from __future__ import annotations
 
 import copy
+import functools
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
@@ -49,9 +51,9 @@ from customer_session._paths import (
     shortest_paths,
 )
 from customer_session._show import shown
-from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger
+from customer_session._spec import CUSTOMER_SESSION, Edge, Specification, State, Trigger
 from customer_session._stateful import SessionStateMachine
-from customer_session.exceptions import ValidationError, WorkflowError
+from customer_session.exceptions import GuardRejected, ValidationError, WorkflowError
 from customer_session.hooks import Workflow
 from customer_session.model import CustomerSession, _check_session_class
 
@@ -330,16 +332,22 @@ def sessions(
 ) -> st.SearchStrategy[CustomerSession]:
     """Valid sessions in ``state`` (any state when ``None``), built through the API.
 
-    Each session is created open with a cart, then driven along a path of the
-    table to its state with real triggers, so its history is real.
+    Each session is created in an initial state with a cart, then driven along a
+    random legal walk of the table that ends in its state, with real triggers, so
+    its history is real: up to four edges longer than a shortest walk (a cycle such
+    as the reopen table's ``close``/``reopen``, further returns), with random cart
+    and coupon edits whenever it is open. Examples shrink towards a shortest walk
+    with no edits.
 
     Args:
         state: The state every drawn session is in.
         session_class: The session class (e.g. ``ReopenableCustomerSession``).
-        workflow: A workflow to bind the sessions to (its guards must allow the
-            path, or drawing fails).
-        min_items: The smallest cart; a session whose path takes a return (to
-            ``partially_returned``) has at least one item whatever it says.
+        workflow: A workflow to bind the sessions to. Its guards must allow the
+            transitions of a shortest walk, or drawing fails; a longer walk's detour
+            they refuse is not taken.
+        min_items: The smallest cart, also after edits; a session whose walk must
+            take a return (to ``partially_returned``) has at least one item whatever
+            it says.
         ids: Where integration ids are drawn from (default :func:`integration_ids`);
             a few fixed ones (``st.sampled_from``) give sessions that collide.
 
@@ -370,33 +378,166 @@ def sessions(
             "another specification"
         )
     drawn_ids = integration_ids() if ids is None else ids
-    targets = list(spec.states) if state is None else [state]
-    paths = spec.shortest_paths()
-    # A return on the way needs an item to return, whatever min_items says.
-    smallest = {
-        state: max(min_items, 1) if Trigger.RETURN_ITEMS in {e.trigger for e in path} else min_items
-        for state, path in paths.items()
+    walks = [_Walks(spec, target) for target in (spec.states if state is None else [state])]
+    # A state no walk reaches has no session to draw. The strategies a draw uses are
+    # built here, once: building one costs more than drawing from it.
+    drawn_walks = st.sampled_from([w for w in walks if w.starts])
+    drawn_carts = {
+        size: carts(min_size=size, max_size=_MOST_ITEMS) for size in {min_items, max(min_items, 1)}
     }
 
     @st.composite
     def build(draw: st.DrawFn) -> CustomerSession:
-        target = draw(st.sampled_from(targets))
-        path = paths[target]
+        walk = draw(drawn_walks)
+        at = draw(walk.drawn_starts)
         session = session_class(
             integration_id=draw(drawn_ids),
-            state=path[0].source if path else target,
-            profile_id=draw(st.none() | st.text("abcdef0123456789", min_size=1, max_size=8)),
-            cart_items=draw(carts(min_size=smallest[target], max_size=_MOST_ITEMS)),
+            state=at,
+            profile_id=draw(_PROFILE_IDS),
+            cart_items=draw(drawn_carts[walk.fewest(at, min_items)]),
             workflow=session_class.default_workflow if workflow is None else workflow,
         )
-        for edge in path:
-            if edge.trigger is Trigger.RETURN_ITEMS:
-                session.return_items(draw(returned_items(session)))
-            else:
-                session.fire(edge.trigger)
+        walk.take(draw, session, min_items)
         return session
 
     return build()
+
+
+# The most edges a walk of sessions() takes beyond a shortest one, and the most edits
+# it makes each time its session is open.
+_MOST_DETOURS = 4
+_MOST_EDITS = 2
+# Built once: a walk draws from them at every step, and building a strategy costs
+# more than drawing from it.
+_BUDGETS = st.integers(min_value=0, max_value=_MOST_DETOURS)
+_EDIT_COUNTS = st.integers(min_value=0, max_value=_MOST_EDITS)
+_COUPONS = st.none() | st.text("ABC123", min_size=1, max_size=8)
+_QUANTITIES = st.integers(min_value=1, max_value=5)
+_ADDED_ITEMS = cart_items()
+_PROFILE_IDS = st.none() | st.text("abcdef0123456789", min_size=1, max_size=8)
+
+
+@functools.cache
+def _index_below(choices: int) -> st.SearchStrategy[int]:
+    """The index of one of ``choices`` options (shrinking to the first)."""
+    return st.integers(min_value=0, max_value=choices - 1)
+
+
+class _Walks:
+    """The legal walks through a table that end in ``target``, as :func:`sessions` takes them.
+
+    A walk is drawn edge by edge: at each state, the first choice (where it shrinks
+    to) is the next edge of a shortest walk (stopping, in ``target``), the others
+    the edges that still reach ``target`` within the detour budget drawn for it.
+    """
+
+    def __init__(self, spec: Specification, target: State) -> None:
+        self.target = target
+        # How many edges each state is from target (states that cannot reach it left out).
+        self.distance = {target: 0}
+        queue = deque([target])
+        while queue:
+            reached = queue.popleft()
+            for edge in spec.edges:
+                if edge.destination is reached and edge.source not in self.distance:
+                    self.distance[edge.source] = self.distance[reached] + 1
+                    queue.append(edge.source)
+        # The edges that still reach target, by state.
+        self.edges = {
+            s: tuple(e for e in spec.edges_from(s) if e.destination in self.distance)
+            for s in self.distance
+        }
+        # The first edge of a shortest walk on (the table's first), by state.
+        self.onward: dict[State, Edge] = {}
+        # The states whose shortest walk on takes a return: their cart needs an item.
+        self.returning: set[State] = set()
+        for s in sorted(self.distance, key=self.distance.__getitem__):
+            if s is target:
+                continue
+            edge = next(
+                e for e in self.edges[s] if self.distance.get(e.destination) == self.distance[s] - 1
+            )
+            self.onward[s] = edge
+            if edge.trigger is Trigger.RETURN_ITEMS or edge.destination in self.returning:
+                self.returning.add(s)
+        order = {s: i for i, s in enumerate(spec.states)}
+        # Nearest first: a shortest walk's start is where the draw shrinks to.
+        self.starts = sorted(
+            (s for s in spec.initial_states if s in self.distance),
+            key=lambda s: (self.distance[s], order[s]),
+        )
+        self.drawn_starts = st.sampled_from(self.starts)
+
+    def fewest(self, state: State, min_items: int) -> int:
+        """The smallest cart a session in ``state`` may have (see ``min_items``)."""
+        return max(min_items, 1) if state in self.returning else min_items
+
+    def take(self, draw: st.DrawFn, session: CustomerSession, min_items: int) -> None:
+        """Drive ``session`` from its state along a drawn walk to :attr:`target`."""
+        budget = draw(_BUDGETS)
+        state = session.state
+        while True:
+            if state is State.OPEN:
+                _edit(draw, session, self.fewest(state, min_items))
+            onward = self.onward.get(state)  # None: stop, in the target
+            detours = [
+                (edge, cost)
+                for edge in self.edges[state]
+                if edge is not onward
+                and (cost := 1 + self.distance[edge.destination] - self.distance[state]) <= budget
+                and self._may_take(edge, session)
+            ]
+            choices = [(onward, 0), *detours]
+            # Drawn by index: choice 0, the shortest walk's, is where it shrinks to.
+            edge, cost = choices[draw(_index_below(len(choices))) if detours else 0]
+            if edge is None:
+                return
+            items = draw(returned_items(session)) if edge.trigger is Trigger.RETURN_ITEMS else ()
+            if cost:
+                budget -= cost
+                try:
+                    session.fire(edge.trigger, items=items)
+                except GuardRejected:
+                    continue  # the workflow refuses this detour; nothing changed
+            else:
+                session.fire(edge.trigger, items=items)
+            state = edge.destination
+
+    def _may_take(self, edge: Edge, session: CustomerSession) -> bool:
+        """Whether a detour may take ``edge``: a return needs a unit, and leaves none for later."""
+        if edge.trigger is not Trigger.RETURN_ITEMS:
+            return True
+        # A return taken on the way might return what a later return needs.
+        return edge.destination not in self.returning and any(
+            line.remaining_quantity for line in session.cart_items
+        )
+
+
+def _edit(draw: st.DrawFn, session: CustomerSession, fewest: int) -> None:
+    """Make a few drawn edits of open ``session``'s cart and coupon, keeping ``fewest`` items."""
+    for _ in range(draw(_EDIT_COUNTS)):
+        cart = session.cart_items
+        # Lines with returned units stay as they are: their returns are history.
+        untouched = [i for i, line in enumerate(cart) if not line.returned_quantity]
+        edits = ["coupon"]
+        if len(cart) < _MOST_ITEMS:
+            edits.append("add")
+        if untouched:
+            edits.append("quantity")
+            if len(cart) > fewest:
+                edits.append("remove")
+        edit = draw(st.sampled_from(edits))
+        if edit == "coupon":
+            session.set_coupon(draw(_COUPONS))
+        elif edit == "add":
+            session.add_item(draw(_ADDED_ITEMS))
+        else:
+            position = draw(st.sampled_from(untouched))
+            if edit == "remove":
+                session.remove_item(position)
+            else:
+                quantity = draw(_QUANTITIES)
+                session.update_item(position, attrs.evolve(cart[position], quantity=quantity))
 
 
 # -- wire documents --------------------------------------------------------------------
