@@ -389,7 +389,11 @@ def sessions(
     @st.composite
     def build(draw: st.DrawFn) -> CustomerSession:
         walk = draw(drawn_walks)
-        at = draw(walk.drawn_starts)
+        # Edges beyond a shortest walk; a start farther than the nearest takes its share.
+        budget = draw(_BUDGETS)
+        starts = walk.starts_within(budget)
+        at = starts[draw(_index_below(len(starts))) if len(starts) > 1 else 0]
+        budget -= walk.distance[at] - walk.distance[walk.starts[0]]
         session = session_class(
             integration_id=draw(drawn_ids),
             state=at,
@@ -397,7 +401,7 @@ def sessions(
             cart_items=draw(drawn_carts[walk.fewest(at, min_items)]),
             workflow=session_class.default_workflow if workflow is None else workflow,
         )
-        walk.take(draw, session, min_items)
+        walk.take(draw, session, min_items, budget)
         return session
 
     return build()
@@ -466,15 +470,18 @@ class _Walks:
             (s for s in spec.initial_states if s in self.distance),
             key=lambda s: (self.distance[s], order[s]),
         )
-        self.drawn_starts = st.sampled_from(self.starts)
+
+    def starts_within(self, budget: int) -> list[State]:
+        """The initial states a walk with ``budget`` detour edges may start in, nearest first."""
+        nearest = self.distance[self.starts[0]]
+        return [s for s in self.starts if self.distance[s] - nearest <= budget]
 
     def fewest(self, state: State, min_items: int) -> int:
         """The smallest cart a session in ``state`` may have (see ``min_items``)."""
         return max(min_items, 1) if state in self.returning else min_items
 
-    def take(self, draw: st.DrawFn, session: CustomerSession, min_items: int) -> None:
-        """Drive ``session`` from its state along a drawn walk to :attr:`target`."""
-        budget = draw(_BUDGETS)
+    def take(self, draw: st.DrawFn, session: CustomerSession, min_items: int, budget: int) -> None:
+        """Drive ``session`` along a drawn walk to the target, at most ``budget`` edges longer."""
         state = session.state
         while True:
             if state is State.OPEN:
