@@ -1,5 +1,6 @@
 import importlib
 import inspect
+import logging
 import pkgutil
 import re
 from pathlib import Path
@@ -237,6 +238,11 @@ class TestPublicApi:
             obj = getattr(customer_session, name)
             if callable(obj) and not name.isupper():
                 assert obj.__doc__, name
+
+    def test_the_package_logger_has_a_null_handler_alone(self):
+        """The package adds one handler, a NullHandler: the application decides where records go."""
+        handlers = logging.getLogger("customer_session").handlers
+        assert [type(handler) for handler in handlers] == [logging.NullHandler]
 
     def test_py_typed_is_shipped(self):
         """The package is marked as typed."""

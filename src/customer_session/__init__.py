@@ -4,6 +4,8 @@ The public API is what ``__all__`` lists; modules whose names start with an
 underscore are private.
 """
 
+import logging
+
 from customer_session._cart import (
     AdditionalCost,
     CartItem,
@@ -52,6 +54,11 @@ from customer_session.exceptions import (
 )
 from customer_session.hooks import Guard, Hook, Refusal, Registration, Workflow, utc_now
 from customer_session.model import CustomerSession, ReopenableCustomerSession, SessionFields
+
+# A library's loggers get no handler but this one (the logging HOWTO): what it logs
+# goes where the application's logging configuration sends it, and nowhere (not to
+# logging's last-resort handler on standard error) while the application has none.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CUSTOMER_SESSION",
