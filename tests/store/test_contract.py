@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import logging
 import os
 import pickle
 import random
@@ -59,8 +60,9 @@ from customer_session.store import (
     rebuild,
 )
 from customer_session.store._outbox import EFFECT_NAME_MAX_LENGTH
+from customer_session.store._schema import MIGRATIONS
 
-from .conftest import nested_delivery_refusal
+from .conftest import nested_delivery_refusal, run_sql
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -2829,3 +2831,288 @@ def _with_failing_close_hook(open_db):
     workflow.after_commit(fail, trigger="close", name="mailer")
     store.create(new_session())
     return store
+
+
+STORE_LOGGER = "customer_session.store"
+
+
+def store_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The records the stores logged (not those of psycopg, say)."""
+    return [record for record in caplog.records if record.name == STORE_LOGGER]
+
+
+def shown_store(store) -> str:
+    """How records name the store under test (the async store behind its sync face)."""
+    return repr(getattr(store, "store", store))
+
+
+def fields(record: logging.LogRecord, *names: str) -> dict[str, object]:
+    """The ``extra`` fields ``names`` of ``record`` (a missing one fails the test)."""
+    return {name: getattr(record, name) for name in names}
+
+
+def at_version(database: str, found: int) -> None:
+    """Make ``database`` an empty store at schema version ``found``, as that library left it."""
+    dialect = "postgres" if database.startswith("postgresql://") else "sqlite"
+    for step in MIGRATIONS[dialect][:found]:
+        for statement in step:
+            run_sql(database, statement)
+    run_sql(database, "INSERT INTO customer_session_schema (id, version) VALUES (1, ?)", found)
+
+
+class TestLogging:
+    """What every backend logs on ``customer_session.store`` (see "Observing a store")."""
+
+    @pytest.fixture(autouse=True)
+    def _debug(self, caplog):
+        caplog.set_level(logging.DEBUG, logger="customer_session")
+
+    def test_calls_that_go_as_planned_log_nothing(self, store, open_db, caplog):
+        """Commits that succeed first time, reads, a delivery and a current schema log nothing."""
+        store.on_commit("erp", trigger="close")
+        store.exists("order-1")  # creates the schema, which is logged
+        caplog.clear()
+        store.create(new_session())
+        store.update("order-1", lambda s: s.set_coupon("WELCOME"))
+        with store.transaction("order-1") as session:
+            session.close()
+        store.update("order-1", lambda s: s.state)  # a change of nothing
+        store.get("order-1")
+        store.history("order-1")
+        assert store.deliver(lambda effect: None) == 1
+        open_db().exists("order-1")  # another store object checks the schema
+        assert [r for r in caplog.records if r.name.startswith("customer_session")] == []
+
+    def test_each_lost_race_of_update_is_a_debug_record_and_giving_up_a_warning(
+        self, store, open_db, caplog
+    ):
+        """update() logs each re-run after a lost race (debug) and giving up (a warning)."""
+        other = open_db()
+        other.create(new_session())  # this store object reads the row: no stale copy
+        store.exists("order-1")
+        caplog.clear()
+
+        def change(session):
+            other.update("order-1", lambda s: s.set_coupon(uuid.uuid4().hex[:8]))
+            session.set_referral("MINE")
+
+        with pytest.raises(ConcurrentUpdate):
+            store.update("order-1", change, retries=2)
+        records = store_records(caplog)
+        assert [(r.levelno, r.event) for r in records] == [
+            (logging.DEBUG, "commit_retried"),
+            (logging.DEBUG, "commit_retried"),
+            (logging.WARNING, "commit_gave_up"),
+        ]
+        assert [r.getMessage() for r in records] == [
+            (
+                "session 'order-1': lost a race (the row moved on from version 1); running the "
+                "change again, attempt 2 of 3"
+            ),
+            (
+                "session 'order-1': lost a race (the row moved on from version 2); running the "
+                "change again, attempt 3 of 3"
+            ),
+            (
+                "session 'order-1': gave up after 3 attempts, each lost a race (the last from "
+                "version 3); nothing was written (ConcurrentUpdate)"
+            ),
+        ]
+        names = ("store", "integration_id", "version", "attempt", "attempts")
+        assert [fields(r, *names) for r in records] == [
+            dict(zip(names, (shown_store(store), "order-1", 1, 2, 3), strict=True)),
+            dict(zip(names, (shown_store(store), "order-1", 2, 3, 3), strict=True)),
+            dict(zip(names, (shown_store(store), "order-1", 3, 3, 3), strict=True)),
+        ]
+        assert all(r.exc_info is None for r in records)
+
+    def test_a_transactions_lost_race_is_a_debug_record(self, store, open_db, caplog):
+        """A transaction() whose commit lost a race logs it at debug: its caller decides."""
+        other = open_db()
+        store.create(new_session())
+        other.exists("order-1")
+        caplog.clear()
+        with pytest.raises(ConcurrentUpdate), store.transaction("order-1") as session:  # noqa: PT012 - the block is what is tested
+            session.set_coupon("MINE")
+            other.update("order-1", lambda s: s.set_coupon("THEIRS"))
+        (record,) = store_records(caplog)
+        assert (record.levelno, record.event) == (logging.DEBUG, "commit_conflict")
+        assert record.getMessage() == (
+            "session 'order-1': the transaction lost a race (the row moved on from version 1); "
+            "nothing was written (ConcurrentUpdate)"
+        )
+        assert fields(record, "store", "integration_id", "version", "attempt", "attempts") == {
+            "store": shown_store(store),
+            "integration_id": "order-1",
+            "version": 1,
+            "attempt": 1,
+            "attempts": 1,
+        }
+
+    def test_a_stale_cached_copy_dropped_is_a_debug_record(self, store, open_db, caplog):
+        """A change run on an out-of-date cached copy logs the copy dropped, at debug."""
+        other = open_db()
+        store.create(new_session())  # this store object keeps version 1
+        other.update("order-1", lambda s: s.set_coupon("THEIRS"))
+        caplog.clear()
+        store.update("order-1", lambda s: s.set_referral("MINE"))
+        (record,) = store_records(caplog)
+        assert (record.levelno, record.event) == (logging.DEBUG, "cache_stale")
+        assert record.getMessage() == (
+            "session 'order-1': the cached copy (version 1) was out of date and is dropped; "
+            "running the change again on the stored row (not counted as a retry)"
+        )
+        assert fields(record, "store", "integration_id", "version") == {
+            "store": shown_store(store),
+            "integration_id": "order-1",
+            "version": 1,
+        }
+
+    def test_a_failing_handler_is_one_warning_without_a_traceback(self, store, caplog):
+        """A handler's failure is one warning naming the row; its exception has the traceback."""
+        _closed_with_effect(store, "order-1")
+        (effect,) = store.pending()
+        caplog.clear()
+
+        def down(effect):
+            raise ConnectionError("ERP unreachable")
+
+        with pytest.raises(ConnectionError):
+            store.deliver(down)
+        (record,) = store_records(caplog)
+        assert (record.levelno, record.event, record.exc_info) == (
+            logging.WARNING,
+            "delivery_failed",
+            None,
+        )
+        assert record.getMessage() == (
+            f"outbox row {effect.sequence} ('erp' for session 'order-1'): the handler raised "
+            "ConnectionError: ERP unreachable; it stays pending (1 failed delivery so far)"
+        )
+        names = ("store", "integration_id", "sequence", "effect", "key", "attempts")
+        assert fields(record, *names, "max_attempts", "error") == {
+            "store": shown_store(store),
+            "integration_id": "order-1",
+            "sequence": effect.sequence,
+            "effect": "erp",
+            "key": effect.key,
+            "attempts": 1,
+            "max_attempts": None,
+            "error": "ConnectionError: ERP unreachable",
+        }
+
+    def test_a_row_discarded_at_max_attempts_is_a_warning(self, store, caplog):
+        """The failure that discards a row at max_attempts is logged as the discard."""
+        _closed_with_effect(store, "order-1")
+        (effect,) = store.pending()
+        caplog.clear()
+
+        def down(effect):
+            raise ConnectionError("ERP unreachable")
+
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                store.deliver(down, max_attempts=2)
+        records = store_records(caplog)
+        assert [(r.levelno, r.event) for r in records] == [
+            (logging.WARNING, "delivery_failed"),
+            (logging.WARNING, "effect_discarded"),
+        ]
+        assert records[1].getMessage() == (
+            f"outbox row {effect.sequence} ('erp' for session 'order-1'): the handler raised "
+            "ConnectionError: ERP unreachable; discarded, as its 2 failed deliveries reached "
+            "max_attempts=2"
+        )
+        assert fields(records[1], "sequence", "attempts", "max_attempts") == {
+            "sequence": effect.sequence,
+            "attempts": 2,
+            "max_attempts": 2,
+        }
+
+    def test_a_failure_on_a_row_discarded_meanwhile_is_logged_uncounted(
+        self, store, open_db, caplog
+    ):
+        """A handler failing on a row discarded while it ran logs the failure, not counted."""
+        _closed_with_effect(store, "order-1")
+        other = open_db()
+        other.exists("order-1")
+        caplog.clear()
+
+        def handler(effect) -> None:
+            _in_thread(lambda: other.discard(effect.sequence, reason="operator gave up"))
+            raise ConnectionError("receiver down")
+
+        with pytest.raises(ConnectionError):
+            store.deliver(handler, max_attempts=1)
+        (record,) = store_records(caplog)
+        assert (record.levelno, record.event, record.attempts) == (
+            logging.WARNING,
+            "delivery_failed",
+            0,
+        )
+        assert record.getMessage().endswith(
+            "the handler raised ConnectionError: receiver down; it was discarded meanwhile "
+            "(this failure is not counted; 0 failed deliveries)"
+        )
+
+    def test_creating_the_schema_is_an_info_record(self, open_db, database, caplog):
+        """The store that creates its tables logs it once, naming the database."""
+        store = open_db()
+        store.exists("order-1")
+        store.exists("order-1")
+        (record,) = store_records(caplog)
+        assert (record.levelno, record.event) == (logging.INFO, "schema_created")
+        assert record.getMessage() == (
+            f"{record.database}: created the store's tables (schema version {SCHEMA_VERSION})"
+        )
+        assert fields(record, "store", "from_version", "to_version") == {
+            "store": shown_store(store),
+            "from_version": 0,
+            "to_version": SCHEMA_VERSION,
+        }
+        if not database.startswith("postgresql://"):
+            assert record.database == database
+
+    def test_migrating_the_schema_is_an_info_record(self, open_db, database, caplog):
+        """The store that migrates an older schema logs the versions, from and to."""
+        at_version(database, SCHEMA_VERSION - 1)
+        store = open_db()
+        store.exists("order-1")
+        (record,) = store_records(caplog)
+        assert (record.levelno, record.event) == (logging.INFO, "schema_migrated")
+        assert record.getMessage() == (
+            f"{record.database}: migrated the store's schema from version {SCHEMA_VERSION - 1} "
+            f"to {SCHEMA_VERSION}"
+        )
+        assert fields(record, "store", "from_version", "to_version") == {
+            "store": shown_store(store),
+            "from_version": SCHEMA_VERSION - 1,
+            "to_version": SCHEMA_VERSION,
+        }
+
+    def test_purging_and_forgetting_are_info_records_with_the_counts(self, store, caplog):
+        """purge_delivered() and forget_keys() log how many rows and keys they deleted."""
+        _closed_with_effect(store, "order-1", "order-2")
+        store.mark_processed("event-1")
+        assert store.deliver(lambda effect: None) == 2
+        caplog.clear()
+        # In another zone: records give the moment in UTC, as the deletes compare it.
+        before = (datetime.now(UTC) + timedelta(seconds=5)).astimezone(timezone(timedelta(hours=2)))
+        assert store.purge_delivered(before=before) == 2
+        assert store.forget_keys(before=before) == 1
+        purged, forgot = store_records(caplog)
+        moment = before.astimezone(UTC).isoformat()
+        assert [(r.levelno, r.event) for r in (purged, forgot)] == [
+            (logging.INFO, "outbox_purged"),
+            (logging.INFO, "keys_forgotten"),
+        ]
+        assert purged.getMessage() == (
+            f"{shown_store(store)}: purged 2 outbox rows delivered or discarded before {moment}"
+        )
+        assert forgot.getMessage() == (
+            f"{shown_store(store)}: forgot 1 idempotency key recorded before {moment}"
+        )
+        assert [fields(r, "store", "count", "before") for r in (purged, forgot)] == [
+            {"store": shown_store(store), "count": 2, "before": moment},
+            {"store": shown_store(store), "count": 1, "before": moment},
+        ]

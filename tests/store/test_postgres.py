@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import threading
 import time
 import uuid
@@ -16,6 +17,7 @@ import pytest
 
 from customer_session import (
     CartItem,
+    ConcurrentUpdate,
     CustomerSession,
     KeyAlreadyProcessed,
     StoreError,
@@ -242,6 +244,87 @@ def test_no_connection_in_time_names_the_database_and_the_likely_causes(backend,
     assert "s3cret" not in message
 
 
+def test_no_connection_in_time_is_one_warning_without_the_password(backend, database, caplog):
+    """A pool that gives no connection in time is logged once, naming the database, no secret."""
+    caplog.set_level(logging.WARNING, logger="customer_session")
+    conninfo = database.replace("postgresql://postgres@", "postgresql://postgres:s3cret@", 1)
+    store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+    store = store_class(conninfo, min_connections=1, max_connections=1)
+    pool = store._pool if backend == "postgres" else store.store._pool
+    run = (lambda result: result) if backend == "postgres" else store._run
+    try:
+        store.create(CustomerSession(integration_id="order-1"))
+        pool.timeout = 0.2
+        taken = run(pool.getconn())
+        try:
+            with pytest.raises(StoreTimeout) as caught:
+                store.get("order-1")
+        finally:
+            run(pool.putconn(taken))
+    finally:
+        store.close()
+    (record,) = caplog.records
+    assert (record.name, record.levelno, record.exc_info) == (
+        "customer_session.store",
+        logging.WARNING,
+        None,
+    )
+    assert record.getMessage() == (
+        f"session 'order-1': gave up waiting for a connection in {caught.value.database} "
+        "(the store's timeout of 0.2 seconds ran out); nothing was written (StoreTimeout)"
+    )
+    assert (record.event, record.database, record.setting, record.timeout) == (
+        "store_timeout",
+        caught.value.database,
+        "timeout",
+        0.2,
+    )
+    assert "s3cret" not in f"{record.getMessage()} {vars(record)}"
+
+
+def test_no_record_shows_the_password(backend, database, caplog):
+    """Every event a store logs names its database without the password of the URL."""
+    caplog.set_level(logging.DEBUG, logger="customer_session")
+    conninfo = database.replace("postgresql://postgres@", "postgresql://postgres:s3cret@", 1)
+    store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+    store, other = store_class(conninfo), store_class(conninfo)
+    try:
+        store.on_commit("erp", trigger="close")
+        store.create(CustomerSession(integration_id="order-1"))
+        other.update("order-1", lambda s: s.set_coupon("THEIRS"))  # store's copy is stale
+
+        def change(session: Any) -> None:
+            other.update("order-1", lambda s: s.set_referral(uuid.uuid4().hex[:8]))
+            session.set_coupon("MINE")
+
+        with pytest.raises(ConcurrentUpdate):
+            store.update("order-1", change, retries=1)
+        store.update("order-1", lambda s: s.close())
+
+        def down(effect: Any) -> None:
+            raise ConnectionError("ERP unreachable")
+
+        with pytest.raises(ConnectionError):
+            store.deliver(down, max_attempts=1)
+        store.purge_delivered(before=datetime.now(UTC))
+        store.forget_keys(before=datetime.now(UTC))
+    finally:
+        store.close()
+        other.close()
+    events = {record.event for record in caplog.records if record.name.startswith("customer_")}
+    assert events == {
+        "schema_created",
+        "cache_stale",
+        "commit_retried",
+        "commit_gave_up",
+        "effect_discarded",
+        "outbox_purged",
+        "keys_forgotten",
+    }
+    for record in caplog.records:
+        assert "s3cret" not in f"{record.getMessage()} {vars(record)}"
+
+
 @pytest.mark.parametrize("opener", ["PostgresStore", "AsyncPostgresStore", "open_store"])
 def test_a_stopped_server_fails_a_call_within_the_stores_timeout(opener):
     """With the server stopped, a call waits the store's timeout for a connection, then says so."""
@@ -329,6 +412,24 @@ class TestAServerThatNeverAnswers:
         assert "no answer from the server within 2 seconds" in message
         assert "the store's timeout=1" in message
         assert "s3cret" not in message
+
+    def test_it_is_logged_without_the_password(self, silent_server, caplog):
+        """Giving up opening is one warning naming the server and the limit, not the password."""
+        caplog.set_level(logging.WARNING, logger="customer_session")
+        url = f"postgresql://postgres:s3cret@127.0.0.1:{silent_server}/store"
+        with pytest.raises(StoreTimeout) as caught:
+            PostgresStore(url, timeout=1.0)
+        (record,) = caplog.records
+        assert (record.levelno, record.event, record.database) == (
+            logging.WARNING,
+            "store_timeout",
+            caught.value.database,
+        )
+        assert record.getMessage() == (
+            f"store: gave up waiting for a connection in {caught.value.database} (the store's "
+            "timeout of 1 second ran out); nothing was written (StoreTimeout)"
+        )
+        assert "s3cret" not in f"{record.getMessage()} {vars(record)}"
 
     @pytest.mark.parametrize("backend", ["postgres", "postgres-async"])
     @pytest.mark.parametrize("where", ["conninfo", "environment"])

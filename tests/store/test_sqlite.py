@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import shutil
 import sqlite3
@@ -513,6 +514,38 @@ class TestGivingUpOnTheWriteLock:
         )
         assert error.integration_id == "order-1"
         assert isinstance(error.__cause__, sqlite3.OperationalError)
+
+    def test_it_is_logged_as_one_warning(self, tmp_path, caplog):
+        """Giving up is a warning on the stores' logger naming the session, file and timeout."""
+        path = tmp_path / "x.db"
+        caplog.set_level(logging.WARNING, logger="customer_session")
+        with SQLiteStore(path, timeout=0.2) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+            with closing(sqlite3.connect(path, isolation_level=None)) as other:
+                other.execute("BEGIN IMMEDIATE")
+                with pytest.raises(StoreTimeout):
+                    store.update("order-1", lambda s: s.close())
+        (record,) = caplog.records
+        assert (record.name, record.levelno, record.exc_info) == (
+            "customer_session.store",
+            logging.WARNING,
+            None,
+        )
+        assert record.getMessage() == (
+            f"session 'order-1': gave up waiting for the write lock in {path} (the store's "
+            "timeout of 0.2 seconds ran out); nothing was written (StoreTimeout)"
+        )
+        assert {
+            name: getattr(record, name)
+            for name in ("event", "integration_id", "database", "waited_for", "setting", "timeout")
+        } == {
+            "event": "store_timeout",
+            "integration_id": "order-1",
+            "database": str(path),
+            "waited_for": "the write lock",
+            "setting": "timeout",
+            "timeout": 0.2,
+        }
 
     def test_update_does_not_retry_it(self, tmp_path):
         """update() runs its change once: the timeout was the wait, retrying would double it."""

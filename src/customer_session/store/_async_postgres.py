@@ -26,6 +26,7 @@ from customer_session.exceptions import (
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _forks as forks
+from customer_session.store import _log
 from customer_session.store._arguments import check
 from customer_session.store._base import (
     _DELIVERY_BATCH,
@@ -601,7 +602,8 @@ class AsyncPostgresStore(StoreCore[_S]):
         try:
             async with self._attempt(integration_id, key, operation, actor) as session:
                 yield session
-        except _Conflict:
+        except _Conflict as conflict:
+            _log.commit_conflict(self, integration_id, conflict.version)
             raise ConcurrentUpdate(integration_id, 1) from None
 
     # Overloads, the awaitable first: with one parameter typed as the union of both
@@ -674,13 +676,13 @@ class AsyncPostgresStore(StoreCore[_S]):
                     result = change(session)
                     if inspect.isawaitable(result):
                         result = await result
-            except _Stale:
+            except _Stale as stale:
+                _log.cache_stale(self, integration_id, stale.version)
                 optimistic = False  # not a lost race: the next attempt reads the row
                 continue
-            except _Conflict:
+            except _Conflict as conflict:
                 attempt += 1
-                if attempt >= attempts:
-                    raise ConcurrentUpdate(integration_id, attempts) from None
+                self._retry_or_give_up(integration_id, conflict.version, attempt, attempts)
                 await asyncio.sleep(pause_before(attempt))
                 continue
             return result
@@ -710,7 +712,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 yield session
             except Exception:
                 if optimistic and not await self._current(integration_id, loaded.version):
-                    raise _Stale from None
+                    raise _Stale(loaded.version) from None
                 raise
             with writing(session):
                 change = self._changed(loaded, key, operation, actor)
@@ -721,11 +723,11 @@ class AsyncPostgresStore(StoreCore[_S]):
                         self._forget_stale(integration_id, loaded.version)
                         if interrupted is not None:
                             raise interrupted  # nothing committed: roll back and stop
-                        raise _Stale if optimistic else _Conflict
+                        raise _Stale(loaded.version) if optimistic else _Conflict(loaded.version)
                     self._remember(change, self._keep(session), loaded.version + 1)
                 else:
                     if optimistic and not await self._current(integration_id, loaded.version):
-                        raise _Stale
+                        raise _Stale(loaded.version)
                     if key is not None and not await self._record_key_alone(key, integration_id):
                         raise KeyAlreadyProcessed(key, integration_id)
         if interrupted is not None:
@@ -767,7 +769,10 @@ class AsyncPostgresStore(StoreCore[_S]):
         """
         check("purge_delivered", before=before)
         await self._ready(None)
-        return await self._delete_in_batches(_PURGE, before)
+        moment = before.astimezone(UTC)
+        count = await self._delete_in_batches(_PURGE, moment)
+        _log.purged(self, count, moment)
+        return count
 
     async def forget_keys(self, *, before: datetime) -> int:
         """Delete the idempotency keys recorded before ``before``; return how many.
@@ -781,7 +786,10 @@ class AsyncPostgresStore(StoreCore[_S]):
         """
         check("forget_keys", before=before)
         await self._ready(None)
-        return await self._delete_in_batches(_FORGET, before)
+        moment = before.astimezone(UTC)
+        count = await self._delete_in_batches(_FORGET, moment)
+        _log.keys_forgotten(self, count, moment)
+        return count
 
     async def _delete_in_batches(self, statement: str, before: datetime) -> int:
         """Run a housekeeping ``DELETE`` batch by batch, as the sync stores do; how many."""
@@ -960,7 +968,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                             with unrecorded(effect, exc):
                                 counted = await self._fetchall(None, _FAILED, params)
                             discarded = None if not counted else bool(counted[0][0])
-                            note_failure(effect, exc, discarded, max_attempts)
+                            note_failure(self, effect, exc, discarded, max_attempts)
                             raise
                         except BaseException as exc:
                             note_interrupted(effect, exc)
@@ -1058,6 +1066,8 @@ class AsyncPostgresStore(StoreCore[_S]):
                             await connection.execute(statement)
                     if steps:
                         await connection.execute(_SET_VERSION, (SCHEMA_VERSION,))
+                if steps:  # committed: the block is over
+                    self._migrated(where, found)
         except StoreError as exc:
             if migrating is None or type(exc) is not StoreError:
                 raise

@@ -38,7 +38,7 @@ from customer_session.exceptions import (
 )
 from customer_session.hooks import Workflow
 from customer_session.model import CustomerSession, _check_session_class
-from customer_session.store import _changes
+from customer_session.store import _changes, _log
 from customer_session.store._arguments import check
 from customer_session.store._arguments import problems as argument_problems
 from customer_session.store._deferral import Shadow, deferring, run_queued
@@ -121,9 +121,19 @@ The version and the state are checked (a damaged SQLite column may hold anything
 class _Conflict(Exception):
     """The row changed since it was loaded; the attempt did not commit."""
 
+    def __init__(self, version: int) -> None:
+        super().__init__(version)
+        self.version = version
+        """The row version the attempt loaded (and its compare-and-set expected)."""
+
 
 class _Stale(Exception):
     """The cached copy an attempt started from was out of date; nothing was written."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(version)
+        self.version = version
+        """The version of the cached copy."""
 
 
 class _Cached(NamedTuple):
@@ -387,6 +397,10 @@ class StoreCore(Generic[_S]):
             return False
         steps_from(self.dialect, found, integration_id)  # refuses a newer or damaged schema
         return True
+
+    def _migrated(self, database: str, found: object) -> None:
+        """Log that the schema of ``database`` was created (``found``: 0) or migrated."""
+        _log.schema_changed(self, database, cast("int", found), SCHEMA_VERSION)
 
     @staticmethod
     def _not_ready(database: str, found: object, integration_id: str | None) -> SchemaNotReady:
@@ -679,6 +693,19 @@ class StoreCore(Generic[_S]):
         """
         self._cache.pop(integration_id, older_than=version)
 
+    def _retry_or_give_up(
+        self, integration_id: str, version: int, lost: int, attempts: int
+    ) -> None:
+        """Log ``update()``'s ``lost``-th lost race (from ``version``), or give up at the last.
+
+        Raises:
+            ConcurrentUpdate: ``lost`` is ``attempts``: every attempt lost a race.
+        """
+        if lost >= attempts:
+            _log.commit_gave_up(self, integration_id, version, attempts)
+            raise ConcurrentUpdate(integration_id, attempts) from None
+        _log.commit_retried(self, integration_id, version, lost + 1, attempts)
+
 
 class BaseStore(StoreCore[_S], ABC):
     """The backend-independent part of a sync session store (see ``SessionStore``).
@@ -838,7 +865,8 @@ class BaseStore(StoreCore[_S], ABC):
         try:
             with self._attempt(integration_id, key, operation, actor) as session:
                 yield session
-        except _Conflict:
+        except _Conflict as conflict:
+            _log.commit_conflict(self, integration_id, conflict.version)
             raise ConcurrentUpdate(integration_id, 1) from None
 
     def update(
@@ -902,13 +930,13 @@ class BaseStore(StoreCore[_S], ABC):
                         raise _awaitable_refused(
                             result, f"update(): the change {shown(change):.80}"
                         )
-            except _Stale:
+            except _Stale as stale:
+                _log.cache_stale(self, integration_id, stale.version)
                 optimistic = False  # not a lost race: the next attempt reads the row
                 continue
-            except _Conflict:
+            except _Conflict as conflict:
                 attempt += 1
-                if attempt >= attempts:
-                    raise ConcurrentUpdate(integration_id, attempts) from None
+                self._retry_or_give_up(integration_id, conflict.version, attempt, attempts)
                 _pause(attempt)
                 continue
             return result
@@ -941,7 +969,7 @@ class BaseStore(StoreCore[_S], ABC):
                 yield session
             except Exception:
                 if optimistic and not self._current(integration_id, loaded.version):
-                    raise _Stale from None
+                    raise _Stale(loaded.version) from None
                 raise
             if queue.refused is not None:
                 # The block caught it: written, that transition would never get its hook.
@@ -951,11 +979,11 @@ class BaseStore(StoreCore[_S], ABC):
                 if change is not None:
                     if not self._update(change, loaded.version):
                         self._forget_stale(integration_id, loaded.version)
-                        raise _Stale if optimistic else _Conflict
+                        raise _Stale(loaded.version) if optimistic else _Conflict(loaded.version)
                     self._remember(change, self._keep(session), loaded.version + 1)
                 else:
                     if optimistic and not self._current(integration_id, loaded.version):
-                        raise _Stale
+                        raise _Stale(loaded.version)
                     if key is not None:
                         self._record_key_or_fail(key, integration_id)
         run_queued(queue)
@@ -1234,7 +1262,7 @@ class BaseStore(StoreCore[_S], ABC):
                             error = failure(exc)
                             with unrecorded(effect, exc):
                                 discarded = self._mark_failed(effect.sequence, error, max_attempts)
-                            note_failure(effect, exc, discarded, max_attempts)
+                            note_failure(self, effect, exc, discarded, max_attempts)
                             raise
                         except BaseException as exc:
                             note_interrupted(effect, exc)
@@ -1264,7 +1292,10 @@ class BaseStore(StoreCore[_S], ABC):
         """
         check("purge_delivered", before=before)
         self._ready(None)
-        return self._purge_delivered(before.astimezone(UTC))
+        moment = before.astimezone(UTC)
+        count = self._purge_delivered(moment)
+        _log.purged(self, count, moment)
+        return count
 
     def forget_keys(self, *, before: datetime) -> int:
         """Delete the idempotency keys recorded before ``before``; return how many.
@@ -1280,7 +1311,10 @@ class BaseStore(StoreCore[_S], ABC):
         """
         check("forget_keys", before=before)
         self._ready(None)
-        return self._forget_keys(before.astimezone(UTC))
+        moment = before.astimezone(UTC)
+        count = self._forget_keys(moment)
+        _log.keys_forgotten(self, count, moment)
+        return count
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -1376,6 +1410,8 @@ class BaseStore(StoreCore[_S], ABC):
                             locked.execute(statement)
                     if steps:
                         locked.execute(self._sql.set_version, (SCHEMA_VERSION,))
+                if steps:  # committed: the block is over
+                    self._migrated(database, found)
         except StoreError as exc:
             if migrating is None or type(exc) is not StoreError:
                 raise

@@ -26,6 +26,7 @@ from customer_session._show import shown
 from customer_session._spec import Trigger  # noqa: TC001 - attrs resolves field types at run time
 from customer_session.exceptions import CorruptData, Problem, StoreError, WorkflowError
 from customer_session.model import CustomerSession
+from customer_session.store import _log
 from customer_session.store._documents import (
     parse,
     record_from_json,
@@ -157,11 +158,19 @@ def failure(error: Exception) -> str:
 
 
 def note_failure(
-    effect: Effect, error: Exception, discarded: bool | None, max_attempts: int | None
+    store: object,
+    effect: Effect,
+    error: Exception,
+    discarded: bool | None,
+    max_attempts: int | None,
 ) -> None:
-    """Note on ``error`` the row it failed, and what became of the row.
+    """Note on ``error`` the row it failed, and what became of the row; and log it.
+
+    The record (a warning on the stores' logger, see ``_log.delivery_failed``) is one
+    line without a traceback: ``error`` propagates to the caller of ``deliver()``.
 
     Args:
+        store: The store delivering (records name it).
         effect: The row handed over.
         error: What the handler raised.
         discarded: Whether recording the failure discarded the row (it reached
@@ -176,6 +185,7 @@ def note_failure(
     else:
         outcome = "it stays pending"
     add_note_once(error, f"while delivering {_row(effect)}; {outcome}")
+    _log.delivery_failed(store, effect, failure(error), discarded, max_attempts)
 
 
 def note_interrupted(effect: Effect, interrupt: BaseException) -> None:

@@ -34,6 +34,7 @@ from customer_session.exceptions import (
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _forks as forks
+from customer_session.store import _log
 from customer_session.store._arguments import problems as argument_problems
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
@@ -968,16 +969,18 @@ def store_error(
     where = subject(integration_id)
     database = _redact(conninfo)
     if isinstance(error, PoolTimeout):
-        return StoreTimeout(
-            f"{where}: no connection to PostgreSQL database {database} within "
-            f"{pool.timeout:g} seconds (the store's timeout): all max_connections="
-            f"{pool.max_size} of them were in use, or no new one could be made (is the "
-            "server up and reachable?)",
-            database=database,
-            waited_for="a connection",
-            setting="timeout",
-            timeout=pool.timeout,
-            integration_id=integration_id,
+        return _log.timed_out(
+            StoreTimeout(
+                f"{where}: no connection to PostgreSQL database {database} within "
+                f"{pool.timeout:g} seconds (the store's timeout): all max_connections="
+                f"{pool.max_size} of them were in use, or no new one could be made (is the "
+                "server up and reachable?)",
+                database=database,
+                waited_for="a connection",
+                setting="timeout",
+                timeout=pool.timeout,
+                integration_id=integration_id,
+            )
         )
     if isinstance(error, errors.LockNotAvailable):
         setting, waited_for, what = "lock_timeout", "a lock", "held a lock it needed"
@@ -988,16 +991,18 @@ def store_error(
         what = "made its statement wait (for a lock, or on a busy server)"
     else:
         return StoreError(f"{where}: PostgreSQL error: {error}", integration_id)
-    return StoreTimeout(
-        f"{where}: gave up waiting in PostgreSQL database {database}: another connection "
-        f"{what} for longer than the server's {setting}, so nothing was written; raise "
-        f"{setting} (set on the role or the database), or find the long transaction "
-        "(pg_stat_activity, pg_locks)",
-        database=database,
-        waited_for=waited_for,
-        setting=setting,
-        timeout=None,
-        integration_id=integration_id,
+    return _log.timed_out(
+        StoreTimeout(
+            f"{where}: gave up waiting in PostgreSQL database {database}: another connection "
+            f"{what} for longer than the server's {setting}, so nothing was written; raise "
+            f"{setting} (set on the role or the database), or find the long transaction "
+            "(pg_stat_activity, pg_locks)",
+            database=database,
+            waited_for=waited_for,
+            setting=setting,
+            timeout=None,
+            integration_id=integration_id,
+        )
     )
 
 
@@ -1073,24 +1078,28 @@ def opening_error(
     # psycopg's error for a connect_timeout that ran out (an OperationalError).
     if isinstance(error, getattr(errors, "ConnectionTimeout", ())):
         within = "in time" if limit.seconds is None else f"within {limit.seconds} seconds"
-        return StoreTimeout(
-            f"cannot connect to PostgreSQL ({database}): no answer from the server "
-            f"{within} ({limit.named}): is the server up, and reachable at that "
-            "host and port?",
-            database=database,
-            waited_for="a connection",
-            setting=limit.setting,
-            timeout=timeout if limit.setting == "timeout" else limit.seconds,
+        return _log.timed_out(
+            StoreTimeout(
+                f"cannot connect to PostgreSQL ({database}): no answer from the server "
+                f"{within} ({limit.named}): is the server up, and reachable at that "
+                "host and port?",
+                database=database,
+                waited_for="a connection",
+                setting=limit.setting,
+                timeout=timeout if limit.setting == "timeout" else limit.seconds,
+            )
         )
     if isinstance(error, PoolTimeout):
-        return StoreTimeout(
-            f"cannot connect to PostgreSQL ({database}): the pool did not open its "
-            f"min_connections={smallest} connections within {timeout:g} seconds (the "
-            "store's timeout): is the server slow, or at its max_connections?",
-            database=database,
-            waited_for="a connection",
-            setting="timeout",
-            timeout=timeout,
+        return _log.timed_out(
+            StoreTimeout(
+                f"cannot connect to PostgreSQL ({database}): the pool did not open its "
+                f"min_connections={smallest} connections within {timeout:g} seconds (the "
+                "store's timeout): is the server slow, or at its max_connections?",
+                database=database,
+                waited_for="a connection",
+                setting="timeout",
+                timeout=timeout,
+            )
         )
     return StoreError(f"cannot connect to PostgreSQL ({database}): {error}")
 

@@ -30,6 +30,7 @@ from customer_session.exceptions import (
 )
 from customer_session.model import CustomerSession
 from customer_session.store import _forks as forks
+from customer_session.store import _log
 from customer_session.store._base import DEFAULT_RETRIES, BaseStore, Statements
 from customer_session.store._documents import subject
 from customer_session.store._outbox import EFFECT_COLUMNS
@@ -446,8 +447,8 @@ class SQLiteStore(BaseStore[_S]):
             ) from exc
 
     def _gave_up(self, integration_id: str | None) -> StoreTimeout:
-        """The error of a call that waited ``timeout`` for another connection's lock."""
-        return StoreTimeout(
+        """The error of a call that waited ``timeout`` for another connection's lock (logged)."""
+        error = StoreTimeout(
             f"{subject(integration_id)}: gave up waiting for the write lock of the SQLite "
             f"database {shown(self._path)}: another connection or program held it for longer "
             f"than the store's timeout of {self._timeout:g} seconds, so nothing was written; "
@@ -459,6 +460,7 @@ class SQLiteStore(BaseStore[_S]):
             timeout=self._timeout,
             integration_id=integration_id,
         )
+        return _log.timed_out(error)
 
     def _gone(self, integration_id: str | None) -> StoreError:
         """The refusal to use a file that was deleted or replaced since it was opened."""
