@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from customer_session import CustomerSession, ReopenableCustomerSession, State
 from customer_session._fastreplay import SessionRecord, SessionView
 from customer_session.exceptions import WorkflowError
-from customer_session.replay import Replayer
+from customer_session.replay import MAX_DEPTH, Replayer
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
 
@@ -659,6 +659,20 @@ class TestSpacedForm:
         """A return outside the compact form with no item or bools replays as on the live path."""
         line = _spaced(RETURN, lambda e: e["return"].update(returnedCartItems=items))
         assert_same_replay([CREATE, CLOSE, line, RETURN])
+
+    @pytest.mark.parametrize(
+        "line",
+        [CLOSE.replace('"closed"', '"cancelled"'), RETURN, CLOSE.replace('"update"', '"reopen"')],
+        ids=["cancel", "return", "reopen"],
+    )
+    def test_an_envelope_key_nested_too_deep_is_refused_as_on_the_live_path(self, line):
+        """An event whose extra envelope key nests past MAX_DEPTH is refused, not applied."""
+        deep = json.loads("[" * MAX_DEPTH + "]" * MAX_DEPTH)  # the event is one more level
+        fast = assert_same_replay(
+            [CREATE, CLOSE.replace("11:00", "10:30"), _spaced(line, lambda e: e.update(x=deep))],
+            ReopenableCustomerSession,
+        )
+        assert fast.sessions["order-1"].state is State.CLOSED
 
 
 class TestSessionsPutIn:

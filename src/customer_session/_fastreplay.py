@@ -69,11 +69,10 @@ from customer_session.replay import (
     RefusedLine,
     ReplayReport,
     _already_exists,
+    _decode,
     _not_text,
-    _read_json,
     _reason,
     _reopen_disabled,
-    _RepeatedKey,
     _staying,
     _timestamp,
     _unknown_session,
@@ -824,11 +823,15 @@ class FastReplay:
     # -- decoded lines ---------------------------------------------------------------
 
     def _decoded(self, number: int, line: str) -> _Outcome:
-        """Decide a line that is not in compact form, from its decoded JSON."""
-        try:
-            event = _read_json(line)
-        except (ValueError, RecursionError, _RepeatedKey):
-            return _LIVE  # the live path words why (replay._decode)
+        """Decide a line that is not in compact form, from its decoded JSON.
+
+        It is decoded as the live path decodes it (``replay._decode``), so a line
+        that path refuses whole (malformed, a repeated key, nested too deep even in
+        an envelope key no operation reads) is refused here alike.
+        """
+        event = _decode(number, line)
+        if type(event) is RefusedLine:
+            return event
         if type(event) is not dict:
             return _LIVE
         integration_id, op, at = event.get("session"), event.get("op"), event.get("at")
