@@ -296,7 +296,11 @@ def order_logs(draw, *, max_events=30):
     few sessions, mixing valid events, moves the table forbids, invalid bodies
     (wrong types, negative quantities, unknown keys, too many coupon codes,
     over-returns, duplicate positions), unknown sessions, duplicate creates and
-    malformed lines.
+    malformed lines. Shapes each path leaves to the other come up in most logs:
+    edits only the live path applies (codes, attributes, costs, items with more
+    than the plain keys), states no trigger leads to (``open``,
+    ``partially_returned``), reopens of closed sessions, extra envelope keys (one
+    nested too deep), lines that are bytes.
     """
     stories = [draw(story(session)) for session in SESSIONS if draw(st.integers(0, 4))]
     tags = [index for index, events_ in enumerate(stories) for _ in events_]
@@ -311,10 +315,23 @@ def order_logs(draw, *, max_events=30):
 def story(draw, session):
     """The events of one session in a plausible order, as the example generator tells them."""
     told = [draw(events(op="create", session=session))]
+    created = told[0].get("customerSession")
+    if isinstance(created, dict) and "cartItems" in created and draw(st.integers(0, 3)) == 0:
+        # The cart it was created with, again: an edit that changes nothing.
+        again = draw(events(op="update", session=session))
+        if isinstance(again.get("customerSession"), dict):
+            rest = {k: v for k, v in again["customerSession"].items() if k != "cartItems"}
+            again["customerSession"] = {"cartItems": created["cartItems"], **rest}
+        told.append(again)
     told += [draw(events(op="update", session=session)) for _ in range(draw(st.integers(0, 2)))]
     ending = draw(st.sampled_from(["closed", "closed", "cancelled", None]))
     if ending is not None:
         told.append(draw(events(op="update", session=session, target=ending)))
+    if ending == "closed" and draw(st.booleans()):
+        # Reopened, or refused without the reopen table; then it may close again.
+        told.append(draw(events(op="reopen", session=session)))
+        if draw(st.booleans()):
+            told.append(draw(events(op="update", session=session, target="closed")))
     for _ in range(draw(st.integers(0, 3))):
         told.append(draw(events(op="return", session=session)))
     for _ in range(draw(st.integers(0, 1))):
