@@ -10,8 +10,9 @@ session's state allows, so they commit. The operations: creates (duplicates,
 reused keys, bad arguments), transaction blocks and ``update()`` changes (legal and
 illegal triggers, valid and invalid returns, cart and code edits, no-op edits, a
 guard's refusal, a failing after-commit hook, blocks that raise, reused keys, a
-lost race against the rival), deliveries (handlers that fail, or use the store,
-or deliver again, or discard their row; with or without ``max_attempts``),
+race lost to the rival, once or on every attempt of ``update()`` until it gives
+up), deliveries (handlers that fail, or use the store, or deliver again, or
+discard their row; with or without ``max_attempts``),
 discards of outbox rows (pending, delivered or unknown ones, with good and bad
 reasons), purges, keys recorded and forgotten, and ``ids()`` queries.
 
@@ -108,13 +109,16 @@ TRIGGER_ACTIONS = {Trigger.CLOSE: "close", Trigger.CANCEL: "cancel", Trigger.RET
 # Mostly the first: a change picks a stored session and a trigger its state allows
 # (so it commits), and only sometimes any id or action (unknown, illegal, an edit).
 MOSTLY = st.sampled_from([True, True, False])
-# Seldom true: a block that raises or a lost race commits nothing.
+# Seldom true: a block that raises commits nothing.
 SELDOM = st.sampled_from([False, False, False, True])
+# Seldom a race: the rival commits during a change's first attempt, or during each
+# (so update() runs out of attempts: ConcurrentUpdate).
+RACES = st.sampled_from([None, None, None, None, "first", "always"])
 # What a change draws besides its session and action.
 CHANGES = {
     "how": st.sampled_from(["transaction", "update"]),
     "fail": SELDOM,
-    "race": SELDOM,
+    "race": RACES,
     "key": st.none() | st.sampled_from(KEYS),
     "operation": st.sampled_from(OPERATIONS),
     "retries": st.sampled_from([None, 0]),
@@ -183,7 +187,7 @@ class SyncFace:
         return getattr(self.store, name)(*args, **options)
 
     def transact(
-        self, integration_id: str, block: Callable[[Any], Any], *, race: bool, **options: Any
+        self, integration_id: str, block: Callable[[Any], Any], *, race: str | None, **options: Any
     ) -> Any:
         """Run ``block`` in a transaction; the rival commits meanwhile if ``race``."""
         with self.store.transaction(integration_id, **options) as session:
@@ -193,14 +197,14 @@ class SyncFace:
             return result
 
     def update(
-        self, integration_id: str, block: Callable[[Any], Any], *, race: bool, **options: Any
+        self, integration_id: str, block: Callable[[Any], Any], *, race: str | None, **options: Any
     ) -> Any:
-        """``update()`` with ``block``; the rival commits during the first attempt if ``race``."""
+        """``update()`` with ``block``; the rival commits during the first attempt, or each."""
         raced: list[bool] = []
 
         def change(session: Any) -> Any:
             result = block(session)
-            if race and not raced:  # on the first attempt only
+            if race == "always" or (race and not raced):
                 raced.append(True)
                 self.rival.update(integration_id, rival_change)
             return result
@@ -244,7 +248,7 @@ class AsyncFace:
         return self.runner.run(result) if asyncio.iscoroutine(result) else result
 
     def transact(
-        self, integration_id: str, block: Callable[[Any], Any], *, race: bool, **options: Any
+        self, integration_id: str, block: Callable[[Any], Any], *, race: str | None, **options: Any
     ) -> Any:
         """Run ``block`` in a transaction; the rival commits meanwhile if ``race``."""
 
@@ -258,14 +262,14 @@ class AsyncFace:
         return self.runner.run(run())
 
     def update(
-        self, integration_id: str, block: Callable[[Any], Any], *, race: bool, **options: Any
+        self, integration_id: str, block: Callable[[Any], Any], *, race: str | None, **options: Any
     ) -> Any:
-        """``update()`` with ``block``; the rival commits during the first attempt if ``race``."""
+        """``update()`` with ``block``; the rival commits during the first attempt, or each."""
         raced: list[bool] = []
 
         async def change(session: Any) -> Any:
             result = block(session)
-            if race and not raced:  # on the first attempt only
+            if race == "always" or (race and not raced):
                 raced.append(True)
                 await self.rival.update(integration_id, rival_change)
             return result
