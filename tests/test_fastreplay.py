@@ -131,7 +131,9 @@ def create_bodies(draw, *, noise=False):
     if draw(st.booleans()):
         body["profileId"] = draw(st.sampled_from(["cust-1", "", "Größe"]))
     if draw(st.booleans()):
-        body["couponCodes"] = draw(st.sampled_from([["WELCOME10"], [], [""]]))
+        body["couponCodes"] = draw(
+            st.sampled_from([["WELCOME10"], [], [""], ["WELCOME10", "SPRING"]])
+        )
     if noise:
         kind = draw(st.integers(0, 5))
         if kind == 0:
