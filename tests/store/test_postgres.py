@@ -25,11 +25,23 @@ from customer_session import (
     ValidationError,
     WorkflowError,
 )
-from customer_session.store import AsyncPostgresStore, PostgresStore, _postgres, open_store
+from customer_session.store import (
+    AsyncPostgresStore,
+    PostgresStore,
+    ProcessedKey,
+    _postgres,
+    open_store,
+)
 from customer_session.store._outbox import idempotency_key
 from customer_session.store._postgres import database_name
 
-from .conftest import SyncOverAsync, blocks_another, deliveries_take_turns, nested_delivery_refusal
+from .conftest import (
+    SyncOverAsync,
+    blocks_another,
+    deliveries_take_turns,
+    nested_delivery_refusal,
+    run_sql,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -694,6 +706,31 @@ def test_each_housekeeping_batch_reads_only_its_rows(pg_server, name):
     read = list(scans(plan[0]["Plan"]))
     assert read
     assert [node for node in read if node[0] == "Seq Scan"] == []
+
+
+def test_a_key_revised_while_a_forget_waits_for_it_is_kept(open_pool, database):
+    """forget_keys() spares a key that is recorded anew while its delete waits for the row.
+
+    The forget found the key recorded before its time; another connection (a replay
+    taking over the key's refusal) records it again, after that time, and commits
+    while the forget's delete waits for that row's lock.
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    store = open_pool()
+    store.mark_processed("event-1", integration_id="order-1", refusal="unknown session")
+    ((before,),) = run_sql(database, "SELECT clock_timestamp()")
+    with psycopg.connect(database) as reviser:  # a transaction, held open
+        revised = reviser.execute(_postgres._REVISE_KEY, ("event-1", "order-2", None))
+        assert revised.rowcount == 1
+        forgotten: list[int] = []
+        forget = threading.Thread(target=lambda: forgotten.append(store.forget_keys(before=before)))
+        forget.start()
+        wait_until_blocked_by(reviser, database)
+        reviser.commit()
+        forget.join(timeout=60)
+    assert forgotten == [0]
+    assert store.processed_key("event-1") == ProcessedKey("event-1", "order-2", None)
 
 
 # -- the delivery lock, across store objects --------------------------------------------
