@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.postgres
 MOMENT = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
+# Takes the delivery lock of the connection's schema, if it is free.
+TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext(current_schema() || '.outbox'))"
 
 
 @pytest.fixture(params=["postgres", "postgres-async"])
@@ -819,6 +821,19 @@ class TestDeliveryAcrossStoreObjects:
             inner: list[int] = []
             assert first.deliver(lambda e: inner.append(other.deliver(lambda e: None))) == 1
             assert inner == [1]
+
+    def test_a_handlers_delivery_of_another_schema_leaves_that_schemas_lock_free(self, pg_server):
+        """Once a handler's delivery of another schema is over, that schema's lock is free."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        busy = pg_server.fresh_schema()
+        with PostgresStore(pg_server.fresh_schema()) as first, PostgresStore(busy) as other:
+            for store in (first, other):
+                store.on_commit("notify")
+                closed_session(store, "order-1")
+            assert first.deliver(lambda e: other.deliver(lambda e: None)) == 1
+            with psycopg.connect(busy, autocommit=True) as watcher:
+                assert watcher.execute(TRY_LOCK).fetchone() == (True,)
 
     def test_a_handler_waits_for_a_lock_another_connection_holds(self, pg_server):
         """A handler delivering a schema whose lock another connection holds waits for it."""
