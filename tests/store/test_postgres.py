@@ -555,6 +555,36 @@ class TestGivingUpWaitingOnTheServer:
         assert not isinstance(caught.value, StoreTimeout)
 
 
+def test_a_delivery_interrupted_as_it_gets_the_lock_leaves_it_free(pg_server, monkeypatch):
+    """A delivery interrupted (Ctrl-C) as the server grants it the outbox lock does not keep it.
+
+    Its pooled connection would otherwise hold the lock, and every other
+    deliverer would wait for it forever.
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    conninfo = pg_server.fresh_schema()
+    with PostgresStore(conninfo) as store:
+        store.on_commit("notify", trigger="close")
+        closed_session(store, "order-1")
+        take = store._lock_outbox
+
+        def interrupted(connection: Any) -> object:
+            take(connection)  # granted; then the interrupt arrives
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(store, "_lock_outbox", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            store.deliver(lambda effect: None)
+        # The store closed the connection that holds the lock; its server process
+        # ends, and the lock with it, a moment later (not within the close call).
+        deadline = time.monotonic() + 60
+        with psycopg.connect(conninfo, autocommit=True) as watcher:
+            while watcher.execute(TRY_LOCK).fetchone() != (True,):
+                assert time.monotonic() < deadline, "the interrupted delivery kept the lock"
+                time.sleep(0.01)
+
+
 class TestLosingTheDeliveryConnection:
     """The server drops the connection a delivery holds its lock on, while a handler runs."""
 
