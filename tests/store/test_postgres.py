@@ -555,6 +555,16 @@ class TestGivingUpWaitingOnTheServer:
         assert not isinstance(caught.value, StoreTimeout)
 
 
+def test_a_delivery_gives_its_connection_back_to_the_pool_open(open_pool):
+    """A delivery's connection, its lock released, serves the next calls: none is made anew."""
+    store = open_pool(min_connections=1, max_connections=1)
+    store.on_commit("notify", trigger="close")
+    for integration_id in ("a", "b"):
+        closed_session(store, integration_id)
+        assert store.deliver(lambda effect: None) == 1
+    assert store._pool.get_stats()["connections_num"] == 1
+
+
 def test_a_delivery_interrupted_as_it_gets_the_lock_leaves_it_free(pg_server, monkeypatch):
     """A delivery interrupted (Ctrl-C) as the server grants it the outbox lock does not keep it.
 
