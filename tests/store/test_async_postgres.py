@@ -573,6 +573,24 @@ async def test_deliver_from_an_async_handler_through_another_store_object_is_ref
         assert await other.deliver(lambda e: None) == 1
 
 
+async def test_a_handlers_delivery_of_another_schema_leaves_that_schemas_lock_free(
+    store: AsyncPostgresStore[CustomerSession], pg_server: TemporaryPostgres
+) -> None:
+    """Once an async handler's delivery of another schema is over, that schema's lock is free."""
+    await closed_with_effects(store)
+    busy = pg_server.fresh_schema()
+    async with await AsyncPostgresStore.open(busy) as other:
+        await closed_with_effects(other)
+
+        async def handler(effect: Effect) -> None:
+            assert await other.deliver(lambda e: None) == 1
+
+        assert await asyncio.wait_for(store.deliver(handler), timeout=WAIT) == 1
+        with psycopg.connect(busy, autocommit=True) as watcher:
+            taken = "SELECT pg_try_advisory_lock(hashtext(current_schema() || '.outbox'))"
+            assert watcher.execute(taken).fetchone() == (True,)
+
+
 async def test_another_task_delivering_through_another_store_object_waits(
     store: AsyncPostgresStore[CustomerSession], conninfo: str
 ) -> None:
