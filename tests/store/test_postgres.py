@@ -6,6 +6,8 @@ import asyncio
 import contextvars
 import json
 import logging
+import os
+import stat
 import threading
 import time
 import uuid
@@ -32,6 +34,7 @@ from customer_session.store import (
     _postgres,
     open_store,
 )
+from customer_session.store import _forks as forks
 from customer_session.store._outbox import idempotency_key
 from customer_session.store._postgres import database_name
 
@@ -593,6 +596,39 @@ def test_a_delivery_interrupted_as_it_gets_the_lock_leaves_it_free(pg_server, mo
             while watcher.execute(TRY_LOCK).fetchone() != (True,):
                 assert time.monotonic() < deadline, "the interrupted delivery kept the lock"
                 time.sleep(0.01)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_forked_by_a_handler_lets_go_of_the_lock_connection(pg_server):
+    """In a child forked while a delivery runs, the lock connection's socket is no socket.
+
+    A child keeping it (alive after a kill of the deliverer) would keep the server's
+    session, and the advisory lock, until it exits.
+    """
+    held: list[int] = []
+    reported: list[bytes] = []
+
+    def handler(effect: Any) -> None:
+        held.extend(forks._HELD)
+        readable, writable = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: say whether each is still a socket, touching nothing else
+            modes = [os.fstat(descriptor).st_mode for descriptor in held]
+            os.write(writable, bytes(int(stat.S_ISSOCK(mode)) for mode in modes))
+            os._exit(0)
+        os.close(writable)
+        reported.append(os.read(readable, 64))
+        os.close(readable)
+        os.waitpid(pid, 0)
+
+    with PostgresStore(pg_server.fresh_schema()) as store:
+        store.on_commit("notify", trigger="close")
+        closed_session(store, "order-1")
+        assert store.deliver(handler) == 1
+        assert len(held) == 1
+        assert reported == [b"\x00"]  # the child's copy points elsewhere
+        assert stat.S_ISSOCK(os.fstat(held[0]).st_mode)  # and the pool's connection still works
+        assert store.pending() == ()
 
 
 class TestLosingTheDeliveryConnection:
