@@ -2647,6 +2647,16 @@ class TestRevisingARefusal:
         assert store.processed_key(unchanged) == ProcessedKey(unchanged, "order-1", None)
         assert store.get("order-1").state is State.CLOSED
 
+    @pytest.mark.parametrize(
+        "change", [lambda s: s.close(), lambda s: None], ids=["change", "no-change"]
+    )
+    def test_a_refusal_taken_over_names_the_session_of_the_commit(self, store, change):
+        """A commit taking over a refusal recorded for no session records the key as its own."""
+        store.mark_processed("event-3", refusal="no session named")
+        with store._revising("event-3"):
+            store.update("order-1", change, key="event-3")
+        assert store.processed_key("event-3") == ProcessedKey("event-3", "order-1", None)
+
     def test_a_create_of_a_stored_session_in_the_block_is_session_exists(self, store):
         """In its block, a refused key does not stop a create: a stored session is SessionExists."""
         with store._revising("event-1"), pytest.raises(SessionExists):
