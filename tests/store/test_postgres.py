@@ -468,6 +468,27 @@ class TestAServerThatNeverAnswers:
         assert f"no answer from the server within 2 seconds ({named})" in str(error)
 
 
+class TestConnectLimit:
+    """What bounds each attempt of a store to connect, from its options (no server needed)."""
+
+    @pytest.fixture(autouse=True)
+    def _no_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+
+    @pytest.mark.parametrize(("timeout", "seconds"), [(0.5, 2), (2.0, 2), (2.5, 3), (30.0, 30)])
+    def test_the_stores_timeout_is_whole_seconds_rounded_up_at_least_2(self, timeout, seconds):
+        """Without a connect_timeout given, libpq's is the store's, rounded up, at least 2."""
+        limit = _postgres.connect_limit("host=db.example", timeout)
+        assert (limit.options, limit.seconds) == ({"connect_timeout": seconds}, seconds)
+
+    @pytest.mark.parametrize("given", ["0", "-1"])
+    def test_a_connect_timeout_of_zero_or_less_asks_for_no_limit(self, given):
+        """A connect_timeout of 0 or less is kept as given and said as libpq takes it: no limit."""
+        limit = _postgres.connect_limit(f"host=db.example connect_timeout={given}", 30.0)
+        assert (limit.options, limit.seconds) == ({}, None)
+        assert limit.named == f"connect_timeout={given}, which asks for no limit"
+
+
 class TestGivingUpWaitingOnTheServer:
     """The server's lock_timeout or statement_timeout ends a wait for another connection's lock."""
 
