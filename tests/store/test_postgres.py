@@ -1094,6 +1094,37 @@ class TestThreadsOfAHandler:
             assert done_during == [False]
             assert read == ["closed"]
 
+    def test_a_context_run_by_the_delivering_thread_after_the_delivery_takes_its_own(
+        self, pg_server
+    ):
+        """A context a handler copied, run later by the thread that delivered, waits for the pool.
+
+        The delivery's connection is back in the pool, and here another delivery, in
+        another thread, holds it (a pool of one): the call waits for that delivery
+        to end, rather than run on a connection the pool gave to someone else.
+        """
+        with PostgresStore(pg_server.fresh_schema(), max_connections=1) as store:
+            store.on_commit("notify", trigger="close")
+            closed_session(store, "order-1")
+            copied: list[contextvars.Context] = []
+            assert store.deliver(lambda effect: copied.append(contextvars.copy_context())) == 1
+            closed_session(store, "order-2")
+            holding, released = threading.Event(), threading.Event()
+
+            def next_handler(effect: Any) -> None:
+                holding.set()
+                released.wait(timeout=60)
+
+            next_delivery = threading.Thread(target=store.deliver, args=(next_handler,))
+            next_delivery.start()
+            assert holding.wait(timeout=60)
+            release = threading.Timer(0.5, released.set)  # time enough to read meanwhile
+            release.start()
+            assert copied[0].run(store.get, "order-1").state == "closed"
+            assert released.is_set()  # it waited for the delivery holding the connection
+            next_delivery.join(timeout=60)
+            release.join()
+
 
 class TestDatabaseName:
     def test_names_the_schema_and_hides_the_password(self):
