@@ -182,6 +182,27 @@ def test_deliver_on_a_closed_store_is_a_store_error(database, backend):
         asyncio.run(deliver_after_close())
 
 
+def test_a_store_closed_as_a_delivery_begins_says_it_is_closed(pg_server, monkeypatch):
+    """A store closed (by another thread) just before deliver() takes its lock says it is closed.
+
+    Not psycopg's "the pool is already closed", said as a PostgreSQL error.
+    """
+    store = PostgresStore(pg_server.fresh_schema())
+    store.on_commit("notify", trigger="close")
+    closed_session(store, "order-1")
+    found = store._pending_rows
+
+    def then_closed(limit: int) -> Any:
+        rows = found(limit)
+        store.close()  # after the check for pending rows, before the lock
+        return rows
+
+    monkeypatch.setattr(store, "_pending_rows", then_closed)
+    with pytest.raises(StoreError, match=r"^<PostgresStore .*> is closed$") as caught:
+        store.deliver(lambda effect: None)
+    assert "error" not in str(caught.value)
+
+
 def test_the_call_after_a_lost_connection_gets_a_working_one(open_pool, database):
     """When the server drops the pool's connections, one call fails and the next works.
 
