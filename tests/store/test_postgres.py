@@ -1046,6 +1046,74 @@ class TestDeliveryAcrossStoreObjects:
             assert delivered == [1]
             assert outcome == [0]
 
+    def test_a_thread_of_a_delivery_ending_waits_for_the_next_one_on_its_connection(
+        self, pg_server, monkeypatch
+    ):
+        """A handler's thread that finds the lock held as that delivery ends waits for it.
+
+        The delivery has given its connection back to the pool, where another
+        delivery took it and the lock; the ended one must no longer count as holding
+        it, though its handler's context has not seen it end yet.
+        """
+        conninfo = pg_server.fresh_schema()
+        with (
+            PostgresStore(conninfo, max_connections=1) as store,
+            PostgresStore(conninfo) as other,
+        ):
+            store.on_commit("notify", trigger="close")
+            for integration_id in ("order-1", "order-2"):
+                closed_session(store, integration_id)
+            given_back, resume, holding, go = (threading.Event() for _ in range(4))
+            pausing: list[bool] = []
+            putconn = store._pool.putconn
+
+            def paused_after_giving_back(connection: Any) -> None:
+                putconn(connection)
+                if pausing:  # the first delivery's: it has not ended for its handler yet
+                    pausing.clear()
+                    given_back.set()
+                    resume.wait(timeout=60)
+
+            monkeypatch.setattr(store._pool, "putconn", paused_after_giving_back)
+            outcome: list[object] = []
+
+            def deliver_other() -> None:
+                holding.wait(timeout=60)  # the next delivery holds the lock now
+                try:
+                    outcome.append(other.deliver(lambda e: None))
+                except WorkflowError as exc:
+                    outcome.append(exc)
+
+            threads: list[threading.Thread] = []
+
+            def handler(effect: Any) -> None:
+                thread = threading.Thread(
+                    target=contextvars.copy_context().run, args=(deliver_other,)
+                )
+                threads.append(thread)
+                thread.start()
+                pausing.append(True)
+
+            def slow(effect: Any) -> None:
+                holding.set()
+                go.wait(timeout=60)
+
+            first = threading.Thread(target=store.deliver, args=(handler,), kwargs={"limit": 1})
+            first.start()
+            assert given_back.wait(timeout=60)
+            delivered: list[int] = []
+            next_delivery = threading.Thread(target=lambda: delivered.append(store.deliver(slow)))
+            next_delivery.start()
+            assert holding.wait(timeout=60)
+            time.sleep(0.3)  # time enough for the thread to be refused
+            assert outcome == []
+            resume.set()
+            go.set()
+            for thread in (first, next_delivery, *threads):
+                thread.join(timeout=60)
+            assert delivered == [1]
+            assert outcome == [0]
+
 
 class TestThreadsOfAHandler:
     """A thread a handler starts in a copy of its context (``copy_context().run``)."""
