@@ -164,6 +164,47 @@ def test_another_unique_violation_of_a_keyed_commit_is_no_reused_key(open_pool, 
     assert store.get("a").state == "open"
 
 
+@pytest.mark.parametrize("isolation", ["serializable", "repeatable read"])
+def test_a_lost_race_is_retried_whatever_isolation_the_database_defaults_to(
+    backend, database, isolation
+):
+    """update() re-runs a change that lost a race on a database defaulting to a stricter level.
+
+    There the compare-and-set that waited for a rival's commit would fail ("could
+    not serialize access"), where read committed, which the store's statements
+    are written for, finds the row moved on.
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    escaped = isolation.replace(" ", "%5C%20")  # libpq's options: a backslash keeps the space
+    strict = f"{database}%20-cdefault_transaction_isolation%3D{escaped}"
+    store = (PostgresStore if backend == "postgres" else SyncOverAsync)(strict)
+    try:
+        store.create(CustomerSession(integration_id="order-1"))
+        with psycopg.connect(strict) as rival:  # a transaction, held open
+            rival.execute(
+                "UPDATE customer_sessions SET version = version + 1"
+                " WHERE integration_id = 'order-1'"
+            )
+            raised: list[StoreError] = []
+
+            def close() -> None:
+                try:
+                    store.update("order-1", lambda s: s.close())
+                except StoreError as exc:
+                    raised.append(exc)
+
+            closing = threading.Thread(target=close)
+            closing.start()
+            wait_until_blocked_by(rival, strict)
+            rival.commit()
+            closing.join(timeout=60)
+        assert raised == []
+        assert store.get("order-1").state == "closed"
+    finally:
+        store.close()
+
+
 def test_deliver_on_a_closed_store_is_a_store_error(database, backend):
     """deliver() after close() raises StoreError, as every other method does."""
     if backend == "postgres":

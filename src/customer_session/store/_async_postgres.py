@@ -86,6 +86,7 @@ from customer_session.store._postgres import (
     _UNLOCK_OUTBOX,
     BY_ID,
     CURRENT_SCHEMA,
+    READ_COMMITTED,
     SCHEMA_PLACE,
     _import_psycopg,
     _redact,
@@ -155,9 +156,10 @@ class AsyncPostgresStore(StoreCore[_S]):
     The same tables, rules and guarantees as
     :class:`~customer_session.store.PostgresStore` (both may work on one database
     at the same time), with the database calls awaited. Connections come from a
-    ``psycopg_pool.AsyncConnectionPool`` in autocommit mode; tasks of one event
-    loop may share a store object, and a call made in another event loop (a later
-    ``asyncio.run()``, another thread's loop) raises
+    ``psycopg_pool.AsyncConnectionPool`` in autocommit mode (at read committed, as
+    ``PostgresStore``'s); tasks of one event loop may share a store object, and a
+    call made in another event loop (a later ``asyncio.run()``, another thread's
+    loop) raises
     :class:`~customer_session.StoreError`: open a store in each loop. Open it with
     :meth:`open` (or ``async with await AsyncPostgresStore.open(...) as store:``)
     and close it with :meth:`close`, which works in any loop, even once the one that
@@ -435,7 +437,11 @@ class AsyncPostgresStore(StoreCore[_S]):
         self._connections.clear()
 
     async def _track(self, connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
-        """Note a connection the pool made, for :meth:`close` without its event loop."""
+        """Set up a connection the pool made: read committed, as ``PostgresStore``'s.
+
+        And note it, for :meth:`close` without its event loop.
+        """
+        await connection.execute(READ_COMMITTED)
         self._connections.add(connection)
 
     def _check_loop(self) -> None:

@@ -295,6 +295,13 @@ _HAS_SCHEMA: Final = f"""
     SELECT tablename FROM pg_catalog.pg_tables
     WHERE schemaname = current_schema() AND tablename IN ({TABLE_LIST})"""  # noqa: S608 - the store's own table names
 _SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id = 1"
+# Each pooled connection's statements run at read committed, whatever the database's
+# default (default_transaction_isolation, set on a role or a database): the
+# compare-and-sets are written for it. At repeatable read or serializable, one that
+# waited for a rival's commit fails ("could not serialize access") instead of finding
+# the row moved on, so update() would not re-run a lost race, a discard racing a
+# delivery would fail one of them, and a housekeeping delete would fail on a key revised.
+READ_COMMITTED: Final = "SET default_transaction_isolation TO 'read committed'"
 # Where the store's tables are (or would be created): for messages.
 CURRENT_SCHEMA: Final = "SELECT current_schema()"
 # Whether the search_path names no existing schema, and what it names (see no_schema).
@@ -322,9 +329,9 @@ class PostgresStore(BaseStore[_S]):
 
     The schema is created (or migrated) on first use, in the first schema of the
     connection's ``search_path``, unless ``migrate=False``. Connections come from a
-    ``psycopg_pool.ConnectionPool`` in autocommit mode; a store object may be
-    shared by threads. Needs the ``[postgres]`` extra
-    (``pip install 'customer-session[postgres]'``).
+    ``psycopg_pool.ConnectionPool`` in autocommit mode, at read committed whatever
+    the database's default isolation level; a store object may be shared by
+    threads. Needs the ``[postgres]`` extra (``pip install 'customer-session[postgres]'``).
 
     Args:
         conninfo: A libpq connection string or ``postgresql://`` URL.
@@ -455,6 +462,7 @@ class PostgresStore(BaseStore[_S]):
                 min_size=min_connections,
                 max_size=max_connections,
                 kwargs={"autocommit": True, **limit.options},
+                configure=_read_committed,
                 open=True,
                 name="customer-session",
                 timeout=timeout,
@@ -656,6 +664,11 @@ class PostgresStore(BaseStore[_S]):
             return connection.fileno()
         except self._psycopg_error as exc:
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+
+
+def _read_committed(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Have a connection the pool made run its statements at read committed (see there)."""
+    connection.execute(READ_COMMITTED)
 
 
 def option_problems(
