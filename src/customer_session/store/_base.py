@@ -714,6 +714,9 @@ class BaseStore(StoreCore[_S], ABC):
     rules of loading, committing, retrying and delivering are here.
     """
 
+    # Set by the backend: False when made, True from the start of close() on.
+    _closed: bool
+
     # -- sessions ----------------------------------------------------------------------
 
     def create(
@@ -1323,7 +1326,13 @@ class BaseStore(StoreCore[_S], ABC):
         """Close every database connection this store opened."""
 
     def __enter__(self) -> Self:
-        """Return the store itself."""
+        """Return the store itself.
+
+        Raises:
+            StoreError: The store was closed (a closed store is not opened again).
+        """
+        if self._closed:
+            raise StoreError(f"{shown(self)} is closed: open a new store")
         return self
 
     def __exit__(
