@@ -535,6 +535,16 @@ class TestSessionStateMachine:
         with pytest.raises(AssertionError, match="is not what the call committed"):
             machine.attempt(session, lambda: record)
 
+    @pytest.mark.parametrize(
+        "returned",
+        [pytest.param(1, id="an edit's count"), pytest.param((), id="a tuple")],
+    )
+    def test_an_action_returning_no_record_is_refused_by_name(self, returned):
+        """An action that returns neither a record nor None is a ValidationError naming it."""
+        machine, session = _machine(SessionStateMachine)
+        with pytest.raises(ValidationError, match=r"^attempt\(\): .*action: must return the"):
+            machine.attempt(session, lambda: returned)
+
     def test_more_than_the_returned_record_with_only_a_guard_fails(self):
         """A call whose edge has a guard but no after-commit hook may commit only its record."""
         machine, session = _machine(_GuardedClose)

@@ -16,6 +16,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from typing_extensions import TypeVar
 
 from customer_session._cart import CartItem, ReturnedItem
+from customer_session._records import TransitionRecord
 from customer_session._show import shown, shown_name
 from customer_session._spec import State, Trigger
 from customer_session.exceptions import (
@@ -32,7 +33,6 @@ from customer_session.model import CustomerSession
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from customer_session._records import TransitionRecord
     from customer_session.hooks import Workflow
 
 # The session class of a machine; unsubscripted, SessionStateMachine is one of
@@ -214,7 +214,7 @@ class SessionStateMachine(RuleBasedStateMachine, Generic[_S]):
             )
         self.attempt(session, lambda: session.fire(trigger, items=items))
 
-    def attempt(self, session: _S, action: Any) -> None:
+    def attempt(self, session: _S, action: Callable[[], TransitionRecord | None]) -> None:
         """Run ``action``; a refusal must leave ``session`` exactly as it was.
 
         Use it in your own rules for anything that may fire a trigger, alone or in
@@ -232,6 +232,13 @@ class SessionStateMachine(RuleBasedStateMachine, Generic[_S]):
         and the errors no state of the session would avoid, which are mistakes in
         the calling code (``ProtectedFieldError``, ``UnknownTrigger``,
         ``WorkflowError``).
+
+        ``action`` returns the record of the trigger it fired (``session.close``
+        does), or ``None`` when it fires none or commits in an ``atomic()`` block.
+
+        Raises:
+            ValidationError: ``action`` returned anything else (an edit's count,
+                a tuple of records): what it committed could not be checked.
         """
         before = session.snapshot()
         try:
@@ -246,8 +253,16 @@ class SessionStateMachine(RuleBasedStateMachine, Generic[_S]):
                 message = f"{error!r} changed session {session.integration_id!r}"
                 raise AssertionError(message) from error
         else:
-            if record is not None:
-                self._note_commit(session, before["history"], record)
+            if record is None:
+                return
+            if not isinstance(record, TransitionRecord):
+                raise ValidationError.single(
+                    "attempt()",
+                    "action",
+                    "must return the TransitionRecord of the trigger it fired, or None "
+                    f"(an edit, an atomic() block); got {shown(record):.80}",
+                )
+            self._note_commit(session, before["history"], record)
 
     def _note_commit(
         self,
