@@ -294,6 +294,34 @@ class TestNotOpen:
         assert "pool" not in str(caught.value)
         await closing
 
+    async def test_a_call_waiting_for_a_connection_when_the_store_closes_says_so(
+        self, conninfo: str
+    ) -> None:
+        """A call waiting for a pooled connection, on a store closed meanwhile, says it is closed.
+
+        Not psycopg's "the pool ... is closed" (its PoolClosed) as a PostgreSQL error.
+        """
+        store = await AsyncPostgresStore.open(conninfo, max_connections=1)
+        await closed_with_effects(store)
+        inside, gate = asyncio.Event(), asyncio.Event()
+
+        async def held(effect: Effect) -> None:
+            del effect
+            inside.set()
+            await gate.wait()
+
+        delivering = asyncio.create_task(store.deliver(held))  # holds the one connection
+        await asyncio.wait_for(inside.wait(), WAIT)
+        reading = asyncio.create_task(store.get("order-1"))
+        await asyncio.sleep(0.05)  # it waits for the pool's connection
+        await store.close()
+        with pytest.raises(StoreError, match="is closed: open a new store") as caught:
+            await reading
+        gate.set()
+        await delivering
+        assert caught.value.integration_id == "order-1"
+        assert "pool" not in str(caught.value)
+
 
 async def test_unreachable_server_is_a_store_error() -> None:
     """Opening a store on a server that is not there raises StoreError."""

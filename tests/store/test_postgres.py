@@ -49,6 +49,7 @@ from .conftest import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from customer_session.store import Effect
     from pgserver import TemporaryPostgres
 
 pytestmark = pytest.mark.postgres
@@ -242,6 +243,48 @@ def test_a_store_closed_as_a_delivery_begins_says_it_is_closed(pg_server, monkey
     with pytest.raises(StoreError, match=r"^<PostgresStore .*> is closed$") as caught:
         store.deliver(lambda effect: None)
     assert "error" not in str(caught.value)
+
+
+def test_a_call_waiting_for_a_connection_when_the_store_closes_says_so(
+    pg_server: TemporaryPostgres,
+) -> None:
+    """A call waiting for a pooled connection, on a store closed by another thread, says so.
+
+    Not psycopg's "the pool ... is closed" (its PoolClosed) as a PostgreSQL error.
+    """
+    store = PostgresStore(pg_server.fresh_schema(), max_connections=1)
+    store.on_commit("notify", trigger="close")
+    closed_session(store, "order-1")
+    inside, gate = threading.Event(), threading.Event()
+
+    def held(effect: Effect) -> None:
+        del effect
+        inside.set()
+        gate.wait(60)
+
+    delivering = threading.Thread(target=store.deliver, args=(held,))  # holds the connection
+    delivering.start()
+    assert inside.wait(60)
+    caught: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            store.get("order-1")
+        except BaseException as exc:  # checked below, in the test's thread
+            caught.append(exc)
+
+    reading = threading.Thread(target=read)
+    reading.start()
+    time.sleep(0.05)  # it waits for the pool's connection
+    store.close()
+    reading.join(60)
+    gate.set()
+    delivering.join(60)
+    (error,) = caught
+    assert type(error) is StoreError
+    assert "is closed" in str(error)
+    assert "pool" not in str(error)
+    assert error.integration_id == "order-1"
 
 
 def test_the_call_after_a_lost_connection_gets_a_working_one(open_pool, database):

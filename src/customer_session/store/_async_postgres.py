@@ -275,6 +275,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         self._pool_errors = (pg.Error, pool.PoolTimeout)
         self._errors = pg.errors
         self._psycopg_error: type[Exception] = pg.Error
+        self._pool_closed: type[Exception] = pool.PoolClosed
         self._conninfo = conninfo
         self._limit = connect_limit(conninfo, timeout)
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]] = (
@@ -1011,7 +1012,18 @@ class AsyncPostgresStore(StoreCore[_S]):
                 # likely the pool's idle connections too: replace those now, rather than
                 # let each fail a call of its own.
                 await self._pool.check()
-            raise store_error(exc, self._conninfo, self._pool, integration_id) from exc
+            raise self._pool_error(exc, integration_id) from exc
+
+    def _pool_error(self, error: Exception, integration_id: str | None) -> StoreError:
+        """The library's error for psycopg's ``error`` while getting or using a connection.
+
+        A call that was waiting for a connection when another task closed the store
+        gets psycopg's ``PoolClosed`` ("the pool ... is closed"): that is the store
+        being closed, as a call made after ``close()`` is told, not a database error.
+        """
+        if self._closed and isinstance(error, self._pool_closed):
+            return self._not_open(integration_id)
+        return store_error(error, self._conninfo, self._pool, integration_id)
 
     async def _fetchone(
         self, integration_id: str | None, statement: str, params: Sequence[Any] | Mapping[str, Any]
@@ -1139,7 +1151,7 @@ class AsyncPostgresStore(StoreCore[_S]):
             try:
                 connection = await self._pool.getconn()
             except self._psycopg_error as exc:
-                raise store_error(exc, self._conninfo, self._pool, None) from exc
+                raise self._pool_error(exc, None) from exc
             # Whether the connection may hold the lock: a lock or unlock that failed,
             # or was interrupted, may have been done by the server all the same.
             # Closing the connection then releases the lock for sure; back in the

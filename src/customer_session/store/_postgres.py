@@ -450,6 +450,7 @@ class PostgresStore(BaseStore[_S]):
         pg, pool = _import_psycopg()
         self._errors = pg.errors
         self._psycopg_error: type[Exception] = pg.Error
+        self._pool_closed: type[Exception] = pool.PoolClosed
         self._conninfo = conninfo
         self._closed = False
         limit = connect_limit(conninfo, timeout)
@@ -511,7 +512,18 @@ class PostgresStore(BaseStore[_S]):
                 # likely the pool's idle connections too: replace those now, rather than
                 # let each fail a call of its own.
                 self._pool.check()
-            raise store_error(exc, self._conninfo, self._pool, integration_id) from exc
+            raise self._pool_error(exc, integration_id) from exc
+
+    def _pool_error(self, error: Exception, integration_id: str | None) -> StoreError:
+        """The library's error for psycopg's ``error`` while getting or using a connection.
+
+        A call that was waiting for a connection when another thread closed the store
+        gets psycopg's ``PoolClosed`` ("the pool ... is closed"): that is the store
+        being closed, as a call made after ``close()`` is told, not a database error.
+        """
+        if self._closed and isinstance(error, self._pool_closed):
+            return StoreError(f"{shown(self)} is closed", integration_id)
+        return store_error(error, self._conninfo, self._pool, integration_id)
 
     # -- the steps BaseStore needs -------------------------------------------------------
 
@@ -586,7 +598,7 @@ class PostgresStore(BaseStore[_S]):
         try:
             connection = self._pool.getconn()
         except self._psycopg_error as exc:
-            raise store_error(exc, self._conninfo, self._pool, None) from exc
+            raise self._pool_error(exc, None) from exc
         # Whether the connection may hold the lock: a lock or unlock that failed, or
         # was interrupted, may have been done by the server all the same. Closing the
         # connection then releases the lock for sure; back in the pool, it would keep
