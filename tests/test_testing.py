@@ -127,6 +127,32 @@ class TestStrategies:
 
         check()
 
+    def test_sessions_draw_when_only_a_longer_walk_is_refused(self):
+        """A guard refusing the way on after a detour or a farther start leaves a shortest walk.
+
+        The shortest walk to open starts there; one from closed needs reopen, refused.
+        The shortest walk to cancelled cancels from open; one through close cannot.
+        """
+        workflow = Workflow(specification=REOPENABLE_SESSION)
+        workflow.guard(lambda event: "no reopening", trigger=Trigger.REOPEN)
+        workflow.guard(
+            lambda event: None if event.source is State.OPEN else "only an open order cancels",
+            trigger=Trigger.CANCEL,
+        )
+
+        @given(
+            st.sampled_from([State.OPEN, State.CANCELLED]).flatmap(
+                lambda state: sessions(
+                    state=state, session_class=ReopenableCustomerSession, workflow=workflow
+                )
+            )
+        )
+        def check(session):
+            assert session.state in {State.OPEN, State.CANCELLED}
+            assert Trigger.REOPEN not in {r.trigger for r in session.history}
+
+        check()
+
     @given(cart_items())
     def test_cart_items_are_valid(self, item):
         """cart_items() yields valid items within the limits."""

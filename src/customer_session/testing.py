@@ -343,8 +343,9 @@ def sessions(
         state: The state every drawn session is in.
         session_class: The session class (e.g. ``ReopenableCustomerSession``).
         workflow: A workflow to bind the sessions to. Its guards must allow the
-            transitions of a shortest walk, or drawing fails; a longer walk's detour
-            they refuse is not taken.
+            transitions of a shortest walk, or drawing fails; a longer walk they
+            refuse (a detour, a farther start, or the way on from either) is not
+            taken.
         min_items: The smallest cart, also after edits; a session whose walk must
             take a return (to ``partially_returned``) has at least one item whatever
             it says.
@@ -394,15 +395,24 @@ def sessions(
         starts = walk.starts_within(budget)
         at = starts[draw(_index_below(len(starts))) if len(starts) > 1 else 0]
         budget -= walk.distance[at] - walk.distance[walk.starts[0]]
-        session = session_class(
+        session = started(draw, walk, at)
+        if walk.take(draw, session, min_items, budget, detoured=at is not walk.starts[0]):
+            return session
+        # The workflow refused the way on from where a detour led: a shortest walk it
+        # must allow (see workflow above).
+        session = started(draw, walk, walk.starts[0])
+        walk.take(draw, session, min_items, 0, detoured=False)
+        return session
+
+    def started(draw: st.DrawFn, walk: _Walks, at: State) -> CustomerSession:
+        """A new session in initial state ``at`` of ``walk``, with a drawn id, profile and cart."""
+        return session_class(
             integration_id=draw(drawn_ids),
             state=at,
             profile_id=draw(_PROFILE_IDS),
             cart_items=draw(drawn_carts[walk.fewest(at, min_items)]),
             workflow=session_class.default_workflow if workflow is None else workflow,
         )
-        walk.take(draw, session, min_items, budget)
-        return session
 
     return build()
 
@@ -480,8 +490,21 @@ class _Walks:
         """The smallest cart a session in ``state`` may have (see ``min_items``)."""
         return max(min_items, 1) if state in self.returning else min_items
 
-    def take(self, draw: st.DrawFn, session: CustomerSession, min_items: int, budget: int) -> None:
-        """Drive ``session`` along a drawn walk to the target, at most ``budget`` edges longer."""
+    def take(
+        self,
+        draw: st.DrawFn,
+        session: CustomerSession,
+        min_items: int,
+        budget: int,
+        *,
+        detoured: bool,
+    ) -> bool:
+        """Drive ``session`` along a drawn walk to the target, at most ``budget`` edges longer.
+
+        Returns whether it got there: not when the workflow refused the way on once
+        the walk had left a shortest one (``detoured``: it started farther than the
+        nearest start, or took a detour), where the caller takes a shortest walk.
+        """
         state = session.state
         while True:
             if state is State.OPEN:
@@ -498,16 +521,18 @@ class _Walks:
             # Drawn by index: choice 0, the shortest walk's, is where it shrinks to.
             edge, cost = choices[draw(_index_below(len(choices))) if detours else 0]
             if edge is None:
-                return
+                return True
             items = draw(returned_items(session)) if edge.trigger is Trigger.RETURN_ITEMS else ()
-            if cost:
-                budget -= cost
-                try:
-                    session.fire(edge.trigger, items=items)
-                except GuardRejected:
-                    continue  # the workflow refuses this detour; nothing changed
-            else:
+            budget -= cost
+            try:
                 session.fire(edge.trigger, items=items)
+            except GuardRejected:
+                if edge is not onward:
+                    continue  # the workflow refuses this detour; nothing changed
+                if detoured:
+                    return False  # a way on that only a longer walk needed
+                raise
+            detoured = detoured or edge is not onward
             state = edge.destination
 
     def _may_take(self, edge: Edge, session: CustomerSession) -> bool:
