@@ -34,6 +34,48 @@ def _every_event(store: object) -> None:
     _log.keys_forgotten(store, 0, datetime(2026, 3, 2, tzinfo=UTC))
 
 
+class _Raising(logging.Handler):
+    """A user's handler that fails on every record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        raise RuntimeError("log sink down")
+
+
+@pytest.fixture
+def raising_handler():
+    """The store logger on at DEBUG, with a handler that raises."""
+    logger = logging.getLogger("customer_session.store")
+    handler, level = _Raising(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+class TestAFailingHandler:
+    def test_does_not_break_the_store_call_and_is_shown_as_logging_shows_one(
+        self, raising_handler, tmp_path, capsys
+    ):
+        """A handler that raises leaves the call's outcome alone; stderr says a log failed."""
+        with SQLiteStore(tmp_path / "s.db") as store:  # schema_created is logged on first use
+            store.create(CustomerSession(integration_id="order-1"))
+            assert store.exists("order-1")
+            assert store.purge_delivered(before=datetime.now(UTC)) == 0
+        err = capsys.readouterr().err
+        assert "--- Logging error ---" in err
+        assert "RuntimeError: log sink down" in err
+
+    def test_is_silent_when_logging_raises_no_exceptions(
+        self, raising_handler, tmp_path, capsys, monkeypatch
+    ):
+        """With logging.raiseExceptions off (production), a failing handler prints nothing."""
+        monkeypatch.setattr(logging, "raiseExceptions", False)
+        with SQLiteStore(tmp_path / "s.db") as store:
+            store.create(CustomerSession(integration_id="order-1"))
+        assert capsys.readouterr().err == ""
+
+
 class TestTheLogger:
     def test_is_a_child_of_the_package_logger_without_a_handler_of_its_own(self):
         """customer_session.store propagates to the package's logger and adds no handler."""

@@ -16,6 +16,8 @@ propagates to the caller, who logs it if it wants to.
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 from typing import TYPE_CHECKING, Final
 
 from customer_session._show import counted, shown
@@ -32,8 +34,8 @@ LOGGER_NAME: Final = "customer_session.store"
 
 logger: Final = logging.getLogger(LOGGER_NAME)
 
-# logger.log -> _emit -> the event function here -> the store's code that logs: the
-# record's function and line are the store's.
+# logger.log -> _emit -> the event function here -> the code that logs: the record's
+# function and line are those of the store code (or its shared helper) that logged.
 _STACKLEVEL: Final = 3
 
 
@@ -42,8 +44,18 @@ def _emit(level: int, event: str, message: str, *args: object, **fields: object)
 
     The event functions below check ``logger.isEnabledFor(level)`` before they build
     anything (the store's ``repr()`` included), so a level that is off costs one check.
+
+    A user's handler or filter that raises must not change a store call's outcome
+    (many events are logged after the commit, or just before the call's own error
+    is raised): its failure is shown as logging shows a handler's that fails
+    (``Handler.handleError``), on stderr unless ``logging.raiseExceptions`` is off.
     """
-    logger.log(level, message, *args, extra={"event": event, **fields}, stacklevel=_STACKLEVEL)
+    try:
+        logger.log(level, message, *args, extra={"event": event, **fields}, stacklevel=_STACKLEVEL)
+    except Exception:  # noqa: BLE001 - reported below, as logging reports its handlers'
+        if logging.raiseExceptions:
+            sys.stderr.write("--- Logging error ---\n")
+            traceback.print_exc(file=sys.stderr)
 
 
 # -- commits ----------------------------------------------------------------------------
