@@ -331,12 +331,10 @@ def drop_the_connections_of(database: str) -> None:
         )
 
 
-def test_no_connection_in_time_names_the_database_and_the_likely_causes(backend, database):
-    """A call that gets no pooled connection in time says from which database, and why.
+def _no_connection_in_time(backend: str, database: str) -> StoreTimeout:
+    """The error of a get() that waits 0.2 s for the pool's one connection, which is taken.
 
-    psycopg's own words ("couldn't get a connection after 30.00 sec") name neither.
-    Here the pool's one connection is taken; a server that is down or unreachable
-    ends the same way.
+    The store's URL carries the password ``s3cret``, which nothing may show.
     """
     conninfo = database.replace("postgresql://postgres@", "postgresql://postgres:s3cret@", 1)
     if backend == "postgres":
@@ -356,9 +354,20 @@ def test_no_connection_in_time_names_the_database_and_the_likely_causes(backend,
             run(pool.putconn(taken))
     finally:
         store.close()
-    assert (caught.value.waited_for, caught.value.setting) == ("a connection", "timeout")
-    assert caught.value.timeout == 0.2
-    message = str(caught.value)
+    return caught.value
+
+
+def test_no_connection_in_time_names_the_database_and_the_likely_causes(backend, database):
+    """A call that gets no pooled connection in time says from which database, and why.
+
+    psycopg's own words ("couldn't get a connection after 30.00 sec") name neither.
+    Here the pool's one connection is taken; a server that is down or unreachable
+    ends the same way.
+    """
+    timeout = _no_connection_in_time(backend, database)
+    assert (timeout.waited_for, timeout.setting) == ("a connection", "timeout")
+    assert timeout.timeout == 0.2
+    message = str(timeout)
     assert message.startswith("session 'order-1': no connection to PostgreSQL database ")
     assert "within 0.2 seconds (the store's timeout)" in message
     assert "all max_connections=1 of them were in use" in message
@@ -369,22 +378,7 @@ def test_no_connection_in_time_names_the_database_and_the_likely_causes(backend,
 def test_no_connection_in_time_is_one_warning_without_the_password(backend, database, caplog):
     """A pool that gives no connection in time is logged once, naming the database, no secret."""
     caplog.set_level(logging.WARNING, logger="customer_session")
-    conninfo = database.replace("postgresql://postgres@", "postgresql://postgres:s3cret@", 1)
-    store_class = PostgresStore if backend == "postgres" else SyncOverAsync
-    store = store_class(conninfo, min_connections=1, max_connections=1)
-    pool = store._pool if backend == "postgres" else store.store._pool
-    run = (lambda result: result) if backend == "postgres" else store._run
-    try:
-        store.create(CustomerSession(integration_id="order-1"))
-        pool.timeout = 0.2
-        taken = run(pool.getconn())
-        try:
-            with pytest.raises(StoreTimeout) as caught:
-                store.get("order-1")
-        finally:
-            run(pool.putconn(taken))
-    finally:
-        store.close()
+    timeout = _no_connection_in_time(backend, database)
     (record,) = caplog.records
     assert (record.name, record.levelno, record.exc_info) == (
         "customer_session.store",
@@ -392,12 +386,12 @@ def test_no_connection_in_time_is_one_warning_without_the_password(backend, data
         None,
     )
     assert record.getMessage() == (
-        f"session 'order-1': gave up waiting for a connection in {caught.value.database} "
+        f"session 'order-1': gave up waiting for a connection in {timeout.database} "
         "(the store's timeout of 0.2 seconds ran out); nothing was written (StoreTimeout)"
     )
     assert (record.event, record.database, record.setting, record.timeout) == (
         "store_timeout",
-        caught.value.database,
+        timeout.database,
         "timeout",
         0.2,
     )
