@@ -18,12 +18,13 @@ from customer_session import (
     ReopenableCustomerSession,
     ReturnedItem,
     State,
+    StoreError,
     cli,
     wire,
 )
 from customer_session.cli import main
 from customer_session.diagrams import to_dot, to_mermaid
-from customer_session.store import SCHEMA_VERSION, SQLiteStore, open_store
+from customer_session.store import SCHEMA_VERSION, SQLiteStore, StoreReplayer, open_store
 
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
@@ -1650,6 +1651,37 @@ class TestEntryPoints:
         monkeypatch.setattr(sys, "stderr", terminal)
         assert run("replay", str(log))[0] == 1
         assert terminal.getvalue().split("\r")[-1].startswith("100%|##########|")
+
+    @pytest.mark.parametrize(
+        ("failure", "said"),
+        [
+            (
+                StoreError("store: the server closed the connection"),
+                "error: store: the server closed the connection",
+            ),
+            (KeyboardInterrupt(), "interrupted"),
+        ],
+    )
+    def test_a_replay_stopped_half_way_ends_its_bar_before_the_error_line(
+        self, monkeypatch, tmp_path, failure, said
+    ):
+        """A replay stopped half-way ends its bar first: the error line is a line of its own."""
+        applying = StoreReplayer.apply
+
+        def failing(replayer, number, line):
+            if number == 2:  # the store fails (or Ctrl-C comes) after the first line
+                raise failure
+            return applying(replayer, number, line)
+
+        monkeypatch.setattr(StoreReplayer, "apply", failing)
+        log = tmp_path / "log.jsonl"
+        log.write_bytes(encoded_log(b"A"))
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        assert run("replay", "--db", str(tmp_path / "orders.db"), str(log))[0] in {2, 130}
+        bar, error = terminal.getvalue().rsplit("\n", 2)[:2]
+        assert error == f"customer-session: {said}"
+        assert "|" in bar.split("\r")[-1]  # the bar's last state, ended by its own newline
 
     def test_no_progress_bar_when_not_a_terminal(self):
         """Without a terminal on stderr, replay prints no progress bar."""

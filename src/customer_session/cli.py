@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO, cast
 
@@ -50,7 +51,7 @@ from customer_session.model import CustomerSession, ReopenableCustomerSession
 from customer_session.wire import _BOM
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from _typeshed import SupportsWrite
 
@@ -580,6 +581,10 @@ def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         _durable_effects(args, replayer)  # before any line: nothing applied if refused
         # The bar counts the lines as read, every byte of the file included.
         read = replay.with_progress(lines, total_bytes=_size(args.log), stream=err)
+        if isinstance(read, Generator):  # a bar is drawn
+            # Ended when the replay stops early (a store failure, Ctrl-C), so that the
+            # error line starts a line of its own instead of following the bar on its line.
+            cleanup.callback(read.close)
         decoded = _LogLines(read)
         report = replayer.run(decoded)
     if decoded.refused:
