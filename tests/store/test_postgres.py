@@ -206,6 +206,37 @@ def test_a_lost_race_is_retried_whatever_isolation_the_database_defaults_to(
         store.close()
 
 
+@pytest.mark.parametrize(
+    "given", ["client_encoding=LATIN1", "options=-cclient_encoding%3DSQL_ASCII"]
+)
+def test_any_text_is_stored_whatever_client_encoding_the_connection_string_asks_for(
+    backend, database, given
+):
+    """Ids and values in any script round-trip on a connection string asking for another encoding.
+
+    The store's text is Unicode: a connection encoding that cannot spell it (LATIN1
+    has no snowman) would make psycopg fail to send the id, with a
+    UnicodeEncodeError from outside the library's error tree.
+    """
+    if given.startswith("options="):  # one options parameter: the search_path's
+        asked = f"{database}%20{given.removeprefix('options=')}"
+    else:
+        asked = f"{database}&{given}"
+    integration_id = "order-\u202e\u2603"
+    store = (PostgresStore if backend == "postgres" else SyncOverAsync)(asked)
+    try:
+        store.create(
+            CustomerSession(
+                integration_id=integration_id, cart_items=[CartItem(sku="\u96ea", quantity=1)]
+            )
+        )
+        assert store.get(integration_id).cart_items[0].sku == "\u96ea"
+        assert store.exists(f"{integration_id}-\u2604") is False
+        assert store.ids() == (integration_id,)
+    finally:
+        store.close()
+
+
 def test_deliver_on_a_closed_store_is_a_store_error(database, backend):
     """deliver() after close() raises StoreError, as every other method does."""
     if backend == "postgres":

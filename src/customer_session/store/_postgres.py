@@ -302,6 +302,13 @@ _SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id =
 # the row moved on, so update() would not re-run a lost race, a discard racing a
 # delivery would fail one of them, and a housekeeping delete would fail on a key revised.
 READ_COMMITTED: Final = "SET default_transaction_isolation TO 'read committed'"
+# What the pool's connections are opened with: autocommit (each statement commits, or
+# the store's own transactions), and UTF-8 whatever encoding the connection string,
+# PGCLIENTENCODING or the database's default asks for (a parameter of the connection
+# overrides them all). The store's text is Unicode, ids, keys and documents in any
+# script: under LATIN1 psycopg could not send an id with a snowman (UnicodeEncodeError),
+# and under SQL_ASCII it would read every text column back as bytes.
+CONNECTION_OPTIONS: Final[dict[str, Any]] = {"autocommit": True, "client_encoding": "UTF8"}
 # Where the store's tables are (or would be created): for messages.
 CURRENT_SCHEMA: Final = "SELECT current_schema()"
 # Whether the search_path names no existing schema, and what it names (see no_schema).
@@ -462,7 +469,7 @@ class PostgresStore(BaseStore[_S]):
                 conninfo,
                 min_size=min_connections,
                 max_size=max_connections,
-                kwargs={"autocommit": True, **limit.options},
+                kwargs={**CONNECTION_OPTIONS, **limit.options},
                 configure=_read_committed,
                 open=True,
                 name="customer-session",
