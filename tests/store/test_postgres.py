@@ -237,6 +237,30 @@ def test_any_text_is_stored_whatever_client_encoding_the_connection_string_asks_
         store.close()
 
 
+@pytest.mark.parametrize("date_style", ["SQL,DMY", "German", "Postgres,MDY"])
+def test_times_are_read_whatever_date_style_the_connection_string_asks_for(
+    backend, database, date_style
+):
+    """The journal's and the outbox's times read back on a connection asking for a DateStyle.
+
+    psycopg reads times only in the ISO style; in another one (a European
+    database's ``SQL, DMY``) it raised NotImplementedError, outside the library's
+    error tree.
+    """
+    asked = f"{database}%20-cDateStyle%3D{date_style}"
+    store = (PostgresStore if backend == "postgres" else SyncOverAsync)(asked)
+    try:
+        store.on_commit("notify")
+        store.create(CustomerSession(integration_id="order-1"))
+        store.update("order-1", lambda session: session.close())
+        entries = store.history("order-1")
+        assert [entry.version for entry in entries] == [1, 2]
+        assert entries[0].recorded_at.tzinfo is not None
+        assert [row.created_at.tzinfo is not None for row in store.pending()] == [True]
+    finally:
+        store.close()
+
+
 def test_deliver_on_a_closed_store_is_a_store_error(database, backend):
     """deliver() after close() raises StoreError, as every other method does."""
     if backend == "postgres":

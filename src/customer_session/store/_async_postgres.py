@@ -87,8 +87,8 @@ from customer_session.store._postgres import (
     BY_ID,
     CONNECTION_OPTIONS,
     CURRENT_SCHEMA,
-    READ_COMMITTED,
     SCHEMA_PLACE,
+    SESSION_SETTINGS,
     _import_psycopg,
     _redact,
     connect_limit,
@@ -439,11 +439,11 @@ class AsyncPostgresStore(StoreCore[_S]):
         self._connections.clear()
 
     async def _track(self, connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
-        """Set up a connection the pool made: read committed, as ``PostgresStore``'s.
+        """Set up a connection the pool made: read committed, ISO times, as ``PostgresStore``'s.
 
         And note it, for :meth:`close` without its event loop.
         """
-        await connection.execute(READ_COMMITTED)
+        await connection.execute(SESSION_SETTINGS)
         self._connections.add(connection)
 
     def _check_loop(self) -> None:

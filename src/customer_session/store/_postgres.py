@@ -301,7 +301,14 @@ _SCHEMA_VERSION: Final = "SELECT version FROM customer_session_schema WHERE id =
 # waited for a rival's commit fails ("could not serialize access") instead of finding
 # the row moved on, so update() would not re-run a lost race, a discard racing a
 # delivery would fail one of them, and a housekeeping delete would fail on a key revised.
-READ_COMMITTED: Final = "SET default_transaction_isolation TO 'read committed'"
+# And they write times in the ISO style, whatever DateStyle the database, the role, the
+# connection string or PGDATESTYLE asks for: psycopg reads times in no other style (in
+# "SQL, DMY" reading a journal entry raised NotImplementedError). One statement, so
+# that a new connection costs one round trip.
+SESSION_SETTINGS: Final = (
+    "SELECT set_config('default_transaction_isolation', 'read committed', false),"
+    " set_config('DateStyle', 'ISO', false)"
+)
 # What the pool's connections are opened with: autocommit (each statement commits, or
 # the store's own transactions), and UTF-8 whatever encoding the connection string,
 # PGCLIENTENCODING or the database's default asks for (a parameter of the connection
@@ -470,7 +477,7 @@ class PostgresStore(BaseStore[_S]):
                 min_size=min_connections,
                 max_size=max_connections,
                 kwargs={**CONNECTION_OPTIONS, **limit.options},
-                configure=_read_committed,
+                configure=_configure,
                 open=True,
                 name="customer-session",
                 timeout=timeout,
@@ -685,9 +692,9 @@ class PostgresStore(BaseStore[_S]):
             raise StoreError(f"store: PostgreSQL error: {exc}") from exc
 
 
-def _read_committed(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
-    """Have a connection the pool made run its statements at read committed (see there)."""
-    connection.execute(READ_COMMITTED)
+def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Set up a connection the pool made: read committed, ISO times (see ``SESSION_SETTINGS``)."""
+    connection.execute(SESSION_SETTINGS)
 
 
 def option_problems(
