@@ -1363,8 +1363,24 @@ class TestMigrate:
         connection.commit()
         connection.close()
         assert run("migrate", "--db", str(path)) == (2, "")
-        assert "schema version 99" in one_line_error(capsys)
+        assert one_line_error(capsys).startswith(
+            f"customer-session: error: {path} has customer-session schema version 99, "
+        )
         assert schema_version(path) == [(99,)]
+
+    @pytest.mark.parametrize("command", [["show", "order-42"], ["history", "order-42"]])
+    def test_a_newer_store_is_named_by_a_read_command(self, capsys, tmp_path, command):
+        """A read command on a store of a newer library names the file first, exit 2."""
+        path = tmp_path / "orders.db"
+        with open_store(path) as store:
+            store.create(CustomerSession(integration_id="order-42"))
+        with sqlite3.connect(path) as connection:
+            connection.execute("UPDATE customer_session_schema SET version = 99")
+        connection.close()
+        assert run(command[0], "--db", str(path), *command[1:]) == (2, "")
+        assert one_line_error(capsys).startswith(
+            f"customer-session: error: {path} has customer-session schema version 99, "
+        )
 
     @pytest.mark.postgres
     def test_an_empty_postgresql_schema_gets_a_store(self, pg_server):

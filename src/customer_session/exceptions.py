@@ -698,15 +698,24 @@ class UnsupportedSchema(StoreError):
     Attributes:
         found: The version the database records (``None`` when it records none).
         supported: The newest version this library reads and writes.
+        database: The database, as the store names it (an SQLite file; a PostgreSQL
+            URL without its password, and the schema), which the message starts
+            with; ``None`` when not given (the message says "the database").
         integration_id: The session the caller was about to use, when there is one.
     """
 
-    def __init__(self, found: object, supported: int, integration_id: str | None) -> None:
-        """Say which version was found and which this library knows."""
-        where = "store" if integration_id is None else f"session {integration_id!r}"
+    def __init__(
+        self,
+        found: object,
+        supported: int,
+        integration_id: str | None,
+        *,
+        database: str | None = None,
+    ) -> None:
+        """Say which database has which version, and which this library knows."""
         if isinstance(found, int) and not isinstance(found, bool) and found > supported:
             message = (
-                f"the database has customer-session schema version {shown(found)}, but this "
+                f"has customer-session schema version {shown(found)}, but this "
                 f"library knows versions up to {supported}; it was written by a newer "
                 "customer-session: upgrade the library to use it"
             )
@@ -716,11 +725,18 @@ class UnsupportedSchema(StoreError):
                 "no schema version" if found is None else f"the schema version {shown(found):.60}"
             )
             message = (
-                f"the database has customer-session tables but {what}, which no "
+                f"has customer-session tables but {what}, which no "
                 f"customer-session writes (versions are 1 to {supported}); its table "
                 "customer_session_schema is damaged: repair it, or use another database"
             )
-        super().__init__(f"{where}: {message}", integration_id)
+        if database is None:
+            where = "store" if integration_id is None else f"session {integration_id!r}"
+            message = f"{where}: the database {message}"
+        else:
+            # Named first, as SchemaNotReady names it: the command line prints it as is.
+            message = f"{database} {message}"
+        super().__init__(message, integration_id)
+        self.database = database
         self.found = found
         self.supported = supported
 

@@ -1265,6 +1265,23 @@ class TestDamagedRows:
             with pytest.raises(UnsupportedSchema, match="tables but no schema version") as caught:
                 await later.get("order-1")
         assert caught.value.found is None
+        assert str(caught.value).startswith(f"{caught.value.database} has ")
+
+    async def test_a_newer_schema_is_refused_naming_the_database(
+        self, store: AsyncPostgresStore[CustomerSession], conninfo: str
+    ) -> None:
+        """A schema of a newer version: UnsupportedSchema naming the database, without secrets."""
+        await store.create(new_session())
+        with psycopg.connect(conninfo, autocommit=True) as connection:
+            connection.execute("UPDATE customer_session_schema SET version = 99")
+        async with AsyncPostgresStore(conninfo) as later:
+            with pytest.raises(UnsupportedSchema, match="upgrade the library") as caught:
+                await later.get("order-1")
+        database = caught.value.database
+        assert database.startswith("PostgreSQL database ")
+        assert "(schema 's_" in database
+        assert "password" not in database
+        assert str(caught.value).startswith(f"{database} has customer-session schema version 99")
 
 
 def schema_tables(conninfo: str) -> list[str]:

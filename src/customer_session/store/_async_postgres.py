@@ -1067,18 +1067,19 @@ class AsyncPostgresStore(StoreCore[_S]):
         try:
             async with self._connection(integration_id) as connection:
                 found = await _schema_version(connection, self._conninfo, integration_id)
-                if not self._needs_migrating(found, integration_id):
+                if found == SCHEMA_VERSION:
                     return
                 cursor = await connection.execute(CURRENT_SCHEMA)
                 (schema,) = await cursor.fetchall()
                 where = database_name(self._conninfo, schema[0])
+                self._check_known(found, where, integration_id)
                 if not self._migrates:  # checked, never changed: it is migrated at deploy time
                     raise self._not_ready(where, found, integration_id)
                 async with connection.transaction():
                     # Two processes starting together must not both create the tables.
                     await connection.execute(_LOCK_SCHEMA)
                     found = await _schema_version(connection, self._conninfo, integration_id)
-                    steps = steps_from(self.dialect, found, integration_id)
+                    steps = steps_from(self.dialect, found, integration_id, where)
                     migrating = (where, found)
                     for step in steps:
                         for statement in step:

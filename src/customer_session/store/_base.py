@@ -387,16 +387,18 @@ class StoreCore(Generic[_S]):
 
     # -- the schema ------------------------------------------------------------------------
 
-    def _needs_migrating(self, found: object, integration_id: str | None) -> bool:
-        """Whether a database at version ``found`` is older than this library's schema.
+    def _check_known(self, found: object, database: str, integration_id: str | None) -> None:
+        """Refuse a database whose version ``found`` is not this library's nor an older one.
+
+        Args:
+            found: The version the database records, not this library's.
+            database: The database, as messages name it (see ``_database_name``).
+            integration_id: The session the caller was about to use.
 
         Raises:
             UnsupportedSchema: ``found`` is newer than this library, or none (damaged).
         """
-        if found == SCHEMA_VERSION:
-            return False
-        steps_from(self.dialect, found, integration_id)  # refuses a newer or damaged schema
-        return True
+        steps_from(self.dialect, found, integration_id, database)
 
     def _migrated(self, database: str, found: object) -> None:
         """Log that the schema of ``database`` was created (``found``: 0) or migrated."""
@@ -1396,7 +1398,7 @@ class BaseStore(StoreCore[_S], ABC):
     # -- the plain queries, in the backend's SQL ------------------------------------------
 
     def _migrate(self, integration_id: str | None) -> None:
-        """Create or migrate the schema, unless ``migrate=False`` (see ``_needs_migrating``).
+        """Create or migrate the schema, unless ``migrate=False`` (see ``_check_known``).
 
         ``integration_id`` is the session the caller is about to use (for messages).
         """
@@ -1404,15 +1406,17 @@ class BaseStore(StoreCore[_S], ABC):
         try:
             with self._connection(integration_id) as connection:
                 found = self._schema_version(connection, integration_id)
-                if not self._needs_migrating(found, integration_id):
+                if found == SCHEMA_VERSION:
                     return
+                # Read only now: on PostgreSQL naming the database costs a query.
                 database = self._database_name(connection)
+                self._check_known(found, database, integration_id)
                 if not self._migrates:  # checked, never changed: it is migrated at deploy time
                     raise self._not_ready(database, found, integration_id)
                 with self._migrating(connection, integration_id) as locked:
                     # Read again under the lock: another process may have migrated meanwhile.
                     found = self._schema_version(locked, integration_id)
-                    steps = steps_from(self.dialect, found, integration_id)
+                    steps = steps_from(self.dialect, found, integration_id, database)
                     migrating = (database, found)
                     for step in steps:
                         for statement in step:

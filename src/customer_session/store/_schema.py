@@ -313,7 +313,7 @@ def found_version(tables: Iterable[object], read: Callable[[], object]) -> objec
 
 
 def steps_from(
-    dialect: str, found: object, integration_id: str | None
+    dialect: str, found: object, integration_id: str | None, database: str
 ) -> tuple[tuple[str, ...], ...]:
     """The migration steps that take a database at version ``found`` to the current one.
 
@@ -321,11 +321,12 @@ def steps_from(
         dialect: ``"sqlite"`` or ``"postgres"``.
         found: The version the database records (0 for an empty database).
         integration_id: The session the caller was about to use, for the message.
+        database: The database, as messages name it (without a password).
 
     Raises:
         UnsupportedSchema: ``found`` is newer than this library, or no version
             at all (``None``: tables without a recorded version).
     """
     if not isinstance(found, int) or not 0 <= found <= SCHEMA_VERSION:
-        raise UnsupportedSchema(found, SCHEMA_VERSION, integration_id)
+        raise UnsupportedSchema(found, SCHEMA_VERSION, integration_id, database=database)
     return MIGRATIONS[dialect][found:]
