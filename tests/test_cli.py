@@ -1571,6 +1571,56 @@ class TestOptionsAsTyped:
         )
 
 
+URL = "postgresql://shop:s3cret-pw@db.example/orders"
+
+
+class TestUsageErrorsHideSecrets:
+    @pytest.mark.parametrize(
+        ("argv", "said"),
+        [
+            (("outbox", "list", "--limit", URL), "argument --limit: must be an integer >= 1, got "),
+            (("outbox", "discard", URL), "argument SEQUENCE: must be an integer >= 1, got "),
+            (("outbox", URL), "argument action: invalid choice: "),
+            (("--db", URL), "argument command: invalid choice: "),
+            (("diagram", "--format", URL), "argument --format: invalid choice: "),
+            (("history", "--db", URL, "order-42", URL), "unrecognized arguments: "),
+            (("show", "order-42", f"--nope={URL}", "--db", "x"), "unrecognized arguments: "),
+            (("show", URL), "the following arguments are required: --db"),
+        ],
+    )
+    def test_a_misplaced_url_is_shown_without_its_password(self, capsys, argv, said):
+        """A usage error quoting a misplaced URL shows it with its password hidden, exit 2."""
+        assert run(*argv) == (2, "")
+        error = one_line_error(capsys)
+        assert said in error, error
+        assert "s3cret-pw" not in error
+        if "required" not in said:  # the others quote the URL: as typed, but its password
+            assert "postgresql://shop:***@db.example/orders" in error
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "postgresql://shop@db.example/orders?password=s3cret-pw",
+            "postgresql://shop@db.example/orders?pass%77ord=s3cret-pw&sslmode=require",
+            "host=db.example password=s3cret-pw dbname=orders",
+            "host=db.example sslpassword='s3cret-pw' dbname=orders",
+        ],
+    )
+    def test_secret_parameters_are_hidden(self, capsys, value):
+        """A secret given as a URL parameter or a keyword is hidden in a usage error too."""
+        assert run("outbox", "list", "--limit", value) == (2, "")
+        error = one_line_error(capsys)
+        assert "argument --limit: must be an integer" in error
+        assert "s3cret-pw" not in error
+        assert "***" in error
+
+    def test_a_value_without_a_secret_is_shown_as_typed(self, capsys):
+        """A URL without a password, or a plain value, is quoted as typed."""
+        plain = "postgresql://shop@db.example/orders"
+        assert run("outbox", "list", "--limit", plain) == (2, "")
+        assert one_line_error(capsys).endswith(f"must be an integer >= 1, got '{plain}'\n")
+
+
 class TestHelpAndDocs:
     @pytest.mark.parametrize("command", COMMANDS)
     def test_synopsis_in_the_docs_is_the_help_usage(self, capsys, command):

@@ -34,6 +34,9 @@ from customer_session import diagrams, replay, wire
 # The library's one way to write an output file: whole, or not at all (render() uses it).
 from customer_session._files import write_atomically
 
+# The library's one way to keep a connection string's secrets out of a message.
+from customer_session._secrets import masked
+
 # Wording, not behaviour: the CLI counts things in its messages as the library does.
 from customer_session._show import counted, printable, shown
 from customer_session.exceptions import (
@@ -72,6 +75,10 @@ class _UsageError(Exception):
     """A problem that stops the command (exit status 2)."""
 
 
+class _ArgumentsRefused(Exception):
+    """The argument parser's error line, raised for :func:`main` to print without secrets."""
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line, like the rest of the CLI."""
 
@@ -85,8 +92,13 @@ class _Parser(argparse.ArgumentParser):
         super().print_help(file if file is not None else self.out)
 
     def error(self, message: str) -> NoReturn:
-        """Print ``prog: error: message`` on one line and exit with status 2."""
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        """Refuse the arguments with ``prog: error: message``, which main() prints on one line.
+
+        Raised, not printed: argparse quotes what was typed (``invalid choice:
+        'postgresql://user:pw@host/db'``), and only main() has the words typed, whose
+        secrets it hides.
+        """
+        raise _ArgumentsRefused(f"{self.prog}: error: {message}")
 
 
 class _Version(argparse.Action):
@@ -982,11 +994,15 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             output). Errors and the progress bar always go to standard error.
     """
     stdout = out if out is not None else sys.stdout
+    typed = list(sys.argv[1:] if argv is None else argv)
     parser = _parser(out)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # argparse exits for --help and for usage errors
+        args = parser.parse_args(typed)
+    except SystemExit as exit_:  # argparse exits for --help and --version
         return int(exit_.code or 0)
+    except _ArgumentsRefused as refused:
+        print(_without_secrets(str(refused), typed), file=sys.stderr)
+        return EXIT_USAGE
     try:
         with _unconfigured_logs_silenced():
             return _command(args, stdout)
@@ -1003,6 +1019,22 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             _discard_stdout()
         print(f"{PROG}: error: standard output: cannot write (broken pipe)", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _without_secrets(message: str, typed: Sequence[str]) -> str:
+    """``message`` with each word of ``typed`` it quotes shown without its secrets.
+
+    A PostgreSQL URL given where another value belongs is quoted by argparse; its
+    password, and any other secret parameter, is shown as ``***`` as the stores
+    show them. Each word is looked for as typed and as ``repr`` quotes it.
+    """
+    for word in sorted(
+        set(typed), key=len, reverse=True
+    ):  # a longer word first: it may hold another
+        hidden = masked(word)
+        if hidden != word:
+            message = message.replace(repr(word), repr(hidden)).replace(word, hidden)
+    return message
 
 
 def _discard_stdout() -> None:

@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self, TypeVar, overload
 
+from customer_session._secrets import redacted
 from customer_session._transaction import writing
 from customer_session.exceptions import (
     ConcurrentUpdate,
@@ -90,7 +91,6 @@ from customer_session.store._postgres import (
     SCHEMA_PLACE,
     SESSION_SETTINGS,
     _import_psycopg,
-    _redact,
     connect_limit,
     database_name,
     duplicate_key,
@@ -396,7 +396,7 @@ class AsyncPostgresStore(StoreCore[_S]):
 
     def __repr__(self) -> str:
         """Show the server (without its password or any other secret option)."""
-        return f"<AsyncPostgresStore {_redact(self._conninfo)}>"
+        return f"<AsyncPostgresStore {redacted(self._conninfo)}>"
 
     async def close(self) -> None:
         """Close the connection pool; the store cannot be used after.

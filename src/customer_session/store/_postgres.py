@@ -21,9 +21,10 @@ import threading
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, TypeVar, cast, overload
-from urllib.parse import unquote
 
 from customer_session._cart import is_text
+from customer_session._secrets import redacted as _redact
+from customer_session._secrets import secret_spans
 from customer_session._show import shown
 from customer_session.exceptions import (
     KeyAlreadyProcessed,
@@ -751,29 +752,6 @@ _INTEGER: Final = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+[ \t\n\v\f\r]*")
 _C_INT: Final = range(-(2**31), 2**31)
 # The options whose values are checked, and the hosts the ports are counted against.
 _CHECKED: Final = ("host", "hostaddr", "port", "connect_timeout", *_INTEGER_OPTIONS)
-# libpq's options whose values are secrets, never shown: those it marks as such
-# ("*" in PQconndefaults: the password, the SSL key's password, the OAuth client
-# secret) and the SCRAM keys, which it marks as debug options only but which
-# authenticate as the password does. Named here, not asked of libpq, so that a
-# string an older libpq cannot parse (which names no options) is hidden as well.
-_SECRET_OPTIONS: Final = (
-    "password",
-    "sslpassword",
-    "oauth_client_secret",
-    "scram_client_key",
-    "scram_server_key",
-)
-_SECRET_OPTION: Final = "|".join(_SECRET_OPTIONS)
-# Where a secret may be in a connection string, for keeping it out of libpq's
-# reasons: a URL's user information, and a secret keyword's value up to the next
-# keyword (a space in a value unquoted splits it, and libpq names the second half).
-_SECRETS: Final = (
-    re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:([^/?#]*)@"),
-    re.compile(rf"(?:^|\s)(?:{_SECRET_OPTION})\s*=\s*(.*?)(?=\s+\w+\s*=|$)", re.DOTALL),
-)
-# A URL's parameter, name and value: a secret option's value is a secret whatever
-# the spelling of its name, which libpq percent-decodes as it does the value.
-_URL_PARAMETER: Final = re.compile(r"[?&]([^=&#]*)=([^&#]*)")
 # What libpq quotes in its reasons.
 _QUOTED: Final = re.compile(r'"([^"]*)"')
 
@@ -913,13 +891,7 @@ def _port_problem(settings: dict[str, _Setting]) -> str | None:
 
 def _without_secrets(reason: str, conninfo: str) -> str:
     """The reason libpq gave for refusing ``conninfo``, the secrets quoted in it hidden."""
-    secrets = [m.group(1) for pattern in _SECRETS for m in pattern.finditer(conninfo)]
-    secrets += [
-        m.group(2)
-        for m in _URL_PARAMETER.finditer(conninfo)
-        if unquote(m.group(1)) in _SECRET_OPTIONS
-    ]
-    secrets = [secret for secret in secrets if secret]
+    secrets = [conninfo[start:end] for start, end in secret_spans(conninfo)]
 
     def hide(quoted: re.Match[str]) -> str:
         text = quoted.group(1)
@@ -1183,27 +1155,4 @@ def no_schema(conninfo: str, search_path: str, integration_id: str | None) -> St
         f"exists; create one ({create}), or name an existing schema in the connection "
         "string (options=-csearch_path=<schema>)",
         integration_id,
-    )
-
-
-def _redact(conninfo: str) -> str:
-    """The connection string without its password nor any other secret (for messages)."""
-    try:
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: PLC0415 - optional dependency
-
-        parts = conninfo_to_dict(conninfo)
-    except Exception:  # noqa: BLE001 - a message helper must not fail
-        return "<connection string>"
-    for keyword in parts.keys() & {*_SECRET_OPTIONS, *_hidden_options()}:
-        parts[keyword] = "***"
-    return make_conninfo(**{key: str(value) for key, value in parts.items()})
-
-
-@functools.cache
-def _hidden_options() -> frozenset[str]:
-    """The options this libpq marks as secret ("*"), those of later versions included."""
-    from psycopg import pq  # noqa: PLC0415 - optional dependency, there when this is called
-
-    return frozenset(
-        option.keyword.decode() for option in pq.Conninfo.get_defaults() if option.dispchar == b"*"
     )
