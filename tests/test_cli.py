@@ -541,6 +541,29 @@ def db(request, tmp_path) -> str:
     return database
 
 
+class TestReplayStoreErrors:
+    def test_a_store_error_names_the_database(self, capsys, db):
+        """A store failing during replay --db names its database, either backend, exit 2."""
+        if db.startswith("postgresql://"):
+            db = db.replace("postgres@", "postgres:s3cret-pw@")  # trust: any password is let in
+            with psycopg_connection(db) as connection:
+                connection.execute("ALTER TABLE customer_session_keys RENAME TO gone")
+            said = "store: PostgreSQL error in 'user=postgres password=*** "
+            schema = db.rpartition("%3D")[2]
+        else:
+            with sqlite3.connect(db) as connection:
+                connection.execute("ALTER TABLE customer_session_keys RENAME TO gone")
+            connection.close()
+            said = f"store: SQLite error in '{db}': "
+            schema = ""
+        assert run("replay", "--db", db, "--no-effects", str(EXAMPLE)) == (2, "")
+        error = one_line_error(capsys)
+        assert error.startswith(f"customer-session: error: {said}"), error
+        assert schema in error
+        assert "customer_session_keys" in error
+        assert "s3cret-pw" not in error
+
+
 def rows_of(database: str, *, discarded: bool = False):
     with open_store(database) as store:
         return store.discarded() if discarded else store.pending()

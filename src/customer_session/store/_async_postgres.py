@@ -18,6 +18,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self, TypeVar, overload
 
 from customer_session._secrets import redacted
+from customer_session._show import shown
 from customer_session._transaction import writing
 from customer_session.exceptions import (
     ConcurrentUpdate,
@@ -1230,7 +1231,8 @@ class AsyncPostgresStore(StoreCore[_S]):
         try:
             return connection.fileno()
         except self._psycopg_error as exc:
-            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+            database = shown(redacted(self._conninfo))
+            raise StoreError(f"store: PostgreSQL error in {database}: {exc}") from exc
 
 
 class _Written(NamedTuple):

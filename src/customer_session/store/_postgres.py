@@ -690,7 +690,8 @@ class PostgresStore(BaseStore[_S]):
         try:
             return connection.fileno()
         except self._psycopg_error as exc:
-            raise StoreError(f"store: PostgreSQL error: {exc}") from exc
+            database = shown(_redact(self._conninfo))
+            raise StoreError(f"store: PostgreSQL error in {database}: {exc}") from exc
 
 
 def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
@@ -1001,7 +1002,10 @@ def store_error(
         setting, waited_for = "statement_timeout", "its statement"
         what = "made its statement wait (for a lock, or on a busy server)"
     else:
-        return StoreError(f"{where}: PostgreSQL error: {error}", integration_id)
+        # Named where SQLite's errors name their file ("SQLite error in 'x.db'").
+        return StoreError(
+            f"{where}: PostgreSQL error in {shown(database)}: {error}", integration_id
+        )
     return _log.timed_out(
         StoreTimeout(
             f"{where}: gave up waiting in PostgreSQL database {database}: another connection "
