@@ -977,7 +977,14 @@ class AsyncPostgresStore(StoreCore[_S]):
                             with unrecorded(effect, exc):
                                 counted = await self._fetchall(None, _FAILED, params)
                             discarded = None if not counted else bool(counted[0][0])
-                            note_failure(self, effect, exc, discarded, max_attempts)
+                            note_failure(
+                                self,
+                                effect,
+                                exc,
+                                error,
+                                discarded=discarded,
+                                max_attempts=max_attempts,
+                            )
                             raise
                         except BaseException as exc:
                             note_interrupted(effect, exc)

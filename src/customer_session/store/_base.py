@@ -1267,7 +1267,14 @@ class BaseStore(StoreCore[_S], ABC):
                             error = failure(exc)
                             with unrecorded(effect, exc):
                                 discarded = self._mark_failed(effect.sequence, error, max_attempts)
-                            note_failure(self, effect, exc, discarded, max_attempts)
+                            note_failure(
+                                self,
+                                effect,
+                                exc,
+                                error,
+                                discarded=discarded,
+                                max_attempts=max_attempts,
+                            )
                             raise
                         except BaseException as exc:
                             note_interrupted(effect, exc)

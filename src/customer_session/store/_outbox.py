@@ -161,6 +161,8 @@ def note_failure(
     store: object,
     effect: Effect,
     error: Exception,
+    recorded: str,
+    *,
     discarded: bool | None,
     max_attempts: int | None,
 ) -> None:
@@ -173,6 +175,8 @@ def note_failure(
         store: The store delivering (records name it).
         effect: The row handed over.
         error: What the handler raised.
+        recorded: ``error`` as the row's ``last_error`` records it (``failure(error)``,
+            computed once: an exception's text may differ from one call to the next).
         discarded: Whether recording the failure discarded the row (it reached
             ``max_attempts``); ``None`` when it was no longer pending (discarded
             while the handler ran).
@@ -185,7 +189,7 @@ def note_failure(
     else:
         outcome = "it stays pending"
     add_note_once(error, f"while delivering {_row(effect)}; {outcome}")
-    _log.delivery_failed(store, effect, failure(error), discarded, max_attempts)
+    _log.delivery_failed(store, effect, recorded, discarded, max_attempts)
 
 
 def note_interrupted(effect: Effect, interrupt: BaseException) -> None:
