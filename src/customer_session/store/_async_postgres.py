@@ -18,7 +18,6 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self, TypeVar, overload
 
 from customer_session._secrets import redacted
-from customer_session._show import shown
 from customer_session._transaction import writing
 from customer_session.exceptions import (
     ConcurrentUpdate,
@@ -1238,8 +1237,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         try:
             return connection.fileno()
         except self._psycopg_error as exc:
-            database = shown(redacted(self._conninfo))
-            raise StoreError(f"store: PostgreSQL error in {database}: {exc}") from exc
+            raise store_error(exc, self._conninfo, self._pool, None) from exc
 
 
 class _Written(NamedTuple):

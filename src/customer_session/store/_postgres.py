@@ -690,8 +690,7 @@ class PostgresStore(BaseStore[_S]):
         try:
             return connection.fileno()
         except self._psycopg_error as exc:
-            database = shown(_redact(self._conninfo))
-            raise StoreError(f"store: PostgreSQL error in {database}: {exc}") from exc
+            raise store_error(exc, self._conninfo, self._pool, None) from exc
 
 
 def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
