@@ -1028,9 +1028,8 @@ def _without_secrets(message: str, typed: Sequence[str]) -> str:
     password, and any other secret parameter, is shown as ``***`` as the stores
     show them. Each word is looked for as typed and as ``repr`` quotes it.
     """
-    for word in sorted(
-        set(typed), key=len, reverse=True
-    ):  # a longer word first: it may hold another
+    # A longer word first: it may hold a shorter one.
+    for word in sorted(set(typed), key=len, reverse=True):
         hidden = masked(word)
         if hidden != word:
             message = message.replace(repr(word), repr(hidden)).replace(word, hidden)
