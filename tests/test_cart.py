@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pickle
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import attrs
 import pytest
@@ -254,6 +254,38 @@ class TestItemAttributes:
         """An empty list is refused as attributes, not taken as no attributes."""
         with pytest.raises(ValidationError, match="attributes: must be a mapping"):
             CartItem(sku="A", quantity=1, attributes=[])  # type: ignore[arg-type]
+
+
+class TestAdjustmentTimes:
+    EARLY = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    LATE = datetime(9999, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1)))
+
+    @pytest.mark.parametrize("field", ["adjustment_effective_from", "adjustment_effective_until"])
+    @pytest.mark.parametrize("moment", [EARLY, LATE], ids=["early", "late"])
+    def test_an_item_time_that_utc_cannot_hold_is_refused_by_name(self, field, moment):
+        """An item's aware time outside the years 1 to 9999 once in UTC is refused at its field."""
+        with pytest.raises(ValidationError) as error:
+            CartItem(sku="A", quantity=1, **{field: moment})
+        (problem,) = error.value.problems
+        assert problem.path == field
+        assert "within the years 1 to 9999 in UTC" in problem.message
+
+    @pytest.mark.parametrize("field", ["adjustment_effective_from", "adjustment_effective_until"])
+    @pytest.mark.parametrize("moment", [EARLY, LATE], ids=["early", "late"])
+    def test_a_price_detail_time_that_utc_cannot_hold_is_refused_by_name(self, field, moment):
+        """A price detail's aware time that UTC cannot hold is refused at its field."""
+        with pytest.raises(ValidationError) as error:
+            PriceDetail(price=1.0, **{field: moment})
+        (problem,) = error.value.problems
+        assert problem.path == field
+        assert "within the years 1 to 9999 in UTC" in problem.message
+
+    def test_an_item_time_at_an_offset_is_kept_as_given(self):
+        """An item's time at another offset, in range in UTC, is kept with its offset."""
+        moment = datetime(1, 1, 1, 3, tzinfo=timezone(timedelta(hours=2, minutes=45)))
+        item = CartItem(sku="A", quantity=1, adjustment_effective_from=moment)
+        assert item.adjustment_effective_from == moment
+        assert item.adjustment_effective_from.utcoffset() == moment.utcoffset()
 
 
 def nested(depth: int) -> list[object]:

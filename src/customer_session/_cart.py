@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
 from attrs import define, field, fields, frozen, has, setters
@@ -395,6 +395,13 @@ def _optional_aware(problems: list[Problem], path: str, value: object) -> None:
         return
     if not isinstance(value, datetime) or value.utcoffset() is None:
         problems.append(Problem(path, f"must be an aware datetime, got {shown(value)}"))
+        return
+    try:
+        value.astimezone(UTC)  # the wire and the stores write it in UTC
+    except OverflowError:  # e.g. 0001-01-01 at +01:00: no time in UTC
+        problems.append(
+            Problem(path, f"must be within the years 1 to 9999 in UTC, got {shown(value)}")
+        )
 
 
 def raise_problems(subject: str, problems: Sequence[Problem]) -> None:
