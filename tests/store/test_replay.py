@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
 
@@ -564,6 +564,22 @@ class TestCorrectedLogs:
         """run() again on one replayer, with the bad line mended, applies what it made fail."""
         with StoreReplayer(database) as replayer:
             first = replayer.run([cut(CREATE), CLOSE])
+            mended = replayer.run([CREATE, CLOSE])
+            assert replayer.store.get("order-7").state is State.CLOSED
+        assert (first.applied, len(first.refused)) == (0, 2)
+        assert (mended.applied, mended.skipped, mended.refused) == (2, 0, [])
+
+    def test_a_corrected_log_resumes_after_the_clock_went_back(self, database, sql):
+        """Refusals recorded at a time the clock has not reached again are still evaluated again.
+
+        The clock stepped back (NTP) between the runs, or stood still: the refusals
+        are at a time after the mended run began by the clock, yet before it in fact.
+        """
+        with StoreReplayer(database) as replayer:
+            first = replayer.run([cut(CREATE), CLOSE])
+        ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        sql("UPDATE customer_session_keys SET recorded_at = ?", ahead)
+        with StoreReplayer(database) as replayer:
             mended = replayer.run([CREATE, CLOSE])
             assert replayer.store.get("order-7").state is State.CLOSED
         assert (first.applied, len(first.refused)) == (0, 2)

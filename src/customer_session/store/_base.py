@@ -1399,8 +1399,14 @@ class BaseStore(StoreCore[_S], ABC):
         return cast("datetime", value)
 
     @abstractmethod
-    def _database_now(self) -> datetime:
-        """The time by the clock the database records keys with."""
+    def _after_every_key(self) -> datetime:
+        """A time after every key recorded so far, by the clock the database records keys with.
+
+        The clock's time, unless that is not after the latest key's (the clock went
+        back since, or has not ticked): then a microsecond after that key. A replay run
+        begins at it, so that every refusal recorded before the run is older than what
+        the run applies, whatever the clock did (see ``StoreReplayer``).
+        """
 
     # -- the plain queries, in the backend's SQL ------------------------------------------
 

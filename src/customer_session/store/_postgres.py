@@ -197,8 +197,11 @@ _HAS_KEY: Final = """
 _KEY_RECORD: Final = """
     SELECT integration_id, refusal, recorded_at FROM customer_session_keys
     WHERE key_digest = sha256(convert_to(%s::text, 'UTF8'))"""
-# The clock keys are recorded by (recorded_at's default).
-_NOW: Final = "SELECT now()"
+# The clock keys are recorded by (recorded_at's default), or just after the latest key
+# when that clock is behind it (see _after_every_key); greatest() skips a NULL max.
+_AFTER_EVERY_KEY: Final = """
+    SELECT greatest(now(), max(recorded_at) + interval '1 microsecond')
+    FROM customer_session_keys"""
 _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
         changes, recorded_at
@@ -591,9 +594,10 @@ class PostgresStore(BaseStore[_S]):
         with self._connection(integration_id) as connection:
             return connection.execute(_REVISE_KEY, (key, integration_id, refusal)).rowcount == 1
 
-    def _database_now(self) -> datetime:
+    def _after_every_key(self) -> datetime:
+        self._ready(None)
         with self._connection(None) as connection:
-            (now,) = connection.execute(_NOW).fetchall()
+            (now,) = connection.execute(_AFTER_EVERY_KEY).fetchall()
         return cast("datetime", now[0])
 
     def _mark_delivered(self, sequence: int) -> bool:

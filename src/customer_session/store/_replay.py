@@ -297,9 +297,9 @@ class StoreReplayer(Replayer):
             self._touched[integration_id] = at
 
     def _start(self) -> datetime:
-        """When this run began (by the database's clock), taken at its first line."""
+        """When this run began (after every key recorded before it), taken at its first line."""
         if self._began is None:
-            self._began = self._backend._database_now()  # noqa: SLF001 - the clock of the keys
+            self._began = self._backend._after_every_key()  # noqa: SLF001 - the clock of the keys
         return self._began
 
     def _recorded(self, key: str) -> tuple[ProcessedKey, datetime] | None:

@@ -13,7 +13,7 @@ import time
 import uuid
 import weakref
 from contextlib import closing, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple, TypeVar, overload
 from urllib.parse import quote
@@ -85,6 +85,12 @@ _HAS_KEY: Final = "SELECT 1 FROM customer_session_keys WHERE key = ?"
 _KEY_RECORD: Final = (
     "SELECT integration_id, refusal, recorded_at FROM customer_session_keys WHERE key = ?"
 )
+# On the index of recorded_at (ISO text in UTC, which sorts as the times do).
+_LATEST_KEY: Final = (
+    "SELECT key, recorded_at FROM customer_session_keys ORDER BY recorded_at DESC LIMIT 1"
+)
+# The step from the latest key's time when the clock is not past it: datetime's least.
+_TICK: Final = timedelta(microseconds=1)
 _HISTORY: Final = """
     SELECT sequence, integration_id, version, kind, operation, event_key, actor, records,
         changes, recorded_at
@@ -567,8 +573,15 @@ class SQLiteStore(BaseStore[_S]):
             cursor = connection.execute(_REVISE_KEY, (key, integration_id, _now(), refusal))
             return cursor.rowcount == 1
 
-    def _database_now(self) -> datetime:
-        return datetime.now(UTC)  # what _now() and the commits record
+    def _after_every_key(self) -> datetime:
+        self._ready(None)
+        now = datetime.now(UTC)  # what _now() and the commits record
+        with self._connection(None) as connection:
+            latest = connection.execute(_LATEST_KEY).fetchone()
+        if latest is None:
+            return now
+        key, recorded_at = latest
+        return max(now, self._time_of(recorded_at, key) + _TICK)
 
     def _time_of(self, value: Any, key: str) -> datetime:
         # Written by _now() or a commit; a damaged column is no time this store wrote.
