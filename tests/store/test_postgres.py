@@ -1402,6 +1402,46 @@ class TestSearchPathWithoutASchema:
         assert "migrate=True" not in message  # it would not help
         assert caught.value.integration_id == "order-1"
 
+    @pytest.mark.parametrize("migrate", [True, False])
+    def test_a_schema_the_role_may_not_use_is_named_with_the_grant(
+        self, pg_server, backend, migrate
+    ):
+        """A search_path schema that exists without USAGE for the role is said so, not missing."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        suffix = uuid.uuid4().hex[:8]
+        role, schema = f"app_{suffix}", f"Shop {suffix}"
+        with psycopg.connect(pg_server.url, autocommit=True) as admin:
+            admin.execute(f'CREATE SCHEMA "{schema}"')
+            admin.execute(f"CREATE ROLE {role} LOGIN")
+        url = pg_server.url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+        url += f"?options=-csearch_path%3D%22Shop%5C%20{suffix}%22"
+        store = (
+            PostgresStore(url, migrate=migrate)
+            if backend == "postgres"
+            else SyncOverAsync(url, migrate=migrate)
+        )
+        try:
+            with pytest.raises(StoreError) as caught:
+                store.get("order-1")
+        finally:
+            store.close()
+            with psycopg.connect(pg_server.url, autocommit=True) as admin:
+                admin.execute(f'DROP SCHEMA "{schema}"')
+                admin.execute(f"DROP ROLE {role}")
+        message = str(caught.value)
+        assert message.startswith("session 'order-1': PostgreSQL database ")
+        assert f'it has no USAGE privilege on "{schema}"' in message
+        assert f'(GRANT USAGE ON SCHEMA "{schema}" TO {role})' in message
+        assert "CREATE SCHEMA" not in message  # it exists: creating it would fail
+        assert "exists;" not in message
+        assert caught.value.integration_id == "order-1"
+
+    def test_schema_names_are_read_as_postgresql_reads_a_search_path(self):
+        """Quoted entries keep their case and quotes; unquoted ones fold ASCII to lower case."""
+        names = _postgres.schema_names('"$user", Public, "A""b c", \u00c9T\u00c9, "x,y"')
+        assert names == ["$user", "public", 'A"b c', "\u00c9t\u00c9", "x,y"]
+
     def test_the_user_schema_is_not_offered_and_the_password_never_shown(self):
         """The '"$user"' entry is not offered as the schema to create; no password shown."""
         error = _postgres.no_schema(

@@ -90,6 +90,7 @@ from customer_session.store._postgres import (
     CURRENT_SCHEMA,
     SCHEMA_PLACE,
     SESSION_SETTINGS,
+    UNUSABLE_SCHEMAS,
     _import_psycopg,
     connect_limit,
     database_name,
@@ -98,6 +99,7 @@ from customer_session.store._postgres import (
     no_schema,
     opening_error,
     option_problems,
+    schema_names,
     store_error,
     update_statement,
     write_params,
@@ -1303,5 +1305,7 @@ async def _schema_version(
     if found == 0:  # no store's table found: maybe no schema to look in
         ((missing, search_path),) = await (await connection.execute(SCHEMA_PLACE)).fetchall()
         if missing:
-            raise no_schema(conninfo, search_path, integration_id)
+            cursor = await connection.execute(UNUSABLE_SCHEMAS, (schema_names(search_path),))
+            ((role, unusable),) = await cursor.fetchall()
+            raise no_schema(conninfo, search_path, integration_id, role=role, unusable=unusable)
     return found

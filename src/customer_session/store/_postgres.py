@@ -17,6 +17,7 @@ import functools
 import math
 import os
 import re
+import string
 import threading
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
@@ -43,7 +44,7 @@ from customer_session.store._outbox import EFFECT_COLUMNS, holders, nested_deliv
 from customer_session.store._schema import KEYS_TABLE, TABLE_LIST
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from datetime import datetime
 
     import psycopg
@@ -324,6 +325,18 @@ CONNECTION_OPTIONS: Final[dict[str, Any]] = {"autocommit": True, "client_encodin
 CURRENT_SCHEMA: Final = "SELECT current_schema()"
 # Whether the search_path names no existing schema, and what it names (see no_schema).
 SCHEMA_PLACE: Final = "SELECT current_schema() IS NULL, current_setting('search_path')"
+# The role, and the schemas of its search_path (their names, see schema_names) that exist
+# but that it may not use: current_schema() skips a schema without USAGE as if it did not
+# exist, and the cure then is a GRANT, not a CREATE SCHEMA (see no_schema). In the
+# search_path's order, quoted as SQL needs them.
+UNUSABLE_SCHEMAS: Final = """
+    SELECT quote_ident(current_user), ARRAY(
+        SELECT quote_ident(n.nspname)
+        FROM unnest(array_replace(%s::text[], '$user', current_user::text))
+            WITH ORDINALITY AS named(name, at)
+        JOIN pg_catalog.pg_namespace AS n ON n.nspname = named.name
+        WHERE NOT has_schema_privilege(n.oid, 'USAGE')
+        ORDER BY named.at)"""
 _SET_VERSION: Final = """
     INSERT INTO customer_session_schema (id, version) VALUES (1, %s)
     ON CONFLICT (id) DO UPDATE SET version = excluded.version"""
@@ -552,7 +565,11 @@ class PostgresStore(BaseStore[_S]):
         if found == 0:  # no store's table found: maybe no schema to look in
             ((missing, search_path),) = connection.execute(SCHEMA_PLACE).fetchall()
             if missing:
-                raise no_schema(self._conninfo, search_path, integration_id)
+                listed = (schema_names(search_path),)
+                ((role, unusable),) = connection.execute(UNUSABLE_SCHEMAS, listed).fetchall()
+                raise no_schema(
+                    self._conninfo, search_path, integration_id, role=role, unusable=unusable
+                )
         return found
 
     def _database_name(self, connection: psycopg.Connection[tuple[Any, ...]]) -> str:
@@ -1140,25 +1157,68 @@ def database_name(conninfo: str, schema: object) -> str:
 _SEARCH_PATH_ENTRY: Final = re.compile(r'"(?:[^"]|"")*"|[^,\s]+')
 
 
-def no_schema(conninfo: str, search_path: str, integration_id: str | None) -> StoreError:
-    """The error of a connection whose ``search_path`` names no schema that exists.
+def schema_names(search_path: str) -> list[str]:
+    """The schema names a ``search_path`` setting lists, as PostgreSQL reads them.
+
+    A quoted entry is its text (its doubled quotes single); an unquoted one is folded
+    to lower case (ASCII letters only, as PostgreSQL folds identifiers in UTF-8);
+    ``$user`` stays as it is (it stands for the role's own schema).
+    """
+    names = []
+    for entry in _SEARCH_PATH_ENTRY.findall(search_path):
+        if entry.startswith('"'):
+            names.append(entry[1:-1].replace('""', '"'))
+        else:
+            names.append(entry.translate(_ASCII_LOWER))
+    return names
+
+
+_ASCII_LOWER: Final = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def no_schema(
+    conninfo: str,
+    search_path: str,
+    integration_id: str | None,
+    *,
+    role: str | None = None,
+    unusable: Sequence[str] = (),
+) -> StoreError:
+    """The error of a connection whose ``search_path`` names no schema it may use.
 
     PostgreSQL then has nowhere to look for the store's tables nor to create them
     (its own words: "no schema has been selected to create in"); with
-    ``migrate=False`` too, opening it with ``migrate=True`` would not help.
+    ``migrate=False`` too, opening it with ``migrate=True`` would not help. Either
+    no schema of the ``search_path`` exists, or those that do are not the role's
+    to use (no ``USAGE`` privilege), which the message tells apart: the cure of
+    one is ``CREATE SCHEMA``, of the other a ``GRANT``.
 
     Args:
         conninfo: The connection string (shown without its password).
         search_path: The connection's ``search_path`` setting, as the server has it.
         integration_id: The session the caller was about to use, for the message.
+        role: The connection's role, quoted as SQL needs it (see ``UNUSABLE_SCHEMAS``).
+        unusable: The schemas of the ``search_path`` that exist but that ``role``
+            may not use, quoted as SQL needs them.
     """
     entries = _SEARCH_PATH_ENTRY.findall(search_path)
+    listed = ", ".join(entries) or "empty"
+    database = f"{subject(integration_id)}: PostgreSQL database {_redact(conninfo)}"
+    if unusable:
+        return StoreError(
+            f"{database} has no schema to hold the store: its role {role} may use no schema "
+            f"of its search_path ({listed}): it has no USAGE privilege on "
+            f"{', '.join(unusable)}; grant it (GRANT USAGE ON SCHEMA {unusable[0]} TO "
+            f"{role}), or name a schema the role may use in the connection string "
+            "(options=-csearch_path=<schema>)",
+            integration_id,
+        )
     # "$user" stands for a schema named as the user, when there is one.
     named = [entry for entry in entries if entry.strip('"') != "$user"]
     create = f"CREATE SCHEMA {named[0]}" if named else "CREATE SCHEMA <name>"
     return StoreError(
-        f"{subject(integration_id)}: PostgreSQL database {_redact(conninfo)} has no schema "
-        f"to hold the store: no schema of its search_path ({', '.join(entries) or 'empty'}) "
+        f"{database} has no schema "
+        f"to hold the store: no schema of its search_path ({listed}) "
         f"exists; create one ({create}), or name an existing schema in the connection "
         "string (options=-csearch_path=<schema>)",
         integration_id,
