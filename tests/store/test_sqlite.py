@@ -387,6 +387,33 @@ class TestWithoutMigrating:
         with SQLiteStore(f"{path.as_uri()}?mode=ro", migrate=False) as store:
             assert store.get("order-1").state is State.OPEN
 
+    @pytest.mark.parametrize(
+        "uri",
+        [
+            "file:missing.db",
+            "file:missing.db?cache=private",
+            "file:missing.db?cache=private#fragment",
+            "file:missing%20db?",
+            "file:./missing.db#?mode=rwc",  # after '#': no option
+        ],
+    )
+    def test_a_file_uri_without_a_mode_creates_no_missing_file(self, tmp_path, monkeypatch, uri):
+        """migrate=False with a file: URI that gives no mode leaves no empty file behind."""
+        monkeypatch.chdir(tmp_path)
+        missing = SQLiteStore(uri, migrate=False)
+        with missing, pytest.raises(SchemaNotReady, match=r"no session store \(no such file\)"):
+            missing.exists("order-1")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_file_uri_without_a_mode_opens_an_existing_store(self, tmp_path, monkeypatch):
+        """migrate=False with a file: URI that gives no mode reads and writes the store."""
+        monkeypatch.chdir(tmp_path)
+        with SQLiteStore("sessions.db") as store:
+            store.create(CustomerSession(integration_id="order-1"))
+        with SQLiteStore("file:sessions.db?cache=private#x", migrate=False) as store:
+            store.update("order-1", lambda s: s.close())
+            assert store.get("order-1").state is State.CLOSED
+
 
 class TestOutboxSequences:
     def test_a_version_3_outbox_is_kept_and_never_repeats_a_number(self, tmp_path):

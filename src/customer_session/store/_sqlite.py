@@ -215,8 +215,9 @@ class SQLiteStore(BaseStore[_S]):
         migrate: ``True`` (default): the first use creates the schema, or migrates an
             older one. ``False`` (a worker whose database is migrated at deploy
             time): it only checks it, and changes nothing in the file: a missing file
-            is not created, nor is the file put in WAL mode (a store's file is, when
-            the schema is created).
+            is not created (a ``file:`` URI that gives its own ``mode`` is opened in
+            it), nor is the file put in WAL mode (a store's file is, when the schema
+            is created).
 
     Raises:
         ValidationError: Every bad option, each by name.
@@ -383,11 +384,10 @@ class SQLiteStore(BaseStore[_S]):
         uri = self._path.startswith("file:")
         target = self._path
         # A store that may not change the database does not create a missing file (a
-        # mistyped path would leave an empty one behind): a plain path is opened as a
-        # URI in mode rw. A file: URI is opened as given (it may say its own mode).
-        existing = not self._migrates and not uri and not self._memory
-        if existing:
-            target, uri = f"{Path(self._path).absolute().as_uri()}?mode=rw", True
+        # mistyped path would leave an empty one behind): it is opened in mode rw.
+        existing = None if self._migrates or self._memory else _without_creating(self._path)
+        if existing is not None:
+            target, uri = existing.target, True
         try:
             connection = sqlite3.connect(
                 target,
@@ -405,7 +405,7 @@ class SQLiteStore(BaseStore[_S]):
             connection.opened = _file_identity(connection)
         # sqlite3 fails to decode a message quoting bytes that are no UTF-8 (vfs=%ff).
         except (sqlite3.Error, UnicodeDecodeError) as exc:
-            if existing and not Path(self._path).exists():
+            if existing is not None and not existing.file.exists():
                 raise SchemaNotReady(self._path, 0, SCHEMA_VERSION, why="no such file") from exc
             if _busy(exc):  # waited for timeout (see _use_wal): _connection names the session
                 raise
@@ -747,6 +747,34 @@ def _uri(path: str) -> tuple[bytes, dict[bytes, bytes]] | None:  # noqa: C901, P
         bytes(name): bytes(value) for name, value in zip(parts[1::2], parts[2::2], strict=True)
     }
     return bytes(parts[0]), options
+
+
+class _Existing(NamedTuple):
+    """How a store that may not create its file opens it (see :func:`_without_creating`)."""
+
+    target: str
+    """The ``file:`` URI to open, in mode ``rw``."""
+    file: Path
+    """The file it names, whose absence the store reports as "no such file"."""
+
+
+def _without_creating(path: str) -> _Existing | None:
+    """How to open the file ``path`` (a path or ``file:`` URI) without creating it.
+
+    A plain path becomes a URI in mode ``rw``; so does a URI that gives no ``mode``
+    (SQLite's default for one is ``rwc``, which creates a missing file): ``mode=rw``
+    is added to its options, before any ``#``, which ends the URI. ``None`` for a URI
+    that gives its own ``mode``: it is opened as given.
+    """
+    parsed = _uri(path)
+    if parsed is None:
+        return _Existing(f"{Path(path).absolute().as_uri()}?mode=rw", Path(path))
+    name, options = parsed
+    if b"mode" in options:
+        return None
+    head, end, fragment = path.partition("#")
+    target = f"{head}{'&' if '?' in head else '?'}mode=rw{end}{fragment}"
+    return _Existing(target, Path(os.fsdecode(name)))
 
 
 def _until(uri: bytes, at: int, stops: bytes) -> int:
