@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from customer_session import CartItem, CustomerSession, State, StoreError
+from customer_session import CartItem, CustomerSession, State, StoreError, StoreTimeout
 from customer_session.store import (
     SCHEMA_VERSION,
     ProcessedKey,
@@ -232,6 +232,37 @@ class TestFailedMigration:
         assert f"from schema version 3 to {SCHEMA_VERSION}" in message
         assert "it is still at version 3, unchanged" in message
         assert type(caught.value) is StoreError
+        assert caught.value.integration_id == "order-1"
+        assert run(old, "SELECT version FROM customer_session_schema") == [(3,)]
+        assert rows(old, 3) == before
+
+    @pytest.mark.postgres
+    @pytest.mark.parametrize("setting", ["lock_timeout", "statement_timeout"])
+    def test_a_server_timeout_says_the_migration_failed_and_what_is_left(self, pg_server, setting):
+        """A migration the server's lock or statement timeout stops is a StoreTimeout saying so."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        old, scratch = pg_server.fresh_schema(), pg_server.fresh_schema()
+        with open_store(scratch) as store:
+            fill(store)
+        filled_at(3, old, scratch)
+        before = rows(old, 3)
+        with psycopg.connect(old) as blocker:
+            # The step to version 4 alters the keys table last: it waits for this lock.
+            blocker.execute("LOCK TABLE customer_session_keys IN ACCESS SHARE MODE")
+            with (
+                open_store(f"{old}%20-c{setting}%3D300") as store,
+                pytest.raises(StoreTimeout) as caught,
+            ):
+                store.get("order-1")
+            blocker.rollback()
+        message = str(caught.value)
+        assert message.startswith("session 'order-1': cannot migrate PostgreSQL database ")
+        assert f"from schema version 3 to {SCHEMA_VERSION}: " in message
+        assert f"the server's {setting}" in message
+        assert message.endswith("it is still at version 3, unchanged")
+        assert "so nothing was written" not in message  # said of one statement, not a migration
+        assert (caught.value.setting, caught.value.timeout) == (setting, None)
         assert caught.value.integration_id == "order-1"
         assert run(old, "SELECT version FROM customer_session_schema") == [(3,)]
         assert rows(old, 3) == before

@@ -23,6 +23,7 @@ from customer_session.exceptions import (
     ConcurrentUpdate,
     KeyAlreadyProcessed,
     StoreError,
+    StoreTimeout,
     WorkflowError,
 )
 from customer_session.model import CustomerSession
@@ -1098,7 +1099,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 if steps:  # committed: the block is over
                     self._migrated(where, found)
         except StoreError as exc:
-            if migrating is None or type(exc) is not StoreError:
+            if migrating is None or type(exc) not in {StoreError, StoreTimeout}:
                 raise
             raise migration_failed(*migrating, exc, integration_id) from exc
 

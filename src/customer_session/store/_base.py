@@ -33,6 +33,7 @@ from customer_session.exceptions import (
     SessionExists,
     SessionNotFound,
     StoreError,
+    StoreTimeout,
     UnknownTrigger,
     WorkflowError,
 )
@@ -1439,7 +1440,7 @@ class BaseStore(StoreCore[_S], ABC):
                 if steps:  # committed: the block is over
                     self._migrated(database, found)
         except StoreError as exc:
-            if migrating is None or type(exc) is not StoreError:
+            if migrating is None or type(exc) not in {StoreError, StoreTimeout}:
                 raise
             raise migration_failed(*migrating, exc, integration_id) from exc
 
@@ -1708,17 +1709,48 @@ def migration_failed(
 ) -> StoreError:
     """The error of a migration a statement failed, which the transaction rolled back.
 
+    A statement the server's ``lock_timeout`` or ``statement_timeout`` stopped stays a
+    :class:`StoreTimeout` (with its ``setting``), said of the migration: its own
+    words are said of one change ("another connection ... so nothing was written"),
+    where a migration's statement may just be long (it reads every row of a table).
+
     Args:
         database: The database, as messages name it.
         found: The version it is at (still: every step runs in one transaction).
         error: The store's error of the failed statement (the database's chained).
         integration_id: The session the caller was about to use, for the message.
     """
-    reason = str(error.__cause__ or error)
     if found == 0:
         what = f"cannot create the store's tables in {database}"
         after = "nothing was created"
     else:
         what = f"cannot migrate {database} from schema version {found} to {SCHEMA_VERSION}"
         after = f"it is still at version {found}, unchanged"
+    if isinstance(error, StoreTimeout):
+        reason = _MIGRATION_WAITS.get(error.setting, f"it gave up waiting for {error.waited_for}")
+        return StoreTimeout(
+            f"{subject(integration_id)}: {what}: {reason}; {after}",
+            database=error.database,
+            waited_for=error.waited_for,
+            setting=error.setting,
+            timeout=error.timeout,
+            integration_id=integration_id,
+        )
+    reason = str(error.__cause__ or error)
     return StoreError(f"{subject(integration_id)}: {what}: {reason}; {after}", integration_id)
+
+
+# Why a migration's statement gave up, by the server's setting that stopped it.
+_MIGRATION_WAITS: Final = {
+    "lock_timeout": (
+        "it waited for a lock another connection held (a worker using the store, say) for "
+        "longer than the server's lock_timeout; run it again when they let go, or raise "
+        "lock_timeout for the role that migrates"
+    ),
+    "statement_timeout": (
+        "a statement of it ran longer than the server's statement_timeout (waiting for a "
+        "lock another connection held, or rewriting every row of a large table); raise "
+        "statement_timeout for the role that migrates (customer-session migrate at deploy "
+        "time, say)"
+    ),
+}
