@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import pwd
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -26,13 +28,14 @@ from customer_session import (
     StoreTimeout,
     WorkflowError,
 )
+from customer_session._show import shown
 from customer_session.store import SQLiteStore, StoreReplayer
 from customer_session.store._sqlite import _Connection, _use_wal
 
 from .conftest import deliveries_take_turns, nested_delivery_refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
 def in_thread(function) -> None:
@@ -86,6 +89,81 @@ def unwritable(path: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run([chattr, "-i", path], check=True)
+
+
+# Who the child of ``as_another_user`` runs as, when the tests run as root: the
+# PostgreSQL server's system user (see tests/support/pgserver.py), whom permission
+# bits bind.
+OTHER_USER = "postgres"
+
+
+@pytest.fixture
+def unwritable_directory(tmp_path: Path) -> Iterator[Path]:
+    """A directory that the process ``as_another_user`` runs may read, not write.
+
+    As root, a new directory of root's (0o755) that the other user may enter (the
+    test's ``tmp_path`` is in root's private directory); else ``tmp_path``'s own
+    subdirectory, its write bits taken away by the test (see ``read_only``).
+    """
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    directory = Path(tempfile.mkdtemp(prefix="customer-session-"))
+    try:
+        directory.chmod(0o755)
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
+@contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """Take the write bits of ``directory`` away (for root, its owner, they do not count)."""
+    mode = directory.stat().st_mode
+    directory.chmod(mode & ~0o222)
+    try:
+        yield
+    finally:
+        directory.chmod(mode)
+
+
+def as_another_user(call: Callable[[], object]) -> str:
+    """Run ``call`` where permission bits bind; return what it raised (``type: message``).
+
+    As root (whom no permission bit stops), in a forked child running as
+    ``OTHER_USER`` (skipped without one); else in this process. ``ok`` when it
+    raised nothing.
+    """
+    if os.geteuid() != 0:
+        return _outcome(call)
+    try:
+        user = pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        pytest.skip(f"running as root without a {OTHER_USER!r} user to run as")
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running the parent's cleanup
+        outcome = "child failed"
+        try:
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            outcome = _outcome(call)
+        finally:
+            os.write(writable, outcome.encode())
+            os._exit(0)
+    os.close(writable)
+    with os.fdopen(readable, "rb") as reader:
+        reported = reader.read().decode()
+    os.waitpid(pid, 0)
+    return reported
+
+
+def _outcome(call: Callable[[], object]) -> str:
+    try:
+        call()
+    except Exception as exc:  # reported to the test
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
 
 
 class TestSQLiteStore:
@@ -348,6 +426,71 @@ class TestSQLiteStore:
             assert isinstance(error, WorkflowError)
             assert "from a handler of a delivery of the same outbox" in str(error)
             assert second.deliver(lambda e: None) == 1
+
+
+class TestReadOnlyDirectory:
+    """A writable database file in a directory the process may not write."""
+
+    @staticmethod
+    def database_in(directory: Path, *, journal_mode: str = "wal") -> Path:
+        """A store's file in ``directory``, writable by everyone, in ``journal_mode``."""
+        path = directory / "x.db"
+        with SQLiteStore(path) as store:
+            store.create(CustomerSession(integration_id="order-1"))
+        if journal_mode != "wal":
+            with closing(sqlite3.connect(path)) as connection:
+                connection.execute(f"PRAGMA journal_mode = {journal_mode}")
+        path.chmod(0o666)
+        assert sorted(directory.iterdir()) == [path]  # no -wal or -shm file left
+        return path
+
+    @pytest.mark.parametrize("migrate", [True, False])
+    @pytest.mark.parametrize("call", ["get", "create"])
+    def test_every_call_names_the_directory_and_the_wal_files(
+        self, unwritable_directory, migrate, call
+    ):
+        """Reads too fail, with a StoreError naming the directory and the -wal/-shm files."""
+        path = self.database_in(unwritable_directory)
+
+        def use() -> None:
+            with SQLiteStore(path, migrate=migrate) as store:
+                if call == "get":
+                    store.get("order-1")
+                else:
+                    store.create(CustomerSession(integration_id="order-2"))
+
+        with read_only(unwritable_directory):
+            outcome = as_another_user(use)
+        assert outcome == (
+            f"StoreError: {path}: cannot open as an SQLite database: its directory "
+            f"{shown(str(unwritable_directory))} is not writable by this process, and SQLite "
+            f"must create the database's -wal and -shm files there ({shown('x.db-wal')}, "
+            f"{shown('x.db-shm')}) to read or write it in WAL mode, as a store's file is; "
+            "make the directory writable by the process's user, or move the database to a "
+            "directory it can write"
+        )
+        assert sorted(unwritable_directory.iterdir()) == [path]
+
+    def test_a_write_in_rollback_mode_names_the_journal_file(self, unwritable_directory):
+        """Outside WAL mode reads work; a write names the -journal file, and writes nothing."""
+        path = self.database_in(unwritable_directory, journal_mode="delete")
+
+        def use() -> None:
+            with SQLiteStore(path, migrate=False) as store:
+                assert store.get("order-1").state is State.OPEN
+                store.create(CustomerSession(integration_id="order-2"))
+
+        with read_only(unwritable_directory):
+            outcome = as_another_user(use)
+        assert outcome == (
+            f"StoreError: session 'order-2': SQLite error in {shown(str(path))}: its "
+            f"directory {shown(str(unwritable_directory))} is not writable by this process, "
+            f"and SQLite must create the database's -journal file there ({shown('x.db-journal')}) "
+            "to write to it outside WAL mode; make the directory writable by the process's "
+            "user, or move the database to a directory it can write"
+        )
+        with SQLiteStore(path, migrate=False) as store:
+            assert not store.exists("order-2")
 
 
 class TestWithoutMigrating:

@@ -410,7 +410,11 @@ class SQLiteStore(BaseStore[_S]):
             if _busy(exc):  # waited for timeout (see _use_wal): _connection names the session
                 raise
             # Path first, unquoted, as the CLI names every file it cannot use.
-            raise StoreError(f"{self._path}: cannot open as an SQLite database ({exc})") from exc
+            why = _unwritable_directory(exc, self._path, switching=self._migrates)
+            raise StoreError(
+                f"{self._path}: cannot open as an SQLite database"
+                + (f" ({exc})" if why is None else f": {why}")
+            ) from exc
         with self._opened_lock:
             if self._closed:
                 connection.close()
@@ -448,7 +452,8 @@ class SQLiteStore(BaseStore[_S]):
             if _busy(exc):
                 raise self._gave_up(integration_id) from exc
             raise StoreError(
-                f"{subject(integration_id)}: SQLite error in {shown(self._path)}: {exc}",
+                f"{subject(integration_id)}: SQLite error in {shown(self._path)}: "
+                f"{_unwritable_directory(exc, self._path, switching=False) or exc}",
                 integration_id,
             ) from exc
 
@@ -796,6 +801,47 @@ def _path_problem(path: str) -> str | None:
         # As "": each connection (so each thread) would have a database of its own.
         return "must name a file: a file: URI with an empty path is a temporary database"
     return None
+
+
+def _unwritable_directory(
+    error: sqlite3.Error | UnicodeDecodeError, path: str, *, switching: bool
+) -> str | None:
+    """Why SQLite refused the database ``path`` when it is for want of its directory.
+
+    ``None`` for any other ``error``. SQLite creates a database's journal files beside
+    it, and says only "attempt to write a readonly database" (``SQLITE_READONLY_DIRECTORY``)
+    when it may not, of a file that is writable: in WAL mode (a store's file is) no
+    read is possible either. ``switching``: the store was putting the file in WAL mode.
+    """
+    if getattr(error, "sqlite_errorcode", None) != sqlite3.SQLITE_READONLY_DIRECTORY:
+        return None
+    parsed = _uri(path)
+    # Where SQLite puts them: beside the file it opened, symbolic links resolved.
+    file = Path(path if parsed is None else os.fsdecode(parsed[0])).resolve()
+    if switching or _in_wal_mode(file):
+        files = (
+            f"-wal and -shm files there ({shown(f'{file.name}-wal')}, {shown(f'{file.name}-shm')})"
+        )
+        purpose = "to read or write it in WAL mode, as a store's file is"
+    else:
+        files = f"-journal file there ({shown(f'{file.name}-journal')})"
+        purpose = "to write to it outside WAL mode"
+    return (
+        f"its directory {shown(str(file.parent))} is not writable by this process, and "
+        f"SQLite must create the database's {files} {purpose}; make the directory "
+        "writable by the process's user, or move the database to a directory it can write"
+    )
+
+
+def _in_wal_mode(file: Path) -> bool:
+    """Whether the SQLite database ``file`` is in WAL mode, by its header (``False``: unread)."""
+    try:
+        with file.open("rb") as reader:
+            header = reader.read(20)
+    except OSError:
+        return False
+    # Bytes 18 and 19, the file format's write and read versions: 2 in WAL mode.
+    return header[18:20] == b"\x02\x02"
 
 
 def _lock_file_error(path: str, why: str) -> StoreError:
