@@ -12,8 +12,9 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
@@ -27,6 +28,7 @@ from customer_session import (
     ValidationError,
     WorkflowError,
 )
+from customer_session._secrets import redacted
 from customer_session.store import (
     AsyncPostgresStore,
     PostgresStore,
@@ -1526,6 +1528,141 @@ def each_maker(conninfos: list[Any]) -> list[Any]:
         for n, case in enumerate(conninfos)
         if kind != "open_store" or "://" in (case if isinstance(case, str) else case[0])
     ]
+
+
+@pytest.fixture
+def as_role(database: str, pg_server: TemporaryPostgres) -> Iterator[Callable[..., str]]:
+    """Make a login role, run ``grants`` for it; its URL on the test's schema.
+
+    ``grants`` are statements run as the server's superuser, ``{role}`` and
+    ``{schema}`` in them replaced; the roles are dropped at the end.
+    """
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    made: list[str] = []
+    schema = database.rsplit("%3D", 1)[1]
+
+    def make(*grants: str) -> str:
+        role = f"app_{uuid.uuid4().hex[:8]}"
+        made.append(role)
+        with psycopg.connect(pg_server.url, autocommit=True) as admin:
+            admin.execute(f"CREATE ROLE {role} LOGIN")
+            for grant in grants:
+                admin.execute(grant.format(role=role, schema=schema))
+        return database.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+
+    yield make
+    with psycopg.connect(pg_server.url, autocommit=True) as admin:
+        for role in made:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+@contextmanager
+def role_store(backend: str, url: str, **options: Any) -> Iterator[Any]:
+    """A store of ``backend`` on ``url``, closed at the end."""
+    store = (PostgresStore if backend == "postgres" else SyncOverAsync)(url, **options)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+# A role that may read and write the store's tables, whose transactions are read-only
+# (as every transaction on a hot standby is).
+READ_ONLY_ROLE: Final = (
+    "GRANT USAGE ON SCHEMA {schema} TO {role}",
+    "GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}",
+    "GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+    "ALTER ROLE {role} SET default_transaction_read_only = on",
+)
+
+
+class TestReadOnlyTransactions:
+    @pytest.mark.parametrize("call", ["create", "update"])
+    def test_a_write_says_the_database_accepts_no_writes(self, backend, database, as_role, call):
+        """A write in a read-only transaction is said so (a hot standby, or a setting)."""
+        with role_store(backend, database) as owner:
+            owner.create(CustomerSession(integration_id="order-1"))
+        url = as_role(*READ_ONLY_ROLE)
+        with role_store(backend, url) as store:
+            assert store.exists("order-1")  # reads are served
+            write = {
+                "create": lambda: store.create(CustomerSession(integration_id="order-2")),
+                "update": lambda: store.update("order-1", lambda s: s.close()),
+            }[call]
+            with pytest.raises(StoreError) as caught:
+                write()
+        name = "order-2" if call == "create" else "order-1"
+        assert type(caught.value) is StoreError
+        assert str(caught.value) == (
+            f"session {name!r}: PostgreSQL database {redacted(url)} accepts no writes on "
+            "this connection (a read-only transaction: a hot standby, or "
+            "default_transaction_read_only set for the role or the database), so nothing "
+            "was written (cannot execute SELECT in a read-only transaction)"
+        )
+        assert caught.value.integration_id == name
+        with role_store(backend, database) as owner:
+            assert not owner.exists("order-2")
+            assert owner.history("order-1")[-1].version == 1
+
+    def test_creating_the_tables_says_so_too(self, backend, database, as_role):
+        """migrate=True on a read-only connection says why nothing was created."""
+        url = as_role("GRANT ALL ON SCHEMA {schema} TO {role}", *READ_ONLY_ROLE[-1:])
+        with role_store(backend, url) as store, pytest.raises(StoreError) as caught:
+            store.get("order-1")
+        message = str(caught.value)
+        assert message.startswith("session 'order-1': cannot create the store's tables in ")
+        assert message.endswith(
+            ": it accepts no writes on this connection (a read-only transaction: a hot "
+            "standby, or default_transaction_read_only set for the role or the database) "
+            "(cannot execute CREATE TABLE in a read-only transaction); nothing was created"
+        )
+
+
+class TestServerErrorsOnOneLine:
+    def test_a_role_without_create_on_the_schema_is_one_line(self, backend, database, as_role):
+        """migrate=True without CREATE on the schema: the server's message, no statement."""
+        url = as_role("GRANT USAGE ON SCHEMA {schema} TO {role}")
+        schema = database.rsplit("%3D", 1)[1]
+        with role_store(backend, url) as store, pytest.raises(StoreError) as caught:
+            store.get("order-1")
+        message = str(caught.value)
+        assert "\n" not in message
+        assert "LINE 1" not in message
+        assert message.startswith("session 'order-1': cannot create the store's tables in ")
+        assert message.endswith(f": permission denied for schema {schema}; nothing was created")
+
+    def test_the_detail_and_hint_are_kept_on_the_line(self):
+        """A server error's detail and hint follow its primary message, on one line."""
+        from psycopg import errors  # noqa: PLC0415 - optional dependency
+
+        error = _postgres.server_reason(
+            _diagnosed(errors.UniqueViolation, "duplicate key", "Key (k)=(1)\nexists.", "Try.")
+        )
+        assert error == "duplicate key (Key (k)=(1) exists.; hint: Try.)"
+
+    def test_a_client_error_on_several_lines_is_one(self):
+        """libpq's own message (no server's) has its lines joined."""
+        from psycopg import OperationalError  # noqa: PLC0415 - optional dependency
+
+        error = OperationalError("server closed the connection\n\tThis probably means...\n")
+        reason = _postgres.server_reason(error)
+        assert reason == "server closed the connection; This probably means..."
+
+
+def _diagnosed(kind: type[Exception], primary: str, detail: str, hint: str) -> Exception:
+    """A psycopg error of ``kind`` whose diagnostics say ``primary``, ``detail``, ``hint``."""
+
+    class Diagnostic:
+        message_primary = primary
+        message_detail = detail
+        message_hint = hint
+
+    class Diagnosed(kind):  # type: ignore[misc, valid-type]
+        diag = Diagnostic()
+
+    return Diagnosed(f"{primary}\nLINE 1: ...")
 
 
 class TestMalformedConninfo:

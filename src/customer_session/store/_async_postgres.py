@@ -96,6 +96,7 @@ from customer_session.store._postgres import (
     connect_limit,
     database_name,
     duplicate_key,
+    failure_reason,
     insert_statement,
     no_schema,
     opening_error,
@@ -1101,7 +1102,13 @@ class AsyncPostgresStore(StoreCore[_S]):
         except StoreError as exc:
             if migrating is None or type(exc) not in {StoreError, StoreTimeout}:
                 raise
-            raise migration_failed(*migrating, exc, integration_id) from exc
+            reason = self._failure_reason(exc)
+            raise migration_failed(*migrating, exc, reason, integration_id) from exc
+
+    @staticmethod
+    def _failure_reason(error: StoreError) -> str:
+        # The server's words in one line, a read-only transaction said so (as the sync one).
+        return failure_reason(error.__cause__ or error)
 
     async def _load(self, integration_id: str, workflow: Workflow) -> _Loaded[_S]:
         await self._ready(integration_id)

@@ -406,6 +406,15 @@ class StoreCore(Generic[_S]):
         _log.schema_changed(self, database, cast("int", found), SCHEMA_VERSION)
 
     @staticmethod
+    def _failure_reason(error: StoreError) -> str:
+        """Why the statement of ``error`` (a store's error, the database's chained) failed.
+
+        For a message that names the database before it (see :func:`migration_failed`):
+        the database's own words, which a backend says in one line.
+        """
+        return str(error.__cause__ or error)
+
+    @staticmethod
     def _not_ready(database: str, found: object, integration_id: str | None) -> SchemaNotReady:
         """The refusal of a store opened with ``migrate=False`` to migrate an older database.
 
@@ -1442,7 +1451,8 @@ class BaseStore(StoreCore[_S], ABC):
         except StoreError as exc:
             if migrating is None or type(exc) not in {StoreError, StoreTimeout}:
                 raise
-            raise migration_failed(*migrating, exc, integration_id) from exc
+            reason = self._failure_reason(exc)
+            raise migration_failed(*migrating, exc, reason, integration_id) from exc
 
     def _schema_version(self, connection: Any, integration_id: str | None) -> object:
         """The version the database records (0 when it has no schema yet, see ``found_version``).
@@ -1705,7 +1715,7 @@ def _pause(attempt: int) -> None:
 
 
 def migration_failed(
-    database: str, found: object, error: StoreError, integration_id: str | None
+    database: str, found: object, error: StoreError, reason: str, integration_id: str | None
 ) -> StoreError:
     """The error of a migration a statement failed, which the transaction rolled back.
 
@@ -1718,6 +1728,7 @@ def migration_failed(
         database: The database, as messages name it.
         found: The version it is at (still: every step runs in one transaction).
         error: The store's error of the failed statement (the database's chained).
+        reason: Why the statement failed, in one line (see ``_failure_reason``).
         integration_id: The session the caller was about to use, for the message.
     """
     if found == 0:
@@ -1736,7 +1747,6 @@ def migration_failed(
             timeout=error.timeout,
             integration_id=integration_id,
         )
-    reason = str(error.__cause__ or error)
     return StoreError(f"{subject(integration_id)}: {what}: {reason}; {after}", integration_id)
 
 

@@ -572,6 +572,11 @@ class PostgresStore(BaseStore[_S]):
                 )
         return found
 
+    @staticmethod
+    def _failure_reason(error: StoreError) -> str:
+        # The server's words in one line, a read-only transaction said so.
+        return failure_reason(error.__cause__ or error)
+
     def _database_name(self, connection: psycopg.Connection[tuple[Any, ...]]) -> str:
         (schema,) = connection.execute(CURRENT_SCHEMA).fetchall()
         return database_name(self._conninfo, schema[0])
@@ -978,6 +983,58 @@ def duplicate_key(exc: StoreError, change: Change, errors: Any) -> StoreError | 
     return None
 
 
+# A connection whose transactions may not write (SQLSTATE 25006, read_only_sql_transaction):
+# on a hot standby, or with default_transaction_read_only set. PostgreSQL's own words
+# name the statement ("cannot execute SELECT in a read-only transaction", of a commit
+# that is one WITH ... SELECT), not the connection.
+_READ_ONLY_SQLSTATE: Final = "25006"
+_READ_ONLY: Final = (
+    "accepts no writes on this connection (a read-only transaction: a hot standby, or "
+    "default_transaction_read_only set for the role or the database)"
+)
+# How much of a server error's detail a message quotes: a row that fails a constraint
+# is shown whole by the server ("Failing row contains (...)"), its document included.
+_DETAIL_LENGTH: Final = 300
+
+
+def server_reason(error: BaseException) -> str:
+    """The one-line text of psycopg's ``error``, for a message: the server's words, or libpq's.
+
+    ``str()`` of a server's error adds lines of its own: the statement's line with a
+    caret under the position ("LINE 1: CREATE TABLE ..."), the detail, the hint. Here
+    the server's primary message is followed by its detail and hint, in parentheses;
+    an error without one (libpq's own, a connection lost) has its lines joined by ``; ``.
+    """
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if not primary:
+        return _joined(str(error), "; ")
+    detail = _joined(getattr(diag, "message_detail", None) or "", " ")
+    hint = _joined(getattr(diag, "message_hint", None) or "", " ")
+    if len(detail) > _DETAIL_LENGTH:
+        detail = f"{detail[: _DETAIL_LENGTH - 3]}..."
+    more = [detail] if detail else []
+    more += [f"hint: {hint}"] if hint else []
+    said = _joined(primary, " ")
+    return f"{said} ({'; '.join(more)})" if more else said
+
+
+def _joined(text: str, separator: str) -> str:
+    """The non-blank lines of ``text``, stripped, joined by ``separator``."""
+    return separator.join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def failure_reason(error: BaseException) -> str:
+    """Why a statement failed, for a message that names the database before it.
+
+    A read-only transaction is said as the database's (see :func:`store_error`), then
+    the server's words; any other error is :func:`server_reason`.
+    """
+    if getattr(error, "sqlstate", None) == _READ_ONLY_SQLSTATE:
+        return f"it {_READ_ONLY} ({server_reason(error)})"
+    return server_reason(error)
+
+
 # What PostgreSQL says when statement_timeout cancels a statement: the same SQLSTATE
 # (57014, query_canceled) as a cancel request (pg_cancel_backend) has, which is no
 # timeout. A server whose lc_messages is another language says it in that language:
@@ -993,7 +1050,9 @@ def store_error(
     A wait that ran out (see :class:`StoreTimeout`) is said as one: the pool's timeout,
     whose own words ("couldn't get a connection after 30.00 sec") name neither the
     database nor why no connection came, and the server's ``lock_timeout`` and
-    ``statement_timeout``. Any other error is a ``StoreError`` quoting psycopg.
+    ``statement_timeout``. A read-only transaction is said as the database's. Any
+    other error is a ``StoreError`` quoting the server in one line (see
+    :func:`server_reason`).
     """
     from psycopg import errors  # noqa: PLC0415 - optional dependency, there when used
     from psycopg_pool import PoolTimeout  # noqa: PLC0415 - same as above
@@ -1021,10 +1080,17 @@ def store_error(
     ):
         setting, waited_for = "statement_timeout", "its statement"
         what = "made its statement wait (for a lock, or on a busy server)"
+    elif getattr(error, "sqlstate", None) == _READ_ONLY_SQLSTATE:
+        return StoreError(
+            f"{where}: PostgreSQL database {database} {_READ_ONLY}, so nothing was written "
+            f"({server_reason(error)})",
+            integration_id,
+        )
     else:
         # Named where SQLite's errors name their file ("SQLite error in 'x.db'").
         return StoreError(
-            f"{where}: PostgreSQL error in {shown(database)}: {error}", integration_id
+            f"{where}: PostgreSQL error in {shown(database)}: {server_reason(error)}",
+            integration_id,
         )
     return _log.timed_out(
         StoreTimeout(
@@ -1136,7 +1202,7 @@ def opening_error(
                 timeout=timeout,
             )
         )
-    return StoreError(f"cannot connect to PostgreSQL ({database}): {error}")
+    return StoreError(f"cannot connect to PostgreSQL ({database}): {server_reason(error)}")
 
 
 def database_name(conninfo: str, schema: object) -> str:
