@@ -710,7 +710,8 @@ def _existing_store(
     """The store ``--db`` names, which must exist: an SQLite file is not created.
 
     A mistyped path would otherwise leave an empty database behind, and every
-    session would seem unknown. ``:memory:`` and ``file:`` URIs are opened as given.
+    session would seem unknown. So is a ``file:`` URI that gives no ``mode`` (the store
+    opens it in mode ``rw``); ``:memory:`` and a URI with its own ``mode`` are opened as given.
     Opened with ``migrate=False``: a command that reads must never create the
     store's tables in another application's database, nor migrate a store that its
     workers (of an older library) still use.

@@ -358,8 +358,10 @@ def _import_psycopg() -> tuple[Any, Any]:
 class PostgresStore(BaseStore[_S]):
     """Sessions in a PostgreSQL database, shared by many worker processes.
 
-    The schema is created (or migrated) on first use, in the first schema of the
-    connection's ``search_path``, unless ``migrate=False``. Connections come from a
+    The schema is created (or migrated) on first use, unless ``migrate=False``, in the
+    connection's current schema (``current_schema()``): the first schema of its
+    ``search_path`` that exists and that the role may use, which may not be the first
+    one listed. Connections come from a
     ``psycopg_pool.ConnectionPool`` in autocommit mode, at read committed whatever
     the database's default isolation level; a store object may be shared by
     threads. Needs the ``[postgres]`` extra (``pip install 'customer-session[postgres]'``).
