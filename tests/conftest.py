@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,6 +127,38 @@ def loaded_by_import(module: str, names: list[str]) -> list[str]:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout.strip()
     return loaded.split(",") if loaded else []
+
+
+class _RaisingZone(tzinfo):
+    """A time zone whose ``utcoffset()`` raises."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError("the zone database is gone")
+
+
+class _WrongTypeZone(tzinfo):
+    """A time zone whose ``utcoffset()`` returns text (``datetime`` raises TypeError)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return "+01:00"  # type: ignore[return-value]
+
+
+class _DayLongZone(tzinfo):
+    """A time zone whose ``utcoffset()`` is a whole day (``datetime`` raises ValueError)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=24)
+
+
+BROKEN_ZONE_TIMES = [
+    pytest.param(datetime(2026, 3, 2, 10, 15, tzinfo=zone), id=name)
+    for name, zone in [
+        ("raises", _RaisingZone()),
+        ("wrong-type", _WrongTypeZone()),
+        ("day-long", _DayLongZone()),
+    ]
+]
+"""Aware-looking times whose time zone fails: they have no time in UTC."""
 
 
 def edit_every_field(session: CustomerSession) -> None:

@@ -34,6 +34,8 @@ from customer_session._cart import (
 )
 from customer_session.testing import json_values
 
+from .conftest import BROKEN_ZONE_TIMES
+
 
 def _item_with_every_field() -> CartItem:
     moment = datetime(2026, 3, 2, 12, tzinfo=UTC)
@@ -279,6 +281,26 @@ class TestAdjustmentTimes:
         (problem,) = error.value.problems
         assert problem.path == field
         assert "within the years 1 to 9999 in UTC" in problem.message
+
+    @pytest.mark.parametrize("field", ["adjustment_effective_from", "adjustment_effective_until"])
+    @pytest.mark.parametrize("moment", BROKEN_ZONE_TIMES)
+    def test_an_item_time_whose_zone_fails_is_refused_by_name(self, field, moment):
+        """An item's time whose time zone fails is refused at its field as a naive one is."""
+        with pytest.raises(ValidationError) as error:
+            CartItem(sku="A", quantity=1, **{field: moment})
+        (problem,) = error.value.problems
+        assert problem.path == field
+        assert "must be an aware datetime" in problem.message
+
+    @pytest.mark.parametrize("field", ["adjustment_effective_from", "adjustment_effective_until"])
+    @pytest.mark.parametrize("moment", BROKEN_ZONE_TIMES)
+    def test_a_price_detail_time_whose_zone_fails_is_refused_by_name(self, field, moment):
+        """A price detail's time whose time zone fails is refused at its field."""
+        with pytest.raises(ValidationError) as error:
+            PriceDetail(price=1.0, **{field: moment})
+        (problem,) = error.value.problems
+        assert problem.path == field
+        assert "must be an aware datetime" in problem.message
 
     def test_an_item_time_at_an_offset_is_kept_as_given(self):
         """An item's time at another offset, in range in UTC, is kept with its offset."""

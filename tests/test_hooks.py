@@ -24,6 +24,8 @@ from customer_session import (
 )
 from customer_session.aio import AsyncSession
 
+from .conftest import BROKEN_ZONE_TIMES
+
 
 class TestPhases:
     def test_order_is_the_enum_order(self):
@@ -369,6 +371,15 @@ class TestNamedWorkflows:
         workflow = Workflow(clock=lambda: late)
         with pytest.raises(WorkflowError, match="outside the years 1 to 9999 in UTC"):
             CustomerSession(integration_id="o", workflow=workflow)
+
+    @pytest.mark.parametrize("moment", BROKEN_ZONE_TIMES)
+    def test_clock_time_whose_zone_fails_is_refused(self, moment):
+        """A clock time whose zone fails is a WorkflowError naming the clock, caused by it."""
+        workflow = Workflow(clock=lambda: moment)
+        with pytest.raises(WorkflowError, match=r"<lambda>.*whose time zone failed") as info:
+            CustomerSession(integration_id="o", workflow=workflow)
+        assert isinstance(info.value.__cause__, Exception)
+        assert not isinstance(info.value.__cause__, WorkflowError)
 
     def test_clock_failing_at_a_trigger_changes_nothing(self):
         """A clock that stops returning datetimes fails the trigger before anything changes."""

@@ -37,6 +37,8 @@ from customer_session._cart import MAX_NESTING
 from customer_session.testing import attribute_maps, sessions, wire_documents
 from customer_session.wire import from_dict, to_dict
 
+from .conftest import BROKEN_ZONE_TIMES
+
 T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
 # How long a thread waits for another: only a safety net against a hang, long enough
 # for a loaded machine, where a thread may not run for seconds. No verdict relies on it.
@@ -208,6 +210,27 @@ class TestTimesBeyondUTC:
             CustomerSession(integration_id="o", **values)
         assert field in [p.path for p in info.value.problems]
         assert "within the years 1 to 9999 in UTC" in str(info.value)
+
+    @pytest.mark.parametrize("field", ["created", "updated"])
+    @pytest.mark.parametrize("moment", BROKEN_ZONE_TIMES)
+    def test_a_time_whose_zone_fails_is_refused_by_name(self, field, moment):
+        """A time whose time zone fails is refused at its field as a naive one is."""
+        values = {"created": moment} if field == "created" else {"updated": moment}
+        with pytest.raises(ValidationError) as info:
+            CustomerSession(integration_id="o", **values)
+        messages = {p.path: p.message for p in info.value.problems}
+        assert messages[field].startswith("must be an aware datetime, got ")
+        assert "whose time zone failed" in messages[field]
+
+    @pytest.mark.parametrize("moment", BROKEN_ZONE_TIMES)
+    def test_a_history_time_whose_zone_fails_is_refused(self, moment):
+        """restore() with a record at a time whose zone fails names the record's timestamp."""
+        record = TransitionRecord(Trigger.CLOSE, State.OPEN, State.CLOSED, moment)
+        with pytest.raises(ValidationError) as info:
+            CustomerSession.restore(
+                integration_id="o", state="closed", created=T0, history=[record]
+            )
+        assert "history[0].timestamp" in [p.path for p in info.value.problems]
 
     def test_a_history_time_that_utc_cannot_hold_is_refused(self):
         """restore() with a record at such a time names the record's timestamp."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast
 
 from attrs import define, field, fields, frozen, has, setters
@@ -13,6 +13,7 @@ from immutabledict import immutabledict
 
 from customer_session._readonly import protect, public_repr
 from customer_session._show import INT_LIMIT, counted, shown, shown_number, unreadable
+from customer_session._times import in_utc
 from customer_session.exceptions import Problem, ValidationError
 
 if TYPE_CHECKING:
@@ -393,15 +394,9 @@ def _optional_str(problems: list[Problem], path: str, value: object) -> None:
 def _optional_aware(problems: list[Problem], path: str, value: object) -> None:
     if value is None:
         return
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        problems.append(Problem(path, f"must be an aware datetime, got {shown(value)}"))
-        return
-    try:
-        value.astimezone(UTC)  # the wire and the stores write it in UTC
-    except OverflowError:  # e.g. 0001-01-01 at +01:00: no time in UTC
-        problems.append(
-            Problem(path, f"must be within the years 1 to 9999 in UTC, got {shown(value)}")
-        )
+    moment = in_utc(value)  # the wire and the stores write it in UTC
+    if not isinstance(moment, datetime):
+        problems.append(Problem(path, moment.needed(value)))
 
 
 def raise_problems(subject: str, problems: Sequence[Problem]) -> None:

@@ -38,6 +38,7 @@ from customer_session._machine import Engine, engine_for
 from customer_session._phase import Phase
 from customer_session._show import described, shown, shown_name
 from customer_session._spec import CUSTOMER_SESSION, Specification, State, Trigger, member
+from customer_session._times import Fault, in_utc
 from customer_session.exceptions import UnknownTrigger, WorkflowError
 
 if TYPE_CHECKING:
@@ -384,25 +385,28 @@ class Workflow:
         """``now``, a time the clock gave, as an aware UTC datetime (see ``now()``).
 
         Raises:
-            WorkflowError: ``now`` is not an aware datetime.
+            WorkflowError: ``now`` is not an aware datetime, or has no time in UTC
+                (its time zone fails, or it is outside the years 1 to 9999 there).
         """
-        if not isinstance(now, datetime):
+        moment = in_utc(now)
+        if isinstance(moment, datetime):
+            return moment
+        clock = f"the clock {_clock_name(self._clock)} of {shown(self)}"
+        if moment.fault is Fault.NOT_A_DATETIME:
             raise WorkflowError(
-                f"the clock {_clock_name(self._clock)} of {shown(self)} returned "
-                f"{shown(now):.80}, not a datetime; a clock must return an aware datetime"
+                f"{clock} returned {shown(now):.80}, not a datetime; "
+                "a clock must return an aware datetime"
             )
-        if now.utcoffset() is None:
+        if moment.fault is Fault.OUTSIDE_YEARS:
             raise WorkflowError(
-                f"the clock {_clock_name(self._clock)} of {shown(self)} returned "
-                f"a naive datetime: {shown(now)}"
+                f"{clock} returned {shown(now)}, which is outside the years 1 to 9999 in UTC"
             )
-        try:
-            return now.astimezone(UTC)
-        except OverflowError:
+        if moment.zone_error is not None:
             raise WorkflowError(
-                f"the clock {_clock_name(self._clock)} of {shown(self)} returned {shown(now)}, "
-                "which is outside the years 1 to 9999 in UTC"
-            ) from None
+                f"{clock} returned {shown(now)}{moment.zone_failure()}; "
+                "a clock must return an aware datetime"
+            ) from moment.zone_error
+        raise WorkflowError(f"{clock} returned a naive datetime: {shown(now)}")
 
     def __repr__(self) -> str:
         """Show the name and the specification."""

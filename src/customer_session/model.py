@@ -59,6 +59,7 @@ from customer_session._spec import (
     Trigger,
     member,
 )
+from customer_session._times import in_utc
 from customer_session.exceptions import (
     Problem,
     UnknownTrigger,
@@ -604,11 +605,13 @@ class CustomerSession:
                 )
             )
         created, updated = self._created, self._updated
-        # Converted only when in range (_aware_problems reports the others).
+        # Converted only when they have a time in UTC (_aware_problems reports the others).
         if isinstance(created, datetime) and created.tzinfo is not UTC:
-            self._created = created = _utc_or_none(created) or created
+            moment = in_utc(created)
+            self._created = created = moment if isinstance(moment, datetime) else created
         if isinstance(updated, datetime) and updated.tzinfo is not UTC:
-            self._updated = updated = _utc_or_none(updated) or updated
+            moment = in_utc(updated)
+            self._updated = updated = moment if isinstance(moment, datetime) else updated
         if not problems and updated < created:
             problems.append(Problem("updated", "must not be earlier than created"))
         cart = values["cart_items"]
@@ -1108,19 +1111,8 @@ def _count_problems(name: str, value: object) -> list[Problem]:
 
 
 def _aware_problems(name: str, value: object) -> list[Problem]:
-    if isinstance(value, datetime) and value.utcoffset() is not None:
-        if _utc_or_none(value) is not None:
-            return []
-        return [Problem(name, f"must be within the years 1 to 9999 in UTC, got {shown(value)}")]
-    return [Problem(name, f"must be an aware datetime, got {shown(value)}")]
-
-
-def _utc_or_none(value: datetime) -> datetime | None:
-    """The aware ``value`` in UTC; ``None`` when that falls outside ``datetime``'s range."""
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01 at +01:00
-        return None
+    moment = in_utc(value)
+    return [] if isinstance(moment, datetime) else [Problem(name, moment.needed(value))]
 
 
 def _restore(cls: type[CustomerSession], values: dict[str, Any]) -> CustomerSession:

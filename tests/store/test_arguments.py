@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from tests.conftest import BROKEN_ZONE_TIMES
 
 from customer_session import ValidationError
 from customer_session.store._arguments import check
@@ -71,6 +72,14 @@ class TestCheck:
             check("method", **{rule: value})
         assert [p.path for p in caught.value.problems] == [shown]
         assert caught.value.subject == "method()"
+
+    @pytest.mark.parametrize("rule", ["before", "updated_before", "updated_since"])
+    @pytest.mark.parametrize("moment", BROKEN_ZONE_TIMES)
+    def test_a_time_whose_zone_fails_is_refused(self, rule, moment):
+        """A time whose time zone fails is refused under the argument's name, as a naive one is."""
+        with pytest.raises(ValidationError) as caught:
+            check("method", **{rule: moment})
+        assert [p.path for p in caught.value.problems] == [rule]
 
     def test_every_bad_argument_is_listed(self):
         """Several bad arguments are refused together, in the order given."""

@@ -11,11 +11,12 @@ must be ...``).
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from customer_session._cart import is_number, is_text, one_line, raise_problems
 from customer_session._show import shown
+from customer_session._times import in_utc
 from customer_session.exceptions import Problem
 from customer_session.model import CustomerSession
 from customer_session.store._outbox import Effect
@@ -80,13 +81,7 @@ def _session(value: object) -> bool:
 
 
 def _aware(value: object) -> bool:
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        return False
-    try:
-        value.astimezone(UTC)  # stored and compared in UTC
-    except OverflowError:  # e.g. datetime.max at a negative offset
-        return False
-    return True
+    return isinstance(in_utc(value), datetime)  # stored and compared in UTC
 
 
 def _optional_aware(value: object) -> bool:
