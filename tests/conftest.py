@@ -160,6 +160,9 @@ BROKEN_ZONE_TIMES = [
 ]
 """Aware-looking times whose time zone fails: they have no time in UTC."""
 
+UNHASHABLE_TIME = datetime(2026, 3, 2, 10, 15, tzinfo=_RaisingZone())
+"""A value whose hash raises RuntimeError, not TypeError (hash() asks the zone)."""
+
 
 def edit_every_field(session: CustomerSession) -> None:
     """Change every field an edit can change (for tests that check they are put back)."""

@@ -24,7 +24,7 @@ from customer_session import (
 )
 from customer_session.aio import AsyncSession
 
-from .conftest import BROKEN_ZONE_TIMES
+from .conftest import BROKEN_ZONE_TIMES, UNHASHABLE_TIME
 
 
 class TestPhases:
@@ -513,11 +513,20 @@ class TestLookups:
             (State.OPEN, 1),
             (State.OPEN, ["close"]),
             (["open"], Trigger.CLOSE),
+            (State.OPEN, UNHASHABLE_TIME),
+            (UNHASHABLE_TIME, Trigger.CLOSE),
         ],
-        ids=["reopen", "number", "list trigger", "list state"],
+        ids=["reopen", "number", "list trigger", "list state", "time trigger", "time state"],
     )
     def test_no_edge_of_the_table_has_no_plan_and_no_destination(self, source, trigger):
         """A pair that is no edge of the table has neither (None), whatever its values are."""
         workflow = Workflow()
         assert workflow.plan(source, trigger) is None
         assert workflow.plain_destination(source, trigger) is None
+
+    @pytest.mark.parametrize("key", [["close"], UNHASHABLE_TIME], ids=["list", "time"])
+    def test_a_key_of_no_table_has_no_entries(self, key):
+        """entries() of a key no table has (one whose hash fails, too) is empty."""
+        workflow = Workflow()
+        workflow.after(lambda event: None, trigger=Trigger.CLOSE)
+        assert workflow.entries(Phase.AFTER, key) == ()

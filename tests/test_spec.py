@@ -16,6 +16,8 @@ from customer_session import (
 )
 from customer_session._spec import member
 
+from .conftest import UNHASHABLE_TIME
+
 # The seed's four paths, written out once here as the test oracle.
 SEED_EDGES = {
     (State.OPEN, Trigger.CLOSE, State.CLOSED),
@@ -69,6 +71,13 @@ class TestTheTable:
                 assert (trigger in allowed) == (target is not None)
                 if target is not None:
                     assert Edge(trigger, state, target) in CUSTOMER_SESSION.edges
+
+    @pytest.mark.parametrize("value", [["open"], UNHASHABLE_TIME], ids=["list", "time"])
+    def test_a_value_whose_hash_fails_has_no_edges(self, value):
+        """allowed() and target() of a value whose hash fails are empty and None."""
+        assert CUSTOMER_SESSION.allowed(value) == frozenset()
+        assert CUSTOMER_SESSION.target(value, Trigger.CLOSE) is None
+        assert CUSTOMER_SESSION.target(State.OPEN, value) is None
 
     def test_shortest_paths_reach_every_state(self):
         """Every state has a shortest path from an initial state, and it follows edges."""
@@ -344,3 +353,8 @@ class TestOwnCopies:
         """An initial state that cannot be in a set is refused as not a State member."""
         with pytest.raises(SpecificationError, match=r"initial state: \['open'\] is not a State"):
             _like_the_seed(initial_states=[["open"]])
+
+    def test_an_initial_state_whose_hash_raises_is_refused(self):
+        """An initial state whose hash raises (not TypeError) is refused as not a State member."""
+        with pytest.raises(SpecificationError, match=r"initial state: datetime.* is not a State"):
+            _like_the_seed(initial_states=[UNHASHABLE_TIME])

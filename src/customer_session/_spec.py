@@ -103,7 +103,9 @@ def _state_set(states: Iterable[State]) -> frozenset[State]:
     items = tuple(states)
     try:
         return frozenset(items)
-    except TypeError:  # an unhashable member: _check_types names it
+    # An unhashable member, or one whose hash raises (a datetime in a broken time
+    # zone): _check_types names it.
+    except Exception:  # noqa: BLE001 - any failure of a member's hash is the member's
         return items  # type: ignore[return-value] # its unhashable member is refused by _check_types
 
 
@@ -316,7 +318,7 @@ class Specification:
         """The triggers the table allows from ``state``; none for a state the table lacks."""
         try:
             return self._allowed.get(state, frozenset())
-        except TypeError:  # unhashable: no state of any table
+        except Exception:  # noqa: BLE001 - unhashable, or its hash raises: no state of any table
             return frozenset()
 
     def target(self, state: State, trigger: Trigger) -> State | None:
@@ -326,7 +328,7 @@ class Specification:
         """
         try:
             return self._targets.get((state, trigger))
-        except TypeError:  # unhashable: no state or trigger of any table
+        except Exception:  # noqa: BLE001 - unhashable, or its hash raises: no state or trigger
             return None
 
     def edges_from(self, state: State) -> tuple[Edge, ...]:

@@ -617,7 +617,7 @@ class Workflow:
         """
         try:
             return self._table.get((phase, key), ())
-        except TypeError:  # unhashable: no phase, trigger or state of any table
+        except Exception:  # noqa: BLE001 - unhashable, or its hash raises: no key of any table
             return ()
 
     def plan(self, source: State, trigger: Trigger) -> _Plan | None:
@@ -635,7 +635,7 @@ class Workflow:
         """
         try:
             return self._plans.get((source, trigger))
-        except TypeError:  # unhashable: no state or trigger of any table
+        except Exception:  # noqa: BLE001 - unhashable, or its hash raises: no state or trigger
             return None
 
     def plain_destination(self, source: State, trigger: Trigger) -> State | None:
@@ -647,6 +647,9 @@ class Workflow:
         try:
             if self._plans.get((source, trigger)) is not None:
                 return None
+        except Exception:  # noqa: BLE001 - unhashable, or its hash raises: no state or trigger
+            return None
+        try:
             return self._engine.move(source, trigger)
         except (KeyError, TypeError):  # a trigger the table lacks, or none at all
             return None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar, overload
 
 import attrs
@@ -615,6 +615,22 @@ class _Opaque:
         return "<opaque>"
 
 
+class _BrokenZone(tzinfo):
+    """A time zone whose ``utcoffset()`` raises: a datetime in it has no time in UTC."""
+
+    def utcoffset(self, _dt: datetime | None) -> timedelta:
+        raise RuntimeError("a broken time zone")
+
+    def dst(self, _dt: datetime | None) -> timedelta:
+        raise RuntimeError("a broken time zone")
+
+    def tzname(self, _dt: datetime | None) -> str:
+        raise RuntimeError("a broken time zone")
+
+    def __repr__(self) -> str:
+        return "<broken zone>"
+
+
 class _DeeplyNested(list[Any]):
     """A list nested deeper than the recursion limit: walking it recursively fails.
 
@@ -652,13 +668,20 @@ _BAD_SCALARS: tuple[object, ...] = (
     b"x",
     bytearray(b"x"),
     datetime(2024, 1, 1),  # noqa: DTZ001 - naive on purpose: no time zone is a bad moment
+    datetime(2024, 1, 1, tzinfo=_BrokenZone()),  # looks aware, but has no time in UTC
     _Opaque(),
     frozenset({1, 2}),
     (),
     [],
     {},
 )
-_HASHABLE_BAD = [value for value in _BAD_SCALARS if value.__hash__ is not None]
+# A datetime in a broken zone cannot be hashed: hash() asks the zone for its offset.
+_HASHABLE_BAD = [
+    value
+    for value in _BAD_SCALARS
+    if value.__hash__ is not None
+    and not (isinstance(value, datetime) and isinstance(value.tzinfo, _BrokenZone))
+]
 
 
 # Each example gets its own copy: the code under test may change a list or a dict it
@@ -680,7 +703,8 @@ def bad_values() -> st.SearchStrategy[object]:
 
     Odd scalars (``None``, booleans, ``-1``, a float, integers too large for SQL or
     for a float, ``nan`` and infinities, empty, blank, NUL and lone-surrogate text,
-    bytes, a naive datetime, an object of no useful type, a frozenset, empty
+    bytes, a naive datetime, a datetime whose time zone raises, an object of no
+    useful type, a frozenset, empty
     containers), containers holding them (lists, tuples, sets, dicts with them as
     keys or values) and a list nested too deep to walk recursively. Some are fine
     for some parameters (``None`` where a value is optional, ``""`` as a JSON
