@@ -558,6 +558,54 @@ class TestWithoutMigrating:
             assert store.get("order-1").state is State.CLOSED
 
 
+class TestCommitTimes:
+    """A commit's journal and outbox time is read once it holds the write lock."""
+
+    def test_a_commit_that_waited_for_the_lock_is_recorded_no_earlier(self, tmp_path):
+        """A commit built before another's, then kept waiting by its lock, is recorded after it.
+
+        So the journal's sequence order is its recorded_at order (on one clock), and
+        each outbox row has its journal entry's time.
+        """
+        path = tmp_path / "x.db"
+        waiting_built, holding = threading.Event(), threading.Event()
+        with SQLiteStore(path, timeout=30) as store:
+            store.on_commit("notify")
+            for name in ("order-1", "order-2"):
+                store.create(CustomerSession(integration_id=name))
+
+            def paused_before_the_lock(statement: str) -> None:
+                if statement == "BEGIN IMMEDIATE" and not waiting_built.is_set():
+                    waiting_built.set()
+                    holding.wait(10)
+
+            def waiter() -> None:
+                store.exists("order-2")  # opens this thread's connection
+                store._local.connection.set_trace_callback(paused_before_the_lock)
+                store.update("order-2", lambda s: s.close())
+
+            def held(statement: str) -> None:
+                if "INSERT INTO customer_session_journal" in statement:
+                    holding.set()
+                    time.sleep(0.2)  # the waiter asks for the lock meanwhile
+
+            thread = threading.Thread(target=waiter)
+            thread.start()
+            assert waiting_built.wait(10)
+            store.exists("order-1")
+            store._local.connection.set_trace_callback(held)
+            store.update("order-1", lambda s: s.close())
+            store._local.connection.set_trace_callback(None)
+            thread.join()
+            first, second = (store.history(name)[-1] for name in ("order-1", "order-2"))
+            effects = {effect.integration_id: effect for effect in store.pending()}
+        assert first.sequence < second.sequence
+        # Read after the lock was given up: after the pause inside the first commit.
+        assert second.recorded_at - first.recorded_at >= timedelta(seconds=0.2)
+        assert effects["order-1"].created_at == first.recorded_at
+        assert effects["order-2"].created_at == second.recorded_at
+
+
 class TestOutboxSequences:
     def test_a_version_3_outbox_is_kept_and_never_repeats_a_number(self, tmp_path):
         """Migrating a version 3 database keeps its outbox rows; purged numbers never return."""

@@ -7,7 +7,6 @@ same for every backend and lives here.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from attrs import frozen
@@ -21,6 +20,7 @@ from customer_session.wire import _document_after
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
+    from datetime import datetime
 
     from customer_session._records import TransitionRecord
     from customer_session.model import CustomerSession
@@ -61,7 +61,9 @@ class Change:
             ``KeyAlreadyProcessed``, as any used key does.
         actor: Who made the change, for the journal entry (``None``: not given).
         outbox: The durable effects to write.
-        recorded_at: The wall-clock time of the commit (SQLite writes it).
+
+    It holds no time of the commit: that is read once the backend holds its write
+    lock (SQLite) or by the database itself (PostgreSQL's ``now()``).
     """
 
     integration_id: str
@@ -76,7 +78,6 @@ class Change:
     key: str | None
     actor: str | None
     outbox: tuple[OutboxRow, ...]
-    recorded_at: datetime
     revises: bool = False
 
 
@@ -195,7 +196,6 @@ def _change(  # noqa: PLR0917 - a private step shared by both constructors
         key=key,
         actor=actor,
         outbox=tuple(_outbox(session.integration_id, records, added, first, effects)),
-        recorded_at=datetime.now(UTC),
         revises=revises,
     )
 

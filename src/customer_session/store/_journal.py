@@ -79,7 +79,12 @@ class JournalEntry:
             else the store's (``None`` when neither was given, and for entries
             written before schema version 4). :func:`rebuild` does not use it.
         recorded_at: When it was committed, in UTC (by the clock of the database
-            server on PostgreSQL, of the committing process on SQLite).
+            server on PostgreSQL, of the committing process on SQLite). On SQLite
+            it is read once the commit holds the write lock, so entries in
+            ``sequence`` order have their ``recorded_at`` in order too (unless
+            the clock steps back); on PostgreSQL it is when the committing
+            statement began, and concurrent commits may take their ``sequence``
+            numbers in another order.
     """
 
     sequence: int

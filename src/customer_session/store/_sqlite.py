@@ -526,10 +526,11 @@ class SQLiteStore(BaseStore[_S]):
 
     def _write(self, change: Change, expected: int | None) -> bool:
         integration_id = change.integration_id
-        # Every parameter is ready before the write lock is taken: other writers wait
-        # for as short a time as the statements take.
+        # Every parameter is ready before the write lock is taken, so other writers
+        # wait for as short a time as the statements take; but the time, which is
+        # read with the lock held: the journal and outbox rows are lists with a slot
+        # for it (filled in place, not built again inside the lock).
         updated = change.updated.isoformat()
-        at = change.recorded_at.isoformat()
         row: tuple[object, ...]
         if expected is None:
             statement, row = _INSERT, (integration_id, change.state, updated, change.document)
@@ -538,7 +539,7 @@ class SQLiteStore(BaseStore[_S]):
             statement = _UPDATE
             row = (change.state, updated, change.document, integration_id, expected)
             version = expected + 1
-        journal = (
+        journal: list[object] = [
             integration_id,
             version,
             change.kind.value,
@@ -547,18 +548,24 @@ class SQLiteStore(BaseStore[_S]):
             change.actor,
             change.records,
             change.changes,
-            at,
-        )
+            None,  # recorded_at
+        ]
         outbox = change.outbox and [
-            (r.key, r.effect, integration_id, version, r.position, r.record, change.document, at)
-            for r in change.outbox
+            [r.key, r.effect, integration_id, version, r.position, r.record, change.document, None]
+            for r in change.outbox  # None: created_at
         ]
         with self._writing(integration_id) as connection:
             if connection.execute(statement, row).rowcount != 1:
                 connection.execute("ROLLBACK")
                 return False
+            # The time of the commit, read with the write lock held: a commit that
+            # waited for another's is recorded after it, so the journal's sequence
+            # order is its recorded_at order (unless the clock steps back).
+            at = journal[-1] = _now()
             connection.execute(_JOURNAL, journal)
             if outbox:
+                for r in outbox:
+                    r[-1] = at
                 connection.executemany(_OUTBOX, outbox)
             if change.key is not None:
                 recording = _REVISE_KEY if change.revises else _KEY
