@@ -6,7 +6,10 @@ a server that cannot start fails the run: those tests are never skipped there.
 """
 
 import contextlib
+import importlib
+import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +17,8 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import ModuleType
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -57,6 +61,82 @@ def fake_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str],
         monkeypatch.setenv("PATH", str(directory))
 
     return install
+
+
+def require(missing: list[str]) -> None:
+    """Skip when something a test needs is ``missing``, but fail under CI (``CI`` set).
+
+    What CI installs must be tested there: a test it cannot run is a failure, never
+    a skip no one reads.
+    """
+    if missing:
+        unavailable(" and ".join(missing))
+
+
+def unavailable(what: str) -> NoReturn:
+    """Skip the test, which needs ``what``, or fail it under CI (see :func:`require`)."""
+    message = f"needs {what}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must provide it (scripts/test.sh installs it)")
+    pytest.skip(message)
+
+
+def require_module(name: str, extra: str) -> ModuleType:
+    """The module ``name``, which the package's ``extra`` installs (see :func:`require`)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        unavailable(f"{name} (pip install 'customer-session[{extra}]')")
+
+
+def require_graphviz(*, dot: bool = True) -> None:
+    """The graphviz package, and dot if ``dot``, are installed (see :func:`require`)."""
+    missing: list[str] = []
+    if importlib.util.find_spec("graphviz") is None:
+        missing.append("the graphviz package (pip install 'customer-session[diagrams]')")
+    if dot and shutil.which("dot") is None:
+        missing.append("Graphviz's dot program (apt-get install graphviz)")
+    require(missing)
+
+
+@contextlib.contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """Make the file or directory ``path`` unwritable for this process, then restore it.
+
+    Root ignores permission bits, so as root the immutable attribute does it (which
+    root cannot bypass either); where that cannot be set, the test is skipped (under
+    CI, failed: see :func:`require`).
+    """
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    chattr = shutil.which("chattr")
+    if (
+        chattr is None
+        or subprocess.run([chattr, "+i", path], capture_output=True, check=False).returncode
+    ):
+        unavailable("the immutable attribute (chattr +i): no permission bit binds root")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", path], check=True)
+
+
+@pytest.fixture
+def graphviz_available() -> None:
+    """The graphviz package and dot are installed (see require_graphviz)."""
+    require_graphviz()
+
+
+@pytest.fixture
+def graphviz_package() -> None:
+    """The graphviz package is installed, dot need not be (see require_graphviz)."""
+    require_graphviz(dot=False)
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from customer_session.cli import main
 from customer_session.diagrams import to_dot, to_mermaid
 from customer_session.store import SCHEMA_VERSION, SQLiteStore, StoreReplayer, open_store
 
+from .conftest import require_graphviz
+
 DATA = Path(__file__).parent / "data"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "orders.jsonl"
 GRAPHVIZ = pytest.mark.graphviz
@@ -165,9 +167,9 @@ class TestDiagram:
         assert list(tmp_path.iterdir()) == []
 
     @pytest.mark.graphviz
+    @pytest.mark.usefixtures("graphviz_available")
     def test_dash_output_takes_an_image_as_bytes(self, tmp_path):
         """--format png -o - writes the PNG's bytes, and nothing else, on standard output."""
-        pytest.importorskip("graphviz")
         command = [sys.executable, "-m", "customer_session", "diagram", "--format", "png"]
         done = subprocess.run([*command, "-o", "-"], capture_output=True, check=False, cwd=tmp_path)
         assert (done.returncode, done.stderr) == (0, b"")
@@ -197,7 +199,7 @@ class TestDiagram:
     def test_format_defaults_to_the_one_the_extension_names(self, tmp_path, name, kind):
         """Without --format, the output's extension chooses the format (else Mermaid)."""
         if kind in {"svg", "png"}:
-            pytest.importorskip("graphviz")
+            require_graphviz()
         target = tmp_path / name
         assert run("diagram", "-o", str(target))[0] == 0
         expected = tmp_path / f"expected.{kind}"
@@ -234,9 +236,9 @@ class TestDiagram:
         assert run("diagram", "--format", "svg", "-o", str(tmp_path / "x.svg"))[0] == 2
         assert "graphviz" in one_line_error(capsys).lower()
 
+    @pytest.mark.usefixtures("graphviz_package")
     def test_failing_dot_is_one_line(self, capsys, tmp_path, fake_dot):
         """A dot that fails is one line with its exit status and first error line, exit 2."""
-        pytest.importorskip("graphviz")
         fake_dot('echo "Error: no cairo" >&2; echo "second line" >&2; exit 3')
         assert run("diagram", "--format", "png", "-o", str(tmp_path / "x.png"))[0] == 2
         error = one_line_error(capsys)

@@ -7,7 +7,6 @@ tests/test_diagrams.py`` and review the diff.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -45,6 +44,8 @@ from customer_session.diagrams import (
     to_mermaid,
     to_table,
 )
+
+from .conftest import require_graphviz
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -523,33 +524,6 @@ class TestDeterminism:
 
 
 # -- images ------------------------------------------------------------------------------
-
-
-def require_graphviz(*, dot: bool = True) -> None:
-    """Skip when the graphviz package (or dot, if ``dot``) is missing, but fail under CI."""
-    missing = []
-    if importlib.util.find_spec("graphviz") is None:
-        missing.append("the graphviz package (pip install 'customer-session[diagrams]')")
-    if dot and shutil.which("dot") is None:
-        missing.append("Graphviz's dot program (apt-get install graphviz)")
-    if not missing:
-        return
-    message = "needs " + " and ".join(missing)
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; CI must provide it (scripts/test.sh installs it)")
-    pytest.skip(message)
-
-
-@pytest.fixture
-def graphviz_available():
-    """The graphviz package and dot are installed (see require_graphviz)."""
-    require_graphviz()
-
-
-@pytest.fixture
-def graphviz_package():
-    """The graphviz package is installed, dot need not be (see require_graphviz)."""
-    require_graphviz(dot=False)
 
 
 @pytest.mark.graphviz

@@ -2,6 +2,8 @@ import pytest
 
 from customer_session._secrets import masked, redacted, secret_spans
 
+from .conftest import require_module
+
 
 class TestMasked:
     @pytest.mark.parametrize(
@@ -36,7 +38,7 @@ class TestSecretSpans:
 class TestRedacted:
     def test_the_password_is_hidden(self):
         """The stores' form of a connection string shows *** for the password."""
-        pytest.importorskip("psycopg")
+        require_module("psycopg", "postgres")
         shown = redacted("postgresql://u:pw@h/db")
         assert "pw" not in shown.replace("password", "")
         assert "password=***" in shown

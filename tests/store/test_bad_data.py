@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
+from tests.conftest import require_module
 
 from customer_session import (
     CartItem,
@@ -781,7 +782,7 @@ class TestOpening:
         self, tmp_path, monkeypatch
     ):
         """A keyword/value string is refused whichever of this libpq's options comes first."""
-        pq = pytest.importorskip("psycopg.pq")
+        pq = require_module("psycopg.pq", "postgres")
         monkeypatch.chdir(tmp_path)
         keywords = [option.keyword.decode() for option in pq.Conninfo.get_defaults()]
         opened = []

@@ -8,7 +8,6 @@ import os
 import pwd
 import shutil
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from tests.conftest import unwritable
 
 from customer_session import (
     CustomerSession,
@@ -62,33 +62,6 @@ def with_pending_row(store: SQLiteStore) -> None:
     store.on_commit("notify")
     store.create(CustomerSession(integration_id="order-1"))
     store.update("order-1", lambda s: s.close())
-
-
-@contextmanager
-def unwritable(path: Path) -> Iterator[None]:
-    """Make the file or directory ``path`` unwritable for this process, then restore it.
-
-    Root ignores permission bits, so as root the immutable attribute does it (which
-    root cannot bypass either); where that cannot be set, the test is skipped.
-    """
-    if os.geteuid() != 0:
-        mode = path.stat().st_mode
-        path.chmod(mode & ~0o222)
-        try:
-            yield
-        finally:
-            path.chmod(mode)
-        return
-    chattr = shutil.which("chattr")
-    if (
-        chattr is None
-        or subprocess.run([chattr, "+i", path], capture_output=True, check=False).returncode
-    ):
-        pytest.skip("running as root, where only the immutable attribute (chattr) denies writes")
-    try:
-        yield
-    finally:
-        subprocess.run([chattr, "-i", path], check=True)
 
 
 # Who the child of ``as_another_user`` runs as, when the tests run as root: the
