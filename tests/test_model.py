@@ -146,7 +146,7 @@ class TestCreation:
 
     def test_workflow_of_another_specification_is_refused(self):
         """A session cannot be bound to a workflow of another table."""
-        with pytest.raises(WorkflowError):
+        with pytest.raises(WorkflowError, match="drives another specification"):
             CustomerSession(integration_id="o", workflow=ReopenableCustomerSession.default_workflow)
 
 
@@ -383,7 +383,7 @@ class TestProtectedFields:
     def test_state_cannot_be_deleted(self):
         """Deleting state is refused."""
         s = CustomerSession(integration_id="o")
-        with pytest.raises(ProtectedFieldError):
+        with pytest.raises(ProtectedFieldError, match=r"^'state' cannot be assigned or deleted"):
             del s.state
         assert s.state is State.OPEN
 
@@ -438,13 +438,13 @@ class TestProtectedFields:
     def test_evolve_cannot_reach_a_non_initial_state(self):
         """attrs.evolve builds a new session, so it cannot jump to cancelled."""
         s = CustomerSession(integration_id="o")
-        with pytest.raises(ValidationError):
+        with pytest.raises(ValidationError, match="a new session starts closed or open, not 'canc"):
             attrs.evolve(s, state=State.CANCELLED)
 
     def test_setstate_cannot_load_an_unknown_state(self):
         """__setstate__ validates like restore and leaves the session unchanged."""
         s = CustomerSession(integration_id="o")
-        with pytest.raises(ValidationError):
+        with pytest.raises(ValidationError, match=r"state: must be one of .*, got 'bogus'$"):
             s.__setstate__({**s.snapshot(), "state": "bogus"})
         assert s.state is State.OPEN
 

@@ -532,7 +532,7 @@ class TestFromDict:
 
     def test_workflow_of_another_table_is_a_workflow_error(self):
         """A workflow of another specification is a programming error, not a document problem."""
-        with pytest.raises(WorkflowError):
+        with pytest.raises(WorkflowError, match="drives another specification"):
             from_dict(
                 load("session_v1.json"), workflow=Workflow(ReopenableCustomerSession.specification)
             )
@@ -1134,8 +1134,9 @@ class TestReturnRequest:
     def test_response_content_of_returns_is_checked(self):
         """A return accepts only its own responseContent values."""
         assert "awardedGiveaways" not in RETURN_RESPONSE_CONTENT
-        with pytest.raises(ValidationError):
+        with pytest.raises(ValidationError) as error:
             return_request([ReturnedItem(0, 1)], response_content=["awardedGiveaways"])
+        assert list(problems_of(error)) == ["response_content[0]"]
 
     def test_request_reads_back_as_the_same_items(self):
         """returned_items_from_json reads a return body back into the items."""

@@ -250,9 +250,13 @@ class TestStoreReplay:
         assert [e.actor for e in history] == ["nightly-import"] * 3
 
     def test_fast_path_is_refused(self, database):
-        """A store replay never takes the in-memory fast path."""
-        with StoreReplayer(database) as replayer, pytest.raises(Exception, match="fast"):
-            replayer.run([CREATE], fast=True)
+        """A store replay refuses the in-memory fast path, a WorkflowError; nothing is written."""
+        with StoreReplayer(database) as replayer:
+            with pytest.raises(
+                WorkflowError, match=r"^the fast replay path cannot run: sessions are not in memory"
+            ):
+                replayer.run([CREATE], fast=True)
+            assert not replayer.store.exists("order-7")
 
     @pytest.mark.parametrize("database", [None, "", 42])
     def test_a_bad_database_is_refused_by_its_own_name(self, database):
