@@ -41,6 +41,7 @@ from customer_session.store._outbox import idempotency_key
 from customer_session.store._postgres import database_name
 
 from .conftest import (
+    DEFAULT_TIMEOUT,
     SyncOverAsync,
     blocks_another,
     deliveries_take_turns,
@@ -529,7 +530,7 @@ def test_a_stopped_server_fails_a_call_within_the_stores_timeout(opener):
     finally:
         server.stop()
     error, waited = outcomes[-1]
-    assert 1.0 <= waited < 5
+    assert 1.0 <= waited < DEFAULT_TIMEOUT
     assert error.timeout == 1.0
     assert "within 1 seconds (the store's timeout)" in str(error)
 
@@ -551,7 +552,7 @@ def test_a_pool_that_cannot_open_in_time_fails_opening_within_the_timeout(backen
     finally:
         with psycopg.connect(pg_server.url, autocommit=True) as admin:
             admin.execute(f"DROP ROLE {role}")
-    assert 0.5 <= waited < 5
+    assert 0.5 <= waited < DEFAULT_TIMEOUT
     assert str(caught.value).startswith("cannot connect to PostgreSQL (")
     assert "min_connections=2 connections within 0.5 seconds (the store's timeout)" in str(
         caught.value
@@ -576,7 +577,7 @@ class TestAServerThatNeverAnswers:
             open_it(url, timeout=1.0)
         waited = time.monotonic() - start
         error = caught.value
-        assert 1.0 <= waited < 10
+        assert 1.0 <= waited < DEFAULT_TIMEOUT
         assert (error.waited_for, error.setting, error.timeout) == ("a connection", "timeout", 1.0)
         assert "host=127.0.0.1" in error.database
         assert f"port={silent_server}" in error.database
@@ -617,7 +618,7 @@ class TestAServerThatNeverAnswers:
         with pytest.raises(StoreTimeout) as caught:
             (PostgresStore if backend == "postgres" else SyncOverAsync)(url, timeout=60)
         waited = time.monotonic() - start
-        assert 2 <= waited < 10
+        assert 2 <= waited < 60  # the store's timeout, which it did not wait for
         error = caught.value
         assert (error.setting, error.timeout) == ("connect_timeout", 2)
         named = "connect_timeout=2" if where == "conninfo" else "PGCONNECT_TIMEOUT=2"
