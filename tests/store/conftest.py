@@ -12,6 +12,7 @@ import functools
 import inspect
 import sqlite3
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +64,25 @@ def blocks_another(watcher: Any, holder: Any) -> bool:
         (holder.info.backend_pid,),
     ).fetchone()
     return row is not None and row[0] > 0
+
+
+def waiting_for_an_advisory_lock(conninfo: str) -> bool:
+    """Whether a statement on the server waits for an advisory lock (a delivery's turn)."""
+    import psycopg  # noqa: PLC0415 - optional dependency
+
+    with psycopg.connect(conninfo, autocommit=True) as watcher:
+        row = watcher.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()
+    return row is not None and row[0] > 0
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (up to 60 s) until ``condition()`` holds: another thread got where ``what`` says."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.01)
 
 
 def deliveries_take_turns(first: Any, second: Any) -> None:

@@ -40,7 +40,7 @@ from customer_session.aio import AsyncSession
 from customer_session.store import AsyncPostgresStore, Effect, JournalKind, ProcessedKey, rebuild
 from customer_session.store import _forks as forks
 
-from .conftest import blocks_another
+from .conftest import blocks_another, waiting_for_an_advisory_lock
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -313,7 +313,7 @@ class TestNotOpen:
         delivering = asyncio.create_task(store.deliver(held))  # holds the one connection
         await asyncio.wait_for(inside.wait(), WAIT)
         reading = asyncio.create_task(store.get("order-1"))
-        await asyncio.sleep(0.05)  # it waits for the pool's connection
+        await until(lambda: store._pool.get_stats().get("requests_waiting") == 1)
         await store.close()
         with pytest.raises(StoreError, match="is closed: open a new store") as caught:
             await reading
@@ -638,7 +638,8 @@ async def test_another_task_delivering_through_another_store_object_waits(
         async def handler(effect: Effect) -> None:
             handed.append("store")
             go.set()
-            await asyncio.sleep(0.5)  # time enough to hand the row over again
+            # The racer must wait for this delivery, not find the row still pending.
+            await until(lambda: waiting_for_an_advisory_lock(conninfo))
 
         assert await asyncio.wait_for(store.deliver(handler), timeout=WAIT) == 1
         assert await asyncio.wait_for(racing, timeout=WAIT) == 0
@@ -754,7 +755,7 @@ async def test_a_task_of_an_ended_delivery_waits_for_the_next_one_on_its_connect
         next_delivery = asyncio.create_task(store.deliver(slow))
         await asyncio.wait_for(holding.wait(), timeout=WAIT)
         resume.set()
-        await asyncio.sleep(0.2)  # time enough for the task to be refused
+        await until(lambda: waiting_for_an_advisory_lock(conninfo))  # not refused: it waits
         assert not tasks[0].done()
         go.set()
         assert await asyncio.wait_for(next_delivery, timeout=WAIT) == 1

@@ -47,6 +47,8 @@ from .conftest import (
     deliveries_take_turns,
     nested_delivery_refusal,
     run_sql,
+    wait_until,
+    waiting_for_an_advisory_lock,
 )
 
 if TYPE_CHECKING:
@@ -333,7 +335,10 @@ def test_a_call_waiting_for_a_connection_when_the_store_closes_says_so(
 
     reading = threading.Thread(target=read)
     reading.start()
-    time.sleep(0.05)  # it waits for the pool's connection
+    wait_until(
+        lambda: store._pool.get_stats().get("requests_waiting") == 1,
+        "waited for the pool's connection",
+    )
     store.close()
     reading.join(60)
     gate.set()
@@ -1174,7 +1179,9 @@ class TestDeliveryAcrossStoreObjects:
             next_delivery.start()
             assert holding.wait(timeout=60)
             resume.set()
-            time.sleep(0.2)  # time enough for the thread to be refused
+            wait_until(
+                lambda: waiting_for_an_advisory_lock(conninfo), "waited for the delivery's turn"
+            )
             assert outcome == []
             go.set()
             next_delivery.join(timeout=60)
@@ -1241,7 +1248,9 @@ class TestDeliveryAcrossStoreObjects:
             next_delivery = threading.Thread(target=lambda: delivered.append(store.deliver(slow)))
             next_delivery.start()
             assert holding.wait(timeout=60)
-            time.sleep(0.3)  # time enough for the thread to be refused
+            wait_until(
+                lambda: waiting_for_an_advisory_lock(conninfo), "waited for the delivery's turn"
+            )
             assert outcome == []
             resume.set()
             go.set()
