@@ -43,6 +43,10 @@ _SKUS = st.sampled_from(["SOCK-42", "JKT-RN-M", "CAP-01"])
 _MAX_SESSIONS = 4  # a few sessions are enough to mix their histories
 # One draw in six: often enough to reach a refusal, seldom enough to leave the rest.
 _SELDOM = st.sampled_from([False, False, False, False, False, True])
+# Returns of any positions and quantities, valid or not for the cart they meet.
+_ANY_RETURNS = st.lists(
+    st.builds(ReturnedItem, position=st.integers(0, 3), quantity=st.integers(1, 4)), max_size=3
+).map(tuple)
 # What attempt() takes for "refused, nothing changed": the errors whose promise (see
 # docs/errors.md) is that the session is as it was, and that another state or input
 # could have avoided. The rest (ProtectedFieldError, UnknownTrigger, WorkflowError:
@@ -199,20 +203,14 @@ class SessionStateMachine(RuleBasedStateMachine, Generic[_S]):
         """
         session = data.draw(st.sampled_from(self.sessions), label="session")
         trigger = data.draw(st.sampled_from(session.specification.triggers), label="trigger")
-        items: tuple[ReturnedItem, ...] = ()
-        if trigger is Trigger.RETURN_ITEMS or data.draw(_SELDOM, label="items anyway"):
-            items = tuple(
-                data.draw(
-                    st.lists(
-                        st.builds(
-                            ReturnedItem, position=st.integers(0, 3), quantity=st.integers(1, 4)
-                        ),
-                        max_size=3,
-                    ),
-                    label="items",
-                )
-            )
+        items = self._draw_items(data, trigger)
         self.attempt(session, lambda: session.fire(trigger, items=items))
+
+    def _draw_items(self, data: st.DataObject, trigger: Trigger) -> tuple[ReturnedItem, ...]:
+        """Items for ``trigger``: any returns for a return, now and then for another trigger."""
+        if trigger is Trigger.RETURN_ITEMS or data.draw(_SELDOM, label="items anyway"):
+            return data.draw(_ANY_RETURNS, label="items")
+        return ()
 
     def attempt(self, session: _S, action: Callable[[], TransitionRecord | None]) -> None:
         """Run ``action``; a refusal must leave ``session`` exactly as it was.

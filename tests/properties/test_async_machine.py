@@ -10,7 +10,6 @@ from customer_session import (
     AfterCommitHookFailed,
     Phase,
     ReopenableCustomerSession,
-    ReturnedItem,
     TransitionError,
     TransitionInProgress,
     Trigger,
@@ -21,10 +20,6 @@ from customer_session._stateful import SessionStateMachine
 from customer_session.aio import AsyncReopenableSession, AsyncSession
 
 from .conftest import assert_seed_moves
-
-_ITEMS = st.lists(
-    st.builds(ReturnedItem, position=st.integers(0, 3), quantity=st.integers(1, 4)), max_size=3
-)
 
 
 class _Rollback(Exception):
@@ -52,8 +47,7 @@ class AsyncFaceMachine(SessionStateMachine):
     def _draw_call(self, data):
         session = data.draw(st.sampled_from(self.sessions), label="session")
         trigger = data.draw(st.sampled_from(session.specification.triggers), label="trigger")
-        items = data.draw(_ITEMS, label="items") if trigger is Trigger.RETURN_ITEMS else []
-        return session, trigger, tuple(items)
+        return session, trigger, self._draw_items(data, trigger)
 
     @rule(data=st.data())
     def fire(self, data):
@@ -69,8 +63,7 @@ class AsyncFaceMachine(SessionStateMachine):
         calls = []
         for _ in range(count):
             trigger = data.draw(st.sampled_from(session.specification.triggers), label="trigger")
-            items = data.draw(_ITEMS, label="items") if trigger is Trigger.RETURN_ITEMS else []
-            calls.append((trigger, tuple(items)))
+            calls.append((trigger, self._draw_items(data, trigger)))
         face = self.face_class(session)
 
         async def together():
