@@ -350,36 +350,155 @@ def test_a_call_waiting_for_a_connection_when_the_store_closes_says_so(
     assert error.integration_id == "order-1"
 
 
-def test_the_call_after_a_lost_connection_gets_a_working_one(open_pool, database):
-    """When the server drops the pool's connections, one call fails and the next works.
+def _named(database: str) -> tuple[str, str]:
+    """``database`` with an application name of its own, and that name (to find its sessions)."""
+    name = f"cs-{uuid.uuid4().hex[:12]}"
+    return f"{database}&application_name={name}", name
 
-    The failing call raises StoreError naming its session; the pool's other idle
-    connections, dropped too, are replaced instead of failing the calls after it.
+
+def _backends(admin: Any, name: str) -> list[int]:
+    """The pids of the server sessions of the connections named ``name``."""
+    rows = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s ORDER BY pid", (name,)
+    ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def _end_the_sessions_of(url: str, name: str, count: int) -> list[int]:
+    """Once ``count`` connections named ``name`` are open, have the server end them all.
+
+    Returns their pids, once the server has ended them: each connection has been
+    sent its FATAL message and closed.
     """
     import psycopg  # noqa: PLC0415 - optional dependency
 
-    store = open_pool(min_connections=4, max_connections=4)
-    store.create(CustomerSession(integration_id="order-1"))
-    with psycopg.connect(database, autocommit=True) as admin:
-        for _ in range(500):
-            # The pool fills its minimum in the background.
-            row = admin.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-            ).fetchone()
-            if row is not None and row[0] >= 4:
-                break
-            admin.execute("SELECT pg_sleep(0.01)")
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'"
-        )
-    with pytest.raises(StoreError, match="order-1") as caught:
-        store.get("order-1")
-    assert caught.value.integration_id == "order-1"
-    for _ in range(4):
-        assert store.get("order-1").integration_id == "order-1"
+    with psycopg.connect(url, autocommit=True) as admin:
+        wait_until(lambda: len(_backends(admin, name)) >= count, f"opened {count} connections")
+        ended = _backends(admin, name)
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (ended,))
+        wait_until(lambda: not set(ended) & set(_backends(admin, name)), "ended them")
+    return ended
+
+
+class TestConnectionsTheServerEnded:
+    """The pool's check refuses an idle connection whose session the server ended."""
+
+    def test_the_next_call_gets_a_working_connection_at_once(self, backend, database):
+        """After the server ended every idle connection of the pool, the next call works, at once.
+
+        Not after the pool's wait between retries of refused connections (a second,
+        then two, doubling): the first one refused has the pool check the others.
+        """
+        url, name = _named(database)
+        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+        store = store_class(url, min_connections=4, max_connections=4)
+        try:
+            store.create(CustomerSession(integration_id="order-1"))
+            _end_the_sessions_of(database, name, 4)
+            start = time.monotonic()
+            assert store.get("order-1").integration_id == "order-1"
+            # Less than psycopg_pool's first wait between retries: 1 s, less its 10% jitter.
+            assert time.monotonic() - start < 0.9
+            for _ in range(4):
+                assert store.get("order-1").integration_id == "order-1"
+        finally:
+            store.close()
+
+    def test_a_commit_after_gets_a_working_connection(self, backend, database):
+        """A commit whose pooled connection the server ended is written on another one."""
+        url, name = _named(database)
+        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+        store = store_class(url, min_connections=1, max_connections=1)
+        try:
+            store.create(CustomerSession(integration_id="order-1"))
+            _end_the_sessions_of(database, name, 1)
+            store.update("order-1", lambda session: session.close())
+            assert store.get("order-1").state == "closed"
+        finally:
+            store.close()
+
+    def test_a_delivery_after_gets_a_working_connection(self, backend, database):
+        """deliver(), which takes a connection out of the pool for its lock, gets a working one."""
+        url, name = _named(database)
+        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+        store = store_class(url, min_connections=1, max_connections=1)
+        try:
+            store.on_commit("notify", trigger="close")
+            closed_session(store, "order-1")
+            _end_the_sessions_of(database, name, 1)
+            handed: list[str] = []
+            assert store.deliver(lambda effect: handed.append(effect.integration_id)) == 1
+            assert handed == ["order-1"]
+        finally:
+            store.close()
+
+    def test_a_healthy_idle_connection_is_reused(self, backend, database):
+        """The check keeps a connection the server still serves: no call replaces it."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        url, name = _named(database)
+        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+        store = store_class(url, min_connections=1, max_connections=1)
+        try:
+            store.create(CustomerSession(integration_id="order-1"))
+            with psycopg.connect(database, autocommit=True) as admin:
+                before = _backends(admin, name)
+                for _ in range(5):
+                    store.get("order-1")
+                    store.update("order-1", lambda session: session.set_coupon("SPRING"))
+                assert _backends(admin, name) == before
+            assert len(before) == 1
+        finally:
+            store.close()
+
+    def test_after_a_restart_the_next_call_works(self):
+        """After the server restarted (ending every session), either store's next call works."""
+        from pgserver import TemporaryPostgres  # noqa: PLC0415 - the tests' own launcher
+
+        with TemporaryPostgres() as server:
+            stores: list[Any] = [
+                PostgresStore(server.url, min_connections=2),
+                SyncOverAsync(server.url, min_connections=2),
+            ]
+            try:
+                stores[0].create(CustomerSession(integration_id="order-1"))
+                assert stores[1].exists("order-1")
+                server.restart()
+                for store in stores:
+                    assert store.get("order-1").integration_id == "order-1"
+            finally:
+                for store in stores:
+                    store.close()
+
+
+class TestDropped:
+    """_postgres.dropped, the pool's check: one poll of the connection's socket."""
+
+    def test_a_healthy_idle_connection_is_not_dropped(self, pg_server):
+        """A connection idle after its last statement has nothing to read: it is kept."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        with psycopg.connect(pg_server.url, autocommit=True) as connection:
+            connection.execute("SELECT 1")
+            assert not _postgres.dropped(connection)
+
+    def test_a_connection_whose_session_the_server_ended_is_dropped(self, pg_server):
+        """The server's FATAL message and the end of the socket are seen without a statement."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        url, name = _named(pg_server.fresh_schema())
+        with psycopg.connect(url, autocommit=True) as connection:
+            _end_the_sessions_of(pg_server.url, name, 1)
+            assert _postgres.dropped(connection)
+            assert not connection.closed  # psycopg does not know yet
+
+    def test_a_closed_connection_is_dropped(self, pg_server):
+        """A connection closed on this side (it has no socket any more) is dropped."""
+        import psycopg  # noqa: PLC0415 - optional dependency
+
+        connection = psycopg.connect(pg_server.url, autocommit=True)
+        connection.close()
+        assert _postgres.dropped(connection)
 
 
 def drop_the_connections_of(database: str) -> None:
@@ -521,20 +640,17 @@ def test_a_stopped_server_fails_a_call_within_the_stores_timeout(opener):
         try:
             store.create(CustomerSession(integration_id="order-1"))
             server.stop()
-            # The call that meets the pool's dropped connection fails at once (as in
-            # test_the_call_after_a_lost_connection_gets_a_working_one); the next waits.
-            outcomes: list[tuple[BaseException, float]] = []
-            while not outcomes or not isinstance(outcomes[-1][0], StoreTimeout):
-                assert len(outcomes) < 3, outcomes
-                start = time.monotonic()
-                with pytest.raises(StoreError) as caught:
-                    store.get("order-1")
-                outcomes.append((caught.value, time.monotonic() - start))
+            # The pool's check refuses its connection, which the server ended as it
+            # stopped; then the call waits for a new one.
+            start = time.monotonic()
+            with pytest.raises(StoreTimeout) as caught:
+                store.get("order-1")
+            waited = time.monotonic() - start
         finally:
             store.close()
     finally:
         server.stop()
-    error, waited = outcomes[-1]
+    error = caught.value
     assert 1.0 <= waited < DEFAULT_TIMEOUT
     assert error.timeout == 1.0
     assert "within 1 seconds (the store's timeout)" in str(error)

@@ -819,7 +819,10 @@ class TestCommandLine:
 
     @pytest.mark.postgres
     def test_a_connection_lost_mid_run_is_a_one_line_error(self, pg_server):
-        """A PostgreSQL connection cut during the run exits 2 with one line, nothing else."""
+        """A PostgreSQL connection cut while a statement runs exits 2 with one line, nothing else.
+
+        One cut while idle in the pool would not do: the pool's check replaces it.
+        """
         database = pg_server.fresh_schema() + "&application_name=replay-cut"
         command = [sys.executable, "-m", "customer_session", "replay", "--db", database]
         replay = subprocess.Popen(
@@ -835,7 +838,11 @@ class TestCommandLine:
 
 
 def _cut_when_applying(database: str) -> bool:
-    """Once a replay on ``database`` has applied lines, cut its connections; whether it did."""
+    """Once a replay on ``database`` has applied lines, cut its connections; whether it did.
+
+    They are cut while a statement of the replay runs: one waiting for a lock this
+    holds (each line records its key) until then.
+    """
     import psycopg  # noqa: PLC0415 - optional dependency
 
     with psycopg.connect(database.replace("replay-cut", "cutter"), autocommit=True) as connection:
@@ -845,10 +852,21 @@ def _cut_when_applying(database: str) -> bool:
         keys = connection.execute("SELECT count(*) FROM customer_session_keys").fetchone()
         if keys is None or keys[0] < 100:
             return False
-        connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            ("replay-cut",),
-        )
+        with connection.transaction():
+            connection.execute("LOCK TABLE customer_session_keys IN EXCLUSIVE MODE")
+            deadline = time.monotonic() + 30
+            while not connection.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = %s AND wait_event_type = 'Lock'",
+                ("replay-cut",),
+            ).fetchall()[0][0]:
+                assert time.monotonic() < deadline, "no statement of the replay waited"
+                time.sleep(0.01)
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                ("replay-cut",),
+            )
     return True
 
 

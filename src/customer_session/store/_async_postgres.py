@@ -89,12 +89,14 @@ from customer_session.store._postgres import (
     BY_ID,
     CONNECTION_OPTIONS,
     CURRENT_SCHEMA,
+    DROPPED,
     SCHEMA_PLACE,
     SESSION_SETTINGS,
     UNUSABLE_SCHEMAS,
     _import_psycopg,
     connect_limit,
     database_name,
+    dropped,
     duplicate_key,
     failure_reason,
     insert_statement,
@@ -292,6 +294,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                 open=False,
                 name="customer-session-async",
                 configure=self._track,
+                check=self._check,
                 timeout=timeout,
             )
         )
@@ -449,6 +452,22 @@ class AsyncPostgresStore(StoreCore[_S]):
         """
         await connection.execute(SESSION_SETTINGS)
         self._connections.add(connection)
+
+    async def _check(self, connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        """The pool's check: refuse a connection whose session the server ended.
+
+        As ``PostgresStore``'s (see ``_postgres._IdleCheck``): one ``poll`` with no
+        wait; a dropped connection is closed, so the pool makes another, and the
+        pool's other idle connections are checked, once.
+
+        Raises:
+            psycopg.OperationalError: The server ended the connection's session.
+        """
+        if not dropped(connection):
+            return
+        await connection.close()
+        await self._pool.check()
+        raise connection.OperationalError(DROPPED)
 
     def _check_loop(self) -> None:
         """Refuse a call made in another event loop than the one that opened the pool.
@@ -1005,12 +1024,10 @@ class AsyncPostgresStore(StoreCore[_S]):
         self, integration_id: str | None
     ) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
         """A pooled connection; database errors become ``StoreError`` naming the session."""
-        connection = None
         try:
             pinned = _PINNED.get()
             if pinned is not None and pinned.store is self and pinned.running:
-                connection = pinned.connection
-                yield connection
+                yield pinned.connection
                 return
             if self._closed:
                 # Closed by another task since the call began (_ready let it in): else
@@ -1019,11 +1036,8 @@ class AsyncPostgresStore(StoreCore[_S]):
             async with self._pool.connection() as connection:
                 yield connection
         except self._psycopg_error as exc:
-            if connection is not None and connection.closed:
-                # The server dropped it (a restart, a failover, an administrator), and
-                # likely the pool's idle connections too: replace those now, rather than
-                # let each fail a call of its own.
-                await self._pool.check()
+            # As in PostgresStore._connection: the pool's check (_check) finds the idle
+            # connections the server dropped with this one.
             raise self._pool_error(exc, integration_id) from exc
 
     def _pool_error(self, error: Exception, integration_id: str | None) -> StoreError:

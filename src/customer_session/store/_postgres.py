@@ -17,8 +17,11 @@ import functools
 import math
 import os
 import re
+import select
 import string
+import sys
 import threading
+import weakref
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, TypeVar, cast, overload
@@ -491,16 +494,19 @@ class PostgresStore(BaseStore[_S]):
             # One plain connection first: a wrong URL or a server that is down fails
             # now with libpq's reason, instead of after the pool's reconnection attempts.
             pg.connect(conninfo, **limit.options).close()
+            check = _IdleCheck()
             self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = pool.ConnectionPool(
                 conninfo,
                 min_size=min_connections,
                 max_size=max_connections,
                 kwargs={**CONNECTION_OPTIONS, **limit.options},
                 configure=_configure,
+                check=check,
                 open=True,
                 name="customer-session",
                 timeout=timeout,
             )
+            check.pool = weakref.ref(self._pool)
             self._pool.wait(timeout=timeout)
         except (pg.Error, pool.PoolTimeout) as exc:
             if hasattr(self, "_pool"):
@@ -528,23 +534,18 @@ class PostgresStore(BaseStore[_S]):
     ) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         """A pooled connection; database errors become ``StoreError`` naming the session."""
         self._refuse_in_a_fork(integration_id)
-        connection = None
         try:
             pinned = _PINNED.get()
             if pinned is not None and pinned.serves(self):
-                connection = pinned.connection
-                yield connection
+                yield pinned.connection
                 return
             if self._closed:  # else psycopg's "the pool is already closed", a database error
                 raise StoreError(f"{shown(self)} is closed", integration_id)
             with self._pool.connection() as connection:
                 yield connection
         except self._psycopg_error as exc:
-            if connection is not None and connection.closed:
-                # The server dropped it (a restart, a failover, an administrator), and
-                # likely the pool's idle connections too: replace those now, rather than
-                # let each fail a call of its own.
-                self._pool.check()
+            # A connection the server dropped goes back closed, and the pool replaces
+            # it; the pool's check (_IdleCheck) finds the idle ones dropped with it.
             raise self._pool_error(exc, integration_id) from exc
 
     def _pool_error(self, error: Exception, integration_id: str | None) -> StoreError:
@@ -724,6 +725,82 @@ class PostgresStore(BaseStore[_S]):
 def _configure(connection: psycopg.Connection[tuple[Any, ...]]) -> None:
     """Set up a connection the pool made: read committed, ISO times (see ``SESSION_SETTINGS``)."""
     connection.execute(SESSION_SETTINGS)
+
+
+# Why the pool's check refused a connection (psycopg_pool logs it, at INFO).
+DROPPED: Final = (
+    "the server ended this idle connection's session (a restart, a failover, "
+    "pg_terminate_backend, idle_session_timeout): discarded, another one is used"
+)
+
+
+def dropped(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether the server has ended the session of ``connection``, idle in the pool.
+
+    The pool's connections are idle in autocommit and never LISTEN, so the server
+    sends them nothing until they send a query; but before it ends a session (a
+    shutdown or restart, ``pg_terminate_backend``, ``idle_session_timeout``) it
+    sends a FATAL error, then closes the socket. A socket with something to read
+    (or hung up) is one of those. One ``poll`` with no wait, no round trip: a
+    commit, one statement, would otherwise pay a second round trip for the check.
+    A session dropped without a word (a network partition, a host gone) is not
+    seen here: the statement meets it, and fails.
+    """
+    if connection.closed:
+        return True
+    try:
+        socket = connection.pgconn.socket
+    except connection.OperationalError:  # libpq has no socket for it any more
+        return True
+    return _readable(socket)
+
+
+if sys.platform == "win32":  # no poll(); select() takes any socket there
+
+    def _readable(socket: int) -> bool:
+        """Whether ``socket`` has something to read, or an error or hang-up, now."""
+        readable, _, failed = select.select([socket], [], [socket], 0)
+        return bool(readable or failed)
+
+else:
+
+    def _readable(socket: int) -> bool:
+        """Whether ``socket`` has something to read, or an error or hang-up, now."""
+        # poll(), not select(): select() refuses a descriptor past FD_SETSIZE (1024).
+        poller = select.poll()
+        poller.register(socket, select.POLLIN)
+        return bool(poller.poll(0))
+
+
+class _IdleCheck:
+    """The pool's ``check``: refuse a connection whose session the server ended.
+
+    The pool closes nothing itself when a check fails (a connection it finds still
+    open goes back to it): this closes the connection, so the pool makes another.
+    And it has the pool check its other idle connections (likely dropped as well,
+    by a restart), once: the pool retries a refused connection at once, but waits
+    a second before the next retry, then two, doubling.
+    """
+
+    __slots__ = ("pool",)
+
+    def __init__(self) -> None:
+        # Weak: the pool holds this check, and a store dropped unclosed drops its pool.
+        self.pool: weakref.ref[ConnectionPool[psycopg.Connection[tuple[Any, ...]]]] | None = None
+
+    def __call__(self, connection: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Return if ``connection`` may be used; else close it and raise.
+
+        Raises:
+            psycopg.OperationalError: The server ended the connection's session.
+        """
+        if not dropped(connection):
+            return
+        connection.close()
+        pool = None if self.pool is None else self.pool()
+        if pool is not None:
+            pool.check()
+        raise connection.OperationalError(DROPPED)
 
 
 def option_problems(
