@@ -10,6 +10,7 @@ import concurrent.futures
 import contextvars
 import functools
 import inspect
+import os
 import sqlite3
 import threading
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from tests.conftest import unavailable
 
 from customer_session.store import AsyncPostgresStore, open_store
 
@@ -85,12 +87,56 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
-def deliveries_take_turns(first: Any, second: Any) -> None:
+def flock_waiting(path: Path) -> Callable[[], bool]:
+    """Whether a thread of this process waits for an ``flock`` lock on the file ``path``.
+
+    The kernel lists a waiting lock in ``/proc/locks`` as a line with ``->``, naming
+    the process and the file's inode (the file must exist when it is asked).
+    """
+    locks = Path("/proc/locks")
+    if not locks.exists():
+        unavailable("/proc/locks, to see a thread wait for a lock file")
+    pid = str(os.getpid())
+
+    def waiting() -> bool:
+        inode = str(path.stat().st_ino)
+        # A line reads: "1: -> FLOCK ADVISORY WRITE", the pid, then "major:minor:inode".
+        return any(
+            fields[1:3] == ["->", "FLOCK"]
+            and fields[5] == pid
+            and fields[6].rsplit(":", 1)[-1] == inode
+            for fields in (line.split() for line in locks.read_text().splitlines())
+        )
+
+    return waiting
+
+
+class WaitSpy:
+    """A thread lock's stand-in that notes when a caller starts to wait for it."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        """Wrap ``lock``."""
+        self.lock = lock
+        self.waiting = threading.Event()
+
+    def __enter__(self) -> None:
+        """Note the wait, then take the lock."""
+        self.waiting.set()
+        self.lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Release the lock."""
+        self.lock.release()
+
+
+def deliveries_take_turns(first: Any, second: Any, waiting: Callable[[], bool]) -> None:
     """Check that ``second.deliver()``, run by a thread while ``first`` delivers, waits.
 
-    ``first`` must hold one pending row. The racer starts from the handler and is
-    given time to hand the row over again; it must get its turn once ``first`` is
-    done, and then find nothing: no row reaches two handlers.
+    ``first`` must hold one pending row. From the handler, a racer thread starts
+    ``second.deliver()``; the handler returns only once ``waiting()`` sees the racer
+    wait for its turn (a racer that has not got there yet would find nothing pending
+    and pass without waiting). The racer must get its turn once ``first`` is done,
+    and then find nothing: no row reaches two handlers.
     """
     handed: list[tuple[str, int]] = []
     racers: list[threading.Thread] = []
@@ -103,11 +149,15 @@ def deliveries_take_turns(first: Any, second: Any) -> None:
         racer = threading.Thread(
             target=lambda: raced.append(
                 second.deliver(lambda e: handed.append(("second", e.sequence)))
-            )
+            ),
+            daemon=True,  # a racer that never gets its turn fails the test, not the run
         )
         racers.append(racer)
         racer.start()
-        racer.join(timeout=0.5)  # time enough to hand the row over again
+        wait_until(
+            lambda: waiting() or not racer.is_alive(), "the second deliver() waited or ended"
+        )
+        assert racer.is_alive(), f"the second deliver() did not wait: {raced}, {handed}"
 
     assert first.deliver(handler) == 1
     (racer,) = racers

@@ -1182,7 +1182,7 @@ class TestDeliveryAcrossStoreObjects:
         with PostgresStore(conninfo) as first, PostgresStore(conninfo) as second:
             first.on_commit("notify")
             closed_session(first, "order-1")
-            deliveries_take_turns(first, second)
+            deliveries_take_turns(first, second, lambda: waiting_for_an_advisory_lock(conninfo))
 
     def test_a_handler_may_deliver_another_schema(self, pg_server):
         """A handler delivering another schema's outbox is not refused: its lock is another."""

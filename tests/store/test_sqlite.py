@@ -32,7 +32,13 @@ from customer_session._show import shown
 from customer_session.store import SQLiteStore, StoreReplayer
 from customer_session.store._sqlite import _Connection, _use_wal
 
-from .conftest import DEFAULT_TIMEOUT, deliveries_take_turns, nested_delivery_refusal
+from .conftest import (
+    DEFAULT_TIMEOUT,
+    WaitSpy,
+    deliveries_take_turns,
+    flock_waiting,
+    nested_delivery_refusal,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -386,7 +392,7 @@ class TestSQLiteStore:
             first.on_commit("notify")
             first.create(CustomerSession(integration_id="order-1"))
             first.update("order-1", lambda s: s.close())
-            deliveries_take_turns(first, second)
+            deliveries_take_turns(first, second, flock_waiting(tmp_path / "x.db-deliver"))
 
     def test_deliver_from_a_handler_through_another_store_object_is_refused(self, tmp_path):
         """A handler delivering the same file through another store object raises, no hang.
@@ -928,7 +934,11 @@ class TestSharedMemoryDatabase:
         uri = self.uri()
         with SQLiteStore(uri) as first, SQLiteStore(uri) as second:
             with_pending_row(first)
-            deliveries_take_turns(first, second)
+            # The process's one thread lock of the database, which both objects share.
+            turns = WaitSpy(second._memory_turns)
+            assert turns.lock is first._memory_turns
+            second._memory_turns = turns
+            deliveries_take_turns(first, second, turns.waiting.is_set)
 
     @pytest.mark.parametrize(
         ("first_uri", "second_uri"),
