@@ -203,6 +203,25 @@ async def until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.05)
 
 
+class AsyncWaitSpy:
+    """An asyncio lock's stand-in that notes when a task starts to wait for it (held)."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        """Wrap ``lock``."""
+        self.lock = lock
+        self.waiting = asyncio.Event()
+
+    async def __aenter__(self) -> None:
+        """Note a wait for the held lock, then take it."""
+        if self.lock.locked():  # nothing runs between this and the wait below
+            self.waiting.set()
+        await self.lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Release the lock."""
+        self.lock.release()
+
+
 async def test_async_with_on_a_closed_store_says_it_is_closed(conninfo: str) -> None:
     """``async with`` a store that was closed raises StoreError saying so, not "cannot connect"."""
     store = await AsyncPostgresStore.open(conninfo)
@@ -281,12 +300,14 @@ class TestNotOpen:
             inside.set()
             await gate.wait()
 
+        turns = AsyncWaitSpy(store._delivering)
+        store._delivering = turns  # type: ignore[assignment]
         first = asyncio.create_task(store.deliver(held))
         await asyncio.wait_for(inside.wait(), WAIT)
         second = asyncio.create_task(store.deliver(lambda effect: None))
-        await asyncio.sleep(0.05)  # it waits for the first delivery's turn
+        await asyncio.wait_for(turns.waiting.wait(), WAIT)  # for the first delivery's turn
         closing = asyncio.create_task(store.close())
-        await asyncio.sleep(0.05)
+        await until(lambda: store._closed)
         gate.set()
         assert await first == 1
         with pytest.raises(StoreError, match="is closed: open a new store") as caught:
