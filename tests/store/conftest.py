@@ -167,6 +167,31 @@ def deliveries_take_turns(first: Any, second: Any, waiting: Callable[[], bool]) 
     assert handed == [("first", 1)]
 
 
+def in_a_fork(call: Callable[[], object]) -> str:
+    """Run ``call`` in a forked child; return what it raised (``type: message``), or ``ok``.
+
+    The child reports through a pipe and leaves with ``os._exit`` whatever happens:
+    it never goes back to pytest, nor runs the parent's cleanup.
+    """
+    readable, writable = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        outcome = "the child failed to report"
+        try:
+            call()
+            outcome = "ok"
+        except BaseException as exc:  # reported to the parent
+            outcome = f"{type(exc).__name__}: {exc}"
+        finally:
+            os.write(writable, outcome.encode())
+            os._exit(0)
+    os.close(writable)
+    with os.fdopen(readable, "rb") as reader:
+        reported = reader.read().decode()
+    os.waitpid(pid, 0)
+    return reported
+
+
 class SyncOverAsync:
     """A sync face over an ``AsyncPostgresStore``, so the contract tests run on it.
 

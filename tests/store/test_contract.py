@@ -62,7 +62,7 @@ from customer_session.store import (
 from customer_session.store._outbox import EFFECT_NAME_MAX_LENGTH
 from customer_session.store._schema import MIGRATIONS
 
-from .conftest import nested_delivery_refusal, run_sql
+from .conftest import in_a_fork, nested_delivery_refusal, run_sql
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -2772,25 +2772,6 @@ class TestThreads:
         assert all(store.exists("order-1") for store in stores)
 
 
-def _in_a_fork(call: Callable[[], object]) -> str:
-    """Run ``call`` in a forked child; return what it raised (``type: message``), or ``ok``."""
-    readable, writable = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, and leave without running the parent's cleanup
-        try:
-            call()
-            outcome = "ok"
-        except BaseException as exc:  # reported to the parent
-            outcome = f"{type(exc).__name__}: {exc}"
-        os.write(writable, outcome.encode())
-        os._exit(0)
-    os.close(writable)
-    with os.fdopen(readable, "rb") as reader:
-        reported = reader.read().decode()
-    os.waitpid(pid, 0)
-    return reported
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
 class TestProcesses:
     @pytest.fixture(autouse=True)
@@ -2805,7 +2786,7 @@ class TestProcesses:
         so the two would read each other's answers); nothing is written.
         """
         store.create(new_session())
-        outcome = _in_a_fork(lambda: store.update("order-1", lambda s: s.close()))
+        outcome = in_a_fork(lambda: store.update("order-1", lambda s: s.close()))
         assert outcome.startswith("StoreError: ")
         assert "is a fork of the process that opened it" in outcome
         assert "open a store in each process" in outcome
@@ -2814,7 +2795,7 @@ class TestProcesses:
     def test_closing_the_store_in_a_forked_child_leaves_the_parents_open(self, store):
         """close() in a forked child does not end the parent's connections."""
         store.create(new_session())
-        assert _in_a_fork(store.close) == "ok"
+        assert in_a_fork(store.close) == "ok"
         store.update("order-1", lambda s: s.close())
         assert store.get("order-1").state is State.CLOSED
 

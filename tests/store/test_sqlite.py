@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from .conftest import (
     WaitSpy,
     deliveries_take_turns,
     flock_waiting,
+    in_a_fork,
     nested_delivery_refusal,
 )
 
@@ -367,15 +369,21 @@ class TestSQLiteStore:
             gc.collect()
             assert closed == opened
 
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
     def test_connection_dropped_in_a_forked_child_is_left_alone(self, monkeypatch):
         """A connection dropped in a process forked from its opener is not closed there."""
         closed = closes_recorded(monkeypatch)
-        connection = sqlite3.connect(":memory:", factory=_Connection, check_same_thread=False)
-        child = os.getpid() + 1
-        monkeypatch.setattr(os, "getpid", lambda: child)
-        del connection
-        gc.collect()
-        assert closed == []
+        connections = [sqlite3.connect(":memory:", factory=_Connection, check_same_thread=False)]
+        dropped = weakref.ref(connections[0])
+        gc.collect()  # the child's collection below finds only what it drops
+
+        def drop() -> None:
+            connections.clear()
+            gc.collect()
+            assert dropped() is None, "the child did not drop the connection"
+            assert closed == [], "the child closed its parent's connection"
+
+        assert in_a_fork(drop) == "ok"
 
     def test_connection_that_fails_to_open_leaves_nothing_to_close(self, tmp_path):
         """A connection whose open failed is dropped without an error from its finalizer."""
