@@ -122,7 +122,7 @@ class TestTable:
         assert isinstance(info.value, ValueError)
 
     def test_close_takes_no_items(self):
-        """Only return_items takes items."""
+        """close() given items is refused: only return_items takes items."""
         with pytest.raises(ValidationError, match="takes no items"):
             _session().fire(Trigger.CLOSE, items=ONE)
 
@@ -408,11 +408,12 @@ class TestHookOrder:
         workflow.on_exit(lambda event: calls.append("exit"))
         workflow.on_enter(lambda event: calls.append("enter"))
         workflow.before(lambda event: calls.append("before"), trigger=Trigger.RETURN_ITEMS)
+        workflow.after(lambda event: calls.append("after"), trigger=Trigger.RETURN_ITEMS)
         s = _session(workflow, State.CLOSED)
         s.return_items(ONE)
         calls.clear()
         s.return_items(ONE)
-        assert calls == ["before"]
+        assert calls == ["before", "after"]
 
 
 @pytest.mark.parametrize("phase", [Phase.GUARD, Phase.BEFORE, Phase.EXIT, Phase.ENTER, Phase.AFTER])

@@ -164,14 +164,18 @@ class TestCreateAndGet:
         with pytest.raises(WorkflowError, match="another transition table"):
             store.create(ReopenableCustomerSession(integration_id="order-1"))
 
-    def test_exists_and_counts(self, store):
-        """exists() and counts() see the stored sessions by state."""
+    def test_exists_tells_a_stored_session_from_one_never_stored(self, store):
+        """exists() is true for a stored session and false for an id never stored."""
+        store.create(new_session("a"))
+        assert store.exists("a")
+        assert not store.exists("c")
+
+    def test_counts_count_the_stored_sessions_by_state(self, store):
+        """counts() gives how many stored sessions each state holds (states with none left out)."""
         store.create(new_session("a"))
         closed = new_session("b")
         closed.close()
         store.create(closed)
-        assert store.exists("a")
-        assert not store.exists("c")
         assert store.counts() == {State.OPEN: 1, State.CLOSED: 1}
 
     def test_loaded_session_is_bound_to_the_store_workflow(self, open_db):
@@ -242,6 +246,8 @@ class TestTransaction:
         with store.transaction("order-1") as session:
             assert session.can("close")
         assert len(store.history("order-1")) == 1
+        assert version(store) == 1
+        assert store.get("order-1").update_count == 1
 
     def test_block_of_edits_that_change_nothing_writes_nothing(self, store):
         """Edits that leave the session as it was (removing an absent attribute) write nothing."""
@@ -2104,14 +2110,21 @@ class TestDiscard:
         assert (store.pending(), store.discarded()) == kept
 
     def test_discarded_lists_rows_in_the_order_they_were_discarded(self, store):
-        """discarded() is oldest discard first, and takes a limit."""
+        """discarded() lists the oldest discard first, whatever the rows' outbox order."""
         _closed_with_effect(store, "order-1", "order-2", "order-3")
         first, second, third = store.pending()
         for row in (third, first, second):
             store.discard(row.sequence, reason=f"gave up on {row.integration_id}")
         order = [e.sequence for e in store.discarded()]
         assert order == [third.sequence, first.sequence, second.sequence]
-        assert [e.sequence for e in store.discarded(limit=2)] == order[:2]
+
+    def test_discarded_with_a_limit_lists_the_oldest_discards(self, store):
+        """discarded(limit=n) lists the n rows discarded first."""
+        _closed_with_effect(store, "order-1", "order-2", "order-3")
+        first, second, third = store.pending()
+        for row in (third, first, second):
+            store.discard(row.sequence, reason=f"gave up on {row.integration_id}")
+        assert [e.sequence for e in store.discarded(limit=2)] == [third.sequence, first.sequence]
 
     def test_purge_deletes_rows_discarded_before_the_time(self, store):
         """purge_delivered() deletes discarded rows too, by their discard time; not pending ones."""
