@@ -701,16 +701,15 @@ def _deeply_nested() -> list[Any]:
 def bad_values() -> st.SearchStrategy[object]:
     """Values an argument should be refused for, to test that bad input gets a clear error.
 
-    Odd scalars (``None``, booleans, ``-1``, a float, integers too large for SQL or
-    for a float, ``nan`` and infinities, empty, blank, NUL and lone-surrogate text,
-    bytes, a naive datetime, a datetime whose time zone raises, an object of no
-    useful type, a frozenset, empty
-    containers), containers holding them (lists, tuples, sets, dicts with them as
-    keys or values) and a list nested too deep to walk recursively. Some are fine
-    for some parameters (``None`` where a value is optional, ``""`` as a JSON
-    value): a caller checks that each is either accepted or refused with the
-    library's error, never that each is refused. Every example gets values of its
-    own, so code that changes a list or dict it is given changes no other example.
+    Odd scalars (``None``, booleans, ``-1``, a float, integers too large for SQL or for
+    a float, ``nan`` and infinities, empty, blank, NUL and lone-surrogate text, bytes, a
+    naive datetime, a datetime whose time zone raises, an object of no useful type, a
+    frozenset, empty containers), containers holding them (lists, tuples, sets, dicts
+    with them as keys or values) and a list nested too deep to walk recursively. Some
+    are fine for some parameters (``None`` where a value is optional, ``""`` as a JSON
+    value): a caller checks that each is either accepted or refused with the library's
+    error, never that each is refused. Every example gets values of its own, so code
+    that changes a list or dict it is given changes no other example.
     """
     # Drawn by index through named functions: a strategy's repr shows what it samples
     # (or the function it maps with), and repr() of these values fails.
