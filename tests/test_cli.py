@@ -6,6 +6,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from importlib.metadata import version
 from pathlib import Path
@@ -1342,6 +1343,36 @@ def schema_version(path: Path) -> list[tuple[int]]:
         connection.close()
 
 
+# A process that runs `customer-session migrate --db DATABASE` once GO exists, so that
+# two of them start together (their imports done).
+MIGRATE_ON_GO = """
+import os, sys, time
+from customer_session.cli import main
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+sys.exit(main(["migrate", "--db", sys.argv[1]]))
+"""
+
+
+def migrate_on_go(database: str, go: Path) -> subprocess.Popen[str]:
+    """Start a process that runs the migrate command on ``database`` once ``go`` exists."""
+    return subprocess.Popen(
+        [sys.executable, "-c", MIGRATE_ON_GO, database, str(go)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def said_by(processes: list[subprocess.Popen[str]]) -> list[str]:
+    """What each process printed, sorted, once all of them ended with status 0."""
+    outputs = []
+    for process in processes:
+        out, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, out
+        outputs.append(out)
+    return sorted(outputs)
+
+
 class TestMigrate:
     def test_a_missing_file_gets_a_new_store(self, tmp_path):
         """migrate creates a store in a new SQLite file and says so."""
@@ -1407,6 +1438,36 @@ class TestMigrate:
             f"customer-session: error: {path} has customer-session schema version 99, "
         )
 
+    def test_two_commands_at_once_on_a_new_sqlite_file_say_what_each_did(self, tmp_path):
+        """Of two migrate commands started together on a new SQLite file, one says it created it."""
+        path = tmp_path / "orders.db"
+        go = tmp_path / "go"
+        processes = [migrate_on_go(str(path), go) for _ in range(2)]
+        go.touch()
+        assert said_by(processes) == [
+            f"created a session store (schema version {SCHEMA_VERSION})\n",
+            f"the session store is at schema version {SCHEMA_VERSION} already\n",
+        ]
+
+    @pytest.mark.postgres
+    def test_two_commands_waiting_on_one_postgresql_schema_say_what_each_did(
+        self, pg_server, tmp_path
+    ):
+        """Two migrate commands that both found no store and waited: one says it created it."""
+        database = pg_server.fresh_schema()
+        go = tmp_path / "go"
+        go.touch()
+        with psycopg_connection(database) as holder, holder.transaction():
+            # The lock a store migrates under: both commands wait for it, having read
+            # that the schema holds no store.
+            holder.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.schema'))")
+            processes = [migrate_on_go(database, go) for _ in range(2)]
+            wait_for_advisory_lock_waiters(holder, 2)
+        assert said_by(processes) == [
+            f"created a session store (schema version {SCHEMA_VERSION})\n",
+            f"the session store is at schema version {SCHEMA_VERSION} already\n",
+        ]
+
     @pytest.mark.postgres
     def test_an_empty_postgresql_schema_gets_a_store(self, pg_server):
         """migrate creates the store's tables in an empty PostgreSQL schema."""
@@ -1422,6 +1483,15 @@ def psycopg_connection(database: str):
     import psycopg  # noqa: PLC0415 - optional dependency
 
     return psycopg.connect(database, autocommit=True)
+
+
+def wait_for_advisory_lock_waiters(watcher, count: int) -> None:
+    """Wait (up to 60 s) until ``count`` connections wait for an advisory lock."""
+    deadline = time.monotonic() + 60
+    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    while watcher.execute(query).fetchone()[0] < count:
+        assert time.monotonic() < deadline, f"never {count} waiting for the lock"
+        time.sleep(0.01)
 
 
 COMMANDS = (

@@ -732,18 +732,13 @@ def _migrate(args: argparse.Namespace, out: TextIO) -> int:
     """Create the store, or migrate its schema; say which, or that it was current."""
     from customer_session.store import SCHEMA_VERSION, open_store  # noqa: PLC0415 - only --db needs it
 
-    found: int | None = None  # the version before, when it was not current
     with _as_typed(_DB):
-        opened = open_store(args.db, migrate=False)
+        opened = open_store(args.db)
     with opened as store:
-        try:
-            store.counts()  # the first use checks the schema, writing nothing
-        except SchemaNotReady as error:
-            found = error.found
-    if found is not None:
-        with open_store(args.db) as store:
-            store.counts()  # the first use creates or migrates it
-    if found is None:
+        # What this run found under the migration's lock: another process that
+        # migrated meanwhile leaves it current, and this run says so.
+        found = store.migrate_schema()
+    if found == SCHEMA_VERSION:
         said = f"the session store is at schema version {SCHEMA_VERSION} already"
     elif found == 0:
         said = f"created a session store (schema version {SCHEMA_VERSION})"

@@ -293,6 +293,10 @@ class SyncOverAsync:
         """As ``store.outbox_effects``."""
         return self._run(self.store.outbox_effects())
 
+    def migrate_schema(self) -> Any:
+        """As ``store.migrate_schema``."""
+        return self._run(self.store.migrate_schema())
+
     @contextmanager
     def transaction(self, integration_id: str, **options: Any) -> Iterator[Any]:
         """Run the ``async with`` in one task that waits while the caller runs the block."""

@@ -1006,6 +1006,70 @@ class TestWithoutMigrating:
         assert [p.path for p in caught.value.problems] == ["migrate"]
 
 
+class TestMigrateSchema:
+    """``migrate_schema()``: the first use's schema step, run now, saying what it found."""
+
+    def test_an_empty_database_gets_the_store_and_0_is_returned(
+        self, store, backend, database, sql
+    ):
+        """On a database without a store, it creates the tables and returns 0."""
+        assert store.migrate_schema() == 0
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+        assert "customer_sessions" in (store_tables(backend, database, sql) or [])
+
+    def test_an_older_schema_is_migrated_and_its_version_returned(self, open_db, database, sql):
+        """On a store of an older schema, it migrates it and returns the version it was at."""
+        at_version(database, SCHEMA_VERSION - 1)
+        assert open_db().migrate_schema() == SCHEMA_VERSION - 1
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION,)]
+
+    def test_a_current_schema_returns_this_version(self, store, open_db):
+        """On a store at this version, it changes nothing and returns SCHEMA_VERSION."""
+        store.create(new_session())
+        assert open_db().migrate_schema() == SCHEMA_VERSION
+        assert store.migrate_schema() == SCHEMA_VERSION  # a store already in use reads it again
+
+    def test_a_newer_schema_is_refused_and_left_as_it_was(self, store, open_db, sql):
+        """On a store of a newer library, it raises UnsupportedSchema and changes nothing."""
+        store.create(new_session())
+        sql("UPDATE customer_session_schema SET version = ?", SCHEMA_VERSION + 1)
+        with pytest.raises(UnsupportedSchema, match="upgrade the library"):
+            open_db().migrate_schema()
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION + 1,)]
+
+    def test_without_migrating_an_older_schema_is_refused_and_left_as_it_was(
+        self, open_db, database, sql
+    ):
+        """With migrate=False, it raises SchemaNotReady for an older schema and migrates nothing."""
+        at_version(database, SCHEMA_VERSION - 1)
+        with pytest.raises(SchemaNotReady, match="open it with migrate=True") as caught:
+            open_db(migrate=False).migrate_schema()
+        assert caught.value.found == SCHEMA_VERSION - 1
+        assert sql("SELECT version FROM customer_session_schema") == [(SCHEMA_VERSION - 1,)]
+
+    def test_without_migrating_a_current_schema_returns_this_version(self, store, open_db):
+        """With migrate=False, a store at this version passes the check: SCHEMA_VERSION."""
+        store.create(new_session())
+        assert open_db(migrate=False).migrate_schema() == SCHEMA_VERSION
+
+    def test_of_two_calls_at_once_exactly_one_creates_the_store(self, open_db):
+        """Two store objects calling it together on an empty database: one gets 0, one current."""
+        stores = [open_db(), open_db()]
+        ready = threading.Barrier(len(stores), timeout=WAIT)
+        found: list[int] = []
+
+        def migrate(store) -> None:
+            ready.wait()
+            found.append(store.migrate_schema())
+
+        threads = [threading.Thread(target=migrate, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=WAIT)
+        assert sorted(found) == [0, SCHEMA_VERSION]
+
+
 class TestIds:
     def stored_at(self, open_db, *moments):
         """A store whose sessions s0, s1, ... were each last changed at one of ``moments``."""

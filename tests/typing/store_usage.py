@@ -97,6 +97,13 @@ unregistered = set(any_store.outbox_effects()) - {e.name for e in any_store.effe
 any_store.close()
 
 
+def deploy(url: str) -> None:
+    """A deploy step: migrate the schema, and say what was found."""
+    with open_store(url) as store:
+        found = store.migrate_schema()
+    assert_type(found, int)
+
+
 def worker(url: str) -> None:
     """A worker of a database migrated at deploy time: it only checks the schema."""
     checked: SessionStore[CustomerSession] = open_store(url, migrate=False, timeout=5.0)
@@ -124,6 +131,7 @@ async def async_store(url: str) -> None:
     """The async store keeps the session class it is opened with."""
     async with await AsyncPostgresStore.open(url, actor="worker-1", timeout=5.0) as opened:
         assert_type(opened, AsyncPostgresStore[CustomerSession])
+        assert_type(await opened.migrate_schema(), int)
         await opened.create(CustomerSession(integration_id="order-1"), actor="api")
         assert_type(await opened.get("order-1"), CustomerSession)
         # update() takes a plain or an async change and returns what it returns (awaited).

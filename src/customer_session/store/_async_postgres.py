@@ -15,7 +15,7 @@ import weakref
 from contextlib import asynccontextmanager, suppress
 from contextvars import ContextVar
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple, Self, TypeVar, cast, overload
 
 from customer_session._secrets import redacted
 from customer_session._transaction import writing
@@ -822,6 +822,25 @@ class AsyncPostgresStore(StoreCore[_S]):
         _log.keys_forgotten(self, count, moment)
         return count
 
+    async def migrate_schema(self) -> int:
+        """Create or migrate the schema now, not on first use; return the version it was at.
+
+        As :meth:`PostgresStore.migrate_schema
+        <customer_session.store.PostgresStore.migrate_schema>`: 0 when this call
+        created the store, :data:`~customer_session.store.SCHEMA_VERSION` when it
+        was current, else the version this call migrated it from.
+
+        Raises:
+            UnsupportedSchema: The database is of a newer library; nothing is changed.
+            SchemaNotReady: With ``migrate=False``, the database holds no store
+                or an older schema.
+        """
+        self._usable(None)
+        async with self._ready_lock:
+            found = await self._migrate(None)
+            self._is_ready = True
+        return found
+
     async def _delete_in_batches(self, statement: str, before: datetime) -> int:
         """Run a housekeeping ``DELETE`` batch by batch, as the sync stores do; how many."""
         moment = before.astimezone(UTC)
@@ -1076,10 +1095,7 @@ class AsyncPostgresStore(StoreCore[_S]):
         is not open, when it runs in another event loop than the store's, or in a
         process forked from the one that opened it.
         """
-        self._refuse_in_a_fork(integration_id)
-        if self._closed or self._pool.closed:  # not opened yet, or closed (see close())
-            raise self._not_open(integration_id)
-        self._check_loop()
+        self._usable(integration_id)
         if self._is_ready:
             return
         async with self._ready_lock:
@@ -1087,13 +1103,20 @@ class AsyncPostgresStore(StoreCore[_S]):
                 await self._migrate(integration_id)
                 self._is_ready = True
 
-    async def _migrate(self, integration_id: str | None) -> None:
-        migrating: tuple[str, object] | None = None  # as in StoreCore._migrate
+    def _usable(self, integration_id: str | None) -> None:
+        """Refuse a call when the store is not open, in another loop, or in a fork."""
+        self._refuse_in_a_fork(integration_id)
+        if self._closed or self._pool.closed:  # not opened yet, or closed (see close())
+            raise self._not_open(integration_id)
+        self._check_loop()
+
+    async def _migrate(self, integration_id: str | None) -> int:
+        migrating: tuple[str, object] | None = None  # as in BaseStore._migrate, which returns alike
         try:
             async with self._connection(integration_id) as connection:
                 found = await _schema_version(connection, self._conninfo, integration_id)
                 if found == SCHEMA_VERSION:
-                    return
+                    return SCHEMA_VERSION
                 cursor = await connection.execute(CURRENT_SCHEMA)
                 (schema,) = await cursor.fetchall()
                 where = database_name(self._conninfo, schema[0])
@@ -1113,6 +1136,7 @@ class AsyncPostgresStore(StoreCore[_S]):
                         await connection.execute(_SET_VERSION, (SCHEMA_VERSION,))
                 if steps:  # committed: the block is over
                     self._migrated(where, found)
+                return cast("int", found)  # steps_from refused any other
         except StoreError as exc:
             if migrating is None or type(exc) not in {StoreError, StoreTimeout}:
                 raise

@@ -1338,6 +1338,40 @@ class BaseStore(StoreCore[_S], ABC):
         _log.keys_forgotten(self, count, moment)
         return count
 
+    # -- the schema ------------------------------------------------------------------------
+
+    def migrate_schema(self) -> int:
+        """Create or migrate the schema now, not on first use; return the version it was at.
+
+        For a deploy step that logs what it did (``customer-session migrate`` is one).
+        The version is read again under the lock a migration takes, in its
+        transaction: of processes that run this together, one creates or migrates
+        the schema and the others find it current, and each says so.
+
+        With ``migrate=False``, the store only checks the schema, as its first use
+        would: it changes nothing, and returns :data:`SCHEMA_VERSION` or raises.
+
+        Returns:
+            The schema version this call found: 0 when the database held no
+            store (this call created it), :data:`SCHEMA_VERSION` when it was
+            current (nothing was written), else the version this call migrated
+            it from.
+
+        Raises:
+            UnsupportedSchema: The database is of a newer library (or has the
+                store's tables without a version); nothing is changed.
+            SchemaNotReady: With ``migrate=False``, the database holds no store
+                or an older schema.
+            StoreError: A statement failed; the migration is rolled back whole,
+                the database is still at the version it was.
+            StoreTimeout: A statement waited for a lock for too long; rolled back
+                as well.
+        """
+        with self._schema_lock:
+            found = self._migrate(None)
+            self._schema_ready.set()
+        return found
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @abstractmethod
@@ -1420,17 +1454,19 @@ class BaseStore(StoreCore[_S], ABC):
 
     # -- the plain queries, in the backend's SQL ------------------------------------------
 
-    def _migrate(self, integration_id: str | None) -> None:
+    def _migrate(self, integration_id: str | None) -> int:
         """Create or migrate the schema, unless ``migrate=False`` (see ``_check_known``).
 
         ``integration_id`` is the session the caller is about to use (for messages).
+        Returns the version found, under the lock when it was not current (see
+        :meth:`migrate_schema`).
         """
         migrating: tuple[str, object] | None = None  # the database and its version, while migrating
         try:
             with self._connection(integration_id) as connection:
                 found = self._schema_version(connection, integration_id)
                 if found == SCHEMA_VERSION:
-                    return
+                    return SCHEMA_VERSION
                 # Read only now: on PostgreSQL naming the database costs a query.
                 database = self._database_name(connection)
                 self._check_known(found, database, integration_id)
@@ -1448,6 +1484,7 @@ class BaseStore(StoreCore[_S], ABC):
                         locked.execute(self._sql.set_version, (SCHEMA_VERSION,))
                 if steps:  # committed: the block is over
                     self._migrated(database, found)
+                return cast("int", found)  # steps_from refused any other
         except StoreError as exc:
             if migrating is None or type(exc) not in {StoreError, StoreTimeout}:
                 raise

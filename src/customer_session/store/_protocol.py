@@ -167,6 +167,9 @@ class SessionStore(Protocol[_S]):
     def forget_keys(self, *, before: datetime) -> int:
         """Delete idempotency keys recorded before ``before``; how many."""
 
+    def migrate_schema(self) -> int:
+        """Create or migrate the schema now (or check it); the version this call found."""
+
     def close(self) -> None:
         """Close the store's connections."""
 
