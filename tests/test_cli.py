@@ -1,3 +1,4 @@
+import contextlib
 import importlib.metadata
 import io
 import json
@@ -1373,6 +1374,40 @@ def said_by(processes: list[subprocess.Popen[str]]) -> list[str]:
     return sorted(outputs)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def newer_store(request, tmp_path) -> tuple[str, str, str]:
+    """A store holding order-42 at schema version 99 (a newer library's), and its name.
+
+    The ``--db`` argument (on PostgreSQL a URL with a password, which no message may
+    show), then how an error's name of the database starts and ends (on PostgreSQL:
+    its connection string, the password redacted, ..., its schema).
+    """
+    if request.param == "sqlite":
+        database = str(tmp_path / "orders.db")
+    else:
+        # trust authentication: any password is let in
+        database = request.getfixturevalue("pg_server").fresh_schema()
+        database = database.replace("postgres@", "postgres:s3cret-pw@")
+    with open_store(database) as store:
+        store.create(CustomerSession(integration_id="order-42"))
+    if request.param == "sqlite":
+        with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+            connection.execute("UPDATE customer_session_schema SET version = 99")
+        return database, database, database
+    with psycopg_connection(database) as connection:
+        connection.execute("UPDATE customer_session_schema SET version = 99")
+    schema = database.rpartition("%3D")[2]
+    return database, "PostgreSQL database user=postgres password=*** ", f"(schema '{schema}')"
+
+
+def stored_schema_version(database: str) -> list[tuple[int]]:
+    """The schema version rows of an SQLite file or a PostgreSQL URL's schema."""
+    if database.startswith("postgresql://"):
+        with psycopg_connection(database) as connection:
+            return connection.execute("SELECT version FROM customer_session_schema").fetchall()
+    return schema_version(Path(database))
+
+
 class TestMigrate:
     def test_a_missing_file_gets_a_new_store(self, tmp_path):
         """migrate creates a store in a new SQLite file and says so."""
@@ -1409,34 +1444,25 @@ class TestMigrate:
         )
         assert path.read_bytes() == before
 
-    def test_a_newer_store_is_refused_and_left_as_it_was(self, capsys, tmp_path):
-        """migrate on a store of a newer library fails, exit 2, and changes nothing."""
-        path = tmp_path / "orders.db"
-        with open_store(path) as store:
-            store.create(CustomerSession(integration_id="order-42"))
-        connection = sqlite3.connect(path)
-        connection.execute("UPDATE customer_session_schema SET version = 99")
-        connection.commit()
-        connection.close()
-        assert run("migrate", "--db", str(path)) == (2, "")
-        assert one_line_error(capsys).startswith(
-            f"customer-session: error: {path} has customer-session schema version 99, "
-        )
-        assert schema_version(path) == [(99,)]
+    def test_a_newer_store_is_refused_and_left_as_it_was(self, capsys, newer_store):
+        """migrate on a store of a newer library fails naming it first, exit 2, changing nothing."""
+        database, starts, ends = newer_store
+        assert run("migrate", "--db", database) == (2, "")
+        error = one_line_error(capsys)
+        assert error.startswith(f"customer-session: error: {starts}"), error
+        assert f"{ends} has customer-session schema version 99, " in error
+        assert "s3cret-pw" not in error
+        assert stored_schema_version(database) == [(99,)]
 
     @pytest.mark.parametrize("command", [["show", "order-42"], ["history", "order-42"]])
-    def test_a_newer_store_is_named_by_a_read_command(self, capsys, tmp_path, command):
-        """A read command on a store of a newer library names the file first, exit 2."""
-        path = tmp_path / "orders.db"
-        with open_store(path) as store:
-            store.create(CustomerSession(integration_id="order-42"))
-        with sqlite3.connect(path) as connection:
-            connection.execute("UPDATE customer_session_schema SET version = 99")
-        connection.close()
-        assert run(command[0], "--db", str(path), *command[1:]) == (2, "")
-        assert one_line_error(capsys).startswith(
-            f"customer-session: error: {path} has customer-session schema version 99, "
-        )
+    def test_a_newer_store_is_named_by_a_read_command(self, capsys, newer_store, command):
+        """A read command on a store of a newer library names the database first, exit 2."""
+        database, starts, ends = newer_store
+        assert run(command[0], "--db", database, *command[1:]) == (2, "")
+        error = one_line_error(capsys)
+        assert error.startswith(f"customer-session: error: {starts}"), error
+        assert f"{ends} has customer-session schema version 99, " in error
+        assert "s3cret-pw" not in error
 
     def test_two_commands_at_once_on_a_new_sqlite_file_say_what_each_did(self, tmp_path):
         """Of two migrate commands started together on a new SQLite file, one says it created it."""
