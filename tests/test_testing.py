@@ -3,6 +3,7 @@ import subprocess
 import sys
 import textwrap
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import hypothesis
 import pytest
@@ -603,10 +604,84 @@ class TestSessionStateMachine:
 
     def test_a_session_class_that_is_not_the_type_argument_s_is_refused(self):
         """A session_class outside the type argument's classes is refused when declared."""
-        with pytest.raises(WorkflowError, match="session_class must be ReopenableCustomerSession"):
+        with pytest.raises(
+            WorkflowError,
+            match=(
+                r"^Mismatched: session_class must be ReopenableCustomerSession \(its type "
+                r"argument\) or a subclass of it, got CustomerSession$"
+            ),
+        ):
 
             class Mismatched(SessionStateMachine[ReopenableCustomerSession]):
                 session_class = CustomerSession
+
+    @pytest.mark.parametrize(
+        ("argument", "shown"),
+        [(int, "int"), ("ReopenableCustomerSession", r"ForwardRef\('ReopenableCustomerSession'\)")],
+    )
+    def test_a_type_argument_that_is_no_session_class_is_refused(self, argument, shown):
+        """A type argument that is not CustomerSession or a subclass is refused when declared."""
+        with pytest.raises(
+            WorkflowError,
+            match=(
+                r"^Odd: the type argument of SessionStateMachine must be CustomerSession or a "
+                rf"subclass of it, got {shown}$"
+            ),
+        ):
+
+            class Odd(SessionStateMachine[argument]):
+                pass
+
+    def test_a_subclass_keeps_the_session_class_of_its_base_s_type_argument(self):
+        """A subclass of a parametrised machine that sets none keeps the argument's class."""
+
+        class ReopenMachine(SessionStateMachine[ReopenableCustomerSession]):
+            pass
+
+        class Child(ReopenMachine):
+            pass
+
+        assert Child.session_class is ReopenableCustomerSession
+
+    def test_a_subclass_s_session_class_is_checked_against_an_inherited_type_argument(self):
+        """A subclass's session_class outside its base's type argument is refused, naming both."""
+
+        class ReopenMachine(SessionStateMachine[ReopenableCustomerSession]):
+            pass
+
+        with pytest.raises(
+            WorkflowError,
+            match=(
+                r"^Child: session_class must be ReopenableCustomerSession \(the type argument "
+                r"of ReopenMachine\) or a subclass of it, got CustomerSession$"
+            ),
+        ):
+
+            class Child(ReopenMachine):
+                session_class = CustomerSession
+
+    def test_a_session_class_that_is_no_session_class_is_refused(self):
+        """Without a type argument, a session_class not of CustomerSession is refused."""
+        with pytest.raises(
+            WorkflowError,
+            match=r"^Odd: session_class must be CustomerSession or a subclass of it, got int$",
+        ):
+
+            class Odd(SessionStateMachine):
+                session_class = int
+
+    def test_a_generic_subclass_takes_the_session_class_when_parametrised(self):
+        """A subclass generic in its own type variable sets session_class once given a class."""
+        session = TypeVar("session", bound=CustomerSession)
+
+        class AnySession(SessionStateMachine[session]):
+            pass
+
+        class ReopenMachine(AnySession[ReopenableCustomerSession]):
+            pass
+
+        assert AnySession.session_class is CustomerSession
+        assert ReopenMachine.session_class is ReopenableCustomerSession
 
 
 # Each library error attempt() takes for a refusal (nothing changed), and each it does not.

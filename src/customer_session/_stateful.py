@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import typing
 from typing import TYPE_CHECKING, Any, Final, Generic, cast, get_args, get_origin
 
 from hypothesis import strategies as st
@@ -101,22 +102,27 @@ class SessionStateMachine(RuleBasedStateMachine, Generic[_S]):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Take :attr:`session_class` from the type argument of a subclass's base.
 
+        A ``session_class`` set in the class body must be the class of the type
+        argument, its own or the nearest base's (``CustomerSession`` when none
+        has one), or a subclass of it.
+
         Raises:
-            WorkflowError: The subclass sets a ``session_class`` that is not the
-                class of its type argument (nor a subclass of it).
+            WorkflowError: The type argument is not ``CustomerSession`` or a
+                subclass of it, or ``session_class`` is not the class of the type
+                argument nor a subclass of it (naming both).
         """
         super().__init_subclass__(**kwargs)
         argument = _session_argument(cls)
-        if argument is None:
-            return
         if "session_class" not in cls.__dict__:
-            cls.session_class = cast("type[_S]", argument)
+            if argument is not None:
+                cls.session_class = cast("type[_S]", argument)
             return
         own: object = cls.__dict__["session_class"]
-        if not (isinstance(own, type) and issubclass(own, argument)):
+        bound, whose = _bound_of(cls)
+        if not (isinstance(own, type) and issubclass(own, bound)):
             raise WorkflowError(
-                f"{cls.__name__}: session_class must be {argument.__name__} (its type "
-                f"argument) or a subclass of it, got {shown(own):.80}"
+                f"{cls.__name__}: session_class must be {bound.__name__}{whose} or a "
+                f"subclass of it, got {_shown_class(own)}"
             )
 
     def __init__(self) -> None:
@@ -452,14 +458,45 @@ def _session_argument(cls: type) -> type[CustomerSession] | None:
 
     ``None`` when its bases take none (``SessionStateMachine`` unsubscripted), or a
     type variable (a generic subclass of its own).
+
+    Raises:
+        WorkflowError: The argument is neither a type variable nor
+            ``CustomerSession`` or a subclass of it (``int``, a string naming a
+            class): ignored, the machine would test another class.
     """
     for base in cls.__dict__.get("__orig_bases__", ()):
         origin = get_origin(base)
         if not (isinstance(origin, type) and issubclass(origin, SessionStateMachine)):
             continue
-        arguments = get_args(base)
-        if len(arguments) == 1 and isinstance(arguments[0], type):
-            argument: type = arguments[0]
-            if issubclass(argument, CustomerSession):
-                return argument
+        for argument in get_args(base):
+            if isinstance(argument, TypeVar | typing.TypeVar):
+                continue
+            if not (isinstance(argument, type) and issubclass(argument, CustomerSession)):
+                raise WorkflowError(
+                    f"{cls.__name__}: the type argument of {origin.__name__} must be "
+                    f"CustomerSession or a subclass of it, got {_shown_class(argument)}"
+                )
+            return argument
     return None
+
+
+def _bound_of(cls: type) -> tuple[type[CustomerSession], str]:
+    """The class ``cls``'s ``session_class`` must be or subclass, and whose type argument it is.
+
+    The type argument of ``cls`` or of its nearest base that gives one (checked
+    when that base was created), said as `` (its type argument)`` or `` (the type
+    argument of Base)``; else ``CustomerSession``, which no class gave (``""``).
+    """
+    for klass in cls.__mro__:
+        argument = _session_argument(klass)
+        if argument is not None:
+            whose = (
+                "its type argument" if klass is cls else f"the type argument of {klass.__name__}"
+            )
+            return argument, f" ({whose})"
+    return CustomerSession, ""
+
+
+def _shown_class(value: object) -> str:
+    """A class by its name (as messages name classes), anything else as :func:`shown` does."""
+    return value.__qualname__ if isinstance(value, type) else f"{shown(value):.80}"
