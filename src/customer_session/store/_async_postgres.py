@@ -831,9 +831,15 @@ class AsyncPostgresStore(StoreCore[_S]):
         was current, else the version this call migrated it from.
 
         Raises:
-            UnsupportedSchema: The database is of a newer library; nothing is changed.
+            UnsupportedSchema: The database is of a newer library (or has the
+                store's tables without a version); nothing is changed.
             SchemaNotReady: With ``migrate=False``, the database holds no store
                 or an older schema.
+            StoreError: The store is not open, or a statement failed; the
+                migration is rolled back whole, the database is still at the
+                version it was.
+            StoreTimeout: A statement waited for a lock for too long (the server's
+                ``lock_timeout`` or ``statement_timeout``); rolled back as well.
         """
         self._usable(None)
         async with self._ready_lock:
