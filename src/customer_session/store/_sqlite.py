@@ -527,9 +527,8 @@ class SQLiteStore(BaseStore[_S]):
     def _write(self, change: Change, expected: int | None) -> bool:
         integration_id = change.integration_id
         # Every parameter is ready before the write lock is taken, so other writers
-        # wait for as short a time as the statements take; but the time, which is
-        # read with the lock held: the journal and outbox rows are lists with a slot
-        # for it (filled in place, not built again inside the lock).
+        # wait for as short a time as the statements take. All but the commit's time
+        # (see below): the rows are lists with a slot for it, filled in place.
         updated = change.updated.isoformat()
         row: tuple[object, ...]
         if expected is None:
@@ -558,9 +557,9 @@ class SQLiteStore(BaseStore[_S]):
             if connection.execute(statement, row).rowcount != 1:
                 connection.execute("ROLLBACK")
                 return False
-            # The time of the commit, read with the write lock held: a commit that
-            # waited for another's is recorded after it, so the journal's sequence
-            # order is its recorded_at order (unless the clock steps back).
+            # Read with the write lock held: a commit that waited for another's is
+            # recorded after it, so sequence order is recorded_at order (unless the
+            # clock steps back).
             at = journal[-1] = _now()
             connection.execute(_JOURNAL, journal)
             if outbox:
