@@ -100,6 +100,20 @@ def require_graphviz(*, dot: bool = True) -> None:
 
 
 @contextlib.contextmanager
+def without_write_bits(path: Path) -> Iterator[None]:
+    """Take the write bits of the file or directory ``path`` away, then give them back.
+
+    They bind every user but root (see :func:`unwritable` for this process as root).
+    """
+    mode = path.stat().st_mode
+    path.chmod(mode & ~0o222)
+    try:
+        yield
+    finally:
+        path.chmod(mode)
+
+
+@contextlib.contextmanager
 def unwritable(path: Path) -> Iterator[None]:
     """Make the file or directory ``path`` unwritable for this process, then restore it.
 
@@ -108,12 +122,8 @@ def unwritable(path: Path) -> Iterator[None]:
     CI, failed: see :func:`require`).
     """
     if os.geteuid() != 0:
-        mode = path.stat().st_mode
-        path.chmod(mode & ~0o222)
-        try:
+        with without_write_bits(path):
             yield
-        finally:
-            path.chmod(mode)
         return
     chattr = shutil.which("chattr")
     if (

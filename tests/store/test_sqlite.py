@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from tests.conftest import unwritable
+from tests.conftest import unwritable, without_write_bits
 
 from customer_session import (
     CustomerSession,
@@ -84,7 +84,7 @@ def unwritable_directory(tmp_path: Path) -> Iterator[Path]:
 
     As root, a new directory of root's (0o755) that the other user may enter (the
     test's ``tmp_path`` is in root's private directory); else ``tmp_path``'s own
-    subdirectory, its write bits taken away by the test (see ``read_only``).
+    subdirectory, its write bits taken away by the test (see ``without_write_bits``).
     """
     if os.geteuid() != 0:
         yield tmp_path
@@ -97,54 +97,26 @@ def unwritable_directory(tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(directory)
 
 
-@contextmanager
-def read_only(directory: Path) -> Iterator[None]:
-    """Take the write bits of ``directory`` away (for root, its owner, they do not count)."""
-    mode = directory.stat().st_mode
-    directory.chmod(mode & ~0o222)
-    try:
-        yield
-    finally:
-        directory.chmod(mode)
-
-
 def as_another_user(call: Callable[[], object]) -> str:
     """Run ``call`` where permission bits bind; return what it raised (``type: message``).
 
-    As root (whom no permission bit stops), in a forked child running as
-    ``OTHER_USER`` (skipped without one); else in this process. ``ok`` when it
-    raised nothing.
+    In a forked child (see ``in_a_fork``), which as root (whom no permission bit
+    stops) first becomes ``OTHER_USER`` (skipped without one). ``ok`` when it raised
+    nothing.
     """
     if os.geteuid() != 0:
-        return _outcome(call)
+        return in_a_fork(call)
     try:
         user = pwd.getpwnam(OTHER_USER)
     except KeyError:
         pytest.skip(f"running as root without a {OTHER_USER!r} user to run as")
-    readable, writable = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, and leave without running the parent's cleanup
-        outcome = "child failed"
-        try:
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-            outcome = _outcome(call)
-        finally:
-            os.write(writable, outcome.encode())
-            os._exit(0)
-    os.close(writable)
-    with os.fdopen(readable, "rb") as reader:
-        reported = reader.read().decode()
-    os.waitpid(pid, 0)
-    return reported
 
-
-def _outcome(call: Callable[[], object]) -> str:
-    try:
+    def as_the_user() -> None:
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
         call()
-    except Exception as exc:  # reported to the test
-        return f"{type(exc).__name__}: {exc}"
-    return "ok"
+
+    return in_a_fork(as_the_user)
 
 
 class TestSQLiteStore:
@@ -449,7 +421,7 @@ class TestReadOnlyDirectory:
                 else:
                     store.create(CustomerSession(integration_id="order-2"))
 
-        with read_only(unwritable_directory):
+        with without_write_bits(unwritable_directory):
             outcome = as_another_user(use)
         assert outcome == (
             f"StoreError: {path}: cannot open as an SQLite database: its directory "
@@ -470,7 +442,7 @@ class TestReadOnlyDirectory:
                 assert store.get("order-1").state is State.OPEN
                 store.create(CustomerSession(integration_id="order-2"))
 
-        with read_only(unwritable_directory):
+        with without_write_bits(unwritable_directory):
             outcome = as_another_user(use)
         assert outcome == (
             f"StoreError: session 'order-2': SQLite error in {shown(str(path))}: its "
