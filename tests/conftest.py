@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
@@ -249,6 +249,12 @@ BROKEN_ZONE_TIMES = [
     ]
 ]
 """Aware-looking times whose time zone fails: they have no time in UTC."""
+
+BEYOND_UTC_TIMES = [
+    pytest.param(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))), id="early"),
+    pytest.param(datetime(9999, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1))), id="late"),
+]
+"""Aware times whose time in UTC falls outside the years 1 to 9999 that datetime holds."""
 
 UNHASHABLE_TIME = datetime(2026, 3, 2, 10, 15, tzinfo=_RaisingZone())
 """A value whose hash raises RuntimeError, not TypeError (hash() asks the zone)."""

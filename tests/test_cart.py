@@ -34,7 +34,7 @@ from customer_session._cart import (
 )
 from customer_session.testing import json_values
 
-from .conftest import BROKEN_ZONE_TIMES
+from .conftest import BEYOND_UTC_TIMES, BROKEN_ZONE_TIMES
 
 
 def _item_with_every_field() -> CartItem:
@@ -258,46 +258,32 @@ class TestItemAttributes:
             CartItem(sku="A", quantity=1, attributes=[])  # type: ignore[arg-type]
 
 
+# What holds adjustment times: a cart item and a price detail, each built with one.
+_ADJUSTED = [
+    pytest.param(lambda **time: CartItem(sku="A", quantity=1, **time), id="item"),
+    pytest.param(lambda **time: PriceDetail(price=1.0, **time), id="price-detail"),
+]
+
+
 class TestAdjustmentTimes:
-    EARLY = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
-    LATE = datetime(9999, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1)))
-
+    @pytest.mark.parametrize("build", _ADJUSTED)
     @pytest.mark.parametrize("field", ["adjustment_effective_from", "adjustment_effective_until"])
-    @pytest.mark.parametrize("moment", [EARLY, LATE], ids=["early", "late"])
-    def test_an_item_time_that_utc_cannot_hold_is_refused_by_name(self, field, moment):
-        """An item's aware time outside the years 1 to 9999 once in UTC is refused at its field."""
+    @pytest.mark.parametrize("moment", BEYOND_UTC_TIMES)
+    def test_a_time_that_utc_cannot_hold_is_refused_by_name(self, build, field, moment):
+        """An adjustment time outside the years 1 to 9999 once in UTC is refused at its field."""
         with pytest.raises(ValidationError) as error:
-            CartItem(sku="A", quantity=1, **{field: moment})
+            build(**{field: moment})
         (problem,) = error.value.problems
         assert problem.path == field
         assert "within the years 1 to 9999 in UTC" in problem.message
 
-    @pytest.mark.parametrize("field", ["adjustment_effective_from", "adjustment_effective_until"])
-    @pytest.mark.parametrize("moment", [EARLY, LATE], ids=["early", "late"])
-    def test_a_price_detail_time_that_utc_cannot_hold_is_refused_by_name(self, field, moment):
-        """A price detail's aware time that UTC cannot hold is refused at its field."""
-        with pytest.raises(ValidationError) as error:
-            PriceDetail(price=1.0, **{field: moment})
-        (problem,) = error.value.problems
-        assert problem.path == field
-        assert "within the years 1 to 9999 in UTC" in problem.message
-
+    @pytest.mark.parametrize("build", _ADJUSTED)
     @pytest.mark.parametrize("field", ["adjustment_effective_from", "adjustment_effective_until"])
     @pytest.mark.parametrize("moment", BROKEN_ZONE_TIMES)
-    def test_an_item_time_whose_zone_fails_is_refused_by_name(self, field, moment):
-        """An item's time whose time zone fails is refused at its field as a naive one is."""
+    def test_a_time_whose_zone_fails_is_refused_by_name(self, build, field, moment):
+        """An adjustment time whose time zone fails is refused at its field as a naive one is."""
         with pytest.raises(ValidationError) as error:
-            CartItem(sku="A", quantity=1, **{field: moment})
-        (problem,) = error.value.problems
-        assert problem.path == field
-        assert "must be an aware datetime" in problem.message
-
-    @pytest.mark.parametrize("field", ["adjustment_effective_from", "adjustment_effective_until"])
-    @pytest.mark.parametrize("moment", BROKEN_ZONE_TIMES)
-    def test_a_price_detail_time_whose_zone_fails_is_refused_by_name(self, field, moment):
-        """A price detail's time whose time zone fails is refused at its field."""
-        with pytest.raises(ValidationError) as error:
-            PriceDetail(price=1.0, **{field: moment})
+            build(**{field: moment})
         (problem,) = error.value.problems
         assert problem.path == field
         assert "must be an aware datetime" in problem.message

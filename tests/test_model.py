@@ -37,7 +37,7 @@ from customer_session._cart import MAX_NESTING
 from customer_session.testing import attribute_maps, sessions, wire_documents
 from customer_session.wire import from_dict, to_dict
 
-from .conftest import BROKEN_ZONE_TIMES
+from .conftest import BEYOND_UTC_TIMES, BROKEN_ZONE_TIMES
 
 T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
 # How long a thread waits for another: only a safety net against a hang, long enough
@@ -198,11 +198,8 @@ class TestLimits:
 
 
 class TestTimesBeyondUTC:
-    EARLY = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
-    LATE = datetime(9999, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1)))
-
     @pytest.mark.parametrize("field", ["created", "updated"])
-    @pytest.mark.parametrize("moment", [EARLY, LATE], ids=["early", "late"])
+    @pytest.mark.parametrize("moment", BEYOND_UTC_TIMES)
     def test_a_time_that_utc_cannot_hold_is_refused_by_name(self, field, moment):
         """An aware time outside the years 1 to 9999 once in UTC is a ValidationError at it."""
         values = {"created": moment} if field == "created" else {"updated": moment}
@@ -232,13 +229,14 @@ class TestTimesBeyondUTC:
             )
         assert "history[0].timestamp" in [p.path for p in info.value.problems]
 
-    def test_a_history_time_that_utc_cannot_hold_is_refused(self):
+    @pytest.mark.parametrize("moment", BEYOND_UTC_TIMES)
+    def test_a_history_time_that_utc_cannot_hold_is_refused(self, moment):
         """restore() with a record at such a time names the record's timestamp."""
         s = CustomerSession(integration_id="o")
         s.close()
         snapshot = s.snapshot()
         (record,) = snapshot["history"]
-        snapshot["history"] = (attrs.evolve(record, timestamp=self.LATE),)
+        snapshot["history"] = (attrs.evolve(record, timestamp=moment),)
         with pytest.raises(ValidationError, match=r"history\[0\]\.timestamp"):
             CustomerSession.restore(**snapshot)
 

@@ -6,7 +6,7 @@ import pytest
 
 from customer_session._times import Fault, Untimed, in_utc
 
-from .conftest import BROKEN_ZONE_TIMES
+from .conftest import BEYOND_UTC_TIMES, BROKEN_ZONE_TIMES
 
 T0 = datetime(2026, 3, 2, 10, 15, tzinfo=UTC)
 
@@ -45,14 +45,7 @@ class TestInUTC:
         """A naive datetime has no time in UTC because it is naive."""
         assert in_utc(datetime(2026, 3, 2, 10, 15)) == Untimed(Fault.NAIVE)  # noqa: DTZ001 - naive on purpose
 
-    @pytest.mark.parametrize(
-        "value",
-        [
-            datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))),
-            datetime(9999, 12, 31, 23, 30, tzinfo=timezone(timedelta(hours=-1))),
-        ],
-        ids=["early", "late"],
-    )
+    @pytest.mark.parametrize("value", BEYOND_UTC_TIMES)
     def test_a_time_past_the_years_in_utc_is_named_so(self, value):
         """An aware time whose time in UTC falls outside the years 1 to 9999 is named so."""
         assert in_utc(value) == Untimed(Fault.OUTSIDE_YEARS)
