@@ -380,6 +380,18 @@ def _end_the_sessions_of(url: str, name: str, count: int) -> list[int]:
     return ended
 
 
+@contextmanager
+def _named_store(backend: str, database: str, *, connections: int) -> Iterator[tuple[Any, str]]:
+    """A store of ``backend`` with a pool of ``connections`` named apart, and their name."""
+    url, name = _named(database)
+    store_class = PostgresStore if backend == "postgres" else SyncOverAsync
+    store = store_class(url, min_connections=connections, max_connections=connections)
+    try:
+        yield store, name
+    finally:
+        store.close()
+
+
 class TestConnectionsTheServerEnded:
     """The pool's check refuses an idle connection whose session the server ended."""
 
@@ -389,10 +401,7 @@ class TestConnectionsTheServerEnded:
         Not after the pool's wait between retries of refused connections (a second,
         then two, doubling): the first one refused has the pool check the others.
         """
-        url, name = _named(database)
-        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
-        store = store_class(url, min_connections=4, max_connections=4)
-        try:
+        with _named_store(backend, database, connections=4) as (store, name):
             store.create(CustomerSession(integration_id="order-1"))
             _end_the_sessions_of(database, name, 4)
             start = time.monotonic()
@@ -401,45 +410,30 @@ class TestConnectionsTheServerEnded:
             assert time.monotonic() - start < 0.9
             for _ in range(4):
                 assert store.get("order-1").integration_id == "order-1"
-        finally:
-            store.close()
 
     def test_a_commit_after_gets_a_working_connection(self, backend, database):
         """A commit whose pooled connection the server ended is written on another one."""
-        url, name = _named(database)
-        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
-        store = store_class(url, min_connections=1, max_connections=1)
-        try:
+        with _named_store(backend, database, connections=1) as (store, name):
             store.create(CustomerSession(integration_id="order-1"))
             _end_the_sessions_of(database, name, 1)
             store.update("order-1", lambda session: session.close())
             assert store.get("order-1").state == "closed"
-        finally:
-            store.close()
 
     def test_a_delivery_after_gets_a_working_connection(self, backend, database):
         """deliver(), which takes a connection out of the pool for its lock, gets a working one."""
-        url, name = _named(database)
-        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
-        store = store_class(url, min_connections=1, max_connections=1)
-        try:
+        with _named_store(backend, database, connections=1) as (store, name):
             store.on_commit("notify", trigger="close")
             closed_session(store, "order-1")
             _end_the_sessions_of(database, name, 1)
             handed: list[str] = []
             assert store.deliver(lambda effect: handed.append(effect.integration_id)) == 1
             assert handed == ["order-1"]
-        finally:
-            store.close()
 
     def test_a_healthy_idle_connection_is_reused(self, backend, database):
         """The check keeps a connection the server still serves: no call replaces it."""
         import psycopg  # noqa: PLC0415 - optional dependency
 
-        url, name = _named(database)
-        store_class = PostgresStore if backend == "postgres" else SyncOverAsync
-        store = store_class(url, min_connections=1, max_connections=1)
-        try:
+        with _named_store(backend, database, connections=1) as (store, name):
             store.create(CustomerSession(integration_id="order-1"))
             with psycopg.connect(database, autocommit=True) as admin:
                 before = _backends(admin, name)
@@ -448,8 +442,6 @@ class TestConnectionsTheServerEnded:
                     store.update("order-1", lambda session: session.set_coupon("SPRING"))
                 assert _backends(admin, name) == before
             assert len(before) == 1
-        finally:
-            store.close()
 
     def test_after_a_restart_the_next_call_works(self):
         """After the server restarted (ending every session), either store's next call works."""
