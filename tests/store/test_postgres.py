@@ -1497,30 +1497,32 @@ class TestDatabaseName:
         assert named.endswith("(no schema: none of the search_path exists)")
 
 
+def _first_call_error(backend: str, url: str, *, migrate: bool) -> StoreError:
+    """The StoreError a store on ``url`` raises at its first call (``get``); it is closed."""
+    store = (PostgresStore if backend == "postgres" else SyncOverAsync)(url, migrate=migrate)
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.get("order-1")
+    finally:
+        store.close()
+    return caught.value
+
+
 class TestSearchPathWithoutASchema:
     @pytest.mark.parametrize("migrate", [True, False])
     def test_the_error_names_the_search_path_and_what_to_do(self, pg_server, backend, migrate):
         """A search_path naming no existing schema is a StoreError naming it, with the cure."""
         url = f"{pg_server.url}?options=-csearch_path%3Dnope_{uuid.uuid4().hex[:8]}%2Cnope_b"
         missing = url.rsplit("%3D", 1)[1].split("%2C", maxsplit=1)[0]
-        store = (
-            PostgresStore(url, migrate=migrate)
-            if backend == "postgres"
-            else SyncOverAsync(url, migrate=migrate)
-        )
-        try:
-            with pytest.raises(StoreError) as caught:
-                store.get("order-1")
-        finally:
-            store.close()
-        message = str(caught.value)
+        error = _first_call_error(backend, url, migrate=migrate)
+        message = str(error)
         assert message.startswith("session 'order-1': PostgreSQL database ")
         assert f"no schema of its search_path ({missing}, nope_b) exists" in message
         assert f"create one (CREATE SCHEMA {missing})" in message
         assert "options=-csearch_path=" in message
         assert "no schema has been selected" not in message
         assert "migrate=True" not in message  # it would not help
-        assert caught.value.integration_id == "order-1"
+        assert error.integration_id == "order-1"
 
     @pytest.mark.parametrize("migrate", [True, False])
     def test_a_schema_the_role_may_not_use_is_named_with_the_grant(
@@ -1536,26 +1538,19 @@ class TestSearchPathWithoutASchema:
             admin.execute(f"CREATE ROLE {role} LOGIN")
         url = pg_server.url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
         url += f"?options=-csearch_path%3D%22Shop%5C%20{suffix}%22"
-        store = (
-            PostgresStore(url, migrate=migrate)
-            if backend == "postgres"
-            else SyncOverAsync(url, migrate=migrate)
-        )
         try:
-            with pytest.raises(StoreError) as caught:
-                store.get("order-1")
+            error = _first_call_error(backend, url, migrate=migrate)
         finally:
-            store.close()
             with psycopg.connect(pg_server.url, autocommit=True) as admin:
                 admin.execute(f'DROP SCHEMA "{schema}"')
                 admin.execute(f"DROP ROLE {role}")
-        message = str(caught.value)
+        message = str(error)
         assert message.startswith("session 'order-1': PostgreSQL database ")
         assert f'it has no USAGE privilege on "{schema}"' in message
         assert f'(GRANT USAGE ON SCHEMA "{schema}" TO {role})' in message
         assert "CREATE SCHEMA" not in message  # it exists: creating it would fail
         assert "exists;" not in message
-        assert caught.value.integration_id == "order-1"
+        assert error.integration_id == "order-1"
 
     def test_schema_names_are_read_as_postgresql_reads_a_search_path(self):
         """Quoted entries keep their case and quotes; unquoted ones fold ASCII to lower case."""

@@ -71,6 +71,15 @@ def rows(database: str, version: int) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+def postgres_at_version_3(server: Any) -> tuple[str, dict[str, list[tuple[Any, ...]]]]:
+    """A fresh PostgreSQL schema made a version 3 store holding :func:`fill`'s rows; its rows."""
+    old, scratch = server.fresh_schema(), server.fresh_schema()
+    with open_store(scratch) as store:
+        fill(store)
+    filled_at(3, old, scratch)
+    return old, rows(old, 3)
+
+
 def fill(store: Any) -> None:
     """Sessions, journal entries, outbox rows pending and delivered, keys applied and refused."""
     store.on_commit("erp", trigger="close")
@@ -242,11 +251,7 @@ class TestFailedMigration:
         """A migration the server's lock or statement timeout stops is a StoreTimeout saying so."""
         import psycopg  # noqa: PLC0415 - optional dependency
 
-        old, scratch = pg_server.fresh_schema(), pg_server.fresh_schema()
-        with open_store(scratch) as store:
-            fill(store)
-        filled_at(3, old, scratch)
-        before = rows(old, 3)
+        old, before = postgres_at_version_3(pg_server)
         with psycopg.connect(old) as blocker:
             # The step to version 4 alters the keys table last: it waits for this lock.
             blocker.execute("LOCK TABLE customer_session_keys IN ACCESS SHARE MODE")
@@ -310,11 +315,7 @@ class TestConcurrentAndInterrupted:
         """A migration killed half-way leaves version 3 as it was; the next one works."""
         import psycopg  # noqa: PLC0415 - optional dependency
 
-        old, scratch = pg_server.fresh_schema(), pg_server.fresh_schema()
-        with open_store(scratch) as store:
-            fill(store)
-        filled_at(3, old, scratch)
-        before = rows(old, 3)
+        old, before = postgres_at_version_3(pg_server)
         with psycopg.connect(old) as blocker:
             # The step to version 4 alters the keys table last: it waits here.
             blocker.execute("LOCK TABLE customer_session_keys IN ACCESS SHARE MODE")
