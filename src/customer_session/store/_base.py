@@ -1765,7 +1765,8 @@ def migration_failed(
         database: The database, as messages name it.
         found: The version it is at (still: every step runs in one transaction).
         error: The store's error of the failed statement (the database's chained).
-        reason: Why the statement failed, in one line (see ``_failure_reason``).
+        reason: Why the statement failed, in one line (see ``_failure_reason``); a
+            timeout is said by the setting that stopped it instead.
         integration_id: The session the caller was about to use, for the message.
     """
     if found == 0:
@@ -1775,9 +1776,9 @@ def migration_failed(
         what = f"cannot migrate {database} from schema version {found} to {SCHEMA_VERSION}"
         after = f"it is still at version {found}, unchanged"
     if isinstance(error, StoreTimeout):
-        reason = _MIGRATION_WAITS.get(error.setting, f"it gave up waiting for {error.waited_for}")
+        waited = _MIGRATION_WAITS.get(error.setting, f"it gave up waiting for {error.waited_for}")
         return StoreTimeout(
-            f"{subject(integration_id)}: {what}: {reason}; {after}",
+            f"{subject(integration_id)}: {what}: {waited}; {after}",
             database=error.database,
             waited_for=error.waited_for,
             setting=error.setting,
